@@ -1,0 +1,486 @@
+/* gpu.c: the GPU backend: buffers, queues and launches over the CUDA driver API.
+ *
+ * The driver is loaded at run time (dlopen of libcuda.so.1) instead of linked, so that every
+ * binary built against libmlkrt starts on a machine without a driver and falls back to the CPU
+ * simulator with a readable reason. A model gets one device allocation per tensor, a table of
+ * their addresses (the kernel's `bufs`), the event counters, one static queue per SM and kernel
+ * (sched.c), and an error record the kernel fills when a wait passes its deadline. A run is one
+ * cooperative launch of the persistent megakernel: cooperative because every block spins on
+ * counters other blocks increment, which is only safe when all blocks are resident at once.
+ */
+#include "internal.h"
+
+#ifdef MLK_HAVE_CUDA
+
+#include <cuda.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cuda.h #defines many API names to versioned symbols (cuMemAlloc -> cuMemAlloc_v2): stringizing
+ * through a second macro expands the name first, so dlsym gets the symbol the header would link. */
+#define MLK_CU_STR2(x) #x
+#define MLK_CU_STR(x) MLK_CU_STR2(x)
+
+#define MLK_CU_FUNCS(X)                                                                           \
+  X(cuGetErrorName)                                                                               \
+  X(cuGetErrorString)                                                                             \
+  X(cuInit)                                                                                       \
+  X(cuDeviceGetCount)                                                                             \
+  X(cuDeviceGet)                                                                                  \
+  X(cuDeviceGetName)                                                                              \
+  X(cuDeviceGetAttribute)                                                                         \
+  X(cuDevicePrimaryCtxRetain)                                                                     \
+  X(cuDevicePrimaryCtxRelease)                                                                    \
+  X(cuCtxSetCurrent)                                                                              \
+  X(cuCtxSynchronize)                                                                             \
+  X(cuModuleLoadDataEx)                                                                           \
+  X(cuModuleUnload)                                                                               \
+  X(cuModuleGetFunction)                                                                          \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                  \
+  X(cuMemAlloc)                                                                                   \
+  X(cuMemFree)                                                                                    \
+  X(cuMemcpyHtoD)                                                                                 \
+  X(cuMemcpyDtoH)                                                                                 \
+  X(cuMemsetD8)                                                                                   \
+  X(cuLaunchCooperativeKernel)
+
+static struct {
+#define MLK_CU_MEMBER(f) __typeof__(&f) f;
+  MLK_CU_FUNCS(MLK_CU_MEMBER)
+#undef MLK_CU_MEMBER
+} cu;
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static mlk_status load_status;
+static char load_msg[1024];
+
+/* "CUDA_ERROR_OUT_OF_MEMORY (out of memory)" */
+static void describe(CUresult r, char *buf, size_t n) {
+  const char *name = NULL, *str = NULL;
+  if (!cu.cuGetErrorName || cu.cuGetErrorName(r, &name) != CUDA_SUCCESS)
+    name = NULL;
+  if (!cu.cuGetErrorString || cu.cuGetErrorString(r, &str) != CUDA_SUCCESS)
+    str = NULL;
+  if (name)
+    snprintf(buf, n, "%s (%s)", name, str ? str : "no description");
+  else
+    snprintf(buf, n, "CUresult %d", (int)r);
+}
+
+/* "gpu.c:123: cuMemAlloc(8388608 bytes for 'W1') failed: CUDA_ERROR_OUT_OF_MEMORY (out of memory)" */
+static mlk_status cu_fail(CUresult r, const char *file, int line, const char *fmt, ...) MLK_PRINTF(4, 5);
+static mlk_status cu_fail(CUresult r, const char *file, int line, const char *fmt, ...) {
+  char call[512], what[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(call, sizeof call, fmt, ap);
+  va_end(ap);
+  describe(r, what, sizeof what);
+  mlk_status s = r == CUDA_ERROR_OUT_OF_MEMORY ? MLK_ERR_NOMEM
+                 : r == CUDA_ERROR_NO_DEVICE   ? MLK_ERR_NO_GPU
+                                               : MLK_ERR_CUDA;
+  return mlk_set_error(s, "%s:%d: %s failed: %s", mlk_basename(file), line, call, what);
+}
+#define CU_FAIL(r, ...) cu_fail((r), __FILE__, __LINE__, __VA_ARGS__)
+
+static void load_driver(void) {
+  /* Never closed: contexts and modules live as long as the process may use them. */
+  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *why = dlerror();
+    snprintf(load_msg, sizeof load_msg, "no GPU: libcuda.so.1 could not be loaded (%s:%d: dlopen: %s)",
+             mlk_basename(__FILE__), __LINE__, why ? why : "unknown error");
+    load_status = MLK_ERR_NO_GPU;
+    return;
+  }
+#define MLK_CU_LOAD(f)                                                                            \
+  if (!(cu.f = (__typeof__(cu.f))dlsym(h, MLK_CU_STR(f)))) {                                      \
+    snprintf(load_msg, sizeof load_msg,                                                           \
+             "no GPU: the CUDA driver is too old: libcuda.so.1 has no %s (%s:%d: dlsym)",         \
+             MLK_CU_STR(f), mlk_basename(__FILE__), __LINE__);                                    \
+    load_status = MLK_ERR_NO_GPU;                                                                 \
+    return;                                                                                       \
+  }
+  MLK_CU_FUNCS(MLK_CU_LOAD)
+#undef MLK_CU_LOAD
+  CUresult r = cu.cuInit(0);
+  if (r != CUDA_SUCCESS) {
+    char what[256];
+    describe(r, what, sizeof what);
+    snprintf(load_msg, sizeof load_msg, "no GPU: %s:%d: cuInit(0) failed: %s", mlk_basename(__FILE__),
+             __LINE__, what);
+    load_status = MLK_ERR_NO_GPU;
+  }
+}
+
+typedef struct GpuBackend {
+  int ordinal;
+  CUdevice dev;
+  CUcontext ctx;
+  int cc_major, cc_minor, sms;
+} GpuBackend;
+
+typedef struct GpuKernel {
+  CUfunction f;
+  CUdeviceptr qoff, queue;
+} GpuKernel;
+
+typedef struct GpuModel {
+  CUmodule module;
+  CUdeviceptr *bufs; /* per tensor */
+  CUdeviceptr table; /* u64 bufs[ntensors] on the device */
+  CUdeviceptr counters, err;
+  GpuKernel *kernels;
+} GpuModel;
+
+/* The calling thread may not be the one that created the backend: make its context current. */
+static mlk_status use_context(const mlk_backend *be) {
+  const GpuBackend *gb = be->impl;
+  CUresult r = cu.cuCtxSetCurrent(gb->ctx);
+  return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuCtxSetCurrent(GPU %d)", gb->ordinal);
+}
+
+static void free_ptr(CUdeviceptr *p) {
+  /* Teardown cannot report: a failure here leaves nothing for the caller to do. */
+  if (*p)
+    (void)cu.cuMemFree(*p);
+  *p = 0;
+}
+
+static void gpu_model_fini(mlk_model *m) {
+  GpuModel *gm = m->impl;
+  if (!gm)
+    return;
+  const MlkModelDesc *d = m->desc;
+  (void)use_context(m->be);
+  if (gm->bufs)
+    for (int i = 0; i < d->ntensors; i++)
+      free_ptr(&gm->bufs[i]);
+  if (gm->kernels)
+    for (int k = 0; k < d->nkernels; k++) {
+      free_ptr(&gm->kernels[k].qoff);
+      free_ptr(&gm->kernels[k].queue);
+    }
+  free_ptr(&gm->table);
+  free_ptr(&gm->counters);
+  free_ptr(&gm->err);
+  if (gm->module)
+    (void)cu.cuModuleUnload(gm->module);
+  free(gm->bufs);
+  free(gm->kernels);
+  free(gm);
+  m->impl = NULL;
+}
+
+static mlk_status alloc_zeroed(CUdeviceptr *p, size_t bytes, const char *what) {
+  CUresult r = cu.cuMemAlloc(p, bytes);
+  if (r != CUDA_SUCCESS) {
+    *p = 0;
+    return CU_FAIL(r, "cuMemAlloc(%zu bytes for %s)", bytes, what);
+  }
+  r = cu.cuMemsetD8(*p, 0, bytes);
+  return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemsetD8(%zu bytes of %s)", bytes, what);
+}
+
+static mlk_status upload_array(CUdeviceptr *p, const void *src, size_t bytes, const char *what) {
+  mlk_status st = alloc_zeroed(p, bytes, what);
+  if (st)
+    return st;
+  CUresult r = cu.cuMemcpyHtoD(*p, src, bytes);
+  return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to %s)", bytes, what);
+}
+
+enum { JIT_LOG_BYTES = 1 << 16 };
+
+static mlk_status load_module(mlk_model *m, GpuModel *gm) {
+  const GpuBackend *gb = m->be->impl;
+  const MlkModelDesc *d = m->desc;
+  const char *ptx = NULL, *arch = NULL;
+  /* sm_90a PTX uses wgmma/TMA, which exist on exactly sm_90; everything else JITs the sm_80 PTX. */
+  if (gb->cc_major == 9 && gb->cc_minor == 0 && d->ptx_sm90a)
+    ptx = d->ptx_sm90a, arch = "sm_90a";
+  else if (gb->cc_major >= 8 && d->ptx_sm80)
+    ptx = d->ptx_sm80, arch = "sm_80";
+  if (!ptx)
+    return mlk_set_error(MLK_ERR_INVALID, "model '%s' has no PTX this GPU can run: GPU %d is sm_%d%d, "
+                         "the model carries %s%s%s", d->name, gb->ordinal, gb->cc_major, gb->cc_minor,
+                         d->ptx_sm90a ? "sm_90a" : "", d->ptx_sm90a && d->ptx_sm80 ? " and " : "",
+                         d->ptx_sm80 ? "sm_80" : (d->ptx_sm90a ? "" : "no PTX at all"));
+  char *elog = MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT error log");
+  char *ilog = elog ? MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT info log") : NULL;
+  if (!ilog) {
+    free(elog);
+    return MLK_ERR_NOMEM;
+  }
+  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+                         CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES};
+  void *vals[] = {elog, (void *)(uintptr_t)JIT_LOG_BYTES, ilog, (void *)(uintptr_t)JIT_LOG_BYTES};
+  CUresult r = cu.cuModuleLoadDataEx(&gm->module, ptx, 4, opts, vals);
+  mlk_status st = MLK_OK;
+  if (r != CUDA_SUCCESS) {
+    gm->module = NULL;
+    elog[JIT_LOG_BYTES - 1] = ilog[JIT_LOG_BYTES - 1] = 0;
+    st = CU_FAIL(r, "cuModuleLoadDataEx(%s PTX of model '%s', %zu bytes)", arch, d->name, strlen(ptx));
+    /* The log is the only place that says which PTX line is wrong: report it in full. */
+    if (*elog)
+      mlk_set_error(st, "%s\nJIT error log:\n%s", mlk_last_error(), elog);
+    if (*ilog)
+      mlk_set_error(st, "%s\nJIT info log:\n%s", mlk_last_error(), ilog);
+  }
+  free(elog);
+  free(ilog);
+  return st;
+}
+
+static mlk_status gpu_model_init(mlk_model *m) {
+  const GpuBackend *gb = m->be->impl;
+  const MlkModelDesc *d = m->desc;
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = MLK_CALLOC(1, sizeof *gm, "GPU model");
+  if (!gm)
+    return MLK_ERR_NOMEM;
+  m->impl = gm;
+  st = MLK_ERR_NOMEM;
+  if (!(gm->bufs = MLK_CALLOC((size_t)d->ntensors, sizeof *gm->bufs, "tensor table")) ||
+      !(gm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *gm->kernels, "kernel table")))
+    goto fail;
+  for (int i = 0; i < d->ntensors; i++) {
+    char what[160];
+    snprintf(what, sizeof what, "'%s'", d->tensors[i].name);
+    if ((st = alloc_zeroed(&gm->bufs[i], m->bytes[i], what)))
+      goto fail;
+  }
+  /* CUdeviceptr is 64 bits wide on every platform the driver supports: the table is u64[]. */
+  if ((st = upload_array(&gm->table, gm->bufs, (size_t)(d->ntensors ? d->ntensors : 1) * sizeof(uint64_t),
+                         "the tensor table")) ||
+      (st = alloc_zeroed(&gm->counters, (size_t)(d->ncounters ? d->ncounters : 1) * sizeof(uint32_t),
+                         "the event counters")) ||
+      (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")))
+    goto fail;
+  if (d->nkernels > 0 && (st = load_module(m, gm)))
+    goto fail;
+  for (int k = 0; k < d->nkernels; k++) {
+    const MlkKernelDesc *kd = &d->kernels[k];
+    GpuKernel *gk = &gm->kernels[k];
+    CUresult r = cu.cuModuleGetFunction(&gk->f, gm->module, kd->entry);
+    if (r != CUDA_SUCCESS) {
+      st = CU_FAIL(r, "cuModuleGetFunction('%s' for megakernel '%s')", kd->entry, kd->name);
+      goto fail;
+    }
+    int blocks = 0;
+    r = cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gk->f, MLK_BLOCK_THREADS, 0);
+    if (r != CUDA_SUCCESS) {
+      st = CU_FAIL(r, "cuOccupancyMaxActiveBlocksPerMultiprocessor(megakernel '%s')", kd->name);
+      goto fail;
+    }
+    if (blocks < 1) {
+      st = mlk_set_error(MLK_ERR_CUDA, "megakernel '%s' cannot run on GPU %d: not one block of %d threads "
+                         "fits on an SM (too many registers or too much shared memory)",
+                         kd->name, gb->ordinal, MLK_BLOCK_THREADS);
+      goto fail;
+    }
+    uint32_t *qoff, *words;
+    int64_t ntasks;
+    if ((st = mlk_sched_build(d, k, gb->sms, &qoff, &words, &ntasks)))
+      goto fail;
+    char what[160];
+    snprintf(what, sizeof what, "the queue offsets of '%s'", kd->name);
+    st = upload_array(&gk->qoff, qoff, ((size_t)gb->sms + 1) * sizeof *qoff, what);
+    snprintf(what, sizeof what, "the task queues of '%s'", kd->name);
+    if (!st)
+      st = upload_array(&gk->queue, words, (size_t)(ntasks ? ntasks : 1) * sizeof *words, what);
+    free(qoff);
+    free(words);
+    if (st)
+      goto fail;
+  }
+  return MLK_OK;
+fail:
+  gpu_model_fini(m);
+  return st;
+}
+
+static mlk_status gpu_upload(mlk_model *m, int tensor, const void *src, size_t bytes) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  CUresult r = cu.cuMemcpyHtoD(gm->bufs[tensor], src, bytes);
+  return r == CUDA_SUCCESS ? MLK_OK
+                           : CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to '%s')", bytes, m->desc->tensors[tensor].name);
+}
+
+static mlk_status gpu_download(mlk_model *m, int tensor, void *dst, size_t bytes) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  CUresult r = cu.cuMemcpyDtoH(dst, gm->bufs[tensor], bytes);
+  return r == CUDA_SUCCESS ? MLK_OK
+                           : CU_FAIL(r, "cuMemcpyDtoH(%zu bytes from '%s')", bytes, m->desc->tensors[tensor].name);
+}
+
+static mlk_status gpu_fill(mlk_model *m, int tensor, uint8_t byte) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  CUresult r = cu.cuMemsetD8(gm->bufs[tensor], byte, m->bytes[tensor]);
+  return r == CUDA_SUCCESS ? MLK_OK
+                           : CU_FAIL(r, "cuMemsetD8(%zu bytes of '%s')", m->bytes[tensor], m->desc->tensors[tensor].name);
+}
+
+static mlk_status gpu_zero_counters(mlk_model *m) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  size_t bytes = (size_t)m->desc->ncounters * sizeof(uint32_t);
+  CUresult r = bytes ? cu.cuMemsetD8(gm->counters, 0, bytes) : CUDA_SUCCESS;
+  return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemsetD8(%zu bytes of the event counters)", bytes);
+}
+
+static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                          MlkDevError *err) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  const GpuBackend *gb = m->be->impl;
+  GpuModel *gm = m->impl;
+  GpuKernel *gk = &gm->kernels[kernel];
+  const char *name = m->desc->kernels[kernel].name;
+  /* The kernel signature every generated megakernel has:
+   * (u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch, u64 timeout_ns,
+   *  MlkDevError *err) */
+  CUdeviceptr bufs = gm->table, counters = gm->counters, qoff = gk->qoff, queue = gk->queue,
+              errp = gm->err;
+  uint32_t ep = epoch;
+  uint64_t tmo = timeout_ns;
+  void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp};
+  CUresult r = cu.cuLaunchCooperativeKernel(gk->f, (unsigned)gb->sms, 1, 1, MLK_BLOCK_THREADS, 1, 1, 0,
+                                            NULL, args);
+  if (r != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuLaunchCooperativeKernel(megakernel '%s', %d blocks of %d threads)", name,
+                   gb->sms, MLK_BLOCK_THREADS);
+  if ((r = cu.cuCtxSynchronize()) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuCtxSynchronize(after megakernel '%s')", name);
+  if ((r = cu.cuMemcpyDtoH(err, gm->err, sizeof *err)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuMemcpyDtoH(the error record of megakernel '%s')", name);
+  if (err->flag && (r = cu.cuMemsetD8(gm->err, 0, sizeof *err)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuMemsetD8(the error record of megakernel '%s')", name);
+  return MLK_OK;
+}
+
+static void gpu_backend_free(mlk_backend *be) {
+  GpuBackend *gb = be->impl;
+  if (gb && gb->ctx)
+    (void)cu.cuDevicePrimaryCtxRelease(gb->dev);
+  free(gb);
+}
+
+static const MlkBackendOps gpu_ops = {
+    .backend_free = gpu_backend_free,
+    .model_init = gpu_model_init,
+    .model_fini = gpu_model_fini,
+    .upload = gpu_upload,
+    .download = gpu_download,
+    .fill = gpu_fill,
+    .zero_counters = gpu_zero_counters,
+    .run = gpu_run,
+};
+
+/* Everything that makes the GPU unusable is reported as MLK_ERR_NO_GPU "no GPU: ...", so that
+ * MLK_BACKEND_AUTO can fall back and keep the reason as its note. */
+static mlk_status no_gpu(mlk_status st) {
+  if (st == MLK_ERR_NOMEM)
+    return st;
+  if (strncmp(mlk_last_error(), "no GPU: ", 8))
+    mlk_prefix_error(st, "no GPU: ");
+  return MLK_ERR_NO_GPU;
+}
+
+mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
+  *out = NULL;
+  pthread_once(&load_once, load_driver);
+  if (load_status)
+    return mlk_set_error(load_status, "%s", load_msg);
+  GpuBackend *gb = MLK_CALLOC(1, sizeof *gb, "GPU backend");
+  if (!gb)
+    return MLK_ERR_NOMEM;
+  gb->ordinal = device;
+  mlk_status st;
+  int count = 0;
+  char name[200] = "";
+  CUresult r = cu.cuDeviceGetCount(&count);
+  if (r != CUDA_SUCCESS) {
+    st = no_gpu(CU_FAIL(r, "cuDeviceGetCount"));
+    goto fail;
+  }
+  if (count < 1 || device < 0 || device >= count) {
+    st = mlk_set_error(MLK_ERR_NO_GPU, "no GPU: the CUDA driver reports %d devices, device %d was asked for",
+                       count, device);
+    goto fail;
+  }
+  int coop = 0;
+  if ((r = cu.cuDeviceGet(&gb->dev, device)) ||
+      (r = cu.cuDeviceGetName(name, (int)sizeof name, gb->dev)) ||
+      (r = cu.cuDeviceGetAttribute(&gb->cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, gb->dev)) ||
+      (r = cu.cuDeviceGetAttribute(&gb->cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, gb->dev)) ||
+      (r = cu.cuDeviceGetAttribute(&gb->sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, gb->dev)) ||
+      (r = cu.cuDeviceGetAttribute(&coop, CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, gb->dev))) {
+    st = no_gpu(CU_FAIL(r, "querying GPU %d (cuDeviceGet/cuDeviceGetName/cuDeviceGetAttribute)", device));
+    goto fail;
+  }
+  if (gb->cc_major < 8) {
+    st = mlk_set_error(MLK_ERR_NO_GPU, "no GPU: GPU %d (%s) is sm_%d%d, megakernels need sm_80 or newer",
+                       device, name, gb->cc_major, gb->cc_minor);
+    goto fail;
+  }
+  if (!coop || gb->sms < 1) {
+    st = mlk_set_error(MLK_ERR_NO_GPU, "no GPU: GPU %d (%s) does not support cooperative launches", device,
+                       name);
+    goto fail;
+  }
+  if ((r = cu.cuDevicePrimaryCtxRetain(&gb->ctx, gb->dev)) != CUDA_SUCCESS) {
+    gb->ctx = NULL;
+    st = no_gpu(CU_FAIL(r, "cuDevicePrimaryCtxRetain(GPU %d)", device));
+    goto fail;
+  }
+  if ((r = cu.cuCtxSetCurrent(gb->ctx)) != CUDA_SUCCESS) {
+    st = no_gpu(CU_FAIL(r, "cuCtxSetCurrent(GPU %d)", device));
+    (void)cu.cuDevicePrimaryCtxRelease(gb->dev);
+    goto fail;
+  }
+  mlk_backend *be = MLK_CALLOC(1, sizeof *be, "backend");
+  if (!be) {
+    (void)cu.cuDevicePrimaryCtxRelease(gb->dev);
+    st = MLK_ERR_NOMEM;
+    goto fail;
+  }
+  be->ops = &gpu_ops;
+  be->is_gpu = 1;
+  be->impl = gb;
+  snprintf(be->name, sizeof be->name, "GPU %d: %s (sm_%d%d, %d SMs)", device, name, gb->cc_major,
+           gb->cc_minor, gb->sms);
+  *out = be;
+  return MLK_OK;
+fail:
+  free(gb);
+  return st;
+}
+
+#else /* !MLK_HAVE_CUDA */
+
+mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
+  (void)device;
+  *out = NULL;
+  return mlk_set_error(MLK_ERR_NO_GPU,
+                       "no GPU: libmlkrt was built without the CUDA toolkit (cuda.h was not found)");
+}
+
+#endif /* MLK_HAVE_CUDA */

@@ -1,0 +1,114 @@
+/* mlk.h: the public C API of libmlkrt, the mlkc runtime.
+ *
+ * A tour. `mlkc mlp.mlk -o build/mlp` writes build/mlp.h and build/mlp.c: a typed API over this
+ * one. An application uses it like this:
+ *
+ *     #include "mlp.h"                      // generated; includes mlk.h
+ *
+ *     mlk_backend *be;
+ *     if (mlk_backend_create(MLK_BACKEND_AUTO, &be) != MLK_OK)   // GPU if present, else CPU sim
+ *       die(mlk_last_error());
+ *     printf("running on %s\n", mlk_backend_name(be));
+ *
+ *     mlp_model *m;
+ *     mlp_create(be, &m);                   // allocates every tensor, loads the megakernel
+ *     mlp_set_W1(m, w1_bf16);               // params: typed pointers, shapes in the header
+ *     mlp_set_x(m, x);                      // inputs
+ *     mlp_forward(m);                       // one launch of the persistent megakernel `forward`
+ *     mlp_get_y(m, y);                      // outputs
+ *     mlp_free(m);
+ *     mlk_backend_free(be);
+ *
+ * Every call returns an mlk_status; on failure mlk_last_error() says what went wrong, naming the
+ * tensor, the CUDA call (with file:line) or the task and event of a wait that could not complete.
+ *
+ * Backends. The GPU backend uses the CUDA driver API, loaded at run time (libcuda.so.1), so the
+ * same binary runs on a machine without a GPU and falls back to the CPU simulator, which runs the
+ * very same task queues and event counters on host threads with C reference tiles.
+ *
+ * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
+ * deadline of a single wait (default 2000); MLK_SIM_THREADS and MLK_SIM_SEED tune the simulator.
+ */
+#ifndef MLK_H
+#define MLK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mlk_desc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mlk_status {
+  MLK_OK = 0,
+  MLK_ERR_INVALID,  /* bad argument: wrong tensor, size, kind or state */
+  MLK_ERR_NO_GPU,   /* no CUDA driver or no device */
+  MLK_ERR_CUDA,     /* a CUDA driver call failed */
+  MLK_ERR_NOMEM,    /* host or device allocation failed */
+  MLK_ERR_DEADLOCK, /* a wait passed its deadline: some event never reached its count */
+  MLK_ERR_IO        /* a file could not be read or written */
+} mlk_status;
+
+/* The message of the last failed call on this thread (never NULL). */
+const char *mlk_last_error(void);
+const char *mlk_status_name(mlk_status s);
+
+/* ---- backends ---- */
+
+typedef struct mlk_backend mlk_backend;
+
+typedef enum mlk_backend_kind {
+  MLK_BACKEND_AUTO, /* the GPU when one is usable, else the CPU simulator (MLK_BACKEND overrides) */
+  MLK_BACKEND_GPU,
+  MLK_BACKEND_CPU
+} mlk_backend_kind;
+
+typedef struct mlk_sim_options {
+  int threads;       /* host threads acting as SMs (0: MLK_SIM_THREADS or 8) */
+  uint64_t seed;     /* seed of the random delays and orders (0: MLK_SIM_SEED or 1) */
+  int max_delay_us;  /* random delay before each task, 0..max (0: none) */
+} mlk_sim_options;
+
+mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);
+mlk_status mlk_backend_create_cpu(const mlk_sim_options *opt, mlk_backend **out);
+void mlk_backend_free(mlk_backend *be);
+/* "GPU 0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" or "CPU simulator (8 threads, seed 1)". */
+const char *mlk_backend_name(const mlk_backend *be);
+int mlk_backend_is_gpu(const mlk_backend *be);
+/* Why MLK_BACKEND_AUTO chose the CPU simulator ("no GPU: libcuda.so.1 not found ..."), else "". */
+const char *mlk_backend_note(const mlk_backend *be);
+
+/* ---- models ---- */
+
+typedef struct mlk_model mlk_model;
+
+mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out);
+void mlk_model_free(mlk_model *m);
+const MlkModelDesc *mlk_model_desc(const mlk_model *m);
+
+/* Index of the tensor called `name`, or -1. */
+int mlk_model_find_tensor(const mlk_model *m, const char *name);
+/* Copy a param or input in; `bytes` must equal the tensor's size exactly. */
+mlk_status mlk_model_set_tensor(mlk_model *m, int tensor, const void *data, size_t bytes);
+/* Copy any tensor out (outputs, and intermediates for debugging). */
+mlk_status mlk_model_get_tensor(mlk_model *m, int tensor, void *data, size_t bytes);
+/* Fill a tensor with a byte pattern (0xff gives NaN in f32 and bf16): tests poison outputs. */
+mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte);
+/* Run megakernel `kernel` (index into desc->kernels) once and wait for it. Fails if a param or input
+ * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out. */
+mlk_status mlk_model_run(mlk_model *m, int kernel);
+
+/* ---- helpers ---- */
+
+size_t mlk_dtype_size(MlkDType t);
+const char *mlk_dtype_name(MlkDType t);
+uint16_t mlk_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
+float mlk_bf16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MLK_H */

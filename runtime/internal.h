@@ -1,0 +1,100 @@
+/* internal.h: what the files of libmlkrt share and nothing outside the runtime should include.
+ *
+ * The runtime is split into a backend-independent front (model.c: validation, tensor bookkeeping,
+ * epochs, error messages) and two backends behind a small vtable (gpu.c over the CUDA driver API,
+ * sim.c on host threads). Both backends run the same static task queues (sched.c), so anything
+ * that is about the model rather than about the machine lives in model.c and is shared.
+ */
+#ifndef MLK_INTERNAL_H
+#define MLK_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mlk.h"
+
+#if defined(__GNUC__)
+#define MLK_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define MLK_PRINTF(a, b)
+#endif
+
+/* ---- errors (status.c) ---- */
+
+/* Sets this thread's last error message and returns `s`, so failures read `return mlk_set_error(...)`. */
+mlk_status mlk_set_error(mlk_status s, const char *fmt, ...) MLK_PRINTF(2, 3);
+mlk_status mlk_set_errorv(mlk_status s, const char *fmt, va_list ap) MLK_PRINTF(2, 0);
+/* Same, with "file.c:123: " in front (the base name of `file`): for failed libc and CUDA calls. */
+mlk_status mlk_set_error_at(mlk_status s, const char *file, int line, const char *fmt, ...)
+    MLK_PRINTF(4, 5);
+#define MLK_ERROR_AT(s, ...) mlk_set_error_at((s), __FILE__, __LINE__, __VA_ARGS__)
+/* Puts `prefix` in front of the current last error (e.g. "no GPU: "); returns `s`. */
+mlk_status mlk_prefix_error(mlk_status s, const char *prefix);
+/* The base name of a path (no allocation): "runtime/gpu.c" -> "gpu.c". */
+const char *mlk_basename(const char *path);
+
+/* calloc that reports "file:line: calloc(n x size bytes for what) failed" and returns NULL. */
+void *mlk_calloc_at(size_t n, size_t size, const char *what, const char *file, int line);
+#define MLK_CALLOC(n, size, what) mlk_calloc_at((n), (size), (what), __FILE__, __LINE__)
+
+/* Parses a decimal environment variable in [lo, hi]. Unset or empty: *out = dflt. Anything else
+ * (garbage, out of range) is an MLK_ERR_INVALID naming the variable. */
+mlk_status mlk_env_int(const char *name, int64_t lo, int64_t hi, int64_t dflt, int64_t *out);
+
+/* ---- static scheduling (sched.c) ---- */
+
+/* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
+ * offsets into *words, which gets one task word per task of the kernel. Queue q is
+ * words[qoff[q] .. qoff[q+1]). Both arrays come from malloc; the caller frees them. *ntasks (may be
+ * NULL) gets the total task count. `d` must have been validated (mlk_desc_validate). */
+mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
+                           uint32_t **words, int64_t *ntasks);
+
+/* ---- model descriptions (model.c) ---- */
+
+/* Checks everything the runtime and the generated kernels rely on; the message says what is wrong. */
+mlk_status mlk_desc_validate(const MlkModelDesc *d);
+/* Bytes of tensor `t` (numel * dtype size). */
+size_t mlk_tensor_bytes(const MlkTensorDesc *t);
+
+/* ---- backends ---- */
+
+/* What a backend provides. Every function sets the last error on failure. `run` executes one
+ * launch of kernel `kernel` with the given epoch and per-wait timeout; when a wait timed out it
+ * still returns MLK_OK but with err->flag set (the front builds the deadlock message, the same for
+ * every backend); any other failure is returned as a status. */
+typedef struct MlkBackendOps {
+  void (*backend_free)(mlk_backend *be);
+  mlk_status (*model_init)(mlk_model *m);
+  void (*model_fini)(mlk_model *m);
+  mlk_status (*upload)(mlk_model *m, int tensor, const void *src, size_t bytes);
+  mlk_status (*download)(mlk_model *m, int tensor, void *dst, size_t bytes);
+  mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
+  mlk_status (*zero_counters)(mlk_model *m);
+  mlk_status (*run)(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                    MlkDevError *err);
+} MlkBackendOps;
+
+struct mlk_backend {
+  const MlkBackendOps *ops;
+  int is_gpu;
+  char name[256];
+  char note[1024]; /* why MLK_BACKEND_AUTO fell back to the simulator, else "" */
+  void *impl;      /* the backend's own state */
+};
+
+struct mlk_model {
+  mlk_backend *be;
+  const MlkModelDesc *desc; /* not copied: generated descs are static */
+  size_t *bytes;            /* per tensor */
+  uint8_t *was_set;         /* per tensor: params and inputs must be set before a run */
+  uint32_t *runs;           /* per kernel: runs completed since the counters were last zeroed */
+  void *impl;               /* the backend's per-model state */
+};
+
+/* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */
+mlk_status mlk_gpu_backend_create(int device, mlk_backend **out);
+mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out);
+
+#endif /* MLK_INTERNAL_H */

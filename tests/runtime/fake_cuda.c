@@ -1,0 +1,242 @@
+/* fake_cuda.c: a stand-in libcuda.so.1 so that gpu.c runs on machines without a GPU.
+ *
+ * The GPU backend loads the driver with dlopen, so a test can put this library first on
+ * LD_LIBRARY_PATH and exercise every line of gpu.c: versioned symbol lookup, allocations, the
+ * tensor table, queue upload, JIT error logs, launches and the error record. "Device memory" is
+ * host memory. A launch emulates the two megakernels of gpu_kernels.c (same model, same
+ * protocol) by stepping the blocks round-robin, each as far as its waits allow; when no block can
+ * move, it writes the error record the way a timed-out device wait would. It also checks the
+ * launch configuration and the kernel parameters, so a change in their order or types fails.
+ *
+ * Knobs for tests: a PTX text containing "SYNTAX ERROR" fails to load with a JIT log; a single
+ * allocation of more than 1 GiB fails with CUDA_ERROR_OUT_OF_MEMORY.
+ */
+#include <cuda.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlk_desc.h"
+
+#define SMS 4
+
+struct CUctx_st {
+  int retained;
+};
+struct CUfunc_st {
+  char entry[64];
+};
+struct CUmod_st {
+  char *ptx;
+  struct CUfunc_st funcs[8];
+  int nfuncs;
+};
+
+static struct CUctx_st the_ctx;
+static CUcontext current;
+
+CUresult cuGetErrorName(CUresult e, const char **s) {
+  switch (e) {
+  case CUDA_SUCCESS: *s = "CUDA_SUCCESS"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; return CUDA_SUCCESS;
+  case CUDA_ERROR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_PTX: *s = "CUDA_ERROR_INVALID_PTX"; return CUDA_SUCCESS;
+  case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_CONTEXT: *s = "CUDA_ERROR_INVALID_CONTEXT"; return CUDA_SUCCESS;
+  default: *s = NULL; return CUDA_ERROR_INVALID_VALUE;
+  }
+}
+
+CUresult cuGetErrorString(CUresult e, const char **s) {
+  switch (e) {
+  case CUDA_SUCCESS: *s = "no error"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_VALUE: *s = "invalid argument"; return CUDA_SUCCESS;
+  case CUDA_ERROR_OUT_OF_MEMORY: *s = "out of memory"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_PTX: *s = "a PTX JIT compilation failed"; return CUDA_SUCCESS;
+  case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_CONTEXT: *s = "invalid device context"; return CUDA_SUCCESS;
+  default: *s = NULL; return CUDA_ERROR_INVALID_VALUE;
+  }
+}
+
+CUresult cuInit(unsigned flags) { return flags ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS; }
+CUresult cuDeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
+CUresult cuDeviceGet(CUdevice *d, int ordinal) {
+  *d = ordinal;
+  return ordinal == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+CUresult cuDeviceGetName(char *name, int len, CUdevice d) {
+  (void)d;
+  snprintf(name, (size_t)len, "Fake GPU");
+  return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) {
+  (void)d;
+  switch (a) {
+  case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = 9; return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = 0; return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = SMS; return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: *v = 1; return CUDA_SUCCESS;
+  default: return CUDA_ERROR_INVALID_VALUE;
+  }
+}
+CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) {
+  (void)d;
+  the_ctx.retained++;
+  *c = &the_ctx;
+  return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease(CUdevice d) {
+  (void)d;
+  if (the_ctx.retained < 1)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  the_ctx.retained--;
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxSetCurrent(CUcontext c) {
+  current = c;
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxSynchronize(void) { return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT; }
+
+CUresult cuModuleLoadDataEx(CUmodule *mod, const void *image, unsigned n, CUjit_option *opts, void **vals) {
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  const char *ptx = image;
+  if (strstr(ptx, "SYNTAX ERROR")) {
+    for (unsigned i = 0; i < n; i++)
+      if (opts[i] == CU_JIT_ERROR_LOG_BUFFER)
+        snprintf(vals[i], 256, "ptxas application ptx input, line 3; fatal   : Parsing error near 'SYNTAX'");
+    return CUDA_ERROR_INVALID_PTX;
+  }
+  *mod = calloc(1, sizeof **mod);
+  (*mod)->ptx = strdup(ptx);
+  return CUDA_SUCCESS;
+}
+CUresult cuModuleUnload(CUmodule mod) {
+  free(mod->ptx);
+  free(mod);
+  return CUDA_SUCCESS;
+}
+CUresult cuModuleGetFunction(CUfunction *f, CUmodule mod, const char *name) {
+  /* Entries are listed in the fake PTX as "entry NAME;" lines. */
+  char key[80];
+  snprintf(key, sizeof key, "entry %s;", name);
+  if (!strstr(mod->ptx, key))
+    return CUDA_ERROR_NOT_FOUND;
+  if (mod->nfuncs == 8)
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  *f = &mod->funcs[mod->nfuncs++];
+  snprintf((*f)->entry, sizeof (*f)->entry, "%s", name);
+  return CUDA_SUCCESS;
+}
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, CUfunction f, int block, size_t smem) {
+  (void)f;
+  *n = block == MLK_BLOCK_THREADS && smem == 0 ? 1 : 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemAlloc(CUdeviceptr *p, size_t bytes) {
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (bytes == 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (bytes > ((size_t)1 << 30))
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  /* Uninitialized like device memory: the runtime must zero what it relies on. */
+  void *m = malloc(bytes);
+  if (!m)
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  memset(m, 0xa5, bytes);
+  *p = (CUdeviceptr)(uintptr_t)m;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemFree(CUdeviceptr p) {
+  free((void *)(uintptr_t)p);
+  return CUDA_SUCCESS;
+}
+CUresult cuMemcpyHtoD(CUdeviceptr dst, const void *src, size_t n) {
+  memcpy((void *)(uintptr_t)dst, src, n);
+  return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoH(void *dst, CUdeviceptr src, size_t n) {
+  memcpy(dst, (const void *)(uintptr_t)src, n);
+  return CUDA_SUCCESS;
+}
+CUresult cuMemsetD8(CUdeviceptr dst, unsigned char c, size_t n) {
+  memset((void *)(uintptr_t)dst, c, n);
+  return CUDA_SUCCESS;
+}
+
+/* ---- the emulated megakernels (see gpu_kernels.c) ---- */
+
+enum { N = 1000, TILE0 = 64, TILE1 = 100 };
+
+CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                                   unsigned by, unsigned bz, unsigned smem, CUstream stream,
+                                   void **params) {
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (gx != SMS || gy != 1 || gz != 1 || bx != MLK_BLOCK_THREADS || by != 1 || bz != 1 || smem ||
+      stream) {
+    fprintf(stderr, "fake libcuda: bad launch configuration\n");
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  uint64_t *bufs = (uint64_t *)(uintptr_t)*(CUdeviceptr *)params[0];
+  uint32_t *counters = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[1];
+  const uint32_t *qoff = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[2];
+  const uint32_t *queue = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[3];
+  uint32_t epoch = *(uint32_t *)params[4];
+  uint64_t timeout_ns = *(uint64_t *)params[5];
+  MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[6];
+  if (epoch == 0 || timeout_ns < 1000000 || err->flag) {
+    fprintf(stderr, "fake libcuda: bad parameters (epoch %u, timeout %llu ns, error flag %u)\n", epoch,
+            (unsigned long long)timeout_ns, err->flag);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  int bad = !strcmp(f->entry, "mlk_test_fwd_bad");
+  const MlkEventDesc e = {"u", 0, 1, 1, MLK_MAP_TILE, N, bad ? 32 : TILE0, TILE1, 10, 0};
+  const float *a = (const float *)(uintptr_t)bufs[0];
+  float *u = (float *)(uintptr_t)bufs[1], *v = (float *)(uintptr_t)bufs[2];
+  uint32_t head[SMS];
+  for (int b = 0; b < SMS; b++)
+    head[b] = qoff[b];
+  for (;;) {
+    int progress = 0, left = 0;
+    for (int b = 0; b < SMS; b++) {
+      for (; head[b] < qoff[b + 1]; head[b]++) {
+        uint32_t w = queue[head[b]], op = w >> MLK_TASK_OP_SHIFT, t = w & MLK_TASK_INDEX_MASK;
+        if (op == 1) {
+          int64_t idx = mlk_event_wait_index(&e, t);
+          if (!mlk_counter_reached(counters[e.base + idx], epoch * (uint32_t)mlk_event_start_value(&e, idx)))
+            break;
+          for (uint32_t j = t * TILE1; j < (t + 1) * TILE1 && j < N; j++)
+            v[j] = u[j] + a[j];
+        } else {
+          for (uint32_t j = t * TILE0; j < (t + 1) * TILE0 && j < N; j++)
+            u[j] = a[j] < 0.0f ? 0.0f : a[j];
+          int64_t lo, hi;
+          mlk_event_notify_range(&e, t, &lo, &hi);
+          for (int64_t c = lo; c <= hi; c++)
+            counters[e.base + c]++;
+        }
+        progress = 1;
+      }
+      left += head[b] < qoff[b + 1];
+    }
+    if (!left)
+      return CUDA_SUCCESS;
+    if (!progress)
+      break;
+  }
+  /* Stuck: the first blocked block reports, as its wait would after timeout_ns. */
+  for (int b = 0; b < SMS; b++)
+    if (head[b] < qoff[b + 1]) {
+      uint32_t w = queue[head[b]], t = w & MLK_TASK_INDEX_MASK;
+      int64_t idx = mlk_event_wait_index(&e, t);
+      *err = (MlkDevError){1, (uint32_t)b, w, 0, (uint32_t)idx,
+                           epoch * (uint32_t)mlk_event_start_value(&e, idx), counters[e.base + idx], 0};
+      break;
+    }
+  return CUDA_SUCCESS;
+}

@@ -1,0 +1,118 @@
+/* gpu_kernels.c: two tiny hand-written megakernels for test_gpu, compiled to PTX by clang
+ * (--target=nvptx64-nvidia-cuda) at build time.
+ *
+ * They let the GPU backend be tested without the compiler: same launch signature and protocol as
+ * generated megakernels (static queue per block, acquire-wait on event counters with a
+ * %globaltimer deadline, MlkDevError on timeout, release-notify), for one fixed model:
+ *     u = relu(a)   (op 0, tile 64)      TILE event u: op 0 -> op 1
+ *     v = u + a     (op 1, tile 100)     over 1000 f32 elements
+ * `mlk_test_fwd` has the right event; `mlk_test_fwd_bad` believes the producer tile is 32, so
+ * counters of elements past 512 never complete and the run must report a deadlock.
+ * The index maps are the inline functions of mlk_desc.h, compiled for the device as-is.
+ */
+#include "mlk_desc.h"
+
+#define N 1000
+#define TILE0 64
+#define TILE1 100
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+static inline u32 tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
+static inline u32 bid(void) { return __nvvm_read_ptx_sreg_ctaid_x(); }
+
+static inline u64 globaltimer(void) {
+  u64 t;
+  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+static inline u32 load_acquire(const u32 *p) {
+  u32 v;
+  __asm__ volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+static inline u32 load_volatile(const u32 *p) {
+  u32 v;
+  __asm__ volatile("ld.volatile.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+static inline void notify_release(u32 *p) {
+  __asm__ volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+
+static inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
+
+static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters, const u32 *qoff,
+                                                       const u32 *queue, u32 epoch, u64 timeout_ns,
+                                                       MlkDevError *err, const MlkEventDesc *e) {
+  const float *a = (const float *)bufs[0];
+  float *u = (float *)bufs[1], *v = (float *)bufs[2];
+  for (u32 i = qoff[bid()]; i < qoff[bid() + 1]; i++) {
+    u32 word = queue[i], op = word >> MLK_TASK_OP_SHIFT, t = word & MLK_TASK_INDEX_MASK;
+    int failed = 0;
+    if (op == 1 && tid() == 0) {
+      long long idx = mlk_event_wait_index(e, t);
+      u32 target = epoch * (u32)mlk_event_start_value(e, idx);
+      u32 *c = counters + e->base + idx;
+      u64 start = globaltimer();
+      u32 seen;
+      while (!mlk_counter_reached(seen = load_acquire(c), target)) {
+        if (load_volatile(&err->flag)) { /* another block already gave up */
+          failed = 1;
+          break;
+        }
+        if (globaltimer() - start > timeout_ns) {
+          if (__nvvm_atom_xchg_gen_i((int *)&err->flag, 1) == 0) {
+            err->block = bid();
+            err->task = word;
+            err->event = 0;
+            err->index = (u32)idx;
+            err->expected = target;
+            err->observed = seen;
+          }
+          failed = 1;
+          break;
+        }
+        __asm__ volatile("nanosleep.u32 256;");
+      }
+    }
+    if (__nvvm_bar0_or(failed))
+      return;
+    if (op == 0) {
+      for (u32 j = t * TILE0 + tid(); j < (t + 1) * TILE0 && j < N; j += MLK_BLOCK_THREADS)
+        u[j] = relu(a[j]);
+    } else {
+      for (u32 j = t * TILE1 + tid(); j < (t + 1) * TILE1 && j < N; j += MLK_BLOCK_THREADS)
+        v[j] = u[j] + a[j];
+    }
+    /* Every thread's stores happen before thread 0's release through the barrier. */
+    __nvvm_bar_sync(0);
+    if (op == 0 && tid() == 0) {
+      __nvvm_membar_gl();
+      long long lo, hi;
+      mlk_event_notify_range(e, t, &lo, &hi);
+      for (long long c = lo; c <= hi; c++)
+        notify_release(counters + e->base + c);
+    }
+  }
+}
+
+#define EVENT(pt) {"u", 0, 1, 1, MLK_MAP_TILE, N, (pt), TILE1, (N + TILE1 - 1) / TILE1, 0}
+
+__attribute__((nvptx_kernel)) void mlk_test_fwd(u64 *bufs, u32 *counters, const u32 *qoff,
+                                                const u32 *queue, u32 epoch, u64 timeout_ns,
+                                                MlkDevError *err) {
+  const MlkEventDesc e = EVENT(TILE0);
+  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, &e);
+}
+
+__attribute__((nvptx_kernel)) void mlk_test_fwd_bad(u64 *bufs, u32 *counters, const u32 *qoff,
+                                                    const u32 *queue, u32 epoch, u64 timeout_ns,
+                                                    MlkDevError *err) {
+  const MlkEventDesc e = EVENT(32);
+  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, &e);
+}

@@ -1,0 +1,61 @@
+# Runtime tests: C programs over hand-built MlkModelDesc tables (no compiler involved).
+# Included from tests/CMakeLists.txt; sources live next to this file.
+set(_rt_dir ${CMAKE_CURRENT_LIST_DIR})
+
+foreach(_t sim deadlock errors sched gpu)
+  add_executable(runtime_${_t} ${_rt_dir}/test_${_t}.c)
+  target_link_libraries(runtime_${_t} PRIVATE mlkrt m)
+endforeach()
+# test_sched checks sched.c directly through the runtime's internal header.
+target_include_directories(runtime_sched PRIVATE ${PROJECT_SOURCE_DIR}/runtime)
+
+add_test(NAME runtime_sim COMMAND runtime_sim)
+add_test(NAME runtime_deadlock COMMAND runtime_deadlock)
+add_test(NAME runtime_errors COMMAND runtime_errors)
+add_test(NAME runtime_sched COMMAND runtime_sched)
+set_tests_properties(runtime_sim runtime_deadlock runtime_errors runtime_sched PROPERTIES TIMEOUT 180)
+
+# The GPU test runs two hand-written megakernels, compiled here from C to PTX by clang (PTX ISA 7.0
+# so that any driver since CUDA 11 can JIT it). Without clang's NVPTX target it only tests the
+# device buffers. Without a GPU it prints "SKIP: no GPU: <reason>" and exits 77.
+set(_rt_ptx ${CMAKE_CURRENT_BINARY_DIR}/runtime_gpu_kernels.ptx)
+set(_rt_nvptx_rc 1)
+if(MLK_CLANG)
+  execute_process(COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_80 -S -x c /dev/null -o /dev/null
+                  RESULT_VARIABLE _rt_nvptx_rc OUTPUT_QUIET ERROR_QUIET)
+endif()
+if(_rt_nvptx_rc EQUAL 0)
+  add_custom_command(OUTPUT ${_rt_ptx}
+    COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_80
+            -Xclang -target-feature -Xclang -ptx85 -Xclang -target-feature -Xclang +ptx70
+            -O2 -ffreestanding -I${PROJECT_SOURCE_DIR}/runtime/include
+            -S ${_rt_dir}/gpu_kernels.c -o ${_rt_ptx}
+    DEPENDS ${_rt_dir}/gpu_kernels.c ${PROJECT_SOURCE_DIR}/runtime/include/mlk_desc.h
+    COMMENT "Compiling the runtime GPU test kernels to PTX"
+    VERBATIM)
+  add_custom_target(runtime_gpu_ptx DEPENDS ${_rt_ptx})
+  add_dependencies(runtime_gpu runtime_gpu_ptx)
+  add_test(NAME runtime_gpu COMMAND runtime_gpu ${_rt_ptx})
+else()
+  add_test(NAME runtime_gpu COMMAND runtime_gpu)
+endif()
+set_tests_properties(runtime_gpu PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
+
+# A fake libcuda.so.1 (fake_cuda.c) runs gpu.c without a GPU: test_gpu against it covers the
+# launch path (queues, kernel parameters, error record), test_gpu_fake the CUDA error messages.
+if(MLK_CUDA_INCLUDE)
+  add_library(runtime_fake_cuda SHARED ${_rt_dir}/fake_cuda.c)
+  target_include_directories(runtime_fake_cuda PRIVATE ${MLK_CUDA_INCLUDE} ${PROJECT_SOURCE_DIR}/runtime/include)
+  set_target_properties(runtime_fake_cuda PROPERTIES OUTPUT_NAME cuda SOVERSION 1
+                        LIBRARY_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fake_cuda)
+  add_executable(runtime_gpu_fake ${_rt_dir}/test_gpu_fake.c)
+  target_link_libraries(runtime_gpu_fake PRIVATE mlkrt m)
+  # Not linked (the runtime dlopens it): make the test executables depend on it by hand.
+  add_dependencies(runtime_gpu_fake runtime_fake_cuda)
+  add_dependencies(runtime_gpu runtime_fake_cuda)
+  add_test(NAME runtime_gpu_fake COMMAND runtime_gpu_fake)
+  add_test(NAME runtime_gpu_fake_launch COMMAND runtime_gpu ${_rt_dir}/fake_kernels.ptx)
+  set_tests_properties(runtime_gpu_fake runtime_gpu_fake_launch PROPERTIES
+                       ENVIRONMENT "LD_LIBRARY_PATH=${CMAKE_CURRENT_BINARY_DIR}/fake_cuda"
+                       SKIP_RETURN_CODE 77 TIMEOUT 120)
+endif()

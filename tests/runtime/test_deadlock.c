@@ -1,0 +1,130 @@
+/* test_deadlock.c: a description whose counters expect more notifies than arrive is reported as
+ * MLK_ERR_DEADLOCK within a bounded time, with a message naming the megakernel, op, queue, event,
+ * counter and the per-run counts, and the model stays usable afterwards.
+ *
+ * The bad descriptions pass validation (they are self-consistent) but lie about a producer: an
+ * event's ptile is smaller than the producer op's tile, so the index maps count more producer
+ * tiles than the op has tasks. (A ptile larger than the op's tile would make counters expect
+ * fewer notifies, which cannot hang, only race.) This is the failure a wrong start value in
+ * generated code produces on the GPU. The variants are chosen so that no consumer that does get
+ * its notifies reads data the lie left unsynchronized: the ALL variant lets no consumer through,
+ * and the TILE variant is an extra event on a tensor its consumer does not read.
+ */
+#include "rt_test.h"
+
+static RtData data;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void set_all(mlk_model *m) {
+  CHECK_OK(mlk_model_set_tensor(m, T_W1, data.W1, sizeof data.W1));
+  CHECK_OK(mlk_model_set_tensor(m, T_W2, data.W2, sizeof data.W2));
+  CHECK_OK(mlk_model_set_tensor(m, T_X, data.x, sizeof data.x));
+  CHECK_OK(mlk_model_set_tensor(m, T_B, data.b, sizeof data.b));
+  CHECK_OK(mlk_model_set_tensor(m, T_G, data.g, sizeof data.g));
+  CHECK_OK(mlk_model_set_tensor(m, T_R, data.r, sizeof data.r));
+}
+
+/* Kernel "post" is correct in every variant: it must keep working around the deadlocks. */
+static void run_post(mlk_model *m) {
+  float v[RT_R];
+  CHECK_OK(mlk_model_fill_tensor(m, T_V, 0xff));
+  CHECK_OK(mlk_model_run(m, K_POST));
+  CHECK_OK(mlk_model_get_tensor(m, T_V, v, sizeof v));
+  double err = rt_rel_l2(v, data.v, RT_R);
+  CHECK(err < 1e-6, "post after a deadlock: relative L2 error %g", err);
+}
+
+/* Runs "forward", which must deadlock; every needle must be in the message. */
+static void expect_deadlock(mlk_model *m, const char *const *needles) {
+  double t0 = now_s();
+  mlk_status st = mlk_model_run(m, K_FORWARD);
+  double dt = now_s() - t0;
+  CHECK(st == MLK_ERR_DEADLOCK, "run returned %s: %s", mlk_status_name(st), mlk_last_error());
+  /* 200 ms per wait; a few waits may run back to back before the abort spreads. */
+  CHECK(dt < 5.0, "the deadlock took %.2f s to report", dt);
+  const char *msg = mlk_last_error();
+  printf("    %.2f s: %s\n", dt, msg);
+  for (; *needles; needles++)
+    CHECK_CONTAINS(msg, *needles);
+}
+
+/* tile == 0: the ALL event h claims tiles of 8 (op 0 has 19 tasks of 16).
+ * tile == 1: an extra TILE event h: op 0 -> op 2 with tiles of 8, so only the counters of
+ * elements [0, 152) are notified. */
+static void variant(mlk_backend *be, int tile, const char *const *needles) {
+  RtModel rm;
+  rt_mlp_init(&rm);
+  if (tile) {
+    rm.events[4] = (MlkEventDesc){"h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5", 0, 2, T_H, MLK_MAP_TILE,
+                                  RT_N, 8, 7, 43, 63};
+    rm.desc.nevents = 5;
+    rm.desc.ncounters = 63 + 43;
+  } else {
+    rm.events[0].ptile = 8;
+  }
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &rm.desc, &m));
+  if (!m)
+    return;
+  set_all(m);
+  run_post(m);
+  run_post(m);
+  run_post(m);
+  expect_deadlock(m, needles);
+  run_post(m);
+  /* Fixing nothing: the next run must report the same way (counters were reset, so the per-run
+   * counts are the same), not hang or crash. */
+  expect_deadlock(m, needles);
+  expect_deadlock(m, needles);
+  run_post(m);
+  mlk_model_free(m);
+}
+
+int main(void) {
+  rt_watchdog(120);
+  rt_seed();
+  setenv("MLK_WAIT_TIMEOUT_MS", "200", 1);
+  rt_new_params(&data);
+  rt_new_inputs(&data);
+  rt_reference(&data);
+
+  /* ALL event h: op 0 has 19 tasks of 16 rows, the event counts ceil(300 / 8) = 38 of 8. */
+  const char *const all_needles[] = {
+      "megakernel 'forward': task ",
+      " of op 'matvec@mlp.mlk:4' (queue ",
+      "waited on event 'h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4' counter [0]: "
+      "expected 38 notifies, saw 19 after 200 ms",
+      NULL};
+  /* Which of the starved TILE counters times out first depends on the timing: counts unchecked. */
+  const char *const tile_needles[] = {"megakernel 'forward': task ", " of op 'mul@mlp.mlk:5' (queue ",
+                                      "waited on event 'h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5' counter [",
+                                      " notifies, saw ", " after 200 ms", NULL};
+  static const int threads[] = {1, 4, 16};
+  for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
+    mlk_sim_options opt = {threads[t], 3, t == 1 ? 20 : 0};
+    mlk_backend *be;
+    CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+    if (!be)
+      continue;
+    printf("  %s\n", mlk_backend_name(be));
+    variant(be, 0, all_needles);
+    variant(be, 1, tile_needles);
+    mlk_backend_free(be);
+  }
+
+  /* The deadline comes from MLK_WAIT_TIMEOUT_MS at each run. */
+  setenv("MLK_WAIT_TIMEOUT_MS", "50", 1);
+  mlk_backend *be;
+  CHECK_OK(mlk_backend_create_cpu(NULL, &be));
+  if (be) {
+    const char *const needles[] = {"expected 38 notifies, saw 19 after 50 ms", NULL};
+    variant(be, 0, needles);
+    mlk_backend_free(be);
+  }
+  return rt_finish("runtime_deadlock");
+}

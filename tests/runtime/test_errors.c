@@ -1,0 +1,326 @@
+/* test_errors.c: user errors give the documented status and message, never a crash.
+ *
+ * Covers set/get size and kind checks, params and inputs never set, out-of-range indices, desc
+ * validation (one broken field at a time, the message must name it), environment variables,
+ * backend selection, and the small helpers (status and dtype names, bf16 conversion).
+ */
+#include <pthread.h>
+#include <stdint.h>
+
+#include "rt_test.h"
+
+static RtData data;
+
+static void expect_error(mlk_status got, mlk_status want, const char *needle) {
+  CHECK(got == want, "got %s, expected %s: %s", mlk_status_name(got), mlk_status_name(want),
+        mlk_last_error());
+  CHECK_CONTAINS(mlk_last_error(), needle);
+}
+
+static void expect_msg(mlk_status got, mlk_status want, const char *msg) {
+  CHECK(got == want, "got %s, expected %s: %s", mlk_status_name(got), mlk_status_name(want),
+        mlk_last_error());
+  CHECK(!strcmp(mlk_last_error(), msg), "message '%s', expected '%s'", mlk_last_error(), msg);
+}
+
+static void test_tensors(mlk_backend *be) {
+  RtModel rm;
+  rt_mlp_init(&rm);
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &rm.desc, &m));
+  if (!m)
+    return;
+  CHECK(mlk_model_find_tensor(m, "W2") == T_W2, "find W2");
+  CHECK(mlk_model_find_tensor(m, "nope") == -1, "find nope");
+  CHECK(mlk_model_find_tensor(m, NULL) == -1, "find NULL");
+
+  expect_msg(mlk_model_set_tensor(m, T_W1, data.W1, 100), MLK_ERR_INVALID,
+             "tensor 'W1' is bf16[300, 200] (120000 bytes), got 100 bytes");
+  expect_msg(mlk_model_set_tensor(m, T_X, data.x, sizeof data.x + 4), MLK_ERR_INVALID,
+             "tensor 'x' is f32[200] (800 bytes), got 804 bytes");
+  expect_msg(mlk_model_get_tensor(m, T_Y, data.x, 12), MLK_ERR_INVALID,
+             "tensor 'y' is f32[300] (1200 bytes), got 12 bytes");
+  expect_error(mlk_model_set_tensor(m, T_Y, data.b, sizeof data.b), MLK_ERR_INVALID,
+               "tensor 'y' is an output: only params and inputs can be set");
+  expect_error(mlk_model_set_tensor(m, T_H, data.b, sizeof data.b), MLK_ERR_INVALID,
+               "tensor 'h' is a temp");
+  expect_error(mlk_model_set_tensor(m, 99, data.b, 4), MLK_ERR_INVALID, "tensor index 99 out of range");
+  expect_error(mlk_model_set_tensor(m, -1, data.b, 4), MLK_ERR_INVALID, "tensor index -1 out of range");
+  expect_error(mlk_model_get_tensor(m, 12, data.b, 4), MLK_ERR_INVALID, "tensor index 12 out of range");
+  expect_error(mlk_model_fill_tensor(m, 12, 0), MLK_ERR_INVALID, "tensor index 12 out of range");
+  expect_error(mlk_model_set_tensor(m, T_X, NULL, sizeof data.x), MLK_ERR_INVALID, "is NULL");
+
+  /* The first unset operand of the kernel, in op order: x is op 0's first operand. */
+  expect_msg(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "input 'x' was never set");
+  CHECK_OK(mlk_model_set_tensor(m, T_X, data.x, sizeof data.x));
+  expect_msg(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "param 'W1' was never set");
+  CHECK_OK(mlk_model_set_tensor(m, T_W1, data.W1, sizeof data.W1));
+  expect_msg(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "param 'W2' was never set");
+  CHECK_OK(mlk_model_set_tensor(m, T_W2, data.W2, sizeof data.W2));
+  expect_msg(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "input 'b' was never set");
+  CHECK_OK(mlk_model_set_tensor(m, T_B, data.b, sizeof data.b));
+  expect_msg(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "input 'g' was never set");
+  CHECK_OK(mlk_model_set_tensor(m, T_G, data.g, sizeof data.g));
+  /* "post" reads only r: the forward inputs being set does not matter to it. */
+  expect_msg(mlk_model_run(m, K_POST), MLK_ERR_INVALID, "input 'r' was never set");
+  expect_error(mlk_model_run(m, 2), MLK_ERR_INVALID, "kernel index 2 out of range");
+  expect_error(mlk_model_run(m, -1), MLK_ERR_INVALID, "kernel index -1 out of range");
+  /* A failed check leaves the model usable. */
+  CHECK_OK(mlk_model_run(m, K_FORWARD));
+
+  setenv("MLK_WAIT_TIMEOUT_MS", "abc", 1);
+  expect_error(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "MLK_WAIT_TIMEOUT_MS='abc'");
+  setenv("MLK_WAIT_TIMEOUT_MS", "0", 1);
+  expect_error(mlk_model_run(m, K_FORWARD), MLK_ERR_INVALID, "MLK_WAIT_TIMEOUT_MS='0'");
+  unsetenv("MLK_WAIT_TIMEOUT_MS");
+  CHECK_OK(mlk_model_run(m, K_FORWARD));
+  mlk_model_free(m);
+}
+
+/* One broken field per case: create must fail with MLK_ERR_INVALID and say what is wrong. */
+static void expect_invalid(mlk_backend *be, RtModel *rm, const char *needle) {
+  mlk_model *m = (mlk_model *)&m;
+  expect_error(mlk_model_create(be, &rm->desc, &m), MLK_ERR_INVALID, needle);
+  CHECK(m == NULL, "create failed but set *out");
+  if (m)
+    mlk_model_free(m);
+  rt_mlp_init(rm);
+}
+
+static void test_validation(mlk_backend *be) {
+  RtModel rm;
+  rt_mlp_init(&rm);
+  expect_error(mlk_model_create(be, NULL, &(mlk_model *){NULL}), MLK_ERR_INVALID, "description is NULL");
+
+  rm.desc.abi = MLK_DESC_ABI + 1;
+  expect_invalid(be, &rm, "invalid model description 'mlp' (mlp.mlk): generated for runtime ABI 2");
+  rm.ops[0].ntasks = 10;
+  expect_invalid(be, &rm, "op 0 'matvec@mlp.mlk:3': ntasks is 10, expected ceil(300 / 16) = 19");
+  rm.ops[1].in[1] = T_X;
+  expect_invalid(be, &rm, "op 1 'matvec@mlp.mlk:4': W 'x' is f32, expected bf16");
+  rm.ops[1].in[0] = 42;
+  expect_invalid(be, &rm, "op 1 'matvec@mlp.mlk:4': x is tensor 42, out of range");
+  rm.ops[2].out = T_G;
+  expect_invalid(be, &rm, "op 2 'mul@mlp.mlk:5' writes input 'g'");
+  rm.ops[3].in[1] = T_Y;
+  expect_invalid(be, &rm, "unused operands must be -1");
+  rm.ops[0].k = MLK_MATVEC_MAX_K + 1;
+  expect_invalid(be, &rm, "k is 12289, must be in [1, 12288]");
+  rm.tensors[T_W1].numel = 5;
+  expect_invalid(be, &rm, "tensor 1 'W1': numel is 5, the shape gives 60000");
+  rm.tensors[T_W1].dtype = (MlkDType)17;
+  expect_invalid(be, &rm, "tensor 1 'W1': dtype 17 is not a valid MlkDType");
+  rm.tensors[T_Z].name = "h";
+  expect_invalid(be, &rm, "tensors 2 and 7 are both called 'h'");
+  rm.events[1].size = 42;
+  expect_invalid(be, &rm, "event 1 'y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5': a TILE event has one counter per consumer task (43), size is 42");
+  rm.events[0].size = 2;
+  expect_invalid(be, &rm, "an ALL event has 1 counter, size is 2");
+  rm.desc.ncounters = 64;
+  expect_invalid(be, &rm, "ncounters is 64, but the event sizes add up to 63");
+  rm.events[2].base = 40;
+  rm.events[1].base = 0;
+  rm.events[0].base = 53;
+  expect_invalid(be, &rm, "overlap");
+  rm.events[3].base = 60;
+  expect_invalid(be, &rm, "counters [60, 69) are outside the model's 63 counters");
+  rm.events[0].producer = 1;
+  rm.events[0].consumer = 0;
+  expect_invalid(be, &rm, "producer op 1 is not before consumer op 0");
+  rm.events[3].consumer = 3;
+  expect_invalid(be, &rm, "goes from op 'relu@mlp.mlk:9' in kernel 1 to op 'silu@mlp.mlk:6' in kernel 0");
+  rm.events[2].ctile = 29;
+  expect_invalid(be, &rm, "event 2 'z: mul@mlp.mlk:5 -> silu@mlp.mlk:6': 300 elements in tiles of 29 need 11 counters, size is 10");
+  /* A producer tile larger than the op's makes the later tasks notify past the event. */
+  rm.events[1].ptile = 9;
+  expect_invalid(be, &rm, "38 producer tiles of 9 run past its 300 elements");
+  rm.kernels[1].first_op = 3;
+  expect_invalid(be, &rm, "op 3 'silu@mlp.mlk:6' belongs to kernels 0 and 1");
+  rm.kernels[1].nops = 1;
+  expect_invalid(be, &rm, "op 5 'add@mlp.mlk:10' belongs to no kernel");
+  rm.kernels[0].entry = NULL;
+  expect_invalid(be, &rm, "kernel 0 has no entry symbol");
+
+  /* More than 256 ops in one kernel, and more than 2^24 tasks in one op. */
+  enum { NOPS = MLK_MAX_OPS_PER_KERNEL + 1 };
+  static MlkOpDesc ops[NOPS];
+  for (int i = 0; i < NOPS; i++)
+    ops[i] = (MlkOpDesc){"relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, {T_B, -1, -1}, RT_N, 0, 100, 3};
+  rm.desc.ops = ops;
+  rm.desc.nops = NOPS;
+  rm.desc.nevents = 0;
+  rm.desc.ncounters = 0;
+  rm.desc.nkernels = 1;
+  rm.kernels[0].nops = NOPS;
+  expect_invalid(be, &rm, "kernel 0 'forward' has 257 ops, must be in [1, 256]");
+  static MlkTensorDesc big[RT_NTENSORS];
+  memcpy(big, rm.tensors, sizeof big);
+  int64_t n = (int64_t)MLK_MAX_TASKS_PER_OP + 1;
+  big[T_H] = (MlkTensorDesc){"h", MLK_F32, MLK_TENSOR_TEMP, 1, {n, 0, 0, 0}, n, NULL};
+  big[T_B] = (MlkTensorDesc){"b", MLK_F32, MLK_TENSOR_INPUT, 1, {n, 0, 0, 0}, n, NULL};
+  ops[0] = (MlkOpDesc){"relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, {T_B, -1, -1}, n, 0, 1, n};
+  rm.desc.tensors = big;
+  rm.desc.ops = ops;
+  rm.desc.nops = 1;
+  rm.desc.nevents = 0;
+  rm.desc.ncounters = 0;
+  rm.desc.nkernels = 1;
+  rm.kernels[0].nops = 1;
+  expect_invalid(be, &rm, "op 0 'relu' has 16777217 tasks, more than 16777216");
+}
+
+static void test_backends(void) {
+  mlk_backend *be = (mlk_backend *)&be;
+  setenv("MLK_BACKEND", "tpu", 1);
+  expect_error(mlk_backend_create(MLK_BACKEND_AUTO, &be), MLK_ERR_INVALID,
+               "MLK_BACKEND='tpu' is not gpu, cpu or auto");
+  CHECK(be == NULL, "failed create set *out");
+
+  /* Here there is no GPU; on a GPU machine these must succeed. */
+  setenv("MLK_BACKEND", "gpu", 1);
+  mlk_status st = mlk_backend_create(MLK_BACKEND_AUTO, &be);
+  if (st == MLK_OK) {
+    CHECK(mlk_backend_is_gpu(be), "MLK_BACKEND=gpu gave %s", mlk_backend_name(be));
+    mlk_backend_free(be);
+  } else {
+    expect_error(st, MLK_ERR_NO_GPU, "no GPU: ");
+    CHECK(!strncmp(mlk_last_error(), "no GPU: ", 8), "'%s'", mlk_last_error());
+    printf("  MLK_BACKEND=gpu: %s\n", mlk_last_error());
+  }
+  st = mlk_backend_create(MLK_BACKEND_GPU, &be);
+  if (st == MLK_OK)
+    mlk_backend_free(be);
+  else
+    expect_error(st, MLK_ERR_NO_GPU, "no GPU: ");
+
+  unsetenv("MLK_BACKEND");
+  CHECK_OK(mlk_backend_create(MLK_BACKEND_AUTO, &be));
+  if (be) {
+    printf("  auto: %s; note: %s\n", mlk_backend_name(be), mlk_backend_note(be));
+    if (mlk_backend_is_gpu(be))
+      CHECK(!strcmp(mlk_backend_note(be), ""), "note '%s'", mlk_backend_note(be));
+    else
+      CHECK(!strncmp(mlk_backend_note(be), "no GPU: ", 8), "note '%s'", mlk_backend_note(be));
+    mlk_backend_free(be);
+  }
+  setenv("MLK_BACKEND", "cpu", 1);
+  CHECK_OK(mlk_backend_create(MLK_BACKEND_AUTO, &be));
+  if (be) {
+    CHECK(!mlk_backend_is_gpu(be) && !strcmp(mlk_backend_note(be), ""), "MLK_BACKEND=cpu");
+    mlk_backend_free(be);
+  }
+  unsetenv("MLK_BACKEND");
+
+  setenv("MLK_SIM_THREADS", "0", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID, "MLK_SIM_THREADS='0'");
+  setenv("MLK_SIM_THREADS", "3x", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID, "MLK_SIM_THREADS='3x'");
+  setenv("MLK_SIM_THREADS", "3", 1);
+  CHECK_OK(mlk_backend_create_cpu(NULL, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  unsetenv("MLK_SIM_THREADS");
+  mlk_sim_options bad = {-1, 0, 0};
+  expect_error(mlk_backend_create_cpu(&bad, &be), MLK_ERR_INVALID, "threads");
+  mlk_sim_options defaults = {0, 0, 0};
+  CHECK_OK(mlk_backend_create_cpu(&defaults, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  mlk_backend_free(NULL);
+  mlk_model_free(NULL);
+}
+
+static uint32_t bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+static float from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static void test_helpers(void) {
+  CHECK(!strcmp(mlk_status_name(MLK_OK), "MLK_OK"), "status name");
+  CHECK(!strcmp(mlk_status_name(MLK_ERR_DEADLOCK), "MLK_ERR_DEADLOCK"), "status name");
+  CHECK(!strcmp(mlk_status_name((mlk_status)99), "MLK_ERR_UNKNOWN"), "status name");
+  static const char *names[] = {"f32", "bf16", "f16", "i32", "i8", "u8"};
+  static const size_t sizes[] = {4, 2, 2, 4, 1, 1};
+  for (int t = 0; t < MLK_DTYPE_COUNT; t++)
+    CHECK(!strcmp(mlk_dtype_name((MlkDType)t), names[t]) && mlk_dtype_size((MlkDType)t) == sizes[t],
+          "dtype %d", t);
+  CHECK(mlk_dtype_size(MLK_DTYPE_COUNT) == 0 && !strcmp(mlk_dtype_name(MLK_DTYPE_COUNT), "?"), "bad dtype");
+  CHECK(mlk_last_error() != NULL, "last error is never NULL");
+
+  CHECK(mlk_f32_to_bf16(1.0f) == 0x3f80, "1.0");
+  CHECK(mlk_f32_to_bf16(-0.0f) == 0x8000, "-0");
+  CHECK(mlk_f32_to_bf16(from_bits(0x3f808000)) == 0x3f80, "tie to even (down)");
+  CHECK(mlk_f32_to_bf16(from_bits(0x3f818000)) == 0x3f82, "tie to even (up)");
+  CHECK(mlk_f32_to_bf16(from_bits(0x3f808001)) == 0x3f81, "above half");
+  CHECK(mlk_f32_to_bf16(from_bits(0x3f807fff)) == 0x3f80, "below half");
+  CHECK(mlk_f32_to_bf16(INFINITY) == 0x7f80 && mlk_f32_to_bf16(-INFINITY) == 0xff80, "inf");
+  CHECK(mlk_f32_to_bf16(from_bits(0x7f7fffff)) == 0x7f80, "max float rounds to inf");
+  /* Signalling NaN with only low payload bits: truncation would give an infinity. */
+  uint16_t nan = mlk_f32_to_bf16(from_bits(0x7f800001));
+  CHECK(isnan(mlk_bf16_to_f32(nan)), "sNaN -> 0x%04x is not NaN", nan);
+  nan = mlk_f32_to_bf16(from_bits(0xffffffff));
+  CHECK(isnan(mlk_bf16_to_f32(nan)) && (nan & 0x8000), "negative NaN -> 0x%04x", nan);
+  CHECK(isnan(mlk_bf16_to_f32(mlk_f32_to_bf16(NAN))), "NaN");
+  int bad = 0;
+  for (uint32_t h = 0; h < 0x10000; h++) {
+    float f = mlk_bf16_to_f32((uint16_t)h);
+    if (bits(f) != h << 16 || (!isnan(f) && mlk_f32_to_bf16(f) != h) ||
+        (isnan(f) && !isnan(mlk_bf16_to_f32(mlk_f32_to_bf16(f)))))
+      bad++;
+  }
+  CHECK(bad == 0, "%d bf16 values do not round-trip", bad);
+}
+
+/* The last error is per thread (and a thread's message buffer is freed when it exits). */
+static void *other_thread(void *arg) {
+  (void)arg;
+  mlk_sim_options bad = {-5, 0, 0};
+  mlk_backend *be;
+  mlk_backend_create_cpu(&bad, &be);
+  return strstr(mlk_last_error(), "got -5") ? (void *)1 : NULL;
+}
+
+static void test_thread_local(void) {
+  mlk_sim_options bad = {-1, 0, 0};
+  mlk_backend *be;
+  mlk_backend_create_cpu(&bad, &be);
+  char mine[256];
+  snprintf(mine, sizeof mine, "%s", mlk_last_error());
+  pthread_t t;
+  void *ret = NULL;
+  CHECK(pthread_create(&t, NULL, other_thread, NULL) == 0, "pthread_create");
+  pthread_join(t, &ret);
+  CHECK(ret == (void *)1, "the other thread did not see its own error");
+  CHECK(!strcmp(mlk_last_error(), mine), "'%s' changed to '%s'", mine, mlk_last_error());
+}
+
+int main(void) {
+  rt_watchdog(60);
+  rt_seed();
+  unsetenv("MLK_WAIT_TIMEOUT_MS");
+  rt_new_params(&data);
+  rt_new_inputs(&data);
+  test_helpers();
+  test_thread_local();
+  test_backends();
+  mlk_sim_options opt = {4, 1, 0};
+  mlk_backend *be;
+  CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+  if (be) {
+    test_tensors(be);
+    test_validation(be);
+    mlk_backend_free(be);
+  }
+  return rt_finish("runtime_errors");
+}

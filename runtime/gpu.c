@@ -45,7 +45,11 @@
   X(cuMemcpyHtoD)                                                                                 \
   X(cuMemcpyDtoH)                                                                                 \
   X(cuMemsetD8)                                                                                   \
-  X(cuLaunchCooperativeKernel)
+  X(cuLaunchCooperativeKernel)                                                                    \
+  X(cuEventCreate)                                                                                \
+  X(cuEventDestroy)                                                                               \
+  X(cuEventRecord)                                                                                \
+  X(cuEventElapsedTime)
 
 static struct {
 #define MLK_CU_MEMBER(f) __typeof__(&f) f;
@@ -134,6 +138,7 @@ typedef struct GpuModel {
   CUdeviceptr table; /* u64 bufs[ntensors] on the device */
   CUdeviceptr counters, err;
   GpuKernel *kernels;
+  CUevent ev_start, ev_stop; /* created on the first timed run */
 } GpuModel;
 
 /* The calling thread may not be the one that created the backend: make its context current. */
@@ -167,6 +172,10 @@ static void gpu_model_fini(mlk_model *m) {
   free_ptr(&gm->table);
   free_ptr(&gm->counters);
   free_ptr(&gm->err);
+  if (gm->ev_start)
+    (void)cu.cuEventDestroy(gm->ev_start);
+  if (gm->ev_stop)
+    (void)cu.cuEventDestroy(gm->ev_stop);
   if (gm->module)
     (void)cu.cuModuleUnload(gm->module);
   free(gm->bufs);
@@ -346,7 +355,7 @@ static mlk_status gpu_zero_counters(mlk_model *m) {
 }
 
 static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                          MlkDevError *err) {
+                          MlkDevError *err, double *ms) {
   mlk_status st = use_context(m->be);
   if (st)
     return st;
@@ -362,13 +371,29 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   uint32_t ep = epoch;
   uint64_t tmo = timeout_ns;
   void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp};
-  CUresult r = cu.cuLaunchCooperativeKernel(gk->f, (unsigned)gb->sms, 1, 1, MLK_BLOCK_THREADS, 1, 1, 0,
+  CUresult r;
+  if (ms && !gm->ev_start) {
+    if ((r = cu.cuEventCreate(&gm->ev_start, CU_EVENT_DEFAULT)) != CUDA_SUCCESS ||
+        (r = cu.cuEventCreate(&gm->ev_stop, CU_EVENT_DEFAULT)) != CUDA_SUCCESS)
+      return CU_FAIL(r, "cuEventCreate(timing of megakernel '%s')", name);
+  }
+  if (ms && (r = cu.cuEventRecord(gm->ev_start, NULL)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuEventRecord(before megakernel '%s')", name);
+  r = cu.cuLaunchCooperativeKernel(gk->f, (unsigned)gb->sms, 1, 1, MLK_BLOCK_THREADS, 1, 1, 0,
                                             NULL, args);
   if (r != CUDA_SUCCESS)
     return CU_FAIL(r, "cuLaunchCooperativeKernel(megakernel '%s', %d blocks of %d threads)", name,
                    gb->sms, MLK_BLOCK_THREADS);
+  if (ms && (r = cu.cuEventRecord(gm->ev_stop, NULL)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuEventRecord(after megakernel '%s')", name);
   if ((r = cu.cuCtxSynchronize()) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuCtxSynchronize(after megakernel '%s')", name);
+  if (ms) {
+    float f = 0;
+    if ((r = cu.cuEventElapsedTime(&f, gm->ev_start, gm->ev_stop)) != CUDA_SUCCESS)
+      return CU_FAIL(r, "cuEventElapsedTime(megakernel '%s')", name);
+    *ms = f;
+  }
   if ((r = cu.cuMemcpyDtoH(err, gm->err, sizeof *err)) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuMemcpyDtoH(the error record of megakernel '%s')", name);
   if (err->flag && (r = cu.cuMemsetD8(gm->err, 0, sizeof *err)) != CUDA_SUCCESS)

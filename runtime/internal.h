@@ -73,7 +73,7 @@ typedef struct MlkBackendOps {
   mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
   mlk_status (*zero_counters)(mlk_model *m);
   mlk_status (*run)(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                    MlkDevError *err);
+                    MlkDevError *err, double *ms);  /* ms: elapsed time of the run when not NULL */
 } MlkBackendOps;
 
 struct mlk_backend {

@@ -507,7 +507,9 @@ static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch,
                        (long long)timeout_ms);
 }
 
-mlk_status mlk_model_run(mlk_model *m, int kernel) {
+mlk_status mlk_model_run(mlk_model *m, int kernel) { return mlk_model_run_timed(m, kernel, NULL); }
+
+mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (!m)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: model is NULL");
   const MlkModelDesc *d = m->desc;
@@ -533,7 +535,7 @@ mlk_status mlk_model_run(mlk_model *m, int kernel) {
   uint32_t epoch = m->runs[kernel] + 1u;
   MlkDevError err;
   memset(&err, 0, sizeof err);
-  st = m->be->ops->run(m, kernel, epoch, (uint64_t)timeout_ms * 1000000u, &err);
+  st = m->be->ops->run(m, kernel, epoch, (uint64_t)timeout_ms * 1000000u, &err, ms);
   if (st == MLK_OK && err.flag)
     st = deadlock_error(m, kernel, epoch, timeout_ms, &err);
   if (st != MLK_OK) {

@@ -172,8 +172,26 @@ static void *sim_thread(void *arg) {
 
 /* ---- vtable ---- */
 
+static double sim_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                                MlkDevError *err);
+
 static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                          MlkDevError *err) {
+                          MlkDevError *err, double *ms) {
+  double t0 = ms ? sim_now_ms() : 0;
+  mlk_status st = sim_run_inner(m, kernel, epoch, timeout_ns, err);
+  if (ms)
+    *ms = sim_now_ms() - t0;
+  return st;
+}
+
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                                MlkDevError *err) {
   const SimBackend *sb = m->be->impl;
   SimRun run = {.m = m, .sb = sb, .sm = m->impl, .kernel = kernel, .epoch = epoch,
                 .timeout_ns = timeout_ns};

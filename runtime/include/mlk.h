@@ -99,6 +99,9 @@ mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte);
 /* Run megakernel `kernel` (index into desc->kernels) once and wait for it. Fails if a param or input
  * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out. */
 mlk_status mlk_model_run(mlk_model *m, int kernel);
+/* The same, and *ms gets the run's elapsed time: on the GPU between CUDA events recorded around
+ * the launch (device time, no host synchronization included), on the CPU simulator wall time. */
+mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms);
 
 /* ---- helpers ---- */
 

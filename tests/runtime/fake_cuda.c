@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mlk_desc.h"
 
@@ -238,5 +239,36 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
                            epoch * (uint32_t)mlk_event_start_value(&e, idx), counters[e.base + idx], 0};
       break;
     }
+  return CUDA_SUCCESS;
+}
+
+/* Events: the fake records the host clock; elapsed time is what passed between the records. */
+static double fake_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+CUresult cuEventCreate(CUevent *e, unsigned flags) {
+  (void)flags;
+  double *t = calloc(1, sizeof *t);
+  if (!t)
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  *e = (CUevent)t;
+  return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+CUresult cuEventDestroy(CUevent e) {
+  free(e);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(CUevent e, CUstream s) {
+  if (!e || s)
+    return CUDA_ERROR_INVALID_VALUE;
+  *(double *)e = fake_now_ms();
+  return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
+  if (!a || !b)
+    return CUDA_ERROR_INVALID_HANDLE;
+  *ms = (float)(*(double *)b - *(double *)a);
   return CUDA_SUCCESS;
 }

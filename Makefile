@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   installs what is missing, builds, runs examples/mlp (GPU if present, else CPU sim)
+#   make test   the same set-up and build, then every test that can run on this machine, then the
+#               whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all setup build demo test test-fast asan clean
+
+all: build
+
+setup:
+	@sh scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/examples/mlp_demo
+
+test-fast: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMLK_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+test: test-fast asan
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

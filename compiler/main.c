@@ -1,0 +1,304 @@
+/* main.c: the mlkc driver. Parses the command line and runs the passes in order:
+ *
+ *   source_read -> lexer -> parse_program -> sema_check -> lower_model -> codegen_graph (PTX for
+ *   sm_90a and sm_80) -> emit_header / emit_source
+ *
+ * `--emit=KIND` stops after the pass that produces KIND and prints it, so every stage can be
+ * inspected. Exit status: 0 on success, 1 on any user error (bad usage, unreadable file,
+ * malformed or ill-typed program), with the reason on stderr.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlkc.h"
+
+typedef enum EmitKind {
+  EMIT_C, /* default: PATH.h and PATH.c */
+  EMIT_TOKENS,
+  EMIT_AST,
+  EMIT_GRAPH,
+  EMIT_EVENTS,
+  EMIT_LLVM,
+  EMIT_PTX,
+  EMIT_HEADER,
+  EMIT_SOURCE
+} EmitKind;
+
+static const struct {
+  const char *name;
+  EmitKind kind;
+} emit_kinds[] = {
+    {"tokens", EMIT_TOKENS}, {"ast", EMIT_AST},       {"graph", EMIT_GRAPH},
+    {"events", EMIT_EVENTS}, {"llvm", EMIT_LLVM},     {"ptx", EMIT_PTX},
+    {"header", EMIT_HEADER}, {"source", EMIT_SOURCE},
+};
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: mlkc [options] FILE.mlk\n"
+          "\n"
+          "Compiles a .mlk model into one persistent GPU megakernel and a typed C API.\n"
+          "\n"
+          "options:\n"
+          "  -o PATH         write PATH.h and PATH.c (default: the input's name, without .mlk);\n"
+          "                  with --emit, write the dump to PATH instead of stdout\n"
+          "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
+          "                  tokens, ast, graph, events, llvm, ptx, header, source\n"
+          "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
+          "  --model=NAME    the model to compile when the file defines several\n"
+          "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
+          "  --help          print this help\n"
+          "  --version       print the version\n");
+}
+
+typedef struct Options {
+  const char *input;
+  const char *output;
+  const char *model;
+  const char *arch;
+  EmitKind emit;
+  int opt_level;
+} Options;
+
+/* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
+static int parse_args(int argc, char **argv, Options *o) {
+  o->arch = "sm_90a";
+  o->opt_level = 3;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return -1;
+    } else if (!strcmp(a, "--version")) {
+      printf("mlkc %s (LLVM 19, targets sm_90a sm_80)\n", MLKC_VERSION);
+      return -1;
+    } else if (!strcmp(a, "-o")) {
+      if (++i >= argc) {
+        fprintf(stderr, "mlkc: error: -o needs a path\n");
+        return 1;
+      }
+      o->output = argv[i];
+    } else if (!strncmp(a, "--emit=", 7)) {
+      size_t k;
+      for (k = 0; k < sizeof emit_kinds / sizeof emit_kinds[0]; k++)
+        if (!strcmp(a + 7, emit_kinds[k].name))
+          break;
+      if (k == sizeof emit_kinds / sizeof emit_kinds[0]) {
+        fprintf(stderr,
+                "mlkc: error: unknown --emit kind '%s' (tokens, ast, graph, events, llvm, ptx, "
+                "header, source)\n",
+                a + 7);
+        return 1;
+      }
+      o->emit = emit_kinds[k].kind;
+    } else if (!strncmp(a, "--arch=", 7)) {
+      if (strcmp(a + 7, "sm_90a") && strcmp(a + 7, "sm_80")) {
+        fprintf(stderr, "mlkc: error: unknown --arch '%s' (sm_90a, sm_80)\n", a + 7);
+        return 1;
+      }
+      o->arch = a + 7;
+    } else if (!strncmp(a, "--model=", 8)) {
+      o->model = a + 8;
+    } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
+      o->opt_level = a[2] - '0';
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "mlkc: error: unknown option '%s' (see mlkc --help)\n", a);
+      return 1;
+    } else if (o->input) {
+      fprintf(stderr, "mlkc: error: more than one input file ('%s' and '%s')\n", o->input, a);
+      return 1;
+    } else {
+      o->input = a;
+    }
+  }
+  if (!o->input) {
+    fprintf(stderr, "mlkc: error: no input file (see mlkc --help)\n");
+    return 1;
+  }
+  return 0;
+}
+
+/* The output stream for a dump: stdout, or the -o file. */
+static FILE *open_dump(const Options *o) {
+  if (!o->output)
+    return stdout;
+  FILE *f = fopen(o->output, "w");
+  if (!f)
+    fprintf(stderr, "mlkc: error: cannot write '%s': %s\n", o->output, strerror(errno));
+  return f;
+}
+
+static bool close_dump(const Options *o, FILE *f) {
+  if (f == stdout)
+    return fflush(f) == 0;
+  if (fclose(f) != 0) {
+    fprintf(stderr, "mlkc: error: cannot write '%s': %s\n", o->output, strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+/* Writes text to PATH, reporting failures. */
+static bool write_file(const char *path, void (*fn)(FILE *, const void *), const void *arg) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "mlkc: error: cannot write '%s': %s\n", path, strerror(errno));
+    return false;
+  }
+  fn(f, arg);
+  if (ferror(f) | (fclose(f) != 0)) {
+    fprintf(stderr, "mlkc: error: cannot write '%s': %s\n", path, strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+typedef struct EmitArgs {
+  const Graph *g;
+  const char *header_name;
+  const char *ptx90, *ptx80;
+} EmitArgs;
+
+static void write_header(FILE *f, const void *arg) { emit_header(f, ((const EmitArgs *)arg)->g); }
+static void write_source(FILE *f, const void *arg) {
+  const EmitArgs *e = arg;
+  emit_source(f, e->g, e->header_name, e->ptx90, e->ptx80);
+}
+
+/* The default output base: the input's file name without directory and `.mlk`. */
+static char *default_base(Arena *a, const char *input) {
+  const char *slash = strrchr(input, '/');
+  const char *name = slash ? slash + 1 : input;
+  size_t n = strlen(name);
+  if (n > 4 && !strcmp(name + n - 4, ".mlk"))
+    n -= 4;
+  return arena_strndup(a, name, n);
+}
+
+static Model *pick_model(Program *p, const Options *o, Diag *d) {
+  if (!p->models) {
+    diag_fatal(d, "%s defines no model", o->input);
+    return NULL;
+  }
+  if (!o->model) {
+    if (p->models->next) {
+      diag_fatal(d, "%s defines several models: choose one with --model=NAME", o->input);
+      return NULL;
+    }
+    return p->models;
+  }
+  for (Model *m = p->models; m; m = m->next)
+    if (!strcmp(m->name, o->model))
+      return m;
+  diag_fatal(d, "%s has no model '%s'", o->input, o->model);
+  return NULL;
+}
+
+static int compile(const Options *o, Arena *a) {
+  Source src;
+  Diag d;
+  diag_init(&d, NULL, stderr);
+  if (!source_read(a, o->input, &src)) {
+    diag_fatal(&d, "cannot read '%s': %s", o->input, strerror(errno));
+    return 1;
+  }
+  diag_init(&d, &src, stderr);
+
+  if (o->emit == EMIT_TOKENS) {
+    FILE *f = open_dump(o);
+    if (!f)
+      return 1;
+    lexer_dump_tokens(f, &src, a, &d);
+    return close_dump(o, f) && d.nerrors == 0 ? 0 : 1;
+  }
+
+  Program *prog = parse_program(&src, a, &d);
+  if (!prog || d.nerrors)
+    return 1;
+  if (o->emit == EMIT_AST) {
+    FILE *f = open_dump(o);
+    if (!f)
+      return 1;
+    ast_dump(f, prog);
+    return close_dump(o, f) ? 0 : 1;
+  }
+
+  if (!sema_check(prog, a, &d))
+    return 1;
+  Model *m = pick_model(prog, o, &d);
+  if (!m)
+    return 1;
+  Graph *g = lower_model(prog, m, a, &d);
+  if (!g || d.nerrors)
+    return 1;
+  if (o->emit == EMIT_GRAPH || o->emit == EMIT_EVENTS || o->emit == EMIT_HEADER) {
+    FILE *f = open_dump(o);
+    if (!f)
+      return 1;
+    if (o->emit == EMIT_GRAPH)
+      graph_dump(f, g);
+    else if (o->emit == EMIT_EVENTS)
+      graph_dump_events(f, g);
+    else
+      emit_header(f, g);
+    return close_dump(o, f) ? 0 : 1;
+  }
+
+  if (o->emit == EMIT_LLVM || o->emit == EMIT_PTX) {
+    CodegenOptions co = {.arch = o->arch, .opt_level = o->opt_level};
+    char *text = NULL;
+    if (!codegen_graph(g, &co, o->emit == EMIT_LLVM, &text, &d))
+      return 1;
+    FILE *f = open_dump(o);
+    if (!f) {
+      free(text);
+      return 1;
+    }
+    fputs(text, f);
+    free(text);
+    return close_dump(o, f) ? 0 : 1;
+  }
+
+  /* The generated C embeds PTX for both targets: the runtime picks one for the device. */
+  char *ptx90 = NULL, *ptx80 = NULL;
+  CodegenOptions c90 = {.arch = "sm_90a", .opt_level = o->opt_level};
+  CodegenOptions c80 = {.arch = "sm_80", .opt_level = o->opt_level};
+  if (!codegen_graph(g, &c90, false, &ptx90, &d) || !codegen_graph(g, &c80, false, &ptx80, &d)) {
+    free(ptx90);
+    free(ptx80);
+    return 1;
+  }
+  int rc = 0;
+  if (o->emit == EMIT_SOURCE) {
+    EmitArgs ea = {g, arena_printf(a, "%s.h", default_base(a, o->input)), ptx90, ptx80};
+    FILE *f = open_dump(o);
+    if (f) {
+      write_source(f, &ea);
+      rc = close_dump(o, f) ? 0 : 1;
+    } else {
+      rc = 1;
+    }
+  } else {
+    const char *base = o->output ? o->output : default_base(a, o->input);
+    const char *slash = strrchr(base, '/');
+    EmitArgs ea = {g, arena_printf(a, "%s.h", slash ? slash + 1 : base), ptx90, ptx80};
+    if (!write_file(arena_printf(a, "%s.h", base), write_header, &ea) ||
+        !write_file(arena_printf(a, "%s.c", base), write_source, &ea))
+      rc = 1;
+  }
+  free(ptx90);
+  free(ptx80);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  Options o = {0};
+  int r = parse_args(argc, argv, &o);
+  if (r != 0)
+    return r < 0 ? 0 : 1;
+  Arena *a = arena_new();
+  int rc = compile(&o, a);
+  arena_free(a);
+  return rc;
+}

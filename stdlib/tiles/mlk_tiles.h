@@ -1,0 +1,67 @@
+/* mlk_tiles.h: device-side library of every megakernel, in freestanding C for nvptx64.
+ *
+ * clang compiles the .c files of stdlib/tiles to LLVM bitcode at build time; mlkc links that bitcode into each
+ * generated megakernel and inlines it. The generated skeleton (codegen.c) walks a block's task
+ * queue and, per task, calls: mlk_dev_wait for each event tensor counter the task depends on, the
+ * op's tile function, mlk_dev_barrier, and mlk_dev_notify for each counter range it produces.
+ * All functions are called by every thread of the block (MLK_BLOCK_THREADS), uniformly.
+ *
+ * Memory-model contract: data written by earlier tasks in the same launch (activations) is read
+ * with ordinary loads after mlk_dev_wait (an acquire by thread 0 plus a block barrier); only
+ * weights, which no task writes, go through the non-coherent read-only path (ld.global.nc).
+ * Each function here has a plain C reference in stdlib/ref/ with the same arguments.
+ */
+#ifndef MLK_TILES_H
+#define MLK_TILES_H
+
+#include <stdint.h>
+
+#include "mlk_desc.h"
+
+/* Waits until *counter reaches `target` (mod 2^32). Thread 0 polls with acquire loads and
+ * exponential nanosleep back-off; past `timeout_ns` (from %globaltimer) it records the failure in
+ * `err` (first failure wins) and returns 0; it also returns 0 as soon as another block has failed.
+ * Returns 1 in every thread when the dependency is satisfied. Contains a block barrier. */
+int mlk_dev_wait(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
+                 uint32_t task, uint32_t event, uint32_t index);
+
+/* Block barrier: every thread's writes of this task are done before thread 0 notifies. */
+void mlk_dev_barrier(void);
+
+/* Thread 0 adds 1 with release semantics to counters[lo..hi]; other threads do nothing. */
+void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi);
+
+/* out[r] = fn(sum_k W[r,k] * x[k]) (+ res[r]) for r in [row0, row0 + rows); W bf16 [n, k],
+ * x/out/res f32, res may be NULL. k <= MLK_MATVEC_MAX_K (x is staged in shared memory). */
+void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res, int64_t n,
+                     int64_t k, int64_t row0, int64_t rows, int fn);
+
+/* out[i] = fn(a[i], b[i]) for i in [i0, i0 + count); b NULL for unary functions. */
+void mlk_tile_eltwise(float *out, const float *a, const float *b, int64_t i0, int64_t count, int fn);
+
+/* ---- small device helpers shared by the tiles ---- */
+
+#define MLK_SHARED __attribute__((address_space(3)))
+
+static inline uint32_t mlk_tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
+
+static inline float mlk_bf16_lo(uint32_t w) {
+  union { uint32_t u; float f; } c = {w << 16};
+  return c.f;
+}
+static inline float mlk_bf16_hi(uint32_t w) {
+  union { uint32_t u; float f; } c = {w & 0xffff0000u};
+  return c.f;
+}
+
+static inline float mlk_dev_exp(float v) { return __nvvm_ex2_approx_f(v * 1.4426950408889634f); }
+
+static inline float mlk_dev_act(float v, int fn) {
+  if (fn == MLK_FN_RELU)
+    return v > 0.0f ? v : 0.0f;
+  if (fn == MLK_FN_SILU)
+    return v / (1.0f + mlk_dev_exp(-v));
+  return v;
+}
+
+#endif /* MLK_TILES_H */

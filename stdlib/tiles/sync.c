@@ -1,0 +1,74 @@
+/* sync.c: event-tensor waits and notifies on the device, with the deadline watchdog.
+ *
+ * A counter is never reset: run number `epoch` waits for epoch * start_value (see mlk_desc.h).
+ * notify is a release reduction, wait an acquire poll: together with the block barriers on both
+ * sides, every write of a producer task happens-before every read of a consumer task.
+ */
+#include "mlk_tiles.h"
+
+static inline uint32_t ld_acquire(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+static inline uint32_t ld_volatile(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+static inline uint64_t globaltimer(void) {
+  uint64_t t;
+  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
+static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
+                uint32_t task, uint32_t event, uint32_t index) {
+  uint32_t v = ld_acquire(counter);
+  if (mlk_counter_reached(v, target))
+    return 1;
+  uint64_t start = globaltimer();
+  uint32_t ns = 32;
+  for (;;) {
+    __nvvm_nanosleep(ns);
+    if (ns < 2048)
+      ns *= 2;
+    v = ld_acquire(counter);
+    if (mlk_counter_reached(v, target))
+      return 1;
+    if (ld_volatile(&err->flag))
+      return 0;
+    if (globaltimer() - start > timeout_ns) {
+      if (__atomic_exchange_n(&err->flag, 1u, __ATOMIC_RELAXED) == 0) {
+        err->block = __nvvm_read_ptx_sreg_ctaid_x();
+        err->task = task;
+        err->event = event;
+        err->index = index;
+        err->expected = target;
+        err->observed = v;
+      }
+      return 0;
+    }
+  }
+}
+
+int mlk_dev_wait(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
+                 uint32_t task, uint32_t event, uint32_t index) {
+  int ok = 1;
+  if (mlk_tid() == 0)
+    ok = poll(counter, target, timeout_ns, err, task, event, index);
+  /* bar.red.and: a barrier that also tells every thread whether thread 0 succeeded. */
+  return __nvvm_bar0_and(ok);
+}
+
+void mlk_dev_barrier(void) { __nvvm_barrier_sync(0); }
+
+void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi) {
+  if (mlk_tid() != 0)
+    return;
+  for (int64_t i = lo; i <= hi; i++)
+    __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" : : "l"(counters + i) : "memory");
+}

@@ -1,0 +1,32 @@
+# Code generation tests: FileCheck over the LLVM IR and PTX of the examples, and ptxas on the PTX.
+set(CG ${CMAKE_CURRENT_SOURCE_DIR}/codegen)
+set(MLP ${PROJECT_SOURCE_DIR}/examples/mlp/mlp.mlk)
+
+# mlk_filecheck(NAME CHECKFILE ARGS...): mlkc ARGS | FileCheck CHECKFILE
+function(mlk_filecheck name check)
+  add_test(NAME ${name}
+    COMMAND sh -c "\"$@\" > \"${CMAKE_CURRENT_BINARY_DIR}/${name}.out\" && \"${MLK_FILECHECK}\" \"${check}\" --input-file \"${CMAKE_CURRENT_BINARY_DIR}/${name}.out\""
+            -- $<TARGET_FILE:mlkc> ${ARGN})
+endfunction()
+
+if(MLK_FILECHECK)
+  mlk_filecheck(codegen_mlp_llvm ${CG}/mlp_llvm.check --emit=llvm -O0 ${MLP})
+  mlk_filecheck(codegen_mlp_llvm_o3 ${CG}/mlp_llvm_o3.check --emit=llvm ${MLP})
+  mlk_filecheck(codegen_mlp_ptx_sm90a ${CG}/mlp_ptx.check --emit=ptx --arch=sm_90a ${MLP})
+  mlk_filecheck(codegen_mlp_ptx_sm80 ${CG}/mlp_ptx.check --emit=ptx --arch=sm_80 ${MLP})
+  mlk_filecheck(codegen_mlp_graph ${CG}/mlp_graph.check --emit=graph ${MLP})
+  mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})
+  mlk_filecheck(codegen_mlp_header ${CG}/mlp_header.check --emit=header ${MLP})
+endif()
+
+# ptxas must accept what mlkc emits, for both targets.
+foreach(arch sm_90a sm_80)
+  if(MLK_PTXAS)
+    add_test(NAME ptxas_mlp_${arch}
+      COMMAND sh -c "\"$1\" --emit=ptx --arch=${arch} \"$2\" -o \"$3/mlp.${arch}.ptx\" && \"$4\" -arch=${arch} \"$3/mlp.${arch}.ptx\" -o \"$3/mlp.${arch}.cubin\""
+              -- $<TARGET_FILE:mlkc> ${MLP} ${CMAKE_CURRENT_BINARY_DIR} ${MLK_PTXAS})
+  else()
+    add_test(NAME ptxas_mlp_${arch} COMMAND sh -c "echo 'SKIP: ptxas not found (no CUDA toolkit)'; exit 77")
+    set_tests_properties(ptxas_mlp_${arch} PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+endforeach()

@@ -1,0 +1,26 @@
+# tests/driver: the mlkc command line. Each case runs mlkc with some arguments, requires an exit
+# status, and matches what it prints.
+
+# mlk_driver_test(NAME STATUS REGEX ARGS...)
+function(mlk_driver_test name status regex)
+  add_test(NAME driver_${name}
+    COMMAND sh -c "cd \"${CMAKE_CURRENT_BINARY_DIR}\" && \"$@\" 2>&1; rc=$?; [ $rc -eq ${status} ] || echo \"BAD EXIT STATUS $rc (expected ${status})\""
+            -- $<TARGET_FILE:mlkc> ${ARGN})
+  set_tests_properties(driver_${name} PROPERTIES PASS_REGULAR_EXPRESSION "${regex}"
+                       FAIL_REGULAR_EXPRESSION "BAD EXIT STATUS|internal error|Sanitizer" LABELS driver)
+endfunction()
+
+set(MLP ${PROJECT_SOURCE_DIR}/examples/mlp/mlp.mlk)
+mlk_driver_test(version 0 "^mlkc [0-9]+\\.[0-9]+\\.[0-9]+" --version)
+mlk_driver_test(help 0 "usage: mlkc \\[options\\] FILE\\.mlk.*--emit=KIND" --help)
+mlk_driver_test(no_input 1 "mlkc: error: no input file" )
+mlk_driver_test(unknown_option 1 "mlkc: error: unknown option '--frobnicate'" --frobnicate ${MLP})
+mlk_driver_test(unknown_emit 1 "mlkc: error: unknown --emit kind 'bytes'" --emit=bytes ${MLP})
+mlk_driver_test(unknown_arch 1 "mlkc: error: unknown --arch 'sm_70'" --arch=sm_70 ${MLP})
+mlk_driver_test(two_inputs 1 "mlkc: error: more than one input file" ${MLP} ${MLP})
+mlk_driver_test(missing_file 1 "mlkc: error: cannot read 'no-such-file.mlk': No such file or directory" no-such-file.mlk)
+mlk_driver_test(dash_o_missing 1 "mlkc: error: -o needs a path" ${MLP} -o)
+mlk_driver_test(unwritable_output 1 "mlkc: error: cannot write 'no-such-dir/mlp.h'" ${MLP} -o no-such-dir/mlp)
+mlk_driver_test(unknown_model 1 "mlkc: error: .*has no model 'nope'" --model=nope ${MLP})
+# The default output: NAME.h and NAME.c next to the working directory, and a clean exit.
+mlk_driver_test(default_output 0 "^$" ${MLP})

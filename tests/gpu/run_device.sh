@@ -1,0 +1,28 @@
+#!/bin/sh
+# run_device.sh: runs the prebuilt GPU tests on a machine with an NVIDIA GPU, from the repository
+# root, with the build directory built elsewhere (the GPU machine needs no LLVM, re2c or lemon:
+# binaries load libcuda.so.1 at run time). Writes logs under $OUT when set.
+set -u
+BUILD=${BUILD:-build}
+OUT=${OUT:-/tmp/mlk-out}
+mkdir -p "$OUT"
+fail=0
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+echo "== $BUILD/tests/test_mlp_gpu"
+"$BUILD"/tests/test_mlp_gpu || fail=1
+echo "== $BUILD/tests/runtime_gpu"
+"$BUILD"/tests/runtime_gpu "$BUILD"/tests/runtime_gpu_kernels.ptx || fail=1
+echo "== $BUILD/tests/test_watchdog gpu"
+"$BUILD"/tests/test_watchdog gpu || fail=1
+echo "== demo"
+"$BUILD"/examples/mlp_demo 20 || fail=1
+if command -v ptxas >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/ptxas ]; then
+  PTXAS=$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)
+  for a in sm_90a sm_80; do
+    if [ -f "$BUILD/tests/mlp.$a.ptx" ]; then
+      echo "== ptxas -v $a"
+      "$PTXAS" -v -arch=$a "$BUILD/tests/mlp.$a.ptx" -o "$OUT/mlp.$a.cubin" 2>&1 | tail -3
+    fi
+  done
+fi
+exit $fail

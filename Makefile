@@ -20,13 +20,16 @@ build: setup
 demo: build
 	./$(BUILD)/examples/mlp_demo
 
+# GPU tests (label gpu) run verbosely, so that a machine without a GPU shows why they skip.
 test-fast: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -LE gpu
+	@ctest --test-dir $(BUILD) --output-on-failure -L gpu -V > $(BUILD)/gpu-tests.log 2>&1; rc=$$?; \
+	  grep -E "SKIP|^[0-9]+: (ok|FAIL|device|backend)|Test +#|tests passed" $(BUILD)/gpu-tests.log; exit $$rc
 
 asan: setup
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMLK_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -LE gpu
 
 test: test-fast asan
 

@@ -3,7 +3,7 @@
 add_executable(test_mlp_gpu ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_mlp_gpu.c)
 target_link_libraries(test_mlp_gpu PRIVATE mlp_model)
 add_test(NAME gpu_mlp COMMAND test_mlp_gpu)
-set_tests_properties(gpu_mlp PROPERTIES SKIP_RETURN_CODE 77)
+set_tests_properties(gpu_mlp PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu)
 
 # The wait watchdog: a description whose counters can never complete must be reported (task, op,
 # event, counts) within the deadline, and the backend must stay usable. On the CPU simulator in
@@ -13,3 +13,4 @@ target_link_libraries(test_watchdog PRIVATE mlp_model)
 add_test(NAME sim_watchdog COMMAND test_watchdog cpu)
 add_test(NAME gpu_watchdog COMMAND test_watchdog gpu)
 set_tests_properties(sim_watchdog gpu_watchdog PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
+set_tests_properties(gpu_watchdog PROPERTIES LABELS gpu)

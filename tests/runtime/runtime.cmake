@@ -39,7 +39,7 @@ if(_rt_nvptx_rc EQUAL 0)
 else()
   add_test(NAME runtime_gpu COMMAND runtime_gpu)
 endif()
-set_tests_properties(runtime_gpu PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
+set_tests_properties(runtime_gpu PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 LABELS gpu)
 
 # A fake libcuda.so.1 (fake_cuda.c) runs gpu.c without a GPU: test_gpu against it covers the
 # launch path (queues, kernel parameters, error record), test_gpu_fake the CUDA error messages.

@@ -4,6 +4,7 @@
  *     the source line
  *            ^
  *
+ * `file` is the file of the location (Loc.src: an imported module names itself), else the Diag's.
  * The caret line copies the tabs of the source line so that the caret lines up in any terminal.
  * Bytes a terminal cannot show (control characters, bytes that are not UTF-8) are written as
  * <XX> and the caret skips their width; a UTF-8 character counts as one column. Very long lines
@@ -80,9 +81,8 @@ static void show_bytes(FILE *out, const unsigned char *p, const unsigned char *e
   }
 }
 
-/* The source line of `loc` and a caret under its column. */
-static void show_line(const Diag *d, Loc loc) {
-  const Source *src = d->src;
+/* The source line of `loc` in `src` and a caret under its column. */
+static void show_line(const Diag *d, const Source *src, Loc loc) {
   const unsigned char *text = (const unsigned char *)src->text;
   const unsigned char *end = text + src->len, *line = text;
   for (int n = 1; n < loc.line; n++) {
@@ -130,17 +130,19 @@ static void show_line(const Diag *d, Loc loc) {
   fputs("^\n", out);
 }
 
+/* A location names its file (Loc.src), or is in the Diag's own source. */
 static void report(Diag *d, const char *kind, Loc loc, const char *fmt, va_list ap) {
-  if (!d->src) {
+  const Source *src = loc.src ? loc.src : d->src;
+  if (!src) {
     fprintf(d->out, "mlkc: %s: ", kind);
     vfprintf(d->out, fmt, ap);
     fputc('\n', d->out);
     return;
   }
-  fprintf(d->out, "%s:%d:%d: %s: ", d->src->path, loc.line, loc.col, kind);
+  fprintf(d->out, "%s:%d:%d: %s: ", src->path, loc.line, loc.col, kind);
   vfprintf(d->out, fmt, ap);
   fputc('\n', d->out);
-  show_line(d, loc);
+  show_line(d, src, loc);
 }
 
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) {

@@ -6,6 +6,7 @@
  * a NUL byte inside the file is an ordinary (invalid) character. A malformed lexeme is reported
  * through diag and skipped; lexing resumes after it.
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,19 +23,29 @@ static const struct {
     [TK_EOF] = {"EOF", "end of file"},
     [TK_IDENT] = {"IDENT", "an identifier"},
     [TK_INT] = {"INT", "an integer"},
+    [TK_FLOAT] = {"FLOAT", "a float"},
     [TK_STRING] = {"STRING", "a string"},
     [TK_DTYPE] = {"DTYPE", "a dtype (f32, bf16, f16, i32, i8, u8)"},
     [TK_IMPORT] = {"IMPORT", "'import'"},
     [TK_CONFIG] = {"CONFIG", "'config'"},
     [TK_MODEL] = {"MODEL", "'model'"},
+    [TK_LAYER] = {"LAYER", "'layer'"},
     [TK_DIM] = {"DIM", "'dim'"},
+    [TK_MESH] = {"MESH", "'mesh'"},
     [TK_IN] = {"IN", "'in'"},
     [TK_PARAM] = {"PARAM", "'param'"},
     [TK_INPUT] = {"INPUT", "'input'"},
     [TK_OUTPUT] = {"OUTPUT", "'output'"},
+    [TK_CACHE] = {"CACHE", "'cache'"},
+    [TK_EVENT] = {"EVENT", "'event'"},
     [TK_MEGAKERNEL] = {"MEGAKERNEL", "'megakernel'"},
+    [TK_SHARD] = {"SHARD", "'shard'"},
     [TK_FROM] = {"FROM", "'from'"},
+    [TK_FOR] = {"FOR", "'for'"},
+    [TK_RETURN] = {"RETURN", "'return'"},
     [TK_TILE] = {"TILE", "'tile'"},
+    [TK_WAIT] = {"WAIT", "'wait'"},
+    [TK_NOTIFY] = {"NOTIFY", "'notify'"},
     [TK_LPAREN] = {"LPAREN", "'('"},
     [TK_RPAREN] = {"RPAREN", "')'"},
     [TK_LBRACKET] = {"LBRACKET", "'['"},
@@ -80,7 +91,7 @@ void lexer_init(Lexer *lx, const Source *src, Arena *a, Diag *d) {
 }
 
 static Loc loc_at(const Lexer *lx, const unsigned char *p) {
-  return (Loc){lx->line, (int)((const char *)p - lx->line_start) + 1};
+  return (Loc){lx->line, (int)((const char *)p - lx->line_start) + 1, lx->src};
 }
 
 static void newline(Lexer *lx, const unsigned char *after) {
@@ -109,7 +120,7 @@ static Token eof_token(Lexer *lx, const unsigned char *end) {
     const char *bol = eol;
     while (bol > text && bol[-1] != '\n')
       bol--;
-    t.loc = (Loc){lx->line - 1, (int)(eol - bol) + 1};
+    t.loc = (Loc){lx->line - 1, (int)(eol - bol) + 1, lx->src};
   }
   t.len = 0;
   return t;
@@ -134,12 +145,69 @@ static bool lex_int(Lexer *lx, const unsigned char *end, Token *t) {
   return true;
 }
 
-/* Digits run into letters, as in `64x`. */
-static void bad_int(Lexer *lx, const unsigned char *end) {
+/* A float literal (digits with a fraction, an exponent or both); false (reported) when its value
+ * is out of range of a double: too large (it would be infinite), or so small that it would be 0. */
+static bool lex_float(Lexer *lx, const unsigned char *end, Token *t) {
+  *t = token(lx, end, TK_FLOAT);
+  /* strtod needs a NUL after the literal; the regex has left only decimal syntax in it. */
+  char buf[64], *text = t->len < (int)sizeof buf ? buf : malloc((size_t)t->len + 1);
+  if (!text) {
+    fputs("mlkc: error: out of memory\n", stderr);
+    exit(1);
+  }
+  memcpy(text, t->text, (size_t)t->len);
+  text[t->len] = '\0';
+  t->fval = strtod(text, NULL);
+  bool nonzero = false; /* a digit other than 0 before the exponent */
+  for (const char *p = text; *p && *p != 'e' && *p != 'E'; p++)
+    nonzero |= *p >= '1' && *p <= '9';
+  if (text != buf)
+    free(text);
+  const char *cut = t->len > 30 ? "..." : "";
+  int len = t->len > 30 ? 27 : t->len;
+  if (t->fval > DBL_MAX) {
+    diag_error(lx->diag, t->loc, "float literal '%.*s%s' is too large (the largest is %.17g)",
+               len, t->text, cut, DBL_MAX);
+    return false;
+  }
+  if (t->fval == 0 && nonzero) {
+    diag_error(lx->diag, t->loc,
+               "float literal '%.*s%s' is too small: it would be 0 (the smallest is %.17g)", len,
+               t->text, cut, DBL_TRUE_MIN);
+    return false;
+  }
+  return true;
+}
+
+/* A number that runs into letters (`64x`, `1.5f`, `1e5x`) or whose exponent has no digits (`1e`,
+ * `2.5e-`): reported, as an integer if it has neither '.' nor an exponent. */
+static void bad_number(Lexer *lx, const unsigned char *end) {
   int len = (int)((const char *)end - lx->tok);
-  diag_error(lx->diag, loc_at(lx, (const unsigned char *)lx->tok),
-             "invalid integer literal '%.*s%s' (an integer is decimal digits only)",
-             len > 30 ? 27 : len, lx->tok, len > 30 ? "..." : "");
+  const char *cut = len > 30 ? "..." : "", *p = lx->tok, *e = (const char *)end;
+  Loc loc = loc_at(lx, (const unsigned char *)lx->tok);
+  if (len > 30)
+    len = 27;
+  while (p < e && *p >= '0' && *p <= '9')
+    p++;
+  if (p < e && *p == '.')
+    for (p++; p < e && *p >= '0' && *p <= '9'; p++) {
+    }
+  bool has_exp = p < e && (*p == 'e' || *p == 'E');
+  if (has_exp && p + 1 < e && (p[1] == '+' || p[1] == '-'))
+    p++;
+  if (has_exp && p + 1 == e) /* the literal ends right after `e` or its sign */
+    diag_error(lx->diag, loc,
+               "invalid float literal '%.*s%s' (the exponent needs digits, as in 1e-5)", len,
+               lx->tok, cut);
+  else if (has_exp || memchr(lx->tok, '.', (size_t)(e - lx->tok)))
+    diag_error(lx->diag, loc,
+               "invalid float literal '%.*s%s' (a float is digits with a fraction, an exponent "
+               "or both: 0.5, 1e-5, 1.5e3)",
+               len, lx->tok, cut);
+  else
+    diag_error(lx->diag, loc,
+               "invalid integer literal '%.*s%s' (an integer is decimal digits only)", len,
+               lx->tok, cut);
 }
 
 /* A string literal whose opening quote is at lx->tok; *pcur is after the quote, and is left
@@ -254,6 +322,7 @@ static void invalid_char(Lexer *lx, const unsigned char **pcur) {
 Token lexer_next(Lexer *lx) {
   const unsigned char *cur = (const unsigned char *)lx->cur;
   const unsigned char *lim = (const unsigned char *)lx->lim;
+  const unsigned char *mar; /* where to back up to: `1.x` tries a float first */
   Token t;
   for (;;) {
     lx->tok = (const char *)cur;
@@ -267,6 +336,7 @@ Token lexer_next(Lexer *lx) {
       re2c:define:YYCTYPE = "unsigned char";
       re2c:define:YYCURSOR = cur;
       re2c:define:YYLIMIT = lim;
+      re2c:define:YYMARKER = mar;
       re2c:yyfill:enable = 0;
       re2c:eof = 0;
 
@@ -281,14 +351,23 @@ Token lexer_next(Lexer *lx) {
       "import"      { return token(lx, cur, TK_IMPORT); }
       "config"      { return token(lx, cur, TK_CONFIG); }
       "model"       { return token(lx, cur, TK_MODEL); }
+      "layer"       { return token(lx, cur, TK_LAYER); }
       "dim"         { return token(lx, cur, TK_DIM); }
+      "mesh"        { return token(lx, cur, TK_MESH); }
       "in"          { return token(lx, cur, TK_IN); }
       "param"       { return token(lx, cur, TK_PARAM); }
       "input"       { return token(lx, cur, TK_INPUT); }
       "output"      { return token(lx, cur, TK_OUTPUT); }
+      "cache"       { return token(lx, cur, TK_CACHE); }
+      "event"       { return token(lx, cur, TK_EVENT); }
       "megakernel"  { return token(lx, cur, TK_MEGAKERNEL); }
+      "shard"       { return token(lx, cur, TK_SHARD); }
       "from"        { return token(lx, cur, TK_FROM); }
+      "for"         { return token(lx, cur, TK_FOR); }
+      "return"      { return token(lx, cur, TK_RETURN); }
       "tile"        { return token(lx, cur, TK_TILE); }
+      "wait"        { return token(lx, cur, TK_WAIT); }
+      "notify"      { return token(lx, cur, TK_NOTIFY); }
 
       // ORDER: MlkDType.
       "f32"         { t = token(lx, cur, TK_DTYPE); t.ival = MLK_F32; return t; }
@@ -298,9 +377,20 @@ Token lexer_next(Lexer *lx) {
       "i8"          { t = token(lx, cur, TK_DTYPE); t.ival = MLK_I8; return t; }
       "u8"          { t = token(lx, cur, TK_DTYPE); t.ival = MLK_U8; return t; }
 
+      // Numbers. A float needs a digit on both sides of its '.', so `1..64` is `1` `..` `64`. Of
+      // two rules that match equally long, the first wins: `1e5` is a float, not `1` `e5`.
+      dec           = [0-9]+;
+      exp           = [eE] [+-]? dec;
+      float         = dec "." dec exp? | dec exp;
+
       ident         { return token(lx, cur, TK_IDENT); }
-      [0-9]+        { if (lex_int(lx, cur, &t)) return t; continue; }
-      [0-9]+ ident  { bad_int(lx, cur); continue; }
+      float         { if (lex_float(lx, cur, &t)) return t; continue; }
+      dec           { if (lex_int(lx, cur, &t)) return t; continue; }
+      dec ("." dec)? [eE] [+-]?
+                    { bad_number(lx, cur); continue; }
+      (dec "." dec | float) ident
+                    { bad_number(lx, cur); continue; }
+      dec ident     { bad_number(lx, cur); continue; }
       ["]           { if (lex_string(lx, &cur, &t)) return t; continue; }
 
       "("           { return token(lx, cur, TK_LPAREN); }

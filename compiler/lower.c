@@ -33,6 +33,7 @@ typedef struct Lower {
   Config *cfg;
   Binding *scope;
   int kernel;
+  int unsupported; /* constructs this lowering cannot build, reported once */
 } Lower;
 
 #define GROW(a, arr, n, cap)                                                                       \
@@ -74,6 +75,21 @@ static void bind(Lower *L, const char *name, int tensor) {
   L->scope = b;
 }
 
+/* What the checker accepts but this lowering cannot build yet: a clear error, never a crash. */
+static void unsupported(Lower *L, Loc loc, const char *what) {
+  if (L->unsupported++)
+    return; /* the first one says it; the rest would repeat it */
+  diag_error(L->d, loc, "%s cannot be lowered to a megakernel yet (the language accepts it; the "
+             "lowering handles matvec, relu, silu, + and * over static f32 vectors)", what);
+}
+
+/* A model declaration; tensor -1 for one this lowering cannot represent (already reported). */
+static void bind_decl(Lower *L, Binding **decls, const char *name, int tensor) {
+  Binding *b = arena_alloc(L->a, sizeof *b);
+  *b = (Binding){name, tensor, *decls};
+  *decls = b;
+}
+
 static int64_t eval_tile(Lower *L, const Expr *e) {
   switch (e->kind) {
   case EXPR_INT: return e->ival;
@@ -92,9 +108,15 @@ static int64_t eval_tile(Lower *L, const Expr *e) {
     default: return r ? l / r : 0;
     }
   }
-  case EXPR_CALL: break;
+  case EXPR_MEMBER:
+    for (DimDecl *dd = L->cfg->dims; dd; dd = dd->next)
+      if (!strcmp(dd->name, e->name))
+        return dd->resolved;
+    break;
+  default:
+    break;
   }
-  MLKC_BUG("tile expression kind %d", e->kind);
+  MLKC_BUG("tile expression kind %s after sema", ast_expr_kind_name(e->kind));
 }
 
 /* Adds the event for `consumer` reading `tensor`, if an op of this kernel produced it. */
@@ -210,6 +232,36 @@ static int lower_eltwise(Lower *L, const Expr *e, MlkFn fn, const Expr *a, const
   return op;
 }
 
+/* Whether this lowering handles `e` (the checker has accepted it); reports the first part it
+ * does not handle. */
+static bool lowerable(Lower *L, const Expr *e) {
+  switch (e->kind) {
+  case EXPR_NAME: {
+    int t = lookup(L, e->name);
+    if (t < 0)
+      return false; /* reported at its declaration */
+    if (L->g->tensors[t].rank != 1 || L->g->tensors[t].dtype != MLK_F32) {
+      unsupported(L, e->loc, arena_printf(L->a, "'%s' (not an f32 vector)", e->name));
+      return false;
+    }
+    return true;
+  }
+  case EXPR_BINARY:
+    return lowerable(L, e->lhs) && lowerable(L, e->rhs);
+  case EXPR_CALL:
+    if (!e->lhs && (is_call(e, "relu") || is_call(e, "silu")))
+      return lowerable(L, e->args);
+    if (!e->lhs && is_call(e, "matvec"))
+      return lowerable(L, e->args); /* the weight is a param matrix (sema) */
+    unsupported(L, e->loc, e->lhs ? arena_printf(L->a, "method '%s'", e->name)
+                                  : arena_printf(L->a, "'%s'", e->name));
+    return false;
+  default:
+    unsupported(L, e->loc, arena_printf(L->a, "this %s expression", ast_expr_kind_name(e->kind)));
+    return false;
+  }
+}
+
 static int lower_expr(Lower *L, const Expr *e, int dest, int *out) {
   int op = -1;
   switch (e->kind) {
@@ -255,9 +307,8 @@ static int lower_expr(Lower *L, const Expr *e, int dest, int *out) {
     }
     op = lower_eltwise(L, e, e->op == '+' ? MLK_FN_ADD : MLK_FN_MUL, e->lhs, e->rhs, dest);
     break;
-  case EXPR_INT:
-  case EXPR_NEG:
-    MLKC_BUG("expression kind %s after sema", ast_expr_kind_name(e->kind));
+  default:
+    MLKC_BUG("expression kind %s reached lowering", ast_expr_kind_name(e->kind));
   }
   *out = L->g->ops[op].d.out;
   return op;
@@ -293,26 +344,40 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
   g->model = m;
   g->name = m->name;
   Lower L = {.a = a, .d = d, .g = g, .p = p, .m = m};
-  for (Config *c = p->configs; c; c = c->next)
-    if (!strcmp(c->name, m->cfg_name))
-      L.cfg = c;
+  L.cfg = sema_model_config(p, m);
   if (!L.cfg)
     MLKC_BUG("model '%s' without config after sema", m->name);
 
   Binding *decls = NULL;
   for (TensorDecl *td = m->decls; td; td = td->next) {
+    if (td->kind == DECL_CACHE) {
+      unsupported(&L, td->loc, arena_printf(a, "cache '%s'", td->name));
+      bind_decl(&L, &decls, td->name, -1);
+      continue;
+    }
     /* the shapes were checked by sema: rebuild the type from the resolved dims */
     Type t = {.dtype = td->type.dtype, .rank = td->type.ndims};
     int i = 0;
-    for (Expr *e = td->type.dims; e; e = e->next)
-      t.shape[i++] = eval_tile(&L, e);
+    bool dynamic = false;
+    for (Expr *e = td->type.dims; e; e = e->next, i++) {
+      const DimDecl *dd = NULL;
+      if (e->kind == EXPR_NAME)
+        for (dd = L.cfg->dims; dd && strcmp(dd->name, e->name); dd = dd->next)
+          ;
+      if (dd && !dd->value)
+        dynamic = true;
+      else
+        t.shape[i] = eval_tile(&L, e);
+    }
+    if (dynamic) {
+      unsupported(&L, td->type.loc, arena_printf(a, "'%s' with a dynamic dimension", td->name));
+      bind_decl(&L, &decls, td->name, -1);
+      continue;
+    }
     MlkTensorKind kind = td->kind == DECL_PARAM   ? MLK_TENSOR_PARAM
                          : td->kind == DECL_INPUT ? MLK_TENSOR_INPUT
                                                   : MLK_TENSOR_OUTPUT;
-    int ti = add_tensor(&L, td->name, kind, &t, td->from);
-    Binding *b = arena_alloc(a, sizeof *b);
-    *b = (Binding){td->name, ti, decls};
-    decls = b;
+    bind_decl(&L, &decls, td->name, add_tensor(&L, td->name, kind, &t, td->from ? td->from->str : NULL));
   }
 
   int nk = 0;
@@ -322,6 +387,8 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
   for (Megakernel *mk = m->kernels; mk; mk = mk->next) {
     L.kernel = g->nkernels;
     L.scope = decls;
+    if (mk->options)
+      unsupported(&L, mk->options->loc, "a megakernel option");
     GKernel *k = &g->kernels[g->nkernels++];
     k->name = mk->name;
     k->entry = arena_printf(a, "mlk_%s_%s", m->name, mk->name);
@@ -330,31 +397,59 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
     for (int t = 0; t < g->ntensors; t++)
       g->tensors[t].producer = -1;
     for (Stmt *st = mk->body; st; st = st->next) {
+      if (st->kind != STMT_ASSIGN || st->ntargets != 1) {
+        unsupported(&L, st->loc,
+                    st->kind == STMT_FOR      ? "a 'for' loop"
+                    : st->kind == STMT_EXPR   ? "a call statement"
+                    : st->kind == STMT_RETURN ? "'return'"
+                                              : "a tuple assignment");
+        continue;
+      }
+      const Clause *tile = NULL;
+      bool ok = true;
+      for (const Clause *c = st->clauses; c; c = c->next) {
+        if (c->kind != CLAUSE_TILE) {
+          unsupported(&L, c->loc, "an explicit wait/notify clause");
+          ok = false;
+        } else {
+          tile = c;
+        }
+      }
+      if (!ok || !lowerable(&L, st->value))
+        continue;
+      const char *target = st->targets->str;
       int dest = -1;
-      for (Binding *b = decls; b; b = b->next)
-        if (!strcmp(b->name, st->target))
+      bool skipped = false;
+      for (Binding *b = decls; b && dest < 0 && !skipped; b = b->next)
+        if (!strcmp(b->name, target)) {
           dest = b->tensor; /* an output (sema rejected params and inputs) */
+          skipped = dest < 0;
+        }
+      if (skipped)
+        continue;
+      if (dest >= 0 && (g->tensors[dest].rank != 1 || g->tensors[dest].dtype != MLK_F32)) {
+        unsupported(&L, st->loc, arena_printf(a, "output '%s' (not an f32 vector)", target));
+        continue;
+      }
       int out;
       int op = lower_expr(&L, st->value, dest, &out);
       if (op < 0) {
         /* `h = x`: an alias, no op */
-        bind(&L, st->target, out);
-        if (st->tile)
-          diag_warning(d, st->tile_loc, "tile(...) on a plain alias has no effect");
+        bind(&L, target, out);
         continue;
       }
       if (dest < 0) {
-        g->tensors[out].name = st->target;
-        bind(&L, st->target, out);
+        g->tensors[out].name = target;
+        bind(&L, target, out);
       }
-      if (st->tile)
-        set_tile(&L, op, eval_tile(&L, st->tile), st->tile_loc);
+      if (tile)
+        set_tile(&L, op, eval_tile(&L, tile->args), tile->loc);
     }
     k->nops = g->nops - k->first_op;
     if (k->nops > MLK_MAX_OPS_PER_KERNEL)
       diag_error(d, mk->loc, "megakernel '%s' has %d ops, more than the %d supported", mk->name,
                  k->nops, MLK_MAX_OPS_PER_KERNEL);
-    if (k->nops == 0)
+    if (k->nops == 0 && !L.unsupported)
       diag_error(d, mk->loc, "megakernel '%s' computes nothing", mk->name);
   }
   /* event names were built with the final op names; refresh tiles after all hints */

@@ -1,7 +1,8 @@
 /* main.c: the mlkc driver. Parses the command line and runs the passes in order:
  *
- *   source_read -> lexer -> parse_program -> sema_check -> lower_model -> codegen_graph (PTX for
- *   sm_90a and sm_80) -> emit_header / emit_source
+ *   load_program (source_read, lexer, parse_program for the file and each module it imports) ->
+ *   sema_check -> lower_model -> codegen_graph (PTX for sm_90a and sm_80) -> emit_header /
+ *   emit_source
  *
  * `--emit=KIND` stops after the pass that produces KIND and prints it, so every stage can be
  * inspected. Exit status: 0 on success, 1 on any user error (bad usage, unreadable file,
@@ -12,6 +13,12 @@
 #include <string.h>
 
 #include "mlkc.h"
+
+/* The standard library's directory when neither --stdlib nor $MLKC_STDLIB names one (CMake sets
+ * it to the source tree's stdlib/). */
+#ifndef MLKC_STDLIB_DIR
+#define MLKC_STDLIB_DIR "stdlib"
+#endif
 
 typedef enum EmitKind {
   EMIT_C, /* default: PATH.h and PATH.c */
@@ -45,26 +52,41 @@ static void usage(FILE *out) {
           "                  with --emit, write the dump to PATH instead of stdout\n"
           "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
           "                  tokens, ast, graph, events, llvm, ptx, header, source\n"
+          "  --check         stop after the semantic checks (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
+          "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
+          "                  the importing file's directory; repeatable, searched in order\n"
+          "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
+          "                  %s)\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
           "  --help          print this help\n"
-          "  --version       print the version\n");
+          "  --version       print the version\n",
+          MLKC_STDLIB_DIR);
 }
 
 typedef struct Options {
   const char *input;
+  const char **include_dirs; /* -I, in order (argc entries allocated) */
+  int ninclude;
+  const char *stdlib_dir;
   const char *output;
   const char *model;
   const char *arch;
   EmitKind emit;
   int opt_level;
+  bool check_only; /* --check: stop after the semantic checks */
 } Options;
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
 static int parse_args(int argc, char **argv, Options *o) {
   o->arch = "sm_90a";
   o->opt_level = 3;
+  o->include_dirs = calloc((size_t)argc, sizeof *o->include_dirs);
+  if (!o->include_dirs) {
+    fprintf(stderr, "mlkc: error: out of memory\n");
+    return 1;
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -79,6 +101,21 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->output = argv[i];
+    } else if (!strncmp(a, "-I", 2)) {
+      const char *dir = a[2] ? a + 2 : i + 1 < argc ? argv[++i] : NULL;
+      if (!dir || !*dir) {
+        fprintf(stderr, "mlkc: error: -I needs a directory\n");
+        return 1;
+      }
+      o->include_dirs[o->ninclude++] = dir;
+    } else if (!strncmp(a, "--stdlib=", 9)) {
+      if (!a[9]) {
+        fprintf(stderr, "mlkc: error: --stdlib needs a directory\n");
+        return 1;
+      }
+      o->stdlib_dir = a + 9;
+    } else if (!strcmp(a, "--check")) {
+      o->check_only = true;
     } else if (!strncmp(a, "--emit=", 7)) {
       size_t k;
       for (k = 0; k < sizeof emit_kinds / sizeof emit_kinds[0]; k++)
@@ -115,6 +152,10 @@ static int parse_args(int argc, char **argv, Options *o) {
   if (!o->input) {
     fprintf(stderr, "mlkc: error: no input file (see mlkc --help)\n");
     return 1;
+  }
+  if (!o->stdlib_dir) {
+    const char *env = getenv("MLKC_STDLIB");
+    o->stdlib_dir = env && *env ? env : MLKC_STDLIB_DIR;
   }
   return 0;
 }
@@ -196,16 +237,17 @@ static Model *pick_model(Program *p, const Options *o, Diag *d) {
 }
 
 static int compile(const Options *o, Arena *a) {
-  Source src;
   Diag d;
   diag_init(&d, NULL, stderr);
-  if (!source_read(a, o->input, &src)) {
-    diag_fatal(&d, "cannot read '%s': %s", o->input, strerror(errno));
-    return 1;
-  }
-  diag_init(&d, &src, stderr);
 
+  /* Tokens are the root file's alone; everything else starts from it and what it imports. */
   if (o->emit == EMIT_TOKENS) {
+    Source src;
+    if (!source_read(a, o->input, &src)) {
+      diag_fatal(&d, "cannot read '%s': %s", o->input, strerror(errno));
+      return 1;
+    }
+    diag_init(&d, &src, stderr);
     FILE *f = open_dump(o);
     if (!f)
       return 1;
@@ -213,7 +255,7 @@ static int compile(const Options *o, Arena *a) {
     return close_dump(o, f) && d.nerrors == 0 ? 0 : 1;
   }
 
-  Program *prog = parse_program(&src, a, &d);
+  Program *prog = load_program(o->input, o->include_dirs, o->ninclude, o->stdlib_dir, a, &d);
   if (!prog || d.nerrors)
     return 1;
   if (o->emit == EMIT_AST) {
@@ -226,6 +268,8 @@ static int compile(const Options *o, Arena *a) {
 
   if (!sema_check(prog, a, &d))
     return 1;
+  if (o->check_only)
+    return 0;
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
@@ -295,10 +339,13 @@ static int compile(const Options *o, Arena *a) {
 int main(int argc, char **argv) {
   Options o = {0};
   int r = parse_args(argc, argv, &o);
-  if (r != 0)
+  if (r != 0) {
+    free(o.include_dirs);
     return r < 0 ? 0 : 1;
+  }
   Arena *a = arena_new();
   int rc = compile(&o, a);
   arena_free(a);
+  free(o.include_dirs);
   return rc;
 }

@@ -42,6 +42,7 @@ typedef struct Source {
 typedef struct Loc {
   int line; /* 1-based */
   int col;  /* 1-based, in bytes */
+  const Source *src; /* the file; NULL means the Diag's own source */
 } Loc;
 
 typedef struct Diag {
@@ -76,47 +77,95 @@ _Noreturn void mlkc_bug(const char *file, int line, const char *fmt, ...)
 
 typedef struct Expr Expr;
 typedef struct Stmt Stmt;
+typedef struct Clause Clause;
 typedef struct DimDecl DimDecl;
+typedef struct MeshDecl MeshDecl;
 typedef struct Config Config;
 typedef struct TensorDecl TensorDecl;
+typedef struct EventDecl EventDecl;
 typedef struct Megakernel Megakernel;
+typedef struct LayerParam LayerParam;
+typedef struct Layer Layer;
 typedef struct Model Model;
 typedef struct Import Import;
+typedef struct StrList StrList;
 typedef struct Program Program;
 
 /* ORDER: expr_kind_names in ast.c mirrors this enum. */
 typedef enum ExprKind {
   EXPR_INT,    /* ival */
+  EXPR_FLOAT,  /* fval: 1e-5, 0.5, 500000.0 */
   EXPR_NAME,   /* name */
+  EXPR_DTYPE,  /* dtype used as a value: paged_kv(bf16, ...) */
   EXPR_BINARY, /* lhs op rhs; op is '+', '-', '*', '/' */
   EXPR_NEG,    /* -lhs */
-  EXPR_CALL    /* name(args...) */
+  EXPR_CALL,   /* name(args...), or lhs.name(args...) when lhs (the receiver) is set */
+  EXPR_INDEX,  /* lhs[args...]: each arg an expression or an EXPR_SLICE */
+  EXPR_SLICE,  /* lhs:rhs inside an index list; either may be NULL (`:`, `a:`, `:b`) */
+  EXPR_MEMBER, /* lhs.name (not called) */
+  EXPR_KWARG   /* name = lhs, only inside call arguments and clause arguments */
 } ExprKind;
 
 struct Expr {
   ExprKind kind;
-  Loc loc;        /* of the first token; for EXPR_BINARY, of the operator */
+  Loc loc;        /* of the first token; for EXPR_BINARY of the operator; for EXPR_INDEX of '[';
+                     for EXPR_SLICE of ':'; for EXPR_CALL with a receiver and EXPR_MEMBER of the
+                     name after '.' */
   int64_t ival;
+  double fval;
+  MlkDType dtype; /* EXPR_DTYPE */
   const char *name;
   int op;
   Expr *lhs, *rhs;
-  Expr *args;     /* EXPR_CALL: linked through `next` */
+  Expr *args;     /* EXPR_CALL, EXPR_INDEX: linked through `next` */
   int nargs;
-  Expr *next;     /* next in an argument or dimension list */
+  Expr *next;     /* next in an argument, index or dimension list */
   int depth;      /* 1 for a leaf; the parser rejects depth > MLKC_MAX_EXPR_DEPTH, so passes may
                      recurse over expressions */
   /* set by sema for value expressions (tensors): */
   const struct Type *type;
 };
 
-/* `name = value tile(t)` in a megakernel body. */
+/* Statement clauses: `tile(128)`, `tile(head = 1, split = 8)`, `wait(e[l], f)`, `notify(e[l+1])`.
+ * For wait/notify each arg is an event reference: EXPR_NAME or EXPR_INDEX on an EXPR_NAME. */
+typedef enum ClauseKind { CLAUSE_TILE, CLAUSE_WAIT, CLAUSE_NOTIFY } ClauseKind;
+
+struct Clause {
+  Loc loc;        /* of the keyword */
+  ClauseKind kind;
+  Expr *args;     /* linked through next; EXPR_KWARG for keyword arguments */
+  int nargs;
+  Clause *next;
+};
+
+/* ORDER: stmt_kind_names in ast.c mirrors this enum. */
+typedef enum StmtKind {
+  STMT_ASSIGN, /* t1, t2 = value clauses */
+  STMT_EXPR,   /* value clauses: a call for its effect, e.g. kv.append(l, k, v, pos) */
+  STMT_FOR,    /* for var in lo..hi { body } */
+  STMT_RETURN  /* return values (in layers) */
+} StmtKind;
+
 struct Stmt {
-  Loc loc;
-  const char *target;
-  Expr *value;
-  Expr *tile;     /* `tile(expr)` hint, or NULL */
-  Loc tile_loc;
+  StmtKind kind;
+  Loc loc;          /* ASSIGN: of the first target; others: of the keyword or first token */
+  StrList *targets; /* ASSIGN: one or more names (tuple results) */
+  int ntargets;
+  Expr *value;      /* ASSIGN, EXPR; RETURN: the values, linked through next */
+  int nvalues;      /* RETURN */
+  Clause *clauses;  /* ASSIGN, EXPR */
+  const char *var;  /* FOR */
+  Loc var_loc;
+  Expr *lo, *hi;    /* FOR: the range lo..hi, hi exclusive */
+  Stmt *body;       /* FOR */
   Stmt *next;
+};
+
+/* A list of names or strings with their locations. */
+struct StrList {
+  const char *str;
+  Loc loc;
+  StrList *next;
 };
 
 /* `dim D = expr` (static) or `dim B in lo..hi` (dynamic, lo/hi set, value NULL). */
@@ -125,14 +174,25 @@ struct DimDecl {
   const char *name;
   Expr *value;
   Expr *lo, *hi;
-  int64_t resolved; /* sema: the value of a static dim */
+  int64_t resolved;    /* sema: the value of a static dim */
+  int64_t lo_v, hi_v;  /* sema: the range of a dynamic dim */
   DimDecl *next;
+};
+
+/* `mesh tp = 2`: a named axis of the device mesh that params are sharded over. */
+struct MeshDecl {
+  Loc loc;
+  const char *name;
+  Expr *value;
+  int64_t resolved;    /* sema */
+  MeshDecl *next;
 };
 
 struct Config {
   Loc loc;
   const char *name;
   DimDecl *dims;
+  MeshDecl *meshes;
   Config *next;
 };
 
@@ -144,23 +204,59 @@ typedef struct TypeExpr {
   int ndims;
 } TypeExpr;
 
-typedef enum DeclKind { DECL_PARAM, DECL_INPUT, DECL_OUTPUT } DeclKind;
+typedef enum DeclKind { DECL_PARAM, DECL_INPUT, DECL_OUTPUT, DECL_CACHE } DeclKind;
 
 struct TensorDecl {
   Loc loc;
   DeclKind kind;
   const char *name;
-  TypeExpr type;
-  const char *from; /* `from "..."` binding, unescaped, or NULL */
-  Loc from_loc;
+  TypeExpr type;       /* params, inputs, outputs */
+  Expr *ctor;          /* caches: `cache kv : paged_kv(bf16, L, KVH, HD, page = 64)`, an EXPR_CALL */
+  /* `shard(axis, dim)` after the type, or shard_axis NULL */
+  const char *shard_axis;
+  Expr *shard_dim;
+  Loc shard_loc;
+  /* `from "name"` (from_fn NULL, one string) or `from cat("a", "b.{q,k,v}")` (from_fn "cat") */
+  const char *from_fn;
+  StrList *from;       /* unescaped strings, or NULL without a binding */
+  Loc from_loc;        /* of the first string (or of the function name) */
   TensorDecl *next;
+};
+
+/* `event done : [L, B]`: an explicit event tensor of counters. */
+struct EventDecl {
+  Loc loc;
+  const char *name;
+  Expr *dims; /* linked through next */
+  int ndims;
+  EventDecl *next;
 };
 
 struct Megakernel {
   Loc loc;
   const char *name;
+  Expr *options;  /* `megakernel decode(schedule = dynamic)`: EXPR_KWARGs, or NULL */
   Stmt *body;
   Megakernel *next;
+};
+
+/* A layer parameter: `x`, `x: f32[B, D]`, or `eps = 1e-5` (a default value). */
+struct LayerParam {
+  Loc loc;
+  const char *name;
+  TypeExpr *type;  /* optional annotation, or NULL */
+  Expr *def;       /* default value, or NULL */
+  LayerParam *next;
+};
+
+/* `layer rmsnorm(x, w, eps = 1e-5) { ... return y }`: inlined at every call. */
+struct Layer {
+  Loc loc;
+  const char *name;
+  LayerParam *params;
+  int nparams;
+  Stmt *body;
+  Layer *next;
 };
 
 struct Model {
@@ -169,51 +265,90 @@ struct Model {
   const char *cfg_param;  /* `c` in model m(c: cfg) */
   const char *cfg_name;   /* `cfg` */
   Loc cfg_loc;
-  TensorDecl *decls;      /* params, inputs and outputs in source order */
+  TensorDecl *decls;      /* params, inputs, outputs and caches in source order */
+  EventDecl *events;
   Megakernel *kernels;
   Model *next;
 };
 
 struct Import {
   Loc loc;
-  const char *path; /* "std.nn" */
+  const char *path;       /* "std.nn" */
+  const Source *resolved; /* the file it named, once loaded */
   Import *next;
 };
 
+/* A whole program: the root file and every file it imports (each loaded once), with the
+ * declarations of all of them in load order. */
 struct Program {
-  const Source *src;
+  const Source *src;      /* the root file */
   Import *imports;
   Config *configs;
+  Layer *layers;
   Model *models;
 };
 
 /* Expressions nest at most this deep (Lua's LUAI_MAXCCALLS is 200). */
 #define MLKC_MAX_EXPR_DEPTH 256
 
-/* One-line builders for the grammar actions; all allocate in the parser's arena. Locations: a
- * block (config, model, megakernel, import) is at its keyword, a declaration (dim, tensor,
- * statement) at its name. */
+/* `shard(axis, dim)` and `from ...` as the grammar hands them to ast_tensor_decl; axis / strs
+ * NULL when absent. */
+typedef struct ShardSpec {
+  const char *axis;
+  Expr *dim;
+  Loc loc;  /* of the axis name */
+} ShardSpec;
+typedef struct FromSpec {
+  const char *fn;  /* "cat" in `from cat("a", "b")`, NULL for `from "a"` */
+  StrList *strs;
+  Loc loc;         /* of the first string, or of the function name */
+} FromSpec;
+
+/* One-line builders for the grammar actions; all allocate in the parser's arena. Lists come in
+ * already linked through `next` (the builders count them). Locations: a block (config, model,
+ * layer, megakernel, import) and a keyword statement (for, return) or clause are at its keyword,
+ * a declaration (dim, mesh, tensor, cache, event, layer parameter, assignment) at its name. */
 Expr *ast_int(Arena *a, Loc loc, int64_t v);
+Expr *ast_float(Arena *a, Loc loc, double v);
 Expr *ast_name(Arena *a, Loc loc, const char *name);
+Expr *ast_dtype(Arena *a, Loc loc, MlkDType dtype);
 Expr *ast_binary(Arena *a, Loc loc, int op, Expr *lhs, Expr *rhs);
 Expr *ast_neg(Arena *a, Loc loc, Expr *e);
 Expr *ast_call(Arena *a, Loc loc, const char *name, Expr *args);
+Expr *ast_method(Arena *a, Loc loc, Expr *recv, const char *name, Expr *args); /* recv.name(args) */
+Expr *ast_index(Arena *a, Loc loc, Expr *base, Expr *indices);  /* loc of '[' */
+Expr *ast_slice(Arena *a, Loc loc, Expr *lo, Expr *hi);         /* loc of ':'; lo, hi optional */
+Expr *ast_member(Arena *a, Loc loc, Expr *base, const char *name);
+Expr *ast_kwarg(Arena *a, Loc loc, const char *name, Expr *value);
 Expr *ast_expr_append(Expr *list, Expr *e); /* returns the list head */
+StrList *ast_str(Arena *a, Loc loc, const char *str); /* one list element */
+Clause *ast_clause(Arena *a, Loc loc, ClauseKind kind, Expr *args);
+Stmt *ast_assign(Arena *a, Loc loc, StrList *targets, Expr *value, Clause *clauses);
+Stmt *ast_expr_stmt(Arena *a, Loc loc, Expr *call, Clause *clauses);
+Stmt *ast_for(Arena *a, Loc loc, const char *var, Loc var_loc, Expr *lo, Expr *hi, Stmt *body);
+Stmt *ast_return(Arena *a, Loc loc, Expr *values);
 DimDecl *ast_dim_static(Arena *a, Loc loc, const char *name, Expr *value);
 DimDecl *ast_dim_dynamic(Arena *a, Loc loc, const char *name, Expr *lo, Expr *hi);
-Config *ast_config(Arena *a, Loc loc, const char *name, DimDecl *dims);
+MeshDecl *ast_mesh(Arena *a, Loc loc, const char *name, Expr *value);
+Config *ast_config(Arena *a, Loc loc, const char *name, DimDecl *dims, MeshDecl *meshes);
 TypeExpr ast_type(Loc loc, MlkDType dtype, Expr *dims);
+TypeExpr *ast_type_new(Arena *a, TypeExpr type); /* a copy in the arena */
 TensorDecl *ast_tensor_decl(Arena *a, Loc loc, DeclKind kind, const char *name, TypeExpr type,
-                            const char *from, Loc from_loc);
-Stmt *ast_stmt(Arena *a, Loc loc, const char *target, Expr *value, Expr *tile, Loc tile_loc);
-Megakernel *ast_megakernel(Arena *a, Loc loc, const char *name, Stmt *body);
+                            ShardSpec shard, FromSpec from);
+TensorDecl *ast_cache_decl(Arena *a, Loc loc, const char *name, Expr *ctor);
+EventDecl *ast_event(Arena *a, Loc loc, const char *name, Expr *dims);
+Megakernel *ast_megakernel(Arena *a, Loc loc, const char *name, Expr *options, Stmt *body);
+LayerParam *ast_layer_param(Arena *a, Loc loc, const char *name, TypeExpr *type, Expr *def);
+Layer *ast_layer(Arena *a, Loc loc, const char *name, LayerParam *params, Stmt *body);
 Model *ast_model(Arena *a, Loc loc, const char *name, const char *cfg_param, const char *cfg_name,
-                 Loc cfg_loc, TensorDecl *decls, Megakernel *kernels);
+                 Loc cfg_loc, TensorDecl *decls, EventDecl *events, Megakernel *kernels);
 Import *ast_import(Arena *a, Loc loc, const char *path);
 
 void ast_dump(FILE *out, const Program *p);                 /* --emit=ast */
 const char *ast_expr_kind_name(ExprKind k);
-const char *ast_decl_kind_name(DeclKind k);  /* "param", "input", "output" */
+const char *ast_stmt_kind_name(StmtKind k);  /* "assignment", "call", "for", "return" */
+const char *ast_clause_kind_name(ClauseKind k); /* "tile", "wait", "notify" */
+const char *ast_decl_kind_name(DeclKind k);  /* "param", "input", "output", "cache" */
 const char *ast_dtype_name(MlkDType t);      /* "f32", "bf16", ... as written in the source */
 int ast_expr_print(FILE *out, const Expr *e);               /* source-like, for messages */
 
@@ -228,7 +363,8 @@ typedef struct Token {
   Loc loc;
   const char *text; /* points into the source text */
   int len;
-  int64_t ival;     /* TK_INT */
+  int64_t ival;     /* TK_INT; TK_DTYPE: its MlkDType */
+  double fval;      /* TK_FLOAT */
   const char *str;  /* TK_STRING: unescaped, in the arena */
 } Token;
 
@@ -250,16 +386,39 @@ void lexer_dump_tokens(FILE *out, const Source *src, Arena *a, Diag *d); /* --em
 /* Parses the whole source; NULL (with errors reported) on a syntax error. */
 Program *parse_program(const Source *src, Arena *a, Diag *d);
 
+/* Loads the root file `path` and, transitively, every file it imports, each once, appending their
+ * declarations to one Program in load order (depth first: a file, then what its first import
+ * loads, then its second...). `import std.X.Y` names STDLIB_DIR/X/Y.mlk; `import a.b` names a/b.mlk
+ * in the importing file's directory, else in each include dir in order. Reports "cannot find
+ * module" (listing where it looked) at the import and returns NULL on any error. A Diag without a
+ * source gets the root file's. Every Loc in the result names its file (Loc.src). */
+Program *load_program(const char *path, const char *const *include_dirs, int ninclude,
+                      const char *stdlib_dir, Arena *a, Diag *d);
+
 /* ======================================================================== sema.c */
 
+/* A tensor type. Each dim is shape[i] * (sym[i] ? the dynamic dim sym[i] : 1): static dims have
+ * sym NULL; `f32[B, V]` with B dynamic has shape {1, V} and sym {B, NULL}. Dims are symbolic until
+ * the runtime instantiates them for a concrete batch. */
 typedef struct Type {
   MlkDType dtype;
   int rank;
   int64_t shape[MLK_MAX_RANK];
+  const DimDecl *sym[MLK_MAX_RANK];
 } Type;
 
-/* Checks the whole program; returns false after reporting every error. */
+bool type_is_static(const Type *t);
+bool type_equal(const Type *a, const Type *b);
+/* "bf16[2048, 128256]", "f32[B, 2048]", "f32[2*B]" (allocated in `a`) */
+const char *type_str(Arena *a, const Type *t);
+
+/* Checks the whole program: configs, layers (at each call), models and megakernels (layers
+ * inlined, loops checked once over their whole range). Returns false after reporting every
+ * error; warnings do not fail. */
 bool sema_check(Program *p, Arena *a, Diag *d);
+
+/* The config a model is instantiated with (NULL before sema or when it does not exist). */
+Config *sema_model_config(const Program *p, const Model *m);
 
 /* ======================================================================== lower.c */
 

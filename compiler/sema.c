@@ -1,405 +1,1841 @@
-/* sema.c: semantic analysis. Resolves names, evaluates dims, and checks dtypes and shapes.
+/* sema.c: semantic analysis. Resolves names, evaluates dims, and checks dtypes, shapes, sharding,
+ * checkpoint bindings, caches, events and every use of the builtin operations.
  *
- * Every error is reported (with location and, where it helps, a note pointing at a declaration)
- * and checking goes on, so one run shows all of them; main.c stops before lowering if any was
- * found. On success every tensor-valued Expr has its `type` set, every DimDecl its `resolved`
- * value, and lower.c can rely on the program being well typed.
+ * Megakernel bodies are checked by abstract interpretation over *values*: a name is bound to a
+ * tensor type, an integer (a constant, a loop variable's range, or a multiple of a dynamic dim),
+ * a float, a dtype, a cache, an event or a mesh axis. Layers are inlined at each call: their
+ * parameters are bound to the arguments and the body is checked in a fresh scope, so layers are
+ * shape-polymorphic; names in a parameter's type annotation are the layer's own shape variables,
+ * bound by the first argument that uses them. A `for` body is checked once with the loop variable
+ * ranging over the whole loop, so indexes are range-checked without unrolling.
  *
- * The builtin ops of this milestone (docs/language.md, "Operations"):
- *   matvec(x: f32[K], W: bf16[N, K]) -> f32[N]
- *   relu(a: f32[N]) -> f32[N], silu(a: f32[N]) -> f32[N]
- *   a + b, a * b over f32[N]
+ * Every error is reported with its location (and notes: the declaration, the layer call chain)
+ * and checking goes on; main.c stops before lowering if any was found.
  */
+#include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "mlkc.h"
 
+/* ---------------------------------------------------------------- types */
+
+bool type_is_static(const Type *t) {
+  for (int i = 0; i < t->rank; i++)
+    if (t->sym[i])
+      return false;
+  return true;
+}
+
+bool type_equal(const Type *a, const Type *b) {
+  if (a->dtype != b->dtype || a->rank != b->rank)
+    return false;
+  for (int i = 0; i < a->rank; i++)
+    if (a->shape[i] != b->shape[i] || a->sym[i] != b->sym[i])
+      return false;
+  return true;
+}
+
+static int dim_str(char *buf, size_t n, int64_t k, const DimDecl *sym) {
+  if (!sym)
+    return snprintf(buf, n, "%lld", (long long)k);
+  if (k == 1)
+    return snprintf(buf, n, "%s", sym->name);
+  return snprintf(buf, n, "%lld*%s", (long long)k, sym->name);
+}
+
+const char *type_str(Arena *a, const Type *t) {
+  char buf[256];
+  size_t n = (size_t)snprintf(buf, sizeof buf, "%s[", ast_dtype_name(t->dtype));
+  for (int i = 0; i < t->rank && n < sizeof buf; i++) {
+    if (i)
+      n += (size_t)snprintf(buf + n, sizeof buf - n, ", ");
+    if (n < sizeof buf)
+      n += (size_t)dim_str(buf + n, sizeof buf - n, t->shape[i], t->sym[i]);
+  }
+  if (n < sizeof buf)
+    snprintf(buf + n, sizeof buf - n, "]");
+  return arena_strndup(a, buf, strlen(buf));
+}
+
+/* ---------------------------------------------------------------- values */
+
+typedef enum VKind {
+  V_NONE,   /* an error was reported, or a statement that gives no value */
+  V_TENSOR,
+  V_INT,
+  V_FLOAT,
+  V_DTYPE,
+  V_CACHE,
+  V_EVENT,
+  V_MESH,
+  V_TUPLE
+} VKind;
+
+typedef struct Value Value;
+struct Value {
+  VKind kind;
+  const Type *type;        /* V_TENSOR */
+  bool weight;             /* V_TENSOR: a param or a view of one (read-only, from a checkpoint) */
+  int64_t lo, hi;          /* V_INT: the possible values, inclusive; lo == hi when known */
+  const DimDecl *sym;      /* V_INT: the value is lo * sym, a multiple of a dynamic dim */
+  double f;                /* V_FLOAT */
+  MlkDType dtype;          /* V_DTYPE */
+  const TensorDecl *decl;  /* V_CACHE */
+  bool indexed;            /* V_CACHE: kv[l], one layer of the cache */
+  const EventDecl *event;  /* V_EVENT */
+  const MeshDecl *mesh;    /* V_MESH */
+  Value *items;            /* V_TUPLE */
+  int nitems;
+};
+
+static const Value NONE = {.kind = V_NONE};
+
+static bool int_known(const Value *v) { return v->kind == V_INT && v->lo == v->hi && !v->sym; }
+
+/* The resolved geometry of a `cache NAME : paged_kv(dtype, layers, kv_heads, head_dim, page = P)`. */
+typedef struct CacheInfo {
+  const TensorDecl *decl;
+  bool ok;
+  MlkDType dtype;
+  int64_t layers, kv_heads, head_dim, page;
+  struct CacheInfo *next;
+} CacheInfo;
+
+typedef enum BindKind { B_DIM, B_MESH, B_DECL, B_EVENT, B_LOCAL, B_LOOP, B_PARAM } BindKind;
+
+typedef struct Binding Binding;
+struct Binding {
+  const char *name;
+  Loc loc;
+  BindKind kind;
+  Value v;
+  const TensorDecl *decl; /* B_DECL */
+  bool used;
+  bool written;           /* outputs: assigned in the current megakernel */
+  int scope;              /* depth of the scope that created it */
+  Binding *next;
+};
+
+/* A layer call being checked, for "in layer 'x' called here" notes. */
+typedef struct Frame {
+  const Layer *layer;
+  Loc call;
+} Frame;
+
+#define MAX_FRAMES 64
 
 typedef struct Sema {
   Arena *a;
   Diag *d;
-  Config *cfg;     /* config of the model being checked, or NULL */
+  Program *p;
+  Config *cfg;
   Model *model;
+  const Megakernel *mk;
+  CacheInfo *caches;
+  Frame frames[MAX_FRAMES];
+  int nframes;
+  int depth;          /* current scope depth */
+  Value ret;          /* the value of the last `return` in the layer being checked */
+  bool returned;
+  bool in_shape;      /* evaluating a shape: unknown names are dims */
+  Loc *warned;        /* warnings already given (layers are checked once per call) */
+  int nwarned, capwarned;
 } Sema;
 
-/* A name visible in a megakernel body: a declared tensor or a local defined by a statement. */
-typedef struct Local {
-  const char *name;
-  Loc loc;
-  const Type *type;
-  TensorDecl *decl; /* NULL for locals */
-  bool written;     /* outputs: assigned in this megakernel */
-  struct Local *next;
-} Local;
+static const char *const BUILTINS[] = {"matvec", "relu", "silu", "rmsnorm", "rope", "split",
+                                       "attention", "argmax", "allreduce"};
 
-static const char *type_str(Sema *s, const Type *t) {
-  char buf[160];
-  int n = snprintf(buf, sizeof buf, "%s[", ast_dtype_name(t->dtype));
-  for (int i = 0; i < t->rank; i++)
-    n += snprintf(buf + n, sizeof buf - n, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-  snprintf(buf + n, sizeof buf - n, "]");
-  return arena_strndup(s->a, buf, strlen(buf));
+/* ---------------------------------------------------------------- diagnostics */
+
+/* The layer call chain of an error, innermost first; a deep chain shows its two ends. */
+static void call_notes(Sema *s) {
+  for (int i = s->nframes - 1; i >= 0; i--) {
+    if (s->nframes > 8 && i == s->nframes - 5) {
+      diag_note(s->d, s->frames[i].call, "(%d more layer calls)", s->nframes - 8);
+      i = 3;
+    }
+    diag_note(s->d, s->frames[i].call, "in layer '%s' called here", s->frames[i].layer->name);
+  }
 }
 
-/* ---------------------------------------------------------------- integer expressions */
+static void err(Sema *s, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void err(Sema *s, Loc loc, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  diag_error(s->d, loc, "%s", buf);
+  call_notes(s);
+}
 
-static DimDecl *find_dim(Config *c, const char *name) {
+static bool same_loc(Loc a, Loc b) { return a.line == b.line && a.col == b.col && a.src == b.src; }
+
+static void warn_once(Sema *s, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void warn_once(Sema *s, Loc loc, const char *fmt, ...) {
+  for (int i = 0; i < s->nwarned; i++)
+    if (same_loc(s->warned[i], loc))
+      return;
+  if (s->nwarned == s->capwarned) {
+    int nc = s->capwarned ? 2 * s->capwarned : 16;
+    Loc *nw = arena_alloc(s->a, nc * sizeof *nw);
+    if (s->nwarned)
+      memcpy(nw, s->warned, s->nwarned * sizeof *nw);
+    s->warned = nw;
+    s->capwarned = nc;
+  }
+  s->warned[s->nwarned++] = loc;
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  diag_warning(s->d, loc, "%s", buf);
+}
+
+static const char *tstr(Sema *s, const Type *t) { return type_str(s->a, t); }
+
+static const char *kind_desc(const Value *v) {
+  switch (v->kind) {
+  case V_NONE: return "nothing";
+  case V_TENSOR: return "a tensor";
+  case V_INT: return v->sym ? "a dynamic dim" : "an integer";
+  case V_FLOAT: return "a float";
+  case V_DTYPE: return "a dtype";
+  case V_CACHE: return "a cache";
+  case V_EVENT: return "an event";
+  case V_MESH: return "a mesh axis";
+  case V_TUPLE: return "several values";
+  }
+  return "?";
+}
+
+/* ---------------------------------------------------------------- scopes */
+
+static Binding *lookup(Binding *scope, const char *name) {
+  for (Binding *b = scope; b; b = b->next)
+    if (!strcmp(b->name, name))
+      return b;
+  return NULL;
+}
+
+static Binding *bind(Sema *s, Binding **scope, const char *name, Loc loc, BindKind kind, Value v) {
+  Binding *b = arena_alloc(s->a, sizeof *b);
+  *b = (Binding){.name = name, .loc = loc, .kind = kind, .v = v, .scope = s->depth, .next = *scope};
+  *scope = b;
+  return b;
+}
+
+static bool is_builtin(const char *name) {
+  for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++)
+    if (!strcmp(BUILTINS[i], name))
+      return true;
+  return false;
+}
+
+static Layer *find_layer(Sema *s, const char *name) {
+  for (Layer *l = s->p->layers; l; l = l->next)
+    if (!strcmp(l->name, name))
+      return l;
+  return NULL;
+}
+
+Config *sema_model_config(const Program *p, const Model *m) {
+  for (Config *c = p->configs; c; c = c->next)
+    if (!strcmp(c->name, m->cfg_name))
+      return c;
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- integer values */
+
+static Value vint(int64_t v) { return (Value){.kind = V_INT, .lo = v, .hi = v}; }
+
+static Value eval(Sema *s, Binding *scope, const Expr *e);
+
+/* Integer arithmetic over ranges, with overflow and division checks. A dynamic dim may only be
+ * multiplied by a constant. */
+static Value int_binary(Sema *s, const Expr *e, Value l, Value r) {
+  if (l.sym || r.sym) {
+    if (e->op == '*' && l.sym && int_known(&r))
+      return (Value){.kind = V_INT, .lo = l.lo * r.lo, .hi = l.lo * r.lo, .sym = l.sym};
+    if (e->op == '*' && r.sym && int_known(&l))
+      return (Value){.kind = V_INT, .lo = r.lo * l.lo, .hi = r.lo * l.lo, .sym = r.sym};
+    const DimDecl *d = l.sym ? l.sym : r.sym;
+    err(s, e->loc, "dynamic dim '%s' can only be multiplied by a constant here", d->name);
+    return NONE;
+  }
+  int64_t c[4];
+  bool ovf = false;
+  switch (e->op) {
+  case '+':
+    ovf = __builtin_add_overflow(l.lo, r.lo, &c[0]);
+    ovf = __builtin_add_overflow(l.hi, r.hi, &c[1]) || ovf;
+    return ovf ? (err(s, e->loc, "integer overflow"), NONE)
+               : (Value){.kind = V_INT, .lo = c[0], .hi = c[1]};
+  case '-':
+    ovf = __builtin_sub_overflow(l.lo, r.hi, &c[0]);
+    ovf = __builtin_sub_overflow(l.hi, r.lo, &c[1]) || ovf;
+    return ovf ? (err(s, e->loc, "integer overflow"), NONE)
+               : (Value){.kind = V_INT, .lo = c[0], .hi = c[1]};
+  case '*':
+    ovf = __builtin_mul_overflow(l.lo, r.lo, &c[0]);
+    ovf = __builtin_mul_overflow(l.lo, r.hi, &c[1]) || ovf;
+    ovf = __builtin_mul_overflow(l.hi, r.lo, &c[2]) || ovf;
+    ovf = __builtin_mul_overflow(l.hi, r.hi, &c[3]) || ovf;
+    if (ovf) {
+      err(s, e->loc, "integer overflow");
+      return NONE;
+    }
+    break;
+  case '/':
+    if (r.lo <= 0 && r.hi >= 0) {
+      if (r.lo == r.hi)
+        err(s, e->loc, "division by zero");
+      else
+        err(s, e->loc, "the divisor may be zero (it ranges over %lld..%lld)", (long long)r.lo,
+            (long long)r.hi);
+      return NONE;
+    }
+    if (l.lo == INT64_MIN && (r.lo == -1 || r.hi == -1)) {
+      err(s, e->loc, "integer overflow");
+      return NONE;
+    }
+    c[0] = l.lo / r.lo, c[1] = l.lo / r.hi, c[2] = l.hi / r.lo, c[3] = l.hi / r.hi;
+    break;
+  default:
+    MLKC_BUG("binary operator %d", e->op);
+  }
+  Value v = {.kind = V_INT, .lo = c[0], .hi = c[0]};
+  for (int i = 1; i < 4; i++) {
+    if (c[i] < v.lo)
+      v.lo = c[i];
+    if (c[i] > v.hi)
+      v.hi = c[i];
+  }
+  return v;
+}
+
+/* Evaluates an integer expression that must be a known constant (dims, sizes, tiles). */
+static bool eval_const(Sema *s, Binding *scope, const Expr *e, const char *what, int64_t *out) {
+  Value v = eval(s, scope, e);
+  if (v.kind == V_NONE)
+    return false;
+  if (v.kind != V_INT) {
+    err(s, e->loc, "%s must be an integer, got %s", what, kind_desc(&v));
+    return false;
+  }
+  if (v.sym) {
+    err(s, e->loc, "%s must be a constant, but it depends on the dynamic dim '%s'", what,
+        v.sym->name);
+    return false;
+  }
+  if (v.lo != v.hi) {
+    err(s, e->loc, "%s must be a constant, but it ranges over %lld..%lld", what, (long long)v.lo,
+        (long long)v.hi);
+    return false;
+  }
+  *out = v.lo;
+  return true;
+}
+
+/* A shape dim: a positive constant or a positive multiple of a dynamic dim. */
+static bool eval_dim(Sema *s, Binding *scope, const Expr *e, int64_t *k, const DimDecl **sym) {
+  bool saved = s->in_shape;
+  s->in_shape = true;
+  Value v = eval(s, scope, e);
+  s->in_shape = saved;
+  if (v.kind == V_NONE)
+    return false;
+  if (v.kind != V_INT) {
+    err(s, e->loc, "a dimension must be an integer, got %s", kind_desc(&v));
+    return false;
+  }
+  if (v.lo != v.hi) {
+    err(s, e->loc, "a dimension must be a constant, but it ranges over %lld..%lld",
+        (long long)v.lo, (long long)v.hi);
+    return false;
+  }
+  if (v.lo <= 0) {
+    err(s, e->loc, "dimension must be positive, got %lld", (long long)v.lo);
+    return false;
+  }
+  *k = v.lo;
+  *sym = v.sym;
+  return true;
+}
+
+static const Type *eval_type(Sema *s, Binding *scope, const TypeExpr *te) {
+  if (te->ndims > MLK_MAX_RANK) {
+    err(s, te->loc, "a tensor has at most %d dimensions, this one has %d", MLK_MAX_RANK, te->ndims);
+    return NULL;
+  }
+  Type *t = arena_alloc(s->a, sizeof *t);
+  t->dtype = te->dtype;
+  t->rank = te->ndims;
+  bool ok = true;
+  int i = 0;
+  for (const Expr *e = te->dims; e; e = e->next, i++)
+    ok = eval_dim(s, scope, e, &t->shape[i], &t->sym[i]) && ok;
+  return ok ? t : NULL;
+}
+
+/* ---------------------------------------------------------------- configs */
+
+/* The scope of a config: its dims and mesh axes. */
+static Binding *config_scope(Sema *s, Config *c) {
+  Binding *scope = NULL;
+  for (DimDecl *dd = c->dims; dd; dd = dd->next) {
+    Value v = dd->value ? vint(dd->resolved)
+                        : (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd};
+    bind(s, &scope, dd->name, dd->loc, B_DIM, v);
+  }
+  for (MeshDecl *m = c->meshes; m; m = m->next)
+    bind(s, &scope, m->name, m->loc, B_MESH, (Value){.kind = V_MESH, .mesh = m});
+  return scope;
+}
+
+static void check_config(Sema *s, Config *c) {
+  Binding *scope = NULL;
+  for (DimDecl *dd = c->dims; dd; dd = dd->next) {
+    Binding *prev = lookup(scope, dd->name);
+    if (prev) {
+      err(s, dd->loc, "dim '%s' is declared twice in config '%s'", dd->name, c->name);
+      diag_note(s->d, prev->loc, "first declared here");
+    }
+    if (dd->value) {
+      int64_t v;
+      if (eval_const(s, scope, dd->value, "a dim", &v)) {
+        if (v <= 0)
+          err(s, dd->value->loc, "dim '%s' must be positive, got %lld", dd->name, (long long)v);
+        dd->resolved = v;
+      }
+      if (!prev)
+        bind(s, &scope, dd->name, dd->loc, B_DIM, vint(dd->resolved));
+    } else {
+      int64_t lo, hi;
+      bool ok = eval_const(s, scope, dd->lo, "a dim range", &lo);
+      ok = eval_const(s, scope, dd->hi, "a dim range", &hi) && ok;
+      if (ok && (lo <= 0 || hi < lo))
+        err(s, dd->loc, "dynamic dim '%s' needs a range 1 <= lo <= hi, got %lld..%lld", dd->name,
+            (long long)lo, (long long)hi);
+      else if (ok) {
+        dd->lo_v = lo;
+        dd->hi_v = hi;
+      }
+      if (!prev)
+        bind(s, &scope, dd->name, dd->loc, B_DIM, (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd});
+    }
+  }
+  for (MeshDecl *m = c->meshes; m; m = m->next) {
+    Binding *prev = lookup(scope, m->name);
+    if (prev) {
+      err(s, m->loc, "'%s' is declared twice in config '%s'", m->name, c->name);
+      diag_note(s->d, prev->loc, "first declared here");
+    }
+    int64_t v;
+    if (eval_const(s, scope, m->value, "a mesh axis size", &v)) {
+      if (v <= 0)
+        err(s, m->value->loc, "mesh axis '%s' must have a positive size, got %lld", m->name,
+            (long long)v);
+      m->resolved = v;
+    }
+    bind(s, &scope, m->name, m->loc, B_MESH, (Value){.kind = V_MESH, .mesh = m});
+  }
+}
+
+/* Lookups that the dim-expression evaluator needs to see dims "used before declared". */
+static const DimDecl *find_dim(Config *c, const char *name) {
   for (DimDecl *dd = c ? c->dims : NULL; dd; dd = dd->next)
     if (!strcmp(dd->name, name))
       return dd;
   return NULL;
 }
 
-/* Evaluates an integer expression over the static dims declared before `upto` (NULL: all).
- * Returns false after reporting an error. */
-static bool eval_int(Sema *s, Config *c, DimDecl *upto, const Expr *e, int64_t *out) {
-  int64_t l, r;
-  switch (e->kind) {
-  case EXPR_INT:
-    *out = e->ival;
-    return true;
-  case EXPR_NAME: {
-    for (DimDecl *dd = c ? c->dims : NULL; dd && dd != upto; dd = dd->next) {
-      if (strcmp(dd->name, e->name))
-        continue;
-      if (!dd->value) {
-        diag_error(s->d, e->loc, "dynamic dim '%s' cannot be used here: this milestone needs "
-                   "static shapes", e->name);
-        diag_note(s->d, dd->loc, "'%s' declared here", dd->name);
-        return false;
-      }
-      *out = dd->resolved;
-      return true;
-    }
-    DimDecl *later = upto ? find_dim(c, e->name) : NULL;
-    if (later) {
-      diag_error(s->d, e->loc, "dim '%s' is used before it is declared", e->name);
+/* ---------------------------------------------------------------- expressions */
+
+static Value eval_index(Sema *s, Binding *scope, const Expr *e);
+static Value eval_call(Sema *s, Binding *scope, const Expr *e);
+
+static Value eval_name(Sema *s, Binding *scope, const Expr *e) {
+  Binding *b = lookup(scope, e->name);
+  if (!b) {
+    const DimDecl *later = s->cfg && s->depth == 0 ? find_dim(s->cfg, e->name) : NULL;
+    if (later && !s->model) {
+      err(s, e->loc, "dim '%s' is used before it is declared", e->name);
       diag_note(s->d, later->loc, "'%s' declared here", later->name);
+    } else if (find_layer(s, e->name) || is_builtin(e->name)) {
+      err(s, e->loc, "'%s' is %s, call it with (...)", e->name,
+          is_builtin(e->name) ? "an operation" : "a layer");
     } else {
-      diag_error(s->d, e->loc, "unknown dim '%s'", e->name);
+      err(s, e->loc, "unknown %s '%s'", s->in_shape ? "dim" : "name", e->name);
     }
-    return false;
+    return NONE;
   }
-  case EXPR_NEG:
-    if (!eval_int(s, c, upto, e->lhs, &l))
-      return false;
-    *out = -l;
-    return true;
-  case EXPR_BINARY: {
-    bool okl = eval_int(s, c, upto, e->lhs, &l);
-    bool okr = eval_int(s, c, upto, e->rhs, &r);
-    if (!okl || !okr)
-      return false;
-    bool ovf = false;
-    switch (e->op) {
-    case '+': ovf = __builtin_add_overflow(l, r, out); break;
-    case '-': ovf = __builtin_sub_overflow(l, r, out); break;
-    case '*': ovf = __builtin_mul_overflow(l, r, out); break;
-    case '/':
-      if (r == 0) {
-        diag_error(s->d, e->loc, "division by zero");
-        return false;
-      }
-      *out = l / r;
-      break;
-    default:
-      MLKC_BUG("binary operator %d", e->op);
-    }
-    if (ovf) {
-      diag_error(s->d, e->loc, "integer overflow");
-      return false;
-    }
-    return true;
+  b->used = true;
+  if (b->kind == B_DECL && b->decl->kind == DECL_OUTPUT && !b->written) {
+    err(s, e->loc, "output '%s' is read before it is written", e->name);
+    return NONE;
   }
-  case EXPR_CALL:
-    diag_error(s->d, e->loc, "a call ('%s') is not an integer expression", e->name);
-    return false;
-  }
-  MLKC_BUG("expr kind %d", e->kind);
+  return b->v;
 }
 
-/* ---------------------------------------------------------------- configs */
+static Value eval_expr(Sema *s, Binding *scope, const Expr *e);
 
-static void check_config(Sema *s, Config *c) {
-  for (DimDecl *dd = c->dims; dd; dd = dd->next) {
-    for (DimDecl *p = c->dims; p != dd; p = p->next)
-      if (!strcmp(p->name, dd->name)) {
-        diag_error(s->d, dd->loc, "dim '%s' is declared twice in config '%s'", dd->name, c->name);
-        diag_note(s->d, p->loc, "first declared here");
-        break;
+/* Evaluates `e` and records its tensor type on the node for lowering (a layer body is checked at
+ * each call: the node keeps the type of the last one). */
+static Value eval(Sema *s, Binding *scope, const Expr *e) {
+  Value v = eval_expr(s, scope, e);
+  ((Expr *)e)->type = v.kind == V_TENSOR ? v.type : NULL;
+  return v;
+}
+
+static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
+  switch (e->kind) {
+  case EXPR_INT:
+    return vint(e->ival);
+  case EXPR_FLOAT:
+    return (Value){.kind = V_FLOAT, .f = e->fval};
+  case EXPR_DTYPE:
+    return (Value){.kind = V_DTYPE, .dtype = e->dtype};
+  case EXPR_NAME:
+    return eval_name(s, scope, e);
+  case EXPR_NEG: {
+    Value v = eval(s, scope, e->lhs);
+    if (v.kind == V_INT && !v.sym) {
+      if (v.lo == INT64_MIN) {
+        err(s, e->loc, "integer overflow");
+        return NONE;
       }
-    if (dd->value) {
-      int64_t v;
-      if (eval_int(s, c, dd, dd->value, &v)) {
-        if (v <= 0)
-          diag_error(s->d, dd->value->loc, "dim '%s' must be positive, got %lld", dd->name,
-                     (long long)v);
-        dd->resolved = v;
+      return (Value){.kind = V_INT, .lo = -v.hi, .hi = -v.lo};
+    }
+    if (v.kind == V_FLOAT)
+      return (Value){.kind = V_FLOAT, .f = -v.f};
+    if (v.kind != V_NONE)
+      err(s, e->loc, "unary '-' needs a number, got %s", kind_desc(&v));
+    return NONE;
+  }
+  case EXPR_BINARY: {
+    Value l = eval(s, scope, e->lhs), r = eval(s, scope, e->rhs);
+    if (l.kind == V_NONE || r.kind == V_NONE)
+      return NONE;
+    if (l.kind == V_INT && r.kind == V_INT)
+      return int_binary(s, e, l, r);
+    if ((l.kind == V_FLOAT || int_known(&l)) && (r.kind == V_FLOAT || int_known(&r))) {
+      double a = l.kind == V_FLOAT ? l.f : (double)l.lo, b = r.kind == V_FLOAT ? r.f : (double)r.lo;
+      double v = e->op == '+' ? a + b : e->op == '-' ? a - b : e->op == '*' ? a * b : a / b;
+      if (!isfinite(v)) {
+        err(s, e->loc, "the result is not a finite number");
+        return NONE;
       }
+      return (Value){.kind = V_FLOAT, .f = v};
+    }
+    if (l.kind == V_TENSOR && r.kind == V_TENSOR) {
+      if (e->op != '+' && e->op != '*') {
+        err(s, e->loc, "operator '%c' on tensors is not supported yet (only + and *)", e->op);
+        return NONE;
+      }
+      /* elementwise f32, the lower-rank operand broadcast over the leading dims */
+      const Type *big = l.type->rank >= r.type->rank ? l.type : r.type;
+      const Type *small = big == l.type ? r.type : l.type;
+      bool ok = l.type->dtype == MLK_F32 && r.type->dtype == MLK_F32;
+      for (int i = 0; ok && i < small->rank; i++) {
+        int j = big->rank - small->rank + i;
+        ok = small->shape[i] == big->shape[j] && small->sym[i] == big->sym[j];
+      }
+      if (!ok) {
+        err(s, e->loc, "operator '%c' needs f32 tensors of the same shape (or one broadcast "
+            "over the other's leading dims), got %s and %s", e->op, tstr(s, l.type),
+            tstr(s, r.type));
+        return NONE;
+      }
+      return (Value){.kind = V_TENSOR, .type = big};
+    }
+    if (l.kind == V_TENSOR || r.kind == V_TENSOR) {
+      const Value *o = l.kind == V_TENSOR ? &r : &l;
+      const Expr *oe = l.kind == V_TENSOR ? e->rhs : e->lhs;
+      Binding *ob = oe->kind == EXPR_NAME ? lookup(scope, oe->name) : NULL;
+      if (ob)
+        err(s, oe->loc, "'%s' is %s, not a tensor", oe->name,
+            ob->kind == B_DIM ? "a dim" : kind_desc(o));
+      else if (o->kind == V_INT && int_known(o))
+        err(s, oe->loc, "expected a tensor, found the integer %lld", (long long)o->lo);
+      else
+        err(s, oe->loc, "expected a tensor, found %s", kind_desc(o));
+      return NONE;
+    }
+    err(s, e->loc, "operator '%c' is not defined on %s and %s", e->op, kind_desc(&l),
+        kind_desc(&r));
+    return NONE;
+  }
+  case EXPR_CALL:
+    return eval_call(s, scope, e);
+  case EXPR_INDEX:
+    return eval_index(s, scope, e);
+  case EXPR_MEMBER: {
+    /* c.D: a dim of the model's config through its parameter name */
+    if (e->lhs->kind == EXPR_NAME && s->model && s->cfg && !strcmp(e->lhs->name, s->model->cfg_param)) {
+      for (DimDecl *dd = s->cfg->dims; dd; dd = dd->next)
+        if (!strcmp(dd->name, e->name))
+          return dd->value ? vint(dd->resolved)
+                           : (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd};
+      err(s, e->loc, "config '%s' has no dim '%s'", s->cfg->name, e->name);
+      return NONE;
+    }
+    Value v = eval(s, scope, e->lhs);
+    if (v.kind != V_NONE)
+      err(s, e->loc, "%s has no member '%s'", kind_desc(&v), e->name);
+    return NONE;
+  }
+  case EXPR_SLICE:
+    err(s, e->loc, "a slice 'a:b' is only allowed inside [...]");
+    return NONE;
+  case EXPR_KWARG:
+    err(s, e->loc, "a keyword argument '%s = ...' is only allowed in a call", e->name);
+    return NONE;
+  }
+  MLKC_BUG("expression kind %d", e->kind);
+}
+
+/* Checks an index against a dim of size k*sym; true if in range (a dynamic dim only checks >= 0). */
+static bool check_index(Sema *s, const Expr *ie, const Value *iv, int64_t k, const DimDecl *sym,
+                        int dim, const char *what) {
+  if (iv->lo < 0 || (!sym && iv->hi >= k)) {
+    char size[64];
+    dim_str(size, sizeof size, k, sym);
+    if (iv->lo == iv->hi)
+      err(s, ie->loc, "index %lld is out of range for dimension %d of %s (size %s)",
+          (long long)iv->lo, dim, what, size);
+    else
+      err(s, ie->loc, "index ranges over %lld..%lld, out of range for dimension %d of %s (size %s)",
+          (long long)iv->lo, (long long)iv->hi, dim, what, size);
+    return false;
+  }
+  return true;
+}
+
+static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
+  Value base = eval(s, scope, e->lhs);
+  if (base.kind == V_NONE)
+    return NONE;
+  const char *what = e->lhs->kind == EXPR_NAME ? arena_printf(s->a, "'%s'", e->lhs->name) : "the tensor";
+  if (base.kind == V_CACHE) {
+    if (base.indexed || e->nargs != 1) {
+      err(s, e->loc, "a cache is indexed by its layer only: %s[l]", what);
+      return NONE;
+    }
+    Value l = eval(s, scope, e->args);
+    if (l.kind == V_NONE)
+      return NONE;
+    if (l.kind != V_INT || l.sym) {
+      err(s, e->args->loc, "a cache layer index must be an integer, got %s", kind_desc(&l));
+      return NONE;
+    }
+    for (CacheInfo *ci = s->caches; ci; ci = ci->next)
+      if (ci->decl == base.decl && ci->ok && !check_index(s, e->args, &l, ci->layers, NULL, 0, what))
+        return NONE;
+    base.indexed = true;
+    return base;
+  }
+  if (base.kind != V_TENSOR) {
+    err(s, e->loc, "%s cannot be indexed", kind_desc(&base));
+    return NONE;
+  }
+  const Type *t = base.type;
+  if (e->nargs > t->rank) {
+    err(s, e->loc, "%d indexes for %s, which has %d dimension%s", e->nargs, what, t->rank,
+        t->rank == 1 ? "" : "s");
+    return NONE;
+  }
+  Type *r = arena_alloc(s->a, sizeof *r);
+  r->dtype = t->dtype;
+  bool weight = base.weight, ok = true;
+  int i = 0;
+  for (const Expr *ie = e->args; ie; ie = ie->next, i++) {
+    if (ie->kind == EXPR_SLICE) {
+      int64_t lo = 0, hi = t->shape[i];
+      if (t->sym[i] && (ie->lhs || ie->rhs)) {
+        err(s, ie->loc, "dimension %d of %s is dynamic: it can only be taken whole (':')", i, what);
+        ok = false;
+        continue;
+      }
+      if ((ie->lhs && !eval_const(s, scope, ie->lhs, "a slice bound", &lo)) ||
+          (ie->rhs && !eval_const(s, scope, ie->rhs, "a slice bound", &hi))) {
+        ok = false;
+        continue;
+      }
+      if (!t->sym[i] && (lo < 0 || hi > t->shape[i] || lo >= hi)) {
+        err(s, ie->loc, "slice %lld:%lld is out of range for dimension %d of %s (size %lld)",
+            (long long)lo, (long long)hi, i, what, (long long)t->shape[i]);
+        ok = false;
+        continue;
+      }
+      r->shape[r->rank] = t->sym[i] ? t->shape[i] : hi - lo;
+      r->sym[r->rank++] = t->sym[i];
+      continue;
+    }
+    Value iv = eval(s, scope, ie);
+    if (iv.kind == V_NONE) {
+      ok = false;
+      continue;
+    }
+    if (iv.kind == V_TENSOR) {
+      /* a gather: table[indices] picks rows, e.g. embed[tokens] */
+      if (i != 0 || e->nargs != 1 || iv.type->dtype != MLK_I32) {
+        err(s, ie->loc, "a gather of %s takes one i32 tensor of row indexes, got %s", what,
+            tstr(s, iv.type));
+        ok = false;
+        continue;
+      }
+      if (iv.type->rank + t->rank - 1 > MLK_MAX_RANK) {
+        err(s, ie->loc, "the gather would have more than %d dimensions", MLK_MAX_RANK);
+        ok = false;
+        continue;
+      }
+      for (int j = 0; j < iv.type->rank; j++) {
+        r->shape[r->rank] = iv.type->shape[j];
+        r->sym[r->rank++] = iv.type->sym[j];
+      }
+      r->dtype = MLK_F32; /* gathered rows become activations */
+      weight = false;
+      continue;
+    }
+    if (iv.kind != V_INT || iv.sym) {
+      err(s, ie->loc, "an index must be an integer, a slice or an i32 tensor, got %s",
+          kind_desc(&iv));
+      ok = false;
+      continue;
+    }
+    ok = check_index(s, ie, &iv, t->shape[i], t->sym[i], i, what) && ok;
+  }
+  for (; i < t->rank; i++) {
+    r->shape[r->rank] = t->shape[i];
+    r->sym[r->rank++] = t->sym[i];
+  }
+  if (!ok)
+    return NONE;
+  if (r->rank == 0) {
+    err(s, e->loc, "indexing every dimension of %s gives a scalar, which is not supported", what);
+    return NONE;
+  }
+  return (Value){.kind = V_TENSOR, .type = r, .weight = weight};
+}
+
+/* ---------------------------------------------------------------- calls */
+
+#define MAX_ARGS 16
+
+/* The arguments of a call: positional ones in order, keyword ones by name. */
+typedef struct Args {
+  const Expr *pos[MAX_ARGS];
+  Value posv[MAX_ARGS];
+  int npos;
+  const Expr *kw[MAX_ARGS];
+  Value kwv[MAX_ARGS];
+  int nkw;
+  bool ok;
+} Args;
+
+static void eval_args(Sema *s, Binding *scope, const Expr *call, Args *a) {
+  memset(a, 0, sizeof *a);
+  a->ok = true;
+  for (const Expr *x = call->args; x; x = x->next) {
+    if (x->kind == EXPR_KWARG) {
+      for (int i = 0; i < a->nkw; i++)
+        if (!strcmp(a->kw[i]->name, x->name)) {
+          err(s, x->loc, "keyword argument '%s' is given twice", x->name);
+          a->ok = false;
+        }
+      if (a->nkw == MAX_ARGS) {
+        err(s, x->loc, "more than %d keyword arguments", MAX_ARGS);
+        a->ok = false;
+        return;
+      }
+      a->kw[a->nkw] = x;
+      a->kwv[a->nkw] = eval(s, scope, x->lhs);
+      a->ok = a->kwv[a->nkw++].kind != V_NONE && a->ok;
     } else {
-      int64_t lo, hi;
-      if (eval_int(s, c, dd, dd->lo, &lo) && eval_int(s, c, dd, dd->hi, &hi)) {
-        if (lo <= 0 || hi < lo)
-          diag_error(s->d, dd->loc, "dynamic dim '%s' needs a range 1 <= lo <= hi, got %lld..%lld",
-                     dd->name, (long long)lo, (long long)hi);
+      if (a->nkw) {
+        err(s, x->loc, "a positional argument cannot follow keyword arguments");
+        a->ok = false;
       }
+      if (a->npos == MAX_ARGS) {
+        err(s, x->loc, "more than %d arguments", MAX_ARGS);
+        a->ok = false;
+        return;
+      }
+      a->pos[a->npos] = x;
+      a->posv[a->npos] = eval(s, scope, x);
+      a->ok = a->posv[a->npos++].kind != V_NONE && a->ok;
     }
   }
+}
+
+/* Checks a builtin's arity and keyword names; `kws` is a NULL-terminated list. */
+static bool check_arity(Sema *s, const Expr *call, const Args *a, int min, int max,
+                        const char *const *kws) {
+  if (a->npos < min || a->npos > max) {
+    if (min == max)
+      err(s, call->loc, "'%s' takes %d positional argument%s, got %d", call->name, min,
+          min == 1 ? "" : "s", a->npos);
+    else
+      err(s, call->loc, "'%s' takes %d to %d positional arguments, got %d", call->name, min, max,
+          a->npos);
+    return false;
+  }
+  bool ok = true;
+  for (int i = 0; i < a->nkw; i++) {
+    bool known = false;
+    for (const char *const *k = kws; k && *k; k++)
+      known = known || !strcmp(*k, a->kw[i]->name);
+    if (!known) {
+      char list[256] = "";
+      size_t n = 0;
+      for (const char *const *k = kws; k && *k && n < sizeof list; k++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *k);
+      if (n)
+        err(s, a->kw[i]->loc, "'%s' has no keyword argument '%s' (it takes %s)", call->name,
+            a->kw[i]->name, list);
+      else
+        err(s, a->kw[i]->loc, "'%s' takes no keyword arguments", call->name);
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+static const Value *kwarg(const Args *a, const char *name, const Expr **where) {
+  for (int i = 0; i < a->nkw; i++)
+    if (!strcmp(a->kw[i]->name, name)) {
+      if (where)
+        *where = a->kw[i];
+      return &a->kwv[i];
+    }
+  return NULL;
+}
+
+/* A tensor argument of the given dtype (MLK_DTYPE_COUNT: any) and minimum rank. */
+static bool want_tensor(Sema *s, const Expr *call, const Expr *ae, const Value *v, const char *arg,
+                        MlkDType dt, int min_rank) {
+  if (v->kind != V_TENSOR) {
+    err(s, ae->loc, "'%s' needs a tensor for '%s', got %s", call->name, arg, kind_desc(v));
+    return false;
+  }
+  if ((dt != MLK_DTYPE_COUNT && v->type->dtype != dt) || v->type->rank < min_rank) {
+    err(s, ae->loc, "'%s' needs %s %s%s for '%s', got %s", call->name,
+        min_rank > 1 ? "a" : "an", dt == MLK_DTYPE_COUNT ? "" : ast_dtype_name(dt),
+        min_rank > 1 ? arena_printf(s->a, " tensor of rank >= %d", min_rank) : " tensor", arg,
+        tstr(s, v->type));
+    return false;
+  }
+  return true;
+}
+
+/* A positive constant integer keyword argument (required when `def` < 0). */
+static bool want_kw_int(Sema *s, const Expr *call, const Args *a, const char *name, int64_t def,
+                        int64_t *out) {
+  const Expr *where = NULL;
+  const Value *v = kwarg(a, name, &where);
+  if (!v) {
+    if (def < 0) {
+      err(s, call->loc, "'%s' needs the keyword argument '%s = ...'", call->name, name);
+      return false;
+    }
+    *out = def;
+    return true;
+  }
+  if (!int_known(v) || v->lo <= 0) {
+    err(s, where->loc, "'%s' of '%s' must be a positive constant integer", name, call->name);
+    return false;
+  }
+  *out = v->lo;
+  return true;
+}
+
+static bool want_kw_float(Sema *s, const Expr *call, const Args *a, const char *name, double def,
+                          bool positive, double *out) {
+  const Expr *where = NULL;
+  const Value *v = kwarg(a, name, &where);
+  if (!v) {
+    *out = def;
+    return true;
+  }
+  double f = v->kind == V_FLOAT ? v->f : int_known(v) ? (double)v->lo : NAN;
+  if (isnan(f) || (positive && f <= 0)) {
+    err(s, where->loc, "'%s' of '%s' must be a %snumber", name, call->name,
+        positive ? "positive " : "");
+    return false;
+  }
+  *out = f;
+  return true;
+}
+
+static bool same_dim(const Type *a, int i, const Type *b, int j) {
+  return a->shape[i] == b->shape[j] && a->sym[i] == b->sym[j];
+}
+
+static Type *copy_type(Sema *s, const Type *t) {
+  Type *r = arena_alloc(s->a, sizeof *r);
+  *r = *t;
+  return r;
+}
+
+static Value tensor(const Type *t) { return (Value){.kind = V_TENSOR, .type = t}; }
+
+static CacheInfo *cache_info(Sema *s, const TensorDecl *d) {
+  for (CacheInfo *ci = s->caches; ci; ci = ci->next)
+    if (ci->decl == d)
+      return ci;
+  return NULL;
+}
+
+static Value builtin(Sema *s, Binding *scope, const Expr *call) {
+  Args a;
+  eval_args(s, scope, call, &a);
+  const char *n = call->name;
+  if (!strcmp(n, "matvec")) {
+    if (!check_arity(s, call, &a, 2, 2, NULL) || !a.ok)
+      return NONE;
+    const Value *x = &a.posv[0], *w = &a.posv[1];
+    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1))
+      return NONE;
+    if (w->kind != V_TENSOR || w->type->dtype != MLK_BF16 || w->type->rank != 2) {
+      err(s, a.pos[1]->loc, "matvec weight must be a bf16 matrix [N, K], got %s",
+          w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
+      return NONE;
+    }
+    if (!w->weight) {
+      err(s, a.pos[1]->loc, "matvec weight must be a param (or a slice of one)");
+      return NONE;
+    }
+    const Type *xt = x->type, *wt = w->type;
+    if (!same_dim(xt, xt->rank - 1, wt, 1)) {
+      err(s, call->loc, "matvec inner dimensions differ: the input is %s but the weight is %s "
+          "(K = %lld)", tstr(s, xt), tstr(s, wt), (long long)wt->shape[1]);
+      return NONE;
+    }
+    if (wt->shape[1] > MLK_MATVEC_MAX_K) {
+      err(s, call->loc, "matvec inner dimension %lld exceeds the supported %d",
+          (long long)wt->shape[1], MLK_MATVEC_MAX_K);
+      return NONE;
+    }
+    Type *r = copy_type(s, xt);
+    r->shape[r->rank - 1] = wt->shape[0];
+    r->sym[r->rank - 1] = NULL;
+    return tensor(r);
+  }
+  if (!strcmp(n, "relu") || !strcmp(n, "silu")) {
+    if (!check_arity(s, call, &a, 1, 1, NULL) || !a.ok)
+      return NONE;
+    if (a.posv[0].kind != V_TENSOR || a.posv[0].type->dtype != MLK_F32) {
+      err(s, a.pos[0]->loc, "'%s' needs an f32 tensor, got %s", n,
+          a.posv[0].kind == V_TENSOR ? tstr(s, a.posv[0].type) : kind_desc(&a.posv[0]));
+      return NONE;
+    }
+    return tensor(a.posv[0].type);
+  }
+  if (!strcmp(n, "rmsnorm")) {
+    static const char *const kws[] = {"eps", NULL};
+    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
+      return NONE;
+    const Value *x = &a.posv[0], *w = &a.posv[1];
+    double eps;
+    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1) ||
+        !want_kw_float(s, call, &a, "eps", 1e-5, true, &eps))
+      return NONE;
+    if (w->kind != V_TENSOR || w->type->rank != 1 || !same_dim(w->type, 0, x->type, x->type->rank - 1)) {
+      err(s, a.pos[1]->loc, "rmsnorm weight must be a vector matching the last dimension of %s, "
+          "got %s", tstr(s, x->type), w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
+      return NONE;
+    }
+    return tensor(x->type);
+  }
+  if (!strcmp(n, "rope")) {
+    static const char *const kws[] = {"head_dim", "theta", "factor", "low_freq_factor",
+                                      "high_freq_factor", "original_max_pos", NULL};
+    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
+      return NONE;
+    const Value *x = &a.posv[0], *pos = &a.posv[1];
+    int64_t hd, omp;
+    double theta, f;
+    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 2) ||
+        !want_tensor(s, call, a.pos[1], pos, "pos", MLK_I32, 1) ||
+        !want_kw_int(s, call, &a, "head_dim", -1, &hd) ||
+        !want_kw_float(s, call, &a, "theta", 10000.0, true, &theta) ||
+        !want_kw_float(s, call, &a, "factor", 1.0, true, &f) ||
+        !want_kw_float(s, call, &a, "low_freq_factor", 1.0, true, &f) ||
+        !want_kw_float(s, call, &a, "high_freq_factor", 4.0, true, &f) ||
+        !want_kw_int(s, call, &a, "original_max_pos", 8192, &omp))
+      return NONE;
+    const Type *xt = x->type;
+    if (pos->type->rank != 1 || !same_dim(pos->type, 0, xt, 0)) {
+      err(s, a.pos[1]->loc, "rope positions must be one per row of %s, got %s", tstr(s, xt),
+          tstr(s, pos->type));
+      return NONE;
+    }
+    if (hd % 2 || xt->sym[xt->rank - 1] || xt->shape[xt->rank - 1] % hd) {
+      err(s, call->loc, "rope head_dim %lld must be even and divide the last dimension of %s",
+          (long long)hd, tstr(s, xt));
+      return NONE;
+    }
+    return tensor(xt);
+  }
+  if (!strcmp(n, "split")) {
+    if (a.npos < 3) {
+      err(s, call->loc, "'split' takes a tensor and at least two sizes, got %d argument%s", a.npos,
+          a.npos == 1 ? "" : "s");
+      return NONE;
+    }
+    if (!check_arity(s, call, &a, 3, MAX_ARGS, NULL) || !a.ok)
+      return NONE;
+    const Value *x = &a.posv[0];
+    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1))
+      return NONE;
+    const Type *xt = x->type;
+    int last = xt->rank - 1;
+    Value r = {.kind = V_TUPLE, .nitems = a.npos - 1};
+    r.items = arena_alloc(s->a, r.nitems * sizeof *r.items);
+    int64_t sum = 0;
+    for (int i = 1; i < a.npos; i++) {
+      if (!int_known(&a.posv[i]) || a.posv[i].lo <= 0) {
+        err(s, a.pos[i]->loc, "split sizes must be positive constant integers");
+        return NONE;
+      }
+      sum += a.posv[i].lo;
+      Type *t = copy_type(s, xt);
+      t->shape[last] = a.posv[i].lo;
+      r.items[i - 1] = tensor(t);
+    }
+    if (xt->sym[last] || sum != xt->shape[last]) {
+      err(s, call->loc, "split sizes add up to %lld, but the last dimension of %s is not that",
+          (long long)sum, tstr(s, xt));
+      return NONE;
+    }
+    return r;
+  }
+  if (!strcmp(n, "attention")) {
+    static const char *const kws[] = {"heads", "kv_heads", "head_dim", NULL};
+    if (!check_arity(s, call, &a, 3, 3, kws) || !a.ok)
+      return NONE;
+    const Value *q = &a.posv[0], *kv = &a.posv[1], *pos = &a.posv[2];
+    int64_t h, kvh, hd;
+    if (!want_tensor(s, call, a.pos[0], q, "q", MLK_F32, 2) ||
+        !want_tensor(s, call, a.pos[2], pos, "pos", MLK_I32, 1) ||
+        !want_kw_int(s, call, &a, "heads", -1, &h) ||
+        !want_kw_int(s, call, &a, "kv_heads", -1, &kvh) ||
+        !want_kw_int(s, call, &a, "head_dim", -1, &hd))
+      return NONE;
+    if (kv->kind != V_CACHE || !kv->indexed) {
+      err(s, a.pos[1]->loc, "attention reads one layer of a cache: kv[l], got %s",
+          kv->kind == V_CACHE ? "a whole cache" : kind_desc(kv));
+      return NONE;
+    }
+    const Type *qt = q->type;
+    if (qt->rank != 2 || qt->sym[1] || qt->shape[1] != h * hd) {
+      err(s, a.pos[0]->loc, "attention queries must be [B, heads*head_dim] = [B, %lld], got %s",
+          (long long)(h * hd), tstr(s, qt));
+      return NONE;
+    }
+    if (h % kvh) {
+      err(s, call->loc, "heads (%lld) must be a multiple of kv_heads (%lld)", (long long)h,
+          (long long)kvh);
+      return NONE;
+    }
+    CacheInfo *ci = cache_info(s, kv->decl);
+    if (ci && ci->ok && (ci->kv_heads != kvh || ci->head_dim != hd)) {
+      err(s, a.pos[1]->loc, "cache '%s' holds %lld kv heads of %lld, but attention asks for %lld "
+          "of %lld", kv->decl->name, (long long)ci->kv_heads, (long long)ci->head_dim,
+          (long long)kvh, (long long)hd);
+      return NONE;
+    }
+    if (pos->type->rank != 1 || !same_dim(pos->type, 0, qt, 0)) {
+      err(s, a.pos[2]->loc, "attention positions must be one per query row, got %s",
+          tstr(s, pos->type));
+      return NONE;
+    }
+    return tensor(qt);
+  }
+  if (!strcmp(n, "argmax")) {
+    if (!check_arity(s, call, &a, 1, 1, NULL) || !a.ok ||
+        !want_tensor(s, call, a.pos[0], &a.posv[0], "x", MLK_F32, 1))
+      return NONE;
+    const Type *xt = a.posv[0].type;
+    Type *r = copy_type(s, xt);
+    r->dtype = MLK_I32;
+    r->rank--;
+    if (r->rank == 0) {
+      r->rank = 1;
+      r->shape[0] = 1;
+      r->sym[0] = NULL;
+    }
+    return tensor(r);
+  }
+  if (!strcmp(n, "allreduce")) {
+    if (!check_arity(s, call, &a, 2, 2, NULL) || !a.ok)
+      return NONE;
+    if (a.posv[0].kind != V_MESH) {
+      err(s, a.pos[0]->loc, "allreduce needs a mesh axis first, got %s", kind_desc(&a.posv[0]));
+      return NONE;
+    }
+    if (!want_tensor(s, call, a.pos[1], &a.posv[1], "x", MLK_F32, 1))
+      return NONE;
+    return tensor(a.posv[1].type);
+  }
+  MLKC_BUG("builtin '%s' without a checker", n);
+}
+
+/* kv.append(l, k, v, pos): writes the new keys and values of layer l at positions pos. */
+static Value cache_method(Sema *s, Binding *scope, const Expr *call, const Value *recv) {
+  Args a;
+  eval_args(s, scope, call, &a);
+  if (strcmp(call->name, "append")) {
+    err(s, call->loc, "a cache has no method '%s' (it has append)", call->name);
+    return NONE;
+  }
+  if (recv->indexed) {
+    err(s, call->loc, "append takes the layer as its first argument: %s.append(l, k, v, pos)",
+        recv->decl->name);
+    return NONE;
+  }
+  if (!check_arity(s, call, &a, 4, 4, NULL) || !a.ok)
+    return NONE;
+  CacheInfo *ci = cache_info(s, recv->decl);
+  const Value *l = &a.posv[0], *k = &a.posv[1], *v = &a.posv[2], *pos = &a.posv[3];
+  if (l->kind != V_INT || l->sym) {
+    err(s, a.pos[0]->loc, "the layer of append must be an integer, got %s", kind_desc(l));
+    return NONE;
+  }
+  if (ci && ci->ok && !check_index(s, a.pos[0], l, ci->layers, NULL, 0,
+                                    arena_printf(s->a, "cache '%s'", recv->decl->name)))
+    return NONE;
+  if (!want_tensor(s, call, a.pos[1], k, "k", MLK_F32, 2) ||
+      !want_tensor(s, call, a.pos[2], v, "v", MLK_F32, 2) ||
+      !want_tensor(s, call, a.pos[3], pos, "pos", MLK_I32, 1))
+    return NONE;
+  if (!type_equal(k->type, v->type)) {
+    err(s, a.pos[2]->loc, "keys and values differ in shape: %s and %s", tstr(s, k->type),
+        tstr(s, v->type));
+    return NONE;
+  }
+  if (ci && ci->ok &&
+      (k->type->rank != 2 || k->type->sym[1] || k->type->shape[1] != ci->kv_heads * ci->head_dim)) {
+    err(s, a.pos[1]->loc, "cache '%s' stores [B, %lld] keys (kv_heads*head_dim), got %s",
+        recv->decl->name, (long long)(ci->kv_heads * ci->head_dim), tstr(s, k->type));
+    return NONE;
+  }
+  if (pos->type->rank != 1 || !same_dim(pos->type, 0, k->type, 0)) {
+    err(s, a.pos[3]->loc, "append positions must be one per row of the keys, got %s",
+        tstr(s, pos->type));
+    return NONE;
+  }
+  return (Value){.kind = V_NONE};
+}
+
+static void check_stmts(Sema *s, Binding **scope, const Stmt *st);
+
+/* Binds annotation shape variables: a name in a layer parameter's type is the layer's own variable,
+ * bound by the first argument that uses it and checked against every later use. */
+static bool match_annotation(Sema *s, Binding **lscope, const LayerParam *lp, const Value *v,
+                             const Expr *arg, const Layer *l) {
+  const TypeExpr *te = lp->type;
+  if (v->kind != V_TENSOR) {
+    err(s, arg->loc, "argument '%s' of layer '%s' must be a tensor, got %s", lp->name, l->name,
+        kind_desc(v));
+    return false;
+  }
+  const Type *t = v->type;
+  if (t->dtype != te->dtype || t->rank != te->ndims) {
+    err(s, arg->loc, "argument '%s' of layer '%s' is %s, but the layer expects %s[%d dims]",
+        lp->name, l->name, tstr(s, t), ast_dtype_name(te->dtype), te->ndims);
+    diag_note(s->d, te->loc, "declared here");
+    return false;
+  }
+  int i = 0;
+  for (const Expr *de = te->dims; de; de = de->next, i++) {
+    if (de->kind == EXPR_NAME) {
+      Binding *b = lookup(*lscope, de->name);
+      if (!b || b->scope != s->depth) {
+        Value dv = t->sym[i] ? (Value){.kind = V_INT, .lo = t->shape[i], .hi = t->shape[i], .sym = t->sym[i]}
+                             : vint(t->shape[i]);
+        Binding *nb = bind(s, lscope, de->name, de->loc, B_PARAM, dv);
+        nb->used = true;
+        continue;
+      }
+      if (b->v.kind == V_INT && b->v.lo == t->shape[i] && b->v.sym == t->sym[i])
+        continue;
+      char want[64], got[64];
+      dim_str(want, sizeof want, b->v.lo, b->v.sym);
+      dim_str(got, sizeof got, t->shape[i], t->sym[i]);
+      err(s, arg->loc, "argument '%s' of layer '%s' is %s, but the layer needs dimension %d to be "
+          "%s = %s", lp->name, l->name, tstr(s, t), i, de->name, want);
+      diag_note(s->d, b->loc, "'%s' is bound here", de->name);
+      return false;
+    }
+    int64_t k;
+    const DimDecl *sym;
+    if (!eval_dim(s, *lscope, de, &k, &sym))
+      return false;
+    if (k != t->shape[i] || sym != t->sym[i]) {
+      err(s, arg->loc, "argument '%s' of layer '%s' is %s, which does not match its annotation",
+          lp->name, l->name, tstr(s, t));
+      diag_note(s->d, te->loc, "declared here");
+      return false;
+    }
+  }
+  return true;
+}
+
+static Value layer_call(Sema *s, Binding *scope, const Expr *call, const Layer *l) {
+  for (int i = 0; i < s->nframes; i++)
+    if (s->frames[i].layer == l) {
+      err(s, call->loc, "layer '%s' calls itself: layers are inlined, so they cannot recurse",
+          l->name);
+      return NONE;
+    }
+  if (s->nframes == MAX_FRAMES) {
+    err(s, call->loc, "layer calls nest more than %d deep (is '%s' recursive?)", MAX_FRAMES,
+        l->name);
+    return NONE;
+  }
+  Args a;
+  eval_args(s, scope, call, &a);
+  if (!a.ok)
+    return NONE;
+  if (a.npos > l->nparams) {
+    err(s, a.pos[l->nparams]->loc, "layer '%s' takes %d argument%s, got %d", l->name, l->nparams,
+        l->nparams == 1 ? "" : "s", a.npos);
+    diag_note(s->d, l->loc, "'%s' defined here", l->name);
+    return NONE;
+  }
+  /* the layer's scope sees the model's config (dims, mesh axes), and nothing of the caller */
+  Binding *lscope = s->cfg ? config_scope(s, s->cfg) : NULL;
+  s->frames[s->nframes++] = (Frame){l, call->loc};
+  s->depth++;
+  bool ok = true;
+  int i = 0;
+  for (const LayerParam *lp = l->params; lp; lp = lp->next, i++) {
+    const Value *v = NULL;
+    const Expr *where = NULL;
+    if (i < a.npos) {
+      v = &a.posv[i];
+      where = a.pos[i];
+      if (kwarg(&a, lp->name, NULL)) {
+        err(s, call->loc, "argument '%s' of layer '%s' is given twice", lp->name, l->name);
+        ok = false;
+      }
+    } else {
+      v = kwarg(&a, lp->name, &where);
+    }
+    Value dv;
+    if (!v) {
+      if (!lp->def) {
+        s->nframes--;
+        err(s, call->loc, "layer '%s' needs the argument '%s'", l->name, lp->name);
+        diag_note(s->d, lp->loc, "'%s' declared here", lp->name);
+        s->frames[s->nframes++] = (Frame){l, call->loc};
+        ok = false;
+        continue;
+      }
+      dv = eval(s, lscope, lp->def);
+      v = &dv;
+      where = lp->def;
+    }
+    if (lp->type && !match_annotation(s, &lscope, lp, v, where, l)) {
+      ok = false;
+      continue;
+    }
+    bind(s, &lscope, lp->name, lp->loc, B_PARAM, *v);
+  }
+  for (int k = 0; k < a.nkw; k++) {
+    bool known = false;
+    for (const LayerParam *lp = l->params; lp; lp = lp->next)
+      known = known || !strcmp(lp->name, a.kw[k]->name);
+    if (!known) {
+      s->nframes--;
+      err(s, a.kw[k]->loc, "layer '%s' has no parameter '%s'", l->name, a.kw[k]->name);
+      diag_note(s->d, l->loc, "'%s' defined here", l->name);
+      s->frames[s->nframes++] = (Frame){l, call->loc};
+      ok = false;
+    }
+  }
+  Value result = NONE;
+  if (ok) {
+    Value saved = s->ret;
+    bool saved_returned = s->returned;
+    s->ret = NONE;
+    s->returned = false;
+    int errors = s->d->nerrors;
+    check_stmts(s, &lscope, l->body);
+    for (Binding *b = lscope; b && b->scope == s->depth && s->d->nerrors == errors; b = b->next) {
+      if (b->kind == B_PARAM && !b->used && b->name[0] != '_')
+        warn_once(s, b->loc, "parameter '%s' of layer '%s' is never used", b->name, l->name);
+      if (b->kind == B_LOCAL && !b->used && b->v.kind != V_NONE)
+        warn_once(s, b->loc, "'%s' is assigned but never used", b->name);
+    }
+    result = s->ret;
+    if (!s->returned)
+      result = (Value){.kind = V_NONE};
+    s->ret = saved;
+    s->returned = saved_returned;
+  }
+  s->depth--;
+  s->nframes--;
+  return result;
+}
+
+static Value eval_call(Sema *s, Binding *scope, const Expr *e) {
+  if (e->lhs) {
+    Value recv = eval(s, scope, e->lhs);
+    if (recv.kind == V_NONE)
+      return NONE;
+    if (recv.kind == V_CACHE)
+      return cache_method(s, scope, e, &recv);
+    err(s, e->loc, "%s has no method '%s'", kind_desc(&recv), e->name);
+    return NONE;
+  }
+  Binding *b = lookup(scope, e->name);
+  if (b && b->kind != B_DIM) {
+    err(s, e->loc, "'%s' is %s, not an operation or a layer", e->name, kind_desc(&b->v));
+    return NONE;
+  }
+  if (is_builtin(e->name))
+    return builtin(s, scope, e);
+  Layer *l = find_layer(s, e->name);
+  if (l)
+    return layer_call(s, scope, e, l);
+  err(s, e->loc, "unknown operation '%s': no layer has that name, and the builtin operations are "
+      "matvec, relu, silu, rmsnorm, rope, split, attention, argmax and allreduce", e->name);
+  return NONE;
+}
+
+/* ---------------------------------------------------------------- statements */
+
+static void check_event_ref(Sema *s, Binding *scope, const Expr *r) {
+  const Expr *name = r->kind == EXPR_INDEX ? r->lhs : r;
+  if (name->kind != EXPR_NAME) {
+    err(s, r->loc, "expected an event, e.g. done[l]");
+    return;
+  }
+  Binding *b = lookup(scope, name->name);
+  if (!b || b->kind != B_EVENT) {
+    err(s, name->loc, b ? "'%s' is not an event" : "unknown event '%s'", name->name);
+    return;
+  }
+  b->used = true;
+  const EventDecl *ev = b->v.event;
+  int n = r->kind == EXPR_INDEX ? r->nargs : 0;
+  if (n != ev->ndims) {
+    err(s, r->loc, "event '%s' has %d dimension%s, indexed with %d", ev->name, ev->ndims,
+        ev->ndims == 1 ? "" : "s", n);
+    return;
+  }
+  int i = 0;
+  const Expr *de = ev->dims;
+  for (const Expr *ie = r->kind == EXPR_INDEX ? r->args : NULL; ie; ie = ie->next, de = de->next, i++) {
+    Value iv = eval(s, scope, ie);
+    if (iv.kind == V_NONE)
+      continue;
+    if (iv.kind != V_INT || iv.sym) {
+      err(s, ie->loc, "an event index must be an integer, got %s", kind_desc(&iv));
+      continue;
+    }
+    int64_t k;
+    const DimDecl *sym;
+    Binding *cscope = s->cfg ? config_scope(s, s->cfg) : NULL;
+    if (eval_dim(s, cscope, de, &k, &sym))
+      check_index(s, ie, &iv, k, sym, i, arena_printf(s->a, "event '%s'", ev->name));
+  }
+}
+
+/* The operation a statement's value comes from, for clause checks ("" if not a call). */
+static const char *value_op(const Expr *e) {
+  if (e->kind == EXPR_CALL && !e->lhs)
+    return e->name;
+  if (e->kind == EXPR_BINARY && (e->op == '+' || e->op == '*'))
+    return e->op == '+' ? "+" : "*";
+  return "";
+}
+
+static void check_clauses(Sema *s, Binding *scope, const Stmt *st) {
+  bool tiled = false;
+  for (const Clause *c = st->clauses; c; c = c->next) {
+    if (c->kind == CLAUSE_TILE) {
+      if (tiled)
+        err(s, c->loc, "a statement takes one tile(...) clause");
+      tiled = true;
+      const char *op = value_op(st->value);
+      if (!*op) {
+        err(s, c->loc, "tile(...) applies to an operation, not to %s",
+            st->value->kind == EXPR_NAME ? "a plain name" : "this expression");
+        continue;
+      }
+      bool attention = !strcmp(op, "attention");
+      for (const Expr *x = c->args; x; x = x->next) {
+        const Expr *ve = x->kind == EXPR_KWARG ? x->lhs : x;
+        if (x->kind == EXPR_KWARG && !attention) {
+          err(s, x->loc, "tile(...) of '%s' takes one positional size, not '%s = ...'", op, x->name);
+          continue;
+        }
+        if (x->kind == EXPR_KWARG && strcmp(x->name, "head") && strcmp(x->name, "split")) {
+          err(s, x->loc, "tile(...) of 'attention' takes head = N and split = N, not '%s'", x->name);
+          continue;
+        }
+        if (x->kind != EXPR_KWARG && (attention || x != c->args)) {
+          err(s, x->loc, attention ? "tile(...) of 'attention' takes head = N and split = N"
+                                   : "tile(...) takes one size");
+          continue;
+        }
+        int64_t v;
+        if (eval_const(s, scope, ve, "a tile size", &v) && v <= 0)
+          err(s, ve->loc, "tile size must be positive, got %lld", (long long)v);
+      }
+    } else {
+      for (const Expr *r = c->args; r; r = r->next)
+        check_event_ref(s, scope, r);
+    }
+  }
+}
+
+static void assign(Sema *s, Binding **scope, const char *name, Loc loc, Value v) {
+  Binding *prev = lookup(*scope, name);
+  if (prev && prev->kind == B_DECL) {
+    if (prev->decl->kind != DECL_OUTPUT) {
+      err(s, loc, "cannot assign to %s '%s'", ast_decl_kind_name(prev->decl->kind), name);
+      diag_note(s->d, prev->loc, "declared here");
+      return;
+    }
+    if (s->nframes) {
+      err(s, loc, "a layer cannot write the output '%s': return the value instead", name);
+      return;
+    }
+    if (prev->written) {
+      err(s, loc, "output '%s' is written twice in megakernel '%s'", name, s->mk->name);
+      return;
+    }
+    prev->written = true;
+    if (prev->v.kind != V_TENSOR)
+      return; /* its declaration failed, already reported */
+    if (v.kind == V_TENSOR && !type_equal(v.type, prev->v.type)) {
+      err(s, loc, "output '%s' is declared %s but assigned %s", name, tstr(s, prev->v.type),
+          tstr(s, v.type));
+      diag_note(s->d, prev->loc, "declared here");
+    } else if (v.kind != V_TENSOR && v.kind != V_NONE) {
+      err(s, loc, "output '%s' needs a tensor, got %s", name, kind_desc(&v));
+    }
+    return;
+  }
+  if (prev && (prev->kind == B_DIM || prev->kind == B_MESH || prev->kind == B_EVENT ||
+               prev->kind == B_LOOP)) {
+    const char *what = prev->kind == B_DIM     ? "dim"
+                       : prev->kind == B_MESH  ? "mesh axis"
+                       : prev->kind == B_EVENT ? "event"
+                                               : "loop variable";
+    err(s, loc, "cannot assign to the %s '%s'", what, name);
+    diag_note(s->d, prev->loc, "declared here");
+    return;
+  }
+  if (v.kind == V_TUPLE) {
+    err(s, loc, "'%s' would hold %d values: assign them to as many names", name, v.nitems);
+    return;
+  }
+  if (prev && (prev->kind == B_LOCAL || prev->kind == B_PARAM) && prev->scope <= s->depth) {
+    /* a new value for a local: the residual-stream idiom `x = x + ...`; inside a loop body the
+     * variable is loop-carried, so its type must not change */
+    if (prev->v.kind == V_TENSOR && v.kind == V_TENSOR && !type_equal(prev->v.type, v.type) &&
+        prev->scope < s->depth) {
+      err(s, loc, "'%s' changes type inside the loop: %s before, %s now", name,
+          tstr(s, prev->v.type), tstr(s, v.type));
+      diag_note(s->d, prev->loc, "'%s' defined here", name);
+      return;
+    }
+    if (!prev->used && prev->kind == B_LOCAL && prev->scope == s->depth)
+      warn_once(s, prev->loc, "the value assigned to '%s' here is never used", name);
+    prev->v = v;
+    prev->used = false;
+    prev->loc = loc;
+    return;
+  }
+  bind(s, scope, name, loc, B_LOCAL, v);
+}
+
+static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
+  switch (st->kind) {
+  case STMT_ASSIGN: {
+    Value v = eval(s, *scope, st->value);
+    check_clauses(s, *scope, st);
+    if (st->ntargets > 1) {
+      if (v.kind != V_NONE && (v.kind != V_TUPLE || v.nitems != st->ntargets))
+        err(s, st->loc, "%d names, but the value gives %s", st->ntargets,
+            v.kind == V_TUPLE ? arena_printf(s->a, "%d values", v.nitems) : "one value");
+      if (v.kind != V_TUPLE || v.nitems != st->ntargets) {
+        /* bind every name to nothing, so that later uses do not report again */
+        for (const StrList *t = st->targets; t; t = t->next)
+          assign(s, scope, t->str, t->loc, NONE);
+        return;
+      }
+      int i = 0;
+      for (const StrList *t = st->targets; t; t = t->next, i++)
+        assign(s, scope, t->str, t->loc, v.items[i]);
+      return;
+    }
+    if (v.kind == V_NONE && st->value->kind == EXPR_CALL && st->value->lhs) {
+      err(s, st->loc, "'%s' gives no value to assign", st->value->name);
+      return;
+    }
+    assign(s, scope, st->targets->str, st->targets->loc, v);
+    return;
+  }
+  case STMT_EXPR: {
+    Value v = eval(s, *scope, st->value);
+    check_clauses(s, *scope, st);
+    if (v.kind != V_NONE)
+      warn_once(s, st->loc, "the value of this expression is not used");
+    return;
+  }
+  case STMT_FOR: {
+    int64_t lo, hi;
+    bool ok = eval_const(s, *scope, st->lo, "a loop bound", &lo);
+    ok = eval_const(s, *scope, st->hi, "a loop bound", &hi) && ok;
+    if (!ok)
+      return;
+    if (lo >= hi) {
+      warn_once(s, st->loc, "the loop over %lld..%lld never runs", (long long)lo, (long long)hi);
+      return;
+    }
+    Binding *prev = lookup(*scope, st->var);
+    if (prev && prev->kind != B_LOCAL)
+      warn_once(s, st->var_loc, "loop variable '%s' shadows %s", st->var, kind_desc(&prev->v));
+    s->depth++;
+    Binding *body = *scope;
+    Binding *lv = bind(s, &body, st->var, st->var_loc, B_LOOP,
+                       (Value){.kind = V_INT, .lo = lo, .hi = hi - 1});
+    lv->used = true;
+    check_stmts(s, &body, st->body);
+    for (Binding *b = body; b && b->scope == s->depth; b = b->next)
+      if (b->kind == B_LOCAL && !b->used && b->v.kind != V_NONE)
+        warn_once(s, b->loc, "'%s' is assigned but never used", b->name);
+    s->depth--;
+    return;
+  }
+  case STMT_RETURN: {
+    if (!s->nframes) {
+      err(s, st->loc, "'return' is only allowed in a layer");
+      return;
+    }
+    if (st->nvalues == 1) {
+      s->ret = eval(s, *scope, st->value);
+    } else {
+      Value t = {.kind = V_TUPLE, .nitems = st->nvalues};
+      t.items = arena_alloc(s->a, st->nvalues * sizeof *t.items);
+      int i = 0;
+      bool ok = true;
+      for (const Expr *e = st->value; e; e = e->next, i++) {
+        t.items[i] = eval(s, *scope, e);
+        ok = ok && t.items[i].kind != V_NONE;
+      }
+      s->ret = ok ? t : NONE;
+    }
+    s->returned = true;
+    if (st->next)
+      warn_once(s, st->next->loc, "statement after 'return' is never executed");
+    return;
+  }
+  }
+}
+
+static void check_stmts(Sema *s, Binding **scope, const Stmt *st) {
+  for (; st; st = st->next)
+    check_stmt(s, scope, st);
 }
 
 /* ---------------------------------------------------------------- models */
 
-static Type *new_type(Sema *s, MlkDType dt, int rank, const int64_t *shape) {
-  Type *t = arena_alloc(s->a, sizeof *t);
-  t->dtype = dt;
-  t->rank = rank;
-  for (int i = 0; i < rank; i++)
-    t->shape[i] = shape[i];
-  return t;
-}
-
-static const Type *check_type_expr(Sema *s, TypeExpr *te) {
-  if (te->ndims > MLK_MAX_RANK) {
-    diag_error(s->d, te->loc, "a tensor has at most %d dimensions, this one has %d", MLK_MAX_RANK,
-               te->ndims);
-    return NULL;
-  }
-  int64_t shape[MLK_MAX_RANK];
-  int i = 0;
-  bool ok = true;
-  for (Expr *e = te->dims; e; e = e->next, i++) {
-    if (!eval_int(s, s->cfg, NULL, e, &shape[i])) {
-      ok = false;
-    } else if (shape[i] <= 0) {
-      diag_error(s->d, e->loc, "dimension must be positive, got %lld", (long long)shape[i]);
-      ok = false;
+/* Checks a checkpoint name template: {l} is the layer index; {a,b,c} alternatives (cat only). */
+static void check_template(Sema *s, const TensorDecl *td, const StrList *str, bool cat,
+                           bool *has_layer, bool *has_alt) {
+  const char *p = str->str;
+  while (*p) {
+    if (*p == '}') {
+      err(s, str->loc, "unbalanced '}' in checkpoint name \"%s\"", str->str);
+      return;
     }
-  }
-  return ok ? new_type(s, te->dtype, te->ndims, shape) : NULL;
-}
-
-static Local *lookup(Local *scope, const char *name) {
-  for (Local *l = scope; l; l = l->next)
-    if (!strcmp(l->name, name))
-      return l;
-  return NULL;
-}
-
-static bool is_f32_vector(const Type *t) { return t->dtype == MLK_F32 && t->rank == 1; }
-
-/* Checks a tensor-valued expression; returns its type or NULL after reporting. */
-static const Type *check_value(Sema *s, Local *scope, Expr *e);
-
-static const Type *check_call(Sema *s, Local *scope, Expr *e) {
-  const Type *args[4] = {0};
-  int i = 0;
-  bool ok = true;
-  for (Expr *a = e->args; a; a = a->next, i++) {
-    const Type *t = check_value(s, scope, a);
-    if (i < 4)
-      args[i] = t;
-    ok = ok && t;
-  }
-  int want;
-  if (!strcmp(e->name, "matvec"))
-    want = 2;
-  else if (!strcmp(e->name, "relu") || !strcmp(e->name, "silu"))
-    want = 1;
-  else {
-    diag_error(s->d, e->loc, "unknown operation '%s' (this milestone has matvec, relu, silu, +, *)",
-               e->name);
-    return NULL;
-  }
-  if (e->nargs != want) {
-    diag_error(s->d, e->loc, "'%s' takes %d argument%s, got %d", e->name, want,
-               want == 1 ? "" : "s", e->nargs);
-    return NULL;
-  }
-  if (!ok)
-    return NULL;
-  if (want == 1) {
-    if (!is_f32_vector(args[0])) {
-      diag_error(s->d, e->args->loc, "'%s' needs an f32 vector, got %s", e->name,
-                 type_str(s, args[0]));
-      return NULL;
-    }
-    return args[0];
-  }
-  const Expr *xe = e->args, *we = e->args->next;
-  const Type *x = args[0], *w = args[1];
-  if (!is_f32_vector(x)) {
-    diag_error(s->d, xe->loc, "matvec input must be an f32 vector, got %s", type_str(s, x));
-    return NULL;
-  }
-  if (w->dtype != MLK_BF16 || w->rank != 2) {
-    diag_error(s->d, we->loc, "matvec weight must be a bf16 matrix [N, K], got %s",
-               type_str(s, w));
-    return NULL;
-  }
-  if (we->kind != EXPR_NAME || !lookup(scope, we->name) || !lookup(scope, we->name)->decl ||
-      lookup(scope, we->name)->decl->kind != DECL_PARAM) {
-    diag_error(s->d, we->loc, "matvec weight must be a param");
-    return NULL;
-  }
-  if (w->shape[1] != x->shape[0]) {
-    diag_error(s->d, e->loc,
-               "matvec inner dimensions differ: the input is %s but the weight is %s (K = %lld)",
-               type_str(s, x), type_str(s, w), (long long)w->shape[1]);
-    return NULL;
-  }
-  if (w->shape[1] > MLK_MATVEC_MAX_K) {
-    diag_error(s->d, e->loc, "matvec inner dimension %lld exceeds the supported %d",
-               (long long)w->shape[1], MLK_MATVEC_MAX_K);
-    return NULL;
-  }
-  int64_t n = w->shape[0];
-  return new_type(s, MLK_F32, 1, &n);
-}
-
-static const Type *check_value(Sema *s, Local *scope, Expr *e) {
-  const Type *t = NULL;
-  switch (e->kind) {
-  case EXPR_INT:
-    diag_error(s->d, e->loc, "expected a tensor, found the integer %lld", (long long)e->ival);
-    return NULL;
-  case EXPR_NAME: {
-    Local *l = lookup(scope, e->name);
-    if (!l) {
-      if (find_dim(s->cfg, e->name))
-        diag_error(s->d, e->loc, "'%s' is a dim, not a tensor", e->name);
-      else
-        diag_error(s->d, e->loc, "unknown name '%s'", e->name);
-      return NULL;
-    }
-    if (!l->type)
-      return NULL; /* its declaration already failed */
-    if (l->decl && l->decl->kind == DECL_OUTPUT && !l->written) {
-      diag_error(s->d, e->loc, "output '%s' is read before it is written", e->name);
-      return NULL;
-    }
-    t = l->type;
-    break;
-  }
-  case EXPR_NEG:
-    diag_error(s->d, e->loc, "unary '-' on tensors is not supported yet");
-    check_value(s, scope, e->lhs);
-    return NULL;
-  case EXPR_BINARY: {
-    const Type *l = check_value(s, scope, e->lhs);
-    const Type *r = check_value(s, scope, e->rhs);
-    if (e->op != '+' && e->op != '*') {
-      diag_error(s->d, e->loc, "operator '%c' on tensors is not supported yet (only + and *)",
-                 e->op);
-      return NULL;
-    }
-    if (!l || !r)
-      return NULL;
-    if (!is_f32_vector(l) || !is_f32_vector(r) || l->shape[0] != r->shape[0]) {
-      diag_error(s->d, e->loc, "operator '%c' needs two f32 vectors of the same length, got %s "
-                 "and %s", e->op, type_str(s, l), type_str(s, r));
-      return NULL;
-    }
-    t = l;
-    break;
-  }
-  case EXPR_CALL:
-    t = check_call(s, scope, e);
-    break;
-  }
-  e->type = t;
-  return t;
-}
-
-static void check_megakernel(Sema *s, Megakernel *mk, Local *decls) {
-  Local *scope = decls;
-  for (Local *l = decls; l; l = l->next)
-    l->written = false;
-  for (Stmt *st = mk->body; st; st = st->next) {
-    const Type *t = check_value(s, scope, st->value);
-    if (st->tile) {
-      int64_t v;
-      if (eval_int(s, s->cfg, NULL, st->tile, &v) && v <= 0)
-        diag_error(s->d, st->tile->loc, "tile size must be positive, got %lld", (long long)v);
-    }
-    Local *prev = lookup(scope, st->target);
-    if (prev && prev->decl) {
-      if (prev->decl->kind != DECL_OUTPUT) {
-        diag_error(s->d, st->loc, "cannot assign to %s '%s'",
-                   prev->decl->kind == DECL_PARAM ? "param" : "input", st->target);
-        diag_note(s->d, prev->loc, "declared here");
-        continue;
-      }
-      if (prev->written) {
-        diag_error(s->d, st->loc, "output '%s' is written twice in megakernel '%s'", st->target,
-                   mk->name);
-        continue;
-      }
-      prev->written = true;
-      if (t && prev->type && (t->rank != prev->type->rank || t->dtype != prev->type->dtype ||
-                              memcmp(t->shape, prev->type->shape, t->rank * sizeof t->shape[0]))) {
-        diag_error(s->d, st->loc, "output '%s' is declared %s but assigned %s", st->target,
-                   type_str(s, prev->type), type_str(s, t));
-        diag_note(s->d, prev->loc, "declared here");
-      }
+    if (*p != '{') {
+      p++;
       continue;
     }
-    if (prev) {
-      diag_error(s->d, st->loc, "'%s' is already defined in megakernel '%s'", st->target, mk->name);
-      diag_note(s->d, prev->loc, "defined here");
-      continue;
+    const char *end = strchr(p, '}');
+    if (!end) {
+      err(s, str->loc, "unclosed '{' in checkpoint name \"%s\"", str->str);
+      return;
     }
-    if (find_dim(s->cfg, st->target)) {
-      diag_error(s->d, st->loc, "'%s' is a dim of config '%s'", st->target, s->cfg->name);
-      continue;
+    size_t n = (size_t)(end - p - 1);
+    if (n == 1 && p[1] == 'l') {
+      *has_layer = true;
+    } else if (memchr(p + 1, ',', n)) {
+      if (!cat) {
+        err(s, str->loc, "alternatives {%.*s} in the name of '%s' need from cat(...)", (int)n,
+            p + 1, td->name);
+        return;
+      }
+      *has_alt = true;
+    } else {
+      err(s, str->loc, "unknown placeholder {%.*s} in the name of '%s' (use {l} for the layer "
+          "index, {a,b} for alternatives)", (int)n, p + 1, td->name);
+      return;
     }
-    Local *l = arena_alloc(s->a, sizeof *l);
-    *l = (Local){.name = st->target, .loc = st->loc, .type = t, .next = scope};
-    scope = l;
+    p = end + 1;
+  }
+}
+
+static void check_binding(Sema *s, const TensorDecl *td, const Type *t) {
+  if (!td->from)
+    return;
+  if (td->kind != DECL_PARAM) {
+    err(s, td->from_loc, "only params are loaded from a checkpoint ('%s' is %s)", td->name,
+        td->kind == DECL_INPUT ? "an input" : td->kind == DECL_OUTPUT ? "an output" : "a cache");
+    return;
+  }
+  bool cat = td->from_fn != NULL;
+  if (cat && strcmp(td->from_fn, "cat")) {
+    err(s, td->from_loc, "unknown binding function '%s' (use cat(...))", td->from_fn);
+    return;
+  }
+  bool layer = false, alt = false;
+  int n = 0;
+  for (const StrList *str = td->from; str; str = str->next, n++) {
+    if (!*str->str)
+      err(s, str->loc, "empty checkpoint name");
+    bool l1 = false;
+    check_template(s, td, str, cat, &l1, &alt);
+    if (n && l1 != layer)
+      err(s, str->loc, "either every name of cat(...) has {l} or none does");
+    layer = l1;
+  }
+  if (cat && n == 1 && !alt)
+    err(s, td->from_loc, "cat(...) of one name without {a,b} alternatives: use from \"...\"");
+  if (layer && t && t->rank < 2)
+    err(s, td->from_loc, "'%s' is bound per layer ({l}), so its first dimension is the layer; "
+        "it needs at least 2 dimensions, has %d", td->name, t->rank);
+}
+
+static void check_shard(Sema *s, Binding *cscope, const TensorDecl *td, const Type *t) {
+  if (!td->shard_axis)
+    return;
+  if (td->kind != DECL_PARAM) {
+    err(s, td->shard_loc, "only params can be sharded");
+    return;
+  }
+  Binding *b = lookup(cscope, td->shard_axis);
+  if (!b || b->kind != B_MESH) {
+    char list[256] = "";
+    size_t n = 0;
+    for (MeshDecl *m = s->cfg->meshes; m && n < sizeof list; m = m->next)
+      n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", m->name);
+    err(s, td->shard_loc, "unknown mesh axis '%s' (config '%s' declares %s)", td->shard_axis,
+        s->cfg->name, n ? list : "none: add `mesh tp = N`");
+    return;
+  }
+  int64_t dim;
+  if (!eval_const(s, cscope, td->shard_dim, "the sharded dimension", &dim) || !t)
+    return;
+  if (dim < 0 || dim >= t->rank) {
+    err(s, td->shard_dim->loc, "'%s' has %d dimensions: cannot shard dimension %lld", td->name,
+        t->rank, (long long)dim);
+    return;
+  }
+  int64_t ways = b->v.mesh->resolved;
+  if (ways > 0 && t->shape[dim] % ways)
+    err(s, td->shard_loc, "dimension %lld of '%s' (%lld) is not divisible by the %lld ranks of "
+        "mesh axis '%s'", (long long)dim, td->name, (long long)t->shape[dim], (long long)ways,
+        td->shard_axis);
+}
+
+static void check_cache(Sema *s, Binding *cscope, TensorDecl *td) {
+  CacheInfo *ci = arena_alloc(s->a, sizeof *ci);
+  ci->decl = td;
+  ci->next = s->caches;
+  s->caches = ci;
+  const Expr *c = td->ctor;
+  if (!c || c->kind != EXPR_CALL || strcmp(c->name, "paged_kv")) {
+    err(s, c ? c->loc : td->loc, "unknown cache kind '%s' (use paged_kv(dtype, layers, kv_heads, "
+        "head_dim, page = N))", c && c->kind == EXPR_CALL ? c->name : "?");
+    return;
+  }
+  Args a;
+  eval_args(s, cscope, c, &a);
+  static const char *const kws[] = {"page", NULL};
+  if (!check_arity(s, c, &a, 4, 4, kws) || !a.ok)
+    return;
+  if (a.posv[0].kind != V_DTYPE) {
+    err(s, a.pos[0]->loc, "paged_kv needs the element dtype first, got %s", kind_desc(&a.posv[0]));
+    return;
+  }
+  MlkDType dt = a.posv[0].dtype;
+  if (dt != MLK_BF16 && dt != MLK_F16 && dt != MLK_F32) {
+    err(s, a.pos[0]->loc, "paged_kv stores bf16, f16 or f32, not %s", ast_dtype_name(dt));
+    return;
+  }
+  int64_t v[3];
+  static const char *const what[] = {"layers", "kv_heads", "head_dim"};
+  for (int i = 0; i < 3; i++)
+    if (!int_known(&a.posv[i + 1]) || a.posv[i + 1].lo <= 0) {
+      err(s, a.pos[i + 1]->loc, "paged_kv %s must be a positive constant", what[i]);
+      return;
+    } else {
+      v[i] = a.posv[i + 1].lo;
+    }
+  int64_t page;
+  if (!want_kw_int(s, c, &a, "page", 64, &page))
+    return;
+  if (page & (page - 1)) {
+    err(s, c->loc, "paged_kv page must be a power of two, got %lld", (long long)page);
+    return;
+  }
+  *ci = (CacheInfo){.decl = td, .ok = true, .dtype = dt, .layers = v[0], .kv_heads = v[1],
+                    .head_dim = v[2], .page = page, .next = ci->next};
+}
+
+static const char *decl_desc(const Binding *b) {
+  switch (b->kind) {
+  case B_DIM: return "a dim";
+  case B_MESH: return "a mesh axis";
+  case B_EVENT: return "an event";
+  case B_DECL: return ast_decl_kind_name(b->decl->kind);
+  default: return "a name";
   }
 }
 
 static void check_model(Sema *s, Program *p, Model *m) {
+  int errors = s->d->nerrors;
   s->model = m;
-  s->cfg = NULL;
-  for (Config *c = p->configs; c; c = c->next)
-    if (!strcmp(c->name, m->cfg_name))
-      s->cfg = c;
+  s->cfg = sema_model_config(p, m);
+  s->caches = NULL;
   if (!s->cfg) {
-    diag_error(s->d, m->cfg_loc, "unknown config '%s'", m->cfg_name);
+    err(s, m->cfg_loc, "unknown config '%s'", m->cfg_name);
     return;
   }
-  Local *decls = NULL;
+  Binding *cscope = config_scope(s, s->cfg);
+  Binding *scope = cscope;
   for (TensorDecl *td = m->decls; td; td = td->next) {
-    Local *prev = lookup(decls, td->name);
-    if (prev) {
-      diag_error(s->d, td->loc, "'%s' is declared twice in model '%s'", td->name, m->name);
+    Binding *prev = lookup(scope, td->name);
+    if (prev && (prev->kind == B_DECL || prev->kind == B_EVENT)) {
+      err(s, td->loc, "'%s' is declared twice in model '%s'", td->name, m->name);
       diag_note(s->d, prev->loc, "first declared here");
       continue;
     }
-    const Type *t = check_type_expr(s, &td->type);
-    if (t && td->kind != DECL_PARAM && !is_f32_vector(t))
-      diag_error(s->d, td->type.loc, "%s '%s' must be an f32 vector in this milestone, got %s",
-                 td->kind == DECL_INPUT ? "input" : "output", td->name, type_str(s, t));
-    if (find_dim(s->cfg, td->name))
-      diag_warning(s->d, td->loc, "'%s' shadows a dim of config '%s'", td->name, s->cfg->name);
-    Local *l = arena_alloc(s->a, sizeof *l);
-    *l = (Local){.name = td->name, .loc = td->loc, .type = t, .decl = td, .next = decls};
-    decls = l;
+    if (prev)
+      diag_warning(s->d, td->loc, "'%s' shadows %s of config '%s'", td->name, decl_desc(prev),
+                   s->cfg->name);
+    Value v = NONE;
+    if (td->kind == DECL_CACHE) {
+      check_cache(s, cscope, td);
+      v = (Value){.kind = V_CACHE, .decl = td};
+    } else {
+      const Type *t = eval_type(s, cscope, &td->type);
+      if (t && td->kind == DECL_PARAM && !type_is_static(t))
+        err(s, td->type.loc, "param '%s' cannot have a dynamic dimension: %s", td->name,
+            tstr(s, t));
+      else if (t && td->kind != DECL_PARAM && t->dtype != MLK_F32 && t->dtype != MLK_I32)
+        err(s, td->type.loc, "%s '%s' must be f32 or i32, got %s", ast_decl_kind_name(td->kind),
+            td->name, tstr(s, t));
+      check_shard(s, cscope, td, t);
+      check_binding(s, td, t);
+      if (t)
+        v = (Value){.kind = V_TENSOR, .type = t, .weight = td->kind == DECL_PARAM};
+    }
+    Binding *b = bind(s, &scope, td->name, td->loc, B_DECL, v);
+    b->decl = td;
+  }
+  for (EventDecl *ev = m->events; ev; ev = ev->next) {
+    Binding *prev = lookup(scope, ev->name);
+    if (prev && (prev->kind == B_DECL || prev->kind == B_EVENT)) {
+      err(s, ev->loc, "'%s' is declared twice in model '%s'", ev->name, m->name);
+      diag_note(s->d, prev->loc, "first declared here");
+      continue;
+    }
+    if (ev->ndims > MLK_MAX_RANK)
+      err(s, ev->loc, "an event has at most %d dimensions, '%s' has %d", MLK_MAX_RANK, ev->name,
+          ev->ndims);
+    for (const Expr *de = ev->dims; de; de = de->next) {
+      int64_t k;
+      const DimDecl *sym;
+      eval_dim(s, cscope, de, &k, &sym);
+    }
+    bind(s, &scope, ev->name, ev->loc, B_EVENT, (Value){.kind = V_EVENT, .event = ev});
   }
   if (!m->kernels)
-    diag_error(s->d, m->loc, "model '%s' has no megakernel", m->name);
+    err(s, m->loc, "model '%s' has no megakernel", m->name);
   for (Megakernel *mk = m->kernels; mk; mk = mk->next) {
     for (Megakernel *o = m->kernels; o != mk; o = o->next)
       if (!strcmp(o->name, mk->name)) {
-        diag_error(s->d, mk->loc, "megakernel '%s' is defined twice", mk->name);
+        err(s, mk->loc, "megakernel '%s' is defined twice", mk->name);
         diag_note(s->d, o->loc, "first defined here");
       }
-    check_megakernel(s, mk, decls);
+    for (const Expr *opt = mk->options; opt; opt = opt->next) {
+      if (opt->kind != EXPR_KWARG || strcmp(opt->name, "schedule")) {
+        err(s, opt->loc, "unknown megakernel option (use schedule = static or dynamic)");
+        continue;
+      }
+      if (opt->lhs->kind != EXPR_NAME ||
+          (strcmp(opt->lhs->name, "static") && strcmp(opt->lhs->name, "dynamic")))
+        err(s, opt->lhs->loc, "schedule must be static or dynamic");
+    }
+    s->mk = mk;
+    for (Binding *b = scope; b; b = b->next)
+      b->written = false;
+    Binding *body = scope;
+    s->depth = 1;
+    check_stmts(s, &body, mk->body);
+    for (Binding *b = body; b && b->kind == B_LOCAL; b = b->next)
+      if (!b->used && b->v.kind != V_NONE)
+        warn_once(s, b->loc, "'%s' is assigned but never used", b->name);
+    s->depth = 0;
+    for (Binding *b = scope; b; b = b->next)
+      if (b->kind == B_DECL && b->written)
+        b->used = true;
+  }
+  for (TensorDecl *td = m->decls; td; td = td->next) {
+    Binding *b = NULL;
+    for (Binding *x = scope; x && x != cscope && !b; x = x->next)
+      if (x->kind == B_DECL && x->decl == td)
+        b = x;
+    if (!b || b->used || s->d->nerrors != errors)
+      continue; /* after an error, "never used" is usually its echo */
+    if (td->kind == DECL_OUTPUT)
+      diag_warning(s->d, b->loc, "output '%s' is never written", b->name);
+    else
+      diag_warning(s->d, b->loc, "%s '%s' is never used", ast_decl_kind_name(td->kind), b->name);
+  }
+  s->mk = NULL;
+}
+
+static void check_layers(Sema *s, Program *p) {
+  for (Layer *l = p->layers; l; l = l->next) {
+    if (is_builtin(l->name))
+      err(s, l->loc, "layer '%s' has the name of a builtin operation", l->name);
+    for (Layer *o = p->layers; o != l; o = o->next)
+      if (!strcmp(o->name, l->name)) {
+        err(s, l->loc, "layer '%s' is defined twice", l->name);
+        diag_note(s->d, o->loc, "first defined here");
+      }
+    for (LayerParam *lp = l->params; lp; lp = lp->next)
+      for (LayerParam *o = l->params; o != lp; o = o->next)
+        if (!strcmp(o->name, lp->name)) {
+          err(s, lp->loc, "layer '%s' has two parameters named '%s'", l->name, lp->name);
+          diag_note(s->d, o->loc, "first declared here");
+        }
+    bool defaults = false;
+    for (LayerParam *lp = l->params; lp; lp = lp->next) {
+      if (defaults && !lp->def)
+        err(s, lp->loc, "parameter '%s' without a default follows one with a default", lp->name);
+      defaults = defaults || lp->def;
+    }
   }
 }
 
 bool sema_check(Program *p, Arena *a, Diag *d) {
-  Sema s = {.a = a, .d = d};
+  Sema s = {.a = a, .d = d, .p = p};
   int before = d->nerrors;
   for (Config *c = p->configs; c; c = c->next) {
     for (Config *o = p->configs; o != c; o = o->next)
@@ -407,9 +1843,18 @@ bool sema_check(Program *p, Arena *a, Diag *d) {
         diag_error(d, c->loc, "config '%s' is defined twice", c->name);
         diag_note(d, o->loc, "first defined here");
       }
+    s.cfg = c;
+    s.model = NULL;
     check_config(&s, c);
   }
-  for (Model *m = p->models; m; m = m->next)
+  check_layers(&s, p);
+  for (Model *m = p->models; m; m = m->next) {
+    for (Model *o = p->models; o != m; o = o->next)
+      if (!strcmp(o->name, m->name)) {
+        diag_error(d, m->loc, "model '%s' is defined twice", m->name);
+        diag_note(d, o->loc, "first defined here");
+      }
     check_model(&s, p, m);
+  }
   return d->nerrors == before;
 }

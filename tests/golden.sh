@@ -10,6 +10,10 @@
 # paths in its messages are the bare file name. On a mismatch prints a unified diff (- expected,
 # + actual) and exits 1.
 #
+# Extra mlkc options (say `--stdlib=modules/std -I modules`, so that imports resolve inside the
+# test folder and messages show relative paths) come from CASE.flags next to FILE, else from
+# golden.flags in FILE's directory: words separated by white space, `#` lines ignored.
+#
 # With MLK_GOLDEN_UPDATE=1 in the environment, writes the actual output to EXPECTED instead
 # (review the change with git diff before committing it).
 set -u
@@ -35,7 +39,15 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/golden.XXXXXX") || exit 2
 trap 'rm -rf "$tmp"' EXIT
 dir=$(dirname "$file")
 base=$(basename "$file")
-(cd "$dir" && exec "$mlkc" --emit="$emit" "$base") >"$tmp/stdout" 2>"$tmp/stderr"
+flags=
+for f in "$dir/${base%.mlk}.flags" "$dir/golden.flags"; do
+  if [ -f "$f" ]; then
+    flags=$(grep -v '^#' "$f")
+    break
+  fi
+done
+# shellcheck disable=SC2086 # flags are words
+(cd "$dir" && exec "$mlkc" $flags --emit="$emit" "$base") >"$tmp/stdout" 2>"$tmp/stderr"
 status=$?
 
 fail() {

@@ -3,7 +3,7 @@
  * For each megakernel of the graph, one kernel entry (PTX kernel calling convention):
  *
  *   void ENTRY(u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch,
- *              u64 timeout_ns, MlkDevError *err)
+ *              u64 timeout_ns, MlkDevError *err, const i64 *rt)       (mlk_desc.h)
  *
  * Block b walks queue[qoff[b] .. qoff[b+1]) of task words (op << 24 | task). Per task: for every
  * event tensor the op consumes, wait on the counter given by the index map until it reaches
@@ -36,9 +36,9 @@ typedef struct Cg {
   LLVMModuleRef mod;
   LLVMBuilderRef b;
   const Graph *g;
-  LLVMTypeRef i32, i64, ptr, voidt;
+  LLVMTypeRef i32, i64, f32, ptr, voidt;
   /* the kernel being built */
-  LLVMValueRef fn, bufs, counters, epoch, timeout, err;
+  LLVMValueRef fn, bufs, counters, epoch, timeout, err, rt;
   LLVMBasicBlockRef exit;
   const char *cpu;      /* "sm_90a" */
   const char *features; /* the tiles' "target-features", e.g. "+ptx85,+sm_90a" */
@@ -83,13 +83,30 @@ static LLVMValueRef smin64(Cg *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
-/* Pointer to tensor t: bufs[t]. */
-static LLVMValueRef tensor_ptr(Cg *c, int t) {
-  if (t < 0)
+static LLVMValueRef cf32(Cg *c, double v) { return LLVMConstReal(c->f32, v); }
+
+static size_t dtype_size(MlkDType t) {
+  return t == MLK_F32 || t == MLK_I32 ? 4 : t == MLK_BF16 || t == MLK_F16 ? 2 : 1;
+}
+
+/* Pointer to an operand: bufs[t] plus its element offset (NULL for no operand). */
+static LLVMValueRef arg_ptr(Cg *c, MlkArg a) {
+  if (a.tensor < 0)
     return LLVMConstNull(c->ptr);
-  LLVMValueRef idx = c64(c, t);
+  LLVMValueRef idx = c64(c, a.tensor);
   LLVMValueRef slot = LLVMBuildGEP2(c->b, c->ptr, c->bufs, &idx, 1, "");
-  return LLVMBuildLoad2(c->b, c->ptr, slot, c->g->tensors[t].name);
+  LLVMValueRef p = LLVMBuildLoad2(c->b, c->ptr, slot, c->g->tensors[a.tensor].name);
+  if (a.offset) {
+    LLVMValueRef off = c64(c, a.offset * (int64_t)dtype_size(c->g->tensors[a.tensor].dtype));
+    p = LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->ctx), p, &off, 1, "");
+  }
+  return p;
+}
+
+/* rt[i], a run-time value (mlk_desc.h MLK_RT_*). */
+static LLVMValueRef rt_value(Cg *c, int i, const char *name) {
+  LLVMValueRef idx = c64(c, i);
+  return LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, c->rt, &idx, 1, ""), name);
 }
 
 /* &counters[base + idx] */
@@ -157,15 +174,69 @@ static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
   emit_waits(c, o, word, task);
   LLVMValueRef first = LLVMBuildMul(c->b, task, c64(c, d->tile), "first");
   LLVMValueRef count = smin64(c, c64(c, d->tile), LLVMBuildSub(c->b, c64(c, d->n), first, ""));
-  if (d->kind == MLK_OP_MATVEC) {
-    LLVMValueRef args[] = {tensor_ptr(c, d->out), tensor_ptr(c, d->in[0]), tensor_ptr(c, d->in[1]),
-                           tensor_ptr(c, d->in[2]), c64(c, d->n), c64(c, d->k), first, count,
-                           c32(c, d->fn)};
-    call(c, "mlk_tile_matvec", args, 9);
-  } else {
-    LLVMValueRef args[] = {tensor_ptr(c, d->out), tensor_ptr(c, d->in[0]), tensor_ptr(c, d->in[1]),
-                           first, count, c32(c, d->fn)};
-    call(c, "mlk_tile_eltwise", args, 6);
+  LLVMValueRef batch = d->batched ? rt_value(c, MLK_RT_BATCH, "batch") : c64(c, 1);
+  LLVMValueRef out = arg_ptr(c, d->out);
+  LLVMValueRef in[4];
+  for (int i = 0; i < 4; i++)
+    in[i] = arg_ptr(c, d->in[i]);
+  switch (d->kind) {
+  case MLK_OP_MATVEC: {
+    LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], cf32(c, d->eps), c64(c, d->n),
+                           c64(c, d->k), first, count, batch, c32(c, d->fn)};
+    call(c, "mlk_tile_matvec", args, 12);
+    break;
+  }
+  case MLK_OP_ELTWISE: {
+    LLVMValueRef args[] = {out, in[0], in[1], c64(c, d->n), first, count, batch, c32(c, d->fn)};
+    call(c, "mlk_tile_eltwise", args, 8);
+    break;
+  }
+  case MLK_OP_GATHER: {
+    LLVMValueRef args[] = {out, in[0], in[1], c64(c, d->n), first, count, batch};
+    call(c, "mlk_tile_gather", args, 7);
+    break;
+  }
+  case MLK_OP_RMSNORM: {
+    LLVMValueRef args[] = {out, in[0], in[1], cf32(c, d->eps), c64(c, d->n), batch};
+    call(c, "mlk_tile_rmsnorm", args, 6);
+    break;
+  }
+  case MLK_OP_ROPE: {
+    LLVMValueRef args[] = {out, in[0], in[1], c64(c, d->n), c64(c, d->head_dim), first, count,
+                           batch, cf32(c, d->theta), cf32(c, d->rope_factor),
+                           cf32(c, d->rope_low_freq), cf32(c, d->rope_high_freq),
+                           c64(c, d->rope_original_max_pos)};
+    call(c, "mlk_tile_rope", args, 13);
+    break;
+  }
+  case MLK_OP_KV_APPEND:
+  case MLK_OP_ATTENTION: {
+    const MlkCacheDesc *cd = &c->g->caches[d->cache];
+    LLVMValueRef pps = rt_value(c, MLK_RT_PAGES_PER_SEQ(d->cache), "pages_per_seq");
+    LLVMValueRef npages = rt_value(c, MLK_RT_PAGES(d->cache), "pages");
+    if (d->kind == MLK_OP_KV_APPEND) {
+      LLVMValueRef head0 = LLVMBuildSDiv(c->b, first, c64(c, cd->head_dim), "head0");
+      LLVMValueRef nheads = LLVMBuildSDiv(c->b, count, c64(c, cd->head_dim), "nheads");
+      LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], c64(c, cd->kv_heads),
+                             c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
+                             c64(c, d->layer), head0, nheads, batch};
+      call(c, "mlk_tile_kv_append", args, 14);
+    } else {
+      LLVMValueRef kvh0 = LLVMBuildSDiv(c->b, first, c64(c, d->tile), "kvh0");
+      LLVMValueRef nkvh = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, count, c64(c, d->tile - 1), ""),
+                                        c64(c, d->tile), "nkvh");
+      LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], c64(c, cd->kv_heads),
+                             c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
+                             c64(c, d->layer), c64(c, d->heads), kvh0, nkvh, batch};
+      call(c, "mlk_tile_attention", args, 15);
+    }
+    break;
+  }
+  case MLK_OP_ARGMAX: {
+    LLVMValueRef args[] = {out, in[0], c64(c, d->k), batch};
+    call(c, "mlk_tile_argmax", args, 4);
+    break;
+  }
   }
   call(c, "mlk_dev_barrier", NULL, 0);
   emit_notifies(c, o, task);
@@ -179,8 +250,8 @@ static void add_annotation(Cg *c, LLVMValueRef fn, const char *key, int value) {
 }
 
 static void emit_kernel(Cg *c, const GKernel *k) {
-  LLVMTypeRef params[] = {c->ptr, c->ptr, c->ptr, c->ptr, c->i32, c->i64, c->ptr};
-  LLVMTypeRef ft = LLVMFunctionType(c->voidt, params, 7, 0);
+  LLVMTypeRef params[] = {c->ptr, c->ptr, c->ptr, c->ptr, c->i32, c->i64, c->ptr, c->ptr};
+  LLVMTypeRef ft = LLVMFunctionType(c->voidt, params, 8, 0);
   c->fn = LLVMAddFunction(c->mod, k->entry, ft);
   LLVMSetFunctionCallConv(c->fn, LLVMPTXKernelCallConv);
   /* the same target attributes as the tiles, so that the inliner treats them as compatible */
@@ -195,8 +266,9 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   /* older NVPTX backends also look for the annotation; the block size bounds registers */
   add_annotation(c, c->fn, "kernel", 1);
   add_annotation(c, c->fn, "maxntidx", MLK_BLOCK_THREADS);
-  static const char *pnames[] = {"bufs", "counters", "qoff", "queue", "epoch", "timeout_ns", "err"};
-  for (unsigned i = 0; i < 7; i++)
+  static const char *pnames[] = {"bufs", "counters", "qoff",       "queue",
+                                 "epoch", "timeout_ns", "err", "rt"};
+  for (unsigned i = 0; i < 8; i++)
     LLVMSetValueName2(LLVMGetParam(c->fn, i), pnames[i], strlen(pnames[i]));
   c->bufs = LLVMGetParam(c->fn, 0);
   c->counters = LLVMGetParam(c->fn, 1);
@@ -204,6 +276,7 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   c->epoch = LLVMGetParam(c->fn, 4);
   c->timeout = LLVMGetParam(c->fn, 5);
   c->err = LLVMGetParam(c->fn, 6);
+  c->rt = LLVMGetParam(c->fn, 7);
 
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "entry");
   LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
@@ -283,6 +356,7 @@ bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, ch
   c.b = LLVMCreateBuilderInContext(c.ctx);
   c.i32 = LLVMInt32TypeInContext(c.ctx);
   c.i64 = LLVMInt64TypeInContext(c.ctx);
+  c.f32 = LLVMFloatTypeInContext(c.ctx);
   c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
   c.voidt = LLVMVoidTypeInContext(c.ctx);
   c.cpu = opt->arch;
@@ -308,6 +382,10 @@ bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, ch
     if (!LLVMIsDeclaration(f) && !is_entry(g, name))
       LLVMSetLinkage(f, LLVMInternalLinkage);
   }
+
+  for (LLVMValueRef gv = LLVMGetFirstGlobal(c.mod); gv; gv = LLVMGetNextGlobal(gv))
+    if (!LLVMIsDeclaration(gv))
+      LLVMSetLinkage(gv, LLVMInternalLinkage); /* shared scratch of the tiles: not an export */
 
   char *msg = NULL;
   if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg))

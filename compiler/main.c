@@ -26,6 +26,7 @@ typedef enum EmitKind {
   EMIT_AST,
   EMIT_GRAPH,
   EMIT_EVENTS,
+  EMIT_DOT,
   EMIT_LLVM,
   EMIT_PTX,
   EMIT_HEADER,
@@ -37,7 +38,8 @@ static const struct {
   EmitKind kind;
 } emit_kinds[] = {
     {"tokens", EMIT_TOKENS}, {"ast", EMIT_AST},       {"graph", EMIT_GRAPH},
-    {"events", EMIT_EVENTS}, {"llvm", EMIT_LLVM},     {"ptx", EMIT_PTX},
+    {"events", EMIT_EVENTS}, {"dot", EMIT_DOT},       {"llvm", EMIT_LLVM},
+    {"ptx", EMIT_PTX},
     {"header", EMIT_HEADER}, {"source", EMIT_SOURCE},
 };
 
@@ -51,7 +53,7 @@ static void usage(FILE *out) {
           "  -o PATH         write PATH.h and PATH.c (default: the input's name, without .mlk);\n"
           "                  with --emit, write the dump to PATH instead of stdout\n"
           "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
-          "                  tokens, ast, graph, events, llvm, ptx, header, source\n"
+          "                  tokens, ast, graph, events, dot, llvm, ptx, header, source\n"
           "  --check         stop after the semantic checks (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
@@ -123,8 +125,8 @@ static int parse_args(int argc, char **argv, Options *o) {
           break;
       if (k == sizeof emit_kinds / sizeof emit_kinds[0]) {
         fprintf(stderr,
-                "mlkc: error: unknown --emit kind '%s' (tokens, ast, graph, events, llvm, ptx, "
-                "header, source)\n",
+                "mlkc: error: unknown --emit kind '%s' (tokens, ast, graph, events, dot, llvm, "
+                "ptx, header, source)\n",
                 a + 7);
         return 1;
       }
@@ -276,7 +278,8 @@ static int compile(const Options *o, Arena *a) {
   Graph *g = lower_model(prog, m, a, &d);
   if (!g || d.nerrors)
     return 1;
-  if (o->emit == EMIT_GRAPH || o->emit == EMIT_EVENTS || o->emit == EMIT_HEADER) {
+  if (o->emit == EMIT_GRAPH || o->emit == EMIT_EVENTS || o->emit == EMIT_DOT ||
+      o->emit == EMIT_HEADER) {
     FILE *f = open_dump(o);
     if (!f)
       return 1;
@@ -284,6 +287,8 @@ static int compile(const Options *o, Arena *a) {
       graph_dump(f, g);
     else if (o->emit == EMIT_EVENTS)
       graph_dump_events(f, g);
+    else if (o->emit == EMIT_DOT)
+      graph_dump_dot(f, g);
     else
       emit_header(f, g);
     return close_dump(o, f) ? 0 : 1;

@@ -424,19 +424,23 @@ Config *sema_model_config(const Program *p, const Model *m);
 
 typedef struct Graph Graph; /* defined below */
 
-/* Lowers model `m` (checked) into its task graph. */
+/* Lowers model `m` (checked) into its task graph: layers inlined, loops unrolled, operations
+ * fused where their values allow (rmsnorm into the next matvec, activations and residual adds into
+ * a matvec's epilogue, split of a matvec into row slices of its weight). */
 Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d);
 void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON) */
 void graph_dump_events(FILE *out, const Graph *g); /* --emit=events */
+void graph_dump_dot(FILE *out, const Graph *g);    /* --emit=dot (Graphviz) */
 
 typedef struct GTensor {
   const char *name;
   MlkDType dtype;
   MlkTensorKind kind;
   int rank;
-  int64_t shape[MLK_MAX_RANK];
+  int64_t shape[MLK_MAX_RANK]; /* a batched tensor has shape[0] = the batch maximum */
   int64_t numel;
   const char *from;
+  int batched;  /* shape[0] is the dynamic batch dim */
   int producer; /* op index, -1 for params and inputs */
 } GTensor;
 
@@ -450,6 +454,7 @@ typedef struct GKernel {
   const char *name;
   const char *entry;
   int first_op, nops;
+  MlkSchedule schedule;
 } GKernel;
 
 struct Graph {
@@ -465,7 +470,13 @@ struct Graph {
   int64_t ncounters;
   GKernel *kernels;
   int nkernels;
+  MlkCacheDesc *caches;
+  int ncaches;
+  const DimDecl *batch; /* the dynamic batch dim, or NULL */
 };
+
+/* The number of elements of one batch row of tensor t (numel / shape[0] when batched). */
+int64_t graph_row_elems(const GTensor *t);
 
 /* ======================================================================== codegen.c */
 

@@ -2,11 +2,14 @@
  *
  * The driver is loaded at run time (dlopen of libcuda.so.1) instead of linked, so that every
  * binary built against libmlkrt starts on a machine without a driver and falls back to the CPU
- * simulator with a readable reason. A model gets one device allocation per tensor, a table of
- * their addresses (the kernel's `bufs`), the event counters, one static queue per SM and kernel
- * (sched.c), and an error record the kernel fills when a wait passes its deadline. A run is one
- * cooperative launch of the persistent megakernel: cooperative because every block spins on
- * counters other blocks increment, which is only safe when all blocks are resident at once.
+ * simulator with a readable reason. A model gets one device allocation per tensor (batched tensors
+ * for batch_max rows, KV cache pools and page tables as model.c sized them), a table of their
+ * addresses (the kernel's `bufs`), the event counters, one static queue per SM and kernel
+ * (sched.c), the run-time values `rt` (batch, cache page counts), and an error record the kernel
+ * fills when a wait passes its deadline. A run is one cooperative launch of the persistent
+ * megakernel: cooperative because every block spins on counters other blocks increment, which is
+ * only safe when all blocks are resident at once. Only the static schedule exists on the GPU: a
+ * kernel compiled for the dynamic one is refused at model creation (the simulator runs it).
  */
 #include "internal.h"
 
@@ -137,6 +140,8 @@ typedef struct GpuModel {
   CUdeviceptr *bufs; /* per tensor */
   CUdeviceptr table; /* u64 bufs[ntensors] on the device */
   CUdeviceptr counters, err;
+  CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
+  int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
   GpuKernel *kernels;
   CUevent ev_start, ev_stop; /* created on the first timed run */
 } GpuModel;
@@ -172,6 +177,7 @@ static void gpu_model_fini(mlk_model *m) {
   free_ptr(&gm->table);
   free_ptr(&gm->counters);
   free_ptr(&gm->err);
+  free_ptr(&gm->rt);
   if (gm->ev_start)
     (void)cu.cuEventDestroy(gm->ev_start);
   if (gm->ev_stop)
@@ -180,6 +186,7 @@ static void gpu_model_fini(mlk_model *m) {
     (void)cu.cuModuleUnload(gm->module);
   free(gm->bufs);
   free(gm->kernels);
+  free(gm->rt_sent);
   free(gm);
   m->impl = NULL;
 }
@@ -247,6 +254,12 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
 static mlk_status gpu_model_init(mlk_model *m) {
   const GpuBackend *gb = m->be->impl;
   const MlkModelDesc *d = m->desc;
+  for (int k = 0; k < d->nkernels; k++)
+    if (d->kernels[k].schedule == MLK_SCHED_DYNAMIC)
+      return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' of model '%s' is compiled for the dynamic "
+                           "schedule, which the GPU backend does not implement yet: compile it with "
+                           "the static schedule, or run it on the CPU simulator (MLK_BACKEND=cpu)",
+                           d->kernels[k].name, d->name);
   mlk_status st = use_context(m->be);
   if (st)
     return st;
@@ -255,13 +268,15 @@ static mlk_status gpu_model_init(mlk_model *m) {
     return MLK_ERR_NOMEM;
   m->impl = gm;
   st = MLK_ERR_NOMEM;
+  size_t rt_bytes = (size_t)MLK_RT_COUNT(d->ncaches) * sizeof(int64_t);
   if (!(gm->bufs = MLK_CALLOC((size_t)d->ntensors, sizeof *gm->bufs, "tensor table")) ||
-      !(gm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *gm->kernels, "kernel table")))
+      !(gm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *gm->kernels, "kernel table")) ||
+      !(gm->rt_sent = MLK_CALLOC(rt_bytes, 1, "run-time values")))
     goto fail;
   for (int i = 0; i < d->ntensors; i++) {
     char what[160];
     snprintf(what, sizeof what, "'%s'", d->tensors[i].name);
-    if ((st = alloc_zeroed(&gm->bufs[i], m->bytes[i], what)))
+    if ((st = alloc_zeroed(&gm->bufs[i], m->cap[i], what)))
       goto fail;
   }
   /* CUdeviceptr is 64 bits wide on every platform the driver supports: the table is u64[]. */
@@ -269,8 +284,10 @@ static mlk_status gpu_model_init(mlk_model *m) {
                          "the tensor table")) ||
       (st = alloc_zeroed(&gm->counters, (size_t)(d->ncounters ? d->ncounters : 1) * sizeof(uint32_t),
                          "the event counters")) ||
-      (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")))
+      (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")) ||
+      (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
     goto fail;
+  memcpy(gm->rt_sent, m->rt, rt_bytes);
   if (d->nkernels > 0 && (st = load_module(m, gm)))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {
@@ -363,15 +380,23 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   GpuModel *gm = m->impl;
   GpuKernel *gk = &gm->kernels[kernel];
   const char *name = m->desc->kernels[kernel].name;
-  /* The kernel signature every generated megakernel has:
+  CUresult r;
+  /* The run-time values change with mlk_model_set_batch: written before a launch that needs them. */
+  size_t rt_bytes = (size_t)MLK_RT_COUNT(m->desc->ncaches) * sizeof(int64_t);
+  if (memcmp(gm->rt_sent, m->rt, rt_bytes)) {
+    if ((r = cu.cuMemcpyHtoD(gm->rt, m->rt, rt_bytes)) != CUDA_SUCCESS)
+      return CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to the run-time values of megakernel '%s')", rt_bytes,
+                     name);
+    memcpy(gm->rt_sent, m->rt, rt_bytes);
+  }
+  /* The kernel signature every generated megakernel has (mlk_desc.h):
    * (u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch, u64 timeout_ns,
-   *  MlkDevError *err) */
+   *  MlkDevError *err, const i64 *rt) */
   CUdeviceptr bufs = gm->table, counters = gm->counters, qoff = gk->qoff, queue = gk->queue,
-              errp = gm->err;
+              errp = gm->err, rtp = gm->rt;
   uint32_t ep = epoch;
   uint64_t tmo = timeout_ns;
-  void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp};
-  CUresult r;
+  void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp, &rtp};
   if (ms && !gm->ev_start) {
     if ((r = cu.cuEventCreate(&gm->ev_start, CU_EVENT_DEFAULT)) != CUDA_SUCCESS ||
         (r = cu.cuEventCreate(&gm->ev_stop, CU_EVENT_DEFAULT)) != CUDA_SUCCESS)

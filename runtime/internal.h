@@ -1,9 +1,11 @@
 /* internal.h: what the files of libmlkrt share and nothing outside the runtime should include.
  *
  * The runtime is split into a backend-independent front (model.c: validation, tensor bookkeeping,
- * epochs, error messages) and two backends behind a small vtable (gpu.c over the CUDA driver API,
- * sim.c on host threads). Both backends run the same static task queues (sched.c), so anything
- * that is about the model rather than about the machine lives in model.c and is shared.
+ * batch, KV caches, run-time values, epochs, error messages) and two backends behind a small
+ * vtable (gpu.c over the CUDA driver API, sim.c on host threads). Both backends run the same static
+ * task queues (sched.c), so anything that is about the model rather than about the machine lives
+ * in model.c and is shared. The simulator alone also has a dynamic schedule and the dependency
+ * checker (sim.c).
  */
 #ifndef MLK_INTERNAL_H
 #define MLK_INTERNAL_H
@@ -48,6 +50,7 @@ mlk_status mlk_env_int(const char *name, int64_t lo, int64_t hi, int64_t dflt, i
  * offsets into *words, which gets one task word per task of the kernel. Queue q is
  * words[qoff[q] .. qoff[q+1]). Both arrays come from malloc; the caller frees them. *ntasks (may be
  * NULL) gets the total task count. `d` must have been validated (mlk_desc_validate). */
+int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols);
 mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
                            uint32_t **words, int64_t *ntasks);
 
@@ -55,15 +58,30 @@ mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint3
 
 /* Checks everything the runtime and the generated kernels rely on; the message says what is wrong. */
 mlk_status mlk_desc_validate(const MlkModelDesc *d);
-/* Bytes of tensor `t` (numel * dtype size). */
+/* Bytes of tensor `t` as described (numel * dtype size: at batch_max; 0 for caches and page
+ * tables, which are sized at model creation: see mlk_model.cap). */
 size_t mlk_tensor_bytes(const MlkTensorDesc *t);
+/* "param", "input", "output", "temp", "KV cache pool", "KV cache page table". */
+const char *mlk_tensor_kind_name(MlkTensorKind k);
+/* Columns of tensor `t` of a validated desc: the elements of one batch row of a batched tensor,
+ * all elements of any other; a cache pool has layers * kv_heads * head_dim (layer l is columns
+ * [l * kv_heads * head_dim, ...)), a page table 0. Ops' tasks and events index these columns. */
+int64_t mlk_tensor_cols(const MlkModelDesc *d, int t);
+/* The cache whose pool or page table is tensor `t`, or -1. */
+int mlk_cache_of_tensor(const MlkModelDesc *d, int t);
+/* Rows an op loops over in a run at `batch`: the batch for a batched op, else 1. */
+static inline int64_t mlk_op_rows(const MlkOpDesc *op, int64_t batch) {
+  return op->batched ? batch : 1;
+}
 
 /* ---- backends ---- */
 
 /* What a backend provides. Every function sets the last error on failure. `run` executes one
  * launch of kernel `kernel` with the given epoch and per-wait timeout; when a wait timed out it
  * still returns MLK_OK but with err->flag set (the front builds the deadlock message, the same for
- * every backend); any other failure is returned as a status. */
+ * every backend); any other failure is returned as a status. Buffers are allocated with
+ * mlk_model.cap bytes; upload/download/fill move mlk_model.bytes (the current batch's rows, a
+ * prefix of the buffer). `run` reads the run-time values from mlk_model.rt. */
 typedef struct MlkBackendOps {
   void (*backend_free)(mlk_backend *be);
   mlk_status (*model_init)(mlk_model *m);
@@ -76,6 +94,9 @@ typedef struct MlkBackendOps {
                     MlkDevError *err, double *ms);  /* ms: elapsed time of the run when not NULL */
 } MlkBackendOps;
 
+/* MlkDevError.block of a task the simulator's dynamic schedule never made ready (no queue). */
+#define MLK_DEV_BLOCK_READY_QUEUE 0xffffffffu
+
 struct mlk_backend {
   const MlkBackendOps *ops;
   int is_gpu;
@@ -87,9 +108,16 @@ struct mlk_backend {
 struct mlk_model {
   mlk_backend *be;
   const MlkModelDesc *desc; /* not copied: generated descs are static */
-  size_t *bytes;            /* per tensor */
-  uint8_t *was_set;         /* per tensor: params and inputs must be set before a run */
+  size_t *bytes;            /* per tensor: bytes at the current batch (what set/get/fill move) */
+  size_t *cap;              /* per tensor: bytes allocated (batch_max rows; caches as sized) */
+  int64_t *rows_set;        /* per tensor: rows the last set/fill defined (0: never) */
   uint32_t *runs;           /* per kernel: runs completed since the counters were last zeroed */
+  int64_t batch;            /* rows of the next run (batch_min..batch_max; 1 without a batch dim) */
+  int64_t batch_min, batch_max;
+  int64_t context;          /* tokens per sequence of every KV cache (0: the model has none) */
+  int64_t *rt;              /* MLK_RT_COUNT(ncaches) run-time values (mlk_desc.h) */
+  void **shadow;            /* per tensor: host copy of an i32 input that indexes a cache (positions)
+                               or a table (gather ids), checked before each run; else NULL */
   void *impl;               /* the backend's per-model state */
 };
 

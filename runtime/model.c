@@ -3,15 +3,26 @@
  * A model is a validated MlkModelDesc plus a backend's buffers. Everything that is about the model
  * rather than the machine happens here, once for both backends: the validation of a description
  * (generated code and hand-written test tables both come through it, so it says exactly which
- * field is wrong), the byte-size and kind checks of set/get, the "never set" check before a run,
- * the per-kernel epochs of the never-reset event counters, and the deadlock message built from the
- * error record a backend returns.
+ * field is wrong), the batch (how many rows of the batched tensors a run uses, and so the byte
+ * sizes of set/get), the KV caches (sized from MLK_KV_CONTEXT, page tables filled here), the
+ * run-time values the kernels read (`rt`), the kind and size checks of set/get, the checks before
+ * a run (params and inputs set, positions and token ids in range), the per-kernel epochs of the
+ * never-reset event counters, and the deadlock message built from the error record a backend
+ * returns.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Largest batch_max a description may declare (keeps page tables and byte sizes far from
+ * overflow; a decode batch is at most a few hundred rows). */
+#define MLK_MAX_BATCH 65536
+/* Largest cache geometry (each of layers, kv_heads, head_dim, page) and MLK_KV_CONTEXT. */
+#define MLK_MAX_CACHE_DIM 65536
+#define MLK_MAX_KV_CONTEXT (1 << 24)
 
 /* ---- backends ---- */
 
@@ -85,30 +96,67 @@ static mlk_status bad(const MlkModelDesc *d, const char *fmt, ...) {
                        str_or(d->name, "?"), str_or(d->source, "no source"), msg);
 }
 
-static const char *kind_name(MlkTensorKind k) {
+const char *mlk_tensor_kind_name(MlkTensorKind k) {
   switch (k) {
   case MLK_TENSOR_PARAM: return "param";
   case MLK_TENSOR_INPUT: return "input";
   case MLK_TENSOR_OUTPUT: return "output";
   case MLK_TENSOR_TEMP: return "temp";
+  case MLK_TENSOR_CACHE: return "KV cache pool";
+  case MLK_TENSOR_PAGES: return "KV cache page table";
   }
   return "?";
 }
 
-/* Checks that operand `which` of op `o` is tensor `t` with dtype `dt` and at least `need` elements. */
-static mlk_status check_operand(const MlkModelDesc *d, int o, const char *which, int t, MlkDType dt,
-                                int64_t need) {
-  const MlkOpDesc *op = &d->ops[o];
-  if (t < 0 || t >= d->ntensors)
-    return bad(d, "op %d '%s': %s is tensor %d, out of range (%d tensors)", o, op->name, which, t,
-               d->ntensors);
+static const char *op_kind_name(MlkOpKind k) {
+  switch (k) {
+  case MLK_OP_MATVEC: return "matvec";
+  case MLK_OP_ELTWISE: return "eltwise";
+  case MLK_OP_GATHER: return "gather";
+  case MLK_OP_RMSNORM: return "rmsnorm";
+  case MLK_OP_ROPE: return "rope";
+  case MLK_OP_KV_APPEND: return "kv_append";
+  case MLK_OP_ATTENTION: return "attention";
+  case MLK_OP_ARGMAX: return "argmax";
+  }
+  return "?";
+}
+
+int mlk_cache_of_tensor(const MlkModelDesc *d, int t) {
+  for (int c = 0; c < d->ncaches; c++)
+    if (d->caches[c].tensor == t || d->caches[c].pages_tensor == t)
+      return c;
+  return -1;
+}
+
+int64_t mlk_tensor_cols(const MlkModelDesc *d, int t) {
   const MlkTensorDesc *td = &d->tensors[t];
-  if (td->dtype != dt)
-    return bad(d, "op %d '%s': %s '%s' is %s, expected %s", o, op->name, which, td->name,
-               mlk_dtype_name(td->dtype), mlk_dtype_name(dt));
-  if (td->numel < need)
-    return bad(d, "op %d '%s': %s '%s' has %lld elements, the op needs %lld", o, op->name, which,
-               td->name, (long long)td->numel, (long long)need);
+  if (td->kind == MLK_TENSOR_CACHE) {
+    int c = mlk_cache_of_tensor(d, t);
+    return c < 0 ? 0 : d->caches[c].layers * d->caches[c].kv_heads * d->caches[c].head_dim;
+  }
+  if (td->kind == MLK_TENSOR_PAGES)
+    return 0;
+  return td->batched ? td->numel / td->shape[0] : td->numel;
+}
+
+/* a * b when it stays <= lim (all >= 0), else -1. */
+static int64_t mul_within(int64_t a, int64_t b, int64_t lim) {
+  if (a < 0 || b < 0 || (b && a > lim / b))
+    return -1;
+  return a * b;
+}
+
+/* A batch dim: batch_min..batch_max; none: both 1 (0 is taken as 1: an unset field). */
+static mlk_status validate_batch(const MlkModelDesc *d) {
+  if (d->batch_name) {
+    if (d->batch_min < 1 || d->batch_min > d->batch_max || d->batch_max > MLK_MAX_BATCH)
+      return bad(d, "batch dim '%s' is %lld..%lld, must satisfy 1 <= min <= max <= %d", d->batch_name,
+                 (long long)d->batch_min, (long long)d->batch_max, MLK_MAX_BATCH);
+  } else if ((d->batch_min != 0 && d->batch_min != 1) || (d->batch_max != 0 && d->batch_max != 1)) {
+    return bad(d, "no batch dim (batch_name is NULL), but batch_min..batch_max is %lld..%lld, not 1..1",
+               (long long)d->batch_min, (long long)d->batch_max);
+  }
   return MLK_OK;
 }
 
@@ -117,10 +165,23 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
     const MlkTensorDesc *t = &d->tensors[i];
     if (!t->name)
       return bad(d, "tensor %d has no name", i);
+    for (int j = 0; j < i; j++)
+      if (d->tensors[j].name && !strcmp(d->tensors[j].name, t->name))
+        return bad(d, "tensors %d and %d are both called '%s'", j, i, t->name);
     if ((unsigned)t->dtype >= MLK_DTYPE_COUNT)
       return bad(d, "tensor %d '%s': dtype %d is not a valid MlkDType", i, t->name, (int)t->dtype);
-    if ((unsigned)t->kind > MLK_TENSOR_TEMP)
+    if ((unsigned)t->kind > MLK_TENSOR_PAGES)
       return bad(d, "tensor %d '%s': kind %d is not a valid MlkTensorKind", i, t->name, (int)t->kind);
+    if (t->batched != 0 && t->batched != 1)
+      return bad(d, "tensor %d '%s': batched is %d, must be 0 or 1", i, t->name, t->batched);
+    if (t->kind == MLK_TENSOR_CACHE || t->kind == MLK_TENSOR_PAGES) {
+      /* Sized at model creation from the cache geometry and MLK_KV_CONTEXT: shape not used. */
+      if (t->numel != 0 || t->batched)
+        return bad(d, "tensor %d '%s' is a %s: numel must be 0 and batched 0 (it is sized at model "
+                   "creation), got numel %lld and batched %d", i, t->name, mlk_tensor_kind_name(t->kind),
+                   (long long)t->numel, t->batched);
+      continue;
+    }
     if (t->rank < 0 || t->rank > MLK_MAX_RANK)
       return bad(d, "tensor %d '%s': rank %d is not in [0, %d]", i, t->name, t->rank, MLK_MAX_RANK);
     int64_t numel = 1;
@@ -135,9 +196,296 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
     if (numel != t->numel)
       return bad(d, "tensor %d '%s': numel is %lld, the shape gives %lld", i, t->name,
                  (long long)t->numel, (long long)numel);
-    for (int j = 0; j < i; j++)
-      if (d->tensors[j].name && !strcmp(d->tensors[j].name, t->name))
-        return bad(d, "tensors %d and %d are both called '%s'", j, i, t->name);
+    if (t->batched) {
+      if (!d->batch_name)
+        return bad(d, "tensor %d '%s' is batched, but the model has no batch dim (batch_name is NULL)",
+                   i, t->name);
+      if (t->kind == MLK_TENSOR_PARAM)
+        return bad(d, "tensor %d '%s' is a batched param: params have no batch dim", i, t->name);
+      if (t->rank < 1 || t->shape[0] != d->batch_max)
+        return bad(d, "tensor %d '%s' is batched: shape[0] must be batch_max %lld, got %s%lld", i,
+                   t->name, (long long)d->batch_max, t->rank < 1 ? "rank " : "",
+                   (long long)(t->rank < 1 ? t->rank : t->shape[0]));
+    }
+  }
+  return MLK_OK;
+}
+
+static mlk_status validate_caches(const MlkModelDesc *d) {
+  for (int c = 0; c < d->ncaches; c++) {
+    const MlkCacheDesc *cd = &d->caches[c];
+    if (!cd->name)
+      return bad(d, "cache %d has no name", c);
+    if (cd->tensor < 0 || cd->tensor >= d->ntensors || d->tensors[cd->tensor].kind != MLK_TENSOR_CACHE)
+      return bad(d, "cache %d '%s': tensor %d is not a KV cache pool (MLK_TENSOR_CACHE)", c, cd->name,
+                 cd->tensor);
+    if (cd->pages_tensor < 0 || cd->pages_tensor >= d->ntensors ||
+        d->tensors[cd->pages_tensor].kind != MLK_TENSOR_PAGES)
+      return bad(d, "cache %d '%s': pages_tensor %d is not a page table (MLK_TENSOR_PAGES)", c,
+                 cd->name, cd->pages_tensor);
+    const MlkTensorDesc *pool = &d->tensors[cd->tensor], *pages = &d->tensors[cd->pages_tensor];
+    /* The reference and device tiles (mlk_ref.h, mlk_tiles.h) read and write bf16 pools only. */
+    if (cd->dtype != MLK_BF16)
+      return bad(d, "cache %d '%s' is %s: only bf16 KV caches are implemented", c, cd->name,
+                 mlk_dtype_name(cd->dtype));
+    if (pool->dtype != cd->dtype)
+      return bad(d, "cache %d '%s' is %s, but its pool '%s' is %s", c, cd->name,
+                 mlk_dtype_name(cd->dtype), pool->name, mlk_dtype_name(pool->dtype));
+    if (pages->dtype != MLK_I32)
+      return bad(d, "cache %d '%s': page table '%s' is %s, expected i32", c, cd->name, pages->name,
+                 mlk_dtype_name(pages->dtype));
+    if (cd->layers < 1 || cd->kv_heads < 1 || cd->head_dim < 1 || cd->page < 1 ||
+        cd->layers > MLK_MAX_CACHE_DIM || cd->kv_heads > MLK_MAX_CACHE_DIM ||
+        cd->head_dim > MLK_MAX_CACHE_DIM || cd->page > MLK_MAX_CACHE_DIM)
+      return bad(d, "cache %d '%s': layers %lld, kv_heads %lld, head_dim %lld and page %lld must all "
+                 "be in [1, %d]", c, cd->name, (long long)cd->layers, (long long)cd->kv_heads,
+                 (long long)cd->head_dim, (long long)cd->page, MLK_MAX_CACHE_DIM);
+    for (int j = 0; j < c; j++)
+      if (d->caches[j].tensor == cd->tensor || d->caches[j].pages_tensor == cd->pages_tensor)
+        return bad(d, "caches %d '%s' and %d '%s' share their %s", j, str_or(d->caches[j].name, "?"),
+                   c, cd->name, d->caches[j].tensor == cd->tensor ? "pool" : "page table");
+  }
+  for (int i = 0; i < d->ntensors; i++) {
+    MlkTensorKind k = d->tensors[i].kind;
+    if ((k == MLK_TENSOR_CACHE || k == MLK_TENSOR_PAGES) && mlk_cache_of_tensor(d, i) < 0)
+      return bad(d, "tensor %d '%s' is a %s but belongs to no cache", i, d->tensors[i].name,
+                 mlk_tensor_kind_name(k));
+  }
+  return MLK_OK;
+}
+
+/* The tensor of operand `which` of op `o`: in range, of dtype `dt`, not a cache's, offset >= 0. */
+static mlk_status check_tensor(const MlkModelDesc *d, int o, const char *which, MlkArg a,
+                               MlkDType dt) {
+  const MlkOpDesc *op = &d->ops[o];
+  if (a.tensor < 0 || a.tensor >= d->ntensors)
+    return bad(d, "op %d '%s': %s is tensor %d, out of range (%d tensors)", o, op->name, which,
+               a.tensor, d->ntensors);
+  const MlkTensorDesc *td = &d->tensors[a.tensor];
+  if (td->kind == MLK_TENSOR_CACHE || td->kind == MLK_TENSOR_PAGES)
+    return bad(d, "op %d '%s': %s '%s' is a %s: only kv_append and attention take one, as their "
+               "cache operands", o, op->name, which, td->name, mlk_tensor_kind_name(td->kind));
+  if (td->dtype != dt)
+    return bad(d, "op %d '%s': %s '%s' is %s, expected %s", o, op->name, which, td->name,
+               mlk_dtype_name(td->dtype), mlk_dtype_name(dt));
+  if (a.offset < 0)
+    return bad(d, "op %d '%s': %s '%s' has a negative offset %lld", o, op->name, which, td->name,
+               (long long)a.offset);
+  return MLK_OK;
+}
+
+/* An operand read or written row by row: `cols` columns per row. The tensor is batched exactly
+ * when the op is; a batched one is [batch_max, cols] at offset 0 (rows are `cols` apart, as the
+ * tiles index them), any other holds the cols elements from its offset. */
+static mlk_status check_rows(const MlkModelDesc *d, int o, const char *which, MlkArg a, MlkDType dt,
+                             int64_t cols) {
+  mlk_status st = check_tensor(d, o, which, a, dt);
+  if (st)
+    return st;
+  const MlkOpDesc *op = &d->ops[o];
+  const MlkTensorDesc *td = &d->tensors[a.tensor];
+  if (td->batched != op->batched)
+    return bad(d, "op %d '%s' is %sbatched, but its %s '%s' is %sbatched", o, op->name,
+               op->batched ? "" : "not ", which, td->name, td->batched ? "" : "not ");
+  if (td->batched) {
+    int64_t row = td->numel / td->shape[0];
+    if (a.offset != 0 || row != cols)
+      return bad(d, "op %d '%s': %s '%s' has rows of %lld elements (offset %lld), the op reads rows "
+                 "of %lld columns at offset 0", o, op->name, which, td->name, (long long)row,
+                 (long long)a.offset, (long long)cols);
+  } else if (cols > td->numel || a.offset > td->numel - cols) {
+    return bad(d, "op %d '%s': %s '%s' has %lld elements, the op needs %lld from offset %lld", o,
+               op->name, which, td->name, (long long)td->numel, (long long)cols, (long long)a.offset);
+  }
+  return MLK_OK;
+}
+
+/* An operand every task reads whole (weights): not batched, `need` elements from its offset. */
+static mlk_status check_whole(const MlkModelDesc *d, int o, const char *which, MlkArg a,
+                              MlkDType dt, int64_t need) {
+  mlk_status st = check_tensor(d, o, which, a, dt);
+  if (st)
+    return st;
+  const MlkOpDesc *op = &d->ops[o];
+  const MlkTensorDesc *td = &d->tensors[a.tensor];
+  if (td->batched)
+    return bad(d, "op %d '%s': %s '%s' is batched, the op reads it whole", o, op->name, which,
+               td->name);
+  if (need > td->numel || a.offset > td->numel - need)
+    return bad(d, "op %d '%s': %s '%s' has %lld elements, the op needs %lld from offset %lld", o,
+               op->name, which, td->name, (long long)td->numel, (long long)need, (long long)a.offset);
+  return MLK_OK;
+}
+
+/* The op's output: a row operand that the op may write (not a param or input). */
+static mlk_status check_out(const MlkModelDesc *d, int o, MlkDType dt, int64_t cols) {
+  const MlkOpDesc *op = &d->ops[o];
+  if (op->out.tensor >= 0 && op->out.tensor < d->ntensors) {
+    MlkTensorKind k = d->tensors[op->out.tensor].kind;
+    if (k == MLK_TENSOR_PARAM || k == MLK_TENSOR_INPUT)
+      return bad(d, "op %d '%s' writes %s '%s'", o, op->name, mlk_tensor_kind_name(k),
+                 d->tensors[op->out.tensor].name);
+  }
+  return check_rows(d, o, "output", op->out, dt, cols);
+}
+
+/* Operands from in[first] on are unused by this kind and must be -1. */
+static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
+  const MlkOpDesc *op = &d->ops[o];
+  for (int j = first; j < 4; j++)
+    if (op->in[j].tensor != -1)
+      return bad(d, "op %d '%s': in[%d] is tensor %d, but this %s%s takes %d operand%s: unused "
+                 "operands must be -1", o, op->name, j, op->in[j].tensor,
+                 op->kind == MLK_OP_ELTWISE && first == 1 ? "unary " : "", op_kind_name(op->kind),
+                 first, first == 1 ? "" : "s");
+  return MLK_OK;
+}
+
+static mlk_status check_eps(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  if (!(op->eps >= 0.0f) || !isfinite(op->eps))
+    return bad(d, "op %d '%s': eps is %g, must be finite and >= 0", o, op->name, (double)op->eps);
+  return MLK_OK;
+}
+
+/* kv_append and attention: the cache, its layer and geometry, the pool and page-table operands. */
+static mlk_status check_cache_op(const MlkModelDesc *d, int o, const char *pool_which, MlkArg pool) {
+  const MlkOpDesc *op = &d->ops[o];
+  if (op->cache < 0 || op->cache >= d->ncaches)
+    return bad(d, "op %d '%s': cache %d out of range (%d caches)", o, op->name, op->cache,
+               d->ncaches);
+  const MlkCacheDesc *c = &d->caches[op->cache];
+  if (pool.tensor != c->tensor || pool.offset != 0)
+    return bad(d, "op %d '%s': %s must be the pool of cache '%s' (tensor %d) at offset 0, got "
+               "tensor %d at offset %lld", o, op->name, pool_which, c->name, c->tensor, pool.tensor,
+               (long long)pool.offset);
+  if (op->in[3].tensor != c->pages_tensor || op->in[3].offset != 0)
+    return bad(d, "op %d '%s': in[3] must be the page table of cache '%s' (tensor %d) at offset 0, "
+               "got tensor %d at offset %lld", o, op->name, c->name, c->pages_tensor,
+               op->in[3].tensor, (long long)op->in[3].offset);
+  if (op->layer < 0 || op->layer >= c->layers)
+    return bad(d, "op %d '%s': layer %d is outside cache '%s' (%lld layers)", o, op->name, op->layer,
+               c->name, (long long)c->layers);
+  if (op->kv_heads != c->kv_heads || op->head_dim != c->head_dim)
+    return bad(d, "op %d '%s': kv_heads %lld and head_dim %lld differ from cache '%s' (%lld, %lld)",
+               o, op->name, (long long)op->kv_heads, (long long)op->head_dim, c->name,
+               (long long)c->kv_heads, (long long)c->head_dim);
+  return MLK_OK;
+}
+
+static mlk_status validate_op(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  mlk_status st;
+  if ((unsigned)op->kind > MLK_OP_ARGMAX)
+    return bad(d, "op %d '%s': kind %d is not a valid MlkOpKind", o, op->name, (int)op->kind);
+  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ELTWISE && op->fn != MLK_FN_NONE)
+    return bad(d, "op %d '%s': fn is %d, but this %s takes none", o, op->name, (int)op->fn,
+               op_kind_name(op->kind));
+  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ARGMAX && op->k != 0)
+    return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
+               op_kind_name(op->kind));
+  switch (op->kind) {
+  case MLK_OP_MATVEC:
+    if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU)
+      return bad(d, "op %d '%s': a matvec epilogue must be none, relu or silu, got fn %d", o,
+                 op->name, (int)op->fn);
+    if (op->k < 1 || op->k > MLK_MATVEC_MAX_K)
+      return bad(d, "op %d '%s': k is %lld, must be in [1, %d]", o, op->name, (long long)op->k,
+                 MLK_MATVEC_MAX_K);
+    if (op->n > INT64_MAX / op->k)
+      return bad(d, "op %d '%s': n * k overflows", o, op->name);
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)) ||
+        (st = check_whole(d, o, "W", op->in[1], MLK_BF16, op->n * op->k)))
+      return st;
+    if (op->in[2].tensor != -1 && (st = check_rows(d, o, "residual", op->in[2], MLK_F32, op->n)))
+      return st;
+    if (op->in[3].tensor != -1 &&
+        ((st = check_whole(d, o, "norm weight", op->in[3], MLK_BF16, op->k)) || (st = check_eps(d, o))))
+      return st;
+    /* Tasks write their rows while others still read all of x: in place would race. */
+    if (op->out.tensor == op->in[0].tensor)
+      return bad(d, "op %d '%s': output and x are the same tensor", o, op->name);
+    return MLK_OK;
+  case MLK_OP_ELTWISE: {
+    int binary = op->fn == MLK_FN_ADD || op->fn == MLK_FN_MUL;
+    if ((unsigned)op->fn > MLK_FN_MUL)
+      return bad(d, "op %d '%s': an elementwise function must be none, relu, silu, add or mul, got "
+                 "fn %d", o, op->name, (int)op->fn);
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "a", op->in[0], MLK_F32, op->n)))
+      return st;
+    if (binary && (st = check_rows(d, o, "b", op->in[1], MLK_F32, op->n)))
+      return st;
+    return check_unused(d, o, binary ? 2 : 1);
+  }
+  case MLK_OP_GATHER:
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "ids", op->in[0], MLK_I32, 1)) ||
+        (st = check_whole(d, o, "table", op->in[1], MLK_BF16, op->n)))
+      return st;
+    return check_unused(d, o, 2);
+  case MLK_OP_RMSNORM:
+    if (op->ntasks != 1)
+      return bad(d, "op %d '%s': an rmsnorm is one task (tile >= n), got %lld", o, op->name,
+                 (long long)op->ntasks);
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)) ||
+        (st = check_whole(d, o, "weight", op->in[1], MLK_BF16, op->n)) || (st = check_eps(d, o)))
+      return st;
+    return check_unused(d, o, 2);
+  case MLK_OP_ROPE:
+    if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
+      return bad(d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld",
+                 o, op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
+    if (op->heads != 0 && op->heads * op->head_dim != op->n)
+      return bad(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o, op->name,
+                 (long long)op->heads, (long long)op->head_dim, (long long)op->n);
+    if (!(op->theta > 0.0f) || !isfinite(op->theta) || !isfinite(op->rope_factor))
+      return bad(d, "op %d '%s': theta %g must be finite and > 0, rope_factor %g finite", o,
+                 op->name, (double)op->theta, (double)op->rope_factor);
+    if (op->rope_factor > 1.0f &&
+        (!(op->rope_low_freq > 0.0f) || !(op->rope_high_freq > op->rope_low_freq) ||
+         !isfinite(op->rope_high_freq) || op->rope_original_max_pos < 1))
+      return bad(d, "op %d '%s': Llama 3 rope scaling (factor %g) needs 0 < low_freq %g < high_freq %g "
+                 "and original_max_pos %lld >= 1", o, op->name, (double)op->rope_factor,
+                 (double)op->rope_low_freq, (double)op->rope_high_freq,
+                 (long long)op->rope_original_max_pos);
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)) ||
+        (st = check_rows(d, o, "positions", op->in[1], MLK_I32, 1)))
+      return st;
+    return check_unused(d, o, 2);
+  case MLK_OP_KV_APPEND:
+    if ((st = check_cache_op(d, o, "the output", op->out)))
+      return st;
+    if (op->n != op->kv_heads * op->head_dim || op->tile % op->head_dim)
+      return bad(d, "op %d '%s': n %lld must be kv_heads * head_dim = %lld and tile %lld a multiple "
+                 "of head_dim", o, op->name, (long long)op->n, (long long)(op->kv_heads * op->head_dim),
+                 (long long)op->tile);
+    if ((st = check_rows(d, o, "keys", op->in[0], MLK_F32, op->n)) ||
+        (st = check_rows(d, o, "values", op->in[1], MLK_F32, op->n)) ||
+        (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
+      return st;
+    return MLK_OK;
+  case MLK_OP_ATTENTION: {
+    if ((st = check_cache_op(d, o, "in[1]", op->in[1])))
+      return st;
+    if (op->heads < 1 || op->heads % op->kv_heads || op->n != op->heads * op->head_dim ||
+        op->tile % (op->heads / op->kv_heads * op->head_dim))
+      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld, n %lld = heads * "
+                 "head_dim and tile %lld a multiple of (heads / kv_heads) * head_dim", o, op->name,
+                 (long long)op->heads, (long long)op->kv_heads, (long long)op->n, (long long)op->tile);
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "q", op->in[0], MLK_F32, op->n)) ||
+        (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
+      return st;
+    /* The tile accumulates into its output rows while it still reads q. */
+    if (op->out.tensor == op->in[0].tensor)
+      return bad(d, "op %d '%s': output and q are the same tensor", o, op->name);
+    return MLK_OK;
+  }
+  case MLK_OP_ARGMAX:
+    if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)
+      return bad(d, "op %d '%s': an argmax has n = 1 output column and k in [1, 2^31) inputs, got n "
+                 "%lld, k %lld", o, op->name, (long long)op->n, (long long)op->k);
+    if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
+      return st;
+    return check_unused(d, o, 1);
   }
   return MLK_OK;
 }
@@ -157,48 +505,13 @@ static mlk_status validate_ops(const MlkModelDesc *d) {
     if (op->ntasks > MLK_MAX_TASKS_PER_OP)
       return bad(d, "op %d '%s' has %lld tasks, more than %d (the task field of a task word)", o,
                  op->name, (long long)op->ntasks, MLK_MAX_TASKS_PER_OP);
-    mlk_status st = check_operand(d, o, "output", op->out, MLK_F32, op->n);
+    if (op->batched != 0 && op->batched != 1)
+      return bad(d, "op %d '%s': batched is %d, must be 0 or 1", o, op->name, op->batched);
+    if (op->batched && !d->batch_name)
+      return bad(d, "op %d '%s' is batched, but the model has no batch dim", o, op->name);
+    mlk_status st = validate_op(d, o);
     if (st)
       return st;
-    MlkTensorKind ok = d->tensors[op->out].kind;
-    if (ok == MLK_TENSOR_PARAM || ok == MLK_TENSOR_INPUT)
-      return bad(d, "op %d '%s' writes %s '%s'", o, op->name, kind_name(ok),
-                 d->tensors[op->out].name);
-    if (op->kind == MLK_OP_MATVEC) {
-      if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU)
-        return bad(d, "op %d '%s': a matvec epilogue must be none, relu or silu, got fn %d", o,
-                   op->name, (int)op->fn);
-      if (op->k < 1 || op->k > MLK_MATVEC_MAX_K)
-        return bad(d, "op %d '%s': k is %lld, must be in [1, %d]", o, op->name, (long long)op->k,
-                   MLK_MATVEC_MAX_K);
-      if (op->n > INT64_MAX / op->k)
-        return bad(d, "op %d '%s': n * k overflows", o, op->name);
-      if ((st = check_operand(d, o, "x", op->in[0], MLK_F32, op->k)) ||
-          (st = check_operand(d, o, "W", op->in[1], MLK_BF16, op->n * op->k)))
-        return st;
-      if (op->in[2] != -1 && (st = check_operand(d, o, "residual", op->in[2], MLK_F32, op->n)))
-        return st;
-      /* Tasks write their rows while others still read x: in place would race. */
-      if (op->out == op->in[0])
-        return bad(d, "op %d '%s': output and x are the same tensor", o, op->name);
-    } else if (op->kind == MLK_OP_ELTWISE) {
-      int binary = op->fn == MLK_FN_ADD || op->fn == MLK_FN_MUL;
-      if (!binary && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU)
-        return bad(d, "op %d '%s': an elementwise function must be relu, silu, add or mul, got fn %d",
-                   o, op->name, (int)op->fn);
-      if (op->k != 0)
-        return bad(d, "op %d '%s': k is %lld, must be 0 for an elementwise op", o, op->name,
-                   (long long)op->k);
-      if ((st = check_operand(d, o, "a", op->in[0], MLK_F32, op->n)))
-        return st;
-      if (binary && (st = check_operand(d, o, "b", op->in[1], MLK_F32, op->n)))
-        return st;
-      if ((!binary && op->in[1] != -1) || op->in[2] != -1)
-        return bad(d, "op %d '%s': unused operands must be -1, got in = {%d, %d, %d}", o, op->name,
-                   op->in[0], op->in[1], op->in[2]);
-    } else {
-      return bad(d, "op %d '%s': kind %d is not a valid MlkOpKind", o, op->name, (int)op->kind);
-    }
   }
   return MLK_OK;
 }
@@ -214,6 +527,9 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
     if (kd->nops < 1 || kd->nops > MLK_MAX_OPS_PER_KERNEL)
       return bad(d, "kernel %d '%s' has %d ops, must be in [1, %d]", k, kd->name, kd->nops,
                  MLK_MAX_OPS_PER_KERNEL);
+    if (kd->schedule != MLK_SCHED_STATIC && kd->schedule != MLK_SCHED_DYNAMIC)
+      return bad(d, "kernel %d '%s': schedule %d is not a valid MlkSchedule", k, kd->name,
+                 (int)kd->schedule);
     if (kd->first_op < 0 || kd->first_op > d->nops - kd->nops)
       return bad(d, "kernel %d '%s': ops [%d, %d) are out of range (%d ops)", k, kd->name,
                  kd->first_op, kd->first_op + kd->nops, d->nops);
@@ -258,9 +574,9 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
     if (e->n < 1 || e->ptile < 1 || e->ctile < 1)
       return bad(d, "event %d '%s': n %lld, ptile %lld and ctile %lld must all be >= 1", i, e->name,
                  (long long)e->n, (long long)e->ptile, (long long)e->ctile);
-    if (e->n > d->tensors[e->tensor].numel)
-      return bad(d, "event %d '%s': n is %lld, but tensor '%s' has %lld elements", i, e->name,
-                 (long long)e->n, d->tensors[e->tensor].name, (long long)d->tensors[e->tensor].numel);
+    if (e->n > mlk_tensor_cols(d, e->tensor))
+      return bad(d, "event %d '%s': n is %lld, but tensor '%s' has %lld columns", i, e->name,
+                 (long long)e->n, d->tensors[e->tensor].name, (long long)mlk_tensor_cols(d, e->tensor));
     /* Keep the index-map arithmetic (mlk_desc.h) far from overflow and start values in u32. */
     if (e->ptile > ((int64_t)1 << 40) || e->ctile > ((int64_t)1 << 40) ||
         (e->map == MLK_MAP_ALL ? (e->n - 1) / e->ptile + 1 : e->ctile / e->ptile + 2) > (1 << 30))
@@ -326,14 +642,16 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
   if (d->abi != MLK_DESC_ABI)
     return bad(d, "generated for runtime ABI %d, this libmlkrt implements ABI %d: regenerate it with a matching mlkc",
                d->abi, MLK_DESC_ABI);
-  if (d->ntensors < 0 || d->nops < 0 || d->nevents < 0 || d->nkernels < 0 || d->ncounters < 0)
-    return bad(d, "negative count (%d tensors, %d ops, %d events, %d kernels, %lld counters)",
-               d->ntensors, d->nops, d->nevents, d->nkernels, (long long)d->ncounters);
+  if (d->ntensors < 0 || d->nops < 0 || d->nevents < 0 || d->nkernels < 0 || d->ncounters < 0 ||
+      d->ncaches < 0)
+    return bad(d, "negative count (%d tensors, %d ops, %d events, %d kernels, %lld counters, %d caches)",
+               d->ntensors, d->nops, d->nevents, d->nkernels, (long long)d->ncounters, d->ncaches);
   if ((d->ntensors && !d->tensors) || (d->nops && !d->ops) || (d->nevents && !d->events) ||
-      (d->nkernels && !d->kernels))
+      (d->nkernels && !d->kernels) || (d->ncaches && !d->caches))
     return bad(d, "a table with a nonzero count is NULL");
   mlk_status st;
-  if ((st = validate_tensors(d)) || (st = validate_ops(d)))
+  if ((st = validate_batch(d)) || (st = validate_tensors(d)) || (st = validate_caches(d)) ||
+      (st = validate_ops(d)))
     return st;
   int *kernel_of = MLK_CALLOC((size_t)d->nops, sizeof *kernel_of, "op kernels");
   if (!kernel_of)
@@ -345,6 +663,88 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
 }
 
 /* ---- models ---- */
+
+/* Frees the model's host-side tables (not the backend's state). */
+static void free_tables(mlk_model *m) {
+  if (m->shadow)
+    for (int i = 0; i < m->desc->ntensors; i++)
+      free(m->shadow[i]);
+  free(m->shadow);
+  free(m->rt);
+  free(m->runs);
+  free(m->rows_set);
+  free(m->cap);
+  free(m->bytes);
+  free(m);
+}
+
+/* Bytes of the current batch's rows of every batched tensor; everything else is whole. */
+static void update_bytes(mlk_model *m) {
+  const MlkModelDesc *d = m->desc;
+  for (int i = 0; i < d->ntensors; i++) {
+    const MlkTensorDesc *t = &d->tensors[i];
+    m->bytes[i] = t->batched ? (size_t)(t->numel / t->shape[0] * m->batch) * mlk_dtype_size(t->dtype)
+                             : m->cap[i];
+  }
+  m->rt[MLK_RT_BATCH] = m->batch;
+}
+
+/* Sizes every cache for m->context tokens per sequence: pool and page-table bytes in m->cap and
+ * the run-time values pages_per_seq and pages. */
+static mlk_status size_caches(mlk_model *m) {
+  const MlkModelDesc *d = m->desc;
+  const int64_t lim = (int64_t)1 << 56;
+  for (int c = 0; c < d->ncaches; c++) {
+    const MlkCacheDesc *cd = &d->caches[c];
+    int64_t pps = (m->context + cd->page - 1) / cd->page;
+    int64_t npages = m->batch_max * pps; /* <= 2^16 * 2^24 */
+    /* Physical page numbers are i32 in the page table. */
+    int64_t elems = npages > INT32_MAX ? -1 : mul_within(cd->layers, npages, lim);
+    elems = mul_within(elems, 2 * cd->kv_heads, lim);
+    elems = mul_within(elems, cd->page, lim);
+    elems = mul_within(elems, cd->head_dim, lim / 8);
+    if (elems < 0)
+      return mlk_set_error(MLK_ERR_INVALID, "KV cache '%s' of model '%s' is too large: %lld layers x %lld "
+                           "pages (%lld sequences x %lld pages of %lld tokens for MLK_KV_CONTEXT=%lld) x "
+                           "2 x %lld kv heads x %lld tokens x %lld dims", cd->name, d->name,
+                           (long long)cd->layers, (long long)npages, (long long)m->batch_max,
+                           (long long)pps, (long long)cd->page, (long long)m->context,
+                           (long long)cd->kv_heads, (long long)cd->page, (long long)cd->head_dim);
+    m->cap[cd->tensor] = (size_t)elems * mlk_dtype_size(cd->dtype);
+    m->cap[cd->pages_tensor] = (size_t)npages * sizeof(int32_t);
+    m->rt[MLK_RT_PAGES_PER_SEQ(c)] = pps;
+    m->rt[MLK_RT_PAGES(c)] = npages;
+  }
+  return MLK_OK;
+}
+
+/* Page table of cache c: sequence b owns the pages b * pages_per_seq + j, j < pages_per_seq. */
+static mlk_status fill_page_table(mlk_model *m, int c) {
+  const MlkCacheDesc *cd = &m->desc->caches[c];
+  int64_t npages = m->rt[MLK_RT_PAGES(c)];
+  int32_t *table = MLK_CALLOC((size_t)npages, sizeof *table, "a KV cache page table");
+  if (!table)
+    return MLK_ERR_NOMEM;
+  for (int64_t p = 0; p < npages; p++)
+    table[p] = (int32_t)p;
+  mlk_status st = m->be->ops->upload(m, cd->pages_tensor, table, m->cap[cd->pages_tensor]);
+  free(table);
+  return st;
+}
+
+/* i32 inputs whose values index something (cache positions, gather ids) get a host shadow, so that
+ * a run can check them before the kernels use them as addresses. */
+static int needs_shadow(const MlkModelDesc *d, int t) {
+  if (d->tensors[t].kind != MLK_TENSOR_INPUT || d->tensors[t].dtype != MLK_I32)
+    return 0;
+  for (int o = 0; o < d->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    if (((op->kind == MLK_OP_KV_APPEND || op->kind == MLK_OP_ATTENTION) && op->in[2].tensor == t) ||
+        (op->kind == MLK_OP_GATHER && op->in[0].tensor == t))
+      return 1;
+  }
+  return 0;
+}
 
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out) {
   if (!be || !out)
@@ -358,24 +758,46 @@ mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model
     return MLK_ERR_NOMEM;
   m->be = be;
   m->desc = desc;
-  m->bytes = MLK_CALLOC((size_t)desc->ntensors, sizeof *m->bytes, "tensor sizes");
-  m->was_set = m->bytes ? MLK_CALLOC((size_t)desc->ntensors, 1, "tensor flags") : NULL;
-  m->runs = m->was_set ? MLK_CALLOC((size_t)desc->nkernels, sizeof *m->runs, "kernel epochs") : NULL;
-  if (!m->runs) {
-    free(m->was_set);
-    free(m->bytes);
-    free(m);
+  size_t nt = (size_t)desc->ntensors;
+  if (!(m->bytes = MLK_CALLOC(nt, sizeof *m->bytes, "tensor sizes")) ||
+      !(m->cap = MLK_CALLOC(nt, sizeof *m->cap, "tensor capacities")) ||
+      !(m->rows_set = MLK_CALLOC(nt, sizeof *m->rows_set, "tensor flags")) ||
+      !(m->shadow = MLK_CALLOC(nt, sizeof *m->shadow, "tensor shadows")) ||
+      !(m->runs = MLK_CALLOC((size_t)desc->nkernels, sizeof *m->runs, "kernel epochs")) ||
+      !(m->rt = MLK_CALLOC((size_t)MLK_RT_COUNT(desc->ncaches), sizeof *m->rt, "run-time values"))) {
+    free_tables(m);
     return MLK_ERR_NOMEM;
   }
+  m->batch_min = desc->batch_name ? desc->batch_min : 1;
+  m->batch_max = desc->batch_name ? desc->batch_max : 1;
+  m->batch = m->batch_min;
   for (int i = 0; i < desc->ntensors; i++)
-    m->bytes[i] = mlk_tensor_bytes(&desc->tensors[i]);
-  if ((st = be->ops->model_init(m))) {
-    free(m->runs);
-    free(m->was_set);
-    free(m->bytes);
-    free(m);
+    m->cap[i] = mlk_tensor_bytes(&desc->tensors[i]);
+  if (desc->ncaches > 0 &&
+      ((st = mlk_env_int("MLK_KV_CONTEXT", 1, MLK_MAX_KV_CONTEXT, 2048, &m->context)) ||
+       (st = size_caches(m)))) {
+    free_tables(m);
     return st;
   }
+  update_bytes(m);
+  for (int i = 0; i < desc->ntensors; i++) {
+    char what[160];
+    snprintf(what, sizeof what, "the host copy of input '%s'", desc->tensors[i].name);
+    if (needs_shadow(desc, i) && !(m->shadow[i] = MLK_CALLOC(m->cap[i], 1, what))) {
+      free_tables(m);
+      return MLK_ERR_NOMEM;
+    }
+  }
+  if ((st = be->ops->model_init(m))) {
+    free_tables(m);
+    return st;
+  }
+  for (int c = 0; c < desc->ncaches; c++)
+    if ((st = fill_page_table(m, c))) {
+      be->ops->model_fini(m);
+      free_tables(m);
+      return st;
+    }
   *out = m;
   return MLK_OK;
 }
@@ -384,13 +806,37 @@ void mlk_model_free(mlk_model *m) {
   if (!m)
     return;
   m->be->ops->model_fini(m);
-  free(m->runs);
-  free(m->was_set);
-  free(m->bytes);
-  free(m);
+  free_tables(m);
 }
 
 const MlkModelDesc *mlk_model_desc(const mlk_model *m) { return m ? m->desc : NULL; }
+
+mlk_status mlk_model_set_batch(mlk_model *m, int64_t batch) {
+  if (!m)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_model_set_batch: model is NULL");
+  const MlkModelDesc *d = m->desc;
+  if (!d->batch_name) {
+    if (batch != 1)
+      return mlk_set_error(MLK_ERR_INVALID, "model '%s' has no batch dim: every run has 1 row, got "
+                           "batch %lld", d->name, (long long)batch);
+    return MLK_OK;
+  }
+  if (batch < m->batch_min || batch > m->batch_max)
+    return mlk_set_error(MLK_ERR_INVALID, "batch %lld is outside %s in %lld..%lld of model '%s'",
+                         (long long)batch, d->batch_name, (long long)m->batch_min,
+                         (long long)m->batch_max, d->name);
+  m->batch = batch;
+  update_bytes(m);
+  return MLK_OK;
+}
+
+int64_t mlk_model_batch(const mlk_model *m) { return m ? m->batch : 0; }
+
+int64_t mlk_model_kv_context(const mlk_model *m) { return m ? m->context : 0; }
+
+size_t mlk_model_tensor_bytes(const mlk_model *m, int tensor) {
+  return m && tensor >= 0 && tensor < m->desc->ntensors ? m->bytes[tensor] : 0;
+}
 
 int mlk_model_find_tensor(const mlk_model *m, const char *name) {
   if (!m || !name)
@@ -410,17 +856,35 @@ static mlk_status check_tensor_index(const mlk_model *m, int tensor, const char 
   return MLK_OK;
 }
 
-/* "tensor 'W1' is bf16[4096, 1024] (8388608 bytes), got 100 bytes" */
+/* "tensor 'W1' is bf16[4096, 1024] (8388608 bytes), got 100 bytes";
+ * "tensor 'x' is f32[B = 2 of 1..4, 64] (512 bytes at batch 2), got 100 bytes" */
 static mlk_status size_mismatch(const mlk_model *m, int tensor, size_t got) {
   const MlkTensorDesc *t = &m->desc->tensors[tensor];
-  char shape[160];
+  if (t->kind == MLK_TENSOR_CACHE || t->kind == MLK_TENSOR_PAGES)
+    return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is a %s of %zu bytes (MLK_KV_CONTEXT=%lld), got "
+                         "%zu bytes", t->name, mlk_tensor_kind_name(t->kind), m->bytes[tensor],
+                         (long long)m->context, got);
+  char shape[200];
   size_t len = 0;
   shape[0] = 0;
-  for (int r = 0; r < t->rank && len < sizeof shape; r++)
-    len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%lld", r ? ", " : "",
-                            (long long)t->shape[r]);
+  for (int r = 0; r < t->rank && len < sizeof shape; r++) {
+    if (r == 0 && t->batched)
+      len += (size_t)snprintf(shape, sizeof shape, "%s = %lld of %lld..%lld", m->desc->batch_name,
+                              (long long)m->batch, (long long)m->batch_min, (long long)m->batch_max);
+    else
+      len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%lld", r ? ", " : "",
+                              (long long)t->shape[r]);
+  }
+  if (t->batched)
+    return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is %s[%s] (%zu bytes at batch %lld), got %zu bytes",
+                         t->name, mlk_dtype_name(t->dtype), shape, m->bytes[tensor],
+                         (long long)m->batch, got);
   return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is %s[%s] (%zu bytes), got %zu bytes", t->name,
                        mlk_dtype_name(t->dtype), shape, m->bytes[tensor], got);
+}
+
+static const char *article(MlkTensorKind k) {
+  return k == MLK_TENSOR_OUTPUT || k == MLK_TENSOR_INPUT ? "an" : "a";
 }
 
 mlk_status mlk_model_set_tensor(mlk_model *m, int tensor, const void *data, size_t bytes) {
@@ -428,16 +892,21 @@ mlk_status mlk_model_set_tensor(mlk_model *m, int tensor, const void *data, size
   if (st)
     return st;
   const MlkTensorDesc *t = &m->desc->tensors[tensor];
+  if (t->kind == MLK_TENSOR_CACHE || t->kind == MLK_TENSOR_PAGES)
+    return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is a %s, owned by the runtime: it cannot be set",
+                         t->name, mlk_tensor_kind_name(t->kind));
   if (t->kind != MLK_TENSOR_PARAM && t->kind != MLK_TENSOR_INPUT)
     return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is %s %s: only params and inputs can be set",
-                         t->name, t->kind == MLK_TENSOR_OUTPUT ? "an" : "a", kind_name(t->kind));
+                         t->name, article(t->kind), mlk_tensor_kind_name(t->kind));
   if (bytes != m->bytes[tensor])
     return size_mismatch(m, tensor, bytes);
   if (!data)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_set_tensor: data for tensor '%s' is NULL", t->name);
   if ((st = m->be->ops->upload(m, tensor, data, bytes)))
     return st;
-  m->was_set[tensor] = 1;
+  if (m->shadow[tensor])
+    memcpy(m->shadow[tensor], data, bytes);
+  m->rows_set[tensor] = t->batched ? m->batch : 1;
   return MLK_OK;
 }
 
@@ -457,10 +926,17 @@ mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte) {
   mlk_status st = check_tensor_index(m, tensor, "mlk_model_fill_tensor");
   if (st)
     return st;
+  const MlkTensorDesc *t = &m->desc->tensors[tensor];
+  /* Kernels follow page tables as addresses: only the runtime writes them. */
+  if (t->kind == MLK_TENSOR_PAGES)
+    return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is a %s, owned by the runtime: it cannot be filled",
+                         t->name, mlk_tensor_kind_name(t->kind));
   if ((st = m->be->ops->fill(m, tensor, byte)))
     return st;
-  /* A fill defines every byte, so a filled param or input counts as set. */
-  m->was_set[tensor] = 1;
+  if (m->shadow[tensor])
+    memset(m->shadow[tensor], byte, m->bytes[tensor]);
+  /* A fill defines every byte (of the current batch's rows), so a filled param or input is set. */
+  m->rows_set[tensor] = t->batched ? m->batch : 1;
   return MLK_OK;
 }
 
@@ -483,7 +959,9 @@ static void reset_counters(mlk_model *m) {
 /* The deadlock message, the same for both backends:
  * megakernel 'forward': task 5 of op 'matvec@mlp.mlk:13' (queue 17) waited on event 'h: ...'
  * counter [0]: expected 64 notifies, saw 63 after 2000 ms
- * Counts are for this run: the counters carry (epoch - 1) * start_value from earlier runs. */
+ * or, from the simulator's dynamic schedule, "task 5 of op '...' never became ready: it waits on
+ * event ...". Counts are for this run: the counters carry (epoch - 1) * start_value from earlier
+ * runs. */
 static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch, int64_t timeout_ms,
                                  const MlkDevError *err) {
   const MlkModelDesc *d = m->desc;
@@ -499,12 +977,82 @@ static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch,
   const MlkOpDesc *op = &d->ops[k->first_op + (int)op_local];
   const MlkEventDesc *e = &d->events[err->event];
   uint32_t before = (epoch - 1u) * (uint32_t)mlk_event_start_value(e, err->index);
+  if (err->block == MLK_DEV_BLOCK_READY_QUEUE)
+    return mlk_set_error(MLK_ERR_DEADLOCK,
+                         "megakernel '%s' (dynamic schedule): task %u of op '%s' never became ready: it "
+                         "waits on event '%s' counter [%u]: expected %d notifies, saw %d after %lld ms "
+                         "without progress",
+                         k->name, task, op->name, e->name, err->index, (int32_t)(err->expected - before),
+                         (int32_t)(err->observed - before), (long long)timeout_ms);
   return mlk_set_error(MLK_ERR_DEADLOCK,
                        "megakernel '%s': task %u of op '%s' (queue %u) waited on event '%s' counter [%u]: "
                        "expected %d notifies, saw %d after %lld ms",
                        k->name, task, op->name, err->block, e->name, err->index,
                        (int32_t)(err->expected - before), (int32_t)(err->observed - before),
                        (long long)timeout_ms);
+}
+
+/* Checks the values of i32 input `a` of `op` (one per row) against [0, lim): `what` says what they
+ * index. Reads the host shadow kept by set/fill. */
+static mlk_status check_index_input(const mlk_model *m, const MlkOpDesc *op, MlkArg a, int64_t lim,
+                                    const char *what) {
+  const MlkTensorDesc *t = &m->desc->tensors[a.tensor];
+  const int32_t *v = m->shadow[a.tensor];
+  if (!v)
+    return MLK_OK;
+  int64_t rows = mlk_op_rows(op, m->batch);
+  for (int64_t b = 0; b < rows; b++) {
+    int32_t x = v[a.offset + b];
+    if (x < 0 || x >= lim)
+      return mlk_set_error(MLK_ERR_INVALID, "input '%s' row %lld is %d: op '%s' %s", t->name,
+                           (long long)b, x, op->name, what);
+  }
+  return MLK_OK;
+}
+
+/* Before a run: every param and input the kernel reads is set (for the current batch's rows), and
+ * the positions and token ids it reads from inputs are in range. */
+static mlk_status check_inputs(const mlk_model *m, int kernel) {
+  const MlkModelDesc *d = m->desc;
+  const MlkKernelDesc *k = &d->kernels[kernel];
+  /* Only what this kernel reads must be set: a model's kernels may take different inputs. */
+  for (int o = k->first_op; o < k->first_op + k->nops; o++)
+    for (int j = 0; j < 4; j++) {
+      int t = d->ops[o].in[j].tensor;
+      if (t < 0)
+        continue;
+      MlkTensorKind tk = d->tensors[t].kind;
+      if (tk != MLK_TENSOR_PARAM && tk != MLK_TENSOR_INPUT)
+        continue;
+      if (!m->rows_set[t])
+        return mlk_set_error(MLK_ERR_INVALID, "%s '%s' was never set", mlk_tensor_kind_name(tk),
+                             d->tensors[t].name);
+      if (d->tensors[t].batched && m->rows_set[t] < m->batch)
+        return mlk_set_error(MLK_ERR_INVALID, "input '%s' was set for %lld rows, the batch is now %lld: "
+                             "set it again", d->tensors[t].name, (long long)m->rows_set[t],
+                             (long long)m->batch);
+    }
+  char what[512];
+  for (int o = k->first_op; o < k->first_op + k->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    mlk_status st = MLK_OK;
+    if (op->kind == MLK_OP_KV_APPEND || op->kind == MLK_OP_ATTENTION) {
+      const MlkCacheDesc *c = &d->caches[op->cache];
+      snprintf(what, sizeof what, "%s KV cache '%s' at positions 0..%lld (MLK_KV_CONTEXT=%lld)",
+               op->kind == MLK_OP_KV_APPEND ? "writes" : "reads", c->name,
+               (long long)(m->context - 1), (long long)m->context);
+      st = check_index_input(m, op, op->in[2], m->context, what);
+    } else if (op->kind == MLK_OP_GATHER) {
+      const MlkTensorDesc *table = &d->tensors[op->in[1].tensor];
+      int64_t rows = (table->numel - op->in[1].offset) / op->n;
+      snprintf(what, sizeof what, "looks up rows 0..%lld of table '%s'", (long long)(rows - 1),
+               table->name);
+      st = check_index_input(m, op, op->in[0], rows, what);
+    }
+    if (st)
+      return st;
+  }
+  return MLK_OK;
 }
 
 mlk_status mlk_model_run(mlk_model *m, int kernel) { return mlk_model_run_timed(m, kernel, NULL); }
@@ -516,20 +1064,11 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (kernel < 0 || kernel >= d->nkernels)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: kernel index %d out of range (model '%s' has %d kernels)",
                          kernel, d->name, d->nkernels);
-  const MlkKernelDesc *k = &d->kernels[kernel];
-  /* Only what this kernel reads must be set: a model's kernels may take different inputs. */
-  for (int o = k->first_op; o < k->first_op + k->nops; o++)
-    for (int j = 0; j < 3; j++) {
-      int t = d->ops[o].in[j];
-      if (t < 0 || m->was_set[t])
-        continue;
-      MlkTensorKind tk = d->tensors[t].kind;
-      if (tk == MLK_TENSOR_PARAM || tk == MLK_TENSOR_INPUT)
-        return mlk_set_error(MLK_ERR_INVALID, "%s '%s' was never set", kind_name(tk), d->tensors[t].name);
-    }
-  int64_t timeout_ms;
-  mlk_status st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms);
+  mlk_status st = check_inputs(m, kernel);
   if (st)
+    return st;
+  int64_t timeout_ms;
+  if ((st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms)))
     return st;
   /* Counters are never reset (mlk_desc.h): run number `epoch` waits for epoch * start_value. */
   uint32_t epoch = m->runs[kernel] + 1u;

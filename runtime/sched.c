@@ -9,13 +9,31 @@
 
 #include "internal.h"
 
+/* The estimated cost of one task of op `op` covering `cols` output columns, for one batch row:
+ * the bytes it moves (weights dominate decode), plus a fixed cost for its waits and notifies. */
+int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols) {
+  const int64_t overhead = 4096; /* a few microseconds of synchronization, in bytes at HBM speed */
+  switch (op->kind) {
+  case MLK_OP_MATVEC: return overhead + cols * op->k * 2 + op->k * 4 + cols * 8;
+  case MLK_OP_ELTWISE: return overhead + cols * 12;
+  case MLK_OP_GATHER: return overhead + cols * 6;
+  case MLK_OP_RMSNORM: return overhead + op->n * 10;
+  case MLK_OP_ROPE: return overhead + cols * 12;
+  case MLK_OP_KV_APPEND: return overhead + cols * 12;
+  case MLK_OP_ATTENTION: return overhead + cols * 1024; /* K and V of a few hundred positions */
+  case MLK_OP_ARGMAX: return overhead + op->k * 4;
+  }
+  return overhead;
+}
+
 /* Why this never deadlocks when the dependencies are correct.
  *
  * Number the tasks of the kernel in global topological order: op by op in desc order (every event
  * goes from an earlier op to a later one: mlk_desc_validate checks producer < consumer), task by
- * task within an op. Task g goes to queue g % nqueues, so every queue holds increasing global
- * numbers, and every queue is being executed at the same time (the GPU launch is cooperative, so
- * all blocks are co-resident; the simulator runs one thread per queue).
+ * task within an op. Tasks are dealt in that order, each to the queue with the least estimated
+ * work so far (mlk_sched_task_cost; ties to the lowest queue), so every queue holds increasing
+ * global numbers, and every queue is being executed at the same time (the GPU launch is
+ * cooperative, so all blocks are co-resident; the simulator runs one thread per queue).
  *
  * Suppose the run is stuck. Each queue is either finished or blocked on its head task. Take the
  * blocked head with the smallest global number g. It waits only for tasks of earlier ops, whose
@@ -23,7 +41,8 @@
  * that queue runs in increasing order, p has already completed and notified. So every notify the
  * head waits for has arrived and it is not blocked: a contradiction. A wait that does time out
  * therefore means the description itself is wrong (a counter expects notifies that no task sends),
- * and that is what the deadlock message reports. */
+ * and that is what the deadlock message reports. The argument holds for any assignment that keeps
+ * each queue in increasing order, so the balancing is free to choose queues by cost. */
 mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
                            uint32_t **words, int64_t *ntasks) {
   *qoff = NULL;
@@ -47,19 +66,44 @@ mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint3
     free(off);
     return MLK_ERR_NOMEM;
   }
-  /* Queue q receives tasks q, q + nqueues, ...: total / nqueues of them, one more for the first
-   * total % nqueues queues. */
-  int64_t per = total / nqueues, extra = total % nqueues;
-  off[0] = 0;
-  for (int q = 0; q < nqueues; q++)
-    off[q + 1] = off[q] + (uint32_t)(per + (q < extra ? 1 : 0));
-
+  /* Deal the tasks in global order to the least-loaded queue. */
+  uint32_t *which = MLK_CALLOC((size_t)total ? (size_t)total : 1, sizeof *which, "queue choices");
+  int64_t *load = MLK_CALLOC((size_t)nqueues, sizeof *load, "queue loads");
+  if (!which || !load) {
+    free(which);
+    free(load);
+    free(off);
+    free(w);
+    return MLK_ERR_NOMEM;
+  }
   int64_t g = 0;
   for (int o = 0; o < k->nops; o++) {
     const MlkOpDesc *op = &d->ops[k->first_op + o];
-    for (int64_t t = 0; t < op->ntasks; t++, g++)
-      w[off[g % nqueues] + g / nqueues] = ((uint32_t)o << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+    for (int64_t t = 0; t < op->ntasks; t++, g++) {
+      int64_t first = t * op->tile;
+      int64_t cols = op->n - first < op->tile ? op->n - first : op->tile;
+      int best = 0;
+      for (int q = 1; q < nqueues; q++)
+        if (load[q] < load[best])
+          best = q;
+      which[g] = (uint32_t)best;
+      load[best] += mlk_sched_task_cost(op, cols);
+      off[best + 1]++;
+    }
   }
+  for (int q = 0; q < nqueues; q++)
+    off[q + 1] += off[q];
+  /* fill, reusing `load` as each queue's next slot */
+  for (int q = 0; q < nqueues; q++)
+    load[q] = off[q];
+  g = 0;
+  for (int o = 0; o < k->nops; o++) {
+    const MlkOpDesc *op = &d->ops[k->first_op + o];
+    for (int64_t t = 0; t < op->ntasks; t++, g++)
+      w[load[which[g]]++] = ((uint32_t)o << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+  }
+  free(which);
+  free(load);
   *qoff = off;
   *words = w;
   if (ntasks)

@@ -2,11 +2,31 @@
  *
  * It exists so that a compiled model can be run and checked without a GPU, and so that the task
  * graph itself (queues, event index maps, start values) is tested on every machine. Each of
- * `threads` pthreads plays one SM: it walks the same static queue the GPU block would (sched.c),
- * waits on the same event counters with acquire loads, computes its slice with the C reference
- * tiles (stdlib/ref) and notifies with release increments. Optional random delays before tasks
- * shake out missing dependencies (a consumer that does not wait reads poison). A wait that passes
- * its deadline records the same MlkDevError the GPU writes and stops every thread.
+ * `threads` pthreads plays one SM. Under the static schedule it walks the same queue the GPU block
+ * would (sched.c), waits on the same event counters with acquire loads, computes its slice with
+ * the C reference tiles (stdlib/ref) and notifies with release increments. Under the dynamic
+ * schedule the threads share one ready queue instead: a task is pushed when the last counter it
+ * waits on completes, and threads pop tasks in a random (seeded) order. Optional random delays
+ * before tasks shake out missing dependencies. A wait that passes its deadline (or, dynamically,
+ * a task that never becomes ready) records the same MlkDevError the GPU writes and stops every
+ * thread.
+ *
+ * The dependency checker. Events are the compiler's claim of what each task needs; the checker
+ * verifies the claim against the ops' semantics alone. For every task it knows which columns of
+ * which tensors it reads and writes (SimAccess, from the op kind: a matvec reads all k columns of
+ * x and writes its rows; attention reads its query heads, the cache columns of its kv heads in its
+ * layer (layer l of a cache is the column space [l * kv_heads * head_dim, ...)) and the positions;
+ * ...). Before a task computes (after its waits) it checks that
+ *   - every task of an earlier op that writes a column it reads has finished in this run (RAW),
+ *   - every task of an earlier op that reads a column it writes has finished (WAR: a later op
+ *     must not overwrite what an earlier one still reads),
+ *   - no task of another op writes a column it writes and has already started (double write).
+ * Tasks stamp `started` and `done` with the run's serial number, so nothing is reset between
+ * runs. Tensors no op of the kernel writes (params, inputs, outputs of other kernels) are always
+ * ready. A violation fails the run with MLK_ERR_INVALID naming both tasks and the columns. The
+ * checker only sees orders that actually happened, so the random delays and the drop_event hook
+ * (skip the waits on one event and delay its producers by 5 ms, so that its consumers run early)
+ * are there to make a missing edge show up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,37 +40,87 @@
 #include "internal.h"
 #include "mlk_ref.h"
 
+/* How long the drop_event hook delays each producer task of the dropped event. */
+#define SIM_DROP_DELAY_NS 5000000L
+
 typedef struct SimBackend {
   int threads;
   uint64_t seed;
   int max_delay_us;
+  mlk_sim_schedule schedule;
+  int check;      /* the dependency checker is on */
+  int drop_event; /* waits on this event are skipped (-1: none) */
 } SimBackend;
 
-/* The events an op waits on (as consumer) and notifies (as producer). */
-typedef struct SimOpEvents {
-  int *waits, nwaits;
-  int *notifies, nnotifies;
-} SimOpEvents;
+/* Columns one operand access of an op covers: task t covers [base + t * step, min(base + t * step
+ * + width, end)); step 0: every task covers the same range. Tiled accesses have width == step. */
+typedef struct SimAccess {
+  int tensor;
+  int64_t base, step, width, end;
+} SimAccess;
+
+/* A pair of accesses that may overlap: this op's access `mine` (a read index, or -1 for its write)
+ * and access `theirs` (likewise) of op `op` (global index). */
+typedef struct SimLink {
+  int mine, op, theirs;
+} SimLink;
+
+enum { SIM_MAX_READS = 5 };
+
+typedef struct SimOp {
+  int *waits, nwaits;       /* events it waits on as consumer (the dropped event left out) */
+  int *notifies, nnotifies; /* events it notifies as producer */
+  int delayed;              /* a producer of the dropped event */
+  int kernel;
+  int64_t first;            /* number of its task 0 among its kernel's tasks */
+  SimAccess reads[SIM_MAX_READS];
+  int nreads;
+  SimAccess write;
+  SimLink *raw, *war, *ww;  /* earlier writers of what it reads, earlier readers of what it
+                               writes, other writers of what it writes */
+  int nraw, nwar, nww;
+} SimOp;
+
+typedef struct SimKernel {
+  uint32_t *qoff, *words;          /* static queues (sched.c) */
+  int64_t ntasks;
+  _Atomic uint32_t *started, *done; /* checker: per task, the serial of the run that started or
+                                       finished it */
+  int32_t *pending;                /* dynamic: per task, wait counters not complete yet */
+  uint32_t *ready;                 /* dynamic: the ready queue (task words) */
+} SimKernel;
 
 typedef struct SimModel {
   void **bufs;                /* per tensor */
   _Atomic uint32_t *counters; /* ncounters */
-  uint32_t **qoff, **words;   /* per kernel, from sched.c */
-  SimOpEvents *ev;            /* per op (global index) */
+  SimKernel *kernels;
+  SimOp *ops;                 /* per op (global index) */
   int *event_list;            /* storage of every waits/notifies list */
+  uint32_t serial;            /* runs started (stamps of the current run's tasks) */
 } SimModel;
 
 /* Shared by the threads of one run. */
 typedef struct SimRun {
   const mlk_model *m;
   const SimBackend *sb;
-  const SimModel *sm;
+  SimModel *sm;
+  SimKernel *sk;
   int kernel;
-  uint32_t epoch;
+  uint32_t epoch, serial;
   uint64_t timeout_ns;
-  atomic_int abort;     /* set when any wait timed out: everyone stops */
+  int dynamic;
+  atomic_int abort;     /* set when the run fails: everyone stops */
   atomic_uint err_flag; /* first timed-out wait wins the right to write err */
   MlkDevError err;
+  atomic_int failed;    /* first checker (or index) failure wins the right to write fail_msg */
+  mlk_status fail_st;
+  char fail_msg[1024];
+  /* dynamic schedule: the ready queue sk->ready[0 .. nready) and the counts, under mu */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int64_t nready, ndone;
+  uint64_t progress_ns; /* when a task last finished or became ready */
+  uint64_t rng;         /* pop order */
 } SimRun;
 
 typedef struct SimThread {
@@ -77,6 +147,29 @@ static uint64_t xorshift(uint64_t *s) {
   x ^= x >> 7;
   x ^= x << 17;
   return *s = x;
+}
+
+/* Stops every thread of the run (waking those blocked on the ready queue). */
+static void sim_abort(SimRun *run) {
+  atomic_store(&run->abort, 1);
+  if (run->dynamic) {
+    pthread_mutex_lock(&run->mu);
+    pthread_cond_broadcast(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+  }
+}
+
+/* Fails the run with `st` and a message (the first failure is kept) and stops it. */
+static void sim_fail(SimRun *run, mlk_status st, const char *fmt, ...) MLK_PRINTF(3, 4);
+static void sim_fail(SimRun *run, mlk_status st, const char *fmt, ...) {
+  if (atomic_exchange(&run->failed, 1) == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(run->fail_msg, sizeof run->fail_msg, fmt, ap);
+    va_end(ap);
+    run->fail_st = st;
+  }
+  sim_abort(run);
 }
 
 /* Waits until `c` reaches `target`. Returns 0 when it did, -1 when this run is aborted (by this
@@ -112,62 +205,479 @@ static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, uin
     run->err.expected = target;
     run->err.observed = v;
   }
-  atomic_store_explicit(&run->abort, 1, memory_order_relaxed);
+  sim_abort(run);
   return -1;
 }
 
-static void run_tile(const SimModel *sm, const MlkOpDesc *op, int64_t task) {
-  int64_t i0 = task * op->tile, count = mlk_min64(op->tile, op->n - i0);
-  float *out = sm->bufs[op->out];
-  if (op->kind == MLK_OP_MATVEC) {
-    const float *res = op->in[2] >= 0 ? sm->bufs[op->in[2]] : NULL;
-    mlk_ref_matvec(out, sm->bufs[op->in[0]], sm->bufs[op->in[1]], res, op->n, op->k, i0, count,
-                   (int)op->fn);
-  } else {
-    const float *b = op->in[1] >= 0 ? sm->bufs[op->in[1]] : NULL;
-    mlk_ref_eltwise(out, sm->bufs[op->in[0]], b, i0, count, (int)op->fn);
-  }
+/* ---- operands and tiles ---- */
+
+/* The address of an operand (its tensor at its element offset), or NULL for none. */
+static void *arg_ptr(const SimModel *sm, const MlkModelDesc *d, MlkArg a) {
+  if (a.tensor < 0)
+    return NULL;
+  return (char *)sm->bufs[a.tensor] + (size_t)a.offset * mlk_dtype_size(d->tensors[a.tensor].dtype);
 }
 
-static void *sim_thread(void *arg) {
-  SimThread *th = arg;
-  SimRun *run = th->run;
+/* Checks that `rows` i32 values at `v` are in [0, lim) before a tile uses them as indices. Inputs
+ * were checked before the run (model.c); this catches values computed by ops (or read too early,
+ * when a dependency is missing), so that the references never index out of their buffers. */
+static int check_indices(SimRun *run, const MlkOpDesc *op, int64_t task, MlkArg a, int64_t rows,
+                         int64_t lim, const char *what) {
+  const int32_t *v = arg_ptr(run->sm, run->m->desc, a);
+  for (int64_t b = 0; b < rows; b++)
+    if (v[b] < 0 || v[b] >= lim) {
+      sim_fail(run, MLK_ERR_INVALID, "megakernel '%s': task %lld of op '%s' read %d in row %lld of '%s', "
+               "outside %s", run->m->desc->kernels[run->kernel].name, (long long)task, op->name, v[b],
+               (long long)b, run->m->desc->tensors[a.tensor].name, what);
+      return -1;
+    }
+  return 0;
+}
+
+/* Computes task `task` of op `o` for the run's rows with the reference tiles. */
+static int run_tile(SimRun *run, int o, int64_t task) {
   const mlk_model *m = run->m;
   const MlkModelDesc *d = m->desc;
   const SimModel *sm = run->sm;
-  const MlkKernelDesc *k = &d->kernels[run->kernel];
-  const uint32_t *qoff = sm->qoff[run->kernel], *words = sm->words[run->kernel];
-  for (uint32_t i = qoff[th->queue]; i < qoff[th->queue + 1]; i++) {
-    if (atomic_load_explicit(&run->abort, memory_order_relaxed))
-      return NULL;
-    uint32_t word = words[i];
-    int o = k->first_op + (int)(word >> MLK_TASK_OP_SHIFT);
-    int64_t task = word & MLK_TASK_INDEX_MASK;
-    const MlkOpDesc *op = &d->ops[o];
-    if (run->sb->max_delay_us > 0)
-      sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
-    const SimOpEvents *oe = &sm->ev[o];
-    for (int w = 0; w < oe->nwaits; w++) {
-      const MlkEventDesc *e = &d->events[oe->waits[w]];
-      int64_t idx = mlk_event_wait_index(e, task);
-      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
-      if (wait_counter(th, &sm->counters[e->base + idx], target, word, oe->waits[w], idx))
-        return NULL;
+  const MlkOpDesc *op = &d->ops[o];
+  int64_t c0 = task * op->tile, count = mlk_min64(op->tile, op->n - c0);
+  int64_t rows = mlk_op_rows(op, m->batch);
+  void *out = arg_ptr(sm, d, op->out);
+  void *in[4];
+  for (int j = 0; j < 4; j++)
+    in[j] = arg_ptr(sm, d, op->in[j]);
+  char what[256];
+  switch (op->kind) {
+  case MLK_OP_MATVEC:
+    mlk_ref_matvec(out, in[0], in[1], in[2], in[3], op->eps, op->n, op->k, c0, count, rows,
+                   (int)op->fn);
+    break;
+  case MLK_OP_ELTWISE:
+    mlk_ref_eltwise(out, in[0], in[1], op->n, c0, count, rows, (int)op->fn);
+    break;
+  case MLK_OP_GATHER: {
+    const MlkTensorDesc *table = &d->tensors[op->in[1].tensor];
+    int64_t trows = (table->numel - op->in[1].offset) / op->n;
+    snprintf(what, sizeof what, "the %lld rows of table '%s'", (long long)trows, table->name);
+    if (check_indices(run, op, task, op->in[0], rows, trows, what))
+      return -1;
+    mlk_ref_gather(out, in[0], in[1], op->n, c0, count, rows);
+    break;
+  }
+  case MLK_OP_RMSNORM:
+    mlk_ref_rmsnorm(out, in[0], in[1], op->eps, op->n, rows);
+    break;
+  case MLK_OP_ROPE:
+    mlk_ref_rope(out, in[0], in[1], op->n, op->head_dim, c0, count, rows, op->theta,
+                 op->rope_factor, op->rope_low_freq, op->rope_high_freq,
+                 op->rope_original_max_pos);
+    break;
+  case MLK_OP_KV_APPEND:
+  case MLK_OP_ATTENTION: {
+    const MlkCacheDesc *c = &d->caches[op->cache];
+    snprintf(what, sizeof what, "the positions 0..%lld of KV cache '%s'", (long long)(m->context - 1),
+             c->name);
+    if (check_indices(run, op, task, op->in[2], rows, m->context, what))
+      return -1;
+    int64_t pps = m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = m->rt[MLK_RT_PAGES(op->cache)];
+    if (op->kind == MLK_OP_KV_APPEND) {
+      mlk_ref_kv_append(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
+                        npages, op->layer, c0 / c->head_dim, count / c->head_dim, rows);
+    } else {
+      int64_t per_kvh = op->heads / op->kv_heads * op->head_dim;
+      mlk_ref_attention(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
+                        npages, op->layer, op->heads, c0 / per_kvh, count / per_kvh, rows);
     }
-    run_tile(sm, op, task);
-    for (int n = 0; n < oe->nnotifies; n++) {
-      const MlkEventDesc *e = &d->events[oe->notifies[n]];
-      int64_t lo, hi;
-      mlk_event_notify_range(e, task, &lo, &hi);
-      /* Validation keeps ranges inside the event; the clamp keeps a stray one from writing into
-       * another event's counters. */
-      if (hi >= e->size)
-        hi = e->size - 1;
-      for (int64_t c = lo; c <= hi; c++)
-        atomic_fetch_add_explicit(&sm->counters[e->base + c], 1u, memory_order_release);
+    break;
+  }
+  case MLK_OP_ARGMAX:
+    mlk_ref_argmax(out, in[0], op->k, rows);
+    break;
+  }
+  return 0;
+}
+
+/* ---- the dependency checker ---- */
+
+static SimAccess tiled(int tensor, int64_t base, int64_t tile, int64_t n) {
+  return (SimAccess){tensor, base, tile, tile, base + n};
+}
+
+static SimAccess whole(int tensor, int64_t base, int64_t n) {
+  return (SimAccess){tensor, base, 0, n, base + n};
+}
+
+/* What each task of op `o` reads and writes, in the columns of mlk_tensor_cols. Page tables are
+ * left out: no op writes them. */
+static void op_accesses(const MlkModelDesc *d, int o, SimOp *so) {
+  const MlkOpDesc *op = &d->ops[o];
+  SimAccess *r = so->reads;
+  int n = 0;
+  so->write = tiled(op->out.tensor, op->out.offset, op->tile, op->n);
+  switch (op->kind) {
+  case MLK_OP_MATVEC:
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+    r[n++] = whole(op->in[1].tensor, op->in[1].offset, op->n * op->k);
+    if (op->in[2].tensor >= 0)
+      r[n++] = tiled(op->in[2].tensor, op->in[2].offset, op->tile, op->n);
+    if (op->in[3].tensor >= 0)
+      r[n++] = whole(op->in[3].tensor, op->in[3].offset, op->k);
+    break;
+  case MLK_OP_ELTWISE:
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+    if (op->in[1].tensor >= 0)
+      r[n++] = tiled(op->in[1].tensor, op->in[1].offset, op->tile, op->n);
+    break;
+  case MLK_OP_GATHER: {
+    int64_t numel = d->tensors[op->in[1].tensor].numel;
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, 1);
+    r[n++] = whole(op->in[1].tensor, op->in[1].offset, numel - op->in[1].offset);
+    break;
+  }
+  case MLK_OP_RMSNORM:
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->n);
+    r[n++] = whole(op->in[1].tensor, op->in[1].offset, op->n);
+    break;
+  case MLK_OP_ROPE:
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+    r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
+    break;
+  case MLK_OP_KV_APPEND: {
+    int64_t layer_cols = op->kv_heads * op->head_dim;
+    so->write = tiled(op->out.tensor, op->layer * layer_cols, op->tile, op->n);
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+    r[n++] = tiled(op->in[1].tensor, op->in[1].offset, op->tile, op->n);
+    r[n++] = whole(op->in[2].tensor, op->in[2].offset, 1);
+    break;
+  }
+  case MLK_OP_ATTENTION: {
+    int64_t layer_cols = op->kv_heads * op->head_dim;
+    int64_t kv_tile = op->tile / (op->heads / op->kv_heads); /* whole kv heads per task */
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+    r[n++] = tiled(op->in[1].tensor, op->layer * layer_cols, kv_tile, layer_cols);
+    r[n++] = whole(op->in[2].tensor, op->in[2].offset, 1);
+    break;
+  }
+  case MLK_OP_ARGMAX:
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+    break;
+  }
+  so->nreads = n;
+}
+
+static void acc_range(const SimAccess *a, int64_t t, int64_t *lo, int64_t *hi) {
+  *lo = a->base + t * a->step;
+  *hi = mlk_min64(*lo + a->width, a->end);
+}
+
+/* The tasks [*t0, *t1] of an op with `ntasks` tasks whose access `a` can overlap [lo, hi). */
+static void acc_tasks(const SimAccess *a, int64_t ntasks, int64_t lo, int64_t hi, int64_t *t0,
+                      int64_t *t1) {
+  if (a->step == 0) {
+    *t0 = 0;
+    *t1 = ntasks - 1;
+    return;
+  }
+  *t0 = lo <= a->base ? 0 : (lo - a->base) / a->step;
+  *t1 = hi - 1 < a->base ? -1 : (hi - 1 - a->base) / a->step;
+  if (*t1 > ntasks - 1)
+    *t1 = ntasks - 1;
+}
+
+/* Whether any task's access a can overlap any task's access b. */
+static int may_overlap(const SimAccess *a, const SimAccess *b) {
+  return a->tensor == b->tensor && a->base < b->end && b->base < a->end;
+}
+
+/* "columns [64, 128) of 'q'", or "columns [16, 32) of layer 1 of KV cache 'kv'". */
+static void describe_cols(char *buf, size_t size, const MlkModelDesc *d, int tensor, int64_t lo,
+                          int64_t hi) {
+  const MlkTensorDesc *t = &d->tensors[tensor];
+  int c = t->kind == MLK_TENSOR_CACHE ? mlk_cache_of_tensor(d, tensor) : -1;
+  if (c >= 0) {
+    int64_t lc = d->caches[c].kv_heads * d->caches[c].head_dim, layer = lo / lc;
+    snprintf(buf, size, "columns [%lld, %lld) of layer %lld of KV cache '%s'",
+             (long long)(lo - layer * lc), (long long)(hi - layer * lc), (long long)layer,
+             d->caches[c].name);
+  } else {
+    snprintf(buf, size, "columns [%lld, %lld) of '%s'", (long long)lo, (long long)hi, t->name);
+  }
+}
+
+/* Kinds of conflict the checker reports. */
+enum { CONFLICT_RAW, CONFLICT_WAR, CONFLICT_WW };
+
+/* Checks task `t` of op `o` against the tasks of the other side of each link. Returns -1 (with
+ * the run failed) on the first violation. */
+static int check_links(SimRun *run, int o, int64_t t, const SimLink *links, int nlinks, int kind) {
+  const MlkModelDesc *d = run->m->desc;
+  const SimModel *sm = run->sm;
+  const SimOp *so = &sm->ops[o];
+  const SimKernel *sk = run->sk;
+  for (int i = 0; i < nlinks; i++) {
+    const SimLink *l = &links[i];
+    const SimAccess *mine = l->mine < 0 ? &so->write : &so->reads[l->mine];
+    const SimOp *other = &sm->ops[l->op];
+    const SimAccess *theirs = l->theirs < 0 ? &other->write : &other->reads[l->theirs];
+    int64_t lo, hi, t0, t1;
+    acc_range(mine, t, &lo, &hi);
+    acc_tasks(theirs, d->ops[l->op].ntasks, lo, hi, &t0, &t1);
+    for (int64_t t2 = t0; t2 <= t1; t2++) {
+      int64_t lo2, hi2;
+      acc_range(theirs, t2, &lo2, &hi2);
+      lo2 = lo2 > lo ? lo2 : lo;
+      hi2 = mlk_min64(hi2, hi);
+      if (lo2 >= hi2)
+        continue;
+      int64_t g2 = other->first + t2;
+      int ok = kind == CONFLICT_WW ? atomic_load(&sk->started[g2]) != run->serial
+                                   : atomic_load_explicit(&sk->done[g2], memory_order_acquire) == run->serial;
+      if (ok)
+        continue;
+      char cols[256];
+      describe_cols(cols, sizeof cols, d, mine->tensor, lo2, hi2);
+      const char *kname = d->kernels[run->kernel].name;
+      if (kind == CONFLICT_RAW)
+        sim_fail(run, MLK_ERR_INVALID, "missing dependency in megakernel '%s': task %lld of op '%s' "
+                 "read %s before task %lld of op '%s' wrote them", kname, (long long)t,
+                 d->ops[o].name, cols, (long long)t2, d->ops[l->op].name);
+      else if (kind == CONFLICT_WAR)
+        sim_fail(run, MLK_ERR_INVALID, "missing dependency in megakernel '%s': task %lld of op '%s' "
+                 "wrote %s before task %lld of op '%s', an earlier op that reads them, finished",
+                 kname, (long long)t, d->ops[o].name, cols, (long long)t2, d->ops[l->op].name);
+      else
+        sim_fail(run, MLK_ERR_INVALID, "double write in megakernel '%s': task %lld of op '%s' writes "
+                 "%s, which task %lld of op '%s' also writes in the same run", kname, (long long)t,
+                 d->ops[o].name, cols, (long long)t2, d->ops[l->op].name);
+      return -1;
     }
   }
+  return 0;
+}
+
+static int check_task(SimRun *run, int o, int64_t t) {
+  const SimOp *so = &run->sm->ops[o];
+  /* Stamp first, then look (both sequentially consistent): of two overlapping writers, at least
+   * the second to stamp sees the first. */
+  atomic_store(&run->sk->started[so->first + t], run->serial);
+  if (check_links(run, o, t, so->ww, so->nww, CONFLICT_WW) ||
+      check_links(run, o, t, so->raw, so->nraw, CONFLICT_RAW) ||
+      check_links(run, o, t, so->war, so->nwar, CONFLICT_WAR))
+    return -1;
+  return 0;
+}
+
+/* Appends a link to a growing array; returns -1 when out of memory. */
+static int add_link(SimLink **v, int *n, SimLink l) {
+  SimLink *p = realloc(*v, (size_t)(*n + 1) * sizeof *p);
+  if (!p)
+    return -1;
+  p[(*n)++] = l;
+  *v = p;
+  return 0;
+}
+
+/* The checker's links between the ops of kernel k. */
+static mlk_status build_links(const MlkModelDesc *d, SimModel *sm, int k) {
+  const MlkKernelDesc *kd = &d->kernels[k];
+  for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
+    SimOp *so = &sm->ops[o];
+    for (int o2 = kd->first_op; o2 < kd->first_op + kd->nops; o2++) {
+      if (o2 == o)
+        continue;
+      SimOp *s2 = &sm->ops[o2];
+      int fail = 0;
+      if (may_overlap(&so->write, &s2->write))
+        fail |= add_link(&so->ww, &so->nww, (SimLink){-1, o2, -1});
+      if (o2 < o) {
+        for (int r = 0; r < so->nreads; r++)
+          if (may_overlap(&so->reads[r], &s2->write))
+            fail |= add_link(&so->raw, &so->nraw, (SimLink){r, o2, -1});
+        for (int r = 0; r < s2->nreads; r++)
+          if (may_overlap(&so->write, &s2->reads[r]))
+            fail |= add_link(&so->war, &so->nwar, (SimLink){-1, o2, r});
+      }
+      if (fail)
+        return MLK_ERROR_AT(MLK_ERR_NOMEM, "realloc(dependency checker links of op '%s') failed",
+                            d->ops[o].name);
+    }
+  }
+  return MLK_OK;
+}
+
+/* ---- tasks ---- */
+
+/* Appends the consumer tasks of counter `idx` of event `e`, which just completed, to the ready
+ * queue once every counter they wait on is complete. */
+static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
+  const MlkModelDesc *d = run->m->desc;
+  const SimOp *co = &run->sm->ops[e->consumer];
+  SimKernel *sk = run->sk;
+  uint32_t op_local = (uint32_t)(e->consumer - d->kernels[run->kernel].first_op);
+  int64_t t0 = e->map == MLK_MAP_ALL ? 0 : idx;
+  int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[e->consumer].ntasks - 1 : idx;
+  pthread_mutex_lock(&run->mu);
+  int pushed = 0;
+  for (int64_t t = t0; t <= t1; t++)
+    if (--sk->pending[co->first + t] == 0) {
+      sk->ready[run->nready++] = (op_local << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+      pushed = 1;
+    }
+  if (pushed) {
+    run->progress_ns = now_ns();
+    pthread_cond_broadcast(&run->cv);
+  }
+  pthread_mutex_unlock(&run->mu);
+}
+
+/* Runs one task: its waits (static schedule), the checker, the tile, the notifies. Returns -1 when
+ * the run was aborted. */
+static int run_task(SimThread *th, uint32_t word) {
+  SimRun *run = th->run;
+  const MlkModelDesc *d = run->m->desc;
+  SimModel *sm = run->sm;
+  int o = d->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
+  int64_t task = word & MLK_TASK_INDEX_MASK;
+  const SimOp *so = &sm->ops[o];
+  if (run->sb->max_delay_us > 0)
+    sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
+  if (!run->dynamic)
+    for (int w = 0; w < so->nwaits; w++) {
+      const MlkEventDesc *e = &d->events[so->waits[w]];
+      int64_t idx = mlk_event_wait_index(e, task);
+      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+      if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
+        return -1;
+    }
+  if (so->delayed)
+    sleep_ns(SIM_DROP_DELAY_NS);
+  if (run->sb->check && check_task(run, o, task))
+    return -1;
+  if (run_tile(run, o, task))
+    return -1;
+  if (run->sb->check)
+    atomic_store_explicit(&run->sk->done[so->first + task], run->serial, memory_order_release);
+  for (int n = 0; n < so->nnotifies; n++) {
+    int ei = so->notifies[n];
+    const MlkEventDesc *e = &d->events[ei];
+    int64_t lo, hi;
+    mlk_event_notify_range(e, task, &lo, &hi);
+    /* Validation keeps ranges inside the event; the clamp keeps a stray one from writing into
+     * another event's counters. */
+    if (hi >= e->size)
+      hi = e->size - 1;
+    for (int64_t c = lo; c <= hi; c++) {
+      uint32_t old = atomic_fetch_add_explicit(&sm->counters[e->base + c], 1u, memory_order_release);
+      /* The notify that completes the counter for this run makes its consumers ready. */
+      if (run->dynamic && ei != run->sb->drop_event &&
+          old + 1u == run->epoch * (uint32_t)mlk_event_start_value(e, c))
+        push_consumers(run, e, c);
+    }
+  }
+  return 0;
+}
+
+static void *static_worker(void *arg) {
+  SimThread *th = arg;
+  SimRun *run = th->run;
+  const SimKernel *sk = run->sk;
+  for (uint32_t i = sk->qoff[th->queue]; i < sk->qoff[th->queue + 1]; i++) {
+    if (atomic_load_explicit(&run->abort, memory_order_relaxed))
+      return NULL;
+    if (run_task(th, sk->words[i]))
+      return NULL;
+  }
   return NULL;
+}
+
+/* No task became ready and none finished for a whole timeout: record, as a timed-out wait would,
+ * the first task that never became ready and a counter it still lacks. Called under run->mu.
+ * Returns 0 when every unfinished task is ready or running (slow, not stuck). */
+static int report_stall(SimRun *run) {
+  const MlkModelDesc *d = run->m->desc;
+  const MlkKernelDesc *k = &d->kernels[run->kernel];
+  const SimModel *sm = run->sm;
+  for (int o = k->first_op; o < k->first_op + k->nops; o++) {
+    const SimOp *so = &sm->ops[o];
+    for (int64_t t = 0; t < d->ops[o].ntasks; t++) {
+      if (run->sk->pending[so->first + t] <= 0)
+        continue;
+      int ei = so->waits[0];
+      int64_t idx = 0;
+      uint32_t target = 0, seen = 0;
+      for (int w = 0; w < so->nwaits; w++) {
+        const MlkEventDesc *e = &d->events[so->waits[w]];
+        idx = mlk_event_wait_index(e, t);
+        target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+        seen = atomic_load(&sm->counters[e->base + idx]);
+        ei = so->waits[w];
+        if (!mlk_counter_reached(seen, target))
+          break;
+      }
+      if (atomic_exchange(&run->err_flag, 1u) == 0)
+        run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE,
+                                 ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t,
+                                 (uint32_t)ei, (uint32_t)idx, target, seen, 0};
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void *dynamic_worker(void *arg) {
+  SimThread *th = arg;
+  SimRun *run = th->run;
+  SimKernel *sk = run->sk;
+  pthread_mutex_lock(&run->mu);
+  while (!atomic_load(&run->abort) && run->ndone < sk->ntasks) {
+    if (run->nready > 0) {
+      /* Pop a random ready task: every order the dependencies allow can happen. */
+      int64_t i = (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+      uint32_t word = sk->ready[i];
+      sk->ready[i] = sk->ready[--run->nready];
+      pthread_mutex_unlock(&run->mu);
+      int failed = run_task(th, word);
+      pthread_mutex_lock(&run->mu);
+      run->ndone++;
+      run->progress_ns = now_ns();
+      if (run->ndone == sk->ntasks)
+        pthread_cond_broadcast(&run->cv);
+      if (failed)
+        break;
+      continue;
+    }
+    uint64_t deadline = run->progress_ns + run->timeout_ns, now = now_ns();
+    if (now >= deadline) {
+      if (report_stall(run)) {
+        atomic_store(&run->abort, 1);
+        pthread_cond_broadcast(&run->cv);
+        break;
+      }
+      run->progress_ns = now; /* only running tasks left: wait for them */
+      continue;
+    }
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+    pthread_cond_timedwait(&run->cv, &run->mu, &ts);
+  }
+  pthread_mutex_unlock(&run->mu);
+  return NULL;
+}
+
+/* Fills the ready queue with every task that waits on nothing, and the pending counts. */
+static void dynamic_init(SimRun *run) {
+  const MlkModelDesc *d = run->m->desc;
+  const MlkKernelDesc *k = &d->kernels[run->kernel];
+  SimKernel *sk = run->sk;
+  run->nready = run->ndone = 0;
+  for (int o = k->first_op; o < k->first_op + k->nops; o++) {
+    const SimOp *so = &run->sm->ops[o];
+    for (int64_t t = 0; t < d->ops[o].ntasks; t++) {
+      sk->pending[so->first + t] = so->nwaits;
+      if (so->nwaits == 0)
+        sk->ready[run->nready++] = ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+    }
+  }
+  run->progress_ns = now_ns();
 }
 
 /* ---- vtable ---- */
@@ -190,31 +700,63 @@ static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   return st;
 }
 
+static mlk_status init_sync(SimRun *run) {
+  pthread_condattr_t ca;
+  int rc = pthread_condattr_init(&ca);
+  if (!rc && !(rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)))
+    rc = pthread_cond_init(&run->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (rc)
+    return MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_cond_init(ready queue) failed: %s", strerror(rc));
+  if ((rc = pthread_mutex_init(&run->mu, NULL))) {
+    pthread_cond_destroy(&run->cv);
+    return MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_mutex_init(ready queue) failed: %s", strerror(rc));
+  }
+  return MLK_OK;
+}
+
 static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
                                 MlkDevError *err) {
   const SimBackend *sb = m->be->impl;
-  SimRun run = {.m = m, .sb = sb, .sm = m->impl, .kernel = kernel, .epoch = epoch,
-                .timeout_ns = timeout_ns};
-  atomic_init(&run.abort, 0);
-  atomic_init(&run.err_flag, 0u);
+  SimModel *sm = m->impl;
+  if (++sm->serial == 0) /* 0 is what the stamps start as */
+    sm->serial = 1;
+  SimRun *run = MLK_CALLOC(1, sizeof *run, "simulator run");
+  if (!run)
+    return MLK_ERR_NOMEM;
+  *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
+                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns};
+  mlk_sim_schedule sched = sb->schedule;
+  if (sched == MLK_SIM_AS_COMPILED)
+    sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
+  run->dynamic = sched == MLK_SIM_DYNAMIC;
+  atomic_init(&run->abort, 0);
+  atomic_init(&run->err_flag, 0u);
+  atomic_init(&run->failed, 0);
+  mlk_status st = MLK_OK;
+  if (run->dynamic) {
+    if ((st = init_sync(run))) {
+      free(run);
+      return st;
+    }
+    run->rng = (sb->seed ^ ((uint64_t)run->serial * 0xd1b54a32d192ed03u)) | 1u;
+    dynamic_init(run);
+  }
   SimThread *th = MLK_CALLOC((size_t)sb->threads, sizeof *th, "simulator threads");
   pthread_t *tid = th ? MLK_CALLOC((size_t)sb->threads, sizeof *tid, "simulator thread ids") : NULL;
-  if (!tid) {
-    free(th);
-    return MLK_ERR_NOMEM;
-  }
-  mlk_status st = MLK_OK;
+  if (!tid)
+    st = MLK_ERR_NOMEM;
   int started = 0;
-  for (int q = 0; q < sb->threads; q++) {
-    th[q].run = &run;
+  for (int q = 0; q < sb->threads && st == MLK_OK; q++) {
+    th[q].run = run;
     th[q].queue = q;
     /* Reproducible per (seed, queue, epoch), different across runs so that epochs see new orders. */
     th[q].rng = (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)epoch << 40)) | 1u;
-    int rc = pthread_create(&tid[q], NULL, sim_thread, &th[q]);
+    int rc = pthread_create(&tid[q], NULL, run->dynamic ? dynamic_worker : static_worker, &th[q]);
     if (rc) {
       st = MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_create(simulator thread %d of %d) failed: %s", q,
                         sb->threads, strerror(rc));
-      atomic_store(&run.abort, 1);
+      sim_abort(run);
       break;
     }
     started++;
@@ -226,8 +768,16 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
   }
   free(tid);
   free(th);
-  if (st == MLK_OK && atomic_load(&run.err_flag))
-    *err = run.err;
+  if (run->dynamic) {
+    pthread_mutex_destroy(&run->mu);
+    pthread_cond_destroy(&run->cv);
+  }
+  /* A checker failure is the cause of whatever else went wrong after it. */
+  if (st == MLK_OK && atomic_load(&run->failed))
+    st = mlk_set_error(run->fail_st, "%s", run->fail_msg);
+  else if (st == MLK_OK && atomic_load(&run->err_flag))
+    *err = run->err;
+  free(run);
   return st;
 }
 
@@ -264,16 +814,26 @@ static void sim_model_fini(mlk_model *m) {
   if (sm->bufs)
     for (int i = 0; i < d->ntensors; i++)
       free(sm->bufs[i]);
-  if (sm->qoff)
+  if (sm->kernels)
     for (int k = 0; k < d->nkernels; k++) {
-      free(sm->qoff[k]);
-      free(sm->words[k]);
+      SimKernel *sk = &sm->kernels[k];
+      free(sk->qoff);
+      free(sk->words);
+      free((void *)sk->started);
+      free((void *)sk->done);
+      free(sk->pending);
+      free(sk->ready);
+    }
+  if (sm->ops)
+    for (int o = 0; o < d->nops; o++) {
+      free(sm->ops[o].raw);
+      free(sm->ops[o].war);
+      free(sm->ops[o].ww);
     }
   free(sm->bufs);
   free((void *)sm->counters);
-  free(sm->qoff);
-  free(sm->words);
-  free(sm->ev);
+  free(sm->kernels);
+  free(sm->ops);
   free(sm->event_list);
   free(sm);
   m->impl = NULL;
@@ -282,6 +842,10 @@ static void sim_model_fini(mlk_model *m) {
 static mlk_status sim_model_init(mlk_model *m) {
   const MlkModelDesc *d = m->desc;
   const SimBackend *sb = m->be->impl;
+  if (sb->drop_event >= d->nevents)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator option drop_event = %d (event %d) is out of range: "
+                         "model '%s' has %d events", sb->drop_event + 1, sb->drop_event, d->name,
+                         d->nevents);
   SimModel *sm = MLK_CALLOC(1, sizeof *sm, "simulator model");
   if (!sm)
     return MLK_ERR_NOMEM;
@@ -293,40 +857,66 @@ static mlk_status sim_model_init(mlk_model *m) {
     char what[160];
     snprintf(what, sizeof what, "tensor '%s'", d->tensors[i].name);
     /* Tensors are f32 or narrower: calloc's alignment suits every dtype. */
-    if (!(sm->bufs[i] = MLK_CALLOC(m->bytes[i], 1, what)))
+    if (!(sm->bufs[i] = MLK_CALLOC(m->cap[i], 1, what)))
       goto fail;
   }
   if (!(sm->counters = MLK_CALLOC((size_t)d->ncounters, sizeof *sm->counters, "event counters")))
     goto fail;
   for (int64_t i = 0; i < d->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
-  if (!(sm->ev = MLK_CALLOC((size_t)d->nops, sizeof *sm->ev, "op events")) ||
+  if (!(sm->ops = MLK_CALLOC((size_t)d->nops, sizeof *sm->ops, "op events")) ||
       !(sm->event_list = MLK_CALLOC((size_t)d->nevents * 2, sizeof *sm->event_list, "event lists")))
     goto fail;
   /* Two passes: count, then carve each op's lists out of event_list. */
   for (int i = 0; i < d->nevents; i++) {
-    sm->ev[d->events[i].consumer].nwaits++;
-    sm->ev[d->events[i].producer].nnotifies++;
+    if (i != sb->drop_event)
+      sm->ops[d->events[i].consumer].nwaits++;
+    sm->ops[d->events[i].producer].nnotifies++;
   }
   int *next = sm->event_list;
   for (int o = 0; o < d->nops; o++) {
-    sm->ev[o].waits = next;
-    next += sm->ev[o].nwaits;
-    sm->ev[o].notifies = next;
-    next += sm->ev[o].nnotifies;
-    sm->ev[o].nwaits = sm->ev[o].nnotifies = 0;
+    sm->ops[o].waits = next;
+    next += sm->ops[o].nwaits;
+    sm->ops[o].notifies = next;
+    next += sm->ops[o].nnotifies;
+    sm->ops[o].nwaits = sm->ops[o].nnotifies = 0;
+    op_accesses(d, o, &sm->ops[o]);
   }
   for (int i = 0; i < d->nevents; i++) {
-    SimOpEvents *c = &sm->ev[d->events[i].consumer], *p = &sm->ev[d->events[i].producer];
-    c->waits[c->nwaits++] = i;
+    SimOp *c = &sm->ops[d->events[i].consumer], *p = &sm->ops[d->events[i].producer];
+    if (i != sb->drop_event)
+      c->waits[c->nwaits++] = i;
+    else
+      p->delayed = 1;
     p->notifies[p->nnotifies++] = i;
   }
-  if (!(sm->qoff = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->qoff, "queue table")) ||
-      !(sm->words = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->words, "queue table")))
+  if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))
     goto fail;
-  for (int k = 0; k < d->nkernels; k++)
-    if ((st = mlk_sched_build(d, k, sb->threads, &sm->qoff[k], &sm->words[k], NULL)))
+  for (int k = 0; k < d->nkernels; k++) {
+    const MlkKernelDesc *kd = &d->kernels[k];
+    SimKernel *sk = &sm->kernels[k];
+    if ((st = mlk_sched_build(d, k, sb->threads, &sk->qoff, &sk->words, &sk->ntasks)))
       goto fail;
+    int64_t first = 0;
+    for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
+      sm->ops[o].kernel = k;
+      sm->ops[o].first = first;
+      first += d->ops[o].ntasks;
+    }
+    size_t n = (size_t)sk->ntasks;
+    st = MLK_ERR_NOMEM;
+    if (!(sk->started = MLK_CALLOC(n, sizeof *sk->started, "checker stamps")) ||
+        !(sk->done = MLK_CALLOC(n, sizeof *sk->done, "checker stamps")) ||
+        !(sk->pending = MLK_CALLOC(n, sizeof *sk->pending, "ready counts")) ||
+        !(sk->ready = MLK_CALLOC(n, sizeof *sk->ready, "ready queue")))
+      goto fail;
+    for (size_t i = 0; i < n; i++) {
+      atomic_init(&sk->started[i], 0u);
+      atomic_init(&sk->done[i], 0u);
+    }
+    if (sb->check && (st = build_links(d, sm, k)))
+      goto fail;
+  }
   return MLK_OK;
 fail:
   sim_model_fini(m);
@@ -347,7 +937,8 @@ static const MlkBackendOps sim_ops = {
 };
 
 mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out) {
-  mlk_sim_options o = {0, 0, 0};
+  mlk_sim_options o;
+  memset(&o, 0, sizeof o);
   if (opt)
     o = *opt;
   if (o.threads < 0 || o.threads > 4096)
@@ -356,6 +947,12 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   if (o.max_delay_us < 0 || o.max_delay_us > 1000000)
     return mlk_set_error(MLK_ERR_INVALID, "simulator max_delay_us must be in [0, 1000000], got %d",
                          o.max_delay_us);
+  if ((unsigned)o.schedule > MLK_SIM_DYNAMIC)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator schedule %d is not as compiled (0), static (1) or "
+                         "dynamic (2)", (int)o.schedule);
+  if (o.drop_event < 0)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator drop_event must be >= 0 (event e is e + 1, 0: none), "
+                         "got %d", o.drop_event);
   int64_t v;
   mlk_status st;
   if (o.threads == 0) {
@@ -369,6 +966,12 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
       return st;
     o.seed = (uint64_t)v;
   }
+  int check = !o.no_check;
+  if (check) {
+    if ((st = mlk_env_int("MLK_SIM_CHECK", 0, 1, 1, &v)))
+      return st;
+    check = (int)v;
+  }
   mlk_backend *be = MLK_CALLOC(1, sizeof *be, "backend");
   SimBackend *sb = be ? MLK_CALLOC(1, sizeof *sb, "simulator backend") : NULL;
   if (!sb) {
@@ -378,15 +981,28 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   sb->threads = o.threads;
   sb->seed = o.seed;
   sb->max_delay_us = o.max_delay_us;
+  sb->schedule = o.schedule;
+  sb->check = check;
+  sb->drop_event = o.drop_event - 1;
   be->ops = &sim_ops;
   be->is_gpu = 0;
   be->impl = sb;
-  if (o.max_delay_us)
-    snprintf(be->name, sizeof be->name, "CPU simulator (%d threads, seed %llu, delays up to %d us)",
-             o.threads, (unsigned long long)o.seed, o.max_delay_us);
-  else
-    snprintf(be->name, sizeof be->name, "CPU simulator (%d threads, seed %llu)", o.threads,
-             (unsigned long long)o.seed);
+  /* "CPU simulator (8 threads, seed 1)", with whatever is not a default after the seed. */
+  size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d threads, seed %llu",
+                                o.threads, (unsigned long long)o.seed);
+  if (o.max_delay_us && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", delays up to %d us",
+                            o.max_delay_us);
+  if (o.schedule != MLK_SIM_AS_COMPILED && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", %s schedule",
+                            o.schedule == MLK_SIM_STATIC ? "static" : "dynamic");
+  if (!check && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", checker off");
+  if (o.drop_event && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", dropping event %d",
+                            o.drop_event - 1);
+  if (len < sizeof be->name)
+    snprintf(be->name + len, sizeof be->name - len, ")");
   *out = be;
   return MLK_OK;
 }

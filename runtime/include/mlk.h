@@ -27,7 +27,8 @@
  * very same task queues and event counters on host threads with C reference tiles.
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
- * deadline of a single wait (default 2000); MLK_SIM_THREADS and MLK_SIM_SEED tune the simulator.
+ * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
+ * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048).
  */
 #ifndef MLK_H
 #define MLK_H
@@ -65,10 +66,21 @@ typedef enum mlk_backend_kind {
   MLK_BACKEND_CPU
 } mlk_backend_kind;
 
+typedef enum mlk_sim_schedule {
+  MLK_SIM_AS_COMPILED, /* each megakernel's own schedule (MlkKernelDesc.schedule) */
+  MLK_SIM_STATIC,      /* per-thread queues built by the host, whatever was compiled */
+  MLK_SIM_DYNAMIC      /* a shared ready queue: a task is pushed when its last counter completes */
+} mlk_sim_schedule;
+
 typedef struct mlk_sim_options {
   int threads;       /* host threads acting as SMs (0: MLK_SIM_THREADS or 8) */
   uint64_t seed;     /* seed of the random delays and orders (0: MLK_SIM_SEED or 1) */
   int max_delay_us;  /* random delay before each task, 0..max (0: none) */
+  mlk_sim_schedule schedule;
+  int no_check;      /* 1: skip the dependency checker (on by default, MLK_SIM_CHECK=0 also) */
+  int drop_event;    /* test hook: waits on this event index are skipped and its producers
+                        delayed, so the checker must report a missing dependency (0: none;
+                        event e is given as e + 1) */
 } mlk_sim_options;
 
 mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);
@@ -87,6 +99,18 @@ typedef struct mlk_model mlk_model;
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out);
 void mlk_model_free(mlk_model *m);
 const MlkModelDesc *mlk_model_desc(const mlk_model *m);
+
+/* Rows of the next runs of a model with a dynamic batch dim (MlkModelDesc.batch_name, between
+ * batch_min and batch_max; the default is batch_min). Batched inputs and outputs then hold `batch`
+ * rows: set_tensor/get_tensor expect exactly mlk_model_tensor_bytes. No recompile, no new queues:
+ * task grids do not depend on the batch. */
+mlk_status mlk_model_set_batch(mlk_model *m, int64_t batch);
+int64_t mlk_model_batch(const mlk_model *m);
+/* Bytes of tensor t at the current batch. */
+size_t mlk_model_tensor_bytes(const mlk_model *m, int tensor);
+/* Tokens per sequence the model's paged KV caches hold (MLK_KV_CONTEXT at mlk_model_create, default
+ * 2048): positions must be in 0..context-1. 0 for a model without caches. */
+int64_t mlk_model_kv_context(const mlk_model *m);
 
 /* Index of the tensor called `name`, or -1. */
 int mlk_model_find_tensor(const mlk_model *m, const char *name);

@@ -14,10 +14,22 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 1
+#define MLK_DESC_ABI 2
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
+
+/* The kernel entry of every generated megakernel (codegen.c builds it, gpu.c launches it):
+ *
+ *   void ENTRY(u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch,
+ *              u64 timeout_ns, MlkDevError *err, const i64 *rt)
+ *
+ * bufs[t] is the device address of tensor t; qoff/queue the block's static task queue; `rt` the
+ * run-time values below, written by the runtime before each run. */
+#define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
+#define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */
+#define MLK_RT_PAGES(c) (2 + 2 * (c))             /* cache c: physical pages in the pool */
+#define MLK_RT_COUNT(ncaches) (1 + 2 * (ncaches))
 
 /* A task word: op index within its megakernel in the top 8 bits, task index in the low 24. */
 #define MLK_TASK_OP_SHIFT 24
@@ -43,7 +55,9 @@ typedef enum MlkTensorKind {
   MLK_TENSOR_PARAM,  /* weights: set by the application, read-only in kernels */
   MLK_TENSOR_INPUT,  /* set by the application before a run */
   MLK_TENSOR_OUTPUT, /* written by a megakernel, read back by the application */
-  MLK_TENSOR_TEMP    /* an intermediate between ops, lives on the device only */
+  MLK_TENSOR_TEMP,   /* an intermediate between ops, lives on the device only */
+  MLK_TENSOR_CACHE,  /* a paged KV pool, owned by the runtime (MlkCacheDesc says its geometry) */
+  MLK_TENSOR_PAGES   /* a cache's page table, i32 [batch_max, pages_per_seq], filled by the runtime */
 } MlkTensorKind;
 
 #define MLK_MAX_RANK 4
@@ -53,38 +67,81 @@ typedef struct MlkTensorDesc {
   MlkDType dtype;
   MlkTensorKind kind;
   int rank;
-  int64_t shape[MLK_MAX_RANK];  /* row-major, shape[rank-1] is contiguous */
-  int64_t numel;
+  int64_t shape[MLK_MAX_RANK];  /* row-major, shape[rank-1] is contiguous; a batched tensor has
+                                   shape[0] = the model's batch_max */
+  int64_t numel;                /* at batch_max; 0 for MLK_TENSOR_CACHE/PAGES (sized at create) */
   const char *from;             /* checkpoint binding (`from "..."`), or NULL */
+  int batched;                  /* 1: shape[0] is the dynamic batch dim: a run uses its first
+                                   `batch` rows (row = numel / shape[0] elements) */
 } MlkTensorDesc;
 
+/* Every op tiles its output *columns* (the elements of one batch row) into tasks, and each task
+ * loops over the run's `batch` rows itself. So task grids and counter start values never depend on
+ * the batch size: one schedule serves every batch, and weights are read once per task for all
+ * rows (decode is bound by weight bytes). Task t covers output columns [t*tile, min((t+1)*tile,
+ * n)). Operands are MlkArgs: a tensor and an element offset into it (a layer's slice of a param,
+ * a row range of a weight). Activations are f32 [batch, cols] with row stride cols. */
 typedef enum MlkOpKind {
-  /* out[n] = act(sum_k W[n,k] * x[k]) (+ res[n]); W bf16 [N,K], x/out/res f32.
-   * Task t computes rows [t*tile, min((t+1)*tile, N)). */
+  /* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]); W bf16 [n, k] at in[1];
+   * x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the fused
+   * rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU. */
   MLK_OP_MATVEC,
-  /* out[i] = f(a[i], b[i]) over f32 vectors of length N; task t covers elements [t*tile, ...). */
-  MLK_OP_ELTWISE
+  /* out[b, i] = fn(a[b, i], c[b, i]) with a = in[0], c = in[1] (or none for RELU, SILU, NONE). */
+  MLK_OP_ELTWISE,
+  /* out[b, i] = (f32) table[ids[b], i]: ids = in[0] i32 [b], table = in[1] bf16 [rows, n]. */
+  MLK_OP_GATHER,
+  /* out[b, :] = x * rsqrt(mean(x^2) + eps) * w: x = in[0], w = in[1] bf16 [n]. One task (tile = n). */
+  MLK_OP_RMSNORM,
+  /* Rotary embedding of x = in[0] f32 [b, n] at positions in[1] i32 [b]: each head of head_dim
+   * columns rotates pairs (j, j + head_dim/2) by pos * inv_freq[j] (Llama 3 scaling when
+   * rope_factor > 1). tile is a multiple of head_dim. */
+  MLK_OP_ROPE,
+  /* Writes keys in[0] and values in[1] (f32 [b, kv_heads*head_dim]) of layer `layer` at positions
+   * in[2] (i32 [b]) into the cache `out` (MLK_TENSOR_CACHE) through the page table in[3].
+   * Columns are kv_heads*head_dim; tile = head_dim (a task per kv head). */
+  MLK_OP_KV_APPEND,
+  /* Decode attention: for each row b and query head h, softmax(q K^T / sqrt(head_dim)) V over the
+   * positions 0..pos[b] of layer `layer` of cache in[1] (page table in[3]); q = in[0] f32
+   * [b, heads*head_dim], pos = in[2]. Grouped query heads: head h reads kv head h / (heads /
+   * kv_heads). tile = (heads / kv_heads) * head_dim: a task per kv head. */
+  MLK_OP_ATTENTION,
+  /* out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k]. One task. */
+  MLK_OP_ARGMAX
 } MlkOpKind;
 
 /* Activation applied by a matvec epilogue, or the function of an elementwise op. */
 typedef enum MlkFn {
-  MLK_FN_NONE, /* matvec only: no activation */
+  MLK_FN_NONE, /* matvec: no activation; eltwise: a copy */
   MLK_FN_RELU, /* relu(a) */
   MLK_FN_SILU, /* a * sigmoid(a) */
-  MLK_FN_ADD,  /* a + b (elementwise only) */
-  MLK_FN_MUL   /* a * b (elementwise only) */
+  MLK_FN_ADD,  /* a + c (elementwise only) */
+  MLK_FN_MUL   /* a * c (elementwise only) */
 } MlkFn;
+
+typedef struct MlkArg {
+  int tensor;     /* index into MlkModelDesc.tensors, -1: none */
+  int64_t offset; /* elements from the tensor's start */
+} MlkArg;
 
 typedef struct MlkOpDesc {
   const char *name;  /* e.g. "matvec@mlp.mlk:12" for messages and traces */
   MlkOpKind kind;
   MlkFn fn;
-  int out;           /* tensor index of the output */
-  int in[3];         /* matvec: x, W, residual (-1: none); eltwise: a, b (-1: none), -1 */
-  int64_t n;         /* output length */
-  int64_t k;         /* matvec inner dimension, 0 otherwise */
-  int64_t tile;      /* output elements per task */
+  MlkArg out;        /* the written tensor (KV_APPEND: the cache) */
+  MlkArg in[4];      /* see MlkOpKind */
+  int64_t n;         /* output columns of one batch row (KV_APPEND: kv_heads*head_dim) */
+  int64_t k;         /* matvec, argmax: input columns; 0 otherwise */
+  int64_t tile;      /* output columns per task */
   int64_t ntasks;    /* ceil(n / tile) */
+  int batched;       /* 1: rows loop over the run's batch; 0: one row */
+  float eps;         /* rmsnorm, fused or not */
+  /* rope */
+  float theta, rope_factor, rope_low_freq, rope_high_freq;
+  int64_t rope_original_max_pos;
+  /* attention, kv append, rope */
+  int64_t heads, kv_heads, head_dim;
+  int layer;         /* attention, kv append: the cache layer */
+  int cache;         /* attention, kv append: index into MlkModelDesc.caches */
 } MlkOpDesc;
 
 typedef enum MlkEventMap {
@@ -103,19 +160,44 @@ typedef struct MlkEventDesc {
   int consumer;      /* op index */
   int tensor;        /* the tensor that carries the dependency */
   MlkEventMap map;
-  int64_t n;         /* elements of the tensor */
+  int64_t n;         /* columns of the dependency (the producer's output columns) */
   int64_t ptile;     /* producer elements per task */
   int64_t ctile;     /* consumer elements per task */
   int64_t size;      /* number of counters */
   int64_t base;      /* first counter in the model's counter array */
 } MlkEventDesc;
 
+typedef enum MlkSchedule {
+  MLK_SCHED_STATIC,  /* per-SM queues built by the host */
+  MLK_SCHED_DYNAMIC  /* a ready queue: a task is pushed when its last counter completes */
+} MlkSchedule;
+
 typedef struct MlkKernelDesc {
   const char *name;  /* megakernel name in the source, e.g. "forward" */
   const char *entry; /* PTX entry symbol */
   int first_op;      /* ops [first_op, first_op + nops) belong to this kernel, in topological order */
   int nops;
+  MlkSchedule schedule;
 } MlkKernelDesc;
+
+/* A paged KV cache: `cache kv : paged_kv(bf16, L, KVH, HD, page = P)`. The runtime sizes it at
+ * model creation for `context` tokens per sequence (MLK_KV_CONTEXT, default 2048), allocates the
+ * pool tensor and fills the page table (sequence b owns pages b*pages_per_seq ...; sharing and
+ * freeing pages is the runtime's business, the kernels only follow the table). Pool layout, in
+ * elements of `dtype`: [layers][pages][2 (K, V)][kv_heads][page][head_dim]. */
+typedef struct MlkCacheDesc {
+  const char *name;
+  int tensor;        /* the pool (MLK_TENSOR_CACHE) */
+  int pages_tensor;  /* the page table (MLK_TENSOR_PAGES) */
+  MlkDType dtype;    /* bf16, f16 or f32 */
+  int64_t layers, kv_heads, head_dim, page;
+} MlkCacheDesc;
+
+/* Element offset of (layer, physical page, kv (0: K, 1: V), head, slot) in a cache pool. */
+static inline int64_t mlk_cache_offset(const MlkCacheDesc *c, int64_t pages, int64_t layer,
+                                       int64_t page, int kv, int64_t head, int64_t slot) {
+  return ((((layer * pages + page) * 2 + kv) * c->kv_heads + head) * c->page + slot) * c->head_dim;
+}
 
 typedef struct MlkModelDesc {
   int abi;                      /* MLK_DESC_ABI at generation time */
@@ -130,6 +212,10 @@ typedef struct MlkModelDesc {
   int64_t ncounters;            /* sum of event sizes */
   const MlkKernelDesc *kernels;
   int nkernels;
+  const MlkCacheDesc *caches;
+  int ncaches;
+  const char *batch_name;       /* the dynamic batch dim ("B"), or NULL: every run has 1 row */
+  int64_t batch_min, batch_max;
   const char *ptx_sm90a;        /* PTX for sm_90a, NUL-terminated, or NULL */
   const char *ptx_sm80;         /* portable PTX for sm_80 and newer, or NULL */
 } MlkModelDesc;

@@ -1,9 +1,10 @@
 /* mlk_ref.h: plain C reference of every device tile in stdlib/tiles/.
  *
  * Each function computes exactly the part of the output one device task computes, with the same
- * arguments, so the CPU simulator runs the same task grid with these in place of the GPU tiles,
- * and tests call them over the whole range (row0 = 0, rows = n) as the sequential reference.
- * Accumulation is in f32 like the device; tests compare with a stated relative tolerance.
+ * arguments as its device twin (mlk_tile_* in stdlib/tiles/mlk_tiles.h), so the CPU simulator
+ * runs the same task grid with these in place of the GPU tiles, and tests call them over the whole
+ * range as the sequential reference. Activations are f32 [batch, cols], row stride cols; weights
+ * bf16; accumulation in f32. Columns [c0, c0 + count) are the task's output columns (MlkOpDesc).
  */
 #ifndef MLK_REF_H
 #define MLK_REF_H
@@ -12,13 +13,57 @@
 
 #include "mlk_desc.h"
 
-/* out[r] = fn(sum_k W[r,k] * x[k]) (+ res[r]) for r in [row0, row0 + rows); W is bf16 [n, k] row-major,
- * res may be NULL; fn is MLK_FN_NONE, MLK_FN_RELU or MLK_FN_SILU. */
-void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res, int64_t n,
-                    int64_t k, int64_t row0, int64_t rows, int fn);
+/* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]) for r in [row0, row0 + rows), b < batch;
+ * W bf16 [n, k]; res may be NULL; xn = x, or when norm_w is not NULL the rmsnorm of each row
+ * x[b] * rsqrt(mean(x[b]^2) + eps) * norm_w (bf16 [k]); fn NONE, RELU or SILU. */
+void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
+                    const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
+                    int64_t rows, int64_t batch, int fn);
 
-/* out[i] = fn(a[i], b[i]) for i in [i0, i0 + count); b is NULL for unary functions. */
-void mlk_ref_eltwise(float *out, const float *a, const float *b, int64_t i0, int64_t count, int fn);
+/* out[b, i] = fn(a[b, i], c[b, i]) for i in [c0, c0 + count); c NULL for unary functions. */
+void mlk_ref_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
+                     int64_t count, int64_t batch, int fn);
+
+/* out[b, i] = table[ids[b], i] for i in [c0, c0 + count): table bf16 [rows, n]. */
+void mlk_ref_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
+                    int64_t count, int64_t batch);
+
+/* out[b, :] = x[b, :] * rsqrt(mean(x[b, :]^2) + eps) * w, all n columns. */
+void mlk_ref_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, int64_t n,
+                     int64_t batch);
+
+/* Rotary embedding of columns [c0, c0 + count) (whole heads of head_dim) of x [batch, n]. For the
+ * pair (j, j + head_dim/2) of a head, angle = pos[b] * inv_freq[j], inv_freq[j] = theta^(-2j/hd),
+ * with the Llama 3 scaling of inv_freq when factor > 1 (low/high frequency factors, original
+ * context original_max_pos): out[j] = x[j] cos - x[j+h] sin, out[j+h] = x[j+h] cos + x[j] sin. */
+void mlk_ref_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,
+                  int64_t c0, int64_t count, int64_t batch, float theta, float factor,
+                  float low_freq_factor, float high_freq_factor, int64_t original_max_pos);
+
+/* The inverse frequency of pair j of a head (shared by rope and its tests). */
+float mlk_ref_rope_inv_freq(int64_t j, int64_t head_dim, float theta, float factor,
+                            float low_freq_factor, float high_freq_factor,
+                            int64_t original_max_pos);
+
+/* Writes k and v rows (f32 [batch, kv_heads*head_dim]) of kv heads [head0, head0 + nheads) at
+ * position pos[b] of layer `layer` into the bf16 cache pool (layout: mlk_cache_offset), through
+ * the page table pages[b * pages_per_seq + pos[b] / page]. The geometry is the cache's
+ * (MlkCacheDesc: kv_heads, head_dim, page); pages_per_seq and npages are its run-time sizes. */
+void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
+                       const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                       int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
+                       int64_t nheads, int64_t batch);
+
+/* Decode attention for kv heads [kvh0, kvh0 + nkvh) and their query heads: for each row b and
+ * query head h (kv head h / (heads / kv_heads)), softmax over positions t in [0, pos[b]] of
+ * q[b, h] . K[t] / sqrt(head_dim), times V[t]; out f32 [batch, heads*head_dim]. */
+void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
+                       const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                       int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
+                       int64_t kvh0, int64_t nkvh, int64_t batch);
+
+/* out[b] = the index of the largest x[b, i], i < k (the first of equal maxima). */
+void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 
 /* The activation functions, shared by the references above. */
 float mlk_ref_relu(float v);

@@ -4,6 +4,12 @@
  * whole range as a sequential reference. They accumulate in f32 like the device tiles (the device
  * reduces in a different order, so comparisons use a relative tolerance, never equality). This file
  * depends on nothing but libm so that stdlib can be used without the runtime.
+ *
+ * Every function loops over the `batch` rows of its activations (row stride = the activation's
+ * columns) inside its columns, as a device task does. None of them checks its indices: positions,
+ * token ids and page-table entries are the caller's to validate (the runtime does, see
+ * docs/runtime.md). Where a tile's output may be its own input (eltwise, rmsnorm, rope: the same
+ * columns of the same row), each element is read before it is written.
  */
 #include <math.h>
 #include <string.h>
@@ -15,6 +21,16 @@ static float bf16_to_f32(uint16_t h) {
   float f;
   memcpy(&f, &u, sizeof f);
   return f;
+}
+
+/* Round to nearest even; a NaN stays a (quiet) NaN. Same as mlk_f32_to_bf16 in the runtime. */
+static uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((u >> 16) | 0x0040u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
 }
 
 /* NaN goes through (a comparison with NaN is false), so a poisoned input stays visible. */
@@ -30,29 +46,191 @@ static float activate(float v, int fn) {
   }
 }
 
-void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res, int64_t n,
-                    int64_t k, int64_t row0, int64_t rows, int fn) {
-  for (int64_t r = row0; r < row0 + rows && r < n; r++) {
-    const uint16_t *w = W + r * k;
-    float acc = 0.0f;
-    for (int64_t i = 0; i < k; i++)
-      acc += bf16_to_f32(w[i]) * x[i];
-    acc = activate(acc, fn);
-    /* The residual is added after the activation: out = act(W x) + res. */
-    if (res)
-      acc += res[r];
-    out[r] = acc;
+/* 1 / sqrt(mean(x^2) + eps) over n elements, accumulated in f32. */
+static float rms_scale(const float *x, int64_t n, float eps) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < n; i++)
+    ss += x[i] * x[i];
+  return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
+void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
+                    const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
+                    int64_t rows, int64_t batch, int fn) {
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xb = x + b * k;
+    /* The fused input norm: xn[i] = (x[i] * scale) * w[i], formed element by element. */
+    float scale = norm_w ? rms_scale(xb, k, eps) : 1.0f;
+    for (int64_t r = row0; r < row0 + rows && r < n; r++) {
+      const uint16_t *w = W + r * k;
+      float acc = 0.0f;
+      if (norm_w)
+        for (int64_t i = 0; i < k; i++)
+          acc += bf16_to_f32(w[i]) * (xb[i] * scale * bf16_to_f32(norm_w[i]));
+      else
+        for (int64_t i = 0; i < k; i++)
+          acc += bf16_to_f32(w[i]) * xb[i];
+      acc = activate(acc, fn);
+      /* The residual is added after the activation: out = act(W xn) + res. */
+      if (res)
+        acc += res[b * n + r];
+      out[b * n + r] = acc;
+    }
   }
 }
 
-void mlk_ref_eltwise(float *out, const float *a, const float *b, int64_t i0, int64_t count, int fn) {
-  for (int64_t i = i0; i < i0 + count; i++) {
-    switch (fn) {
-    case MLK_FN_ADD: out[i] = a[i] + b[i]; break;
-    case MLK_FN_MUL: out[i] = a[i] * b[i]; break;
-    case MLK_FN_RELU: out[i] = mlk_ref_relu(a[i]); break;
-    case MLK_FN_SILU: out[i] = mlk_ref_silu(a[i]); break;
-    default: out[i] = a[i]; break;
+void mlk_ref_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
+                     int64_t count, int64_t batch, int fn) {
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t i = b * n + c0; i < b * n + c0 + count; i++) {
+      switch (fn) {
+      case MLK_FN_ADD: out[i] = a[i] + c[i]; break;
+      case MLK_FN_MUL: out[i] = a[i] * c[i]; break;
+      case MLK_FN_RELU: out[i] = mlk_ref_relu(a[i]); break;
+      case MLK_FN_SILU: out[i] = mlk_ref_silu(a[i]); break;
+      default: out[i] = a[i]; break;
+      }
     }
+}
+
+void mlk_ref_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
+                    int64_t count, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    const uint16_t *row = table + (int64_t)ids[b] * n;
+    for (int64_t i = c0; i < c0 + count; i++)
+      out[b * n + i] = bf16_to_f32(row[i]);
+  }
+}
+
+void mlk_ref_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, int64_t n,
+                     int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    float scale = rms_scale(x + b * n, n, eps);
+    for (int64_t i = 0; i < n; i++)
+      out[b * n + i] = x[b * n + i] * scale * bf16_to_f32(w[i]);
+  }
+}
+
+/* Llama 3 frequency scaling (HF transformers, _compute_llama3_parameters), in double and rounded
+ * once to f32 at the end. factor <= 1: no scaling. */
+float mlk_ref_rope_inv_freq(int64_t j, int64_t head_dim, float theta, float factor,
+                            float low_freq_factor, float high_freq_factor,
+                            int64_t original_max_pos) {
+  double inv = pow((double)theta, -2.0 * (double)j / (double)head_dim);
+  if (!(factor > 1.0f))
+    return (float)inv;
+  const double pi = 3.14159265358979323846;
+  double wavelen = 2.0 * pi / inv;
+  double low_freq_wavelen = (double)original_max_pos / low_freq_factor;
+  double high_freq_wavelen = (double)original_max_pos / high_freq_factor;
+  if (wavelen < high_freq_wavelen)
+    return (float)inv;
+  if (wavelen > low_freq_wavelen)
+    return (float)(inv / factor);
+  double smooth = ((double)original_max_pos / wavelen - low_freq_factor) /
+                  ((double)high_freq_factor - low_freq_factor);
+  return (float)((1.0 - smooth) * inv / factor + smooth * inv);
+}
+
+void mlk_ref_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,
+                  int64_t c0, int64_t count, int64_t batch, float theta, float factor,
+                  float low_freq_factor, float high_freq_factor, int64_t original_max_pos) {
+  int64_t half = head_dim / 2;
+  for (int64_t j = 0; j < half; j++) {
+    float inv = mlk_ref_rope_inv_freq(j, head_dim, theta, factor, low_freq_factor,
+                                      high_freq_factor, original_max_pos);
+    for (int64_t b = 0; b < batch; b++) {
+      /* As in HF: the angle is an f32 product of position and frequency. */
+      float angle = (float)pos[b] * inv;
+      float c = cosf(angle), s = sinf(angle);
+      for (int64_t h0 = c0; h0 < c0 + count; h0 += head_dim) {
+        int64_t i = b * n + h0 + j;
+        float x0 = x[i], x1 = x[i + half];
+        out[i] = x0 * c - x1 * s;
+        out[i + half] = x1 * c + x0 * s;
+      }
+    }
+  }
+}
+
+void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
+                       const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                       int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
+                       int64_t nheads, int64_t batch) {
+  const MlkCacheDesc geo = {.kv_heads = kv_heads, .head_dim = head_dim, .page = page};
+  int64_t cols = kv_heads * head_dim;
+  for (int64_t b = 0; b < batch; b++) {
+    int64_t p = pos[b];
+    int64_t phys = pages[b * pages_per_seq + p / page];
+    for (int64_t h = head0; h < head0 + nheads; h++) {
+      uint16_t *kd = cache + mlk_cache_offset(&geo, npages, layer, phys, 0, h, p % page);
+      uint16_t *vd = cache + mlk_cache_offset(&geo, npages, layer, phys, 1, h, p % page);
+      for (int64_t d = 0; d < head_dim; d++) {
+        kd[d] = f32_to_bf16(k[b * cols + h * head_dim + d]);
+        vd[d] = f32_to_bf16(v[b * cols + h * head_dim + d]);
+      }
+    }
+  }
+}
+
+/* q . K[t] / sqrt(head_dim) of one query head against cached position t. */
+static float score(const float *q, const uint16_t *kt, int64_t head_dim, float scale) {
+  float acc = 0.0f;
+  for (int64_t d = 0; d < head_dim; d++)
+    acc += q[d] * bf16_to_f32(kt[d]);
+  return acc * scale;
+}
+
+void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
+                       const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                       int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
+                       int64_t kvh0, int64_t nkvh, int64_t batch) {
+  const MlkCacheDesc geo = {.kv_heads = kv_heads, .head_dim = head_dim, .page = page};
+  int64_t group = heads / kv_heads, cols = heads * head_dim;
+  float scale = 1.0f / sqrtf((float)head_dim);
+  for (int64_t b = 0; b < batch; b++) {
+    const int32_t *table = pages + b * pages_per_seq;
+    int64_t last = pos[b];
+    for (int64_t kvh = kvh0; kvh < kvh0 + nkvh; kvh++)
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float *qh = q + b * cols + h * head_dim;
+        float *oh = out + b * cols + h * head_dim;
+        /* Two passes over the cached positions: the max score, then exp(s - max) weights
+         * accumulated straight into the output row (the caller keeps q and out apart). */
+        float mx = -INFINITY;
+        for (int64_t t = 0; t <= last; t++) {
+          const uint16_t *kt =
+              cache + mlk_cache_offset(&geo, npages, layer, table[t / page], 0, kvh, t % page);
+          float s = score(qh, kt, head_dim, scale);
+          if (s > mx)
+            mx = s;
+        }
+        for (int64_t d = 0; d < head_dim; d++)
+          oh[d] = 0.0f;
+        float sum = 0.0f;
+        for (int64_t t = 0; t <= last; t++) {
+          int64_t phys = table[t / page];
+          const uint16_t *kt = cache + mlk_cache_offset(&geo, npages, layer, phys, 0, kvh, t % page);
+          const uint16_t *vt = cache + mlk_cache_offset(&geo, npages, layer, phys, 1, kvh, t % page);
+          float w = expf(score(qh, kt, head_dim, scale) - mx);
+          sum += w;
+          for (int64_t d = 0; d < head_dim; d++)
+            oh[d] += w * bf16_to_f32(vt[d]);
+        }
+        for (int64_t d = 0; d < head_dim; d++)
+          oh[d] /= sum;
+      }
+  }
+}
+
+void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xb = x + b * k;
+    int64_t best = -1;
+    /* Strictly greater: the first of equal maxima wins. NaNs never win (all NaN: 0). */
+    for (int64_t i = 0; i < k; i++)
+      if (best < 0 ? !isnan(xb[i]) : xb[i] > xb[best])
+        best = i;
+    out[b] = best < 0 ? 0 : (int32_t)best;
   }
 }

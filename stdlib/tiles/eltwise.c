@@ -1,16 +1,51 @@
-/* eltwise.c: elementwise tiles over f32 vectors (relu, silu, add, mul). */
+/* eltwise.c: elementwise tiles over batched f32 rows (copy, relu, silu, add, mul) and the
+ * embedding gather. Output columns [c0, c0 + count) of every batch row; the batch rows and columns
+ * are flattened over the block so that a small tile still keeps every thread busy. */
 #include "mlk_tiles.h"
 
-void mlk_tile_eltwise(float *out, const float *a, const float *b, int64_t i0, int64_t count,
-                      int fn) {
-  for (int64_t i = i0 + mlk_tid(); i < i0 + count; i += MLK_BLOCK_THREADS) {
+/* The activation, as the reference (mlk_ref_relu lets NaN through, unlike mlk_dev_act's relu). */
+static inline float act(float v, int fn) {
+  if (fn == MLK_FN_RELU)
+    return v < 0.0f ? 0.0f : v;
+  return mlk_dev_act(v, fn);
+}
+
+static inline uint32_t ld_table16(const uint16_t *p) {
+#if defined(__NVPTX__)
+  uint16_t h;
+  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
+          : "=h"(h)
+          : "l"(p));
+  return h;
+#else
+  return *p;
+#endif
+}
+
+void mlk_tile_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
+                      int64_t count, int64_t batch, int fn) {
+  if (count <= 0 || batch <= 0)
+    return;
+  int binary = fn == MLK_FN_ADD || fn == MLK_FN_MUL;
+  /* 32-bit indices over the task's batch x count elements (far below 2^32) */
+  uint32_t total = (uint32_t)(batch * count), cnt = (uint32_t)count;
+  for (uint32_t e = mlk_tid(); e < total; e += MLK_BLOCK_THREADS) {
+    uint32_t b = e / cnt;
+    int64_t i = (int64_t)b * n + c0 + (e - b * cnt);
     float v = a[i];
-    if (fn == MLK_FN_ADD)
-      v = v + b[i];
-    else if (fn == MLK_FN_MUL)
-      v = v * b[i];
+    if (binary)
+      v = fn == MLK_FN_ADD ? v + c[i] : v * c[i];
     else
-      v = mlk_dev_act(v, fn);
+      v = act(v, fn);
     out[i] = v;
+  }
+}
+
+void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
+                     int64_t count, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    const uint16_t *row = table + (int64_t)ids[b] * n;
+    for (int64_t j = c0 + mlk_tid(); j < c0 + count; j += MLK_BLOCK_THREADS)
+      out[b * n + j] = mlk_bf16_lo(ld_table16(row + j));
   }
 }

@@ -6,6 +6,9 @@
  * op's tile function, mlk_dev_barrier, and mlk_dev_notify for each counter range it produces.
  * All functions are called by every thread of the block (MLK_BLOCK_THREADS), uniformly.
  *
+ * Every tile may assume a block barrier right before and right after it (the skeleton's waits
+ * and mlk_dev_barrier), so it need not end with one of its own.
+ *
  * Memory-model contract: data written by earlier tasks in the same launch (activations) is read
  * with ordinary loads after mlk_dev_wait (an acquire by thread 0 plus a block barrier); only
  * weights, which no task writes, go through the non-coherent read-only path (ld.global.nc).
@@ -31,13 +34,32 @@ void mlk_dev_barrier(void);
 /* Thread 0 adds 1 with release semantics to counters[lo..hi]; other threads do nothing. */
 void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi);
 
-/* out[r] = fn(sum_k W[r,k] * x[k]) (+ res[r]) for r in [row0, row0 + rows); W bf16 [n, k],
- * x/out/res f32, res may be NULL. k <= MLK_MATVEC_MAX_K (x is staged in shared memory). */
-void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res, int64_t n,
-                     int64_t k, int64_t row0, int64_t rows, int fn);
-
-/* out[i] = fn(a[i], b[i]) for i in [i0, i0 + count); b NULL for unary functions. */
-void mlk_tile_eltwise(float *out, const float *a, const float *b, int64_t i0, int64_t count, int fn);
+/* The op tiles. Each is the device twin of the reference of the same name in stdlib/ref/mlk_ref.h
+ * (mlk_ref_X <-> mlk_tile_X, same arguments, same results up to f32 rounding), computes the
+ * output columns of one task for every batch row, and is called by all threads of the block.
+ * Activations written earlier in the launch are read with ordinary loads; weights may use the
+ * read-only path. */
+void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res,
+                     const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
+                     int64_t rows, int64_t batch, int fn);
+void mlk_tile_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
+                      int64_t count, int64_t batch, int fn);
+void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
+                     int64_t count, int64_t batch);
+void mlk_tile_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, int64_t n,
+                      int64_t batch);
+void mlk_tile_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,
+                   int64_t c0, int64_t count, int64_t batch, float theta, float factor,
+                   float low_freq_factor, float high_freq_factor, int64_t original_max_pos);
+void mlk_tile_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
+                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
+                        int64_t nheads, int64_t batch);
+void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
+                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
+                        int64_t kvh0, int64_t nkvh, int64_t batch);
+void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 
 /* ---- small device helpers shared by the tiles ---- */
 
@@ -58,7 +80,7 @@ static inline float mlk_dev_exp(float v) { return __nvvm_ex2_approx_f(v * 1.4426
 
 static inline float mlk_dev_act(float v, int fn) {
   if (fn == MLK_FN_RELU)
-    return v > 0.0f ? v : 0.0f;
+    return v < 0.0f ? 0.0f : v; /* NaN passes through, as in the reference */
   if (fn == MLK_FN_SILU)
     return v / (1.0f + mlk_dev_exp(-v));
   return v;

@@ -4,9 +4,10 @@
  * LD_LIBRARY_PATH and exercise every line of gpu.c: versioned symbol lookup, allocations, the
  * tensor table, queue upload, JIT error logs, launches and the error record. "Device memory" is
  * host memory. A launch emulates the two megakernels of gpu_kernels.c (same model, same
- * protocol) by stepping the blocks round-robin, each as far as its waits allow; when no block can
- * move, it writes the error record the way a timed-out device wait would. It also checks the
- * launch configuration and the kernel parameters, so a change in their order or types fails.
+ * protocol, rt[MLK_RT_BATCH] rows) by stepping the blocks round-robin, each as far as its waits
+ * allow; when no block can move, it writes the error record the way a timed-out device wait
+ * would. It also checks the launch configuration and the kernel parameters (including the
+ * run-time values), so a change in their order or types fails.
  *
  * Knobs for tests: a PTX text containing "SYNTAX ERROR" fails to load with a JIT log; a single
  * allocation of more than 1 GiB fails with CUDA_ERROR_OUT_OF_MEMORY.
@@ -171,7 +172,7 @@ CUresult cuMemsetD8(CUdeviceptr dst, unsigned char c, size_t n) {
 
 /* ---- the emulated megakernels (see gpu_kernels.c) ---- */
 
-enum { N = 1000, TILE0 = 64, TILE1 = 100 };
+enum { N = 1000, TILE0 = 64, TILE1 = 100, BMAX = 3 };
 
 CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned smem, CUstream stream,
@@ -190,9 +191,11 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
   uint32_t epoch = *(uint32_t *)params[4];
   uint64_t timeout_ns = *(uint64_t *)params[5];
   MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[6];
-  if (epoch == 0 || timeout_ns < 1000000 || err->flag) {
-    fprintf(stderr, "fake libcuda: bad parameters (epoch %u, timeout %llu ns, error flag %u)\n", epoch,
-            (unsigned long long)timeout_ns, err->flag);
+  const int64_t *rt = (const int64_t *)(uintptr_t)*(CUdeviceptr *)params[7];
+  int64_t rows = rt ? rt[MLK_RT_BATCH] : 0;
+  if (epoch == 0 || timeout_ns < 1000000 || err->flag || rows < 1 || rows > BMAX) {
+    fprintf(stderr, "fake libcuda: bad parameters (epoch %u, timeout %llu ns, error flag %u, batch %lld)\n",
+            epoch, (unsigned long long)timeout_ns, err->flag, (long long)rows);
     return CUDA_ERROR_INVALID_VALUE;
   }
   int bad = !strcmp(f->entry, "mlk_test_fwd_bad");
@@ -211,11 +214,13 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
           int64_t idx = mlk_event_wait_index(&e, t);
           if (!mlk_counter_reached(counters[e.base + idx], epoch * (uint32_t)mlk_event_start_value(&e, idx)))
             break;
-          for (uint32_t j = t * TILE1; j < (t + 1) * TILE1 && j < N; j++)
-            v[j] = u[j] + a[j];
+          for (int64_t r = 0; r < rows; r++)
+            for (uint32_t j = t * TILE1; j < (t + 1) * TILE1 && j < N; j++)
+              v[r * N + j] = u[r * N + j] + a[r * N + j];
         } else {
-          for (uint32_t j = t * TILE0; j < (t + 1) * TILE0 && j < N; j++)
-            u[j] = a[j] < 0.0f ? 0.0f : a[j];
+          for (int64_t r = 0; r < rows; r++)
+            for (uint32_t j = t * TILE0; j < (t + 1) * TILE0 && j < N; j++)
+              u[r * N + j] = a[r * N + j] < 0.0f ? 0.0f : a[r * N + j];
           int64_t lo, hi;
           mlk_event_notify_range(&e, t, &lo, &hi);
           for (int64_t c = lo; c <= hi; c++)

@@ -3,9 +3,10 @@
  *
  * They let the GPU backend be tested without the compiler: same launch signature and protocol as
  * generated megakernels (static queue per block, acquire-wait on event counters with a
- * %globaltimer deadline, MlkDevError on timeout, release-notify), for one fixed model:
+ * %globaltimer deadline, MlkDevError on timeout, release-notify, the run-time values `rt`), for
+ * one fixed model with a batch dim:
  *     u = relu(a)   (op 0, tile 64)      TILE event u: op 0 -> op 1
- *     v = u + a     (op 1, tile 100)     over 1000 f32 elements
+ *     v = u + a     (op 1, tile 100)     over 1000 f32 columns, for rt[MLK_RT_BATCH] rows
  * `mlk_test_fwd` has the right event; `mlk_test_fwd_bad` believes the producer tile is 32, so
  * counters of elements past 512 never complete and the run must report a deadlock.
  * The index maps are the inline functions of mlk_desc.h, compiled for the device as-is.
@@ -48,7 +49,9 @@ static inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
 
 static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters, const u32 *qoff,
                                                        const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                       MlkDevError *err, const MlkEventDesc *e) {
+                                                       MlkDevError *err, const long long *rt,
+                                                       const MlkEventDesc *e) {
+  const long long rows = rt[MLK_RT_BATCH];
   const float *a = (const float *)bufs[0];
   float *u = (float *)bufs[1], *v = (float *)bufs[2];
   for (u32 i = qoff[bid()]; i < qoff[bid() + 1]; i++) {
@@ -82,12 +85,15 @@ static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters,
     }
     if (__nvvm_bar0_or(failed))
       return;
-    if (op == 0) {
-      for (u32 j = t * TILE0 + tid(); j < (t + 1) * TILE0 && j < N; j += MLK_BLOCK_THREADS)
-        u[j] = relu(a[j]);
-    } else {
-      for (u32 j = t * TILE1 + tid(); j < (t + 1) * TILE1 && j < N; j += MLK_BLOCK_THREADS)
-        v[j] = u[j] + a[j];
+    /* Each task covers its columns of every row of the run (row stride N). */
+    for (long long b = 0; b < rows; b++) {
+      if (op == 0) {
+        for (u32 j = t * TILE0 + tid(); j < (t + 1) * TILE0 && j < N; j += MLK_BLOCK_THREADS)
+          u[b * N + j] = relu(a[b * N + j]);
+      } else {
+        for (u32 j = t * TILE1 + tid(); j < (t + 1) * TILE1 && j < N; j += MLK_BLOCK_THREADS)
+          v[b * N + j] = u[b * N + j] + a[b * N + j];
+      }
     }
     /* Every thread's stores happen before thread 0's release through the barrier. */
     __nvvm_bar_sync(0);
@@ -105,14 +111,14 @@ static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters,
 
 __attribute__((nvptx_kernel)) void mlk_test_fwd(u64 *bufs, u32 *counters, const u32 *qoff,
                                                 const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                MlkDevError *err) {
+                                                MlkDevError *err, const long long *rt) {
   const MlkEventDesc e = EVENT(TILE0);
-  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, &e);
+  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, rt, &e);
 }
 
 __attribute__((nvptx_kernel)) void mlk_test_fwd_bad(u64 *bufs, u32 *counters, const u32 *qoff,
                                                     const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                    MlkDevError *err) {
+                                                    MlkDevError *err, const long long *rt) {
   const MlkEventDesc e = EVENT(32);
-  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, &e);
+  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, rt, &e);
 }

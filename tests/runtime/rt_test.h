@@ -121,7 +121,11 @@ typedef struct RtModel {
   MlkModelDesc desc;
 } RtModel;
 
-#define RT_T(nm, dt, kd, r, s0, s1, ne) {nm, dt, kd, r, {s0, s1, 0, 0}, ne, NULL}
+#define RT_T(nm, dt, kd, r, s0, s1, ne) {nm, dt, kd, r, {s0, s1, 0, 0}, ne, NULL, 0}
+/* An unbatched op as mlkc emits it: whole operands at offset 0 (-1: none), no cache. */
+#define RT_OP(nm, kd, f, o, i0, i1, i2, n_, k_, tile_, ntasks_)                                   \
+  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}},     \
+   .n = n_, .k = k_, .tile = tile_, .ntasks = ntasks_, .layer = -1, .cache = -1}
 
 /* Fills `m` with the model above; m->desc points into m, so m must not move afterwards. */
 static inline void rt_mlp_init(RtModel *m) {
@@ -140,12 +144,12 @@ static inline void rt_mlp_init(RtModel *m) {
       [T_V] = RT_T("v", MLK_F32, MLK_TENSOR_OUTPUT, 1, RT_R, 0, RT_R),
   };
   const MlkOpDesc ops[6] = {
-      {"matvec@mlp.mlk:3", MLK_OP_MATVEC, MLK_FN_RELU, T_H, {T_X, T_W1, -1}, RT_N, RT_K, 16, 19},
-      {"matvec@mlp.mlk:4", MLK_OP_MATVEC, MLK_FN_NONE, T_Y, {T_H, T_W2, T_B}, RT_N, RT_N, 8, 38},
-      {"mul@mlp.mlk:5", MLK_OP_ELTWISE, MLK_FN_MUL, T_Z, {T_Y, T_G, -1}, RT_N, 0, 7, 43},
-      {"silu@mlp.mlk:6", MLK_OP_ELTWISE, MLK_FN_SILU, T_O, {T_Z, -1, -1}, RT_N, 0, 32, 10},
-      {"relu@mlp.mlk:9", MLK_OP_ELTWISE, MLK_FN_RELU, T_U, {T_R, -1, -1}, RT_R, 0, 5, 16},
-      {"add@mlp.mlk:10", MLK_OP_ELTWISE, MLK_FN_ADD, T_V, {T_U, T_R, -1}, RT_R, 0, 9, 9},
+      RT_OP("matvec@mlp.mlk:3", MLK_OP_MATVEC, MLK_FN_RELU, T_H, T_X, T_W1, -1, RT_N, RT_K, 16, 19),
+      RT_OP("matvec@mlp.mlk:4", MLK_OP_MATVEC, MLK_FN_NONE, T_Y, T_H, T_W2, T_B, RT_N, RT_N, 8, 38),
+      RT_OP("mul@mlp.mlk:5", MLK_OP_ELTWISE, MLK_FN_MUL, T_Z, T_Y, T_G, -1, RT_N, 0, 7, 43),
+      RT_OP("silu@mlp.mlk:6", MLK_OP_ELTWISE, MLK_FN_SILU, T_O, T_Z, -1, -1, RT_N, 0, 32, 10),
+      RT_OP("relu@mlp.mlk:9", MLK_OP_ELTWISE, MLK_FN_RELU, T_U, T_R, -1, -1, RT_R, 0, 5, 16),
+      RT_OP("add@mlp.mlk:10", MLK_OP_ELTWISE, MLK_FN_ADD, T_V, T_U, T_R, -1, RT_R, 0, 9, 9),
   };
   const MlkEventDesc events[4] = {
       {"h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4", 0, 1, T_H, MLK_MAP_ALL, RT_N, 16, 8, 1, 0},
@@ -153,7 +157,8 @@ static inline void rt_mlp_init(RtModel *m) {
       {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 10, 44},
       {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 9, 54},
   };
-  const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4}, {"post", "mlk_post", 4, 2}};
+  const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4, MLK_SCHED_STATIC},
+                                    {"post", "mlk_post", 4, 2, MLK_SCHED_STATIC}};
   memcpy(m->tensors, tensors, sizeof tensors);
   memcpy(m->ops, ops, sizeof ops);
   memcpy(m->events, events, sizeof events);
@@ -171,6 +176,9 @@ static inline void rt_mlp_init(RtModel *m) {
       .ncounters = 63,
       .kernels = m->kernels,
       .nkernels = 2,
+      .batch_name = NULL, /* one row per run, as mlkc emits it: batch 1..1 */
+      .batch_min = 1,
+      .batch_max = 1,
       .ptx_sm90a = NULL,
       .ptx_sm80 = NULL,
   };

@@ -2,18 +2,20 @@
 # Included from tests/CMakeLists.txt; sources live next to this file.
 set(_rt_dir ${CMAKE_CURRENT_LIST_DIR})
 
-foreach(_t sim deadlock errors sched gpu)
+set(_rt_cpu_tests sim ops batch check deadlock errors sched)
+foreach(_t ${_rt_cpu_tests} gpu)
   add_executable(runtime_${_t} ${_rt_dir}/test_${_t}.c)
   target_link_libraries(runtime_${_t} PRIVATE mlkrt m)
 endforeach()
-# test_sched checks sched.c directly through the runtime's internal header.
+# test_sched and test_errors check sched.c and the validation directly through the runtime's
+# internal header.
 target_include_directories(runtime_sched PRIVATE ${PROJECT_SOURCE_DIR}/runtime)
+target_include_directories(runtime_errors PRIVATE ${PROJECT_SOURCE_DIR}/runtime)
 
-add_test(NAME runtime_sim COMMAND runtime_sim)
-add_test(NAME runtime_deadlock COMMAND runtime_deadlock)
-add_test(NAME runtime_errors COMMAND runtime_errors)
-add_test(NAME runtime_sched COMMAND runtime_sched)
-set_tests_properties(runtime_sim runtime_deadlock runtime_errors runtime_sched PROPERTIES TIMEOUT 180)
+foreach(_t ${_rt_cpu_tests})
+  add_test(NAME runtime_${_t} COMMAND runtime_${_t})
+  set_tests_properties(runtime_${_t} PROPERTIES TIMEOUT 180)
+endforeach()
 
 # The GPU test runs two hand-written megakernels, compiled here from C to PTX by clang (PTX ISA 7.0
 # so that any driver since CUDA 11 can JIT it). Without clang's NVPTX target it only tests the

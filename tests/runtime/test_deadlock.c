@@ -9,6 +9,10 @@
  * generated code produces on the GPU. The variants are chosen so that no consumer that does get
  * its notifies reads data the lie left unsynchronized: the ALL variant lets no consumer through,
  * and the TILE variant is an extra event on a tensor its consumer does not read.
+ *
+ * Under the dynamic schedule (forced by the simulator options, or compiled into the kernel) the
+ * same descriptions leave tasks that never become ready: after a timeout without progress the run
+ * reports the first of them, the event and counter it still lacks, and the counts.
  */
 #include "rt_test.h"
 
@@ -56,9 +60,11 @@ static void expect_deadlock(mlk_model *m, const char *const *needles) {
 /* tile == 0: the ALL event h claims tiles of 8 (op 0 has 19 tasks of 16).
  * tile == 1: an extra TILE event h: op 0 -> op 2 with tiles of 8, so only the counters of
  * elements [0, 152) are notified. */
-static void variant(mlk_backend *be, int tile, const char *const *needles) {
+static void variant(mlk_backend *be, int tile, int compiled_dynamic, const char *const *needles) {
   RtModel rm;
   rt_mlp_init(&rm);
+  if (compiled_dynamic)
+    rm.kernels[K_FORWARD].schedule = MLK_SCHED_DYNAMIC;
   if (tile) {
     rm.events[4] = (MlkEventDesc){"h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5", 0, 2, T_H, MLK_MAP_TILE,
                                   RT_N, 8, 7, 43, 63};
@@ -104,16 +110,43 @@ int main(void) {
   const char *const tile_needles[] = {"megakernel 'forward': task ", " of op 'mul@mlp.mlk:5' (queue ",
                                       "waited on event 'h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5' counter [",
                                       " notifies, saw ", " after 200 ms", NULL};
+  /* The dynamic schedule reports the first task that never became ready (in op and task order):
+   * op 1's task 0, and op 2's task 21, the first whose tile [147, 154) reaches past the 152
+   * elements that the event's producer tiles of 8 cover. */
+  const char *const dyn_all_needles[] = {
+      "megakernel 'forward' (dynamic schedule): task 0 of op 'matvec@mlp.mlk:4' never became ready: "
+      "it waits on event 'h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4' counter [0]: expected 38 "
+      "notifies, saw 19 after 100 ms without progress",
+      NULL};
+  const char *const dyn_tile_needles[] = {
+      "megakernel 'forward' (dynamic schedule): task 21 of op 'mul@mlp.mlk:5' never became ready: "
+      "it waits on event 'h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5' counter [21]: expected 2 notifies, "
+      "saw 1 after 100 ms without progress",
+      NULL};
   static const int threads[] = {1, 4, 16};
   for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
-    mlk_sim_options opt = {threads[t], 3, t == 1 ? 20 : 0};
+    mlk_sim_options opt = {.threads = threads[t], .seed = 3, .max_delay_us = t == 1 ? 20 : 0};
     mlk_backend *be;
     CHECK_OK(mlk_backend_create_cpu(&opt, &be));
     if (!be)
       continue;
     printf("  %s\n", mlk_backend_name(be));
-    variant(be, 0, all_needles);
-    variant(be, 1, tile_needles);
+    variant(be, 0, 0, all_needles);
+    variant(be, 1, 0, tile_needles);
+    mlk_backend_free(be);
+  }
+  /* Dynamic: forced by the options on 1 and 4 threads, then compiled into the kernel. */
+  setenv("MLK_WAIT_TIMEOUT_MS", "100", 1);
+  for (int d = 0; d < 3; d++) {
+    mlk_sim_options opt = {.threads = d == 0 ? 1 : 4, .seed = 3, .max_delay_us = d == 1 ? 20 : 0,
+                           .schedule = d < 2 ? MLK_SIM_DYNAMIC : MLK_SIM_AS_COMPILED};
+    mlk_backend *be;
+    CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+    if (!be)
+      continue;
+    printf("  %s%s\n", mlk_backend_name(be), d == 2 ? ", kernel compiled dynamic" : "");
+    variant(be, 0, d == 2, dyn_all_needles);
+    variant(be, 1, d == 2, dyn_tile_needles);
     mlk_backend_free(be);
   }
 
@@ -123,7 +156,7 @@ int main(void) {
   CHECK_OK(mlk_backend_create_cpu(NULL, &be));
   if (be) {
     const char *const needles[] = {"expected 38 notifies, saw 19 after 50 ms", NULL};
-    variant(be, 0, needles);
+    variant(be, 0, 0, needles);
     mlk_backend_free(be);
   }
   return rt_finish("runtime_deadlock");

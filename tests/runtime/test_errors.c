@@ -7,7 +7,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "rt_test.h"
+#include "internal.h" /* mlk_desc_validate */
+#include "rt_llama.h"
 
 static RtData data;
 
@@ -93,17 +94,19 @@ static void test_validation(mlk_backend *be) {
   expect_error(mlk_model_create(be, NULL, &(mlk_model *){NULL}), MLK_ERR_INVALID, "description is NULL");
 
   rm.desc.abi = MLK_DESC_ABI + 1;
-  expect_invalid(be, &rm, "invalid model description 'mlp' (mlp.mlk): generated for runtime ABI 2");
+  expect_invalid(be, &rm, "invalid model description 'mlp' (mlp.mlk): generated for runtime ABI 3, "
+                 "this libmlkrt implements ABI 2");
   rm.ops[0].ntasks = 10;
   expect_invalid(be, &rm, "op 0 'matvec@mlp.mlk:3': ntasks is 10, expected ceil(300 / 16) = 19");
-  rm.ops[1].in[1] = T_X;
+  rm.ops[1].in[1].tensor = T_X;
   expect_invalid(be, &rm, "op 1 'matvec@mlp.mlk:4': W 'x' is f32, expected bf16");
-  rm.ops[1].in[0] = 42;
+  rm.ops[1].in[0].tensor = 42;
   expect_invalid(be, &rm, "op 1 'matvec@mlp.mlk:4': x is tensor 42, out of range");
-  rm.ops[2].out = T_G;
+  rm.ops[2].out.tensor = T_G;
   expect_invalid(be, &rm, "op 2 'mul@mlp.mlk:5' writes input 'g'");
-  rm.ops[3].in[1] = T_Y;
-  expect_invalid(be, &rm, "unused operands must be -1");
+  rm.ops[3].in[1].tensor = T_Y;
+  expect_invalid(be, &rm, "op 3 'silu@mlp.mlk:6': in[1] is tensor 5, but this unary eltwise takes 1 "
+                 "operand: unused operands must be -1");
   rm.ops[0].k = MLK_MATVEC_MAX_K + 1;
   expect_invalid(be, &rm, "k is 12289, must be in [1, 12288]");
   rm.tensors[T_W1].numel = 5;
@@ -145,7 +148,7 @@ static void test_validation(mlk_backend *be) {
   enum { NOPS = MLK_MAX_OPS_PER_KERNEL + 1 };
   static MlkOpDesc ops[NOPS];
   for (int i = 0; i < NOPS; i++)
-    ops[i] = (MlkOpDesc){"relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, {T_B, -1, -1}, RT_N, 0, 100, 3};
+    ops[i] = (MlkOpDesc)RT_OP("relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, T_B, -1, -1, RT_N, 0, 100, 3);
   rm.desc.ops = ops;
   rm.desc.nops = NOPS;
   rm.desc.nevents = 0;
@@ -156,9 +159,9 @@ static void test_validation(mlk_backend *be) {
   static MlkTensorDesc big[RT_NTENSORS];
   memcpy(big, rm.tensors, sizeof big);
   int64_t n = (int64_t)MLK_MAX_TASKS_PER_OP + 1;
-  big[T_H] = (MlkTensorDesc){"h", MLK_F32, MLK_TENSOR_TEMP, 1, {n, 0, 0, 0}, n, NULL};
-  big[T_B] = (MlkTensorDesc){"b", MLK_F32, MLK_TENSOR_INPUT, 1, {n, 0, 0, 0}, n, NULL};
-  ops[0] = (MlkOpDesc){"relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, {T_B, -1, -1}, n, 0, 1, n};
+  big[T_H] = (MlkTensorDesc){"h", MLK_F32, MLK_TENSOR_TEMP, 1, {n, 0, 0, 0}, n, NULL, 0};
+  big[T_B] = (MlkTensorDesc){"b", MLK_F32, MLK_TENSOR_INPUT, 1, {n, 0, 0, 0}, n, NULL, 0};
+  ops[0] = (MlkOpDesc)RT_OP("relu", MLK_OP_ELTWISE, MLK_FN_RELU, T_H, T_B, -1, -1, n, 0, 1, n);
   rm.desc.tensors = big;
   rm.desc.ops = ops;
   rm.desc.nops = 1;
@@ -167,6 +170,110 @@ static void test_validation(mlk_backend *be) {
   rm.desc.nkernels = 1;
   rm.kernels[0].nops = 1;
   expect_invalid(be, &rm, "op 0 'relu' has 16777217 tasks, more than 16777216");
+}
+
+/* ABI 2: batch dims, caches and the new op kinds, one broken field of the tiny Llama at a time.
+ * Ops: 0 gather, 1-3 q/k/v matvecs, 4-5 rope, 6 kv_append, 7 attention, 8 matvec (wo), ...,
+ * 25 rmsnorm, 26 logits, 27 argmax. Tensors: 0 embed, 2 wqkv, 9 kv, 10 kv.pages, 11 tokens,
+ * 12 pos, 15 x, 16 q.0, ... */
+static void expect_bad_desc(mlk_backend *be, const MlkModelDesc *d, const char *needle) {
+  mlk_model *m = (mlk_model *)&m;
+  expect_error(mlk_model_create(be, d, &m), MLK_ERR_INVALID, needle);
+  CHECK(m == NULL, "create failed but set *out");
+  if (m)
+    mlk_model_free(m);
+}
+
+static void test_validation_abi2(mlk_backend *be) {
+  static Llama s;
+  RtB *b = &s.b;
+#define CASE(mutation, needle)                                                                    \
+  do {                                                                                            \
+    build(&s, MLK_SCHED_STATIC);                                                                  \
+    mutation;                                                                                     \
+    expect_bad_desc(be, &b->desc, needle);                                                        \
+  } while (0)
+  build(&s, MLK_SCHED_STATIC);
+  CHECK_OK(mlk_desc_validate(&b->desc));
+  CHECK(!strcmp(b->tensors[9].name, "kv") && !strcmp(b->ops[6].name, "kv_append@llama:10[l=0]") &&
+        b->ops[27].kind == MLK_OP_ARGMAX && !strcmp(b->tensors[16].name, "q.0"), "the indices above");
+  /* batch dims and batched tensors */
+  CASE(b->desc.batch_min = 5, "batch dim 'B' is 5..4, must satisfy 1 <= min <= max <= 65536");
+  CASE(b->desc.batch_max = 70000, "batch dim 'B' is 1..70000");
+  CASE(b->desc.batch_name = NULL, "no batch dim (batch_name is NULL), but batch_min..batch_max is 1..4, "
+       "not 1..1");
+  CASE((b->tensors[11].shape[0] = 3, b->tensors[11].numel = 3),
+       "tensor 11 'tokens' is batched: shape[0] must be batch_max 4, got 3");
+  CASE(b->tensors[0].batched = 1, "tensor 0 'embed' is a batched param: params have no batch dim");
+  CASE(b->tensors[11].batched = 2, "tensor 11 'tokens': batched is 2, must be 0 or 1");
+  CASE(b->ops[4].batched = 0, "op 4 'rope@llama:8[l=0]' is not batched, but its output 'qr.0' is batched");
+  CASE(b->ops[1].in[0].offset = 5, "op 1 'matvec@llama:5[l=0]': x 'x' has rows of 32 elements (offset 5), "
+       "the op reads rows of 32 columns at offset 0");
+  CASE(b->ops[1].in[1].offset = 2 * QKV * D - 100, "op 1 'matvec@llama:5[l=0]': W 'wqkv' has 4096 "
+       "elements, the op needs 1024 from offset 3996");
+  CASE(b->ops[1].in[1].offset = -1, "W 'wqkv' has a negative offset -1");
+  /* caches */
+  CASE(b->desc.ncaches = -1, "negative count");
+  CASE(b->desc.ncaches = 0, "tensor 9 'kv' is a KV cache pool but belongs to no cache");
+  CASE(b->caches[0].dtype = MLK_F16, "cache 0 'kv' is f16: only bf16 KV caches are implemented");
+  CASE(b->caches[0].tensor = 11, "cache 0 'kv': tensor 11 is not a KV cache pool (MLK_TENSOR_CACHE)");
+  CASE(b->caches[0].pages_tensor = 9, "cache 0 'kv': pages_tensor 9 is not a page table");
+  CASE(b->caches[0].page = 0, "cache 0 'kv': layers 2, kv_heads 2, head_dim 8 and page 0 must all be in "
+       "[1, 65536]");
+  CASE(b->tensors[9].numel = 5, "tensor 9 'kv' is a KV cache pool: numel must be 0 and batched 0");
+  CASE(b->tensors[10].dtype = MLK_F32, "cache 0 'kv': page table 'kv.pages' is f32, expected i32");
+  /* cache ops */
+  CASE(b->ops[6].layer = 2, "op 6 'kv_append@llama:10[l=0]': layer 2 is outside cache 'kv' (2 layers)");
+  CASE(b->ops[6].cache = 1, "op 6 'kv_append@llama:10[l=0]': cache 1 out of range (1 caches)");
+  CASE(b->ops[6].out.tensor = 15, "op 6 'kv_append@llama:10[l=0]': the output must be the pool of cache "
+       "'kv' (tensor 9) at offset 0, got tensor 15 at offset 0");
+  CASE(b->ops[7].in[3].tensor = 12, "op 7 'attention@llama:11[l=0]': in[3] must be the page table of cache "
+       "'kv' (tensor 10) at offset 0, got tensor 12");
+  CASE(b->ops[7].in[1].offset = 8, "op 7 'attention@llama:11[l=0]': in[1] must be the pool of cache 'kv'");
+  CASE(b->ops[7].heads = 3, "op 7 'attention@llama:11[l=0]': heads 3 must be a multiple of kv_heads 2");
+  CASE(b->ops[7].head_dim = 4, "kv_heads 2 and head_dim 4 differ from cache 'kv' (2, 8)");
+  CASE((b->ops[6].tile = 12, b->ops[6].ntasks = 2), "op 6 'kv_append@llama:10[l=0]': n 16 must be "
+       "kv_heads * head_dim = 16 and tile 12 a multiple of head_dim");
+  CASE(b->ops[7].out.tensor = b->ops[7].in[0].tensor, "output and q are the same tensor");
+  CASE(b->ops[1].in[1].tensor = 9, "op 1 'matvec@llama:5[l=0]': W 'kv' is a KV cache pool: only kv_append "
+       "and attention take one");
+  CASE(b->ops[6].in[2].tensor = 15, "op 6 'kv_append@llama:10[l=0]': positions 'x' is f32, expected i32");
+  /* rope, gather, rmsnorm, argmax, eltwise */
+  CASE(b->ops[4].head_dim = 7, "op 4 'rope@llama:8[l=0]': head_dim 7 must be even and >= 2 and divide n 32");
+  CASE(b->ops[4].rope_high_freq = 1.0f, "op 4 'rope@llama:8[l=0]': Llama 3 rope scaling (factor 8) needs "
+       "0 < low_freq 1 < high_freq 1 and original_max_pos 16 >= 1");
+  CASE(b->ops[4].theta = 0, "theta 0 must be finite and > 0");
+  CASE(b->ops[4].fn = MLK_FN_RELU, "op 4 'rope@llama:8[l=0]': fn is 1, but this rope takes none");
+  CASE(b->ops[0].in[0].tensor = 15, "op 0 'gather@llama:3': ids 'x' is f32, expected i32");
+  CASE(b->ops[0].in[1].offset = V * D - D + 1, "op 0 'gather@llama:3': table 'embed' has 1280 elements, the "
+       "op needs 32 from offset 1249");
+  CASE(b->ops[0].k = 3, "op 0 'gather@llama:3': k is 3, must be 0 for this gather");
+  CASE((b->ops[25].tile = 16, b->ops[25].ntasks = 2), "op 25 'rmsnorm@llama:20': an rmsnorm is one task "
+       "(tile >= n), got 2");
+  CASE(b->ops[25].eps = NAN, "op 25 'rmsnorm@llama:20': eps is nan, must be finite and >= 0");
+  CASE(b->ops[1].eps = -1, "op 1 'matvec@llama:5[l=0]': eps is -1, must be finite and >= 0");
+  CASE((b->ops[27].n = 2, b->ops[27].ntasks = 2), "op 27 'argmax@llama:21': an argmax has n = 1 output "
+       "column and k in [1, 2^31) inputs, got n 2, k 40");
+  CASE(b->ops[27].out.tensor = 13, "op 27 'argmax@llama:21': output 'logits' is f32, expected i32");
+  CASE(b->ops[11].fn = (MlkFn)9, "an elementwise function must be none, relu, silu, add or mul, got fn 9");
+  CASE(b->ops[11].in[3].tensor = 15, "op 11 'mul@llama:15[l=0]': in[3] is tensor 15, but this eltwise takes "
+       "2 operands");
+  CASE(b->ops[1].kind = (MlkOpKind)8, "op 1 'matvec@llama:5[l=0]': kind 8 is not a valid MlkOpKind");
+  CASE(b->ops[1].batched = 2, "op 1 'matvec@llama:5[l=0]': batched is 2, must be 0 or 1");
+  /* kernels and events */
+  CASE(b->kernels[0].schedule = (MlkSchedule)7, "kernel 0 'decode': schedule 7 is not a valid MlkSchedule");
+  CASE(b->events[0].n = 1000, "but tensor 'x' has 32 columns");
+#undef CASE
+  /* No batch dim: 0..0 (unset) is taken as 1..1; tensors and ops must then not be batched. */
+  RtModel rm;
+  rt_mlp_init(&rm);
+  rm.desc.batch_min = rm.desc.batch_max = 0;
+  CHECK_OK(mlk_desc_validate(&rm.desc));
+  rm.tensors[T_X].batched = 1;
+  expect_bad_desc(be, &rm.desc, "tensor 0 'x' is batched, but the model has no batch dim");
+  rt_mlp_init(&rm);
+  rm.ops[0].batched = 1;
+  expect_bad_desc(be, &rm.desc, "op 0 'matvec@mlp.mlk:3' is batched, but the model has no batch dim");
 }
 
 static void test_backends(void) {
@@ -222,9 +329,34 @@ static void test_backends(void) {
     mlk_backend_free(be);
   }
   unsetenv("MLK_SIM_THREADS");
-  mlk_sim_options bad = {-1, 0, 0};
+  mlk_sim_options bad = {.threads = -1};
   expect_error(mlk_backend_create_cpu(&bad, &be), MLK_ERR_INVALID, "threads");
-  mlk_sim_options defaults = {0, 0, 0};
+  mlk_sim_options badsched = {.schedule = (mlk_sim_schedule)7};
+  expect_error(mlk_backend_create_cpu(&badsched, &be), MLK_ERR_INVALID,
+               "simulator schedule 7 is not as compiled (0), static (1) or dynamic (2)");
+  mlk_sim_options baddrop = {.drop_event = -1};
+  expect_error(mlk_backend_create_cpu(&baddrop, &be), MLK_ERR_INVALID, "simulator drop_event must be >= 0");
+  setenv("MLK_SIM_CHECK", "2", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_CHECK='2' is not an integer in [0, 1]");
+  setenv("MLK_SIM_CHECK", "0", 1);
+  CHECK_OK(mlk_backend_create_cpu(NULL, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1, checker off)"), "'%s'",
+          mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  unsetenv("MLK_SIM_CHECK");
+  mlk_sim_options all = {.threads = 2, .seed = 4, .max_delay_us = 9, .schedule = MLK_SIM_STATIC,
+                         .no_check = 1, .drop_event = 3};
+  CHECK_OK(mlk_backend_create_cpu(&all, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (2 threads, seed 4, delays up to 9 us, static "
+                                        "schedule, checker off, dropping event 2)"),
+          "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  mlk_sim_options defaults = {0};
   CHECK_OK(mlk_backend_create_cpu(&defaults, &be));
   if (be) {
     CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1)"), "'%s'", mlk_backend_name(be));
@@ -285,14 +417,14 @@ static void test_helpers(void) {
 /* The last error is per thread (and a thread's message buffer is freed when it exits). */
 static void *other_thread(void *arg) {
   (void)arg;
-  mlk_sim_options bad = {-5, 0, 0};
+  mlk_sim_options bad = {.threads = -5};
   mlk_backend *be;
   mlk_backend_create_cpu(&bad, &be);
   return strstr(mlk_last_error(), "got -5") ? (void *)1 : NULL;
 }
 
 static void test_thread_local(void) {
-  mlk_sim_options bad = {-1, 0, 0};
+  mlk_sim_options bad = {.threads = -1};
   mlk_backend *be;
   mlk_backend_create_cpu(&bad, &be);
   char mine[256];
@@ -314,12 +446,13 @@ int main(void) {
   test_helpers();
   test_thread_local();
   test_backends();
-  mlk_sim_options opt = {4, 1, 0};
+  mlk_sim_options opt = {.threads = 4, .seed = 1};
   mlk_backend *be;
   CHECK_OK(mlk_backend_create_cpu(&opt, &be));
   if (be) {
     test_tensors(be);
     test_validation(be);
+    test_validation_abi2(be);
     mlk_backend_free(be);
   }
   return rt_finish("runtime_errors");

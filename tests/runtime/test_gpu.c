@@ -3,13 +3,14 @@
  * Without a usable GPU it prints "SKIP: no GPU: <reason>" and exits 77 (CTest reports it as
  * skipped), which also checks that a missing driver is a clean, explained failure. With a GPU:
  * tensor round trips through device memory, then the hand-written megakernels of gpu_kernels.c
- * (PTX path in argv[1]): several runs with fresh inputs and poisoned outputs compared with a
- * reference, then the deadlocking variant, which must be reported within a bounded time and
- * leave the model usable.
+ * (PTX path in argv[1]): several runs at batch sizes 1..3 of one model (the run-time values `rt`
+ * tell the kernel the batch) with fresh inputs and poisoned outputs compared with a reference,
+ * rows past the batch untouched, then the deadlocking variant, which must be reported within a
+ * bounded time and leave the model usable. The same model with a dynamic schedule is refused.
  */
 #include "rt_test.h"
 
-enum { GN = 1000 };
+enum { GN = 1000, GB = 3 };
 
 static char *read_file(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -32,26 +33,33 @@ static char *read_file(const char *path) {
 }
 
 static const MlkTensorDesc gtensors[] = {
-    {"a", MLK_F32, MLK_TENSOR_INPUT, 1, {GN, 0, 0, 0}, GN, NULL},
-    {"u", MLK_F32, MLK_TENSOR_TEMP, 1, {GN, 0, 0, 0}, GN, NULL},
-    {"v", MLK_F32, MLK_TENSOR_OUTPUT, 1, {GN, 0, 0, 0}, GN, NULL},
+    {"a", MLK_F32, MLK_TENSOR_INPUT, 2, {GB, GN, 0, 0}, GB * GN, NULL, 1},
+    {"u", MLK_F32, MLK_TENSOR_TEMP, 2, {GB, GN, 0, 0}, GB * GN, NULL, 1},
+    {"v", MLK_F32, MLK_TENSOR_OUTPUT, 2, {GB, GN, 0, 0}, GB * GN, NULL, 1},
 };
 static const MlkOpDesc gops[] = {
-    {"relu@gpu_test:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, {0, -1, -1}, GN, 0, 64, 16},
-    {"add@gpu_test:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, {1, 0, -1}, GN, 0, 100, 10},
+    {.name = "relu@gpu_test:1", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_RELU, .out = {1, 0},
+     .in = {{0, 0}, {-1, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 64, .ntasks = 16, .batched = 1,
+     .layer = -1, .cache = -1},
+    {.name = "add@gpu_test:2", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_ADD, .out = {2, 0},
+     .in = {{1, 0}, {0, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 100, .ntasks = 10, .batched = 1,
+     .layer = -1, .cache = -1},
 };
 /* Must match EVENT() in gpu_kernels.c. */
 static const MlkEventDesc gevents_ok[] = {
     {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 64, 100, 10, 0}};
 static const MlkEventDesc gevents_bad[] = {
     {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 10, 0}};
-static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2}};
-static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2}};
+static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_STATIC}};
+static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2, MLK_SCHED_STATIC}};
+static const MlkKernelDesc gkernels_dyn[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_DYNAMIC}};
 
 static MlkModelDesc gdesc(const char *ptx, int bad) {
-  return (MlkModelDesc){MLK_DESC_ABI, bad ? "gpu_test_bad" : "gpu_test", "gpu_test.c", gtensors, 3,
-                        gops, 2, bad ? gevents_bad : gevents_ok, 1, 10,
-                        bad ? gkernels_bad : gkernels_ok, 1, NULL, ptx};
+  return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = bad ? "gpu_test_bad" : "gpu_test",
+                        .source = "gpu_test.c", .tensors = gtensors, .ntensors = 3, .ops = gops,
+                        .nops = 2, .events = bad ? gevents_bad : gevents_ok, .nevents = 1,
+                        .ncounters = 10, .kernels = bad ? gkernels_bad : gkernels_ok, .nkernels = 1,
+                        .batch_name = "B", .batch_min = 1, .batch_max = GB, .ptx_sm80 = ptx};
 }
 
 static void round_trip(mlk_backend *be) {
@@ -63,14 +71,18 @@ static void round_trip(mlk_backend *be) {
   CHECK_OK(mlk_model_create(be, &d, &m));
   if (!m)
     return;
-  float in[GN], out[GN];
-  rt_fill(in, GN, 1.0f);
+  float in[GB * GN], out[GB * GN];
+  rt_fill(in, GB * GN, 1.0f);
+  CHECK_OK(mlk_model_set_tensor(m, 0, in, GN * sizeof *in)); /* batch 1 */
+  CHECK_OK(mlk_model_get_tensor(m, 0, out, GN * sizeof *out));
+  CHECK(!memcmp(in, out, GN * sizeof *in), "round trip through device memory");
+  CHECK_OK(mlk_model_set_batch(m, GB));
   CHECK_OK(mlk_model_set_tensor(m, 0, in, sizeof in));
   CHECK_OK(mlk_model_get_tensor(m, 0, out, sizeof out));
-  CHECK(!memcmp(in, out, sizeof in), "round trip through device memory");
+  CHECK(!memcmp(in, out, sizeof in), "round trip of %d rows through device memory", GB);
   CHECK_OK(mlk_model_fill_tensor(m, 2, 0xff));
   CHECK_OK(mlk_model_get_tensor(m, 2, out, sizeof out));
-  CHECK(isnan(out[0]) && isnan(out[GN - 1]), "fill 0xff");
+  CHECK(isnan(out[0]) && isnan(out[GB * GN - 1]), "fill 0xff");
   mlk_model_free(m);
 }
 
@@ -80,27 +92,45 @@ static void run_kernels(mlk_backend *be, const char *ptx) {
   CHECK_OK(mlk_model_create(be, &d, &m));
   if (!m)
     return;
-  float a[GN], v[GN];
-  double want[GN];
-  for (int run = 0; run < 5; run++) {
-    rt_fill(a, GN, 1.0f);
-    for (int i = 0; i < GN; i++)
-      want[i] = (a[i] > 0 ? a[i] : 0) + (double)a[i];
-    CHECK_OK(mlk_model_set_tensor(m, 0, a, sizeof a));
+  static float a[GB * GN], v[GB * GN];
+  static double want[GB * GN];
+  static const int batches[] = {1, 3, 2, 2, 1, 3};
+  for (int run = 0; run < 6; run++) {
+    int rows = batches[run];
+    /* Poison every row, then run `rows` of them: the rest must stay poison. */
+    CHECK_OK(mlk_model_set_batch(m, GB));
     CHECK_OK(mlk_model_fill_tensor(m, 1, 0xff));
     CHECK_OK(mlk_model_fill_tensor(m, 2, 0xff));
+    CHECK_OK(mlk_model_set_batch(m, rows));
+    rt_fill(a, (size_t)rows * GN, 1.0f);
+    for (int i = 0; i < rows * GN; i++)
+      want[i] = (a[i] > 0 ? a[i] : 0) + (double)a[i];
+    CHECK_OK(mlk_model_set_tensor(m, 0, a, (size_t)rows * GN * sizeof *a));
     CHECK_OK(mlk_model_run(m, 0));
+    CHECK_OK(mlk_model_set_batch(m, GB));
     CHECK_OK(mlk_model_get_tensor(m, 2, v, sizeof v));
-    double err = rt_rel_l2(v, want, GN);
-    CHECK(err < 1e-6, "run %d: relative L2 error %g", run, err);
+    double err = rt_rel_l2(v, want, (size_t)rows * GN);
+    CHECK(err < 1e-6, "run %d (batch %d): relative L2 error %g", run, rows, err);
+    int touched = 0;
+    for (int i = rows * GN; i < GB * GN; i++)
+      touched += !isnan(v[i]);
+    CHECK(touched == 0, "run %d (batch %d): %d elements past the batch were written", run, rows, touched);
   }
   mlk_model_free(m);
+
+  d.kernels = gkernels_dyn;
+  m = (mlk_model *)&m;
+  mlk_status cst = mlk_model_create(be, &d, &m);
+  CHECK(cst == MLK_ERR_INVALID && m == NULL, "dynamic schedule: %s: %s", mlk_status_name(cst),
+        mlk_last_error());
+  CHECK_CONTAINS(mlk_last_error(), "megakernel 'fwd' of model 'gpu_test' is compiled for the dynamic "
+                 "schedule, which the GPU backend does not implement yet");
 
   d = gdesc(ptx, 1);
   CHECK_OK(mlk_model_create(be, &d, &m));
   if (!m)
     return;
-  CHECK_OK(mlk_model_set_tensor(m, 0, a, sizeof a));
+  CHECK_OK(mlk_model_set_tensor(m, 0, a, GN * sizeof *a));
   setenv("MLK_WAIT_TIMEOUT_MS", "200", 1);
   for (int run = 0; run < 2; run++) {
     time_t t0 = time(NULL);

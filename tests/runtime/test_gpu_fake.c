@@ -2,30 +2,69 @@
  *
  * CTest runs it with the fake first on LD_LIBRARY_PATH. Checks the backend name, the choice
  * between sm_90a and sm_80 PTX, the JIT error log in a PTX failure, a missing entry, a model with
- * no usable PTX, the cuMemAlloc out-of-memory message, and that device tensors start zeroed.
+ * no usable PTX, the cuMemAlloc out-of-memory message, that device tensors start zeroed, that a
+ * KV cache gets its pool (zeroed) and its page table (filled) on the device, and that a kernel
+ * compiled for the dynamic schedule is refused.
  * (The launch path itself is covered by running test_gpu against the same fake.) If the real
  * driver was loaded instead, it says so and exits 77.
  */
 #include "rt_test.h"
 
 static const MlkTensorDesc tensors[] = {
-    {"a", MLK_F32, MLK_TENSOR_INPUT, 1, {1000, 0, 0, 0}, 1000, NULL},
-    {"u", MLK_F32, MLK_TENSOR_TEMP, 1, {1000, 0, 0, 0}, 1000, NULL},
-    {"v", MLK_F32, MLK_TENSOR_OUTPUT, 1, {1000, 0, 0, 0}, 1000, NULL},
-    {"big", MLK_F32, MLK_TENSOR_TEMP, 1, {1 << 29, 0, 0, 0}, 1 << 29, NULL},
+    {"a", MLK_F32, MLK_TENSOR_INPUT, 1, {1000, 0, 0, 0}, 1000, NULL, 0},
+    {"u", MLK_F32, MLK_TENSOR_TEMP, 1, {1000, 0, 0, 0}, 1000, NULL, 0},
+    {"v", MLK_F32, MLK_TENSOR_OUTPUT, 1, {1000, 0, 0, 0}, 1000, NULL, 0},
+    {"big", MLK_F32, MLK_TENSOR_TEMP, 1, {1 << 29, 0, 0, 0}, 1 << 29, NULL, 0},
 };
 static const MlkOpDesc ops[] = {
-    {"relu@fake:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, {0, -1, -1}, 1000, 0, 64, 16},
-    {"add@fake:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, {1, 0, -1}, 1000, 0, 100, 10},
+    RT_OP("relu@fake:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, 1000, 0, 64, 16),
+    RT_OP("add@fake:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, 1000, 0, 100, 10),
 };
 static const MlkEventDesc events[] = {
     {"u: relu@fake:1 -> add@fake:2", 0, 1, 1, MLK_MAP_TILE, 1000, 64, 100, 10, 0}};
 
+static MlkKernelDesc kernel;
+
 static MlkModelDesc desc(const char *entry, const char *sm90a, const char *sm80) {
-  static MlkKernelDesc k;
-  k = (MlkKernelDesc){"fwd", entry, 0, 2};
-  return (MlkModelDesc){MLK_DESC_ABI, "fake_test", "fake.mlk", tensors, 3, ops, 2, events, 1, 10,
-                        &k, 1, sm90a, sm80};
+  kernel = (MlkKernelDesc){"fwd", entry, 0, 2, MLK_SCHED_STATIC};
+  return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "fake_test", .source = "fake.mlk",
+                        .tensors = tensors, .ntensors = 3, .ops = ops, .nops = 2, .events = events,
+                        .nevents = 1, .ncounters = 10, .kernels = &kernel, .nkernels = 1,
+                        .batch_min = 1, .batch_max = 1, .ptx_sm90a = sm90a, .ptx_sm80 = sm80};
+}
+
+/* A model with a KV cache (3 layers, 2 kv heads of 8, pages of 4) and a batch dim 1..2, no ops. */
+static void test_cache(mlk_backend *be) {
+  static const MlkTensorDesc ct[] = {
+      {"kv", MLK_BF16, MLK_TENSOR_CACHE, 0, {0}, 0, NULL, 0},
+      {"kv.pages", MLK_I32, MLK_TENSOR_PAGES, 0, {0}, 0, NULL, 0},
+      {"x", MLK_F32, MLK_TENSOR_INPUT, 2, {2, 5, 0, 0}, 10, NULL, 1},
+  };
+  static const MlkCacheDesc cache = {"kv", 0, 1, MLK_BF16, 3, 2, 8, 4};
+  MlkModelDesc d = {.abi = MLK_DESC_ABI, .name = "fake_cache", .source = "fake.mlk", .tensors = ct,
+                    .ntensors = 3, .caches = &cache, .ncaches = 1, .batch_name = "B",
+                    .batch_min = 1, .batch_max = 2};
+  setenv("MLK_KV_CONTEXT", "10", 1); /* 3 pages of 4 per sequence, 6 in all */
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &d, &m));
+  unsetenv("MLK_KV_CONTEXT");
+  if (!m)
+    return;
+  size_t pool_bytes = (size_t)3 * 6 * 2 * 2 * 4 * 8 * 2;
+  CHECK(mlk_model_tensor_bytes(m, 0) == pool_bytes && mlk_model_tensor_bytes(m, 1) == 6 * 4,
+        "cache sizes %zu, %zu", mlk_model_tensor_bytes(m, 0), mlk_model_tensor_bytes(m, 1));
+  uint16_t *pool = malloc(pool_bytes);
+  int32_t table[6];
+  CHECK_OK(mlk_model_get_tensor(m, 0, pool, pool_bytes));
+  CHECK_OK(mlk_model_get_tensor(m, 1, table, sizeof table));
+  size_t nonzero = 0;
+  for (size_t i = 0; i < pool_bytes / 2; i++)
+    nonzero += pool[i] != 0;
+  CHECK(nonzero == 0, "%zu nonzero elements in a fresh KV cache pool", nonzero);
+  for (int p = 0; p < 6; p++)
+    CHECK(table[p] == p, "page table [%d] = %d", p, table[p]);
+  free(pool);
+  mlk_model_free(m);
 }
 
 static void expect_create(mlk_backend *be, MlkModelDesc d, mlk_status want, const char *needle) {
@@ -66,6 +105,13 @@ int main(void) {
                 "(a PTX JIT compilation failed)\nJIT error log:\nptxas application ptx input, line 3; fatal");
   expect_create(be, desc("k90", NULL, NULL), MLK_ERR_INVALID,
                 "model 'fake_test' has no PTX this GPU can run: GPU 0 is sm_90, the model carries no PTX at all");
+  MlkModelDesc dyn = desc("k90", "entry k90;", NULL);
+  kernel.schedule = MLK_SCHED_DYNAMIC;
+  expect_create(be, dyn, MLK_ERR_INVALID,
+                "megakernel 'fwd' of model 'fake_test' is compiled for the dynamic schedule, which the GPU "
+                "backend does not implement yet: compile it with the static schedule, or run it on the CPU "
+                "simulator (MLK_BACKEND=cpu)");
+  test_cache(be);
 
   MlkModelDesc d = desc("k90", "entry k90;", NULL);
   d.ntensors = 4;

@@ -1,9 +1,9 @@
 /* test_sched.c: the static queues of sched.c and the index maps of mlk_desc.h.
  *
  * For each kernel of the test model and many queue counts: every task appears exactly once,
- * every queue is in increasing global (topological) order, queue lengths differ by at most one,
- * and task g sits in queue g % nqueues. These are the properties the no-deadlock argument in
- * sched.c rests on. Also checks that the test model's events are self-consistent: the notifies
+ * every queue is in increasing global (topological) order (the properties the no-deadlock
+ * argument in sched.c rests on), and the queues are balanced: replaying the deal, each task went
+ * to a queue with the least estimated work at that point. Also checks that the test model's events are self-consistent: the notifies
  * each counter receives from all producer tasks equal its start value.
  */
 #include "internal.h"
@@ -27,10 +27,8 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
   CHECK(qoff[0] == 0 && qoff[nq] == (uint32_t)sum, "kernel %d, %d queues: offsets %u..%u", k, nq,
         qoff[0], qoff[nq]);
   unsigned char *seen = calloc((size_t)sum, 1);
+  int *queue_of = calloc((size_t)sum + 1, sizeof *queue_of);
   for (int q = 0; q < nq; q++) {
-    uint32_t len = qoff[q + 1] - qoff[q];
-    CHECK(len == (uint32_t)(sum / nq + (q < sum % nq)), "kernel %d, %d queues: queue %d has %u tasks",
-          k, nq, q, len);
     int64_t prev = -1;
     for (uint32_t i = qoff[q]; i < qoff[q + 1]; i++) {
       uint32_t op = words[i] >> MLK_TASK_OP_SHIFT, t = words[i] & MLK_TASK_INDEX_MASK;
@@ -41,7 +39,7 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
       int64_t g = first[op] + t;
       CHECK(g > prev, "kernel %d, %d queues: queue %d not increasing (%lld after %lld)", k, nq, q,
             (long long)g, (long long)prev);
-      CHECK(g % nq == q, "kernel %d, %d queues: task %lld in queue %d", k, nq, (long long)g, q);
+      queue_of[g] = q;
       CHECK(!seen[g], "kernel %d, %d queues: task %lld twice", k, nq, (long long)g);
       seen[g] = 1;
       prev = g;
@@ -49,6 +47,24 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
   }
   for (int64_t g = 0; g < sum; g++)
     CHECK(seen[g], "kernel %d, %d queues: task %lld missing", k, nq, (long long)g);
+  /* balance: replay the deal in global order */
+  int64_t *load = calloc((size_t)nq, sizeof *load);
+  int64_t g = 0;
+  for (int o = 0; o < kd->nops; o++) {
+    const MlkOpDesc *op = &d->ops[kd->first_op + o];
+    for (int64_t t = 0; t < op->ntasks; t++, g++) {
+      int64_t min = load[0];
+      for (int q = 1; q < nq; q++)
+        min = load[q] < min ? load[q] : min;
+      CHECK(load[queue_of[g]] == min, "kernel %d, %d queues: task %lld went to queue %d with "
+            "load %lld, not a least-loaded one (%lld)", k, nq, (long long)g, queue_of[g],
+            (long long)load[queue_of[g]], (long long)min);
+      int64_t cols = op->n - t * op->tile < op->tile ? op->n - t * op->tile : op->tile;
+      load[queue_of[g]] += mlk_sched_task_cost(op, cols);
+    }
+  }
+  free(load);
+  free(queue_of);
   free(seen);
   free(qoff);
   free(words);

@@ -5,7 +5,9 @@
  * two kernels' epochs interleaved), each time with fresh random inputs and with every output and
  * intermediate poisoned (0xff bytes = NaN) first, so a task that ran too early or not at all shows
  * up. Results are compared with a naive double-precision reference: relative L2 error < 1e-5 (the
- * simulator accumulates in f32; bf16 weights are widened exactly on both sides).
+ * simulator accumulates in f32; bf16 weights are widened exactly on both sides). Every
+ * configuration runs under the static schedule and again under the dynamic one (a shared ready
+ * queue popped in a seeded random order), with the dependency checker on throughout.
  */
 #include "rt_test.h"
 
@@ -68,25 +70,28 @@ int main(void) {
   static const int threads[] = {1, 2, 3, 8, 33};
   const uint64_t seeds[] = {1, 7, seed | 1};
   static const int delays[] = {0, 30};
-  for (size_t t = 0; t < sizeof threads / sizeof *threads; t++)
-    for (size_t s = 0; s < sizeof seeds / sizeof *seeds; s++)
-      for (size_t d = 0; d < sizeof delays / sizeof *delays; d++) {
-        /* Delays only where they are cheap: they exist to reorder tasks across threads. */
-        if (delays[d] && (threads[t] == 1 || s == 0))
-          continue;
-        mlk_sim_options opt = {threads[t], seeds[s], delays[d]};
-        mlk_backend *be;
-        CHECK_OK(mlk_backend_create_cpu(&opt, &be));
-        if (!be)
-          continue;
-        printf("  %s\n", mlk_backend_name(be));
-        CHECK(!mlk_backend_is_gpu(be), "simulator claims to be a GPU");
-        int before = rt_failures;
-        run_config(be);
-        if (rt_failures != before)
-          fprintf(stderr, "  ^ failed with %s\n", mlk_backend_name(be));
-        mlk_backend_free(be);
-      }
+  static const mlk_sim_schedule scheds[] = {MLK_SIM_AS_COMPILED, MLK_SIM_DYNAMIC};
+  /* Every (schedule, threads, seed, delay); delays only where they are cheap: they exist to
+   * reorder tasks across threads. */
+  size_t nt = sizeof threads / sizeof *threads, ns = sizeof seeds / sizeof *seeds, nd = 2;
+  for (size_t i = 0; i < 2 * nt * ns * nd; i++) {
+    size_t c = i / (nt * ns * nd), t = i / (ns * nd) % nt, s = i / nd % ns, d = i % nd;
+    if (delays[d] && (threads[t] == 1 || s == 0))
+      continue;
+    mlk_sim_options opt = {.threads = threads[t], .seed = seeds[s], .max_delay_us = delays[d],
+                           .schedule = scheds[c]};
+    mlk_backend *be;
+    CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+    if (!be)
+      continue;
+    printf("  %s\n", mlk_backend_name(be));
+    CHECK(!mlk_backend_is_gpu(be), "simulator claims to be a GPU");
+    int before = rt_failures;
+    run_config(be);
+    if (rt_failures != before)
+      fprintf(stderr, "  ^ failed with %s\n", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
   /* The environment path: MLK_BACKEND=cpu with MLK_SIM_THREADS / MLK_SIM_SEED. */
   setenv("MLK_BACKEND", "cpu", 1);
   setenv("MLK_SIM_THREADS", "5", 1);

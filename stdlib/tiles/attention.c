@@ -1,0 +1,399 @@
+/* attention.c: the paged KV cache tiles, kv_append and decode attention.
+ *
+ * Pool layout (mlk_cache_offset): [layers][pages][2 (K, V)][kv_heads][page][head_dim] bf16. The
+ * cache is written by kv_append tasks of the same launch, so attention reads it with ordinary
+ * (coherent) loads, never the non-coherent path.
+ *
+ * Attention, one task = nkvh kv heads, every batch row. For a row b and kv head g, the positions
+ * 0..pos[b] are split over the whole block: a group of G lanes (G = head_dim/8 rounded up to a
+ * power of two) holds one position's K and V row, 8 dims per lane in one 16-byte load each, and
+ * computes its scores against up to HC = 4 query heads of g at once (q in registers), so each
+ * K/V row is read once per pass of 4 query heads (Llama 3 groups of 4: once). Each group keeps
+ * an online softmax (running max m, sum l, weighted V sum) per query head, in base 2 (q is
+ * pre-scaled by log2(e)/sqrt(head_dim)), over U consecutive positions per step (U = 8, 4, 2 for
+ * 1, 2, 3-4 heads a pass: 16, 8, 4 16-byte loads in flight per lane). At the end the groups of a
+ * warp merge by shuffles and the 8 warps merge through shared memory. The variants are separate
+ * functions sized to stay free of spills when ptxas compiles them as called (ABI) functions,
+ * which is what a megakernel with many attention ops gets (more heads per pass spill there).
+ * head_dim % 8 != 0, head_dim > 256 or a misaligned pool take a slow, simple path (a warp per
+ * query head, the running output kept in `out` itself).
+ */
+#include "mlk_tiles.h"
+
+#define WARPS (MLK_BLOCK_THREADS / 32)
+#define HC 4   /* query heads per pass */
+#define UMAX 8 /* consecutive positions per group and step: 8 / 4 / 2 for 1 / 2 / 3-4 heads */
+#define LOG2E 1.4426950408889634f
+#define NEG_INF (-__builtin_inff())
+
+extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
+
+typedef struct __attribute__((aligned(16))) U4 {
+  uint32_t a, b, c, d;
+} U4;
+
+typedef float F4 __attribute__((ext_vector_type(4)));
+
+/* An ordinary 16-byte global load (the cache is written during the launch). */
+static inline U4 ld_cache16(const uint16_t *p) {
+#if defined(__NVPTX__)
+  return *(const __attribute__((address_space(1))) U4 *)p;
+#else
+  return *(const U4 *)(const void *)p;
+#endif
+}
+
+/* The thread index, re-read where it is used, so that values derived from it stay inside the
+ * variant that uses them (see matvec.c). */
+static inline uint32_t tid_here(void) {
+#if defined(__NVPTX__)
+  uint32_t t;
+  __asm__ volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+#else
+  return mlk_tid();
+#endif
+}
+
+static inline float ex2(float v) { return __nvvm_ex2_approx_f(v); }
+
+static inline float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1)
+    v += __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, off, 0x1f);
+  return v;
+}
+
+/* f32 -> bf16, round to nearest even; NaN stays NaN (quieted, sign and top payload kept). */
+static inline uint16_t f32_to_bf16(float f) {
+  union { float f; uint32_t u; } c = {f};
+  uint32_t u = c.u;
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Element offset of (layer, physical page, kv, head, slot), as mlk_cache_offset. */
+static inline int64_t cache_off(int64_t kv_heads, int64_t head_dim, int64_t page, int64_t npages,
+                                int64_t layer, int64_t pg, int kv, int64_t head, int64_t slot) {
+  return ((((layer * npages + pg) * 2 + kv) * kv_heads + head) * page + slot) * head_dim;
+}
+
+void mlk_tile_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
+                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
+                        int64_t nheads, int64_t batch) {
+  if (nheads <= 0 || head_dim <= 0 || page <= 0)
+    return;
+  uint32_t tid = mlk_tid();
+  uint32_t per = (uint32_t)(nheads * head_dim), hd = (uint32_t)head_dim;
+  int64_t vstride = kv_heads * page * head_dim; /* V of a head follows K by this */
+  for (int64_t b = 0; b < batch; b++) {
+    int64_t p = pos[b];
+    /* A position outside the page table or a page outside the pool is skipped, never written. */
+    if (p < 0 || p / page >= pages_per_seq)
+      continue;
+    int64_t pg = pages[b * pages_per_seq + p / page];
+    if (pg < 0 || pg >= npages)
+      continue;
+    int64_t kbase = cache_off(kv_heads, head_dim, page, npages, layer, pg, 0, head0, p % page);
+    const float *kr = k + b * kv_heads * head_dim + head0 * head_dim;
+    const float *vr = v + b * kv_heads * head_dim + head0 * head_dim;
+    for (uint32_t e = tid; e < per; e += MLK_BLOCK_THREADS) {
+      uint32_t h = e / hd, d = e - h * hd;
+      int64_t o = kbase + (int64_t)h * page * head_dim + d;
+      cache[o] = f32_to_bf16(kr[e]);
+      cache[o + vstride] = f32_to_bf16(vr[e]);
+    }
+  }
+}
+
+static inline float dot8(U4 w, const float *q) {
+  float s = mlk_bf16_lo(w.a) * q[0];
+  s += mlk_bf16_hi(w.a) * q[1];
+  s += mlk_bf16_lo(w.b) * q[2];
+  s += mlk_bf16_hi(w.b) * q[3];
+  s += mlk_bf16_lo(w.c) * q[4];
+  s += mlk_bf16_hi(w.c) * q[5];
+  s += mlk_bf16_lo(w.d) * q[6];
+  s += mlk_bf16_hi(w.d) * q[7];
+  return s;
+}
+
+static inline void unpack8(U4 w, float *v) {
+  v[0] = mlk_bf16_lo(w.a), v[1] = mlk_bf16_hi(w.a);
+  v[2] = mlk_bf16_lo(w.b), v[3] = mlk_bf16_hi(w.b);
+  v[4] = mlk_bf16_lo(w.c), v[5] = mlk_bf16_hi(w.c);
+  v[6] = mlk_bf16_lo(w.d), v[7] = mlk_bf16_hi(w.d);
+}
+
+typedef struct Att {
+  float *out;
+  const float *q;
+  const uint16_t *cache;
+  const int32_t *pages;
+  int64_t kv_heads, head_dim, page, pages_per_seq, npages, layer, heads, gs;
+} Att;
+
+/* Query heads [h0, h0 + hn) (hn <= NH <= HC) of kv head g, batch row b, positions [0, T), T > 0.
+ * NH is a constant after inlining: guards on h < hn vanish when hn == NH. */
+static inline __attribute__((always_inline)) void
+attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t T) {
+  uint32_t tid = tid_here(), warp = tid >> 5, lane = tid & 31;
+  int64_t hd = A->head_dim;
+  uint32_t G = 1;
+  while (G * 8 < (uint32_t)hd)
+    G <<= 1;
+  uint32_t P = 32 / G, sl = lane & (G - 1), d0 = sl * 8;
+  int active = d0 < (uint32_t)hd;
+  const int U = NH == 1 ? 8 : NH == 2 ? 4 : 2;
+  uint32_t page = (uint32_t)A->page;
+  int64_t vstride = A->kv_heads * A->page * hd;
+  const int32_t *ptab = A->pages + b * A->pages_per_seq;
+  int64_t qh = g * A->gs + h0; /* first query head of this pass */
+  const float *qrow = A->q + (b * A->heads + qh) * hd;
+
+  float scale = LOG2E / __builtin_sqrtf((float)hd);
+  float qr[HC][8], acc[HC][8], m[HC], l[HC];
+#pragma unroll
+  for (int h = 0; h < NH; h++) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      qr[h][i] = (h < hn && active) ? qrow[h * hd + d0 + i] * scale : 0.0f;
+      acc[h][i] = 0.0f;
+    }
+    m[h] = NEG_INF;
+    l[h] = 0.0f;
+  }
+
+  /* K of (page pg, slot) at pg * pstride + base + slot * hd; V one vstride further */
+  int64_t pstride = 2 * A->kv_heads * A->page * hd;
+  const uint16_t *base = A->cache + A->layer * A->npages * pstride + g * A->page * hd + d0;
+  uint32_t step = WARPS * P * U;
+  for (uint32_t tw = warp * P * U; tw < T; tw += step) { /* warp-uniform trip count */
+    uint32_t t0 = tw + (lane / G) * U;
+    uint32_t pi = t0 / page, slot = t0 - pi * page;
+    U4 kr[UMAX], vr[UMAX];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (t0 + u < T && active) {
+        const uint16_t *kp = base + ptab[pi] * pstride + (int64_t)slot * hd;
+        kr[u] = ld_cache16(kp);
+        vr[u] = ld_cache16(kp + vstride);
+      } else {
+        kr[u] = (U4){0, 0, 0, 0};
+        vr[u] = kr[u];
+      }
+      if (++slot == page) {
+        slot = 0;
+        pi++;
+      }
+    }
+    float s[UMAX][HC];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int h = 0; h < NH; h++)
+        s[u][h] = h < hn ? dot8(kr[u], qr[h]) : 0.0f;
+    for (uint32_t off = 1; off < G; off <<= 1)
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int h = 0; h < NH; h++)
+          if (h < hn)
+            s[u][h] += __nvvm_shfl_sync_bfly_f32(0xffffffffu, s[u][h], off, 0x1f);
+    float vf[UMAX][8];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      unpack8(vr[u], vf[u]);
+#pragma unroll
+    for (int h = 0; h < NH; h++) {
+      if (h >= hn)
+        continue;
+      float mx = NEG_INF;
+#pragma unroll
+      for (int u = 0; u < U; u++)
+        if (t0 + u < T && s[u][h] > mx)
+          mx = s[u][h];
+      if (mx == NEG_INF) /* no position of this group in this step (uniform in the group) */
+        continue;
+      float mn = m[h] > mx ? m[h] : mx;
+      float c = ex2(m[h] - mn); /* 0 while m is still -inf */
+      float p[UMAX], ps = 0.0f;
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        p[u] = t0 + u < T ? ex2(s[u][h] - mn) : 0.0f;
+        ps += p[u];
+      }
+      l[h] = l[h] * c + ps;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        float a = acc[h][i] * c;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+          a += p[u] * vf[u][i];
+        acc[h][i] = a;
+      }
+      m[h] = mn;
+    }
+  }
+
+  /* Merge the P groups of the warp (lanes with the same dims are G apart). */
+  for (uint32_t off = G; off < 32; off <<= 1) {
+#pragma unroll
+    for (int h = 0; h < NH; h++) {
+      if (h >= hn)
+        continue;
+      float mo = __nvvm_shfl_sync_bfly_f32(0xffffffffu, m[h], off, 0x1f);
+      float lo = __nvvm_shfl_sync_bfly_f32(0xffffffffu, l[h], off, 0x1f);
+      float M = m[h] > mo ? m[h] : mo;
+      float fa = m[h] == NEG_INF ? 0.0f : ex2(m[h] - M);
+      float fb = mo == NEG_INF ? 0.0f : ex2(mo - M);
+      l[h] = l[h] * fa + lo * fb;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        float ao = __nvvm_shfl_sync_bfly_f32(0xffffffffu, acc[h][i], off, 0x1f);
+        acc[h][i] = acc[h][i] * fa + ao * fb;
+      }
+      m[h] = M;
+    }
+  }
+
+  /* Merge the warps: [WARPS][HC] maxima and sums, then [WARPS][hn][hd] partial outputs. */
+  MLK_SHARED float *sm = mlk_tile_smem, *sl_ = mlk_tile_smem + WARPS * HC;
+  MLK_SHARED float *part = mlk_tile_smem + 2 * WARPS * HC;
+#pragma unroll
+  for (int h = 0; h < NH; h++) {
+    if (h >= hn)
+      continue;
+    if (lane == 0) {
+      sm[warp * HC + h] = m[h];
+      sl_[warp * HC + h] = l[h];
+    }
+    if (lane < G && active) {
+      MLK_SHARED float *dst = part + ((int64_t)warp * hn + h) * hd + d0;
+      *(MLK_SHARED F4 *)dst = (F4){acc[h][0], acc[h][1], acc[h][2], acc[h][3]};
+      *(MLK_SHARED F4 *)(dst + 4) = (F4){acc[h][4], acc[h][5], acc[h][6], acc[h][7]};
+    }
+  }
+  __nvvm_barrier_sync(0);
+  uint32_t n = (uint32_t)(hn * hd), uhd = (uint32_t)hd;
+  float *orow = A->out + (b * A->heads + qh) * hd;
+  for (uint32_t e = tid; e < n; e += MLK_BLOCK_THREADS) {
+    uint32_t h = e / uhd, d = e - h * uhd;
+    float M = NEG_INF;
+    for (int w = 0; w < WARPS; w++)
+      M = sm[w * HC + h] > M ? sm[w * HC + h] : M;
+    float L = 0.0f, o = 0.0f;
+    for (int w = 0; w < WARPS; w++) {
+      float mw = sm[w * HC + h];
+      float f = mw == NEG_INF ? 0.0f : ex2(mw - M);
+      L += sl_[w * HC + h] * f;
+      o += part[((int64_t)w * hn + h) * hd + d] * f;
+    }
+    orow[e] = o / L;
+  }
+  __nvvm_barrier_sync(0); /* the scratch is free for the next pass */
+}
+
+/* The variants, each a function of its own: ptxas allocates registers per function, and in one
+ * body they would share (and spill) their registers. */
+#define MLK_ATT_VARIANT(name, NH)                                                                  \
+  static __attribute__((noinline)) void name(                                                      \
+      float *out, const float *q, const uint16_t *cache, const int32_t *pages, int64_t kv_heads,   \
+      int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages, int64_t layer,        \
+      int64_t heads, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t T) {                   \
+    Att A = {out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,        \
+             heads, heads / kv_heads};                                                             \
+    attend_vec(&A, NH, hn, b, g, h0, T);                                                           \
+  }
+MLK_ATT_VARIANT(attend_h1, 1)
+MLK_ATT_VARIANT(attend_h2, 2)
+MLK_ATT_VARIANT(attend_h4, HC)
+
+/* Any geometry: a warp per query head, lanes over dims, one position at a time; the running
+ * output lives in `out` (this task's columns, read back by the same thread). */
+static __attribute__((noinline)) void
+attend_slow(float *out, const float *q, const uint16_t *cache, const int32_t *pages,
+            int64_t kv_heads, int64_t head_dim, int64_t page_, int64_t pages_per_seq,
+            int64_t npages, int64_t layer, int64_t heads, int64_t b, int64_t kvh0, int64_t nkvh,
+            uint32_t T) {
+  Att a = {out, q, cache, pages, kv_heads, head_dim, page_, pages_per_seq, npages, layer, heads,
+           heads / kv_heads};
+  const Att *A = &a;
+  uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
+  int64_t hd = A->head_dim, page = A->page;
+  int64_t vstride = A->kv_heads * page * hd;
+  float scale = LOG2E / __builtin_sqrtf((float)hd);
+  for (int64_t it = warp; it < nkvh * A->gs; it += WARPS) {
+    int64_t h = kvh0 * A->gs + it, g = h / A->gs;
+    const float *qrow = A->q + (b * A->heads + h) * hd;
+    float *orow = A->out + (b * A->heads + h) * hd;
+    float m = NEG_INF, l = 0.0f;
+    for (uint32_t t = 0; t < T; t++) {
+      int64_t pg = A->pages[b * A->pages_per_seq + t / page];
+      const uint16_t *K =
+          A->cache + cache_off(A->kv_heads, hd, page, A->npages, A->layer, pg, 0, g, t % page);
+      float s = 0.0f;
+      for (int64_t d = lane; d < hd; d += 32)
+        s += qrow[d] * mlk_bf16_lo(K[d]);
+      s = warp_sum(s) * scale;
+      float mn = m > s ? m : s;
+      float c = ex2(m - mn), p = ex2(s - mn);
+      l = l * c + p;
+      for (int64_t d = lane; d < hd; d += 32)
+        orow[d] = (t == 0 ? 0.0f : orow[d] * c) + p * mlk_bf16_lo(K[vstride + d]);
+      m = mn;
+    }
+    for (int64_t d = lane; d < hd; d += 32)
+      orow[d] = T > 0 ? orow[d] / l : 0.0f;
+  }
+}
+
+void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
+                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
+                        int64_t kvh0, int64_t nkvh, int64_t batch) {
+  if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || page <= 0 || nkvh <= 0)
+    return;
+  Att A = {out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer, heads,
+           heads / kv_heads};
+  int vec = (head_dim & 7) == 0 && head_dim <= 256 && ((uintptr_t)cache & 15) == 0;
+  /* query heads per pass: registers (HC) and the merge scratch (2*WARPS*HC + WARPS*hc*hd) */
+  int64_t hc = (MLK_MATVEC_MAX_K - 2 * WARPS * HC) / (WARPS * head_dim);
+  if (hc > HC)
+    hc = HC;
+  if (hc > A.gs)
+    hc = A.gs;
+  uint32_t tid = mlk_tid();
+  for (int64_t b = 0; b < batch; b++) {
+    /* positions 0..pos[b], at most the page table's reach */
+    int64_t T = (int64_t)pos[b] + 1;
+    if (T > pages_per_seq * page)
+      T = pages_per_seq * page;
+    if (T <= 0) { /* nothing to attend to: zeros */
+      int64_t cols = nkvh * A.gs * head_dim;
+      for (int64_t e = tid; e < cols; e += MLK_BLOCK_THREADS)
+        out[b * heads * head_dim + kvh0 * A.gs * head_dim + e] = 0.0f;
+      continue;
+    }
+    if (!vec) {
+      attend_slow(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
+                  heads, b, kvh0, nkvh, (uint32_t)T);
+      continue;
+    }
+    for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
+      for (int64_t h0 = 0; h0 < A.gs; h0 += hc) {
+        int64_t hn = A.gs - h0 < hc ? A.gs - h0 : hc;
+        if (hn == 1)
+          attend_h1(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
+                    heads, 1, b, g, h0, (uint32_t)T);
+        else if (hn == 2)
+          attend_h2(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
+                    heads, 2, b, g, h0, (uint32_t)T);
+        else
+          attend_h4(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
+                    heads, hn, b, g, h0, (uint32_t)T);
+      }
+    }
+  }
+}

@@ -1,0 +1,119 @@
+/* norm.c: the whole-row tiles, one task for all batch rows: rmsnorm and argmax.
+ *
+ * Each row is one block reduction: per-thread partials, a warp butterfly, then the 8 warp results
+ * through shared memory. The scratch slots alternate between even and odd rows, so a row needs a
+ * single barrier: the slots a row writes were last read before the previous row's barrier.
+ */
+#include "mlk_tiles.h"
+
+#define WARPS (MLK_BLOCK_THREADS / 32)
+
+extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
+
+static inline uint32_t ld_weight16(const uint16_t *p) {
+#if defined(__NVPTX__)
+  uint16_t h;
+  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
+          : "=h"(h)
+          : "l"(p));
+  return h;
+#else
+  return *p;
+#endif
+}
+
+static inline float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1)
+    v += __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, off, 0x1f);
+  return v;
+}
+
+void mlk_tile_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, int64_t n,
+                      int64_t batch) {
+  uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
+  if (n <= 0)
+    return;
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xr = x + b * n;
+    float s = 0.0f;
+    for (int64_t i = tid; i < n; i += MLK_BLOCK_THREADS) {
+      float v = xr[i];
+      s += v * v;
+    }
+    s = warp_sum(s);
+    MLK_SHARED float *red = mlk_tile_smem + (b & 1) * WARPS;
+    if (lane == 0)
+      red[warp] = s;
+    __nvvm_barrier_sync(0);
+    float t = 0.0f;
+#pragma unroll
+    for (int i = 0; i < WARPS; i++)
+      t += red[i];
+    float rs = 1.0f / __builtin_sqrtf(t / (float)n + eps);
+    for (int64_t i = tid; i < n; i += MLK_BLOCK_THREADS)
+      out[b * n + i] = xr[i] * rs * mlk_bf16_lo(ld_weight16(w + i));
+  }
+}
+
+#define NONE 0x7fffffff
+
+static inline float i2f(int32_t i) {
+  union { int32_t i; float f; } c = {i};
+  return c.f;
+}
+static inline int32_t f2i(float f) {
+  union { float f; int32_t i; } c = {f};
+  return c.i;
+}
+
+/* (v, i) beats (bv, bi): larger, or equal with a smaller index. NaN never gets in (see below). */
+static inline int better(float v, int32_t i, float bv, int32_t bi) {
+  return v > bv || (v == bv && i < bi);
+}
+
+void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
+  uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xr = x + b * k;
+    float bv = -__builtin_inff();
+    int32_t bi = NONE;
+    /* Increasing indices: a tie keeps the earlier one. The first non-NaN value is always taken
+     * (so -inf counts), later ones only when strictly larger; NaN compares false everywhere. */
+    for (int64_t i = tid; i < k; i += MLK_BLOCK_THREADS) {
+      float v = xr[i];
+      if (v > bv || (bi == NONE && v == v)) {
+        bv = v;
+        bi = (int32_t)i;
+      }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
+      int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
+      if (better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    /* The slots hold floats only (indices by their bits), so the scratch is never type-punned. */
+    MLK_SHARED float *rv = mlk_tile_smem + (b & 1) * 2 * WARPS;
+    if (lane == 0) {
+      rv[warp] = bv;
+      rv[WARPS + warp] = i2f(bi);
+    }
+    __nvvm_barrier_sync(0);
+    if (tid == 0) {
+      bv = rv[0];
+      bi = f2i(rv[WARPS]);
+      for (int i = 1; i < WARPS; i++) {
+        float v = rv[i];
+        int32_t j = f2i(rv[WARPS + i]);
+        if (better(v, j, bv, bi)) {
+          bv = v;
+          bi = j;
+        }
+      }
+      /* every value NaN (or k == 0): index 0 */
+      out[b] = bi == NONE ? 0 : bi;
+    }
+  }
+}

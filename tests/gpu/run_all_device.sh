@@ -1,0 +1,14 @@
+#!/bin/sh
+# run_all_device.sh: everything the GPU machine checks and measures in one call (the device time
+# is scarce): the GPU tests, then the benchmarks with their PyTorch peers. Logs under $OUT.
+set -u
+BUILD=${BUILD:-build}
+OUT=${OUT:-/tmp/mlk-out}
+mkdir -p "$OUT"
+sh tests/gpu/run_device.sh 2>&1 | tee "$OUT/tests.log"
+echo "== $BUILD/tests/test_llama_gpu"
+timeout 300 "$BUILD"/tests/test_llama_gpu 2>&1 | tee "$OUT/llama_gpu.log" | tail -15
+echo "== benchmarks"
+timeout 200 sh bench/run_device.sh 2>&1 | tee "$OUT/bench_mlp.log"
+echo "== llama bench"
+timeout 400 "$BUILD"/examples/llama_bench 50 128 1 2>&1 | tee "$OUT/bench_llama.log"

@@ -1,0 +1,289 @@
+/* test_check.c: the simulator's dependency checker.
+ *
+ * Each case runs a model whose events are right except for one edge the drop_event hook removes
+ * (its waits skipped, its producers delayed 5 ms), and expects the checker to report it as
+ * MLK_ERR_INVALID "missing dependency ...", naming the reading op, the columns and the tensor,
+ * and the writing op, on several seeds under both schedules. The same cases with the checker off
+ * (no_check, or MLK_SIM_CHECK=0) must run through: the report comes from the checker alone, not
+ * from poisoned data, so disabling the checker fails this test. Also:
+ *   - the dropped edges: an ALL event (a matvec reading all of h), a TILE event (an eltwise
+ *     reading its tiles of y), the cache of attention written by kv_append (layer columns), and a
+ *     write-after-read edge (a later op overwriting what an earlier op reads);
+ *   - a double write (two ops writing overlapping columns, at offsets) is reported;
+ *   - correct models pass, including one whose consumer reads a tensor only through a
+ *     transitive dependency (no direct event), with random delays;
+ *   - the model stays usable after a report, and drop_event out of range is refused.
+ */
+#include "rt_llama.h"
+
+static RtData data;
+
+static void set_mlp(mlk_model *m) {
+  CHECK_OK(mlk_model_set_tensor(m, T_W1, data.W1, sizeof data.W1));
+  CHECK_OK(mlk_model_set_tensor(m, T_W2, data.W2, sizeof data.W2));
+  CHECK_OK(mlk_model_set_tensor(m, T_X, data.x, sizeof data.x));
+  CHECK_OK(mlk_model_set_tensor(m, T_B, data.b, sizeof data.b));
+  CHECK_OK(mlk_model_set_tensor(m, T_G, data.g, sizeof data.g));
+  CHECK_OK(mlk_model_set_tensor(m, T_R, data.r, sizeof data.r));
+}
+
+static mlk_backend *backend(int threads, uint64_t seed, mlk_sim_schedule sched, int drop, int no_check,
+                            int delay) {
+  mlk_sim_options opt = {.threads = threads, .seed = seed, .max_delay_us = delay, .schedule = sched,
+                         .no_check = no_check, .drop_event = drop};
+  mlk_backend *be = NULL;
+  CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+  return be;
+}
+
+/* Runs kernel `k` of `m`: with the checker, it must report every needle; without, succeed. */
+static void expect_report(mlk_model *m, int k, int checking, const char *const *needles) {
+  mlk_status st = mlk_model_run(m, k);
+  if (!checking) {
+    CHECK(st == MLK_OK, "checker off: run returned %s: %s", mlk_status_name(st), mlk_last_error());
+    return;
+  }
+  CHECK(st == MLK_ERR_INVALID, "run returned %s, expected the checker's MLK_ERR_INVALID: %s",
+        mlk_status_name(st), mlk_last_error());
+  for (; *needles; needles++)
+    CHECK_CONTAINS(mlk_last_error(), *needles);
+}
+
+/* The mlp model of rt_test.h with event `ev` dropped. */
+static void mlp_case(int ev, mlk_sim_schedule sched, uint64_t seed, int checking,
+                     const char *const *needles) {
+  mlk_backend *be = backend(4, seed, sched, ev + 1, !checking, 0);
+  if (!be)
+    return;
+  RtModel rm;
+  rt_mlp_init(&rm);
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &rm.desc, &m));
+  if (m) {
+    set_mlp(m);
+    int k = rm.events[ev].producer < 4 ? K_FORWARD : K_POST;
+    expect_report(m, k, checking, needles);
+    if (checking && rt_failures == 0)
+      printf("    %s:\n      %s\n", mlk_backend_name(be), mlk_last_error());
+    /* A report leaves the model usable: the other kernel runs clean, and the same one reports
+     * again (the counters were reset). */
+    if (ev == 0 || ev == 1) {
+      CHECK_OK(mlk_model_run(m, K_POST));
+      expect_report(m, k, checking, needles);
+    }
+    mlk_model_free(m);
+  }
+  mlk_backend_free(be);
+}
+
+/* The tiny Llama with the cache edge of layer 1 (kv_append -> attention) dropped. */
+static void llama_case(mlk_sim_schedule sched, uint64_t seed, int checking) {
+  static Llama s;
+  build(&s, MLK_SCHED_STATIC);
+  int ev = rtb_find_event(&s.b, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]");
+  CHECK(ev >= 0 && s.b.events[ev].tensor == s.b.caches[s.kv].tensor, "no cache event");
+  mlk_backend *be = backend(4, seed, sched, ev + 1, !checking, 0);
+  if (!be || ev < 0) {
+    mlk_backend_free(be);
+    return;
+  }
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &s.b.desc, &m));
+  if (m) {
+    set_params(m, &s);
+    CHECK_OK(mlk_model_set_batch(m, 3));
+    int32_t tokens[3] = {1, 2, 3}, pos[3] = {0, 4, 9};
+    CHECK_OK(mlk_model_set_tensor(m, s.tokens, tokens, sizeof tokens));
+    CHECK_OK(mlk_model_set_tensor(m, s.pos, pos, sizeof pos));
+    const char *const needles[] = {"missing dependency in megakernel 'decode': task ",
+                                   " of op 'attention@llama:11[l=1]' read columns [",
+                                   ") of layer 1 of KV cache 'kv' before task ",
+                                   " of op 'kv_append@llama:10[l=1]' wrote them", NULL};
+    expect_report(m, 0, checking, needles);
+    if (checking && rt_failures == 0)
+      printf("    %s:\n      %s\n", mlk_backend_name(be), mlk_last_error());
+    mlk_model_free(m);
+  }
+  mlk_backend_free(be);
+}
+
+/* op 0 reads s, op 1 (later) writes it: with the write-after-read event op 0 -> op 1 the run is
+ * correct; dropped, op 1 overwrites s while op 0 may still read it. */
+static void war_case(mlk_sim_schedule sched, uint64_t seed, int drop, int checking) {
+  static RtB b;
+  rtb_init(&b, "war", 0);
+  rtb_kernel(&b, "step", MLK_SCHED_STATIC);
+  int r = rtb_act(&b, "r", MLK_F32, MLK_TENSOR_INPUT, 50);
+  int st = rtb_act(&b, "state", MLK_F32, MLK_TENSOR_TEMP, 50);
+  int o = rtb_act(&b, "o", MLK_F32, MLK_TENSOR_OUTPUT, 50);
+  int p = rtb_eltwise(&b, "relu@war:1", o, st, -1, 50, 17, MLK_FN_RELU);
+  int c = rtb_eltwise(&b, "silu@war:2", st, r, -1, 50, 10, MLK_FN_SILU);
+  rtb_event(&b, p, c, st, MLK_MAP_TILE, 50, 10);
+  rtb_done(&b);
+  mlk_backend *be = backend(4, seed, sched, drop ? 1 : 0, !checking, 0);
+  if (!be)
+    return;
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &b.desc, &m));
+  if (m) {
+    float rv[50];
+    rt_fill(rv, 50, 1.0f);
+    CHECK_OK(mlk_model_set_tensor(m, r, rv, sizeof rv));
+    if (!drop) {
+      for (int i = 0; i < 3; i++)
+        CHECK_OK(mlk_model_run(m, 0));
+    } else {
+      const char *const needles[] = {"missing dependency in megakernel 'step': task ",
+                                     " of op 'silu@war:2' wrote columns [", ") of 'state' before task ",
+                                     " of op 'relu@war:1', an earlier op that reads them, finished", NULL};
+      expect_report(m, 0, checking, needles);
+      if (checking && rt_failures == 0)
+        printf("    %s:\n      %s\n", mlk_backend_name(be), mlk_last_error());
+    }
+    mlk_model_free(m);
+  }
+  mlk_backend_free(be);
+}
+
+/* Two ops writing overlapping columns of one tensor (elements [0, 50) and [40, 90) of t). */
+static void double_write(mlk_sim_schedule sched) {
+  static RtB b;
+  rtb_init(&b, "dw", 0);
+  rtb_kernel(&b, "twice", MLK_SCHED_STATIC);
+  int r = rtb_act(&b, "r", MLK_F32, MLK_TENSOR_INPUT, 50);
+  int t = rtb_act(&b, "t", MLK_F32, MLK_TENSOR_OUTPUT, 100);
+  rtb_eltwise(&b, "relu@dw:1", t, r, -1, 50, 8, MLK_FN_RELU);
+  int o = rtb_eltwise(&b, "silu@dw:2", t, r, -1, 50, 8, MLK_FN_SILU);
+  b.ops[o].out.offset = 40;
+  rtb_done(&b);
+  mlk_backend *be = backend(3, 5, sched, 0, 0, 0);
+  if (!be)
+    return;
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &b.desc, &m));
+  if (m) {
+    float rv[50];
+    rt_fill(rv, 50, 1.0f);
+    CHECK_OK(mlk_model_set_tensor(m, r, rv, sizeof rv));
+    for (int i = 0; i < 3; i++) {
+      CHECK(mlk_model_run(m, 0) == MLK_ERR_INVALID, "double write not reported: %s", mlk_last_error());
+      CHECK_CONTAINS(mlk_last_error(), "double write in megakernel 'twice': task ");
+      CHECK_CONTAINS(mlk_last_error(), "also writes in the same run");
+      CHECK(strstr(mlk_last_error(), "columns [40, 48) of 't'") ||
+                strstr(mlk_last_error(), "columns [48, 50) of 't'"),
+            "overlap columns: %s", mlk_last_error());
+    }
+    printf("    %s:\n      %s\n", mlk_backend_name(be), mlk_last_error());
+    mlk_model_free(m);
+  }
+  mlk_backend_free(be);
+}
+
+/* c = (relu(r) + r) * relu(r): op 2 reads a = relu(r) with no event of its own; it is ready
+ * through op 1, whose tiles waited for a. The checker must accept it. */
+static void transitive(mlk_sim_schedule sched, uint64_t seed) {
+  static RtB b;
+  rtb_init(&b, "transitive", 3);
+  rtb_kernel(&b, "k", MLK_SCHED_STATIC);
+  int r = rtb_act(&b, "r", MLK_F32, MLK_TENSOR_INPUT, 90);
+  int a = rtb_act(&b, "a", MLK_F32, MLK_TENSOR_TEMP, 90);
+  int s = rtb_act(&b, "s", MLK_F32, MLK_TENSOR_TEMP, 90);
+  int c = rtb_act(&b, "c", MLK_F32, MLK_TENSOR_OUTPUT, 90);
+  rtb_eltwise(&b, "relu@tr:1", a, r, -1, 90, 7, MLK_FN_RELU);
+  rtb_eltwise(&b, "add@tr:2", s, a, r, 90, 10, MLK_FN_ADD);
+  int o = rtb_eltwise(&b, "mul@tr:3", c, s, a, 90, 20, MLK_FN_MUL);
+  /* Remove the direct a -> mul event rt_build added. */
+  for (int i = 0; i < b.desc.nevents; i++)
+    if (b.events[i].consumer == o && b.events[i].tensor == a)
+      b.events[i] = b.events[--b.desc.nevents];
+  rtb_done(&b);
+  CHECK(b.desc.nevents == 2, "%d events", b.desc.nevents);
+  mlk_backend *be = backend(5, seed, sched, 0, 0, 30);
+  if (!be)
+    return;
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &b.desc, &m));
+  if (m) {
+    CHECK_OK(mlk_model_set_batch(m, 3));
+    float rv[3 * 90], cv[3 * 90];
+    double want[3 * 90];
+    for (int run = 0; run < 3; run++) {
+      rt_fill(rv, 3 * 90, 1.0f);
+      for (int i = 0; i < 3 * 90; i++) {
+        double ai = rv[i] > 0 ? rv[i] : 0;
+        want[i] = (ai + rv[i]) * ai;
+      }
+      CHECK_OK(mlk_model_set_tensor(m, r, rv, sizeof rv));
+      CHECK_OK(mlk_model_fill_tensor(m, c, 0xff));
+      CHECK_OK(mlk_model_run(m, 0));
+      CHECK_OK(mlk_model_get_tensor(m, c, cv, sizeof cv));
+      CHECK(rt_rel_l2(cv, want, 3 * 90) < 1e-6, "transitive: wrong result");
+    }
+    mlk_model_free(m);
+  }
+  mlk_backend_free(be);
+}
+
+int main(void) {
+  rt_watchdog(120);
+  uint64_t seed = rt_seed();
+  unsetenv("MLK_WAIT_TIMEOUT_MS");
+  setenv("MLK_KV_CONTEXT", "16", 1);
+  rt_new_params(&data);
+  rt_new_inputs(&data);
+  new_params();
+  const uint64_t seeds[] = {1, 2, seed | 1};
+  const mlk_sim_schedule scheds[] = {MLK_SIM_STATIC, MLK_SIM_DYNAMIC};
+  const char *const h_needles[] = {"missing dependency in megakernel 'forward': task ",
+                                   " of op 'matvec@mlp.mlk:4' read columns [", ") of 'h' before task ",
+                                   " of op 'matvec@mlp.mlk:3' wrote them", NULL};
+  const char *const y_needles[] = {"missing dependency in megakernel 'forward': task ",
+                                   " of op 'mul@mlp.mlk:5' read columns [", ") of 'y' before task ",
+                                   " of op 'matvec@mlp.mlk:4' wrote them", NULL};
+  for (int checking = 1; checking >= 0; checking--) {
+    printf("  checker %s\n", checking ? "on" : "off");
+    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++)
+      for (size_t s = 0; s < 2; s++) {
+        int before = rt_failures;
+        mlk_sim_schedule sch = scheds[s];
+        /* A TILE edge between ops spread over every queue is only overtaken reliably when the
+         * consumers are ready at once: the dynamic schedule. */
+        mlp_case(0, sch, seeds[i], checking, h_needles);
+        if (sch == MLK_SIM_DYNAMIC)
+          mlp_case(1, sch, seeds[i], checking, y_needles);
+        llama_case(sch, seeds[i], checking);
+        war_case(sch, seeds[i], 1, checking);
+        if (rt_failures != before)
+          fprintf(stderr, "  ^ failed with seed %llu, %s schedule\n", (unsigned long long)seeds[i],
+                  sch == MLK_SIM_STATIC ? "static" : "dynamic");
+      }
+  }
+  /* MLK_SIM_CHECK=0 turns it off like no_check. */
+  printf("  MLK_SIM_CHECK=0, then 1\n");
+  setenv("MLK_SIM_CHECK", "0", 1);
+  mlp_case(0, MLK_SIM_DYNAMIC, 3, 0, h_needles);
+  setenv("MLK_SIM_CHECK", "1", 1);
+  mlp_case(0, MLK_SIM_DYNAMIC, 3, 1, h_needles);
+  unsetenv("MLK_SIM_CHECK");
+
+  printf("  correct models\n");
+  for (size_t s = 0; s < 2; s++) {
+    double_write(scheds[s]);
+    war_case(scheds[s], 7, 0, 1);
+    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++)
+      transitive(scheds[s], seeds[i]);
+  }
+
+  /* drop_event names an event of the model. */
+  mlk_backend *be = backend(2, 1, MLK_SIM_AS_COMPILED, 5, 0, 0);
+  if (be) {
+    RtModel rm;
+    rt_mlp_init(&rm);
+    mlk_model *m = (mlk_model *)&m;
+    CHECK(mlk_model_create(be, &rm.desc, &m) == MLK_ERR_INVALID && m == NULL, "drop_event 5 accepted");
+    CHECK_CONTAINS(mlk_last_error(), "simulator option drop_event = 5 (event 4) is out of range: model "
+                   "'mlp' has 4 events");
+    mlk_backend_free(be);
+  }
+  return rt_finish("runtime_check");
+}

@@ -47,7 +47,9 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
   }
   for (int64_t g = 0; g < sum; g++)
     CHECK(seen[g], "kernel %d, %d queues: task %lld missing", k, nq, (long long)g);
-  /* balance: replay the deal in global order */
+  /* the deal: round-robin by default, least-loaded queue with MLK_SCHED_POLICY=balanced */
+  const char *policy = getenv("MLK_SCHED_POLICY");
+  int balanced = policy && !strcmp(policy, "balanced");
   int64_t *load = calloc((size_t)nq, sizeof *load);
   int64_t g = 0;
   for (int o = 0; o < kd->nops; o++) {
@@ -56,9 +58,13 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
       int64_t min = load[0];
       for (int q = 1; q < nq; q++)
         min = load[q] < min ? load[q] : min;
-      CHECK(load[queue_of[g]] == min, "kernel %d, %d queues: task %lld went to queue %d with "
-            "load %lld, not a least-loaded one (%lld)", k, nq, (long long)g, queue_of[g],
-            (long long)load[queue_of[g]], (long long)min);
+      if (balanced)
+        CHECK(load[queue_of[g]] == min, "kernel %d, %d queues: task %lld went to queue %d with "
+              "load %lld, not a least-loaded one (%lld)", k, nq, (long long)g, queue_of[g],
+              (long long)load[queue_of[g]], (long long)min);
+      else
+        CHECK(queue_of[g] == (int)(g % nq), "kernel %d, %d queues: task %lld in queue %d", k, nq,
+              (long long)g, queue_of[g]);
       int64_t cols = op->n - t * op->tile < op->tile ? op->n - t * op->tile : op->tile;
       load[queue_of[g]] += mlk_sched_task_cost(op, cols);
     }
@@ -98,9 +104,16 @@ int main(void) {
   rt_mlp_init(&rm);
   CHECK_OK(mlk_desc_validate(&rm.desc));
   static const int nqs[] = {1, 2, 3, 7, 16, 64, 132, 1000};
-  for (int k = 0; k < rm.desc.nkernels; k++)
-    for (size_t i = 0; i < sizeof nqs / sizeof *nqs; i++)
-      check_queues(&rm.desc, k, nqs[i]);
+  for (int policy = 0; policy < 2; policy++) {
+    if (policy)
+      setenv("MLK_SCHED_POLICY", "balanced", 1);
+    else
+      unsetenv("MLK_SCHED_POLICY");
+    for (int k = 0; k < rm.desc.nkernels; k++)
+      for (size_t i = 0; i < sizeof nqs / sizeof *nqs; i++)
+        check_queues(&rm.desc, k, nqs[i]);
+  }
+  unsetenv("MLK_SCHED_POLICY");
   for (int i = 0; i < rm.desc.nevents; i++)
     check_event(&rm.desc, i);
 

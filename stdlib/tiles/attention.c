@@ -43,18 +43,6 @@ static inline U4 ld_cache16(const uint16_t *p) {
 #endif
 }
 
-/* The thread index, re-read where it is used, so that values derived from it stay inside the
- * variant that uses them (see matvec.c). */
-static inline uint32_t tid_here(void) {
-#if defined(__NVPTX__)
-  uint32_t t;
-  __asm__ volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
-  return t;
-#else
-  return mlk_tid();
-#endif
-}
-
 static inline float ex2(float v) { return __nvvm_ex2_approx_f(v); }
 
 static inline float warp_sum(float v) {
@@ -138,7 +126,7 @@ typedef struct Att {
  * NH is a constant after inlining: guards on h < hn vanish when hn == NH. */
 static inline __attribute__((always_inline)) void
 attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t T) {
-  uint32_t tid = tid_here(), warp = tid >> 5, lane = tid & 31;
+  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   int64_t hd = A->head_dim;
   uint32_t G = 1;
   while (G * 8 < (uint32_t)hd)

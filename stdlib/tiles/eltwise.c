@@ -10,18 +10,6 @@ static inline float act(float v, int fn) {
   return mlk_dev_act(v, fn);
 }
 
-static inline uint32_t ld_table16(const uint16_t *p) {
-#if defined(__NVPTX__)
-  uint16_t h;
-  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
-          : "=h"(h)
-          : "l"(p));
-  return h;
-#else
-  return *p;
-#endif
-}
-
 void mlk_tile_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
                       int64_t count, int64_t batch, int fn) {
   if (count <= 0 || batch <= 0)
@@ -46,6 +34,6 @@ void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int6
   for (int64_t b = 0; b < batch; b++) {
     const uint16_t *row = table + (int64_t)ids[b] * n;
     for (int64_t j = c0 + mlk_tid(); j < c0 + count; j += MLK_BLOCK_THREADS)
-      out[b * n + j] = mlk_bf16_lo(ld_table16(row + j));
+      out[b * n + j] = mlk_bf16_lo(mlk_ld_weight16(row + j));
   }
 }

@@ -59,35 +59,11 @@ static inline U4 ld_weights(const uint16_t *p) {
   return r;
 }
 
-static inline uint32_t ld_weight16(const uint16_t *p) {
-#if defined(__NVPTX__)
-  uint16_t h;
-  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
-          : "=h"(h)
-          : "l"(p));
-  return h;
-#else
-  return *p;
-#endif
-}
-
 /* The activation, as the reference (mlk_ref_relu lets NaN through, unlike mlk_dev_act's relu). */
 static inline float act(float v, int fn) {
   if (fn == MLK_FN_RELU)
     return v < 0.0f ? 0.0f : v;
   return mlk_dev_act(v, fn);
-}
-
-/* The thread index, re-read where it is used: values derived from it then stay inside the
- * variant that uses them instead of being hoisted to the top, all live at once. */
-static inline uint32_t tid_here(void) {
-#if defined(__NVPTX__)
-  uint32_t t;
-  __asm__ volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
-  return t;
-#else
-  return mlk_tid();
-#endif
 }
 
 static inline float bf16f(uint32_t h) { return mlk_bf16_lo(h); }
@@ -228,7 +204,7 @@ static inline __attribute__((always_inline)) void chunk_scalar(const Mv *m, uint
     for (int b = 0; b < BMAX; b++)
       acc[b] = 0.0f;
     for (int64_t i = lane; i < m->kn; i += 32) {
-      float w = bf16f(ld_weight16(wr + i));
+      float w = bf16f(mlk_ld_weight16(wr + i));
 #pragma unroll
       for (int b = 0; b < BMAX; b++)
         if (b < nb)
@@ -254,8 +230,8 @@ rows_direct(const Mv *m, const uint16_t *norm_w, const float *rs, uint32_t warp,
         for (int64_t i = lane; i < m->k; i += 32) {
           float v = xr[i];
           if (norm_w)
-            v = v * rs[b] * bf16f(ld_weight16(norm_w + i));
-          acc += bf16f(ld_weight16(wr + i)) * v;
+            v = v * rs[b] * bf16f(mlk_ld_weight16(norm_w + i));
+          acc += bf16f(mlk_ld_weight16(wr + i)) * v;
         }
         for (int off = 16; off > 0; off >>= 1)
           acc += __nvvm_shfl_sync_bfly_f32(0xffffffffu, acc, off, 0x1f);
@@ -299,7 +275,7 @@ norm_scales(const float *x, int64_t k, float eps, int64_t b0, int64_t nb, float 
 /* One pass: nb <= NB batch rows over all of k, chunk by chunk (stage, then accumulate). */
 static inline __attribute__((always_inline)) void pass(Mv *m, int VEC, int NB, int R, int U,
                                                        const uint16_t *norm_w, const float *rs) {
-  uint32_t tid = tid_here(), warp = tid >> 5, lane = tid & 31;
+  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   int64_t k = m->k, KC = m->KC, nb = m->nb;
   for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
     int64_t kn = k - kc0 < KC ? k - kc0 : KC;
@@ -314,7 +290,7 @@ static inline __attribute__((always_inline)) void pass(Mv *m, int VEC, int NB, i
         for (int64_t i = tid; i < kn; i += MLK_BLOCK_THREADS) {
           float v = xr[i];
           if (norm_w)
-            v = v * rs[b] * bf16f(ld_weight16(norm_w + kc0 + i));
+            v = v * rs[b] * bf16f(mlk_ld_weight16(norm_w + kc0 + i));
           dst[VEC ? (int64_t)perm((uint32_t)i) : i] = v;
         }
       }
@@ -331,7 +307,7 @@ static inline __attribute__((always_inline)) void pass(Mv *m, int VEC, int NB, i
 static inline __attribute__((always_inline)) void run(Mv *m, int VEC, int NB, int R, int U,
                                                       const uint16_t *norm_w, float eps,
                                                       int64_t batch, int64_t kp, int alias) {
-  uint32_t tid = tid_here();
+  uint32_t tid = mlk_tid_here();
   const float *x = m->x;
   int64_t k = m->k;
   for (int64_t b0 = 0; b0 < batch; b0 += m->nb) {

@@ -67,6 +67,31 @@ void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 
 static inline uint32_t mlk_tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
 
+/* The thread index re-read where it is used: values derived from it then stay inside the code
+ * that uses them instead of being hoisted to the top of the kernel, all live at once. */
+static inline uint32_t mlk_tid_here(void) {
+#if defined(__NVPTX__)
+  uint32_t t;
+  __asm__ volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+#else
+  return mlk_tid();
+#endif
+}
+
+/* One bf16 weight through the read-only path (weights never change during a launch). */
+static inline uint32_t mlk_ld_weight16(const uint16_t *p) {
+#if defined(__NVPTX__)
+  uint16_t h;
+  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
+          : "=h"(h)
+          : "l"(p));
+  return h;
+#else
+  return *p;
+#endif
+}
+
 static inline float mlk_bf16_lo(uint32_t w) {
   union { uint32_t u; float f; } c = {w << 16};
   return c.f;

@@ -10,18 +10,6 @@
 
 extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
 
-static inline uint32_t ld_weight16(const uint16_t *p) {
-#if defined(__NVPTX__)
-  uint16_t h;
-  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\tld.global.nc.u16 %0, [g];\n\t}"
-          : "=h"(h)
-          : "l"(p));
-  return h;
-#else
-  return *p;
-#endif
-}
-
 static inline float warp_sum(float v) {
   for (int off = 16; off > 0; off >>= 1)
     v += __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, off, 0x1f);
@@ -51,7 +39,7 @@ void mlk_tile_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, 
       t += red[i];
     float rs = 1.0f / __builtin_sqrtf(t / (float)n + eps);
     for (int64_t i = tid; i < n; i += MLK_BLOCK_THREADS)
-      out[b * n + i] = xr[i] * rs * mlk_bf16_lo(ld_weight16(w + i));
+      out[b * n + i] = xr[i] * rs * mlk_bf16_lo(mlk_ld_weight16(w + i));
   }
 }
 

@@ -9,6 +9,7 @@
  * malformed or ill-typed program), with the reason on stderr.
  */
 #include <errno.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,8 @@ static void usage(FILE *out) {
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
           "                  %s)\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
+          "  -v              print ptxas's resource report (registers, spills, shared memory) of\n"
+          "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
           MLKC_STDLIB_DIR);
@@ -78,6 +81,7 @@ typedef struct Options {
   EmitKind emit;
   int opt_level;
   bool check_only; /* --check: stop after the semantic checks */
+  bool verbose;    /* -v: ptxas resource report */
 } Options;
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
@@ -116,6 +120,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->stdlib_dir = a + 9;
+    } else if (!strcmp(a, "-v")) {
+      o->verbose = true;
     } else if (!strcmp(a, "--check")) {
       o->check_only = true;
     } else if (!strncmp(a, "--emit=", 7)) {
@@ -209,6 +215,47 @@ static void write_source(FILE *f, const void *arg) {
   emit_source(f, e->g, e->header_name, e->ptx90, e->ptx80);
 }
 
+/* -v: assembles the PTX with `ptxas -v` and prints its resource report lines on stderr. */
+static void ptxas_report(const char *ptx, const char *arch) {
+  const char *home = getenv("CUDA_HOME");
+  char ptxas[4096] = "";
+  if (home && *home)
+    snprintf(ptxas, sizeof ptxas, "%s/bin/ptxas", home);
+  if (!*ptxas || access(ptxas, X_OK) != 0)
+    snprintf(ptxas, sizeof ptxas, "%s", MLKC_PTXAS);
+  if (!*ptxas || access(ptxas, X_OK) != 0)
+    snprintf(ptxas, sizeof ptxas, "ptxas");
+  char path[] = "/tmp/mlkc-ptx-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) {
+    fprintf(stderr, "mlkc: note: -v: cannot create a temporary file: %s\n", strerror(errno));
+    return;
+  }
+  FILE *f = fdopen(fd, "w");
+  if (!f || fputs(ptx, f) < 0 || fclose(f) != 0) {
+    fprintf(stderr, "mlkc: note: -v: cannot write %s\n", path);
+    unlink(path);
+    return;
+  }
+  char cmd[8400];
+  snprintf(cmd, sizeof cmd, "'%s' -v -arch=%s '%s' -o /dev/null 2>&1", ptxas, arch, path);
+  FILE *p = popen(cmd, "r");
+  int shown = 0;
+  if (p) {
+    char line[1024];
+    while (fgets(line, sizeof line, p))
+      if (strstr(line, "Compiling entry") || strstr(line, "registers") ||
+          strstr(line, "spill") || strstr(line, "error")) {
+        fprintf(stderr, "mlkc: ptxas %s: %s", arch, line);
+        shown++;
+      }
+    int rc = pclose(p);
+    if (rc != 0 && !shown)
+      fprintf(stderr, "mlkc: note: -v: '%s' not found or failed (set CUDA_HOME)\n", ptxas);
+  }
+  unlink(path);
+}
+
 /* The default output base: the input's file name without directory and `.mlk`. */
 static char *default_base(Arena *a, const char *input) {
   const char *slash = strrchr(input, '/');
@@ -299,6 +346,8 @@ static int compile(const Options *o, Arena *a) {
     char *text = NULL;
     if (!codegen_graph(g, &co, o->emit == EMIT_LLVM, &text, &d))
       return 1;
+    if (o->verbose && o->emit == EMIT_PTX)
+      ptxas_report(text, o->arch);
     FILE *f = open_dump(o);
     if (!f) {
       free(text);
@@ -318,6 +367,8 @@ static int compile(const Options *o, Arena *a) {
     free(ptx80);
     return 1;
   }
+  if (o->verbose)
+    ptxas_report(ptx90, "sm_90a");
   int rc = 0;
   if (o->emit == EMIT_SOURCE) {
     EmitArgs ea = {g, arena_printf(a, "%s.h", default_base(a, o->input)), ptx90, ptx80};

@@ -30,3 +30,8 @@ mlk_driver_test(check_llama 0 "^$" --check ${PROJECT_SOURCE_DIR}/examples/llama/
 mlk_driver_test(ast_llama 0 "^\\(program .*llama.mlk.*\\(import std.nn" --emit=ast ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
 # ... and compile to a megakernel.
 mlk_driver_test(lower_llama 0 "^$" ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk -o llama)
+
+# -v: ptxas's resource report of the megakernel (needs the CUDA toolkit's ptxas).
+if(MLK_PTXAS)
+  mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: .*Used [0-9]+ registers" -v ${MLP} -o mlp_v)
+endif()

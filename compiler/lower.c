@@ -1049,8 +1049,8 @@ static void drop_dead_temps(Lower *L) {
 #undef REMAP
 }
 
-/* Gives every tensor a distinct name (a variable rebound in a layer names several tensors:
- * "q[l=0]" before rope, "q[l=0]#2" after), then names the events after them. */
+/* Gives every tensor and every op a distinct name (a variable rebound in a layer names several
+ * tensors: "q[l=0]" before rope, "q[l=0]#2" after), then names the events after them. */
 static void unique_names(Lower *L) {
   Graph *g = L->g;
   for (int t = 0; t < g->ntensors; t++) {
@@ -1062,6 +1062,17 @@ static void unique_names(Lower *L) {
         seen++;
     if (seen > 1)
       g->tensors[t].name = arena_printf(L->a, "%s#%d", g->tensors[t].name, seen);
+  }
+  /* ops too: the q, k and v slices of one statement are three matvecs of the same line */
+  for (int o = 0; o < g->nops; o++) {
+    int seen = 1;
+    size_t n = strlen(g->ops[o].d.name);
+    for (int u = 0; u < o; u++)
+      if (!strncmp(g->ops[u].d.name, g->ops[o].d.name, n) &&
+          (g->ops[u].d.name[n] == 0 || g->ops[u].d.name[n] == '#'))
+        seen++;
+    if (seen > 1)
+      g->ops[o].d.name = arena_printf(L->a, "%s#%d", g->ops[o].d.name, seen);
   }
   for (int i = 0; i < g->nevents; i++) {
     MlkEventDesc *e = &g->events[i];

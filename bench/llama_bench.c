@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
   printf("backend: %s\n", mlk_backend_name(be));
   llama_model *m;
   CHECK(llama_create(be, &m));
+  printf("module load: %.1f ms (%s)\n", mlk_model_load_ms(m), mlk_model_load_note(m));
   const size_t D = LLAMA_D, F = LLAMA_F, L = LLAMA_L, V = LLAMA_V;
   const size_t QKV = (LLAMA_H + 2 * LLAMA_KVH) * LLAMA_HD, HO = LLAMA_H * LLAMA_HD;
   struct { mlk_status (*set)(llama_model *, const uint16_t *); size_t n; float scale, center; } p[] = {

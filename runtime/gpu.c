@@ -10,6 +10,8 @@
  * megakernel: cooperative because every block spins on counters other blocks increment, which is
  * only safe when all blocks are resident at once. Only the static schedule exists on the GPU: a
  * kernel compiled for the dynamic one is refused at model creation (the simulator runs it).
+ * The PTX is compiled with the driver's linker and the cubin kept on disk (cubin_cache.c), keyed
+ * by the PTX, the device and the driver, so that a later start loads it instead of compiling.
  */
 #include "internal.h"
 
@@ -17,6 +19,7 @@
 
 #include <cuda.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,7 @@
   X(cuGetErrorName)                                                                               \
   X(cuGetErrorString)                                                                             \
   X(cuInit)                                                                                       \
+  X(cuDriverGetVersion)                                                                           \
   X(cuDeviceGetCount)                                                                             \
   X(cuDeviceGet)                                                                                  \
   X(cuDeviceGetName)                                                                              \
@@ -40,6 +44,11 @@
   X(cuCtxSetCurrent)                                                                              \
   X(cuCtxSynchronize)                                                                             \
   X(cuModuleLoadDataEx)                                                                           \
+  X(cuModuleLoadData)                                                                             \
+  X(cuLinkCreate)                                                                                 \
+  X(cuLinkAddData)                                                                                \
+  X(cuLinkComplete)                                                                               \
+  X(cuLinkDestroy)                                                                                \
   X(cuModuleUnload)                                                                               \
   X(cuModuleGetFunction)                                                                          \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                  \
@@ -63,6 +72,9 @@ static struct {
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static mlk_status load_status;
 static char load_msg[1024];
+/* The driver library's real file ("/usr/lib/.../libcuda.so.570.124.06", "" when unknown): part of
+ * the cubin cache key, so that a driver update of the same CUDA version compiles again. */
+static char driver_file[PATH_MAX];
 
 /* "CUDA_ERROR_OUT_OF_MEMORY (out of memory)" */
 static void describe(CUresult r, char *buf, size_t n) {
@@ -113,6 +125,10 @@ static void load_driver(void) {
   }
   MLK_CU_FUNCS(MLK_CU_LOAD)
 #undef MLK_CU_LOAD
+  Dl_info info;
+  char real[PATH_MAX];
+  if (dladdr((void *)cu.cuInit, &info) && info.dli_fname && realpath(info.dli_fname, real))
+    snprintf(driver_file, sizeof driver_file, "%s", real);
   CUresult r = cu.cuInit(0);
   if (r != CUDA_SUCCESS) {
     char what[256];
@@ -128,6 +144,8 @@ typedef struct GpuBackend {
   CUdevice dev;
   CUcontext ctx;
   int cc_major, cc_minor, sms;
+  int driver_version; /* cuDriverGetVersion: 12080 for CUDA 12.8 */
+  char name[200];     /* cuDeviceGetName */
 } GpuBackend;
 
 typedef struct GpuKernel {
@@ -209,8 +227,115 @@ static mlk_status upload_array(CUdeviceptr *p, const void *src, size_t bytes, co
   return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to %s)", bytes, what);
 }
 
-enum { JIT_LOG_BYTES = 1 << 16 };
+enum { JIT_LOG_BYTES = 1 << 16, CACHE_PATH_BYTES = 4096 };
 
+/* The cubin cache key: everything the compiled cubin depends on. */
+static MlkHash module_key(const GpuBackend *gb, const char *arch, const char *ptx) {
+  uint32_t format = mlk_cubin_cache_format();
+  int32_t nums[3] = {gb->cc_major, gb->cc_minor, gb->driver_version};
+  MlkHash h;
+  mlk_hash_init(&h);
+  mlk_hash_field(&h, &format, sizeof format);
+  mlk_hash_field(&h, nums, sizeof nums);
+  mlk_hash_field(&h, gb->name, strlen(gb->name));
+  mlk_hash_field(&h, driver_file, strlen(driver_file));
+  mlk_hash_field(&h, arch, strlen(arch));
+  mlk_hash_field(&h, ptx, strlen(ptx));
+  return h;
+}
+
+/* Appends "; <more>" to a model's load note. */
+static void add_note(mlk_model *m, const char *more) {
+  size_t n = strlen(m->load_note);
+  snprintf(m->load_note + n, sizeof m->load_note - n, "; %s", more);
+}
+
+/* JIT-compiles `ptx` with the driver's linker, loads the cubin, and writes it to the cache file
+ * `path` (NULL: the cache is off). m->load_note gets "compiled, ..." unless the caller set it. */
+static mlk_status compile_module(mlk_model *m, GpuModel *gm, const char *ptx, const char *arch,
+                                 const char *path, MlkHash key) {
+  const MlkModelDesc *d = m->desc;
+  char *elog = MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT error log");
+  char *ilog = elog ? MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT info log") : NULL;
+  if (!ilog) {
+    free(elog);
+    return MLK_ERR_NOMEM;
+  }
+  /* The values must live as long as the link state (the driver writes the log sizes back). */
+  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+                         CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES};
+  void *vals[] = {elog, (void *)(uintptr_t)JIT_LOG_BYTES, ilog, (void *)(uintptr_t)JIT_LOG_BYTES};
+  CUlinkState link = NULL;
+  void *cubin = NULL;
+  size_t bytes = 0;
+  const char *call = "cuLinkCreate";
+  int loading = 0; /* the failed call is cuModuleLoadData of the linked cubin */
+  CUresult r = cu.cuLinkCreate(4, opts, vals, &link);
+  if (r != CUDA_SUCCESS)
+    link = NULL;
+  if (r == CUDA_SUCCESS) {
+    call = "cuLinkAddData";
+    r = cu.cuLinkAddData(link, CU_JIT_INPUT_PTX, (void *)ptx, strlen(ptx) + 1, d->name, 0, NULL, NULL);
+  }
+  if (r == CUDA_SUCCESS) {
+    call = "cuLinkComplete";
+    r = cu.cuLinkComplete(link, &cubin, &bytes);
+  }
+  elog[JIT_LOG_BYTES - 1] = ilog[JIT_LOG_BYTES - 1] = 0;
+  if (r != CUDA_SUCCESS && !*elog && r != CUDA_ERROR_OUT_OF_MEMORY) {
+    /* The linker failed with nothing in its error log: the linker, not the PTX (the JIT always
+     * says which line is wrong). Load the PTX the way it was before the cache, uncached. */
+    char what[256];
+    describe(r, what, sizeof what);
+    snprintf(m->load_note, sizeof m->load_note, "compiled, not cached: %s failed (%s), the PTX was "
+             "loaded with cuModuleLoadDataEx", call, what);
+    if (link)
+      (void)cu.cuLinkDestroy(link);
+    link = NULL;
+    memset(elog, 0, JIT_LOG_BYTES);
+    memset(ilog, 0, JIT_LOG_BYTES);
+    vals[1] = vals[3] = (void *)(uintptr_t)JIT_LOG_BYTES;
+    call = "cuModuleLoadDataEx";
+    r = cu.cuModuleLoadDataEx(&gm->module, ptx, 4, opts, vals);
+    elog[JIT_LOG_BYTES - 1] = ilog[JIT_LOG_BYTES - 1] = 0;
+  } else if (r == CUDA_SUCCESS) {
+    loading = 1;
+    r = cu.cuModuleLoadData(&gm->module, cubin);
+  }
+  mlk_status st = MLK_OK;
+  if (r != CUDA_SUCCESS) {
+    gm->module = NULL;
+    if (loading)
+      st = CU_FAIL(r, "cuModuleLoadData(%zu-byte cubin compiled from the %s PTX of model '%s')", bytes,
+                   arch, d->name);
+    else
+      st = CU_FAIL(r, "%s(%s PTX of model '%s', %zu bytes)", call, arch, d->name, strlen(ptx));
+    /* The log is the only place that says which PTX line is wrong: report it in full. */
+    if (*elog)
+      mlk_set_error(st, "%s\nJIT error log:\n%s", mlk_last_error(), elog);
+    if (*ilog)
+      mlk_set_error(st, "%s\nJIT info log:\n%s", mlk_last_error(), ilog);
+  } else {
+    if (*ilog)
+      mlk_debug("JIT info log of model '%s':\n%s", d->name, ilog);
+    if (link && path) {
+      /* Not being able to cache is no error: the model works, the next start compiles again. */
+      char why[400];
+      if (mlk_cubin_cache_write(path, key, cubin, bytes, why, sizeof why))
+        snprintf(m->load_note, sizeof m->load_note, "compiled, not cached: %s", why);
+      else
+        snprintf(m->load_note, sizeof m->load_note, "compiled, cached in %s", path);
+    }
+  }
+  if (link)
+    (void)cu.cuLinkDestroy(link); /* after the write: it owns the cubin */
+  free(elog);
+  free(ilog);
+  return st;
+}
+
+/* Loads the megakernels' module: the cached cubin when there is a good one, else the PTX compiled
+ * (and the cubin cached). Sets the model's load time, cache flag and note. */
 static mlk_status load_module(mlk_model *m, GpuModel *gm) {
   const GpuBackend *gb = m->be->impl;
   const MlkModelDesc *d = m->desc;
@@ -225,29 +350,52 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
                          "the model carries %s%s%s", d->name, gb->ordinal, gb->cc_major, gb->cc_minor,
                          d->ptx_sm90a ? "sm_90a" : "", d->ptx_sm90a && d->ptx_sm80 ? " and " : "",
                          d->ptx_sm80 ? "sm_80" : (d->ptx_sm90a ? "" : "no PTX at all"));
-  char *elog = MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT error log");
-  char *ilog = elog ? MLK_CALLOC(JIT_LOG_BYTES, 1, "JIT info log") : NULL;
-  if (!ilog) {
-    free(elog);
+  double t0 = mlk_now_ms();
+  char *path = MLK_CALLOC(CACHE_PATH_BYTES, 1, "the cubin cache path");
+  if (!path)
     return MLK_ERR_NOMEM;
-  }
-  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-                         CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES};
-  void *vals[] = {elog, (void *)(uintptr_t)JIT_LOG_BYTES, ilog, (void *)(uintptr_t)JIT_LOG_BYTES};
-  CUresult r = cu.cuModuleLoadDataEx(&gm->module, ptx, 4, opts, vals);
+  MlkHash key = module_key(gb, arch, ptx);
+  char off[300], bad[400] = "";
+  int cached = mlk_cubin_cache_path(key, path, CACHE_PATH_BYTES, off, sizeof off);
   mlk_status st = MLK_OK;
-  if (r != CUDA_SUCCESS) {
-    gm->module = NULL;
-    elog[JIT_LOG_BYTES - 1] = ilog[JIT_LOG_BYTES - 1] = 0;
-    st = CU_FAIL(r, "cuModuleLoadDataEx(%s PTX of model '%s', %zu bytes)", arch, d->name, strlen(ptx));
-    /* The log is the only place that says which PTX line is wrong: report it in full. */
-    if (*elog)
-      mlk_set_error(st, "%s\nJIT error log:\n%s", mlk_last_error(), elog);
-    if (*ilog)
-      mlk_set_error(st, "%s\nJIT info log:\n%s", mlk_last_error(), ilog);
+  m->cache_hit = 0;
+  if (cached) {
+    void *image;
+    size_t bytes;
+    char why[300];
+    if (mlk_cubin_cache_read(path, key, &image, &bytes, why, sizeof why)) {
+      CUresult r = cu.cuModuleLoadData(&gm->module, image);
+      free(image);
+      if (r == CUDA_SUCCESS) {
+        m->cache_hit = 1;
+        snprintf(m->load_note, sizeof m->load_note, "cache hit: %s", path);
+        goto done;
+      }
+      gm->module = NULL;
+      if (r == CUDA_ERROR_OUT_OF_MEMORY) { /* compiling would not help, and the file is fine */
+        st = CU_FAIL(r, "cuModuleLoadData(%zu-byte cached cubin '%s' of model '%s')", bytes, path, d->name);
+        goto done;
+      }
+      /* Stale or damaged in a way the checksum cannot see: remove it, compile and write again. */
+      char what[256];
+      describe(r, what, sizeof what);
+      snprintf(bad, sizeof bad, "the driver refused the cache file (cuModuleLoadData: %s), it was removed",
+               what);
+      mlk_cubin_cache_remove(path);
+    } else if (*why) {
+      snprintf(bad, sizeof bad, "the cache file was unusable (%s)", why);
+    }
+    snprintf(m->load_note, sizeof m->load_note, "compiled");
+  } else {
+    snprintf(m->load_note, sizeof m->load_note, "compiled, %s", off);
   }
-  free(elog);
-  free(ilog);
+  if ((st = compile_module(m, gm, ptx, arch, cached ? path : NULL, key)) == MLK_OK && *bad)
+    add_note(m, bad);
+done:
+  m->load_ms = mlk_now_ms() - t0;
+  if (st == MLK_OK)
+    mlk_debug("model '%s': module load %.1f ms (%s)", d->name, m->load_ms, m->load_note);
+  free(path);
   return st;
 }
 
@@ -465,7 +613,7 @@ mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   gb->ordinal = device;
   mlk_status st;
   int count = 0;
-  char name[200] = "";
+  char *name = gb->name;
   CUresult r = cu.cuDeviceGetCount(&count);
   if (r != CUDA_SUCCESS) {
     st = no_gpu(CU_FAIL(r, "cuDeviceGetCount"));
@@ -478,12 +626,14 @@ mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   }
   int coop = 0;
   if ((r = cu.cuDeviceGet(&gb->dev, device)) ||
-      (r = cu.cuDeviceGetName(name, (int)sizeof name, gb->dev)) ||
+      (r = cu.cuDeviceGetName(name, (int)sizeof gb->name, gb->dev)) ||
       (r = cu.cuDeviceGetAttribute(&gb->cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, gb->dev)) ||
       (r = cu.cuDeviceGetAttribute(&gb->cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, gb->dev)) ||
       (r = cu.cuDeviceGetAttribute(&gb->sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, gb->dev)) ||
-      (r = cu.cuDeviceGetAttribute(&coop, CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, gb->dev))) {
-    st = no_gpu(CU_FAIL(r, "querying GPU %d (cuDeviceGet/cuDeviceGetName/cuDeviceGetAttribute)", device));
+      (r = cu.cuDeviceGetAttribute(&coop, CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, gb->dev)) ||
+      (r = cu.cuDriverGetVersion(&gb->driver_version))) {
+    st = no_gpu(CU_FAIL(r, "querying GPU %d (cuDeviceGet/cuDeviceGetName/cuDeviceGetAttribute/"
+                        "cuDriverGetVersion)", device));
     goto fail;
   }
   if (gb->cc_major < 8) {

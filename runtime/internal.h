@@ -44,6 +44,37 @@ void *mlk_calloc_at(size_t n, size_t size, const char *what, const char *file, i
  * (garbage, out of range) is an MLK_ERR_INVALID naming the variable. */
 mlk_status mlk_env_int(const char *name, int64_t lo, int64_t hi, int64_t dflt, int64_t *out);
 
+/* MLK_DEBUG set (and not "0"): "mlk: <message>" on stderr, else nothing. */
+void mlk_debug(const char *fmt, ...) MLK_PRINTF(1, 2);
+/* CLOCK_MONOTONIC in milliseconds. */
+double mlk_now_ms(void);
+
+/* ---- the compiled-cubin cache (cubin_cache.c) ---- */
+
+/* FNV-1a over 128 bits: init, then bytes or fields (a field is hashed with its length first). */
+typedef struct MlkHash {
+  uint64_t hi, lo;
+} MlkHash;
+void mlk_hash_init(MlkHash *h);
+void mlk_hash_bytes(MlkHash *h, const void *data, size_t n);
+void mlk_hash_field(MlkHash *h, const void *data, size_t n);
+void mlk_hash_hex(MlkHash h, char out[33]); /* 32 lowercase hex digits, hi first */
+/* The version of the file layout and of what the key covers: part of every key. */
+uint32_t mlk_cubin_cache_format(void);
+/* The cache file of `key` (<dir>/<32 hex digits>.cubin) into path: 1, or 0 with path "" and `why`
+ * ("cache off (MLK_CACHE_DIR=off)", ...) when the cache is off. */
+int mlk_cubin_cache_path(MlkHash key, char *path, size_t n, char *why, size_t wn);
+/* 1: *data (malloc'd, NUL after the end) and *size hold the cubin of a file whose trailer matches
+ * `key` and its checksum. 0: no usable file; `why` is "" when there is none, else says what was
+ * wrong with it (a bad file is removed). */
+int mlk_cubin_cache_read(const char *path, MlkHash key, void **data, size_t *size, char *why, size_t wn);
+/* Removes a cache file the driver refused (errors ignored). */
+void mlk_cubin_cache_remove(const char *path);
+/* Writes the cubin with its trailer to a temporary file next to `path` and renames it over
+ * `path`, creating missing directories (0755): 0, or -1 with `why` (nothing is left behind). */
+int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_t size, char *why,
+                          size_t wn);
+
 /* ---- static scheduling (sched.c) ---- */
 
 /* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
@@ -119,6 +150,10 @@ struct mlk_model {
   void **shadow;            /* per tensor: host copy of an i32 input that indexes a cache (positions)
                                or a table (gather ids), checked before each run; else NULL */
   void *impl;               /* the backend's per-model state */
+  /* How the backend loaded the megakernels (GPU only; zero and "" elsewhere): mlk.h reports them. */
+  double load_ms;           /* wall time of key, cache lookup, compile or load, and cache write */
+  int cache_hit;            /* 1: the module came from the cubin cache */
+  char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
 };
 
 /* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */

@@ -29,6 +29,9 @@
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
  * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
  * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048).
+ * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
+ * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
+ * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
  */
 #ifndef MLK_H
 #define MLK_H
@@ -126,6 +129,20 @@ mlk_status mlk_model_run(mlk_model *m, int kernel);
 /* The same, and *ms gets the run's elapsed time: on the GPU between CUDA events recorded around
  * the launch (device time, no host synchronization included), on the CPU simulator wall time. */
 mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms);
+
+/* How mlk_model_create loaded the model's megakernels on the GPU. The PTX is JIT-compiled to a
+ * cubin once per PTX, device and driver, and the cubin kept in the cache directory
+ * (MLK_CACHE_DIR, see the top comment): a later start loads it (a cache hit) instead of compiling
+ * again. A cache that is off, unreadable or unwritable never fails a model, it only costs the
+ * compile. On the CPU simulator, and for a model without kernels: 0, 0 and "". */
+/* Wall time of the load in milliseconds: key hash, cache lookup, compile or load, cache write. */
+double mlk_model_load_ms(const mlk_model *m);
+/* 1 when the module was loaded from the cubin cache, else 0. */
+int mlk_model_cache_hit(const mlk_model *m);
+/* What happened, for logs: "cache hit: <file>", "compiled, cached in <file>", "compiled, cache off
+ * (MLK_CACHE_DIR=off)" or "compiled, not cached: <reason>"; a cache file that was bad (corrupt,
+ * truncated, refused by the driver) and replaced is mentioned after "; ". */
+const char *mlk_model_load_note(const mlk_model *m);
 
 /* ---- helpers ---- */
 

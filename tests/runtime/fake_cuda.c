@@ -9,8 +9,14 @@
  * would. It also checks the launch configuration and the kernel parameters (including the
  * run-time values), so a change in their order or types fails.
  *
- * Knobs for tests: a PTX text containing "SYNTAX ERROR" fails to load with a JIT log; a single
- * allocation of more than 1 GiB fails with CUDA_ERROR_OUT_OF_MEMORY.
+ * The driver's linker "compiles" PTX to a fake cubin: the PTX text behind the marker
+ * "FAKECUBIN\n" (NUL included); cuModuleLoadData takes only such images, so a cubin cache file
+ * that reaches it damaged is refused like the real driver refuses a bad image.
+ *
+ * Knobs for tests: a PTX text containing "SYNTAX ERROR" fails to load (cuModuleLoadDataEx) or to
+ * link (cuLinkAddData) with a JIT log; a single allocation of more than 1 GiB fails with
+ * CUDA_ERROR_OUT_OF_MEMORY. fake_cuda_stats (found with dlsym) counts the module and linker calls
+ * and sets the driver version, cubin refusals and a failing cuLinkCreate.
  */
 #include <cuda.h>
 #include <stdio.h>
@@ -37,6 +43,19 @@ struct CUmod_st {
 static struct CUctx_st the_ctx;
 static CUcontext current;
 
+/* Read and written by tests through dlsym(handle, "fake_cuda_stats"): keep in sync with them. */
+struct FakeCudaStats {
+  int link_create, link_add, link_complete, link_destroy; /* calls */
+  int link_live;                                          /* link states not destroyed */
+  int load_data, load_data_ex, unload;                    /* calls of cuModuleLoadData(Ex), Unload */
+  int driver_version;  /* what cuDriverGetVersion reports */
+  int reject_cubins;   /* the next n cuModuleLoadData calls fail with CUDA_ERROR_INVALID_IMAGE */
+  int fail_link;       /* cuLinkCreate fails with CUDA_ERROR_NOT_SUPPORTED (no log) */
+};
+struct FakeCudaStats fake_cuda_stats = {.driver_version = 12080};
+
+#define FAKE_CUBIN_MAGIC "FAKECUBIN\n"
+
 CUresult cuGetErrorName(CUresult e, const char **s) {
   switch (e) {
   case CUDA_SUCCESS: *s = "CUDA_SUCCESS"; return CUDA_SUCCESS;
@@ -45,6 +64,8 @@ CUresult cuGetErrorName(CUresult e, const char **s) {
   case CUDA_ERROR_INVALID_PTX: *s = "CUDA_ERROR_INVALID_PTX"; return CUDA_SUCCESS;
   case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; return CUDA_SUCCESS;
   case CUDA_ERROR_INVALID_CONTEXT: *s = "CUDA_ERROR_INVALID_CONTEXT"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; return CUDA_SUCCESS;
+  case CUDA_ERROR_NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; return CUDA_SUCCESS;
   default: *s = NULL; return CUDA_ERROR_INVALID_VALUE;
   }
 }
@@ -57,11 +78,17 @@ CUresult cuGetErrorString(CUresult e, const char **s) {
   case CUDA_ERROR_INVALID_PTX: *s = "a PTX JIT compilation failed"; return CUDA_SUCCESS;
   case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; return CUDA_SUCCESS;
   case CUDA_ERROR_INVALID_CONTEXT: *s = "invalid device context"; return CUDA_SUCCESS;
+  case CUDA_ERROR_INVALID_IMAGE: *s = "device kernel image is invalid"; return CUDA_SUCCESS;
+  case CUDA_ERROR_NOT_SUPPORTED: *s = "operation not supported"; return CUDA_SUCCESS;
   default: *s = NULL; return CUDA_ERROR_INVALID_VALUE;
   }
 }
 
 CUresult cuInit(unsigned flags) { return flags ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS; }
+CUresult cuDriverGetVersion(int *v) {
+  *v = fake_cuda_stats.driver_version;
+  return CUDA_SUCCESS;
+}
 CUresult cuDeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
 CUresult cuDeviceGet(CUdevice *d, int ordinal) {
   *d = ordinal;
@@ -101,21 +128,122 @@ CUresult cuCtxSetCurrent(CUcontext c) {
 }
 CUresult cuCtxSynchronize(void) { return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT; }
 
+static const char syntax_log[] = "ptxas application ptx input, line 3; fatal   : Parsing error near 'SYNTAX'";
+
+/* The error log buffer among JIT options (NULL, 0 when there is none). */
+static void find_log(unsigned n, const CUjit_option *opts, void **vals, char **log, size_t *size) {
+  *log = NULL;
+  *size = 0;
+  for (unsigned i = 0; i < n; i++)
+    if (opts[i] == CU_JIT_ERROR_LOG_BUFFER)
+      *log = vals[i];
+    else if (opts[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
+      *size = (size_t)(uintptr_t)vals[i];
+}
+
+static CUresult new_module(CUmodule *mod, const char *ptx) {
+  *mod = calloc(1, sizeof **mod);
+  if (!*mod || !((*mod)->ptx = strdup(ptx))) {
+    free(*mod);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  return CUDA_SUCCESS;
+}
+
 CUresult cuModuleLoadDataEx(CUmodule *mod, const void *image, unsigned n, CUjit_option *opts, void **vals) {
+  fake_cuda_stats.load_data_ex++;
   if (!current)
     return CUDA_ERROR_INVALID_CONTEXT;
   const char *ptx = image;
   if (strstr(ptx, "SYNTAX ERROR")) {
-    for (unsigned i = 0; i < n; i++)
-      if (opts[i] == CU_JIT_ERROR_LOG_BUFFER)
-        snprintf(vals[i], 256, "ptxas application ptx input, line 3; fatal   : Parsing error near 'SYNTAX'");
+    char *log;
+    size_t size;
+    find_log(n, opts, vals, &log, &size);
+    if (log)
+      snprintf(log, size, "%s", syntax_log);
     return CUDA_ERROR_INVALID_PTX;
   }
-  *mod = calloc(1, sizeof **mod);
-  (*mod)->ptx = strdup(ptx);
+  return new_module(mod, ptx);
+}
+
+/* A cubin: the marker, then the PTX text with its NUL. */
+CUresult cuModuleLoadData(CUmodule *mod, const void *image) {
+  fake_cuda_stats.load_data++;
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (fake_cuda_stats.reject_cubins > 0) {
+    fake_cuda_stats.reject_cubins--;
+    return CUDA_ERROR_INVALID_IMAGE;
+  }
+  if (!image || strncmp(image, FAKE_CUBIN_MAGIC, strlen(FAKE_CUBIN_MAGIC)))
+    return CUDA_ERROR_INVALID_IMAGE;
+  return new_module(mod, (const char *)image + strlen(FAKE_CUBIN_MAGIC));
+}
+
+/* The linker: one PTX input, "compiled" at cuLinkAddData like the real JIT does. */
+struct CUlinkState_st {
+  char *log;
+  size_t log_size;
+  char *cubin;
+  size_t cubin_size;
+};
+
+CUresult cuLinkCreate(unsigned n, CUjit_option *opts, void **vals, CUlinkState *state) {
+  fake_cuda_stats.link_create++;
+  if (!current)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  if (fake_cuda_stats.fail_link)
+    return CUDA_ERROR_NOT_SUPPORTED;
+  struct CUlinkState_st *ls = calloc(1, sizeof *ls);
+  if (!ls)
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  find_log(n, opts, vals, &ls->log, &ls->log_size);
+  fake_cuda_stats.link_live++;
+  *state = ls;
   return CUDA_SUCCESS;
 }
+CUresult cuLinkAddData(CUlinkState ls, CUjitInputType type, void *data, size_t size, const char *name,
+                       unsigned n, CUjit_option *opts, void **vals) {
+  (void)name, (void)opts, (void)vals;
+  fake_cuda_stats.link_add++;
+  /* PTX must be NUL-terminated, its size counting the NUL; one input per link here. */
+  if (!ls || type != CU_JIT_INPUT_PTX || !data || size == 0 || strlen(data) + 1 != size || n || ls->cubin) {
+    fprintf(stderr, "fake libcuda: bad cuLinkAddData (type %d, %zu bytes, %u options)\n", (int)type, size, n);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (strstr(data, "SYNTAX ERROR")) {
+    if (ls->log)
+      snprintf(ls->log, ls->log_size, "%s", syntax_log);
+    return CUDA_ERROR_INVALID_PTX;
+  }
+  size_t m = strlen(FAKE_CUBIN_MAGIC);
+  if (!(ls->cubin = malloc(m + size)))
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  memcpy(ls->cubin, FAKE_CUBIN_MAGIC, m);
+  memcpy(ls->cubin + m, data, size);
+  ls->cubin_size = m + size;
+  return CUDA_SUCCESS;
+}
+CUresult cuLinkComplete(CUlinkState ls, void **cubin, size_t *size) {
+  fake_cuda_stats.link_complete++;
+  if (!ls || !ls->cubin)
+    return CUDA_ERROR_INVALID_VALUE;
+  *cubin = ls->cubin;
+  *size = ls->cubin_size;
+  return CUDA_SUCCESS;
+}
+CUresult cuLinkDestroy(CUlinkState ls) {
+  fake_cuda_stats.link_destroy++;
+  if (!ls)
+    return CUDA_ERROR_INVALID_VALUE;
+  fake_cuda_stats.link_live--;
+  free(ls->cubin);
+  free(ls);
+  return CUDA_SUCCESS;
+}
+
 CUresult cuModuleUnload(CUmodule mod) {
+  fake_cuda_stats.unload++;
   free(mod->ptx);
   free(mod);
   return CUDA_SUCCESS;

@@ -44,7 +44,8 @@ endif()
 set_tests_properties(runtime_gpu PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 LABELS gpu)
 
 # A fake libcuda.so.1 (fake_cuda.c) runs gpu.c without a GPU: test_gpu against it covers the
-# launch path (queues, kernel parameters, error record), test_gpu_fake the CUDA error messages.
+# launch path (queues, kernel parameters, error record), test_gpu_fake the CUDA error messages,
+# test_cubin_cache the compiled-cubin cache.
 if(MLK_CUDA_INCLUDE)
   add_library(runtime_fake_cuda SHARED ${_rt_dir}/fake_cuda.c)
   target_include_directories(runtime_fake_cuda PRIVATE ${MLK_CUDA_INCLUDE} ${PROJECT_SOURCE_DIR}/runtime/include)
@@ -55,9 +56,17 @@ if(MLK_CUDA_INCLUDE)
   # Not linked (the runtime dlopens it): make the test executables depend on it by hand.
   add_dependencies(runtime_gpu_fake runtime_fake_cuda)
   add_dependencies(runtime_gpu runtime_fake_cuda)
+  # The cubin cache (cubin_cache.c) against the same fake; it reads the fake's call counters.
+  add_executable(runtime_gpu_fake_cache ${_rt_dir}/test_cubin_cache.c)
+  target_link_libraries(runtime_gpu_fake_cache PRIVATE mlkrt m)
+  target_include_directories(runtime_gpu_fake_cache PRIVATE ${PROJECT_SOURCE_DIR}/runtime)
+  add_dependencies(runtime_gpu_fake_cache runtime_fake_cuda)
   add_test(NAME runtime_gpu_fake COMMAND runtime_gpu_fake)
   add_test(NAME runtime_gpu_fake_launch COMMAND runtime_gpu ${_rt_dir}/fake_kernels.ptx)
-  set_tests_properties(runtime_gpu_fake runtime_gpu_fake_launch PROPERTIES
-                       ENVIRONMENT "LD_LIBRARY_PATH=${CMAKE_CURRENT_BINARY_DIR}/fake_cuda"
+  add_test(NAME runtime_gpu_fake_cache COMMAND runtime_gpu_fake_cache)
+  # The cubins of the fake never go to the user's cache: a directory of the build tree (the cache
+  # test makes and removes its own directories).
+  set_tests_properties(runtime_gpu_fake runtime_gpu_fake_launch runtime_gpu_fake_cache PROPERTIES
+                       ENVIRONMENT "LD_LIBRARY_PATH=${CMAKE_CURRENT_BINARY_DIR}/fake_cuda;MLK_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/fake_cubin_cache"
                        SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()

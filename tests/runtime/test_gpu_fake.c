@@ -4,7 +4,8 @@
  * between sm_90a and sm_80 PTX, the JIT error log in a PTX failure, a missing entry, a model with
  * no usable PTX, the cuMemAlloc out-of-memory message, that device tensors start zeroed, that a
  * KV cache gets its pool (zeroed) and its page table (filled) on the device, and that a kernel
- * compiled for the dynamic schedule is refused.
+ * compiled for the dynamic schedule is refused. (The cubin cache has its own test,
+ * test_cubin_cache.c.)
  * (The launch path itself is covered by running test_gpu against the same fake.) If the real
  * driver was loaded instead, it says so and exits 77.
  */
@@ -101,7 +102,7 @@ int main(void) {
   expect_create(be, desc("k80", "entry k90;", "entry k80;"), MLK_ERR_CUDA,
                 "cuModuleGetFunction('k80' for megakernel 'fwd') failed: CUDA_ERROR_NOT_FOUND (named symbol not found)");
   expect_create(be, desc("k90", "SYNTAX ERROR", NULL), MLK_ERR_CUDA,
-                "cuModuleLoadDataEx(sm_90a PTX of model 'fake_test', 12 bytes) failed: CUDA_ERROR_INVALID_PTX "
+                "cuLinkAddData(sm_90a PTX of model 'fake_test', 12 bytes) failed: CUDA_ERROR_INVALID_PTX "
                 "(a PTX JIT compilation failed)\nJIT error log:\nptxas application ptx input, line 3; fatal");
   expect_create(be, desc("k90", NULL, NULL), MLK_ERR_INVALID,
                 "model 'fake_test' has no PTX this GPU can run: GPU 0 is sm_90, the model carries no PTX at all");

@@ -14,3 +14,21 @@ add_test(NAME sim_watchdog COMMAND test_watchdog cpu)
 add_test(NAME gpu_watchdog COMMAND test_watchdog gpu)
 set_tests_properties(sim_watchdog gpu_watchdog PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
 set_tests_properties(gpu_watchdog PROPERTIES LABELS gpu)
+
+# Every op kind at odd sizes (tests/gpu/odd_ops.mlk): the GPU against the simulator, generic over
+# the model's outputs.
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.c
+  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/odd_ops
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
+  COMMENT "mlkc odd_ops.mlk"
+  VERBATIM)
+add_executable(test_diff_gpu ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
+               ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.c)
+target_include_directories(test_diff_gpu PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_diff_gpu PRIVATE mlkrt m)
+add_test(NAME gpu_diff_odd_ops COMMAND test_diff_gpu 0)
+set_tests_properties(gpu_diff_odd_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+# the same harness on any machine: the simulator's dynamic schedule against its static one
+add_test(NAME sim_diff_odd_ops COMMAND test_diff_gpu 0 sim)
+set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 120)

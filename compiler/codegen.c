@@ -3,15 +3,18 @@
  * For each megakernel of the graph, one kernel entry (PTX kernel calling convention):
  *
  *   void ENTRY(u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch,
- *              u64 timeout_ns, MlkDevError *err, const i64 *rt)       (mlk_desc.h)
+ *              u64 timeout_ns, MlkDevError *err, const i64 *rt, u64 *trace)   (mlk_desc.h)
  *
- * Block b walks queue[qoff[b] .. qoff[b+1]) of task words (op << 24 | task). Per task: for every
+ * Static schedule: block b walks queue[qoff[b] .. qoff[b+1]) of task words (op << 24 | task).
+ * Dynamic schedule: the blocks take queue[0 .. qoff[1]) in order from a shared ticket counter.
+ * Per task: for every
  * event tensor the op consumes, wait on the counter given by the index map until it reaches
  * epoch * start_value; run the op's tile; barrier; notify every counter of each event it
  * produces. The index maps and start values are the arithmetic of mlk_desc.h, emitted as IR with
  * the op's constants. The stdlib tile bitcode (embedded in mlkc at build time) is linked in,
  * everything but the entries is internalized, and the O3 pipeline inlines the tiles into the
- * skeleton before the NVPTX backend writes PTX.
+ * skeleton before the NVPTX backend writes PTX. With a trace buffer, thread 0 stamps %globaltimer
+ * when the block takes a task, when its waits are satisfied and when it is done.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +41,8 @@ typedef struct Cg {
   const Graph *g;
   LLVMTypeRef i32, i64, f32, ptr, voidt;
   /* the kernel being built */
-  LLVMValueRef fn, bufs, counters, epoch, timeout, err, rt;
+  LLVMValueRef fn, bufs, counters, epoch, timeout, err, rt, trace;
+  LLVMValueRef slot; /* the current task's trace slot (i32) */
   LLVMBasicBlockRef exit;
   const char *cpu;      /* "sm_90a" */
   const char *features; /* the tiles' "target-features", e.g. "+ptx85,+sm_90a" */
@@ -172,6 +176,8 @@ static void emit_notifies(Cg *c, int o, LLVMValueRef task) {
 static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
   const MlkOpDesc *d = &c->g->ops[o].d;
   emit_waits(c, o, word, task);
+  LLVMValueRef ready[] = {c->trace, c->slot, c32(c, MLK_TRACE_READY)};
+  call(c, "mlk_dev_trace_stamp", ready, 3);
   LLVMValueRef first = LLVMBuildMul(c->b, task, c64(c, d->tile), "first");
   LLVMValueRef count = smin64(c, c64(c, d->tile), LLVMBuildSub(c->b, c64(c, d->n), first, ""));
   LLVMValueRef batch = d->batched ? rt_value(c, MLK_RT_BATCH, "batch") : c64(c, 1);
@@ -240,6 +246,8 @@ static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
   }
   call(c, "mlk_dev_barrier", NULL, 0);
   emit_notifies(c, o, task);
+  LLVMValueRef end[] = {c->trace, c->slot, c32(c, MLK_TRACE_END)};
+  call(c, "mlk_dev_trace_stamp", end, 3);
 }
 
 static void add_annotation(Cg *c, LLVMValueRef fn, const char *key, int value) {
@@ -249,9 +257,10 @@ static void add_annotation(Cg *c, LLVMValueRef fn, const char *key, int value) {
                               LLVMMetadataAsValue(c->ctx, LLVMMDNodeInContext2(c->ctx, md, 3)));
 }
 
-static void emit_kernel(Cg *c, const GKernel *k) {
-  LLVMTypeRef params[] = {c->ptr, c->ptr, c->ptr, c->ptr, c->i32, c->i64, c->ptr, c->ptr};
-  LLVMTypeRef ft = LLVMFunctionType(c->voidt, params, 8, 0);
+static void emit_kernel(Cg *c, int kernel) {
+  const GKernel *k = &c->g->kernels[kernel];
+  LLVMTypeRef params[] = {c->ptr, c->ptr, c->ptr, c->ptr, c->i32, c->i64, c->ptr, c->ptr, c->ptr};
+  LLVMTypeRef ft = LLVMFunctionType(c->voidt, params, 9, 0);
   c->fn = LLVMAddFunction(c->mod, k->entry, ft);
   LLVMSetFunctionCallConv(c->fn, LLVMPTXKernelCallConv);
   /* the same target attributes as the tiles, so that the inliner treats them as compatible */
@@ -266,9 +275,9 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   /* older NVPTX backends also look for the annotation; the block size bounds registers */
   add_annotation(c, c->fn, "kernel", 1);
   add_annotation(c, c->fn, "maxntidx", MLK_BLOCK_THREADS);
-  static const char *pnames[] = {"bufs", "counters", "qoff",       "queue",
-                                 "epoch", "timeout_ns", "err", "rt"};
-  for (unsigned i = 0; i < 8; i++)
+  static const char *pnames[] = {"bufs", "counters", "qoff", "queue", "epoch",
+                                 "timeout_ns", "err", "rt", "trace"};
+  for (unsigned i = 0; i < 9; i++)
     LLVMSetValueName2(LLVMGetParam(c->fn, i), pnames[i], strlen(pnames[i]));
   c->bufs = LLVMGetParam(c->fn, 0);
   c->counters = LLVMGetParam(c->fn, 1);
@@ -277,6 +286,8 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   c->timeout = LLVMGetParam(c->fn, 5);
   c->err = LLVMGetParam(c->fn, 6);
   c->rt = LLVMGetParam(c->fn, 7);
+  c->trace = LLVMGetParam(c->fn, 8);
+  bool dynamic = k->schedule == MLK_SCHED_DYNAMIC;
 
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "entry");
   LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
@@ -287,16 +298,37 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   LLVMPositionBuilderAtEnd(c->b, entry);
   LLVMValueRef bid = intrinsic(c, "llvm.nvvm.read.ptx.sreg.ctaid.x");
   LLVMValueRef bid1 = LLVMBuildAdd(c->b, bid, c32(c, 1), "");
-  LLVMValueRef qs = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, qoff, &bid, 1, ""), "qstart");
-  LLVMValueRef qe = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, qoff, &bid1, 1, ""), "qend");
+  LLVMValueRef qs, qe, ticket = NULL, tbase = NULL;
+  if (dynamic) {
+    /* tickets of run `epoch` start at (epoch - 1) * (ntasks + blocks), mod 2^32 */
+    LLVMValueRef one = c32(c, 1);
+    qs = c32(c, 0);
+    qe = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, qoff, &one, 1, ""), "ntasks");
+    LLVMValueRef per_run = LLVMBuildAdd(c->b, qe, intrinsic(c, "llvm.nvvm.read.ptx.sreg.nctaid.x"), "");
+    tbase = LLVMBuildMul(c->b, LLVMBuildSub(c->b, c->epoch, one, ""), per_run, "ticket_base");
+    LLVMValueRef tidx = c64(c, MLK_TICKET_COUNTER(c->g->ncounters, kernel));
+    ticket = LLVMBuildGEP2(c->b, c->i32, c->counters, &tidx, 1, "ticket");
+  } else {
+    qs = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, qoff, &bid, 1, ""), "qstart");
+    qe = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, qoff, &bid1, 1, ""), "qend");
+  }
   LLVMBuildBr(c->b, loop);
 
   LLVMPositionBuilderAtEnd(c->b, loop);
-  LLVMValueRef q = LLVMBuildPhi(c->b, c->i32, "q");
+  LLVMValueRef q;
+  if (dynamic) {
+    LLVMValueRef t = call(c, "mlk_dev_ticket", &ticket, 1);
+    q = LLVMBuildSub(c->b, t, tbase, "q");
+  } else {
+    q = LLVMBuildPhi(c->b, c->i32, "q");
+  }
   LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntULT, q, qe, ""), body, c->exit);
 
   LLVMPositionBuilderAtEnd(c->b, body);
   LLVMValueRef word = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, queue, &q, 1, ""), "word");
+  c->slot = q;
+  LLVMValueRef begin[] = {c->trace, q, word};
+  call(c, "mlk_dev_trace_begin", begin, 3);
   LLVMValueRef op = LLVMBuildLShr(c->b, word, c32(c, MLK_TASK_OP_SHIFT), "op");
   LLVMValueRef task = LLVMBuildZExt(
       c->b, LLVMBuildAnd(c->b, word, c32(c, MLK_TASK_INDEX_MASK), ""), c->i64, "t");
@@ -311,11 +343,13 @@ static void emit_kernel(Cg *c, const GKernel *k) {
   }
 
   LLVMPositionBuilderAtEnd(c->b, latch);
-  LLVMValueRef q1 = LLVMBuildAdd(c->b, q, c32(c, 1), "");
+  if (!dynamic) {
+    LLVMValueRef q1 = LLVMBuildAdd(c->b, q, c32(c, 1), "");
+    LLVMValueRef inc_v[] = {qs, q1};
+    LLVMBasicBlockRef inc_b[] = {entry, latch};
+    LLVMAddIncoming(q, inc_v, inc_b, 2);
+  }
   LLVMBuildBr(c->b, loop);
-  LLVMValueRef inc_v[] = {qs, q1};
-  LLVMBasicBlockRef inc_b[] = {entry, latch};
-  LLVMAddIncoming(q, inc_v, inc_b, 2);
 
   LLVMPositionBuilderAtEnd(c->b, c->exit);
   LLVMBuildRetVoid(c->b);
@@ -372,7 +406,7 @@ bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, ch
     c.features = xstrndup(v, n);
   }
   for (int k = 0; k < g->nkernels; k++)
-    emit_kernel(&c, &g->kernels[k]);
+    emit_kernel(&c, k);
   LLVMDisposeBuilder(c.b);
 
   /* Only the entries are visible: the tiles get inlined and their bodies dropped. */

@@ -62,6 +62,8 @@ static void usage(FILE *out) {
           "                  the importing file's directory; repeatable, searched in order\n"
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
           "                  %s)\n"
+          "  --schedule=S    static or dynamic: the schedule of every megakernel, whatever its\n"
+          "                  (schedule = ...) says\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
           "  -v              print ptxas's resource report (registers, spills, shared memory) of\n"
           "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
@@ -80,6 +82,7 @@ typedef struct Options {
   const char *arch;
   EmitKind emit;
   int opt_level;
+  int schedule;    /* --schedule: -1 as written, else an MlkSchedule for every megakernel */
   bool check_only; /* --check: stop after the semantic checks */
   bool verbose;    /* -v: ptxas resource report */
 } Options;
@@ -88,6 +91,7 @@ typedef struct Options {
 static int parse_args(int argc, char **argv, Options *o) {
   o->arch = "sm_90a";
   o->opt_level = 3;
+  o->schedule = -1;
   o->include_dirs = calloc((size_t)argc, sizeof *o->include_dirs);
   if (!o->include_dirs) {
     fprintf(stderr, "mlkc: error: out of memory\n");
@@ -143,6 +147,12 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->arch = a + 7;
+    } else if (!strncmp(a, "--schedule=", 11)) {
+      if (strcmp(a + 11, "static") && strcmp(a + 11, "dynamic")) {
+        fprintf(stderr, "mlkc: error: unknown --schedule '%s' (static, dynamic)\n", a + 11);
+        return 1;
+      }
+      o->schedule = strcmp(a + 11, "static") ? MLK_SCHED_DYNAMIC : MLK_SCHED_STATIC;
     } else if (!strncmp(a, "--model=", 8)) {
       o->model = a + 8;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
@@ -325,6 +335,9 @@ static int compile(const Options *o, Arena *a) {
   Graph *g = lower_model(prog, m, a, &d);
   if (!g || d.nerrors)
     return 1;
+  if (o->schedule >= 0)
+    for (int k = 0; k < g->nkernels; k++)
+      g->kernels[k].schedule = (MlkSchedule)o->schedule;
   if (o->emit == EMIT_GRAPH || o->emit == EMIT_EVENTS || o->emit == EMIT_DOT ||
       o->emit == EMIT_HEADER) {
     FILE *f = open_dump(o);

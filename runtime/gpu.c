@@ -151,11 +151,18 @@ typedef struct GpuBackend {
 typedef struct GpuKernel {
   CUfunction f;
   CUdeviceptr qoff, queue;
+  CUdeviceptr trace; /* MLK_TRACE_WORDS u64 per task, allocated on the first traced run */
+  int64_t ntasks;
 } GpuKernel;
+
+/* Tensors start at multiples of this in the arena (16-byte vector loads need 16; 256 keeps every
+ * tensor on its own cache lines, as separate cuMemAlloc calls did). */
+#define GPU_ARENA_ALIGN 256
 
 typedef struct GpuModel {
   CUmodule module;
-  CUdeviceptr *bufs; /* per tensor */
+  CUdeviceptr arena; /* every tensor */
+  CUdeviceptr *bufs; /* per tensor: an address in the arena */
   CUdeviceptr table; /* u64 bufs[ntensors] on the device */
   CUdeviceptr counters, err;
   CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
@@ -184,13 +191,12 @@ static void gpu_model_fini(mlk_model *m) {
     return;
   const MlkModelDesc *d = m->desc;
   (void)use_context(m->be);
-  if (gm->bufs)
-    for (int i = 0; i < d->ntensors; i++)
-      free_ptr(&gm->bufs[i]);
+  free_ptr(&gm->arena);
   if (gm->kernels)
     for (int k = 0; k < d->nkernels; k++) {
       free_ptr(&gm->kernels[k].qoff);
       free_ptr(&gm->kernels[k].queue);
+      free_ptr(&gm->kernels[k].trace);
     }
   free_ptr(&gm->table);
   free_ptr(&gm->counters);
@@ -402,12 +408,6 @@ done:
 static mlk_status gpu_model_init(mlk_model *m) {
   const GpuBackend *gb = m->be->impl;
   const MlkModelDesc *d = m->desc;
-  for (int k = 0; k < d->nkernels; k++)
-    if (d->kernels[k].schedule == MLK_SCHED_DYNAMIC)
-      return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' of model '%s' is compiled for the dynamic "
-                           "schedule, which the GPU backend does not implement yet: compile it with "
-                           "the static schedule, or run it on the CPU simulator (MLK_BACKEND=cpu)",
-                           d->kernels[k].name, d->name);
   mlk_status st = use_context(m->be);
   if (st)
     return st;
@@ -421,16 +421,28 @@ static mlk_status gpu_model_init(mlk_model *m) {
       !(gm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *gm->kernels, "kernel table")) ||
       !(gm->rt_sent = MLK_CALLOC(rt_bytes, 1, "run-time values")))
     goto fail;
+  size_t arena_bytes = 0, largest = 0;
   for (int i = 0; i < d->ntensors; i++) {
-    char what[160];
-    snprintf(what, sizeof what, "'%s'", d->tensors[i].name);
-    if ((st = alloc_zeroed(&gm->bufs[i], m->cap[i], what)))
+    arena_bytes = (arena_bytes + GPU_ARENA_ALIGN - 1) / GPU_ARENA_ALIGN * GPU_ARENA_ALIGN;
+    gm->bufs[i] = (CUdeviceptr)arena_bytes; /* an offset until the arena exists */
+    arena_bytes += m->cap[i];
+    if (m->cap[i] > m->cap[largest])
+      largest = (size_t)i;
+  }
+  {
+    char what[300];
+    snprintf(what, sizeof what, "the %d tensors of model '%s' (the largest: '%s', %zu bytes)",
+             d->ntensors, d->name, d->ntensors ? d->tensors[largest].name : "-",
+             d->ntensors ? m->cap[largest] : 0);
+    if ((st = alloc_zeroed(&gm->arena, arena_bytes ? arena_bytes : 1, what)))
       goto fail;
   }
+  for (int i = 0; i < d->ntensors; i++)
+    gm->bufs[i] += gm->arena;
   /* CUdeviceptr is 64 bits wide on every platform the driver supports: the table is u64[]. */
   if ((st = upload_array(&gm->table, gm->bufs, (size_t)(d->ntensors ? d->ntensors : 1) * sizeof(uint64_t),
                          "the tensor table")) ||
-      (st = alloc_zeroed(&gm->counters, (size_t)(d->ncounters ? d->ncounters : 1) * sizeof(uint32_t),
+      (st = alloc_zeroed(&gm->counters, ((size_t)MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + 1) * sizeof(uint32_t),
                          "the event counters")) ||
       (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")) ||
       (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
@@ -458,13 +470,17 @@ static mlk_status gpu_model_init(mlk_model *m) {
                          kd->name, gb->ordinal, MLK_BLOCK_THREADS);
       goto fail;
     }
+    /* The dynamic schedule takes one queue, in topological order: the op-by-op order that
+     * sched.c gives a single queue. */
+    int nqueues = kd->schedule == MLK_SCHED_DYNAMIC ? 1 : gb->sms;
     uint32_t *qoff, *words;
     int64_t ntasks;
-    if ((st = mlk_sched_build(d, k, gb->sms, &qoff, &words, &ntasks)))
+    if ((st = mlk_sched_build(d, k, nqueues, &qoff, &words, &ntasks)))
       goto fail;
+    gk->ntasks = ntasks;
     char what[160];
     snprintf(what, sizeof what, "the queue offsets of '%s'", kd->name);
-    st = upload_array(&gk->qoff, qoff, ((size_t)gb->sms + 1) * sizeof *qoff, what);
+    st = upload_array(&gk->qoff, qoff, ((size_t)nqueues + 1) * sizeof *qoff, what);
     snprintf(what, sizeof what, "the task queues of '%s'", kd->name);
     if (!st)
       st = upload_array(&gk->queue, words, (size_t)(ntasks ? ntasks : 1) * sizeof *words, what);
@@ -514,13 +530,14 @@ static mlk_status gpu_zero_counters(mlk_model *m) {
   if (st)
     return st;
   GpuModel *gm = m->impl;
-  size_t bytes = (size_t)m->desc->ncounters * sizeof(uint32_t);
+  /* the event counters and the kernels' tickets */
+  size_t bytes = (size_t)MLK_TICKET_COUNTER(m->desc->ncounters, m->desc->nkernels) * sizeof(uint32_t);
   CUresult r = bytes ? cu.cuMemsetD8(gm->counters, 0, bytes) : CUDA_SUCCESS;
   return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemsetD8(%zu bytes of the event counters)", bytes);
 }
 
 static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                          MlkDevError *err, double *ms) {
+                          MlkDevError *err, double *ms, uint64_t *trace) {
   mlk_status st = use_context(m->be);
   if (st)
     return st;
@@ -537,14 +554,23 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
                      name);
     memcpy(gm->rt_sent, m->rt, rt_bytes);
   }
+  size_t trace_bytes = (size_t)(gk->ntasks ? gk->ntasks : 1) * MLK_TRACE_WORDS * sizeof(uint64_t);
+  if (trace && !gk->trace) {
+    char what[200];
+    snprintf(what, sizeof what, "the trace records of megakernel '%s'", name);
+    if ((st = alloc_zeroed(&gk->trace, trace_bytes, what)))
+      return st;
+  }
+  if (trace && (r = cu.cuMemsetD8(gk->trace, 0, trace_bytes)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuMemsetD8(%zu bytes of the trace records of '%s')", trace_bytes, name);
   /* The kernel signature every generated megakernel has (mlk_desc.h):
    * (u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch, u64 timeout_ns,
-   *  MlkDevError *err, const i64 *rt) */
+   *  MlkDevError *err, const i64 *rt, u64 *trace) */
   CUdeviceptr bufs = gm->table, counters = gm->counters, qoff = gk->qoff, queue = gk->queue,
-              errp = gm->err, rtp = gm->rt;
+              errp = gm->err, rtp = gm->rt, tracep = trace ? gk->trace : 0;
   uint32_t ep = epoch;
   uint64_t tmo = timeout_ns;
-  void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp, &rtp};
+  void *args[] = {&bufs, &counters, &qoff, &queue, &ep, &tmo, &errp, &rtp, &tracep};
   if (ms && !gm->ev_start) {
     if ((r = cu.cuEventCreate(&gm->ev_start, CU_EVENT_DEFAULT)) != CUDA_SUCCESS ||
         (r = cu.cuEventCreate(&gm->ev_stop, CU_EVENT_DEFAULT)) != CUDA_SUCCESS)
@@ -569,6 +595,8 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   }
   if ((r = cu.cuMemcpyDtoH(err, gm->err, sizeof *err)) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuMemcpyDtoH(the error record of megakernel '%s')", name);
+  if (trace && (r = cu.cuMemcpyDtoH(trace, gk->trace, trace_bytes)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuMemcpyDtoH(%zu bytes of the trace records of '%s')", trace_bytes, name);
   if (err->flag && (r = cu.cuMemsetD8(gm->err, 0, sizeof *err)) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuMemsetD8(the error record of megakernel '%s')", name);
   return MLK_OK;

@@ -122,7 +122,9 @@ typedef struct MlkBackendOps {
   mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
   mlk_status (*zero_counters)(mlk_model *m);
   mlk_status (*run)(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                    MlkDevError *err, double *ms);  /* ms: elapsed time of the run when not NULL */
+                    MlkDevError *err, double *ms,   /* ms: elapsed time of the run when not NULL */
+                    uint64_t *trace);               /* NULL, or MLK_TRACE_WORDS u64 per task to
+                                                       fill (mlk_desc.h) */
 } MlkBackendOps;
 
 /* MlkDevError.block of a task the simulator's dynamic schedule never made ready (no queue). */
@@ -154,7 +156,21 @@ struct mlk_model {
   double load_ms;           /* wall time of key, cache lookup, compile or load, and cache write */
   int cache_hit;            /* 1: the module came from the cubin cache */
   char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
+  struct MlkTrace *trace;   /* timeline recording (trace.c), NULL when off */
 };
+
+/* ---- traces (trace.c) ---- */
+
+typedef struct MlkTrace MlkTrace;
+/* MLK_TRACE=path (and MLK_TRACE_RUNS) at model creation: tracing on, written at mlk_model_free. */
+mlk_status mlk_trace_from_env(mlk_model *m);
+/* The record buffer for the next run of `kernel` (zeroed), or NULL when tracing is off. */
+uint64_t *mlk_trace_buffer(mlk_model *m, int kernel);
+/* After the run: keep the records (ok) or drop them. */
+void mlk_trace_commit(mlk_model *m, uint32_t epoch, int ok);
+/* At mlk_model_free: writes MLK_TRACE's file and prints the summary; then mlk_trace_free. */
+void mlk_trace_at_free(mlk_model *m);
+void mlk_trace_free(mlk_model *m);
 
 /* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out);

@@ -798,6 +798,12 @@ mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model
       free_tables(m);
       return st;
     }
+  if ((st = mlk_trace_from_env(m))) {
+    mlk_trace_free(m);
+    be->ops->model_fini(m);
+    free_tables(m);
+    return st;
+  }
   *out = m;
   return MLK_OK;
 }
@@ -805,6 +811,8 @@ mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model
 void mlk_model_free(mlk_model *m) {
   if (!m)
     return;
+  mlk_trace_at_free(m);
+  mlk_trace_free(m);
   m->be->ops->model_fini(m);
   free_tables(m);
 }
@@ -1074,9 +1082,11 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   uint32_t epoch = m->runs[kernel] + 1u;
   MlkDevError err;
   memset(&err, 0, sizeof err);
-  st = m->be->ops->run(m, kernel, epoch, (uint64_t)timeout_ms * 1000000u, &err, ms);
+  uint64_t *trace = mlk_trace_buffer(m, kernel);
+  st = m->be->ops->run(m, kernel, epoch, (uint64_t)timeout_ms * 1000000u, &err, ms, trace);
   if (st == MLK_OK && err.flag)
     st = deadlock_error(m, kernel, epoch, timeout_ms, &err);
+  mlk_trace_commit(m, epoch, st == MLK_OK);
   if (st != MLK_OK) {
     /* A run that stopped part-way leaves the counters between epochs. */
     reset_counters(m);

@@ -121,6 +121,7 @@ typedef struct SimRun {
   int64_t nready, ndone;
   uint64_t progress_ns; /* when a task last finished or became ready */
   uint64_t rng;         /* pop order */
+  uint64_t *trace;      /* NULL, or a record per task, at slot (first of its op + task) */
 } SimRun;
 
 typedef struct SimThread {
@@ -539,6 +540,11 @@ static int run_task(SimThread *th, uint32_t word) {
   int o = d->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
   int64_t task = word & MLK_TASK_INDEX_MASK;
   const SimOp *so = &sm->ops[o];
+  uint64_t *rec = run->trace ? run->trace + (so->first + task) * MLK_TRACE_WORDS : NULL;
+  if (rec) {
+    rec[MLK_TRACE_START] = now_ns();
+    rec[MLK_TRACE_WHO] = (uint64_t)(uint32_t)th->queue << 32 | word;
+  }
   if (run->sb->max_delay_us > 0)
     sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
   if (!run->dynamic)
@@ -551,6 +557,8 @@ static int run_task(SimThread *th, uint32_t word) {
     }
   if (so->delayed)
     sleep_ns(SIM_DROP_DELAY_NS);
+  if (rec)
+    rec[MLK_TRACE_READY] = now_ns();
   if (run->sb->check && check_task(run, o, task))
     return -1;
   if (run_tile(run, o, task))
@@ -574,6 +582,8 @@ static int run_task(SimThread *th, uint32_t word) {
         push_consumers(run, e, c);
     }
   }
+  if (rec)
+    rec[MLK_TRACE_END] = now_ns();
   return 0;
 }
 
@@ -689,12 +699,12 @@ static double sim_now_ms(void) {
 }
 
 static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err);
+                                MlkDevError *err, uint64_t *trace);
 
 static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                          MlkDevError *err, double *ms) {
+                          MlkDevError *err, double *ms, uint64_t *trace) {
   double t0 = ms ? sim_now_ms() : 0;
-  mlk_status st = sim_run_inner(m, kernel, epoch, timeout_ns, err);
+  mlk_status st = sim_run_inner(m, kernel, epoch, timeout_ns, err, trace);
   if (ms)
     *ms = sim_now_ms() - t0;
   return st;
@@ -716,7 +726,7 @@ static mlk_status init_sync(SimRun *run) {
 }
 
 static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err) {
+                                MlkDevError *err, uint64_t *trace) {
   const SimBackend *sb = m->be->impl;
   SimModel *sm = m->impl;
   if (++sm->serial == 0) /* 0 is what the stamps start as */
@@ -725,7 +735,7 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
   if (!run)
     return MLK_ERR_NOMEM;
   *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
-                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns};
+                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns, .trace = trace};
   mlk_sim_schedule sched = sb->schedule;
   if (sched == MLK_SIM_AS_COMPILED)
     sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;

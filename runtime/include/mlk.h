@@ -32,6 +32,8 @@
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
+ * MLK_TRACE=file.json records a timeline of each model's runs (the latest MLK_TRACE_RUNS, default
+ * 8) and writes it, with a summary on stderr, when the model is freed (see "traces" below).
  */
 #ifndef MLK_H
 #define MLK_H
@@ -143,6 +145,28 @@ int mlk_model_cache_hit(const mlk_model *m);
  * (MLK_CACHE_DIR=off)" or "compiled, not cached: <reason>"; a cache file that was bad (corrupt,
  * truncated, refused by the driver) and replaced is mentioned after "; ". */
 const char *mlk_model_load_note(const mlk_model *m);
+
+/* ---- traces ----
+ * A timeline of runs: for every task, when its block took it, when its waits were satisfied and
+ * when it was done (%globaltimer on the GPU, the host clock on the simulator). Off by default;
+ * off, the megakernel only tests one pointer per task. */
+
+/* Record the latest `max_runs` runs of every kernel from now on (0: stop and drop the records). */
+mlk_status mlk_model_trace_enable(mlk_model *m, int max_runs);
+/* Runs recorded and kept. */
+int mlk_model_trace_runs(const mlk_model *m);
+/* The records of kept run i (0: the oldest): MLK_TRACE_WORDS u64 per task (mlk_desc.h MLK_TRACE_*),
+ * with its kernel, epoch (run number) and task count; NULL when run i is not kept. Valid until the
+ * next run or mlk_model_trace_enable. */
+const uint64_t *mlk_model_trace_records(const mlk_model *m, int i, int *kernel, uint32_t *epoch,
+                                        int64_t *ntasks);
+/* Writes the kept runs as Chrome trace event JSON (chrome://tracing, ui.perfetto.dev): a process per
+ * run, a thread per block (SM), a "wait" slice before each tile's slice. */
+mlk_status mlk_model_trace_write(const mlk_model *m, const char *path);
+/* A text summary of the kept runs (malloc'd; the caller frees it), or NULL (see mlk_last_error):
+ * span of a run, the blocks' time split into running tiles / waiting / idle, time by op kind and
+ * the ten ops with the most running time. */
+char *mlk_model_trace_summary(const mlk_model *m);
 
 /* ---- helpers ---- */
 

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 2
+#define MLK_DESC_ABI 3
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -22,10 +22,30 @@
 /* The kernel entry of every generated megakernel (codegen.c builds it, gpu.c launches it):
  *
  *   void ENTRY(u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch,
- *              u64 timeout_ns, MlkDevError *err, const i64 *rt)
+ *              u64 timeout_ns, MlkDevError *err, const i64 *rt, u64 *trace)
  *
- * bufs[t] is the device address of tensor t; qoff/queue the block's static task queue; `rt` the
- * run-time values below, written by the runtime before each run. */
+ * bufs[t] is the device address of tensor t; `rt` the run-time values below, written by the
+ * runtime before each run; `trace` NULL, or MLK_TRACE_WORDS u64 per task of the kernel (below).
+ *
+ * Static schedule: block b walks queue[qoff[b] .. qoff[b+1]) (sched.c builds one queue per block).
+ * Dynamic schedule: queue[0 .. qoff[1]) holds every task of the kernel in topological order (op by
+ * op), and the blocks take them in that order from a shared ticket counter,
+ * counters[MLK_TICKET_COUNTER(ncounters, kernel)]: a block that takes a task only waits on tasks
+ * with earlier tickets, all taken by running blocks, so the schedule cannot deadlock. A run takes
+ * ntasks + blocks tickets (each block takes one past the end), so run `epoch` numbers its tickets
+ * from (epoch - 1) * (ntasks + blocks) and the counter, like the event counters, is never reset
+ * between runs. */
+#define MLK_TICKET_COUNTER(ncounters, kernel) ((ncounters) + (kernel))
+
+/* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
+ * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
+ * GPU, CLOCK_MONOTONIC ns on the simulator. */
+#define MLK_TRACE_WORDS 4
+#define MLK_TRACE_START 0 /* the block took the task (before its waits) */
+#define MLK_TRACE_READY 1 /* its waits were satisfied: the tile starts */
+#define MLK_TRACE_END 2   /* tile and notifies done */
+#define MLK_TRACE_WHO 3   /* block << 32 | task word */
+
 #define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
 #define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */
 #define MLK_RT_PAGES(c) (2 + 2 * (c))             /* cache c: physical pages in the pool */

@@ -34,6 +34,15 @@ void mlk_dev_barrier(void);
 /* Thread 0 adds 1 with release semantics to counters[lo..hi]; other threads do nothing. */
 void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi);
 
+/* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
+ * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */
+void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint32_t word);
+void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field);
+
+/* Dynamic schedule: thread 0 takes the next ticket (atomic add on *ticket); every thread gets it.
+ * Contains two block barriers. */
+uint32_t mlk_dev_ticket(uint32_t *ticket);
+
 /* The op tiles. Each is the device twin of the reference of the same name in stdlib/ref/mlk_ref.h
  * (mlk_ref_X <-> mlk_tile_X, same arguments, same results up to f32 rounding), computes the
  * output columns of one task for every batch row, and is called by all threads of the block.

@@ -6,6 +6,8 @@
  */
 #include "mlk_tiles.h"
 
+extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
+
 static inline uint32_t ld_acquire(const uint32_t *p) {
   uint32_t v;
   __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -71,4 +73,34 @@ void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi) {
     return;
   for (int64_t i = lo; i <= hi; i++)
     __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" : : "l"(counters + i) : "memory");
+}
+
+/* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ---- */
+
+void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint32_t word) {
+  if (!trace || mlk_tid() != 0)
+    return;
+  uint64_t *r = trace + (uint64_t)slot * MLK_TRACE_WORDS;
+  r[MLK_TRACE_START] = globaltimer();
+  r[MLK_TRACE_WHO] = (uint64_t)__nvvm_read_ptx_sreg_ctaid_x() << 32 | word;
+}
+
+void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field) {
+  if (trace && mlk_tid() == 0)
+    trace[(uint64_t)slot * MLK_TRACE_WORDS + field] = globaltimer();
+}
+
+/* ---- dynamic schedule: the next ticket of a shared counter, the same in every thread ---- */
+
+uint32_t mlk_dev_ticket(uint32_t *ticket) {
+  /* The last word of the tiles' shared buffer carries the ticket to the other threads: the
+   * previous task's tile is done with it (the skeleton's barrier after every tile), and the second
+   * barrier keeps the next tile from overwriting it before every thread has read it. */
+  MLK_SHARED uint32_t *slot = (MLK_SHARED uint32_t *)&mlk_tile_smem[MLK_MATVEC_MAX_K - 1];
+  if (mlk_tid() == 0)
+    *slot = __atomic_fetch_add(ticket, 1u, __ATOMIC_RELAXED);
+  __nvvm_barrier_sync(0);
+  uint32_t t = *slot;
+  __nvvm_barrier_sync(0);
+  return t;
 }

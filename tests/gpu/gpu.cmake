@@ -32,3 +32,31 @@ set_tests_properties(gpu_diff_odd_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu 
 # the same harness on any machine: the simulator's dynamic schedule against its static one
 add_test(NAME sim_diff_odd_ops COMMAND test_diff_gpu 0 sim)
 set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 120)
+
+# The same differential test with odd_ops compiled for the dynamic schedule (blocks take tasks from
+# a ticket counter): on the GPU against the simulator (its own dynamic ready queue).
+file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/dyn)
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.c
+  COMMAND mlkc --schedule=dynamic ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk
+          -o ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
+  COMMENT "mlkc --schedule=dynamic odd_ops.mlk"
+  VERBATIM)
+add_executable(test_diff_gpu_dyn ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
+               ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.c)
+target_include_directories(test_diff_gpu_dyn PRIVATE ${CMAKE_CURRENT_BINARY_DIR}/dyn)
+target_link_libraries(test_diff_gpu_dyn PRIVATE mlkrt m)
+add_test(NAME gpu_diff_odd_ops_dynamic COMMAND test_diff_gpu_dyn 0)
+set_tests_properties(gpu_diff_odd_ops_dynamic PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+
+# Timeline traces: records against the task graph, the Chrome trace JSON, the summary, MLK_TRACE.
+add_executable(test_trace ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_trace.c)
+target_link_libraries(test_trace PRIVATE mlp_model)
+add_test(NAME sim_trace COMMAND test_trace cpu ${CMAKE_CURRENT_BINARY_DIR})
+add_test(NAME gpu_trace COMMAND test_trace gpu ${CMAKE_CURRENT_BINARY_DIR})
+set_tests_properties(sim_trace gpu_trace PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+set_tests_properties(gpu_trace PROPERTIES LABELS gpu)
+# The simulator's differential test also exports a trace of every op kind when its models are freed.
+set_tests_properties(sim_diff_odd_ops PROPERTIES
+  ENVIRONMENT "MLK_TRACE=${CMAKE_CURRENT_BINARY_DIR}/odd_ops_trace.json")

@@ -14,6 +14,10 @@ echo "== $BUILD/tests/runtime_gpu"
 "$BUILD"/tests/runtime_gpu "$BUILD"/tests/runtime_gpu_kernels.ptx || fail=1
 echo "== $BUILD/tests/test_diff_gpu (every op at odd sizes, GPU vs simulator)"
 "$BUILD"/tests/test_diff_gpu 0 || fail=1
+echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic schedule)"
+"$BUILD"/tests/test_diff_gpu_dyn 0 || fail=1
+echo "== $BUILD/tests/test_trace gpu"
+"$BUILD"/tests/test_trace gpu "$OUT" || fail=1
 echo "== $BUILD/tests/test_watchdog gpu"
 "$BUILD"/tests/test_watchdog gpu || fail=1
 echo "== demo"

@@ -94,8 +94,10 @@ static void test_validation(mlk_backend *be) {
   expect_error(mlk_model_create(be, NULL, &(mlk_model *){NULL}), MLK_ERR_INVALID, "description is NULL");
 
   rm.desc.abi = MLK_DESC_ABI + 1;
-  expect_invalid(be, &rm, "invalid model description 'mlp' (mlp.mlk): generated for runtime ABI 3, "
-                 "this libmlkrt implements ABI 2");
+  char abi_msg[200];
+  snprintf(abi_msg, sizeof abi_msg, "invalid model description 'mlp' (mlp.mlk): generated for runtime "
+           "ABI %d, this libmlkrt implements ABI %d", MLK_DESC_ABI + 1, MLK_DESC_ABI);
+  expect_invalid(be, &rm, abi_msg);
   rm.ops[0].ntasks = 10;
   expect_invalid(be, &rm, "op 0 'matvec@mlp.mlk:3': ntasks is 10, expected ceil(300 / 16) = 19");
   rm.ops[1].in[1].tensor = T_X;

@@ -121,10 +121,11 @@ static void run_kernels(mlk_backend *be, const char *ptx) {
   d.kernels = gkernels_dyn;
   m = (mlk_model *)&m;
   mlk_status cst = mlk_model_create(be, &d, &m);
-  CHECK(cst == MLK_ERR_INVALID && m == NULL, "dynamic schedule: %s: %s", mlk_status_name(cst),
-        mlk_last_error());
-  CHECK_CONTAINS(mlk_last_error(), "megakernel 'fwd' of model 'gpu_test' is compiled for the dynamic "
-                 "schedule, which the GPU backend does not implement yet");
+  /* The GPU backend builds the dynamic schedule's single queue (these hand-written kernels only
+   * walk static queues, so it is not run here: tests/gpu runs generated dynamic kernels). */
+  CHECK(cst == MLK_OK && m != NULL, "dynamic schedule: %s: %s", mlk_status_name(cst), mlk_last_error());
+  if (cst == MLK_OK)
+    mlk_model_free(m);
 
   d = gdesc(ptx, 1);
   CHECK_OK(mlk_model_create(be, &d, &m));

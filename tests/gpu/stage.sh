@@ -1,0 +1,21 @@
+#!/bin/sh
+# stage.sh: copies what the GPU machine runs out of a build directory into a small one (the
+# device tool carries at most 64 MiB): the test and example binaries, stripped, and the PTX the
+# scripts read. Usage: sh tests/gpu/stage.sh [BUILD] [STAGE]   (defaults: build, build-device)
+# then on the GPU machine: BUILD=build-device sh tests/gpu/run_all_device.sh
+set -eu
+BUILD=${1:-build}
+STAGE=${2:-build-device}
+rm -rf "$STAGE"
+mkdir -p "$STAGE/tests" "$STAGE/examples"
+for f in test_mlp_gpu test_diff_gpu test_diff_gpu_dyn test_trace test_watchdog test_llama_gpu \
+         runtime_gpu runtime_gpu_kernels.ptx mlp.sm_90a.ptx mlp.sm_80.ptx; do
+  [ -f "$BUILD/tests/$f" ] && cp "$BUILD/tests/$f" "$STAGE/tests/"
+done
+for f in mlp_demo llama_bench llama_bench_dyn; do
+  [ -f "$BUILD/examples/$f" ] && cp "$BUILD/examples/$f" "$STAGE/examples/"
+done
+for f in "$STAGE"/tests/* "$STAGE"/examples/*; do
+  case "$f" in *.ptx) ;; *) strip "$f" 2>/dev/null || true ;; esac
+done
+du -sh "$STAGE"

@@ -175,6 +175,12 @@ static void emit_notifies(Cg *c, int o, LLVMValueRef task) {
 
 static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
   const MlkOpDesc *d = &c->g->ops[o].d;
+  if (d->kind == MLK_OP_MATVEC) {
+    /* weights depend on no event: start streaming them into L2 before waiting */
+    LLVMValueRef row0 = LLVMBuildMul(c->b, task, c64(c, d->tile), "");
+    LLVMValueRef args[] = {arg_ptr(c, d->in[1]), c64(c, d->n), c64(c, d->k), row0, c64(c, d->tile)};
+    call(c, "mlk_tile_matvec_prefetch", args, 5);
+  }
   emit_waits(c, o, word, task);
   LLVMValueRef ready[] = {c->trace, c->slot, c32(c, MLK_TRACE_READY)};
   call(c, "mlk_dev_trace_stamp", ready, 3);

@@ -356,6 +356,41 @@ MLK_MATVEC_VARIANT(matvec_b2, 1, 2, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b4, 1, 4, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b8, 1, BMAX, 2, 2)
 
+void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows) {
+  if (row0 + rows > n)
+    rows = n - row0;
+  if (rows <= 0 || k <= 0)
+    return;
+  /* The task's rows are contiguous: one byte range, its start rounded down to 16 bytes. */
+  uintptr_t a = (uintptr_t)(W + row0 * k), end = (uintptr_t)(W + (row0 + rows) * k);
+  uintptr_t a16 = a & ~(uintptr_t)15;
+  uint64_t bytes = (uint64_t)(end - a16 + 15) & ~(uint64_t)15;
+  if (bytes > MLK_MATVEC_PREFETCH_BYTES)
+    bytes = MLK_MATVEC_PREFETCH_BYTES;
+#if defined(__NVPTX__) && MLK_SM >= 90
+  /* One thread hands the whole range to the copy engine in 32 KiB requests. */
+  if (mlk_tid() != 0)
+    return;
+  for (uint64_t off = 0; off < bytes; off += 32768) {
+    uint32_t len = (uint32_t)(bytes - off < 32768 ? bytes - off : 32768);
+    __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
+                     "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}"
+                     :
+                     : "l"(a16 + off), "r"(len)
+                     : "memory");
+  }
+#elif defined(__NVPTX__)
+  /* A prefetch per 128-byte line, spread over the block. */
+  for (uint64_t off = (uint64_t)mlk_tid() * 128; off < bytes; off += 128 * MLK_BLOCK_THREADS)
+    __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L2 [g];\n\t}"
+                     :
+                     : "l"(a16 + off)
+                     : "memory");
+#else
+  (void)bytes;
+#endif
+}
+
 void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res,
                      const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
                      int64_t rows, int64_t batch, int fn) {

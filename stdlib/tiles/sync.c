@@ -26,6 +26,10 @@ static inline uint64_t globaltimer(void) {
   return t;
 }
 
+/* The longest sleep between two polls: a wait that ends is noticed within about this much (a
+ * decode step crosses ~130 op boundaries one after the other, so this is paid ~130 times). */
+#define MAX_BACKOFF_NS 256
+
 /* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
 static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
                 uint32_t task, uint32_t event, uint32_t index) {
@@ -36,7 +40,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   uint32_t ns = 32;
   for (;;) {
     __nvvm_nanosleep(ns);
-    if (ns < 2048)
+    if (ns < MAX_BACKOFF_NS)
       ns *= 2;
     v = ld_acquire(counter);
     if (mlk_counter_reached(v, target))

@@ -19,8 +19,23 @@
 
 #include "mlkc.h"
 
-#define DEFAULT_MATVEC_TILE 32
-#define DEFAULT_ELTWISE_TILE 1024
+/* Default task grids: decode is a sequence of small ops, each of which should spread over every SM
+ * (an H100 has 132) and not much more, since each task pays a wait and its staging. An op gets
+ * about TARGET_TASKS tasks, within per-kind bounds on the columns of a task: matvec rows in
+ * [MATVEC_TILE_MIN, MATVEC_TILE_MAX] (whole warps of rows: multiples of 8), elementwise columns
+ * in [ELTWISE_TILE_MIN, ELTWISE_TILE_MAX] (multiples of 32). A tile(n) hint overrides them. */
+#define TARGET_TASKS 128
+#define MATVEC_TILE_MIN 8
+#define MATVEC_TILE_MAX 64
+#define ELTWISE_TILE_MIN 64
+#define ELTWISE_TILE_MAX 4096
+
+static int64_t default_tile(int64_t n, int64_t lo, int64_t hi, int64_t unit) {
+  int64_t t = n / TARGET_TASKS / unit * unit;
+  return t < lo ? lo : t > hi ? hi : t;
+}
+#define DEFAULT_MATVEC_TILE(n) default_tile((n), MATVEC_TILE_MIN, MATVEC_TILE_MAX, 8)
+#define DEFAULT_ELTWISE_TILE(n) default_tile((n), ELTWISE_TILE_MIN, ELTWISE_TILE_MAX, 32)
 
 int64_t graph_row_elems(const GTensor *t) {
   return t->batched && t->shape[0] ? t->numel / t->shape[0] : t->numel;
@@ -282,9 +297,12 @@ static int materialize_to(Lower *L, const LVal *v, int dest, int64_t tile, TRef 
     dest = new_temp(L, p->var ? p->var : arena_printf(L->a, "matvec@%s:%d%s", loc_file(L, p->at->loc),
                                                       p->at->loc.line, p->ctx),
                     MLK_F32, batched, n);
-  const char *what = p->fn == MLK_FN_RELU ? "matvec_relu" : p->fn == MLK_FN_SILU ? "matvec_silu" : "matvec";
+  const char *what = p->fn == MLK_FN_RELU   ? "matvec_relu"
+                     : p->fn == MLK_FN_SILU ? "matvec_silu"
+                     : p->fn == MLK_FN_MUL  ? "matvec_mul"
+                                            : "matvec";
   int op = add_op(L, op_name(L, what, p->at, p->ctx), p->at->loc, MLK_OP_MATVEC, p->fn, dest, n,
-                  tile ? tile : DEFAULT_MATVEC_TILE, batched);
+                  tile ? tile : DEFAULT_MATVEC_TILE(n), batched);
   MlkOpDesc *d = &L->g->ops[op].d;
   d->k = k;
   d->in[0] = arg(p->x);
@@ -431,7 +449,7 @@ static LVal eltwise(Lower *L, const Expr *at, MlkFn fn, TRef a, TRef c) {
                                      at->loc.line, L->ctx),
                      MLK_F32, batched, n);
   int op = add_op(L, op_name(L, names[fn], at, L->ctx), at->loc, MLK_OP_ELTWISE, fn, out, n,
-                  DEFAULT_ELTWISE_TILE, batched);
+                  DEFAULT_ELTWISE_TILE(n), batched);
   L->g->ops[op].d.in[0] = arg(a);
   L->g->ops[op].d.in[1] = arg(c);
   depend(L, op, a, MLK_MAP_TILE);
@@ -468,7 +486,7 @@ static LVal lower_index(Lower *L, Binding *scope, const Expr *e) {
                                          L->ctx),
                          MLK_F32, batched, n);
       int op = add_op(L, op_name(L, "gather", e, L->ctx), e->loc, MLK_OP_GATHER, MLK_FN_NONE, out,
-                      n, DEFAULT_ELTWISE_TILE, batched);
+                      n, DEFAULT_ELTWISE_TILE(n), batched);
       L->g->ops[op].d.in[0] = arg(ids);
       L->g->ops[op].d.in[1] = arg(r);
       depend(L, op, ids, MLK_MAP_ALL);
@@ -582,6 +600,28 @@ static LVal lower_expr(Lower *L, Binding *scope, const Expr *e) {
           p->var = NULL;
           LVal fused = {.kind = L_PENDING, .p = p};
           int out = materialize_to(L, &fused, -1, p->tile, res);
+          return tensor_val(whole(L, out));
+        }
+      }
+    }
+    if (e->op == '*') {
+      /* a pending matvec without activation times a tensor: its gated-product epilogue (the
+       * right-hand matvec first, so that silu(matvec(..)) * matvec(..) computes the gate first) */
+      for (int side = 1; side >= 0; side--) {
+        LVal *mv = side ? &r : &l, *other = side ? &l : &r;
+        if (mv->kind == L_PENDING && mv->p->kind == P_MATVEC && mv->p->fn == MLK_FN_NONE) {
+          TRef gate = as_tensor(L, other, e->loc);
+          if (gate.t < 0 || !activation(L, gate, e->loc))
+            return LNONE;
+          if (cols_of(L, gate.t) != mv->p->w.shape[0] || is_batched(L, gate) != is_batched(L, mv->p->x))
+            break; /* broadcasting: the elementwise op reports it */
+          Pending *p = arena_alloc(L->a, sizeof *p);
+          *p = *mv->p;
+          p->fn = MLK_FN_MUL;
+          p->done = 0;
+          p->var = NULL;
+          LVal fused = {.kind = L_PENDING, .p = p};
+          int out = materialize_to(L, &fused, -1, p->tile, gate);
           return tensor_val(whole(L, out));
         }
       }

@@ -386,9 +386,11 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
                op_kind_name(op->kind));
   switch (op->kind) {
   case MLK_OP_MATVEC:
-    if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU)
-      return bad(d, "op %d '%s': a matvec epilogue must be none, relu or silu, got fn %d", o,
+    if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU && op->fn != MLK_FN_MUL)
+      return bad(d, "op %d '%s': a matvec epilogue must be none, relu, silu or mul, got fn %d", o,
                  op->name, (int)op->fn);
+    if (op->fn == MLK_FN_MUL && op->in[2].tensor == -1)
+      return bad(d, "op %d '%s': a matvec with the mul epilogue needs its gate in[2]", o, op->name);
     if (op->k < 1 || op->k > MLK_MATVEC_MAX_K)
       return bad(d, "op %d '%s': k is %lld, must be in [1, %d]", o, op->name, (long long)op->k,
                  MLK_MATVEC_MAX_K);

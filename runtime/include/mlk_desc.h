@@ -104,7 +104,8 @@ typedef struct MlkTensorDesc {
 typedef enum MlkOpKind {
   /* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]); W bf16 [n, k] at in[1];
    * x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the fused
-   * rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU. */
+   * rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU; or MUL, a gated product:
+   * out[b, r] = (sum_k W[r, k] * xn[b, k]) * in[2][b, r] (SwiGLU's silu(gate) * up). */
   MLK_OP_MATVEC,
   /* out[b, i] = fn(a[b, i], c[b, i]) with a = in[0], c = in[1] (or none for RELU, SILU, NONE). */
   MLK_OP_ELTWISE,
@@ -135,7 +136,7 @@ typedef enum MlkFn {
   MLK_FN_RELU, /* relu(a) */
   MLK_FN_SILU, /* a * sigmoid(a) */
   MLK_FN_ADD,  /* a + c (elementwise only) */
-  MLK_FN_MUL   /* a * c (elementwise only) */
+  MLK_FN_MUL   /* a * c (elementwise); matvec: the sum times in[2] */
 } MlkFn;
 
 typedef struct MlkArg {

@@ -15,7 +15,8 @@
 
 /* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]) for r in [row0, row0 + rows), b < batch;
  * W bf16 [n, k]; res may be NULL; xn = x, or when norm_w is not NULL the rmsnorm of each row
- * x[b] * rsqrt(mean(x[b]^2) + eps) * norm_w (bf16 [k]); fn NONE, RELU or SILU. */
+ * x[b] * rsqrt(mean(x[b]^2) + eps) * norm_w (bf16 [k]); fn NONE, RELU or SILU; or fn MUL:
+ * out[b, r] = sum * res[b, r] (a gated product, res required). */
 void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
                     const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
                     int64_t rows, int64_t batch, int fn);

@@ -70,10 +70,14 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
       else
         for (int64_t i = 0; i < k; i++)
           acc += bf16_to_f32(w[i]) * xb[i];
-      acc = activate(acc, fn);
-      /* The residual is added after the activation: out = act(W xn) + res. */
-      if (res)
-        acc += res[b * n + r];
+      if (fn == MLK_FN_MUL) {
+        acc *= res[b * n + r]; /* the gated product: out = (W xn) * res */
+      } else {
+        acc = activate(acc, fn);
+        /* The residual is added after the activation: out = act(W xn) + res. */
+        if (res)
+          acc += res[b * n + r];
+      }
       out[b * n + r] = acc;
     }
   }

@@ -139,9 +139,13 @@ static inline __attribute__((always_inline)) void emit(const Mv *m, int64_t row,
   else if (m->res && m->fn == MLK_FN_NONE)
     v += m->res[o]; /* no activation: the residual can go in first (safe when res == out) */
   if (m->last) {
-    v = act(v, m->fn);
-    if (m->res && m->fn != MLK_FN_NONE)
-      v += m->res[o];
+    if (m->fn == MLK_FN_MUL) {
+      v *= m->res[o]; /* the gated product */
+    } else {
+      v = act(v, m->fn);
+      if (m->res && m->fn != MLK_FN_NONE)
+        v += m->res[o];
+    }
   }
   m->out[o] = v;
 }

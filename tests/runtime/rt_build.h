@@ -313,7 +313,7 @@ static inline void dref_matvec(double *out, const double *x, const uint16_t *W, 
       double s = 0;
       for (int64_t i = 0; i < k; i++)
         s += dbf(W[r * k + i]) * xb[i] * (norm ? scale * dbf(norm[i]) : 1);
-      out[b * n + r] = dact(s, fn) + (res ? res[b * n + r] : 0);
+      out[b * n + r] = fn == MLK_FN_MUL ? s * res[b * n + r] : dact(s, fn) + (res ? res[b * n + r] : 0);
     }
   }
 }

@@ -5,7 +5,8 @@
  * B in 1..4 (every kernel run at batch 1, 2, 3 and 4 from the same model, output rows past the
  * batch checked untouched) and without one. Awkward sizes and tiles throughout (partial last
  * tiles, operands at offsets into larger params). Outputs are poisoned (NaN) before every run.
- *   matvec:   silu(W[1] rmsnorm(x) * nw[1]) + res, and relu(W[2] x) (weight and norm slices)
+ *   matvec:   silu(W[1] rmsnorm(x) * nw[1]) + res, relu(W[2] x) (weight and norm slices), and
+ *             the gated product (W[0] x) * res
  *   eltwise:  copy, relu, silu, add, mul, and add(relu, mul) chained through TILE events
  *   gather:   rows of a table slice by token id
  *   rmsnorm, argmax (ties: the first maximum)
@@ -26,7 +27,7 @@ enum { KVH = 2, QH = 4, PAGE = 4, CTX = 24, STEPS = 9 };
 
 typedef struct Ops {
   RtB b;
-  int x, res, W, nw, mv1, mv2;
+  int x, res, W, nw, mv1, mv2, mv3;
   int ea, ec, e[5], echain;
   int ids, table, gout;
   int rx, rw, rout;
@@ -52,6 +53,9 @@ static void build(Ops *s, int64_t bmax) {
   rtb_matvec(b, "matvec@ops:1", s->mv1, s->x, AO(s->W, N * K), s->res, AO(s->nw, K), N, K, 7,
              MLK_FN_SILU, 1e-5f);
   rtb_matvec(b, "matvec@ops:2", s->mv2, s->x, AO(s->W, 2 * N * K), -1, NOARG, N, K, 16, MLK_FN_RELU, 0);
+  /* the gated product (SwiGLU's up projection): (W[0] x) * res */
+  s->mv3 = rtb_act(b, "mv3", MLK_F32, MLK_TENSOR_OUTPUT, N);
+  rtb_matvec(b, "matvec_mul@ops:3", s->mv3, s->x, AO(s->W, 0), s->res, NOARG, N, K, 9, MLK_FN_MUL, 0);
 
   rtb_kernel(b, "eltwise", MLK_SCHED_DYNAMIC);
   s->ea = rtb_act(b, "ea", MLK_F32, MLK_TENSOR_INPUT, E);
@@ -160,8 +164,8 @@ static void test_matvec(mlk_model *m, const Ops *s, int64_t rows) {
   static float x[BMAX * K], res[BMAX * N];
   static uint16_t W[3 * N * K], nw[2 * K];
   static double dx[BMAX * K], dres[BMAX * N], want[BMAX * N];
-  int outs[] = {s->mv1, s->mv2};
-  run_poisoned(m, outs, 2, rows);
+  int outs[] = {s->mv1, s->mv2, s->mv3};
+  run_poisoned(m, outs, 3, rows);
   set_bf(m, s->W, W, 3 * N * K, 0.3f);
   set_bf(m, s->nw, nw, 2 * K, 1.5f);
   set_f(m, s->x, x, (size_t)rows * K, 2.0f);
@@ -173,7 +177,9 @@ static void test_matvec(mlk_model *m, const Ops *s, int64_t rows) {
   check_out(m, s->mv1, want, (size_t)rows * N, TOL, "matvec (fused norm, silu, residual)", rows);
   dref_matvec(want, dx, W + 2 * N * K, NULL, NULL, 0, N, K, rows, MLK_FN_RELU);
   check_out(m, s->mv2, want, (size_t)rows * N, TOL, "matvec (relu)", rows);
-  check_untouched(m, outs, 2, rows);
+  dref_matvec(want, dx, W, dres, NULL, 0, N, K, rows, MLK_FN_MUL);
+  check_out(m, s->mv3, want, (size_t)rows * N, TOL, "matvec (gated product)", rows);
+  check_untouched(m, outs, 3, rows);
 }
 
 static void test_eltwise(mlk_model *m, const Ops *s, int64_t rows) {

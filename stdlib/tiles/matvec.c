@@ -18,7 +18,9 @@
  * The variants (batch rows per pass NB, rows per warp R, loads per row in flight U) are separate
  * functions: in a megakernel with many matvec ops the tile is not inlined, ptxas compiles it as a
  * called (ABI) function, and the variants must then stay clear of spills one by one; together in
- * one body they spilled. NB/R/U: 1/1/8, 2/2/4, 4/2/4, 8/2/2, and 8/1/1 for the scalar path.
+ * one body they spilled. NB/R/U: 1/1/8, 1/2/6 (a task of 16+ rows), 1/4/4 (32+ rows: 16 weight
+ * loads in flight per lane, so that one block per SM keeps enough bytes in flight), 2/2/4,
+ * 4/2/4, 8/2/2, and 8/1/1 for the scalar path.
  *
  * Staged layout (vector path): a chunk row takes KC floats (a multiple of 64), and inside each
  * group of 64 the first halves (elements 0..3) of its eight 8-element chunks come first, then the
@@ -356,6 +358,8 @@ static inline __attribute__((always_inline)) void run(Mv *m, int VEC, int NB, in
   }
 MLK_MATVEC_VARIANT(matvec_scalar, 0, BMAX, 1, 1)
 MLK_MATVEC_VARIANT(matvec_b1, 1, 1, 1, 8)
+MLK_MATVEC_VARIANT(matvec_b1r2, 1, 1, 2, 6)
+MLK_MATVEC_VARIANT(matvec_b1r4, 1, 1, 4, 4)
 MLK_MATVEC_VARIANT(matvec_b2, 1, 2, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b4, 1, 4, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b8, 1, BMAX, 2, 2)
@@ -404,6 +408,10 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
     return;
   if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0)
     matvec_scalar(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+  else if (batch == 1 && rows >= 4 * WARPS) /* 16 weight loads in flight per lane */
+    matvec_b1r4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+  else if (batch == 1 && rows >= 2 * WARPS) /* 12, and every warp busy */
+    matvec_b1r2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1)
     matvec_b1(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
   else if (batch == 2)

@@ -249,6 +249,12 @@ static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
     call(c, "mlk_tile_argmax", args, 4);
     break;
   }
+  case MLK_OP_SAMPLE: {
+    LLVMValueRef args[] = {out, in[0], in[1], c64(c, d->k), cf32(c, d->temperature),
+                           c64(c, d->top_k), cf32(c, d->top_p), batch};
+    call(c, "mlk_tile_sample", args, 8);
+    break;
+  }
   }
   call(c, "mlk_dev_barrier", NULL, 0);
   emit_notifies(c, o, task);

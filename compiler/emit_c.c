@@ -18,7 +18,7 @@ static const char *kind_enums[] = {"MLK_TENSOR_PARAM", "MLK_TENSOR_INPUT", "MLK_
                                    "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES"};
 static const char *op_enums[] = {"MLK_OP_MATVEC", "MLK_OP_ELTWISE",    "MLK_OP_GATHER",
                                  "MLK_OP_RMSNORM", "MLK_OP_ROPE",       "MLK_OP_KV_APPEND",
-                                 "MLK_OP_ATTENTION", "MLK_OP_ARGMAX"};
+                                 "MLK_OP_ATTENTION", "MLK_OP_ARGMAX", "MLK_OP_SAMPLE"};
 static const char *fn_enums[] = {"MLK_FN_NONE", "MLK_FN_RELU", "MLK_FN_SILU", "MLK_FN_ADD",
                                  "MLK_FN_MUL"};
 
@@ -212,6 +212,10 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
               cfloat(f1, sizeof f1, o->theta), cfloat(f2, sizeof f2, o->rope_factor),
               cfloat(f3, sizeof f3, o->rope_low_freq), cfloat(f4, sizeof f4, o->rope_high_freq),
               (long long)o->rope_original_max_pos, (long long)o->head_dim);
+    if (o->kind == MLK_OP_SAMPLE)
+      fprintf(out, ",\n     .temperature = %s, .top_k = %lld, .top_p = %s",
+              cfloat(f1, sizeof f1, o->temperature), (long long)o->top_k,
+              cfloat(f2, sizeof f2, o->top_p));
     if (o->kind == MLK_OP_KV_APPEND || o->kind == MLK_OP_ATTENTION)
       fprintf(out, ",\n     .heads = %lld, .kv_heads = %lld, .head_dim = %lld, .layer = %d, .cache = %d",
               (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim, o->layer,

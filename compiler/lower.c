@@ -849,6 +849,26 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     depend(L, op, x, MLK_MAP_ALL);
     return tensor_val(whole(L, out));
   }
+  if (!strcmp(n, "sample")) {
+    LVal xv = lower_expr(L, scope, posarg(e, 0)), uv = lower_expr(L, scope, posarg(e, 1));
+    TRef x = as_tensor(L, &xv, e->loc), u = as_tensor(L, &uv, e->loc);
+    if (!activation(L, x, e->loc) || !activation(L, u, e->loc))
+      return LNONE;
+    int out = new_temp(L, arena_printf(L->a, "sample@%s:%d%s", loc_file(L, e->loc), e->loc.line, L->ctx),
+                       MLK_I32, is_batched(L, x), 1);
+    int op = add_op(L, op_name(L, "sample", e, L->ctx), e->loc, MLK_OP_SAMPLE, MLK_FN_NONE, out,
+                    1, 1, is_batched(L, x));
+    MlkOpDesc *d = &L->g->ops[op].d;
+    d->in[0] = arg(x);
+    d->in[1] = arg(u);
+    d->k = cols_of(L, x.t);
+    d->temperature = (float)kw_float(L, scope, e, "temperature", 1.0);
+    d->top_k = kw_int(L, scope, e, "top_k", 50);
+    d->top_p = (float)kw_float(L, scope, e, "top_p", 1.0);
+    depend(L, op, x, MLK_MAP_ALL);
+    depend(L, op, u, MLK_MAP_ALL);
+    return tensor_val(whole(L, out));
+  }
   unsupported(L, e->loc, arena_printf(L->a, "'%s'", n));
   return LNONE;
 }
@@ -1247,7 +1267,7 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
 static const char *kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
 static const char *fn_names[] = {"none", "relu", "silu", "add", "mul"};
 static const char *op_kind_names[] = {"matvec", "eltwise", "gather", "rmsnorm", "rope",
-                                      "kv_append", "attention", "argmax"};
+                                      "kv_append", "attention", "argmax", "sample"};
 
 static void json_str(FILE *out, const char *s) {
   fputc('"', out);

@@ -144,7 +144,7 @@ typedef struct Sema {
 } Sema;
 
 static const char *const BUILTINS[] = {"matvec", "relu", "silu", "rmsnorm", "rope", "split",
-                                       "attention", "argmax", "allreduce"};
+                                       "attention", "argmax", "sample", "allreduce"};
 
 /* ---------------------------------------------------------------- diagnostics */
 
@@ -1071,6 +1071,57 @@ static Value builtin(Sema *s, Binding *scope, const Expr *call) {
     }
     return tensor(r);
   }
+  if (!strcmp(n, "sample")) {
+    static const char *const kws[] = {"temperature", "top_k", "top_p", NULL};
+    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
+      return NONE;
+    const Value *x = &a.posv[0], *u = &a.posv[1];
+    double temp, top_p;
+    if (!want_tensor(s, call, a.pos[0], x, "logits", MLK_F32, 1) ||
+        !want_tensor(s, call, a.pos[1], u, "u", MLK_F32, 1) ||
+        !want_kw_float(s, call, &a, "temperature", 1.0, true, &temp) ||
+        !want_kw_float(s, call, &a, "top_p", 1.0, true, &top_p))
+      return NONE;
+    const Expr *where = NULL;
+    if (top_p > 1.0) {
+      kwarg(&a, "top_p", &where);
+      err(s, where->loc, "'top_p' of 'sample' must be in (0, 1], got %g", top_p);
+      return NONE;
+    }
+    if ((float)temp <= 0.0f || !isfinite((float)temp)) {
+      kwarg(&a, "temperature", &where);
+      err(s, where->loc, "'temperature' of 'sample' must be a positive f32, got %g", temp);
+      return NONE;
+    }
+    const Value *k = kwarg(&a, "top_k", &where);
+    if (k && (!int_known(k) || k->lo < 0 || k->lo > MLK_SAMPLE_MAX_TOP_K)) {
+      err(s, where->loc, "'top_k' of 'sample' must be a constant integer in [1, %d]",
+          MLK_SAMPLE_MAX_TOP_K);
+      return NONE;
+    }
+    if (k && k->lo == 0) {
+      err(s, where->loc, "top_k = 0 (top-p over the whole vocabulary) is not supported: the "
+          "candidates are sorted in shared memory, so give top_k in [1, %d]", MLK_SAMPLE_MAX_TOP_K);
+      return NONE;
+    }
+    const Type *xt = x->type, *ut = u->type;
+    bool rows_ok = xt->rank == 1 ? ut->rank == 1 && !ut->sym[0] && ut->shape[0] == 1
+                                 : ut->rank == 1 && same_dim(ut, 0, xt, 0);
+    if (xt->rank > 2 || !rows_ok) {
+      err(s, a.pos[1]->loc, "sample needs logits [B, V] (or [V]) and one random number per row, "
+          "u [B] (or [1]): got logits %s and u %s", tstr(s, xt), tstr(s, ut));
+      return NONE;
+    }
+    Type *r = copy_type(s, xt);
+    r->dtype = MLK_I32;
+    r->rank--;
+    if (r->rank == 0) {
+      r->rank = 1;
+      r->shape[0] = 1;
+      r->sym[0] = NULL;
+    }
+    return tensor(r);
+  }
   if (!strcmp(n, "allreduce")) {
     if (!check_arity(s, call, &a, 2, 2, NULL) || !a.ok)
       return NONE;
@@ -1305,7 +1356,7 @@ static Value eval_call(Sema *s, Binding *scope, const Expr *e) {
   if (l)
     return layer_call(s, scope, e, l);
   err(s, e->loc, "unknown operation '%s': no layer has that name, and the builtin operations are "
-      "matvec, relu, silu, rmsnorm, rope, split, attention, argmax and allreduce", e->name);
+      "matvec, relu, silu, rmsnorm, rope, split, attention, argmax, sample and allreduce", e->name);
   return NONE;
 }
 

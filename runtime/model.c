@@ -118,6 +118,7 @@ static const char *op_kind_name(MlkOpKind k) {
   case MLK_OP_KV_APPEND: return "kv_append";
   case MLK_OP_ATTENTION: return "attention";
   case MLK_OP_ARGMAX: return "argmax";
+  case MLK_OP_SAMPLE: return "sample";
   }
   return "?";
 }
@@ -376,12 +377,13 @@ static mlk_status check_cache_op(const MlkModelDesc *d, int o, const char *pool_
 static mlk_status validate_op(const MlkModelDesc *d, int o) {
   const MlkOpDesc *op = &d->ops[o];
   mlk_status st;
-  if ((unsigned)op->kind > MLK_OP_ARGMAX)
+  if ((unsigned)op->kind > MLK_OP_LAST)
     return bad(d, "op %d '%s': kind %d is not a valid MlkOpKind", o, op->name, (int)op->kind);
   if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ELTWISE && op->fn != MLK_FN_NONE)
     return bad(d, "op %d '%s': fn is %d, but this %s takes none", o, op->name, (int)op->fn,
                op_kind_name(op->kind));
-  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ARGMAX && op->k != 0)
+  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ARGMAX && op->kind != MLK_OP_SAMPLE &&
+      op->k != 0)
     return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
                op_kind_name(op->kind));
   switch (op->kind) {
@@ -488,6 +490,19 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
       return st;
     return check_unused(d, o, 1);
+  case MLK_OP_SAMPLE:
+    if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)
+      return bad(d, "op %d '%s': a sample has n = 1 output column and k in [1, 2^31) inputs, got n "
+                 "%lld, k %lld", o, op->name, (long long)op->n, (long long)op->k);
+    if (!(op->temperature > 0.0f) || !isfinite(op->temperature) || !(op->top_p > 0.0f) ||
+        !(op->top_p <= 1.0f) || op->top_k < 1 || op->top_k > MLK_SAMPLE_MAX_TOP_K)
+      return bad(d, "op %d '%s': a sample needs temperature > 0 (got %g), 0 < top_p <= 1 (got %g) "
+                 "and top_k in [1, %d] (got %lld)", o, op->name, (double)op->temperature,
+                 (double)op->top_p, MLK_SAMPLE_MAX_TOP_K, (long long)op->top_k);
+    if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)) ||
+        (st = check_rows(d, o, "u", op->in[1], MLK_F32, 1)))
+      return st;
+    return check_unused(d, o, 2);
   }
   return MLK_OK;
 }

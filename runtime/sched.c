@@ -23,6 +23,8 @@ int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols) {
   case MLK_OP_KV_APPEND: return overhead + cols * 12;
   case MLK_OP_ATTENTION: return overhead + cols * 1024; /* K and V of a few hundred positions */
   case MLK_OP_ARGMAX: return overhead + op->k * 4;
+  /* 4 to 9 passes over the row (radix select, gather) and a sort of top_k in shared memory */
+  case MLK_OP_SAMPLE: return overhead + op->k * 20 + op->top_k * 64;
   }
   return overhead;
 }

@@ -294,6 +294,9 @@ static int run_tile(SimRun *run, int o, int64_t task) {
   case MLK_OP_ARGMAX:
     mlk_ref_argmax(out, in[0], op->k, rows);
     break;
+  case MLK_OP_SAMPLE:
+    mlk_ref_sample(out, in[0], in[1], op->k, op->temperature, op->top_k, op->top_p, rows);
+    break;
   }
   return 0;
 }
@@ -361,6 +364,10 @@ static void op_accesses(const MlkModelDesc *d, int o, SimOp *so) {
   }
   case MLK_OP_ARGMAX:
     r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+    break;
+  case MLK_OP_SAMPLE:
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+    r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
     break;
   }
   so->nreads = n;

@@ -222,6 +222,7 @@ static const char *kind_name(MlkOpKind k) {
   case MLK_OP_KV_APPEND: return "kv_append";
   case MLK_OP_ATTENTION: return "attention";
   case MLK_OP_ARGMAX: return "argmax";
+  case MLK_OP_SAMPLE: return "sample";
   }
   return "op";
 }
@@ -439,7 +440,7 @@ char *mlk_model_trace_summary(const mlk_model *m) {
     /* by kind */
     bprintf(&b, "  %-10s %6s %12s %12s %12s   (per run; run/wait summed over blocks)\n", "op kind",
             "ops", "tasks", "run us", "wait us");
-    for (int kind = 0; kind <= MLK_OP_ARGMAX; kind++) {
+    for (int kind = 0; kind <= MLK_OP_LAST; kind++) {
       double rn = 0, wn = 0;
       int64_t tasks = 0;
       int nops = 0;

@@ -60,6 +60,9 @@
 /* Largest inner dimension a matvec tile stages in shared memory (f32 elements, 48 KiB). */
 #define MLK_MATVEC_MAX_K 12288
 
+/* Largest top_k of a sample op: its candidates are sorted in shared memory. */
+#define MLK_SAMPLE_MAX_TOP_K 1024
+
 /* ORDER: the dtype names table in compiler/sema.c and runtime/model.c mirror this enum. */
 typedef enum MlkDType {
   MLK_F32,
@@ -127,8 +130,21 @@ typedef enum MlkOpKind {
    * kv_heads). tile = (heads / kv_heads) * head_dim: a task per kv head. */
   MLK_OP_ATTENTION,
   /* out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k]. One task. */
-  MLK_OP_ARGMAX
+  MLK_OP_ARGMAX,
+  /* out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with u = in[1] (f32 [b], the
+   * application's uniform random numbers in [0, 1)). One task. Per row:
+   *  1. Rank the k logits by value, largest first, equal values by lower index; NaN ranks below
+   *     -inf and -0 equals +0. The candidates c_0, c_1, ... are the first K = min(top_k, k).
+   *  2. m = x[c_0]. If m is not finite (+inf, or every logit -inf or NaN): the result is c_0.
+   *  3. p_r = exp((x[c_r] - m) / temperature) (NaN logits: 0); C_r = p_0 + ... + p_r (f32).
+   *  4. J = K - 1 if top_p >= 1, else the first r with C_r >= top_p * C_{K-1}.
+   *  5. The result is c_r for the first r <= J with C_r > u * C_J, or c_J if there is none.
+   * Steps 1, 2 and 4 with top_p = 1 are exact; the sums of step 3 round differently on the
+   * device, so the device can differ from the reference when u * C_J or top_p * C_{K-1} lies
+   * within rounding (~1e-5 relative) of some C_r: mlk_ref_sample_row reports that margin. */
+  MLK_OP_SAMPLE
 } MlkOpKind;
+#define MLK_OP_LAST MLK_OP_SAMPLE /* the largest MlkOpKind */
 
 /* Activation applied by a matvec epilogue, or the function of an elementwise op. */
 typedef enum MlkFn {
@@ -151,7 +167,7 @@ typedef struct MlkOpDesc {
   MlkArg out;        /* the written tensor (KV_APPEND: the cache) */
   MlkArg in[4];      /* see MlkOpKind */
   int64_t n;         /* output columns of one batch row (KV_APPEND: kv_heads*head_dim) */
-  int64_t k;         /* matvec, argmax: input columns; 0 otherwise */
+  int64_t k;         /* matvec, argmax, sample: input columns; 0 otherwise */
   int64_t tile;      /* output columns per task */
   int64_t ntasks;    /* ceil(n / tile) */
   int batched;       /* 1: rows loop over the run's batch; 0: one row */
@@ -163,6 +179,9 @@ typedef struct MlkOpDesc {
   int64_t heads, kv_heads, head_dim;
   int layer;         /* attention, kv append: the cache layer */
   int cache;         /* attention, kv append: index into MlkModelDesc.caches */
+  /* sample: temperature > 0, 1 <= top_k <= MLK_SAMPLE_MAX_TOP_K, 0 < top_p <= 1 */
+  float temperature, top_p;
+  int64_t top_k;
 } MlkOpDesc;
 
 typedef enum MlkEventMap {

@@ -66,6 +66,21 @@ void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const 
 /* out[b] = the index of the largest x[b, i], i < k (the first of equal maxima). */
 void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 
+/* out[b] = a token of row b of the logits x [batch, k] drawn with u[b] (MLK_OP_SAMPLE in
+ * mlk_desc.h says how): softmax of x / temperature over the top_k largest logits, cut to the
+ * smallest prefix whose probability reaches top_p, and the first token whose cumulative
+ * probability exceeds u[b] times that prefix's. top_k is clamped to [1, MLK_SAMPLE_MAX_TOP_K]. */
+void mlk_ref_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
+                    int64_t top_k, float top_p, int64_t batch);
+
+/* One row of mlk_ref_sample. With `margin` not NULL, also how close the row came to another
+ * result: the smallest distance between u * C_J and any C_r (r <= J), or, with top_p < 1, between
+ * top_p * C_{K-1} and any C_r, relative to C_J and C_{K-1} (infinite when no sum decides, as for
+ * a non-finite largest logit). A device tile sums in another order: where margin is below ~1e-5,
+ * its token may differ. */
+int32_t mlk_ref_sample_row(const float *x, float u, int64_t k, float temperature, int64_t top_k,
+                           float top_p, double *margin);
+
 /* The activation functions, shared by the references above. */
 float mlk_ref_relu(float v);
 float mlk_ref_silu(float v);

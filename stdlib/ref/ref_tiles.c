@@ -238,3 +238,80 @@ void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
     out[b] = best < 0 ? 0 : (int32_t)best;
   }
 }
+
+/* The rank of a logit as an unsigned key, larger first: the float order with -0 == +0 and NaN
+ * below -inf (key 0). mlk_tile_sample ranks with the same keys. */
+static uint32_t sample_key(float v) {
+  uint32_t b;
+  if (isnan(v))
+    return 0;
+  if (v == 0.0f)
+    v = 0.0f;
+  memcpy(&b, &v, sizeof b);
+  return (b & 0x80000000u) ? ~b : b | 0x80000000u;
+}
+
+/* The K best columns of x as packed (key << 32 | ~index), best first: larger keys, then lower
+ * indices. Insertion into the sorted list: cheap unless the row ascends. */
+static int64_t sample_candidates(const float *x, int64_t k, int64_t K, uint64_t *c) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < k; i++) {
+    uint64_t v = (uint64_t)sample_key(x[i]) << 32 | (uint32_t)~(uint32_t)i;
+    if (n == K && v <= c[n - 1])
+      continue;
+    int64_t j = n < K ? n++ : n - 1;
+    for (; j > 0 && c[j - 1] < v; j--)
+      c[j] = c[j - 1];
+    c[j] = v;
+  }
+  return n;
+}
+
+int32_t mlk_ref_sample_row(const float *x, float u, int64_t k, float temperature, int64_t top_k,
+                           float top_p, double *margin) {
+  uint64_t c[MLK_SAMPLE_MAX_TOP_K];
+  float cum[MLK_SAMPLE_MAX_TOP_K] = {0}; /* (all set below; GCC cannot tell) */
+  if (margin)
+    *margin = INFINITY;
+  if (top_k < 1)
+    top_k = 1;
+  if (top_k > MLK_SAMPLE_MAX_TOP_K)
+    top_k = MLK_SAMPLE_MAX_TOP_K;
+  int64_t K = sample_candidates(x, k, top_k < k ? top_k : k, c);
+  if (K == 0)
+    return 0;
+  float m = x[~(uint32_t)c[0]];
+  if (!isfinite(m))
+    return (int32_t)~(uint32_t)c[0];
+  float sum = 0.0f;
+  for (int64_t r = 0; r < K; r++) {
+    float v = x[~(uint32_t)c[r]];
+    sum += isnan(v) ? 0.0f : expf((v - m) / temperature);
+    cum[r] = sum;
+  }
+  int64_t J = K - 1;
+  float thr = top_p * cum[K - 1];
+  if (top_p < 1.0f)
+    for (J = 0; J < K - 1 && !(cum[J] >= thr); J++)
+      ;
+  float target = u * cum[J];
+  int64_t pick = 0;
+  while (pick < J && !(cum[pick] > target))
+    pick++;
+  if (margin) {
+    double mg = INFINITY;
+    for (int64_t r = 0; r <= J; r++)
+      mg = fmin(mg, fabs((double)cum[r] - (double)target) / cum[J]);
+    if (top_p < 1.0f)
+      for (int64_t r = 0; r < K; r++)
+        mg = fmin(mg, fabs((double)cum[r] - (double)thr) / cum[K - 1]);
+    *margin = mg;
+  }
+  return (int32_t)~(uint32_t)c[pick];
+}
+
+void mlk_ref_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
+                    int64_t top_k, float top_p, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++)
+    out[b] = mlk_ref_sample_row(x + b * k, u[b], k, temperature, top_k, top_p, NULL);
+}

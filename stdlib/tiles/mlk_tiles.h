@@ -74,6 +74,8 @@ void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
                         int64_t kvh0, int64_t nkvh, int64_t batch);
 void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
+void mlk_tile_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
+                     int64_t top_k, float top_p, int64_t batch);
 
 /* ---- small device helpers shared by the tiles ---- */
 

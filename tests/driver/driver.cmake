@@ -28,6 +28,7 @@ mlk_driver_test(default_output 0 "^$" ${MLP})
 # The llama example and the stdlib it imports check cleanly: no error, no warning.
 mlk_driver_test(check_llama 0 "^$" --check ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
 mlk_driver_test(ast_llama 0 "^\\(program .*llama.mlk.*\\(import std.nn" --emit=ast ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
+mlk_driver_test(check_llama_sample 0 "^$" --check ${PROJECT_SOURCE_DIR}/examples/llama/llama_sample.mlk)
 # ... and compile to a megakernel.
 mlk_driver_test(lower_llama 0 "^$" ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk -o llama)
 

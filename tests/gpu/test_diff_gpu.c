@@ -2,7 +2,11 @@
  * params and inputs, and compares every output (f32: relative L2 per output <= 1e-4; i32: equal).
  * Generic over any MlkModelDesc; linked here with tests/gpu/odd_ops.mlk, which has every op kind
  * at odd sizes. Several steps (the KV cache grows) at several batch sizes, outputs poisoned before
- * each run. Without a GPU: prints SKIP and exits 77. With "sim" it compares the simulator's
+ * each run. A sampled token (an output written by a sample op) is not compared with the other
+ * side's, whose logits differ by rounding: each side's token must be mlk_ref_sample_row of its own
+ * logits and u, except in a row where that reference reports a near tie (margin < 1e-4: the tile
+ * sums the probabilities in another order), which is counted and printed. An input named "u"
+ * (sample's random numbers) is filled in [0, 1). Without a GPU: prints SKIP and exits 77. With "sim" it compares the simulator's
  * dynamic schedule (8 threads, random delays) against its static one instead, on any machine.
  *
  *   test_diff_gpu [seed] [sim]
@@ -13,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mlk_ref.h"
 #include "odd_ops.h"
 
 #define TOL 1e-4
@@ -35,6 +40,8 @@ static int fill_both(mlk_model *g, mlk_model *c, int t, int64_t step) {
     if (td->dtype == MLK_BF16)
       ((uint16_t *)buf)[i] = mlk_f32_to_bf16(strstr(td->name, "norm") ? 1.0f + 0.1f * uniform()
                                                                         : 0.3f * uniform());
+    else if (td->dtype == MLK_F32 && !strcmp(td->name, "u"))
+      ((float *)buf)[i] = 0.5f * uniform() + 0.5f;
     else if (td->dtype == MLK_F32)
       ((float *)buf)[i] = uniform();
     else if (!strcmp(td->name, "pos"))
@@ -49,7 +56,60 @@ static int fill_both(mlk_model *g, mlk_model *c, int t, int64_t step) {
   return ok;
 }
 
+static void *download(mlk_model *m, int t) {
+  size_t bytes = mlk_model_tensor_bytes(m, t);
+  void *p = malloc(bytes ? bytes : 1);
+  if (mlk_model_get_tensor(m, t, p, bytes) != MLK_OK) {
+    printf("FAIL: get '%s': %s\n", mlk_model_desc(m)->tensors[t].name, mlk_last_error());
+    free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static int near_ties;
+static const char *gpu_name; /* the backend under test */
+
+/* Output t written by sample op `op` of model m (named `side`): every row's token is the
+ * reference's for m's own logits and u, or that row is a near tie. */
+static int check_sample(mlk_model *m, const MlkOpDesc *op, const char *side, const char *what) {
+  const MlkModelDesc *d = mlk_model_desc(m);
+  int32_t *tok = download(m, op->out.tensor);
+  float *x = download(m, op->in[0].tensor), *u = download(m, op->in[1].tensor);
+  int ok = tok && x && u;
+  int64_t rows = op->batched ? mlk_model_batch(m) : 1;
+  for (int64_t b = 0; ok && b < rows; b++) {
+    double margin;
+    const float *xr = x + op->in[0].offset + b * op->k;
+    int32_t want = mlk_ref_sample_row(xr, u[op->in[1].offset + b], op->k, op->temperature,
+                                      op->top_k, op->top_p, &margin);
+    int32_t got = tok[op->out.offset + b];
+    if (got == want)
+      continue;
+    if (margin < 1e-4) {
+      near_ties++;
+      printf("note: %s: %s '%s' row %lld: %d, the reference %d at a near tie (margin %.2g)\n",
+             what, side, d->tensors[op->out.tensor].name, (long long)b, got, want, margin);
+      continue;
+    }
+    printf("FAIL: %s: %s '%s' row %lld: token %d, the reference %d (u %.9g, margin %.3g)\n", what,
+           side, d->tensors[op->out.tensor].name, (long long)b, got, want, u[op->in[1].offset + b],
+           margin);
+    ok = 0;
+  }
+  free(tok);
+  free(x);
+  free(u);
+  return ok;
+}
+
 static int compare(mlk_model *g, mlk_model *c, int t, const char *what, double *worst) {
+  const MlkModelDesc *d = mlk_model_desc(g);
+  for (int o = 0; o < d->nops; o++)
+    if (d->ops[o].kind == MLK_OP_SAMPLE && d->ops[o].out.tensor == t) {
+      int ok = check_sample(g, &d->ops[o], gpu_name, what);
+      return check_sample(c, &d->ops[o], "static simulator", what) && ok;
+    }
   const MlkTensorDesc *td = &mlk_model_desc(g)->tensors[t];
   size_t bytes = mlk_model_tensor_bytes(g, t);
   void *a = malloc(bytes), *b = malloc(bytes);
@@ -98,6 +158,7 @@ int main(int argc, char **argv) {
     printf("FAIL: %s\n", mlk_last_error());
     return 1;
   }
+  gpu_name = sim_only ? "dynamic simulator" : mlk_backend_name(gpu);
   printf("odd_ops on %s vs %s, seed %llu\n", mlk_backend_name(gpu), mlk_backend_name(cpu),
          (unsigned long long)seed);
   const MlkModelDesc *d = &odd_ops_desc;
@@ -147,6 +208,6 @@ int main(int argc, char **argv) {
   odd_ops_free(c);
   mlk_backend_free(gpu);
   mlk_backend_free(cpu);
-  printf("%d passed, %d failed\n", passed, failed);
+  printf("%d passed, %d failed, %d sampled tokens at a near tie\n", passed, failed, near_ties);
   return failed != 0;
 }

@@ -259,6 +259,18 @@ static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k
   return o;
 }
 
+static inline int rtb_sample(RtB *b, const char *name, int out, int x, int u, int64_t k,
+                             float temperature, int64_t top_k, float top_p) {
+  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_SAMPLE, .out = A(out),
+                                  .in = {A(x), A(u), NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
+                                  .layer = -1, .cache = -1, .temperature = temperature,
+                                  .top_k = top_k, .top_p = top_p});
+  rtb_reads(b, o, x, MLK_MAP_ALL);
+  rtb_reads(b, o, u, MLK_MAP_ALL);
+  rtb_wrote(b, o);
+  return o;
+}
+
 /* Lays out the counters; the desc is then complete (b must not move). */
 static inline const MlkModelDesc *rtb_done(RtB *b) {
   int64_t base = 0;

@@ -257,10 +257,23 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE((b->ops[27].n = 2, b->ops[27].ntasks = 2), "op 27 'argmax@llama:21': an argmax has n = 1 output "
        "column and k in [1, 2^31) inputs, got n 2, k 40");
   CASE(b->ops[27].out.tensor = 13, "op 27 'argmax@llama:21': output 'logits' is f32, expected i32");
+  /* the argmax turned into a sample */
+#define SAMPLE(t, k, p) (b->ops[27].kind = MLK_OP_SAMPLE, b->ops[27].temperature = (t), \
+                         b->ops[27].top_k = (k), b->ops[27].top_p = (p))
+  CASE(SAMPLE(0.0f, 50, 1.0f), "op 27 'argmax@llama:21': a sample needs temperature > 0 (got 0), "
+       "0 < top_p <= 1 (got 1) and top_k in [1, 1024] (got 50)");
+  CASE(SAMPLE(1.0f, 1025, 1.0f), "top_k in [1, 1024] (got 1025)");
+  CASE(SAMPLE(1.0f, 0, 1.0f), "top_k in [1, 1024] (got 0)");
+  CASE(SAMPLE(1.0f, 5, 1.5f), "0 < top_p <= 1 (got 1.5)");
+  CASE(SAMPLE(1.0f, 5, NAN), "0 < top_p <= 1 (got nan)");
+  CASE(SAMPLE(1.0f, 5, 0.5f), "op 27 'argmax@llama:21': u is tensor -1, out of range");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[1].tensor = 12), "op 27 'argmax@llama:21': u 'pos' is i32, "
+       "expected f32");
+#undef SAMPLE
   CASE(b->ops[11].fn = (MlkFn)9, "an elementwise function must be none, relu, silu, add or mul, got fn 9");
   CASE(b->ops[11].in[3].tensor = 15, "op 11 'mul@llama:15[l=0]': in[3] is tensor 15, but this eltwise takes "
        "2 operands");
-  CASE(b->ops[1].kind = (MlkOpKind)8, "op 1 'matvec@llama:5[l=0]': kind 8 is not a valid MlkOpKind");
+  CASE(b->ops[1].kind = (MlkOpKind)9, "op 1 'matvec@llama:5[l=0]': kind 9 is not a valid MlkOpKind");
   CASE(b->ops[1].batched = 2, "op 1 'matvec@llama:5[l=0]': batched is 2, must be 0 or 1");
   /* kernels and events */
   CASE(b->kernels[0].schedule = (MlkSchedule)7, "kernel 0 'decode': schedule 7 is not a valid MlkSchedule");

@@ -10,12 +10,15 @@
  *   eltwise:  copy, relu, silu, add, mul, and add(relu, mul) chained through TILE events
  *   gather:   rows of a table slice by token id
  *   rmsnorm, argmax (ties: the first maximum)
+ *   sample:   top_k 1, 7 with top_p 0.8, top_k above the vocabulary, a tiny top_p, at several
+ *             temperatures, against a double-precision sort-everything reference
  *   rope:     plain, and with Llama 3 scaling (all three frequency regimes) vs the closed form
  *   kv:       kv_append into layer 1 of a paged cache, then attention over it, run after run
  *             (epochs), positions spanning several pages, batch changed half-way; the pool is
  *             checked element by element (layer 0 untouched)
  * Direct calls: the inverse frequencies of Llama 3.1 scaling, kv_append and attention through a
- * permuted page table, argmax ties and NaNs.
+ * permuted page table, argmax ties and NaNs; sample: ties, NaN, infinities, -0, a hand-computed
+ * top-p cut, and the token frequencies over a grid of u against the renormalized probabilities.
  */
 #include "mlk_ref.h"
 #include "rt_build.h"
@@ -24,6 +27,7 @@
 
 enum { K = 45, N = 40, E = 50, V = 30, G = 36, R = 33, H = 3, HD = 8, AK = 37 };
 enum { KVH = 2, QH = 4, PAGE = 4, CTX = 24, STEPS = 9 };
+enum { SV = 301, NSAMPLE = 4 }; /* sample: vocabulary (odd, > 256), sample ops */
 
 typedef struct Ops {
   RtB b;
@@ -33,10 +37,15 @@ typedef struct Ops {
   int rx, rw, rout;
   int qx, pos, rp, rs;
   int ax, am;
+  int sx, su, so[NSAMPLE];
   int cache, kk, vv, qq, kpos, att;
 } Ops;
 
-enum { KM, KE, KG, KR, KRO, KA, KKV };
+enum { KM, KE, KG, KR, KRO, KA, KKV, KS };
+
+/* The sample ops of kernel "sample": temperature, top_k, top_p. */
+static const struct { float t; int64_t top_k; float top_p; } sample_cfg[NSAMPLE] = {
+    {1.0f, 1, 1.0f}, {0.7f, 7, 0.8f}, {1.3f, 1024, 1.0f}, {2.0f, 50, 1e-6f}};
 
 static const MlkFn efns[5] = {MLK_FN_NONE, MLK_FN_RELU, MLK_FN_SILU, MLK_FN_ADD, MLK_FN_MUL};
 
@@ -104,6 +113,15 @@ static void build(Ops *s, int64_t bmax) {
   s->att = rtb_act(b, "att", MLK_F32, MLK_TENSOR_OUTPUT, QH * HD);
   rtb_kv_append(b, "kv_append@ops:60", s->cache, 1, s->kk, s->vv, s->kpos, HD);
   rtb_attention(b, "attention@ops:61", s->att, s->qq, s->cache, 1, s->kpos, QH, QH / KVH * HD);
+
+  rtb_kernel(b, "sample", MLK_SCHED_STATIC);
+  s->sx = rtb_act(b, "sx", MLK_F32, MLK_TENSOR_INPUT, SV);
+  s->su = rtb_act(b, "su", MLK_F32, MLK_TENSOR_INPUT, 1);
+  for (int i = 0; i < NSAMPLE; i++) {
+    s->so[i] = rtb_act(b, rtb_str(b, "tok%d", i), MLK_I32, MLK_TENSOR_OUTPUT, 1);
+    rtb_sample(b, rtb_str(b, "sample@ops:%d", 70 + i), s->so[i], s->sx, s->su, SV, sample_cfg[i].t,
+               sample_cfg[i].top_k, sample_cfg[i].top_p);
+  }
   rtb_done(b);
 }
 
@@ -272,6 +290,90 @@ static void test_argmax(mlk_model *m, const Ops *s, int64_t rows) {
   check_untouched(m, outs, 1, rows);
 }
 
+/* Sampling in double precision, sorting the whole row: MLK_OP_SAMPLE's definition. *margin as in
+ * mlk_ref_sample_row. */
+static const float *dsx;
+static int dsample_cmp(const void *pa, const void *pb) {
+  int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+  float va = dsx[a], vb = dsx[b];
+  int na = isnan(va), nb = isnan(vb);
+  if (na != nb)
+    return na - nb; /* NaN last */
+  if (!na && va != vb)
+    return va > vb ? -1 : 1; /* -0 == +0 */
+  return a < b ? -1 : 1;
+}
+
+static int32_t dref_sample_row(const float *x, double u, int64_t k, double t, int64_t top_k,
+                               double top_p, double *margin) {
+  int32_t *ord = malloc((size_t)k * sizeof *ord);
+  double *cum = malloc((size_t)k * sizeof *cum);
+  for (int64_t i = 0; i < k; i++)
+    ord[i] = (int32_t)i;
+  dsx = x;
+  qsort(ord, (size_t)k, sizeof *ord, dsample_cmp);
+  int64_t K = top_k < k ? top_k : k;
+  double m = x[ord[0]], sum = 0;
+  int32_t r = ord[0];
+  *margin = INFINITY;
+  if (isfinite(m)) {
+    for (int64_t i = 0; i < K; i++) {
+      sum += isnan(x[ord[i]]) ? 0.0 : exp(((double)x[ord[i]] - m) / t);
+      cum[i] = sum;
+    }
+    int64_t J = K - 1;
+    if (top_p < 1)
+      for (J = 0; J < K - 1 && cum[J] < top_p * sum; J++)
+        ;
+    int64_t pick = 0;
+    while (pick < J && !(cum[pick] > u * cum[J]))
+      pick++;
+    r = ord[pick];
+    for (int64_t i = 0; i <= J; i++)
+      *margin = fmin(*margin, fabs(cum[i] - u * cum[J]) / cum[J]);
+    if (top_p < 1)
+      for (int64_t i = 0; i < K; i++)
+        *margin = fmin(*margin, fabs(cum[i] - top_p * sum) / sum);
+  }
+  free(ord);
+  free(cum);
+  return r;
+}
+
+static void test_sample(mlk_model *m, const Ops *s, int64_t rows) {
+  static float x[BMAX * SV], u[BMAX];
+  int32_t got[BMAX];
+  run_poisoned(m, s->so, NSAMPLE, rows);
+  for (int rep = 0; rep < 4; rep++) {
+    rt_fill(x, (size_t)rows * SV, 3.0f);
+    for (int64_t b = 0; b < rows; b++)
+      u[b] = rep == 0 && b == 0 ? 0.0f : 0.5f + rt_uniform(0.5f);
+    if (rep == 1) /* ties across the top-7 boundary: equal values, the lower index first */
+      for (int64_t b = 0; b < rows; b++)
+        for (int i = 0; i < 12; i++)
+          x[b * SV + 5 + 23 * i] = 3.5f;
+    CHECK_OK(mlk_model_set_tensor(m, s->sx, x, (size_t)rows * SV * sizeof *x));
+    CHECK_OK(mlk_model_set_tensor(m, s->su, u, (size_t)rows * sizeof *u));
+    CHECK_OK(mlk_model_run(m, KS));
+    for (int i = 0; i < NSAMPLE; i++) {
+      CHECK_OK(mlk_model_get_tensor(m, s->so[i], got, (size_t)rows * sizeof *got));
+      for (int64_t b = 0; b < rows; b++) {
+        double margin;
+        int32_t want = dref_sample_row(x + b * SV, u[b], SV, sample_cfg[i].t, sample_cfg[i].top_k,
+                                       sample_cfg[i].top_p, &margin);
+        CHECK(got[b] == want || margin < 1e-5, "sample %d row %lld at batch %lld (u %g): %d, "
+              "expected %d (margin %g)", i, (long long)b, (long long)rows, u[b], got[b], want, margin);
+        if (i == 0 || i == 3) { /* top_k 1 and a tiny top_p: the argmax */
+          int32_t am;
+          mlk_ref_argmax(&am, x + b * SV, SV, 1);
+          CHECK(got[b] == am, "sample %d row %lld: %d, the argmax is %d", i, (long long)b, got[b], am);
+        }
+      }
+    }
+  }
+  check_untouched(m, s->so, NSAMPLE, rows);
+}
+
 /* kv_append then attention, STEPS runs; the batch drops to 2 half-way (rows 0 and 1 go on). */
 static void test_kv(mlk_model *m, const Ops *s, int64_t rows0) {
   const MlkModelDesc *d = mlk_model_desc(m);
@@ -354,6 +456,7 @@ static void test_model(mlk_backend *be, int64_t bmax) {
     test_rmsnorm(m, &s, rows);
     test_rope(m, &s, rows);
     test_argmax(m, &s, rows);
+    test_sample(m, &s, rows);
   }
   test_kv(m, &s, top);
   mlk_model_free(m);
@@ -429,6 +532,48 @@ static void test_refs(void) {
   int32_t am[3];
   mlk_ref_argmax(am, x, 4, 3);
   CHECK(am[0] == 1 && am[1] == 3 && am[2] == 0, "argmax ties/NaN: %d %d %d", am[0], am[1], am[2]);
+
+  /* sample: the non-finite cases take the first ranked column; NaN ranks below -inf */
+  static const struct { float x[5]; int32_t want; } deg[] = {
+      {{1, INFINITY, 2, INFINITY, NAN}, 1},           /* +inf: the first of them */
+      {{-INFINITY, NAN, -INFINITY, NAN, NAN}, 0},      /* all -inf or NaN */
+      {{NAN, NAN, NAN, NAN, NAN}, 0},
+      {{NAN, NAN, -INFINITY, NAN, NAN}, 2}};
+  for (size_t i = 0; i < sizeof deg / sizeof *deg; i++)
+    for (int j = 0; j < 3; j++) {
+      float uj = j == 0 ? 0.0f : j == 1 ? 0.5f : 0.9999999f;
+      int32_t r = mlk_ref_sample_row(deg[i].x, uj, 5, 1.0f, 5, 0.9f, NULL);
+      CHECK(r == deg[i].want, "sample of non-finite case %zu (u %g): %d, expected %d", i, uj, r,
+            deg[i].want);
+    }
+  /* NaN has probability 0; -0 and +0 tie (index order); u = 0 takes the first ranked */
+  const float zx[4] = {-0.0f, NAN, 0.0f, -1.0f};
+  CHECK(mlk_ref_sample_row(zx, 0.0f, 4, 1.0f, 4, 1.0f, NULL) == 0, "-0 ranks with +0, first index");
+  CHECK(mlk_ref_sample_row(zx, 0.999f, 4, 1.0f, 4, 1.0f, NULL) == 3, "u near 1: the last with mass");
+  CHECK(mlk_ref_sample_row(zx, 0.999f, 4, 1.0f, 2, 1.0f, NULL) == 2, "top_k 2: -0 then +0");
+  /* a hand-computed top-p cut: p = 0.5, 0.3, 0.2 -> C = 0.5, 0.8, 1.0; top_p 0.75 keeps two */
+  const float px[3] = {logf(0.2f), logf(0.5f), logf(0.3f)};
+  static const struct { float u, top_p; int32_t want; } cut[] = {
+      {0.6f, 0.75f, 1}, {0.7f, 0.75f, 2}, {0.99f, 0.75f, 2}, {0.7f, 0.4f, 1}, {0.81f, 1.0f, 0},
+      {0.79f, 1.0f, 2}, {0.0f, 1.0f, 1}};
+  for (size_t i = 0; i < sizeof cut / sizeof *cut; i++) {
+    int32_t r = mlk_ref_sample_row(px, cut[i].u, 3, 1.0f, 3, cut[i].top_p, NULL);
+    CHECK(r == cut[i].want, "top-p case %zu: %d, expected %d", i, r, cut[i].want);
+  }
+  /* The frequencies over a grid of u are the kept probabilities, renormalized: top_k 4 of 6, then
+   * top_p 0.8 of those 4 (cumulative 0.38, 0.62, 0.85, 1: keeps 3), temperature 1.5. */
+  const float fx[6] = {0.1f, 1.5f, -0.6f, 0.75f, -3.0f, 0.85f};
+  double p[6] = {0}, kept = 0;
+  int count[6] = {0};
+  static const int order[4] = {1, 5, 3, 0};
+  for (int i = 0; i < 3; i++)
+    kept += p[order[i]] = exp((fx[order[i]] - fx[1]) / 1.5);
+  enum { NU = 100000 };
+  for (int i = 0; i < NU; i++)
+    count[mlk_ref_sample_row(fx, (float)((i + 0.5) / NU), 6, 1.5f, 4, 0.8f, NULL)]++;
+  for (int i = 0; i < 6; i++)
+    CHECK(fabs(count[i] / (double)NU - p[i] / kept) < 1e-4, "token %d drawn %d times of %d, "
+          "probability %g", i, count[i], NU, p[i] / kept);
 }
 
 int main(void) {

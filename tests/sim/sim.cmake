@@ -3,3 +3,17 @@
 add_executable(test_mlp_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_mlp_sim.c)
 target_link_libraries(test_mlp_sim PRIVATE mlp_model)
 add_test(NAME sim_mlp COMMAND test_mlp_sim)
+
+# A sampled decode step (tests/sim/sample_tiny.mlk) through the generated typed API: each token is
+# the reference's for the model's logits and u, and the draws follow the kept probabilities.
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.h ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c
+  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/sample_tiny.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/sample_tiny.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
+  COMMENT "mlkc sample_tiny.mlk"
+  VERBATIM)
+add_executable(test_sample_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_sample_sim.c
+               ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c)
+target_include_directories(test_sample_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_sample_sim PRIVATE mlkrt m)
+add_test(NAME sim_sample COMMAND test_sample_sim)

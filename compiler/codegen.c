@@ -233,15 +233,37 @@ static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
                              c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
                              c64(c, d->layer), head0, nheads, batch};
       call(c, "mlk_tile_kv_append", args, 14);
-    } else {
-      LLVMValueRef kvh0 = LLVMBuildSDiv(c->b, first, c64(c, d->tile), "kvh0");
-      LLVMValueRef nkvh = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, count, c64(c, d->tile - 1), ""),
-                                        c64(c, d->tile), "nkvh");
+    } else if (d->split <= 1) {
+      /* the task's columns are whole kv heads of (heads / kv_heads) * head_dim */
+      int64_t per = d->heads / d->kv_heads * d->head_dim;
+      LLVMValueRef kvh0 = LLVMBuildSDiv(c->b, first, c64(c, per), "kvh0");
+      LLVMValueRef nkvh = LLVMBuildSDiv(c->b, count, c64(c, per), "nkvh");
       LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], c64(c, cd->kv_heads),
                              c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
                              c64(c, d->layer), c64(c, d->heads), kvh0, nkvh, batch};
       call(c, "mlk_tile_attention", args, 15);
+    } else {
+      /* task t: the kv heads of block t / split (kvh of them, fewer in the last), chunk t % split */
+      int64_t kvh = d->tile / mlk_attn_part_rec(d->heads / d->kv_heads, d->head_dim);
+      LLVMValueRef blk = LLVMBuildUDiv(c->b, task, c64(c, d->split), "block");
+      LLVMValueRef chunk = LLVMBuildURem(c->b, task, c64(c, d->split), "chunk");
+      LLVMValueRef kvh0 = LLVMBuildMul(c->b, blk, c64(c, kvh), "kvh0");
+      LLVMValueRef nkvh = smin64(c, c64(c, kvh), LLVMBuildSub(c->b, c64(c, d->kv_heads), kvh0, ""));
+      LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], c64(c, cd->kv_heads),
+                             c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
+                             c64(c, d->layer), c64(c, d->heads), c64(c, kvh), c64(c, d->split),
+                             kvh0, nkvh, chunk, batch};
+      call(c, "mlk_tile_attention_split", args, 18);
     }
+    break;
+  }
+  case MLK_OP_ATTN_REDUCE: {
+    int64_t per = d->heads / d->kv_heads * d->head_dim;
+    LLVMValueRef kvh0 = LLVMBuildSDiv(c->b, first, c64(c, per), "kvh0");
+    LLVMValueRef nkvh = LLVMBuildSDiv(c->b, count, c64(c, per), "nkvh");
+    LLVMValueRef args[] = {out, in[0], c64(c, d->kv_heads), c64(c, d->head_dim), c64(c, d->heads),
+                           c64(c, d->tile / per), c64(c, d->split), kvh0, nkvh, batch};
+    call(c, "mlk_tile_attn_reduce", args, 10);
     break;
   }
   case MLK_OP_ARGMAX: {

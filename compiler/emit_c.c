@@ -18,7 +18,8 @@ static const char *kind_enums[] = {"MLK_TENSOR_PARAM", "MLK_TENSOR_INPUT", "MLK_
                                    "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES"};
 static const char *op_enums[] = {"MLK_OP_MATVEC", "MLK_OP_ELTWISE",    "MLK_OP_GATHER",
                                  "MLK_OP_RMSNORM", "MLK_OP_ROPE",       "MLK_OP_KV_APPEND",
-                                 "MLK_OP_ATTENTION", "MLK_OP_ARGMAX", "MLK_OP_SAMPLE"};
+                                 "MLK_OP_ATTENTION", "MLK_OP_ARGMAX", "MLK_OP_SAMPLE",
+                                 "MLK_OP_ATTN_REDUCE"};
 static const char *fn_enums[] = {"MLK_FN_NONE", "MLK_FN_RELU", "MLK_FN_SILU", "MLK_FN_ADD",
                                  "MLK_FN_MUL"};
 
@@ -220,8 +221,13 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
       fprintf(out, ",\n     .heads = %lld, .kv_heads = %lld, .head_dim = %lld, .layer = %d, .cache = %d",
               (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim, o->layer,
               o->cache);
+    else if (o->kind == MLK_OP_ATTN_REDUCE)
+      fprintf(out, ",\n     .heads = %lld, .kv_heads = %lld, .head_dim = %lld, .layer = -1, .cache = -1",
+              (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim);
     else
       fprintf(out, ", .layer = -1, .cache = -1");
+    if (o->split)
+      fprintf(out, ", .split = %lld", (long long)o->split);
     fputs("},\n", out);
   }
   fputs("};\n\n", out);

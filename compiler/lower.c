@@ -37,6 +37,16 @@ static int64_t default_tile(int64_t n, int64_t lo, int64_t hi, int64_t unit) {
 #define DEFAULT_MATVEC_TILE(n) default_tile((n), MATVEC_TILE_MIN, MATVEC_TILE_MAX, 8)
 #define DEFAULT_ELTWISE_TILE(n) default_tile((n), ELTWISE_TILE_MIN, ELTWISE_TILE_MAX, 32)
 
+/* The default chunks of a row's positions for an attention over `kv_heads` kv heads in tasks of
+ * `kvh`: MLKC_ATTN_SPLIT_TARGET_TASKS / (kv head tasks), within [1, MLK_ATTN_MAX_SPLIT]; 1 (no
+ * split, no reduction op) when the kv heads alone make enough tasks. A task per kv head alone
+ * leaves most SMs idle (Llama 3.2 1B: 8 kv heads, 8 of 132 SMs); 128 gives it 16 chunks. */
+int64_t lower_default_attn_split(int64_t kv_heads, int64_t kvh) {
+  int64_t tasks = (kv_heads + kvh - 1) / kvh;
+  int64_t s = MLKC_ATTN_SPLIT_TARGET_TASKS / tasks;
+  return s < 2 ? 1 : s > MLK_ATTN_MAX_SPLIT ? MLK_ATTN_MAX_SPLIT : s;
+}
+
 int64_t graph_row_elems(const GTensor *t) {
   return t->batched && t->shape[0] ? t->numel / t->shape[0] : t->numel;
 }
@@ -107,6 +117,9 @@ typedef struct Lower {
   int *last_append;   /* per cache and layer: the op that appended in this kernel, -1 */
   LVal ret;           /* the value of `return` in the layer being inlined */
   int depth;
+  int64_t attn_split; /* mlkc --attn-split=N, 0: lower_default_attn_split */
+  const Expr *att_at; /* the attention call of the statement being lowered that has hints */
+  int64_t att_head, att_split; /* its tile(head = h, split = s), 0: not given */
 } Lower;
 
 static const LVal LNONE = {.kind = L_NONE};
@@ -810,13 +823,30 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
       return LNONE;
     const MlkCacheDesc *cd = &L->g->caches[cv.cache];
     int64_t heads = kw_int(L, scope, e, "heads", 0);
-    int64_t group = heads / cd->kv_heads;
-    int64_t cols = heads * cd->head_dim;
-    int out = new_temp(L, arena_printf(L->a, "attention@%s:%d%s", loc_file(L, e->loc), e->loc.line,
-                                       L->ctx),
-                       MLK_F32, is_batched(L, q), cols);
+    int64_t group = heads / cd->kv_heads, hd = cd->head_dim;
+    int64_t cols = heads * hd;
+    int batched = is_batched(L, q);
+    /* kv heads per task and chunks per row: the statement's tile(head = h, split = s), else one
+     * kv head and the --attn-split option or the default policy */
+    int64_t kvh = e == L->att_at && L->att_head > 0 ? L->att_head : 1;
+    if (kvh > cd->kv_heads)
+      kvh = cd->kv_heads;
+    int64_t split = e == L->att_at && L->att_split > 0 ? L->att_split
+                    : L->attn_split > 0                ? L->attn_split
+                                                       : lower_default_attn_split(cd->kv_heads, kvh);
+    const char *tname =
+        arena_printf(L->a, "attention@%s:%d%s", loc_file(L, e->loc), e->loc.line, L->ctx);
+    int out = new_temp(L, tname, MLK_F32, batched, cols);
+    int append = L->last_append[cv.cache * 4096 + cv.layer];
+    int64_t pcols = mlk_attn_part_cols(cd->kv_heads, heads, hd, split, kvh);
+    int64_t rec = mlk_attn_part_rec(group, hd);
+    /* not split: the attention writes `out`; split: its partials, merged by an attn_reduce */
+    int part = split > 1 ? new_temp(L, arena_printf(L->a, "%s.partials", tname), MLK_F32, batched,
+                                    pcols)
+                         : out;
     int op = add_op(L, op_name(L, "attention", e, L->ctx), e->loc, MLK_OP_ATTENTION, MLK_FN_NONE,
-                    out, cols, group * cd->head_dim, is_batched(L, q));
+                    part, split > 1 ? pcols : cols, split > 1 ? kvh * rec : kvh * group * hd,
+                    batched);
     MlkOpDesc *d = &L->g->ops[op].d;
     d->in[0] = arg(q);
     d->in[1] = (MlkArg){.tensor = cd->tensor};
@@ -826,13 +856,30 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     d->layer = cv.layer;
     d->heads = heads;
     d->kv_heads = cd->kv_heads;
-    d->head_dim = cd->head_dim;
-    depend(L, op, q, MLK_MAP_TILE);
+    d->head_dim = hd;
+    d->split = split > 1 ? split : 0;
     depend(L, op, pos, MLK_MAP_ALL);
-    int append = L->last_append[cv.cache * 4096 + cv.layer];
-    if (append >= 0) /* kv head g of this layer, written by the append task of head g */
-      add_event(L, append, op, cd->tensor, MLK_MAP_TILE, cd->kv_heads * cd->head_dim,
-                cd->head_dim);
+    if (split <= 1) {
+      depend(L, op, q, MLK_MAP_TILE);
+      if (append >= 0) /* the kv heads of this layer, written by their append tasks */
+        add_event(L, append, op, cd->tensor, MLK_MAP_TILE, cd->kv_heads * hd, kvh * hd);
+      return tensor_val(whole(L, out));
+    }
+    /* Task t of the split reads the kv head block t / split: the S tasks of a block cannot each
+     * wait on a counter of their own block, so they wait for all of q and all kv heads. */
+    depend(L, op, q, MLK_MAP_ALL);
+    if (append >= 0)
+      add_event(L, append, op, cd->tensor, MLK_MAP_ALL, cd->kv_heads * hd, 0);
+    int red = add_op(L, op_name(L, "attn_reduce", e, L->ctx), e->loc, MLK_OP_ATTN_REDUCE,
+                     MLK_FN_NONE, out, cols, kvh * group * hd, batched);
+    MlkOpDesc *r = &L->g->ops[red].d;
+    r->in[0] = arg(whole(L, part));
+    r->heads = heads;
+    r->kv_heads = cd->kv_heads;
+    r->head_dim = hd;
+    r->split = split;
+    /* reduce task j waits on one counter for the split producer tasks of its kv head block */
+    add_event(L, op, red, part, MLK_MAP_TILE, pcols, split * kvh * rec);
     return tensor_val(whole(L, out));
   }
   if (!strcmp(n, "argmax")) {
@@ -919,14 +966,50 @@ static int64_t tile_hint(Lower *L, Binding *scope, const Stmt *st) {
       unsupported(L, c->loc, "an explicit wait/notify clause");
       continue;
     }
-    if (c->args->kind == EXPR_KWARG) {
-      unsupported(L, c->loc, "tile(head = .., split = ..) of attention");
-      continue;
-    }
+    if (c->args->kind == EXPR_KWARG)
+      continue; /* tile(head = .., split = ..) of attention: attention_hints took it */
     LVal v = lower_expr(L, scope, c->args);
     return int_of(L, &v, c->loc);
   }
   return 0;
+}
+
+/* The tile(head = h, split = s) hints of a statement whose value is an attention call (sema
+ * allows them on nothing else), for lower_call to find when it lowers that very call. */
+static void attention_hints(Lower *L, Binding *scope, const Stmt *st) {
+  for (const Clause *c = st->clauses; c; c = c->next) {
+    if (c->kind != CLAUSE_TILE || c->args->kind != EXPR_KWARG)
+      continue;
+    for (const Expr *x = c->args; x; x = x->next) {
+      if (x->kind != EXPR_KWARG)
+        continue;
+      if (L->att_at != st->value) {
+        L->att_at = st->value;
+        L->att_head = L->att_split = 0;
+      }
+      LVal v = lower_expr(L, scope, x->lhs);
+      int64_t i = int_of(L, &v, x->lhs->loc);
+      if (!strcmp(x->name, "head"))
+        L->att_head = i;
+      else if (!strcmp(x->name, "split"))
+        L->att_split = i;
+    }
+  }
+}
+
+/* The hints of an enclosing statement, kept across the statements of a layer inlined into the
+ * arguments of its attention call. */
+typedef struct AttHints {
+  const Expr *at;
+  int64_t head, split;
+} AttHints;
+
+static AttHints save_hints(const Lower *L) { return (AttHints){L->att_at, L->att_head, L->att_split}; }
+
+static void restore_hints(Lower *L, AttHints h) {
+  L->att_at = h.at;
+  L->att_head = h.head;
+  L->att_split = h.split;
 }
 
 /* Names a temporary after the variable it is assigned to ("q[l=3]"), unless a variable already
@@ -961,7 +1044,10 @@ static void run_stmt(Lower *L, Binding **scope, const Stmt *st) {
   switch (st->kind) {
   case STMT_ASSIGN: {
     int ops_before = L->g->nops;
+    AttHints outer = save_hints(L);
+    attention_hints(L, *scope, st);
     LVal v = lower_expr(L, *scope, st->value);
+    restore_hints(L, outer);
     int64_t tile = tile_hint(L, *scope, st);
     if (tile && v.kind == L_TENSOR && v.tr.t >= 0 && L->g->tensors[v.tr.t].producer >= ops_before) {
       retile(L, L->g->tensors[v.tr.t].producer, tile, st->loc);
@@ -1001,10 +1087,14 @@ static void run_stmt(Lower *L, Binding **scope, const Stmt *st) {
       bind(L, scope, name, v);
     return;
   }
-  case STMT_EXPR:
+  case STMT_EXPR: {
+    AttHints outer = save_hints(L);
+    attention_hints(L, *scope, st);
     lower_expr(L, *scope, st->value);
+    restore_hints(L, outer);
     tile_hint(L, *scope, st);
     return;
+  }
   case STMT_FOR: {
     LVal lo = lower_expr(L, *scope, st->lo), hi = lower_expr(L, *scope, st->hi);
     char saved[sizeof L->ctx];
@@ -1141,12 +1231,12 @@ static void unique_names(Lower *L) {
   }
 }
 
-Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
+Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split) {
   Graph *g = arena_alloc(a, sizeof *g);
   g->prog = p;
   g->model = m;
   g->name = m->name;
-  Lower L = {.a = a, .d = d, .g = g, .p = p, .m = m};
+  Lower L = {.a = a, .d = d, .g = g, .p = p, .m = m, .attn_split = attn_split};
   L.cfg = sema_model_config(p, m);
   if (!L.cfg)
     MLKC_BUG("model '%s' without config after sema", m->name);
@@ -1246,7 +1336,8 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
     e->ptile = po->tile;
     if (e->map == MLK_MAP_ALL)
       e->ctile = co->tile;
-    else if (co->kind != MLK_OP_ATTENTION || e->tensor != co->in[1].tensor)
+    else if ((co->kind != MLK_OP_ATTENTION || e->tensor != co->in[1].tensor) &&
+             co->kind != MLK_OP_ATTN_REDUCE) /* these read other tiles than their output's */
       e->ctile = co->tile;
     e->size = e->map == MLK_MAP_ALL ? 1 : (e->n + e->ctile - 1) / e->ctile;
     e->base = base;
@@ -1267,7 +1358,7 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d) {
 static const char *kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
 static const char *fn_names[] = {"none", "relu", "silu", "add", "mul"};
 static const char *op_kind_names[] = {"matvec", "eltwise", "gather", "rmsnorm", "rope",
-                                      "kv_append", "attention", "argmax", "sample"};
+                                      "kv_append", "attention", "argmax", "sample", "attn_reduce"};
 
 static void json_str(FILE *out, const char *s) {
   fputc('"', out);
@@ -1326,9 +1417,11 @@ void graph_dump(FILE *out, const Graph *g) {
         else
           fprintf(out, "%s%d", j ? ", " : "", o->in[j].tensor);
       }
-      fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld}%s\n",
-              (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks,
-              i + 1 < gk->first_op + gk->nops ? "," : "");
+      fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld",
+              (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks);
+      if (o->split > 1)
+        fprintf(out, ", \"split\": %lld", (long long)o->split);
+      fprintf(out, "}%s\n", i + 1 < gk->first_op + gk->nops ? "," : "");
     }
     fprintf(out, "    ]}%s\n", k + 1 < g->nkernels ? "," : "");
   }

@@ -64,12 +64,15 @@ static void usage(FILE *out) {
           "                  %s)\n"
           "  --schedule=S    static or dynamic: the schedule of every megakernel, whatever its\n"
           "                  (schedule = ...) says\n"
+          "  --attn-split=N  split every attention without a tile(split = s) hint over the\n"
+          "                  context into N chunks (1..%d; 1: no split, no reduction op);\n"
+          "                  default: about %d tasks per attention op (kv heads x chunks)\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
           "  -v              print ptxas's resource report (registers, spills, shared memory) of\n"
           "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
-          MLKC_STDLIB_DIR);
+          MLKC_STDLIB_DIR, MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS);
 }
 
 typedef struct Options {
@@ -85,6 +88,7 @@ typedef struct Options {
   int schedule;    /* --schedule: -1 as written, else an MlkSchedule for every megakernel */
   bool check_only; /* --check: stop after the semantic checks */
   bool verbose;    /* -v: ptxas resource report */
+  int attn_split;  /* --attn-split=N, 0: the default policy */
 } Options;
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
@@ -155,6 +159,15 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->schedule = strcmp(a + 11, "static") ? MLK_SCHED_DYNAMIC : MLK_SCHED_STATIC;
     } else if (!strncmp(a, "--model=", 8)) {
       o->model = a + 8;
+    } else if (!strncmp(a, "--attn-split=", 13)) {
+      char *end;
+      long v = strtol(a + 13, &end, 10);
+      if (!a[13] || *end || v < 1 || v > MLK_ATTN_MAX_SPLIT) {
+        fprintf(stderr, "mlkc: error: --attn-split needs a number of chunks in 1..%d, got '%s'\n",
+                MLK_ATTN_MAX_SPLIT, a + 13);
+        return 1;
+      }
+      o->attn_split = (int)v;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       o->opt_level = a[2] - '0';
     } else if (a[0] == '-' && a[1]) {
@@ -332,7 +345,7 @@ static int compile(const Options *o, Arena *a) {
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
-  Graph *g = lower_model(prog, m, a, &d);
+  Graph *g = lower_model(prog, m, a, &d, o->attn_split);
   if (!g || d.nerrors)
     return 1;
   if (o->schedule >= 0)

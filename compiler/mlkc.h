@@ -426,8 +426,15 @@ typedef struct Graph Graph; /* defined below */
 
 /* Lowers model `m` (checked) into its task graph: layers inlined, loops unrolled, operations
  * fused where their values allow (rmsnorm into the next matvec, activations and residual adds into
- * a matvec's epilogue, split of a matvec into row slices of its weight). */
-Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d);
+ * a matvec's epilogue, split of a matvec into row slices of its weight). attn_split > 0: the
+ * chunks of every attention without a tile(split = s) hint (mlkc --attn-split=N), 0: the default
+ * policy (lower_default_attn_split). */
+Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split);
+/* Chunks per row of an attention without `tile(split = s)` (attn_split above 0 overrides it):
+ * about MLKC_ATTN_SPLIT_TARGET_TASKS tasks in all (kv head tasks x chunks), within [1,
+ * MLK_ATTN_MAX_SPLIT]: the one knob of the default policy. */
+#define MLKC_ATTN_SPLIT_TARGET_TASKS 128
+int64_t lower_default_attn_split(int64_t kv_heads, int64_t kvh);
 void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON) */
 void graph_dump_events(FILE *out, const Graph *g); /* --emit=events */
 void graph_dump_dot(FILE *out, const Graph *g);    /* --emit=dot (Graphviz) */

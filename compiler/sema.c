@@ -1438,8 +1438,15 @@ static void check_clauses(Sema *s, Binding *scope, const Stmt *st) {
           continue;
         }
         int64_t v;
-        if (eval_const(s, scope, ve, "a tile size", &v) && v <= 0)
-          err(s, ve->loc, "tile size must be positive, got %lld", (long long)v);
+        bool split = x->kind == EXPR_KWARG && !strcmp(x->name, "split");
+        if (!eval_const(s, scope, ve, "a tile size", &v))
+          continue;
+        if (split && (v < 1 || v > MLK_ATTN_MAX_SPLIT))
+          err(s, ve->loc, "split must be in 1..%d (chunks of the context), got %lld",
+              MLK_ATTN_MAX_SPLIT, (long long)v);
+        else if (v <= 0)
+          err(s, ve->loc, "%s must be positive, got %lld",
+              x->kind == EXPR_KWARG ? "head" : "tile size", (long long)v);
       }
     } else {
       for (const Expr *r = c->args; r; r = r->next)

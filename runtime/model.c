@@ -119,6 +119,7 @@ static const char *op_kind_name(MlkOpKind k) {
   case MLK_OP_ATTENTION: return "attention";
   case MLK_OP_ARGMAX: return "argmax";
   case MLK_OP_SAMPLE: return "sample";
+  case MLK_OP_ATTN_REDUCE: return "attn_reduce";
   }
   return "?";
 }
@@ -386,6 +387,9 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
       op->k != 0)
     return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
                op_kind_name(op->kind));
+  if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->split != 0)
+    return bad(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
+               (long long)op->split, op_kind_name(op->kind));
   switch (op->kind) {
   case MLK_OP_MATVEC:
     if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU && op->fn != MLK_FN_MUL)
@@ -470,18 +474,58 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
   case MLK_OP_ATTENTION: {
     if ((st = check_cache_op(d, o, "in[1]", op->in[1])))
       return st;
-    if (op->heads < 1 || op->heads % op->kv_heads || op->n != op->heads * op->head_dim ||
-        op->tile % (op->heads / op->kv_heads * op->head_dim))
-      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld, n %lld = heads * "
-                 "head_dim and tile %lld a multiple of (heads / kv_heads) * head_dim", o, op->name,
-                 (long long)op->heads, (long long)op->kv_heads, (long long)op->n, (long long)op->tile);
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "q", op->in[0], MLK_F32, op->n)) ||
+    if (op->split < 0 || op->split > MLK_ATTN_MAX_SPLIT)
+      return bad(d, "op %d '%s': split is %lld, must be in [0, %d]", o, op->name,
+                 (long long)op->split, MLK_ATTN_MAX_SPLIT);
+    if (op->heads < 1 || op->heads % op->kv_heads)
+      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld", o, op->name,
+                 (long long)op->heads, (long long)op->kv_heads);
+    int64_t cols = op->heads * op->head_dim;
+    if (op->split <= 1) {
+      if (op->n != cols || op->tile % (op->heads / op->kv_heads * op->head_dim))
+        return bad(d, "op %d '%s': n %lld must be heads * head_dim = %lld and tile %lld a multiple "
+                   "of (heads / kv_heads) * head_dim", o, op->name, (long long)op->n,
+                   (long long)cols, (long long)op->tile);
+    } else {
+      /* the partials of a split: tasks of kvh kv heads' records, ceil(kv_heads / kvh) * split */
+      int64_t rec = mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim), kvh = op->tile / rec;
+      if (op->tile % rec || kvh < 1 || kvh > op->kv_heads ||
+          op->n != mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh))
+        return bad(d, "op %d '%s': split into %lld chunks, tile %lld must be kvh records of (heads "
+                   "/ kv_heads) * (head_dim + 2) = %lld (1 <= kvh <= kv_heads) and n %lld = "
+                   "ceil(kv_heads / kvh) * split * tile", o, op->name, (long long)op->split,
+                   (long long)op->tile, (long long)rec, (long long)op->n);
+    }
+    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "q", op->in[0], MLK_F32, cols)) ||
         (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
       return st;
     /* The tile accumulates into its output rows while it still reads q. */
     if (op->out.tensor == op->in[0].tensor)
       return bad(d, "op %d '%s': output and q are the same tensor", o, op->name);
     return MLK_OK;
+  }
+  case MLK_OP_ATTN_REDUCE: {
+    if (op->split < 1 || op->split > MLK_ATTN_MAX_SPLIT)
+      return bad(d, "op %d '%s': split is %lld, must be in [1, %d]", o, op->name,
+                 (long long)op->split, MLK_ATTN_MAX_SPLIT);
+    if (op->kv_heads < 1 || op->head_dim < 1 || op->kv_heads > MLK_MAX_CACHE_DIM ||
+        op->head_dim > MLK_MAX_CACHE_DIM || op->heads < 1 || op->heads % op->kv_heads ||
+        op->heads / op->kv_heads > MLK_MAX_CACHE_DIM)
+      return bad(d, "op %d '%s': kv_heads %lld and head_dim %lld must be in [1, %d], heads %lld a "
+                 "multiple of kv_heads (at most %d times)", o, op->name, (long long)op->kv_heads,
+                 (long long)op->head_dim, MLK_MAX_CACHE_DIM, (long long)op->heads,
+                 MLK_MAX_CACHE_DIM);
+    int64_t per = op->heads / op->kv_heads * op->head_dim, kvh = op->tile / per;
+    if (op->n != op->heads * op->head_dim || op->tile % per || kvh < 1 || kvh > op->kv_heads)
+      return bad(d, "op %d '%s': n %lld must be heads * head_dim = %lld and tile %lld a multiple of "
+                 "(heads / kv_heads) * head_dim = %lld", o, op->name, (long long)op->n,
+                 (long long)(op->heads * op->head_dim), (long long)op->tile, (long long)per);
+    int64_t pcols = mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh);
+    if ((st = check_out(d, o, MLK_F32, op->n)) ||
+        (st = check_rows(d, o, "partials", op->in[0], MLK_F32, pcols)))
+      return st;
+    /* (out and the partials cannot be one tensor: a row of partials is longer) */
+    return check_unused(d, o, 1);
   }
   case MLK_OP_ARGMAX:
     if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)

@@ -21,10 +21,13 @@ int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols) {
   case MLK_OP_RMSNORM: return overhead + op->n * 10;
   case MLK_OP_ROPE: return overhead + cols * 12;
   case MLK_OP_KV_APPEND: return overhead + cols * 12;
-  case MLK_OP_ATTENTION: return overhead + cols * 1024; /* K and V of a few hundred positions */
+  /* K and V of a few hundred positions; a split task reads its chunk's share */
+  case MLK_OP_ATTENTION:
+    return overhead + cols * 1024 / (op->split > 1 ? op->split : 1);
   case MLK_OP_ARGMAX: return overhead + op->k * 4;
   /* 4 to 9 passes over the row (radix select, gather) and a sort of top_k in shared memory */
   case MLK_OP_SAMPLE: return overhead + op->k * 20 + op->top_k * 64;
+  case MLK_OP_ATTN_REDUCE: return overhead + cols * (op->split * 4 + 4); /* every chunk's o */
   }
   return overhead;
 }

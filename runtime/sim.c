@@ -16,7 +16,8 @@
  * which tensors it reads and writes (SimAccess, from the op kind: a matvec reads all k columns of
  * x and writes its rows; attention reads its query heads, the cache columns of its kv heads in its
  * layer (layer l of a cache is the column space [l * kv_heads * head_dim, ...)) and the positions;
- * ...). Before a task computes (after its waits) it checks that
+ * a split attention all query heads and the whole cache layer, its reduce the split records of
+ * its kv heads; ...). Before a task computes (after its waits) it checks that
  *   - every task of an earlier op that writes a column it reads has finished in this run (RAW),
  *   - every task of an earlier op that reads a column it writes has finished (WAR: a later op
  *     must not overwrite what an earlier one still reads),
@@ -284,10 +285,17 @@ static int run_tile(SimRun *run, int o, int64_t task) {
     if (op->kind == MLK_OP_KV_APPEND) {
       mlk_ref_kv_append(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
                         npages, op->layer, c0 / c->head_dim, count / c->head_dim, rows);
-    } else {
+    } else if (op->split <= 1) {
       int64_t per_kvh = op->heads / op->kv_heads * op->head_dim;
       mlk_ref_attention(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
                         npages, op->layer, op->heads, c0 / per_kvh, count / per_kvh, rows);
+    } else {
+      /* a task of kvh kv heads' records in one chunk */
+      int64_t kvh = op->tile / mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
+      int64_t kvh0 = task / op->split * kvh;
+      mlk_ref_attention_split(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page,
+                              pps, npages, op->layer, op->heads, kvh, op->split, kvh0,
+                              mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
     }
     break;
   }
@@ -297,6 +305,12 @@ static int run_tile(SimRun *run, int o, int64_t task) {
   case MLK_OP_SAMPLE:
     mlk_ref_sample(out, in[0], in[1], op->k, op->temperature, op->top_k, op->top_p, rows);
     break;
+  case MLK_OP_ATTN_REDUCE: {
+    int64_t per_kvh = op->heads / op->kv_heads * op->head_dim;
+    mlk_ref_attn_reduce(out, in[0], op->kv_heads, op->head_dim, op->heads, op->tile / per_kvh,
+                        op->split, c0 / per_kvh, count / per_kvh, rows);
+    break;
+  }
   }
   return 0;
 }
@@ -356,9 +370,16 @@ static void op_accesses(const MlkModelDesc *d, int o, SimOp *so) {
   }
   case MLK_OP_ATTENTION: {
     int64_t layer_cols = op->kv_heads * op->head_dim;
-    int64_t kv_tile = op->tile / (op->heads / op->kv_heads); /* whole kv heads per task */
-    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
-    r[n++] = tiled(op->in[1].tensor, op->layer * layer_cols, kv_tile, layer_cols);
+    if (op->split <= 1) {
+      int64_t kv_tile = op->tile / (op->heads / op->kv_heads); /* whole kv heads per task */
+      r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+      r[n++] = tiled(op->in[1].tensor, op->layer * layer_cols, kv_tile, layer_cols);
+    } else {
+      /* Task t reads the q and cache heads of kv head block t / split: not a range that moves
+       * with t by a fixed step, so the checker takes all of them (as the ALL events do). */
+      r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->heads * op->head_dim);
+      r[n++] = whole(op->in[1].tensor, op->layer * layer_cols, layer_cols);
+    }
     r[n++] = whole(op->in[2].tensor, op->in[2].offset, 1);
     break;
   }
@@ -369,6 +390,14 @@ static void op_accesses(const MlkModelDesc *d, int o, SimOp *so) {
     r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
     r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
     break;
+  case MLK_OP_ATTN_REDUCE: {
+    /* task t merges the split records of its kv heads: split producer tiles */
+    int64_t per_kvh = op->heads / op->kv_heads * op->head_dim, kvh = op->tile / per_kvh;
+    int64_t ptile = kvh * mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->split * ptile,
+                   mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh));
+    break;
+  }
   }
   so->nreads = n;
 }

@@ -223,6 +223,7 @@ static const char *kind_name(MlkOpKind k) {
   case MLK_OP_ATTENTION: return "attention";
   case MLK_OP_ARGMAX: return "argmax";
   case MLK_OP_SAMPLE: return "sample";
+  case MLK_OP_ATTN_REDUCE: return "attn_reduce";
   }
   return "op";
 }

@@ -127,7 +127,17 @@ typedef enum MlkOpKind {
   /* Decode attention: for each row b and query head h, softmax(q K^T / sqrt(head_dim)) V over the
    * positions 0..pos[b] of layer `layer` of cache in[1] (page table in[3]); q = in[0] f32
    * [b, heads*head_dim], pos = in[2]. Grouped query heads: head h reads kv head h / (heads /
-   * kv_heads). tile = (heads / kv_heads) * head_dim: a task per kv head. */
+   * kv_heads). tile = h * (heads / kv_heads) * head_dim: a task per h kv heads (h = 1 unless
+   * `tile(head = h)`), n = heads * head_dim.
+   * With split = S > 1 (flash-decoding) the positions 0..pos[b] of each row are cut at run time
+   * into S chunks (mlk_attn_chunk_len), a task per (h kv heads, chunk), and `out` is not the
+   * attention but its partials: f32 [b, mlk_attn_part_cols(..)], for each kv head g and chunk c a
+   * record at mlk_attn_part_offset(..) of `group` = heads / kv_heads query heads: the unnormalized
+   * sums o = sum_t exp(s_t - m) V[t] (group x head_dim), the maxima m = max_t s_t (group), the
+   * sums l = sum_t exp(s_t - m) (group); s_t = q . K[t] / sqrt(head_dim) in natural units. An
+   * empty chunk (or a row with pos < 0) has o = 0, m = -inf, l = 0. tile = h * group *
+   * (head_dim + 2) (one task's records), n = ceil(kv_heads / h) * S * tile; task t covers kv
+   * heads from (t / S) * h and chunk t % S. An MLK_OP_ATTN_REDUCE merges the chunks. */
   MLK_OP_ATTENTION,
   /* out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k]. One task. */
   MLK_OP_ARGMAX,
@@ -142,9 +152,15 @@ typedef enum MlkOpKind {
    * Steps 1, 2 and 4 with top_p = 1 are exact; the sums of step 3 round differently on the
    * device, so the device can differ from the reference when u * C_J or top_p * C_{K-1} lies
    * within rounding (~1e-5 relative) of some C_r: mlk_ref_sample_row reports that margin. */
-  MLK_OP_SAMPLE
+  MLK_OP_SAMPLE,
+  /* The merge of a split attention's partials (in[0], the layout above, with this op's split,
+   * heads, kv_heads, head_dim and h): out[b, h, :] = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M)
+   * l_c with M = max_c m_c over the S chunks, and zeros where every chunk is empty (pos < 0).
+   * out f32 [b, heads * head_dim]; tile = h * group * head_dim: a task per h kv heads, which
+   * waits on one MLK_MAP_TILE counter for the S producer tasks of its records. */
+  MLK_OP_ATTN_REDUCE
 } MlkOpKind;
-#define MLK_OP_LAST MLK_OP_SAMPLE /* the largest MlkOpKind */
+#define MLK_OP_LAST MLK_OP_ATTN_REDUCE /* the largest MlkOpKind */
 
 /* Activation applied by a matvec epilogue, or the function of an elementwise op. */
 typedef enum MlkFn {
@@ -182,7 +198,41 @@ typedef struct MlkOpDesc {
   /* sample: temperature > 0, 1 <= top_k <= MLK_SAMPLE_MAX_TOP_K, 0 < top_p <= 1 */
   float temperature, top_p;
   int64_t top_k;
+  int64_t split;     /* attention: chunks of the positions of a row (0 or 1: not split, up to
+                        MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges; 0 otherwise */
 } MlkOpDesc;
+
+/* ---- split attention (flash-decoding): chunks and the layout of the partials ---- */
+
+/* The most chunks an attention op may split a row's positions into. */
+#define MLK_ATTN_MAX_SPLIT 32
+
+/* Positions per chunk of a row that attends to positions 0..T-1 in `split` chunks: chunk c covers
+ * [c * len, min((c + 1) * len, T)), so the last chunks may be short or empty (T < split). Decided
+ * per row at run time: task grids never depend on positions. */
+static inline int64_t mlk_attn_chunk_len(int64_t T, int64_t split) {
+  return T <= 0 ? 0 : (T + split - 1) / split;
+}
+
+/* Floats of one (kv head, chunk) record: group x head_dim sums o, group maxima m, group sums l. */
+static inline int64_t mlk_attn_part_rec(int64_t group, int64_t head_dim) {
+  return group * (head_dim + 2);
+}
+
+/* Element offset, within a row of the partials, of the record of kv head g in chunk c, for tasks
+ * of `kvh` kv heads: [kv head block g / kvh][chunk][kv head g % kvh][record]. So the S producer
+ * tasks of a block write one contiguous range that the block's reduce task reads. */
+static inline int64_t mlk_attn_part_offset(int64_t kvh, int64_t split, int64_t rec, int64_t g,
+                                           int64_t c) {
+  return ((g / kvh) * split + c) * kvh * rec + (g % kvh) * rec;
+}
+
+/* Columns of a row of the partials: ceil(kv_heads / kvh) blocks of split * kvh records (the last
+ * block may hold fewer kv heads; its unused records are never written nor read). */
+static inline int64_t mlk_attn_part_cols(int64_t kv_heads, int64_t heads, int64_t head_dim,
+                                         int64_t split, int64_t kvh) {
+  return (kv_heads + kvh - 1) / kvh * split * kvh * mlk_attn_part_rec(heads / kv_heads, head_dim);
+}
 
 typedef enum MlkEventMap {
   /* One counter. Every producer task notifies it, every consumer task waits for all producers:

@@ -185,6 +185,13 @@ static float score(const float *q, const uint16_t *kt, int64_t head_dim, float s
   return acc * scale;
 }
 
+/* The last position a row attends to: pos, at most the page table's reach (as the device tile
+ * clamps it; the runtime rejects such positions before a run). -1 and below: none. */
+static int64_t attend_last(int32_t pos, int64_t pages_per_seq, int64_t page) {
+  int64_t last = pos;
+  return last < pages_per_seq * page ? last : pages_per_seq * page - 1;
+}
+
 void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
@@ -194,11 +201,16 @@ void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const 
   float scale = 1.0f / sqrtf((float)head_dim);
   for (int64_t b = 0; b < batch; b++) {
     const int32_t *table = pages + b * pages_per_seq;
-    int64_t last = pos[b];
+    int64_t last = attend_last(pos[b], pages_per_seq, page);
     for (int64_t kvh = kvh0; kvh < kvh0 + nkvh; kvh++)
       for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
         const float *qh = q + b * cols + h * head_dim;
         float *oh = out + b * cols + h * head_dim;
+        if (last < 0) { /* nothing to attend to: zeros, as the device tile */
+          for (int64_t d = 0; d < head_dim; d++)
+            oh[d] = 0.0f;
+          continue;
+        }
         /* Two passes over the cached positions: the max score, then exp(s - max) weights
          * accumulated straight into the output row (the caller keeps q and out apart). */
         float mx = -INFINITY;
@@ -225,6 +237,92 @@ void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const 
           oh[d] /= sum;
       }
   }
+}
+
+void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
+                             const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                             int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,
+                             int64_t layer, int64_t heads, int64_t kvh, int64_t split,
+                             int64_t kvh0, int64_t nkvh, int64_t chunk, int64_t batch) {
+  const MlkCacheDesc geo = {.kv_heads = kv_heads, .head_dim = head_dim, .page = page};
+  int64_t group = heads / kv_heads, cols = heads * head_dim;
+  int64_t rec = mlk_attn_part_rec(group, head_dim);
+  int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
+  float scale = 1.0f / sqrtf((float)head_dim);
+  for (int64_t b = 0; b < batch; b++) {
+    const int32_t *table = pages + b * pages_per_seq;
+    int64_t T = attend_last(pos[b], pages_per_seq, page) + 1;
+    int64_t len = mlk_attn_chunk_len(T, split);
+    int64_t lo = chunk * len, hi = lo + len < T ? lo + len : T;
+    for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
+      float *r = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, g, chunk);
+      float *m = r + group * head_dim, *l = m + group;
+      for (int64_t j = 0; j < group; j++) {
+        const float *qh = q + b * cols + (g * group + j) * head_dim;
+        float *o = r + j * head_dim;
+        for (int64_t d = 0; d < head_dim; d++)
+          o[d] = 0.0f;
+        /* The two passes of mlk_ref_attention over [lo, hi), without the division. */
+        float mx = -INFINITY, sum = 0.0f;
+        for (int64_t t = lo; t < hi; t++) {
+          const uint16_t *kt =
+              cache + mlk_cache_offset(&geo, npages, layer, table[t / page], 0, g, t % page);
+          float s = score(qh, kt, head_dim, scale);
+          if (s > mx)
+            mx = s;
+        }
+        for (int64_t t = lo; t < hi; t++) {
+          int64_t phys = table[t / page];
+          const uint16_t *kt = cache + mlk_cache_offset(&geo, npages, layer, phys, 0, g, t % page);
+          const uint16_t *vt = cache + mlk_cache_offset(&geo, npages, layer, phys, 1, g, t % page);
+          float w = expf(score(qh, kt, head_dim, scale) - mx);
+          sum += w;
+          for (int64_t d = 0; d < head_dim; d++)
+            o[d] += w * bf16_to_f32(vt[d]);
+        }
+        m[j] = mx; /* -inf and 0 for an empty chunk */
+        l[j] = sum;
+      }
+    }
+  }
+}
+
+void mlk_ref_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_t head_dim,
+                         int64_t heads, int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh,
+                         int64_t batch) {
+  int64_t group = heads / kv_heads, cols = heads * head_dim;
+  int64_t rec = mlk_attn_part_rec(group, head_dim);
+  int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t g = kvh0; g < kvh0 + nkvh; g++)
+      for (int64_t j = 0; j < group; j++) {
+        const float *r0 = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, g, 0);
+        int64_t cstride = kvh * rec; /* from a chunk's record to the next chunk's */
+        float *oh = out + b * cols + (g * group + j) * head_dim;
+        float M = -INFINITY;
+        for (int64_t c = 0; c < split; c++) {
+          float mc = r0[c * cstride + group * head_dim + j];
+          if (mc > M)
+            M = mc;
+        }
+        for (int64_t d = 0; d < head_dim; d++)
+          oh[d] = 0.0f;
+        if (M == -INFINITY) /* every chunk empty: zeros */
+          continue;
+        float L = 0.0f;
+        for (int64_t c = 0; c < split; c++) {
+          const float *r = r0 + c * cstride;
+          float mc = r[group * head_dim + j];
+          if (mc == -INFINITY) /* an empty chunk: weight 0, its sums are not read */
+            continue;
+          float w = expf(mc - M);
+          L += w * r[group * head_dim + group + j];
+          for (int64_t d = 0; d < head_dim; d++)
+            oh[d] += w * r[j * head_dim + d];
+        }
+        for (int64_t d = 0; d < head_dim; d++)
+          oh[d] /= L;
+      }
 }
 
 void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {

@@ -17,6 +17,10 @@
  * which is what a megakernel with many attention ops gets (more heads per pass spill there).
  * head_dim % 8 != 0, head_dim > 256 or a misaligned pool take a slow, simple path (a warp per
  * query head, the running output kept in `out` itself).
+ *
+ * Split attention (mlk_desc.h): a task is nkvh kv heads and one chunk of each row's positions;
+ * the same code over [tlo, tlo + T) writes the chunk's partials (unnormalized o, max m, sum l)
+ * instead of o / l, and attn_reduce merges the chunks.
  */
 #include "mlk_tiles.h"
 
@@ -24,6 +28,7 @@
 #define HC 4   /* query heads per pass */
 #define UMAX 8 /* consecutive positions per group and step: 8 / 4 / 2 for 1 / 2 / 3-4 heads */
 #define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 #define NEG_INF (-__builtin_inff())
 
 extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
@@ -115,17 +120,22 @@ static inline void unpack8(U4 w, float *v) {
 }
 
 typedef struct Att {
-  float *out;
+  float *obase; /* outputs of the kv head: see attend_vec */
   const float *q;
   const uint16_t *cache;
   const int32_t *pages;
   int64_t kv_heads, head_dim, page, pages_per_seq, npages, layer, heads, gs;
 } Att;
 
-/* Query heads [h0, h0 + hn) (hn <= NH <= HC) of kv head g, batch row b, positions [0, T), T > 0.
- * NH is a constant after inlining: guards on h < hn vanish when hn == NH. */
+/* Query heads [h0, h0 + hn) (hn <= NH <= HC) of kv head g, batch row b, the T > 0 positions
+ * [tlo, tlo + T). NH and PART are constants after inlining: guards on h < hn vanish when hn == NH.
+ * PART = 0: the normalized outputs of query head h0 + h of g at obase + (h0 + h) * head_dim.
+ * PART = 1: the partials of a split (mlk_desc.h): obase is the (g, chunk) record, o of head
+ * h0 + h at obase + (h0 + h) * head_dim, m at obase + gs * head_dim + h0 + h (natural units), l
+ * gs further. */
 static inline __attribute__((always_inline)) void
-attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t T) {
+attend_vec(const Att *A, int NH, int PART, int64_t hn, int64_t b, int64_t g, int64_t h0,
+           uint32_t tlo, uint32_t T) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   int64_t hd = A->head_dim;
   uint32_t G = 1;
@@ -158,8 +168,8 @@ attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, u
   const uint16_t *base = A->cache + A->layer * A->npages * pstride + g * A->page * hd + d0;
   uint32_t step = WARPS * P * U;
   for (uint32_t tw = warp * P * U; tw < T; tw += step) { /* warp-uniform trip count */
-    uint32_t t0 = tw + (lane / G) * U;
-    uint32_t pi = t0 / page, slot = t0 - pi * page;
+    uint32_t t0 = tw + (lane / G) * U; /* relative to tlo */
+    uint32_t ta = tlo + t0, pi = ta / page, slot = ta - pi * page;
     U4 kr[UMAX], vr[UMAX];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -265,7 +275,7 @@ attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, u
   }
   __nvvm_barrier_sync(0);
   uint32_t n = (uint32_t)(hn * hd), uhd = (uint32_t)hd;
-  float *orow = A->out + (b * A->heads + qh) * hd;
+  float *orow = A->obase + h0 * hd;
   for (uint32_t e = tid; e < n; e += MLK_BLOCK_THREADS) {
     uint32_t h = e / uhd, d = e - h * uhd;
     float M = NEG_INF;
@@ -278,49 +288,59 @@ attend_vec(const Att *A, int NH, int64_t hn, int64_t b, int64_t g, int64_t h0, u
       L += sl_[w * HC + h] * f;
       o += part[((int64_t)w * hn + h) * hd + d] * f;
     }
-    orow[e] = o / L;
+    if (PART) {
+      orow[e] = o;
+      if (d == 0) { /* the maximum back in natural units: scores were scaled by log2(e) */
+        A->obase[A->gs * hd + h0 + h] = M * LN2;
+        A->obase[A->gs * hd + A->gs + h0 + h] = L;
+      }
+    } else {
+      orow[e] = o / L;
+    }
   }
   __nvvm_barrier_sync(0); /* the scratch is free for the next pass */
 }
 
 /* The variants, each a function of its own: ptxas allocates registers per function, and in one
  * body they would share (and spill) their registers. */
-#define MLK_ATT_VARIANT(name, NH)                                                                  \
+#define MLK_ATT_VARIANT(name, NH, PART)                                                            \
   static __attribute__((noinline)) void name(                                                      \
-      float *out, const float *q, const uint16_t *cache, const int32_t *pages, int64_t kv_heads,   \
+      float *obase, const float *q, const uint16_t *cache, const int32_t *pages, int64_t kv_heads, \
       int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages, int64_t layer,        \
-      int64_t heads, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t T) {                   \
-    Att A = {out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,        \
+      int64_t heads, int64_t hn, int64_t b, int64_t g, int64_t h0, uint32_t tlo, uint32_t T) {     \
+    Att A = {obase, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,      \
              heads, heads / kv_heads};                                                             \
-    attend_vec(&A, NH, hn, b, g, h0, T);                                                           \
+    attend_vec(&A, NH, PART, hn, b, g, h0, tlo, T);                                                \
   }
-MLK_ATT_VARIANT(attend_h1, 1)
-MLK_ATT_VARIANT(attend_h2, 2)
-MLK_ATT_VARIANT(attend_h4, HC)
+MLK_ATT_VARIANT(attend_h1, 1, 0)
+MLK_ATT_VARIANT(attend_h2, 2, 0)
+MLK_ATT_VARIANT(attend_h4, HC, 0)
+MLK_ATT_VARIANT(attend_p1, 1, 1)
+MLK_ATT_VARIANT(attend_p2, 2, 1)
+MLK_ATT_VARIANT(attend_p4, HC, 1)
 
 /* Any geometry: a warp per query head, lanes over dims, one position at a time; the running
- * output lives in `out` (this task's columns, read back by the same thread). */
+ * output lives in the output itself (this task's columns, read back by the same thread). The kv
+ * heads [kvh0, kvh0 + nkvh) of row b over positions [tlo, tlo + T), T > 0; kv head g's outputs
+ * at ob0 + (g - kvh0) * kstride, laid out as in attend_vec (part: the partials of a chunk). */
 static __attribute__((noinline)) void
-attend_slow(float *out, const float *q, const uint16_t *cache, const int32_t *pages,
-            int64_t kv_heads, int64_t head_dim, int64_t page_, int64_t pages_per_seq,
-            int64_t npages, int64_t layer, int64_t heads, int64_t b, int64_t kvh0, int64_t nkvh,
-            uint32_t T) {
-  Att a = {out, q, cache, pages, kv_heads, head_dim, page_, pages_per_seq, npages, layer, heads,
-           heads / kv_heads};
-  const Att *A = &a;
+attend_slow(float *ob0, int64_t kstride, int part, const float *q, const uint16_t *cache,
+            const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
+            int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads, int64_t b,
+            int64_t kvh0, int64_t nkvh, uint32_t tlo, uint32_t T) {
   uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
-  int64_t hd = A->head_dim, page = A->page;
-  int64_t vstride = A->kv_heads * page * hd;
+  int64_t hd = head_dim, gs = heads / kv_heads;
+  int64_t vstride = kv_heads * page * hd;
   float scale = LOG2E / __builtin_sqrtf((float)hd);
-  for (int64_t it = warp; it < nkvh * A->gs; it += WARPS) {
-    int64_t h = kvh0 * A->gs + it, g = h / A->gs;
-    const float *qrow = A->q + (b * A->heads + h) * hd;
-    float *orow = A->out + (b * A->heads + h) * hd;
+  for (int64_t it = warp; it < nkvh * gs; it += WARPS) {
+    int64_t h = kvh0 * gs + it, g = h / gs, j = h - g * gs;
+    const float *qrow = q + (b * heads + h) * hd;
+    float *obase = ob0 + (g - kvh0) * kstride, *orow = obase + j * hd;
     float m = NEG_INF, l = 0.0f;
-    for (uint32_t t = 0; t < T; t++) {
-      int64_t pg = A->pages[b * A->pages_per_seq + t / page];
+    for (uint32_t t = tlo; t < tlo + T; t++) {
+      int64_t pg = pages[b * pages_per_seq + t / page];
       const uint16_t *K =
-          A->cache + cache_off(A->kv_heads, hd, page, A->npages, A->layer, pg, 0, g, t % page);
+          cache + cache_off(kv_heads, hd, page, npages, layer, pg, 0, g, t % page);
       float s = 0.0f;
       for (int64_t d = lane; d < hd; d += 32)
         s += qrow[d] * mlk_bf16_lo(K[d]);
@@ -329,12 +349,71 @@ attend_slow(float *out, const float *q, const uint16_t *cache, const int32_t *pa
       float c = ex2(m - mn), p = ex2(s - mn);
       l = l * c + p;
       for (int64_t d = lane; d < hd; d += 32)
-        orow[d] = (t == 0 ? 0.0f : orow[d] * c) + p * mlk_bf16_lo(K[vstride + d]);
+        orow[d] = (t == tlo ? 0.0f : orow[d] * c) + p * mlk_bf16_lo(K[vstride + d]);
       m = mn;
     }
-    for (int64_t d = lane; d < hd; d += 32)
-      orow[d] = T > 0 ? orow[d] / l : 0.0f;
+    if (part) {
+      if (lane == 0) {
+        obase[gs * hd + j] = m * LN2;
+        obase[gs * hd + gs + j] = l;
+      }
+    } else {
+      for (int64_t d = lane; d < hd; d += 32)
+        orow[d] /= l;
+    }
   }
+}
+
+/* The query heads per pass of the fast path (registers: HC; the merge scratch: 2*WARPS*HC +
+ * WARPS*hc*hd), or 0 when the geometry takes the slow path. */
+static int64_t heads_per_pass(const uint16_t *cache, int64_t head_dim, int64_t gs) {
+  if ((head_dim & 7) != 0 || head_dim > 256 || ((uintptr_t)cache & 15) != 0)
+    return 0;
+  int64_t hc = (MLK_MATVEC_MAX_K - 2 * WARPS * HC) / (WARPS * head_dim);
+  if (hc > HC)
+    hc = HC;
+  return hc > gs ? gs : hc;
+}
+
+/* Row b, kv heads [kvh0, kvh0 + nkvh), positions [tlo, tlo + T) with T > 0: outputs (part = 0) or
+ * partials (part = 1) of kv head g at ob0 + (g - kvh0) * kstride. */
+static void attend_rows(float *ob0, int64_t kstride, int part, const float *q,
+                        const uint16_t *cache, const int32_t *pages, int64_t kv_heads,
+                        int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,
+                        int64_t layer, int64_t heads, int64_t hc, int64_t b, int64_t kvh0,
+                        int64_t nkvh, uint32_t tlo, uint32_t T) {
+  int64_t gs = heads / kv_heads;
+  if (hc == 0) {
+    attend_slow(ob0, kstride, part, q, cache, pages, kv_heads, head_dim, page, pages_per_seq,
+                npages, layer, heads, b, kvh0, nkvh, tlo, T);
+    return;
+  }
+  for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
+    float *ob = ob0 + (g - kvh0) * kstride;
+    for (int64_t h0 = 0; h0 < gs; h0 += hc) {
+      int64_t hn = gs - h0 < hc ? gs - h0 : hc;
+#define ATT_ARGS ob, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer, heads
+      if (!part && hn == 1)
+        attend_h1(ATT_ARGS, 1, b, g, h0, tlo, T);
+      else if (!part && hn == 2)
+        attend_h2(ATT_ARGS, 2, b, g, h0, tlo, T);
+      else if (!part)
+        attend_h4(ATT_ARGS, hn, b, g, h0, tlo, T);
+      else if (hn == 1)
+        attend_p1(ATT_ARGS, 1, b, g, h0, tlo, T);
+      else if (hn == 2)
+        attend_p2(ATT_ARGS, 2, b, g, h0, tlo, T);
+      else
+        attend_p4(ATT_ARGS, hn, b, g, h0, tlo, T);
+#undef ATT_ARGS
+    }
+  }
+}
+
+/* Positions 0..pos, at most the page table's reach; 0 or less: none. */
+static inline int64_t attend_count(int32_t pos, int64_t pages_per_seq, int64_t page) {
+  int64_t T = (int64_t)pos + 1;
+  return T > pages_per_seq * page ? pages_per_seq * page : T;
 }
 
 void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
@@ -343,45 +422,114 @@ void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const
                         int64_t kvh0, int64_t nkvh, int64_t batch) {
   if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || page <= 0 || nkvh <= 0)
     return;
-  Att A = {out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer, heads,
-           heads / kv_heads};
-  int vec = (head_dim & 7) == 0 && head_dim <= 256 && ((uintptr_t)cache & 15) == 0;
-  /* query heads per pass: registers (HC) and the merge scratch (2*WARPS*HC + WARPS*hc*hd) */
-  int64_t hc = (MLK_MATVEC_MAX_K - 2 * WARPS * HC) / (WARPS * head_dim);
-  if (hc > HC)
-    hc = HC;
-  if (hc > A.gs)
-    hc = A.gs;
+  int64_t gs = heads / kv_heads, hc = heads_per_pass(cache, head_dim, gs);
   uint32_t tid = mlk_tid();
   for (int64_t b = 0; b < batch; b++) {
-    /* positions 0..pos[b], at most the page table's reach */
-    int64_t T = (int64_t)pos[b] + 1;
-    if (T > pages_per_seq * page)
-      T = pages_per_seq * page;
+    int64_t T = attend_count(pos[b], pages_per_seq, page);
+    float *ob0 = out + (b * heads + kvh0 * gs) * head_dim;
     if (T <= 0) { /* nothing to attend to: zeros */
-      int64_t cols = nkvh * A.gs * head_dim;
+      int64_t cols = nkvh * gs * head_dim;
       for (int64_t e = tid; e < cols; e += MLK_BLOCK_THREADS)
-        out[b * heads * head_dim + kvh0 * A.gs * head_dim + e] = 0.0f;
+        ob0[e] = 0.0f;
       continue;
     }
-    if (!vec) {
-      attend_slow(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
-                  heads, b, kvh0, nkvh, (uint32_t)T);
+    attend_rows(ob0, gs * head_dim, 0, q, cache, pages, kv_heads, head_dim, page, pages_per_seq,
+                npages, layer, heads, hc, b, kvh0, nkvh, 0, (uint32_t)T);
+  }
+}
+
+void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache,
+                              const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                              int64_t head_dim, int64_t page, int64_t pages_per_seq,
+                              int64_t npages, int64_t layer, int64_t heads, int64_t kvh,
+                              int64_t split, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                              int64_t batch) {
+  if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || page <= 0 || nkvh <= 0 ||
+      kvh <= 0 || split <= 0)
+    return;
+  int64_t gs = heads / kv_heads, hc = heads_per_pass(cache, head_dim, gs);
+  int64_t rec = mlk_attn_part_rec(gs, head_dim);
+  int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
+  uint32_t tid = mlk_tid();
+  for (int64_t b = 0; b < batch; b++) {
+    int64_t T = attend_count(pos[b], pages_per_seq, page);
+    int64_t len = mlk_attn_chunk_len(T, split);
+    int64_t lo = chunk * len, hi = lo + len < T ? lo + len : T;
+    /* the records of this task's kv heads are consecutive, rec apart */
+    float *ob0 = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, kvh0, chunk);
+    if (hi <= lo) { /* an empty chunk (or pos < 0): o = 0, m = -inf, l = 0 */
+      uint32_t n = (uint32_t)(nkvh * rec), ur = (uint32_t)rec, om = (uint32_t)(gs * head_dim);
+      for (uint32_t e = tid; e < n; e += MLK_BLOCK_THREADS) {
+        uint32_t i = e % ur;
+        ob0[e] = i >= om && i < om + (uint32_t)gs ? NEG_INF : 0.0f;
+      }
       continue;
     }
+    attend_rows(ob0, rec, 1, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages,
+                layer, heads, hc, b, kvh0, nkvh, (uint32_t)lo, (uint32_t)(hi - lo));
+  }
+}
+
+/* The merge of a split: per row and kv head, the weights exp(m_c - M) / L of each query head and
+ * chunk go to shared memory ([heads of a pass][split]; a thread per query head computes its own),
+ * then every thread sums the chunks' o for its (query head, dim) elements: the records are read
+ * with coalesced loads, once. A function of its own (not inlined at every reduce op). */
+static __attribute__((noinline)) void
+reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, int64_t heads,
+            int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh, int64_t batch) {
+  int64_t gs = heads / kv_heads, hd = head_dim;
+  int64_t rec = mlk_attn_part_rec(gs, hd), cstride = kvh * rec;
+  int64_t pcols = mlk_attn_part_cols(kv_heads, heads, hd, split, kvh);
+  int64_t hp = MLK_MATVEC_MAX_K / split; /* query heads per pass: their weights fit the scratch */
+  MLK_SHARED float *w = mlk_tile_smem;
+  uint32_t tid = mlk_tid();
+  for (int64_t b = 0; b < batch; b++)
     for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
-      for (int64_t h0 = 0; h0 < A.gs; h0 += hc) {
-        int64_t hn = A.gs - h0 < hc ? A.gs - h0 : hc;
-        if (hn == 1)
-          attend_h1(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
-                    heads, 1, b, g, h0, (uint32_t)T);
-        else if (hn == 2)
-          attend_h2(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
-                    heads, 2, b, g, h0, (uint32_t)T);
-        else
-          attend_h4(out, q, cache, pages, kv_heads, head_dim, page, pages_per_seq, npages, layer,
-                    heads, hn, b, g, h0, (uint32_t)T);
+      const float *r0 = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, g, 0);
+      const float *mr = r0 + gs * hd, *lr = mr + gs;
+      float *orow = out + (b * heads + g * gs) * hd;
+      for (int64_t j0 = 0; j0 < gs; j0 += hp) {
+        int64_t jn = gs - j0 < hp ? gs - j0 : hp;
+        for (int64_t j = tid; j < jn; j += MLK_BLOCK_THREADS) {
+          float M = NEG_INF;
+          for (int64_t c = 0; c < split; c++) {
+            float mc = mr[c * cstride + j0 + j];
+            M = mc > M ? mc : M;
+          }
+          float L = 0.0f;
+          for (int64_t c = 0; c < split; c++) {
+            float mc = mr[c * cstride + j0 + j];
+            float f = mc == NEG_INF ? 0.0f : ex2((mc - M) * LOG2E);
+            w[j * split + c] = f;
+            L += f * lr[c * cstride + j0 + j];
+          }
+          float inv = L > 0.0f ? 1.0f / L : 0.0f; /* every chunk empty: zeros */
+          for (int64_t c = 0; c < split; c++)
+            w[j * split + c] *= inv;
+        }
+        __nvvm_barrier_sync(0);
+        uint32_t n = (uint32_t)(jn * hd), uhd = (uint32_t)hd;
+        for (uint32_t e = tid; e < n; e += MLK_BLOCK_THREADS) {
+          uint32_t j = e / uhd;
+          const float *src = r0 + j0 * hd + e;
+          float o = 0.0f;
+          for (int64_t c = 0; c < split; c++) {
+            float f = w[j * split + c];
+            if (f != 0.0f) /* an empty chunk's o is never read */
+              o += f * src[c * cstride];
+          }
+          orow[j0 * hd + e] = o;
+        }
+        __nvvm_barrier_sync(0); /* the weights are free for the next pass */
       }
     }
-  }
+}
+
+void mlk_tile_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_t head_dim,
+                          int64_t heads, int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh,
+                          int64_t batch) {
+  if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || nkvh <= 0 || kvh <= 0 || split <= 0 ||
+      split > MLK_MATVEC_MAX_K)
+    return;
+  reduce_rows(out, part, kv_heads, head_dim, heads, kvh, split, kvh0, nkvh, batch);
 }

@@ -73,6 +73,15 @@ void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const
                         const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
                         int64_t kvh0, int64_t nkvh, int64_t batch);
+void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache,
+                              const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                              int64_t head_dim, int64_t page, int64_t pages_per_seq,
+                              int64_t npages, int64_t layer, int64_t heads, int64_t kvh,
+                              int64_t split, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                              int64_t batch);
+void mlk_tile_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_t head_dim,
+                          int64_t heads, int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh,
+                          int64_t batch);
 void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 void mlk_tile_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
                      int64_t top_k, float top_p, int64_t batch);

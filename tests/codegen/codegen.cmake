@@ -19,19 +19,29 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_ptx_inlined ${CG}/mlp_ptx_inlined.check --emit=ptx ${MLP})
   mlk_filecheck(codegen_llama_events ${CG}/llama_tiny_events.check --emit=events
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
+  mlk_filecheck(codegen_llama_events_nosplit ${CG}/llama_tiny_events_nosplit.check --emit=events
+                --attn-split=1 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
+  mlk_filecheck(codegen_attention_split ${CG}/attention_split.check --emit=llvm -O0
+                ${CG}/attention_split.mlk)
   mlk_filecheck(codegen_mlp_graph ${CG}/mlp_graph.check --emit=graph ${MLP})
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})
   mlk_filecheck(codegen_mlp_header ${CG}/mlp_header.check --emit=header ${MLP})
 endif()
 
-# ptxas must accept what mlkc emits, for both targets.
+# ptxas must accept what mlkc emits, for both targets: the mlp, and attention split and not.
 foreach(arch sm_90a sm_80)
-  if(MLK_PTXAS)
-    add_test(NAME ptxas_mlp_${arch}
-      COMMAND sh -c "\"$1\" --emit=ptx --arch=${arch} \"$2\" -o \"$3/mlp.${arch}.ptx\" && \"$4\" -arch=${arch} \"$3/mlp.${arch}.ptx\" -o \"$3/mlp.${arch}.cubin\""
-              -- $<TARGET_FILE:mlkc> ${MLP} ${CMAKE_CURRENT_BINARY_DIR} ${MLK_PTXAS})
-  else()
-    add_test(NAME ptxas_mlp_${arch} COMMAND sh -c "echo 'SKIP: ptxas not found (no CUDA toolkit)'; exit 77")
-    set_tests_properties(ptxas_mlp_${arch} PROPERTIES SKIP_RETURN_CODE 77)
-  endif()
+  foreach(model mlp attention_split)
+    set(src ${MLP})
+    if(model STREQUAL "attention_split")
+      set(src ${CG}/attention_split.mlk)
+    endif()
+    if(MLK_PTXAS)
+      add_test(NAME ptxas_${model}_${arch}
+        COMMAND sh -c "\"$1\" --emit=ptx --arch=${arch} \"$2\" -o \"$3/${model}.${arch}.ptx\" && \"$4\" -arch=${arch} \"$3/${model}.${arch}.ptx\" -o \"$3/${model}.${arch}.cubin\""
+                -- $<TARGET_FILE:mlkc> ${src} ${CMAKE_CURRENT_BINARY_DIR} ${MLK_PTXAS})
+    else()
+      add_test(NAME ptxas_${model}_${arch} COMMAND sh -c "echo 'SKIP: ptxas not found (no CUDA toolkit)'; exit 77")
+      set_tests_properties(ptxas_${model}_${arch} PROPERTIES SKIP_RETURN_CODE 77)
+    endif()
+  endforeach()
 endforeach()

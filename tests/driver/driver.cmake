@@ -21,6 +21,14 @@ mlk_driver_test(two_inputs 1 "mlkc: error: more than one input file" ${MLP} ${ML
 mlk_driver_test(missing_file 1 "mlkc: error: cannot read 'no-such-file.mlk': No such file or directory" no-such-file.mlk)
 mlk_driver_test(dash_o_missing 1 "mlkc: error: -o needs a path" ${MLP} -o)
 mlk_driver_test(unwritable_output 1 "mlkc: error: cannot write 'no-such-dir/mlp.h'" ${MLP} -o no-such-dir/mlp)
+mlk_driver_test(attn_split_zero 1 "mlkc: error: --attn-split needs a number of chunks in 1\\.\\.32, got '0'"
+                --attn-split=0 ${MLP})
+mlk_driver_test(attn_split_junk 1 "mlkc: error: --attn-split needs a number of chunks in 1\\.\\.32, got '4x'"
+                --attn-split=4x ${MLP})
+mlk_driver_test(help_attn_split 0 "--attn-split=N.*about 128 tasks per attention op" --help)
+# --attn-split=N sets the chunks of attention without a tile(split = s) hint (1: not split).
+mlk_driver_test(attn_split_graph 0 "\"kind\": \"attention\", [^\n]*\"tasks\": 14, \"split\": 7}"
+                --attn-split=7 --emit=graph ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
 mlk_driver_test(unknown_model 1 "mlkc: error: .*has no model 'nope'" --model=nope ${MLP})
 # The default output: NAME.h and NAME.c next to the working directory, and a clean exit.
 mlk_driver_test(default_output 0 "^$" ${MLP})

@@ -6,6 +6,7 @@
  * 4), grouped-query attention (4 heads over 2 kv heads), output projection + residual, gate (silu)
  * and up matvecs with the fused norm, their product, down projection + residual], the final
  * rmsnorm, the logits (tied embedding) and their argmax, in one kernel "decode". Batch B in 1..4.
+ * build_split makes the attention a split one (partials + attn_reduce).
  */
 #ifndef RT_LLAMA_H
 #define RT_LLAMA_H
@@ -22,7 +23,9 @@ typedef struct Llama {
   int embed, ln1, wqkv, wo, ln2, wg, wu, wd, lnf, kv, tokens, pos, logits, next;
 } Llama;
 
-static inline void build(Llama *s, MlkSchedule sched) {
+/* split > 1: the attention of every layer split into `split` chunks with tasks of kvh kv heads
+ * (an attention op writing partials "part.l" and an attn_reduce "attn_reduce@llama:11[l=l]"). */
+static inline void build_split(Llama *s, MlkSchedule sched, int64_t split, int64_t kvh) {
   RtB *b = &s->b;
   rtb_init(b, "llama_tiny", BMAX);
   s->embed = rtb_param(b, "embed", V, D, 0);
@@ -58,7 +61,12 @@ static inline void build(Llama *s, MlkSchedule sched) {
     rtb_rope(b, OP("rope", 8), qr, q, s->pos, H * HD, HD, HD, ROPE);
     rtb_rope(b, OP("rope", 9), kr, k, s->pos, KVH * HD, HD, 2 * HD, ROPE);
     rtb_kv_append(b, OP("kv_append", 10), s->kv, l, kr, v, s->pos, HD);
-    rtb_attention(b, OP("attention", 11), att, qr, s->kv, l, s->pos, H, H / KVH * HD);
+    if (split > 1)
+      rtb_attention_split(b, OP("attention", 11), OP("attn_reduce", 11), att,
+                          T("part", mlk_attn_part_cols(KVH, H, HD, split, kvh)), qr, s->kv, l,
+                          s->pos, H, kvh, split);
+    else
+      rtb_attention(b, OP("attention", 11), att, qr, s->kv, l, s->pos, H, H / KVH * HD);
     rtb_matvec(b, OP("matvec", 12), x1, att, AO(s->wo, (int64_t)l * D * H * HD), x, NOARG, D, H * HD,
                6, MLK_FN_NONE, 0);
     rtb_matvec(b, OP("matvec", 13), g, x1, AO(s->wg, (int64_t)l * F * D), -1, AO(s->ln2, l * D), F, D,
@@ -78,6 +86,8 @@ static inline void build(Llama *s, MlkSchedule sched) {
   rtb_argmax(b, "argmax@llama:21", s->next, s->logits, V);
   rtb_done(b);
 }
+
+static inline void build(Llama *s, MlkSchedule sched) { build_split(s, sched, 1, 1); }
 
 /* Host copies of the params (new_params draws them, set_params sets them). */
 static struct {

@@ -11,7 +11,8 @@
  * epochs and batch sizes. Every step: logits and caches equal bitwise across the three, logits
  * within 1e-5 (relative L2) of the reference, and `next` the first maximum of the logits. The
  * reference checks every appended cache entry (the bf16 of its key or value, within an ulp) and
- * then attends over the stored entries.
+ * then attends over the stored entries. All of it once with a task per kv head, then with the
+ * attention split over the context (3, 5 and 32 chunks; partials and a reduce op).
  */
 #include "rt_llama.h"
 
@@ -76,11 +77,12 @@ static void reference(int64_t rows, const int32_t *tokens, const int32_t *pos, d
 
 enum { NMODELS = 3 };
 
-static void decode(mlk_backend *const *be) {
+/* split > 1: the attention split into that many chunks, tasks of kvh kv heads (rt_llama.h). */
+static void decode(mlk_backend *const *be, int64_t split, int64_t kvh) {
   static Llama s[NMODELS];
-  build(&s[0], MLK_SCHED_STATIC);
-  build(&s[1], MLK_SCHED_DYNAMIC);
-  build(&s[2], MLK_SCHED_STATIC);
+  build_split(&s[0], MLK_SCHED_STATIC, split, kvh);
+  build_split(&s[1], MLK_SCHED_DYNAMIC, split, kvh);
+  build_split(&s[2], MLK_SCHED_STATIC, split, kvh);
   mlk_model *m[NMODELS];
   for (int i = 0; i < NMODELS; i++) {
     CHECK_OK(mlk_model_create(be[i], &s[i].b.desc, &m[i]));
@@ -141,8 +143,9 @@ static void decode(mlk_backend *const *be) {
       }
     }
   }
-  printf("  decode: worst logits error %.2g; positions reached %d %d %d %d\n", worst, npos[0] - 1,
-         npos[1] - 1, npos[2] - 1, npos[3] - 1);
+  printf("  decode (split %lld, %lld kv heads a task): worst logits error %.2g; positions reached "
+         "%d %d %d %d\n", (long long)split, (long long)kvh, worst, npos[0] - 1, npos[1] - 1,
+         npos[2] - 1, npos[3] - 1);
   free(pool);
   free(pool2);
   for (int i = 0; i < NMODELS; i++)
@@ -313,7 +316,10 @@ int main(void) {
       printf("  %s\n", mlk_backend_name(be[i]));
   }
   if (be[0] && be[1] && be[2]) {
-    decode(be);
+    decode(be, 1, 1);
+    decode(be, 3, 1);  /* chunks of up to 6 positions: empty ones early, crossing pages later */
+    decode(be, 5, 2);  /* one task for both kv heads */
+    decode(be, 32, 1); /* most chunks empty or of one position */
     api(be[1]);
   }
   for (int i = 0; i < NMODELS; i++)

@@ -7,8 +7,10 @@
  * (no_check, or MLK_SIM_CHECK=0) must run through: the report comes from the checker alone, not
  * from poisoned data, so disabling the checker fails this test. Also:
  *   - the dropped edges: an ALL event (a matvec reading all of h), a TILE event (an eltwise
- *     reading its tiles of y), the cache of attention written by kv_append (layer columns), and a
- *     write-after-read edge (a later op overwriting what an earlier op reads);
+ *     reading its tiles of y), the cache of attention written by kv_append (layer columns), the
+ *     same with the attention split over the context (an ALL event), the partials of a split
+ *     attention read by its reduce (a TILE event over S producers), and a write-after-read edge
+ *     (a later op overwriting what an earlier op reads);
  *   - a double write (two ops writing overlapping columns, at offsets) is reported;
  *   - correct models pass, including one whose consumer reads a tensor only through a
  *     transitive dependency (no direct event), with random delays;
@@ -76,12 +78,14 @@ static void mlp_case(int ev, mlk_sim_schedule sched, uint64_t seed, int checking
   mlk_backend_free(be);
 }
 
-/* The tiny Llama with the cache edge of layer 1 (kv_append -> attention) dropped. */
-static void llama_case(mlk_sim_schedule sched, uint64_t seed, int checking) {
+/* The tiny Llama with the cache edge of layer 1 (kv_append -> attention) dropped; with `split`,
+ * the attention split in that many chunks and the edge producer -> consumer dropped. */
+static void llama_case(mlk_sim_schedule sched, uint64_t seed, int checking, int64_t split,
+                       const char *producer, const char *consumer, const char *const *needles) {
   static Llama s;
-  build(&s, MLK_SCHED_STATIC);
-  int ev = rtb_find_event(&s.b, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]");
-  CHECK(ev >= 0 && s.b.events[ev].tensor == s.b.caches[s.kv].tensor, "no cache event");
+  build_split(&s, MLK_SCHED_STATIC, split, 1);
+  int ev = rtb_find_event(&s.b, producer, consumer);
+  CHECK(ev >= 0, "no event %s -> %s", producer, consumer);
   mlk_backend *be = backend(4, seed, sched, ev + 1, !checking, 0);
   if (!be || ev < 0) {
     mlk_backend_free(be);
@@ -95,10 +99,6 @@ static void llama_case(mlk_sim_schedule sched, uint64_t seed, int checking) {
     int32_t tokens[3] = {1, 2, 3}, pos[3] = {0, 4, 9};
     CHECK_OK(mlk_model_set_tensor(m, s.tokens, tokens, sizeof tokens));
     CHECK_OK(mlk_model_set_tensor(m, s.pos, pos, sizeof pos));
-    const char *const needles[] = {"missing dependency in megakernel 'decode': task ",
-                                   " of op 'attention@llama:11[l=1]' read columns [",
-                                   ") of layer 1 of KV cache 'kv' before task ",
-                                   " of op 'kv_append@llama:10[l=1]' wrote them", NULL};
     expect_report(m, 0, checking, needles);
     if (checking && rt_failures == 0)
       printf("    %s:\n      %s\n", mlk_backend_name(be), mlk_last_error());
@@ -240,6 +240,14 @@ int main(void) {
   const char *const y_needles[] = {"missing dependency in megakernel 'forward': task ",
                                    " of op 'mul@mlp.mlk:5' read columns [", ") of 'y' before task ",
                                    " of op 'matvec@mlp.mlk:4' wrote them", NULL};
+  const char *const cache_needles[] = {"missing dependency in megakernel 'decode': task ",
+                                       " of op 'attention@llama:11[l=1]' read columns [",
+                                       ") of layer 1 of KV cache 'kv' before task ",
+                                       " of op 'kv_append@llama:10[l=1]' wrote them", NULL};
+  const char *const part_needles[] = {"missing dependency in megakernel 'decode': task ",
+                                      " of op 'attn_reduce@llama:11[l=1]' read columns [",
+                                      ") of 'part.1' before task ",
+                                      " of op 'attention@llama:11[l=1]' wrote them", NULL};
   for (int checking = 1; checking >= 0; checking--) {
     printf("  checker %s\n", checking ? "on" : "off");
     for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++)
@@ -251,7 +259,12 @@ int main(void) {
         mlp_case(0, sch, seeds[i], checking, h_needles);
         if (sch == MLK_SIM_DYNAMIC)
           mlp_case(1, sch, seeds[i], checking, y_needles);
-        llama_case(sch, seeds[i], checking);
+        llama_case(sch, seeds[i], checking, 1, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]",
+                   cache_needles);
+        llama_case(sch, seeds[i], checking, 3, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]",
+                   cache_needles);
+        llama_case(sch, seeds[i], checking, 3, "attention@llama:11[l=1]",
+                   "attn_reduce@llama:11[l=1]", part_needles);
         war_case(sch, seeds[i], 1, checking);
         if (rt_failures != before)
           fprintf(stderr, "  ^ failed with seed %llu, %s schedule\n", (unsigned long long)seeds[i],

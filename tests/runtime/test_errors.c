@@ -273,11 +273,37 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[11].fn = (MlkFn)9, "an elementwise function must be none, relu, silu, add or mul, got fn 9");
   CASE(b->ops[11].in[3].tensor = 15, "op 11 'mul@llama:15[l=0]': in[3] is tensor 15, but this eltwise takes "
        "2 operands");
-  CASE(b->ops[1].kind = (MlkOpKind)9, "op 1 'matvec@llama:5[l=0]': kind 9 is not a valid MlkOpKind");
+  CASE(b->ops[1].kind = (MlkOpKind)(MLK_OP_LAST + 1), "op 1 'matvec@llama:5[l=0]': kind 10 is not a valid MlkOpKind");
+  CASE(b->ops[1].split = 2, "op 1 'matvec@llama:5[l=0]': split is 2, must be 0 for this matvec");
+  CASE(b->ops[7].split = 33, "op 7 'attention@llama:11[l=0]': split is 33, must be in [0, 32]");
+  CASE(b->ops[7].split = 2, "op 7 'attention@llama:11[l=0]': split into 2 chunks, tile 16 must be kvh "
+       "records of (heads / kv_heads) * (head_dim + 2) = 20");
   CASE(b->ops[1].batched = 2, "op 1 'matvec@llama:5[l=0]': batched is 2, must be 0 or 1");
   /* kernels and events */
   CASE(b->kernels[0].schedule = (MlkSchedule)7, "kernel 0 'decode': schedule 7 is not a valid MlkSchedule");
   CASE(b->events[0].n = 1000, "but tensor 'x' has 32 columns");
+#undef CASE
+  /* A split attention (3 chunks, a task per kv head): op 7 writes the partials, op 8 reduces. */
+#define CASE(mutation, needle)                                                                    \
+  do {                                                                                            \
+    build_split(&s, MLK_SCHED_STATIC, 3, 1);                                                      \
+    mutation;                                                                                     \
+    expect_bad_desc(be, &b->desc, needle);                                                        \
+  } while (0)
+  build_split(&s, MLK_SCHED_STATIC, 3, 1);
+  CHECK_OK(mlk_desc_validate(&b->desc));
+  CHECK(b->ops[7].kind == MLK_OP_ATTENTION && b->ops[8].kind == MLK_OP_ATTN_REDUCE, "split op indices");
+  CASE(b->ops[8].split = 4, "op 8 'attn_reduce@llama:11[l=0]': partials 'part.0' has rows of 120 "
+       "elements (offset 0), the op reads rows of 160 columns at offset 0");
+  CASE(b->ops[8].split = 0, "op 8 'attn_reduce@llama:11[l=0]': split is 0, must be in [1, 32]");
+  CASE((b->ops[8].tile = 48, b->ops[8].ntasks = 1), "op 8 'attn_reduce@llama:11[l=0]': n 32 must be "
+       "heads * head_dim = 32 and tile 48 a multiple of (heads / kv_heads) * head_dim = 16");
+  CASE(b->ops[8].in[1].tensor = 12, "op 8 'attn_reduce@llama:11[l=0]': in[1] is tensor 12, but this "
+       "attn_reduce takes 1 operand");
+  CASE((b->ops[7].n = 100, b->ops[7].ntasks = 5), "op 7 'attention@llama:11[l=0]': split into 3 chunks, "
+       "tile 20 must be kvh records");
+  CASE(b->ops[8].heads = 3, "op 8 'attn_reduce@llama:11[l=0]': kv_heads 2 and head_dim 8 must be in "
+       "[1, 65536], heads 3 a multiple of kv_heads");
 #undef CASE
   /* No batch dim: 0..0 (unset) is taken as 1..1; tensors and ops must then not be batched. */
   RtModel rm;

@@ -15,10 +15,12 @@
  *   rope:     plain, and with Llama 3 scaling (all three frequency regimes) vs the closed form
  *   kv:       kv_append into layer 1 of a paged cache, then attention over it, run after run
  *             (epochs), positions spanning several pages, batch changed half-way; the pool is
- *             checked element by element (layer 0 untouched)
+ *             checked element by element (layer 0 untouched); the same attention split over the
+ *             context (3, 7 and 32 chunks, tasks of 1 or 2 kv heads: partials and a reduce op)
  * Direct calls: the inverse frequencies of Llama 3.1 scaling, kv_append and attention through a
- * permuted page table, argmax ties and NaNs; sample: ties, NaN, infinities, -0, a hand-computed
- * top-p cut, and the token frequencies over a grid of u against the renormalized probabilities.
+ * permuted page table, unsplit and split (1 to 32 chunks, a row at pos -1: zeros), argmax ties
+ * and NaNs; sample: ties, NaN, infinities, -0, a hand-computed top-p cut, and the token
+ * frequencies over a grid of u against the renormalized probabilities.
  */
 #include "mlk_ref.h"
 #include "rt_build.h"
@@ -38,7 +40,7 @@ typedef struct Ops {
   int qx, pos, rp, rs;
   int ax, am;
   int sx, su, so[NSAMPLE];
-  int cache, kk, vv, qq, kpos, att;
+  int cache, kk, vv, qq, kpos, att, att_split[3];
 } Ops;
 
 enum { KM, KE, KG, KR, KRO, KA, KKV, KS };
@@ -46,6 +48,9 @@ enum { KM, KE, KG, KR, KRO, KA, KKV, KS };
 /* The sample ops of kernel "sample": temperature, top_k, top_p. */
 static const struct { float t; int64_t top_k; float top_p; } sample_cfg[NSAMPLE] = {
     {1.0f, 1, 1.0f}, {0.7f, 7, 0.8f}, {1.3f, 1024, 1.0f}, {2.0f, 50, 1e-6f}};
+
+/* The split attentions of the kv kernel: chunks and kv heads per task. */
+static const int64_t splits[3][2] = {{3, 1}, {7, 2}, {32, 1}};
 
 static const MlkFn efns[5] = {MLK_FN_NONE, MLK_FN_RELU, MLK_FN_SILU, MLK_FN_ADD, MLK_FN_MUL};
 
@@ -113,6 +118,16 @@ static void build(Ops *s, int64_t bmax) {
   s->att = rtb_act(b, "att", MLK_F32, MLK_TENSOR_OUTPUT, QH * HD);
   rtb_kv_append(b, "kv_append@ops:60", s->cache, 1, s->kk, s->vv, s->kpos, HD);
   rtb_attention(b, "attention@ops:61", s->att, s->qq, s->cache, 1, s->kpos, QH, QH / KVH * HD);
+  for (int i = 0; i < 3; i++) {
+    int64_t S = splits[i][0], kvh = splits[i][1];
+    s->att_split[i] = rtb_act(b, rtb_str(b, "att_split%lld", (long long)S), MLK_F32,
+                              MLK_TENSOR_OUTPUT, QH * HD);
+    int part = rtb_act(b, rtb_str(b, "part%lld", (long long)S), MLK_F32, MLK_TENSOR_TEMP,
+                       mlk_attn_part_cols(KVH, QH, HD, S, kvh));
+    rtb_attention_split(b, rtb_str(b, "attention@ops:%d", 62 + i),
+                        rtb_str(b, "attn_reduce@ops:%d", 62 + i), s->att_split[i], part, s->qq,
+                        s->cache, 1, s->kpos, QH, kvh, S);
+  }
 
   rtb_kernel(b, "sample", MLK_SCHED_STATIC);
   s->sx = rtb_act(b, "sx", MLK_F32, MLK_TENSOR_INPUT, SV);
@@ -390,6 +405,8 @@ static void test_kv(mlk_model *m, const Ops *s, int64_t rows0) {
     int64_t rows = step < STEPS / 2 ? rows0 : (rows0 > 1 ? 2 : 1);
     CHECK_OK(mlk_model_set_batch(m, rows));
     CHECK_OK(mlk_model_fill_tensor(m, s->att, 0xff));
+    for (int i = 0; i < 3; i++)
+      CHECK_OK(mlk_model_fill_tensor(m, s->att_split[i], 0xff));
     for (int64_t b = 0; b < rows; b++)
       pos[b] = start[b] + step;
     set_f(m, s->kk, k, (size_t)rows * KVH * HD, 1.0f);
@@ -408,6 +425,11 @@ static void test_kv(mlk_model *m, const Ops *s, int64_t rows0) {
     char what[64];
     snprintf(what, sizeof what, "attention after %d appends", step + 1);
     check_out(m, s->att, want, (size_t)rows * QH * HD, TOL, what, rows);
+    for (int i = 0; i < 3; i++) {
+      snprintf(what, sizeof what, "attention split %lld (%lld kv heads a task) after %d appends",
+               (long long)splits[i][0], (long long)splits[i][1], step + 1);
+      check_out(m, s->att_split[i], want, (size_t)rows * QH * HD, TOL, what, rows);
+    }
   }
   /* The pool: layer 1 holds exactly what was appended where the identity page table says (row b
    * owns pages b * pages_per_seq ...), everything else (all of layer 0) is zero. */
@@ -527,6 +549,50 @@ static void test_refs(void) {
   }
   double err = rel_err(out, want, 2 * QH * HD);
   CHECK(err < TOL, "attention through a permuted page table: relative L2 error %g", err);
+
+  /* The same split over the context: every (kv head block, chunk) task's partials, then the
+   * reduce of each block. Row 1 once at pos -1 (no position: zeros, every chunk empty), and
+   * chunk counts from 1 to more than the positions (empty chunks). */
+  static float part[2 * 32 * KVH * (QH / KVH) * (HD + 2) * 2];
+  static const int64_t sp[][2] = {{1, 1}, {2, 1}, {3, 2}, {4, 1}, {5, 1}, {11, 2}, {12, 1}, {32, 1}};
+  for (size_t i = 0; i < sizeof sp / sizeof *sp; i++)
+    for (int neg = 0; neg < 2; neg++) {
+      int64_t S = sp[i][0], kvh = sp[i][1], nblk = (KVH + kvh - 1) / kvh;
+      int64_t pcols = mlk_attn_part_cols(KVH, QH, HD, S, kvh);
+      int32_t lastn[2] = {T0 - 1, neg ? -1 : T1 - 1};
+      for (size_t j = 0; j < sizeof part / sizeof *part; j++)
+        part[j] = NAN; /* records the tasks leave unwritten must not be read */
+      for (size_t j = 0; j < 2 * QH * HD; j++)
+        out[j] = NAN;
+      for (int64_t t = 0; t < nblk * S; t++) {
+        int64_t h0 = t / S * kvh, nh = kvh < KVH - h0 ? kvh : KVH - h0;
+        mlk_ref_attention_split(part, q, pool, lastn, pages, KVH, HD, PAGE, PPS, NP, L, QH, kvh, S,
+                                h0, nh, t % S, 2);
+      }
+      for (int64_t t = 0; t < nblk; t++) {
+        int64_t h0 = t * kvh, nh = kvh < KVH - h0 ? kvh : KVH - h0;
+        mlk_ref_attn_reduce(out, part, KVH, HD, QH, kvh, S, h0, nh, 2);
+      }
+      CHECK(pcols * 2 <= (int64_t)(sizeof part / sizeof *part), "partials buffer");
+      err = rel_err(out, want, (size_t)(neg ? 1 : 2) * QH * HD);
+      CHECK(err < TOL, "split attention (%lld chunks, %lld kv heads a task%s): relative L2 error %g",
+            (long long)S, (long long)kvh, neg ? ", row 1 at pos -1" : "", err);
+      int nonzero = 0;
+      for (int j = 0; neg && j < QH * HD; j++)
+        nonzero += out[QH * HD + j] != 0.0f;
+      CHECK(nonzero == 0, "split attention (%lld chunks): row at pos -1 has %d nonzero outputs",
+            (long long)S, nonzero);
+    }
+  int32_t lastn[2] = {-1, T1 - 1};
+  for (size_t j = 0; j < 2 * QH * HD; j++)
+    out[j] = NAN;
+  mlk_ref_attention(out, q, pool, lastn, pages, KVH, HD, PAGE, PPS, NP, L, QH, 0, KVH, 2);
+  int nonzero = 0;
+  for (int j = 0; j < QH * HD; j++)
+    nonzero += out[j] != 0.0f;
+  err = rel_err(out + QH * HD, want + QH * HD, QH * HD);
+  CHECK(nonzero == 0 && err < TOL, "attention with a row at pos -1: %d nonzero outputs, other row "
+        "error %g", nonzero, err);
 
   const float x[] = {1, 3, 3, 2, NAN, -INFINITY, NAN, 1, 1, NAN, NAN, NAN};
   int32_t am[3];

@@ -2,31 +2,44 @@
 # examples/llama/llama_ref.c: on the CPU simulator (sim_llama) and on the GPU (gpu_llama, which
 # also compares with the simulator; exit 77, skipped, without a GPU). Included from
 # tests/CMakeLists.txt, so paths are relative to tests/.
+#
+# Three compilations of the same model: as mlkc compiles it by default (attention split over the
+# context into 32 chunks per kv head, with 2 kv heads: partials and a reduce op per layer), with
+# --attn-split=1 (a task per kv head, no reduce; suffix _nosplit) and --attn-split=3 (chunks of
+# several positions that cross KV pages; suffix _split3). Each goes into a directory of its own,
+# as the generated API has the model's name.
 
 set(LLAMA_TINY_MLK ${CMAKE_CURRENT_SOURCE_DIR}/sim/llama_tiny.mlk)
-set(LLAMA_TINY_OUT ${CMAKE_CURRENT_BINARY_DIR}/llama_tiny)
-add_custom_command(
-  OUTPUT ${LLAMA_TINY_OUT}.h ${LLAMA_TINY_OUT}.c
-  COMMAND $<TARGET_FILE:mlkc> ${LLAMA_TINY_MLK} -o ${LLAMA_TINY_OUT}
-  DEPENDS mlkc ${LLAMA_TINY_MLK} ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
-  COMMENT "mlkc llama_tiny.mlk"
-  VERBATIM)
 
-# The generated model plus the reference, shared by both tests.
-add_library(llama_tiny_model STATIC ${LLAMA_TINY_OUT}.c
-            ${PROJECT_SOURCE_DIR}/examples/llama/llama_ref.c)
-target_include_directories(llama_tiny_model PUBLIC ${CMAKE_CURRENT_BINARY_DIR}
-                           ${PROJECT_SOURCE_DIR}/examples/llama)
-target_link_libraries(llama_tiny_model PUBLIC mlkrt m)
+# llama_tiny_variant(SUFFIX DIR MLKC_OPTIONS...): the generated model plus the reference as library
+# llama_tiny_model${SUFFIX}, and the tests sim_llama${SUFFIX} and gpu_llama${SUFFIX}.
+function(llama_tiny_variant suffix dir)
+  set(out ${dir}/llama_tiny)
+  add_custom_command(
+    OUTPUT ${out}.h ${out}.c
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${dir}
+    COMMAND $<TARGET_FILE:mlkc> ${ARGN} ${LLAMA_TINY_MLK} -o ${out}
+    DEPENDS mlkc ${LLAMA_TINY_MLK} ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
+    COMMENT "mlkc ${ARGN} llama_tiny.mlk"
+    VERBATIM)
+  # The generated model plus the reference, shared by both tests.
+  add_library(llama_tiny_model${suffix} STATIC ${out}.c ${PROJECT_SOURCE_DIR}/examples/llama/llama_ref.c)
+  target_include_directories(llama_tiny_model${suffix} PUBLIC ${dir} ${PROJECT_SOURCE_DIR}/examples/llama)
+  target_link_libraries(llama_tiny_model${suffix} PUBLIC mlkrt m)
 
-add_executable(test_llama_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_llama_sim.c)
-target_link_libraries(test_llama_sim PRIVATE llama_tiny_model)
-add_test(NAME sim_llama COMMAND test_llama_sim)
-set_tests_properties(sim_llama PROPERTIES TIMEOUT 120)
+  add_executable(test_llama_sim${suffix} ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_llama_sim.c)
+  target_link_libraries(test_llama_sim${suffix} PRIVATE llama_tiny_model${suffix})
+  add_test(NAME sim_llama${suffix} COMMAND test_llama_sim${suffix})
+  set_tests_properties(sim_llama${suffix} PROPERTIES TIMEOUT 120)
 
-# The GPU test reuses the simulator test's harness (it includes test_llama_sim.c).
-add_executable(test_llama_gpu ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_llama_gpu.c)
-target_include_directories(test_llama_gpu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/sim)
-target_link_libraries(test_llama_gpu PRIVATE llama_tiny_model)
-add_test(NAME gpu_llama COMMAND test_llama_gpu)
-set_tests_properties(gpu_llama PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120)
+  # The GPU test reuses the simulator test's harness (it includes test_llama_sim.c).
+  add_executable(test_llama_gpu${suffix} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_llama_gpu.c)
+  target_include_directories(test_llama_gpu${suffix} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/sim)
+  target_link_libraries(test_llama_gpu${suffix} PRIVATE llama_tiny_model${suffix})
+  add_test(NAME gpu_llama${suffix} COMMAND test_llama_gpu${suffix})
+  set_tests_properties(gpu_llama${suffix} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120)
+endfunction()
+
+llama_tiny_variant("" ${CMAKE_CURRENT_BINARY_DIR})
+llama_tiny_variant(_nosplit ${CMAKE_CURRENT_BINARY_DIR}/llama_nosplit --attn-split=1)
+llama_tiny_variant(_split3 ${CMAKE_CURRENT_BINARY_DIR}/llama_split3 --attn-split=3)

@@ -9,13 +9,15 @@ STAGE=${2:-build-device}
 rm -rf "$STAGE"
 mkdir -p "$STAGE/tests" "$STAGE/examples"
 for f in test_mlp_gpu test_diff_gpu test_diff_gpu_dyn test_trace test_watchdog test_llama_gpu \
+         test_llama_gpu_nosplit test_llama_gpu_split3 \
          runtime_gpu runtime_gpu_kernels.ptx mlp.sm_90a.ptx mlp.sm_80.ptx; do
   [ -f "$BUILD/tests/$f" ] && cp "$BUILD/tests/$f" "$STAGE/tests/"
 done
-for f in mlp_demo llama_bench llama_bench_dyn; do
+for f in mlp_demo llama_bench llama_bench_dyn llama_bench_nosplit; do
   [ -f "$BUILD/examples/$f" ] && cp "$BUILD/examples/$f" "$STAGE/examples/"
 done
-for f in "$STAGE"/tests/* "$STAGE"/examples/*; do
+[ -f "$BUILD/mlp_bench" ] && cp "$BUILD/mlp_bench" "$STAGE/"
+for f in "$STAGE"/tests/* "$STAGE"/examples/* "$STAGE"/mlp_bench; do
   case "$f" in *.ptx) ;; *) strip "$f" 2>/dev/null || true ;; esac
 done
 du -sh "$STAGE"

@@ -252,8 +252,8 @@ static void emit_op(Cg *c, int o, LLVMValueRef word, LLVMValueRef task) {
       LLVMValueRef args[] = {out, in[0], in[1], in[2], in[3], c64(c, cd->kv_heads),
                              c64(c, cd->head_dim), c64(c, cd->page), pps, npages,
                              c64(c, d->layer), c64(c, d->heads), c64(c, kvh), c64(c, d->split),
-                             kvh0, nkvh, chunk, batch};
-      call(c, "mlk_tile_attention_split", args, 18);
+                             c64(c, d->min_chunk), kvh0, nkvh, chunk, batch};
+      call(c, "mlk_tile_attention_split", args, 19);
     }
     break;
   }

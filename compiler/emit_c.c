@@ -228,6 +228,8 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
       fprintf(out, ", .layer = -1, .cache = -1");
     if (o->split)
       fprintf(out, ", .split = %lld", (long long)o->split);
+    if (o->min_chunk)
+      fprintf(out, ", .min_chunk = %lld", (long long)o->min_chunk);
     fputs("},\n", out);
   }
   fputs("};\n\n", out);

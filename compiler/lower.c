@@ -118,6 +118,7 @@ typedef struct Lower {
   LVal ret;           /* the value of `return` in the layer being inlined */
   int depth;
   int64_t attn_split; /* mlkc --attn-split=N, 0: lower_default_attn_split */
+  int64_t attn_min_chunk; /* MlkOpDesc.min_chunk of split attentions */
   const Expr *att_at; /* the attention call of the statement being lowered that has hints */
   int64_t att_head, att_split; /* its tile(head = h, split = s), 0: not given */
 } Lower;
@@ -858,6 +859,7 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     d->kv_heads = cd->kv_heads;
     d->head_dim = hd;
     d->split = split > 1 ? split : 0;
+    d->min_chunk = split > 1 ? L->attn_min_chunk : 0;
     depend(L, op, pos, MLK_MAP_ALL);
     if (split <= 1) {
       depend(L, op, q, MLK_MAP_TILE);
@@ -1231,12 +1233,14 @@ static void unique_names(Lower *L) {
   }
 }
 
-Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split) {
+Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
+                   int64_t attn_min_chunk) {
   Graph *g = arena_alloc(a, sizeof *g);
   g->prog = p;
   g->model = m;
   g->name = m->name;
-  Lower L = {.a = a, .d = d, .g = g, .p = p, .m = m, .attn_split = attn_split};
+  Lower L = {.a = a, .d = d, .g = g, .p = p, .m = m, .attn_split = attn_split,
+             .attn_min_chunk = attn_min_chunk > 0 ? attn_min_chunk : MLKC_ATTN_MIN_CHUNK};
   L.cfg = sema_model_config(p, m);
   if (!L.cfg)
     MLKC_BUG("model '%s' without config after sema", m->name);

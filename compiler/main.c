@@ -67,12 +67,15 @@ static void usage(FILE *out) {
           "  --attn-split=N  split every attention without a tile(split = s) hint over the\n"
           "                  context into N chunks (1..%d; 1: no split, no reduction op);\n"
           "                  default: about %d tasks per attention op (kv heads x chunks)\n"
+          "  --attn-min-chunk=N  the fewest positions per chunk of a split attention (default\n"
+          "                  %d): a short context uses the first chunks only\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
           "  -v              print ptxas's resource report (registers, spills, shared memory) of\n"
           "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
-          MLKC_STDLIB_DIR, MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS);
+          MLKC_STDLIB_DIR, MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
+          MLKC_ATTN_MIN_CHUNK);
 }
 
 typedef struct Options {
@@ -89,6 +92,7 @@ typedef struct Options {
   bool check_only; /* --check: stop after the semantic checks */
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
+  int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
@@ -168,6 +172,15 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->attn_split = (int)v;
+    } else if (!strncmp(a, "--attn-min-chunk=", 17)) {
+      char *end;
+      long v = strtol(a + 17, &end, 10);
+      if (!a[17] || *end || v < 1 || v > (1 << 24)) {
+        fprintf(stderr, "mlkc: error: --attn-min-chunk needs a number of positions in 1..%d, got "
+                "'%s'\n", 1 << 24, a + 17);
+        return 1;
+      }
+      o->attn_min_chunk = (int)v;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       o->opt_level = a[2] - '0';
     } else if (a[0] == '-' && a[1]) {
@@ -345,7 +358,7 @@ static int compile(const Options *o, Arena *a) {
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
-  Graph *g = lower_model(prog, m, a, &d, o->attn_split);
+  Graph *g = lower_model(prog, m, a, &d, o->attn_split, o->attn_min_chunk);
   if (!g || d.nerrors)
     return 1;
   if (o->schedule >= 0)

@@ -429,7 +429,13 @@ typedef struct Graph Graph; /* defined below */
  * a matvec's epilogue, split of a matvec into row slices of its weight). attn_split > 0: the
  * chunks of every attention without a tile(split = s) hint (mlkc --attn-split=N), 0: the default
  * policy (lower_default_attn_split). */
-Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split);
+Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
+                   int64_t attn_min_chunk);
+/* The fewest positions per chunk of a split attention (MlkOpDesc.min_chunk) unless attn_min_chunk
+ * above 0 says otherwise (mlkc --attn-min-chunk=N): each chunk is a task with a fixed cost, so a
+ * short context fills only the first chunks. Measured on the H100 (Llama-3.2-1B, 16 chunks, context
+ * 128): with no minimum, 128 attention tasks of ~8 us each for 8 positions apiece. */
+#define MLKC_ATTN_MIN_CHUNK 32
 /* Chunks per row of an attention without `tile(split = s)` (attn_split above 0 overrides it):
  * about MLKC_ATTN_SPLIT_TARGET_TASKS tasks in all (kv head tasks x chunks), within [1,
  * MLK_ATTN_MAX_SPLIT]: the one knob of the default policy. */

@@ -387,6 +387,12 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
       op->k != 0)
     return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
                op_kind_name(op->kind));
+  if ((op->kind != MLK_OP_ATTENTION || op->split <= 1) && op->min_chunk != 0)
+    return bad(d, "op %d '%s': min_chunk is %lld, must be 0 unless the op is a split attention", o,
+               op->name, (long long)op->min_chunk);
+  if (op->min_chunk < 0 || op->min_chunk > (1 << 24))
+    return bad(d, "op %d '%s': min_chunk is %lld, must be in [0, %d]", o, op->name,
+               (long long)op->min_chunk, 1 << 24);
   if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->split != 0)
     return bad(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
                (long long)op->split, op_kind_name(op->kind));

@@ -294,7 +294,7 @@ static int run_tile(SimRun *run, int o, int64_t task) {
       int64_t kvh = op->tile / mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
       int64_t kvh0 = task / op->split * kvh;
       mlk_ref_attention_split(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page,
-                              pps, npages, op->layer, op->heads, kvh, op->split, kvh0,
+                              pps, npages, op->layer, op->heads, kvh, op->split, op->min_chunk, kvh0,
                               mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
     }
     break;

@@ -200,6 +200,8 @@ typedef struct MlkOpDesc {
   int64_t top_k;
   int64_t split;     /* attention: chunks of the positions of a row (0 or 1: not split, up to
                         MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges; 0 otherwise */
+  int64_t min_chunk; /* split attention: fewest positions per chunk (mlk_attn_chunk_len; 0 or 1:
+                        none); 0 otherwise */
 } MlkOpDesc;
 
 /* ---- split attention (flash-decoding): chunks and the layout of the partials ---- */
@@ -208,10 +210,16 @@ typedef struct MlkOpDesc {
 #define MLK_ATTN_MAX_SPLIT 32
 
 /* Positions per chunk of a row that attends to positions 0..T-1 in `split` chunks: chunk c covers
- * [c * len, min((c + 1) * len, T)), so the last chunks may be short or empty (T < split). Decided
- * per row at run time: task grids never depend on positions. */
-static inline int64_t mlk_attn_chunk_len(int64_t T, int64_t split) {
-  return T <= 0 ? 0 : (T + split - 1) / split;
+ * [c * len, min((c + 1) * len, T)), so the last chunks may be short or empty. len is at least
+ * `min_chunk` (MlkOpDesc.min_chunk; 0 or 1: no minimum): a chunk costs a task's fixed overhead
+ * (waits, q, the merge of its warps), so a short context should use few chunks while the other
+ * tasks write empty records at once. Decided per row at run time: task grids never depend on
+ * positions. */
+static inline int64_t mlk_attn_chunk_len(int64_t T, int64_t split, int64_t min_chunk) {
+  if (T <= 0)
+    return 0;
+  int64_t len = (T + split - 1) / split;
+  return len < min_chunk ? min_chunk : len;
 }
 
 /* Floats of one (kv head, chunk) record: group x head_dim sums o, group maxima m, group sums l. */

@@ -243,7 +243,8 @@ void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
                              const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                              int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,
                              int64_t layer, int64_t heads, int64_t kvh, int64_t split,
-                             int64_t kvh0, int64_t nkvh, int64_t chunk, int64_t batch) {
+                             int64_t min_chunk, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                             int64_t batch) {
   const MlkCacheDesc geo = {.kv_heads = kv_heads, .head_dim = head_dim, .page = page};
   int64_t group = heads / kv_heads, cols = heads * head_dim;
   int64_t rec = mlk_attn_part_rec(group, head_dim);
@@ -252,7 +253,7 @@ void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
   for (int64_t b = 0; b < batch; b++) {
     const int32_t *table = pages + b * pages_per_seq;
     int64_t T = attend_last(pos[b], pages_per_seq, page) + 1;
-    int64_t len = mlk_attn_chunk_len(T, split);
+    int64_t len = mlk_attn_chunk_len(T, split, min_chunk);
     int64_t lo = chunk * len, hi = lo + len < T ? lo + len : T;
     for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
       float *r = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, g, chunk);

@@ -442,7 +442,8 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
                               const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                               int64_t head_dim, int64_t page, int64_t pages_per_seq,
                               int64_t npages, int64_t layer, int64_t heads, int64_t kvh,
-                              int64_t split, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                              int64_t split, int64_t min_chunk, int64_t kvh0, int64_t nkvh,
+                              int64_t chunk,
                               int64_t batch) {
   if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || page <= 0 || nkvh <= 0 ||
       kvh <= 0 || split <= 0)
@@ -453,7 +454,7 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
   uint32_t tid = mlk_tid();
   for (int64_t b = 0; b < batch; b++) {
     int64_t T = attend_count(pos[b], pages_per_seq, page);
-    int64_t len = mlk_attn_chunk_len(T, split);
+    int64_t len = mlk_attn_chunk_len(T, split, min_chunk);
     int64_t lo = chunk * len, hi = lo + len < T ? lo + len : T;
     /* the records of this task's kv heads are consecutive, rec apart */
     float *ob0 = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, kvh0, chunk);

@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         print_stmts(devnull, k->body);
     if (d.nerrors == 0 && sema_check(p, a, &d))
       for (Model *m = p->models; m; m = m->next) {
-        Graph *g = lower_model(p, m, a, &d, 0);
+        Graph *g = lower_model(p, m, a, &d, 0, 0);
         if (g) {
           graph_dump(devnull, g);
           graph_dump_events(devnull, g);

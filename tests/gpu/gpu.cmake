@@ -19,7 +19,7 @@ set_tests_properties(gpu_watchdog PROPERTIES LABELS gpu)
 # the model's outputs.
 add_custom_command(
   OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.c
-  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/odd_ops
+  COMMAND mlkc --attn-min-chunk=1 ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/odd_ops
   DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
   COMMENT "mlkc odd_ops.mlk"
   VERBATIM)
@@ -38,7 +38,7 @@ set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 120)
 file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/dyn)
 add_custom_command(
   OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.c
-  COMMAND mlkc --schedule=dynamic ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk
+  COMMAND mlkc --schedule=dynamic --attn-min-chunk=1 ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk
           -o ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops
   DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
   COMMENT "mlkc --schedule=dynamic odd_ops.mlk"

@@ -275,6 +275,8 @@ static void test_validation_abi2(mlk_backend *be) {
        "2 operands");
   CASE(b->ops[1].kind = (MlkOpKind)(MLK_OP_LAST + 1), "op 1 'matvec@llama:5[l=0]': kind 10 is not a valid MlkOpKind");
   CASE(b->ops[1].split = 2, "op 1 'matvec@llama:5[l=0]': split is 2, must be 0 for this matvec");
+  CASE(b->ops[1].min_chunk = 4, "op 1 'matvec@llama:5[l=0]': min_chunk is 4, must be 0 unless the op is a "
+       "split attention");
   CASE(b->ops[7].split = 33, "op 7 'attention@llama:11[l=0]': split is 33, must be in [0, 32]");
   CASE(b->ops[7].split = 2, "op 7 'attention@llama:11[l=0]': split into 2 chunks, tile 16 must be kvh "
        "records of (heads / kv_heads) * (head_dim + 2) = 20");

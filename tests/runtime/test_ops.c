@@ -567,7 +567,7 @@ static void test_refs(void) {
       for (int64_t t = 0; t < nblk * S; t++) {
         int64_t h0 = t / S * kvh, nh = kvh < KVH - h0 ? kvh : KVH - h0;
         mlk_ref_attention_split(part, q, pool, lastn, pages, KVH, HD, PAGE, PPS, NP, L, QH, kvh, S,
-                                h0, nh, t % S, 2);
+                                0, h0, nh, t % S, 2);
       }
       for (int64_t t = 0; t < nblk; t++) {
         int64_t h0 = t * kvh, nh = kvh < KVH - h0 ? kvh : KVH - h0;

@@ -4,9 +4,10 @@
 # tests/CMakeLists.txt, so paths are relative to tests/.
 #
 # Three compilations of the same model: as mlkc compiles it by default (attention split over the
-# context into 32 chunks per kv head, with 2 kv heads: partials and a reduce op per layer), with
-# --attn-split=1 (a task per kv head, no reduce; suffix _nosplit) and --attn-split=3 (chunks of
-# several positions that cross KV pages; suffix _split3). Each goes into a directory of its own,
+# context into 32 chunks per kv head, with 2 kv heads: partials and a reduce op per layer; chunks
+# of at least 32 positions, so these short contexts fill the first chunk only), with
+# --attn-split=1 (a task per kv head, no reduce; suffix _nosplit) and --attn-split=3
+# --attn-min-chunk=1 (chunks of several positions that cross KV pages; suffix _split3). Each goes into a directory of its own,
 # as the generated API has the model's name.
 
 set(LLAMA_TINY_MLK ${CMAKE_CURRENT_SOURCE_DIR}/sim/llama_tiny.mlk)
@@ -42,4 +43,4 @@ endfunction()
 
 llama_tiny_variant("" ${CMAKE_CURRENT_BINARY_DIR})
 llama_tiny_variant(_nosplit ${CMAKE_CURRENT_BINARY_DIR}/llama_nosplit --attn-split=1)
-llama_tiny_variant(_split3 ${CMAKE_CURRENT_BINARY_DIR}/llama_split3 --attn-split=3)
+llama_tiny_variant(_split3 ${CMAKE_CURRENT_BINARY_DIR}/llama_split3 --attn-split=3 --attn-min-chunk=1)

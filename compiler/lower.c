@@ -779,6 +779,10 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     LVal t = {.kind = L_TUPLE, .nitems = e->nargs - 1};
     t.items = arena_alloc(L->a, t.nitems * sizeof *t.items);
     int64_t row = 0;
+    /* The slices run one after another on the same SMs: one tile for all of them, from the rows
+     * of the whole matvec, so that together they make about one wave of tasks (q, k and v of a
+     * Llama layer: 86 + 22 + 22 tasks of 24 rows, not 128 + 64 + 64 of 16 and 8). */
+    int64_t slice_tile = x.p->tile ? x.p->tile : DEFAULT_MATVEC_TILE(x.p->w.shape[0]);
     for (int i = 0; i < t.nitems; i++) {
       LVal sz = lower_expr(L, scope, posarg(e, i + 1));
       int64_t rows = int_of(L, &sz, e->loc);
@@ -787,6 +791,7 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
       p->var = NULL;
       p->w.off += row * p->w.shape[1];
       p->w.shape[0] = rows;
+      p->tile = slice_tile;
       row += rows;
       t.items[i] = (LVal){.kind = L_PENDING, .p = p};
     }

@@ -26,8 +26,9 @@
  * runs. Tensors no op of the kernel writes (params, inputs, outputs of other kernels) are always
  * ready. A violation fails the run with MLK_ERR_INVALID naming both tasks and the columns. The
  * checker only sees orders that actually happened, so the random delays and the drop_event hook
- * (skip the waits on one event and delay its producers by 5 ms, so that its consumers run early)
- * are there to make a missing edge show up.
+ * (skip the waits on one event and hold its producers back until a consumer task has been checked,
+ * at most SIM_DROP_HOLD_NS, so that its consumers run early whatever the machine's load) are there
+ * to make a missing edge show up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -41,8 +42,10 @@
 #include "internal.h"
 #include "mlk_ref.h"
 
-/* How long the drop_event hook delays each producer task of the dropped event. */
-#define SIM_DROP_DELAY_NS 5000000L
+/* The drop_event hook holds each producer task of the dropped event back until some consumer task
+ * of it has passed the checker in this run, or this long at most (a consumer can sit behind the
+ * producer in its own queue). */
+#define SIM_DROP_HOLD_NS 2000000000L
 
 typedef struct SimBackend {
   int threads;
@@ -72,6 +75,7 @@ typedef struct SimOp {
   int *waits, nwaits;       /* events it waits on as consumer (the dropped event left out) */
   int *notifies, nnotifies; /* events it notifies as producer */
   int delayed;              /* a producer of the dropped event */
+  int dropped_consumer;     /* a consumer of the dropped event */
   int kernel;
   int64_t first;            /* number of its task 0 among its kernel's tasks */
   SimAccess reads[SIM_MAX_READS];
@@ -111,6 +115,8 @@ typedef struct SimRun {
   uint64_t timeout_ns;
   int dynamic;
   atomic_int abort;     /* set when the run fails: everyone stops */
+  atomic_uint drop_checked; /* drop_event hook: the serial of this run once a consumer of the
+                               dropped event passed the checker */
   atomic_uint err_flag; /* first timed-out wait wins the right to write err */
   MlkDevError err;
   atomic_int failed;    /* first checker (or index) failure wins the right to write fail_msg */
@@ -591,12 +597,18 @@ static int run_task(SimThread *th, uint32_t word) {
       if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
         return -1;
     }
-  if (so->delayed)
-    sleep_ns(SIM_DROP_DELAY_NS);
+  if (so->delayed) {
+    uint64_t until = now_ns() + SIM_DROP_HOLD_NS;
+    while (atomic_load(&run->drop_checked) != run->serial && now_ns() < until &&
+           !atomic_load_explicit(&run->abort, memory_order_relaxed))
+      sleep_ns(50000);
+  }
   if (rec)
     rec[MLK_TRACE_READY] = now_ns();
   if (run->sb->check && check_task(run, o, task))
     return -1;
+  if (so->dropped_consumer)
+    atomic_store(&run->drop_checked, run->serial);
   if (run_tile(run, o, task))
     return -1;
   if (run->sb->check)
@@ -777,6 +789,7 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
   run->dynamic = sched == MLK_SIM_DYNAMIC;
   atomic_init(&run->abort, 0);
+  atomic_init(&run->drop_checked, 0u);
   atomic_init(&run->err_flag, 0u);
   atomic_init(&run->failed, 0);
   mlk_status st = MLK_OK;
@@ -933,7 +946,7 @@ static mlk_status sim_model_init(mlk_model *m) {
     if (i != sb->drop_event)
       c->waits[c->nwaits++] = i;
     else
-      p->delayed = 1;
+      p->delayed = c->dropped_consumer = 1;
     p->notifies[p->nnotifies++] = i;
   }
   if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))

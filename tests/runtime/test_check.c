@@ -1,7 +1,7 @@
 /* test_check.c: the simulator's dependency checker.
  *
  * Each case runs a model whose events are right except for one edge the drop_event hook removes
- * (its waits skipped, its producers delayed 5 ms), and expects the checker to report it as
+ * (its waits skipped, its producers held until a consumer was checked), and expects the checker to report it as
  * MLK_ERR_INVALID "missing dependency ...", naming the reading op, the columns and the tensor,
  * and the writing op, on several seeds under both schedules. The same cases with the checker off
  * (no_check, or MLK_SIM_CHECK=0) must run through: the report comes from the checker alone, not

@@ -364,6 +364,230 @@ MLK_MATVEC_VARIANT(matvec_b2, 1, 2, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b4, 1, 4, 2, 4)
 MLK_MATVEC_VARIANT(matvec_b8, 1, BMAX, 2, 2)
 
+/* ---- Tensor-core path (batch > BMAX): mma.sync m16n8k16, bf16 inputs, f32 accumulation ----
+ *
+ * D[16 weight rows][8 batch rows] += A[16 rows][16 k] * B[16 k][8 batch rows], A = W (row-major,
+ * as stored), B = x^T. The x values are split into hi = bf16(x) and lo = bf16(x - hi) (both
+ * round-to-nearest-even) and each k block takes two MMAs, W*hi + W*lo: hi + lo carries x to
+ * within 2^-16 relative, and the bf16 x bf16 products are exact, so the result is within
+ * ~2^-16 * sum|w x| of the f32 dot product (see NOTES.md).
+ *
+ * k permutation: an MMA sums over k, so any permutation of k applied to both A and B gives the
+ * same D. Lane (g = lane / 4, t = lane % 4) owns, in the PTX fragment layout, the logical k
+ * {2t, 2t+1, 2t+8, 2t+9} of a 16-k step for A rows g and g + 8 and for B column g. A block of 32
+ * physical k (two steps s = 0, 1) maps logical 2t+e -> 8t+4s+e and 2t+8+e -> 8t+4s+2+e, so lane t
+ * needs exactly the 8 consecutive k [8t, 8t+8) of its rows for both steps: one 16-byte load per
+ * weight row (a warp reads 64 contiguous bytes of each of 16 rows per block) and one 16-byte
+ * shared load each of hi and lo per batch row. */
+#define MMA_NB 64 /* batch rows per pass over W */
+#define MMA_NT (MMA_NB / 8)
+
+/* f32 -> bf16 bits, round to nearest even (NaN stays NaN, overflow goes to infinity). */
+static inline uint32_t bf16_rne(float f) {
+  union { float f; uint32_t u; } c = {f};
+  if (f != f)
+    return (c.u >> 16) | 0x40u;
+  return (c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16;
+}
+
+/* x -> the packed hi and lo bf16 of two consecutive k (element 0 in the low half). */
+static inline void split2(float v0, float v1, uint32_t *hi, uint32_t *lo) {
+  uint32_t h0 = bf16_rne(v0), h1 = bf16_rne(v1);
+  float d0 = v0 - mlk_bf16_lo(h0), d1 = v1 - mlk_bf16_lo(h1);
+  d0 = d0 == d0 ? d0 : 0.0f; /* x = +-inf: hi carries it */
+  d1 = d1 == d1 ? d1 : 0.0f;
+  *hi = h0 | (h1 << 16);
+  *lo = bf16_rne(d0) | (bf16_rne(d1) << 16);
+}
+
+#if !defined(__NVPTX__)
+/* The host harness supplies this (a whole-warp emulation of the instruction). */
+void mlk_emu_mma_m16n8k16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                          uint32_t b1);
+#endif
+
+/* d[0..3] += A (a0..a3) * B (b0, b1): one warp-wide mma.sync, every lane of the warp. */
+static inline __attribute__((always_inline)) void mma16816(float *d, uint32_t a0, uint32_t a1,
+                                                           uint32_t a2, uint32_t a3, uint32_t b0,
+                                                           uint32_t b1) {
+#if defined(__NVPTX__)
+  __asm__ volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                   "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                   : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                   : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  mlk_emu_mma_m16n8k16(d, a0, a1, a2, a3, b0, b1);
+#endif
+}
+
+/* The epilogue of one finished sum (no partial sums in `out` on this path: each element is read
+ * (res) and written once, by one thread, so res == out is safe). */
+static inline float epi(float s, const float *res, int64_t o, int fn) {
+  if (fn == MLK_FN_MUL)
+    return s * res[o];
+  if (fn == MLK_FN_NONE)
+    return res ? s + res[o] : s;
+  s = act(s, fn);
+  return res ? s + res[o] : s;
+}
+
+/* Stage batch rows [0, nbp) of columns [kc0, kc0 + kcp) as packed bf16 pairs: row b at word
+ * b * RSF, hi pairs first (kcp / 2 words), lo pairs at KC / 2. Rows >= nb and columns >= kn are
+ * zeros (a zero weight times a stale NaN would not be zero). RSF = KC + 16 words: two rows of a
+ * quarter warp's 16-byte loads fall in opposite halves of the banks. */
+static inline __attribute__((always_inline)) void
+mma_stage(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
+          int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
+          uint32_t KC, uint32_t warp, uint32_t lane) {
+  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
+  uint32_t RSF = KC + 16;
+  for (uint32_t b = warp; b < nbp; b += WARPS) {
+    const float *xr = x + (b0 + b) * k + kc0;
+    const uint16_t *nw = norm_w + kc0;
+    float sc = b < nb && norm_w ? rsm[b] : 1.0f;
+    for (uint32_t p = lane; p < kcp / 2; p += 32) {
+      float v0 = 0.0f, v1 = 0.0f;
+      uint32_t i = 2 * p;
+      if (b < nb && i < kn) { /* kn is even: i + 1 < kn too */
+        v0 = xr[i], v1 = xr[i + 1];
+        if (norm_w) {
+          v0 = v0 * sc * bf16f(mlk_ld_weight16(nw + i));
+          v1 = v1 * sc * bf16f(mlk_ld_weight16(nw + i + 1));
+        }
+      }
+      uint32_t hi, lo;
+      split2(v0, v1, &hi, &lo);
+      sw[b * RSF + p] = hi;
+      sw[b * RSF + KC / 2 + p] = lo;
+    }
+  }
+}
+
+/* 16 bytes of shared memory at byte address `a` (a 32-bit shared-window address: the offsets of
+ * the n tiles stay one register each when the compiler keeps them across the loop). */
+static inline U4 ld_shared16(uint32_t a) {
+  U4 r;
+#if defined(__NVPTX__)
+  __asm__ volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(r.a), "=r"(r.b), "=r"(r.c), "=r"(r.d)
+                   : "r"(a)
+                   : "memory");
+#else
+  r = *(const U4 *)((const char *)mlk_tile_smem + a);
+#endif
+  return r;
+}
+
+/* One warp's blocks of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8 (rn valid rows
+ * from r0), n tiles j = s + S * i for i < ni. U blocks' weight loads in flight. */
+static inline __attribute__((always_inline)) void
+mma_chunk(float (*acc)[4], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,
+          uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t s, uint32_t S, uint32_t ni,
+          uint32_t lane, int U) {
+  uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
+  int ok0 = g < rn, ok1 = g + 8 < rn;
+  const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
+  uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + (8 * s + g) * RSB + 16 * t;
+  uint32_t jstep = 8 * S * RSB, lo = KC * 2, nblk = kcp / 32;
+  for (uint32_t kb = 0; kb < nblk; kb += U) {
+    U4 a[4][2];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      uint32_t col = (kb + u) * 32 + 8 * t; /* within the chunk */
+      int in = kb + u < nblk && col < kn;
+      U4 z = {0, 0, 0, 0};
+      a[u][0] = in && ok0 ? ld_weights(w0 + (kb + u) * 32) : z;
+      a[u][1] = in && ok1 ? ld_weights(w1 + (kb + u) * 32) : z;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      if (kb + u < nblk) {
+        uint32_t ha = sbase + (kb + u) * 64;
+#pragma unroll
+        for (int i = 0; i < MMA_NT; i++) {
+          if ((uint32_t)i < ni) {
+            U4 h = ld_shared16(ha + i * jstep), l = ld_shared16(ha + i * jstep + lo);
+            /* step 0: k 8t..8t+3 (words a, b); step 1: 8t+4..8t+7 (words c, d) */
+            mma16816(acc[i], a[u][0].a, a[u][1].a, a[u][0].b, a[u][1].b, h.a, h.b);
+            mma16816(acc[i], a[u][0].a, a[u][1].a, a[u][0].b, a[u][1].b, l.a, l.b);
+            mma16816(acc[i], a[u][0].c, a[u][1].c, a[u][0].d, a[u][1].d, h.c, h.d);
+            mma16816(acc[i], a[u][0].c, a[u][1].c, a[u][0].d, a[u][1].d, l.c, l.d);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* The tensor-core variant: passes of up to MMA_NB batch rows; in a pass, units of (16 weight
+ * rows, a set of n tiles) go one per warp per round (a task with fewer than 8 row groups spreads
+ * a row group's n tiles over several warps, which then read the same weights, from L1); a round
+ * keeps its sums in registers over all column chunks of k and ends with the epilogue. */
+static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
+                                                 const float *res, const uint16_t *norm_w,
+                                                 float eps, int64_t n, int64_t k, int64_t row0,
+                                                 int64_t rows, int64_t batch, int fn) {
+  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
+  MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
+  /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
+  uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
+  for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
+    uint32_t nb = (uint32_t)(batch - b0 < MMA_NB ? batch - b0 : MMA_NB), nt = (nb + 7) / 8;
+    uint32_t S = G >= WARPS ? 1 : WARPS / G;
+    if (S > nt)
+      S = nt;
+    uint32_t KC = (STAGE / (nt * 8) - 16) & ~31u;
+    if (KC > K32)
+      KC = K32;
+    if (norm_w) {
+      if (b0 > 0)
+        __nvvm_barrier_sync(0); /* the previous pass is done with rsm */
+      for (uint32_t b = warp; b < nb; b += WARPS) {
+        const float *xr = x + (b0 + b) * k;
+        float ss = 0.0f;
+        for (uint32_t i = lane; i < K; i += 32)
+          ss += xr[i] * xr[i];
+        for (int off = 16; off > 0; off >>= 1)
+          ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
+        if (lane == 0)
+          rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
+      }
+    }
+    for (uint32_t u0 = 0; u0 < G * S; u0 += WARPS) {
+      uint32_t u = u0 + warp, rg = u / S, s = u % S, r0 = rg * 16;
+      int active = u < G * S;
+      uint32_t ni = active ? (nt - s + S - 1) / S : 0;
+      float acc[MMA_NT][4];
+#pragma unroll
+      for (int i = 0; i < MMA_NT; i++)
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+      for (uint32_t kc0 = 0; kc0 < K; kc0 += KC) {
+        uint32_t kn = K - kc0 < KC ? K - kc0 : KC, kcp = (kn + 31) & ~31u;
+        __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
+        mma_stage(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+        __nvvm_barrier_sync(0);
+        if (active)
+          mma_chunk(acc, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane, 2);
+      }
+      uint32_t g = lane >> 2, t = lane & 3;
+#pragma unroll
+      for (int i = 0; i < MMA_NT; i++) {
+        if ((uint32_t)i < ni) {
+          uint32_t j = s + S * i;
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            uint32_t b = 8 * j + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
+            if (b < nb && r < R) {
+              int64_t o = (b0 + b) * n + row0 + r;
+              out[o] = epi(acc[i][e], res, o, fn);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows) {
   if (row0 + rows > n)
     rows = n - row0;
@@ -418,7 +642,9 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
     matvec_b2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
   else if (batch <= 4)
     matvec_b4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
-  else
+  else if (batch <= BMAX)
     matvec_b8(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+  else /* W streamed once per 64 batch rows, tensor cores */
+    matvec_mma(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
   /* No trailing barrier: the skeleton's mlk_dev_barrier follows every tile. */
 }

@@ -33,6 +33,24 @@ set_tests_properties(gpu_diff_odd_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu 
 add_test(NAME sim_diff_odd_ops COMMAND test_diff_gpu 0 sim)
 set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 120)
 
+# Matvecs at batches up to 64 (tests/gpu/batch_ops.mlk: the tensor-core path above 8 rows), the
+# same harness; batches 9, 16, 33, 64 and 1 (from the model's range).
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.h ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.c
+  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/batch_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/batch_ops
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/batch_ops.mlk
+  COMMENT "mlkc batch_ops.mlk"
+  VERBATIM)
+add_executable(test_diff_batch ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
+               ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.c)
+target_compile_definitions(test_diff_batch PRIVATE MLK_DIFF_MODEL=batch_ops)
+target_include_directories(test_diff_batch PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_diff_batch PRIVATE mlkrt m)
+add_test(NAME gpu_diff_batch_ops COMMAND test_diff_batch 0)
+set_tests_properties(gpu_diff_batch_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+add_test(NAME sim_diff_batch_ops COMMAND test_diff_batch 0 sim)
+set_tests_properties(sim_diff_batch_ops PROPERTIES TIMEOUT 120)
+
 # The same differential test with odd_ops compiled for the dynamic schedule (blocks take tasks from
 # a ticket counter): on the GPU against the simulator (its own dynamic ready queue).
 file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/dyn)
@@ -60,3 +78,8 @@ set_tests_properties(gpu_trace PROPERTIES LABELS gpu)
 # The simulator's differential test also exports a trace of every op kind when its models are freed.
 set_tests_properties(sim_diff_odd_ops PROPERTIES
   ENVIRONMENT "MLK_TRACE=${CMAKE_CURRENT_BINARY_DIR}/odd_ops_trace.json")
+
+# The tensor-core matvec's fragment indexing against an emulation of mma.sync m16n8k16 (host only).
+add_executable(test_mma_layout ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_mma_layout.c)
+target_link_libraries(test_mma_layout PRIVATE m)
+add_test(NAME mma_layout COMMAND test_mma_layout)

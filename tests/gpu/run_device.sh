@@ -16,6 +16,8 @@ echo "== $BUILD/tests/test_diff_gpu (every op at odd sizes, GPU vs simulator)"
 "$BUILD"/tests/test_diff_gpu 0 || fail=1
 echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic schedule)"
 "$BUILD"/tests/test_diff_gpu_dyn 0 || fail=1
+echo "== $BUILD/tests/test_diff_batch (matvecs at batches 9..64: the tensor-core path, GPU vs simulator)"
+"$BUILD"/tests/test_diff_batch 0 || fail=1
 echo "== $BUILD/tests/test_trace gpu"
 "$BUILD"/tests/test_trace gpu "$OUT" || fail=1
 echo "== $BUILD/tests/test_watchdog gpu"

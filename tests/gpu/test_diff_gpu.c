@@ -1,7 +1,8 @@
 /* test_diff_gpu.c: runs a compiled model on the GPU and on the CPU simulator with the same random
  * params and inputs, and compares every output (f32: relative L2 per output <= 1e-4; i32: equal).
- * Generic over any MlkModelDesc; linked here with tests/gpu/odd_ops.mlk, which has every op kind
- * at odd sizes. Several steps (the KV cache grows) at several batch sizes, outputs poisoned before
+ * Generic over any MlkModelDesc; linked with tests/gpu/odd_ops.mlk (every op kind at odd sizes) or,
+ * compiled with -DMLK_DIFF_MODEL=batch_ops, tests/gpu/batch_ops.mlk (matvecs at batches up to 64).
+ * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before
  * each run. A sampled token (an output written by a sample op) is not compared with the other
  * side's, whose logits differ by rounding: each side's token must be mlk_ref_sample_row of its own
  * logits and u, except in a row where that reference reports a near tie (margin < 1e-4: the tile
@@ -9,7 +10,10 @@
  * (sample's random numbers) is filled in [0, 1). Without a GPU: prints SKIP and exits 77. With "sim" it compares the simulator's
  * dynamic schedule (8 threads, random delays) against its static one instead, on any machine.
  *
- *   test_diff_gpu [seed] [sim]
+ * The batch sizes: the list given on the command line (e.g. 9,16,33), else 1, 5, 2 for a model
+ * whose batch_max is at most 8, else 9, 16, 33, batch_max and 1 (those within the model's range).
+ *
+ *   test_diff_gpu [seed] [sim] [B1,B2,...]
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +22,18 @@
 #include <time.h>
 
 #include "mlk_ref.h"
-#include "odd_ops.h"
+
+#ifndef MLK_DIFF_MODEL
+#define MLK_DIFF_MODEL odd_ops
+#endif
+#define MLK_STR2(a) #a
+#define MLK_STR(a) MLK_STR2(a)
+#define MLK_CAT2(a, b) a##b
+#define MLK_CAT(a, b) MLK_CAT2(a, b)
+#include MLK_STR(MLK_DIFF_MODEL.h)
+#define MODEL_DESC MLK_CAT(MLK_DIFF_MODEL, _desc)
+#define MODEL_CREATE MLK_CAT(MLK_DIFF_MODEL, _create)
+#define MODEL_FREE MLK_CAT(MLK_DIFF_MODEL, _free)
 
 #define TOL 1e-4
 
@@ -146,7 +161,14 @@ int main(int argc, char **argv) {
     rng = (uint64_t)time(NULL) | 1;
   uint64_t seed = rng;
   mlk_backend *gpu, *cpu;
-  int sim_only = argc > 2 && !strcmp(argv[2], "sim");
+  int sim_only = 0;
+  const char *blist = NULL;
+  for (int a = 2; a < argc; a++) {
+    if (!strcmp(argv[a], "sim"))
+      sim_only = 1;
+    else
+      blist = argv[a];
+  }
   mlk_sim_options dyn = {.threads = 8, .seed = seed, .max_delay_us = 20, .schedule = MLK_SIM_DYNAMIC};
   mlk_status st = sim_only ? mlk_backend_create_cpu(&dyn, &gpu) : mlk_backend_create(MLK_BACKEND_GPU, &gpu);
   if (st == MLK_ERR_NO_GPU) {
@@ -159,13 +181,36 @@ int main(int argc, char **argv) {
     return 1;
   }
   gpu_name = sim_only ? "dynamic simulator" : mlk_backend_name(gpu);
-  printf("odd_ops on %s vs %s, seed %llu\n", mlk_backend_name(gpu), mlk_backend_name(cpu),
-         (unsigned long long)seed);
-  const MlkModelDesc *d = &odd_ops_desc;
+  printf("%s on %s vs %s, seed %llu\n", MLK_STR(MLK_DIFF_MODEL), mlk_backend_name(gpu),
+         mlk_backend_name(cpu), (unsigned long long)seed);
+  const MlkModelDesc *d = &MODEL_DESC;
   int passed = 0, failed = 0;
-  static const int64_t batches[] = {1, 5, 2};
+  int64_t batches[16], nbatches = 0;
+  int64_t bmin = d->batch_name ? d->batch_min : 1, bmax = d->batch_name ? d->batch_max : 1;
+  if (blist) {
+    for (const char *p = blist; *p && nbatches < 16;) {
+      char *end;
+      long long v = strtoll(p, &end, 10);
+      if (end == p || v < bmin || v > bmax) {
+        printf("FAIL: batch list '%s': not numbers in %lld..%lld\n", blist, (long long)bmin,
+               (long long)bmax);
+        return 1;
+      }
+      batches[nbatches++] = v;
+      p = *end == ',' ? end + 1 : end;
+    }
+  } else {
+    static const int64_t small[] = {1, 5, 2}, large[] = {9, 16, 33, -1, 1};
+    const int64_t *l = bmax <= 8 ? small : large;
+    int nl = bmax <= 8 ? 3 : 5;
+    for (int i = 0; i < nl; i++) {
+      int64_t v = l[i] < 0 ? bmax : l[i];
+      if (v >= bmin && v <= bmax)
+        batches[nbatches++] = v;
+    }
+  }
   mlk_model *g, *c;
-  if (odd_ops_create(gpu, &g) != MLK_OK || odd_ops_create(cpu, &c) != MLK_OK) {
+  if (MODEL_CREATE(gpu, &g) != MLK_OK || MODEL_CREATE(cpu, &c) != MLK_OK) {
     printf("FAIL: create: %s\n", mlk_last_error());
     return 1;
   }
@@ -173,7 +218,7 @@ int main(int argc, char **argv) {
     if (d->tensors[t].kind == MLK_TENSOR_PARAM && !fill_both(g, c, t, 0))
       return 1;
   int64_t step = 0;
-  for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+  for (int64_t bi = 0; bi < nbatches; bi++) {
     int64_t batch = batches[bi];
     if (mlk_model_set_batch(g, batch) != MLK_OK || mlk_model_set_batch(c, batch) != MLK_OK) {
       printf("FAIL: set_batch: %s\n", mlk_last_error());
@@ -204,8 +249,8 @@ int main(int argc, char **argv) {
            ok ? "ok" : "FAIL", (long long)batch, worst, TOL);
     ok ? passed++ : failed++;
   }
-  odd_ops_free(g);
-  odd_ops_free(c);
+  MODEL_FREE(g);
+  MODEL_FREE(c);
   mlk_backend_free(gpu);
   mlk_backend_free(cpu);
   printf("%d passed, %d failed, %d sampled tokens at a near tie\n", passed, failed, near_ties);

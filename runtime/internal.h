@@ -92,6 +92,8 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d);
 /* Bytes of tensor `t` as described (numel * dtype size: at batch_max; 0 for caches and page
  * tables, which are sized at model creation: see mlk_model.cap). */
 size_t mlk_tensor_bytes(const MlkTensorDesc *t);
+/* "matvec", "eltwise", ..., "attn_reduce" (the names ops have in messages and traces). */
+const char *mlk_op_kind_name(MlkOpKind k);
 /* "param", "input", "output", "temp", "KV cache pool", "KV cache page table". */
 const char *mlk_tensor_kind_name(MlkTensorKind k);
 /* Columns of tensor `t` of a validated desc: the elements of one batch row of a batched tensor,

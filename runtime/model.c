@@ -108,7 +108,7 @@ const char *mlk_tensor_kind_name(MlkTensorKind k) {
   return "?";
 }
 
-static const char *op_kind_name(MlkOpKind k) {
+const char *mlk_op_kind_name(MlkOpKind k) {
   switch (k) {
   case MLK_OP_MATVEC: return "matvec";
   case MLK_OP_ELTWISE: return "eltwise";
@@ -338,7 +338,7 @@ static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
     if (op->in[j].tensor != -1)
       return bad(d, "op %d '%s': in[%d] is tensor %d, but this %s%s takes %d operand%s: unused "
                  "operands must be -1", o, op->name, j, op->in[j].tensor,
-                 op->kind == MLK_OP_ELTWISE && first == 1 ? "unary " : "", op_kind_name(op->kind),
+                 op->kind == MLK_OP_ELTWISE && first == 1 ? "unary " : "", mlk_op_kind_name(op->kind),
                  first, first == 1 ? "" : "s");
   return MLK_OK;
 }
@@ -382,11 +382,11 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     return bad(d, "op %d '%s': kind %d is not a valid MlkOpKind", o, op->name, (int)op->kind);
   if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ELTWISE && op->fn != MLK_FN_NONE)
     return bad(d, "op %d '%s': fn is %d, but this %s takes none", o, op->name, (int)op->fn,
-               op_kind_name(op->kind));
+               mlk_op_kind_name(op->kind));
   if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ARGMAX && op->kind != MLK_OP_SAMPLE &&
       op->k != 0)
     return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
-               op_kind_name(op->kind));
+               mlk_op_kind_name(op->kind));
   if ((op->kind != MLK_OP_ATTENTION || op->split <= 1) && op->min_chunk != 0)
     return bad(d, "op %d '%s': min_chunk is %lld, must be 0 unless the op is a split attention", o,
                op->name, (long long)op->min_chunk);
@@ -395,7 +395,7 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
                (long long)op->min_chunk, 1 << 24);
   if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->split != 0)
     return bad(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
-               (long long)op->split, op_kind_name(op->kind));
+               (long long)op->split, mlk_op_kind_name(op->kind));
   switch (op->kind) {
   case MLK_OP_MATVEC:
     if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU && op->fn != MLK_FN_MUL)

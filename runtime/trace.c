@@ -212,22 +212,6 @@ static void json_us(FILE *f, uint64_t ns) {
   fprintf(f, "%llu.%03llu", (unsigned long long)(ns / 1000), (unsigned long long)(ns % 1000));
 }
 
-static const char *kind_name(MlkOpKind k) {
-  switch (k) {
-  case MLK_OP_MATVEC: return "matvec";
-  case MLK_OP_ELTWISE: return "eltwise";
-  case MLK_OP_GATHER: return "gather";
-  case MLK_OP_RMSNORM: return "rmsnorm";
-  case MLK_OP_ROPE: return "rope";
-  case MLK_OP_KV_APPEND: return "kv_append";
-  case MLK_OP_ATTENTION: return "attention";
-  case MLK_OP_ARGMAX: return "argmax";
-  case MLK_OP_SAMPLE: return "sample";
-  case MLK_OP_ATTN_REDUCE: return "attn_reduce";
-  }
-  return "op";
-}
-
 mlk_status mlk_model_trace_write(const mlk_model *m, const char *path) {
   if (!m || !path)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_trace_write: %s is NULL", m ? "path" : "model");
@@ -286,7 +270,8 @@ mlk_status mlk_model_trace_write(const mlk_model *m, const char *path) {
       }
       fprintf(f, ",\n{\"ph\": \"X\", \"name\": ");
       json_string(f, op->name);
-      fprintf(f, ", \"cat\": \"%s\", \"pid\": %d, \"tid\": %d, \"ts\": ", kind_name(op->kind), pid, b);
+      fprintf(f, ", \"cat\": \"%s\", \"pid\": %d, \"tid\": %d, \"ts\": ", mlk_op_kind_name(op->kind),
+              pid, b);
       json_us(f, rd);
       fprintf(f, ", \"dur\": ");
       json_us(f, e - rd);
@@ -453,7 +438,7 @@ char *mlk_model_trace_summary(const mlk_model *m) {
           nops++;
         }
       if (nops)
-        bprintf(&b, "  %-10s %6d %12lld %12.1f %12.1f\n", kind_name((MlkOpKind)kind), nops,
+        bprintf(&b, "  %-10s %6d %12lld %12.1f %12.1f\n", mlk_op_kind_name((MlkOpKind)kind), nops,
                 (long long)(tasks / nruns), rn / nruns * 1e-3, wn / nruns * 1e-3);
     }
     for (int o = 0; o < kd->nops; o++)

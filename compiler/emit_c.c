@@ -16,10 +16,11 @@ static const char *ctypes[MLK_DTYPE_COUNT] = {"float", "uint16_t", "uint16_t",
                                               "int32_t", "int8_t", "uint8_t"};
 static const char *kind_enums[] = {"MLK_TENSOR_PARAM", "MLK_TENSOR_INPUT", "MLK_TENSOR_OUTPUT",
                                    "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES"};
-static const char *op_enums[] = {"MLK_OP_MATVEC", "MLK_OP_ELTWISE",    "MLK_OP_GATHER",
-                                 "MLK_OP_RMSNORM", "MLK_OP_ROPE",       "MLK_OP_KV_APPEND",
-                                 "MLK_OP_ATTENTION", "MLK_OP_ARGMAX", "MLK_OP_SAMPLE",
-                                 "MLK_OP_ATTN_REDUCE"};
+static const char *op_enums[] = {
+#define X(K, name, r0, r1, r2, r3) "MLK_OP_" #K,
+    MLK_OP_KINDS(X)
+#undef X
+};
 static const char *fn_enums[] = {"MLK_FN_NONE", "MLK_FN_RELU", "MLK_FN_SILU", "MLK_FN_ADD",
                                  "MLK_FN_MUL"};
 
@@ -31,6 +32,19 @@ static const char *cfloat(char *buf, size_t n, float v) {
   strcat(buf, "f");
   return buf;
 }
+
+/* ", .name = value" for an op attribute that is not 0. */
+static void emit_float_attr(FILE *out, const char *name, float v) {
+  char buf[40];
+  if (v != 0.0f)
+    fprintf(out, ", .%s = %s", name, cfloat(buf, sizeof buf, v));
+}
+static void emit_int_attr(FILE *out, const char *name, int64_t v) {
+  if (v)
+    fprintf(out, ", .%s = %lld", name, (long long)v);
+}
+#define emit_attr(out, name, v)                                                                    \
+  _Generic((v), float: emit_float_attr, default: emit_int_attr)((out), (name), (v))
 
 static void upper(FILE *out, const char *s) {
   for (; *s; s++)
@@ -204,32 +218,12 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
       fprintf(out, "%s{%d, %lld}", j ? ", " : "", o->in[j].tensor, (long long)o->in[j].offset);
     fprintf(out, "},\n     .n = %lld, .k = %lld, .tile = %lld, .ntasks = %lld, .batched = %d",
             (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks, o->batched);
-    char f1[40], f2[40], f3[40], f4[40];
-    if (o->eps)
-      fprintf(out, ", .eps = %s", cfloat(f1, sizeof f1, o->eps));
-    if (o->kind == MLK_OP_ROPE)
-      fprintf(out, ",\n     .theta = %s, .rope_factor = %s, .rope_low_freq = %s, "
-                   ".rope_high_freq = %s, .rope_original_max_pos = %lld, .head_dim = %lld",
-              cfloat(f1, sizeof f1, o->theta), cfloat(f2, sizeof f2, o->rope_factor),
-              cfloat(f3, sizeof f3, o->rope_low_freq), cfloat(f4, sizeof f4, o->rope_high_freq),
-              (long long)o->rope_original_max_pos, (long long)o->head_dim);
-    if (o->kind == MLK_OP_SAMPLE)
-      fprintf(out, ",\n     .temperature = %s, .top_k = %lld, .top_p = %s",
-              cfloat(f1, sizeof f1, o->temperature), (long long)o->top_k,
-              cfloat(f2, sizeof f2, o->top_p));
-    if (o->kind == MLK_OP_KV_APPEND || o->kind == MLK_OP_ATTENTION)
-      fprintf(out, ",\n     .heads = %lld, .kv_heads = %lld, .head_dim = %lld, .layer = %d, .cache = %d",
-              (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim, o->layer,
-              o->cache);
-    else if (o->kind == MLK_OP_ATTN_REDUCE)
-      fprintf(out, ",\n     .heads = %lld, .kv_heads = %lld, .head_dim = %lld, .layer = -1, .cache = -1",
-              (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim);
-    else
-      fprintf(out, ", .layer = -1, .cache = -1");
-    if (o->split)
-      fprintf(out, ", .split = %lld", (long long)o->split);
-    if (o->min_chunk)
-      fprintf(out, ", .min_chunk = %lld", (long long)o->min_chunk);
+    fprintf(out, ",\n     .wait0 = %d, .nwaits = %d, .notify0 = %d, .nnotifies = %d", o->wait0,
+            o->nwaits, o->notify0, o->nnotifies);
+    /* every attribute of MLK_OP_ATTRS that is not 0 (designated initializers zero the rest) */
+#define X(type, name, what) emit_attr(out, #name, o->name);
+    MLK_OP_ATTRS(X)
+#undef X
     fputs("},\n", out);
   }
   fputs("};\n\n", out);
@@ -251,13 +245,23 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     fputs("static const MlkEventDesc events[] = {\n", out);
     for (int i = 0; i < g->nevents; i++) {
       const MlkEventDesc *e = &g->events[i];
-      fputs("    {", out);
+      fputs("    {.name = ", out);
       c_string(out, e->name);
-      fprintf(out, ", %d, %d, %d, %s, %lld, %lld, %lld, %lld, %lld},\n", e->producer, e->consumer,
-              e->tensor, e->map == MLK_MAP_ALL ? "MLK_MAP_ALL" : "MLK_MAP_TILE", (long long)e->n,
-              (long long)e->ptile, (long long)e->ctile, (long long)e->size, (long long)e->base);
+      fprintf(out, ", .producer = %d, .consumer = %d, .tensor = %d, .map = %s, .n = %lld, "
+                   ".ptile = %lld, .ctile = %lld, .count = %lld, .size = %lld, .base = %lld},\n",
+              e->producer, e->consumer, e->tensor,
+              e->map == MLK_MAP_ALL ? "MLK_MAP_ALL" : "MLK_MAP_TILE", (long long)e->n,
+              (long long)e->ptile, (long long)e->ctile, (long long)e->count, (long long)e->size,
+              (long long)e->base);
     }
     fputs("};\n\n", out);
+  }
+
+  if (g->nevent_refs) {
+    fputs("static const int event_refs[] = {", out);
+    for (int i = 0; i < g->nevent_refs; i++)
+      fprintf(out, "%s%d", i == 0 ? "\n    " : i % 16 ? ", " : ",\n    ", g->event_refs[i]);
+    fputs("\n};\n\n", out);
   }
 
   fputs("static const MlkKernelDesc kernels[] = {\n", out);
@@ -279,10 +283,11 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
   c_string(out, m);
   fputs(",\n    ", out);
   c_string(out, basename_of(g->prog->src->path));
-  fprintf(out, ",\n    tensors, %d,\n    ops, %d,\n    %s, %d,\n    %lld,\n    kernels, %d,\n"
-               "    %s, %d,\n    ",
+  fprintf(out, ",\n    tensors, %d,\n    ops, %d,\n    %s, %d,\n    %s, %d,\n    %lld,\n"
+               "    kernels, %d,\n    %s, %d,\n    ",
           g->ntensors, g->nops, g->nevents ? "events" : "NULL", g->nevents,
-          (long long)g->ncounters, g->nkernels, g->ncaches ? "caches" : "NULL", g->ncaches);
+          g->nevent_refs ? "event_refs" : "NULL", g->nevent_refs, (long long)g->ncounters,
+          g->nkernels, g->ncaches ? "caches" : "NULL", g->ncaches);
   c_string(out, g->batch ? g->batch->name : NULL);
   fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n};\n\n",
           (long long)(g->batch ? g->batch->lo_v : 1), (long long)(g->batch ? g->batch->hi_v : 1));

@@ -1331,9 +1331,6 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
     Binding *scope = L.decls;
     run_stmts(&L, &scope, mk->body);
     k->nops = g->nops - k->first_op;
-    if (k->nops > MLK_MAX_OPS_PER_KERNEL && !L.unsupported)
-      diag_error(d, mk->loc, "megakernel '%s' has %d ops, more than the %d supported", mk->name,
-                 k->nops, MLK_MAX_OPS_PER_KERNEL);
     if (k->nops == 0 && !L.unsupported)
       diag_error(d, mk->loc, "megakernel '%s' computes nothing", mk->name);
   }
@@ -1353,6 +1350,7 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
     base += e->size;
   }
   g->ncounters = base;
+  graph_link_events(g, a);
   drop_dead_temps(&L);
   unique_names(&L);
   for (int i = 0; i < g->nops; i++)
@@ -1360,6 +1358,33 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
       diag_error(d, g->ops[i].loc, "'%s' has %lld tasks, more than the %d an op may have",
                  g->ops[i].d.name, (long long)g->ops[i].d.ntasks, MLK_MAX_TASKS_PER_OP);
   return d->nerrors ? NULL : g;
+}
+
+/* ---------------------------------------------------------------- event lists */
+
+void graph_link_events(Graph *g, Arena *a) {
+  int nrefs = 0;
+  for (int i = 0; i < g->nevents; i++) {
+    MlkEventDesc *e = &g->events[i];
+    if (e->map == MLK_MAP_ALL && e->producer >= 0)
+      e->count = g->ops[e->producer].d.ntasks;
+    nrefs += (e->producer >= 0) + (e->consumer >= 0);
+  }
+  g->event_refs = arena_alloc(a, (size_t)(nrefs ? nrefs : 1) * sizeof *g->event_refs);
+  g->nevent_refs = 0;
+  for (int o = 0; o < g->nops; o++) {
+    MlkOpDesc *d = &g->ops[o].d;
+    d->wait0 = g->nevent_refs;
+    for (int i = 0; i < g->nevents; i++)
+      if (g->events[i].consumer == o)
+        g->event_refs[g->nevent_refs++] = i;
+    d->nwaits = g->nevent_refs - d->wait0;
+    d->notify0 = g->nevent_refs;
+    for (int i = 0; i < g->nevents; i++)
+      if (g->events[i].producer == o)
+        g->event_refs[g->nevent_refs++] = i;
+    d->nnotifies = g->nevent_refs - d->notify0;
+  }
 }
 
 /* ---------------------------------------------------------------- dumps */

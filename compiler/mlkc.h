@@ -480,6 +480,8 @@ struct Graph {
   int nops, cap_ops;
   MlkEventDesc *events;
   int nevents, cap_events;
+  int *event_refs;  /* the ops' wait and notify lists (MlkOpDesc.wait0, ...): graph_link_events */
+  int nevent_refs;
   int64_t ncounters;
   GKernel *kernels;
   int nkernels;
@@ -487,6 +489,11 @@ struct Graph {
   int ncaches;
   const DimDecl *batch; /* the dynamic batch dim, or NULL */
 };
+
+/* Fills every op's wait and notify lists (MlkOpDesc.wait0/nwaits/notify0/nnotifies over
+ * Graph.event_refs) from the events' producer and consumer, and each MLK_MAP_ALL event's count
+ * (the producer's tasks). Run once the events and the grids are final. */
+void graph_link_events(Graph *g, Arena *a);
 
 /* The number of elements of one batch row of tensor t (numel / shape[0] when batched). */
 int64_t graph_row_elems(const GTensor *t);

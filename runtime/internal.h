@@ -75,6 +75,16 @@ void mlk_cubin_cache_remove(const char *path);
 int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_t size, char *why,
                           size_t wn);
 
+/* ---- the interpreter's records (program.c) ---- */
+
+/* The op records of kernel `kernel` of the validated `d` into out[0 .. nops): addr[t] is the
+ * address of tensor t on the backend (device addresses, or host pointers as integers). */
+void mlk_program_ops(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out);
+/* The event records of `d` into out[0 .. nevents). */
+void mlk_program_events(const MlkModelDesc *d, MlkDevEvent *out);
+/* The wait and notify lists (MlkModelDesc.event_refs) as u32 into out[0 .. nevent_refs). */
+void mlk_program_refs(const MlkModelDesc *d, uint32_t *out);
+
 /* ---- static scheduling (sched.c) ---- */
 
 /* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
@@ -83,7 +93,7 @@ int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_
  * NULL) gets the total task count. `d` must have been validated (mlk_desc_validate). */
 int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols);
 mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
-                           uint32_t **words, int64_t *ntasks);
+                           MlkTaskWord **words, int64_t *ntasks);
 
 /* ---- model descriptions (model.c) ---- */
 

@@ -109,19 +109,12 @@ const char *mlk_tensor_kind_name(MlkTensorKind k) {
 }
 
 const char *mlk_op_kind_name(MlkOpKind k) {
-  switch (k) {
-  case MLK_OP_MATVEC: return "matvec";
-  case MLK_OP_ELTWISE: return "eltwise";
-  case MLK_OP_GATHER: return "gather";
-  case MLK_OP_RMSNORM: return "rmsnorm";
-  case MLK_OP_ROPE: return "rope";
-  case MLK_OP_KV_APPEND: return "kv_append";
-  case MLK_OP_ATTENTION: return "attention";
-  case MLK_OP_ARGMAX: return "argmax";
-  case MLK_OP_SAMPLE: return "sample";
-  case MLK_OP_ATTN_REDUCE: return "attn_reduce";
-  }
-  return "?";
+  static const char *const names[] = {
+#define X(K, name, r0, r1, r2, r3) #name,
+      MLK_OP_KINDS(X)
+#undef X
+  };
+  return (unsigned)k < MLK_OP_KIND_COUNT ? names[k] : "?";
 }
 
 int mlk_cache_of_tensor(const MlkModelDesc *d, int t) {
@@ -583,7 +576,7 @@ static mlk_status validate_ops(const MlkModelDesc *d) {
   return MLK_OK;
 }
 
-/* Fills kernel_of[op] and checks the kernels partition the ops into runs of at most 256. */
+/* Fills kernel_of[op] and checks the kernels partition the ops into runs. */
 static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
   for (int o = 0; o < d->nops; o++)
     kernel_of[o] = -1;
@@ -591,9 +584,8 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
     const MlkKernelDesc *kd = &d->kernels[k];
     if (!kd->name || !kd->entry)
       return bad(d, "kernel %d has no %s", k, kd->name ? "entry symbol" : "name");
-    if (kd->nops < 1 || kd->nops > MLK_MAX_OPS_PER_KERNEL)
-      return bad(d, "kernel %d '%s' has %d ops, must be in [1, %d]", k, kd->name, kd->nops,
-                 MLK_MAX_OPS_PER_KERNEL);
+    if (kd->nops < 1)
+      return bad(d, "kernel %d '%s' has %d ops, must have at least 1", k, kd->name, kd->nops);
     if (kd->schedule != MLK_SCHED_STATIC && kd->schedule != MLK_SCHED_DYNAMIC)
       return bad(d, "kernel %d '%s': schedule %d is not a valid MlkSchedule", k, kd->name,
                  (int)kd->schedule);
@@ -624,52 +616,62 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
     const MlkEventDesc *e = &d->events[i];
     if (!e->name)
       return bad(d, "event %d has no name", i);
-    if (e->producer < 0 || e->producer >= d->nops || e->consumer < 0 || e->consumer >= d->nops)
-      return bad(d, "event %d '%s': producer %d or consumer %d out of range (%d ops)", i, e->name,
-                 e->producer, e->consumer, d->nops);
-    const MlkOpDesc *p = &d->ops[e->producer], *c = &d->ops[e->consumer];
-    if (kernel_of[e->producer] != kernel_of[e->consumer])
-      return bad(d, "event %d '%s' goes from op '%s' in kernel %d to op '%s' in kernel %d", i,
-                 e->name, p->name, kernel_of[e->producer], c->name, kernel_of[e->consumer]);
-    /* Scheduling relies on this (see sched.c): a task only waits for tasks of earlier ops. */
-    if (e->producer >= e->consumer)
-      return bad(d, "event %d '%s': producer op %d is not before consumer op %d", i, e->name,
-                 e->producer, e->consumer);
-    if (e->tensor < 0 || e->tensor >= d->ntensors)
-      return bad(d, "event %d '%s': tensor %d out of range (%d tensors)", i, e->name, e->tensor,
-                 d->ntensors);
-    if (e->n < 1 || e->ptile < 1 || e->ctile < 1)
-      return bad(d, "event %d '%s': n %lld, ptile %lld and ctile %lld must all be >= 1", i, e->name,
-                 (long long)e->n, (long long)e->ptile, (long long)e->ctile);
-    if (e->n > mlk_tensor_cols(d, e->tensor))
-      return bad(d, "event %d '%s': n is %lld, but tensor '%s' has %lld columns", i, e->name,
-                 (long long)e->n, d->tensors[e->tensor].name, (long long)mlk_tensor_cols(d, e->tensor));
-    /* Keep the index-map arithmetic (mlk_desc.h) far from overflow and start values in u32. */
-    if (e->ptile > ((int64_t)1 << 40) || e->ctile > ((int64_t)1 << 40) ||
-        (e->map == MLK_MAP_ALL ? (e->n - 1) / e->ptile + 1 : e->ctile / e->ptile + 2) > (1 << 30))
-      return bad(d, "event %d '%s': ptile %lld and ctile %lld are out of proportion to n %lld", i,
-                 e->name, (long long)e->ptile, (long long)e->ctile, (long long)e->n);
-    if (e->map == MLK_MAP_ALL) {
-      if (e->size != 1)
-        return bad(d, "event %d '%s': an ALL event has 1 counter, size is %lld", i, e->name,
-                   (long long)e->size);
-    } else if (e->map == MLK_MAP_TILE) {
-      if (e->size != c->ntasks)
-        return bad(d, "event %d '%s': a TILE event has one counter per consumer task (%lld), size is %lld",
-                   i, e->name, (long long)c->ntasks, (long long)e->size);
-      /* Counters must map one-to-one onto the ctile-tiles of the n elements, and every producer
-       * task's notify range must start inside the tensor, or the index maps would leave the
-       * event's counters (and, on the GPU, increment another event's). */
-      if ((e->n - 1) / e->ctile != e->size - 1)
-        return bad(d, "event %d '%s': %lld elements in tiles of %lld need %lld counters, size is %lld",
-                   i, e->name, (long long)e->n, (long long)e->ctile,
-                   (long long)((e->n - 1) / e->ctile + 1), (long long)e->size);
-      if (p->ntasks - 1 > (e->n - 1) / e->ptile)
-        return bad(d, "event %d '%s': %lld producer tiles of %lld run past its %lld elements", i,
-                   e->name, (long long)p->ntasks, (long long)e->ptile, (long long)e->n);
-    } else {
+    if (e->map != MLK_MAP_ALL && e->map != MLK_MAP_TILE)
       return bad(d, "event %d '%s': map %d is not a valid MlkEventMap", i, e->name, (int)e->map);
+    if (e->producer == -1 && e->consumer == -1 && e->tensor == -1) {
+      /* an explicit event counter: its ops come from the wait and notify lists (validate_refs) */
+      if (e->map != MLK_MAP_ALL || e->size != 1)
+        return bad(d, "event %d '%s': an explicit event is one MLK_MAP_ALL counter (map %d, size %lld)",
+                   i, e->name, (int)e->map, (long long)e->size);
+    } else {
+      if (e->producer < 0 || e->producer >= d->nops || e->consumer < 0 || e->consumer >= d->nops)
+        return bad(d, "event %d '%s': producer %d or consumer %d out of range (%d ops)", i, e->name,
+                   e->producer, e->consumer, d->nops);
+      const MlkOpDesc *p = &d->ops[e->producer], *c = &d->ops[e->consumer];
+      if (kernel_of[e->producer] != kernel_of[e->consumer])
+        return bad(d, "event %d '%s' goes from op '%s' in kernel %d to op '%s' in kernel %d", i,
+                   e->name, p->name, kernel_of[e->producer], c->name, kernel_of[e->consumer]);
+      /* Scheduling relies on this (see sched.c): a task only waits for tasks of earlier ops. */
+      if (e->producer >= e->consumer)
+        return bad(d, "event %d '%s': producer op %d is not before consumer op %d", i, e->name,
+                   e->producer, e->consumer);
+      if (e->tensor < 0 || e->tensor >= d->ntensors)
+        return bad(d, "event %d '%s': tensor %d out of range (%d tensors)", i, e->name, e->tensor,
+                   d->ntensors);
+      if (e->n < 1 || e->ptile < 1 || e->ctile < 1)
+        return bad(d, "event %d '%s': n %lld, ptile %lld and ctile %lld must all be >= 1", i, e->name,
+                   (long long)e->n, (long long)e->ptile, (long long)e->ctile);
+      if (e->n > mlk_tensor_cols(d, e->tensor))
+        return bad(d, "event %d '%s': n is %lld, but tensor '%s' has %lld columns", i, e->name,
+                   (long long)e->n, d->tensors[e->tensor].name, (long long)mlk_tensor_cols(d, e->tensor));
+      /* Keep the index-map arithmetic (mlk_desc.h) far from overflow and start values in u32. */
+      if (e->ptile > ((int64_t)1 << 40) || e->ctile > ((int64_t)1 << 40) ||
+          (e->map == MLK_MAP_ALL ? (e->n - 1) / e->ptile + 1 : e->ctile / e->ptile + 2) > (1 << 30))
+        return bad(d, "event %d '%s': ptile %lld and ctile %lld are out of proportion to n %lld", i,
+                   e->name, (long long)e->ptile, (long long)e->ctile, (long long)e->n);
+      if (e->map == MLK_MAP_ALL) {
+        if (e->size != 1)
+          return bad(d, "event %d '%s': an ALL event has 1 counter, size is %lld", i, e->name,
+                     (long long)e->size);
+      } else {
+        if (e->size != c->ntasks)
+          return bad(d, "event %d '%s': a TILE event has one counter per consumer task (%lld), size is %lld",
+                     i, e->name, (long long)c->ntasks, (long long)e->size);
+        /* Counters must map one-to-one onto the ctile-tiles of the n elements, and every producer
+         * task's notify range must start inside the tensor, or the index maps would leave the
+         * event's counters (and, on the GPU, increment another event's). */
+        if ((e->n - 1) / e->ctile != e->size - 1)
+          return bad(d, "event %d '%s': %lld elements in tiles of %lld need %lld counters, size is %lld",
+                     i, e->name, (long long)e->n, (long long)e->ctile,
+                     (long long)((e->n - 1) / e->ctile + 1), (long long)e->size);
+        if (p->ntasks - 1 > (e->n - 1) / e->ptile)
+          return bad(d, "event %d '%s': %lld producer tiles of %lld run past its %lld elements", i,
+                     e->name, (long long)p->ntasks, (long long)e->ptile, (long long)e->n);
+      }
     }
+    /* a counter's target is epoch * start value in u32 */
+    if (e->map == MLK_MAP_ALL && (e->count < 0 || e->count > (1 << 30)))
+      return bad(d, "event %d '%s': count %lld must be in [0, 2^30]", i, e->name, (long long)e->count);
     if (e->base < 0 || e->base > d->ncounters - e->size)
       return bad(d, "event %d '%s': counters [%lld, %lld) are outside the model's %lld counters", i,
                  e->name, (long long)e->base, (long long)(e->base + e->size), (long long)d->ncounters);
@@ -703,6 +705,110 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
   return MLK_OK;
 }
 
+/* The ops' wait and notify lists against the events: every list inside event_refs, naming valid
+ * events at most once; an inferred event waited on by its consumer alone and notified by its
+ * producer alone; every event's waiters and notifiers in one kernel, every notifier before every
+ * waiter (the schedules rely on it, sched.c), and an ALL event's count equal to the tasks that
+ * notify it in a run (else its waits would hang or pass early). */
+static mlk_status validate_refs(const MlkModelDesc *d, const int *kernel_of) {
+  if (d->nevent_refs < 0 || (d->nevent_refs && !d->event_refs))
+    return bad(d, "nevent_refs is %d with event_refs %s", d->nevent_refs,
+               d->event_refs ? "set" : "NULL");
+  size_t ne = d->nevents ? (size_t)d->nevents : 1;
+  int64_t *tasks = MLK_CALLOC(ne, sizeof *tasks, "event notifier tasks");
+  int *first_wait = MLK_CALLOC(ne, sizeof *first_wait, "event waiters");
+  int *last_notify = MLK_CALLOC(ne, sizeof *last_notify, "event notifiers");
+  int *seen = MLK_CALLOC(ne, sizeof *seen, "event marks");
+  mlk_status st = MLK_OK;
+  if (!tasks || !first_wait || !last_notify || !seen) {
+    st = MLK_ERR_NOMEM;
+    goto done;
+  }
+  for (int i = 0; i < d->nevents; i++) {
+    first_wait[i] = d->nops;
+    last_notify[i] = -1;
+    seen[i] = -1;
+  }
+  for (int o = 0; o < d->nops && !st; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    for (int which = 0; which < 2 && !st; which++) {
+      int first = which ? op->notify0 : op->wait0, n = which ? op->nnotifies : op->nwaits;
+      const char *list = which ? "notify" : "wait";
+      if (first < 0 || n < 0 || first > d->nevent_refs - n) {
+        st = bad(d, "op %d '%s': %s list [%d, %d) is outside event_refs (%d entries)", o, op->name,
+                 list, first, first + n, d->nevent_refs);
+        break;
+      }
+      for (int r = first; r < first + n; r++) {
+        int ev = d->event_refs[r];
+        if (ev < 0 || ev >= d->nevents) {
+          st = bad(d, "op %d '%s': its %s list names event %d (the model has %d)", o, op->name, list,
+                   ev, d->nevents);
+          break;
+        }
+        const MlkEventDesc *e = &d->events[ev];
+        if (seen[ev] == 2 * o + which) {
+          st = bad(d, "op %d '%s' names event '%s' twice in its %s list", o, op->name, e->name, list);
+          break;
+        }
+        seen[ev] = 2 * o + which;
+        int owner = which ? e->producer : e->consumer;
+        if (owner >= 0 && owner != o) {
+          st = bad(d, "op %d '%s' %ss on event '%s', whose %s is op %d", o, op->name, list, e->name,
+                   which ? "producer" : "consumer", owner);
+          break;
+        }
+        if (e->map == MLK_MAP_TILE && which && tasks[ev]) {
+          st = bad(d, "TILE event '%s' is notified by more than one op", e->name);
+          break;
+        }
+        if (which) {
+          tasks[ev] += op->ntasks;
+          last_notify[ev] = o;
+        } else if (o < first_wait[ev]) {
+          first_wait[ev] = o;
+        }
+      }
+    }
+  }
+  for (int i = 0; i < d->nevents && !st; i++) {
+    const MlkEventDesc *e = &d->events[i];
+    /* an inferred event is on its producer's and consumer's lists */
+    if (e->producer >= 0 && (last_notify[i] != e->producer || first_wait[i] != e->consumer))
+      st = bad(d, "event %d '%s' is missing from the %s list of op %d", i, e->name,
+               last_notify[i] != e->producer ? "notify" : "wait",
+               last_notify[i] != e->producer ? e->producer : e->consumer);
+    else if (last_notify[i] >= first_wait[i])
+      st = bad(d, "event %d '%s': op %d '%s' waits on it but op %d '%s', a later op, notifies it", i,
+               e->name, first_wait[i], d->ops[first_wait[i]].name, last_notify[i],
+               d->ops[last_notify[i]].name);
+    else if (e->map == MLK_MAP_ALL && tasks[i] != e->count)
+      st = bad(d, "event %d '%s': count is %lld, but its notifiers have %lld tasks", i, e->name,
+               (long long)e->count, (long long)tasks[i]);
+    if (st)
+      break;
+    /* all of an event's ops in one kernel: compare every list entry's op with the first one's */
+  }
+  for (int o = 0; o < d->nops && !st; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    for (int r = 0; r < op->nwaits + op->nnotifies; r++) {
+      int ev = d->event_refs[r < op->nwaits ? op->wait0 + r : op->notify0 + r - op->nwaits];
+      int other = first_wait[ev] < d->nops ? first_wait[ev] : last_notify[ev];
+      if (kernel_of[other] != kernel_of[o]) {
+        st = bad(d, "event '%s' links op '%s' in kernel %d with op '%s' in kernel %d",
+                 d->events[ev].name, op->name, kernel_of[o], d->ops[other].name, kernel_of[other]);
+        break;
+      }
+    }
+  }
+done:
+  free(tasks);
+  free(first_wait);
+  free(last_notify);
+  free(seen);
+  return st;
+}
+
 mlk_status mlk_desc_validate(const MlkModelDesc *d) {
   if (!d)
     return mlk_set_error(MLK_ERR_INVALID, "model description is NULL");
@@ -723,8 +829,8 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
   int *kernel_of = MLK_CALLOC((size_t)d->nops, sizeof *kernel_of, "op kernels");
   if (!kernel_of)
     return MLK_ERR_NOMEM;
-  if (!(st = validate_kernels(d, kernel_of)))
-    st = validate_events(d, kernel_of);
+  if (!(st = validate_kernels(d, kernel_of)) && !(st = validate_events(d, kernel_of)))
+    st = validate_refs(d, kernel_of);
   free(kernel_of);
   return st;
 }
@@ -1041,14 +1147,14 @@ static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch,
                                  const MlkDevError *err) {
   const MlkModelDesc *d = m->desc;
   const MlkKernelDesc *k = &d->kernels[kernel];
-  uint32_t op_local = err->task >> MLK_TASK_OP_SHIFT, task = err->task & MLK_TASK_INDEX_MASK;
+  uint32_t op_local = err->op, task = err->task;
   if (op_local >= (uint32_t)k->nops || err->event >= (uint32_t)d->nevents ||
       err->index >= (uint64_t)d->events[err->event].size)
     return mlk_set_error(MLK_ERR_DEADLOCK,
                          "megakernel '%s': a wait timed out after %lld ms, but the error record is "
-                         "garbled (queue %u, task word 0x%08x, event %u, counter %u, expected %u, saw %u)",
-                         k->name, (long long)timeout_ms, err->block, err->task, err->event, err->index,
-                         err->expected, err->observed);
+                         "garbled (queue %u, op %u, task %u, event %u, counter %u, expected %u, saw %u)",
+                         k->name, (long long)timeout_ms, err->block, err->op, err->task, err->event,
+                         err->index, err->expected, err->observed);
   const MlkOpDesc *op = &d->ops[k->first_op + (int)op_local];
   const MlkEventDesc *e = &d->events[err->event];
   uint32_t before = (epoch - 1u) * (uint32_t)mlk_event_start_value(e, err->index);

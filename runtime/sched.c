@@ -50,7 +50,7 @@ int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols) {
  * and that is what the deadlock message reports. The argument holds for any assignment that keeps
  * each queue in increasing order, so the balancing is free to choose queues by cost. */
 mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
-                           uint32_t **words, int64_t *ntasks) {
+                           MlkTaskWord **words, int64_t *ntasks) {
   *qoff = NULL;
   *words = NULL;
   if (kernel < 0 || kernel >= d->nkernels)
@@ -67,7 +67,7 @@ mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint3
                          k->name, (long long)total);
 
   uint32_t *off = MLK_CALLOC((size_t)nqueues + 1, sizeof *off, "queue offsets");
-  uint32_t *w = off ? MLK_CALLOC((size_t)total, sizeof *w, "task queues") : NULL;
+  MlkTaskWord *w = off ? MLK_CALLOC((size_t)total ? (size_t)total : 1, sizeof *w, "task queues") : NULL;
   if (!w) {
     free(off);
     return MLK_ERR_NOMEM;
@@ -117,7 +117,7 @@ mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint3
   for (int o = 0; o < k->nops; o++) {
     const MlkOpDesc *op = &d->ops[k->first_op + o];
     for (int64_t t = 0; t < op->ntasks; t++, g++)
-      w[load[which[g]]++] = ((uint32_t)o << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+      w[load[which[g]]++] = MLK_TASK_WORD(o, t);
   }
   free(which);
   free(load);

@@ -40,7 +40,7 @@
 #include <time.h>
 
 #include "internal.h"
-#include "mlk_ref.h"
+#include "task.h"
 
 /* The drop_event hook holds each producer task of the dropped event back until some consumer task
  * of it has passed the checker in this run, or this long at most (a consumer can sit behind the
@@ -87,12 +87,14 @@ typedef struct SimOp {
 } SimOp;
 
 typedef struct SimKernel {
-  uint32_t *qoff, *words;          /* static queues (sched.c) */
+  MlkDevOp *recs;                  /* the op records (program.c), with host pointers */
+  uint32_t *qoff;                  /* static queues (sched.c) */
+  MlkTaskWord *words;
   int64_t ntasks;
   _Atomic uint32_t *started, *done; /* checker: per task, the serial of the run that started or
                                        finished it */
   int32_t *pending;                /* dynamic: per task, wait counters not complete yet */
-  uint32_t *ready;                 /* dynamic: the ready queue (task words) */
+  MlkTaskWord *ready;              /* dynamic: the ready queue (task words) */
 } SimKernel;
 
 typedef struct SimModel {
@@ -101,6 +103,7 @@ typedef struct SimModel {
   SimKernel *kernels;
   SimOp *ops;                 /* per op (global index) */
   int *event_list;            /* storage of every waits/notifies list */
+  int **waiters, *nwaiters;   /* per event: the ops that wait on it (dynamic schedule) */
   uint32_t serial;            /* runs started (stamps of the current run's tasks) */
 } SimModel;
 
@@ -182,8 +185,8 @@ static void sim_fail(SimRun *run, mlk_status st, const char *fmt, ...) {
 
 /* Waits until `c` reaches `target`. Returns 0 when it did, -1 when this run is aborted (by this
  * wait's deadline or another thread's). */
-static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, uint32_t word, int event,
-                        int64_t index) {
+static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, MlkTaskWord word,
+                        int event, int64_t index) {
   SimRun *run = th->run;
   uint32_t v = atomic_load_explicit(c, memory_order_acquire);
   if (mlk_counter_reached(v, target))
@@ -207,7 +210,8 @@ static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, uin
   if (atomic_exchange_explicit(&run->err_flag, 1u, memory_order_acq_rel) == 0) {
     run->err.flag = 1;
     run->err.block = (uint32_t)th->queue;
-    run->err.task = word;
+    run->err.op = MLK_TASK_OP(word);
+    run->err.task = MLK_TASK_INDEX(word);
     run->err.event = (uint32_t)event;
     run->err.index = (uint32_t)index;
     run->err.expected = target;
@@ -242,82 +246,27 @@ static int check_indices(SimRun *run, const MlkOpDesc *op, int64_t task, MlkArg 
   return 0;
 }
 
-/* Computes task `task` of op `o` for the run's rows with the reference tiles. */
+/* Computes task `task` of op `o` for the run's rows with the reference tiles, through the same
+ * per-kind dispatch the device runs (stdlib/task.c), after checking the indices it will follow. */
 static int run_tile(SimRun *run, int o, int64_t task) {
   const mlk_model *m = run->m;
   const MlkModelDesc *d = m->desc;
-  const SimModel *sm = run->sm;
   const MlkOpDesc *op = &d->ops[o];
-  int64_t c0 = task * op->tile, count = mlk_min64(op->tile, op->n - c0);
   int64_t rows = mlk_op_rows(op, m->batch);
-  void *out = arg_ptr(sm, d, op->out);
-  void *in[4];
-  for (int j = 0; j < 4; j++)
-    in[j] = arg_ptr(sm, d, op->in[j]);
   char what[256];
-  switch (op->kind) {
-  case MLK_OP_MATVEC:
-    mlk_ref_matvec(out, in[0], in[1], in[2], in[3], op->eps, op->n, op->k, c0, count, rows,
-                   (int)op->fn);
-    break;
-  case MLK_OP_ELTWISE:
-    mlk_ref_eltwise(out, in[0], in[1], op->n, c0, count, rows, (int)op->fn);
-    break;
-  case MLK_OP_GATHER: {
+  if (op->kind == MLK_OP_GATHER) {
     const MlkTensorDesc *table = &d->tensors[op->in[1].tensor];
     int64_t trows = (table->numel - op->in[1].offset) / op->n;
     snprintf(what, sizeof what, "the %lld rows of table '%s'", (long long)trows, table->name);
     if (check_indices(run, op, task, op->in[0], rows, trows, what))
       return -1;
-    mlk_ref_gather(out, in[0], in[1], op->n, c0, count, rows);
-    break;
-  }
-  case MLK_OP_RMSNORM:
-    mlk_ref_rmsnorm(out, in[0], in[1], op->eps, op->n, rows);
-    break;
-  case MLK_OP_ROPE:
-    mlk_ref_rope(out, in[0], in[1], op->n, op->head_dim, c0, count, rows, op->theta,
-                 op->rope_factor, op->rope_low_freq, op->rope_high_freq,
-                 op->rope_original_max_pos);
-    break;
-  case MLK_OP_KV_APPEND:
-  case MLK_OP_ATTENTION: {
-    const MlkCacheDesc *c = &d->caches[op->cache];
+  } else if (op->kind == MLK_OP_KV_APPEND || op->kind == MLK_OP_ATTENTION) {
     snprintf(what, sizeof what, "the positions 0..%lld of KV cache '%s'", (long long)(m->context - 1),
-             c->name);
+             d->caches[op->cache].name);
     if (check_indices(run, op, task, op->in[2], rows, m->context, what))
       return -1;
-    int64_t pps = m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = m->rt[MLK_RT_PAGES(op->cache)];
-    if (op->kind == MLK_OP_KV_APPEND) {
-      mlk_ref_kv_append(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
-                        npages, op->layer, c0 / c->head_dim, count / c->head_dim, rows);
-    } else if (op->split <= 1) {
-      int64_t per_kvh = op->heads / op->kv_heads * op->head_dim;
-      mlk_ref_attention(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page, pps,
-                        npages, op->layer, op->heads, c0 / per_kvh, count / per_kvh, rows);
-    } else {
-      /* a task of kvh kv heads' records in one chunk */
-      int64_t kvh = op->tile / mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
-      int64_t kvh0 = task / op->split * kvh;
-      mlk_ref_attention_split(out, in[0], in[1], in[2], in[3], c->kv_heads, c->head_dim, c->page,
-                              pps, npages, op->layer, op->heads, kvh, op->split, op->min_chunk, kvh0,
-                              mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
-    }
-    break;
   }
-  case MLK_OP_ARGMAX:
-    mlk_ref_argmax(out, in[0], op->k, rows);
-    break;
-  case MLK_OP_SAMPLE:
-    mlk_ref_sample(out, in[0], in[1], op->k, op->temperature, op->top_k, op->top_p, rows);
-    break;
-  case MLK_OP_ATTN_REDUCE: {
-    int64_t per_kvh = op->heads / op->kv_heads * op->head_dim;
-    mlk_ref_attn_reduce(out, in[0], op->kv_heads, op->head_dim, op->heads, op->tile / per_kvh,
-                        op->split, c0 / per_kvh, count / per_kvh, rows);
-    break;
-  }
-  }
+  mlk_task_exec(&run->sk->recs[o - d->kernels[run->kernel].first_op], task, m->rt);
   return 0;
 }
 
@@ -550,22 +499,27 @@ static mlk_status build_links(const MlkModelDesc *d, SimModel *sm, int k) {
 
 /* ---- tasks ---- */
 
-/* Appends the consumer tasks of counter `idx` of event `e`, which just completed, to the ready
- * queue once every counter they wait on is complete. */
-static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
+/* Appends the tasks that wait on counter `idx` of event `ei`, which just completed, to the ready
+ * queue once every counter they wait on is complete: task idx of its consumer (TILE), or every
+ * task of every op that waits on it (ALL). */
+static void push_consumers(SimRun *run, int ei, int64_t idx) {
   const MlkModelDesc *d = run->m->desc;
-  const SimOp *co = &run->sm->ops[e->consumer];
+  const MlkEventDesc *e = &d->events[ei];
   SimKernel *sk = run->sk;
-  uint32_t op_local = (uint32_t)(e->consumer - d->kernels[run->kernel].first_op);
-  int64_t t0 = e->map == MLK_MAP_ALL ? 0 : idx;
-  int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[e->consumer].ntasks - 1 : idx;
+  int first_op = d->kernels[run->kernel].first_op;
   pthread_mutex_lock(&run->mu);
   int pushed = 0;
-  for (int64_t t = t0; t <= t1; t++)
-    if (--sk->pending[co->first + t] == 0) {
-      sk->ready[run->nready++] = (op_local << MLK_TASK_OP_SHIFT) | (uint32_t)t;
-      pushed = 1;
-    }
+  for (int w = 0; w < run->sm->nwaiters[ei]; w++) {
+    int c = run->sm->waiters[ei][w];
+    const SimOp *co = &run->sm->ops[c];
+    int64_t t0 = e->map == MLK_MAP_ALL ? 0 : idx;
+    int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[c].ntasks - 1 : idx;
+    for (int64_t t = t0; t <= t1; t++)
+      if (--sk->pending[co->first + t] == 0) {
+        sk->ready[run->nready++] = MLK_TASK_WORD(c - first_op, t);
+        pushed = 1;
+      }
+  }
   if (pushed) {
     run->progress_ns = now_ns();
     pthread_cond_broadcast(&run->cv);
@@ -575,17 +529,18 @@ static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
 
 /* Runs one task: its waits (static schedule), the checker, the tile, the notifies. Returns -1 when
  * the run was aborted. */
-static int run_task(SimThread *th, uint32_t word) {
+static int run_task(SimThread *th, MlkTaskWord word) {
   SimRun *run = th->run;
   const MlkModelDesc *d = run->m->desc;
   SimModel *sm = run->sm;
-  int o = d->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
-  int64_t task = word & MLK_TASK_INDEX_MASK;
+  int o = d->kernels[run->kernel].first_op + (int)MLK_TASK_OP(word);
+  int64_t task = MLK_TASK_INDEX(word);
   const SimOp *so = &sm->ops[o];
   uint64_t *rec = run->trace ? run->trace + (so->first + task) * MLK_TRACE_WORDS : NULL;
   if (rec) {
     rec[MLK_TRACE_START] = now_ns();
-    rec[MLK_TRACE_WHO] = (uint64_t)(uint32_t)th->queue << 32 | word;
+    rec[MLK_TRACE_BLOCK] = (uint64_t)(uint32_t)th->queue;
+    rec[MLK_TRACE_TASK] = word;
   }
   if (run->sb->max_delay_us > 0)
     sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
@@ -627,7 +582,7 @@ static int run_task(SimThread *th, uint32_t word) {
       /* The notify that completes the counter for this run makes its consumers ready. */
       if (run->dynamic && ei != run->sb->drop_event &&
           old + 1u == run->epoch * (uint32_t)mlk_event_start_value(e, c))
-        push_consumers(run, e, c);
+        push_consumers(run, ei, c);
     }
   }
   if (rec)
@@ -673,9 +628,8 @@ static int report_stall(SimRun *run) {
           break;
       }
       if (atomic_exchange(&run->err_flag, 1u) == 0)
-        run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE,
-                                 ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t,
-                                 (uint32_t)ei, (uint32_t)idx, target, seen, 0};
+        run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE, (uint32_t)(o - k->first_op),
+                                 (uint32_t)t, (uint32_t)ei, (uint32_t)idx, target, seen};
       return 1;
     }
   }
@@ -691,7 +645,7 @@ static void *dynamic_worker(void *arg) {
     if (run->nready > 0) {
       /* Pop a random ready task: every order the dependencies allow can happen. */
       int64_t i = (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
-      uint32_t word = sk->ready[i];
+      MlkTaskWord word = sk->ready[i];
       sk->ready[i] = sk->ready[--run->nready];
       pthread_mutex_unlock(&run->mu);
       int failed = run_task(th, word);
@@ -732,7 +686,7 @@ static void dynamic_init(SimRun *run) {
     for (int64_t t = 0; t < d->ops[o].ntasks; t++) {
       sk->pending[so->first + t] = so->nwaits;
       if (so->nwaits == 0)
-        sk->ready[run->nready++] = ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+        sk->ready[run->nready++] = MLK_TASK_WORD(o - k->first_op, t);
     }
   }
   run->progress_ns = now_ns();
@@ -876,6 +830,7 @@ static void sim_model_fini(mlk_model *m) {
   if (sm->kernels)
     for (int k = 0; k < d->nkernels; k++) {
       SimKernel *sk = &sm->kernels[k];
+      free(sk->recs);
       free(sk->qoff);
       free(sk->words);
       free((void *)sk->started);
@@ -894,6 +849,11 @@ static void sim_model_fini(mlk_model *m) {
   free(sm->kernels);
   free(sm->ops);
   free(sm->event_list);
+  if (sm->waiters)
+    for (int i = 0; i < d->nevents; i++)
+      free(sm->waiters[i]);
+  free(sm->waiters);
+  free(sm->nwaiters);
   free(sm);
   m->impl = NULL;
 }
@@ -923,32 +883,49 @@ static mlk_status sim_model_init(mlk_model *m) {
     goto fail;
   for (int64_t i = 0; i < d->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
+  /* Each op's lists are its own (MlkOpDesc.wait0, ...), less the waits on a dropped event. */
+  size_t nrefs = (size_t)d->nevent_refs, nev = (size_t)(d->nevents ? d->nevents : 1);
   if (!(sm->ops = MLK_CALLOC((size_t)d->nops, sizeof *sm->ops, "op events")) ||
-      !(sm->event_list = MLK_CALLOC((size_t)d->nevents * 2, sizeof *sm->event_list, "event lists")))
+      !(sm->event_list = MLK_CALLOC(nrefs ? nrefs : 1, sizeof *sm->event_list, "event lists")) ||
+      !(sm->waiters = MLK_CALLOC(nev, sizeof *sm->waiters, "event waiters")) ||
+      !(sm->nwaiters = MLK_CALLOC(nev, sizeof *sm->nwaiters, "event waiter counts")))
     goto fail;
-  /* Two passes: count, then carve each op's lists out of event_list. */
-  for (int i = 0; i < d->nevents; i++) {
-    if (i != sb->drop_event)
-      sm->ops[d->events[i].consumer].nwaits++;
-    sm->ops[d->events[i].producer].nnotifies++;
-  }
   int *next = sm->event_list;
   for (int o = 0; o < d->nops; o++) {
-    sm->ops[o].waits = next;
-    next += sm->ops[o].nwaits;
-    sm->ops[o].notifies = next;
-    next += sm->ops[o].nnotifies;
-    sm->ops[o].nwaits = sm->ops[o].nnotifies = 0;
-    op_accesses(d, o, &sm->ops[o]);
+    const MlkOpDesc *op = &d->ops[o];
+    SimOp *so = &sm->ops[o];
+    so->waits = next;
+    for (int r = op->wait0; r < op->wait0 + op->nwaits; r++) {
+      int ev = d->event_refs[r];
+      if (ev == sb->drop_event)
+        so->dropped_consumer = 1;
+      else
+        so->waits[so->nwaits++] = ev;
+      sm->nwaiters[ev]++;
+    }
+    next += so->nwaits;
+    so->notifies = next;
+    for (int r = op->notify0; r < op->notify0 + op->nnotifies; r++) {
+      int ev = d->event_refs[r];
+      if (ev == sb->drop_event)
+        so->delayed = 1;
+      so->notifies[so->nnotifies++] = ev;
+    }
+    next += so->nnotifies;
+    op_accesses(d, o, so);
   }
   for (int i = 0; i < d->nevents; i++) {
-    SimOp *c = &sm->ops[d->events[i].consumer], *p = &sm->ops[d->events[i].producer];
-    if (i != sb->drop_event)
-      c->waits[c->nwaits++] = i;
-    else
-      p->delayed = c->dropped_consumer = 1;
-    p->notifies[p->nnotifies++] = i;
+    if (!(sm->waiters[i] = MLK_CALLOC((size_t)(sm->nwaiters[i] ? sm->nwaiters[i] : 1),
+                                      sizeof *sm->waiters[i], "event waiters")))
+      goto fail;
+    sm->nwaiters[i] = 0;
   }
+  for (int o = 0; o < d->nops; o++)
+    for (int r = d->ops[o].wait0; r < d->ops[o].wait0 + d->ops[o].nwaits; r++) {
+      int ev = d->event_refs[r];
+      if (ev != sb->drop_event)
+        sm->waiters[ev][sm->nwaiters[ev]++] = o;
+    }
   if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {
@@ -956,6 +933,16 @@ static mlk_status sim_model_init(mlk_model *m) {
     SimKernel *sk = &sm->kernels[k];
     if ((st = mlk_sched_build(d, k, sb->threads, &sk->qoff, &sk->words, &sk->ntasks)))
       goto fail;
+    st = MLK_ERR_NOMEM;
+    uint64_t *addr = MLK_CALLOC((size_t)(d->ntensors ? d->ntensors : 1), sizeof *addr, "tensor addresses");
+    if (!addr || !(sk->recs = MLK_CALLOC((size_t)kd->nops, sizeof *sk->recs, "op records"))) {
+      free(addr);
+      goto fail;
+    }
+    for (int t = 0; t < d->ntensors; t++)
+      addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
+    mlk_program_ops(d, k, addr, sk->recs);
+    free(addr);
     int64_t first = 0;
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
       sm->ops[o].kernel = k;

@@ -174,7 +174,7 @@ static void run_bounds(const TraceRun *r, uint64_t *t0, uint64_t *t1, int *block
       *t0 = x[MLK_TRACE_START];
     if (x[MLK_TRACE_END] > *t1)
       *t1 = x[MLK_TRACE_END];
-    int b = (int)(x[MLK_TRACE_WHO] >> 32) + 1;
+    int b = x[MLK_TRACE_BLOCK] < INT32_MAX ? (int)x[MLK_TRACE_BLOCK] + 1 : 0;
     if (b > *blocks)
       *blocks = b;
   }
@@ -185,9 +185,9 @@ static void run_bounds(const TraceRun *r, uint64_t *t0, uint64_t *t1, int *block
 /* The op (global index) of a record, or -1 for a garbled word. */
 static int record_op(const MlkModelDesc *d, const TraceRun *r, const uint64_t *x, int64_t *task) {
   const MlkKernelDesc *k = &d->kernels[r->kernel];
-  uint32_t word = (uint32_t)x[MLK_TRACE_WHO];
-  uint32_t o = word >> MLK_TASK_OP_SHIFT;
-  *task = word & MLK_TASK_INDEX_MASK;
+  MlkTaskWord word = x[MLK_TRACE_TASK];
+  uint32_t o = MLK_TASK_OP(word);
+  *task = MLK_TASK_INDEX(word);
   if (o >= (uint32_t)k->nops || *task >= d->ops[k->first_op + (int)o].ntasks)
     return -1;
   return k->first_op + (int)o;
@@ -256,7 +256,7 @@ mlk_status mlk_model_trace_write(const mlk_model *m, const char *path) {
       if (!complete(x) || (o = record_op(d, r, x, &task)) < 0)
         continue;
       const MlkOpDesc *op = &d->ops[o];
-      int b = (int)(x[MLK_TRACE_WHO] >> 32);
+      int b = (int)x[MLK_TRACE_BLOCK];
       uint64_t s = x[MLK_TRACE_START] - t0, rd = x[MLK_TRACE_READY] - t0, e = x[MLK_TRACE_END] - t0;
       if (rd > s) {
         fprintf(f, ",\n{\"ph\": \"X\", \"name\": \"wait\", \"cat\": \"wait\", \"pid\": %d, \"tid\": %d, "

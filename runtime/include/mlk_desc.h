@@ -14,18 +14,24 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 3
+#define MLK_DESC_ABI 4
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
 
 /* The kernel entry of every generated megakernel (codegen.c builds it, gpu.c launches it):
  *
- *   void ENTRY(u64 *bufs, u32 *counters, const u32 *qoff, const u32 *queue, u32 epoch,
- *              u64 timeout_ns, MlkDevError *err, const i64 *rt, u64 *trace)
+ *   void ENTRY(const MlkDevOp *ops, const MlkDevEvent *events, const u32 *refs, u32 *counters,
+ *              const u32 *qoff, const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err,
+ *              const i64 *rt, u64 *trace)
  *
- * bufs[t] is the device address of tensor t; `rt` the run-time values below, written by the
- * runtime before each run; `trace` NULL, or MLK_TRACE_WORDS u64 per task of the kernel (below).
+ * The kernel is an interpreter: `ops` holds one MlkDevOp record per op of the megakernel (built by
+ * the runtime from the MlkOpDesc, with operand addresses resolved), `events` one MlkDevEvent per
+ * event of the model, `refs` the event indices the op records' wait and notify lists point into.
+ * The generated code has one call site per op kind the megakernel uses, not one per op, so its
+ * size, registers and compile time do not grow with the model. `rt` holds the run-time values
+ * below, written by the runtime before each run; `trace` is NULL, or MLK_TRACE_WORDS u64 per task
+ * of the kernel (below).
  *
  * Static schedule: block b walks queue[qoff[b] .. qoff[b+1]) (sched.c builds one queue per block).
  * Dynamic schedule: queue[0 .. qoff[1]) holds every task of the kernel in topological order (op by
@@ -40,22 +46,25 @@
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */
-#define MLK_TRACE_WORDS 4
+#define MLK_TRACE_WORDS 5
 #define MLK_TRACE_START 0 /* the block took the task (before its waits) */
 #define MLK_TRACE_READY 1 /* its waits were satisfied: the tile starts */
 #define MLK_TRACE_END 2   /* tile and notifies done */
-#define MLK_TRACE_WHO 3   /* block << 32 | task word */
+#define MLK_TRACE_BLOCK 3 /* the block (SM queue) that ran it */
+#define MLK_TRACE_TASK 4  /* its task word */
 
 #define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
 #define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */
 #define MLK_RT_PAGES(c) (2 + 2 * (c))             /* cache c: physical pages in the pool */
 #define MLK_RT_COUNT(ncaches) (1 + 2 * (ncaches))
 
-/* A task word: op index within its megakernel in the top 8 bits, task index in the low 24. */
-#define MLK_TASK_OP_SHIFT 24
-#define MLK_TASK_INDEX_MASK 0xffffffu
-#define MLK_MAX_TASKS_PER_OP (1 << 24)
-#define MLK_MAX_OPS_PER_KERNEL 256
+/* A task word: the op's index within its megakernel in the high 32 bits, the task in the low 32.
+ * Neither the number of ops of a megakernel nor of tasks of an op has a limit below 2^31. */
+typedef uint64_t MlkTaskWord;
+#define MLK_TASK_WORD(op, task) ((uint64_t)(uint32_t)(op) << 32 | (uint32_t)(task))
+#define MLK_TASK_OP(word) ((uint32_t)((word) >> 32))
+#define MLK_TASK_INDEX(word) ((uint32_t)(word))
+#define MLK_MAX_TASKS_PER_OP INT32_MAX
 
 /* Largest inner dimension a matvec tile stages in shared memory (f32 elements, 48 KiB). */
 #define MLK_MATVEC_MAX_K 12288
@@ -104,63 +113,80 @@ typedef struct MlkTensorDesc {
  * rows (decode is bound by weight bytes). Task t covers output columns [t*tile, min((t+1)*tile,
  * n)). Operands are MlkArgs: a tensor and an element offset into it (a layer's slice of a param,
  * a row range of a weight). Activations are f32 [batch, cols] with row stride cols. */
+/* The op kinds, each defined once here: the enum, the names in messages and traces, the roles of
+ * its operands in messages, and the per-kind dispatch of the device interpreter and of the
+ * simulator (stdlib/task.c) all come from this table. What each kind computes:
+ *
+ * MATVEC: out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]); W bf16 [n, k] at in[1];
+ *   x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the fused
+ *   rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU; or MUL, a gated product:
+ *   out[b, r] = (sum_k W[r, k] * xn[b, k]) * in[2][b, r] (SwiGLU's silu(gate) * up).
+ * ELTWISE: out[b, i] = fn(a[b, i], c[b, i]) with a = in[0], c = in[1] (or none for RELU, SILU,
+ *   NONE).
+ * GATHER: out[b, i] = (f32) table[ids[b], i]: ids = in[0] i32 [b], table = in[1] bf16 [rows, n].
+ * RMSNORM: out[b, :] = x * rsqrt(mean(x^2) + eps) * w: x = in[0], w = in[1] bf16 [n]. One task
+ *   (tile = n).
+ * ROPE: rotary embedding of x = in[0] f32 [b, n] at positions in[1] i32 [b]: each head of head_dim
+ *   columns rotates pairs (j, j + head_dim/2) by pos * inv_freq[j] (Llama 3 scaling when
+ *   rope_factor > 1). tile is a multiple of head_dim.
+ * KV_APPEND: writes keys in[0] and values in[1] (f32 [b, kv_heads*head_dim]) of layer `layer` at
+ *   positions in[2] (i32 [b]) into the cache `out` (MLK_TENSOR_CACHE) through the page table
+ *   in[3]. Columns are kv_heads*head_dim; tile = head_dim (a task per kv head).
+ * ATTENTION: decode attention: for each row b and query head h, softmax(q K^T / sqrt(head_dim)) V
+ *   over the positions 0..pos[b] of layer `layer` of cache in[1] (page table in[3]); q = in[0]
+ *   f32 [b, heads*head_dim], pos = in[2]. Grouped query heads: head h reads kv head h / (heads /
+ *   kv_heads). tile = h * (heads / kv_heads) * head_dim: a task per h kv heads (h = 1 unless
+ *   `tile(head = h)`), n = heads * head_dim.
+ *   With split = S > 1 (flash-decoding) the positions 0..pos[b] of each row are cut at run time
+ *   into S chunks (mlk_attn_chunk_len), a task per (h kv heads, chunk), and `out` is not the
+ *   attention but its partials: f32 [b, mlk_attn_part_cols(..)], for each kv head g and chunk c a
+ *   record at mlk_attn_part_offset(..) of `group` = heads / kv_heads query heads: the
+ *   unnormalized sums o = sum_t exp(s_t - m) V[t] (group x head_dim), the maxima m = max_t s_t
+ *   (group), the sums l = sum_t exp(s_t - m) (group); s_t = q . K[t] / sqrt(head_dim) in natural
+ *   units. An empty chunk (or a row with pos < 0) has o = 0, m = -inf, l = 0. tile = h * group *
+ *   (head_dim + 2) (one task's records), n = ceil(kv_heads / h) * S * tile; task t covers kv
+ *   heads from (t / S) * h and chunk t % S. An ATTN_REDUCE merges the chunks.
+ * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k].
+ *   One task.
+ * SAMPLE: out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with u = in[1] (f32 [b],
+ *   the application's uniform random numbers in [0, 1)). One task. Per row:
+ *    1. Rank the k logits by value, largest first, equal values by lower index; NaN ranks below
+ *       -inf and -0 equals +0. The candidates c_0, c_1, ... are the first K = min(top_k, k).
+ *    2. m = x[c_0]. If m is not finite (+inf, or every logit -inf or NaN): the result is c_0.
+ *    3. p_r = exp((x[c_r] - m) / temperature) (NaN logits: 0); C_r = p_0 + ... + p_r (f32).
+ *    4. J = K - 1 if top_p >= 1, else the first r with C_r >= top_p * C_{K-1}.
+ *    5. The result is c_r for the first r <= J with C_r > u * C_J, or c_J if there is none.
+ *   Steps 1, 2 and 4 with top_p = 1 are exact; the sums of step 3 round differently on the
+ *   device, so the device can differ from the reference when u * C_J or top_p * C_{K-1} lies
+ *   within rounding (~1e-5 relative) of some C_r: mlk_ref_sample_row reports that margin.
+ * ATTN_REDUCE: the merge of a split attention's partials (in[0], the layout above, with this op's
+ *   split, heads, kv_heads, head_dim and h): out[b, h, :] = sum_c exp(m_c - M) o_c /
+ *   sum_c exp(m_c - M) l_c with M = max_c m_c over the S chunks, and zeros where every chunk is
+ *   empty (pos < 0). out f32 [b, heads * head_dim]; tile = h * group * head_dim: a task per h kv
+ *   heads, which waits on one MLK_MAP_TILE counter for the S producer tasks of its records.
+ *
+ * X(KIND, name, role of in[0], in[1], in[2], in[3]) ("" where the operand is unused). ORDER: the
+ * numbering is the ABI; append new kinds at the end. */
+#define MLK_OP_KINDS(X)                                                                            \
+  X(MATVEC, matvec, "x", "W", "residual", "norm weight")                                          \
+  X(ELTWISE, eltwise, "a", "b", "", "")                                                            \
+  X(GATHER, gather, "ids", "table", "", "")                                                        \
+  X(RMSNORM, rmsnorm, "x", "weight", "", "")                                                       \
+  X(ROPE, rope, "x", "positions", "", "")                                                          \
+  X(KV_APPEND, kv_append, "keys", "values", "positions", "page table")                            \
+  X(ATTENTION, attention, "q", "cache", "positions", "page table")                                \
+  X(ARGMAX, argmax, "x", "", "", "")                                                               \
+  X(SAMPLE, sample, "x", "u", "", "")                                                              \
+  X(ATTN_REDUCE, attn_reduce, "partials", "", "", "")
+
 typedef enum MlkOpKind {
-  /* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]); W bf16 [n, k] at in[1];
-   * x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the fused
-   * rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU; or MUL, a gated product:
-   * out[b, r] = (sum_k W[r, k] * xn[b, k]) * in[2][b, r] (SwiGLU's silu(gate) * up). */
-  MLK_OP_MATVEC,
-  /* out[b, i] = fn(a[b, i], c[b, i]) with a = in[0], c = in[1] (or none for RELU, SILU, NONE). */
-  MLK_OP_ELTWISE,
-  /* out[b, i] = (f32) table[ids[b], i]: ids = in[0] i32 [b], table = in[1] bf16 [rows, n]. */
-  MLK_OP_GATHER,
-  /* out[b, :] = x * rsqrt(mean(x^2) + eps) * w: x = in[0], w = in[1] bf16 [n]. One task (tile = n). */
-  MLK_OP_RMSNORM,
-  /* Rotary embedding of x = in[0] f32 [b, n] at positions in[1] i32 [b]: each head of head_dim
-   * columns rotates pairs (j, j + head_dim/2) by pos * inv_freq[j] (Llama 3 scaling when
-   * rope_factor > 1). tile is a multiple of head_dim. */
-  MLK_OP_ROPE,
-  /* Writes keys in[0] and values in[1] (f32 [b, kv_heads*head_dim]) of layer `layer` at positions
-   * in[2] (i32 [b]) into the cache `out` (MLK_TENSOR_CACHE) through the page table in[3].
-   * Columns are kv_heads*head_dim; tile = head_dim (a task per kv head). */
-  MLK_OP_KV_APPEND,
-  /* Decode attention: for each row b and query head h, softmax(q K^T / sqrt(head_dim)) V over the
-   * positions 0..pos[b] of layer `layer` of cache in[1] (page table in[3]); q = in[0] f32
-   * [b, heads*head_dim], pos = in[2]. Grouped query heads: head h reads kv head h / (heads /
-   * kv_heads). tile = h * (heads / kv_heads) * head_dim: a task per h kv heads (h = 1 unless
-   * `tile(head = h)`), n = heads * head_dim.
-   * With split = S > 1 (flash-decoding) the positions 0..pos[b] of each row are cut at run time
-   * into S chunks (mlk_attn_chunk_len), a task per (h kv heads, chunk), and `out` is not the
-   * attention but its partials: f32 [b, mlk_attn_part_cols(..)], for each kv head g and chunk c a
-   * record at mlk_attn_part_offset(..) of `group` = heads / kv_heads query heads: the unnormalized
-   * sums o = sum_t exp(s_t - m) V[t] (group x head_dim), the maxima m = max_t s_t (group), the
-   * sums l = sum_t exp(s_t - m) (group); s_t = q . K[t] / sqrt(head_dim) in natural units. An
-   * empty chunk (or a row with pos < 0) has o = 0, m = -inf, l = 0. tile = h * group *
-   * (head_dim + 2) (one task's records), n = ceil(kv_heads / h) * S * tile; task t covers kv
-   * heads from (t / S) * h and chunk t % S. An MLK_OP_ATTN_REDUCE merges the chunks. */
-  MLK_OP_ATTENTION,
-  /* out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k]. One task. */
-  MLK_OP_ARGMAX,
-  /* out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with u = in[1] (f32 [b], the
-   * application's uniform random numbers in [0, 1)). One task. Per row:
-   *  1. Rank the k logits by value, largest first, equal values by lower index; NaN ranks below
-   *     -inf and -0 equals +0. The candidates c_0, c_1, ... are the first K = min(top_k, k).
-   *  2. m = x[c_0]. If m is not finite (+inf, or every logit -inf or NaN): the result is c_0.
-   *  3. p_r = exp((x[c_r] - m) / temperature) (NaN logits: 0); C_r = p_0 + ... + p_r (f32).
-   *  4. J = K - 1 if top_p >= 1, else the first r with C_r >= top_p * C_{K-1}.
-   *  5. The result is c_r for the first r <= J with C_r > u * C_J, or c_J if there is none.
-   * Steps 1, 2 and 4 with top_p = 1 are exact; the sums of step 3 round differently on the
-   * device, so the device can differ from the reference when u * C_J or top_p * C_{K-1} lies
-   * within rounding (~1e-5 relative) of some C_r: mlk_ref_sample_row reports that margin. */
-  MLK_OP_SAMPLE,
-  /* The merge of a split attention's partials (in[0], the layout above, with this op's split,
-   * heads, kv_heads, head_dim and h): out[b, h, :] = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M)
-   * l_c with M = max_c m_c over the S chunks, and zeros where every chunk is empty (pos < 0).
-   * out f32 [b, heads * head_dim]; tile = h * group * head_dim: a task per h kv heads, which
-   * waits on one MLK_MAP_TILE counter for the S producer tasks of its records. */
-  MLK_OP_ATTN_REDUCE
+#define MLK_X_ENUM(K, name, r0, r1, r2, r3) MLK_OP_##K,
+  MLK_OP_KINDS(MLK_X_ENUM)
+#undef MLK_X_ENUM
 } MlkOpKind;
-#define MLK_OP_LAST MLK_OP_ATTN_REDUCE /* the largest MlkOpKind */
+#define MLK_X_ONE(K, name, r0, r1, r2, r3) +1
+#define MLK_OP_KIND_COUNT (0 MLK_OP_KINDS(MLK_X_ONE)) /* the number of kinds */
+#define MLK_OP_LAST (MLK_OP_KIND_COUNT - 1)             /* the largest MlkOpKind */
 
 /* Activation applied by a matvec epilogue, or the function of an elementwise op. */
 typedef enum MlkFn {
@@ -176,6 +202,30 @@ typedef struct MlkArg {
   int64_t offset; /* elements from the tensor's start */
 } MlkArg;
 
+/* The attributes of an op that only some kinds use (0 where a kind does not): one list, so that
+ * the descriptor, the device record, the generated C and the dumps cannot forget one.
+ * X(type, name, what) */
+#define MLK_OP_ATTRS(X)                                                                            \
+  X(float, eps, "rmsnorm, fused or not")                                                           \
+  X(float, theta, "rope: the base of the frequencies")                                             \
+  X(float, rope_factor, "rope: Llama 3 frequency scaling when > 1")                                \
+  X(float, rope_low_freq, "rope: Llama 3 low frequency factor")                                    \
+  X(float, rope_high_freq, "rope: Llama 3 high frequency factor")                                  \
+  X(int64_t, rope_original_max_pos, "rope: Llama 3 original context")                            \
+  X(int64_t, heads, "attention, attn_reduce, rope: query heads")                                  \
+  X(int64_t, kv_heads, "attention, attn_reduce, kv_append: kv heads")                             \
+  X(int64_t, head_dim, "attention, attn_reduce, kv_append, rope: columns per head")               \
+  X(int32_t, layer, "attention, kv_append: the cache layer")                                       \
+  X(int32_t, cache, "attention, kv_append: index into MlkModelDesc.caches")                        \
+  X(float, temperature, "sample: > 0")                                                             \
+  X(float, top_p, "sample: in (0, 1]")                                                             \
+  X(int64_t, top_k, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                       \
+  X(int64_t, split, "attention: chunks of a row's positions (0, 1: none; up to "                  \
+                    "MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges")                      \
+  X(int64_t, min_chunk, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")
+
+#define MLK_X_FIELD(type, name, what) type name;
+
 typedef struct MlkOpDesc {
   const char *name;  /* e.g. "matvec@mlp.mlk:12" for messages and traces */
   MlkOpKind kind;
@@ -187,21 +237,12 @@ typedef struct MlkOpDesc {
   int64_t tile;      /* output columns per task */
   int64_t ntasks;    /* ceil(n / tile) */
   int batched;       /* 1: rows loop over the run's batch; 0: one row */
-  float eps;         /* rmsnorm, fused or not */
-  /* rope */
-  float theta, rope_factor, rope_low_freq, rope_high_freq;
-  int64_t rope_original_max_pos;
-  /* attention, kv append, rope */
-  int64_t heads, kv_heads, head_dim;
-  int layer;         /* attention, kv append: the cache layer */
-  int cache;         /* attention, kv append: index into MlkModelDesc.caches */
-  /* sample: temperature > 0, 1 <= top_k <= MLK_SAMPLE_MAX_TOP_K, 0 < top_p <= 1 */
-  float temperature, top_p;
-  int64_t top_k;
-  int64_t split;     /* attention: chunks of the positions of a row (0 or 1: not split, up to
-                        MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges; 0 otherwise */
-  int64_t min_chunk; /* split attention: fewest positions per chunk (mlk_attn_chunk_len; 0 or 1:
-                        none); 0 otherwise */
+  /* The events this op waits on before each task and notifies after it: event indices at
+   * MlkModelDesc.event_refs[wait0 .. wait0 + nwaits) and [notify0 .. notify0 + nnotifies). */
+  int wait0, nwaits, notify0, nnotifies;
+  struct {
+    MLK_OP_ATTRS(MLK_X_FIELD)
+  };
 } MlkOpDesc;
 
 /* ---- split attention (flash-decoding): chunks and the layout of the partials ---- */
@@ -243,24 +284,29 @@ static inline int64_t mlk_attn_part_cols(int64_t kv_heads, int64_t heads, int64_
 }
 
 typedef enum MlkEventMap {
-  /* One counter. Every producer task notifies it, every consumer task waits for all producers:
-   * the consumer needs the whole tensor (a matvec reading its input vector). */
+  /* One counter, which `count` notifies complete in each run: every task of each op that lists
+   * the event among its notifies adds 1, every task of each op that lists it among its waits waits
+   * for all of them. An inferred event of a consumer that needs the whole tensor (a matvec reading
+   * its input vector) has one producer op and count = its tasks; an explicit event counter of the
+   * language (`event done : [L]`, `wait(done[l])`, `notify(done[l + 1])`) is one such event per
+   * counter that a clause names, with every op of the notifying statements counted. */
   MLK_MAP_ALL,
   /* One counter per consumer task. Consumer task j waits on counter j, which counts the producer
    * tiles overlapping elements [j*ctile, (j+1)*ctile); producer task i notifies every counter whose
-   * consumer tile overlaps its elements [i*ptile, (i+1)*ptile). */
+   * consumer tile overlaps its elements [i*ptile, (i+1)*ptile). One producer op, one consumer op. */
   MLK_MAP_TILE
 } MlkEventMap;
 
 typedef struct MlkEventDesc {
-  const char *name;  /* e.g. "h: matvec@mlp.mlk:12 -> matvec@mlp.mlk:13" */
-  int producer;      /* op index (global in MlkModelDesc.ops) */
-  int consumer;      /* op index */
-  int tensor;        /* the tensor that carries the dependency */
+  const char *name;  /* e.g. "h: matvec@mlp.mlk:12 -> matvec@mlp.mlk:13", "done[3]" */
+  int producer;      /* op index (global in MlkModelDesc.ops); -1: an explicit event (several) */
+  int consumer;      /* op index; -1: an explicit event */
+  int tensor;        /* the tensor that carries the dependency; -1: an explicit event */
   MlkEventMap map;
-  int64_t n;         /* columns of the dependency (the producer's output columns) */
-  int64_t ptile;     /* producer elements per task */
-  int64_t ctile;     /* consumer elements per task */
+  int64_t n;         /* MLK_MAP_TILE: columns of the dependency (the producer's output columns) */
+  int64_t ptile;     /* MLK_MAP_TILE: producer elements per task */
+  int64_t ctile;     /* MLK_MAP_TILE: consumer elements per task */
+  int64_t count;     /* MLK_MAP_ALL: notifies per run (the tasks of the ops that notify it) */
   int64_t size;      /* number of counters */
   int64_t base;      /* first counter in the model's counter array */
 } MlkEventDesc;
@@ -307,6 +353,8 @@ typedef struct MlkModelDesc {
   int nops;
   const MlkEventDesc *events;
   int nevents;
+  const int *event_refs;        /* the ops' wait and notify lists (MlkOpDesc.wait0, ...) */
+  int nevent_refs;
   int64_t ncounters;            /* sum of event sizes */
   const MlkKernelDesc *kernels;
   int nkernels;
@@ -323,44 +371,77 @@ typedef struct MlkModelDesc {
 typedef struct MlkDevError {
   uint32_t flag;      /* 0: no error; 1: a wait timed out */
   uint32_t block;     /* the block (SM queue) that timed out */
-  uint32_t task;      /* its task word */
+  uint32_t op;        /* its op, within the megakernel */
+  uint32_t task;      /* its task within the op */
   uint32_t event;     /* event index within the model */
   uint32_t index;     /* counter index within the event tensor */
   uint32_t expected;  /* the counter value it waited for */
   uint32_t observed;  /* the last value it read */
-  uint32_t pad;
 } MlkDevError;
+
+/* ---- the records the interpreter reads (built by the runtime from the descriptor) ---- */
+
+/* One op of a megakernel as the device interpreter (and the simulator) reads it: the MlkOpDesc
+ * with its operands resolved to addresses (device addresses on the GPU, host pointers in the
+ * simulator; 0: none) and the geometry of its cache. */
+typedef struct MlkDevOp {
+  uint32_t kind;      /* MlkOpKind */
+  uint32_t fn;        /* MlkFn */
+  uint32_t wait0, nwaits, notify0, nnotifies; /* into the refs array (MlkModelDesc.event_refs) */
+  int32_t batched;
+  int32_t reserved;
+  int64_t n, k, tile, ntasks;
+  uint64_t out, in[4];
+  int64_t page;       /* attention, kv_append: positions per page of the cache */
+  struct {
+    MLK_OP_ATTRS(MLK_X_FIELD)
+  };
+} MlkDevOp;
+
+/* One event as the interpreter reads it (MlkEventDesc without the names). */
+typedef struct MlkDevEvent {
+  uint32_t map;       /* MlkEventMap */
+  uint32_t reserved;
+  int64_t base, n, ptile, ctile, count;
+} MlkDevEvent;
 
 /* ---- index maps (the same arithmetic is generated into every megakernel) ---- */
 
 static inline int64_t mlk_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Counter a consumer task waits on. */
-static inline int64_t mlk_event_wait_index(const MlkEventDesc *e, int64_t task) {
-  return e->map == MLK_MAP_ALL ? 0 : task;
-}
+/* The index maps below take MlkEventDesc and MlkDevEvent alike (the fields they read have the
+ * same names): the simulator calls them on the one, the device interpreter on the other. */
 
-/* Notifies counter `idx` receives in one run: the number of producer tiles overlapping it. */
-static inline int64_t mlk_event_start_value(const MlkEventDesc *e, int64_t idx) {
-  if (e->map == MLK_MAP_ALL)
-    return (e->n + e->ptile - 1) / e->ptile;
-  int64_t start = idx * e->ctile;
-  int64_t end = mlk_min64(start + e->ctile, e->n);
-  return (end - 1) / e->ptile - start / e->ptile + 1;
+/* Counter a consumer task waits on. */
+#define mlk_event_wait_index(e, task) ((e)->map == MLK_MAP_ALL ? (int64_t)0 : (int64_t)(task))
+
+/* Notifies counter `idx` receives in one run: MLK_MAP_ALL its count, MLK_MAP_TILE the number of
+ * producer tiles overlapping it. */
+static inline int64_t mlk_event_start_value_of(int map, int64_t n, int64_t ptile, int64_t ctile,
+                                               int64_t count, int64_t idx) {
+  if (map == MLK_MAP_ALL)
+    return count;
+  int64_t start = idx * ctile;
+  int64_t end = mlk_min64(start + ctile, n);
+  return (end - 1) / ptile - start / ptile + 1;
 }
+#define mlk_event_start_value(e, idx)                                                              \
+  mlk_event_start_value_of((e)->map, (e)->n, (e)->ptile, (e)->ctile, (e)->count, (idx))
 
 /* Counters [*lo, *hi] that producer task `task` notifies. */
-static inline void mlk_event_notify_range(const MlkEventDesc *e, int64_t task, int64_t *lo,
-                                          int64_t *hi) {
-  if (e->map == MLK_MAP_ALL) {
+static inline void mlk_event_notify_range_of(int map, int64_t n, int64_t ptile, int64_t ctile,
+                                             int64_t task, int64_t *lo, int64_t *hi) {
+  if (map == MLK_MAP_ALL) {
     *lo = *hi = 0;
     return;
   }
-  int64_t start = task * e->ptile;
-  int64_t end = mlk_min64(start + e->ptile, e->n);
-  *lo = start / e->ctile;
-  *hi = (end - 1) / e->ctile;
+  int64_t start = task * ptile;
+  int64_t end = mlk_min64(start + ptile, n);
+  *lo = start / ctile;
+  *hi = (end - 1) / ctile;
 }
+#define mlk_event_notify_range(e, task, lo, hi)                                                    \
+  mlk_event_notify_range_of((e)->map, (e)->n, (e)->ptile, (e)->ctile, (task), (lo), (hi))
 
 /* Counters are never reset: run number `epoch` (1, 2, ...) waits until a counter has reached
  * epoch * start_value, compared modulo 2^32 so that wrapping is harmless. */

@@ -1,16 +1,17 @@
 /* mlk_tiles.h: device-side library of every megakernel, in freestanding C for nvptx64.
  *
- * clang compiles the .c files of stdlib/tiles to LLVM bitcode at build time; mlkc links that bitcode into each
- * generated megakernel and inlines it. The generated skeleton (codegen.c) walks a block's task
- * queue and, per task, calls: mlk_dev_wait for each event tensor counter the task depends on, the
- * op's tile function, mlk_dev_barrier, and mlk_dev_notify for each counter range it produces.
- * All functions are called by every thread of the block (MLK_BLOCK_THREADS), uniformly.
+ * clang compiles the .c files of stdlib/tiles (and stdlib/task.c) to LLVM bitcode at build time;
+ * mlkc links that bitcode into each generated megakernel. The generated interpreter (codegen.c)
+ * walks a block's task queue and, per task, reads the op's record (MlkDevOp) and calls:
+ * mlk_task_prefetch, mlk_dev_task_wait, the op kind's mlk_task_<kind> (stdlib/task.c, which calls
+ * the tile below), mlk_dev_barrier and mlk_dev_task_notify. All functions are called by every
+ * thread of the block (MLK_BLOCK_THREADS), uniformly.
  *
  * Every tile may assume a block barrier right before and right after it (the skeleton's waits
  * and mlk_dev_barrier), so it need not end with one of its own.
  *
  * Memory-model contract: data written by earlier tasks in the same launch (activations) is read
- * with ordinary loads after mlk_dev_wait (an acquire by thread 0 plus a block barrier); only
+ * with ordinary loads after mlk_dev_task_wait (an acquire by thread 0 plus a block barrier); only
  * weights, which no task writes, go through the non-coherent read-only path (ld.global.nc).
  * Each function here has a plain C reference in stdlib/ref/ with the same arguments.
  */
@@ -21,22 +22,28 @@
 
 #include "mlk_desc.h"
 
-/* Waits until *counter reaches `target` (mod 2^32). Thread 0 polls with acquire loads and
- * exponential nanosleep back-off; past `timeout_ns` (from %globaltimer) it records the failure in
- * `err` (first failure wins) and returns 0; it also returns 0 as soon as another block has failed.
- * Returns 1 in every thread when the dependency is satisfied. Contains a block barrier. */
-int mlk_dev_wait(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
-                 uint32_t task, uint32_t event, uint32_t index);
+/* The waits of task `task` of op `op` (its record `rec`, index `op` within the megakernel) before
+ * its tile: for each event of the record's wait list (event indices at refs[rec->wait0 ..]),
+ * thread 0 polls the counter the event's index map gives with acquire loads and exponential
+ * nanosleep back-off until it reaches epoch * start value (mod 2^32); past `timeout_ns` (from
+ * %globaltimer) it records the failure in `err` (first failure wins) and gives up; it also gives
+ * up as soon as another block has failed. Returns 1 in every thread when every dependency is
+ * satisfied, else 0. Contains a block barrier. */
+int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
+                      uint32_t *counters, uint32_t op, uint32_t task, uint32_t epoch,
+                      uint64_t timeout_ns, MlkDevError *err);
 
 /* Block barrier: every thread's writes of this task are done before thread 0 notifies. */
 void mlk_dev_barrier(void);
 
-/* Thread 0 adds 1 with release semantics to counters[lo..hi]; other threads do nothing. */
-void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi);
+/* Thread 0 adds 1 with release semantics to every counter the task's notify list and the events'
+ * index maps give; other threads do nothing. */
+void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
+                         uint32_t *counters, uint32_t task);
 
 /* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
  * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */
-void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint32_t word);
+void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word);
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field);
 
 /* Dynamic schedule: thread 0 takes the next ticket (atomic add on *ticket); every thread gets it.

@@ -32,7 +32,7 @@ static inline uint64_t globaltimer(void) {
 
 /* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
 static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
-                uint32_t task, uint32_t event, uint32_t index) {
+                uint32_t op, uint32_t task, uint32_t event, uint32_t index) {
   uint32_t v = ld_acquire(counter);
   if (mlk_counter_reached(v, target))
     return 1;
@@ -50,6 +50,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
     if (globaltimer() - start > timeout_ns) {
       if (__atomic_exchange_n(&err->flag, 1u, __ATOMIC_RELAXED) == 0) {
         err->block = __nvvm_read_ptx_sreg_ctaid_x();
+        err->op = op;
         err->task = task;
         err->event = event;
         err->index = index;
@@ -61,32 +62,49 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   }
 }
 
-int mlk_dev_wait(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
-                 uint32_t task, uint32_t event, uint32_t index) {
+int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
+                      uint32_t *counters, uint32_t op, uint32_t task, uint32_t epoch,
+                      uint64_t timeout_ns, MlkDevError *err) {
   int ok = 1;
-  if (mlk_tid() == 0)
-    ok = poll(counter, target, timeout_ns, err, task, event, index);
+  if (mlk_tid() == 0) {
+    uint32_t w0 = rec->wait0, nw = rec->nwaits;
+    for (uint32_t i = 0; i < nw && ok; i++) {
+      uint32_t ei = refs[w0 + i];
+      const MlkDevEvent *e = &events[ei];
+      int64_t idx = mlk_event_wait_index(e, task);
+      uint32_t target = epoch * (uint32_t)mlk_event_start_value(e, idx);
+      ok = poll(counters + e->base + idx, target, timeout_ns, err, op, task, ei, (uint32_t)idx);
+    }
+  }
   /* bar.red.and: a barrier that also tells every thread whether thread 0 succeeded. */
   return __nvvm_bar0_and(ok);
 }
 
 void mlk_dev_barrier(void) { __nvvm_barrier_sync(0); }
 
-void mlk_dev_notify(uint32_t *counters, int64_t lo, int64_t hi) {
+void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
+                         uint32_t *counters, uint32_t task) {
   if (mlk_tid() != 0)
     return;
-  for (int64_t i = lo; i <= hi; i++)
-    __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" : : "l"(counters + i) : "memory");
+  uint32_t n0 = rec->notify0, nn = rec->nnotifies;
+  for (uint32_t i = 0; i < nn; i++) {
+    const MlkDevEvent *e = &events[refs[n0 + i]];
+    int64_t lo, hi;
+    mlk_event_notify_range(e, task, &lo, &hi);
+    for (int64_t c = lo; c <= hi; c++)
+      __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" : : "l"(counters + e->base + c) : "memory");
+  }
 }
 
 /* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ---- */
 
-void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint32_t word) {
+void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
   if (!trace || mlk_tid() != 0)
     return;
   uint64_t *r = trace + (uint64_t)slot * MLK_TRACE_WORDS;
   r[MLK_TRACE_START] = globaltimer();
-  r[MLK_TRACE_WHO] = (uint64_t)__nvvm_read_ptx_sreg_ctaid_x() << 32 | word;
+  r[MLK_TRACE_BLOCK] = __nvvm_read_ptx_sreg_ctaid_x();
+  r[MLK_TRACE_TASK] = word;
 }
 
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field) {

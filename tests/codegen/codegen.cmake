@@ -21,7 +21,9 @@ if(MLK_FILECHECK)
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_llama_events_nosplit ${CG}/llama_tiny_events_nosplit.check --emit=events
                 --attn-split=1 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
-  mlk_filecheck(codegen_attention_split ${CG}/attention_split.check --emit=llvm -O0
+  mlk_filecheck(codegen_attention_split ${CG}/attention_split.check --emit=source
+                ${CG}/attention_split.mlk)
+  mlk_filecheck(codegen_attention_split_llvm ${CG}/attention_split_llvm.check --emit=llvm -O0
                 ${CG}/attention_split.mlk)
   mlk_filecheck(codegen_mlp_graph ${CG}/mlp_graph.check --emit=graph ${MLP})
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})

@@ -76,9 +76,9 @@ static void check_run(const MlkModelDesc *d, const uint64_t *rec, int kernel, in
   int bad = 0;
   for (int64_t s = 0; s < ntasks && bad < 5; s++) {
     const uint64_t *r = rec + s * MLK_TRACE_WORDS;
-    uint32_t word = (uint32_t)r[MLK_TRACE_WHO];
-    uint32_t op = word >> MLK_TASK_OP_SHIFT, task = word & MLK_TASK_INDEX_MASK;
-    int block = (int)(r[MLK_TRACE_WHO] >> 32);
+    MlkTaskWord word = r[MLK_TRACE_TASK];
+    uint32_t op = MLK_TASK_OP(word), task = MLK_TASK_INDEX(word);
+    int block = r[MLK_TRACE_BLOCK] < (uint64_t)blocks ? (int)r[MLK_TRACE_BLOCK] : blocks;
     int ok = op < (uint32_t)k->nops && task < d->ops[k->first_op + (int)op].ntasks && block < blocks &&
              r[MLK_TRACE_START] && r[MLK_TRACE_START] <= r[MLK_TRACE_READY] &&
              r[MLK_TRACE_READY] <= r[MLK_TRACE_END];
@@ -87,8 +87,8 @@ static void check_run(const MlkModelDesc *d, const uint64_t *rec, int kernel, in
       ok = slot_of[g] < 0;
       slot_of[g] = s;
     }
-    EXPECT(ok, "record %lld: block %d, word 0x%08x, start %llu, ready %llu, end %llu", (long long)s, block,
-           word, (unsigned long long)r[MLK_TRACE_START], (unsigned long long)r[MLK_TRACE_READY],
+    EXPECT(ok, "record %lld: block %d, word 0x%016llx, start %llu, ready %llu, end %llu", (long long)s, block,
+           (unsigned long long)word, (unsigned long long)r[MLK_TRACE_START], (unsigned long long)r[MLK_TRACE_READY],
            (unsigned long long)r[MLK_TRACE_END]);
     bad += !ok;
   }

@@ -3,10 +3,13 @@
  *
  *   test_watchdog cpu|gpu
  *
- * The mlp megakernel bakes its task grid into the code: layer 2 waits until all 128 layer-1 tasks
- * have notified event E0. Here the runtime is given a description whose layer 1 has tile 33, so
- * the queues hold only 125 layer-1 tasks: E0 can never reach 128, and every layer-2 task must time
- * out. Afterwards the correct model runs on the same backend and must still match the reference.
+ * The mlp's layer 2 (64 tasks) waits until all 128 layer-1 tasks have notified event E0 (ALL). The
+ * broken description adds a second event from layer 1 to layer 2 on h, a TILE event that claims
+ * layer 1's tiles are 16 rows instead of 32: its 128 producer tasks then notify only the counters
+ * of h's first 2048 rows, and layer-2 tasks 32..63 wait for 4 notifies that never come. (Layer 2
+ * still waits on E0 first, so no task reads h early. A description whose ALL count differs from
+ * its notifiers is refused at creation instead.) Every stuck wait must time out with a message.
+ * Afterwards the correct model runs on the same backend and must still match the reference.
  * With "gpu" on a machine without one it prints SKIP and exits 77. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,13 +39,33 @@ int main(int argc, char **argv) {
   }
   printf("backend: %s\n", mlk_backend_name(be));
 
-  /* the broken description: layer 1 with a wrong grid */
+  /* the broken description: E0 and the lying TILE event E1, both from op 0 to op 1 */
+  if (mlp_desc.nops != 2 || mlp_desc.nevents != 1 || mlp_desc.events[0].map != MLK_MAP_ALL) {
+    printf("FAIL: the mlp example no longer has the 2 ops and 1 ALL event this test expects\n");
+    return 1;
+  }
   MlkOpDesc ops[2];
   memcpy(ops, mlp_desc.ops, sizeof ops);
-  ops[0].tile = 33;
-  ops[0].ntasks = (ops[0].n + 32) / 33;
+  MlkEventDesc events[2] = {mlp_desc.events[0], mlp_desc.events[0]};
+  int64_t n = ops[0].n, ctile = n / ops[1].ntasks;
+  events[1].name = "h (tiles of 16): matvec_relu@mlp.mlk:18 -> matvec@mlp.mlk:19";
+  events[1].map = MLK_MAP_TILE;
+  events[1].ptile = ops[0].tile / 2;
+  events[1].ctile = ctile;
+  events[1].count = 0;
+  events[1].size = ops[1].ntasks;
+  events[1].base = mlp_desc.ncounters;
+  /* op 1 waits on E0 then E1; op 0 notifies both */
+  static const int refs[] = {0, 1, 0, 1};
+  ops[0].wait0 = 0, ops[0].nwaits = 0, ops[0].notify0 = 2, ops[0].nnotifies = 2;
+  ops[1].wait0 = 0, ops[1].nwaits = 2, ops[1].notify0 = 4, ops[1].nnotifies = 0;
   MlkModelDesc bad = mlp_desc;
   bad.ops = ops;
+  bad.events = events;
+  bad.nevents = 2;
+  bad.event_refs = refs;
+  bad.nevent_refs = 4;
+  bad.ncounters = mlp_desc.ncounters + events[1].size;
 
   int failed = 0;
   mlk_model *m;
@@ -59,8 +82,8 @@ int main(int argc, char **argv) {
     double ms = now_ms() - t0;
     const char *msg = mlk_last_error();
     int ok = st == MLK_ERR_DEADLOCK && strstr(msg, "matvec@mlp.mlk:19") &&
-             strstr(msg, "h: matvec_relu@mlp.mlk:18 -> matvec@mlp.mlk:19") &&
-             strstr(msg, "expected 128") && ms < 5000;
+             strstr(msg, "h (tiles of 16): matvec_relu@mlp.mlk:18 -> matvec@mlp.mlk:19") &&
+             strstr(msg, "expected 4 notifies, saw 0") && ms < 5000;
     printf("%s: broken run %d returned %s after %.0f ms: %s\n", ok ? "ok" : "FAIL", run,
            mlk_status_name(st), ms, msg);
     failed += !ok;

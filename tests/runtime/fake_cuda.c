@@ -305,6 +305,7 @@ enum { N = 1000, TILE0 = 64, TILE1 = 100, BMAX = 3 };
 CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned smem, CUstream stream,
                                    void **params) {
+  (void)f; /* both entries run the model their records describe */
   if (!current)
     return CUDA_ERROR_INVALID_CONTEXT;
   if (gx != SMS || gy != 1 || gz != 1 || bx != MLK_BLOCK_THREADS || by != 1 || bz != 1 || smem ||
@@ -312,24 +313,32 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
     fprintf(stderr, "fake libcuda: bad launch configuration\n");
     return CUDA_ERROR_INVALID_VALUE;
   }
-  uint64_t *bufs = (uint64_t *)(uintptr_t)*(CUdeviceptr *)params[0];
-  uint32_t *counters = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[1];
-  const uint32_t *qoff = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[2];
-  const uint32_t *queue = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[3];
-  uint32_t epoch = *(uint32_t *)params[4];
-  uint64_t timeout_ns = *(uint64_t *)params[5];
-  MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[6];
-  const int64_t *rt = (const int64_t *)(uintptr_t)*(CUdeviceptr *)params[7];
+  /* the entry's parameters (mlk_desc.h) */
+  const MlkDevOp *ops = (const MlkDevOp *)(uintptr_t)*(CUdeviceptr *)params[0];
+  const MlkDevEvent *events = (const MlkDevEvent *)(uintptr_t)*(CUdeviceptr *)params[1];
+  const uint32_t *refs = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[2];
+  uint32_t *counters = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[3];
+  const uint32_t *qoff = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[4];
+  const MlkTaskWord *queue = (const MlkTaskWord *)(uintptr_t)*(CUdeviceptr *)params[5];
+  uint32_t epoch = *(uint32_t *)params[6];
+  uint64_t timeout_ns = *(uint64_t *)params[7];
+  MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[8];
+  const int64_t *rt = (const int64_t *)(uintptr_t)*(CUdeviceptr *)params[9];
   int64_t rows = rt ? rt[MLK_RT_BATCH] : 0;
   if (epoch == 0 || timeout_ns < 1000000 || err->flag || rows < 1 || rows > BMAX) {
     fprintf(stderr, "fake libcuda: bad parameters (epoch %u, timeout %llu ns, error flag %u, batch %lld)\n",
             epoch, (unsigned long long)timeout_ns, err->flag, (long long)rows);
     return CUDA_ERROR_INVALID_VALUE;
   }
-  int bad = !strcmp(f->entry, "mlk_test_fwd_bad");
-  const MlkEventDesc e = {"u", 0, 1, 1, MLK_MAP_TILE, N, bad ? 32 : TILE0, TILE1, 10, 0};
-  const float *a = (const float *)(uintptr_t)bufs[0];
-  float *u = (float *)(uintptr_t)bufs[1], *v = (float *)(uintptr_t)bufs[2];
+  /* op 1 waits on, op 0 notifies the one event, as the records' lists say */
+  if (ops[1].nwaits != 1 || ops[0].nnotifies != 1 || refs[ops[1].wait0] != 0 ||
+      refs[ops[0].notify0] != 0) {
+    fprintf(stderr, "fake libcuda: bad wait/notify lists in the op records\n");
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  const MlkDevEvent e = events[0];
+  const float *a = (const float *)(uintptr_t)ops[0].in[0];
+  float *u = (float *)(uintptr_t)ops[0].out, *v = (float *)(uintptr_t)ops[1].out;
   uint32_t head[SMS];
   for (int b = 0; b < SMS; b++)
     head[b] = qoff[b];
@@ -337,7 +346,8 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
     int progress = 0, left = 0;
     for (int b = 0; b < SMS; b++) {
       for (; head[b] < qoff[b + 1]; head[b]++) {
-        uint32_t w = queue[head[b]], op = w >> MLK_TASK_OP_SHIFT, t = w & MLK_TASK_INDEX_MASK;
+        MlkTaskWord w = queue[head[b]];
+        uint32_t op = MLK_TASK_OP(w), t = MLK_TASK_INDEX(w);
         if (op == 1) {
           int64_t idx = mlk_event_wait_index(&e, t);
           if (!mlk_counter_reached(counters[e.base + idx], epoch * (uint32_t)mlk_event_start_value(&e, idx)))
@@ -366,10 +376,11 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
   /* Stuck: the first blocked block reports, as its wait would after timeout_ns. */
   for (int b = 0; b < SMS; b++)
     if (head[b] < qoff[b + 1]) {
-      uint32_t w = queue[head[b]], t = w & MLK_TASK_INDEX_MASK;
+      MlkTaskWord w = queue[head[b]];
+      uint32_t t = MLK_TASK_INDEX(w);
       int64_t idx = mlk_event_wait_index(&e, t);
-      *err = (MlkDevError){1, (uint32_t)b, w, 0, (uint32_t)idx,
-                           epoch * (uint32_t)mlk_event_start_value(&e, idx), counters[e.base + idx], 0};
+      *err = (MlkDevError){1, (uint32_t)b, MLK_TASK_OP(w), t, 0, (uint32_t)idx,
+                           epoch * (uint32_t)mlk_event_start_value(&e, idx), counters[e.base + idx]};
       break;
     }
   return CUDA_SUCCESS;

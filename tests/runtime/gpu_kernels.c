@@ -2,13 +2,14 @@
  * (--target=nvptx64-nvidia-cuda) at build time.
  *
  * They let the GPU backend be tested without the compiler: same launch signature and protocol as
- * generated megakernels (static queue per block, acquire-wait on event counters with a
- * %globaltimer deadline, MlkDevError on timeout, release-notify, the run-time values `rt`), for
- * one fixed model with a batch dim:
+ * generated megakernels (op records with resolved operand addresses, event records, static queue
+ * of 64-bit task words per block, acquire-wait on event counters with a %globaltimer deadline,
+ * MlkDevError on timeout, release-notify, the run-time values `rt`), for one fixed model with a
+ * batch dim:
  *     u = relu(a)   (op 0, tile 64)      TILE event u: op 0 -> op 1
  *     v = u + a     (op 1, tile 100)     over 1000 f32 columns, for rt[MLK_RT_BATCH] rows
- * `mlk_test_fwd` has the right event; `mlk_test_fwd_bad` believes the producer tile is 32, so
- * counters of elements past 512 never complete and the run must report a deadlock.
+ * The bad model's descriptor says the producer tile is 32, so counters of elements past 512 never
+ * complete and the run must report a deadlock.
  * The index maps are the inline functions of mlk_desc.h, compiled for the device as-is.
  */
 #include "mlk_desc.h"
@@ -47,15 +48,18 @@ static inline void notify_release(u32 *p) {
 
 static inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
 
-static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters, const u32 *qoff,
-                                                       const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                       MlkDevError *err, const long long *rt,
-                                                       const MlkEventDesc *e) {
+static inline __attribute__((always_inline)) void body(const MlkDevOp *ops,
+                                                       const MlkDevEvent *events, u32 *counters,
+                                                       const u32 *qoff, const u64 *queue, u32 epoch,
+                                                       u64 timeout_ns, MlkDevError *err,
+                                                       const long long *rt) {
   const long long rows = rt[MLK_RT_BATCH];
-  const float *a = (const float *)bufs[0];
-  float *u = (float *)bufs[1], *v = (float *)bufs[2];
+  const MlkDevEvent *e = &events[0]; /* the one event: op 0 notifies it, op 1 waits on it */
+  const float *a = (const float *)ops[0].in[0];
+  float *u = (float *)ops[0].out, *v = (float *)ops[1].out;
   for (u32 i = qoff[bid()]; i < qoff[bid() + 1]; i++) {
-    u32 word = queue[i], op = word >> MLK_TASK_OP_SHIFT, t = word & MLK_TASK_INDEX_MASK;
+    u64 word = queue[i];
+    u32 op = MLK_TASK_OP(word), t = MLK_TASK_INDEX(word);
     int failed = 0;
     if (op == 1 && tid() == 0) {
       long long idx = mlk_event_wait_index(e, t);
@@ -71,7 +75,8 @@ static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters,
         if (globaltimer() - start > timeout_ns) {
           if (__nvvm_atom_xchg_gen_i((int *)&err->flag, 1) == 0) {
             err->block = bid();
-            err->task = word;
+            err->op = op;
+            err->task = t;
             err->event = 0;
             err->index = (u32)idx;
             err->expected = target;
@@ -107,18 +112,16 @@ static inline __attribute__((always_inline)) void body(u64 *bufs, u32 *counters,
   }
 }
 
-#define EVENT(pt) {"u", 0, 1, 1, MLK_MAP_TILE, N, (pt), TILE1, (N + TILE1 - 1) / TILE1, 0}
+/* The signature of every generated megakernel (mlk_desc.h). The event comes from the records:
+ * the bad model's descriptor claims producer tiles of 32. */
+#define ENTRY(name)                                                                                \
+  __attribute__((nvptx_kernel)) void name(const MlkDevOp *ops, const MlkDevEvent *events,          \
+                                          const u32 *refs, u32 *counters, const u32 *qoff,         \
+                                          const u64 *queue, u32 epoch, u64 timeout_ns,             \
+                                          MlkDevError *err, const long long *rt, u64 *trace) {     \
+    (void)refs, (void)trace;                                                                       \
+    body(ops, events, counters, qoff, queue, epoch, timeout_ns, err, rt);                          \
+  }
 
-__attribute__((nvptx_kernel)) void mlk_test_fwd(u64 *bufs, u32 *counters, const u32 *qoff,
-                                                const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                MlkDevError *err, const long long *rt) {
-  const MlkEventDesc e = EVENT(TILE0);
-  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, rt, &e);
-}
-
-__attribute__((nvptx_kernel)) void mlk_test_fwd_bad(u64 *bufs, u32 *counters, const u32 *qoff,
-                                                    const u32 *queue, u32 epoch, u64 timeout_ns,
-                                                    MlkDevError *err, const long long *rt) {
-  const MlkEventDesc e = EVENT(32);
-  body(bufs, counters, qoff, queue, epoch, timeout_ns, err, rt, &e);
-}
+ENTRY(mlk_test_fwd)
+ENTRY(mlk_test_fwd_bad)

@@ -27,6 +27,7 @@ typedef struct RtB {
   MlkTensorDesc tensors[RTB_MAX_T];
   MlkOpDesc ops[RTB_MAX_OPS];
   MlkEventDesc events[RTB_MAX_EV];
+  int refs[2 * RTB_MAX_EV];
   MlkKernelDesc kernels[RTB_MAX_K];
   MlkCacheDesc caches[RTB_MAX_C];
   int producer[RTB_MAX_T];                   /* last op of the current kernel writing a tensor */
@@ -135,7 +136,7 @@ static inline void rtb_event(RtB *b, int p, int c, int tensor, MlkEventMap map, 
     abort();
   b->events[i] = (MlkEventDesc){
       rtb_str(b, "%s: %s -> %s", b->tensors[tensor].name, b->ops[p].name, b->ops[c].name), p, c,
-      tensor, map, n, b->ops[p].tile, map == MLK_MAP_ALL ? b->ops[c].tile : ctile,
+      tensor, map, n, b->ops[p].tile, map == MLK_MAP_ALL ? b->ops[c].tile : ctile, 0,
       map == MLK_MAP_ALL ? 1 : (n + ctile - 1) / ctile, 0};
 }
 
@@ -301,7 +302,8 @@ static inline int rtb_sample(RtB *b, const char *name, int out, int x, int u, in
   return o;
 }
 
-/* Lays out the counters; the desc is then complete (b must not move). */
+/* Lays out the counters and links the ops' event lists; the desc is then complete (b must not
+ * move). Call again after changing events. */
 static inline const MlkModelDesc *rtb_done(RtB *b) {
   int64_t base = 0;
   for (int i = 0; i < b->desc.nevents; i++) {
@@ -309,6 +311,7 @@ static inline const MlkModelDesc *rtb_done(RtB *b) {
     base += b->events[i].size;
   }
   b->desc.ncounters = base;
+  rt_link_events(&b->desc, b->ops, b->events, b->refs);
   return &b->desc;
 }
 

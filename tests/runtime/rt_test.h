@@ -107,6 +107,32 @@ static inline double rt_rel_l2(const float *got, const double *want, size_t n) {
   return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* ---- event lists ---- */
+
+/* The ops' wait and notify lists (MlkOpDesc.wait0, ... over refs[0 .. 2 * nevents)) and the ALL
+ * events' counts (the producer's tasks), from the events' producers and consumers, as mlkc derives
+ * them (graph_link_events). Call again after changing the events or the ops' grids. */
+static inline void rt_link_events(MlkModelDesc *d, MlkOpDesc *ops, MlkEventDesc *events, int *refs) {
+  int n = 0;
+  for (int i = 0; i < d->nevents; i++)
+    if (events[i].map == MLK_MAP_ALL && events[i].producer >= 0)
+      events[i].count = ops[events[i].producer].ntasks;
+  for (int o = 0; o < d->nops; o++) {
+    ops[o].wait0 = n;
+    for (int i = 0; i < d->nevents; i++)
+      if (events[i].consumer == o)
+        refs[n++] = i;
+    ops[o].nwaits = n - ops[o].wait0;
+    ops[o].notify0 = n;
+    for (int i = 0; i < d->nevents; i++)
+      if (events[i].producer == o)
+        refs[n++] = i;
+    ops[o].nnotifies = n - ops[o].notify0;
+  }
+  d->event_refs = refs;
+  d->nevent_refs = n;
+}
+
 /* ---- the model ---- */
 
 enum { RT_N = 300, RT_K = 200, RT_R = 77 };
@@ -117,15 +143,25 @@ typedef struct RtModel {
   MlkTensorDesc tensors[RT_NTENSORS];
   MlkOpDesc ops[6];
   MlkEventDesc events[5]; /* room for one more in variants */
+  int refs[16]; /* 2 per event, and room for tests to append lists */
   MlkKernelDesc kernels[2];
   MlkModelDesc desc;
 } RtModel;
+
+/* rt_link_events for an RtModel (after changing its events). */
+static inline void rt_mlp_link(RtModel *m) { rt_link_events(&m->desc, m->ops, m->events, m->refs); }
 
 #define RT_T(nm, dt, kd, r, s0, s1, ne) {nm, dt, kd, r, {s0, s1, 0, 0}, ne, NULL, 0}
 /* An unbatched op as mlkc emits it: whole operands at offset 0 (-1: none), no cache. */
 #define RT_OP(nm, kd, f, o, i0, i1, i2, n_, k_, tile_, ntasks_)                                   \
   {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}},     \
    .n = n_, .k = k_, .tile = tile_, .ntasks = ntasks_, .layer = -1, .cache = -1}
+
+/* The same with its wait and notify lists (MlkOpDesc.wait0, nwaits, notify0, nnotifies). */
+#define RT_OP_EV(nm, kd, f, o, i0, i1, i2, n_, k_, tile_, ntasks_, w0, nw, n0, nn)                 \
+  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}},     \
+   .n = n_, .k = k_, .tile = tile_, .ntasks = ntasks_, .layer = -1, .cache = -1, .wait0 = w0,      \
+   .nwaits = nw, .notify0 = n0, .nnotifies = nn}
 
 /* Fills `m` with the model above; m->desc points into m, so m must not move afterwards. */
 static inline void rt_mlp_init(RtModel *m) {
@@ -152,10 +188,10 @@ static inline void rt_mlp_init(RtModel *m) {
       RT_OP("add@mlp.mlk:10", MLK_OP_ELTWISE, MLK_FN_ADD, T_V, T_U, T_R, -1, RT_R, 0, 9, 9),
   };
   const MlkEventDesc events[4] = {
-      {"h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4", 0, 1, T_H, MLK_MAP_ALL, RT_N, 16, 8, 1, 0},
-      {"y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5", 1, 2, T_Y, MLK_MAP_TILE, RT_N, 8, 7, 43, 1},
-      {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 10, 44},
-      {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 9, 54},
+      {"h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4", 0, 1, T_H, MLK_MAP_ALL, RT_N, 16, 8, 19, 1, 0},
+      {"y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5", 1, 2, T_Y, MLK_MAP_TILE, RT_N, 8, 7, 0, 43, 1},
+      {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 0, 10, 44},
+      {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 0, 9, 54},
   };
   const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4, MLK_SCHED_STATIC},
                                     {"post", "mlk_post", 4, 2, MLK_SCHED_STATIC}};
@@ -182,6 +218,7 @@ static inline void rt_mlp_init(RtModel *m) {
       .ptx_sm90a = NULL,
       .ptx_sm80 = NULL,
   };
+  rt_mlp_link(m);
 }
 
 /* Host copies of everything the application sets, and the double-precision reference. */

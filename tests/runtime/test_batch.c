@@ -282,7 +282,7 @@ static void api(mlk_backend *be) {
   for (int k = 0; k < s.b.desc.nkernels; k++)
     s.b.kernels[k].nops = s.b.desc.nops - s.b.kernels[k].first_op;
   s.b.desc.nevents = 0;
-  s.b.desc.ncounters = 0;
+  rtb_done(&s.b);
   expect_error(mlk_model_create(be, &s.b.desc, &m), "KV cache 'kv' of model 'llama_tiny' is too large");
   setenv("MLK_KV_CONTEXT", "16", 1);
 

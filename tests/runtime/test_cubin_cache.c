@@ -38,17 +38,18 @@ static const MlkTensorDesc tensors[] = {
     {"v", MLK_F32, MLK_TENSOR_OUTPUT, 1, {N, 0, 0, 0}, N, NULL, 0},
 };
 static const MlkOpDesc ops[] = {
-    RT_OP("relu@cache:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, N, 0, 64, 16),
-    RT_OP("add@cache:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, N, 0, 100, 10),
+    RT_OP_EV("relu@cache:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, N, 0, 64, 16, 0, 0, 0, 1),
+    RT_OP_EV("add@cache:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, N, 0, 100, 10, 0, 1, 0, 0),
 };
-static const MlkEventDesc events[] = {{"u: relu@cache:1 -> add@cache:2", 0, 1, 1, MLK_MAP_TILE, N, 64, 100, 10, 0}};
+static const MlkEventDesc events[] = {{"u: relu@cache:1 -> add@cache:2", 0, 1, 1, MLK_MAP_TILE, N, 64, 100, 0, 10, 0}};
+static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
 static MlkKernelDesc kernel90 = {"fwd", "k90", 0, 2, MLK_SCHED_STATIC};
 static MlkKernelDesc kernel80 = {"fwd", "k80", 0, 2, MLK_SCHED_STATIC};
 
 static MlkModelDesc desc(const char *sm90a, const char *sm80) {
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "cache_test", .source = "cache.mlk",
                         .tensors = tensors, .ntensors = 3, .ops = ops, .nops = 2, .events = events,
-                        .nevents = 1, .ncounters = 10, .kernels = sm90a ? &kernel90 : &kernel80,
+                        .nevents = 1, .event_refs = refs, .nevent_refs = 1, .ncounters = 10, .kernels = sm90a ? &kernel90 : &kernel80,
                         .nkernels = 1, .batch_min = 1, .batch_max = 1, .ptx_sm90a = sm90a,
                         .ptx_sm80 = sm80};
 }

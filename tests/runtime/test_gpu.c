@@ -40,16 +40,17 @@ static const MlkTensorDesc gtensors[] = {
 static const MlkOpDesc gops[] = {
     {.name = "relu@gpu_test:1", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_RELU, .out = {1, 0},
      .in = {{0, 0}, {-1, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 64, .ntasks = 16, .batched = 1,
-     .layer = -1, .cache = -1},
+     .layer = -1, .cache = -1, .nnotifies = 1},
     {.name = "add@gpu_test:2", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_ADD, .out = {2, 0},
      .in = {{1, 0}, {0, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 100, .ntasks = 10, .batched = 1,
-     .layer = -1, .cache = -1},
+     .layer = -1, .cache = -1, .nwaits = 1},
 };
 /* Must match EVENT() in gpu_kernels.c. */
 static const MlkEventDesc gevents_ok[] = {
-    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 64, 100, 10, 0}};
+    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 64, 100, 0, 10, 0}};
 static const MlkEventDesc gevents_bad[] = {
-    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 10, 0}};
+    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 0, 10, 0}};
+static const int grefs[] = {0}; /* add waits on, relu notifies event 0 */
 static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_STATIC}};
 static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2, MLK_SCHED_STATIC}};
 static const MlkKernelDesc gkernels_dyn[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_DYNAMIC}};
@@ -58,14 +59,14 @@ static MlkModelDesc gdesc(const char *ptx, int bad) {
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = bad ? "gpu_test_bad" : "gpu_test",
                         .source = "gpu_test.c", .tensors = gtensors, .ntensors = 3, .ops = gops,
                         .nops = 2, .events = bad ? gevents_bad : gevents_ok, .nevents = 1,
-                        .ncounters = 10, .kernels = bad ? gkernels_bad : gkernels_ok, .nkernels = 1,
+                        .event_refs = grefs, .nevent_refs = 1, .ncounters = 10, .kernels = bad ? gkernels_bad : gkernels_ok, .nkernels = 1,
                         .batch_name = "B", .batch_min = 1, .batch_max = GB, .ptx_sm80 = ptx};
 }
 
 static void round_trip(mlk_backend *be) {
   MlkModelDesc d = gdesc(NULL, 0);
   d.nkernels = 0; /* tensors only: needs no PTX */
-  d.nops = d.nevents = 0;
+  d.nops = d.nevents = d.nevent_refs = 0;
   d.ncounters = 0;
   mlk_model *m;
   CHECK_OK(mlk_model_create(be, &d, &m));

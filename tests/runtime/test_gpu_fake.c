@@ -18,19 +18,20 @@ static const MlkTensorDesc tensors[] = {
     {"big", MLK_F32, MLK_TENSOR_TEMP, 1, {1 << 29, 0, 0, 0}, 1 << 29, NULL, 0},
 };
 static const MlkOpDesc ops[] = {
-    RT_OP("relu@fake:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, 1000, 0, 64, 16),
-    RT_OP("add@fake:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, 1000, 0, 100, 10),
+    RT_OP_EV("relu@fake:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, 1000, 0, 64, 16, 0, 0, 0, 1),
+    RT_OP_EV("add@fake:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, 1000, 0, 100, 10, 0, 1, 0, 0),
 };
 static const MlkEventDesc events[] = {
-    {"u: relu@fake:1 -> add@fake:2", 0, 1, 1, MLK_MAP_TILE, 1000, 64, 100, 10, 0}};
+    {"u: relu@fake:1 -> add@fake:2", 0, 1, 1, MLK_MAP_TILE, 1000, 64, 100, 0, 10, 0}};
 
+static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
 static MlkKernelDesc kernel;
 
 static MlkModelDesc desc(const char *entry, const char *sm90a, const char *sm80) {
   kernel = (MlkKernelDesc){"fwd", entry, 0, 2, MLK_SCHED_STATIC};
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "fake_test", .source = "fake.mlk",
                         .tensors = tensors, .ntensors = 3, .ops = ops, .nops = 2, .events = events,
-                        .nevents = 1, .ncounters = 10, .kernels = &kernel, .nkernels = 1,
+                        .nevents = 1, .event_refs = refs, .nevent_refs = 1, .ncounters = 10, .kernels = &kernel, .nkernels = 1,
                         .batch_min = 1, .batch_max = 1, .ptx_sm90a = sm90a, .ptx_sm80 = sm80};
 }
 

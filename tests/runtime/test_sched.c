@@ -10,14 +10,15 @@
 #include "rt_test.h"
 
 static void check_queues(const MlkModelDesc *d, int k, int nq) {
-  uint32_t *qoff, *words;
+  uint32_t *qoff;
+  MlkTaskWord *words;
   int64_t total;
   CHECK_OK(mlk_sched_build(d, k, nq, &qoff, &words, &total));
   if (!qoff)
     return;
   const MlkKernelDesc *kd = &d->kernels[k];
   /* Global number of the first task of each op of the kernel. */
-  int64_t first[MLK_MAX_OPS_PER_KERNEL + 1], sum = 0;
+  int64_t *first = calloc((size_t)kd->nops + 1, sizeof *first), sum = 0;
   for (int o = 0; o < kd->nops; o++) {
     first[o] = sum;
     sum += d->ops[kd->first_op + o].ntasks;
@@ -31,9 +32,9 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
   for (int q = 0; q < nq; q++) {
     int64_t prev = -1;
     for (uint32_t i = qoff[q]; i < qoff[q + 1]; i++) {
-      uint32_t op = words[i] >> MLK_TASK_OP_SHIFT, t = words[i] & MLK_TASK_INDEX_MASK;
+      uint32_t op = MLK_TASK_OP(words[i]), t = MLK_TASK_INDEX(words[i]);
       if (op >= (uint32_t)kd->nops || t >= (uint64_t)d->ops[kd->first_op + op].ntasks) {
-        CHECK(0, "kernel %d, %d queues: bad task word 0x%08x", k, nq, words[i]);
+        CHECK(0, "kernel %d, %d queues: bad task word 0x%016llx", k, nq, (unsigned long long)words[i]);
         continue;
       }
       int64_t g = first[op] + t;
@@ -72,6 +73,7 @@ static void check_queues(const MlkModelDesc *d, int k, int nq) {
   free(load);
   free(queue_of);
   free(seen);
+  free(first);
   free(qoff);
   free(words);
 }
@@ -117,7 +119,8 @@ int main(void) {
   for (int i = 0; i < rm.desc.nevents; i++)
     check_event(&rm.desc, i);
 
-  uint32_t *qoff, *words;
+  uint32_t *qoff;
+  MlkTaskWord *words;
   CHECK_ST(mlk_sched_build(&rm.desc, 2, 4, &qoff, &words, NULL), MLK_ERR_INVALID);
   CHECK_ST(mlk_sched_build(&rm.desc, 0, 0, &qoff, &words, NULL), MLK_ERR_INVALID);
   CHECK(qoff == NULL && words == NULL, "failed build left pointers");

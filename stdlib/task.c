@@ -1,0 +1,129 @@
+/* task.c: one task of an op record -> one call of its tile, for the device and for the simulator.
+ *
+ * Compiled by clang for nvptx64 into the tile bitcode (TILE(x) is the device tile mlk_tile_x) and
+ * by the host compiler into libmlkrt (TILE(x) is the C reference mlk_ref_x, same arguments). Task
+ * t of an op covers output columns [t * tile, min((t + 1) * tile, n)) (mlk_desc.h); the kinds
+ * whose tasks are kv heads or chunks decode them here.
+ */
+#include "task.h"
+
+#if defined(__NVPTX__)
+#include "mlk_tiles.h"
+#define TILE(name) mlk_tile_##name
+/* Each kind's task is a function of its own on the device, called from the interpreter's switch:
+ * ptxas then allocates its registers alone, and the kernel loop keeps only a handful of values
+ * live across the call, so no kind's tile pays for another's (inlined into one body they spilled). */
+#define TASK_FN __attribute__((noinline))
+#else
+#include "mlk_ref.h"
+#define TILE(name) mlk_ref_##name
+#define TASK_FN
+#endif
+
+#define PTR(type, addr) ((type *)(uintptr_t)(addr))
+
+static inline int64_t first_col(const MlkDevOp *op, int64_t task) { return task * op->tile; }
+
+static inline int64_t col_count(const MlkDevOp *op, int64_t task) {
+  return mlk_min64(op->tile, op->n - task * op->tile);
+}
+
+TASK_FN void mlk_task_matvec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
+               PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), op->eps, op->n, op->k,
+               first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
+}
+
+TASK_FN void mlk_task_eltwise(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  TILE(eltwise)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]), op->n,
+                first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
+}
+
+TASK_FN void mlk_task_gather(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  TILE(gather)(PTR(float, op->out), PTR(const int32_t, op->in[0]), PTR(const uint16_t, op->in[1]),
+               op->n, first_col(op, task), col_count(op, task), mlk_task_rows(op, rt));
+}
+
+TASK_FN void mlk_task_rmsnorm(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  (void)task; /* one task covers the row */
+  TILE(rmsnorm)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
+                op->eps, op->n, mlk_task_rows(op, rt));
+}
+
+TASK_FN void mlk_task_rope(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  TILE(rope)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const int32_t, op->in[1]), op->n,
+             op->head_dim, first_col(op, task), col_count(op, task), mlk_task_rows(op, rt),
+             op->theta, op->rope_factor, op->rope_low_freq, op->rope_high_freq,
+             op->rope_original_max_pos);
+}
+
+/* A task per kv head (tile = head_dim columns, or whole kv heads). */
+TASK_FN void mlk_task_kv_append(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  TILE(kv_append)(PTR(uint16_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
+                  PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]), op->kv_heads,
+                  op->head_dim, op->page, rt[MLK_RT_PAGES_PER_SEQ(op->cache)],
+                  rt[MLK_RT_PAGES(op->cache)], op->layer, first_col(op, task) / op->head_dim,
+                  col_count(op, task) / op->head_dim, mlk_task_rows(op, rt));
+}
+
+/* Unsplit: the task's columns are whole kv heads of (heads / kv_heads) * head_dim. Split: task t
+ * covers the kv heads of block t / split (kvh of them, fewer in the last) in chunk t % split. */
+TASK_FN void mlk_task_attention(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  int64_t pps = rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = rt[MLK_RT_PAGES(op->cache)];
+  int64_t rows = mlk_task_rows(op, rt);
+  if (op->split <= 1) {
+    int64_t per = op->heads / op->kv_heads * op->head_dim;
+    TILE(attention)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
+                    PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]), op->kv_heads,
+                    op->head_dim, op->page, pps, npages, op->layer, op->heads,
+                    first_col(op, task) / per, col_count(op, task) / per, rows);
+    return;
+  }
+  int64_t kvh = op->tile / mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
+  int64_t kvh0 = task / op->split * kvh;
+  TILE(attention_split)(PTR(float, op->out), PTR(const float, op->in[0]),
+                        PTR(const uint16_t, op->in[1]), PTR(const int32_t, op->in[2]),
+                        PTR(const int32_t, op->in[3]), op->kv_heads, op->head_dim, op->page, pps,
+                        npages, op->layer, op->heads, kvh, op->split, op->min_chunk, kvh0,
+                        mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
+}
+
+TASK_FN void mlk_task_argmax(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  (void)task; /* one task */
+  TILE(argmax)(PTR(int32_t, op->out), PTR(const float, op->in[0]), op->k, mlk_task_rows(op, rt));
+}
+
+TASK_FN void mlk_task_sample(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  (void)task; /* one task */
+  TILE(sample)(PTR(int32_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
+               op->k, op->temperature, op->top_k, op->top_p, mlk_task_rows(op, rt));
+}
+
+/* A task per kvh kv heads: tile = kvh * (heads / kv_heads) * head_dim. */
+TASK_FN void mlk_task_attn_reduce(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  int64_t per = op->heads / op->kv_heads * op->head_dim;
+  TILE(attn_reduce)(PTR(float, op->out), PTR(const float, op->in[0]), op->kv_heads, op->head_dim,
+                    op->heads, op->tile / per, op->split, first_col(op, task) / per,
+                    col_count(op, task) / per, mlk_task_rows(op, rt));
+}
+
+void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+  switch (op->kind) {
+#define MLK_X_CASE(K, name, r0, r1, r2, r3)                                                        \
+  case MLK_OP_##K:                                                                                 \
+    mlk_task_##name(op, task, rt);                                                                 \
+    break;
+    MLK_OP_KINDS(MLK_X_CASE)
+#undef MLK_X_CASE
+  }
+}
+
+void mlk_task_prefetch(const MlkDevOp *op, int64_t task) {
+#if defined(__NVPTX__)
+  if (op->kind == MLK_OP_MATVEC)
+    mlk_tile_matvec_prefetch(PTR(const uint16_t, op->in[1]), op->n, op->k, first_col(op, task),
+                             op->tile);
+#else
+  (void)op, (void)task;
+#endif
+}

@@ -1,0 +1,40 @@
+/* task.h: the per-kind task dispatch, written once and compiled twice.
+ *
+ * stdlib/task.c turns one task of an op record (MlkDevOp, mlk_desc.h) into a call of the op's
+ * tile: for nvptx64 into the device tile (mlk_tile_* of stdlib/tiles, linked into every
+ * megakernel, where the interpreter's generated switch calls mlk_task_<kind>), for the host into
+ * its C reference (mlk_ref_* of stdlib/ref, run by the CPU simulator through mlk_task_exec). So
+ * how a task number becomes columns, kv heads or chunks, and which record field feeds which
+ * argument, is decided in one place for both.
+ *
+ * Adding an op kind: a line in MLK_OP_KINDS (mlk_desc.h), its mlk_task_<kind> in task.c, its tile,
+ * its reference, its validation and access pattern (runtime/ops.c), and its tests.
+ */
+#ifndef MLK_TASK_H
+#define MLK_TASK_H
+
+#include <stdint.h>
+
+#include "mlk_desc.h"
+
+/* mlk_task_<name>(op, task, rt): runs task `task` of op record `op` (of that kind) for the run's
+ * rows; `rt` holds the run-time values (MLK_RT_*). Called by every thread of the block on the
+ * device, by one host thread in the simulator. */
+#define MLK_X_TASK_DECL(K, name, r0, r1, r2, r3)                                                  \
+  void mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt);
+MLK_OP_KINDS(MLK_X_TASK_DECL)
+#undef MLK_X_TASK_DECL
+
+/* Any kind: the switch over MLK_OP_KINDS. */
+void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt);
+
+/* Work a task may start before its waits, because it depends on no event: a matvec hands its
+ * weight rows to the L2 prefetcher. A hint with no result; nothing on the host. */
+void mlk_task_prefetch(const MlkDevOp *op, int64_t task);
+
+/* The rows an op loops over in a run: the batch for a batched op, else 1. */
+static inline int64_t mlk_task_rows(const MlkDevOp *op, const int64_t *rt) {
+  return op->batched ? rt[MLK_RT_BATCH] : 1;
+}
+
+#endif /* MLK_TASK_H */

@@ -2,16 +2,16 @@
  *
  * For each megakernel of the graph, one kernel entry (PTX kernel calling convention):
  *
- *   void ENTRY(const MlkDevOp *ops, const MlkDevEvent *events, const u32 *refs, u32 *counters,
- *              const u32 *qoff, const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err,
- *              const i64 *rt, u64 *trace)                                        (mlk_desc.h)
+ *   void ENTRY(const MlkDevOp *ops, const MlkDevSync *syncs, u32 *counters, const u32 *qoff,
+ *              const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err, const i64 *rt,
+ *              u64 *trace)                                                       (mlk_desc.h)
  *
  * The kernel is an interpreter over op records the runtime builds (MlkDevOp): the model's ops are
  * data, and the code holds one call site per op kind the megakernel uses, so its size, its
  * registers and ptxas's time stay the same whatever the depth of the model. Static schedule:
  * block b walks queue[qoff[b] .. qoff[b+1]) of task words (op << 32 | task). Dynamic schedule:
  * the blocks take queue[0 .. qoff[1]) in order from a shared ticket counter. Per task: point at
- * the op's record, prefetch a matvec's weights, wait for the record's events
+ * the op's record, prefetch a matvec's weights, wait for the record's waits
  * (mlk_dev_task_wait), switch on the record's kind to mlk_task_<kind> (stdlib/task.c, the same
  * dispatch the simulator runs), barrier, notify (mlk_dev_task_notify). The stdlib tile bitcode
  * (embedded in mlkc at build time) is linked in, everything but the entries is internalized, and
@@ -19,6 +19,7 @@
  * thread 0 stamps %globaltimer when the block takes a task, when its waits are satisfied and when
  * it is done.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,31 +93,107 @@ static uint32_t kinds_used(const Graph *g, int kernel) {
   return used;
 }
 
-static const char *const task_fns[] = {
-#define X(K, name, r0, r1, r2, r3) "mlk_task_" #name,
+static const char *const kind_names[] = {
+#define X(K, name, r0, r1, r2, r3) #name,
     MLK_OP_KINDS(X)
 #undef X
 };
-_Static_assert(sizeof task_fns / sizeof *task_fns == MLK_OP_KIND_COUNT, "one task function per kind");
+_Static_assert(sizeof kind_names / sizeof *kind_names == MLK_OP_KIND_COUNT, "a name per kind");
 _Static_assert(MLK_OP_KIND_COUNT <= 32, "kinds_used is a 32-bit set");
 
+static void add_attr(Cg *c, LLVMValueRef fn, unsigned idx, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+}
+
+/* The tiles' target attributes, so that the inliner treats a function we build as compatible
+ * with them; the tiles are freestanding ("no-builtins"), and the inliner refuses to mix the two. */
+static void copy_target_attrs(Cg *c, LLVMValueRef fn) {
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(c->ctx, "target-cpu", 10, c->cpu, strlen(c->cpu)));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(c->ctx, "target-features", 15, c->features,
+                                                    strlen(c->features)));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateStringAttribute(c->ctx, "no-builtins", 11, "", 0));
+}
+
+/* Stores `v` (an LLVM constant) at byte `off` of the record copy `rec`. */
+static void store_at(Cg *c, LLVMValueRef rec, size_t off, LLVMValueRef v) {
+  LLVMValueRef idx = c64(c, (int64_t)off);
+  LLVMBuildStore(c->b, v, LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->ctx), rec, &idx, 1, ""));
+}
+
+static LLVMValueRef const_float(Cg *c, float v) { return LLVMConstReal(c->f32, v); }
+static LLVMValueRef const_i32(Cg *c, int64_t v) { return c32(c, v); }
+static LLVMValueRef const_i64(Cg *c, int64_t v) { return c64(c, v); }
+/* The LLVM constant of an MlkDevOp field of C type float, int32_t or int64_t. */
+#define FIELD_CONST(c, field, v)                                                                   \
+  _Generic(((MlkDevOp *)0)->field, float: const_float, int32_t: const_i32, default: const_i64)(    \
+      (c), (v))
+
+/* The code of variant v of kernel `kernel`: a function that copies the op's record, overwrites
+ * every field the variant's ops share with its value (constants) and runs the kind's task on the
+ * copy, inlined. After optimization the copy is gone and the tile is compiled for the constants:
+ * divisions by a head_dim or a page become shifts, loops over a head get known trip counts. Kept
+ * out of line (noinline) so that ptxas allocates each variant's registers alone. */
+static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
+  const GKernel *k = &c->g->kernels[kernel];
+  const MlkOpDesc *d = &c->g->ops[k->variant_ops[v]].d;
+  char name[128], inl[64];
+  snprintf(name, sizeof name, "mlk_variant_%s_%s_%d", k->name, kind_names[d->kind], v);
+  snprintf(inl, sizeof inl, "mlk_task_%s_inline", kind_names[d->kind]);
+  LLVMTypeRef params[] = {c->ptr, c->i64, c->ptr};
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, params, 3, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  copy_target_attrs(c, fn);
+  add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
+  LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
+  LLVMValueRef src = LLVMGetParam(fn, 0);
+  LLVMValueRef rec = LLVMBuildAlloca(c->b, LLVMArrayType2(LLVMInt8TypeInContext(c->ctx), sizeof(MlkDevOp)), "rec");
+  LLVMSetAlignment(rec, 8);
+  LLVMBuildMemCpy(c->b, rec, 8, src, 8, c64(c, sizeof(MlkDevOp)));
+  store_at(c, rec, offsetof(MlkDevOp, kind), c32(c, d->kind));
+  store_at(c, rec, offsetof(MlkDevOp, fn), c32(c, d->fn));
+  store_at(c, rec, offsetof(MlkDevOp, batched), c32(c, d->batched));
+  store_at(c, rec, offsetof(MlkDevOp, variant), c32(c, v));
+  store_at(c, rec, offsetof(MlkDevOp, n), c64(c, d->n));
+  store_at(c, rec, offsetof(MlkDevOp, k), c64(c, d->k));
+  store_at(c, rec, offsetof(MlkDevOp, tile), c64(c, d->tile));
+  store_at(c, rec, offsetof(MlkDevOp, ntasks), c64(c, d->ntasks));
+  /* an operand the variant's ops do not have is a constant null */
+  if (d->out.tensor < 0)
+    store_at(c, rec, offsetof(MlkDevOp, out), c64(c, 0));
+  for (int i = 0; i < 4; i++)
+    if (d->in[i].tensor < 0)
+      store_at(c, rec, offsetof(MlkDevOp, in) + (size_t)i * sizeof(uint64_t), c64(c, 0));
+  if ((d->kind == MLK_OP_KV_APPEND || d->kind == MLK_OP_ATTENTION) && d->cache >= 0 &&
+      d->cache < c->g->ncaches)
+    store_at(c, rec, offsetof(MlkDevOp, page), c64(c, c->g->caches[d->cache].page));
+#define X(type, fname, per_op, what)                                                               \
+  if (!(per_op))                                                                                   \
+    store_at(c, rec, offsetof(MlkDevOp, fname), FIELD_CONST(c, fname, d->fname));
+  MLK_OP_ATTRS(X)
+#undef X
+  LLVMValueRef args[] = {rec, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2)};
+  call(c, inl, args, 3);
+  LLVMBuildRetVoid(c->b);
+  LLVMPositionBuilderAtEnd(c->b, saved);
+  return fn;
+}
+
 /* The kernel's parameters, in the order of the entry's signature (mlk_desc.h). */
-enum { P_OPS, P_EVENTS, P_REFS, P_COUNTERS, P_QOFF, P_QUEUE, P_EPOCH, P_TIMEOUT, P_ERR, P_RT,
-       P_TRACE, P_COUNT };
-static const char *const param_names[P_COUNT] = {"ops", "events", "refs", "counters", "qoff",
-                                                 "queue", "epoch", "timeout_ns", "err", "rt",
-                                                 "trace"};
+enum { P_OPS, P_SYNCS, P_COUNTERS, P_QOFF, P_QUEUE, P_EPOCH, P_TIMEOUT, P_ERR, P_RT, P_TRACE,
+       P_COUNT };
+static const char *const param_names[P_COUNT] = {"ops", "syncs", "counters", "qoff", "queue",
+                                                 "epoch", "timeout_ns", "err", "rt", "trace"};
 
 static void add_annotation(Cg *c, LLVMValueRef fn, const char *key, int value) {
   LLVMMetadataRef md[] = {LLVMValueAsMetadata(fn), LLVMMDStringInContext2(c->ctx, key, strlen(key)),
                           LLVMValueAsMetadata(c32(c, value))};
   LLVMAddNamedMetadataOperand(c->mod, "nvvm.annotations",
                               LLVMMetadataAsValue(c->ctx, LLVMMDNodeInContext2(c->ctx, md, 3)));
-}
-
-static void add_attr(Cg *c, LLVMValueRef fn, unsigned idx, const char *name) {
-  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-  LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(c->ctx, kind, 0));
 }
 
 /* One megakernel: an interpreter over the op records. Per task: read the word, point at the op's
@@ -132,18 +209,10 @@ static void emit_kernel(Cg *c, int kernel) {
   LLVMTypeRef ft = LLVMFunctionType(c->voidt, params, P_COUNT, 0);
   c->fn = LLVMAddFunction(c->mod, k->entry, ft);
   LLVMSetFunctionCallConv(c->fn, LLVMPTXKernelCallConv);
-  /* the same target attributes as the tiles, so that the inliner treats them as compatible */
-  LLVMAddAttributeAtIndex(c->fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(c->ctx, "target-cpu", 10, c->cpu, strlen(c->cpu)));
-  LLVMAddAttributeAtIndex(c->fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(c->ctx, "target-features", 15, c->features,
-                                                    strlen(c->features)));
-  /* the tiles are freestanding ("no-builtins"); the inliner refuses to mix the two */
-  LLVMAddAttributeAtIndex(c->fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(c->ctx, "no-builtins", 11, "", 0));
+  copy_target_attrs(c, c->fn);
   /* the records and queues never change during a launch: noalias + readonly lets the backend read
    * them through the non-coherent cache */
-  static const int readonly[] = {P_OPS, P_EVENTS, P_REFS, P_QOFF, P_QUEUE};
+  static const int readonly[] = {P_OPS, P_SYNCS, P_QOFF, P_QUEUE};
   for (unsigned i = 0; i < sizeof readonly / sizeof *readonly; i++) {
     add_attr(c, c->fn, (unsigned)readonly[i] + 1, "noalias");
     add_attr(c, c->fn, (unsigned)readonly[i] + 1, "readonly");
@@ -210,35 +279,35 @@ static void emit_kernel(Cg *c, int kernel) {
     LLVMValueRef pf[] = {rec, task};
     call(c, "mlk_task_prefetch", pf, 2);
   }
-  LLVMValueRef wargs[] = {rec, p[P_EVENTS], p[P_REFS], p[P_COUNTERS], op, task32, p[P_EPOCH],
-                          p[P_TIMEOUT], p[P_ERR]};
-  LLVMValueRef ok = call(c, "mlk_dev_task_wait", wargs, 9);
+  LLVMValueRef wargs[] = {rec, p[P_SYNCS], p[P_COUNTERS], op, task32, p[P_EPOCH], p[P_TIMEOUT],
+                          p[P_ERR]};
+  LLVMValueRef ok = call(c, "mlk_dev_task_wait", wargs, 8);
   LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, ok, c32(c, 0), ""), ready, exit);
 
   LLVMPositionBuilderAtEnd(c->b, ready);
   LLVMValueRef stamp_ready[] = {p[P_TRACE], q, c32(c, MLK_TRACE_READY)};
   call(c, "mlk_dev_trace_stamp", stamp_ready, 3);
-  /* MlkDevOp.kind is the record's first field */
-  LLVMValueRef kind = LLVMBuildLoad2(c->b, c->i32, rec, "kind");
-  int ncases = 0;
-  for (int i = 0; i < MLK_OP_KIND_COUNT; i++)
-    ncases += (used >> i) & 1;
-  LLVMValueRef sw = LLVMBuildSwitch(c->b, kind, done, (unsigned)ncases);
-  for (int i = 0; i < MLK_OP_KIND_COUNT; i++) {
-    if (!(used & (1u << i)))
-      continue;
-    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, task_fns[i] + 9);
-    LLVMAddCase(sw, c32(c, i), bb);
+  /* one call site per code variant (MlkKernelDesc), chosen by the record's variant */
+  LLVMValueRef vidx = c64(c, (int64_t)offsetof(MlkDevOp, variant));
+  LLVMValueRef variant = LLVMBuildLoad2(
+      c->b, c->i32, LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->ctx), rec, &vidx, 1, ""), "variant");
+  LLVMValueRef sw = LLVMBuildSwitch(c->b, variant, done, (unsigned)k->nvariants);
+  for (int v = 0; v < k->nvariants; v++) {
+    LLVMValueRef vf = emit_variant(c, kernel, v);
+    size_t n;
+    const char *vname = LLVMGetValueName2(vf, &n);
+    LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, vname + 12);
+    LLVMAddCase(sw, c32(c, v), bb);
     LLVMPositionBuilderAtEnd(c->b, bb);
     LLVMValueRef targs[] = {rec, task, p[P_RT]};
-    call(c, task_fns[i], targs, 3);
+    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(vf), vf, targs, 3, "");
     LLVMBuildBr(c->b, done);
   }
 
   LLVMPositionBuilderAtEnd(c->b, done);
   call(c, "mlk_dev_barrier", NULL, 0);
-  LLVMValueRef nargs[] = {rec, p[P_EVENTS], p[P_REFS], p[P_COUNTERS], task32};
-  call(c, "mlk_dev_task_notify", nargs, 5);
+  LLVMValueRef nargs[] = {rec, p[P_SYNCS], p[P_COUNTERS], task32};
+  call(c, "mlk_dev_task_notify", nargs, 4);
   LLVMValueRef stamp_end[] = {p[P_TRACE], q, c32(c, MLK_TRACE_END)};
   call(c, "mlk_dev_trace_stamp", stamp_end, 3);
   if (!dynamic) {
@@ -338,8 +407,17 @@ bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, ch
                                                               : LLVMCodeGenLevelDefault,
       LLVMRelocDefault, LLVMCodeModelDefault);
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  char pipeline[32];
-  snprintf(pipeline, sizeof pipeline, "default<O%d>", opt->opt_level);
+  char pipeline[96];
+  /* From -O2 on, a second round: the variants' constants reach the arguments of the tiles' out of
+   * line helpers (attend_*, matvec_*) only after the first round inlined the tasks into the
+   * variants; interprocedural constant propagation then specializes the helpers (with a clone per
+   * set of constants when their callers differ), and the second round folds what that exposes.
+   * Without it, every division by a head_dim or page in those helpers stays a 64-bit division. */
+  if (opt->opt_level >= 2)
+    snprintf(pipeline, sizeof pipeline, "default<O%d>,ipsccp,deadargelim,default<O%d>",
+             opt->opt_level, opt->opt_level);
+  else
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", opt->opt_level);
   LLVMErrorRef perr = LLVMRunPasses(c.mod, pipeline, tm, po);
   LLVMDisposePassBuilderOptions(po);
   if (perr) {

@@ -218,10 +218,10 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
       fprintf(out, "%s{%d, %lld}", j ? ", " : "", o->in[j].tensor, (long long)o->in[j].offset);
     fprintf(out, "},\n     .n = %lld, .k = %lld, .tile = %lld, .ntasks = %lld, .batched = %d",
             (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks, o->batched);
-    fprintf(out, ",\n     .wait0 = %d, .nwaits = %d, .notify0 = %d, .nnotifies = %d", o->wait0,
-            o->nwaits, o->notify0, o->nnotifies);
+    fprintf(out, ",\n     .wait0 = %d, .nwaits = %d, .notify0 = %d, .nnotifies = %d, .variant = %d",
+            o->wait0, o->nwaits, o->notify0, o->nnotifies, o->variant);
     /* every attribute of MLK_OP_ATTRS that is not 0 (designated initializers zero the rest) */
-#define X(type, name, what) emit_attr(out, #name, o->name);
+#define X(type, name, per_op, what) emit_attr(out, #name, o->name);
     MLK_OP_ATTRS(X)
 #undef X
     fputs("},\n", out);
@@ -264,6 +264,13 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     fputs("\n};\n\n", out);
   }
 
+  for (int k = 0; k < g->nkernels; k++) {
+    const GKernel *gk = &g->kernels[k];
+    fprintf(out, "static const int variant_ops_%d[] = {", k);
+    for (int v = 0; v < gk->nvariants; v++)
+      fprintf(out, "%s%d", v ? ", " : "", gk->variant_ops[v]);
+    fputs("};\n", out);
+  }
   fputs("static const MlkKernelDesc kernels[] = {\n", out);
   for (int k = 0; k < g->nkernels; k++) {
     const GKernel *gk = &g->kernels[k];
@@ -271,8 +278,9 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     c_string(out, gk->name);
     fputs(", ", out);
     c_string(out, gk->entry);
-    fprintf(out, ", %d, %d, %s},\n", gk->first_op, gk->nops,
-            gk->schedule == MLK_SCHED_DYNAMIC ? "MLK_SCHED_DYNAMIC" : "MLK_SCHED_STATIC");
+    fprintf(out, ", %d, %d, %s, variant_ops_%d, %d},\n", gk->first_op, gk->nops,
+            gk->schedule == MLK_SCHED_DYNAMIC ? "MLK_SCHED_DYNAMIC" : "MLK_SCHED_STATIC", k,
+            gk->nvariants);
   }
   fputs("};\n\n", out);
 

@@ -1351,6 +1351,7 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
   }
   g->ncounters = base;
   graph_link_events(g, a);
+  graph_assign_variants(g, a);
   drop_dead_temps(&L);
   unique_names(&L);
   for (int i = 0; i < g->nops; i++)
@@ -1384,6 +1385,25 @@ void graph_link_events(Graph *g, Arena *a) {
       if (g->events[i].producer == o)
         g->event_refs[g->nevent_refs++] = i;
     d->nnotifies = g->nevent_refs - d->notify0;
+  }
+}
+
+/* ---------------------------------------------------------------- code variants */
+
+void graph_assign_variants(Graph *g, Arena *a) {
+  for (int k = 0; k < g->nkernels; k++) {
+    GKernel *gk = &g->kernels[k];
+    gk->variant_ops = arena_alloc(a, (size_t)(gk->nops ? gk->nops : 1) * sizeof *gk->variant_ops);
+    gk->nvariants = 0;
+    for (int o = gk->first_op; o < gk->first_op + gk->nops; o++) {
+      MlkOpDesc *d = &g->ops[o].d;
+      int v = 0;
+      while (v < gk->nvariants && !mlk_op_same_variant(d, &g->ops[gk->variant_ops[v]].d))
+        v++;
+      if (v == gk->nvariants)
+        gk->variant_ops[gk->nvariants++] = o;
+      d->variant = v;
+    }
   }
 }
 

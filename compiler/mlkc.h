@@ -468,6 +468,8 @@ typedef struct GKernel {
   const char *entry;
   int first_op, nops;
   MlkSchedule schedule;
+  int *variant_ops;  /* an op of each code variant (MlkKernelDesc): graph_assign_variants */
+  int nvariants;
 } GKernel;
 
 struct Graph {
@@ -494,6 +496,10 @@ struct Graph {
  * Graph.event_refs) from the events' producer and consumer, and each MLK_MAP_ALL event's count
  * (the producer's tasks). Run once the events and the grids are final. */
 void graph_link_events(Graph *g, Arena *a);
+
+/* Sorts the ops of each kernel into code variants (mlk_op_same_variant): sets every op's
+ * MlkOpDesc.variant and each kernel's variant_ops. Run once the ops are final. */
+void graph_assign_variants(Graph *g, Arena *a);
 
 /* The number of elements of one batch row of tensor t (numel / shape[0] when batched). */
 int64_t graph_row_elems(const GTensor *t);

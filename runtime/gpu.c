@@ -151,6 +151,7 @@ typedef struct GpuBackend {
 typedef struct GpuKernel {
   CUfunction f;
   CUdeviceptr ops;   /* MlkDevOp[nops]: the kernel's op records (program.c) */
+  CUdeviceptr syncs; /* MlkDevSync[]: their waits and notifies */
   CUdeviceptr qoff, queue;
   CUdeviceptr trace; /* MLK_TRACE_WORDS u64 per task, allocated on the first traced run */
   int64_t ntasks;
@@ -164,8 +165,6 @@ typedef struct GpuModel {
   CUmodule module;
   CUdeviceptr arena; /* every tensor */
   CUdeviceptr *bufs; /* per tensor: an address in the arena */
-  CUdeviceptr events; /* MlkDevEvent[nevents] */
-  CUdeviceptr refs;   /* u32 event_refs[nevent_refs]: the ops' wait and notify lists */
   CUdeviceptr counters, err;
   CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
   int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
@@ -197,12 +196,11 @@ static void gpu_model_fini(mlk_model *m) {
   if (gm->kernels)
     for (int k = 0; k < d->nkernels; k++) {
       free_ptr(&gm->kernels[k].ops);
+      free_ptr(&gm->kernels[k].syncs);
       free_ptr(&gm->kernels[k].qoff);
       free_ptr(&gm->kernels[k].queue);
       free_ptr(&gm->kernels[k].trace);
     }
-  free_ptr(&gm->events);
-  free_ptr(&gm->refs);
   free_ptr(&gm->counters);
   free_ptr(&gm->err);
   free_ptr(&gm->rt);
@@ -443,28 +441,7 @@ static mlk_status gpu_model_init(mlk_model *m) {
   }
   for (int i = 0; i < d->ntensors; i++)
     gm->bufs[i] += gm->arena;
-  /* The interpreter's event records and wait/notify lists (program.c). */
-  {
-    size_t ne = (size_t)(d->nevents ? d->nevents : 1), nr = (size_t)(d->nevent_refs ? d->nevent_refs : 1);
-    MlkDevEvent *ev = MLK_CALLOC(ne, sizeof *ev, "event records");
-    uint32_t *refs = MLK_CALLOC(nr, sizeof *refs, "event lists");
-    if (!ev || !refs) {
-      free(ev);
-      free(refs);
-      st = MLK_ERR_NOMEM;
-      goto fail;
-    }
-    mlk_program_events(d, ev);
-    mlk_program_refs(d, refs);
-    st = upload_array(&gm->events, ev, ne * sizeof *ev, "the event records");
-    if (!st)
-      st = upload_array(&gm->refs, refs, nr * sizeof *refs, "the wait and notify lists");
-    free(ev);
-    free(refs);
-    if (st)
-      goto fail;
-  }
-  if (      (st = alloc_zeroed(&gm->counters, ((size_t)MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + 1) * sizeof(uint32_t),
+  if ((st = alloc_zeroed(&gm->counters, ((size_t)MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + 1) * sizeof(uint32_t),
                          "the event counters")) ||
       (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")) ||
       (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
@@ -503,10 +480,13 @@ static mlk_status gpu_model_init(mlk_model *m) {
     gk->ntasks = ntasks;
     char what[160];
     /* the op records, with every operand's device address */
+    size_t nsyncs = (size_t)mlk_program_nsyncs(d, k);
     MlkDevOp *recs = MLK_CALLOC((size_t)kd->nops, sizeof *recs, "op records");
+    MlkDevSync *syncs = MLK_CALLOC(nsyncs ? nsyncs : 1, sizeof *syncs, "op waits and notifies");
     uint64_t *addr = MLK_CALLOC((size_t)(d->ntensors ? d->ntensors : 1), sizeof *addr, "tensor addresses");
-    if (!recs || !addr) {
+    if (!recs || !syncs || !addr) {
       free(recs);
+      free(syncs);
       free(addr);
       free(qoff);
       free(words);
@@ -515,11 +495,15 @@ static mlk_status gpu_model_init(mlk_model *m) {
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)gm->bufs[t];
-    mlk_program_ops(d, k, addr, recs);
+    mlk_program_kernel(d, k, addr, recs, syncs);
     free(addr);
     snprintf(what, sizeof what, "the op records of '%s'", kd->name);
     st = upload_array(&gk->ops, recs, (size_t)kd->nops * sizeof *recs, what);
+    snprintf(what, sizeof what, "the waits and notifies of '%s'", kd->name);
+    if (!st)
+      st = upload_array(&gk->syncs, syncs, (nsyncs ? nsyncs : 1) * sizeof *syncs, what);
     free(recs);
+    free(syncs);
     if (st) {
       free(qoff);
       free(words);
@@ -610,15 +594,13 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   if (trace && (r = cu.cuMemsetD8(gk->trace, 0, trace_bytes)) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuMemsetD8(%zu bytes of the trace records of '%s')", trace_bytes, name);
   /* The kernel signature every generated megakernel has (mlk_desc.h):
-   * (const MlkDevOp *ops, const MlkDevEvent *events, const u32 *refs, u32 *counters,
-   *  const u32 *qoff, const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err,
-   *  const i64 *rt, u64 *trace) */
-  CUdeviceptr ops = gk->ops, events = gm->events, refs = gm->refs, counters = gm->counters,
-              qoff = gk->qoff, queue = gk->queue, errp = gm->err, rtp = gm->rt,
-              tracep = trace ? gk->trace : 0;
+   * (const MlkDevOp *ops, const MlkDevSync *syncs, u32 *counters, const u32 *qoff,
+   *  const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err, const i64 *rt, u64 *trace) */
+  CUdeviceptr ops = gk->ops, syncs = gk->syncs, counters = gm->counters, qoff = gk->qoff,
+              queue = gk->queue, errp = gm->err, rtp = gm->rt, tracep = trace ? gk->trace : 0;
   uint32_t ep = epoch;
   uint64_t tmo = timeout_ns;
-  void *args[] = {&ops, &events, &refs, &counters, &qoff, &queue, &ep, &tmo, &errp, &rtp, &tracep};
+  void *args[] = {&ops, &syncs, &counters, &qoff, &queue, &ep, &tmo, &errp, &rtp, &tracep};
   if (ms && !gm->ev_start) {
     if ((r = cu.cuEventCreate(&gm->ev_start, CU_EVENT_DEFAULT)) != CUDA_SUCCESS ||
         (r = cu.cuEventCreate(&gm->ev_stop, CU_EVENT_DEFAULT)) != CUDA_SUCCESS)

@@ -77,13 +77,13 @@ int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_
 
 /* ---- the interpreter's records (program.c) ---- */
 
-/* The op records of kernel `kernel` of the validated `d` into out[0 .. nops): addr[t] is the
- * address of tensor t on the backend (device addresses, or host pointers as integers). */
-void mlk_program_ops(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out);
-/* The event records of `d` into out[0 .. nevents). */
-void mlk_program_events(const MlkModelDesc *d, MlkDevEvent *out);
-/* The wait and notify lists (MlkModelDesc.event_refs) as u32 into out[0 .. nevent_refs). */
-void mlk_program_refs(const MlkModelDesc *d, uint32_t *out);
+/* The number of waits and notifies of the ops of kernel `kernel`: its MlkDevSync records. */
+int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel);
+/* The op records of kernel `kernel` of the validated `d` into out[0 .. nops) and their waits and
+ * notifies into syncs[0 .. mlk_program_nsyncs): addr[t] is the address of tensor t on the backend
+ * (device addresses, or host pointers as integers). */
+void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out,
+                        MlkDevSync *syncs);
 
 /* ---- static scheduling (sched.c) ---- */
 

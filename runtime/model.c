@@ -597,6 +597,28 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
         return bad(d, "op %d '%s' belongs to kernels %d and %d", o, d->ops[o].name, kernel_of[o], k);
       kernel_of[o] = k;
     }
+    /* The code of variant v was compiled with the fields of op variant_ops[v] as constants: every
+     * op it runs must agree with that op on them. */
+    if (kd->nvariants < 0 || kd->nvariants > kd->nops || (kd->nvariants && !kd->variant_ops))
+      return bad(d, "kernel %d '%s': %d variants (its variant_ops %s) for %d ops", k, kd->name,
+                 kd->nvariants, kd->variant_ops ? "set" : "NULL", kd->nops);
+    for (int v = 0; v < kd->nvariants; v++) {
+      int r = kd->variant_ops[v];
+      if (r < kd->first_op || r >= kd->first_op + kd->nops || d->ops[r].variant != v)
+        return bad(d, "kernel %d '%s': variant %d names op %d, which is not an op of the kernel of "
+                   "that variant", k, kd->name, v, r);
+    }
+    for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
+      const MlkOpDesc *op = &d->ops[o];
+      if (op->variant < 0 || op->variant >= (kd->nvariants ? kd->nvariants : 1))
+        return bad(d, "op %d '%s': variant %d, but kernel '%s' has %d", o, op->name, op->variant,
+                   kd->name, kd->nvariants);
+      if (kd->nvariants && !mlk_op_same_variant(op, &d->ops[kd->variant_ops[op->variant]]))
+        return bad(d, "op %d '%s' differs from op %d '%s', whose code variant %d it runs, in more "
+                   "than its operands' addresses, layer and events", o, op->name,
+                   kd->variant_ops[op->variant], d->ops[kd->variant_ops[op->variant]].name,
+                   op->variant);
+    }
   }
   for (int o = 0; o < d->nops; o++)
     if (kernel_of[o] < 0)

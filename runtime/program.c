@@ -17,19 +17,43 @@ static uint64_t operand(const MlkModelDesc *d, const uint64_t *addr, MlkArg a) {
   return addr[a.tensor] + (uint64_t)a.offset * mlk_dtype_size(d->tensors[a.tensor].dtype);
 }
 
-void mlk_program_ops(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out) {
+/* The record of the event named by event_refs[r]. */
+static MlkDevSync sync_of(const MlkModelDesc *d, int r) {
+  int ev = d->event_refs[r];
+  const MlkEventDesc *e = &d->events[ev];
+  return (MlkDevSync){.event = (uint32_t)ev, .map = (uint32_t)e->map, .base = e->base, .n = e->n,
+                      .ptile = e->ptile, .ctile = e->ctile, .count = e->count};
+}
+
+int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
   const MlkKernelDesc *k = &d->kernels[kernel];
+  int64_t n = 0;
+  for (int o = k->first_op; o < k->first_op + k->nops; o++)
+    n += d->ops[o].nwaits + d->ops[o].nnotifies;
+  return n;
+}
+
+void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out,
+                        MlkDevSync *syncs) {
+  const MlkKernelDesc *k = &d->kernels[kernel];
+  uint32_t ns = 0;
   for (int i = 0; i < k->nops; i++) {
     const MlkOpDesc *op = &d->ops[k->first_op + i];
     MlkDevOp *r = &out[i];
     memset(r, 0, sizeof *r);
     r->kind = (uint32_t)op->kind;
     r->fn = (uint32_t)op->fn;
-    r->wait0 = (uint32_t)op->wait0;
+    /* the op's waits, then its notifies, next to each other in the kernel's sync array */
+    r->wait0 = ns;
     r->nwaits = (uint32_t)op->nwaits;
-    r->notify0 = (uint32_t)op->notify0;
+    for (int j = op->wait0; j < op->wait0 + op->nwaits; j++)
+      syncs[ns++] = sync_of(d, j);
+    r->notify0 = ns;
     r->nnotifies = (uint32_t)op->nnotifies;
+    for (int j = op->notify0; j < op->notify0 + op->nnotifies; j++)
+      syncs[ns++] = sync_of(d, j);
     r->batched = op->batched;
+    r->variant = (uint32_t)op->variant;
     r->n = op->n;
     r->k = op->k;
     r->tile = op->tile;
@@ -37,7 +61,7 @@ void mlk_program_ops(const MlkModelDesc *d, int kernel, const uint64_t *addr, Ml
     r->out = operand(d, addr, op->out);
     for (int j = 0; j < 4; j++)
       r->in[j] = operand(d, addr, op->in[j]);
-#define X(type, name, what) r->name = op->name;
+#define X(type, name, per_op, what) r->name = op->name;
     MLK_OP_ATTRS(X)
 #undef X
     if ((op->kind == MLK_OP_KV_APPEND || op->kind == MLK_OP_ATTENTION) && op->cache >= 0 &&
@@ -46,15 +70,3 @@ void mlk_program_ops(const MlkModelDesc *d, int kernel, const uint64_t *addr, Ml
   }
 }
 
-void mlk_program_events(const MlkModelDesc *d, MlkDevEvent *out) {
-  for (int i = 0; i < d->nevents; i++) {
-    const MlkEventDesc *e = &d->events[i];
-    out[i] = (MlkDevEvent){.map = (uint32_t)e->map, .base = e->base, .n = e->n, .ptile = e->ptile,
-                           .ctile = e->ctile, .count = e->count};
-  }
-}
-
-void mlk_program_refs(const MlkModelDesc *d, uint32_t *out) {
-  for (int i = 0; i < d->nevent_refs; i++)
-    out[i] = (uint32_t)d->event_refs[i];
-}

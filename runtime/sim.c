@@ -88,6 +88,7 @@ typedef struct SimOp {
 
 typedef struct SimKernel {
   MlkDevOp *recs;                  /* the op records (program.c), with host pointers */
+  MlkDevSync *syncs;               /* their waits and notifies (the simulator reads the desc's) */
   uint32_t *qoff;                  /* static queues (sched.c) */
   MlkTaskWord *words;
   int64_t ntasks;
@@ -831,6 +832,7 @@ static void sim_model_fini(mlk_model *m) {
     for (int k = 0; k < d->nkernels; k++) {
       SimKernel *sk = &sm->kernels[k];
       free(sk->recs);
+      free(sk->syncs);
       free(sk->qoff);
       free(sk->words);
       free((void *)sk->started);
@@ -934,14 +936,16 @@ static mlk_status sim_model_init(mlk_model *m) {
     if ((st = mlk_sched_build(d, k, sb->threads, &sk->qoff, &sk->words, &sk->ntasks)))
       goto fail;
     st = MLK_ERR_NOMEM;
+    size_t nsyncs = (size_t)mlk_program_nsyncs(d, k);
     uint64_t *addr = MLK_CALLOC((size_t)(d->ntensors ? d->ntensors : 1), sizeof *addr, "tensor addresses");
-    if (!addr || !(sk->recs = MLK_CALLOC((size_t)kd->nops, sizeof *sk->recs, "op records"))) {
+    if (!addr || !(sk->recs = MLK_CALLOC((size_t)kd->nops, sizeof *sk->recs, "op records")) ||
+        !(sk->syncs = MLK_CALLOC(nsyncs ? nsyncs : 1, sizeof *sk->syncs, "op waits and notifies"))) {
       free(addr);
       goto fail;
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
-    mlk_program_ops(d, k, addr, sk->recs);
+    mlk_program_kernel(d, k, addr, sk->recs, sk->syncs);
     free(addr);
     int64_t first = 0;
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {

@@ -10,15 +10,28 @@
 #if defined(__NVPTX__)
 #include "mlk_tiles.h"
 #define TILE(name) mlk_tile_##name
-/* Each kind's task is a function of its own on the device, called from the interpreter's switch:
- * ptxas then allocates its registers alone, and the kernel loop keeps only a handful of values
- * live across the call, so no kind's tile pays for another's (inlined into one body they spilled). */
+/* Each kind's task is a function of its own on the device: ptxas then allocates its registers
+ * alone, and the kernel loop keeps only a handful of values live across the call, so no kind's
+ * tile pays for another's (inlined into one body they spilled). The generated kernel calls
+ * mlk_task_<kind>_inline instead, from a function per code variant that has already set the
+ * variant's fields to constants (codegen.c), so that the tile is compiled for them. */
 #define TASK_FN __attribute__((noinline))
+#define INLINE_FN __attribute__((always_inline))
 #else
 #include "mlk_ref.h"
 #define TILE(name) mlk_ref_##name
 #define TASK_FN
+#define INLINE_FN
 #endif
+
+/* TASK(name) { body }: defines mlk_task_<name>_inline(op, task, rt) with the body and
+ * mlk_task_<name>, which calls it. */
+#define TASK(name)                                                                                 \
+  INLINE_FN void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);   \
+  TASK_FN void mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt) {              \
+    mlk_task_##name##_inline(op, task, rt);                                                        \
+  }                                                                                                \
+  INLINE_FN void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt)
 
 #define PTR(type, addr) ((type *)(uintptr_t)(addr))
 
@@ -28,29 +41,29 @@ static inline int64_t col_count(const MlkDevOp *op, int64_t task) {
   return mlk_min64(op->tile, op->n - task * op->tile);
 }
 
-TASK_FN void mlk_task_matvec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(matvec) {
   TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
                PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), op->eps, op->n, op->k,
                first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
 }
 
-TASK_FN void mlk_task_eltwise(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(eltwise) {
   TILE(eltwise)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]), op->n,
                 first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
 }
 
-TASK_FN void mlk_task_gather(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(gather) {
   TILE(gather)(PTR(float, op->out), PTR(const int32_t, op->in[0]), PTR(const uint16_t, op->in[1]),
                op->n, first_col(op, task), col_count(op, task), mlk_task_rows(op, rt));
 }
 
-TASK_FN void mlk_task_rmsnorm(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(rmsnorm) {
   (void)task; /* one task covers the row */
   TILE(rmsnorm)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
                 op->eps, op->n, mlk_task_rows(op, rt));
 }
 
-TASK_FN void mlk_task_rope(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(rope) {
   TILE(rope)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const int32_t, op->in[1]), op->n,
              op->head_dim, first_col(op, task), col_count(op, task), mlk_task_rows(op, rt),
              op->theta, op->rope_factor, op->rope_low_freq, op->rope_high_freq,
@@ -58,7 +71,7 @@ TASK_FN void mlk_task_rope(const MlkDevOp *op, int64_t task, const int64_t *rt) 
 }
 
 /* A task per kv head (tile = head_dim columns, or whole kv heads). */
-TASK_FN void mlk_task_kv_append(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(kv_append) {
   TILE(kv_append)(PTR(uint16_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
                   PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]), op->kv_heads,
                   op->head_dim, op->page, rt[MLK_RT_PAGES_PER_SEQ(op->cache)],
@@ -68,7 +81,7 @@ TASK_FN void mlk_task_kv_append(const MlkDevOp *op, int64_t task, const int64_t 
 
 /* Unsplit: the task's columns are whole kv heads of (heads / kv_heads) * head_dim. Split: task t
  * covers the kv heads of block t / split (kvh of them, fewer in the last) in chunk t % split. */
-TASK_FN void mlk_task_attention(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(attention) {
   int64_t pps = rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = rt[MLK_RT_PAGES(op->cache)];
   int64_t rows = mlk_task_rows(op, rt);
   if (op->split <= 1) {
@@ -88,19 +101,19 @@ TASK_FN void mlk_task_attention(const MlkDevOp *op, int64_t task, const int64_t 
                         mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
 }
 
-TASK_FN void mlk_task_argmax(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(argmax) {
   (void)task; /* one task */
   TILE(argmax)(PTR(int32_t, op->out), PTR(const float, op->in[0]), op->k, mlk_task_rows(op, rt));
 }
 
-TASK_FN void mlk_task_sample(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(sample) {
   (void)task; /* one task */
   TILE(sample)(PTR(int32_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
                op->k, op->temperature, op->top_k, op->top_p, mlk_task_rows(op, rt));
 }
 
 /* A task per kvh kv heads: tile = kvh * (heads / kv_heads) * head_dim. */
-TASK_FN void mlk_task_attn_reduce(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+TASK(attn_reduce) {
   int64_t per = op->heads / op->kv_heads * op->head_dim;
   TILE(attn_reduce)(PTR(float, op->out), PTR(const float, op->in[0]), op->kv_heads, op->head_dim,
                     op->heads, op->tile / per, op->split, first_col(op, task) / per,

@@ -21,15 +21,15 @@
 
 /* The kernel entry of every generated megakernel (codegen.c builds it, gpu.c launches it):
  *
- *   void ENTRY(const MlkDevOp *ops, const MlkDevEvent *events, const u32 *refs, u32 *counters,
- *              const u32 *qoff, const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err,
- *              const i64 *rt, u64 *trace)
+ *   void ENTRY(const MlkDevOp *ops, const MlkDevSync *syncs, u32 *counters, const u32 *qoff,
+ *              const u64 *queue, u32 epoch, u64 timeout_ns, MlkDevError *err, const i64 *rt,
+ *              u64 *trace)
  *
  * The kernel is an interpreter: `ops` holds one MlkDevOp record per op of the megakernel (built by
- * the runtime from the MlkOpDesc, with operand addresses resolved), `events` one MlkDevEvent per
- * event of the model, `refs` the event indices the op records' wait and notify lists point into.
- * The generated code has one call site per op kind the megakernel uses, not one per op, so its
- * size, registers and compile time do not grow with the model. `rt` holds the run-time values
+ * the runtime from the MlkOpDesc, with operand addresses resolved), `syncs` the waits and notifies
+ * of those ops (each a copy of its event's index map, the records' wait and notify lists index
+ * it). The generated code has one call site per op kind the megakernel uses, not one per op, so
+ * its size, registers and compile time do not grow with the model. `rt` holds the run-time values
  * below, written by the runtime before each run; `trace` is NULL, or MLK_TRACE_WORDS u64 per task
  * of the kernel (below).
  *
@@ -204,27 +204,28 @@ typedef struct MlkArg {
 
 /* The attributes of an op that only some kinds use (0 where a kind does not): one list, so that
  * the descriptor, the device record, the generated C and the dumps cannot forget one.
- * X(type, name, what) */
+ * X(type, name, per_op, what): per_op 1 for the one attribute that may differ between the ops of
+ * one code variant (the cache layer; see MlkKernelDesc), 0 for those its code takes as constants. */
 #define MLK_OP_ATTRS(X)                                                                            \
-  X(float, eps, "rmsnorm, fused or not")                                                           \
-  X(float, theta, "rope: the base of the frequencies")                                             \
-  X(float, rope_factor, "rope: Llama 3 frequency scaling when > 1")                                \
-  X(float, rope_low_freq, "rope: Llama 3 low frequency factor")                                    \
-  X(float, rope_high_freq, "rope: Llama 3 high frequency factor")                                  \
-  X(int64_t, rope_original_max_pos, "rope: Llama 3 original context")                            \
-  X(int64_t, heads, "attention, attn_reduce, rope: query heads")                                  \
-  X(int64_t, kv_heads, "attention, attn_reduce, kv_append: kv heads")                             \
-  X(int64_t, head_dim, "attention, attn_reduce, kv_append, rope: columns per head")               \
-  X(int32_t, layer, "attention, kv_append: the cache layer")                                       \
-  X(int32_t, cache, "attention, kv_append: index into MlkModelDesc.caches")                        \
-  X(float, temperature, "sample: > 0")                                                             \
-  X(float, top_p, "sample: in (0, 1]")                                                             \
-  X(int64_t, top_k, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                       \
-  X(int64_t, split, "attention: chunks of a row's positions (0, 1: none; up to "                  \
+  X(float, eps, 0, "rmsnorm, fused or not")                                                        \
+  X(float, theta, 0, "rope: the base of the frequencies")                                          \
+  X(float, rope_factor, 0, "rope: Llama 3 frequency scaling when > 1")                             \
+  X(float, rope_low_freq, 0, "rope: Llama 3 low frequency factor")                                 \
+  X(float, rope_high_freq, 0, "rope: Llama 3 high frequency factor")                               \
+  X(int64_t, rope_original_max_pos, 0, "rope: Llama 3 original context")                           \
+  X(int64_t, heads, 0, "attention, attn_reduce, rope: query heads")                                \
+  X(int64_t, kv_heads, 0, "attention, attn_reduce, kv_append: kv heads")                           \
+  X(int64_t, head_dim, 0, "attention, attn_reduce, kv_append, rope: columns per head")             \
+  X(int32_t, layer, 1, "attention, kv_append: the cache layer")                                    \
+  X(int32_t, cache, 0, "attention, kv_append: index into MlkModelDesc.caches")                     \
+  X(float, temperature, 0, "sample: > 0")                                                          \
+  X(float, top_p, 0, "sample: in (0, 1]")                                                          \
+  X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                     \
+  X(int64_t, split, 0, "attention: chunks of a row's positions (0, 1: none; up to "                \
                     "MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges")                      \
-  X(int64_t, min_chunk, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")
+  X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")
 
-#define MLK_X_FIELD(type, name, what) type name;
+#define MLK_X_FIELD(type, name, per_op, what) type name;
 
 typedef struct MlkOpDesc {
   const char *name;  /* e.g. "matvec@mlp.mlk:12" for messages and traces */
@@ -240,6 +241,8 @@ typedef struct MlkOpDesc {
   /* The events this op waits on before each task and notifies after it: event indices at
    * MlkModelDesc.event_refs[wait0 .. wait0 + nwaits) and [notify0 .. notify0 + nnotifies). */
   int wait0, nwaits, notify0, nnotifies;
+  /* The code that runs this op's tasks: variant `variant` of its kernel (MlkKernelDesc). */
+  int variant;
   struct {
     MLK_OP_ATTRS(MLK_X_FIELD)
   };
@@ -316,12 +319,20 @@ typedef enum MlkSchedule {
   MLK_SCHED_DYNAMIC  /* a ready queue: a task is pushed when its last counter completes */
 } MlkSchedule;
 
+/* A megakernel's code holds one call site per *variant*: a class of its ops that agree on
+ * everything but their operands' addresses, their cache layer and their waits and notifies
+ * (mlk_op_same_variant), compiled with those shared fields as constants. A model's depth adds ops,
+ * not variants (Llama: the same dozen whatever its layer count). variant_ops[v] is an op of
+ * variant v (global index); every op names its variant in MlkOpDesc.variant. nvariants 0: the
+ * kernel's code reads every field from the op records (every op's variant is then 0). */
 typedef struct MlkKernelDesc {
   const char *name;  /* megakernel name in the source, e.g. "forward" */
   const char *entry; /* PTX entry symbol */
   int first_op;      /* ops [first_op, first_op + nops) belong to this kernel, in topological order */
   int nops;
   MlkSchedule schedule;
+  const int *variant_ops;
+  int nvariants;
 } MlkKernelDesc;
 
 /* A paged KV cache: `cache kv : paged_kv(bf16, L, KVH, HD, page = P)`. The runtime sizes it at
@@ -387,9 +398,9 @@ typedef struct MlkDevError {
 typedef struct MlkDevOp {
   uint32_t kind;      /* MlkOpKind */
   uint32_t fn;        /* MlkFn */
-  uint32_t wait0, nwaits, notify0, nnotifies; /* into the refs array (MlkModelDesc.event_refs) */
+  uint32_t wait0, nwaits, notify0, nnotifies; /* into the kernel's MlkDevSync array */
   int32_t batched;
-  int32_t reserved;
+  uint32_t variant;   /* MlkOpDesc.variant: the kernel's switch goes by it */
   int64_t n, k, tile, ntasks;
   uint64_t out, in[4];
   int64_t page;       /* attention, kv_append: positions per page of the cache */
@@ -398,19 +409,40 @@ typedef struct MlkDevOp {
   };
 } MlkDevOp;
 
-/* One event as the interpreter reads it (MlkEventDesc without the names). */
-typedef struct MlkDevEvent {
+/* One wait or notify of an op as the interpreter reads it: its event's index map, copied next to
+ * the op's other waits and notifies so that a task reaches them in one load. */
+typedef struct MlkDevSync {
+  uint32_t event;     /* index in MlkModelDesc.events (for the error record) */
   uint32_t map;       /* MlkEventMap */
-  uint32_t reserved;
   int64_t base, n, ptile, ctile, count;
-} MlkDevEvent;
+} MlkDevSync;
+
+/* ---- code variants ---- */
+
+/* Whether ops a and b can run as one variant of their kernel's code (MlkKernelDesc): equal in
+ * every field but the operands' tensors and offsets (only whether each is present counts), the
+ * cache layer, the wait and notify lists, the variant and the name. */
+static inline int mlk_op_same_variant(const MlkOpDesc *a, const MlkOpDesc *b) {
+  if (a->kind != b->kind || a->fn != b->fn || a->n != b->n || a->k != b->k || a->tile != b->tile ||
+      a->ntasks != b->ntasks || a->batched != b->batched || (a->out.tensor >= 0) != (b->out.tensor >= 0))
+    return 0;
+  for (int i = 0; i < 4; i++)
+    if ((a->in[i].tensor >= 0) != (b->in[i].tensor >= 0))
+      return 0;
+#define MLK_X_SAME(type, name, per_op, what)                                                       \
+  if (!(per_op) && a->name != b->name)                                                             \
+    return 0;
+  MLK_OP_ATTRS(MLK_X_SAME)
+#undef MLK_X_SAME
+  return 1;
+}
 
 /* ---- index maps (the same arithmetic is generated into every megakernel) ---- */
 
 static inline int64_t mlk_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* The index maps below take MlkEventDesc and MlkDevEvent alike (the fields they read have the
- * same names): the simulator calls them on the one, the device interpreter on the other. */
+/* The index maps below take MlkEventDesc and MlkDevSync alike (the fields they read have the same
+ * names): the simulator calls them on the one, the device interpreter on the other. */
 
 /* Counter a consumer task waits on. */
 #define mlk_event_wait_index(e, task) ((e)->map == MLK_MAP_ALL ? (int64_t)0 : (int64_t)(task))

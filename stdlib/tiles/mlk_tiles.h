@@ -23,23 +23,23 @@
 #include "mlk_desc.h"
 
 /* The waits of task `task` of op `op` (its record `rec`, index `op` within the megakernel) before
- * its tile: for each event of the record's wait list (event indices at refs[rec->wait0 ..]),
+ * its tile: for each of the record's waits (syncs[rec->wait0 .. + rec->nwaits)),
  * thread 0 polls the counter the event's index map gives with acquire loads and exponential
  * nanosleep back-off until it reaches epoch * start value (mod 2^32); past `timeout_ns` (from
  * %globaltimer) it records the failure in `err` (first failure wins) and gives up; it also gives
  * up as soon as another block has failed. Returns 1 in every thread when every dependency is
  * satisfied, else 0. Contains a block barrier. */
-int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
-                      uint32_t *counters, uint32_t op, uint32_t task, uint32_t epoch,
-                      uint64_t timeout_ns, MlkDevError *err);
+int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
+                      uint32_t op, uint32_t task, uint32_t epoch, uint64_t timeout_ns,
+                      MlkDevError *err);
 
 /* Block barrier: every thread's writes of this task are done before thread 0 notifies. */
 void mlk_dev_barrier(void);
 
-/* Thread 0 adds 1 with release semantics to every counter the task's notify list and the events'
- * index maps give; other threads do nothing. */
-void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
-                         uint32_t *counters, uint32_t task);
+/* Thread 0 adds 1 with release semantics to every counter the record's notifies
+ * (syncs[rec->notify0 .. + rec->nnotifies)) and their index maps give; other threads do nothing. */
+void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
+                         uint32_t task);
 
 /* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
  * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */

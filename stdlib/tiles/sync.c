@@ -62,18 +62,30 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   }
 }
 
-int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
-                      uint32_t *counters, uint32_t op, uint32_t task, uint32_t epoch,
-                      uint64_t timeout_ns, MlkDevError *err) {
+/* A hint: the line at p into this SM's L1. */
+static inline void prefetch_l1(const void *p) {
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
+                   :
+                   : "l"(p));
+}
+
+int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
+                      uint32_t op, uint32_t task, uint32_t epoch, uint64_t timeout_ns,
+                      MlkDevError *err) {
   int ok = 1;
   if (mlk_tid() == 0) {
-    uint32_t w0 = rec->wait0, nw = rec->nwaits;
+    /* While the waits poll, bring in what comes after them: the rest of the record (the tile's
+     * arguments) and the notifies, so that neither costs a trip to L2 once the data is ready. */
+    for (uint32_t off = 0; off < sizeof *rec; off += 128)
+      prefetch_l1((const char *)rec + off);
+    prefetch_l1(syncs + rec->notify0);
+    const MlkDevSync *w = syncs + rec->wait0;
+    uint32_t nw = rec->nwaits;
     for (uint32_t i = 0; i < nw && ok; i++) {
-      uint32_t ei = refs[w0 + i];
-      const MlkDevEvent *e = &events[ei];
+      const MlkDevSync *e = &w[i];
       int64_t idx = mlk_event_wait_index(e, task);
       uint32_t target = epoch * (uint32_t)mlk_event_start_value(e, idx);
-      ok = poll(counters + e->base + idx, target, timeout_ns, err, op, task, ei, (uint32_t)idx);
+      ok = poll(counters + e->base + idx, target, timeout_ns, err, op, task, e->event, (uint32_t)idx);
     }
   }
   /* bar.red.and: a barrier that also tells every thread whether thread 0 succeeded. */
@@ -82,13 +94,14 @@ int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevEvent *events, const uint
 
 void mlk_dev_barrier(void) { __nvvm_barrier_sync(0); }
 
-void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevEvent *events, const uint32_t *refs,
-                         uint32_t *counters, uint32_t task) {
+void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
+                         uint32_t task) {
   if (mlk_tid() != 0)
     return;
-  uint32_t n0 = rec->notify0, nn = rec->nnotifies;
+  const MlkDevSync *s = syncs + rec->notify0;
+  uint32_t nn = rec->nnotifies;
   for (uint32_t i = 0; i < nn; i++) {
-    const MlkDevEvent *e = &events[refs[n0 + i]];
+    const MlkDevSync *e = &s[i];
     int64_t lo, hi;
     mlk_event_notify_range(e, task, &lo, &hi);
     for (int64_t c = lo; c <= hi; c++)

@@ -315,15 +315,14 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
   }
   /* the entry's parameters (mlk_desc.h) */
   const MlkDevOp *ops = (const MlkDevOp *)(uintptr_t)*(CUdeviceptr *)params[0];
-  const MlkDevEvent *events = (const MlkDevEvent *)(uintptr_t)*(CUdeviceptr *)params[1];
-  const uint32_t *refs = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[2];
-  uint32_t *counters = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[3];
-  const uint32_t *qoff = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[4];
-  const MlkTaskWord *queue = (const MlkTaskWord *)(uintptr_t)*(CUdeviceptr *)params[5];
-  uint32_t epoch = *(uint32_t *)params[6];
-  uint64_t timeout_ns = *(uint64_t *)params[7];
-  MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[8];
-  const int64_t *rt = (const int64_t *)(uintptr_t)*(CUdeviceptr *)params[9];
+  const MlkDevSync *syncs = (const MlkDevSync *)(uintptr_t)*(CUdeviceptr *)params[1];
+  uint32_t *counters = (uint32_t *)(uintptr_t)*(CUdeviceptr *)params[2];
+  const uint32_t *qoff = (const uint32_t *)(uintptr_t)*(CUdeviceptr *)params[3];
+  const MlkTaskWord *queue = (const MlkTaskWord *)(uintptr_t)*(CUdeviceptr *)params[4];
+  uint32_t epoch = *(uint32_t *)params[5];
+  uint64_t timeout_ns = *(uint64_t *)params[6];
+  MlkDevError *err = (MlkDevError *)(uintptr_t)*(CUdeviceptr *)params[7];
+  const int64_t *rt = (const int64_t *)(uintptr_t)*(CUdeviceptr *)params[8];
   int64_t rows = rt ? rt[MLK_RT_BATCH] : 0;
   if (epoch == 0 || timeout_ns < 1000000 || err->flag || rows < 1 || rows > BMAX) {
     fprintf(stderr, "fake libcuda: bad parameters (epoch %u, timeout %llu ns, error flag %u, batch %lld)\n",
@@ -331,12 +330,12 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
     return CUDA_ERROR_INVALID_VALUE;
   }
   /* op 1 waits on, op 0 notifies the one event, as the records' lists say */
-  if (ops[1].nwaits != 1 || ops[0].nnotifies != 1 || refs[ops[1].wait0] != 0 ||
-      refs[ops[0].notify0] != 0) {
-    fprintf(stderr, "fake libcuda: bad wait/notify lists in the op records\n");
+  if (ops[1].nwaits != 1 || ops[0].nnotifies != 1 || syncs[ops[1].wait0].event != 0 ||
+      memcmp(&syncs[ops[1].wait0], &syncs[ops[0].notify0], sizeof *syncs)) {
+    fprintf(stderr, "fake libcuda: bad waits and notifies in the op records\n");
     return CUDA_ERROR_INVALID_VALUE;
   }
-  const MlkDevEvent e = events[0];
+  const MlkDevSync e = syncs[ops[1].wait0];
   const float *a = (const float *)(uintptr_t)ops[0].in[0];
   float *u = (float *)(uintptr_t)ops[0].out, *v = (float *)(uintptr_t)ops[1].out;
   uint32_t head[SMS];

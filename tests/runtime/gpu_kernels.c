@@ -49,12 +49,12 @@ static inline void notify_release(u32 *p) {
 static inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
 
 static inline __attribute__((always_inline)) void body(const MlkDevOp *ops,
-                                                       const MlkDevEvent *events, u32 *counters,
+                                                       const MlkDevSync *syncs, u32 *counters,
                                                        const u32 *qoff, const u64 *queue, u32 epoch,
                                                        u64 timeout_ns, MlkDevError *err,
                                                        const long long *rt) {
   const long long rows = rt[MLK_RT_BATCH];
-  const MlkDevEvent *e = &events[0]; /* the one event: op 0 notifies it, op 1 waits on it */
+  const MlkDevSync *e = &syncs[ops[1].wait0]; /* the one event: op 1 waits on it, op 0 notifies it */
   const float *a = (const float *)ops[0].in[0];
   float *u = (float *)ops[0].out, *v = (float *)ops[1].out;
   for (u32 i = qoff[bid()]; i < qoff[bid() + 1]; i++) {
@@ -115,12 +115,12 @@ static inline __attribute__((always_inline)) void body(const MlkDevOp *ops,
 /* The signature of every generated megakernel (mlk_desc.h). The event comes from the records:
  * the bad model's descriptor claims producer tiles of 32. */
 #define ENTRY(name)                                                                                \
-  __attribute__((nvptx_kernel)) void name(const MlkDevOp *ops, const MlkDevEvent *events,          \
-                                          const u32 *refs, u32 *counters, const u32 *qoff,         \
-                                          const u64 *queue, u32 epoch, u64 timeout_ns,             \
-                                          MlkDevError *err, const long long *rt, u64 *trace) {     \
-    (void)refs, (void)trace;                                                                       \
-    body(ops, events, counters, qoff, queue, epoch, timeout_ns, err, rt);                          \
+  __attribute__((nvptx_kernel)) void name(const MlkDevOp *ops, const MlkDevSync *syncs,           \
+                                          u32 *counters, const u32 *qoff, const u64 *queue,        \
+                                          u32 epoch, u64 timeout_ns, MlkDevError *err,             \
+                                          const long long *rt, u64 *trace) {                       \
+    (void)trace;                                                                                   \
+    body(ops, syncs, counters, qoff, queue, epoch, timeout_ns, err, rt);                           \
   }
 
 ENTRY(mlk_test_fwd)

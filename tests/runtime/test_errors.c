@@ -174,6 +174,32 @@ static void test_validation(mlk_backend *be) {
   rm.desc.nevent_refs += 3;
   expect_invalid(be, &rm, "event 4 'done[0]': op 2 'mul@mlp.mlk:5' waits on it but op 3 'silu@mlp.mlk:6', a later op, notifies it");
 
+  /* Code variants: each op of "forward" its own, then one that claims another's code. */
+  static const int vops[] = {0, 1, 2, 3};
+  rm.kernels[K_FORWARD].variant_ops = vops;
+  rm.kernels[K_FORWARD].nvariants = 4;
+  for (int o = 0; o < 4; o++)
+    rm.ops[o].variant = o;
+  CHECK_OK(mlk_desc_validate(&rm.desc));
+  rt_mlp_init(&rm);
+  rm.ops[1].variant = 1; /* the kernel has no variants: every op's is 0 */
+  expect_invalid(be, &rm, "op 1 'matvec@mlp.mlk:4': variant 1, but kernel 'forward' has 0");
+  rm.kernels[K_FORWARD].variant_ops = vops;
+  rm.kernels[K_FORWARD].nvariants = 4;
+  for (int o = 0; o < 4; o++)
+    rm.ops[o].variant = o;
+  rm.ops[1].variant = 0;
+  expect_invalid(be, &rm, "kernel 0 'forward': variant 1 names op 1, which is not an op of the kernel of that variant");
+  rm.kernels[K_FORWARD].variant_ops = vops;
+  rm.kernels[K_FORWARD].nvariants = 4;
+  for (int o = 0; o < 4; o++)
+    rm.ops[o].variant = o;
+  rm.ops[3].variant = 2; /* silu claims the code of mul */
+  static const int vops3[] = {0, 1, 2, 2};
+  rm.kernels[K_FORWARD].variant_ops = vops3;
+  rm.kernels[K_FORWARD].nvariants = 3;
+  expect_invalid(be, &rm, "op 3 'silu@mlp.mlk:6' differs from op 2 'mul@mlp.mlk:5', whose code variant 2 it runs");
+
   /* Any number of ops in a kernel (the interpreter reads them as data), and at most 2^31 - 1
    * tasks in one op (the task field of a task word). */
   enum { NOPS = 1000 };

@@ -47,3 +47,10 @@ foreach(arch sm_90a sm_80)
     endif()
   endforeach()
 endforeach()
+
+# A model's depth adds ops, not code: 126 layers compile into one megakernel whose PTX is the
+# 16-layer model's, byte for byte.
+add_test(NAME codegen_deep_model
+  COMMAND sh ${CG}/deep_model.sh $<TARGET_FILE:mlkc> ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk
+          ${CMAKE_CURRENT_BINARY_DIR}/deep_model "${MLK_PTXAS}")
+set_tests_properties(codegen_deep_model PROPERTIES TIMEOUT 300)

@@ -252,20 +252,42 @@ static void emit_kernel(Cg *c, int kernel) {
     qe = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, p[P_QOFF], &bid1, 1, ""), "qend");
   }
   LLVMTypeRef rec_t = LLVMArrayType2(LLVMInt8TypeInContext(c->ctx), sizeof(MlkDevOp));
+  /* Static schedule: the words of the next two tasks are loaded a task ahead, so that the next
+   * task's record can be prefetched while this one runs without waiting for its word (the queue
+   * array has MLK_QUEUE_PAD zero words after its end, so these loads stay inside it). */
+  LLVMValueRef w0 = NULL, w1 = NULL;
+  if (!dynamic) {
+    LLVMValueRef qs1 = LLVMBuildAdd(c->b, qs, c32(c, 1), "");
+    w0 = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_QUEUE], &qs, 1, ""), "first");
+    w1 = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_QUEUE], &qs1, 1, ""), "second");
+  }
   LLVMBuildBr(c->b, loop);
 
   LLVMPositionBuilderAtEnd(c->b, loop);
-  LLVMValueRef q;
+  LLVMValueRef q, cur = NULL, nxt = NULL;
   if (dynamic) {
     LLVMValueRef t = call(c, "mlk_dev_ticket", &ticket, 1);
     q = LLVMBuildSub(c->b, t, tbase, "q");
   } else {
     q = LLVMBuildPhi(c->b, c->i32, "q");
+    cur = LLVMBuildPhi(c->b, c->i64, "cur");
+    nxt = LLVMBuildPhi(c->b, c->i64, "next");
   }
   LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntULT, q, qe, ""), body, exit);
 
   LLVMPositionBuilderAtEnd(c->b, body);
-  LLVMValueRef word = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_QUEUE], &q, 1, ""), "word");
+  LLVMValueRef word, after_next = NULL;
+  if (dynamic) {
+    word = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_QUEUE], &q, 1, ""), "word");
+  } else {
+    word = cur;
+    LLVMValueRef q2 = LLVMBuildAdd(c->b, q, c32(c, 2), "");
+    after_next = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_QUEUE], &q2, 1, ""),
+                                "after_next");
+    LLVMValueRef nop = LLVMBuildLShr(c->b, nxt, c64(c, 32), "");
+    LLVMValueRef next_rec = LLVMBuildGEP2(c->b, rec_t, p[P_OPS], &nop, 1, "next_rec");
+    call(c, "mlk_dev_prefetch_record", &next_rec, 1);
+  }
   LLVMValueRef begin[] = {p[P_TRACE], q, word};
   call(c, "mlk_dev_trace_begin", begin, 3);
   LLVMValueRef op = LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, word, c64(c, 32), ""), c->i32, "op");
@@ -312,9 +334,11 @@ static void emit_kernel(Cg *c, int kernel) {
   call(c, "mlk_dev_trace_stamp", stamp_end, 3);
   if (!dynamic) {
     LLVMValueRef q1 = LLVMBuildAdd(c->b, q, c32(c, 1), "");
-    LLVMValueRef inc_v[] = {qs, q1};
     LLVMBasicBlockRef inc_b[] = {entry, done};
-    LLVMAddIncoming(q, inc_v, inc_b, 2);
+    LLVMValueRef q_v[] = {qs, q1}, cur_v[] = {w0, nxt}, nxt_v[] = {w1, after_next};
+    LLVMAddIncoming(q, q_v, inc_b, 2);
+    LLVMAddIncoming(cur, cur_v, inc_b, 2);
+    LLVMAddIncoming(nxt, nxt_v, inc_b, 2);
   }
   LLVMBuildBr(c->b, loop);
 

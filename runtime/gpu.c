@@ -512,8 +512,13 @@ static mlk_status gpu_model_init(mlk_model *m) {
     snprintf(what, sizeof what, "the queue offsets of '%s'", kd->name);
     st = upload_array(&gk->qoff, qoff, ((size_t)nqueues + 1) * sizeof *qoff, what);
     snprintf(what, sizeof what, "the task queues of '%s'", kd->name);
-    if (!st)
-      st = upload_array(&gk->queue, words, (size_t)(ntasks ? ntasks : 1) * sizeof *words, what);
+    /* MLK_QUEUE_PAD zero words after the last task (alloc_zeroed zeroes them) */
+    if (!st && (st = alloc_zeroed(&gk->queue, ((size_t)ntasks + MLK_QUEUE_PAD) * sizeof *words, what)) == MLK_OK &&
+        ntasks) {
+      CUresult r = cu.cuMemcpyHtoD(gk->queue, words, (size_t)ntasks * sizeof *words);
+      if (r != CUDA_SUCCESS)
+        st = CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to %s)", (size_t)ntasks * sizeof *words, what);
+    }
     free(qoff);
     free(words);
     if (st)

@@ -54,6 +54,8 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
       syncs[ns++] = sync_of(d, j);
     r->batched = op->batched;
     r->variant = (uint32_t)op->variant;
+    if (r->nwaits + r->nnotifies <= MLK_DEV_INLINE_SYNCS)
+      memcpy(r->sync, syncs + r->wait0, (r->nwaits + r->nnotifies) * sizeof *syncs);
     r->n = op->n;
     r->k = op->k;
     r->tile = op->tile;

@@ -43,6 +43,10 @@
  * between runs. */
 #define MLK_TICKET_COUNTER(ncounters, kernel) ((ncounters) + (kernel))
 
+/* The queue array a kernel gets has this many zero words after its last task: the static
+ * schedule reads the words of the next two tasks ahead of time, past a queue's end too. */
+#define MLK_QUEUE_PAD 2
+
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */
@@ -392,13 +396,27 @@ typedef struct MlkDevError {
 
 /* ---- the records the interpreter reads (built by the runtime from the descriptor) ---- */
 
+/* One wait or notify of an op as the interpreter reads it: its event's index map. */
+typedef struct MlkDevSync {
+  uint32_t event;     /* index in MlkModelDesc.events (for the error record) */
+  uint32_t map;       /* MlkEventMap */
+  int64_t base, n, ptile, ctile, count;
+} MlkDevSync;
+
+/* The waits and notifies an op record holds itself; an op with more has them in the kernel's
+ * MlkDevSync array. */
+#define MLK_DEV_INLINE_SYNCS 6
+
 /* One op of a megakernel as the device interpreter (and the simulator) reads it: the MlkOpDesc
  * with its operands resolved to addresses (device addresses on the GPU, host pointers in the
- * simulator; 0: none) and the geometry of its cache. */
+ * simulator; 0: none), the geometry of its cache and its waits and notifies: everything a task
+ * needs in a few consecutive cache lines, which the kernel prefetches a task ahead. */
 typedef struct MlkDevOp {
   uint32_t kind;      /* MlkOpKind */
   uint32_t fn;        /* MlkFn */
-  uint32_t wait0, nwaits, notify0, nnotifies; /* into the kernel's MlkDevSync array */
+  /* its waits, then its notifies: sync[0 .. nwaits + nnotifies) when there are at most
+   * MLK_DEV_INLINE_SYNCS of them, else the kernel's syncs[wait0 ..] (notify0 = wait0 + nwaits) */
+  uint32_t wait0, nwaits, notify0, nnotifies;
   int32_t batched;
   uint32_t variant;   /* MlkOpDesc.variant: the kernel's switch goes by it */
   int64_t n, k, tile, ntasks;
@@ -407,15 +425,13 @@ typedef struct MlkDevOp {
   struct {
     MLK_OP_ATTRS(MLK_X_FIELD)
   };
+  MlkDevSync sync[MLK_DEV_INLINE_SYNCS];
 } MlkDevOp;
 
-/* One wait or notify of an op as the interpreter reads it: its event's index map, copied next to
- * the op's other waits and notifies so that a task reaches them in one load. */
-typedef struct MlkDevSync {
-  uint32_t event;     /* index in MlkModelDesc.events (for the error record) */
-  uint32_t map;       /* MlkEventMap */
-  int64_t base, n, ptile, ctile, count;
-} MlkDevSync;
+/* The waits and then the notifies of record `rec`, in it or in the kernel's `syncs`. */
+static inline const MlkDevSync *mlk_dev_op_syncs(const MlkDevOp *rec, const MlkDevSync *syncs) {
+  return rec->nwaits + rec->nnotifies <= MLK_DEV_INLINE_SYNCS ? rec->sync : syncs + rec->wait0;
+}
 
 /* ---- code variants ---- */
 

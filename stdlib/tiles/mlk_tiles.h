@@ -33,6 +33,10 @@ int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *co
                       uint32_t op, uint32_t task, uint32_t epoch, uint64_t timeout_ns,
                       MlkDevError *err);
 
+/* A hint: the record of the block's next task into this SM's L1 (the interpreter reads it a task
+ * ahead: a record read from L2 costs each task several hundred ns before its first poll). */
+void mlk_dev_prefetch_record(const MlkDevOp *rec);
+
 /* Block barrier: every thread's writes of this task are done before thread 0 notifies. */
 void mlk_dev_barrier(void);
 

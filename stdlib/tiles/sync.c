@@ -69,17 +69,20 @@ static inline void prefetch_l1(const void *p) {
                    : "l"(p));
 }
 
+void mlk_dev_prefetch_record(const MlkDevOp *rec) {
+  /* lane 0 of the second warp: thread 0 polls the counters meanwhile */
+  if (mlk_tid() != 32)
+    return;
+  for (uint32_t off = 0; off < sizeof *rec; off += 128)
+    prefetch_l1((const char *)rec + off);
+}
+
 int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
                       uint32_t op, uint32_t task, uint32_t epoch, uint64_t timeout_ns,
                       MlkDevError *err) {
   int ok = 1;
   if (mlk_tid() == 0) {
-    /* While the waits poll, bring in what comes after them: the rest of the record (the tile's
-     * arguments) and the notifies, so that neither costs a trip to L2 once the data is ready. */
-    for (uint32_t off = 0; off < sizeof *rec; off += 128)
-      prefetch_l1((const char *)rec + off);
-    prefetch_l1(syncs + rec->notify0);
-    const MlkDevSync *w = syncs + rec->wait0;
+    const MlkDevSync *w = mlk_dev_op_syncs(rec, syncs);
     uint32_t nw = rec->nwaits;
     for (uint32_t i = 0; i < nw && ok; i++) {
       const MlkDevSync *e = &w[i];
@@ -98,7 +101,7 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
                          uint32_t task) {
   if (mlk_tid() != 0)
     return;
-  const MlkDevSync *s = syncs + rec->notify0;
+  const MlkDevSync *s = mlk_dev_op_syncs(rec, syncs) + rec->nwaits;
   uint32_t nn = rec->nnotifies;
   for (uint32_t i = 0; i < nn; i++) {
     const MlkDevSync *e = &s[i];

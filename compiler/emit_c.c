@@ -130,6 +130,8 @@ void emit_header(FILE *out, const Graph *g) {
     shape_str(out, t);
     if (t->from)
       fprintf(out, " from \"%s\"", t->from);
+    if (t->nbindings > 1)
+      fprintf(out, " (%d checkpoint tensors)", t->nbindings);
     if (t->batched)
       fprintf(out, ": the current batch's rows of %lld elements (mlk_model_set_batch) */\n",
               (long long)graph_row_elems(t));
@@ -180,6 +182,7 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
   fprintf(out, "#include \"%s\"\n\n", header_name);
 
   fputs("static const MlkTensorDesc tensors[] = {\n", out);
+  int nbindings = 0;
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     fputs("    {", out);
@@ -190,8 +193,25 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     fprintf(out, "}, %lld, ", (long long)t->numel);
     c_string(out, t->from);
     fprintf(out, ", %d},\n", t->batched);
+    nbindings += t->nbindings;
   }
   fputs("};\n\n", out);
+
+  /* the checkpoint bindings of every param, by tensor (bind.c made them in offset order) */
+  if (nbindings) {
+    fputs("static const MlkBinding bindings[] = {\n", out);
+    for (int i = 0; i < g->ntensors; i++)
+      for (int j = 0; j < g->tensors[i].nbindings; j++) {
+        const MlkBinding *b = &g->tensors[i].bindings[j];
+        fprintf(out, "    {%d, ", i);
+        c_string(out, b->name);
+        fprintf(out, ", %lld, %d, {", (long long)b->offset, b->rank);
+        for (int r = 0; r < b->rank; r++)
+          fprintf(out, "%s%lld", r ? ", " : "", (long long)b->shape[r]);
+        fputs("}},\n", out);
+      }
+    fputs("};\n\n", out);
+  }
 
   fputs("static const MlkOpDesc ops[] = {\n", out);
   for (int i = 0; i < g->nops; i++) {
@@ -284,8 +304,10 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
           g->ntensors, g->nops, g->nevents ? "events" : "NULL", g->nevents,
           (long long)g->ncounters, g->nkernels, g->ncaches ? "caches" : "NULL", g->ncaches);
   c_string(out, g->batch ? g->batch->name : NULL);
-  fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n};\n\n",
+  fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n",
           (long long)(g->batch ? g->batch->lo_v : 1), (long long)(g->batch ? g->batch->hi_v : 1));
+  fprintf(out, "    .bindings = %s,\n    .nbindings = %d,\n};\n\n", nbindings ? "bindings" : "NULL",
+          nbindings);
 
   fprintf(out, "mlk_status %s_create(mlk_backend *be, %s_model **out) {\n"
                "  return mlk_model_create(be, &%s_desc, out);\n}\n\n",

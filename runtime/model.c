@@ -213,6 +213,68 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
   return MLK_OK;
 }
 
+/* The checkpoint bindings: sorted by tensor, each of a param and inside it, the bindings of a
+ * param in increasing offset order without overlaps or gaps, so that together they fill each of
+ * its elements exactly once. */
+static mlk_status validate_bindings(const MlkModelDesc *d) {
+  if (d->nbindings < 0 || (d->nbindings && !d->bindings))
+    return bad(d, "%d bindings at %p", d->nbindings, (const void *)d->bindings);
+  int64_t end = 0; /* elements of the current param filled by the bindings so far */
+  for (int j = 0; j < d->nbindings; j++) {
+    const MlkBinding *b = &d->bindings[j], *prev = j ? &d->bindings[j - 1] : NULL;
+    if (b->tensor < 0 || b->tensor >= d->ntensors)
+      return bad(d, "binding %d '%s': tensor %d out of range (%d tensors)", j,
+                 str_or(b->name, "?"), b->tensor, d->ntensors);
+    const MlkTensorDesc *t = &d->tensors[b->tensor];
+    if (t->kind != MLK_TENSOR_PARAM)
+      return bad(d, "binding %d '%s' fills %s '%s': only params are loaded from checkpoints", j,
+                 str_or(b->name, "?"), mlk_tensor_kind_name(t->kind), t->name);
+    if (!b->name || !*b->name)
+      return bad(d, "binding %d of param '%s' has no checkpoint tensor name", j, t->name);
+    if (prev && prev->tensor > b->tensor)
+      return bad(d, "binding %d '%s' of param '%s' comes after a binding of tensor %d: bindings "
+                 "are sorted by tensor", j, b->name, t->name, prev->tensor);
+    if (prev && prev->tensor != b->tensor) {
+      if (end != d->tensors[prev->tensor].numel)
+        return bad(d, "param '%s': no binding fills elements [%lld, %lld): the bindings of a param "
+                   "must cover it", d->tensors[prev->tensor].name, (long long)end,
+                   (long long)d->tensors[prev->tensor].numel);
+      end = 0;
+    }
+    if (b->rank < 0 || b->rank > MLK_MAX_RANK)
+      return bad(d, "binding %d '%s' of param '%s' has rank %d, not in [0, %d]", j, b->name,
+                 t->name, b->rank, MLK_MAX_RANK);
+    int64_t numel = 1;
+    for (int r = 0; r < b->rank; r++) {
+      if (b->shape[r] < 1 || b->shape[r] > t->numel || numel > t->numel / b->shape[r])
+        return bad(d, "binding %d '%s' of param '%s' (%lld elements) has shape[%d] = %lld", j,
+                   b->name, t->name, (long long)t->numel, r, (long long)b->shape[r]);
+      numel *= b->shape[r];
+    }
+    if (b->offset < 0 || b->offset > t->numel - numel)
+      return bad(d, "binding %d '%s' fills elements [%lld, %lld) of param '%s', which has %lld", j,
+                 b->name, (long long)b->offset, (long long)b->offset + numel, t->name,
+                 (long long)t->numel);
+    if (b->offset < end)
+      return bad(d, "binding %d '%s' fills elements [%lld, %lld) of param '%s', which overlaps "
+                 "binding %d '%s' ending at %lld (a param's bindings go in increasing offset order)",
+                 j, b->name, (long long)b->offset, (long long)(b->offset + numel), t->name, j - 1,
+                 prev->name, (long long)end);
+    if (b->offset > end)
+      return bad(d, "param '%s': no binding fills elements [%lld, %lld) (binding %d '%s' starts at "
+                 "%lld): the bindings of a param must cover it", t->name, (long long)end,
+                 (long long)b->offset, j, b->name, (long long)b->offset);
+    end = b->offset + numel;
+  }
+  if (d->nbindings) {
+    const MlkTensorDesc *t = &d->tensors[d->bindings[d->nbindings - 1].tensor];
+    if (end != t->numel)
+      return bad(d, "param '%s': no binding fills elements [%lld, %lld): the bindings of a param "
+                 "must cover it", t->name, (long long)end, (long long)t->numel);
+  }
+  return MLK_OK;
+}
+
 static mlk_status validate_caches(const MlkModelDesc *d) {
   for (int c = 0; c < d->ncaches; c++) {
     const MlkCacheDesc *cd = &d->caches[c];
@@ -717,8 +779,8 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
       (d->nkernels && !d->kernels) || (d->ncaches && !d->caches))
     return bad(d, "a table with a nonzero count is NULL");
   mlk_status st;
-  if ((st = validate_batch(d)) || (st = validate_tensors(d)) || (st = validate_caches(d)) ||
-      (st = validate_ops(d)))
+  if ((st = validate_batch(d)) || (st = validate_tensors(d)) || (st = validate_bindings(d)) ||
+      (st = validate_caches(d)) || (st = validate_ops(d)))
     return st;
   int *kernel_of = MLK_CALLOC((size_t)d->nops, sizeof *kernel_of, "op kernels");
   if (!kernel_of)

@@ -79,6 +79,13 @@ static bool is_public(const GTensor *t) {
   return t->kind == MLK_TENSOR_PARAM || t->kind == MLK_TENSOR_INPUT || t->kind == MLK_TENSOR_OUTPUT;
 }
 
+static bool has_bindings(const Graph *g) {
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].nbindings)
+      return true;
+  return false;
+}
+
 void emit_header(FILE *out, const Graph *g) {
   const char *m = g->name;
   g_batch = g->batch;
@@ -119,6 +126,11 @@ void emit_header(FILE *out, const Graph *g) {
           "/* Creates the model on a backend: allocates every tensor and loads the megakernels. */\n"
           "mlk_status %s_create(mlk_backend *be, %s_model **out);\nvoid %s_free(%s_model *m);\n\n",
           m, m, m, m);
+  if (has_bindings(g))
+    fprintf(out, "/* Loads every param declared with `from` from a Hugging Face checkpoint: a "
+                 ".safetensors file,\n * a model.safetensors.index.json or a directory with either "
+                 "(mlk_model_load_checkpoint). */\nmlk_status %s_load(%s_model *m, const char *path);"
+                 "\n\n", m, m);
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     if (!is_public(t))
@@ -313,6 +325,9 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
                "  return mlk_model_create(be, &%s_desc, out);\n}\n\n",
           m, m, m);
   fprintf(out, "void %s_free(%s_model *m) { mlk_model_free(m); }\n\n", m, m);
+  if (has_bindings(g))
+    fprintf(out, "mlk_status %s_load(%s_model *m, const char *path) {\n"
+                 "  return mlk_model_load_checkpoint(m, path, NULL);\n}\n\n", m, m);
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     if (!is_public(t))

@@ -75,6 +75,53 @@ void mlk_cubin_cache_remove(const char *path);
 int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_t size, char *why,
                           size_t wn);
 
+/* ---- checkpoints (ckpt.c) ---- */
+
+/* The dtypes of safetensors. ORDER: the table in ckpt.c mirrors this enum. */
+typedef enum MlkStDType {
+  MLK_ST_BOOL, MLK_ST_U8, MLK_ST_I8, MLK_ST_I16, MLK_ST_U16, MLK_ST_F16, MLK_ST_BF16, MLK_ST_I32,
+  MLK_ST_U32, MLK_ST_F32, MLK_ST_F64, MLK_ST_I64, MLK_ST_U64, MLK_ST_F8_E4M3, MLK_ST_F8_E5M2,
+  MLK_ST_DTYPE_COUNT
+} MlkStDType;
+const char *mlk_st_dtype_name(MlkStDType t); /* "BF16" */
+
+#define MLK_ST_MAX_RANK 8
+
+/* A tensor of a safetensors header, checked: numel(shape) * dtype size == end - begin. */
+typedef struct MlkStTensor {
+  char *name;
+  MlkStDType dtype;
+  int rank;
+  int64_t shape[MLK_ST_MAX_RANK];
+  uint64_t begin, end; /* bytes of the data section */
+  int file;            /* which file of the checkpoint holds it */
+} MlkStTensor;
+
+/* The header of one safetensors file: its tensors tile the data section exactly (no overlap, no
+ * gap), which is bytes [data_start, data_start + data_bytes) of the file. */
+typedef struct MlkStHeader {
+  MlkStTensor *tensors; /* in header order */
+  int64_t ntensors;
+  uint64_t data_start, data_bytes;
+} MlkStHeader;
+
+/* Parses and checks the header of the safetensors file whose `size` bytes are at `file` (mapped);
+ * `path` is for messages. On failure *out is empty and the error names the file and tensor. */
+mlk_status mlk_st_parse(const uint8_t *file, uint64_t size, const char *path, MlkStHeader *out);
+void mlk_st_header_free(MlkStHeader *h);
+
+/* A model.safetensors.index.json: tensor names[i] is in file shards[shard_of[i]] (names relative
+ * to the index's directory, never absolute or through ".."). */
+typedef struct MlkStIndex {
+  char **names;
+  int *shard_of;
+  int64_t n;
+  char **shards; /* distinct, in first-seen order */
+  int nshards;
+} MlkStIndex;
+mlk_status mlk_st_parse_index(const char *json, size_t len, const char *path, MlkStIndex *out);
+void mlk_st_index_free(MlkStIndex *ix);
+
 /* ---- static scheduling (sched.c) ---- */
 
 /* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
@@ -120,6 +167,9 @@ typedef struct MlkBackendOps {
   mlk_status (*model_init)(mlk_model *m);
   void (*model_fini)(mlk_model *m);
   mlk_status (*upload)(mlk_model *m, int tensor, const void *src, size_t bytes);
+  /* `bytes` from `src` into tensor `tensor` at byte `offset` (offset + bytes <= cap): the
+   * checkpoint loader fills a param piece by piece, straight from the mapped file. */
+  mlk_status (*upload_range)(mlk_model *m, int tensor, size_t offset, const void *src, size_t bytes);
   mlk_status (*download)(mlk_model *m, int tensor, void *dst, size_t bytes);
   mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
   mlk_status (*zero_counters)(mlk_model *m);

@@ -846,6 +846,13 @@ static mlk_status sim_upload(mlk_model *m, int tensor, const void *src, size_t b
   return MLK_OK;
 }
 
+static mlk_status sim_upload_range(mlk_model *m, int tensor, size_t offset, const void *src,
+                                   size_t bytes) {
+  SimModel *sm = m->impl;
+  memcpy((char *)sm->bufs[tensor] + offset, src, bytes);
+  return MLK_OK;
+}
+
 static mlk_status sim_download(mlk_model *m, int tensor, void *dst, size_t bytes) {
   SimModel *sm = m->impl;
   memcpy(dst, sm->bufs[tensor], bytes);
@@ -989,6 +996,7 @@ static const MlkBackendOps sim_ops = {
     .model_init = sim_model_init,
     .model_fini = sim_model_fini,
     .upload = sim_upload,
+    .upload_range = sim_upload_range,
     .download = sim_download,
     .fill = sim_fill,
     .zero_counters = sim_zero_counters,

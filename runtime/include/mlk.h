@@ -12,7 +12,9 @@
  *
  *     mlp_model *m;
  *     mlp_create(be, &m);                   // allocates every tensor, loads the megakernel
- *     mlp_set_W1(m, w1_bf16);               // params: typed pointers, shapes in the header
+ *     mlp_load(m, "ckpt/");                 // params bound with `from`: a safetensors checkpoint
+ *     mlp_set_W1(m, w1_bf16);               // or params one by one: typed pointers, shapes in
+ *                                           // the header
  *     mlp_set_x(m, x);                      // inputs
  *     mlp_forward(m);                       // one launch of the persistent megakernel `forward`
  *     mlp_get_y(m, y);                      // outputs
@@ -145,6 +147,28 @@ int mlk_model_cache_hit(const mlk_model *m);
  * (MLK_CACHE_DIR=off)" or "compiled, not cached: <reason>"; a cache file that was bad (corrupt,
  * truncated, refused by the driver) and replaced is mentioned after "; ". */
 const char *mlk_model_load_note(const mlk_model *m);
+
+/* ---- checkpoints ----
+ * Params declared with `from` (mlkc expands them into MlkModelDesc.bindings) load from a Hugging
+ * Face checkpoint in the safetensors format, as published: one model.safetensors, or shards listed
+ * by model.safetensors.index.json. The files are memory-mapped and uploaded piece by piece without
+ * a copy of the whole checkpoint on the host; BF16 tensors go as they are, F16 and F32 ones are
+ * converted to the param's dtype (bf16 or f32, rounding to nearest even) on the way. Every file is
+ * checked completely first (header length, JSON, dtypes, shapes, offsets in bounds without overlaps
+ * or gaps, no duplicate names, the index against the shards), then every binding (the tensor is
+ * there, its dtype loads into the param, its shape is exactly the one the model expects), and a
+ * tensor of the checkpoint that no param binds is refused too (a model would silently ignore an
+ * untied lm_head.weight or extra layers): a bad checkpoint changes no param and the message names
+ * the file and the tensor. MLK_ERR_IO: a file cannot be opened, read or mapped; MLK_ERR_INVALID:
+ * anything wrong in one. Params without bindings are left for mlk_model_set_tensor. */
+typedef struct mlk_load_options {
+  int allow_unused;     /* 1: skip checkpoint tensors that no param binds (0: refuse them) */
+  size_t staging_bytes; /* host buffer for dtype conversions (0: 4 MiB; at least 8) */
+} mlk_load_options;
+
+/* `path`: a .safetensors file, a model.safetensors.index.json, or a directory holding either
+ * (the index first). `opt` may be NULL (all defaults). */
+mlk_status mlk_model_load_checkpoint(mlk_model *m, const char *path, const mlk_load_options *opt);
 
 /* ---- traces ----
  * A timeline of runs: for every task, when its block took it, when its waits were satisfied and

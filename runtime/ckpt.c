@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,17 +81,19 @@ static const char *json_kind(const json_t *v) {
   return "?";
 }
 
-/* Parses JSON text that must be an object: NULL (with the error set) if it is not. */
-static json_t *parse_object(const char *text, size_t len, const char *path, const char *what) {
+/* Parses JSON text that must be an object: NULL (with the error set) if it is not. Messages read
+ * "<kind> '<path>': <what> is not valid JSON: ...". */
+static json_t *parse_object(const char *kind, const char *text, size_t len, const char *path,
+                            const char *what) {
   json_error_t e;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
   if (!root) {
-    mlk_set_error(MLK_ERR_INVALID, "checkpoint '%s': %s is not valid JSON: %s (line %d, column %d)",
+    mlk_set_error(MLK_ERR_INVALID, "%s '%s': %s is not valid JSON: %s (line %d, column %d)", kind,
                   path, what, e.text, e.line, e.column);
     return NULL;
   }
   if (!json_is_object(root)) {
-    mlk_set_error(MLK_ERR_INVALID, "checkpoint '%s': %s is %s, expected a JSON object", path, what,
+    mlk_set_error(MLK_ERR_INVALID, "%s '%s': %s is %s, expected a JSON object", kind, path, what,
                   json_kind(root));
     json_decref(root);
     return NULL;
@@ -204,7 +207,7 @@ mlk_status mlk_st_parse(const uint8_t *file, uint64_t size, const char *path, Ml
   if (n > MLK_ST_MAX_HEADER)
     return mlk_set_error(MLK_ERR_INVALID, "checkpoint '%s': the header length %llu is more than the "
                          "%u bytes safetensors allows", path, (unsigned long long)n, MLK_ST_MAX_HEADER);
-  json_t *root = parse_object((const char *)file + 8, (size_t)n, path, "the header");
+  json_t *root = parse_object("checkpoint", (const char *)file + 8, (size_t)n, path, "the header");
   if (!root)
     return MLK_ERR_INVALID;
   out->data_start = 8 + n;
@@ -311,7 +314,7 @@ static int bad_shard_name(const char *f) {
 
 mlk_status mlk_st_parse_index(const char *json, size_t len, const char *path, MlkStIndex *out) {
   memset(out, 0, sizeof *out);
-  json_t *root = parse_object(json, len, path, "the index");
+  json_t *root = parse_object("checkpoint", json, len, path, "the index");
   if (!root)
     return MLK_ERR_INVALID;
   mlk_status st = MLK_OK;
@@ -406,21 +409,23 @@ static mlk_status close_file(StFile *f, mlk_status st) {
   return st;
 }
 
-/* Reads a small text file (the index) whole. */
-static mlk_status read_text(const char *path, char **text, size_t *len) {
+/* Reads a small JSON file (the index, config.json) whole; `what` names it in messages. */
+static mlk_status read_text(const char *what, const char *path, char **text, size_t *len) {
   FILE *fp = fopen(path, "rb");
   if (!fp)
-    return MLK_ERROR_AT(MLK_ERR_IO, "fopen(checkpoint '%s') failed: %s", path, strerror(errno));
+    return MLK_ERROR_AT(MLK_ERR_IO, "fopen(%s '%s') failed: %s", what, path, strerror(errno));
   size_t cap = 1 << 16, n = 0;
   char *buf = malloc(cap);
-  mlk_status st = buf ? MLK_OK : MLK_ERROR_AT(MLK_ERR_NOMEM, "malloc(%zu bytes for '%s') failed", cap, path);
+  mlk_status st = buf ? MLK_OK
+                      : MLK_ERROR_AT(MLK_ERR_NOMEM, "malloc(%zu bytes for %s '%s') failed", cap, what,
+                                     path);
   while (!st) {
     if (n == cap) {
       char *p = cap <= MLK_ST_MAX_HEADER ? realloc(buf, cap * 2) : NULL;
       if (!p) {
         st = cap > MLK_ST_MAX_HEADER
-                 ? mlk_set_error(MLK_ERR_INVALID, "checkpoint '%s' is more than %u bytes: not an index",
-                                 path, MLK_ST_MAX_HEADER)
+                 ? mlk_set_error(MLK_ERR_INVALID, "%s '%s' is more than %u bytes", what, path,
+                                 MLK_ST_MAX_HEADER)
                  : MLK_ERROR_AT(MLK_ERR_NOMEM, "realloc(%zu bytes for '%s') failed", cap * 2, path);
         break;
       }
@@ -431,12 +436,12 @@ static mlk_status read_text(const char *path, char **text, size_t *len) {
     n += k;
     if (k == 0) {
       if (ferror(fp))
-        st = MLK_ERROR_AT(MLK_ERR_IO, "fread(checkpoint '%s') failed: %s", path, strerror(errno));
+        st = MLK_ERROR_AT(MLK_ERR_IO, "fread(%s '%s') failed: %s", what, path, strerror(errno));
       break;
     }
   }
   if (fclose(fp) && !st)
-    st = MLK_ERROR_AT(MLK_ERR_IO, "fclose(checkpoint '%s') failed: %s", path, strerror(errno));
+    st = MLK_ERROR_AT(MLK_ERR_IO, "fclose(%s '%s') failed: %s", what, path, strerror(errno));
   if (st) {
     free(buf);
     return st;
@@ -546,7 +551,7 @@ static mlk_status ckpt_open(Ckpt *c, const char *path) {
     char *text = NULL;
     size_t len = 0;
     MlkStIndex ix;
-    if ((st = read_text(file, &text, &len)))
+    if ((st = read_text("checkpoint", file, &text, &len)))
       return st;
     st = mlk_st_parse_index(text, len, file, &ix);
     free(text);
@@ -723,6 +728,206 @@ static mlk_status check_binding(const mlk_model *m, Ckpt *c, const MlkBinding *b
   return MLK_OK;
 }
 
+/* ---- config.json ---- */
+
+/* What the model says about one Hugging Face config key, and where it says it. */
+typedef struct CfgFact {
+  const char *key;
+  int is_float;
+  double value;
+  char where[200]; /* "op 'attention@nn.mlk:27[l=0]'", "cache 'kv'" */
+  int known;
+} CfgFact;
+
+static void fact(CfgFact *f, const char *key, int is_float, double v, const char *kind,
+                 const char *name) {
+  if (f->known)
+    return; /* the first cache or op that fixes it speaks for the model */
+  f->key = key;
+  f->is_float = is_float;
+  f->value = v;
+  snprintf(f->where, sizeof f->where, "%s '%s'", kind, name);
+  f->known = 1;
+}
+
+/* A number of the config: 1 with *v, 0 when absent or null, -1 (error set) when not a number (an
+ * integer where `integer`). */
+static int cfg_number(const json_t *root, const char *key, int integer, const char *path, double *v) {
+  const json_t *x = json_object_get(root, key);
+  if (!x || json_is_null(x))
+    return 0;
+  if (integer ? !json_is_integer(x) : !json_is_number(x)) {
+    mlk_set_error(MLK_ERR_INVALID, "config '%s': %s is %s, expected %s", path, key, json_kind(x),
+                  integer ? "an integer" : "a number");
+    return -1;
+  }
+  *v = json_number_value(x);
+  return 1;
+}
+
+/* Compares a config value with every op or cache of the model that fixes it. f32 values compare
+ * as f32 (the model holds them so). */
+static mlk_status cfg_compare(const mlk_model *m, const char *path, const char *key, double want,
+                              int is_float, double have, const char *where) {
+  int same = is_float ? (float)want == (float)have : want == have;
+  if (same)
+    return MLK_OK;
+  if (is_float)
+    return mlk_set_error(MLK_ERR_INVALID, "config '%s': %s is %.9g, but model '%s' has %.9g (%s)",
+                         path, key, want, m->desc->name, have, where);
+  return mlk_set_error(MLK_ERR_INVALID, "config '%s': %s is %.0f, but model '%s' has %.0f (%s)", path,
+                       key, want, m->desc->name, have, where);
+}
+
+/* Checks a Hugging Face config.json (the Llama family's keys) against what the model's ops and
+ * caches fix: layers, heads, kv heads, head dim, hidden size, vocabulary, norm eps, rope theta and
+ * Llama 3 rope scaling. A key the config lacks is not checked (num_key_value_heads defaults to
+ * num_attention_heads, head_dim to hidden_size / num_attention_heads, as in transformers); a value
+ * the model does not fix (no attention op: no heads) neither. */
+static mlk_status check_config(const mlk_model *m, const char *path) {
+  char *text = NULL;
+  size_t len = 0;
+  mlk_status st = read_text("config", path, &text, &len);
+  if (st)
+    return st;
+  json_t *root = parse_object("config", text, len, path, "the file");
+  free(text);
+  if (!root)
+    return MLK_ERR_INVALID;
+  const MlkModelDesc *d = m->desc;
+  enum { LAYERS, HEADS, KV_HEADS, HEAD_DIM, HIDDEN, VOCAB, NFACTS };
+  CfgFact f[NFACTS] = {{0}};
+  for (int c = 0; c < d->ncaches; c++) {
+    const MlkCacheDesc *cd = &d->caches[c];
+    fact(&f[LAYERS], "num_hidden_layers", 0, (double)cd->layers, "cache", cd->name);
+    fact(&f[KV_HEADS], "num_key_value_heads", 0, (double)cd->kv_heads, "cache", cd->name);
+    fact(&f[HEAD_DIM], "head_dim", 0, (double)cd->head_dim, "cache", cd->name);
+  }
+  for (int o = 0; o < d->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    if (op->kind == MLK_OP_ATTENTION || op->kind == MLK_OP_ATTN_REDUCE) {
+      fact(&f[HEADS], "num_attention_heads", 0, (double)op->heads, "op", op->name);
+      fact(&f[KV_HEADS], "num_key_value_heads", 0, (double)op->kv_heads, "op", op->name);
+      fact(&f[HEAD_DIM], "head_dim", 0, (double)op->head_dim, "op", op->name);
+    } else if (op->kind == MLK_OP_GATHER) {
+      const MlkTensorDesc *table = &d->tensors[op->in[1].tensor];
+      fact(&f[HIDDEN], "hidden_size", 0, (double)op->n, "op", op->name);
+      fact(&f[VOCAB], "vocab_size", 0, (double)(table->numel / op->n), "tensor", table->name);
+    }
+  }
+  double v[NFACTS];
+  int has[NFACTS];
+  for (int i = 0; i < NFACTS; i++) {
+    static const char *keys[NFACTS] = {"num_hidden_layers", "num_attention_heads",
+                                       "num_key_value_heads", "head_dim", "hidden_size",
+                                       "vocab_size"};
+    if ((has[i] = cfg_number(root, keys[i], 1, path, &v[i])) < 0) {
+      json_decref(root);
+      return MLK_ERR_INVALID;
+    }
+  }
+  if (!has[KV_HEADS] && has[HEADS]) { /* transformers' defaults */
+    has[KV_HEADS] = 1;
+    v[KV_HEADS] = v[HEADS];
+  }
+  if (!has[HEAD_DIM] && has[HEADS] && has[HIDDEN] && v[HEADS] > 0) {
+    has[HEAD_DIM] = 1;
+    v[HEAD_DIM] = floor(v[HIDDEN] / v[HEADS]);
+  }
+  for (int i = 0; i < NFACTS && !st; i++)
+    if (has[i] && f[i].known)
+      st = cfg_compare(m, path, f[i].key, v[i], 0, f[i].value, f[i].where);
+  /* every op that fixes a float: rmsnorm eps (fused or not), rope theta and scaling */
+  double eps, theta;
+  int has_eps = st ? 0 : cfg_number(root, "rms_norm_eps", 0, path, &eps);
+  int has_theta = has_eps < 0 ? -1 : cfg_number(root, "rope_theta", 0, path, &theta);
+  if (!st && (has_eps < 0 || has_theta < 0))
+    st = MLK_ERR_INVALID;
+  const json_t *rs = json_object_get(root, "rope_scaling");
+  double sc[4] = {1, 0, 0, 0}; /* factor, low_freq_factor, high_freq_factor, original max pos */
+  int scaled = 0;
+  if (!st && rs && !json_is_null(rs)) {
+    const json_t *type = json_object_get(rs, "rope_type");
+    if (!type)
+      type = json_object_get(rs, "type");
+    const char *tn = json_is_string(type) ? json_string_value(type) : NULL;
+    if (!json_is_object(rs) || !tn) {
+      st = mlk_set_error(MLK_ERR_INVALID, "config '%s': rope_scaling is %s without a rope_type, "
+                         "expected null or an object with rope_type \"llama3\"", path, json_kind(rs));
+    } else if (!strcmp(tn, "llama3")) {
+      static const char *keys[4] = {"factor", "low_freq_factor", "high_freq_factor",
+                                    "original_max_position_embeddings"};
+      scaled = 1;
+      for (int i = 0; i < 4 && !st; i++) {
+        int r = cfg_number(rs, keys[i], i == 3, path, &sc[i]);
+        if (r == 0)
+          st = mlk_set_error(MLK_ERR_INVALID, "config '%s': rope_scaling (llama3) has no %s", path,
+                             keys[i]);
+        else if (r < 0)
+          st = MLK_ERR_INVALID;
+      }
+    } else if (strcmp(tn, "default")) {
+      st = mlk_set_error(MLK_ERR_INVALID, "config '%s': rope_scaling of type '%s' is not what the "
+                         "rope op computes (none, or llama3)", path, tn);
+    }
+  }
+  for (int o = 0; o < d->nops && !st; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    char where[200];
+    snprintf(where, sizeof where, "op '%s'", op->name);
+    int norm = op->kind == MLK_OP_RMSNORM || (op->kind == MLK_OP_MATVEC && op->in[3].tensor >= 0);
+    if (norm && has_eps)
+      st = cfg_compare(m, path, "rms_norm_eps", eps, 1, op->eps, where);
+    if (op->kind != MLK_OP_ROPE || st)
+      continue;
+    if (has_theta)
+      st = cfg_compare(m, path, "rope_theta", theta, 1, op->theta, where);
+    int op_scaled = op->rope_factor > 1.0f;
+    if (!st && scaled != op_scaled)
+      st = mlk_set_error(MLK_ERR_INVALID, "config '%s': rope_scaling is %s, but op '%s' of model "
+                         "'%s' %s", path, scaled ? "llama3" : "none", op->name, d->name,
+                         op_scaled ? "applies Llama 3 scaling" : "does not scale");
+    if (!st && scaled)
+      if ((st = cfg_compare(m, path, "rope_scaling.factor", sc[0], 1, op->rope_factor, where)) ||
+          (st = cfg_compare(m, path, "rope_scaling.low_freq_factor", sc[1], 1, op->rope_low_freq, where)) ||
+          (st = cfg_compare(m, path, "rope_scaling.high_freq_factor", sc[2], 1, op->rope_high_freq, where)))
+        break;
+    if (!st && scaled)
+      st = cfg_compare(m, path, "rope_scaling.original_max_position_embeddings", sc[3], 0,
+                       (double)op->rope_original_max_pos, where);
+  }
+  json_decref(root);
+  return st;
+}
+
+/* The config.json to check: opt's path ("" none), else the one next to the checkpoint if any. */
+static mlk_status config_path(const char *ckpt, const Ckpt *c, const char *opt, char **out) {
+  *out = NULL;
+  if (opt) {
+    if (*opt && !(*out = strdup(opt)))
+      return MLK_ERROR_AT(MLK_ERR_NOMEM, "strdup(%s) failed", opt);
+    return MLK_OK;
+  }
+  struct stat sb;
+  char *p;
+  if (!stat(ckpt, &sb) && S_ISDIR(sb.st_mode)) {
+    p = join(ckpt, "config.json");
+  } else {
+    const char *slash = strrchr(c->where, '/');
+    char *dir = slash ? strndup(c->where, (size_t)(slash - c->where)) : strdup(".");
+    p = dir ? join(dir, "config.json") : NULL;
+    free(dir);
+  }
+  if (!p)
+    return MLK_ERROR_AT(MLK_ERR_NOMEM, "allocating the path of config.json failed");
+  if (access(p, F_OK)) {
+    free(p); /* none: nothing to check */
+    return MLK_OK;
+  }
+  *out = p;
+  return MLK_OK;
+}
+
 mlk_status mlk_model_load_checkpoint(mlk_model *m, const char *path, const mlk_load_options *opt) {
   if (!m || !path)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_load_checkpoint: %s is NULL", m ? "path" : "model");
@@ -743,6 +948,12 @@ mlk_status mlk_model_load_checkpoint(mlk_model *m, const char *path, const mlk_l
   uint8_t *stage = NULL;
   if (st)
     goto done;
+  char *config = NULL;
+  if ((st = config_path(path, &c, o.config, &config)) || (config && (st = check_config(m, config)))) {
+    free(config);
+    goto done;
+  }
+  free(config);
   /* Check everything before the first upload: a refused checkpoint leaves the params as they were. */
   if (!(src = MLK_CALLOC((size_t)d->nbindings, sizeof *src, "checkpoint bindings"))) {
     st = MLK_ERR_NOMEM;

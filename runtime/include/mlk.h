@@ -160,8 +160,19 @@ const char *mlk_model_load_note(const mlk_model *m);
  * tensor of the checkpoint that no param binds is refused too (a model would silently ignore an
  * untied lm_head.weight or extra layers): a bad checkpoint changes no param and the message names
  * the file and the tensor. MLK_ERR_IO: a file cannot be opened, read or mapped; MLK_ERR_INVALID:
- * anything wrong in one. Params without bindings are left for mlk_model_set_tensor. */
+ * anything wrong in one. Params without bindings are left for mlk_model_set_tensor.
+ *
+ * config.json: the static dims the model was compiled with are checked against the checkpoint's
+ * config (keys of the Llama family): num_hidden_layers against its KV caches, num_attention_heads,
+ * num_key_value_heads and head_dim against its attention ops and caches, hidden_size and
+ * vocab_size against its embedding gather, rms_norm_eps against every rmsnorm (fused or not),
+ * rope_theta and rope_scaling (none or llama3: factor, low and high freq factors, original max
+ * positions) against every rope op. A key the config lacks, or that nothing in the model fixes,
+ * is not checked: "config 'ckpt/config.json': num_key_value_heads is 8, but model 'llama' has 2
+ * (cache 'kv')". */
 typedef struct mlk_load_options {
+  const char *config;   /* a Hugging Face config.json to check the model against (below); NULL:
+                           the config.json next to the checkpoint, when there is one; "": none */
   int allow_unused;     /* 1: skip checkpoint tensors that no param binds (0: refuse them) */
   size_t staging_bytes; /* host buffer for dtype conversions (0: 4 MiB; at least 8) */
 } mlk_load_options;

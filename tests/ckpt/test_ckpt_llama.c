@@ -104,6 +104,106 @@ static void write_checkpoint(const char *dir, int n, int split) {
   st_index(p, nm, fl, n);
 }
 
+/* config.json of the model as transformers writes a Llama 3.2's, with `key` set to the JSON text
+ * `value` instead (key NULL: as it is; value NULL: the key left out). */
+static void write_config(const char *dir, const char *key, const char *value) {
+  static const char *const kv[][2] = {
+      {"architectures", "[\"LlamaForCausalLM\"]"}, {"hidden_size", "64"},
+      {"intermediate_size", "128"}, {"num_hidden_layers", "2"}, {"num_attention_heads", "4"},
+      {"num_key_value_heads", "2"}, {"head_dim", "16"}, {"vocab_size", "96"},
+      {"rms_norm_eps", "1e-05"}, {"rope_theta", "500000.0"},
+      {"rope_scaling", "{\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+                       "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}"},
+      {"tie_word_embeddings", "true"}, {"torch_dtype", "\"bfloat16\""}};
+  char text[2048], p[600];
+  size_t n = (size_t)snprintf(text, sizeof text, "{\n");
+  int first = 1;
+  for (size_t i = 0; i < sizeof kv / sizeof *kv; i++) {
+    const char *v = key && !strcmp(key, kv[i][0]) ? value : kv[i][1];
+    if (!v)
+      continue;
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s  \"%s\": %s", first ? "" : ",\n", kv[i][0], v);
+    first = 0;
+  }
+  snprintf(text + n, sizeof text - n, "\n}\n");
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  st_text(p, text);
+}
+
+/* A load with config.json's `key` set to `value` is refused with a message containing `needle`. */
+static void config_refused(llama_ckpt_model *m, const char *dir, const char *key, const char *value,
+                           const char *needle) {
+  write_config(dir, key, value);
+  mlk_status st = llama_ckpt_load(m, dir);
+  CHECK(st == MLK_ERR_INVALID, "config %s = %s: %s (%s)", key, value ? value : "(none)",
+        mlk_status_name(st), mlk_last_error());
+  CHECK_CONTAINS(mlk_last_error(), needle);
+}
+
+static void test_config(llama_ckpt_model *m, const char *dir) {
+  char q[700];
+  snprintf(q, sizeof q, "config '%s/config.json': ", dir);
+  write_config(dir, NULL, NULL);
+  CHECK_OK(llama_ckpt_load(m, dir));
+  /* keys that may be missing: transformers' defaults, or nothing to check */
+  write_config(dir, "head_dim", NULL);
+  CHECK_OK(llama_ckpt_load(m, dir));
+  write_config(dir, "rope_theta", NULL);
+  CHECK_OK(llama_ckpt_load(m, dir));
+  config_refused(m, dir, "num_hidden_layers", "16", q);
+  config_refused(m, dir, "num_hidden_layers", "16",
+                 "num_hidden_layers is 16, but model 'llama_ckpt' has 2 (cache 'kv')");
+  config_refused(m, dir, "num_key_value_heads", "8",
+                 "num_key_value_heads is 8, but model 'llama_ckpt' has 2 (cache 'kv')");
+  config_refused(m, dir, "num_key_value_heads", NULL, /* defaults to the 4 heads */
+                 "num_key_value_heads is 4, but model 'llama_ckpt' has 2");
+  config_refused(m, dir, "num_attention_heads", "8",
+                 "num_attention_heads is 8, but model 'llama_ckpt' has 4 (op 'attention@nn.mlk:");
+  config_refused(m, dir, "head_dim", "32", "head_dim is 32, but model 'llama_ckpt' has 16");
+  config_refused(m, dir, "hidden_size", "128",
+                 "hidden_size is 128, but model 'llama_ckpt' has 64 (op 'gather@llama_ckpt.mlk:");
+  config_refused(m, dir, "vocab_size", "128256",
+                 "vocab_size is 128256, but model 'llama_ckpt' has 96 (tensor 'embed')");
+  config_refused(m, dir, "rms_norm_eps", "1e-06",
+                 "rms_norm_eps is 1e-06, but model 'llama_ckpt' has 9.99999975e-06 (op "
+                 "'matvec@nn.mlk:");
+  config_refused(m, dir, "rope_theta", "10000.0",
+                 "rope_theta is 10000, but model 'llama_ckpt' has 500000 (op 'rope@nn.mlk:");
+  config_refused(m, dir, "rope_scaling", "null",
+                 "rope_scaling is none, but op 'rope@nn.mlk:14[l=0]' of model 'llama_ckpt' applies "
+                 "Llama 3 scaling");
+  config_refused(m, dir, "rope_scaling",
+                 "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+                 "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}",
+                 "rope_scaling.factor is 8, but model 'llama_ckpt' has 32");
+  config_refused(m, dir, "rope_scaling",
+                 "{\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+                 "\"original_max_position_embeddings\": 4096, \"rope_type\": \"llama3\"}",
+                 "rope_scaling.original_max_position_embeddings is 4096, but model 'llama_ckpt' "
+                 "has 8192");
+  config_refused(m, dir, "rope_scaling", "{\"factor\": 32.0, \"type\": \"yarn\"}",
+                 "rope_scaling of type 'yarn' is not what the rope op computes");
+  config_refused(m, dir, "rope_scaling", "{\"factor\": 32.0, \"rope_type\": \"llama3\"}",
+                 "rope_scaling (llama3) has no low_freq_factor");
+  config_refused(m, dir, "rope_scaling", "[]", "rope_scaling is an array without a rope_type");
+  config_refused(m, dir, "num_attention_heads", "4.0",
+                 "num_attention_heads is a number, expected an integer");
+  config_refused(m, dir, "rms_norm_eps", "\"1e-5\"", "rms_norm_eps is a string, expected a number");
+  char p[600];
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  st_text(p, "{\"hidden_size\": 64,");
+  CHECK_ST(llama_ckpt_load(m, dir), MLK_ERR_INVALID);
+  CHECK_CONTAINS(mlk_last_error(), "config.json': the file is not valid JSON");
+  /* options: no config at all, or one given by path (which must exist) */
+  mlk_load_options o = {.config = ""};
+  CHECK_OK(mlk_model_load_checkpoint(m, dir, &o));
+  o.config = "/no/such/config.json";
+  CHECK_ST(mlk_model_load_checkpoint(m, dir, &o), MLK_ERR_IO);
+  CHECK_CONTAINS(mlk_last_error(), "fopen(config '/no/such/config.json') failed");
+  remove(p); /* none next to it: nothing to check */
+  CHECK_OK(llama_ckpt_load(m, dir));
+}
+
 static void check_param(llama_ckpt_model *m, const char *name, const uint16_t *want, size_t n) {
   int t = mlk_model_find_tensor(m, name);
   uint16_t *got = calloc(n, 2);
@@ -182,6 +282,8 @@ int main(void) {
     tok[0] = next[0];
     tok[1] = next[1];
   }
+
+  test_config(b, dir);
 
   /* a checkpoint with more than the model binds: a third layer, an untied LM head */
   static uint16_t scratch[D];

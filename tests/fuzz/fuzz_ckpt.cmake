@@ -40,7 +40,7 @@ if(NOT _fzc_exe STREQUAL "none")
   endforeach()
   add_custom_command(OUTPUT ${_fzc_exe}
     COMMAND ${MLK_CLANG} -fsanitize=fuzzer,address,undefined ${_fzc_objs} ${MLK_JANSSON_LIB}
-            -lpthread -o ${_fzc_exe}
+            -lpthread -lm -o ${_fzc_exe}
     DEPENDS ${_fzc_objs}
     COMMENT "clang fuzzer fuzz_ckpt"
     VERBATIM)

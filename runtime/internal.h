@@ -1,7 +1,8 @@
 /* internal.h: what the files of libmlkrt share and nothing outside the runtime should include.
  *
  * The runtime is split into a backend-independent front (model.c: validation, tensor bookkeeping,
- * batch, KV caches, run-time values, epochs, error messages) and two backends behind a small
+ * batch, KV cache sizes, run-time values, epochs, error messages; kv.c: the KV page allocator and
+ * sequences; ckpt.c: checkpoints) and two backends behind a small
  * vtable (gpu.c over the CUDA driver API, sim.c on host threads). Both backends run the same static
  * task queues (sched.c), so anything that is about the model rather than about the machine lives
  * in model.c and is shared. The simulator alone also has a dynamic schedule and the dependency
@@ -170,6 +171,9 @@ typedef struct MlkBackendOps {
   /* `bytes` from `src` into tensor `tensor` at byte `offset` (offset + bytes <= cap): the
    * checkpoint loader fills a param piece by piece, straight from the mapped file. */
   mlk_status (*upload_range)(mlk_model *m, int tensor, size_t offset, const void *src, size_t bytes);
+  /* `bytes` of tensor `tensor` from byte `src` to byte `dst` (the KV page allocator copies a
+   * shared page before a sequence writes into it). */
+  mlk_status (*copy_range)(mlk_model *m, int tensor, size_t dst, size_t src, size_t bytes);
   mlk_status (*download)(mlk_model *m, int tensor, void *dst, size_t bytes);
   mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
   mlk_status (*zero_counters)(mlk_model *m);
@@ -209,7 +213,24 @@ struct mlk_model {
   int cache_hit;            /* 1: the module came from the cubin cache */
   char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
   struct MlkTrace *trace;   /* timeline recording (trace.c), NULL when off */
+  struct MlkKv *kv;         /* the KV page allocator (kv.c), NULL without caches */
 };
+
+/* ---- paged KV caches (kv.c) ---- */
+
+/* After the backend allocated the caches (pools of rt[MLK_RT_PAGES(c)] pages): the page allocator,
+ * and the page tables of the fixed layout (row b owns pages b * pages_per_seq ...) when the pools
+ * hold it. */
+mlk_status mlk_kv_create(mlk_model *m);
+void mlk_kv_free(mlk_model *m);
+/* Before a run of `kernel`: with sequences, every row of the batch bound to one and the input
+ * positions of cache ops inside their row's sequence, and the page tables uploaded if they
+ * changed; without, that the pools hold the fixed layout. */
+mlk_status mlk_kv_before_run(mlk_model *m, int kernel);
+/* The allocator's invariants, recounted from the sequences (tests): every page's reference count
+ * is the number of sequences holding it, the free pages are exactly those of count 0, each once,
+ * and each sequence holds ceil(length / page) pages. */
+mlk_status mlk_kv_check(const mlk_model *m);
 
 /* ---- traces (trace.c) ---- */
 

@@ -30,7 +30,8 @@
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
  * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
- * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048).
+ * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048) and
+ * MLK_KV_PAGES the pages of its pool, where mlk_model_options does not say.
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
@@ -103,7 +104,19 @@ const char *mlk_backend_note(const mlk_backend *be);
 
 typedef struct mlk_model mlk_model;
 
+/* Settings of a model, fixed at creation. A zero field takes its environment variable, else the
+ * default (the runtime reads MLK_KV_* only there). */
+typedef struct mlk_model_options {
+  int64_t kv_context; /* tokens a sequence may hold in the paged KV caches, in [1, 2^24]
+                         (MLK_KV_CONTEXT, default 2048) */
+  int64_t kv_pages;   /* pages in the pool of each KV cache, in [1, 2^31) (MLK_KV_PAGES, default
+                         batch_max * ceil(kv_context / page): every row a whole context) */
+} mlk_model_options;
+
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out);
+/* The same with options (NULL: as mlk_model_create). */
+mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
+                                const mlk_model_options *opt, mlk_model **out);
 void mlk_model_free(mlk_model *m);
 const MlkModelDesc *mlk_model_desc(const mlk_model *m);
 
@@ -115,9 +128,43 @@ mlk_status mlk_model_set_batch(mlk_model *m, int64_t batch);
 int64_t mlk_model_batch(const mlk_model *m);
 /* Bytes of tensor t at the current batch. */
 size_t mlk_model_tensor_bytes(const mlk_model *m, int tensor);
-/* Tokens per sequence the model's paged KV caches hold (MLK_KV_CONTEXT at mlk_model_create, default
- * 2048): positions must be in 0..context-1. 0 for a model without caches. */
+/* Tokens per sequence the model's paged KV caches hold (mlk_model_options.kv_context, else
+ * MLK_KV_CONTEXT, default 2048): positions must be in 0..context-1. 0 for a model without caches. */
 int64_t mlk_model_kv_context(const mlk_model *m);
+
+/* ---- sequences over the paged KV caches ----
+ * Until the first mlk_seq_create, batch row b owns a fixed range of pages (as many as a whole
+ * context; needs kv_pages >= batch_max * pages per sequence). From then on the runtime manages
+ * the pool: each sequence holds a list of pages (its page table), allocated as tokens are
+ * appended, and the rows of a run are whichever sequences mlk_model_set_seqs binds, of any lengths:
+ * sequences join and leave the batch between runs without a recompile. mlk_seq_fork shares every
+ * page of a sequence by reference count (a common prompt prefix is stored once); a page shared
+ * by several sequences is copied, before a sequence appends into it, for that sequence alone. A
+ * page returns to the pool when no sequence holds it. All caches of the model follow the same
+ * page tables (they must have the same page size). Running out of pages is an MLK_ERR_NOMEM that
+ * leaves the sequence as it was. Sequences belong to their model: free them before it, or
+ * mlk_model_free frees what is left (handles then dangle). */
+typedef struct mlk_seq mlk_seq;
+
+/* A new empty sequence (switches the model to managed pages). */
+mlk_status mlk_seq_create(mlk_model *m, mlk_seq **out);
+/* Releases its pages and unbinds it from its row. NULL is ignored. */
+void mlk_seq_free(mlk_seq *s);
+/* A new sequence with the same tokens, sharing all of s's pages. */
+mlk_status mlk_seq_fork(mlk_seq *s, mlk_seq **out);
+/* Reserves positions length .. length + ntokens - 1 (ntokens >= 1): allocates the pages they need
+ * and copies a shared page they fall into. A run's kv_append for this sequence's row must write
+ * a position it reserved, and attention reads positions 0..pos[b], all reserved: the runtime
+ * checks input positions against the row's length before each run. */
+mlk_status mlk_seq_append(mlk_seq *s, int64_t ntokens);
+/* Tokens reserved so far (the next position is this). */
+int64_t mlk_seq_length(const mlk_seq *s);
+/* Binds the rows of the next runs: row b is seqs[b] (distinct, of this model); sets the batch to
+ * n (mlk_model_set_batch). Row order is free, and may change from one run to the next. */
+mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n);
+/* Pages in each cache's pool, and how many no sequence holds (0 for a model without caches). */
+int64_t mlk_model_kv_pages(const mlk_model *m);
+int64_t mlk_model_kv_pages_free(const mlk_model *m);
 
 /* Index of the tensor called `name`, or -1. */
 int mlk_model_find_tensor(const mlk_model *m, const char *name);

@@ -31,6 +31,8 @@ target_include_directories(test_ckpt_llama PRIVATE ${_ck_gen} ${CMAKE_CURRENT_SO
 target_link_libraries(test_ckpt_llama PRIVATE mlkrt m)
 add_test(NAME ckpt_llama COMMAND test_ckpt_llama)
 set_tests_properties(ckpt_llama PROPERTIES TIMEOUT 120)
+add_test(NAME gpu_ckpt_llama COMMAND test_ckpt_llama gpu)
+set_tests_properties(gpu_ckpt_llama PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120)
 include(${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_ckpt.cmake)
 
 # Programs run on GPU machines without libjansson.so: with MLK_JANSSON_STATIC (the default, when

@@ -232,17 +232,25 @@ static void set_all(llama_ckpt_model *m) {
   CHECK_OK(llama_ckpt_set_lnf(m, lnf));
 }
 
-int main(void) {
+/* Usage: test_ckpt_llama [gpu]: with "gpu", both models on the GPU (exit 77 without one). */
+int main(int argc, char **argv) {
   rt_watchdog(120);
   rt_seed();
-  const char *dir = st_tmpdir();
-  make_checkpoint();
-  write_checkpoint(dir, nt, 1 + 9); /* the embedding and layer 0, then the rest */
-
   mlk_sim_options so = {.threads = 4};
   mlk_backend *be = NULL;
   llama_ckpt_model *a = NULL, *b = NULL;
-  CHECK_OK(mlk_backend_create_cpu(&so, &be));
+  if (argc > 1 && !strcmp(argv[1], "gpu")) {
+    if (mlk_backend_create(MLK_BACKEND_GPU, &be) != MLK_OK) {
+      printf("SKIP: %s\n", mlk_last_error());
+      return 77;
+    }
+    printf("backend: %s\n", mlk_backend_name(be));
+  } else {
+    CHECK_OK(mlk_backend_create_cpu(&so, &be));
+  }
+  const char *dir = st_tmpdir();
+  make_checkpoint();
+  write_checkpoint(dir, nt, 1 + 9); /* the embedding and layer 0, then the rest */
   if (be) {
     CHECK_OK(llama_ckpt_create(be, &a));
     CHECK_OK(llama_ckpt_create(be, &b));

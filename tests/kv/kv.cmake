@@ -6,3 +6,5 @@ target_include_directories(test_kv PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/runtime
 target_link_libraries(test_kv PRIVATE llama_tiny_model)
 add_test(NAME sim_kv_pages COMMAND test_kv)
 set_tests_properties(sim_kv_pages PROPERTIES TIMEOUT 180)
+add_test(NAME gpu_kv_pages COMMAND test_kv gpu)
+set_tests_properties(gpu_kv_pages PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 180)

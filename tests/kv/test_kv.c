@@ -325,13 +325,23 @@ static void test_continuous(mlk_backend *be) {
   llama_tiny_free(m);
 }
 
-int main(void) {
+/* Usage: test_kv [gpu]: with "gpu", on the GPU (copies of shared pages by cuMemcpyDtoD; exit 77
+ * without one). */
+int main(int argc, char **argv) {
   rt_watchdog(150);
   rt_seed();
   make_weights();
   mlk_sim_options so = {.threads = 4, .max_delay_us = 0};
   mlk_backend *be = NULL;
-  CHECK_OK(mlk_backend_create_cpu(&so, &be));
+  if (argc > 1 && !strcmp(argv[1], "gpu")) {
+    if (mlk_backend_create(MLK_BACKEND_GPU, &be) != MLK_OK) {
+      printf("SKIP: %s\n", mlk_last_error());
+      return 77;
+    }
+    printf("backend: %s\n", mlk_backend_name(be));
+  } else {
+    CHECK_OK(mlk_backend_create_cpu(&so, &be));
+  }
   if (!be)
     return rt_finish("kv_pages");
   test_accounting(be);

@@ -53,10 +53,6 @@ static const struct {
     {"U64", 8, -1},      {"F8_E4M3", 1, -1},  {"F8_E5M2", 1, -1},
 };
 
-const char *mlk_st_dtype_name(MlkStDType t) {
-  return (unsigned)t < MLK_ST_DTYPE_COUNT ? st_dtypes[t].name : "?";
-}
-
 /* "[3, 4]" into buf. */
 static const char *shape_str(char *buf, size_t n, int rank, const int64_t *shape) {
   size_t len = (size_t)snprintf(buf, n, "[");

@@ -84,7 +84,6 @@ typedef enum MlkStDType {
   MLK_ST_U32, MLK_ST_F32, MLK_ST_F64, MLK_ST_I64, MLK_ST_U64, MLK_ST_F8_E4M3, MLK_ST_F8_E5M2,
   MLK_ST_DTYPE_COUNT
 } MlkStDType;
-const char *mlk_st_dtype_name(MlkStDType t); /* "BF16" */
 
 #define MLK_ST_MAX_RANK 8
 

@@ -93,6 +93,13 @@ static bool is_public(const GTensor *t) {
   return t->kind == MLK_TENSOR_PARAM || t->kind == MLK_TENSOR_INPUT || t->kind == MLK_TENSOR_OUTPUT;
 }
 
+static bool has_bindings(const Graph *g) {
+  for (int i = 0; i < g->ntensors; i++)
+    if (g->tensors[i].nbindings)
+      return true;
+  return false;
+}
+
 void emit_header(FILE *out, const Graph *g) {
   const char *m = g->name;
   g_batch = g->batch;
@@ -133,6 +140,11 @@ void emit_header(FILE *out, const Graph *g) {
           "/* Creates the model on a backend: allocates every tensor and loads the megakernels. */\n"
           "mlk_status %s_create(mlk_backend *be, %s_model **out);\nvoid %s_free(%s_model *m);\n\n",
           m, m, m, m);
+  if (has_bindings(g))
+    fprintf(out, "/* Loads every param declared with `from` from a Hugging Face checkpoint: a "
+                 ".safetensors file,\n * a model.safetensors.index.json or a directory with either "
+                 "(mlk_model_load_checkpoint). */\nmlk_status %s_load(%s_model *m, const char *path);"
+                 "\n\n", m, m);
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     if (!is_public(t))
@@ -144,6 +156,8 @@ void emit_header(FILE *out, const Graph *g) {
     shape_str(out, t);
     if (t->from)
       fprintf(out, " from \"%s\"", t->from);
+    if (t->nbindings > 1)
+      fprintf(out, " (%d checkpoint tensors)", t->nbindings);
     if (t->batched)
       fprintf(out, ": the current batch's rows of %lld elements (mlk_model_set_batch) */\n",
               (long long)graph_row_elems(t));
@@ -194,6 +208,7 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
   fprintf(out, "#include \"%s\"\n\n", header_name);
 
   fputs("static const MlkTensorDesc tensors[] = {\n", out);
+  int nbindings = 0;
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     fputs("    {", out);
@@ -204,8 +219,25 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     fprintf(out, "}, %lld, ", (long long)t->numel);
     c_string(out, t->from);
     fprintf(out, ", %d},\n", t->batched);
+    nbindings += t->nbindings;
   }
   fputs("};\n\n", out);
+
+  /* the checkpoint bindings of every param, by tensor (bind.c made them in offset order) */
+  if (nbindings) {
+    fputs("static const MlkBinding bindings[] = {\n", out);
+    for (int i = 0; i < g->ntensors; i++)
+      for (int j = 0; j < g->tensors[i].nbindings; j++) {
+        const MlkBinding *b = &g->tensors[i].bindings[j];
+        fprintf(out, "    {%d, ", i);
+        c_string(out, b->name);
+        fprintf(out, ", %lld, %d, {", (long long)b->offset, b->rank);
+        for (int r = 0; r < b->rank; r++)
+          fprintf(out, "%s%lld", r ? ", " : "", (long long)b->shape[r]);
+        fputs("}},\n", out);
+      }
+    fputs("};\n\n", out);
+  }
 
   fputs("static const MlkOpDesc ops[] = {\n", out);
   for (int i = 0; i < g->nops; i++) {
@@ -297,13 +329,18 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
           g->nevent_refs ? "event_refs" : "NULL", g->nevent_refs, (long long)g->ncounters,
           g->nkernels, g->ncaches ? "caches" : "NULL", g->ncaches);
   c_string(out, g->batch ? g->batch->name : NULL);
-  fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n};\n\n",
+  fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n",
           (long long)(g->batch ? g->batch->lo_v : 1), (long long)(g->batch ? g->batch->hi_v : 1));
+  fprintf(out, "    .bindings = %s,\n    .nbindings = %d,\n};\n\n", nbindings ? "bindings" : "NULL",
+          nbindings);
 
   fprintf(out, "mlk_status %s_create(mlk_backend *be, %s_model **out) {\n"
                "  return mlk_model_create(be, &%s_desc, out);\n}\n\n",
           m, m, m);
   fprintf(out, "void %s_free(%s_model *m) { mlk_model_free(m); }\n\n", m, m);
+  if (has_bindings(g))
+    fprintf(out, "mlk_status %s_load(%s_model *m, const char *path) {\n"
+                 "  return mlk_model_load_checkpoint(m, path, NULL);\n}\n\n", m, m);
   for (int i = 0; i < g->ntensors; i++) {
     const GTensor *t = &g->tensors[i];
     if (!is_public(t))

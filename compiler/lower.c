@@ -1358,6 +1358,8 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
     if (g->ops[i].d.ntasks > MLK_MAX_TASKS_PER_OP)
       diag_error(d, g->ops[i].loc, "'%s' has %lld tasks, more than the %d an op may have",
                  g->ops[i].d.name, (long long)g->ops[i].d.ntasks, MLK_MAX_TASKS_PER_OP);
+  if (!d->nerrors)
+    bind_params(g, a, d); /* checkpoint bindings: needs the ops (bind.c) */
   return d->nerrors ? NULL : g;
 }
 

@@ -5,6 +5,7 @@
  *   parse.y    tokens -> AST (Lemon; actions are one-line builder calls from ast.c)
  *   sema.c     AST -> checked AST: names resolved, dims evaluated, shapes and dtypes checked
  *   lower.c    checked AST -> task graph: ops with task grids, event tensors between them
+ *   bind.c     (called by lower.c) params' `from` bindings -> checkpoint tensors per layer and part
  *   codegen.c  task graph -> LLVM module (LLVM-C) linked with the stdlib tile bitcode -> PTX
  *   emit_c.c   task graph + PTX -> model.h / model.c, the typed C API over libmlkrt
  * diag.c reports errors in one format everywhere: file:line:col: error: msg, source line, caret.
@@ -455,6 +456,8 @@ typedef struct GTensor {
   const char *from;
   int batched;  /* shape[0] is the dynamic batch dim */
   int producer; /* op index, -1 for params and inputs */
+  const MlkBinding *bindings; /* params with `from`: set by bind_params (bind.c) */
+  int nbindings;
 } GTensor;
 
 typedef struct GOp {
@@ -503,6 +506,15 @@ void graph_assign_variants(Graph *g, Arena *a);
 
 /* The number of elements of one batch row of tensor t (numel / shape[0] when batched). */
 int64_t graph_row_elems(const GTensor *t);
+
+/* ======================================================================== bind.c */
+
+/* Expands the `from` binding of every param of a lowered graph into GTensor.bindings: a checkpoint
+ * tensor per layer ({l}) and per name of cat(...), with its offset in the param and its exact
+ * shape. The rows of each name of a cat come from the row slices the graph's matvecs read (a
+ * split matvec); a cat they do not cut into one slice per name is an error. */
+void bind_params(Graph *g, Arena *a, Diag *d);
+#define MLKC_MAX_BINDINGS 65536
 
 /* ======================================================================== codegen.c */
 

@@ -56,6 +56,7 @@
   X(cuMemFree)                                                                                    \
   X(cuMemcpyHtoD)                                                                                 \
   X(cuMemcpyDtoH)                                                                                 \
+  X(cuMemcpyDtoD)                                                                                 \
   X(cuMemsetD8)                                                                                   \
   X(cuLaunchCooperativeKernel)                                                                    \
   X(cuEventCreate)                                                                                \
@@ -540,6 +541,29 @@ static mlk_status gpu_upload(mlk_model *m, int tensor, const void *src, size_t b
                            : CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to '%s')", bytes, m->desc->tensors[tensor].name);
 }
 
+static mlk_status gpu_upload_range(mlk_model *m, int tensor, size_t offset, const void *src,
+                                   size_t bytes) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  CUresult r = cu.cuMemcpyHtoD(gm->bufs[tensor] + offset, src, bytes);
+  return r == CUDA_SUCCESS ? MLK_OK
+                           : CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to '%s' at byte %zu)", bytes,
+                                     m->desc->tensors[tensor].name, offset);
+}
+
+static mlk_status gpu_copy_range(mlk_model *m, int tensor, size_t dst, size_t src, size_t bytes) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  CUresult r = cu.cuMemcpyDtoD(gm->bufs[tensor] + dst, gm->bufs[tensor] + src, bytes);
+  return r == CUDA_SUCCESS ? MLK_OK
+                           : CU_FAIL(r, "cuMemcpyDtoD(%zu bytes of '%s' from byte %zu to %zu)", bytes,
+                                     m->desc->tensors[tensor].name, src, dst);
+}
+
 static mlk_status gpu_download(mlk_model *m, int tensor, void *dst, size_t bytes) {
   mlk_status st = use_context(m->be);
   if (st)
@@ -649,6 +673,8 @@ static const MlkBackendOps gpu_ops = {
     .model_init = gpu_model_init,
     .model_fini = gpu_model_fini,
     .upload = gpu_upload,
+    .upload_range = gpu_upload_range,
+    .copy_range = gpu_copy_range,
     .download = gpu_download,
     .fill = gpu_fill,
     .zero_counters = gpu_zero_counters,

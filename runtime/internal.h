@@ -1,7 +1,8 @@
 /* internal.h: what the files of libmlkrt share and nothing outside the runtime should include.
  *
  * The runtime is split into a backend-independent front (model.c: validation, tensor bookkeeping,
- * batch, KV caches, run-time values, epochs, error messages) and two backends behind a small
+ * batch, KV cache sizes, run-time values, epochs, error messages; kv.c: the KV page allocator and
+ * sequences; ckpt.c: checkpoints) and two backends behind a small
  * vtable (gpu.c over the CUDA driver API, sim.c on host threads). Both backends run the same static
  * task queues (sched.c), so anything that is about the model rather than about the machine lives
  * in model.c and is shared. The simulator alone also has a dynamic schedule and the dependency
@@ -85,6 +86,52 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel);
 void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out,
                         MlkDevSync *syncs);
 
+/* ---- checkpoints (ckpt.c) ---- */
+
+/* The dtypes of safetensors. ORDER: the table in ckpt.c mirrors this enum. */
+typedef enum MlkStDType {
+  MLK_ST_BOOL, MLK_ST_U8, MLK_ST_I8, MLK_ST_I16, MLK_ST_U16, MLK_ST_F16, MLK_ST_BF16, MLK_ST_I32,
+  MLK_ST_U32, MLK_ST_F32, MLK_ST_F64, MLK_ST_I64, MLK_ST_U64, MLK_ST_F8_E4M3, MLK_ST_F8_E5M2,
+  MLK_ST_DTYPE_COUNT
+} MlkStDType;
+
+#define MLK_ST_MAX_RANK 8
+
+/* A tensor of a safetensors header, checked: numel(shape) * dtype size == end - begin. */
+typedef struct MlkStTensor {
+  char *name;
+  MlkStDType dtype;
+  int rank;
+  int64_t shape[MLK_ST_MAX_RANK];
+  uint64_t begin, end; /* bytes of the data section */
+  int file;            /* which file of the checkpoint holds it */
+} MlkStTensor;
+
+/* The header of one safetensors file: its tensors tile the data section exactly (no overlap, no
+ * gap), which is bytes [data_start, data_start + data_bytes) of the file. */
+typedef struct MlkStHeader {
+  MlkStTensor *tensors; /* in header order */
+  int64_t ntensors;
+  uint64_t data_start, data_bytes;
+} MlkStHeader;
+
+/* Parses and checks the header of the safetensors file whose `size` bytes are at `file` (mapped);
+ * `path` is for messages. On failure *out is empty and the error names the file and tensor. */
+mlk_status mlk_st_parse(const uint8_t *file, uint64_t size, const char *path, MlkStHeader *out);
+void mlk_st_header_free(MlkStHeader *h);
+
+/* A model.safetensors.index.json: tensor names[i] is in file shards[shard_of[i]] (names relative
+ * to the index's directory, never absolute or through ".."). */
+typedef struct MlkStIndex {
+  char **names;
+  int *shard_of;
+  int64_t n;
+  char **shards; /* distinct, in first-seen order */
+  int nshards;
+} MlkStIndex;
+mlk_status mlk_st_parse_index(const char *json, size_t len, const char *path, MlkStIndex *out);
+void mlk_st_index_free(MlkStIndex *ix);
+
 /* ---- static scheduling (sched.c) ---- */
 
 /* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
@@ -130,6 +177,12 @@ typedef struct MlkBackendOps {
   mlk_status (*model_init)(mlk_model *m);
   void (*model_fini)(mlk_model *m);
   mlk_status (*upload)(mlk_model *m, int tensor, const void *src, size_t bytes);
+  /* `bytes` from `src` into tensor `tensor` at byte `offset` (offset + bytes <= cap): the
+   * checkpoint loader fills a param piece by piece, straight from the mapped file. */
+  mlk_status (*upload_range)(mlk_model *m, int tensor, size_t offset, const void *src, size_t bytes);
+  /* `bytes` of tensor `tensor` from byte `src` to byte `dst` (the KV page allocator copies a
+   * shared page before a sequence writes into it). */
+  mlk_status (*copy_range)(mlk_model *m, int tensor, size_t dst, size_t src, size_t bytes);
   mlk_status (*download)(mlk_model *m, int tensor, void *dst, size_t bytes);
   mlk_status (*fill)(mlk_model *m, int tensor, uint8_t byte);
   mlk_status (*zero_counters)(mlk_model *m);
@@ -169,7 +222,24 @@ struct mlk_model {
   int cache_hit;            /* 1: the module came from the cubin cache */
   char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
   struct MlkTrace *trace;   /* timeline recording (trace.c), NULL when off */
+  struct MlkKv *kv;         /* the KV page allocator (kv.c), NULL without caches */
 };
+
+/* ---- paged KV caches (kv.c) ---- */
+
+/* After the backend allocated the caches (pools of rt[MLK_RT_PAGES(c)] pages): the page allocator,
+ * and the page tables of the fixed layout (row b owns pages b * pages_per_seq ...) when the pools
+ * hold it. */
+mlk_status mlk_kv_create(mlk_model *m);
+void mlk_kv_free(mlk_model *m);
+/* Before a run of `kernel`: with sequences, every row of the batch bound to one and the input
+ * positions of cache ops inside their row's sequence, and the page tables uploaded if they
+ * changed; without, that the pools hold the fixed layout. */
+mlk_status mlk_kv_before_run(mlk_model *m, int kernel);
+/* The allocator's invariants, recounted from the sequences (tests): every page's reference count
+ * is the number of sequences holding it, the free pages are exactly those of count 0, each once,
+ * and each sequence holds ceil(length / page) pages. */
+mlk_status mlk_kv_check(const mlk_model *m);
 
 /* ---- traces (trace.c) ---- */
 

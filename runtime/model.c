@@ -206,6 +206,68 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
   return MLK_OK;
 }
 
+/* The checkpoint bindings: sorted by tensor, each of a param and inside it, the bindings of a
+ * param in increasing offset order without overlaps or gaps, so that together they fill each of
+ * its elements exactly once. */
+static mlk_status validate_bindings(const MlkModelDesc *d) {
+  if (d->nbindings < 0 || (d->nbindings && !d->bindings))
+    return bad(d, "%d bindings at %p", d->nbindings, (const void *)d->bindings);
+  int64_t end = 0; /* elements of the current param filled by the bindings so far */
+  for (int j = 0; j < d->nbindings; j++) {
+    const MlkBinding *b = &d->bindings[j], *prev = j ? &d->bindings[j - 1] : NULL;
+    if (b->tensor < 0 || b->tensor >= d->ntensors)
+      return bad(d, "binding %d '%s': tensor %d out of range (%d tensors)", j,
+                 str_or(b->name, "?"), b->tensor, d->ntensors);
+    const MlkTensorDesc *t = &d->tensors[b->tensor];
+    if (t->kind != MLK_TENSOR_PARAM)
+      return bad(d, "binding %d '%s' fills %s '%s': only params are loaded from checkpoints", j,
+                 str_or(b->name, "?"), mlk_tensor_kind_name(t->kind), t->name);
+    if (!b->name || !*b->name)
+      return bad(d, "binding %d of param '%s' has no checkpoint tensor name", j, t->name);
+    if (prev && prev->tensor > b->tensor)
+      return bad(d, "binding %d '%s' of param '%s' comes after a binding of tensor %d: bindings "
+                 "are sorted by tensor", j, b->name, t->name, prev->tensor);
+    if (prev && prev->tensor != b->tensor) {
+      if (end != d->tensors[prev->tensor].numel)
+        return bad(d, "param '%s': no binding fills elements [%lld, %lld): the bindings of a param "
+                   "must cover it", d->tensors[prev->tensor].name, (long long)end,
+                   (long long)d->tensors[prev->tensor].numel);
+      end = 0;
+    }
+    if (b->rank < 0 || b->rank > MLK_MAX_RANK)
+      return bad(d, "binding %d '%s' of param '%s' has rank %d, not in [0, %d]", j, b->name,
+                 t->name, b->rank, MLK_MAX_RANK);
+    int64_t numel = 1;
+    for (int r = 0; r < b->rank; r++) {
+      if (b->shape[r] < 1 || b->shape[r] > t->numel || numel > t->numel / b->shape[r])
+        return bad(d, "binding %d '%s' of param '%s' (%lld elements) has shape[%d] = %lld", j,
+                   b->name, t->name, (long long)t->numel, r, (long long)b->shape[r]);
+      numel *= b->shape[r];
+    }
+    if (b->offset < 0 || b->offset > t->numel - numel)
+      return bad(d, "binding %d '%s' fills elements [%lld, %lld) of param '%s', which has %lld", j,
+                 b->name, (long long)b->offset, (long long)b->offset + numel, t->name,
+                 (long long)t->numel);
+    if (b->offset < end)
+      return bad(d, "binding %d '%s' fills elements [%lld, %lld) of param '%s', which overlaps "
+                 "binding %d '%s' ending at %lld (a param's bindings go in increasing offset order)",
+                 j, b->name, (long long)b->offset, (long long)(b->offset + numel), t->name, j - 1,
+                 prev->name, (long long)end);
+    if (b->offset > end)
+      return bad(d, "param '%s': no binding fills elements [%lld, %lld) (binding %d '%s' starts at "
+                 "%lld): the bindings of a param must cover it", t->name, (long long)end,
+                 (long long)b->offset, j, b->name, (long long)b->offset);
+    end = b->offset + numel;
+  }
+  if (d->nbindings) {
+    const MlkTensorDesc *t = &d->tensors[d->bindings[d->nbindings - 1].tensor];
+    if (end != t->numel)
+      return bad(d, "param '%s': no binding fills elements [%lld, %lld): the bindings of a param "
+                 "must cover it", t->name, (long long)end, (long long)t->numel);
+  }
+  return MLK_OK;
+}
+
 static mlk_status validate_caches(const MlkModelDesc *d) {
   for (int c = 0; c < d->ncaches; c++) {
     const MlkCacheDesc *cd = &d->caches[c];
@@ -845,8 +907,8 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
       (d->nkernels && !d->kernels) || (d->ncaches && !d->caches))
     return bad(d, "a table with a nonzero count is NULL");
   mlk_status st;
-  if ((st = validate_batch(d)) || (st = validate_tensors(d)) || (st = validate_caches(d)) ||
-      (st = validate_ops(d)))
+  if ((st = validate_batch(d)) || (st = validate_tensors(d)) || (st = validate_bindings(d)) ||
+      (st = validate_caches(d)) || (st = validate_ops(d)))
     return st;
   int *kernel_of = MLK_CALLOC((size_t)d->nops, sizeof *kernel_of, "op kernels");
   if (!kernel_of)
@@ -884,15 +946,16 @@ static void update_bytes(mlk_model *m) {
   m->rt[MLK_RT_BATCH] = m->batch;
 }
 
-/* Sizes every cache for m->context tokens per sequence: pool and page-table bytes in m->cap and
- * the run-time values pages_per_seq and pages. */
-static mlk_status size_caches(mlk_model *m) {
+/* Sizes every cache for m->context tokens per sequence and `kv_pages` pages (0: batch_max rows of
+ * a whole context each): pool and page-table bytes in m->cap and the run-time values
+ * pages_per_seq and pages. */
+static mlk_status size_caches(mlk_model *m, int64_t kv_pages) {
   const MlkModelDesc *d = m->desc;
   const int64_t lim = (int64_t)1 << 56;
   for (int c = 0; c < d->ncaches; c++) {
     const MlkCacheDesc *cd = &d->caches[c];
     int64_t pps = (m->context + cd->page - 1) / cd->page;
-    int64_t npages = m->batch_max * pps; /* <= 2^16 * 2^24 */
+    int64_t npages = kv_pages ? kv_pages : m->batch_max * pps; /* <= 2^16 * 2^24 */
     /* Physical page numbers are i32 in the page table. */
     int64_t elems = npages > INT32_MAX ? -1 : mul_within(cd->layers, npages, lim);
     elems = mul_within(elems, 2 * cd->kv_heads, lim);
@@ -900,31 +963,18 @@ static mlk_status size_caches(mlk_model *m) {
     elems = mul_within(elems, cd->head_dim, lim / 8);
     if (elems < 0)
       return mlk_set_error(MLK_ERR_INVALID, "KV cache '%s' of model '%s' is too large: %lld layers x %lld "
-                           "pages (%lld sequences x %lld pages of %lld tokens for MLK_KV_CONTEXT=%lld) x "
+                           "pages (%s%lld sequences x %lld pages of %lld tokens for a context of %lld) x "
                            "2 x %lld kv heads x %lld tokens x %lld dims", cd->name, d->name,
-                           (long long)cd->layers, (long long)npages, (long long)m->batch_max,
+                           (long long)cd->layers, (long long)npages,
+                           kv_pages ? "kv_pages; the default: " : "", (long long)m->batch_max,
                            (long long)pps, (long long)cd->page, (long long)m->context,
                            (long long)cd->kv_heads, (long long)cd->page, (long long)cd->head_dim);
     m->cap[cd->tensor] = (size_t)elems * mlk_dtype_size(cd->dtype);
-    m->cap[cd->pages_tensor] = (size_t)npages * sizeof(int32_t);
+    m->cap[cd->pages_tensor] = (size_t)(m->batch_max * pps) * sizeof(int32_t);
     m->rt[MLK_RT_PAGES_PER_SEQ(c)] = pps;
     m->rt[MLK_RT_PAGES(c)] = npages;
   }
   return MLK_OK;
-}
-
-/* Page table of cache c: sequence b owns the pages b * pages_per_seq + j, j < pages_per_seq. */
-static mlk_status fill_page_table(mlk_model *m, int c) {
-  const MlkCacheDesc *cd = &m->desc->caches[c];
-  int64_t npages = m->rt[MLK_RT_PAGES(c)];
-  int32_t *table = MLK_CALLOC((size_t)npages, sizeof *table, "a KV cache page table");
-  if (!table)
-    return MLK_ERR_NOMEM;
-  for (int64_t p = 0; p < npages; p++)
-    table[p] = (int32_t)p;
-  mlk_status st = m->be->ops->upload(m, cd->pages_tensor, table, m->cap[cd->pages_tensor]);
-  free(table);
-  return st;
 }
 
 /* i32 inputs whose values index something (cache positions, gather ids) get a host shadow, so that
@@ -941,12 +991,42 @@ static int needs_shadow(const MlkModelDesc *d, int t) {
   return 0;
 }
 
+/* The options of a model: what the application gave, its zeros filled from the environment (the
+ * one place that reads MLK_KV_*), then from the defaults. */
+static mlk_status resolve_options(const mlk_model_options *opt, mlk_model_options *out) {
+  mlk_model_options o = {0};
+  if (opt)
+    o = *opt;
+  mlk_status st;
+  if (o.kv_context == 0 &&
+      (st = mlk_env_int("MLK_KV_CONTEXT", 1, MLK_MAX_KV_CONTEXT, 2048, &o.kv_context)))
+    return st;
+  if (o.kv_pages == 0 && (st = mlk_env_int("MLK_KV_PAGES", 1, INT32_MAX, 0, &o.kv_pages)))
+    return st;
+  if (o.kv_context < 1 || o.kv_context > MLK_MAX_KV_CONTEXT)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_model_options.kv_context is %lld, must be in [1, %d]",
+                         (long long)o.kv_context, MLK_MAX_KV_CONTEXT);
+  if (o.kv_pages < 0 || o.kv_pages > INT32_MAX)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_model_options.kv_pages is %lld, must be in [1, 2^31) "
+                         "(0: the default)", (long long)o.kv_pages);
+  *out = o;
+  return MLK_OK;
+}
+
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out) {
+  return mlk_model_create_opt(be, desc, NULL, out);
+}
+
+mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
+                                const mlk_model_options *opt, mlk_model **out) {
   if (!be || !out)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_create: %s is NULL", be ? "out" : "backend");
   *out = NULL;
   mlk_status st = mlk_desc_validate(desc);
   if (st)
+    return st;
+  mlk_model_options o = {0};
+  if (desc->ncaches > 0 && (st = resolve_options(opt, &o)))
     return st;
   mlk_model *m = MLK_CALLOC(1, sizeof *m, "model");
   if (!m)
@@ -968,9 +1048,8 @@ mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model
   m->batch = m->batch_min;
   for (int i = 0; i < desc->ntensors; i++)
     m->cap[i] = mlk_tensor_bytes(&desc->tensors[i]);
-  if (desc->ncaches > 0 &&
-      ((st = mlk_env_int("MLK_KV_CONTEXT", 1, MLK_MAX_KV_CONTEXT, 2048, &m->context)) ||
-       (st = size_caches(m)))) {
+  m->context = o.kv_context;
+  if (desc->ncaches > 0 && (st = size_caches(m, o.kv_pages))) {
     free_tables(m);
     return st;
   }
@@ -987,14 +1066,14 @@ mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model
     free_tables(m);
     return st;
   }
-  for (int c = 0; c < desc->ncaches; c++)
-    if ((st = fill_page_table(m, c))) {
-      be->ops->model_fini(m);
-      free_tables(m);
-      return st;
-    }
+  if ((st = mlk_kv_create(m))) {
+    be->ops->model_fini(m);
+    free_tables(m);
+    return st;
+  }
   if ((st = mlk_trace_from_env(m))) {
     mlk_trace_free(m);
+    mlk_kv_free(m);
     be->ops->model_fini(m);
     free_tables(m);
     return st;
@@ -1008,6 +1087,7 @@ void mlk_model_free(mlk_model *m) {
     return;
   mlk_trace_at_free(m);
   mlk_trace_free(m);
+  mlk_kv_free(m);
   m->be->ops->model_fini(m);
   free_tables(m);
 }
@@ -1268,7 +1348,7 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: kernel index %d out of range (model '%s' has %d kernels)",
                          kernel, d->name, d->nkernels);
   mlk_status st = check_inputs(m, kernel);
-  if (st)
+  if (st || (st = mlk_kv_before_run(m, kernel)))
     return st;
   int64_t timeout_ms;
   if ((st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms)))

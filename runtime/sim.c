@@ -247,6 +247,25 @@ static int check_indices(SimRun *run, const MlkOpDesc *op, int64_t task, MlkArg 
   return 0;
 }
 
+/* Checks that the page table gives every row's positions 0..pos[b] a page of the pool (with
+ * sequences, the entries past a sequence's pages are -1), so that the references never index out
+ * of the pool. */
+static int check_pages(SimRun *run, const MlkOpDesc *op, int64_t task, int64_t rows, int64_t pps,
+                       int64_t npages, int64_t page) {
+  const MlkModelDesc *d = run->m->desc;
+  const int32_t *pos = arg_ptr(run->sm, d, op->in[2]), *table = arg_ptr(run->sm, d, op->in[3]);
+  for (int64_t b = 0; b < rows; b++)
+    for (int64_t j = 0; j <= pos[b] / page; j++)
+      if (table[b * pps + j] < 0 || table[b * pps + j] >= npages) {
+        sim_fail(run, MLK_ERR_INVALID, "megakernel '%s': task %lld of op '%s': row %lld at position %d "
+                 "needs page %lld of its sequence, the page table says %d (the pool has %lld pages)",
+                 d->kernels[run->kernel].name, (long long)task, op->name, (long long)b, pos[b],
+                 (long long)j, table[b * pps + j], (long long)npages);
+        return -1;
+      }
+  return 0;
+}
+
 /* Computes task `task` of op `o` for the run's rows with the reference tiles, through the same
  * per-kind dispatch the device runs (stdlib/task.c), after checking the indices it will follow. */
 static int run_tile(SimRun *run, int o, int64_t task) {
@@ -265,6 +284,9 @@ static int run_tile(SimRun *run, int o, int64_t task) {
     snprintf(what, sizeof what, "the positions 0..%lld of KV cache '%s'", (long long)(m->context - 1),
              d->caches[op->cache].name);
     if (check_indices(run, op, task, op->in[2], rows, m->context, what))
+      return -1;
+    int64_t pps = m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = m->rt[MLK_RT_PAGES(op->cache)];
+    if (check_pages(run, op, task, rows, pps, npages, d->caches[op->cache].page))
       return -1;
   }
   mlk_task_exec(&run->sk->recs[o - d->kernels[run->kernel].first_op], task, m->rt);
@@ -801,6 +823,19 @@ static mlk_status sim_upload(mlk_model *m, int tensor, const void *src, size_t b
   return MLK_OK;
 }
 
+static mlk_status sim_upload_range(mlk_model *m, int tensor, size_t offset, const void *src,
+                                   size_t bytes) {
+  SimModel *sm = m->impl;
+  memcpy((char *)sm->bufs[tensor] + offset, src, bytes);
+  return MLK_OK;
+}
+
+static mlk_status sim_copy_range(mlk_model *m, int tensor, size_t dst, size_t src, size_t bytes) {
+  SimModel *sm = m->impl;
+  memmove((char *)sm->bufs[tensor] + dst, (char *)sm->bufs[tensor] + src, bytes);
+  return MLK_OK;
+}
+
 static mlk_status sim_download(mlk_model *m, int tensor, void *dst, size_t bytes) {
   SimModel *sm = m->impl;
   memcpy(dst, sm->bufs[tensor], bytes);
@@ -980,6 +1015,8 @@ static const MlkBackendOps sim_ops = {
     .model_init = sim_model_init,
     .model_fini = sim_model_fini,
     .upload = sim_upload,
+    .upload_range = sim_upload_range,
+    .copy_range = sim_copy_range,
     .download = sim_download,
     .fill = sim_fill,
     .zero_counters = sim_zero_counters,

@@ -3,6 +3,7 @@
 # Idempotent and quiet when everything is there. Needs root or sudo to install.
 #   LLVM 19 (llvm-19-dev, and clang-19 to compile device tiles), FileCheck (llvm-19-tools),
 #   libFuzzer and the sanitizer runtimes for clang (libclang-rt-19-dev),
+#   Jansson for the JSON of checkpoints (libjansson-dev, whose libjansson.a libmlkrt links),
 #   re2c, lemon, cmake, ninja; the CUDA toolkit is looked up under $CUDA_HOME or /usr/local/cuda.
 set -eu
 
@@ -15,6 +16,7 @@ need llvm-19-dev test -f /usr/lib/llvm-19/include/llvm-c/Core.h
 need clang-19 command -v clang-19
 need llvm-19-tools test -x /usr/lib/llvm-19/bin/FileCheck
 need libclang-rt-19-dev test -f /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.fuzzer-x86_64.a
+need libjansson-dev test -f /usr/include/jansson.h
 need re2c command -v re2c
 need lemon command -v lemon
 need cmake command -v cmake

@@ -12,7 +12,9 @@
  *
  *     mlp_model *m;
  *     mlp_create(be, &m);                   // allocates every tensor, loads the megakernel
- *     mlp_set_W1(m, w1_bf16);               // params: typed pointers, shapes in the header
+ *     mlp_load(m, "ckpt/");                 // params bound with `from`: a safetensors checkpoint
+ *     mlp_set_W1(m, w1_bf16);               // or params one by one: typed pointers, shapes in
+ *                                           // the header
  *     mlp_set_x(m, x);                      // inputs
  *     mlp_forward(m);                       // one launch of the persistent megakernel `forward`
  *     mlp_get_y(m, y);                      // outputs
@@ -28,7 +30,8 @@
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
  * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
- * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048).
+ * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048) and
+ * MLK_KV_PAGES the pages of its pool, where mlk_model_options does not say.
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
@@ -101,7 +104,19 @@ const char *mlk_backend_note(const mlk_backend *be);
 
 typedef struct mlk_model mlk_model;
 
+/* Settings of a model, fixed at creation. A zero field takes its environment variable, else the
+ * default (the runtime reads MLK_KV_* only there). */
+typedef struct mlk_model_options {
+  int64_t kv_context; /* tokens a sequence may hold in the paged KV caches, in [1, 2^24]
+                         (MLK_KV_CONTEXT, default 2048) */
+  int64_t kv_pages;   /* pages in the pool of each KV cache, in [1, 2^31) (MLK_KV_PAGES, default
+                         batch_max * ceil(kv_context / page): every row a whole context) */
+} mlk_model_options;
+
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out);
+/* The same with options (NULL: as mlk_model_create). */
+mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
+                                const mlk_model_options *opt, mlk_model **out);
 void mlk_model_free(mlk_model *m);
 const MlkModelDesc *mlk_model_desc(const mlk_model *m);
 
@@ -113,9 +128,43 @@ mlk_status mlk_model_set_batch(mlk_model *m, int64_t batch);
 int64_t mlk_model_batch(const mlk_model *m);
 /* Bytes of tensor t at the current batch. */
 size_t mlk_model_tensor_bytes(const mlk_model *m, int tensor);
-/* Tokens per sequence the model's paged KV caches hold (MLK_KV_CONTEXT at mlk_model_create, default
- * 2048): positions must be in 0..context-1. 0 for a model without caches. */
+/* Tokens per sequence the model's paged KV caches hold (mlk_model_options.kv_context, else
+ * MLK_KV_CONTEXT, default 2048): positions must be in 0..context-1. 0 for a model without caches. */
 int64_t mlk_model_kv_context(const mlk_model *m);
+
+/* ---- sequences over the paged KV caches ----
+ * Until the first mlk_seq_create, batch row b owns a fixed range of pages (as many as a whole
+ * context; needs kv_pages >= batch_max * pages per sequence). From then on the runtime manages
+ * the pool: each sequence holds a list of pages (its page table), allocated as tokens are
+ * appended, and the rows of a run are whichever sequences mlk_model_set_seqs binds, of any lengths:
+ * sequences join and leave the batch between runs without a recompile. mlk_seq_fork shares every
+ * page of a sequence by reference count (a common prompt prefix is stored once); a page shared
+ * by several sequences is copied, before a sequence appends into it, for that sequence alone. A
+ * page returns to the pool when no sequence holds it. All caches of the model follow the same
+ * page tables (they must have the same page size). Running out of pages is an MLK_ERR_NOMEM that
+ * leaves the sequence as it was. Sequences belong to their model: free them before it, or
+ * mlk_model_free frees what is left (handles then dangle). */
+typedef struct mlk_seq mlk_seq;
+
+/* A new empty sequence (switches the model to managed pages). */
+mlk_status mlk_seq_create(mlk_model *m, mlk_seq **out);
+/* Releases its pages and unbinds it from its row. NULL is ignored. */
+void mlk_seq_free(mlk_seq *s);
+/* A new sequence with the same tokens, sharing all of s's pages. */
+mlk_status mlk_seq_fork(mlk_seq *s, mlk_seq **out);
+/* Reserves positions length .. length + ntokens - 1 (ntokens >= 1): allocates the pages they need
+ * and copies a shared page they fall into. A run's kv_append for this sequence's row must write
+ * a position it reserved, and attention reads positions 0..pos[b], all reserved: the runtime
+ * checks input positions against the row's length before each run. */
+mlk_status mlk_seq_append(mlk_seq *s, int64_t ntokens);
+/* Tokens reserved so far (the next position is this). */
+int64_t mlk_seq_length(const mlk_seq *s);
+/* Binds the rows of the next runs: row b is seqs[b] (distinct, of this model); sets the batch to
+ * n (mlk_model_set_batch). Row order is free, and may change from one run to the next. */
+mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n);
+/* Pages in each cache's pool, and how many no sequence holds (0 for a model without caches). */
+int64_t mlk_model_kv_pages(const mlk_model *m);
+int64_t mlk_model_kv_pages_free(const mlk_model *m);
 
 /* Index of the tensor called `name`, or -1. */
 int mlk_model_find_tensor(const mlk_model *m, const char *name);
@@ -145,6 +194,39 @@ int mlk_model_cache_hit(const mlk_model *m);
  * (MLK_CACHE_DIR=off)" or "compiled, not cached: <reason>"; a cache file that was bad (corrupt,
  * truncated, refused by the driver) and replaced is mentioned after "; ". */
 const char *mlk_model_load_note(const mlk_model *m);
+
+/* ---- checkpoints ----
+ * Params declared with `from` (mlkc expands them into MlkModelDesc.bindings) load from a Hugging
+ * Face checkpoint in the safetensors format, as published: one model.safetensors, or shards listed
+ * by model.safetensors.index.json. The files are memory-mapped and uploaded piece by piece without
+ * a copy of the whole checkpoint on the host; BF16 tensors go as they are, F16 and F32 ones are
+ * converted to the param's dtype (bf16 or f32, rounding to nearest even) on the way. Every file is
+ * checked completely first (header length, JSON, dtypes, shapes, offsets in bounds without overlaps
+ * or gaps, no duplicate names, the index against the shards), then every binding (the tensor is
+ * there, its dtype loads into the param, its shape is exactly the one the model expects), and a
+ * tensor of the checkpoint that no param binds is refused too (a model would silently ignore an
+ * untied lm_head.weight or extra layers): a bad checkpoint changes no param and the message names
+ * the file and the tensor. MLK_ERR_IO: a file cannot be opened, read or mapped; MLK_ERR_INVALID:
+ * anything wrong in one. Params without bindings are left for mlk_model_set_tensor.
+ *
+ * config.json: the static dims the model was compiled with are checked against the checkpoint's
+ * config (keys of the Llama family): num_hidden_layers against its KV caches, num_attention_heads,
+ * num_key_value_heads and head_dim against its attention ops and caches, hidden_size and
+ * vocab_size against its embedding gather, rms_norm_eps against every rmsnorm (fused or not),
+ * rope_theta and rope_scaling (none or llama3: factor, low and high freq factors, original max
+ * positions) against every rope op. A key the config lacks, or that nothing in the model fixes,
+ * is not checked: "config 'ckpt/config.json': num_key_value_heads is 8, but model 'llama' has 2
+ * (cache 'kv')". */
+typedef struct mlk_load_options {
+  const char *config;   /* a Hugging Face config.json to check the model against (below); NULL:
+                           the config.json next to the checkpoint, when there is one; "": none */
+  int allow_unused;     /* 1: skip checkpoint tensors that no param binds (0: refuse them) */
+  size_t staging_bytes; /* host buffer for dtype conversions (0: 4 MiB; at least 8) */
+} mlk_load_options;
+
+/* `path`: a .safetensors file, a model.safetensors.index.json, or a directory holding either
+ * (the index first). `opt` may be NULL (all defaults). */
+mlk_status mlk_model_load_checkpoint(mlk_model *m, const char *path, const mlk_load_options *opt);
 
 /* ---- traces ----
  * A timeline of runs: for every task, when its block took it, when its waits were satisfied and

@@ -106,7 +106,8 @@ typedef struct MlkTensorDesc {
   int64_t shape[MLK_MAX_RANK];  /* row-major, shape[rank-1] is contiguous; a batched tensor has
                                    shape[0] = the model's batch_max */
   int64_t numel;                /* at batch_max; 0 for MLK_TENSOR_CACHE/PAGES (sized at create) */
-  const char *from;             /* checkpoint binding (`from "..."`), or NULL */
+  const char *from;             /* checkpoint binding (`from "..."`; the first name of a cat), or
+                                   NULL: for messages; MlkModelDesc.bindings says what is loaded */
   int batched;                  /* 1: shape[0] is the dynamic batch dim: a run uses its first
                                    `batch` rows (row = numel / shape[0] elements) */
 } MlkTensorDesc;
@@ -358,6 +359,23 @@ static inline int64_t mlk_cache_offset(const MlkCacheDesc *c, int64_t pages, int
   return ((((layer * pages + page) * 2 + kv) * c->kv_heads + head) * c->page + slot) * c->head_dim;
 }
 
+/* Where one checkpoint tensor goes: its numel(shape) elements fill elements [offset, offset +
+ * numel) of param `tensor`, in row-major order. mlkc expands each param's `from` binding into these
+ * (docs/language.md, "Declarations"): `from "a.{l}.w"` on a param [L, ...] into one binding per
+ * layer l, at offset l * (the elements of a layer), shaped like a layer; `cat(...)` into its names
+ * in order, each alternative of a `{a,b}` in order, as consecutive row ranges of each layer (of
+ * the whole param without `{l}`): the q, k and v rows of each layer of a fused wqkv. The table is
+ * sorted by tensor, then offset; the bindings of a param do not overlap and cover it exactly (the
+ * runtime checks), and a param without any is not loaded from checkpoints. */
+typedef struct MlkBinding {
+  int tensor;                   /* the param (index into MlkModelDesc.tensors) */
+  const char *name;             /* the checkpoint tensor, placeholders expanded:
+                                   "model.layers.3.self_attn.k_proj.weight" */
+  int64_t offset;               /* first element of the param it fills */
+  int rank;
+  int64_t shape[MLK_MAX_RANK];  /* the shape the checkpoint tensor must have, exactly */
+} MlkBinding;
+
 typedef struct MlkModelDesc {
   int abi;                      /* MLK_DESC_ABI at generation time */
   const char *name;             /* model name */
@@ -379,6 +397,8 @@ typedef struct MlkModelDesc {
   int64_t batch_min, batch_max;
   const char *ptx_sm90a;        /* PTX for sm_90a, NUL-terminated, or NULL */
   const char *ptx_sm80;         /* portable PTX for sm_80 and newer, or NULL */
+  const MlkBinding *bindings;   /* checkpoint tensors of the params (mlk_model_load_checkpoint) */
+  int nbindings;
 } MlkModelDesc;
 
 /* The error record a megakernel writes when a wait passes its deadline (device layout, 8 words).

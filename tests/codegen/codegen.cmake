@@ -28,6 +28,10 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_graph ${CG}/mlp_graph.check --emit=graph ${MLP})
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})
   mlk_filecheck(codegen_mlp_header ${CG}/mlp_header.check --emit=header ${MLP})
+  # checkpoint bindings (bind.c): a cat without layers, and a Llama's per-layer names
+  mlk_filecheck(codegen_bind_cat ${CG}/bind_cat.check --emit=source ${CG}/bind_cat.mlk)
+  mlk_filecheck(codegen_llama_ckpt_bindings ${CG}/llama_ckpt_bindings.check --emit=source
+                ${PROJECT_SOURCE_DIR}/tests/ckpt/llama_ckpt.mlk)
 endif()
 
 # ptxas must accept what mlkc emits, for both targets: the mlp, and attention split and not.

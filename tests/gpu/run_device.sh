@@ -22,6 +22,12 @@ echo "== $BUILD/tests/test_trace gpu"
 "$BUILD"/tests/test_trace gpu "$OUT" || fail=1
 echo "== $BUILD/tests/test_watchdog gpu"
 "$BUILD"/tests/test_watchdog gpu || fail=1
+echo "== $BUILD/tests/runtime_ckpt gpu (checkpoint loads through cuMemcpyHtoD from the mapping)"
+"$BUILD"/tests/runtime_ckpt gpu || fail=1
+echo "== $BUILD/tests/test_ckpt_llama gpu (a sharded checkpoint loaded, decode equal to set params)"
+"$BUILD"/tests/test_ckpt_llama gpu || fail=1
+echo "== $BUILD/tests/test_kv gpu (page accounting, continuous batching against sequences alone)"
+"$BUILD"/tests/test_kv gpu || fail=1
 echo "== demo"
 "$BUILD"/examples/mlp_demo 20 || fail=1
 if command -v ptxas >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/ptxas ]; then

@@ -293,6 +293,10 @@ CUresult cuMemcpyDtoH(void *dst, CUdeviceptr src, size_t n) {
   memcpy(dst, (const void *)(uintptr_t)src, n);
   return CUDA_SUCCESS;
 }
+CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+  memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
+  return CUDA_SUCCESS;
+}
 CUresult cuMemsetD8(CUdeviceptr dst, unsigned char c, size_t n) {
   memset((void *)(uintptr_t)dst, c, n);
   return CUDA_SUCCESS;

@@ -1035,19 +1035,27 @@ static void reset_counters(mlk_model *m) {
  * megakernel 'forward': task 5 of op 'matvec@mlp.mlk:13' (queue 17) waited on event 'h: ...'
  * counter [0]: expected 64 notifies, saw 63 after 2000 ms
  * or, from the simulator's dynamic schedule, "task 5 of op '...' never became ready: it waits on
- * event ...". Counts are for this run: the counters carry (epoch - 1) * start_value from earlier
- * runs. */
+ * event ...". A backend that sees the run stuck (stall_exact) says so instead of "after N ms".
+ * Counts are for this run: the counters carry (epoch - 1) * start_value from earlier runs. */
 static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch, int64_t timeout_ms,
                                  const MlkDevError *err) {
   const MlkModelDesc *d = m->desc;
   const MlkKernelDesc *k = &d->kernels[kernel];
   uint32_t op_local = err->task >> MLK_TASK_OP_SHIFT, task = err->task & MLK_TASK_INDEX_MASK;
+  char when[96];
+  if (m->be->stall_exact)
+    snprintf(when, sizeof when, "%s", err->block == MLK_DEV_BLOCK_READY_QUEUE
+                                          ? "when no task was ready or running"
+                                          : "when every simulated SM was blocked");
+  else
+    snprintf(when, sizeof when, "after %lld ms%s", (long long)timeout_ms,
+             err->block == MLK_DEV_BLOCK_READY_QUEUE ? " without progress" : "");
   if (op_local >= (uint32_t)k->nops || err->event >= (uint32_t)d->nevents ||
       err->index >= (uint64_t)d->events[err->event].size)
     return mlk_set_error(MLK_ERR_DEADLOCK,
-                         "megakernel '%s': a wait timed out after %lld ms, but the error record is "
+                         "megakernel '%s': a wait could not complete (%s), but the error record is "
                          "garbled (queue %u, task word 0x%08x, event %u, counter %u, expected %u, saw %u)",
-                         k->name, (long long)timeout_ms, err->block, err->task, err->event, err->index,
+                         k->name, when, err->block, err->task, err->event, err->index,
                          err->expected, err->observed);
   const MlkOpDesc *op = &d->ops[k->first_op + (int)op_local];
   const MlkEventDesc *e = &d->events[err->event];
@@ -1055,16 +1063,14 @@ static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch,
   if (err->block == MLK_DEV_BLOCK_READY_QUEUE)
     return mlk_set_error(MLK_ERR_DEADLOCK,
                          "megakernel '%s' (dynamic schedule): task %u of op '%s' never became ready: it "
-                         "waits on event '%s' counter [%u]: expected %d notifies, saw %d after %lld ms "
-                         "without progress",
+                         "waits on event '%s' counter [%u]: expected %d notifies, saw %d %s",
                          k->name, task, op->name, e->name, err->index, (int32_t)(err->expected - before),
-                         (int32_t)(err->observed - before), (long long)timeout_ms);
+                         (int32_t)(err->observed - before), when);
   return mlk_set_error(MLK_ERR_DEADLOCK,
                        "megakernel '%s': task %u of op '%s' (queue %u) waited on event '%s' counter [%u]: "
-                       "expected %d notifies, saw %d after %lld ms",
+                       "expected %d notifies, saw %d %s",
                        k->name, task, op->name, err->block, e->name, err->index,
-                       (int32_t)(err->expected - before), (int32_t)(err->observed - before),
-                       (long long)timeout_ms);
+                       (int32_t)(err->expected - before), (int32_t)(err->observed - before), when);
 }
 
 /* Checks the values of i32 input `a` of `op` (one per row) against [0, lim): `what` says what they

@@ -1,15 +1,20 @@
-/* sim.c: the CPU simulator backend: the megakernel's protocol on host threads.
+/* sim.c: the CPU simulator backend: the megakernel's protocol on the host.
  *
  * It exists so that a compiled model can be run and checked without a GPU, and so that the task
- * graph itself (queues, event index maps, start values) is tested on every machine. Each of
- * `threads` pthreads plays one SM. Under the static schedule it walks the same queue the GPU block
- * would (sched.c), waits on the same event counters with acquire loads, computes its slice with
- * the C reference tiles (stdlib/ref) and notifies with release increments. Under the dynamic
- * schedule the threads share one ready queue instead: a task is pushed when the last counter it
- * waits on completes, and threads pop tasks in a random (seeded) order. Optional random delays
- * before tasks shake out missing dependencies. A wait that passes its deadline (or, dynamically,
- * a task that never becomes ready) records the same MlkDevError the GPU writes and stops every
- * thread.
+ * graph itself (queues, event index maps, start values) is tested on every machine. It simulates
+ * `threads` SMs. Under the static schedule each walks the same queue the GPU block would
+ * (sched.c), waits on the same event counters, computes its slice with the C reference tiles
+ * (stdlib/ref) and notifies. Under the dynamic schedule they share one ready queue instead: a
+ * task is pushed when the last counter it waits on completes.
+ *
+ * Two modes. Deterministic (the default): one host thread runs every SM, and a seeded scheduler
+ * (PCT, see "the deterministic mode" below) picks at each step which runnable SM (or ready task)
+ * runs its next task, whole; a seed replays exactly the same interleaving, and a run whose SMs are
+ * all blocked is reported the moment it happens. Threaded: a pthread per SM, acquire loads and
+ * release increments on the counters, the OS choosing the interleaving (optional random delays
+ * before tasks shake it); a wait that passes its deadline (or, dynamically, a task that never
+ * becomes ready) ends the run. Either way a stuck run records the same MlkDevError the GPU
+ * writes.
  *
  * The dependency checker. Events are the compiler's claim of what each task needs; the checker
  * verifies the claim against the ops' semantics alone. For every task it knows which columns of
@@ -25,10 +30,10 @@
  * Tasks stamp `started` and `done` with the run's serial number, so nothing is reset between
  * runs. Tensors no op of the kernel writes (params, inputs, outputs of other kernels) are always
  * ready. A violation fails the run with MLK_ERR_INVALID naming both tasks and the columns. The
- * checker only sees orders that actually happened, so the random delays and the drop_event hook
- * (skip the waits on one event and hold its producers back until a consumer task has been checked,
- * at most SIM_DROP_HOLD_NS, so that its consumers run early whatever the machine's load) are there
- * to make a missing edge show up.
+ * checker only sees orders that actually happened: the deterministic scheduler searches them (a
+ * new seed is a new schedule), and the drop_event hook (skip the waits on one event and hold its
+ * producers back: deterministically until nothing else can run, threaded until a consumer task
+ * has been checked or SIM_DROP_HOLD_NS passed) makes a given missing edge show up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -48,8 +53,10 @@
 #define SIM_DROP_HOLD_NS 2000000000L
 
 typedef struct SimBackend {
-  int threads;
+  int threads;    /* simulated SMs */
   uint64_t seed;
+  mlk_sim_mode mode; /* deterministic or threaded, resolved */
+  int pct_depth;  /* deterministic mode */
   int max_delay_us;
   mlk_sim_schedule schedule;
   int check;      /* the dependency checker is on */
@@ -74,7 +81,7 @@ enum { SIM_MAX_READS = 5 };
 typedef struct SimOp {
   int *waits, nwaits;       /* events it waits on as consumer (the dropped event left out) */
   int *notifies, nnotifies; /* events it notifies as producer */
-  int delayed;              /* a producer of the dropped event */
+  int delayed;              /* a producer of the dropped event: held back */
   int dropped_consumer;     /* a consumer of the dropped event */
   int kernel;
   int64_t first;            /* number of its task 0 among its kernel's tasks */
@@ -114,6 +121,7 @@ typedef struct SimRun {
   uint32_t epoch, serial;
   uint64_t timeout_ns;
   int dynamic;
+  int threaded;         /* a host thread per SM (else the deterministic mode, on this thread) */
   atomic_int abort;     /* set when the run fails: everyone stops */
   atomic_uint drop_checked; /* drop_event hook: the serial of this run once a consumer of the
                                dropped event passed the checker */
@@ -127,7 +135,7 @@ typedef struct SimRun {
   pthread_cond_t cv;
   int64_t nready, ndone;
   uint64_t progress_ns; /* when a task last finished or became ready */
-  uint64_t rng;         /* pop order */
+  uint64_t rng;         /* pop order (threaded), the schedule (deterministic) */
   uint64_t *trace;      /* NULL, or a record per task, at slot (first of its op + task) */
 } SimRun;
 
@@ -147,6 +155,14 @@ static void sleep_ns(long ns) {
   struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
   while (nanosleep(&ts, &ts) && errno == EINTR) {
   }
+}
+
+/* splitmix64's finalizer: seeds from small numbers (seed 1, run 2) become well-mixed states. */
+static uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15u;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
 }
 
 static uint64_t xorshift(uint64_t *s) {
@@ -559,52 +575,47 @@ static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
   uint32_t op_local = (uint32_t)(e->consumer - d->kernels[run->kernel].first_op);
   int64_t t0 = e->map == MLK_MAP_ALL ? 0 : idx;
   int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[e->consumer].ntasks - 1 : idx;
-  pthread_mutex_lock(&run->mu);
+  if (run->threaded)
+    pthread_mutex_lock(&run->mu);
   int pushed = 0;
   for (int64_t t = t0; t <= t1; t++)
     if (--sk->pending[co->first + t] == 0) {
       sk->ready[run->nready++] = (op_local << MLK_TASK_OP_SHIFT) | (uint32_t)t;
       pushed = 1;
     }
-  if (pushed) {
-    run->progress_ns = now_ns();
-    pthread_cond_broadcast(&run->cv);
+  if (run->threaded) {
+    if (pushed) {
+      run->progress_ns = now_ns();
+      pthread_cond_broadcast(&run->cv);
+    }
+    pthread_mutex_unlock(&run->mu);
   }
-  pthread_mutex_unlock(&run->mu);
 }
 
-/* Runs one task: its waits (static schedule), the checker, the tile, the notifies. Returns -1 when
- * the run was aborted. */
-static int run_task(SimThread *th, uint32_t word) {
-  SimRun *run = th->run;
+/* The op (global index) of task word `word` of this run's kernel, and in *task its task index: the
+ * one place that decodes task words. */
+static int word_op_index(const SimRun *run, uint32_t word, int64_t *task) {
+  *task = word & MLK_TASK_INDEX_MASK;
+  return run->m->desc->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
+}
+
+static const SimOp *word_op(const SimRun *run, uint32_t word, int64_t *task) {
+  return &run->sm->ops[word_op_index(run, word, task)];
+}
+
+/* The part of a task that follows its waits: the checker, the tile, the notifies (and, under the
+ * dynamic schedule, the consumers they make ready). `sm_index` is the simulated SM that runs it
+ * (trace records). Returns -1 when the run failed. */
+static int exec_task(SimRun *run, int sm_index, uint32_t word, uint64_t *rec) {
   const MlkModelDesc *d = run->m->desc;
   SimModel *sm = run->sm;
-  int o = d->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
-  int64_t task = word & MLK_TASK_INDEX_MASK;
+  int64_t task;
+  int o = word_op_index(run, word, &task);
   const SimOp *so = &sm->ops[o];
-  uint64_t *rec = run->trace ? run->trace + (so->first + task) * MLK_TRACE_WORDS : NULL;
   if (rec) {
-    rec[MLK_TRACE_START] = now_ns();
-    rec[MLK_TRACE_WHO] = (uint64_t)(uint32_t)th->queue << 32 | word;
-  }
-  if (run->sb->max_delay_us > 0)
-    sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
-  if (!run->dynamic)
-    for (int w = 0; w < so->nwaits; w++) {
-      const MlkEventDesc *e = &d->events[so->waits[w]];
-      int64_t idx = mlk_event_wait_index(e, task);
-      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
-      if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
-        return -1;
-    }
-  if (so->delayed) {
-    uint64_t until = now_ns() + SIM_DROP_HOLD_NS;
-    while (atomic_load(&run->drop_checked) != run->serial && now_ns() < until &&
-           !atomic_load_explicit(&run->abort, memory_order_relaxed))
-      sleep_ns(50000);
-  }
-  if (rec)
     rec[MLK_TRACE_READY] = now_ns();
+    rec[MLK_TRACE_WHO] = (uint64_t)(uint32_t)sm_index << 32 | word;
+  }
   if (run->sb->check && check_task(run, o, task))
     return -1;
   if (so->dropped_consumer)
@@ -635,6 +646,45 @@ static int run_task(SimThread *th, uint32_t word) {
   return 0;
 }
 
+/* The trace record of task `word` of this run, or NULL when the run is not traced. */
+static uint64_t *task_record(const SimRun *run, uint32_t word) {
+  if (!run->trace)
+    return NULL;
+  int64_t task;
+  const SimOp *so = word_op(run, word, &task);
+  return run->trace + (so->first + task) * MLK_TRACE_WORDS;
+}
+
+/* Runs one task on a host thread (threaded mode): its random delay, its waits (static schedule),
+ * the drop_event hold, then exec_task. Returns -1 when the run was aborted. */
+static int run_task(SimThread *th, uint32_t word) {
+  SimRun *run = th->run;
+  const MlkModelDesc *d = run->m->desc;
+  SimModel *sm = run->sm;
+  int64_t task;
+  const SimOp *so = word_op(run, word, &task);
+  uint64_t *rec = task_record(run, word);
+  if (rec)
+    rec[MLK_TRACE_START] = now_ns();
+  if (run->sb->max_delay_us > 0)
+    sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
+  if (!run->dynamic)
+    for (int w = 0; w < so->nwaits; w++) {
+      const MlkEventDesc *e = &d->events[so->waits[w]];
+      int64_t idx = mlk_event_wait_index(e, task);
+      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+      if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
+        return -1;
+    }
+  if (so->delayed) {
+    uint64_t until = now_ns() + SIM_DROP_HOLD_NS;
+    while (atomic_load(&run->drop_checked) != run->serial && now_ns() < until &&
+           !atomic_load_explicit(&run->abort, memory_order_relaxed))
+      sleep_ns(50000);
+  }
+  return exec_task(run, th->queue, word, rec);
+}
+
 static void *static_worker(void *arg) {
   SimThread *th = arg;
   SimRun *run = th->run;
@@ -648,9 +698,10 @@ static void *static_worker(void *arg) {
   return NULL;
 }
 
-/* No task became ready and none finished for a whole timeout: record, as a timed-out wait would,
- * the first task that never became ready and a counter it still lacks. Called under run->mu.
- * Returns 0 when every unfinished task is ready or running (slow, not stuck). */
+/* Dynamic schedule, no task ready (deterministic), or none became ready and none finished for a
+ * whole timeout (threaded, under run->mu): record, as a timed-out wait would, the first task that
+ * never became ready and a counter it still lacks. Returns 0 when every unfinished task is ready
+ * or running (slow, not stuck). */
 static int report_stall(SimRun *run) {
   const MlkModelDesc *d = run->m->desc;
   const MlkKernelDesc *k = &d->kernels[run->kernel];
@@ -738,6 +789,251 @@ static void dynamic_init(SimRun *run) {
   run->progress_ns = now_ns();
 }
 
+/* ---- the deterministic mode ----
+ *
+ * One host thread plays every SM. At each step the scheduler picks one runnable choice and runs
+ * that task whole (exec_task): under the static schedule a choice is an SM whose next task has all
+ * its waits met, under the dynamic one a ready task. Since a task's waits, check, tile and
+ * notifies happen in one step, the checker sees every order of whole tasks that the events allow,
+ * and a seed replays exactly the same one.
+ *
+ * Which choice: PCT (probabilistic concurrency testing, Burckhardt et al., ASPLOS 2010) over the
+ * threads of the schedule, the SMs (static) or the tasks, each a thread of one step (dynamic).
+ * With n threads, k steps (the kernel's tasks) and depth d: the threads get the priorities d ..
+ * d + n - 1 in a random order, change steps k_1 .. k_{d-1} are drawn from [1, k], and each step
+ * runs the runnable thread of highest priority, except that at step k_i that thread first drops to
+ * priority i. A missing dependency that shows under d ordering constraints is then hit with
+ * probability >= 1 / (n * k^(d-1)) per run. The producers of a dropped event (drop_event) run only
+ * when nothing else can, so that its consumers go first wherever the queues let them. No choice
+ * while tasks remain: the run is stuck, and is reported at once with the record a timed-out wait
+ * would write.
+ */
+enum { SIM_MAX_PCT_DEPTH = 16, SIM_DEFAULT_PCT_DEPTH = 3 };
+
+typedef struct SimPct {
+  int64_t *prio;                         /* per thread */
+  int64_t change[SIM_MAX_PCT_DEPTH - 1]; /* change step k_i is change[i - 1] */
+  int nchange;
+} SimPct;
+
+/* Random priorities for n threads and the change steps of a run of k steps. */
+static int pct_init(SimRun *run, SimPct *p, int64_t n, int64_t k) {
+  int d = run->sb->pct_depth;
+  if (!(p->prio = MLK_CALLOC((size_t)n, sizeof *p->prio, "scheduler priorities")))
+    return -1;
+  for (int64_t i = 0; i < n; i++)
+    p->prio[i] = d + i;
+  for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+    int64_t j = (int64_t)(xorshift(&run->rng) % (uint64_t)(i + 1)), x = p->prio[i];
+    p->prio[i] = p->prio[j];
+    p->prio[j] = x;
+  }
+  p->nchange = 0;
+  while (p->nchange < d - 1 && p->nchange < k) {
+    int64_t c = 1 + (int64_t)(xorshift(&run->rng) % (uint64_t)k);
+    int dup = 0;
+    for (int i = 0; i < p->nchange; i++)
+      dup |= p->change[i] == c;
+    if (!dup)
+      p->change[p->nchange++] = c;
+  }
+  return 0;
+}
+
+/* The priority a thread drops to at `step` (i for change step k_i), or 0 when it is none. */
+static int64_t pct_change_at(const SimPct *p, int64_t step) {
+  for (int i = 0; i < p->nchange; i++)
+    if (p->change[i] == step)
+      return i + 1;
+  return 0;
+}
+
+/* Whether every counter task `t` of op `o` waits on has reached this run's target. */
+static int waits_met(const SimRun *run, const SimOp *so, int64_t t) {
+  const MlkModelDesc *d = run->m->desc;
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    int64_t idx = mlk_event_wait_index(e, t);
+    uint32_t v = atomic_load_explicit(&run->sm->counters[e->base + idx], memory_order_relaxed);
+    if (!mlk_counter_reached(v, run->epoch * (uint32_t)mlk_event_start_value(e, idx)))
+      return 0;
+  }
+  return 1;
+}
+
+/* Static, drop_event: how many producers of the dropped event SM q must still run before it
+ * reaches its next consumer of that event (INT64_MAX: none is left in its queue). */
+static int64_t held_ahead(const SimRun *run, const uint32_t *cur, int q) {
+  const SimKernel *sk = run->sk;
+  int64_t n = 0;
+  for (uint32_t i = cur[q]; i < sk->qoff[q + 1]; i++) {
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[i], &t);
+    if (so->dropped_consumer)
+      return n;
+    n += so->delayed;
+  }
+  return INT64_MAX;
+}
+
+/* Static: the SM to run next, or -1 when none can run: of the SMs whose head task has all its
+ * waits met, the one of highest priority whose head is no producer of the dropped event; else the
+ * SM that such producers keep from its next consumer the least (releasing as few producers as
+ * possible before a consumer runs), by priority among equals. */
+static int det_pick_sm(const SimRun *run, const SimPct *p, const uint32_t *cur) {
+  const SimKernel *sk = run->sk;
+  int best = -1, held = -1;
+  int64_t held_n = 0;
+  for (int q = 0; q < run->sb->threads; q++) {
+    if (cur[q] >= sk->qoff[q + 1])
+      continue;
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[cur[q]], &t);
+    if (!waits_met(run, so, t))
+      continue;
+    if (!so->delayed) {
+      if (best < 0 || p->prio[q] > p->prio[best])
+        best = q;
+      continue;
+    }
+    int64_t n = held_ahead(run, cur, q);
+    if (held < 0 || n < held_n || (n == held_n && p->prio[q] > p->prio[held])) {
+      held = q;
+      held_n = n;
+    }
+  }
+  return best >= 0 ? best : held;
+}
+
+/* Static: the run is stuck. Records, as a timed-out wait would, the blocked queue head with the
+ * smallest task number (every producer it lacks comes later in the kernel's order, or never) and
+ * its first counter that is short. */
+static void det_report_static(SimRun *run, const uint32_t *cur) {
+  const MlkModelDesc *d = run->m->desc;
+  const SimKernel *sk = run->sk;
+  int bq = -1;
+  int64_t bg = INT64_MAX;
+  for (int q = 0; q < run->sb->threads; q++) {
+    if (cur[q] >= sk->qoff[q + 1])
+      continue;
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[cur[q]], &t);
+    if (so->first + t < bg) {
+      bg = so->first + t;
+      bq = q;
+    }
+  }
+  uint32_t word = sk->words[cur[bq]];
+  int64_t t;
+  const SimOp *so = word_op(run, word, &t);
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    int64_t idx = mlk_event_wait_index(e, t);
+    uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+    uint32_t seen = atomic_load(&run->sm->counters[e->base + idx]);
+    if (!mlk_counter_reached(seen, target)) {
+      atomic_store(&run->err_flag, 1u);
+      run->err = (MlkDevError){1, (uint32_t)bq, word, (uint32_t)so->waits[w], (uint32_t)idx,
+                               target, seen, 0};
+      return;
+    }
+  }
+}
+
+static mlk_status det_static(SimRun *run, SimPct *p) {
+  const SimKernel *sk = run->sk;
+  uint32_t *cur = MLK_CALLOC((size_t)run->sb->threads, sizeof *cur, "queue cursors");
+  if (!cur)
+    return MLK_ERR_NOMEM;
+  for (int q = 0; q < run->sb->threads; q++)
+    cur[q] = sk->qoff[q];
+  for (int64_t step = 1;; step++) {
+    int q = det_pick_sm(run, p, cur);
+    int64_t drop = q >= 0 ? pct_change_at(p, step) : 0;
+    if (drop) {
+      p->prio[q] = drop;
+      q = det_pick_sm(run, p, cur);
+    }
+    if (q < 0) {
+      for (int i = 0; i < run->sb->threads; i++)
+        if (cur[i] < sk->qoff[i + 1]) {
+          det_report_static(run, cur);
+          break;
+        }
+      break;
+    }
+    uint32_t word = sk->words[cur[q]++];
+    uint64_t *rec = task_record(run, word);
+    if (rec)
+      rec[MLK_TRACE_START] = now_ns();
+    if (exec_task(run, q, word, rec))
+      break;
+  }
+  free(cur);
+  return MLK_OK;
+}
+
+/* Dynamic: the index in the ready queue of the task to run next (highest priority, producers of
+ * the dropped event last), or -1 when none is ready. */
+static int64_t det_pick_ready(const SimRun *run, const SimPct *p) {
+  int64_t best = -1, held = -1, bp = 0, hp = 0;
+  for (int64_t i = 0; i < run->nready; i++) {
+    int64_t t;
+    const SimOp *so = word_op(run, run->sk->ready[i], &t);
+    int64_t pr = p->prio[so->first + t];
+    if (so->delayed ? held < 0 || pr > hp : best < 0 || pr > bp) {
+      if (so->delayed) {
+        held = i;
+        hp = pr;
+      } else {
+        best = i;
+        bp = pr;
+      }
+    }
+  }
+  return best >= 0 ? best : held;
+}
+
+static mlk_status det_dynamic(SimRun *run, SimPct *p) {
+  SimKernel *sk = run->sk;
+  for (int64_t step = 1;; step++) {
+    int64_t i = det_pick_ready(run, p);
+    int64_t drop = i >= 0 ? pct_change_at(p, step) : 0;
+    if (drop) {
+      int64_t t;
+      const SimOp *so = word_op(run, sk->ready[i], &t);
+      p->prio[so->first + t] = drop;
+      i = det_pick_ready(run, p);
+    }
+    if (i < 0) {
+      if (run->ndone < sk->ntasks)
+        report_stall(run);
+      break;
+    }
+    uint32_t word = sk->ready[i];
+    sk->ready[i] = sk->ready[--run->nready];
+    uint64_t *rec = task_record(run, word);
+    if (rec)
+      rec[MLK_TRACE_START] = now_ns();
+    /* SMs are interchangeable here: the trace spreads the steps over them. */
+    if (exec_task(run, (int)((step - 1) % run->sb->threads), word, rec))
+      break;
+    run->ndone++;
+  }
+  return MLK_OK;
+}
+
+/* Runs the kernel on this thread, the SMs interleaved by the seeded PCT scheduler. */
+static mlk_status det_run(SimRun *run) {
+  SimPct p;
+  int64_t n = run->dynamic ? run->sk->ntasks : run->sb->threads;
+  if (pct_init(run, &p, n, run->sk->ntasks))
+    return MLK_ERR_NOMEM;
+  mlk_status st = run->dynamic ? det_dynamic(run, &p) : det_static(run, &p);
+  free(p.prio);
+  return st;
+}
+
 /* ---- vtable ---- */
 
 static double sim_now_ms(void) {
@@ -773,34 +1069,12 @@ static mlk_status init_sync(SimRun *run) {
   return MLK_OK;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace) {
-  const SimBackend *sb = m->be->impl;
-  SimModel *sm = m->impl;
-  if (++sm->serial == 0) /* 0 is what the stamps start as */
-    sm->serial = 1;
-  SimRun *run = MLK_CALLOC(1, sizeof *run, "simulator run");
-  if (!run)
-    return MLK_ERR_NOMEM;
-  *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
-                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns, .trace = trace};
-  mlk_sim_schedule sched = sb->schedule;
-  if (sched == MLK_SIM_AS_COMPILED)
-    sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
-  run->dynamic = sched == MLK_SIM_DYNAMIC;
-  atomic_init(&run->abort, 0);
-  atomic_init(&run->drop_checked, 0u);
-  atomic_init(&run->err_flag, 0u);
-  atomic_init(&run->failed, 0);
+/* Runs the kernel on a host thread per SM. */
+static mlk_status threaded_run(SimRun *run) {
+  const SimBackend *sb = run->sb;
   mlk_status st = MLK_OK;
-  if (run->dynamic) {
-    if ((st = init_sync(run))) {
-      free(run);
-      return st;
-    }
-    run->rng = (sb->seed ^ ((uint64_t)run->serial * 0xd1b54a32d192ed03u)) | 1u;
-    dynamic_init(run);
-  }
+  if (run->dynamic && (st = init_sync(run)))
+    return st;
   SimThread *th = MLK_CALLOC((size_t)sb->threads, sizeof *th, "simulator threads");
   pthread_t *tid = th ? MLK_CALLOC((size_t)sb->threads, sizeof *tid, "simulator thread ids") : NULL;
   if (!tid)
@@ -810,7 +1084,8 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     th[q].run = run;
     th[q].queue = q;
     /* Reproducible per (seed, queue, epoch), different across runs so that epochs see new orders. */
-    th[q].rng = (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)epoch << 40)) | 1u;
+    th[q].rng =
+        (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)run->epoch << 40)) | 1u;
     int rc = pthread_create(&tid[q], NULL, run->dynamic ? dynamic_worker : static_worker, &th[q]);
     if (rc) {
       st = MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_create(simulator thread %d of %d) failed: %s", q,
@@ -831,6 +1106,35 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     pthread_mutex_destroy(&run->mu);
     pthread_cond_destroy(&run->cv);
   }
+  return st;
+}
+
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                                MlkDevError *err, uint64_t *trace) {
+  const SimBackend *sb = m->be->impl;
+  SimModel *sm = m->impl;
+  if (++sm->serial == 0) /* 0 is what the stamps start as */
+    sm->serial = 1;
+  SimRun *run = MLK_CALLOC(1, sizeof *run, "simulator run");
+  if (!run)
+    return MLK_ERR_NOMEM;
+  *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
+                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns, .trace = trace};
+  mlk_sim_schedule sched = sb->schedule;
+  if (sched == MLK_SIM_AS_COMPILED)
+    sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
+  run->dynamic = sched == MLK_SIM_DYNAMIC;
+  run->threaded = sb->mode == MLK_SIM_THREADED;
+  atomic_init(&run->abort, 0);
+  atomic_init(&run->drop_checked, 0u);
+  atomic_init(&run->err_flag, 0u);
+  atomic_init(&run->failed, 0);
+  /* The pop order (threaded, dynamic) or the whole schedule (deterministic): reproducible per
+   * (seed, run serial), different from run to run. */
+  run->rng = mix64(sb->seed ^ mix64(run->serial)) | 1u;
+  if (run->dynamic)
+    dynamic_init(run);
+  mlk_status st = run->threaded ? threaded_run(run) : det_run(run);
   /* A checker failure is the cause of whatever else went wrong after it. */
   if (st == MLK_OK && atomic_load(&run->failed))
     st = mlk_set_error(run->fail_st, "%s", run->fail_msg);
@@ -898,6 +1202,35 @@ static void sim_model_fini(mlk_model *m) {
   m->impl = NULL;
 }
 
+/* Every op's lists of the events it waits on and notifies (SimOp.waits, .notifies, carved out of
+ * sm->event_list, 2 * nevents ints): everything else in the simulator, both modes and the stall
+ * reports, reads the events of an op through these lists. The dropped event (`drop`, -1: none) is
+ * left out of its consumer's waits and marks its producer and consumer. */
+static void build_op_events(const MlkModelDesc *d, SimModel *sm, int drop) {
+  /* Two passes: count, then carve each op's lists out of event_list. */
+  for (int i = 0; i < d->nevents; i++) {
+    if (i != drop)
+      sm->ops[d->events[i].consumer].nwaits++;
+    sm->ops[d->events[i].producer].nnotifies++;
+  }
+  int *next = sm->event_list;
+  for (int o = 0; o < d->nops; o++) {
+    sm->ops[o].waits = next;
+    next += sm->ops[o].nwaits;
+    sm->ops[o].notifies = next;
+    next += sm->ops[o].nnotifies;
+    sm->ops[o].nwaits = sm->ops[o].nnotifies = 0;
+  }
+  for (int i = 0; i < d->nevents; i++) {
+    SimOp *c = &sm->ops[d->events[i].consumer], *p = &sm->ops[d->events[i].producer];
+    if (i != drop)
+      c->waits[c->nwaits++] = i;
+    else
+      p->delayed = c->dropped_consumer = 1;
+    p->notifies[p->nnotifies++] = i;
+  }
+}
+
 static mlk_status sim_model_init(mlk_model *m) {
   const MlkModelDesc *d = m->desc;
   const SimBackend *sb = m->be->impl;
@@ -926,29 +1259,9 @@ static mlk_status sim_model_init(mlk_model *m) {
   if (!(sm->ops = MLK_CALLOC((size_t)d->nops, sizeof *sm->ops, "op events")) ||
       !(sm->event_list = MLK_CALLOC((size_t)d->nevents * 2, sizeof *sm->event_list, "event lists")))
     goto fail;
-  /* Two passes: count, then carve each op's lists out of event_list. */
-  for (int i = 0; i < d->nevents; i++) {
-    if (i != sb->drop_event)
-      sm->ops[d->events[i].consumer].nwaits++;
-    sm->ops[d->events[i].producer].nnotifies++;
-  }
-  int *next = sm->event_list;
-  for (int o = 0; o < d->nops; o++) {
-    sm->ops[o].waits = next;
-    next += sm->ops[o].nwaits;
-    sm->ops[o].notifies = next;
-    next += sm->ops[o].nnotifies;
-    sm->ops[o].nwaits = sm->ops[o].nnotifies = 0;
+  build_op_events(d, sm, sb->drop_event);
+  for (int o = 0; o < d->nops; o++)
     op_accesses(d, o, &sm->ops[o]);
-  }
-  for (int i = 0; i < d->nevents; i++) {
-    SimOp *c = &sm->ops[d->events[i].consumer], *p = &sm->ops[d->events[i].producer];
-    if (i != sb->drop_event)
-      c->waits[c->nwaits++] = i;
-    else
-      p->delayed = c->dropped_consumer = 1;
-    p->notifies[p->nnotifies++] = i;
-  }
   if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {
@@ -995,6 +1308,19 @@ static const MlkBackendOps sim_ops = {
     .run = sim_run,
 };
 
+/* MLK_SIM_MODE: deterministic or threaded (unset or empty: deterministic). */
+static mlk_status env_mode(mlk_sim_mode *mode) {
+  const char *v = getenv("MLK_SIM_MODE");
+  if (!v || !*v || !strcmp(v, "deterministic"))
+    *mode = MLK_SIM_DETERMINISTIC;
+  else if (!strcmp(v, "threaded"))
+    *mode = MLK_SIM_THREADED;
+  else
+    return mlk_set_error(MLK_ERR_INVALID, "environment variable MLK_SIM_MODE='%s' is not deterministic "
+                         "or threaded", v);
+  return MLK_OK;
+}
+
 mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out) {
   mlk_sim_options o;
   memset(&o, 0, sizeof o);
@@ -1012,8 +1338,21 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   if (o.drop_event < 0)
     return mlk_set_error(MLK_ERR_INVALID, "simulator drop_event must be >= 0 (event e is e + 1, 0: none), "
                          "got %d", o.drop_event);
+  if ((unsigned)o.mode > MLK_SIM_THREADED)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator mode %d is not default (0), deterministic (1) or "
+                         "threaded (2)", (int)o.mode);
+  if (o.pct_depth < 0 || o.pct_depth > SIM_MAX_PCT_DEPTH)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator pct_depth must be in [1, %d] (0: default), got %d",
+                         SIM_MAX_PCT_DEPTH, o.pct_depth);
   int64_t v;
   mlk_status st;
+  if (o.mode == MLK_SIM_MODE_DEFAULT && (st = env_mode(&o.mode)))
+    return st;
+  /* Delays reorder real threads; the deterministic mode's order is its scheduler's alone. */
+  if (o.max_delay_us && o.mode != MLK_SIM_THREADED)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator max_delay_us = %d: random delays apply to the "
+                         "threaded mode only (mode = MLK_SIM_THREADED or MLK_SIM_MODE=threaded)",
+                         o.max_delay_us);
   if (o.threads == 0) {
     if ((st = mlk_env_int("MLK_SIM_THREADS", 1, 4096, 8, &v)))
       return st;
@@ -1024,6 +1363,11 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
     if ((st = mlk_env_int("MLK_SIM_SEED", 1, INT64_MAX, 1, &v)))
       return st;
     o.seed = (uint64_t)v;
+  }
+  if (o.pct_depth == 0) {
+    if ((st = mlk_env_int("MLK_SIM_PCT_DEPTH", 1, SIM_MAX_PCT_DEPTH, SIM_DEFAULT_PCT_DEPTH, &v)))
+      return st;
+    o.pct_depth = (int)v;
   }
   int check = !o.no_check;
   if (check) {
@@ -1037,8 +1381,11 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
     free(be);
     return MLK_ERR_NOMEM;
   }
+  int det = o.mode == MLK_SIM_DETERMINISTIC;
   sb->threads = o.threads;
   sb->seed = o.seed;
+  sb->mode = o.mode;
+  sb->pct_depth = o.pct_depth;
   sb->max_delay_us = o.max_delay_us;
   sb->schedule = o.schedule;
   sb->check = check;
@@ -1046,9 +1393,15 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   be->ops = &sim_ops;
   be->is_gpu = 0;
   be->impl = sb;
-  /* "CPU simulator (8 threads, seed 1)", with whatever is not a default after the seed. */
-  size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d threads, seed %llu",
-                                o.threads, (unsigned long long)o.seed);
+  /* The deterministic mode sees every SM blocked the moment it happens. */
+  be->stall_exact = det;
+  /* "CPU simulator (8 SMs, deterministic, seed 1)" or "CPU simulator (8 threads, seed 1)", with
+   * whatever is not a default after the seed. */
+  size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d %s, seed %llu",
+                                o.threads, det ? "SMs, deterministic" : "threads",
+                                (unsigned long long)o.seed);
+  if (det && o.pct_depth != SIM_DEFAULT_PCT_DEPTH && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", PCT depth %d", o.pct_depth);
   if (o.max_delay_us && len < sizeof be->name)
     len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", delays up to %d us",
                             o.max_delay_us);

@@ -24,11 +24,14 @@
  *
  * Backends. The GPU backend uses the CUDA driver API, loaded at run time (libcuda.so.1), so the
  * same binary runs on a machine without a GPU and falls back to the CPU simulator, which runs the
- * very same task queues and event counters on host threads with C reference tiles.
+ * very same task queues and event counters with C reference tiles: by default deterministically
+ * (one host thread interleaves the simulated SMs in an order a seed chooses and replays), or on a
+ * host thread per SM (mlk_sim_options.mode).
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
- * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
- * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048).
+ * deadline of a single wait (GPU, threaded simulator; default 2000); MLK_SIM_MODE, MLK_SIM_THREADS,
+ * MLK_SIM_SEED, MLK_SIM_PCT_DEPTH and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the
+ * tokens per sequence a paged KV cache holds (2048).
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
@@ -73,19 +76,38 @@ typedef enum mlk_backend_kind {
 
 typedef enum mlk_sim_schedule {
   MLK_SIM_AS_COMPILED, /* each megakernel's own schedule (MlkKernelDesc.schedule) */
-  MLK_SIM_STATIC,      /* per-thread queues built by the host, whatever was compiled */
-  MLK_SIM_DYNAMIC      /* a shared ready queue: a task is pushed when its last counter completes */
+  MLK_SIM_STATIC,      /* per-SM queues built by the host, whatever was compiled */
+  MLK_SIM_DYNAMIC      /* a shared ready queue: a task is ready when its last counter completes */
 } mlk_sim_schedule;
 
+/* How the simulator interleaves its simulated SMs (docs/runtime.md, "CPU simulator"). */
+typedef enum mlk_sim_mode {
+  MLK_SIM_MODE_DEFAULT,  /* MLK_SIM_MODE=deterministic|threaded, else deterministic */
+  /* One host thread runs the SMs cooperatively: at each step a seeded scheduler (PCT, below)
+   * picks which runnable SM runs its next task, whole (waits, checker, tile, notifies). The same
+   * seed replays the same interleaving; a run whose SMs are all blocked is reported at once. */
+  MLK_SIM_DETERMINISTIC,
+  /* A host thread per SM, real concurrency: the OS picks the interleaving (with optional random
+   * delays). For the memory ordering of the protocol itself. */
+  MLK_SIM_THREADED
+} mlk_sim_mode;
+
 typedef struct mlk_sim_options {
-  int threads;       /* host threads acting as SMs (0: MLK_SIM_THREADS or 8) */
-  uint64_t seed;     /* seed of the random delays and orders (0: MLK_SIM_SEED or 1) */
-  int max_delay_us;  /* random delay before each task, 0..max (0: none) */
+  int threads;       /* simulated SMs, one host thread each in the threaded mode (0:
+                        MLK_SIM_THREADS or 8) */
+  uint64_t seed;     /* seed of the schedule, the random delays and orders (0: MLK_SIM_SEED or 1) */
+  int max_delay_us;  /* threaded mode: random delay before each task, 0..max (0: none) */
   mlk_sim_schedule schedule;
   int no_check;      /* 1: skip the dependency checker (on by default, MLK_SIM_CHECK=0 also) */
-  int drop_event;    /* test hook: waits on this event index are skipped and its producers
-                        delayed, so the checker must report a missing dependency (0: none;
-                        event e is given as e + 1) */
+  int drop_event;    /* test hook: waits on this event index are skipped and its producers held
+                        back, so the checker must report a missing dependency (0: none; event e
+                        is given as e + 1) */
+  mlk_sim_mode mode;
+  /* Deterministic mode: the depth d of the PCT scheduler (random SM priorities, d - 1 priority
+   * change points per run), in [1, 16] (0: MLK_SIM_PCT_DEPTH or 3). A missing dependency that
+   * needs d ordering constraints to show is hit with probability >= 1 / (n * k^(d-1)) per run of
+   * k tasks on n SMs (static schedule; dynamic: n = k, the tasks). */
+  int pct_depth;
 } mlk_sim_options;
 
 mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);

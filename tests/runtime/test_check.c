@@ -1,9 +1,11 @@
 /* test_check.c: the simulator's dependency checker.
  *
  * Each case runs a model whose events are right except for one edge the drop_event hook removes
- * (its waits skipped, its producers held until a consumer was checked), and expects the checker to report it as
- * MLK_ERR_INVALID "missing dependency ...", naming the reading op, the columns and the tensor,
- * and the writing op, on several seeds under both schedules. The same cases with the checker off
+ * (its waits skipped, its producers run only when nothing else can), and expects the checker to
+ * report it as MLK_ERR_INVALID "missing dependency ...", naming the reading op, the columns and
+ * the tensor, and the writing op. The runs use the simulator's deterministic mode: a seed fixes
+ * the interleaving, so every case is caught on every run of this test (eight seeds, both
+ * schedules), in milliseconds, however loaded the machine. The same cases with the checker off
  * (no_check, or MLK_SIM_CHECK=0) must run through: the report comes from the checker alone, not
  * from poisoned data, so disabling the checker fails this test. Also:
  *   - the dropped edges: an ALL event (a matvec reading all of h), a TILE event (an eltwise
@@ -11,9 +13,11 @@
  *     same with the attention split over the context (an ALL event), the partials of a split
  *     attention read by its reduce (a TILE event over S producers), and a write-after-read edge
  *     (a later op overwriting what an earlier op reads);
- *   - a double write (two ops writing overlapping columns, at offsets) is reported;
+ *   - a seed replays its interleaving: with an edge dropped and the checker off, the racy result
+ *     is bitwise the same for the same seed, and differs between some seeds;
+ *   - a double write (two ops writing overlapping columns, at offsets) is reported, in both modes;
  *   - correct models pass, including one whose consumer reads a tensor only through a
- *     transitive dependency (no direct event), with random delays;
+ *     transitive dependency (no direct event), deterministically and on threads with delays;
  *   - the model stays usable after a report, and drop_event out of range is refused.
  */
 #include "rt_llama.h"
@@ -29,10 +33,12 @@ static void set_mlp(mlk_model *m) {
   CHECK_OK(mlk_model_set_tensor(m, T_R, data.r, sizeof data.r));
 }
 
+/* A deterministic simulator, or a threaded one when `delay` > 0 (random delays up to `delay` us). */
 static mlk_backend *backend(int threads, uint64_t seed, mlk_sim_schedule sched, int drop, int no_check,
                             int delay) {
   mlk_sim_options opt = {.threads = threads, .seed = seed, .max_delay_us = delay, .schedule = sched,
-                         .no_check = no_check, .drop_event = drop};
+                         .no_check = no_check, .drop_event = drop,
+                         .mode = delay ? MLK_SIM_THREADED : MLK_SIM_DETERMINISTIC};
   mlk_backend *be = NULL;
   CHECK_OK(mlk_backend_create_cpu(&opt, &be));
   return be;
@@ -145,8 +151,9 @@ static void war_case(mlk_sim_schedule sched, uint64_t seed, int drop, int checki
   mlk_backend_free(be);
 }
 
-/* Two ops writing overlapping columns of one tensor (elements [0, 50) and [40, 90) of t). */
-static void double_write(mlk_sim_schedule sched) {
+/* Two ops writing overlapping columns of one tensor (elements [0, 50) and [40, 90) of t);
+ * deterministic, or on threads with delays. */
+static void double_write(mlk_sim_schedule sched, int threaded) {
   static RtB b;
   rtb_init(&b, "dw", 0);
   rtb_kernel(&b, "twice", MLK_SCHED_STATIC);
@@ -156,7 +163,7 @@ static void double_write(mlk_sim_schedule sched) {
   int o = rtb_eltwise(&b, "silu@dw:2", t, r, -1, 50, 8, MLK_FN_SILU);
   b.ops[o].out.offset = 40;
   rtb_done(&b);
-  mlk_backend *be = backend(3, 5, sched, 0, 0, 0);
+  mlk_backend *be = backend(3, 5, sched, 0, 0, threaded ? 10 : 0);
   if (!be)
     return;
   mlk_model *m;
@@ -179,9 +186,52 @@ static void double_write(mlk_sim_schedule sched) {
   mlk_backend_free(be);
 }
 
+/* The mlp model without its y event (matvec@mlp.mlk:4 -> mul@mlp.mlk:5): a real race. With the
+ * checker off the output depends on the interleaving, so it shows what a seed replays: the same
+ * seed gives the same bits, run after run on fresh backends, and some seeds give other bits. */
+static void replay(mlk_sim_schedule sched) {
+  enum { NSEEDS = 8 };
+  static float out[NSEEDS][RT_N];
+  for (int i = 0; i < NSEEDS; i++)
+    for (int rep = 0; rep < 2; rep++) {
+      mlk_backend *be = backend(4, (uint64_t)i + 1, sched, 0, 1, 0);
+      if (!be)
+        return;
+      RtModel rm;
+      rt_mlp_init(&rm);
+      rm.events[1] = rm.events[2];
+      rm.events[2] = rm.events[3];
+      rm.events[1].base = 1;
+      rm.events[2].base = 11;
+      rm.desc.nevents = 3;
+      rm.desc.ncounters = 20;
+      mlk_model *m;
+      CHECK_OK(mlk_model_create(be, &rm.desc, &m));
+      if (m) {
+        float o[RT_N];
+        set_mlp(m);
+        CHECK_OK(mlk_model_run(m, K_FORWARD));
+        CHECK_OK(mlk_model_get_tensor(m, T_O, o, sizeof o));
+        if (rep == 0)
+          memcpy(out[i], o, sizeof o);
+        else
+          CHECK(!memcmp(out[i], o, sizeof o), "%s: the same seed computed different values",
+                mlk_backend_name(be));
+        mlk_model_free(m);
+      }
+      mlk_backend_free(be);
+    }
+  int differ = 0;
+  for (int i = 1; i < NSEEDS; i++)
+    differ += memcmp(out[i], out[0], sizeof out[0]) != 0;
+  CHECK(differ > 0, "the race without the y event gave the same values under %d seeds", NSEEDS);
+  printf("    %s schedule: each seed replays its values; %d of seeds 2..%d differ from seed 1\n",
+         sched == MLK_SIM_STATIC ? "static" : "dynamic", differ, NSEEDS);
+}
+
 /* c = (relu(r) + r) * relu(r): op 2 reads a = relu(r) with no event of its own; it is ready
- * through op 1, whose tiles waited for a. The checker must accept it. */
-static void transitive(mlk_sim_schedule sched, uint64_t seed) {
+ * through op 1, whose tiles waited for a. The checker must accept it (delay > 0: on threads). */
+static void transitive(mlk_sim_schedule sched, uint64_t seed, int delay) {
   static RtB b;
   rtb_init(&b, "transitive", 3);
   rtb_kernel(&b, "k", MLK_SCHED_STATIC);
@@ -198,7 +248,7 @@ static void transitive(mlk_sim_schedule sched, uint64_t seed) {
       b.events[i] = b.events[--b.desc.nevents];
   rtb_done(&b);
   CHECK(b.desc.nevents == 2, "%d events", b.desc.nevents);
-  mlk_backend *be = backend(5, seed, sched, 0, 0, 30);
+  mlk_backend *be = backend(5, seed, sched, 0, 0, delay);
   if (!be)
     return;
   mlk_model *m;
@@ -226,13 +276,15 @@ static void transitive(mlk_sim_schedule sched, uint64_t seed) {
 
 int main(void) {
   rt_watchdog(120);
-  uint64_t seed = rt_seed();
+  rt_seed();
   unsetenv("MLK_WAIT_TIMEOUT_MS");
+  unsetenv("MLK_SIM_MODE");
   setenv("MLK_KV_CONTEXT", "16", 1);
   rt_new_params(&data);
   rt_new_inputs(&data);
   new_params();
-  const uint64_t seeds[] = {1, 2, seed | 1};
+  /* Schedules, not data: fixed, so that every run of this test checks the same interleavings. */
+  const uint64_t seeds[] = {1, 2, 3, 4, 5, 6, 7, 8};
   const mlk_sim_schedule scheds[] = {MLK_SIM_STATIC, MLK_SIM_DYNAMIC};
   const char *const h_needles[] = {"missing dependency in megakernel 'forward': task ",
                                    " of op 'matvec@mlp.mlk:4' read columns [", ") of 'h' before task ",
@@ -254,11 +306,8 @@ int main(void) {
       for (size_t s = 0; s < 2; s++) {
         int before = rt_failures;
         mlk_sim_schedule sch = scheds[s];
-        /* A TILE edge between ops spread over every queue is only overtaken reliably when the
-         * consumers are ready at once: the dynamic schedule. */
         mlp_case(0, sch, seeds[i], checking, h_needles);
-        if (sch == MLK_SIM_DYNAMIC)
-          mlp_case(1, sch, seeds[i], checking, y_needles);
+        mlp_case(1, sch, seeds[i], checking, y_needles);
         llama_case(sch, seeds[i], checking, 1, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]",
                    cache_needles);
         llama_case(sch, seeds[i], checking, 3, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]",
@@ -279,12 +328,19 @@ int main(void) {
   mlp_case(0, MLK_SIM_DYNAMIC, 3, 1, h_needles);
   unsetenv("MLK_SIM_CHECK");
 
+  printf("  replay\n");
+  for (size_t s = 0; s < 2; s++)
+    replay(scheds[s]);
+
   printf("  correct models\n");
   for (size_t s = 0; s < 2; s++) {
-    double_write(scheds[s]);
+    double_write(scheds[s], 0);
+    double_write(scheds[s], 1);
     war_case(scheds[s], 7, 0, 1);
-    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++)
-      transitive(scheds[s], seeds[i]);
+    for (size_t i = 0; i < 3; i++) {
+      transitive(scheds[s], seeds[i], 0);
+      transitive(scheds[s], seeds[i], 30);
+    }
   }
 
   /* drop_event names an event of the model. */

@@ -368,7 +368,8 @@ static void test_backends(void) {
   setenv("MLK_SIM_THREADS", "3", 1);
   CHECK_OK(mlk_backend_create_cpu(NULL, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 SMs, deterministic, seed 1)"), "'%s'",
+          mlk_backend_name(be));
     mlk_backend_free(be);
   }
   unsetenv("MLK_SIM_THREADS");
@@ -379,19 +380,46 @@ static void test_backends(void) {
                "simulator schedule 7 is not as compiled (0), static (1) or dynamic (2)");
   mlk_sim_options baddrop = {.drop_event = -1};
   expect_error(mlk_backend_create_cpu(&baddrop, &be), MLK_ERR_INVALID, "simulator drop_event must be >= 0");
+  mlk_sim_options badmode = {.mode = (mlk_sim_mode)3};
+  expect_error(mlk_backend_create_cpu(&badmode, &be), MLK_ERR_INVALID,
+               "simulator mode 3 is not default (0), deterministic (1) or threaded (2)");
+  mlk_sim_options baddepth = {.pct_depth = 17};
+  expect_error(mlk_backend_create_cpu(&baddepth, &be), MLK_ERR_INVALID,
+               "simulator pct_depth must be in [1, 16] (0: default), got 17");
+  mlk_sim_options detdelay = {.max_delay_us = 5, .mode = MLK_SIM_DETERMINISTIC};
+  expect_error(mlk_backend_create_cpu(&detdelay, &be), MLK_ERR_INVALID,
+               "simulator max_delay_us = 5: random delays apply to the threaded mode only");
+  /* Delays with the default mode take the environment's: deterministic unless it says threaded. */
+  mlk_sim_options envdelay = {.max_delay_us = 5};
+  expect_error(mlk_backend_create_cpu(&envdelay, &be), MLK_ERR_INVALID, "apply to the threaded mode only");
+  setenv("MLK_SIM_MODE", "threaded", 1);
+  CHECK_OK(mlk_backend_create_cpu(&envdelay, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1, delays up to 5 us)"), "'%s'",
+          mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  setenv("MLK_SIM_MODE", "racy", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_MODE='racy' is not deterministic or threaded");
+  unsetenv("MLK_SIM_MODE");
+  setenv("MLK_SIM_PCT_DEPTH", "0", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_PCT_DEPTH='0' is not an integer in [1, 16]");
+  unsetenv("MLK_SIM_PCT_DEPTH");
   setenv("MLK_SIM_CHECK", "2", 1);
   expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
                "environment variable MLK_SIM_CHECK='2' is not an integer in [0, 1]");
   setenv("MLK_SIM_CHECK", "0", 1);
   CHECK_OK(mlk_backend_create_cpu(NULL, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1, checker off)"), "'%s'",
-          mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1, checker off)"),
+          "'%s'", mlk_backend_name(be));
     mlk_backend_free(be);
   }
   unsetenv("MLK_SIM_CHECK");
   mlk_sim_options all = {.threads = 2, .seed = 4, .max_delay_us = 9, .schedule = MLK_SIM_STATIC,
-                         .no_check = 1, .drop_event = 3};
+                         .no_check = 1, .drop_event = 3, .mode = MLK_SIM_THREADED};
   CHECK_OK(mlk_backend_create_cpu(&all, &be));
   if (be) {
     CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (2 threads, seed 4, delays up to 9 us, static "
@@ -399,10 +427,20 @@ static void test_backends(void) {
           "'%s'", mlk_backend_name(be));
     mlk_backend_free(be);
   }
+  mlk_sim_options alldet = {.threads = 3, .seed = 5, .pct_depth = 1, .schedule = MLK_SIM_DYNAMIC,
+                            .drop_event = 1};
+  CHECK_OK(mlk_backend_create_cpu(&alldet, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 SMs, deterministic, seed 5, PCT depth 1, "
+                                        "dynamic schedule, dropping event 0)"),
+          "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
   mlk_sim_options defaults = {0};
   CHECK_OK(mlk_backend_create_cpu(&defaults, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1)"), "'%s'",
+          mlk_backend_name(be));
     mlk_backend_free(be);
   }
   mlk_backend_free(NULL);
@@ -484,6 +522,7 @@ int main(void) {
   rt_watchdog(60);
   rt_seed();
   unsetenv("MLK_WAIT_TIMEOUT_MS");
+  unsetenv("MLK_SIM_MODE");
   rt_new_params(&data);
   rt_new_inputs(&data);
   test_helpers();

@@ -1,6 +1,7 @@
 /* test_mlp_sim.c: the mlp megakernel on the CPU simulator vs the sequential reference, for several
- * thread counts and seeds (random delays reorder the tasks across threads), several runs each so
- * the epoch counters are exercised without resets. */
+ * SM counts and seeds, deterministic (the seed picks the interleaving) and threaded (random delays
+ * reorder the tasks across threads), several runs each so the epoch counters are exercised
+ * without resets. */
 #include <stdio.h>
 #include <time.h>
 
@@ -12,7 +13,8 @@ int main(void) {
   int failed = 0, passed = 0;
   for (size_t i = 0; i < sizeof threads / sizeof threads[0]; i++) {
     uint64_t seed = base + i;
-    mlk_sim_options opt = {.threads = threads[i], .seed = seed, .max_delay_us = i % 2 ? 50 : 0};
+    mlk_sim_options opt = {.threads = threads[i], .seed = seed, .max_delay_us = i % 2 ? 50 : 0,
+                           .mode = i % 2 ? MLK_SIM_THREADED : MLK_SIM_DETERMINISTIC};
     mlk_backend *be;
     if (mlk_backend_create_cpu(&opt, &be) != MLK_OK) {
       printf("FAIL: %s\n", mlk_last_error());
@@ -21,9 +23,9 @@ int main(void) {
     mlp_check_result r;
     mlk_status st = mlp_check(be, seed, 3, &r);
     int ok = st == MLK_OK && r.unwritten == 0 && r.max_rel_l2 <= MLP_CHECK_TOL;
-    printf("%s: %d threads, seed %llu, delays %d us: rel L2 %.3g (tol %g), unwritten %d%s%s\n",
-           ok ? "ok" : "FAIL", threads[i], (unsigned long long)seed, opt.max_delay_us,
-           r.max_rel_l2, MLP_CHECK_TOL, r.unwritten, st ? ": " : "", st ? mlk_last_error() : "");
+    printf("%s: %s: rel L2 %.3g (tol %g), unwritten %d%s%s\n", ok ? "ok" : "FAIL",
+           mlk_backend_name(be), r.max_rel_l2, MLP_CHECK_TOL, r.unwritten, st ? ": " : "",
+           st ? mlk_last_error() : "");
     ok ? passed++ : failed++;
     mlk_backend_free(be);
   }

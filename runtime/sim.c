@@ -9,8 +9,9 @@
  *
  * Two modes. Deterministic (the default): one host thread runs every SM, and a seeded scheduler
  * (PCT, see "the deterministic mode" below) picks at each step which runnable SM (or ready task)
- * runs its next task, whole; a seed replays exactly the same interleaving, and a run whose SMs are
- * all blocked is reported the moment it happens. Threaded: a pthread per SM, acquire loads and
+ * runs its next task, whole; a seed replays exactly the same interleaving, a run whose SMs are all
+ * blocked is reported the moment it happens, and a run can be explored under many schedules from
+ * the same start (sim_run_explore). Threaded: a pthread per SM, acquire loads and
  * release increments on the counters, the OS choosing the interleaving (optional random delays
  * before tasks shake it); a wait that passes its deadline (or, dynamically, a task that never
  * becomes ready) ends the run. Either way a stuck run records the same MlkDevError the GPU
@@ -57,6 +58,7 @@ typedef struct SimBackend {
   uint64_t seed;
   mlk_sim_mode mode; /* deterministic or threaded, resolved */
   int pct_depth;  /* deterministic mode */
+  int explore;    /* deterministic mode: schedules per run */
   int max_delay_us;
   mlk_sim_schedule schedule;
   int check;      /* the dependency checker is on */
@@ -808,7 +810,7 @@ static void dynamic_init(SimRun *run) {
  * while tasks remain: the run is stuck, and is reported at once with the record a timed-out wait
  * would write.
  */
-enum { SIM_MAX_PCT_DEPTH = 16, SIM_DEFAULT_PCT_DEPTH = 3 };
+enum { SIM_MAX_PCT_DEPTH = 16, SIM_DEFAULT_PCT_DEPTH = 3, SIM_MAX_EXPLORE = 1000000 };
 
 typedef struct SimPct {
   int64_t *prio;                         /* per thread */
@@ -1109,8 +1111,9 @@ static mlk_status threaded_run(SimRun *run) {
   return st;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace) {
+/* One run of the kernel under one schedule. */
+static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                               MlkDevError *err, uint64_t *trace) {
   const SimBackend *sb = m->be->impl;
   SimModel *sm = m->impl;
   if (++sm->serial == 0) /* 0 is what the stamps start as */
@@ -1142,6 +1145,101 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     *err = run->err;
   free(run);
   return st;
+}
+
+/* The model's state a run starts from: every buffer and counter (exploration). */
+typedef struct SimSnapshot {
+  char *bytes;   /* the buffers, one after the other (mlk_model.cap bytes each) */
+  uint32_t *counters;
+} SimSnapshot;
+
+static mlk_status snapshot_take(const mlk_model *m, SimSnapshot *s) {
+  const SimModel *sm = m->impl;
+  size_t total = 0;
+  for (int i = 0; i < m->desc->ntensors; i++)
+    total += m->cap[i];
+  s->bytes = MLK_CALLOC(total ? total : 1, 1, "exploration snapshot");
+  s->counters = s->bytes ? MLK_CALLOC((size_t)m->desc->ncounters + 1, sizeof *s->counters,
+                                      "exploration snapshot") : NULL;
+  if (!s->counters) {
+    free(s->bytes);
+    return MLK_ERR_NOMEM;
+  }
+  size_t off = 0;
+  for (int i = 0; i < m->desc->ntensors; off += m->cap[i], i++)
+    memcpy(s->bytes + off, sm->bufs[i], m->cap[i]);
+  for (int64_t c = 0; c < m->desc->ncounters; c++)
+    s->counters[c] = atomic_load_explicit(&sm->counters[c], memory_order_relaxed);
+  return MLK_OK;
+}
+
+static void snapshot_restore(mlk_model *m, const SimSnapshot *s) {
+  SimModel *sm = m->impl;
+  size_t off = 0;
+  for (int i = 0; i < m->desc->ntensors; off += m->cap[i], i++)
+    memcpy(sm->bufs[i], s->bytes + off, m->cap[i]);
+  for (int64_t c = 0; c < m->desc->ncounters; c++)
+    atomic_store_explicit(&sm->counters[c], s->counters[c], memory_order_relaxed);
+}
+
+static void snapshot_free(SimSnapshot *s) {
+  free(s->bytes);
+  free(s->counters);
+}
+
+/* Fails (MLK_ERR_INVALID) when the buffers differ from `first`, the values schedule 0 left. */
+static mlk_status compare_schedules(const mlk_model *m, int kernel, const SimSnapshot *first,
+                                    int schedule, int nschedules) {
+  const SimModel *sm = m->impl;
+  const MlkModelDesc *d = m->desc;
+  size_t off = 0;
+  for (int i = 0; i < d->ntensors; off += m->cap[i], i++) {
+    const unsigned char *a = (const unsigned char *)first->bytes + off, *b = sm->bufs[i];
+    if (!memcmp(a, b, m->cap[i]))
+      continue;
+    size_t es = mlk_dtype_size(d->tensors[i].dtype), e = 0;
+    while (!memcmp(a + e * es, b + e * es, es))
+      e++;
+    return mlk_set_error(MLK_ERR_INVALID, "race in megakernel '%s': schedules 1 and %d of %d left "
+                         "different values in '%s' (element %zu): an order the events allow changes "
+                         "the result, so a dependency is missing", d->kernels[kernel].name,
+                         schedule + 1, nschedules, d->tensors[i].name, e);
+  }
+  return MLK_OK;
+}
+
+/* The deterministic mode's exploration: the same run under `explore` schedules (each a new serial,
+ * so a new interleaving), every one from the state the run started from, stopping at the first that
+ * fails (the checker, a stuck run) or leaves other values than the first (a race the checker did not
+ * model, or with the checker off). The model is left as the last schedule left it. */
+static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                                  MlkDevError *err, uint64_t *trace, int explore) {
+  SimSnapshot start, first;
+  mlk_status st = snapshot_take(m, &start);
+  if (st)
+    return st;
+  memset(&first, 0, sizeof first);
+  for (int i = 0; i < explore && st == MLK_OK && !err->flag; i++) {
+    if (i > 0)
+      snapshot_restore(m, &start);
+    st = sim_run_once(m, kernel, epoch, timeout_ns, err, trace);
+    if (st == MLK_ERR_INVALID)
+      st = mlk_set_error(st, "%s (schedule %d of %d explored in this run)", mlk_last_error(), i + 1,
+                         explore);
+    else if (st == MLK_OK && !err->flag)
+      st = i == 0 ? snapshot_take(m, &first) : compare_schedules(m, kernel, &first, i, explore);
+  }
+  snapshot_free(&start);
+  snapshot_free(&first);
+  return st;
+}
+
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
+                                MlkDevError *err, uint64_t *trace) {
+  const SimBackend *sb = m->be->impl;
+  if (sb->explore > 1)
+    return sim_run_explore(m, kernel, epoch, timeout_ns, err, trace, sb->explore);
+  return sim_run_once(m, kernel, epoch, timeout_ns, err, trace);
 }
 
 static mlk_status sim_upload(mlk_model *m, int tensor, const void *src, size_t bytes) {
@@ -1344,6 +1442,9 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   if (o.pct_depth < 0 || o.pct_depth > SIM_MAX_PCT_DEPTH)
     return mlk_set_error(MLK_ERR_INVALID, "simulator pct_depth must be in [1, %d] (0: default), got %d",
                          SIM_MAX_PCT_DEPTH, o.pct_depth);
+  if (o.explore < 0 || o.explore > SIM_MAX_EXPLORE)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator explore must be in [1, %d] (0: default), got %d",
+                         SIM_MAX_EXPLORE, o.explore);
   int64_t v;
   mlk_status st;
   if (o.mode == MLK_SIM_MODE_DEFAULT && (st = env_mode(&o.mode)))
@@ -1369,6 +1470,15 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
       return st;
     o.pct_depth = (int)v;
   }
+  if (o.explore == 0) {
+    if ((st = mlk_env_int("MLK_SIM_EXPLORE", 1, SIM_MAX_EXPLORE, 1, &v)))
+      return st;
+    o.explore = (int)v;
+  }
+  /* Threads cannot be rewound to replay a run from its start. */
+  if (o.explore > 1 && o.mode != MLK_SIM_DETERMINISTIC)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator explore = %d: exploring schedules needs the "
+                         "deterministic mode", o.explore);
   int check = !o.no_check;
   if (check) {
     if ((st = mlk_env_int("MLK_SIM_CHECK", 0, 1, 1, &v)))
@@ -1386,6 +1496,7 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   sb->seed = o.seed;
   sb->mode = o.mode;
   sb->pct_depth = o.pct_depth;
+  sb->explore = o.explore;
   sb->max_delay_us = o.max_delay_us;
   sb->schedule = o.schedule;
   sb->check = check;
@@ -1402,6 +1513,9 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
                                 (unsigned long long)o.seed);
   if (det && o.pct_depth != SIM_DEFAULT_PCT_DEPTH && len < sizeof be->name)
     len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", PCT depth %d", o.pct_depth);
+  if (o.explore > 1 && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", %d schedules per run",
+                            o.explore);
   if (o.max_delay_us && len < sizeof be->name)
     len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", delays up to %d us",
                             o.max_delay_us);

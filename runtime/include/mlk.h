@@ -30,7 +30,7 @@
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
  * deadline of a single wait (GPU, threaded simulator; default 2000); MLK_SIM_MODE, MLK_SIM_THREADS,
- * MLK_SIM_SEED, MLK_SIM_PCT_DEPTH and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the
+ * MLK_SIM_SEED, MLK_SIM_PCT_DEPTH, MLK_SIM_EXPLORE and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the
  * tokens per sequence a paged KV cache holds (2048).
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
@@ -108,6 +108,11 @@ typedef struct mlk_sim_options {
    * needs d ordering constraints to show is hit with probability >= 1 / (n * k^(d-1)) per run of
    * k tasks on n SMs (static schedule; dynamic: n = k, the tasks). */
   int pct_depth;
+  /* Deterministic mode: schedules each run tries (0: MLK_SIM_EXPLORE or 1). Every schedule starts
+   * from the state the run started from; the run fails at the first that the checker fails, that
+   * gets stuck, or that leaves other values than the first (a race). With a per-run probability p
+   * of hitting a bug (above), N schedules miss it with probability <= (1 - p)^N. */
+  int explore;
 } mlk_sim_options;
 
 mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);

@@ -13,8 +13,11 @@
  *     same with the attention split over the context (an ALL event), the partials of a split
  *     attention read by its reduce (a TILE event over S producers), and a write-after-read edge
  *     (a later op overwriting what an earlier op reads);
- *   - a seed replays its interleaving: with an edge dropped and the checker off, the racy result
+ *   - a seed replays its interleaving: with an edge missing and the checker off, the racy result
  *     is bitwise the same for the same seed, and differs between some seeds;
+ *   - exploration: a missing edge that one schedule hits with probability 1/34 is found by 256
+ *     schedules per run on every seed tried, by the checker, and with the checker off by the
+ *     schedules' different values; a correct model passes 64 schedules per run;
  *   - a double write (two ops writing overlapping columns, at offsets) is reported, in both modes;
  *   - correct models pass, including one whose consumer reads a tensor only through a
  *     transitive dependency (no direct event), deterministically and on threads with delays;
@@ -274,11 +277,95 @@ static void transitive(mlk_sim_schedule sched, uint64_t seed, int delay) {
   mlk_backend_free(be);
 }
 
+/* A race that one schedule rarely shows. Op 1 (relu@ex:1, one task) writes a; op 2 (32 tasks)
+ * writes s; op 3, a matvec over all of s, adds a as its residual, but its event from op 1 is
+ * missing. Under the dynamic schedule op 3 is ready once op 2 is done and op 1 is ready from the
+ * start, so the race shows only when op 1 runs after all 33 other tasks: a depth-1 bug, which PCT
+ * of depth 1 hits with probability >= 1 / n = 1 / 34 per schedule (n = k = 34 tasks; exactly
+ * 1/34 here: op 1 must draw the lowest priority). Exploring 256 schedules per run misses it with
+ * probability <= (33/34)^256 < 5e-4 for a seed, and the seeds are fixed. */
+static RtB race;
+static int race_a, race_r, race_ra, race_w, race_c;
+
+static void build_race(void) {
+  RtB *b = &race;
+  rtb_init(b, "race", 0);
+  race_ra = rtb_act(b, "ra", MLK_F32, MLK_TENSOR_INPUT, 4);
+  race_r = rtb_act(b, "r", MLK_F32, MLK_TENSOR_INPUT, 64);
+  race_w = rtb_param(b, "w", 4, 64, 0);
+  rtb_kernel(b, "k", MLK_SCHED_DYNAMIC);
+  race_a = rtb_act(b, "a", MLK_F32, MLK_TENSOR_TEMP, 4);
+  int s = rtb_act(b, "s", MLK_F32, MLK_TENSOR_TEMP, 64);
+  race_c = rtb_act(b, "c", MLK_F32, MLK_TENSOR_OUTPUT, 4);
+  rtb_eltwise(b, "relu@ex:1", race_a, race_ra, -1, 4, 4, MLK_FN_RELU);
+  rtb_eltwise(b, "relu@ex:2", s, race_r, -1, 64, 2, MLK_FN_RELU);
+  int o = rtb_matvec(b, "matvec@ex:3", race_c, s, A(race_w), race_a, NOARG, 4, 64, 4, MLK_FN_NONE, 0);
+  for (int i = 0; i < b->desc.nevents; i++)
+    if (b->events[i].consumer == o && b->events[i].tensor == race_a)
+      b->events[i] = b->events[--b->desc.nevents];
+  rtb_done(b);
+}
+
+/* Runs the race with `explore` schedules per run: 1 when a failure was reported (its message in
+ * mlk_last_error()), 0 when the run passed. */
+static int race_run(uint64_t seed, int explore, int checking) {
+  mlk_sim_options opt = {.threads = 4, .seed = seed, .mode = MLK_SIM_DETERMINISTIC, .pct_depth = 1,
+                         .explore = explore, .no_check = !checking};
+  mlk_backend *be;
+  mlk_model *m = NULL;
+  int reported = -1;
+  CHECK_OK(mlk_backend_create_cpu(&opt, &be));
+  if (be)
+    CHECK_OK(mlk_model_create(be, &race.desc, &m));
+  if (m) {
+    float ra[4] = {0.5f, 1, 2, 3}, r[64];
+    uint16_t w[4 * 64];
+    rt_fill(r, 64, 1.0f);
+    rt_fill_bf16(w, 4 * 64, 0.2f);
+    CHECK_OK(mlk_model_set_tensor(m, race_ra, ra, sizeof ra));
+    CHECK_OK(mlk_model_set_tensor(m, race_r, r, sizeof r));
+    CHECK_OK(mlk_model_set_tensor(m, race_w, w, sizeof w));
+    mlk_status st = mlk_model_run(m, 0);
+    CHECK(st == MLK_OK || st == MLK_ERR_INVALID, "race: %s", mlk_last_error());
+    reported = st == MLK_ERR_INVALID;
+    mlk_model_free(m); /* keeps the last error */
+  }
+  mlk_backend_free(be);
+  return reported;
+}
+
+static void explore(void) {
+  build_race();
+  /* Single schedules: the PCT bound says at least 1 in 34 on average. */
+  int hits = 0;
+  for (uint64_t seed = 1; seed <= 340; seed++)
+    hits += race_run(seed, 1, 1) == 1;
+  printf("    one schedule per run: %d of 340 seeds hit the race (probability 1/34 each)\n", hits);
+  CHECK(hits > 0 && hits < 340, "%d of 340 single schedules hit the race", hits);
+  for (uint64_t seed = 1; seed <= 4; seed++) {
+    CHECK(race_run(seed, 256, 1) == 1, "seed %llu: 256 schedules did not find the missing dependency",
+          (unsigned long long)seed);
+    CHECK_CONTAINS(mlk_last_error(), "missing dependency in megakernel 'k': task 0 of op 'matvec@ex:3' "
+                   "read columns [0, 4) of 'a' before task 0 of op 'relu@ex:1' wrote them (schedule ");
+    CHECK_CONTAINS(mlk_last_error(), " of 256 explored in this run)");
+    if (seed == 1)
+      printf("    checker on, 256 schedules, seed 1: %s\n", mlk_last_error());
+    /* Without the checker the schedules' values differ. */
+    CHECK(race_run(seed, 256, 0) == 1, "seed %llu: 256 schedules without the checker saw no race",
+          (unsigned long long)seed);
+    CHECK_CONTAINS(mlk_last_error(), "race in megakernel 'k': schedules 1 and ");
+    CHECK_CONTAINS(mlk_last_error(), " of 256 left different values in 'c' (element ");
+    if (seed == 1)
+      printf("    checker off, 256 schedules, seed 1: %s\n", mlk_last_error());
+  }
+}
+
 int main(void) {
   rt_watchdog(120);
   rt_seed();
   unsetenv("MLK_WAIT_TIMEOUT_MS");
   unsetenv("MLK_SIM_MODE");
+  unsetenv("MLK_SIM_EXPLORE");
   setenv("MLK_KV_CONTEXT", "16", 1);
   rt_new_params(&data);
   rt_new_inputs(&data);
@@ -332,6 +419,9 @@ int main(void) {
   for (size_t s = 0; s < 2; s++)
     replay(scheds[s]);
 
+  printf("  exploration\n");
+  explore();
+
   printf("  correct models\n");
   for (size_t s = 0; s < 2; s++) {
     double_write(scheds[s], 0);
@@ -341,6 +431,10 @@ int main(void) {
       transitive(scheds[s], seeds[i], 0);
       transitive(scheds[s], seeds[i], 30);
     }
+    /* Every one of 64 schedules per run agrees (MLK_SIM_EXPLORE, the environment's way). */
+    setenv("MLK_SIM_EXPLORE", "64", 1);
+    transitive(scheds[s], 9, 0);
+    unsetenv("MLK_SIM_EXPLORE");
   }
 
   /* drop_event names an event of the model. */

@@ -386,6 +386,23 @@ static void test_backends(void) {
   mlk_sim_options baddepth = {.pct_depth = 17};
   expect_error(mlk_backend_create_cpu(&baddepth, &be), MLK_ERR_INVALID,
                "simulator pct_depth must be in [1, 16] (0: default), got 17");
+  mlk_sim_options badexplore = {.explore = -2};
+  expect_error(mlk_backend_create_cpu(&badexplore, &be), MLK_ERR_INVALID,
+               "simulator explore must be in [1, 1000000] (0: default), got -2");
+  mlk_sim_options threxplore = {.explore = 2, .mode = MLK_SIM_THREADED};
+  expect_error(mlk_backend_create_cpu(&threxplore, &be), MLK_ERR_INVALID,
+               "simulator explore = 2: exploring schedules needs the deterministic mode");
+  setenv("MLK_SIM_EXPLORE", "x", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_EXPLORE='x' is not an integer in [1, 1000000]");
+  setenv("MLK_SIM_EXPLORE", "12", 1);
+  CHECK_OK(mlk_backend_create_cpu(NULL, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1, 12 schedules per run)"),
+          "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  unsetenv("MLK_SIM_EXPLORE");
   mlk_sim_options detdelay = {.max_delay_us = 5, .mode = MLK_SIM_DETERMINISTIC};
   expect_error(mlk_backend_create_cpu(&detdelay, &be), MLK_ERR_INVALID,
                "simulator max_delay_us = 5: random delays apply to the threaded mode only");
@@ -523,6 +540,7 @@ int main(void) {
   rt_seed();
   unsetenv("MLK_WAIT_TIMEOUT_MS");
   unsetenv("MLK_SIM_MODE");
+  unsetenv("MLK_SIM_EXPLORE");
   rt_new_params(&data);
   rt_new_inputs(&data);
   test_helpers();

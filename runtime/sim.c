@@ -11,11 +11,11 @@
  * (PCT, see "the deterministic mode" below) picks at each step which runnable SM (or ready task)
  * runs its next task, whole; a seed replays exactly the same interleaving, a run whose SMs are all
  * blocked is reported the moment it happens, and a run can be explored under many schedules from
- * the same start (sim_run_explore). Threaded: a pthread per SM, acquire loads and
- * release increments on the counters, the OS choosing the interleaving (optional random delays
- * before tasks shake it); a wait that passes its deadline (or, dynamically, a task that never
- * becomes ready) ends the run. Either way a stuck run records the same MlkDevError the GPU
- * writes.
+ * the same start (sim_run_explore). Threaded: a pthread per SM, acquire loads and release
+ * increments on the counters, the OS choosing the interleaving (optional random delays before
+ * tasks shake it); a run is stuck once every thread is blocked on a counter nothing can complete
+ * any more (no deadline: see "the threaded mode" below). Either way a stuck run records the same
+ * MlkDevError the GPU writes; the simulator reads a clock for traces and delays only.
  *
  * The dependency checker. Events are the compiler's claim of what each task needs; the checker
  * verifies the claim against the ops' semantics alone. For every task it knows which columns of
@@ -33,8 +33,8 @@
  * ready. A violation fails the run with MLK_ERR_INVALID naming both tasks and the columns. The
  * checker only sees orders that actually happened: the deterministic scheduler searches them (a
  * new seed is a new schedule), and the drop_event hook (skip the waits on one event and hold its
- * producers back: deterministically until nothing else can run, threaded until a consumer task
- * has been checked or SIM_DROP_HOLD_NS passed) makes a given missing edge show up.
+ * producers back until nothing else can run, or threaded until a consumer task has been checked)
+ * makes a given missing edge show up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -47,11 +47,6 @@
 
 #include "internal.h"
 #include "mlk_ref.h"
-
-/* The drop_event hook holds each producer task of the dropped event back until some consumer task
- * of it has passed the checker in this run, or this long at most (a consumer can sit behind the
- * producer in its own queue). */
-#define SIM_DROP_HOLD_NS 2000000000L
 
 typedef struct SimBackend {
   int threads;    /* simulated SMs */
@@ -121,30 +116,40 @@ typedef struct SimRun {
   SimKernel *sk;
   int kernel;
   uint32_t epoch, serial;
-  uint64_t timeout_ns;
   int dynamic;
   int threaded;         /* a host thread per SM (else the deterministic mode, on this thread) */
   atomic_int abort;     /* set when the run fails: everyone stops */
   atomic_uint drop_checked; /* drop_event hook: the serial of this run once a consumer of the
                                dropped event passed the checker */
-  atomic_uint err_flag; /* first timed-out wait wins the right to write err */
+  atomic_int hold_grant;    /* threaded, static: 1 lets one held producer of the dropped event go
+                               (nothing else could run); it takes the grant back to 0 */
+  struct SimThread *threads;    /* threaded: every SM's thread */
+  _Atomic uint64_t running;     /* threaded, static: transitions << 32 | threads running */
+  atomic_uint err_flag; /* the first stuck wait wins the right to write err */
   MlkDevError err;
   atomic_int failed;    /* first checker (or index) failure wins the right to write fail_msg */
   mlk_status fail_st;
   char fail_msg[1024];
-  /* dynamic schedule: the ready queue sk->ready[0 .. nready) and the counts, under mu */
+  /* dynamic schedule: the ready queue sk->ready[0 .. nready) and the counts (threaded: under mu) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int64_t nready, ndone;
-  uint64_t progress_ns; /* when a task last finished or became ready */
+  int64_t nready, ndone, nrunning;
   uint64_t rng;         /* pop order (threaded), the schedule (deterministic) */
   uint64_t *trace;      /* NULL, or a record per task, at slot (first of its op + task) */
 } SimRun;
+
+/* Threaded mode: what a host thread is doing (SimThread.state). */
+enum { TH_RUNNING, TH_WAITING, TH_HELD, TH_DONE };
 
 typedef struct SimThread {
   SimRun *run;
   int queue;
   uint64_t rng;
+  atomic_int state;
+  /* while TH_WAITING: the task word, and the event and counter index it waits on */
+  _Atomic uint32_t wait_word;
+  atomic_int wait_event;
+  _Atomic int64_t wait_index;
 } SimThread;
 
 static uint64_t now_ns(void) {
@@ -175,6 +180,30 @@ static uint64_t xorshift(uint64_t *s) {
   return *s = x;
 }
 
+/* Task words (mlk_desc.h) are decoded and encoded here only: word_op_index and task_word. */
+
+/* The op (global index) of task word `word` of this run's kernel, and in *task its task index. */
+static int word_op_index(const SimRun *run, uint32_t word, int64_t *task) {
+  *task = word & MLK_TASK_INDEX_MASK;
+  return run->m->desc->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
+}
+
+/* The task word of task `t` of op `o` (global index) of this run's kernel. */
+static uint32_t task_word(const SimRun *run, int o, int64_t t) {
+  return ((uint32_t)(o - run->m->desc->kernels[run->kernel].first_op) << MLK_TASK_OP_SHIFT) |
+         (uint32_t)t;
+}
+
+static const SimOp *word_op(const SimRun *run, uint32_t word, int64_t *task) {
+  return &run->sm->ops[word_op_index(run, word, task)];
+}
+
+/* The task's number among its kernel's tasks (topological order). */
+static int64_t word_global(const SimRun *run, uint32_t word) {
+  int64_t t;
+  return word_op(run, word, &t)->first + t;
+}
+
 /* Stops every thread of the run (waking those blocked on the ready queue). */
 static void sim_abort(SimRun *run) {
   atomic_store(&run->abort, 1);
@@ -198,41 +227,137 @@ static void sim_fail(SimRun *run, mlk_status st, const char *fmt, ...) {
   sim_abort(run);
 }
 
-/* Waits until `c` reaches `target`. Returns 0 when it did, -1 when this run is aborted (by this
- * wait's deadline or another thread's). */
-static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, uint32_t word, int event,
-                        int64_t index) {
+/* ---- the threaded mode: blocking without deadlines ----
+ *
+ * A host thread is running, blocked (waiting on a counter, or held back by drop_event) or done.
+ * The run keeps, in one atomic word, how many threads are running and how many times a thread
+ * went from running to not or back (transitions << 32 | running). A blocked thread that sees no
+ * thread running checks whether the run is stuck: no waiting thread's counter has reached its
+ * target, and the word did not change while it looked. Only running threads notify, and the
+ * notifies of a thread precede its transition, so the counters it read were final and no thread
+ * can ever run again. Then one held producer is let go, or, with none held, the run fails as a
+ * timed-out wait would: the waiting task with the smallest task number (where a stuck static run stops does
+ * not depend on the interleaving, so this is the task the deterministic mode reports). No
+ * deadline is involved, however slow or loaded the machine.
+ */
+#define SIM_TRANSITION ((uint64_t)1 << 32)
+
+static void th_block(SimThread *th, int state) {
+  atomic_store(&th->state, state);
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION - 1);
+}
+
+static void th_wake(SimThread *th) {
+  /* Counted as running before it stops counting as blocked: a detector never sees it neither. */
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION + 1);
+  atomic_store(&th->state, TH_RUNNING);
+}
+
+static void th_done(SimThread *th) {
+  atomic_store(&th->state, TH_DONE);
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION - 1);
+}
+
+/* Called by a blocked thread: when the run is stuck for good, lets the held producers go or
+ * records the stuck wait and stops the run. */
+static void check_stuck(SimRun *run) {
+  const MlkModelDesc *d = run->m->desc;
+  uint64_t s = atomic_load(&run->running);
+  if ((uint32_t)s != 0)
+    return;
+  int held = 0;
+  const SimThread *low = NULL;
+  int64_t low_g = INT64_MAX;
+  for (int q = 0; q < run->sb->threads; q++) {
+    const SimThread *t = &run->threads[q];
+    int st = atomic_load(&t->state);
+    if (st == TH_HELD)
+      held = 1;
+    if (st != TH_WAITING)
+      continue;
+    const MlkEventDesc *e = &d->events[atomic_load_explicit(&t->wait_event, memory_order_relaxed)];
+    int64_t idx = atomic_load_explicit(&t->wait_index, memory_order_relaxed);
+    uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+    if (mlk_counter_reached(atomic_load(&run->sm->counters[e->base + idx]), target))
+      return; /* it will wake */
+    int64_t g = word_global(run, atomic_load_explicit(&t->wait_word, memory_order_relaxed));
+    if (g < low_g) {
+      low_g = g;
+      low = t;
+    }
+  }
+  if (atomic_load(&run->running) != s)
+    return; /* someone moved while we looked */
+  if (held) {
+    int none = 0;
+    atomic_compare_exchange_strong(&run->hold_grant, &none, 1);
+    return;
+  }
+  if (low && atomic_exchange(&run->err_flag, 1u) == 0) {
+    int ev = atomic_load_explicit(&low->wait_event, memory_order_relaxed);
+    int64_t idx = atomic_load_explicit(&low->wait_index, memory_order_relaxed);
+    const MlkEventDesc *e = &d->events[ev];
+    run->err = (MlkDevError){1, (uint32_t)low->queue,
+                             atomic_load_explicit(&low->wait_word, memory_order_relaxed), (uint32_t)ev,
+                             (uint32_t)idx, run->epoch * (uint32_t)mlk_event_start_value(e, idx),
+                             atomic_load(&run->sm->counters[e->base + idx]), 0};
+  }
+  sim_abort(run);
+}
+
+/* Yields first (the producer is usually running), then sleeps a little so that an oversubscribed
+ * machine is not burnt by spinning threads, looking whether the run is stuck meanwhile. */
+static void blocked_pause(SimRun *run, unsigned spin) {
+  if (spin < 64) {
+    sched_yield();
+    return;
+  }
+  check_stuck(run);
+  sleep_ns(spin < 1024 ? 2000 : 50000);
+}
+
+/* Waits until counter `index` of event `event` reaches this run's target. Returns 0 when it did,
+ * -1 when the run was aborted (stuck, or failed elsewhere). */
+static int wait_counter(SimThread *th, uint32_t word, int event, int64_t index) {
   SimRun *run = th->run;
-  uint32_t v = atomic_load_explicit(c, memory_order_acquire);
-  if (mlk_counter_reached(v, target))
+  const MlkEventDesc *e = &run->m->desc->events[event];
+  _Atomic uint32_t *c = &run->sm->counters[e->base + index];
+  uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, index);
+  if (mlk_counter_reached(atomic_load_explicit(c, memory_order_acquire), target))
     return 0;
-  uint64_t deadline = now_ns() + run->timeout_ns;
+  atomic_store_explicit(&th->wait_word, word, memory_order_relaxed);
+  atomic_store_explicit(&th->wait_event, event, memory_order_relaxed);
+  atomic_store_explicit(&th->wait_index, index, memory_order_relaxed);
+  th_block(th, TH_WAITING);
   for (unsigned spin = 0;; spin++) {
     if (atomic_load_explicit(&run->abort, memory_order_relaxed))
       return -1;
-    /* Yield first (the producer is usually running), then sleep a little so that an
-     * oversubscribed machine is not burnt by spinning threads. */
-    if (spin < 64)
-      sched_yield();
-    else
-      sleep_ns(spin < 1024 ? 2000 : 50000);
-    v = atomic_load_explicit(c, memory_order_acquire);
-    if (mlk_counter_reached(v, target))
+    if (mlk_counter_reached(atomic_load_explicit(c, memory_order_acquire), target)) {
+      th_wake(th);
       return 0;
-    if (now_ns() >= deadline)
-      break;
+    }
+    blocked_pause(run, spin);
   }
-  if (atomic_exchange_explicit(&run->err_flag, 1u, memory_order_acq_rel) == 0) {
-    run->err.flag = 1;
-    run->err.block = (uint32_t)th->queue;
-    run->err.task = word;
-    run->err.event = (uint32_t)event;
-    run->err.index = (uint32_t)index;
-    run->err.expected = target;
-    run->err.observed = v;
+}
+
+/* drop_event, static schedule: holds a producer of the dropped event until a consumer of it has
+ * passed the checker in this run, or nothing else can run (then the held producers go one at a
+ * time, so that a queue that gets past its producers finds the others' still held). Returns -1
+ * when the run was aborted. */
+static int hold_producer(SimThread *th) {
+  SimRun *run = th->run;
+  th_block(th, TH_HELD);
+  for (unsigned spin = 0;; spin++) {
+    if (atomic_load_explicit(&run->abort, memory_order_relaxed))
+      return -1;
+    int granted = 1;
+    if (atomic_load(&run->drop_checked) == run->serial ||
+        atomic_compare_exchange_strong(&run->hold_grant, &granted, 0)) {
+      th_wake(th);
+      return 0;
+    }
+    blocked_pause(run, spin);
   }
-  sim_abort(run);
-  return -1;
 }
 
 /* ---- operands and tiles ---- */
@@ -574,7 +699,6 @@ static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
   const MlkModelDesc *d = run->m->desc;
   const SimOp *co = &run->sm->ops[e->consumer];
   SimKernel *sk = run->sk;
-  uint32_t op_local = (uint32_t)(e->consumer - d->kernels[run->kernel].first_op);
   int64_t t0 = e->map == MLK_MAP_ALL ? 0 : idx;
   int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[e->consumer].ntasks - 1 : idx;
   if (run->threaded)
@@ -582,27 +706,14 @@ static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
   int pushed = 0;
   for (int64_t t = t0; t <= t1; t++)
     if (--sk->pending[co->first + t] == 0) {
-      sk->ready[run->nready++] = (op_local << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+      sk->ready[run->nready++] = task_word(run, e->consumer, t);
       pushed = 1;
     }
   if (run->threaded) {
-    if (pushed) {
-      run->progress_ns = now_ns();
+    if (pushed)
       pthread_cond_broadcast(&run->cv);
-    }
     pthread_mutex_unlock(&run->mu);
   }
-}
-
-/* The op (global index) of task word `word` of this run's kernel, and in *task its task index: the
- * one place that decodes task words. */
-static int word_op_index(const SimRun *run, uint32_t word, int64_t *task) {
-  *task = word & MLK_TASK_INDEX_MASK;
-  return run->m->desc->kernels[run->kernel].first_op + (int)(word >> MLK_TASK_OP_SHIFT);
-}
-
-static const SimOp *word_op(const SimRun *run, uint32_t word, int64_t *task) {
-  return &run->sm->ops[word_op_index(run, word, task)];
 }
 
 /* The part of a task that follows its waits: the checker, the tile, the notifies (and, under the
@@ -657,12 +768,11 @@ static uint64_t *task_record(const SimRun *run, uint32_t word) {
   return run->trace + (so->first + task) * MLK_TRACE_WORDS;
 }
 
-/* Runs one task on a host thread (threaded mode): its random delay, its waits (static schedule),
- * the drop_event hold, then exec_task. Returns -1 when the run was aborted. */
+/* Runs one task on a host thread (threaded mode): its random delay, its waits and the drop_event
+ * hold (static schedule), then exec_task. Returns -1 when the run was aborted. */
 static int run_task(SimThread *th, uint32_t word) {
   SimRun *run = th->run;
   const MlkModelDesc *d = run->m->desc;
-  SimModel *sm = run->sm;
   int64_t task;
   const SimOp *so = word_op(run, word, &task);
   uint64_t *rec = task_record(run, word);
@@ -670,20 +780,15 @@ static int run_task(SimThread *th, uint32_t word) {
     rec[MLK_TRACE_START] = now_ns();
   if (run->sb->max_delay_us > 0)
     sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
-  if (!run->dynamic)
-    for (int w = 0; w < so->nwaits; w++) {
-      const MlkEventDesc *e = &d->events[so->waits[w]];
-      int64_t idx = mlk_event_wait_index(e, task);
-      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
-      if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
-        return -1;
-    }
-  if (so->delayed) {
-    uint64_t until = now_ns() + SIM_DROP_HOLD_NS;
-    while (atomic_load(&run->drop_checked) != run->serial && now_ns() < until &&
-           !atomic_load_explicit(&run->abort, memory_order_relaxed))
-      sleep_ns(50000);
+  if (run->dynamic) /* ready by construction; held producers are taken last (dynamic_pick) */
+    return exec_task(run, th->queue, word, rec);
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    if (wait_counter(th, word, so->waits[w], mlk_event_wait_index(e, task)))
+      return -1;
   }
+  if (so->delayed && hold_producer(th))
+    return -1;
   return exec_task(run, th->queue, word, rec);
 }
 
@@ -697,14 +802,13 @@ static void *static_worker(void *arg) {
     if (run_task(th, sk->words[i]))
       return NULL;
   }
+  th_done(th);
   return NULL;
 }
 
-/* Dynamic schedule, no task ready (deterministic), or none became ready and none finished for a
- * whole timeout (threaded, under run->mu): record, as a timed-out wait would, the first task that
- * never became ready and a counter it still lacks. Returns 0 when every unfinished task is ready
- * or running (slow, not stuck). */
-static int report_stall(SimRun *run) {
+/* Dynamic schedule, no task ready and none running (threaded: under run->mu): record, as a
+ * timed-out wait would, the first task that never became ready and a counter it still lacks. */
+static void report_stall(SimRun *run) {
   const MlkModelDesc *d = run->m->desc;
   const MlkKernelDesc *k = &d->kernels[run->kernel];
   const SimModel *sm = run->sm;
@@ -726,13 +830,32 @@ static int report_stall(SimRun *run) {
           break;
       }
       if (atomic_exchange(&run->err_flag, 1u) == 0)
-        run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE,
-                                 ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t,
-                                 (uint32_t)ei, (uint32_t)idx, target, seen, 0};
-      return 1;
+        run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE, task_word(run, o, t), (uint32_t)ei,
+                                 (uint32_t)idx, target, seen, 0};
+      return;
     }
   }
-  return 0;
+}
+
+/* Threaded, dynamic, under run->mu: the index in the ready queue of the task to take now, or -1.
+ * A random ready task (every order the dependencies allow can happen), but a producer of the
+ * dropped event only when no other task is ready and none is running (then nothing else can make
+ * one ready). */
+static int64_t dynamic_pick(SimRun *run) {
+  const SimKernel *sk = run->sk;
+  if (run->nready == 0)
+    return -1;
+  if (run->sb->drop_event < 0)
+    return (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+  int64_t free_tasks = 0, t;
+  for (int64_t i = 0; i < run->nready; i++)
+    free_tasks += !word_op(run, sk->ready[i], &t)->delayed;
+  if (free_tasks == 0)
+    return run->nrunning ? -1 : (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+  int64_t k = (int64_t)(xorshift(&run->rng) % (uint64_t)free_tasks);
+  for (int64_t i = 0;; i++)
+    if (!word_op(run, sk->ready[i], &t)->delayed && k-- == 0)
+      return i;
 }
 
 static void *dynamic_worker(void *arg) {
@@ -741,34 +864,29 @@ static void *dynamic_worker(void *arg) {
   SimKernel *sk = run->sk;
   pthread_mutex_lock(&run->mu);
   while (!atomic_load(&run->abort) && run->ndone < sk->ntasks) {
-    if (run->nready > 0) {
-      /* Pop a random ready task: every order the dependencies allow can happen. */
-      int64_t i = (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+    int64_t i = dynamic_pick(run);
+    if (i >= 0) {
       uint32_t word = sk->ready[i];
       sk->ready[i] = sk->ready[--run->nready];
+      run->nrunning++;
       pthread_mutex_unlock(&run->mu);
       int failed = run_task(th, word);
       pthread_mutex_lock(&run->mu);
+      run->nrunning--;
       run->ndone++;
-      run->progress_ns = now_ns();
-      if (run->ndone == sk->ntasks)
-        pthread_cond_broadcast(&run->cv);
+      pthread_cond_broadcast(&run->cv); /* the end, or held tasks may go now */
       if (failed)
         break;
       continue;
     }
-    uint64_t deadline = run->progress_ns + run->timeout_ns, now = now_ns();
-    if (now >= deadline) {
-      if (report_stall(run)) {
-        atomic_store(&run->abort, 1);
-        pthread_cond_broadcast(&run->cv);
-        break;
-      }
-      run->progress_ns = now; /* only running tasks left: wait for them */
-      continue;
+    /* Only a running task can make another ready: none, and nothing to take, is stuck. */
+    if (run->nrunning == 0) {
+      report_stall(run);
+      atomic_store(&run->abort, 1);
+      pthread_cond_broadcast(&run->cv);
+      break;
     }
-    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
-    pthread_cond_timedwait(&run->cv, &run->mu, &ts);
+    pthread_cond_wait(&run->cv, &run->mu);
   }
   pthread_mutex_unlock(&run->mu);
   return NULL;
@@ -785,10 +903,9 @@ static void dynamic_init(SimRun *run) {
     for (int64_t t = 0; t < d->ops[o].ntasks; t++) {
       sk->pending[so->first + t] = so->nwaits;
       if (so->nwaits == 0)
-        sk->ready[run->nready++] = ((uint32_t)(o - k->first_op) << MLK_TASK_OP_SHIFT) | (uint32_t)t;
+        sk->ready[run->nready++] = task_word(run, o, t);
     }
   }
-  run->progress_ns = now_ns();
 }
 
 /* ---- the deterministic mode ----
@@ -1044,13 +1161,15 @@ static double sim_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace);
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                uint64_t *trace);
 
+/* No deadline: the simulator sees a stuck run as such (timeout_ns is the GPU's). */
 static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
                           MlkDevError *err, double *ms, uint64_t *trace) {
+  (void)timeout_ns;
   double t0 = ms ? sim_now_ms() : 0;
-  mlk_status st = sim_run_inner(m, kernel, epoch, timeout_ns, err, trace);
+  mlk_status st = sim_run_inner(m, kernel, epoch, err, trace);
   if (ms)
     *ms = sim_now_ms() - t0;
   return st;
@@ -1081,13 +1200,22 @@ static mlk_status threaded_run(SimRun *run) {
   pthread_t *tid = th ? MLK_CALLOC((size_t)sb->threads, sizeof *tid, "simulator thread ids") : NULL;
   if (!tid)
     st = MLK_ERR_NOMEM;
-  int started = 0;
+  /* Every thread counts as running from the start, so that none looks stuck before all began. */
   for (int q = 0; q < sb->threads && st == MLK_OK; q++) {
     th[q].run = run;
     th[q].queue = q;
     /* Reproducible per (seed, queue, epoch), different across runs so that epochs see new orders. */
     th[q].rng =
         (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)run->epoch << 40)) | 1u;
+    atomic_init(&th[q].state, TH_RUNNING);
+    atomic_init(&th[q].wait_word, 0u);
+    atomic_init(&th[q].wait_event, 0);
+    atomic_init(&th[q].wait_index, 0);
+  }
+  run->threads = th;
+  atomic_init(&run->running, (uint64_t)sb->threads);
+  int started = 0;
+  for (int q = 0; q < sb->threads && st == MLK_OK; q++) {
     int rc = pthread_create(&tid[q], NULL, run->dynamic ? dynamic_worker : static_worker, &th[q]);
     if (rc) {
       st = MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_create(simulator thread %d of %d) failed: %s", q,
@@ -1112,8 +1240,8 @@ static mlk_status threaded_run(SimRun *run) {
 }
 
 /* One run of the kernel under one schedule. */
-static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                               MlkDevError *err, uint64_t *trace) {
+static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                               uint64_t *trace) {
   const SimBackend *sb = m->be->impl;
   SimModel *sm = m->impl;
   if (++sm->serial == 0) /* 0 is what the stamps start as */
@@ -1122,7 +1250,7 @@ static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, uint64_
   if (!run)
     return MLK_ERR_NOMEM;
   *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
-                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns, .trace = trace};
+                  .epoch = epoch, .serial = sm->serial, .trace = trace};
   mlk_sim_schedule sched = sb->schedule;
   if (sched == MLK_SIM_AS_COMPILED)
     sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
@@ -1130,6 +1258,7 @@ static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, uint64_
   run->threaded = sb->mode == MLK_SIM_THREADED;
   atomic_init(&run->abort, 0);
   atomic_init(&run->drop_checked, 0u);
+  atomic_init(&run->hold_grant, 0);
   atomic_init(&run->err_flag, 0u);
   atomic_init(&run->failed, 0);
   /* The pop order (threaded, dynamic) or the whole schedule (deterministic): reproducible per
@@ -1212,8 +1341,8 @@ static mlk_status compare_schedules(const mlk_model *m, int kernel, const SimSna
  * so a new interleaving), every one from the state the run started from, stopping at the first that
  * fails (the checker, a stuck run) or leaves other values than the first (a race the checker did not
  * model, or with the checker off). The model is left as the last schedule left it. */
-static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                  MlkDevError *err, uint64_t *trace, int explore) {
+static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                  uint64_t *trace, int explore) {
   SimSnapshot start, first;
   mlk_status st = snapshot_take(m, &start);
   if (st)
@@ -1222,7 +1351,7 @@ static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, uint
   for (int i = 0; i < explore && st == MLK_OK && !err->flag; i++) {
     if (i > 0)
       snapshot_restore(m, &start);
-    st = sim_run_once(m, kernel, epoch, timeout_ns, err, trace);
+    st = sim_run_once(m, kernel, epoch, err, trace);
     if (st == MLK_ERR_INVALID)
       st = mlk_set_error(st, "%s (schedule %d of %d explored in this run)", mlk_last_error(), i + 1,
                          explore);
@@ -1234,12 +1363,12 @@ static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, uint
   return st;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace) {
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                uint64_t *trace) {
   const SimBackend *sb = m->be->impl;
   if (sb->explore > 1)
-    return sim_run_explore(m, kernel, epoch, timeout_ns, err, trace, sb->explore);
-  return sim_run_once(m, kernel, epoch, timeout_ns, err, trace);
+    return sim_run_explore(m, kernel, epoch, err, trace, sb->explore);
+  return sim_run_once(m, kernel, epoch, err, trace);
 }
 
 static mlk_status sim_upload(mlk_model *m, int tensor, const void *src, size_t bytes) {
@@ -1504,8 +1633,8 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   be->ops = &sim_ops;
   be->is_gpu = 0;
   be->impl = sb;
-  /* The deterministic mode sees every SM blocked the moment it happens. */
-  be->stall_exact = det;
+  /* Both modes see a stuck run as such, with no deadline. */
+  be->stall_exact = 1;
   /* "CPU simulator (8 SMs, deterministic, seed 1)" or "CPU simulator (8 threads, seed 1)", with
    * whatever is not a default after the seed. */
   size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d %s, seed %llu",

@@ -29,9 +29,10 @@
  * host thread per SM (mlk_sim_options.mode).
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
- * deadline of a single wait (GPU, threaded simulator; default 2000); MLK_SIM_MODE, MLK_SIM_THREADS,
- * MLK_SIM_SEED, MLK_SIM_PCT_DEPTH, MLK_SIM_EXPLORE and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the
- * tokens per sequence a paged KV cache holds (2048).
+ * deadline of a single wait on the GPU (default 2000; the simulator needs none: it sees when no
+ * task can run any more); MLK_SIM_MODE, MLK_SIM_THREADS, MLK_SIM_SEED, MLK_SIM_PCT_DEPTH,
+ * MLK_SIM_EXPLORE and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the tokens per
+ * sequence a paged KV cache holds (2048).
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
@@ -88,7 +89,8 @@ typedef enum mlk_sim_mode {
    * seed replays the same interleaving; a run whose SMs are all blocked is reported at once. */
   MLK_SIM_DETERMINISTIC,
   /* A host thread per SM, real concurrency: the OS picks the interleaving (with optional random
-   * delays). For the memory ordering of the protocol itself. */
+   * delays). For the memory ordering of the protocol itself. A stuck run is reported once every
+   * thread is blocked on a counter nothing can complete (no deadline). */
   MLK_SIM_THREADED
 } mlk_sim_mode;
 
@@ -153,7 +155,8 @@ mlk_status mlk_model_get_tensor(mlk_model *m, int tensor, void *data, size_t byt
 /* Fill a tensor with a byte pattern (0xff gives NaN in f32 and bf16): tests poison outputs. */
 mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte);
 /* Run megakernel `kernel` (index into desc->kernels) once and wait for it. Fails if a param or input
- * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out. */
+ * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out (GPU) or
+ * could never complete (simulator). */
 mlk_status mlk_model_run(mlk_model *m, int kernel);
 /* The same, and *ms gets the run's elapsed time: on the GPU between CUDA events recorded around
  * the launch (device time, no host synchronization included), on the CPU simulator wall time. */

@@ -448,7 +448,8 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
       return bad(d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld",
                  o, op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
-    if (op->heads != 0 && op->heads * op->head_dim != op->n)
+    /* (head_dim divides n: comparing the quotient cannot overflow) */
+    if (op->heads != 0 && op->heads != op->n / op->head_dim)
       return bad(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o, op->name,
                  (long long)op->heads, (long long)op->head_dim, (long long)op->n);
     if (!(op->theta > 0.0f) || !isfinite(op->theta) || !isfinite(op->rope_factor))
@@ -483,9 +484,9 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     if (op->split < 0 || op->split > MLK_ATTN_MAX_SPLIT)
       return bad(d, "op %d '%s': split is %lld, must be in [0, %d]", o, op->name,
                  (long long)op->split, MLK_ATTN_MAX_SPLIT);
-    if (op->heads < 1 || op->heads % op->kv_heads)
-      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld", o, op->name,
-                 (long long)op->heads, (long long)op->kv_heads);
+    if (op->heads < 1 || op->heads % op->kv_heads || op->heads / op->kv_heads > MLK_MAX_CACHE_DIM)
+      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld (at most %d times)", o,
+                 op->name, (long long)op->heads, (long long)op->kv_heads, MLK_MAX_CACHE_DIM);
     int64_t cols = op->heads * op->head_dim;
     if (op->split <= 1) {
       if (op->n != cols || op->tile % (op->heads / op->kv_heads * op->head_dim))
@@ -598,8 +599,8 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
       return bad(d, "kernel %d '%s': schedule %d is not a valid MlkSchedule", k, kd->name,
                  (int)kd->schedule);
     if (kd->first_op < 0 || kd->first_op > d->nops - kd->nops)
-      return bad(d, "kernel %d '%s': ops [%d, %d) are out of range (%d ops)", k, kd->name,
-                 kd->first_op, kd->first_op + kd->nops, d->nops);
+      return bad(d, "kernel %d '%s': ops [%d, %lld) are out of range (%d ops)", k, kd->name,
+                 kd->first_op, (long long)kd->first_op + kd->nops, d->nops);
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
       if (kernel_of[o] >= 0)
         return bad(d, "op %d '%s' belongs to kernels %d and %d", o, d->ops[o].name, kernel_of[o], k);
@@ -670,9 +671,11 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
     } else {
       return bad(d, "event %d '%s': map %d is not a valid MlkEventMap", i, e->name, (int)e->map);
     }
-    if (e->base < 0 || e->base > d->ncounters - e->size)
+    if (e->base < 0 || e->base > d->ncounters - e->size) /* (size is >= 1 here) */
       return bad(d, "event %d '%s': counters [%lld, %lld) are outside the model's %lld counters", i,
-                 e->name, (long long)e->base, (long long)(e->base + e->size), (long long)d->ncounters);
+                 e->name, (long long)e->base,
+                 (long long)(e->base > INT64_MAX - e->size ? INT64_MAX : e->base + e->size),
+                 (long long)d->ncounters);
     sum += e->size;
   }
   if (sum != d->ncounters)

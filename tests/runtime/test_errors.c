@@ -129,6 +129,12 @@ static void test_validation(mlk_backend *be) {
   expect_invalid(be, &rm, "overlap");
   rm.events[3].base = 60;
   expect_invalid(be, &rm, "counters [60, 69) are outside the model's 63 counters");
+  /* Ends of ranges near INT64_MAX / INT_MAX in messages (signed overflows fuzz_desc found). */
+  rm.events[3].base = INT64_MAX;
+  expect_invalid(be, &rm, "counters [9223372036854775807, 9223372036854775807) are outside the model's "
+                 "63 counters");
+  rm.kernels[1].first_op = INT32_MAX;
+  expect_invalid(be, &rm, "kernel 1 'post': ops [2147483647, 2147483649) are out of range (6 ops)");
   rm.events[0].producer = 1;
   rm.events[0].consumer = 0;
   expect_invalid(be, &rm, "producer op 1 is not before consumer op 0");
@@ -233,6 +239,11 @@ static void test_validation_abi2(mlk_backend *be) {
        "'kv' (tensor 10) at offset 0, got tensor 12");
   CASE(b->ops[7].in[1].offset = 8, "op 7 'attention@llama:11[l=0]': in[1] must be the pool of cache 'kv'");
   CASE(b->ops[7].heads = 3, "op 7 'attention@llama:11[l=0]': heads 3 must be a multiple of kv_heads 2");
+  /* heads * head_dim would overflow (fuzz_desc) */
+  CASE(b->ops[7].heads = (int64_t)1 << 62, "op 7 'attention@llama:11[l=0]': heads 4611686018427387904 "
+       "must be a multiple of kv_heads 2 (at most 65536 times)");
+  CASE(b->ops[4].heads = (int64_t)1 << 62, "op 4 'rope@llama:8[l=0]': 4611686018427387904 heads of 8 are "
+       "not n = 32 columns");
   CASE(b->ops[7].head_dim = 4, "kv_heads 2 and head_dim 4 differ from cache 'kv' (2, 8)");
   CASE((b->ops[6].tile = 12, b->ops[6].ntasks = 2), "op 6 'kv_append@llama:10[l=0]': n 16 must be "
        "kv_heads * head_dim = 16 and tile 12 a multiple of head_dim");

@@ -703,15 +703,20 @@ static void push_consumers(SimRun *run, const MlkEventDesc *e, int64_t idx) {
   int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[e->consumer].ntasks - 1 : idx;
   if (run->threaded)
     pthread_mutex_lock(&run->mu);
-  int pushed = 0;
+  int64_t pushed = 0;
   for (int64_t t = t0; t <= t1; t++)
     if (--sk->pending[co->first + t] == 0) {
       sk->ready[run->nready++] = task_word(run, e->consumer, t);
-      pushed = 1;
+      pushed++;
     }
   if (run->threaded) {
-    if (pushed)
+    /* A waiter per new task (not all of them for each: on a loaded machine every needless wakeup
+     * costs a time slice). */
+    if (pushed >= run->sb->threads)
       pthread_cond_broadcast(&run->cv);
+    else
+      for (int64_t i = 0; i < pushed; i++)
+        pthread_cond_signal(&run->cv);
     pthread_mutex_unlock(&run->mu);
   }
 }
@@ -874,7 +879,11 @@ static void *dynamic_worker(void *arg) {
       pthread_mutex_lock(&run->mu);
       run->nrunning--;
       run->ndone++;
-      pthread_cond_broadcast(&run->cv); /* the end, or held tasks may go now */
+      /* Waiters wait for pushes (push_consumers wakes them) or the end. When this was the last
+       * running task, this thread itself sees next what can still run (a held task) or that
+       * nothing can. */
+      if (run->ndone == sk->ntasks)
+        pthread_cond_broadcast(&run->cv);
       if (failed)
         break;
       continue;

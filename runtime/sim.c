@@ -293,7 +293,9 @@ static void check_stuck(SimRun *run) {
     atomic_compare_exchange_strong(&run->hold_grant, &none, 1);
     return;
   }
-  if (low && atomic_exchange(&run->err_flag, 1u) == 0) {
+  if (!low)
+    return; /* (not reached: the caller itself waits, or is held and returned above) */
+  if (atomic_exchange(&run->err_flag, 1u) == 0) {
     int ev = atomic_load_explicit(&low->wait_event, memory_order_relaxed);
     int64_t idx = atomic_load_explicit(&low->wait_index, memory_order_relaxed);
     const MlkEventDesc *e = &d->events[ev];

@@ -198,6 +198,8 @@ typedef struct MlkBackendOps {
 struct mlk_backend {
   const MlkBackendOps *ops;
   int is_gpu;
+  int stall_exact; /* 1: a deadlock is reported when no task can run any more (the simulator knows
+                      it), not when a wait passes its deadline */
   char name[256];
   char note[1024]; /* why MLK_BACKEND_AUTO fell back to the simulator, else "" */
   void *impl;      /* the backend's own state */

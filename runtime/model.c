@@ -503,7 +503,8 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
       return bad(d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld",
                  o, op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
-    if (op->heads != 0 && op->heads * op->head_dim != op->n)
+    /* (head_dim divides n: comparing the quotient cannot overflow) */
+    if (op->heads != 0 && op->heads != op->n / op->head_dim)
       return bad(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o, op->name,
                  (long long)op->heads, (long long)op->head_dim, (long long)op->n);
     if (!(op->theta > 0.0f) || !isfinite(op->theta) || !isfinite(op->rope_factor))
@@ -538,9 +539,9 @@ static mlk_status validate_op(const MlkModelDesc *d, int o) {
     if (op->split < 0 || op->split > MLK_ATTN_MAX_SPLIT)
       return bad(d, "op %d '%s': split is %lld, must be in [0, %d]", o, op->name,
                  (long long)op->split, MLK_ATTN_MAX_SPLIT);
-    if (op->heads < 1 || op->heads % op->kv_heads)
-      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld", o, op->name,
-                 (long long)op->heads, (long long)op->kv_heads);
+    if (op->heads < 1 || op->heads % op->kv_heads || op->heads / op->kv_heads > MLK_MAX_CACHE_DIM)
+      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld (at most %d times)", o,
+                 op->name, (long long)op->heads, (long long)op->kv_heads, MLK_MAX_CACHE_DIM);
     int64_t cols = op->heads * op->head_dim;
     if (op->split <= 1) {
       if (op->n != cols || op->tile % (op->heads / op->kv_heads * op->head_dim))
@@ -652,8 +653,8 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
       return bad(d, "kernel %d '%s': schedule %d is not a valid MlkSchedule", k, kd->name,
                  (int)kd->schedule);
     if (kd->first_op < 0 || kd->first_op > d->nops - kd->nops)
-      return bad(d, "kernel %d '%s': ops [%d, %d) are out of range (%d ops)", k, kd->name,
-                 kd->first_op, kd->first_op + kd->nops, d->nops);
+      return bad(d, "kernel %d '%s': ops [%d, %lld) are out of range (%d ops)", k, kd->name,
+                 kd->first_op, (long long)kd->first_op + kd->nops, d->nops);
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
       if (kernel_of[o] >= 0)
         return bad(d, "op %d '%s' belongs to kernels %d and %d", o, d->ops[o].name, kernel_of[o], k);
@@ -756,9 +757,11 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
     /* a counter's target is epoch * start value in u32 */
     if (e->map == MLK_MAP_ALL && (e->count < 0 || e->count > (1 << 30)))
       return bad(d, "event %d '%s': count %lld must be in [0, 2^30]", i, e->name, (long long)e->count);
-    if (e->base < 0 || e->base > d->ncounters - e->size)
+    if (e->base < 0 || e->base > d->ncounters - e->size) /* (size is >= 1 here) */
       return bad(d, "event %d '%s': counters [%lld, %lld) are outside the model's %lld counters", i,
-                 e->name, (long long)e->base, (long long)(e->base + e->size), (long long)d->ncounters);
+                 e->name, (long long)e->base,
+                 (long long)(e->base > INT64_MAX - e->size ? INT64_MAX : e->base + e->size),
+                 (long long)d->ncounters);
     sum += e->size;
   }
   if (sum != d->ncounters)
@@ -1243,36 +1246,42 @@ static void reset_counters(mlk_model *m) {
  * megakernel 'forward': task 5 of op 'matvec@mlp.mlk:13' (queue 17) waited on event 'h: ...'
  * counter [0]: expected 64 notifies, saw 63 after 2000 ms
  * or, from the simulator's dynamic schedule, "task 5 of op '...' never became ready: it waits on
- * event ...". Counts are for this run: the counters carry (epoch - 1) * start_value from earlier
- * runs. */
+ * event ...". A backend that sees the run stuck (stall_exact) says so instead of "after N ms".
+ * Counts are for this run: the counters carry (epoch - 1) * start_value from earlier runs. */
 static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch, int64_t timeout_ms,
                                  const MlkDevError *err) {
   const MlkModelDesc *d = m->desc;
   const MlkKernelDesc *k = &d->kernels[kernel];
   uint32_t op_local = err->op, task = err->task;
+  char when[96];
+  if (m->be->stall_exact)
+    snprintf(when, sizeof when, "%s", err->block == MLK_DEV_BLOCK_READY_QUEUE
+                                          ? "when no task was ready or running"
+                                          : "when every simulated SM was blocked");
+  else
+    snprintf(when, sizeof when, "after %lld ms%s", (long long)timeout_ms,
+             err->block == MLK_DEV_BLOCK_READY_QUEUE ? " without progress" : "");
   if (op_local >= (uint32_t)k->nops || err->event >= (uint32_t)d->nevents ||
       err->index >= (uint64_t)d->events[err->event].size)
     return mlk_set_error(MLK_ERR_DEADLOCK,
-                         "megakernel '%s': a wait timed out after %lld ms, but the error record is "
+                         "megakernel '%s': a wait could not complete (%s), but the error record is "
                          "garbled (queue %u, op %u, task %u, event %u, counter %u, expected %u, saw %u)",
-                         k->name, (long long)timeout_ms, err->block, err->op, err->task, err->event,
-                         err->index, err->expected, err->observed);
+                         k->name, when, err->block, err->op, err->task, err->event, err->index,
+                         err->expected, err->observed);
   const MlkOpDesc *op = &d->ops[k->first_op + (int)op_local];
   const MlkEventDesc *e = &d->events[err->event];
   uint32_t before = (epoch - 1u) * (uint32_t)mlk_event_start_value(e, err->index);
   if (err->block == MLK_DEV_BLOCK_READY_QUEUE)
     return mlk_set_error(MLK_ERR_DEADLOCK,
                          "megakernel '%s' (dynamic schedule): task %u of op '%s' never became ready: it "
-                         "waits on event '%s' counter [%u]: expected %d notifies, saw %d after %lld ms "
-                         "without progress",
+                         "waits on event '%s' counter [%u]: expected %d notifies, saw %d %s",
                          k->name, task, op->name, e->name, err->index, (int32_t)(err->expected - before),
-                         (int32_t)(err->observed - before), (long long)timeout_ms);
+                         (int32_t)(err->observed - before), when);
   return mlk_set_error(MLK_ERR_DEADLOCK,
                        "megakernel '%s': task %u of op '%s' (queue %u) waited on event '%s' counter [%u]: "
-                       "expected %d notifies, saw %d after %lld ms",
+                       "expected %d notifies, saw %d %s",
                        k->name, task, op->name, err->block, e->name, err->index,
-                       (int32_t)(err->expected - before), (int32_t)(err->observed - before),
-                       (long long)timeout_ms);
+                       (int32_t)(err->expected - before), (int32_t)(err->observed - before), when);
 }
 
 /* Checks the values of i32 input `a` of `op` (one per row) against [0, lim): `what` says what they

@@ -1,15 +1,21 @@
-/* sim.c: the CPU simulator backend: the megakernel's protocol on host threads.
+/* sim.c: the CPU simulator backend: the megakernel's protocol on the host.
  *
  * It exists so that a compiled model can be run and checked without a GPU, and so that the task
- * graph itself (queues, event index maps, start values) is tested on every machine. Each of
- * `threads` pthreads plays one SM. Under the static schedule it walks the same queue the GPU block
- * would (sched.c), waits on the same event counters with acquire loads, computes its slice with
- * the C reference tiles (stdlib/ref) and notifies with release increments. Under the dynamic
- * schedule the threads share one ready queue instead: a task is pushed when the last counter it
- * waits on completes, and threads pop tasks in a random (seeded) order. Optional random delays
- * before tasks shake out missing dependencies. A wait that passes its deadline (or, dynamically,
- * a task that never becomes ready) records the same MlkDevError the GPU writes and stops every
- * thread.
+ * graph itself (queues, event index maps, start values) is tested on every machine. It simulates
+ * `threads` SMs. Under the static schedule each walks the same queue the GPU block would
+ * (sched.c), waits on the same event counters, computes its slice with the C reference tiles
+ * (stdlib/ref) and notifies. Under the dynamic schedule they share one ready queue instead: a
+ * task is pushed when the last counter it waits on completes.
+ *
+ * Two modes. Deterministic (the default): one host thread runs every SM, and a seeded scheduler
+ * (PCT, see "the deterministic mode" below) picks at each step which runnable SM (or ready task)
+ * runs its next task, whole; a seed replays exactly the same interleaving, a run whose SMs are all
+ * blocked is reported the moment it happens, and a run can be explored under many schedules from
+ * the same start (sim_run_explore). Threaded: a pthread per SM, acquire loads and release
+ * increments on the counters, the OS choosing the interleaving (optional random delays before
+ * tasks shake it); a run is stuck once every thread is blocked on a counter nothing can complete
+ * any more (no deadline: see "the threaded mode" below). Either way a stuck run records the same
+ * MlkDevError the GPU writes; the simulator reads a clock for traces and delays only.
  *
  * The dependency checker. Events are the compiler's claim of what each task needs; the checker
  * verifies the claim against the ops' semantics alone. For every task it knows which columns of
@@ -25,10 +31,10 @@
  * Tasks stamp `started` and `done` with the run's serial number, so nothing is reset between
  * runs. Tensors no op of the kernel writes (params, inputs, outputs of other kernels) are always
  * ready. A violation fails the run with MLK_ERR_INVALID naming both tasks and the columns. The
- * checker only sees orders that actually happened, so the random delays and the drop_event hook
- * (skip the waits on one event and hold its producers back until a consumer task has been checked,
- * at most SIM_DROP_HOLD_NS, so that its consumers run early whatever the machine's load) are there
- * to make a missing edge show up.
+ * checker only sees orders that actually happened: the deterministic scheduler searches them (a
+ * new seed is a new schedule), and the drop_event hook (skip the waits on one event and hold its
+ * producers back until nothing else can run, or threaded until a consumer task has been checked)
+ * makes a given missing edge show up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,14 +48,12 @@
 #include "internal.h"
 #include "task.h"
 
-/* The drop_event hook holds each producer task of the dropped event back until some consumer task
- * of it has passed the checker in this run, or this long at most (a consumer can sit behind the
- * producer in its own queue). */
-#define SIM_DROP_HOLD_NS 2000000000L
-
 typedef struct SimBackend {
-  int threads;
+  int threads;    /* simulated SMs */
   uint64_t seed;
+  mlk_sim_mode mode; /* deterministic or threaded, resolved */
+  int pct_depth;  /* deterministic mode */
+  int explore;    /* deterministic mode: schedules per run */
   int max_delay_us;
   mlk_sim_schedule schedule;
   int check;      /* the dependency checker is on */
@@ -74,7 +78,7 @@ enum { SIM_MAX_READS = 5 };
 typedef struct SimOp {
   int *waits, nwaits;       /* events it waits on as consumer (the dropped event left out) */
   int *notifies, nnotifies; /* events it notifies as producer */
-  int delayed;              /* a producer of the dropped event */
+  int delayed;              /* a producer of the dropped event: held back */
   int dropped_consumer;     /* a consumer of the dropped event */
   int kernel;
   int64_t first;            /* number of its task 0 among its kernel's tasks */
@@ -116,29 +120,40 @@ typedef struct SimRun {
   SimKernel *sk;
   int kernel;
   uint32_t epoch, serial;
-  uint64_t timeout_ns;
   int dynamic;
+  int threaded;         /* a host thread per SM (else the deterministic mode, on this thread) */
   atomic_int abort;     /* set when the run fails: everyone stops */
   atomic_uint drop_checked; /* drop_event hook: the serial of this run once a consumer of the
                                dropped event passed the checker */
-  atomic_uint err_flag; /* first timed-out wait wins the right to write err */
+  atomic_int hold_grant;    /* threaded, static: 1 lets one held producer of the dropped event go
+                               (nothing else could run); it takes the grant back to 0 */
+  struct SimThread *threads;    /* threaded: every SM's thread */
+  _Atomic uint64_t running;     /* threaded, static: transitions << 32 | threads running */
+  atomic_uint err_flag; /* the first stuck wait wins the right to write err */
   MlkDevError err;
   atomic_int failed;    /* first checker (or index) failure wins the right to write fail_msg */
   mlk_status fail_st;
   char fail_msg[1024];
-  /* dynamic schedule: the ready queue sk->ready[0 .. nready) and the counts, under mu */
+  /* dynamic schedule: the ready queue sk->ready[0 .. nready) and the counts (threaded: under mu) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int64_t nready, ndone;
-  uint64_t progress_ns; /* when a task last finished or became ready */
-  uint64_t rng;         /* pop order */
+  int64_t nready, ndone, nrunning;
+  uint64_t rng;         /* pop order (threaded), the schedule (deterministic) */
   uint64_t *trace;      /* NULL, or a record per task, at slot (first of its op + task) */
 } SimRun;
+
+/* Threaded mode: what a host thread is doing (SimThread.state). */
+enum { TH_RUNNING, TH_WAITING, TH_HELD, TH_DONE };
 
 typedef struct SimThread {
   SimRun *run;
   int queue;
   uint64_t rng;
+  atomic_int state;
+  /* while TH_WAITING: the task word, and the event and counter index it waits on */
+  _Atomic uint64_t wait_word;
+  atomic_int wait_event;
+  _Atomic int64_t wait_index;
 } SimThread;
 
 static uint64_t now_ns(void) {
@@ -153,12 +168,43 @@ static void sleep_ns(long ns) {
   }
 }
 
+/* splitmix64's finalizer: seeds from small numbers (seed 1, run 2) become well-mixed states. */
+static uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15u;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
 static uint64_t xorshift(uint64_t *s) {
   uint64_t x = *s;
   x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
   return *s = x;
+}
+
+/* Task words (mlk_desc.h) are decoded and encoded here only: word_op_index and task_word. */
+
+/* The op (global index) of task word `word` of this run's kernel, and in *task its task index. */
+static int word_op_index(const SimRun *run, MlkTaskWord word, int64_t *task) {
+  *task = MLK_TASK_INDEX(word);
+  return run->m->desc->kernels[run->kernel].first_op + (int)MLK_TASK_OP(word);
+}
+
+/* The task word of task `t` of op `o` (global index) of this run's kernel. */
+static MlkTaskWord task_word(const SimRun *run, int o, int64_t t) {
+  return MLK_TASK_WORD(o - run->m->desc->kernels[run->kernel].first_op, t);
+}
+
+static const SimOp *word_op(const SimRun *run, MlkTaskWord word, int64_t *task) {
+  return &run->sm->ops[word_op_index(run, word, task)];
+}
+
+/* The task's number among its kernel's tasks (topological order). */
+static int64_t word_global(const SimRun *run, MlkTaskWord word) {
+  int64_t t;
+  return word_op(run, word, &t)->first + t;
 }
 
 /* Stops every thread of the run (waking those blocked on the ready queue). */
@@ -184,42 +230,139 @@ static void sim_fail(SimRun *run, mlk_status st, const char *fmt, ...) {
   sim_abort(run);
 }
 
-/* Waits until `c` reaches `target`. Returns 0 when it did, -1 when this run is aborted (by this
- * wait's deadline or another thread's). */
-static int wait_counter(SimThread *th, _Atomic uint32_t *c, uint32_t target, MlkTaskWord word,
-                        int event, int64_t index) {
+/* ---- the threaded mode: blocking without deadlines ----
+ *
+ * A host thread is running, blocked (waiting on a counter, or held back by drop_event) or done.
+ * The run keeps, in one atomic word, how many threads are running and how many times a thread
+ * went from running to not or back (transitions << 32 | running). A blocked thread that sees no
+ * thread running checks whether the run is stuck: no waiting thread's counter has reached its
+ * target, and the word did not change while it looked. Only running threads notify, and the
+ * notifies of a thread precede its transition, so the counters it read were final and no thread
+ * can ever run again. Then one held producer is let go, or, with none held, the run fails as a
+ * timed-out wait would: the waiting task with the smallest task number (where a stuck static run stops does
+ * not depend on the interleaving, so this is the task the deterministic mode reports). No
+ * deadline is involved, however slow or loaded the machine.
+ */
+#define SIM_TRANSITION ((uint64_t)1 << 32)
+
+static void th_block(SimThread *th, int state) {
+  atomic_store(&th->state, state);
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION - 1);
+}
+
+static void th_wake(SimThread *th) {
+  /* Counted as running before it stops counting as blocked: a detector never sees it neither. */
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION + 1);
+  atomic_store(&th->state, TH_RUNNING);
+}
+
+static void th_done(SimThread *th) {
+  atomic_store(&th->state, TH_DONE);
+  atomic_fetch_add(&th->run->running, SIM_TRANSITION - 1);
+}
+
+/* Called by a blocked thread: when the run is stuck for good, lets the held producers go or
+ * records the stuck wait and stops the run. */
+static void check_stuck(SimRun *run) {
+  const MlkModelDesc *d = run->m->desc;
+  uint64_t s = atomic_load(&run->running);
+  if ((uint32_t)s != 0)
+    return;
+  int held = 0;
+  const SimThread *low = NULL;
+  int64_t low_g = INT64_MAX;
+  for (int q = 0; q < run->sb->threads; q++) {
+    const SimThread *t = &run->threads[q];
+    int st = atomic_load(&t->state);
+    if (st == TH_HELD)
+      held = 1;
+    if (st != TH_WAITING)
+      continue;
+    const MlkEventDesc *e = &d->events[atomic_load_explicit(&t->wait_event, memory_order_relaxed)];
+    int64_t idx = atomic_load_explicit(&t->wait_index, memory_order_relaxed);
+    uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+    if (mlk_counter_reached(atomic_load(&run->sm->counters[e->base + idx]), target))
+      return; /* it will wake */
+    int64_t g = word_global(run, atomic_load_explicit(&t->wait_word, memory_order_relaxed));
+    if (g < low_g) {
+      low_g = g;
+      low = t;
+    }
+  }
+  if (atomic_load(&run->running) != s)
+    return; /* someone moved while we looked */
+  if (held) {
+    int none = 0;
+    atomic_compare_exchange_strong(&run->hold_grant, &none, 1);
+    return;
+  }
+  if (!low)
+    return; /* (not reached: the caller itself waits, or is held and returned above) */
+  if (atomic_exchange(&run->err_flag, 1u) == 0) {
+    int ev = atomic_load_explicit(&low->wait_event, memory_order_relaxed);
+    int64_t idx = atomic_load_explicit(&low->wait_index, memory_order_relaxed);
+    const MlkEventDesc *e = &d->events[ev];
+    MlkTaskWord w = atomic_load_explicit(&low->wait_word, memory_order_relaxed);
+    run->err = (MlkDevError){1, (uint32_t)low->queue, MLK_TASK_OP(w), MLK_TASK_INDEX(w), (uint32_t)ev,
+                             (uint32_t)idx, run->epoch * (uint32_t)mlk_event_start_value(e, idx),
+                             atomic_load(&run->sm->counters[e->base + idx])};
+  }
+  sim_abort(run);
+}
+
+/* Yields first (the producer is usually running), then sleeps a little so that an oversubscribed
+ * machine is not burnt by spinning threads, looking whether the run is stuck meanwhile. */
+static void blocked_pause(SimRun *run, unsigned spin) {
+  if (spin < 64) {
+    sched_yield();
+    return;
+  }
+  check_stuck(run);
+  sleep_ns(spin < 1024 ? 2000 : 50000);
+}
+
+/* Waits until counter `index` of event `event` reaches this run's target. Returns 0 when it did,
+ * -1 when the run was aborted (stuck, or failed elsewhere). */
+static int wait_counter(SimThread *th, MlkTaskWord word, int event, int64_t index) {
   SimRun *run = th->run;
-  uint32_t v = atomic_load_explicit(c, memory_order_acquire);
-  if (mlk_counter_reached(v, target))
+  const MlkEventDesc *e = &run->m->desc->events[event];
+  _Atomic uint32_t *c = &run->sm->counters[e->base + index];
+  uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, index);
+  if (mlk_counter_reached(atomic_load_explicit(c, memory_order_acquire), target))
     return 0;
-  uint64_t deadline = now_ns() + run->timeout_ns;
+  atomic_store_explicit(&th->wait_word, word, memory_order_relaxed);
+  atomic_store_explicit(&th->wait_event, event, memory_order_relaxed);
+  atomic_store_explicit(&th->wait_index, index, memory_order_relaxed);
+  th_block(th, TH_WAITING);
   for (unsigned spin = 0;; spin++) {
     if (atomic_load_explicit(&run->abort, memory_order_relaxed))
       return -1;
-    /* Yield first (the producer is usually running), then sleep a little so that an
-     * oversubscribed machine is not burnt by spinning threads. */
-    if (spin < 64)
-      sched_yield();
-    else
-      sleep_ns(spin < 1024 ? 2000 : 50000);
-    v = atomic_load_explicit(c, memory_order_acquire);
-    if (mlk_counter_reached(v, target))
+    if (mlk_counter_reached(atomic_load_explicit(c, memory_order_acquire), target)) {
+      th_wake(th);
       return 0;
-    if (now_ns() >= deadline)
-      break;
+    }
+    blocked_pause(run, spin);
   }
-  if (atomic_exchange_explicit(&run->err_flag, 1u, memory_order_acq_rel) == 0) {
-    run->err.flag = 1;
-    run->err.block = (uint32_t)th->queue;
-    run->err.op = MLK_TASK_OP(word);
-    run->err.task = MLK_TASK_INDEX(word);
-    run->err.event = (uint32_t)event;
-    run->err.index = (uint32_t)index;
-    run->err.expected = target;
-    run->err.observed = v;
+}
+
+/* drop_event, static schedule: holds a producer of the dropped event until a consumer of it has
+ * passed the checker in this run, or nothing else can run (then the held producers go one at a
+ * time, so that a queue that gets past its producers finds the others' still held). Returns -1
+ * when the run was aborted. */
+static int hold_producer(SimThread *th) {
+  SimRun *run = th->run;
+  th_block(th, TH_HELD);
+  for (unsigned spin = 0;; spin++) {
+    if (atomic_load_explicit(&run->abort, memory_order_relaxed))
+      return -1;
+    int granted = 1;
+    if (atomic_load(&run->drop_checked) == run->serial ||
+        atomic_compare_exchange_strong(&run->hold_grant, &granted, 0)) {
+      th_wake(th);
+      return 0;
+    }
+    blocked_pause(run, spin);
   }
-  sim_abort(run);
-  return -1;
 }
 
 /* ---- operands and tiles ---- */
@@ -529,9 +672,9 @@ static void push_consumers(SimRun *run, int ei, int64_t idx) {
   const MlkModelDesc *d = run->m->desc;
   const MlkEventDesc *e = &d->events[ei];
   SimKernel *sk = run->sk;
-  int first_op = d->kernels[run->kernel].first_op;
-  pthread_mutex_lock(&run->mu);
-  int pushed = 0;
+  if (run->threaded)
+    pthread_mutex_lock(&run->mu);
+  int64_t pushed = 0;
   for (int w = 0; w < run->sm->nwaiters[ei]; w++) {
     int c = run->sm->waiters[ei][w];
     const SimOp *co = &run->sm->ops[c];
@@ -539,50 +682,36 @@ static void push_consumers(SimRun *run, int ei, int64_t idx) {
     int64_t t1 = e->map == MLK_MAP_ALL ? d->ops[c].ntasks - 1 : idx;
     for (int64_t t = t0; t <= t1; t++)
       if (--sk->pending[co->first + t] == 0) {
-        sk->ready[run->nready++] = MLK_TASK_WORD(c - first_op, t);
-        pushed = 1;
+        sk->ready[run->nready++] = task_word(run, c, t);
+        pushed++;
       }
   }
-  if (pushed) {
-    run->progress_ns = now_ns();
-    pthread_cond_broadcast(&run->cv);
+  if (run->threaded) {
+    /* A waiter per new task (not all of them for each: on a loaded machine every needless wakeup
+     * costs a time slice). */
+    if (pushed >= run->sb->threads)
+      pthread_cond_broadcast(&run->cv);
+    else
+      for (int64_t i = 0; i < pushed; i++)
+        pthread_cond_signal(&run->cv);
+    pthread_mutex_unlock(&run->mu);
   }
-  pthread_mutex_unlock(&run->mu);
 }
 
-/* Runs one task: its waits (static schedule), the checker, the tile, the notifies. Returns -1 when
- * the run was aborted. */
-static int run_task(SimThread *th, MlkTaskWord word) {
-  SimRun *run = th->run;
+/* The part of a task that follows its waits: the checker, the tile, the notifies (and, under the
+ * dynamic schedule, the consumers they make ready). `sm_index` is the simulated SM that runs it
+ * (trace records). Returns -1 when the run failed. */
+static int exec_task(SimRun *run, int sm_index, MlkTaskWord word, uint64_t *rec) {
   const MlkModelDesc *d = run->m->desc;
   SimModel *sm = run->sm;
-  int o = d->kernels[run->kernel].first_op + (int)MLK_TASK_OP(word);
-  int64_t task = MLK_TASK_INDEX(word);
+  int64_t task;
+  int o = word_op_index(run, word, &task);
   const SimOp *so = &sm->ops[o];
-  uint64_t *rec = run->trace ? run->trace + (so->first + task) * MLK_TRACE_WORDS : NULL;
   if (rec) {
-    rec[MLK_TRACE_START] = now_ns();
-    rec[MLK_TRACE_BLOCK] = (uint64_t)(uint32_t)th->queue;
+    rec[MLK_TRACE_READY] = now_ns();
+    rec[MLK_TRACE_BLOCK] = (uint64_t)(uint32_t)sm_index;
     rec[MLK_TRACE_TASK] = word;
   }
-  if (run->sb->max_delay_us > 0)
-    sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
-  if (!run->dynamic)
-    for (int w = 0; w < so->nwaits; w++) {
-      const MlkEventDesc *e = &d->events[so->waits[w]];
-      int64_t idx = mlk_event_wait_index(e, task);
-      uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
-      if (wait_counter(th, &sm->counters[e->base + idx], target, word, so->waits[w], idx))
-        return -1;
-    }
-  if (so->delayed) {
-    uint64_t until = now_ns() + SIM_DROP_HOLD_NS;
-    while (atomic_load(&run->drop_checked) != run->serial && now_ns() < until &&
-           !atomic_load_explicit(&run->abort, memory_order_relaxed))
-      sleep_ns(50000);
-  }
-  if (rec)
-    rec[MLK_TRACE_READY] = now_ns();
   if (run->sb->check && check_task(run, o, task))
     return -1;
   if (so->dropped_consumer)
@@ -613,6 +742,39 @@ static int run_task(SimThread *th, MlkTaskWord word) {
   return 0;
 }
 
+/* The trace record of task `word` of this run, or NULL when the run is not traced. */
+static uint64_t *task_record(const SimRun *run, MlkTaskWord word) {
+  if (!run->trace)
+    return NULL;
+  int64_t task;
+  const SimOp *so = word_op(run, word, &task);
+  return run->trace + (so->first + task) * MLK_TRACE_WORDS;
+}
+
+/* Runs one task on a host thread (threaded mode): its random delay, its waits and the drop_event
+ * hold (static schedule), then exec_task. Returns -1 when the run was aborted. */
+static int run_task(SimThread *th, MlkTaskWord word) {
+  SimRun *run = th->run;
+  const MlkModelDesc *d = run->m->desc;
+  int64_t task;
+  const SimOp *so = word_op(run, word, &task);
+  uint64_t *rec = task_record(run, word);
+  if (rec)
+    rec[MLK_TRACE_START] = now_ns();
+  if (run->sb->max_delay_us > 0)
+    sleep_ns((long)(xorshift(&th->rng) % ((uint64_t)run->sb->max_delay_us + 1)) * 1000);
+  if (run->dynamic) /* ready by construction; held producers are taken last (dynamic_pick) */
+    return exec_task(run, th->queue, word, rec);
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    if (wait_counter(th, word, so->waits[w], mlk_event_wait_index(e, task)))
+      return -1;
+  }
+  if (so->delayed && hold_producer(th))
+    return -1;
+  return exec_task(run, th->queue, word, rec);
+}
+
 static void *static_worker(void *arg) {
   SimThread *th = arg;
   SimRun *run = th->run;
@@ -623,13 +785,13 @@ static void *static_worker(void *arg) {
     if (run_task(th, sk->words[i]))
       return NULL;
   }
+  th_done(th);
   return NULL;
 }
 
-/* No task became ready and none finished for a whole timeout: record, as a timed-out wait would,
- * the first task that never became ready and a counter it still lacks. Called under run->mu.
- * Returns 0 when every unfinished task is ready or running (slow, not stuck). */
-static int report_stall(SimRun *run) {
+/* Dynamic schedule, no task ready and none running (threaded: under run->mu): record, as a
+ * timed-out wait would, the first task that never became ready and a counter it still lacks. */
+static void report_stall(SimRun *run) {
   const MlkModelDesc *d = run->m->desc;
   const MlkKernelDesc *k = &d->kernels[run->kernel];
   const SimModel *sm = run->sm;
@@ -653,10 +815,30 @@ static int report_stall(SimRun *run) {
       if (atomic_exchange(&run->err_flag, 1u) == 0)
         run->err = (MlkDevError){1, MLK_DEV_BLOCK_READY_QUEUE, (uint32_t)(o - k->first_op),
                                  (uint32_t)t, (uint32_t)ei, (uint32_t)idx, target, seen};
-      return 1;
+      return;
     }
   }
-  return 0;
+}
+
+/* Threaded, dynamic, under run->mu: the index in the ready queue of the task to take now, or -1.
+ * A random ready task (every order the dependencies allow can happen), but a producer of the
+ * dropped event only when no other task is ready and none is running (then nothing else can make
+ * one ready). */
+static int64_t dynamic_pick(SimRun *run) {
+  const SimKernel *sk = run->sk;
+  if (run->nready == 0)
+    return -1;
+  if (run->sb->drop_event < 0)
+    return (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+  int64_t free_tasks = 0, t;
+  for (int64_t i = 0; i < run->nready; i++)
+    free_tasks += !word_op(run, sk->ready[i], &t)->delayed;
+  if (free_tasks == 0)
+    return run->nrunning ? -1 : (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+  int64_t k = (int64_t)(xorshift(&run->rng) % (uint64_t)free_tasks);
+  for (int64_t i = 0;; i++)
+    if (!word_op(run, sk->ready[i], &t)->delayed && k-- == 0)
+      return i;
 }
 
 static void *dynamic_worker(void *arg) {
@@ -665,34 +847,33 @@ static void *dynamic_worker(void *arg) {
   SimKernel *sk = run->sk;
   pthread_mutex_lock(&run->mu);
   while (!atomic_load(&run->abort) && run->ndone < sk->ntasks) {
-    if (run->nready > 0) {
-      /* Pop a random ready task: every order the dependencies allow can happen. */
-      int64_t i = (int64_t)(xorshift(&run->rng) % (uint64_t)run->nready);
+    int64_t i = dynamic_pick(run);
+    if (i >= 0) {
       MlkTaskWord word = sk->ready[i];
       sk->ready[i] = sk->ready[--run->nready];
+      run->nrunning++;
       pthread_mutex_unlock(&run->mu);
       int failed = run_task(th, word);
       pthread_mutex_lock(&run->mu);
+      run->nrunning--;
       run->ndone++;
-      run->progress_ns = now_ns();
+      /* Waiters wait for pushes (push_consumers wakes them) or the end. When this was the last
+       * running task, this thread itself sees next what can still run (a held task) or that
+       * nothing can. */
       if (run->ndone == sk->ntasks)
         pthread_cond_broadcast(&run->cv);
       if (failed)
         break;
       continue;
     }
-    uint64_t deadline = run->progress_ns + run->timeout_ns, now = now_ns();
-    if (now >= deadline) {
-      if (report_stall(run)) {
-        atomic_store(&run->abort, 1);
-        pthread_cond_broadcast(&run->cv);
-        break;
-      }
-      run->progress_ns = now; /* only running tasks left: wait for them */
-      continue;
+    /* Only a running task can make another ready: none, and nothing to take, is stuck. */
+    if (run->nrunning == 0) {
+      report_stall(run);
+      atomic_store(&run->abort, 1);
+      pthread_cond_broadcast(&run->cv);
+      break;
     }
-    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
-    pthread_cond_timedwait(&run->cv, &run->mu, &ts);
+    pthread_cond_wait(&run->cv, &run->mu);
   }
   pthread_mutex_unlock(&run->mu);
   return NULL;
@@ -709,10 +890,254 @@ static void dynamic_init(SimRun *run) {
     for (int64_t t = 0; t < d->ops[o].ntasks; t++) {
       sk->pending[so->first + t] = so->nwaits;
       if (so->nwaits == 0)
-        sk->ready[run->nready++] = MLK_TASK_WORD(o - k->first_op, t);
+        sk->ready[run->nready++] = task_word(run, o, t);
     }
   }
-  run->progress_ns = now_ns();
+}
+
+/* ---- the deterministic mode ----
+ *
+ * One host thread plays every SM. At each step the scheduler picks one runnable choice and runs
+ * that task whole (exec_task): under the static schedule a choice is an SM whose next task has all
+ * its waits met, under the dynamic one a ready task. Since a task's waits, check, tile and
+ * notifies happen in one step, the checker sees every order of whole tasks that the events allow,
+ * and a seed replays exactly the same one.
+ *
+ * Which choice: PCT (probabilistic concurrency testing, Burckhardt et al., ASPLOS 2010) over the
+ * threads of the schedule, the SMs (static) or the tasks, each a thread of one step (dynamic).
+ * With n threads, k steps (the kernel's tasks) and depth d: the threads get the priorities d ..
+ * d + n - 1 in a random order, change steps k_1 .. k_{d-1} are drawn from [1, k], and each step
+ * runs the runnable thread of highest priority, except that at step k_i that thread first drops to
+ * priority i. A missing dependency that shows under d ordering constraints is then hit with
+ * probability >= 1 / (n * k^(d-1)) per run. The producers of a dropped event (drop_event) run only
+ * when nothing else can, so that its consumers go first wherever the queues let them. No choice
+ * while tasks remain: the run is stuck, and is reported at once with the record a timed-out wait
+ * would write.
+ */
+enum { SIM_MAX_PCT_DEPTH = 16, SIM_DEFAULT_PCT_DEPTH = 3, SIM_MAX_EXPLORE = 1000000 };
+
+typedef struct SimPct {
+  int64_t *prio;                         /* per thread */
+  int64_t change[SIM_MAX_PCT_DEPTH - 1]; /* change step k_i is change[i - 1] */
+  int nchange;
+} SimPct;
+
+/* Random priorities for n threads and the change steps of a run of k steps. */
+static int pct_init(SimRun *run, SimPct *p, int64_t n, int64_t k) {
+  int d = run->sb->pct_depth;
+  if (!(p->prio = MLK_CALLOC((size_t)n, sizeof *p->prio, "scheduler priorities")))
+    return -1;
+  for (int64_t i = 0; i < n; i++)
+    p->prio[i] = d + i;
+  for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+    int64_t j = (int64_t)(xorshift(&run->rng) % (uint64_t)(i + 1)), x = p->prio[i];
+    p->prio[i] = p->prio[j];
+    p->prio[j] = x;
+  }
+  p->nchange = 0;
+  while (p->nchange < d - 1 && p->nchange < k) {
+    int64_t c = 1 + (int64_t)(xorshift(&run->rng) % (uint64_t)k);
+    int dup = 0;
+    for (int i = 0; i < p->nchange; i++)
+      dup |= p->change[i] == c;
+    if (!dup)
+      p->change[p->nchange++] = c;
+  }
+  return 0;
+}
+
+/* The priority a thread drops to at `step` (i for change step k_i), or 0 when it is none. */
+static int64_t pct_change_at(const SimPct *p, int64_t step) {
+  for (int i = 0; i < p->nchange; i++)
+    if (p->change[i] == step)
+      return i + 1;
+  return 0;
+}
+
+/* Whether every counter task `t` of op `o` waits on has reached this run's target. */
+static int waits_met(const SimRun *run, const SimOp *so, int64_t t) {
+  const MlkModelDesc *d = run->m->desc;
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    int64_t idx = mlk_event_wait_index(e, t);
+    uint32_t v = atomic_load_explicit(&run->sm->counters[e->base + idx], memory_order_relaxed);
+    if (!mlk_counter_reached(v, run->epoch * (uint32_t)mlk_event_start_value(e, idx)))
+      return 0;
+  }
+  return 1;
+}
+
+/* Static, drop_event: how many producers of the dropped event SM q must still run before it
+ * reaches its next consumer of that event (INT64_MAX: none is left in its queue). */
+static int64_t held_ahead(const SimRun *run, const uint32_t *cur, int q) {
+  const SimKernel *sk = run->sk;
+  int64_t n = 0;
+  for (uint32_t i = cur[q]; i < sk->qoff[q + 1]; i++) {
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[i], &t);
+    if (so->dropped_consumer)
+      return n;
+    n += so->delayed;
+  }
+  return INT64_MAX;
+}
+
+/* Static: the SM to run next, or -1 when none can run: of the SMs whose head task has all its
+ * waits met, the one of highest priority whose head is no producer of the dropped event; else the
+ * SM that such producers keep from its next consumer the least (releasing as few producers as
+ * possible before a consumer runs), by priority among equals. */
+static int det_pick_sm(const SimRun *run, const SimPct *p, const uint32_t *cur) {
+  const SimKernel *sk = run->sk;
+  int best = -1, held = -1;
+  int64_t held_n = 0;
+  for (int q = 0; q < run->sb->threads; q++) {
+    if (cur[q] >= sk->qoff[q + 1])
+      continue;
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[cur[q]], &t);
+    if (!waits_met(run, so, t))
+      continue;
+    if (!so->delayed) {
+      if (best < 0 || p->prio[q] > p->prio[best])
+        best = q;
+      continue;
+    }
+    int64_t n = held_ahead(run, cur, q);
+    if (held < 0 || n < held_n || (n == held_n && p->prio[q] > p->prio[held])) {
+      held = q;
+      held_n = n;
+    }
+  }
+  return best >= 0 ? best : held;
+}
+
+/* Static: the run is stuck. Records, as a timed-out wait would, the blocked queue head with the
+ * smallest task number (every producer it lacks comes later in the kernel's order, or never) and
+ * its first counter that is short. */
+static void det_report_static(SimRun *run, const uint32_t *cur) {
+  const MlkModelDesc *d = run->m->desc;
+  const SimKernel *sk = run->sk;
+  int bq = -1;
+  int64_t bg = INT64_MAX;
+  for (int q = 0; q < run->sb->threads; q++) {
+    if (cur[q] >= sk->qoff[q + 1])
+      continue;
+    int64_t t;
+    const SimOp *so = word_op(run, sk->words[cur[q]], &t);
+    if (so->first + t < bg) {
+      bg = so->first + t;
+      bq = q;
+    }
+  }
+  MlkTaskWord word = sk->words[cur[bq]];
+  int64_t t;
+  const SimOp *so = word_op(run, word, &t);
+  for (int w = 0; w < so->nwaits; w++) {
+    const MlkEventDesc *e = &d->events[so->waits[w]];
+    int64_t idx = mlk_event_wait_index(e, t);
+    uint32_t target = run->epoch * (uint32_t)mlk_event_start_value(e, idx);
+    uint32_t seen = atomic_load(&run->sm->counters[e->base + idx]);
+    if (!mlk_counter_reached(seen, target)) {
+      atomic_store(&run->err_flag, 1u);
+      run->err = (MlkDevError){1, (uint32_t)bq, MLK_TASK_OP(word), MLK_TASK_INDEX(word),
+                               (uint32_t)so->waits[w], (uint32_t)idx, target, seen};
+      return;
+    }
+  }
+}
+
+static mlk_status det_static(SimRun *run, SimPct *p) {
+  const SimKernel *sk = run->sk;
+  uint32_t *cur = MLK_CALLOC((size_t)run->sb->threads, sizeof *cur, "queue cursors");
+  if (!cur)
+    return MLK_ERR_NOMEM;
+  for (int q = 0; q < run->sb->threads; q++)
+    cur[q] = sk->qoff[q];
+  for (int64_t step = 1;; step++) {
+    int q = det_pick_sm(run, p, cur);
+    int64_t drop = q >= 0 ? pct_change_at(p, step) : 0;
+    if (drop) {
+      p->prio[q] = drop;
+      q = det_pick_sm(run, p, cur);
+    }
+    if (q < 0) {
+      for (int i = 0; i < run->sb->threads; i++)
+        if (cur[i] < sk->qoff[i + 1]) {
+          det_report_static(run, cur);
+          break;
+        }
+      break;
+    }
+    MlkTaskWord word = sk->words[cur[q]++];
+    uint64_t *rec = task_record(run, word);
+    if (rec)
+      rec[MLK_TRACE_START] = now_ns();
+    if (exec_task(run, q, word, rec))
+      break;
+  }
+  free(cur);
+  return MLK_OK;
+}
+
+/* Dynamic: the index in the ready queue of the task to run next (highest priority, producers of
+ * the dropped event last), or -1 when none is ready. */
+static int64_t det_pick_ready(const SimRun *run, const SimPct *p) {
+  int64_t best = -1, held = -1, bp = 0, hp = 0;
+  for (int64_t i = 0; i < run->nready; i++) {
+    int64_t t;
+    const SimOp *so = word_op(run, run->sk->ready[i], &t);
+    int64_t pr = p->prio[so->first + t];
+    if (so->delayed ? held < 0 || pr > hp : best < 0 || pr > bp) {
+      if (so->delayed) {
+        held = i;
+        hp = pr;
+      } else {
+        best = i;
+        bp = pr;
+      }
+    }
+  }
+  return best >= 0 ? best : held;
+}
+
+static mlk_status det_dynamic(SimRun *run, SimPct *p) {
+  SimKernel *sk = run->sk;
+  for (int64_t step = 1;; step++) {
+    int64_t i = det_pick_ready(run, p);
+    int64_t drop = i >= 0 ? pct_change_at(p, step) : 0;
+    if (drop) {
+      int64_t t;
+      const SimOp *so = word_op(run, sk->ready[i], &t);
+      p->prio[so->first + t] = drop;
+      i = det_pick_ready(run, p);
+    }
+    if (i < 0) {
+      if (run->ndone < sk->ntasks)
+        report_stall(run);
+      break;
+    }
+    MlkTaskWord word = sk->ready[i];
+    sk->ready[i] = sk->ready[--run->nready];
+    uint64_t *rec = task_record(run, word);
+    if (rec)
+      rec[MLK_TRACE_START] = now_ns();
+    /* SMs are interchangeable here: the trace spreads the steps over them. */
+    if (exec_task(run, (int)((step - 1) % run->sb->threads), word, rec))
+      break;
+    run->ndone++;
+  }
+  return MLK_OK;
+}
+
+/* Runs the kernel on this thread, the SMs interleaved by the seeded PCT scheduler. */
+static mlk_status det_run(SimRun *run) {
+  SimPct p;
+  int64_t n = run->dynamic ? run->sk->ntasks : run->sb->threads;
+  if (pct_init(run, &p, n, run->sk->ntasks))
+    return MLK_ERR_NOMEM;
+  mlk_status st = run->dynamic ? det_dynamic(run, &p) : det_static(run, &p);
+  free(p.prio);
+  return st;
 }
 
 /* ---- vtable ---- */
@@ -723,13 +1148,15 @@ static double sim_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace);
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                uint64_t *trace);
 
+/* No deadline: the simulator sees a stuck run as such (timeout_ns is the GPU's). */
 static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
                           MlkDevError *err, double *ms, uint64_t *trace) {
+  (void)timeout_ns;
   double t0 = ms ? sim_now_ms() : 0;
-  mlk_status st = sim_run_inner(m, kernel, epoch, timeout_ns, err, trace);
+  mlk_status st = sim_run_inner(m, kernel, epoch, err, trace);
   if (ms)
     *ms = sim_now_ms() - t0;
   return st;
@@ -750,44 +1177,32 @@ static mlk_status init_sync(SimRun *run) {
   return MLK_OK;
 }
 
-static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
-                                MlkDevError *err, uint64_t *trace) {
-  const SimBackend *sb = m->be->impl;
-  SimModel *sm = m->impl;
-  if (++sm->serial == 0) /* 0 is what the stamps start as */
-    sm->serial = 1;
-  SimRun *run = MLK_CALLOC(1, sizeof *run, "simulator run");
-  if (!run)
-    return MLK_ERR_NOMEM;
-  *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
-                  .epoch = epoch, .serial = sm->serial, .timeout_ns = timeout_ns, .trace = trace};
-  mlk_sim_schedule sched = sb->schedule;
-  if (sched == MLK_SIM_AS_COMPILED)
-    sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
-  run->dynamic = sched == MLK_SIM_DYNAMIC;
-  atomic_init(&run->abort, 0);
-  atomic_init(&run->drop_checked, 0u);
-  atomic_init(&run->err_flag, 0u);
-  atomic_init(&run->failed, 0);
+/* Runs the kernel on a host thread per SM. */
+static mlk_status threaded_run(SimRun *run) {
+  const SimBackend *sb = run->sb;
   mlk_status st = MLK_OK;
-  if (run->dynamic) {
-    if ((st = init_sync(run))) {
-      free(run);
-      return st;
-    }
-    run->rng = (sb->seed ^ ((uint64_t)run->serial * 0xd1b54a32d192ed03u)) | 1u;
-    dynamic_init(run);
-  }
+  if (run->dynamic && (st = init_sync(run)))
+    return st;
   SimThread *th = MLK_CALLOC((size_t)sb->threads, sizeof *th, "simulator threads");
   pthread_t *tid = th ? MLK_CALLOC((size_t)sb->threads, sizeof *tid, "simulator thread ids") : NULL;
   if (!tid)
     st = MLK_ERR_NOMEM;
-  int started = 0;
+  /* Every thread counts as running from the start, so that none looks stuck before all began. */
   for (int q = 0; q < sb->threads && st == MLK_OK; q++) {
     th[q].run = run;
     th[q].queue = q;
     /* Reproducible per (seed, queue, epoch), different across runs so that epochs see new orders. */
-    th[q].rng = (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)epoch << 40)) | 1u;
+    th[q].rng =
+        (sb->seed ^ ((uint64_t)(q + 1) * 0x9e3779b97f4a7c15u) ^ ((uint64_t)run->epoch << 40)) | 1u;
+    atomic_init(&th[q].state, TH_RUNNING);
+    atomic_init(&th[q].wait_word, 0u);
+    atomic_init(&th[q].wait_event, 0);
+    atomic_init(&th[q].wait_index, 0);
+  }
+  run->threads = th;
+  atomic_init(&run->running, (uint64_t)sb->threads);
+  int started = 0;
+  for (int q = 0; q < sb->threads && st == MLK_OK; q++) {
     int rc = pthread_create(&tid[q], NULL, run->dynamic ? dynamic_worker : static_worker, &th[q]);
     if (rc) {
       st = MLK_ERROR_AT(MLK_ERR_NOMEM, "pthread_create(simulator thread %d of %d) failed: %s", q,
@@ -808,6 +1223,37 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     pthread_mutex_destroy(&run->mu);
     pthread_cond_destroy(&run->cv);
   }
+  return st;
+}
+
+/* One run of the kernel under one schedule. */
+static mlk_status sim_run_once(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                               uint64_t *trace) {
+  const SimBackend *sb = m->be->impl;
+  SimModel *sm = m->impl;
+  if (++sm->serial == 0) /* 0 is what the stamps start as */
+    sm->serial = 1;
+  SimRun *run = MLK_CALLOC(1, sizeof *run, "simulator run");
+  if (!run)
+    return MLK_ERR_NOMEM;
+  *run = (SimRun){.m = m, .sb = sb, .sm = sm, .sk = &sm->kernels[kernel], .kernel = kernel,
+                  .epoch = epoch, .serial = sm->serial, .trace = trace};
+  mlk_sim_schedule sched = sb->schedule;
+  if (sched == MLK_SIM_AS_COMPILED)
+    sched = m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC ? MLK_SIM_DYNAMIC : MLK_SIM_STATIC;
+  run->dynamic = sched == MLK_SIM_DYNAMIC;
+  run->threaded = sb->mode == MLK_SIM_THREADED;
+  atomic_init(&run->abort, 0);
+  atomic_init(&run->drop_checked, 0u);
+  atomic_init(&run->hold_grant, 0);
+  atomic_init(&run->err_flag, 0u);
+  atomic_init(&run->failed, 0);
+  /* The pop order (threaded, dynamic) or the whole schedule (deterministic): reproducible per
+   * (seed, run serial), different from run to run. */
+  run->rng = mix64(sb->seed ^ mix64(run->serial)) | 1u;
+  if (run->dynamic)
+    dynamic_init(run);
+  mlk_status st = run->threaded ? threaded_run(run) : det_run(run);
   /* A checker failure is the cause of whatever else went wrong after it. */
   if (st == MLK_OK && atomic_load(&run->failed))
     st = mlk_set_error(run->fail_st, "%s", run->fail_msg);
@@ -815,6 +1261,101 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, uint64
     *err = run->err;
   free(run);
   return st;
+}
+
+/* The model's state a run starts from: every buffer and counter (exploration). */
+typedef struct SimSnapshot {
+  char *bytes;   /* the buffers, one after the other (mlk_model.cap bytes each) */
+  uint32_t *counters;
+} SimSnapshot;
+
+static mlk_status snapshot_take(const mlk_model *m, SimSnapshot *s) {
+  const SimModel *sm = m->impl;
+  size_t total = 0;
+  for (int i = 0; i < m->desc->ntensors; i++)
+    total += m->cap[i];
+  s->bytes = MLK_CALLOC(total ? total : 1, 1, "exploration snapshot");
+  s->counters = s->bytes ? MLK_CALLOC((size_t)m->desc->ncounters + 1, sizeof *s->counters,
+                                      "exploration snapshot") : NULL;
+  if (!s->counters) {
+    free(s->bytes);
+    return MLK_ERR_NOMEM;
+  }
+  size_t off = 0;
+  for (int i = 0; i < m->desc->ntensors; off += m->cap[i], i++)
+    memcpy(s->bytes + off, sm->bufs[i], m->cap[i]);
+  for (int64_t c = 0; c < m->desc->ncounters; c++)
+    s->counters[c] = atomic_load_explicit(&sm->counters[c], memory_order_relaxed);
+  return MLK_OK;
+}
+
+static void snapshot_restore(mlk_model *m, const SimSnapshot *s) {
+  SimModel *sm = m->impl;
+  size_t off = 0;
+  for (int i = 0; i < m->desc->ntensors; off += m->cap[i], i++)
+    memcpy(sm->bufs[i], s->bytes + off, m->cap[i]);
+  for (int64_t c = 0; c < m->desc->ncounters; c++)
+    atomic_store_explicit(&sm->counters[c], s->counters[c], memory_order_relaxed);
+}
+
+static void snapshot_free(SimSnapshot *s) {
+  free(s->bytes);
+  free(s->counters);
+}
+
+/* Fails (MLK_ERR_INVALID) when the buffers differ from `first`, the values schedule 0 left. */
+static mlk_status compare_schedules(const mlk_model *m, int kernel, const SimSnapshot *first,
+                                    int schedule, int nschedules) {
+  const SimModel *sm = m->impl;
+  const MlkModelDesc *d = m->desc;
+  size_t off = 0;
+  for (int i = 0; i < d->ntensors; off += m->cap[i], i++) {
+    const unsigned char *a = (const unsigned char *)first->bytes + off, *b = sm->bufs[i];
+    if (!memcmp(a, b, m->cap[i]))
+      continue;
+    size_t es = mlk_dtype_size(d->tensors[i].dtype), e = 0;
+    while (!memcmp(a + e * es, b + e * es, es))
+      e++;
+    return mlk_set_error(MLK_ERR_INVALID, "race in megakernel '%s': schedules 1 and %d of %d left "
+                         "different values in '%s' (element %zu): an order the events allow changes "
+                         "the result, so a dependency is missing", d->kernels[kernel].name,
+                         schedule + 1, nschedules, d->tensors[i].name, e);
+  }
+  return MLK_OK;
+}
+
+/* The deterministic mode's exploration: the same run under `explore` schedules (each a new serial,
+ * so a new interleaving), every one from the state the run started from, stopping at the first that
+ * fails (the checker, a stuck run) or leaves other values than the first (a race the checker did not
+ * model, or with the checker off). The model is left as the last schedule left it. */
+static mlk_status sim_run_explore(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                  uint64_t *trace, int explore) {
+  SimSnapshot start, first;
+  mlk_status st = snapshot_take(m, &start);
+  if (st)
+    return st;
+  memset(&first, 0, sizeof first);
+  for (int i = 0; i < explore && st == MLK_OK && !err->flag; i++) {
+    if (i > 0)
+      snapshot_restore(m, &start);
+    st = sim_run_once(m, kernel, epoch, err, trace);
+    if (st == MLK_ERR_INVALID)
+      st = mlk_set_error(st, "%s (schedule %d of %d explored in this run)", mlk_last_error(), i + 1,
+                         explore);
+    else if (st == MLK_OK && !err->flag)
+      st = i == 0 ? snapshot_take(m, &first) : compare_schedules(m, kernel, &first, i, explore);
+  }
+  snapshot_free(&start);
+  snapshot_free(&first);
+  return st;
+}
+
+static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, MlkDevError *err,
+                                uint64_t *trace) {
+  const SimBackend *sb = m->be->impl;
+  if (sb->explore > 1)
+    return sim_run_explore(m, kernel, epoch, err, trace, sb->explore);
+  return sim_run_once(m, kernel, epoch, err, trace);
 }
 
 static mlk_status sim_upload(mlk_model *m, int tensor, const void *src, size_t bytes) {
@@ -895,6 +1436,50 @@ static void sim_model_fini(mlk_model *m) {
   m->impl = NULL;
 }
 
+/* Every op's lists of the events it waits on and notifies (SimOp.waits, .notifies, carved out of
+ * sm->event_list, nevent_refs ints: the desc's own lists, MlkOpDesc.wait0, ...), and each event's
+ * waiting ops (sm->waiters): everything else in the simulator, both modes and the stall reports,
+ * reads the events of an op through these lists. The dropped event (`drop`, -1: none) is left out
+ * of its consumers' waits and marks its notifiers and waiters. Returns -1 when out of memory. */
+static int build_op_events(const MlkModelDesc *d, SimModel *sm, int drop) {
+  int *next = sm->event_list;
+  for (int o = 0; o < d->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    SimOp *so = &sm->ops[o];
+    so->waits = next;
+    for (int r = op->wait0; r < op->wait0 + op->nwaits; r++) {
+      int ev = d->event_refs[r];
+      if (ev == drop)
+        so->dropped_consumer = 1;
+      else
+        so->waits[so->nwaits++] = ev;
+      sm->nwaiters[ev]++;
+    }
+    next += so->nwaits;
+    so->notifies = next;
+    for (int r = op->notify0; r < op->notify0 + op->nnotifies; r++) {
+      int ev = d->event_refs[r];
+      if (ev == drop)
+        so->delayed = 1;
+      so->notifies[so->nnotifies++] = ev;
+    }
+    next += so->nnotifies;
+  }
+  for (int i = 0; i < d->nevents; i++) {
+    if (!(sm->waiters[i] = MLK_CALLOC((size_t)(sm->nwaiters[i] ? sm->nwaiters[i] : 1),
+                                      sizeof *sm->waiters[i], "event waiters")))
+      return -1;
+    sm->nwaiters[i] = 0;
+  }
+  for (int o = 0; o < d->nops; o++)
+    for (int r = d->ops[o].wait0; r < d->ops[o].wait0 + d->ops[o].nwaits; r++) {
+      int ev = d->event_refs[r];
+      if (ev != drop)
+        sm->waiters[ev][sm->nwaiters[ev]++] = o;
+    }
+  return 0;
+}
+
 static mlk_status sim_model_init(mlk_model *m) {
   const MlkModelDesc *d = m->desc;
   const SimBackend *sb = m->be->impl;
@@ -920,49 +1505,15 @@ static mlk_status sim_model_init(mlk_model *m) {
     goto fail;
   for (int64_t i = 0; i < d->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
-  /* Each op's lists are its own (MlkOpDesc.wait0, ...), less the waits on a dropped event. */
   size_t nrefs = (size_t)d->nevent_refs, nev = (size_t)(d->nevents ? d->nevents : 1);
   if (!(sm->ops = MLK_CALLOC((size_t)d->nops, sizeof *sm->ops, "op events")) ||
       !(sm->event_list = MLK_CALLOC(nrefs ? nrefs : 1, sizeof *sm->event_list, "event lists")) ||
       !(sm->waiters = MLK_CALLOC(nev, sizeof *sm->waiters, "event waiters")) ||
-      !(sm->nwaiters = MLK_CALLOC(nev, sizeof *sm->nwaiters, "event waiter counts")))
+      !(sm->nwaiters = MLK_CALLOC(nev, sizeof *sm->nwaiters, "event waiter counts")) ||
+      build_op_events(d, sm, sb->drop_event))
     goto fail;
-  int *next = sm->event_list;
-  for (int o = 0; o < d->nops; o++) {
-    const MlkOpDesc *op = &d->ops[o];
-    SimOp *so = &sm->ops[o];
-    so->waits = next;
-    for (int r = op->wait0; r < op->wait0 + op->nwaits; r++) {
-      int ev = d->event_refs[r];
-      if (ev == sb->drop_event)
-        so->dropped_consumer = 1;
-      else
-        so->waits[so->nwaits++] = ev;
-      sm->nwaiters[ev]++;
-    }
-    next += so->nwaits;
-    so->notifies = next;
-    for (int r = op->notify0; r < op->notify0 + op->nnotifies; r++) {
-      int ev = d->event_refs[r];
-      if (ev == sb->drop_event)
-        so->delayed = 1;
-      so->notifies[so->nnotifies++] = ev;
-    }
-    next += so->nnotifies;
-    op_accesses(d, o, so);
-  }
-  for (int i = 0; i < d->nevents; i++) {
-    if (!(sm->waiters[i] = MLK_CALLOC((size_t)(sm->nwaiters[i] ? sm->nwaiters[i] : 1),
-                                      sizeof *sm->waiters[i], "event waiters")))
-      goto fail;
-    sm->nwaiters[i] = 0;
-  }
   for (int o = 0; o < d->nops; o++)
-    for (int r = d->ops[o].wait0; r < d->ops[o].wait0 + d->ops[o].nwaits; r++) {
-      int ev = d->event_refs[r];
-      if (ev != sb->drop_event)
-        sm->waiters[ev][sm->nwaiters[ev]++] = o;
-    }
+    op_accesses(d, o, &sm->ops[o]);
   if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {
@@ -1023,6 +1574,19 @@ static const MlkBackendOps sim_ops = {
     .run = sim_run,
 };
 
+/* MLK_SIM_MODE: deterministic or threaded (unset or empty: deterministic). */
+static mlk_status env_mode(mlk_sim_mode *mode) {
+  const char *v = getenv("MLK_SIM_MODE");
+  if (!v || !*v || !strcmp(v, "deterministic"))
+    *mode = MLK_SIM_DETERMINISTIC;
+  else if (!strcmp(v, "threaded"))
+    *mode = MLK_SIM_THREADED;
+  else
+    return mlk_set_error(MLK_ERR_INVALID, "environment variable MLK_SIM_MODE='%s' is not deterministic "
+                         "or threaded", v);
+  return MLK_OK;
+}
+
 mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out) {
   mlk_sim_options o;
   memset(&o, 0, sizeof o);
@@ -1040,8 +1604,24 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   if (o.drop_event < 0)
     return mlk_set_error(MLK_ERR_INVALID, "simulator drop_event must be >= 0 (event e is e + 1, 0: none), "
                          "got %d", o.drop_event);
+  if ((unsigned)o.mode > MLK_SIM_THREADED)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator mode %d is not default (0), deterministic (1) or "
+                         "threaded (2)", (int)o.mode);
+  if (o.pct_depth < 0 || o.pct_depth > SIM_MAX_PCT_DEPTH)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator pct_depth must be in [1, %d] (0: default), got %d",
+                         SIM_MAX_PCT_DEPTH, o.pct_depth);
+  if (o.explore < 0 || o.explore > SIM_MAX_EXPLORE)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator explore must be in [1, %d] (0: default), got %d",
+                         SIM_MAX_EXPLORE, o.explore);
   int64_t v;
   mlk_status st;
+  if (o.mode == MLK_SIM_MODE_DEFAULT && (st = env_mode(&o.mode)))
+    return st;
+  /* Delays reorder real threads; the deterministic mode's order is its scheduler's alone. */
+  if (o.max_delay_us && o.mode != MLK_SIM_THREADED)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator max_delay_us = %d: random delays apply to the "
+                         "threaded mode only (mode = MLK_SIM_THREADED or MLK_SIM_MODE=threaded)",
+                         o.max_delay_us);
   if (o.threads == 0) {
     if ((st = mlk_env_int("MLK_SIM_THREADS", 1, 4096, 8, &v)))
       return st;
@@ -1053,6 +1633,20 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
       return st;
     o.seed = (uint64_t)v;
   }
+  if (o.pct_depth == 0) {
+    if ((st = mlk_env_int("MLK_SIM_PCT_DEPTH", 1, SIM_MAX_PCT_DEPTH, SIM_DEFAULT_PCT_DEPTH, &v)))
+      return st;
+    o.pct_depth = (int)v;
+  }
+  if (o.explore == 0) {
+    if ((st = mlk_env_int("MLK_SIM_EXPLORE", 1, SIM_MAX_EXPLORE, 1, &v)))
+      return st;
+    o.explore = (int)v;
+  }
+  /* Threads cannot be rewound to replay a run from its start. */
+  if (o.explore > 1 && o.mode != MLK_SIM_DETERMINISTIC)
+    return mlk_set_error(MLK_ERR_INVALID, "simulator explore = %d: exploring schedules needs the "
+                         "deterministic mode", o.explore);
   int check = !o.no_check;
   if (check) {
     if ((st = mlk_env_int("MLK_SIM_CHECK", 0, 1, 1, &v)))
@@ -1065,8 +1659,12 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
     free(be);
     return MLK_ERR_NOMEM;
   }
+  int det = o.mode == MLK_SIM_DETERMINISTIC;
   sb->threads = o.threads;
   sb->seed = o.seed;
+  sb->mode = o.mode;
+  sb->pct_depth = o.pct_depth;
+  sb->explore = o.explore;
   sb->max_delay_us = o.max_delay_us;
   sb->schedule = o.schedule;
   sb->check = check;
@@ -1074,9 +1672,18 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   be->ops = &sim_ops;
   be->is_gpu = 0;
   be->impl = sb;
-  /* "CPU simulator (8 threads, seed 1)", with whatever is not a default after the seed. */
-  size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d threads, seed %llu",
-                                o.threads, (unsigned long long)o.seed);
+  /* Both modes see a stuck run as such, with no deadline. */
+  be->stall_exact = 1;
+  /* "CPU simulator (8 SMs, deterministic, seed 1)" or "CPU simulator (8 threads, seed 1)", with
+   * whatever is not a default after the seed. */
+  size_t len = (size_t)snprintf(be->name, sizeof be->name, "CPU simulator (%d %s, seed %llu",
+                                o.threads, det ? "SMs, deterministic" : "threads",
+                                (unsigned long long)o.seed);
+  if (det && o.pct_depth != SIM_DEFAULT_PCT_DEPTH && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", PCT depth %d", o.pct_depth);
+  if (o.explore > 1 && len < sizeof be->name)
+    len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", %d schedules per run",
+                            o.explore);
   if (o.max_delay_us && len < sizeof be->name)
     len += (size_t)snprintf(be->name + len, sizeof be->name - len, ", delays up to %d us",
                             o.max_delay_us);

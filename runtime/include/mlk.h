@@ -26,12 +26,16 @@
  *
  * Backends. The GPU backend uses the CUDA driver API, loaded at run time (libcuda.so.1), so the
  * same binary runs on a machine without a GPU and falls back to the CPU simulator, which runs the
- * very same task queues and event counters on host threads with C reference tiles.
+ * very same task queues and event counters with C reference tiles: by default deterministically
+ * (one host thread interleaves the simulated SMs in an order a seed chooses and replays), or on a
+ * host thread per SM (mlk_sim_options.mode).
  *
  * Environment: MLK_BACKEND=gpu|cpu overrides MLK_BACKEND_AUTO; MLK_WAIT_TIMEOUT_MS sets the
- * deadline of a single wait (default 2000); MLK_SIM_THREADS, MLK_SIM_SEED and MLK_SIM_CHECK tune
- * the simulator; MLK_KV_CONTEXT sets the tokens per sequence a paged KV cache holds (2048) and
- * MLK_KV_PAGES the pages of its pool, where mlk_model_options does not say.
+ * deadline of a single wait on the GPU (default 2000; the simulator needs none: it sees when no
+ * task can run any more); MLK_SIM_MODE, MLK_SIM_THREADS, MLK_SIM_SEED, MLK_SIM_PCT_DEPTH,
+ * MLK_SIM_EXPLORE and MLK_SIM_CHECK tune the simulator; MLK_KV_CONTEXT sets the tokens per
+ * sequence a paged KV cache holds (2048) and MLK_KV_PAGES the pages of its pool, where
+ * mlk_model_options does not say.
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
  * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
@@ -76,19 +80,44 @@ typedef enum mlk_backend_kind {
 
 typedef enum mlk_sim_schedule {
   MLK_SIM_AS_COMPILED, /* each megakernel's own schedule (MlkKernelDesc.schedule) */
-  MLK_SIM_STATIC,      /* per-thread queues built by the host, whatever was compiled */
-  MLK_SIM_DYNAMIC      /* a shared ready queue: a task is pushed when its last counter completes */
+  MLK_SIM_STATIC,      /* per-SM queues built by the host, whatever was compiled */
+  MLK_SIM_DYNAMIC      /* a shared ready queue: a task is ready when its last counter completes */
 } mlk_sim_schedule;
 
+/* How the simulator interleaves its simulated SMs (docs/runtime.md, "CPU simulator"). */
+typedef enum mlk_sim_mode {
+  MLK_SIM_MODE_DEFAULT,  /* MLK_SIM_MODE=deterministic|threaded, else deterministic */
+  /* One host thread runs the SMs cooperatively: at each step a seeded scheduler (PCT, below)
+   * picks which runnable SM runs its next task, whole (waits, checker, tile, notifies). The same
+   * seed replays the same interleaving; a run whose SMs are all blocked is reported at once. */
+  MLK_SIM_DETERMINISTIC,
+  /* A host thread per SM, real concurrency: the OS picks the interleaving (with optional random
+   * delays). For the memory ordering of the protocol itself. A stuck run is reported once every
+   * thread is blocked on a counter nothing can complete (no deadline). */
+  MLK_SIM_THREADED
+} mlk_sim_mode;
+
 typedef struct mlk_sim_options {
-  int threads;       /* host threads acting as SMs (0: MLK_SIM_THREADS or 8) */
-  uint64_t seed;     /* seed of the random delays and orders (0: MLK_SIM_SEED or 1) */
-  int max_delay_us;  /* random delay before each task, 0..max (0: none) */
+  int threads;       /* simulated SMs, one host thread each in the threaded mode (0:
+                        MLK_SIM_THREADS or 8) */
+  uint64_t seed;     /* seed of the schedule, the random delays and orders (0: MLK_SIM_SEED or 1) */
+  int max_delay_us;  /* threaded mode: random delay before each task, 0..max (0: none) */
   mlk_sim_schedule schedule;
   int no_check;      /* 1: skip the dependency checker (on by default, MLK_SIM_CHECK=0 also) */
-  int drop_event;    /* test hook: waits on this event index are skipped and its producers
-                        delayed, so the checker must report a missing dependency (0: none;
-                        event e is given as e + 1) */
+  int drop_event;    /* test hook: waits on this event index are skipped and its producers held
+                        back, so the checker must report a missing dependency (0: none; event e
+                        is given as e + 1) */
+  mlk_sim_mode mode;
+  /* Deterministic mode: the depth d of the PCT scheduler (random SM priorities, d - 1 priority
+   * change points per run), in [1, 16] (0: MLK_SIM_PCT_DEPTH or 3). A missing dependency that
+   * needs d ordering constraints to show is hit with probability >= 1 / (n * k^(d-1)) per run of
+   * k tasks on n SMs (static schedule; dynamic: n = k, the tasks). */
+  int pct_depth;
+  /* Deterministic mode: schedules each run tries (0: MLK_SIM_EXPLORE or 1). Every schedule starts
+   * from the state the run started from; the run fails at the first that the checker fails, that
+   * gets stuck, or that leaves other values than the first (a race). With a per-run probability p
+   * of hitting a bug (above), N schedules miss it with probability <= (1 - p)^N. */
+  int explore;
 } mlk_sim_options;
 
 mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);
@@ -175,7 +204,8 @@ mlk_status mlk_model_get_tensor(mlk_model *m, int tensor, void *data, size_t byt
 /* Fill a tensor with a byte pattern (0xff gives NaN in f32 and bf16): tests poison outputs. */
 mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte);
 /* Run megakernel `kernel` (index into desc->kernels) once and wait for it. Fails if a param or input
- * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out. */
+ * was never set, or with MLK_ERR_DEADLOCK naming the task and event if a wait timed out (GPU) or
+ * could never complete (simulator). */
 mlk_status mlk_model_run(mlk_model *m, int kernel);
 /* The same, and *ms gets the run's elapsed time: on the GPU between CUDA events recorded around
  * the launch (device time, no host synchronization included), on the CPU simulator wall time. */

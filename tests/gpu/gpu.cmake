@@ -30,8 +30,8 @@ target_link_libraries(test_diff_gpu PRIVATE mlkrt m)
 add_test(NAME gpu_diff_odd_ops COMMAND test_diff_gpu 0)
 set_tests_properties(gpu_diff_odd_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
 # the same harness on any machine: the simulator's dynamic schedule against its static one
-add_test(NAME sim_diff_odd_ops COMMAND test_diff_gpu 0 sim)
-set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 120)
+add_test(NAME sim_diff_odd_ops COMMAND test_diff_gpu ${MLK_TEST_SEED} sim)
+set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 300)
 
 # Matvecs at batches up to 64 (tests/gpu/batch_ops.mlk: the tensor-core path above 8 rows), the
 # same harness; batches 9, 16, 33, 64 and 1 (from the model's range).
@@ -48,8 +48,8 @@ target_include_directories(test_diff_batch PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
 target_link_libraries(test_diff_batch PRIVATE mlkrt m)
 add_test(NAME gpu_diff_batch_ops COMMAND test_diff_batch 0)
 set_tests_properties(gpu_diff_batch_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
-add_test(NAME sim_diff_batch_ops COMMAND test_diff_batch 0 sim)
-set_tests_properties(sim_diff_batch_ops PROPERTIES TIMEOUT 120)
+add_test(NAME sim_diff_batch_ops COMMAND test_diff_batch ${MLK_TEST_SEED} sim)
+set_tests_properties(sim_diff_batch_ops PROPERTIES TIMEOUT 300)
 
 # The same differential test with odd_ops compiled for the dynamic schedule (blocks take tasks from
 # a ticket counter): on the GPU against the simulator (its own dynamic ready queue).

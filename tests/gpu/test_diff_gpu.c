@@ -169,7 +169,8 @@ int main(int argc, char **argv) {
     else
       blist = argv[a];
   }
-  mlk_sim_options dyn = {.threads = 8, .seed = seed, .max_delay_us = 20, .schedule = MLK_SIM_DYNAMIC};
+  mlk_sim_options dyn = {.threads = 8, .seed = seed, .max_delay_us = 20, .schedule = MLK_SIM_DYNAMIC,
+                         .mode = MLK_SIM_THREADED};
   mlk_status st = sim_only ? mlk_backend_create_cpu(&dyn, &gpu) : mlk_backend_create(MLK_BACKEND_GPU, &gpu);
   if (st == MLK_ERR_NO_GPU) {
     printf("SKIP: %s\n", mlk_last_error());

@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
   int gpu = argc > 1 && !strcmp(argv[1], "gpu");
   const char *dir = argc > 2 ? argv[2] : ".";
   mlk_backend *be;
-  mlk_sim_options so = {.threads = 6, .max_delay_us = 20};
+  mlk_sim_options so = {.threads = 6, .max_delay_us = 20, .mode = MLK_SIM_THREADED};
   mlk_status st = gpu ? mlk_backend_create(MLK_BACKEND_GPU, &be) : mlk_backend_create_cpu(&so, &be);
   if (st == MLK_ERR_NO_GPU) {
     printf("SKIP: %s\n", mlk_last_error());

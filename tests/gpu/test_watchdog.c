@@ -1,5 +1,6 @@
 /* test_watchdog.c: a megakernel whose waits cannot complete must fail with a message naming the
- * task, its op and the event, within the wait deadline, and leave the backend usable.
+ * task, its op and the event, and leave the backend usable: on the GPU within the wait deadline,
+ * on the CPU simulator as soon as no task can run (it takes no deadline, so none is timed).
  *
  *   test_watchdog cpu|gpu
  *
@@ -83,7 +84,7 @@ int main(int argc, char **argv) {
     const char *msg = mlk_last_error();
     int ok = st == MLK_ERR_DEADLOCK && strstr(msg, "matvec@mlp.mlk:19") &&
              strstr(msg, "h (tiles of 16): matvec_relu@mlp.mlk:18 -> matvec@mlp.mlk:19") &&
-             strstr(msg, "expected 4 notifies, saw 0") && ms < 5000;
+             strstr(msg, "expected 4 notifies, saw 0") && (!gpu || ms < 5000);
     printf("%s: broken run %d returned %s after %.0f ms: %s\n", ok ? "ok" : "FAIL", run,
            mlk_status_name(st), ms, msg);
     failed += !ok;

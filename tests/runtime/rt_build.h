@@ -29,6 +29,7 @@ typedef struct RtB {
   MlkEventDesc events[RTB_MAX_EV];
   int refs[2 * RTB_MAX_EV];
   MlkKernelDesc kernels[RTB_MAX_K];
+  int variant_ops[RTB_MAX_K][RTB_MAX_OPS];
   MlkCacheDesc caches[RTB_MAX_C];
   int producer[RTB_MAX_T];                   /* last op of the current kernel writing a tensor */
   int cache_producer[RTB_MAX_C][RTB_MAX_LAYERS]; /* likewise per cache layer */
@@ -302,8 +303,9 @@ static inline int rtb_sample(RtB *b, const char *name, int out, int x, int u, in
   return o;
 }
 
-/* Lays out the counters and links the ops' event lists; the desc is then complete (b must not
- * move). Call again after changing events. */
+/* Lays out the counters, links the ops' event lists and sorts each kernel's ops into code
+ * variants, as mlkc does (graph_link_events, graph_assign_variants); the desc is then complete
+ * (b must not move). Call again after changing events or ops. */
 static inline const MlkModelDesc *rtb_done(RtB *b) {
   int64_t base = 0;
   for (int i = 0; i < b->desc.nevents; i++) {
@@ -312,6 +314,19 @@ static inline const MlkModelDesc *rtb_done(RtB *b) {
   }
   b->desc.ncounters = base;
   rt_link_events(&b->desc, b->ops, b->events, b->refs);
+  for (int k = 0; k < b->desc.nkernels; k++) {
+    MlkKernelDesc *kd = &b->kernels[k];
+    kd->variant_ops = b->variant_ops[k];
+    kd->nvariants = 0;
+    for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
+      int v = 0;
+      while (v < kd->nvariants && !mlk_op_same_variant(&b->ops[o], &b->ops[b->variant_ops[k][v]]))
+        v++;
+      if (v == kd->nvariants)
+        b->variant_ops[k][kd->nvariants++] = o;
+      b->ops[o].variant = v;
+    }
+  }
   return &b->desc;
 }
 

@@ -61,13 +61,16 @@ static inline int rt_finish(const char *name) {
 /* A test that hangs must fail, not stall CTest: every test arms this watchdog first. */
 static inline void rt_watchdog(unsigned seconds) { alarm(seconds); }
 
-/* ---- RNG: seeded from RT_SEED or the clock, and printed so a failure can be replayed ---- */
+/* ---- RNG: seeded from RT_SEED (CTest sets MLK_TEST_SEED there), else from the clock, and printed
+ * so a failure can be replayed ---- */
 
 static uint64_t rt_rng_state;
 
 static inline uint64_t rt_seed(void) {
   const char *s = getenv("RT_SEED");
-  uint64_t seed = s && *s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+  uint64_t seed = s && *s ? strtoull(s, NULL, 10) : 0;
+  if (seed == 0) /* unset or 0: a fresh one */
+    seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
   printf("seed %llu (replay with RT_SEED=%llu)\n", (unsigned long long)seed, (unsigned long long)seed);
   rt_rng_state = seed;
   return seed;

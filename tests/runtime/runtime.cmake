@@ -14,7 +14,7 @@ target_include_directories(runtime_errors PRIVATE ${PROJECT_SOURCE_DIR}/runtime)
 
 foreach(_t ${_rt_cpu_tests})
   add_test(NAME runtime_${_t} COMMAND runtime_${_t})
-  set_tests_properties(runtime_${_t} PROPERTIES TIMEOUT 180)
+  set_tests_properties(runtime_${_t} PROPERTIES TIMEOUT 180 ENVIRONMENT "RT_SEED=${MLK_TEST_SEED}")
 endforeach()
 
 # The GPU test runs two hand-written megakernels, compiled here from C to PTX by clang (PTX ISA 7.0
@@ -67,6 +67,6 @@ if(MLK_CUDA_INCLUDE)
   # The cubins of the fake never go to the user's cache: a directory of the build tree (the cache
   # test makes and removes its own directories).
   set_tests_properties(runtime_gpu_fake runtime_gpu_fake_launch runtime_gpu_fake_cache PROPERTIES
-                       ENVIRONMENT "LD_LIBRARY_PATH=${CMAKE_CURRENT_BINARY_DIR}/fake_cuda;MLK_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/fake_cubin_cache"
+                       ENVIRONMENT "LD_LIBRARY_PATH=${CMAKE_CURRENT_BINARY_DIR}/fake_cuda;MLK_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/fake_cubin_cache;RT_SEED=${MLK_TEST_SEED}"
                        SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()

@@ -4,8 +4,9 @@
  * The model is rt_llama.h's (every op kind but a plain eltwise function; 2 layers, a paged cache
  * of page 4 with MLK_KV_CONTEXT=16). Batch B in 1..4.
  *
- * Three copies of the model run the same decode steps in lockstep: as compiled static (with random
- * delays), as compiled dynamic, and static forced to the dynamic schedule on one thread. The batch
+ * Three copies of the model run the same decode steps in lockstep: as compiled static on threads
+ * with random delays, as compiled dynamic (deterministic), and static forced to the dynamic
+ * schedule on one deterministic SM. The batch
  * changes between phases (3, 1, 4, 2 rows); each row is a sequence that continues where it left
  * off, so positions run through every page of the cache and the caches carry over between runs,
  * epochs and batch sizes. Every step: logits and caches equal bitwise across the three, logits
@@ -305,9 +306,9 @@ int main(void) {
   setenv("MLK_KV_CONTEXT", "16", 1);
   new_params();
   mlk_sim_options opts[NMODELS] = {
-      {.threads = 4, .seed = 3, .max_delay_us = 10},
-      {.threads = 3, .seed = 11},
-      {.threads = 1, .seed = 5, .schedule = MLK_SIM_DYNAMIC},
+      {.threads = 4, .seed = 3, .max_delay_us = 10, .mode = MLK_SIM_THREADED},
+      {.threads = 3, .seed = 11, .mode = MLK_SIM_DETERMINISTIC},
+      {.threads = 1, .seed = 5, .schedule = MLK_SIM_DYNAMIC, .mode = MLK_SIM_DETERMINISTIC},
   };
   mlk_backend *be[NMODELS] = {NULL};
   for (int i = 0; i < NMODELS; i++) {

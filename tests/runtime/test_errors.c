@@ -129,6 +129,12 @@ static void test_validation(mlk_backend *be) {
   expect_invalid(be, &rm, "overlap");
   rm.events[3].base = 60;
   expect_invalid(be, &rm, "counters [60, 69) are outside the model's 63 counters");
+  /* Ends of ranges near INT64_MAX / INT_MAX in messages (signed overflows fuzz_desc found). */
+  rm.events[3].base = INT64_MAX;
+  expect_invalid(be, &rm, "counters [9223372036854775807, 9223372036854775807) are outside the model's "
+                 "63 counters");
+  rm.kernels[1].first_op = INT32_MAX;
+  expect_invalid(be, &rm, "kernel 1 'post': ops [2147483647, 2147483649) are out of range (6 ops)");
   rm.events[0].producer = 1;
   rm.events[0].consumer = 0;
   expect_invalid(be, &rm, "producer op 1 is not before consumer op 0");
@@ -291,6 +297,11 @@ static void test_validation_abi2(mlk_backend *be) {
        "'kv' (tensor 10) at offset 0, got tensor 12");
   CASE(b->ops[7].in[1].offset = 8, "op 7 'attention@llama:11[l=0]': in[1] must be the pool of cache 'kv'");
   CASE(b->ops[7].heads = 3, "op 7 'attention@llama:11[l=0]': heads 3 must be a multiple of kv_heads 2");
+  /* heads * head_dim would overflow (fuzz_desc) */
+  CASE(b->ops[7].heads = (int64_t)1 << 62, "op 7 'attention@llama:11[l=0]': heads 4611686018427387904 "
+       "must be a multiple of kv_heads 2 (at most 65536 times)");
+  CASE(b->ops[4].heads = (int64_t)1 << 62, "op 4 'rope@llama:8[l=0]': 4611686018427387904 heads of 8 are "
+       "not n = 32 columns");
   CASE(b->ops[7].head_dim = 4, "kv_heads 2 and head_dim 4 differ from cache 'kv' (2, 8)");
   CASE((b->ops[6].tile = 12, b->ops[6].ntasks = 2), "op 6 'kv_append@llama:10[l=0]': n 16 must be "
        "kv_heads * head_dim = 16 and tile 12 a multiple of head_dim");
@@ -426,7 +437,8 @@ static void test_backends(void) {
   setenv("MLK_SIM_THREADS", "3", 1);
   CHECK_OK(mlk_backend_create_cpu(NULL, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 SMs, deterministic, seed 1)"), "'%s'",
+          mlk_backend_name(be));
     mlk_backend_free(be);
   }
   unsetenv("MLK_SIM_THREADS");
@@ -437,19 +449,63 @@ static void test_backends(void) {
                "simulator schedule 7 is not as compiled (0), static (1) or dynamic (2)");
   mlk_sim_options baddrop = {.drop_event = -1};
   expect_error(mlk_backend_create_cpu(&baddrop, &be), MLK_ERR_INVALID, "simulator drop_event must be >= 0");
+  mlk_sim_options badmode = {.mode = (mlk_sim_mode)3};
+  expect_error(mlk_backend_create_cpu(&badmode, &be), MLK_ERR_INVALID,
+               "simulator mode 3 is not default (0), deterministic (1) or threaded (2)");
+  mlk_sim_options baddepth = {.pct_depth = 17};
+  expect_error(mlk_backend_create_cpu(&baddepth, &be), MLK_ERR_INVALID,
+               "simulator pct_depth must be in [1, 16] (0: default), got 17");
+  mlk_sim_options badexplore = {.explore = -2};
+  expect_error(mlk_backend_create_cpu(&badexplore, &be), MLK_ERR_INVALID,
+               "simulator explore must be in [1, 1000000] (0: default), got -2");
+  mlk_sim_options threxplore = {.explore = 2, .mode = MLK_SIM_THREADED};
+  expect_error(mlk_backend_create_cpu(&threxplore, &be), MLK_ERR_INVALID,
+               "simulator explore = 2: exploring schedules needs the deterministic mode");
+  setenv("MLK_SIM_EXPLORE", "x", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_EXPLORE='x' is not an integer in [1, 1000000]");
+  setenv("MLK_SIM_EXPLORE", "12", 1);
+  CHECK_OK(mlk_backend_create_cpu(NULL, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1, 12 schedules per run)"),
+          "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  unsetenv("MLK_SIM_EXPLORE");
+  mlk_sim_options detdelay = {.max_delay_us = 5, .mode = MLK_SIM_DETERMINISTIC};
+  expect_error(mlk_backend_create_cpu(&detdelay, &be), MLK_ERR_INVALID,
+               "simulator max_delay_us = 5: random delays apply to the threaded mode only");
+  /* Delays with the default mode take the environment's: deterministic unless it says threaded. */
+  mlk_sim_options envdelay = {.max_delay_us = 5};
+  expect_error(mlk_backend_create_cpu(&envdelay, &be), MLK_ERR_INVALID, "apply to the threaded mode only");
+  setenv("MLK_SIM_MODE", "threaded", 1);
+  CHECK_OK(mlk_backend_create_cpu(&envdelay, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1, delays up to 5 us)"), "'%s'",
+          mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
+  setenv("MLK_SIM_MODE", "racy", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_MODE='racy' is not deterministic or threaded");
+  unsetenv("MLK_SIM_MODE");
+  setenv("MLK_SIM_PCT_DEPTH", "0", 1);
+  expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
+               "environment variable MLK_SIM_PCT_DEPTH='0' is not an integer in [1, 16]");
+  unsetenv("MLK_SIM_PCT_DEPTH");
   setenv("MLK_SIM_CHECK", "2", 1);
   expect_error(mlk_backend_create_cpu(NULL, &be), MLK_ERR_INVALID,
                "environment variable MLK_SIM_CHECK='2' is not an integer in [0, 1]");
   setenv("MLK_SIM_CHECK", "0", 1);
   CHECK_OK(mlk_backend_create_cpu(NULL, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1, checker off)"), "'%s'",
-          mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1, checker off)"),
+          "'%s'", mlk_backend_name(be));
     mlk_backend_free(be);
   }
   unsetenv("MLK_SIM_CHECK");
   mlk_sim_options all = {.threads = 2, .seed = 4, .max_delay_us = 9, .schedule = MLK_SIM_STATIC,
-                         .no_check = 1, .drop_event = 3};
+                         .no_check = 1, .drop_event = 3, .mode = MLK_SIM_THREADED};
   CHECK_OK(mlk_backend_create_cpu(&all, &be));
   if (be) {
     CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (2 threads, seed 4, delays up to 9 us, static "
@@ -457,10 +513,20 @@ static void test_backends(void) {
           "'%s'", mlk_backend_name(be));
     mlk_backend_free(be);
   }
+  mlk_sim_options alldet = {.threads = 3, .seed = 5, .pct_depth = 1, .schedule = MLK_SIM_DYNAMIC,
+                            .drop_event = 1};
+  CHECK_OK(mlk_backend_create_cpu(&alldet, &be));
+  if (be) {
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (3 SMs, deterministic, seed 5, PCT depth 1, "
+                                        "dynamic schedule, dropping event 0)"),
+          "'%s'", mlk_backend_name(be));
+    mlk_backend_free(be);
+  }
   mlk_sim_options defaults = {0};
   CHECK_OK(mlk_backend_create_cpu(&defaults, &be));
   if (be) {
-    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 threads, seed 1)"), "'%s'", mlk_backend_name(be));
+    CHECK(!strcmp(mlk_backend_name(be), "CPU simulator (8 SMs, deterministic, seed 1)"), "'%s'",
+          mlk_backend_name(be));
     mlk_backend_free(be);
   }
   mlk_backend_free(NULL);
@@ -542,6 +608,8 @@ int main(void) {
   rt_watchdog(60);
   rt_seed();
   unsetenv("MLK_WAIT_TIMEOUT_MS");
+  unsetenv("MLK_SIM_MODE");
+  unsetenv("MLK_SIM_EXPLORE");
   rt_new_params(&data);
   rt_new_inputs(&data);
   test_helpers();

@@ -647,11 +647,13 @@ int main(void) {
   rt_seed();
   setenv("MLK_KV_CONTEXT", "24", 1);
   test_refs();
+  /* deterministic, then threaded with delays */
   static const struct { int threads; uint64_t seed; int delay; mlk_sim_schedule sched; } cfg[] = {
       {1, 1, 0, MLK_SIM_AS_COMPILED}, {4, 5, 0, MLK_SIM_DYNAMIC}, {3, 9, 20, MLK_SIM_STATIC}};
   for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
     mlk_sim_options opt = {.threads = cfg[c].threads, .seed = cfg[c].seed,
-                           .max_delay_us = cfg[c].delay, .schedule = cfg[c].sched};
+                           .max_delay_us = cfg[c].delay, .schedule = cfg[c].sched,
+                           .mode = cfg[c].delay ? MLK_SIM_THREADED : MLK_SIM_DETERMINISTIC};
     mlk_backend *be;
     CHECK_OK(mlk_backend_create_cpu(&opt, &be));
     if (!be)

@@ -30,7 +30,7 @@ function(llama_tiny_variant suffix dir)
 
   add_executable(test_llama_sim${suffix} ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_llama_sim.c)
   target_link_libraries(test_llama_sim${suffix} PRIVATE llama_tiny_model${suffix})
-  add_test(NAME sim_llama${suffix} COMMAND test_llama_sim${suffix})
+  add_test(NAME sim_llama${suffix} COMMAND test_llama_sim${suffix} ${MLK_TEST_SEED})
   set_tests_properties(sim_llama${suffix} PROPERTIES TIMEOUT 120)
 
   # The GPU test reuses the simulator test's harness (it includes test_llama_sim.c).

@@ -2,7 +2,7 @@
 # and event counters, against a sequential double reference.
 add_executable(test_mlp_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_mlp_sim.c)
 target_link_libraries(test_mlp_sim PRIVATE mlp_model)
-add_test(NAME sim_mlp COMMAND test_mlp_sim)
+add_test(NAME sim_mlp COMMAND test_mlp_sim ${MLK_TEST_SEED})
 
 # A sampled decode step (tests/sim/sample_tiny.mlk) through the generated typed API: each token is
 # the reference's for the model's logits and u, and the draws follow the kept probabilities.

@@ -2,8 +2,8 @@
  * 4 query heads over 2 kv heads of 16, vocab 96, paged KV) on the CPU simulator against the
  * sequential reference of examples/llama/llama_ref.c, step by step.
  *
- * For each simulator configuration (static / dynamic / as-compiled schedule, 1, 4 or 8 threads,
- * seeds, random delays on some) and each batch size of 1, 3 and 4 (changed with
+ * For each simulator configuration (deterministic or threaded, static / dynamic / as-compiled
+ * schedule, 1, 4 or 8 SMs, seeds, random delays on some threaded ones) and each batch size of 1, 3 and 4 (changed with
  * mlk_model_set_batch on one model object, growing or shrinking, and once on a fresh model), the
  * model and the reference run the same decode steps: row b lags row 0 by LT_LAG*b steps (it
  * re-decodes position 0 until its turn comes), so rows sit at different positions, and every row
@@ -19,9 +19,10 @@
  * On the first failure the model's f32 intermediates are printed next to the closest reference
  * value (which op differs) with the count of differing cache entries.
  * Also the dependency checker: with the drop_event hook on event 0 a run must fail and say
- * "missing dependency".
+ * "missing dependency" (deterministic mode, fixed schedule seeds 1 to 4, both schedules).
  *
- * Usage: test_llama_sim [SEED]   (default: the time; every line names the seeds it used)
+ * Usage: test_llama_sim [SEED]   (0 or none: the time; every line names the seeds it used; CTest
+ *                                passes MLK_TEST_SEED)
  *
  * The GPU test (tests/gpu/test_llama_gpu.c) includes this file with LLAMA_TEST_NO_MAIN defined and
  * reuses the harness.
@@ -725,11 +726,13 @@ static int lt_check_reference(void) {
 }
 
 #ifndef LLAMA_TEST_NO_MAIN
-/* The dependency checker: with waits on event 0 dropped (and its producers delayed) a decode must
- * fail with "missing dependency". Returns 1 on success (the failure was reported). */
+/* The dependency checker: with waits on event 0 dropped (and its producers held back) a decode must
+ * fail with "missing dependency". Deterministic, so a seed that catches it does so on every run.
+ * Returns 1 on success (the failure was reported). */
 static int lt_check_drop_event(const TinyWeights *w, mlk_sim_schedule sched, int threads,
                                uint64_t seed) {
-  mlk_sim_options opt = {.threads = threads, .seed = seed, .schedule = sched, .drop_event = 1};
+  mlk_sim_options opt = {.threads = threads, .seed = seed, .schedule = sched, .drop_event = 1,
+                         .mode = MLK_SIM_DETERMINISTIC};
   const char *sname = sched == MLK_SIM_STATIC ? "static" : sched == MLK_SIM_DYNAMIC ? "dynamic"
                                                                                       : "compiled";
   mlk_backend *be = NULL;
@@ -738,7 +741,7 @@ static int lt_check_drop_event(const TinyWeights *w, mlk_sim_schedule sched, int
   if (st == MLK_OK)
     st = lt_create(be, w, 1, &m);
   if (st != MLK_OK) {
-    printf("FAIL: drop_event 1 (%s, %d threads): setup: %s\n", sname, threads, mlk_last_error());
+    printf("FAIL: drop_event 1 (%s, %d SMs): setup: %s\n", sname, threads, mlk_last_error());
     mlk_backend_free(be);
     return 0;
   }
@@ -748,7 +751,7 @@ static int lt_check_drop_event(const TinyWeights *w, mlk_sim_schedule sched, int
   st = llama_tiny_decode(m);
   const char *msg = mlk_last_error();
   int ok = st != MLK_OK && strstr(msg, "missing dependency") != NULL;
-  printf("%s: drop_event 1 (waits on event 0 '%s' skipped), %s, %d threads, seed %llu: %s%s%s\n",
+  printf("%s: drop_event 1 (waits on event 0 '%s' skipped), %s, %d SMs, seed %llu: %s%s%s\n",
          ok ? "ok" : "FAIL", llama_tiny_desc.nevents > 0 ? llama_tiny_desc.events[0].name : "?",
          sname, threads, (unsigned long long)seed,
          st == MLK_OK ? "the run succeeded" : mlk_status_name(st), st == MLK_OK ? "" : ": ",
@@ -763,7 +766,9 @@ static const char *lt_sched_name(mlk_sim_schedule s) {
 }
 
 int main(int argc, char **argv) {
-  uint64_t base = argc > 1 ? strtoull(argv[1], NULL, 0) : (uint64_t)time(NULL);
+  uint64_t base = argc > 1 ? strtoull(argv[1], NULL, 0) : 0;
+  if (base == 0) /* none or 0: a fresh one (CTest passes MLK_TEST_SEED) */
+    base = (uint64_t)time(NULL);
   int passed = 0, failed = 0;
   printf("llama_tiny on the CPU simulator vs the sequential reference: base seed %llu "
          "(rerun: test_llama_sim %llu), tolerance rel L2 %g per row\n",
@@ -778,20 +783,24 @@ int main(int argc, char **argv) {
   lt_make_weights(base, &w);
 
   static const struct {
+    mlk_sim_mode mode;
     mlk_sim_schedule sched;
     int threads, delay_us;
   } cfgs[] = {
-      {MLK_SIM_STATIC, 1, 0},  {MLK_SIM_STATIC, 4, 20},  {MLK_SIM_STATIC, 8, 0},
-      {MLK_SIM_DYNAMIC, 1, 0}, {MLK_SIM_DYNAMIC, 4, 0},  {MLK_SIM_DYNAMIC, 8, 20},
-      {MLK_SIM_AS_COMPILED, 8, 10},
+      {MLK_SIM_DETERMINISTIC, MLK_SIM_STATIC, 1, 0},  {MLK_SIM_THREADED, MLK_SIM_STATIC, 4, 20},
+      {MLK_SIM_DETERMINISTIC, MLK_SIM_STATIC, 8, 0},  {MLK_SIM_DETERMINISTIC, MLK_SIM_DYNAMIC, 1, 0},
+      {MLK_SIM_THREADED, MLK_SIM_DYNAMIC, 4, 0},      {MLK_SIM_THREADED, MLK_SIM_DYNAMIC, 8, 20},
+      {MLK_SIM_THREADED, MLK_SIM_AS_COMPILED, 8, 10}, {MLK_SIM_DETERMINISTIC, MLK_SIM_AS_COMPILED, 4, 0},
   };
   static const int grow[] = {1, 3, 4}, shrink[] = {4, 3, 1};
   for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
     uint64_t seed = base + 101 * (ci + 1);
     mlk_sim_options opt = {.threads = cfgs[ci].threads, .seed = seed,
-                           .max_delay_us = cfgs[ci].delay_us, .schedule = cfgs[ci].sched};
+                           .max_delay_us = cfgs[ci].delay_us, .schedule = cfgs[ci].sched,
+                           .mode = cfgs[ci].mode};
     char label[160];
-    snprintf(label, sizeof label, "%s, %d threads, seed %llu, delays %d us",
+    snprintf(label, sizeof label, "%s, %s, %d SMs, seed %llu, delays %d us",
+             cfgs[ci].mode == MLK_SIM_THREADED ? "threaded" : "deterministic",
              lt_sched_name(cfgs[ci].sched), cfgs[ci].threads, (unsigned long long)seed,
              cfgs[ci].delay_us);
     mlk_backend *be = NULL;
@@ -833,8 +842,10 @@ int main(int argc, char **argv) {
     mlk_backend_free(be);
   }
 
-  lt_check_drop_event(&w, MLK_SIM_STATIC, 4, base + 7) ? passed++ : failed++;
-  lt_check_drop_event(&w, MLK_SIM_DYNAMIC, 4, base + 8) ? passed++ : failed++;
+  for (uint64_t s = 1; s <= 4; s++) {
+    lt_check_drop_event(&w, MLK_SIM_STATIC, 4, s) ? passed++ : failed++;
+    lt_check_drop_event(&w, MLK_SIM_DYNAMIC, 4, s) ? passed++ : failed++;
+  }
 
   lt_free_weights(&w);
   printf("%d passed, %d failed\n", passed, failed);

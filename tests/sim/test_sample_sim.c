@@ -32,7 +32,7 @@ static int failed;
 #define OK(st) CHECK((st) == MLK_OK, "%s:%d: %s", __FILE__, __LINE__, mlk_last_error())
 
 int main(void) {
-  mlk_sim_options opt = {.threads = 4, .seed = 7, .max_delay_us = 10};
+  mlk_sim_options opt = {.threads = 4, .seed = 7, .max_delay_us = 10, .mode = MLK_SIM_THREADED};
   mlk_backend *be;
   sample_tiny_model *m;
   if (mlk_backend_create_cpu(&opt, &be) != MLK_OK || sample_tiny_create(be, &m) != MLK_OK) {

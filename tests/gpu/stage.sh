@@ -2,7 +2,8 @@
 # stage.sh: copies what the GPU machine runs out of a build directory into a small one (the
 # device tool carries at most 64 MiB): the test and example binaries, stripped, and the PTX the
 # scripts read. Usage: sh tests/gpu/stage.sh [BUILD] [STAGE]   (defaults: build, build-device)
-# then on the GPU machine: BUILD=build-device sh tests/gpu/run_all_device.sh
+# then on the GPU machine: BUILD=build-device sh tests/gpu/run_all_device.sh, and the decode
+# benchmark: BUILD=build-device sh bench/decode/run.sh "$OUT" (its scripts come with the tree).
 set -eu
 BUILD=${1:-build}
 STAGE=${2:-build-device}
@@ -13,7 +14,7 @@ for f in test_mlp_gpu test_diff_gpu test_diff_gpu_dyn test_diff_batch test_trace
          runtime_gpu runtime_gpu_kernels.ptx mlp.sm_90a.ptx mlp.sm_80.ptx; do
   [ -f "$BUILD/tests/$f" ] && cp "$BUILD/tests/$f" "$STAGE/tests/"
 done
-for f in mlp_demo llama_bench llama_bench_dyn llama_bench_nosplit; do
+for f in mlp_demo llama_bench llama_bench_dyn llama_bench_nosplit decode_bench; do
   [ -f "$BUILD/examples/$f" ] && cp "$BUILD/examples/$f" "$STAGE/examples/"
 done
 [ -f "$BUILD/mlp_bench" ] && cp "$BUILD/mlp_bench" "$STAGE/"

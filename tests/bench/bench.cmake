@@ -1,0 +1,28 @@
+# tests/bench: bench/decode without a GPU. decode_bench built over the llama_tiny model of
+# tests/sim/llama_sim.cmake (included before this file) runs two small points on the CPU simulator
+# (bench_decode_tiny), and again through bench/decode/run.sh, the one command of the GPU machine,
+# with the floor and the peer left out (bench_decode_sim); bench/decode/report.py is checked on
+# canned inputs for every result a point can get (bench_decode_report). Included from
+# tests/CMakeLists.txt.
+add_executable(decode_bench_tiny ${PROJECT_SOURCE_DIR}/bench/decode/decode_bench.c)
+target_compile_definitions(decode_bench_tiny PRIVATE BENCH_DESC=llama_tiny_desc)
+target_link_libraries(decode_bench_tiny PRIVATE llama_tiny_model)
+# The KV context of the longest point + 1, weights set, both points timed (every step's outputs
+# checked); any message of decode_bench is a failure.
+set(_bd_point "median [0-9.]+ ms, p10 [0-9.]+, p90 [0-9.]+, min [0-9.]+ over 6 steps")
+add_test(NAME bench_decode_tiny COMMAND decode_bench_tiny --points=1:8,4:20 --steps=6)
+set_tests_properties(bench_decode_tiny PROPERTIES ENVIRONMENT "MLK_BACKEND=cpu" TIMEOUT 120
+  PASS_REGULAR_EXPRESSION "KV context 21.*\nweights: .*\nbatch  1, context     8: ${_bd_point}.*\nbatch  4, context    20: ${_bd_point}"
+  FAIL_REGULAR_EXPRESSION "decode_bench: ")
+
+find_package(Python3 COMPONENTS Interpreter)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME bench_decode_report
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/test_report.py ${PROJECT_SOURCE_DIR})
+  add_test(NAME bench_decode_sim
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/decode_sim.sh $<TARGET_FILE:decode_bench_tiny>
+                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(bench_decode_report bench_decode_sim PROPERTIES TIMEOUT 120)
+else()
+  message(WARNING "python3 not found: the bench/decode report tests are left out")
+endif()

@@ -134,11 +134,13 @@ void mlk_st_index_free(MlkStIndex *ix);
 
 /* ---- static scheduling (sched.c) ---- */
 
+/* The estimated cost of one task of op `op` covering `cols` output columns, for one batch row: the
+ * bytes it moves (weights dominate decode), plus a fixed cost for its waits and notifies (ops.c). */
+int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols);
 /* Builds the task queues of kernel `kernel` of `d` for `nqueues` queues: *qoff gets nqueues + 1
  * offsets into *words, which gets one task word per task of the kernel. Queue q is
  * words[qoff[q] .. qoff[q+1]). Both arrays come from malloc; the caller frees them. *ntasks (may be
  * NULL) gets the total task count. `d` must have been validated (mlk_desc_validate). */
-int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols);
 mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint32_t **qoff,
                            MlkTaskWord **words, int64_t *ntasks);
 
@@ -146,6 +148,31 @@ mlk_status mlk_sched_build(const MlkModelDesc *d, int kernel, int nqueues, uint3
 
 /* Checks everything the runtime and the generated kernels rely on; the message says what is wrong. */
 mlk_status mlk_desc_validate(const MlkModelDesc *d);
+/* MLK_ERR_INVALID with "invalid model description 'NAME' (SOURCE): <message>". */
+mlk_status mlk_desc_invalid(const MlkModelDesc *d, const char *fmt, ...) MLK_PRINTF(2, 3);
+
+/* The largest layer count, kv heads, head_dim and page of a cache (and kv heads and query heads
+ * per kv head of an attention): far beyond any model, small enough that products of a few of
+ * them stay far from overflow. */
+#define MLK_MAX_CACHE_DIM 65536
+
+/* ---- op kinds (ops.c): the host's knowledge of each, one section per kind ---- */
+
+/* Op `o` of `d` against its kind's rules (operands, sizes, attributes); the tensors and caches of
+ * `d` must have been validated. */
+mlk_status mlk_op_validate(const MlkModelDesc *d, int o);
+/* The columns (in mlk_tensor_cols terms) of one operand that the tasks of an op read or write:
+ * task t covers [base + t * step, min(base + t * step + width, end)); step 0: every task covers
+ * the same range. Tiled accesses have width == step. */
+typedef struct MlkAccess {
+  int tensor;
+  int64_t base, step, width, end;
+} MlkAccess;
+#define MLK_MAX_READS 5
+/* What each task of validated op `o` reads (reads[0 .. *nreads)) and writes; page tables are left
+ * out (no op writes them). The simulator's dependency checker holds the events to these. */
+void mlk_op_accesses(const MlkModelDesc *d, int o, MlkAccess reads[MLK_MAX_READS], int *nreads,
+                     MlkAccess *write);
 /* Bytes of tensor `t` as described (numel * dtype size: at batch_max; 0 for caches and page
  * tables, which are sized at model creation: see mlk_model.cap). */
 size_t mlk_tensor_bytes(const MlkTensorDesc *t);

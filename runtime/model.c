@@ -20,8 +20,7 @@
 /* Largest batch_max a description may declare (keeps page tables and byte sizes far from
  * overflow; a decode batch is at most a few hundred rows). */
 #define MLK_MAX_BATCH 65536
-/* Largest cache geometry (each of layers, kv_heads, head_dim, page) and MLK_KV_CONTEXT. */
-#define MLK_MAX_CACHE_DIM 65536
+/* Largest MLK_KV_CONTEXT (tokens per sequence of a KV cache). */
 #define MLK_MAX_KV_CONTEXT (1 << 24)
 
 /* ---- backends ---- */
@@ -85,8 +84,7 @@ size_t mlk_tensor_bytes(const MlkTensorDesc *t) {
 
 static const char *str_or(const char *s, const char *dflt) { return s ? s : dflt; }
 
-static mlk_status bad(const MlkModelDesc *d, const char *fmt, ...) MLK_PRINTF(2, 3);
-static mlk_status bad(const MlkModelDesc *d, const char *fmt, ...) {
+mlk_status mlk_desc_invalid(const MlkModelDesc *d, const char *fmt, ...) {
   char msg[768];
   va_list ap;
   va_start(ap, fmt);
@@ -95,7 +93,7 @@ static mlk_status bad(const MlkModelDesc *d, const char *fmt, ...) {
   return mlk_set_error(MLK_ERR_INVALID, "invalid model description '%s' (%s): %s",
                        str_or(d->name, "?"), str_or(d->source, "no source"), msg);
 }
-
+#define bad mlk_desc_invalid
 const char *mlk_tensor_kind_name(MlkTensorKind k) {
   switch (k) {
   case MLK_TENSOR_PARAM: return "param";
@@ -311,308 +309,6 @@ static mlk_status validate_caches(const MlkModelDesc *d) {
   return MLK_OK;
 }
 
-/* The tensor of operand `which` of op `o`: in range, of dtype `dt`, not a cache's, offset >= 0. */
-static mlk_status check_tensor(const MlkModelDesc *d, int o, const char *which, MlkArg a,
-                               MlkDType dt) {
-  const MlkOpDesc *op = &d->ops[o];
-  if (a.tensor < 0 || a.tensor >= d->ntensors)
-    return bad(d, "op %d '%s': %s is tensor %d, out of range (%d tensors)", o, op->name, which,
-               a.tensor, d->ntensors);
-  const MlkTensorDesc *td = &d->tensors[a.tensor];
-  if (td->kind == MLK_TENSOR_CACHE || td->kind == MLK_TENSOR_PAGES)
-    return bad(d, "op %d '%s': %s '%s' is a %s: only kv_append and attention take one, as their "
-               "cache operands", o, op->name, which, td->name, mlk_tensor_kind_name(td->kind));
-  if (td->dtype != dt)
-    return bad(d, "op %d '%s': %s '%s' is %s, expected %s", o, op->name, which, td->name,
-               mlk_dtype_name(td->dtype), mlk_dtype_name(dt));
-  if (a.offset < 0)
-    return bad(d, "op %d '%s': %s '%s' has a negative offset %lld", o, op->name, which, td->name,
-               (long long)a.offset);
-  return MLK_OK;
-}
-
-/* An operand read or written row by row: `cols` columns per row. The tensor is batched exactly
- * when the op is; a batched one is [batch_max, cols] at offset 0 (rows are `cols` apart, as the
- * tiles index them), any other holds the cols elements from its offset. */
-static mlk_status check_rows(const MlkModelDesc *d, int o, const char *which, MlkArg a, MlkDType dt,
-                             int64_t cols) {
-  mlk_status st = check_tensor(d, o, which, a, dt);
-  if (st)
-    return st;
-  const MlkOpDesc *op = &d->ops[o];
-  const MlkTensorDesc *td = &d->tensors[a.tensor];
-  if (td->batched != op->batched)
-    return bad(d, "op %d '%s' is %sbatched, but its %s '%s' is %sbatched", o, op->name,
-               op->batched ? "" : "not ", which, td->name, td->batched ? "" : "not ");
-  if (td->batched) {
-    int64_t row = td->numel / td->shape[0];
-    if (a.offset != 0 || row != cols)
-      return bad(d, "op %d '%s': %s '%s' has rows of %lld elements (offset %lld), the op reads rows "
-                 "of %lld columns at offset 0", o, op->name, which, td->name, (long long)row,
-                 (long long)a.offset, (long long)cols);
-  } else if (cols > td->numel || a.offset > td->numel - cols) {
-    return bad(d, "op %d '%s': %s '%s' has %lld elements, the op needs %lld from offset %lld", o,
-               op->name, which, td->name, (long long)td->numel, (long long)cols, (long long)a.offset);
-  }
-  return MLK_OK;
-}
-
-/* An operand every task reads whole (weights): not batched, `need` elements from its offset. */
-static mlk_status check_whole(const MlkModelDesc *d, int o, const char *which, MlkArg a,
-                              MlkDType dt, int64_t need) {
-  mlk_status st = check_tensor(d, o, which, a, dt);
-  if (st)
-    return st;
-  const MlkOpDesc *op = &d->ops[o];
-  const MlkTensorDesc *td = &d->tensors[a.tensor];
-  if (td->batched)
-    return bad(d, "op %d '%s': %s '%s' is batched, the op reads it whole", o, op->name, which,
-               td->name);
-  if (need > td->numel || a.offset > td->numel - need)
-    return bad(d, "op %d '%s': %s '%s' has %lld elements, the op needs %lld from offset %lld", o,
-               op->name, which, td->name, (long long)td->numel, (long long)need, (long long)a.offset);
-  return MLK_OK;
-}
-
-/* The op's output: a row operand that the op may write (not a param or input). */
-static mlk_status check_out(const MlkModelDesc *d, int o, MlkDType dt, int64_t cols) {
-  const MlkOpDesc *op = &d->ops[o];
-  if (op->out.tensor >= 0 && op->out.tensor < d->ntensors) {
-    MlkTensorKind k = d->tensors[op->out.tensor].kind;
-    if (k == MLK_TENSOR_PARAM || k == MLK_TENSOR_INPUT)
-      return bad(d, "op %d '%s' writes %s '%s'", o, op->name, mlk_tensor_kind_name(k),
-                 d->tensors[op->out.tensor].name);
-  }
-  return check_rows(d, o, "output", op->out, dt, cols);
-}
-
-/* Operands from in[first] on are unused by this kind and must be -1. */
-static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
-  const MlkOpDesc *op = &d->ops[o];
-  for (int j = first; j < 4; j++)
-    if (op->in[j].tensor != -1)
-      return bad(d, "op %d '%s': in[%d] is tensor %d, but this %s%s takes %d operand%s: unused "
-                 "operands must be -1", o, op->name, j, op->in[j].tensor,
-                 op->kind == MLK_OP_ELTWISE && first == 1 ? "unary " : "", mlk_op_kind_name(op->kind),
-                 first, first == 1 ? "" : "s");
-  return MLK_OK;
-}
-
-static mlk_status check_eps(const MlkModelDesc *d, int o) {
-  const MlkOpDesc *op = &d->ops[o];
-  if (!(op->eps >= 0.0f) || !isfinite(op->eps))
-    return bad(d, "op %d '%s': eps is %g, must be finite and >= 0", o, op->name, (double)op->eps);
-  return MLK_OK;
-}
-
-/* kv_append and attention: the cache, its layer and geometry, the pool and page-table operands. */
-static mlk_status check_cache_op(const MlkModelDesc *d, int o, const char *pool_which, MlkArg pool) {
-  const MlkOpDesc *op = &d->ops[o];
-  if (op->cache < 0 || op->cache >= d->ncaches)
-    return bad(d, "op %d '%s': cache %d out of range (%d caches)", o, op->name, op->cache,
-               d->ncaches);
-  const MlkCacheDesc *c = &d->caches[op->cache];
-  if (pool.tensor != c->tensor || pool.offset != 0)
-    return bad(d, "op %d '%s': %s must be the pool of cache '%s' (tensor %d) at offset 0, got "
-               "tensor %d at offset %lld", o, op->name, pool_which, c->name, c->tensor, pool.tensor,
-               (long long)pool.offset);
-  if (op->in[3].tensor != c->pages_tensor || op->in[3].offset != 0)
-    return bad(d, "op %d '%s': in[3] must be the page table of cache '%s' (tensor %d) at offset 0, "
-               "got tensor %d at offset %lld", o, op->name, c->name, c->pages_tensor,
-               op->in[3].tensor, (long long)op->in[3].offset);
-  if (op->layer < 0 || op->layer >= c->layers)
-    return bad(d, "op %d '%s': layer %d is outside cache '%s' (%lld layers)", o, op->name, op->layer,
-               c->name, (long long)c->layers);
-  if (op->kv_heads != c->kv_heads || op->head_dim != c->head_dim)
-    return bad(d, "op %d '%s': kv_heads %lld and head_dim %lld differ from cache '%s' (%lld, %lld)",
-               o, op->name, (long long)op->kv_heads, (long long)op->head_dim, c->name,
-               (long long)c->kv_heads, (long long)c->head_dim);
-  return MLK_OK;
-}
-
-static mlk_status validate_op(const MlkModelDesc *d, int o) {
-  const MlkOpDesc *op = &d->ops[o];
-  mlk_status st;
-  if ((unsigned)op->kind > MLK_OP_LAST)
-    return bad(d, "op %d '%s': kind %d is not a valid MlkOpKind", o, op->name, (int)op->kind);
-  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ELTWISE && op->fn != MLK_FN_NONE)
-    return bad(d, "op %d '%s': fn is %d, but this %s takes none", o, op->name, (int)op->fn,
-               mlk_op_kind_name(op->kind));
-  if (op->kind != MLK_OP_MATVEC && op->kind != MLK_OP_ARGMAX && op->kind != MLK_OP_SAMPLE &&
-      op->k != 0)
-    return bad(d, "op %d '%s': k is %lld, must be 0 for this %s", o, op->name, (long long)op->k,
-               mlk_op_kind_name(op->kind));
-  if ((op->kind != MLK_OP_ATTENTION || op->split <= 1) && op->min_chunk != 0)
-    return bad(d, "op %d '%s': min_chunk is %lld, must be 0 unless the op is a split attention", o,
-               op->name, (long long)op->min_chunk);
-  if (op->min_chunk < 0 || op->min_chunk > (1 << 24))
-    return bad(d, "op %d '%s': min_chunk is %lld, must be in [0, %d]", o, op->name,
-               (long long)op->min_chunk, 1 << 24);
-  if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->split != 0)
-    return bad(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
-               (long long)op->split, mlk_op_kind_name(op->kind));
-  switch (op->kind) {
-  case MLK_OP_MATVEC:
-    if (op->fn != MLK_FN_NONE && op->fn != MLK_FN_RELU && op->fn != MLK_FN_SILU && op->fn != MLK_FN_MUL)
-      return bad(d, "op %d '%s': a matvec epilogue must be none, relu, silu or mul, got fn %d", o,
-                 op->name, (int)op->fn);
-    if (op->fn == MLK_FN_MUL && op->in[2].tensor == -1)
-      return bad(d, "op %d '%s': a matvec with the mul epilogue needs its gate in[2]", o, op->name);
-    if (op->k < 1 || op->k > MLK_MATVEC_MAX_K)
-      return bad(d, "op %d '%s': k is %lld, must be in [1, %d]", o, op->name, (long long)op->k,
-                 MLK_MATVEC_MAX_K);
-    if (op->n > INT64_MAX / op->k)
-      return bad(d, "op %d '%s': n * k overflows", o, op->name);
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)) ||
-        (st = check_whole(d, o, "W", op->in[1], MLK_BF16, op->n * op->k)))
-      return st;
-    if (op->in[2].tensor != -1 && (st = check_rows(d, o, "residual", op->in[2], MLK_F32, op->n)))
-      return st;
-    if (op->in[3].tensor != -1 &&
-        ((st = check_whole(d, o, "norm weight", op->in[3], MLK_BF16, op->k)) || (st = check_eps(d, o))))
-      return st;
-    /* Tasks write their rows while others still read all of x: in place would race. */
-    if (op->out.tensor == op->in[0].tensor)
-      return bad(d, "op %d '%s': output and x are the same tensor", o, op->name);
-    return MLK_OK;
-  case MLK_OP_ELTWISE: {
-    int binary = op->fn == MLK_FN_ADD || op->fn == MLK_FN_MUL;
-    if ((unsigned)op->fn > MLK_FN_MUL)
-      return bad(d, "op %d '%s': an elementwise function must be none, relu, silu, add or mul, got "
-                 "fn %d", o, op->name, (int)op->fn);
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "a", op->in[0], MLK_F32, op->n)))
-      return st;
-    if (binary && (st = check_rows(d, o, "b", op->in[1], MLK_F32, op->n)))
-      return st;
-    return check_unused(d, o, binary ? 2 : 1);
-  }
-  case MLK_OP_GATHER:
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "ids", op->in[0], MLK_I32, 1)) ||
-        (st = check_whole(d, o, "table", op->in[1], MLK_BF16, op->n)))
-      return st;
-    return check_unused(d, o, 2);
-  case MLK_OP_RMSNORM:
-    if (op->ntasks != 1)
-      return bad(d, "op %d '%s': an rmsnorm is one task (tile >= n), got %lld", o, op->name,
-                 (long long)op->ntasks);
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)) ||
-        (st = check_whole(d, o, "weight", op->in[1], MLK_BF16, op->n)) || (st = check_eps(d, o)))
-      return st;
-    return check_unused(d, o, 2);
-  case MLK_OP_ROPE:
-    if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
-      return bad(d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld",
-                 o, op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
-    /* (head_dim divides n: comparing the quotient cannot overflow) */
-    if (op->heads != 0 && op->heads != op->n / op->head_dim)
-      return bad(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o, op->name,
-                 (long long)op->heads, (long long)op->head_dim, (long long)op->n);
-    if (!(op->theta > 0.0f) || !isfinite(op->theta) || !isfinite(op->rope_factor))
-      return bad(d, "op %d '%s': theta %g must be finite and > 0, rope_factor %g finite", o,
-                 op->name, (double)op->theta, (double)op->rope_factor);
-    if (op->rope_factor > 1.0f &&
-        (!(op->rope_low_freq > 0.0f) || !(op->rope_high_freq > op->rope_low_freq) ||
-         !isfinite(op->rope_high_freq) || op->rope_original_max_pos < 1))
-      return bad(d, "op %d '%s': Llama 3 rope scaling (factor %g) needs 0 < low_freq %g < high_freq %g "
-                 "and original_max_pos %lld >= 1", o, op->name, (double)op->rope_factor,
-                 (double)op->rope_low_freq, (double)op->rope_high_freq,
-                 (long long)op->rope_original_max_pos);
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)) ||
-        (st = check_rows(d, o, "positions", op->in[1], MLK_I32, 1)))
-      return st;
-    return check_unused(d, o, 2);
-  case MLK_OP_KV_APPEND:
-    if ((st = check_cache_op(d, o, "the output", op->out)))
-      return st;
-    if (op->n != op->kv_heads * op->head_dim || op->tile % op->head_dim)
-      return bad(d, "op %d '%s': n %lld must be kv_heads * head_dim = %lld and tile %lld a multiple "
-                 "of head_dim", o, op->name, (long long)op->n, (long long)(op->kv_heads * op->head_dim),
-                 (long long)op->tile);
-    if ((st = check_rows(d, o, "keys", op->in[0], MLK_F32, op->n)) ||
-        (st = check_rows(d, o, "values", op->in[1], MLK_F32, op->n)) ||
-        (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
-      return st;
-    return MLK_OK;
-  case MLK_OP_ATTENTION: {
-    if ((st = check_cache_op(d, o, "in[1]", op->in[1])))
-      return st;
-    if (op->split < 0 || op->split > MLK_ATTN_MAX_SPLIT)
-      return bad(d, "op %d '%s': split is %lld, must be in [0, %d]", o, op->name,
-                 (long long)op->split, MLK_ATTN_MAX_SPLIT);
-    if (op->heads < 1 || op->heads % op->kv_heads || op->heads / op->kv_heads > MLK_MAX_CACHE_DIM)
-      return bad(d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld (at most %d times)", o,
-                 op->name, (long long)op->heads, (long long)op->kv_heads, MLK_MAX_CACHE_DIM);
-    int64_t cols = op->heads * op->head_dim;
-    if (op->split <= 1) {
-      if (op->n != cols || op->tile % (op->heads / op->kv_heads * op->head_dim))
-        return bad(d, "op %d '%s': n %lld must be heads * head_dim = %lld and tile %lld a multiple "
-                   "of (heads / kv_heads) * head_dim", o, op->name, (long long)op->n,
-                   (long long)cols, (long long)op->tile);
-    } else {
-      /* the partials of a split: tasks of kvh kv heads' records, ceil(kv_heads / kvh) * split */
-      int64_t rec = mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim), kvh = op->tile / rec;
-      if (op->tile % rec || kvh < 1 || kvh > op->kv_heads ||
-          op->n != mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh))
-        return bad(d, "op %d '%s': split into %lld chunks, tile %lld must be kvh records of (heads "
-                   "/ kv_heads) * (head_dim + 2) = %lld (1 <= kvh <= kv_heads) and n %lld = "
-                   "ceil(kv_heads / kvh) * split * tile", o, op->name, (long long)op->split,
-                   (long long)op->tile, (long long)rec, (long long)op->n);
-    }
-    if ((st = check_out(d, o, MLK_F32, op->n)) || (st = check_rows(d, o, "q", op->in[0], MLK_F32, cols)) ||
-        (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
-      return st;
-    /* The tile accumulates into its output rows while it still reads q. */
-    if (op->out.tensor == op->in[0].tensor)
-      return bad(d, "op %d '%s': output and q are the same tensor", o, op->name);
-    return MLK_OK;
-  }
-  case MLK_OP_ATTN_REDUCE: {
-    if (op->split < 1 || op->split > MLK_ATTN_MAX_SPLIT)
-      return bad(d, "op %d '%s': split is %lld, must be in [1, %d]", o, op->name,
-                 (long long)op->split, MLK_ATTN_MAX_SPLIT);
-    if (op->kv_heads < 1 || op->head_dim < 1 || op->kv_heads > MLK_MAX_CACHE_DIM ||
-        op->head_dim > MLK_MAX_CACHE_DIM || op->heads < 1 || op->heads % op->kv_heads ||
-        op->heads / op->kv_heads > MLK_MAX_CACHE_DIM)
-      return bad(d, "op %d '%s': kv_heads %lld and head_dim %lld must be in [1, %d], heads %lld a "
-                 "multiple of kv_heads (at most %d times)", o, op->name, (long long)op->kv_heads,
-                 (long long)op->head_dim, MLK_MAX_CACHE_DIM, (long long)op->heads,
-                 MLK_MAX_CACHE_DIM);
-    int64_t per = op->heads / op->kv_heads * op->head_dim, kvh = op->tile / per;
-    if (op->n != op->heads * op->head_dim || op->tile % per || kvh < 1 || kvh > op->kv_heads)
-      return bad(d, "op %d '%s': n %lld must be heads * head_dim = %lld and tile %lld a multiple of "
-                 "(heads / kv_heads) * head_dim = %lld", o, op->name, (long long)op->n,
-                 (long long)(op->heads * op->head_dim), (long long)op->tile, (long long)per);
-    int64_t pcols = mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh);
-    if ((st = check_out(d, o, MLK_F32, op->n)) ||
-        (st = check_rows(d, o, "partials", op->in[0], MLK_F32, pcols)))
-      return st;
-    /* (out and the partials cannot be one tensor: a row of partials is longer) */
-    return check_unused(d, o, 1);
-  }
-  case MLK_OP_ARGMAX:
-    if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)
-      return bad(d, "op %d '%s': an argmax has n = 1 output column and k in [1, 2^31) inputs, got n "
-                 "%lld, k %lld", o, op->name, (long long)op->n, (long long)op->k);
-    if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
-      return st;
-    return check_unused(d, o, 1);
-  case MLK_OP_SAMPLE:
-    if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)
-      return bad(d, "op %d '%s': a sample has n = 1 output column and k in [1, 2^31) inputs, got n "
-                 "%lld, k %lld", o, op->name, (long long)op->n, (long long)op->k);
-    if (!(op->temperature > 0.0f) || !isfinite(op->temperature) || !(op->top_p > 0.0f) ||
-        !(op->top_p <= 1.0f) || op->top_k < 1 || op->top_k > MLK_SAMPLE_MAX_TOP_K)
-      return bad(d, "op %d '%s': a sample needs temperature > 0 (got %g), 0 < top_p <= 1 (got %g) "
-                 "and top_k in [1, %d] (got %lld)", o, op->name, (double)op->temperature,
-                 (double)op->top_p, MLK_SAMPLE_MAX_TOP_K, (long long)op->top_k);
-    if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)) ||
-        (st = check_rows(d, o, "u", op->in[1], MLK_F32, 1)))
-      return st;
-    return check_unused(d, o, 2);
-  }
-  return MLK_OK;
-}
-
 static mlk_status validate_ops(const MlkModelDesc *d) {
   for (int o = 0; o < d->nops; o++) {
     const MlkOpDesc *op = &d->ops[o];
@@ -632,7 +328,7 @@ static mlk_status validate_ops(const MlkModelDesc *d) {
       return bad(d, "op %d '%s': batched is %d, must be 0 or 1", o, op->name, op->batched);
     if (op->batched && !d->batch_name)
       return bad(d, "op %d '%s' is batched, but the model has no batch dim", o, op->name);
-    mlk_status st = validate_op(d, o);
+    mlk_status st = mlk_op_validate(d, o);
     if (st)
       return st;
   }

@@ -10,28 +10,6 @@
 
 #include "internal.h"
 
-/* The estimated cost of one task of op `op` covering `cols` output columns, for one batch row:
- * the bytes it moves (weights dominate decode), plus a fixed cost for its waits and notifies. */
-int64_t mlk_sched_task_cost(const MlkOpDesc *op, int64_t cols) {
-  const int64_t overhead = 4096; /* a few microseconds of synchronization, in bytes at HBM speed */
-  switch (op->kind) {
-  case MLK_OP_MATVEC: return overhead + cols * op->k * 2 + op->k * 4 + cols * 8;
-  case MLK_OP_ELTWISE: return overhead + cols * 12;
-  case MLK_OP_GATHER: return overhead + cols * 6;
-  case MLK_OP_RMSNORM: return overhead + op->n * 10;
-  case MLK_OP_ROPE: return overhead + cols * 12;
-  case MLK_OP_KV_APPEND: return overhead + cols * 12;
-  /* K and V of a few hundred positions; a split task reads its chunk's share */
-  case MLK_OP_ATTENTION:
-    return overhead + cols * 1024 / (op->split > 1 ? op->split : 1);
-  case MLK_OP_ARGMAX: return overhead + op->k * 4;
-  /* 4 to 9 passes over the row (radix select, gather) and a sort of top_k in shared memory */
-  case MLK_OP_SAMPLE: return overhead + op->k * 20 + op->top_k * 64;
-  case MLK_OP_ATTN_REDUCE: return overhead + cols * (op->split * 4 + 4); /* every chunk's o */
-  }
-  return overhead;
-}
-
 /* Why this never deadlocks when the dependencies are correct.
  *
  * Number the tasks of the kernel in global topological order: op by op in desc order (every event

@@ -19,7 +19,7 @@
  *
  * The dependency checker. Events are the compiler's claim of what each task needs; the checker
  * verifies the claim against the ops' semantics alone. For every task it knows which columns of
- * which tensors it reads and writes (SimAccess, from the op kind: a matvec reads all k columns of
+ * which tensors it reads and writes (MlkAccess, from the op kind: runtime/ops.c; a matvec reads all k columns of
  * x and writes its rows; attention reads its query heads, the cache columns of its kv heads in its
  * layer (layer l of a cache is the column space [l * kv_heads * head_dim, ...)) and the positions;
  * a split attention all query heads and the whole cache layer, its reduce the split records of
@@ -60,12 +60,6 @@ typedef struct SimBackend {
   int drop_event; /* waits on this event are skipped (-1: none) */
 } SimBackend;
 
-/* Columns one operand access of an op covers: task t covers [base + t * step, min(base + t * step
- * + width, end)); step 0: every task covers the same range. Tiled accesses have width == step. */
-typedef struct SimAccess {
-  int tensor;
-  int64_t base, step, width, end;
-} SimAccess;
 
 /* A pair of accesses that may overlap: this op's access `mine` (a read index, or -1 for its write)
  * and access `theirs` (likewise) of op `op` (global index). */
@@ -73,7 +67,6 @@ typedef struct SimLink {
   int mine, op, theirs;
 } SimLink;
 
-enum { SIM_MAX_READS = 5 };
 
 typedef struct SimOp {
   int *waits, nwaits;       /* events it waits on as consumer (the dropped event left out) */
@@ -82,9 +75,9 @@ typedef struct SimOp {
   int dropped_consumer;     /* a consumer of the dropped event */
   int kernel;
   int64_t first;            /* number of its task 0 among its kernel's tasks */
-  SimAccess reads[SIM_MAX_READS];
+  MlkAccess reads[MLK_MAX_READS];
   int nreads;
-  SimAccess write;
+  MlkAccess write;
   SimLink *raw, *war, *ww;  /* earlier writers of what it reads, earlier readers of what it
                                writes, other writers of what it writes */
   int nraw, nwar, nww;
@@ -438,98 +431,13 @@ static int run_tile(SimRun *run, int o, int64_t task) {
 
 /* ---- the dependency checker ---- */
 
-static SimAccess tiled(int tensor, int64_t base, int64_t tile, int64_t n) {
-  return (SimAccess){tensor, base, tile, tile, base + n};
-}
-
-static SimAccess whole(int tensor, int64_t base, int64_t n) {
-  return (SimAccess){tensor, base, 0, n, base + n};
-}
-
-/* What each task of op `o` reads and writes, in the columns of mlk_tensor_cols. Page tables are
- * left out: no op writes them. */
-static void op_accesses(const MlkModelDesc *d, int o, SimOp *so) {
-  const MlkOpDesc *op = &d->ops[o];
-  SimAccess *r = so->reads;
-  int n = 0;
-  so->write = tiled(op->out.tensor, op->out.offset, op->tile, op->n);
-  switch (op->kind) {
-  case MLK_OP_MATVEC:
-    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
-    r[n++] = whole(op->in[1].tensor, op->in[1].offset, op->n * op->k);
-    if (op->in[2].tensor >= 0)
-      r[n++] = tiled(op->in[2].tensor, op->in[2].offset, op->tile, op->n);
-    if (op->in[3].tensor >= 0)
-      r[n++] = whole(op->in[3].tensor, op->in[3].offset, op->k);
-    break;
-  case MLK_OP_ELTWISE:
-    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
-    if (op->in[1].tensor >= 0)
-      r[n++] = tiled(op->in[1].tensor, op->in[1].offset, op->tile, op->n);
-    break;
-  case MLK_OP_GATHER: {
-    int64_t numel = d->tensors[op->in[1].tensor].numel;
-    r[n++] = whole(op->in[0].tensor, op->in[0].offset, 1);
-    r[n++] = whole(op->in[1].tensor, op->in[1].offset, numel - op->in[1].offset);
-    break;
-  }
-  case MLK_OP_RMSNORM:
-    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->n);
-    r[n++] = whole(op->in[1].tensor, op->in[1].offset, op->n);
-    break;
-  case MLK_OP_ROPE:
-    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
-    r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
-    break;
-  case MLK_OP_KV_APPEND: {
-    int64_t layer_cols = op->kv_heads * op->head_dim;
-    so->write = tiled(op->out.tensor, op->layer * layer_cols, op->tile, op->n);
-    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
-    r[n++] = tiled(op->in[1].tensor, op->in[1].offset, op->tile, op->n);
-    r[n++] = whole(op->in[2].tensor, op->in[2].offset, 1);
-    break;
-  }
-  case MLK_OP_ATTENTION: {
-    int64_t layer_cols = op->kv_heads * op->head_dim;
-    if (op->split <= 1) {
-      int64_t kv_tile = op->tile / (op->heads / op->kv_heads); /* whole kv heads per task */
-      r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
-      r[n++] = tiled(op->in[1].tensor, op->layer * layer_cols, kv_tile, layer_cols);
-    } else {
-      /* Task t reads the q and cache heads of kv head block t / split: not a range that moves
-       * with t by a fixed step, so the checker takes all of them (as the ALL events do). */
-      r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->heads * op->head_dim);
-      r[n++] = whole(op->in[1].tensor, op->layer * layer_cols, layer_cols);
-    }
-    r[n++] = whole(op->in[2].tensor, op->in[2].offset, 1);
-    break;
-  }
-  case MLK_OP_ARGMAX:
-    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
-    break;
-  case MLK_OP_SAMPLE:
-    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
-    r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
-    break;
-  case MLK_OP_ATTN_REDUCE: {
-    /* task t merges the split records of its kv heads: split producer tiles */
-    int64_t per_kvh = op->heads / op->kv_heads * op->head_dim, kvh = op->tile / per_kvh;
-    int64_t ptile = kvh * mlk_attn_part_rec(op->heads / op->kv_heads, op->head_dim);
-    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->split * ptile,
-                   mlk_attn_part_cols(op->kv_heads, op->heads, op->head_dim, op->split, kvh));
-    break;
-  }
-  }
-  so->nreads = n;
-}
-
-static void acc_range(const SimAccess *a, int64_t t, int64_t *lo, int64_t *hi) {
+static void acc_range(const MlkAccess *a, int64_t t, int64_t *lo, int64_t *hi) {
   *lo = a->base + t * a->step;
   *hi = mlk_min64(*lo + a->width, a->end);
 }
 
 /* The tasks [*t0, *t1] of an op with `ntasks` tasks whose access `a` can overlap [lo, hi). */
-static void acc_tasks(const SimAccess *a, int64_t ntasks, int64_t lo, int64_t hi, int64_t *t0,
+static void acc_tasks(const MlkAccess *a, int64_t ntasks, int64_t lo, int64_t hi, int64_t *t0,
                       int64_t *t1) {
   if (a->step == 0) {
     *t0 = 0;
@@ -543,7 +451,7 @@ static void acc_tasks(const SimAccess *a, int64_t ntasks, int64_t lo, int64_t hi
 }
 
 /* Whether any task's access a can overlap any task's access b. */
-static int may_overlap(const SimAccess *a, const SimAccess *b) {
+static int may_overlap(const MlkAccess *a, const MlkAccess *b) {
   return a->tensor == b->tensor && a->base < b->end && b->base < a->end;
 }
 
@@ -574,9 +482,9 @@ static int check_links(SimRun *run, int o, int64_t t, const SimLink *links, int 
   const SimKernel *sk = run->sk;
   for (int i = 0; i < nlinks; i++) {
     const SimLink *l = &links[i];
-    const SimAccess *mine = l->mine < 0 ? &so->write : &so->reads[l->mine];
+    const MlkAccess *mine = l->mine < 0 ? &so->write : &so->reads[l->mine];
     const SimOp *other = &sm->ops[l->op];
-    const SimAccess *theirs = l->theirs < 0 ? &other->write : &other->reads[l->theirs];
+    const MlkAccess *theirs = l->theirs < 0 ? &other->write : &other->reads[l->theirs];
     int64_t lo, hi, t0, t1;
     acc_range(mine, t, &lo, &hi);
     acc_tasks(theirs, d->ops[l->op].ntasks, lo, hi, &t0, &t1);
@@ -1513,7 +1421,7 @@ static mlk_status sim_model_init(mlk_model *m) {
       build_op_events(d, sm, sb->drop_event))
     goto fail;
   for (int o = 0; o < d->nops; o++)
-    op_accesses(d, o, &sm->ops[o]);
+    mlk_op_accesses(d, o, sm->ops[o].reads, &sm->ops[o].nreads, &sm->ops[o].write);
   if (!(sm->kernels = MLK_CALLOC((size_t)d->nkernels, sizeof *sm->kernels, "kernel table")))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {

@@ -19,8 +19,8 @@
  *
  * The dependency checker. Events are the compiler's claim of what each task needs; the checker
  * verifies the claim against the ops' semantics alone. For every task it knows which columns of
- * which tensors it reads and writes (MlkAccess, from the op kind: runtime/ops.c; a matvec reads all k columns of
- * x and writes its rows; attention reads its query heads, the cache columns of its kv heads in its
+ * which tensors it reads and writes (MlkAccess, from the op kind, runtime/ops.c: a matvec reads
+ * all k columns of x and writes its rows; attention reads its query heads, the cache columns of its kv heads in its
  * layer (layer l of a cache is the column space [l * kv_heads * head_dim, ...)) and the positions;
  * a split attention all query heads and the whole cache layer, its reduce the split records of
  * its kv heads; ...). Before a task computes (after its waits) it checks that

@@ -1345,7 +1345,7 @@ static void sim_model_fini(mlk_model *m) {
 }
 
 /* Every op's lists of the events it waits on and notifies (SimOp.waits, .notifies, carved out of
- * sm->event_list, nevent_refs ints: the desc's own lists, MlkOpDesc.wait0, ...), and each event's
+ * sm->event_list: copies of the desc's own lists, MlkOpDesc.wait0, ...), and each event's
  * waiting ops (sm->waiters): everything else in the simulator, both modes and the stall reports,
  * reads the events of an op through these lists. The dropped event (`drop`, -1: none) is left out
  * of its consumers' waits and marks its notifiers and waiters. Returns -1 when out of memory. */
@@ -1413,7 +1413,10 @@ static mlk_status sim_model_init(mlk_model *m) {
     goto fail;
   for (int64_t i = 0; i < d->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
-  size_t nrefs = (size_t)d->nevent_refs, nev = (size_t)(d->nevents ? d->nevents : 1);
+  /* the ops' lists may share entries of event_refs: room for each op's own copy */
+  size_t nrefs = 0, nev = (size_t)(d->nevents ? d->nevents : 1);
+  for (int o = 0; o < d->nops; o++)
+    nrefs += (size_t)d->ops[o].nwaits + (size_t)d->ops[o].nnotifies;
   if (!(sm->ops = MLK_CALLOC((size_t)d->nops, sizeof *sm->ops, "op events")) ||
       !(sm->event_list = MLK_CALLOC(nrefs ? nrefs : 1, sizeof *sm->event_list, "event lists")) ||
       !(sm->waiters = MLK_CALLOC(nev, sizeof *sm->waiters, "event waiters")) ||

@@ -518,8 +518,8 @@ static mlk_status validate_refs(const MlkModelDesc *d, const int *kernel_of) {
       int first = which ? op->notify0 : op->wait0, n = which ? op->nnotifies : op->nwaits;
       const char *list = which ? "notify" : "wait";
       if (first < 0 || n < 0 || first > d->nevent_refs - n) {
-        st = bad(d, "op %d '%s': %s list [%d, %d) is outside event_refs (%d entries)", o, op->name,
-                 list, first, first + n, d->nevent_refs);
+        st = bad(d, "op %d '%s': %s list [%d, %lld) is outside event_refs (%d entries)", o,
+                 op->name, list, first, (long long)first + n, d->nevent_refs);
         break;
       }
       for (int r = first; r < first + n; r++) {

@@ -2,11 +2,13 @@
 #   make demo   installs what is missing, builds, runs examples/mlp (GPU if present, else CPU sim)
 #   make test   the same set-up and build, then every test that can run on this machine, then the
 #               whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+# and make install PREFIX=/some/where (default /usr/local; DESTDIR=... stages it for packaging).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
 
-.PHONY: all setup build demo test test-fast asan clean
+.PHONY: all setup build demo install test test-fast asan clean
 
 all: build
 
@@ -19,6 +21,10 @@ build: setup
 
 demo: build
 	./$(BUILD)/examples/mlp_demo
+
+# mlkc, libmlkrt (.a and .so), the headers, the stdlib, the CMake package and mlkrt.pc.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 # GPU tests (label gpu) run verbosely, so that a machine without a GPU shows why they skip.
 test-fast: build

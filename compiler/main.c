@@ -9,17 +9,41 @@
  * malformed or ill-typed program), with the reason on stderr.
  */
 #include <errno.h>
+#include <limits.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mlkc.h"
 
-/* The standard library's directory when neither --stdlib nor $MLKC_STDLIB names one (CMake sets
- * it to the source tree's stdlib/). */
+/* Where `import std.X` looks when neither --stdlib nor $MLKC_STDLIB names a directory: an
+ * installed mlkc finds the installed stdlib at MLKC_STDLIB_FROM_BIN, relative to the directory of
+ * its executable (wherever the prefix was moved); an mlkc in its build tree has none there and
+ * uses MLKC_STDLIB_DIR, the source tree's stdlib/. CMake sets both. */
 #ifndef MLKC_STDLIB_DIR
 #define MLKC_STDLIB_DIR "stdlib"
 #endif
+#ifndef MLKC_STDLIB_FROM_BIN
+#define MLKC_STDLIB_FROM_BIN "../share/mlkc/stdlib"
+#endif
+
+/* The default standard library directory (see above), resolved once. */
+static const char *default_stdlib_dir(void) {
+  static char dir[PATH_MAX];
+  if (*dir)
+    return dir;
+  char exe[PATH_MAX], candidate[2 * PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char *slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
+  if (slash) {
+    *slash = 0;
+    snprintf(candidate, sizeof candidate, "%s/%s", exe, MLKC_STDLIB_FROM_BIN);
+    if (realpath(candidate, dir))
+      return dir;
+  }
+  snprintf(dir, sizeof dir, "%s", MLKC_STDLIB_DIR);
+  return dir;
+}
 
 typedef enum EmitKind {
   EMIT_C, /* default: PATH.h and PATH.c */
@@ -74,7 +98,7 @@ static void usage(FILE *out) {
           "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
-          MLKC_STDLIB_DIR, MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
+          default_stdlib_dir(), MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
           MLKC_ATTN_MIN_CHUNK);
 }
 
@@ -199,7 +223,7 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (!o->stdlib_dir) {
     const char *env = getenv("MLKC_STDLIB");
-    o->stdlib_dir = env && *env ? env : MLKC_STDLIB_DIR;
+    o->stdlib_dir = env && *env ? env : default_stdlib_dir();
   }
   return 0;
 }

@@ -4,7 +4,8 @@
 #   LLVM 19 (llvm-19-dev, and clang-19 to compile device tiles), FileCheck (llvm-19-tools),
 #   libFuzzer and the sanitizer runtimes for clang (libclang-rt-19-dev),
 #   Jansson for the JSON of checkpoints (libjansson-dev, whose libjansson.a libmlkrt links),
-#   re2c, lemon, cmake, ninja; the CUDA toolkit is looked up under $CUDA_HOME or /usr/local/cuda.
+#   re2c, lemon, cmake, ninja, pkg-config (the install test builds a program with it);
+#   the CUDA toolkit is looked up under $CUDA_HOME or /usr/local/cuda.
 set -eu
 
 missing=""
@@ -21,6 +22,7 @@ need re2c command -v re2c
 need lemon command -v lemon
 need cmake command -v cmake
 need ninja-build command -v ninja
+need pkg-config command -v pkg-config
 need gcc command -v gcc
 need make command -v make
 

@@ -44,3 +44,17 @@ mlk_driver_test(lower_llama 0 "^$" ${PROJECT_SOURCE_DIR}/examples/llama/llama.ml
 if(MLK_PTXAS)
   mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: .*Used [0-9]+ registers" -v ${MLP} -o mlp_v)
 endif()
+
+# The default stdlib: in the build tree, the source tree's; beside a copy of mlkc laid out as
+# installed (BINDIR/mlkc and the stdlib under DATADIR), that copy's, without $MLKC_STDLIB.
+mlk_driver_test(help_stdlib_build_tree 0 "else\n *${PROJECT_SOURCE_DIR}/stdlib\\)" --help)
+add_test(NAME driver_stdlib_beside_exe
+  COMMAND sh -c "set -e; d=\"$1\"; rm -rf \"$d\"; mkdir -p \"$d/${CMAKE_INSTALL_BINDIR}\" \"$d/${MLK_INSTALL_STDLIBDIR}\"
+                 cp \"$2\" \"$d/${CMAKE_INSTALL_BINDIR}/\"; cp \"$3\"/*.mlk \"$d/${MLK_INSTALL_STDLIBDIR}/\"
+                 d=$(cd \"$d\" && pwd -P); unset MLKC_STDLIB
+                 \"$d/${CMAKE_INSTALL_BINDIR}/mlkc\" --help | tr -d '\\n' | grep -q \"else *$d/${MLK_INSTALL_STDLIBDIR})\"
+                 \"$d/${CMAKE_INSTALL_BINDIR}/mlkc\" --emit=ast \"$4\" | grep -q \"$d/${MLK_INSTALL_STDLIBDIR}/nn.mlk\"
+                 echo ok"
+          -- ${CMAKE_CURRENT_BINARY_DIR}/stdlib_beside_exe $<TARGET_FILE:mlkc> ${PROJECT_SOURCE_DIR}/stdlib
+             ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
+set_tests_properties(driver_stdlib_beside_exe PROPERTIES PASS_REGULAR_EXPRESSION "^ok\n$" LABELS driver)

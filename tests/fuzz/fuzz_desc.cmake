@@ -33,7 +33,7 @@ if(_fd_exe)
   file(GLOB _fd_headers ${_rt}/*.h ${_rt}/include/*.h ${PROJECT_SOURCE_DIR}/stdlib/ref/*.h
        ${PROJECT_SOURCE_DIR}/stdlib/*.h ${PROJECT_SOURCE_DIR}/tests/runtime/rt_*.h)
   # libmlkrt's own sources (its target's list, so that a new runtime file comes along), without CUDA
-  get_target_property(_fd_rt_sources mlkrt SOURCES)
+  get_target_property(_fd_rt_sources mlkrt_objects SOURCES)
   set(_fd_sources)
   foreach(_src ${_fd_rt_sources})
     if(NOT IS_ABSOLUTE ${_src})

@@ -9,6 +9,7 @@
  *   codegen.c  task graph -> LLVM module (LLVM-C) linked with the stdlib tile bitcode -> PTX
  *   emit_c.c   task graph + PTX -> model.h / model.c, the typed C API over libmlkrt
  * diag.c reports errors in one format everywhere: file:line:col: error: msg, source line, caret.
+ * builtins.c holds the table of the language's operations (builtins.def), graph.c the graph IR.
  */
 #ifndef MLKC_H
 #define MLKC_H
@@ -420,6 +421,274 @@ bool sema_check(Program *p, Arena *a, Diag *d);
 
 /* The config a model is instantiated with (NULL before sema or when it does not exist). */
 Config *sema_model_config(const Program *p, const Model *m);
+
+/* ======================================================================== builtins.c */
+
+/* The node kinds of the graph IR: one per operation of the language (compiler/builtins.def) and
+ * per op the passes make. */
+typedef enum IrOp {
+#define OP(ID, NAME, SYNTAX, MINPOS, MAXPOS, TILE, KIND, FN) IR_##ID,
+#include "builtins.def"
+  IR_OP_COUNT
+} IrOp;
+
+/* How an operation is written (builtins.def, SYNTAX). */
+typedef enum OpSyntax {
+  OPS_CALL,     /* matvec(x, w) */
+  OPS_BINARY,   /* a + b */
+  OPS_INDEX,    /* table[ids] */
+  OPS_METHOD,   /* kv.append(l, k, v, pos) */
+  OPS_CTOR,     /* cache kv : paged_kv(...) */
+  OPS_INTERNAL  /* made by a pass */
+} OpSyntax;
+
+/* What a statement's tile(...) clause means for the op that makes the statement's value. */
+typedef enum TileRule {
+  TILE_NONE,          /* nothing: the op's grid is fixed (whole rows, one task, a task per head) */
+  TILE_COLUMNS,       /* tile(n): n output columns per task */
+  TILE_HEAD_MULTIPLE, /* tile(n): n output columns per task, whole heads of head_dim */
+  TILE_KV_HEADS,      /* tile(head = h, split = s): kv heads per task, chunks of the context */
+  TILE_OPERAND        /* that of the op making its operand (allreduce over one rank) */
+} TileRule;
+
+/* What a positional argument of an operation must be (builtins.def, ARG). */
+typedef enum ArgRole {
+  ARG_ACTIVATION,  /* a tensor the op reads: f32 or i32 */
+  ARG_WEIGHT,      /* a bf16 param, or a view of one */
+  ARG_SIZE,        /* a positive constant integer */
+  ARG_LAYER,       /* a constant integer: a layer of the cache */
+  ARG_CACHE_LAYER, /* kv[l]: one layer of a cache */
+  ARG_MESH,        /* a mesh axis */
+  ARG_DTYPE        /* a dtype */
+} ArgRole;
+
+typedef enum KwType { KW_INT, KW_FLOAT } KwType;
+
+/* The values a keyword argument accepts; each is checked (and its message given) by sema. */
+typedef enum KwRule {
+  KWR_POSITIVE,     /* a positive constant */
+  KWR_TEMPERATURE,  /* a positive number that is a positive f32 */
+  KWR_TOP_K,        /* an integer in [1, MLK_SAMPLE_MAX_TOP_K] */
+  KWR_TOP_P,        /* a number in (0, 1] */
+  KWR_POWER_OF_TWO  /* a positive power of two */
+} KwRule;
+
+/* The attributes of a runtime op that only some kinds use: the fields of MlkOpDesc of these
+ * names and types. The graph IR keeps them in IrAttrs and serialize copies them field by field,
+ * so an attribute cannot be left out of the descriptor. X(type, name, what) */
+#define MLKC_OP_ATTRS(X)                                                                           \
+  X(float, eps, "rmsnorm, fused or not")                                                           \
+  X(float, theta, "rope: the base of the frequencies")                                             \
+  X(float, rope_factor, "rope: Llama 3 frequency scaling when > 1")                                \
+  X(float, rope_low_freq, "rope: Llama 3 low frequency factor")                                    \
+  X(float, rope_high_freq, "rope: Llama 3 high frequency factor")                                  \
+  X(int64_t, rope_original_max_pos, "rope: Llama 3 original context")                            \
+  X(int64_t, heads, "attention, attn_reduce: query heads")                                         \
+  X(int64_t, kv_heads, "attention, attn_reduce, kv_append: kv heads")                             \
+  X(int64_t, head_dim, "attention, attn_reduce, kv_append, rope: columns per head")               \
+  X(int, layer, "attention, kv_append: the cache layer, else -1")                                  \
+  X(int, cache, "attention, kv_append: the cache, else -1")                                        \
+  X(float, temperature, "sample: > 0")                                                             \
+  X(float, top_p, "sample: in (0, 1]")                                                             \
+  X(int64_t, top_k, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                       \
+  X(int64_t, split, "attention: chunks of a row's positions; attn_reduce: the chunks it merges")  \
+  X(int64_t, min_chunk, "split attention: fewest positions per chunk")
+
+#define MLKC_X_FIELD(type, name, what) type name;
+typedef struct IrAttrs {
+  MLKC_OP_ATTRS(MLKC_X_FIELD)
+} IrAttrs;
+
+/* The type of an IrAttrs field, for the table's keyword arguments (ATTR_NONE: no field). */
+typedef enum AttrType { ATTR_NONE, ATTR_F32, ATTR_I32, ATTR_I64 } AttrType;
+
+typedef struct BuiltinArg {
+  ArgRole role;
+  const char *name;  /* in messages: "x", "w", "pos" */
+  int slot;          /* the IrNode.in slot of a tensor operand, -1: not an operand */
+} BuiltinArg;
+
+typedef struct BuiltinKw {
+  const char *name;
+  KwType type;
+  double def;        /* the default, when not required */
+  bool required;
+  KwRule rule;
+  AttrType attr_type; /* the IrAttrs field it sets */
+  size_t attr_offset;
+} BuiltinKw;
+
+#define BUILTIN_MAX_ARGS 4
+#define BUILTIN_MAX_KWS 8
+
+/* One operation of the language (compiler/builtins.def). */
+typedef struct Builtin {
+  IrOp op;
+  const char *name;
+  OpSyntax syntax;
+  int min_pos, max_pos; /* max_pos -1: any number */
+  TileRule tile;
+  int kind;             /* the MlkOpKind it lowers to, -1: none */
+  MlkFn fn;
+  BuiltinArg args[BUILTIN_MAX_ARGS];
+  int nargs;
+  BuiltinKw kws[BUILTIN_MAX_KWS];
+  int nkws;
+} Builtin;
+
+const Builtin *builtin_of(IrOp op);
+/* The operation a call `name(...)`, a method `x.name(...)` or a cache constructor names, or NULL. */
+const Builtin *builtin_find(OpSyntax syntax, const char *name);
+/* "matvec, relu, ... and allreduce": the operations that are calls, for messages. */
+const char *builtin_call_names(Arena *a);
+/* The argument at position `pos` (the last one repeats for an op with any number). */
+const BuiltinArg *builtin_arg(const Builtin *b, int pos);
+/* The index of keyword `name` in b->kws, -1 if b has none of that name. */
+int builtin_kw_index(const Builtin *b, const char *name);
+/* Stores a keyword's value into the attribute it names (nothing for ATTR_NONE). */
+void builtin_set_attr(const BuiltinKw *kw, IrAttrs *attrs, double v);
+
+/* The type of result `i` of an operation whose operands (by argument position; NULL where the
+ * argument is not a tensor) have the types `in`, as sema checked them. `sizes` are split's. Shared
+ * by sema (symbolic shapes) and elaborate, so that both give a value the same type. */
+Type builtin_result_type(IrOp op, const Type *const *in, const int64_t *sizes, int i);
+
+/* ======================================================================== graph.c */
+
+/* The graph IR: the compiler's own representation of a model's megakernels between elaborate and
+ * serialize. Nodes are operations over values (SSA: a value has one writer); what a node means
+ * changes from pass to pass:
+ *   elaborate  one node per operation of the language, as written (layers inlined, loops unrolled)
+ *   fuse       nodes that lower to a runtime op: epilogues, input norms, residuals and gated
+ *              products folded into matvecs, splits into row slices, identities and stores gone
+ *   tile       every node's task grid; a split attention gets its attn_reduce node
+ *   schedule   the run order of the nodes (IrGraph.order)
+ *   events     the event tensors between them (IrGraph.events)
+ * serialize then writes the runtime descriptor (Graph, below). Everything lives in the arena;
+ * nodes, values and tensors are referred to by index. */
+
+/* Storage: a declared tensor (param, input, output), a cache's pool or page table, or a temporary
+ * that serialize makes for a value no declared tensor holds. */
+typedef struct IrTensor {
+  const char *name;
+  MlkTensorKind kind;
+  Type type;          /* shape with the symbolic batch dim; a cache's pool and pages have rank 0 */
+  const char *from;   /* checkpoint binding of a param (the first name of a cat), or NULL */
+  int cache;          /* pools and page tables: IrGraph.caches index, else -1 */
+} IrTensor;
+
+/* What a node reads or writes. A view of a tensor (a declared tensor, or a whole one at an element
+ * offset: wqkv[3]), or a node's result, which gets its storage from a pass: an output it is stored
+ * to (fuse), else a temporary (serialize). */
+typedef struct IrValue {
+  Type type;          /* of the view */
+  int tensor;         /* IrGraph.tensors index, -1: not stored yet */
+  int64_t offset;     /* elements from the start of the tensor */
+  int producer;       /* the node writing it, -1: a view of a declared tensor */
+  int layer;          /* a cache value: the layer, -1 otherwise */
+  const char *name;   /* the variable it was first assigned to, with its loops: "q[l=3]" */
+  const char *label;  /* the name of its temporary when no variable names it, or NULL: made from
+                         the producer (a pass sets it when that would mislead) */
+} IrValue;
+
+/* A statement's tile(...) clause (0: not given), kept on the node that makes its value. */
+typedef struct IrHints {
+  int64_t tile, head, split;
+} IrHints;
+
+#define IR_MAX_IN 4
+#define IR_MAX_OUT 16
+
+typedef struct IrNode {
+  IrOp op;
+  Loc loc;             /* of the expression it comes from */
+  const char *ctx;     /* the loop variables in scope, "[l=3]", appended to its names */
+  int kernel;          /* IrGraph.kernels index */
+  int seq;             /* position in a sequential evaluation of the program (elaborate) */
+  bool dead;           /* removed by a pass */
+  MlkFn fn;            /* matvec: its epilogue (fuse); eltwise ops: their function */
+  int in[IR_MAX_IN];   /* operand values, -1: none; the slots of MlkOpDesc.in for ops that lower */
+  int in_seq[IR_MAX_IN]; /* when a sequential evaluation first needs each operand (schedule) */
+  int out[IR_MAX_OUT]; /* result values (several for split) */
+  int nout;
+  IrAttrs attr;        /* keyword arguments, and the attributes of the runtime op */
+  int64_t mesh;        /* allreduce: the ranks of its mesh axis */
+  IrHints hint;        /* the tile(...) of its statement, when it makes the statement's value */
+  int64_t default_rows; /* a slice of a split matvec: the whole matvec's rows (its default tile) */
+  /* tile */
+  int64_t n, k, tile, ntasks; /* output columns, input columns, columns per task, tasks */
+  int batched;         /* rows loop over the run's batch */
+  int reduce;          /* a split attention: its attn_reduce node, else -1 */
+  /* schedule */
+  int emit_seq;        /* when a sequential evaluation runs it, -1: when its result is first needed */
+} IrNode;
+
+/* An event tensor between two nodes (mlk_desc.h, MlkEventDesc). */
+typedef struct IrEvent {
+  int producer, consumer; /* nodes */
+  int value;              /* the value that carries the dependency */
+  MlkEventMap map;
+  int64_t n, ptile, ctile, size, base;
+} IrEvent;
+
+typedef struct IrKernel {
+  const Megakernel *decl;
+  const char *name, *entry;
+  MlkSchedule schedule;
+  int first, count;       /* schedule: its nodes are IrGraph.order[first .. first + count) */
+} IrKernel;
+
+typedef struct IrCache {
+  const TensorDecl *decl;
+  MlkDType dtype;
+  int64_t layers, kv_heads, head_dim, page;
+  int tensor, pages_tensor;
+} IrCache;
+
+typedef struct IrGraph {
+  Arena *arena;
+  const Program *prog;
+  const Model *model;
+  const char *name;
+  const DimDecl *batch;   /* the dynamic batch dim, or NULL */
+  IrTensor *tensors;
+  int ntensors, cap_tensors;
+  IrValue *values;
+  int nvalues, cap_values;
+  IrNode *nodes;
+  int nnodes, cap_nodes;
+  IrKernel *kernels;
+  int nkernels;
+  IrCache *caches;
+  int ncaches;
+  int *order;             /* schedule: the live nodes in run order, kernel after kernel */
+  int norder;
+  IrEvent *events;
+  int nevents, cap_events;
+  int64_t ncounters;
+  const char *pass;       /* the last pass run over it, for dumps */
+} IrGraph;
+
+IrGraph *ir_graph_new(Arena *a, const Program *p, const Model *m);
+int ir_add_tensor(IrGraph *g, IrTensor t);
+int ir_add_value(IrGraph *g, IrValue v);
+/* A node with no operand and no result; attr.layer and attr.cache are -1 as the runtime wants. */
+int ir_add_node(IrGraph *g, IrOp op, Loc loc, const char *ctx, int kernel);
+/* Adds a result of type t to node n (a new value) and returns the value. */
+int ir_add_result(IrGraph *g, int n, const Type *t);
+int ir_add_event(IrGraph *g, IrEvent e);
+/* Live nodes reading value v (each operand slot counts). */
+int ir_uses(const IrGraph *g, int v);
+/* Makes every live node that reads value `from` read `to`. */
+void ir_replace_uses(IrGraph *g, int from, int to);
+/* A batched type: its leading dim is the dynamic batch dim. */
+bool ir_type_batched(const Type *t);
+/* The elements of one row of a value of type t (all of them when it is not batched). */
+int64_t ir_type_cols(const Type *t);
+/* "matvec", "add", ...: the op's name in dumps and in the names of ops and temporaries */
+const char *ir_op_name(IrOp op);
+/* --emit=graph --after=PASS: the graph as text, one line per tensor, node and event. */
+void ir_dump(FILE *out, const IrGraph *g);
 
 /* ======================================================================== lower.c */
 

@@ -390,20 +390,26 @@ static const Expr *posarg(const Expr *call, int i) {
   return NULL;
 }
 
-static double kw_float(Lower *L, Binding *scope, const Expr *call, const char *name, double def) {
+/* Keyword argument `name` of a call to operation `op`, or its default from the table of
+ * operations (compiler/builtins.def), which sema checked the call against. */
+static double kw_value(Lower *L, Binding *scope, const Expr *call, IrOp op, const char *name) {
+  const Builtin *b = builtin_of(op);
+  int k = builtin_kw_index(b, name);
+  if (k < 0)
+    MLKC_BUG("'%s' has no keyword '%s'", b->name, name);
   const Expr *e = kwarg(call, name);
   if (!e)
-    return def;
+    return b->kws[k].def;
   LVal v = lower_expr(L, scope, e);
   return float_of(&v);
 }
 
-static int64_t kw_int(Lower *L, Binding *scope, const Expr *call, const char *name, int64_t def) {
-  const Expr *e = kwarg(call, name);
-  if (!e)
-    return def;
-  LVal v = lower_expr(L, scope, e);
-  return int_of(L, &v, e->loc);
+static double kw_float(Lower *L, Binding *scope, const Expr *call, IrOp op, const char *name) {
+  return kw_value(L, scope, call, op, name);
+}
+
+static int64_t kw_int(Lower *L, Binding *scope, const Expr *call, IrOp op, const char *name) {
+  return (int64_t)kw_value(L, scope, call, op, name);
 }
 
 /* An activation operand must be a whole f32/i32 tensor of [cols] or [batch, cols]. */
@@ -749,7 +755,7 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     p->ctx = arena_strndup(L->a, L->ctx, strlen(L->ctx));
     p->x = as_tensor(L, &x, e->loc);
     p->norm = w.tr;
-    p->eps = (float)kw_float(L, scope, e, "eps", 1e-5);
+    p->eps = (float)kw_float(L, scope, e, IR_RMSNORM, "eps");
     if (!activation(L, p->x, e->loc))
       return LNONE;
     return (LVal){.kind = L_PENDING, .p = p};
@@ -802,7 +808,7 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     TRef x = as_tensor(L, &xv, e->loc), pos = as_tensor(L, &pv, e->loc);
     if (!activation(L, x, e->loc) || !activation(L, pos, e->loc))
       return LNONE;
-    int64_t hd = kw_int(L, scope, e, "head_dim", 0);
+    int64_t hd = kw_int(L, scope, e, IR_ROPE, "head_dim");
     int64_t cols = cols_of(L, x.t);
     int out = new_temp(L, arena_printf(L->a, "rope@%s:%d%s", loc_file(L, e->loc), e->loc.line, L->ctx),
                        MLK_F32, is_batched(L, x), cols);
@@ -812,11 +818,11 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     d->in[0] = arg(x);
     d->in[1] = arg(pos);
     d->head_dim = hd;
-    d->theta = (float)kw_float(L, scope, e, "theta", 10000.0);
-    d->rope_factor = (float)kw_float(L, scope, e, "factor", 1.0);
-    d->rope_low_freq = (float)kw_float(L, scope, e, "low_freq_factor", 1.0);
-    d->rope_high_freq = (float)kw_float(L, scope, e, "high_freq_factor", 4.0);
-    d->rope_original_max_pos = kw_int(L, scope, e, "original_max_pos", 8192);
+    d->theta = (float)kw_float(L, scope, e, IR_ROPE, "theta");
+    d->rope_factor = (float)kw_float(L, scope, e, IR_ROPE, "factor");
+    d->rope_low_freq = (float)kw_float(L, scope, e, IR_ROPE, "low_freq_factor");
+    d->rope_high_freq = (float)kw_float(L, scope, e, IR_ROPE, "high_freq_factor");
+    d->rope_original_max_pos = kw_int(L, scope, e, IR_ROPE, "original_max_pos");
     depend(L, op, x, MLK_MAP_TILE);
     depend(L, op, pos, MLK_MAP_ALL);
     return tensor_val(whole(L, out));
@@ -828,7 +834,7 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     if (cv.kind != L_CACHE || !activation(L, q, e->loc) || !activation(L, pos, e->loc))
       return LNONE;
     const MlkCacheDesc *cd = &L->g->caches[cv.cache];
-    int64_t heads = kw_int(L, scope, e, "heads", 0);
+    int64_t heads = kw_int(L, scope, e, IR_ATTENTION, "heads");
     int64_t group = heads / cd->kv_heads, hd = cd->head_dim;
     int64_t cols = heads * hd;
     int batched = is_batched(L, q);
@@ -916,9 +922,9 @@ static LVal lower_call(Lower *L, Binding *scope, const Expr *e) {
     d->in[0] = arg(x);
     d->in[1] = arg(u);
     d->k = cols_of(L, x.t);
-    d->temperature = (float)kw_float(L, scope, e, "temperature", 1.0);
-    d->top_k = kw_int(L, scope, e, "top_k", 50);
-    d->top_p = (float)kw_float(L, scope, e, "top_p", 1.0);
+    d->temperature = (float)kw_float(L, scope, e, IR_SAMPLE, "temperature");
+    d->top_k = kw_int(L, scope, e, IR_SAMPLE, "top_k");
+    d->top_p = (float)kw_float(L, scope, e, IR_SAMPLE, "top_p");
     depend(L, op, x, MLK_MAP_ALL);
     depend(L, op, u, MLK_MAP_ALL);
     return tensor_val(whole(L, out));
@@ -1263,7 +1269,7 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
       LVal v[4];
       for (int i = 0; i < 3; i++)
         v[i] = lower_expr(&L, NULL, posarg(c, i + 1));
-      int64_t page = kw_int(&L, NULL, c, "page", 64);
+      int64_t page = kw_int(&L, NULL, c, IR_PAGED_KV, "page");
       MlkDType dt = posarg(c, 0)->dtype;
       if (dt != MLK_BF16) {
         unsupported(&L, td->loc, "a cache that is not bf16");

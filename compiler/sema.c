@@ -143,9 +143,6 @@ typedef struct Sema {
   int nwarned, capwarned;
 } Sema;
 
-static const char *const BUILTINS[] = {"matvec", "relu", "silu", "rmsnorm", "rope", "split",
-                                       "attention", "argmax", "sample", "allreduce"};
-
 /* ---------------------------------------------------------------- diagnostics */
 
 /* The layer call chain of an error, innermost first; a deep chain shows its two ends. */
@@ -227,12 +224,7 @@ static Binding *bind(Sema *s, Binding **scope, const char *name, Loc loc, BindKi
   return b;
 }
 
-static bool is_builtin(const char *name) {
-  for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++)
-    if (!strcmp(BUILTINS[i], name))
-      return true;
-  return false;
-}
+static bool is_builtin(const char *name) { return builtin_find(OPS_CALL, name) != NULL; }
 
 static Layer *find_layer(Sema *s, const char *name) {
   for (Layer *l = s->p->layers; l; l = l->next)
@@ -772,9 +764,9 @@ static void eval_args(Sema *s, Binding *scope, const Expr *call, Args *a) {
   }
 }
 
-/* Checks a builtin's arity and keyword names; `kws` is a NULL-terminated list. */
-static bool check_arity(Sema *s, const Expr *call, const Args *a, int min, int max,
-                        const char *const *kws) {
+/* Checks a call's arity and keyword names against its entry in the table of operations. */
+static bool check_arity(Sema *s, const Expr *call, const Args *a, const Builtin *b) {
+  int min = b->min_pos, max = b->max_pos < 0 ? MAX_ARGS : b->max_pos;
   if (a->npos < min || a->npos > max) {
     if (min == max)
       err(s, call->loc, "'%s' takes %d positional argument%s, got %d", call->name, min,
@@ -786,21 +778,18 @@ static bool check_arity(Sema *s, const Expr *call, const Args *a, int min, int m
   }
   bool ok = true;
   for (int i = 0; i < a->nkw; i++) {
-    bool known = false;
-    for (const char *const *k = kws; k && *k; k++)
-      known = known || !strcmp(*k, a->kw[i]->name);
-    if (!known) {
-      char list[256] = "";
-      size_t n = 0;
-      for (const char *const *k = kws; k && *k && n < sizeof list; k++)
-        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *k);
-      if (n)
-        err(s, a->kw[i]->loc, "'%s' has no keyword argument '%s' (it takes %s)", call->name,
-            a->kw[i]->name, list);
-      else
-        err(s, a->kw[i]->loc, "'%s' takes no keyword arguments", call->name);
-      ok = false;
-    }
+    if (builtin_kw_index(b, a->kw[i]->name) >= 0)
+      continue;
+    char list[256] = "";
+    size_t n = 0;
+    for (int k = 0; k < b->nkws && n < sizeof list; k++)
+      n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", b->kws[k].name);
+    if (n)
+      err(s, a->kw[i]->loc, "'%s' has no keyword argument '%s' (it takes %s)", call->name,
+          a->kw[i]->name, list);
+    else
+      err(s, a->kw[i]->loc, "'%s' takes no keyword arguments", call->name);
+    ok = false;
   }
   return ok;
 }
@@ -832,42 +821,69 @@ static bool want_tensor(Sema *s, const Expr *call, const Expr *ae, const Value *
   return true;
 }
 
-/* A positive constant integer keyword argument (required when `def` < 0). */
-static bool want_kw_int(Sema *s, const Expr *call, const Args *a, const char *name, int64_t def,
-                        int64_t *out) {
+/* The value of keyword argument `kw` of a call, or its default from the table; false after
+ * reporting a value the keyword does not accept (its KwRule) or a missing required one. */
+static bool want_kw(Sema *s, const Expr *call, const Args *a, const BuiltinKw *kw, double *out) {
   const Expr *where = NULL;
-  const Value *v = kwarg(a, name, &where);
+  const Value *v = kwarg(a, kw->name, &where);
   if (!v) {
-    if (def < 0) {
-      err(s, call->loc, "'%s' needs the keyword argument '%s = ...'", call->name, name);
+    if (kw->required) {
+      err(s, call->loc, "'%s' needs the keyword argument '%s = ...'", call->name, kw->name);
       return false;
     }
-    *out = def;
+    *out = kw->def;
     return true;
   }
-  if (!int_known(v) || v->lo <= 0) {
-    err(s, where->loc, "'%s' of '%s' must be a positive constant integer", name, call->name);
-    return false;
+  if (kw->rule == KWR_TOP_K) {
+    if (!int_known(v) || v->lo < 0 || v->lo > MLK_SAMPLE_MAX_TOP_K) {
+      err(s, where->loc, "'%s' of '%s' must be a constant integer in [1, %d]", kw->name,
+          call->name, MLK_SAMPLE_MAX_TOP_K);
+      return false;
+    }
+    if (v->lo == 0) {
+      err(s, where->loc, "top_k = 0 (top-p over the whole vocabulary) is not supported: the "
+          "candidates are sorted in shared memory, so give top_k in [1, %d]", MLK_SAMPLE_MAX_TOP_K);
+      return false;
+    }
+    *out = (double)v->lo;
+    return true;
   }
-  *out = v->lo;
-  return true;
-}
-
-static bool want_kw_float(Sema *s, const Expr *call, const Args *a, const char *name, double def,
-                          bool positive, double *out) {
-  const Expr *where = NULL;
-  const Value *v = kwarg(a, name, &where);
-  if (!v) {
-    *out = def;
+  if (kw->type == KW_INT) {
+    if (!int_known(v) || v->lo <= 0) {
+      err(s, where->loc, "'%s' of '%s' must be a positive constant integer", kw->name, call->name);
+      return false;
+    }
+    if (kw->rule == KWR_POWER_OF_TWO && (v->lo & (v->lo - 1))) {
+      err(s, call->loc, "%s %s must be a power of two, got %lld", call->name, kw->name,
+          (long long)v->lo);
+      return false;
+    }
+    *out = (double)v->lo;
     return true;
   }
   double f = v->kind == V_FLOAT ? v->f : int_known(v) ? (double)v->lo : NAN;
-  if (isnan(f) || (positive && f <= 0)) {
-    err(s, where->loc, "'%s' of '%s' must be a %snumber", name, call->name,
-        positive ? "positive " : "");
+  if (isnan(f) || f <= 0) {
+    err(s, where->loc, "'%s' of '%s' must be a positive number", kw->name, call->name);
+    return false;
+  }
+  if (kw->rule == KWR_TOP_P && f > 1.0) {
+    err(s, where->loc, "'%s' of '%s' must be in (0, 1], got %g", kw->name, call->name, f);
+    return false;
+  }
+  if (kw->rule == KWR_TEMPERATURE && ((float)f <= 0.0f || !isfinite((float)f))) {
+    err(s, where->loc, "'%s' of '%s' must be a positive f32, got %g", kw->name, call->name, f);
     return false;
   }
   *out = f;
+  return true;
+}
+
+/* Every keyword argument of a call (given or defaulted), in the table's order, into vals; stops
+ * at the first the keyword does not accept. */
+static bool want_kws(Sema *s, const Expr *call, const Args *a, const Builtin *b, double *vals) {
+  for (int k = 0; k < b->nkws; k++)
+    if (!want_kw(s, call, a, &b->kws[k], &vals[k]))
+      return false;
   return true;
 }
 
@@ -875,13 +891,18 @@ static bool same_dim(const Type *a, int i, const Type *b, int j) {
   return a->shape[i] == b->shape[j] && a->sym[i] == b->sym[j];
 }
 
-static Type *copy_type(Sema *s, const Type *t) {
-  Type *r = arena_alloc(s->a, sizeof *r);
-  *r = *t;
-  return r;
-}
-
 static Value tensor(const Type *t) { return (Value){.kind = V_TENSOR, .type = t}; }
+
+/* The value of a builtin's result `i` (builtin_result_type, shared with elaborate). */
+static Value result(Sema *s, IrOp op, const Args *a, const int64_t *sizes, int i) {
+  const Type *in[MAX_ARGS] = {0};
+  for (int j = 0; j < a->npos; j++)
+    if (a->posv[j].kind == V_TENSOR)
+      in[j] = a->posv[j].type;
+  Type *r = arena_alloc(s->a, sizeof *r);
+  *r = builtin_result_type(op, in, sizes, i);
+  return tensor(r);
+}
 
 static CacheInfo *cache_info(Sema *s, const TensorDecl *d) {
   for (CacheInfo *ci = s->caches; ci; ci = ci->next)
@@ -890,257 +911,230 @@ static CacheInfo *cache_info(Sema *s, const TensorDecl *d) {
   return NULL;
 }
 
-static Value builtin(Sema *s, Binding *scope, const Expr *call) {
+/* ---------------------------------------------------------------- the rules of each operation */
+
+/* Each checks a call whose arity and keyword names were checked (check_arity) and gives its value;
+ * kw[] holds the keyword arguments in the table's order. */
+
+static Value rule_matvec(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)kw;
+  const Value *x = &a->posv[0], *w = &a->posv[1];
+  if (!want_tensor(s, call, a->pos[0], x, "x", MLK_F32, 1))
+    return NONE;
+  if (w->kind != V_TENSOR || w->type->dtype != MLK_BF16 || w->type->rank != 2) {
+    err(s, a->pos[1]->loc, "matvec weight must be a bf16 matrix [N, K], got %s",
+        w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
+    return NONE;
+  }
+  if (!w->weight) {
+    err(s, a->pos[1]->loc, "matvec weight must be a param (or a slice of one)");
+    return NONE;
+  }
+  const Type *xt = x->type, *wt = w->type;
+  if (!same_dim(xt, xt->rank - 1, wt, 1)) {
+    err(s, call->loc, "matvec inner dimensions differ: the input is %s but the weight is %s "
+        "(K = %lld)", tstr(s, xt), tstr(s, wt), (long long)wt->shape[1]);
+    return NONE;
+  }
+  if (wt->shape[1] > MLK_MATVEC_MAX_K) {
+    err(s, call->loc, "matvec inner dimension %lld exceeds the supported %d",
+        (long long)wt->shape[1], MLK_MATVEC_MAX_K);
+    return NONE;
+  }
+  return result(s, IR_MATVEC, a, NULL, 0);
+}
+
+static Value rule_activation(Sema *s, const Expr *call, const Args *a, IrOp op) {
+  if (a->posv[0].kind != V_TENSOR || a->posv[0].type->dtype != MLK_F32) {
+    err(s, a->pos[0]->loc, "'%s' needs an f32 tensor, got %s", call->name,
+        a->posv[0].kind == V_TENSOR ? tstr(s, a->posv[0].type) : kind_desc(&a->posv[0]));
+    return NONE;
+  }
+  return result(s, op, a, NULL, 0);
+}
+
+static Value rule_relu(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)kw;
+  return rule_activation(s, call, a, IR_RELU);
+}
+
+static Value rule_silu(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)kw;
+  return rule_activation(s, call, a, IR_SILU);
+}
+
+static Value rule_rmsnorm(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)call, (void)kw;
+  const Value *x = &a->posv[0], *w = &a->posv[1];
+  if (w->kind != V_TENSOR || w->type->rank != 1 || !same_dim(w->type, 0, x->type, x->type->rank - 1)) {
+    err(s, a->pos[1]->loc, "rmsnorm weight must be a vector matching the last dimension of %s, "
+        "got %s", tstr(s, x->type), w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
+    return NONE;
+  }
+  return result(s, IR_RMSNORM, a, NULL, 0);
+}
+
+static Value rule_rope(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  const Type *xt = a->posv[0].type, *pt = a->posv[1].type;
+  int64_t hd = (int64_t)kw[builtin_kw_index(builtin_of(IR_ROPE), "head_dim")];
+  if (pt->rank != 1 || !same_dim(pt, 0, xt, 0)) {
+    err(s, a->pos[1]->loc, "rope positions must be one per row of %s, got %s", tstr(s, xt),
+        tstr(s, pt));
+    return NONE;
+  }
+  if (hd % 2 || xt->sym[xt->rank - 1] || xt->shape[xt->rank - 1] % hd) {
+    err(s, call->loc, "rope head_dim %lld must be even and divide the last dimension of %s",
+        (long long)hd, tstr(s, xt));
+    return NONE;
+  }
+  return result(s, IR_ROPE, a, NULL, 0);
+}
+
+static Value rule_split(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)kw;
+  const Type *xt = a->posv[0].type;
+  int last = xt->rank - 1;
+  Value r = {.kind = V_TUPLE, .nitems = a->npos - 1};
+  r.items = arena_alloc(s->a, r.nitems * sizeof *r.items);
+  int64_t sizes[MAX_ARGS], sum = 0;
+  for (int i = 1; i < a->npos; i++) {
+    if (!int_known(&a->posv[i]) || a->posv[i].lo <= 0) {
+      err(s, a->pos[i]->loc, "split sizes must be positive constant integers");
+      return NONE;
+    }
+    sizes[i - 1] = a->posv[i].lo;
+    sum += a->posv[i].lo;
+  }
+  if (xt->sym[last] || sum != xt->shape[last]) {
+    err(s, call->loc, "split sizes add up to %lld, but the last dimension of %s is not that",
+        (long long)sum, tstr(s, xt));
+    return NONE;
+  }
+  for (int i = 0; i < r.nitems; i++)
+    r.items[i] = result(s, IR_SPLIT, a, sizes, i);
+  return r;
+}
+
+static Value rule_attention(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  const Builtin *b = builtin_of(IR_ATTENTION);
+  const Value *kv = &a->posv[1], *pos = &a->posv[2];
+  int64_t h = (int64_t)kw[builtin_kw_index(b, "heads")];
+  int64_t kvh = (int64_t)kw[builtin_kw_index(b, "kv_heads")];
+  int64_t hd = (int64_t)kw[builtin_kw_index(b, "head_dim")];
+  if (kv->kind != V_CACHE || !kv->indexed) {
+    err(s, a->pos[1]->loc, "attention reads one layer of a cache: kv[l], got %s",
+        kv->kind == V_CACHE ? "a whole cache" : kind_desc(kv));
+    return NONE;
+  }
+  const Type *qt = a->posv[0].type;
+  if (qt->rank != 2 || qt->sym[1] || qt->shape[1] != h * hd) {
+    err(s, a->pos[0]->loc, "attention queries must be [B, heads*head_dim] = [B, %lld], got %s",
+        (long long)(h * hd), tstr(s, qt));
+    return NONE;
+  }
+  if (h % kvh) {
+    err(s, call->loc, "heads (%lld) must be a multiple of kv_heads (%lld)", (long long)h,
+        (long long)kvh);
+    return NONE;
+  }
+  CacheInfo *ci = cache_info(s, kv->decl);
+  if (ci && ci->ok && (ci->kv_heads != kvh || ci->head_dim != hd)) {
+    err(s, a->pos[1]->loc, "cache '%s' holds %lld kv heads of %lld, but attention asks for %lld "
+        "of %lld", kv->decl->name, (long long)ci->kv_heads, (long long)ci->head_dim,
+        (long long)kvh, (long long)hd);
+    return NONE;
+  }
+  if (pos->type->rank != 1 || !same_dim(pos->type, 0, qt, 0)) {
+    err(s, a->pos[2]->loc, "attention positions must be one per query row, got %s",
+        tstr(s, pos->type));
+    return NONE;
+  }
+  return result(s, IR_ATTENTION, a, NULL, 0);
+}
+
+static Value rule_argmax(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)call, (void)kw;
+  return result(s, IR_ARGMAX, a, NULL, 0);
+}
+
+static Value rule_sample(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)call, (void)kw;
+  const Type *xt = a->posv[0].type, *ut = a->posv[1].type;
+  bool rows_ok = xt->rank == 1 ? ut->rank == 1 && !ut->sym[0] && ut->shape[0] == 1
+                               : ut->rank == 1 && same_dim(ut, 0, xt, 0);
+  if (xt->rank > 2 || !rows_ok) {
+    err(s, a->pos[1]->loc, "sample needs logits [B, V] (or [V]) and one random number per row, "
+        "u [B] (or [1]): got logits %s and u %s", tstr(s, xt), tstr(s, ut));
+    return NONE;
+  }
+  return result(s, IR_SAMPLE, a, NULL, 0);
+}
+
+static Value rule_allreduce(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  (void)kw;
+  if (a->posv[0].kind != V_MESH) {
+    err(s, a->pos[0]->loc, "allreduce needs a mesh axis first, got %s", kind_desc(&a->posv[0]));
+    return NONE;
+  }
+  if (!want_tensor(s, call, a->pos[1], &a->posv[1], "x", MLK_F32, 1))
+    return NONE;
+  return result(s, IR_ALLREDUCE, a, NULL, 0);
+}
+
+/* The tensor arguments every rule above expects, checked before the keywords (in this order, so
+ * that a call with several errors reports the first argument's). */
+static bool want_operands(Sema *s, const Expr *call, const Args *a, const Builtin *b) {
+  switch (b->op) {
+  case IR_RMSNORM:
+  case IR_ARGMAX:
+  case IR_SPLIT:
+    return want_tensor(s, call, a->pos[0], &a->posv[0], "x", MLK_F32, 1);
+  case IR_ROPE:
+  case IR_ATTENTION: {
+    int p = b->op == IR_ROPE ? 1 : 2;
+    return want_tensor(s, call, a->pos[0], &a->posv[0], b->args[0].name, MLK_F32, 2) &&
+           want_tensor(s, call, a->pos[p], &a->posv[p], "pos", MLK_I32, 1);
+  }
+  case IR_SAMPLE:
+    return want_tensor(s, call, a->pos[0], &a->posv[0], "logits", MLK_F32, 1) &&
+           want_tensor(s, call, a->pos[1], &a->posv[1], "u", MLK_F32, 1);
+  default:
+    return true;
+  }
+}
+
+typedef Value (*RuleFn)(Sema *s, const Expr *call, const Args *a, const double *kw);
+
+static Value builtin(Sema *s, Binding *scope, const Expr *call, const Builtin *b) {
+  static const RuleFn rules[IR_OP_COUNT] = {
+      [IR_MATVEC] = rule_matvec,   [IR_RELU] = rule_relu,           [IR_SILU] = rule_silu,
+      [IR_RMSNORM] = rule_rmsnorm, [IR_ROPE] = rule_rope,           [IR_SPLIT] = rule_split,
+      [IR_ATTENTION] = rule_attention, [IR_ARGMAX] = rule_argmax,   [IR_SAMPLE] = rule_sample,
+      [IR_ALLREDUCE] = rule_allreduce,
+  };
   Args a;
   eval_args(s, scope, call, &a);
-  const char *n = call->name;
-  if (!strcmp(n, "matvec")) {
-    if (!check_arity(s, call, &a, 2, 2, NULL) || !a.ok)
-      return NONE;
-    const Value *x = &a.posv[0], *w = &a.posv[1];
-    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1))
-      return NONE;
-    if (w->kind != V_TENSOR || w->type->dtype != MLK_BF16 || w->type->rank != 2) {
-      err(s, a.pos[1]->loc, "matvec weight must be a bf16 matrix [N, K], got %s",
-          w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
-      return NONE;
-    }
-    if (!w->weight) {
-      err(s, a.pos[1]->loc, "matvec weight must be a param (or a slice of one)");
-      return NONE;
-    }
-    const Type *xt = x->type, *wt = w->type;
-    if (!same_dim(xt, xt->rank - 1, wt, 1)) {
-      err(s, call->loc, "matvec inner dimensions differ: the input is %s but the weight is %s "
-          "(K = %lld)", tstr(s, xt), tstr(s, wt), (long long)wt->shape[1]);
-      return NONE;
-    }
-    if (wt->shape[1] > MLK_MATVEC_MAX_K) {
-      err(s, call->loc, "matvec inner dimension %lld exceeds the supported %d",
-          (long long)wt->shape[1], MLK_MATVEC_MAX_K);
-      return NONE;
-    }
-    Type *r = copy_type(s, xt);
-    r->shape[r->rank - 1] = wt->shape[0];
-    r->sym[r->rank - 1] = NULL;
-    return tensor(r);
+  if (b->max_pos < 0 && a.npos < b->min_pos) {
+    err(s, call->loc, "'%s' takes a tensor and at least two sizes, got %d argument%s", b->name,
+        a.npos, a.npos == 1 ? "" : "s");
+    return NONE;
   }
-  if (!strcmp(n, "relu") || !strcmp(n, "silu")) {
-    if (!check_arity(s, call, &a, 1, 1, NULL) || !a.ok)
-      return NONE;
-    if (a.posv[0].kind != V_TENSOR || a.posv[0].type->dtype != MLK_F32) {
-      err(s, a.pos[0]->loc, "'%s' needs an f32 tensor, got %s", n,
-          a.posv[0].kind == V_TENSOR ? tstr(s, a.posv[0].type) : kind_desc(&a.posv[0]));
-      return NONE;
-    }
-    return tensor(a.posv[0].type);
-  }
-  if (!strcmp(n, "rmsnorm")) {
-    static const char *const kws[] = {"eps", NULL};
-    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
-      return NONE;
-    const Value *x = &a.posv[0], *w = &a.posv[1];
-    double eps;
-    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1) ||
-        !want_kw_float(s, call, &a, "eps", 1e-5, true, &eps))
-      return NONE;
-    if (w->kind != V_TENSOR || w->type->rank != 1 || !same_dim(w->type, 0, x->type, x->type->rank - 1)) {
-      err(s, a.pos[1]->loc, "rmsnorm weight must be a vector matching the last dimension of %s, "
-          "got %s", tstr(s, x->type), w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
-      return NONE;
-    }
-    return tensor(x->type);
-  }
-  if (!strcmp(n, "rope")) {
-    static const char *const kws[] = {"head_dim", "theta", "factor", "low_freq_factor",
-                                      "high_freq_factor", "original_max_pos", NULL};
-    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
-      return NONE;
-    const Value *x = &a.posv[0], *pos = &a.posv[1];
-    int64_t hd, omp;
-    double theta, f;
-    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 2) ||
-        !want_tensor(s, call, a.pos[1], pos, "pos", MLK_I32, 1) ||
-        !want_kw_int(s, call, &a, "head_dim", -1, &hd) ||
-        !want_kw_float(s, call, &a, "theta", 10000.0, true, &theta) ||
-        !want_kw_float(s, call, &a, "factor", 1.0, true, &f) ||
-        !want_kw_float(s, call, &a, "low_freq_factor", 1.0, true, &f) ||
-        !want_kw_float(s, call, &a, "high_freq_factor", 4.0, true, &f) ||
-        !want_kw_int(s, call, &a, "original_max_pos", 8192, &omp))
-      return NONE;
-    const Type *xt = x->type;
-    if (pos->type->rank != 1 || !same_dim(pos->type, 0, xt, 0)) {
-      err(s, a.pos[1]->loc, "rope positions must be one per row of %s, got %s", tstr(s, xt),
-          tstr(s, pos->type));
-      return NONE;
-    }
-    if (hd % 2 || xt->sym[xt->rank - 1] || xt->shape[xt->rank - 1] % hd) {
-      err(s, call->loc, "rope head_dim %lld must be even and divide the last dimension of %s",
-          (long long)hd, tstr(s, xt));
-      return NONE;
-    }
-    return tensor(xt);
-  }
-  if (!strcmp(n, "split")) {
-    if (a.npos < 3) {
-      err(s, call->loc, "'split' takes a tensor and at least two sizes, got %d argument%s", a.npos,
-          a.npos == 1 ? "" : "s");
-      return NONE;
-    }
-    if (!check_arity(s, call, &a, 3, MAX_ARGS, NULL) || !a.ok)
-      return NONE;
-    const Value *x = &a.posv[0];
-    if (!want_tensor(s, call, a.pos[0], x, "x", MLK_F32, 1))
-      return NONE;
-    const Type *xt = x->type;
-    int last = xt->rank - 1;
-    Value r = {.kind = V_TUPLE, .nitems = a.npos - 1};
-    r.items = arena_alloc(s->a, r.nitems * sizeof *r.items);
-    int64_t sum = 0;
-    for (int i = 1; i < a.npos; i++) {
-      if (!int_known(&a.posv[i]) || a.posv[i].lo <= 0) {
-        err(s, a.pos[i]->loc, "split sizes must be positive constant integers");
-        return NONE;
-      }
-      sum += a.posv[i].lo;
-      Type *t = copy_type(s, xt);
-      t->shape[last] = a.posv[i].lo;
-      r.items[i - 1] = tensor(t);
-    }
-    if (xt->sym[last] || sum != xt->shape[last]) {
-      err(s, call->loc, "split sizes add up to %lld, but the last dimension of %s is not that",
-          (long long)sum, tstr(s, xt));
-      return NONE;
-    }
-    return r;
-  }
-  if (!strcmp(n, "attention")) {
-    static const char *const kws[] = {"heads", "kv_heads", "head_dim", NULL};
-    if (!check_arity(s, call, &a, 3, 3, kws) || !a.ok)
-      return NONE;
-    const Value *q = &a.posv[0], *kv = &a.posv[1], *pos = &a.posv[2];
-    int64_t h, kvh, hd;
-    if (!want_tensor(s, call, a.pos[0], q, "q", MLK_F32, 2) ||
-        !want_tensor(s, call, a.pos[2], pos, "pos", MLK_I32, 1) ||
-        !want_kw_int(s, call, &a, "heads", -1, &h) ||
-        !want_kw_int(s, call, &a, "kv_heads", -1, &kvh) ||
-        !want_kw_int(s, call, &a, "head_dim", -1, &hd))
-      return NONE;
-    if (kv->kind != V_CACHE || !kv->indexed) {
-      err(s, a.pos[1]->loc, "attention reads one layer of a cache: kv[l], got %s",
-          kv->kind == V_CACHE ? "a whole cache" : kind_desc(kv));
-      return NONE;
-    }
-    const Type *qt = q->type;
-    if (qt->rank != 2 || qt->sym[1] || qt->shape[1] != h * hd) {
-      err(s, a.pos[0]->loc, "attention queries must be [B, heads*head_dim] = [B, %lld], got %s",
-          (long long)(h * hd), tstr(s, qt));
-      return NONE;
-    }
-    if (h % kvh) {
-      err(s, call->loc, "heads (%lld) must be a multiple of kv_heads (%lld)", (long long)h,
-          (long long)kvh);
-      return NONE;
-    }
-    CacheInfo *ci = cache_info(s, kv->decl);
-    if (ci && ci->ok && (ci->kv_heads != kvh || ci->head_dim != hd)) {
-      err(s, a.pos[1]->loc, "cache '%s' holds %lld kv heads of %lld, but attention asks for %lld "
-          "of %lld", kv->decl->name, (long long)ci->kv_heads, (long long)ci->head_dim,
-          (long long)kvh, (long long)hd);
-      return NONE;
-    }
-    if (pos->type->rank != 1 || !same_dim(pos->type, 0, qt, 0)) {
-      err(s, a.pos[2]->loc, "attention positions must be one per query row, got %s",
-          tstr(s, pos->type));
-      return NONE;
-    }
-    return tensor(qt);
-  }
-  if (!strcmp(n, "argmax")) {
-    if (!check_arity(s, call, &a, 1, 1, NULL) || !a.ok ||
-        !want_tensor(s, call, a.pos[0], &a.posv[0], "x", MLK_F32, 1))
-      return NONE;
-    const Type *xt = a.posv[0].type;
-    Type *r = copy_type(s, xt);
-    r->dtype = MLK_I32;
-    r->rank--;
-    if (r->rank == 0) {
-      r->rank = 1;
-      r->shape[0] = 1;
-      r->sym[0] = NULL;
-    }
-    return tensor(r);
-  }
-  if (!strcmp(n, "sample")) {
-    static const char *const kws[] = {"temperature", "top_k", "top_p", NULL};
-    if (!check_arity(s, call, &a, 2, 2, kws) || !a.ok)
-      return NONE;
-    const Value *x = &a.posv[0], *u = &a.posv[1];
-    double temp, top_p;
-    if (!want_tensor(s, call, a.pos[0], x, "logits", MLK_F32, 1) ||
-        !want_tensor(s, call, a.pos[1], u, "u", MLK_F32, 1) ||
-        !want_kw_float(s, call, &a, "temperature", 1.0, true, &temp) ||
-        !want_kw_float(s, call, &a, "top_p", 1.0, true, &top_p))
-      return NONE;
-    const Expr *where = NULL;
-    if (top_p > 1.0) {
-      kwarg(&a, "top_p", &where);
-      err(s, where->loc, "'top_p' of 'sample' must be in (0, 1], got %g", top_p);
-      return NONE;
-    }
-    if ((float)temp <= 0.0f || !isfinite((float)temp)) {
-      kwarg(&a, "temperature", &where);
-      err(s, where->loc, "'temperature' of 'sample' must be a positive f32, got %g", temp);
-      return NONE;
-    }
-    const Value *k = kwarg(&a, "top_k", &where);
-    if (k && (!int_known(k) || k->lo < 0 || k->lo > MLK_SAMPLE_MAX_TOP_K)) {
-      err(s, where->loc, "'top_k' of 'sample' must be a constant integer in [1, %d]",
-          MLK_SAMPLE_MAX_TOP_K);
-      return NONE;
-    }
-    if (k && k->lo == 0) {
-      err(s, where->loc, "top_k = 0 (top-p over the whole vocabulary) is not supported: the "
-          "candidates are sorted in shared memory, so give top_k in [1, %d]", MLK_SAMPLE_MAX_TOP_K);
-      return NONE;
-    }
-    const Type *xt = x->type, *ut = u->type;
-    bool rows_ok = xt->rank == 1 ? ut->rank == 1 && !ut->sym[0] && ut->shape[0] == 1
-                                 : ut->rank == 1 && same_dim(ut, 0, xt, 0);
-    if (xt->rank > 2 || !rows_ok) {
-      err(s, a.pos[1]->loc, "sample needs logits [B, V] (or [V]) and one random number per row, "
-          "u [B] (or [1]): got logits %s and u %s", tstr(s, xt), tstr(s, ut));
-      return NONE;
-    }
-    Type *r = copy_type(s, xt);
-    r->dtype = MLK_I32;
-    r->rank--;
-    if (r->rank == 0) {
-      r->rank = 1;
-      r->shape[0] = 1;
-      r->sym[0] = NULL;
-    }
-    return tensor(r);
-  }
-  if (!strcmp(n, "allreduce")) {
-    if (!check_arity(s, call, &a, 2, 2, NULL) || !a.ok)
-      return NONE;
-    if (a.posv[0].kind != V_MESH) {
-      err(s, a.pos[0]->loc, "allreduce needs a mesh axis first, got %s", kind_desc(&a.posv[0]));
-      return NONE;
-    }
-    if (!want_tensor(s, call, a.pos[1], &a.posv[1], "x", MLK_F32, 1))
-      return NONE;
-    return tensor(a.posv[1].type);
-  }
-  MLKC_BUG("builtin '%s' without a checker", n);
+  if (!check_arity(s, call, &a, b) || !a.ok)
+    return NONE;
+  double kw[BUILTIN_MAX_KWS];
+  if (!want_operands(s, call, &a, b) || !want_kws(s, call, &a, b, kw))
+    return NONE;
+  if (!rules[b->op])
+    MLKC_BUG("builtin '%s' without a rule", b->name);
+  return rules[b->op](s, call, &a, kw);
 }
 
 /* kv.append(l, k, v, pos): writes the new keys and values of layer l at positions pos. */
 static Value cache_method(Sema *s, Binding *scope, const Expr *call, const Value *recv) {
   Args a;
   eval_args(s, scope, call, &a);
-  if (strcmp(call->name, "append")) {
+  const Builtin *b = builtin_find(OPS_METHOD, call->name);
+  if (!b) {
     err(s, call->loc, "a cache has no method '%s' (it has append)", call->name);
     return NONE;
   }
@@ -1149,7 +1143,7 @@ static Value cache_method(Sema *s, Binding *scope, const Expr *call, const Value
         recv->decl->name);
     return NONE;
   }
-  if (!check_arity(s, call, &a, 4, 4, NULL) || !a.ok)
+  if (!check_arity(s, call, &a, b) || !a.ok)
     return NONE;
   CacheInfo *ci = cache_info(s, recv->decl);
   const Value *l = &a.posv[0], *k = &a.posv[1], *v = &a.posv[2], *pos = &a.posv[3];
@@ -1350,13 +1344,14 @@ static Value eval_call(Sema *s, Binding *scope, const Expr *e) {
     err(s, e->loc, "'%s' is %s, not an operation or a layer", e->name, kind_desc(&b->v));
     return NONE;
   }
-  if (is_builtin(e->name))
-    return builtin(s, scope, e);
+  const Builtin *op = builtin_find(OPS_CALL, e->name);
+  if (op)
+    return builtin(s, scope, e, op);
   Layer *l = find_layer(s, e->name);
   if (l)
     return layer_call(s, scope, e, l);
   err(s, e->loc, "unknown operation '%s': no layer has that name, and the builtin operations are "
-      "matvec, relu, silu, rmsnorm, rope, split, attention, argmax, sample and allreduce", e->name);
+      "%s", e->name, builtin_call_names(s->a));
   return NONE;
 }
 
@@ -1715,43 +1710,42 @@ static void check_cache(Sema *s, Binding *cscope, TensorDecl *td) {
   ci->next = s->caches;
   s->caches = ci;
   const Expr *c = td->ctor;
-  if (!c || c->kind != EXPR_CALL || strcmp(c->name, "paged_kv")) {
+  const Builtin *b = c && c->kind == EXPR_CALL ? builtin_find(OPS_CTOR, c->name) : NULL;
+  if (!b) {
     err(s, c ? c->loc : td->loc, "unknown cache kind '%s' (use paged_kv(dtype, layers, kv_heads, "
         "head_dim, page = N))", c && c->kind == EXPR_CALL ? c->name : "?");
     return;
   }
   Args a;
   eval_args(s, cscope, c, &a);
-  static const char *const kws[] = {"page", NULL};
-  if (!check_arity(s, c, &a, 4, 4, kws) || !a.ok)
+  if (!check_arity(s, c, &a, b) || !a.ok)
     return;
   if (a.posv[0].kind != V_DTYPE) {
     err(s, a.pos[0]->loc, "paged_kv needs the element dtype first, got %s", kind_desc(&a.posv[0]));
     return;
   }
+  /* The kv_append and attention tiles (and their references) read and write bf16 pools, so a
+   * cache of another dtype could be declared but never run. */
   MlkDType dt = a.posv[0].dtype;
-  if (dt != MLK_BF16 && dt != MLK_F16 && dt != MLK_F32) {
-    err(s, a.pos[0]->loc, "paged_kv stores bf16, f16 or f32, not %s", ast_dtype_name(dt));
+  if (dt != MLK_BF16) {
+    err(s, a.pos[0]->loc, "paged_kv stores bf16, not %s (the kv_append and attention tiles read "
+        "bf16 caches only)", ast_dtype_name(dt));
     return;
   }
   int64_t v[3];
-  static const char *const what[] = {"layers", "kv_heads", "head_dim"};
   for (int i = 0; i < 3; i++)
     if (!int_known(&a.posv[i + 1]) || a.posv[i + 1].lo <= 0) {
-      err(s, a.pos[i + 1]->loc, "paged_kv %s must be a positive constant", what[i]);
+      err(s, a.pos[i + 1]->loc, "paged_kv %s must be a positive constant", b->args[i + 1].name);
       return;
     } else {
       v[i] = a.posv[i + 1].lo;
     }
-  int64_t page;
-  if (!want_kw_int(s, c, &a, "page", 64, &page))
+  double kw[BUILTIN_MAX_KWS];
+  if (!want_kws(s, c, &a, b, kw))
     return;
-  if (page & (page - 1)) {
-    err(s, c->loc, "paged_kv page must be a power of two, got %lld", (long long)page);
-    return;
-  }
   *ci = (CacheInfo){.decl = td, .ok = true, .dtype = dt, .layers = v[0], .kv_heads = v[1],
-                    .head_dim = v[2], .page = page, .next = ci->next};
+                    .head_dim = v[2], .page = (int64_t)kw[builtin_kw_index(b, "page")],
+                    .next = ci->next};
 }
 
 static const char *decl_desc(const Binding *b) {

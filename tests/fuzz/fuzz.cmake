@@ -29,11 +29,13 @@ if(_fuzz_exe)
   set(_fuzz_flags -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
       -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -Wall -Wextra
       -I${CMAKE_CURRENT_SOURCE_DIR} -I${GEN} -I${PROJECT_SOURCE_DIR}/runtime/include)
-  set(_fuzz_headers ${CMAKE_CURRENT_SOURCE_DIR}/mlkc.h ${PROJECT_SOURCE_DIR}/runtime/include/mlk_desc.h
+  set(_fuzz_headers ${CMAKE_CURRENT_SOURCE_DIR}/mlkc.h ${CMAKE_CURRENT_SOURCE_DIR}/builtins.def
+      ${PROJECT_SOURCE_DIR}/runtime/include/mlk_desc.h
       ${GEN}/parse.h)
   set(_fuzz_objs)
   foreach(_src ${CMAKE_CURRENT_SOURCE_DIR}/diag.c ${CMAKE_CURRENT_SOURCE_DIR}/ast.c
-               ${CMAKE_CURRENT_SOURCE_DIR}/sema.c ${CMAKE_CURRENT_SOURCE_DIR}/lower.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/sema.c ${CMAKE_CURRENT_SOURCE_DIR}/builtins.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/graph.c ${CMAKE_CURRENT_SOURCE_DIR}/lower.c
                ${CMAKE_CURRENT_SOURCE_DIR}/bind.c ${GEN}/lex.c
                ${GEN}/parse.c ${_fuzz_dir}/fuzz_frontend.c)
     get_filename_component(_name ${_src} NAME_WE)

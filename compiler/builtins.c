@@ -18,7 +18,7 @@ struct KwTargets {
 };
 
 #define ATTR_TYPE_OF(field)                                                                        \
-  _Generic(((struct KwTargets *)0)->field, float: ATTR_F32, int: ATTR_I32, int64_t: ATTR_I64,     \
+  _Generic(((struct KwTargets *)0)->field, float: ATTR_F32, int32_t: ATTR_I32, int64_t: ATTR_I64, \
            char: ATTR_NONE)
 
 /* Marks a keyword without a default (builtins.def). */
@@ -107,7 +107,7 @@ void builtin_set_attr(const BuiltinKw *kw, IrAttrs *attrs, double v) {
   switch (kw->attr_type) {
   case ATTR_NONE: return;
   case ATTR_F32: *(float *)p = (float)v; return;
-  case ATTR_I32: *(int *)p = (int)v; return;
+  case ATTR_I32: *(int32_t *)p = (int32_t)v; return;
   case ATTR_I64: *(int64_t *)p = (int64_t)v; return;
   }
 }

@@ -163,7 +163,7 @@ static void dump_attr(FILE *out, const char *name, double v, bool is_float) {
 }
 
 static void dump_attrs(FILE *out, const IrNode *n) {
-#define X(type, name, what) dump_attr(out, #name, (double)n->attr.name, _Generic(n->attr.name, float: 1, default: 0));
+#define X(type, name, per_op, what) dump_attr(out, #name, (double)n->attr.name, _Generic(n->attr.name, float: 1, default: 0));
   MLKC_OP_ATTRS(X)
 #undef X
   if (n->op == IR_ALLREDUCE)

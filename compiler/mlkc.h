@@ -473,28 +473,12 @@ typedef enum KwRule {
   KWR_POWER_OF_TWO  /* a positive power of two */
 } KwRule;
 
-/* The attributes of a runtime op that only some kinds use: the fields of MlkOpDesc of these
- * names and types. The graph IR keeps them in IrAttrs and serialize copies them field by field,
- * so an attribute cannot be left out of the descriptor. X(type, name, what) */
-#define MLKC_OP_ATTRS(X)                                                                           \
-  X(float, eps, "rmsnorm, fused or not")                                                           \
-  X(float, theta, "rope: the base of the frequencies")                                             \
-  X(float, rope_factor, "rope: Llama 3 frequency scaling when > 1")                                \
-  X(float, rope_low_freq, "rope: Llama 3 low frequency factor")                                    \
-  X(float, rope_high_freq, "rope: Llama 3 high frequency factor")                                  \
-  X(int64_t, rope_original_max_pos, "rope: Llama 3 original context")                            \
-  X(int64_t, heads, "attention, attn_reduce: query heads")                                         \
-  X(int64_t, kv_heads, "attention, attn_reduce, kv_append: kv heads")                             \
-  X(int64_t, head_dim, "attention, attn_reduce, kv_append, rope: columns per head")               \
-  X(int, layer, "attention, kv_append: the cache layer, else -1")                                  \
-  X(int, cache, "attention, kv_append: the cache, else -1")                                        \
-  X(float, temperature, "sample: > 0")                                                             \
-  X(float, top_p, "sample: in (0, 1]")                                                             \
-  X(int64_t, top_k, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                       \
-  X(int64_t, split, "attention: chunks of a row's positions; attn_reduce: the chunks it merges")  \
-  X(int64_t, min_chunk, "split attention: fewest positions per chunk")
+/* The attributes of a runtime op that only some kinds use are the descriptor's list,
+ * MLK_OP_ATTRS (mlk_desc.h). The graph IR keeps them in IrAttrs, and serialize copies them field by
+ * field from that list, so no attribute can be left out of the descriptor. */
+#define MLKC_OP_ATTRS(X) MLK_OP_ATTRS(X)
 
-#define MLKC_X_FIELD(type, name, what) type name;
+#define MLKC_X_FIELD(type, name, per_op, what) type name;
 typedef struct IrAttrs {
   MLKC_OP_ATTRS(MLKC_X_FIELD)
 } IrAttrs;

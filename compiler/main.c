@@ -79,6 +79,8 @@ static void usage(FILE *out) {
           "                  with --emit, write the dump to PATH instead of stdout\n"
           "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
           "                  tokens, ast, graph, events, dot, llvm, ptx, header, source\n"
+          "  --after=PASS    with --emit=graph: print the graph IR after PASS instead of the\n"
+          "                  runtime descriptor: elaborate\n"
           "  --check         stop after the semantic checks (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
@@ -113,6 +115,7 @@ typedef struct Options {
   EmitKind emit;
   int opt_level;
   int schedule;    /* --schedule: -1 as written, else an MlkSchedule for every megakernel */
+  const char *after; /* --after=PASS: --emit=graph prints the graph IR after that pass */
   bool check_only; /* --check: stop after the semantic checks */
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
@@ -173,6 +176,12 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->emit = emit_kinds[k].kind;
+    } else if (!strncmp(a, "--after=", 8)) {
+      if (strcmp(a + 8, "elaborate")) {
+        fprintf(stderr, "mlkc: error: unknown --after pass '%s' (elaborate)\n", a + 8);
+        return 1;
+      }
+      o->after = a + 8;
     } else if (!strncmp(a, "--arch=", 7)) {
       if (strcmp(a + 7, "sm_90a") && strcmp(a + 7, "sm_80")) {
         fprintf(stderr, "mlkc: error: unknown --arch '%s' (sm_90a, sm_80)\n", a + 7);
@@ -219,6 +228,10 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (!o->input) {
     fprintf(stderr, "mlkc: error: no input file (see mlkc --help)\n");
+    return 1;
+  }
+  if (o->after && o->emit != EMIT_GRAPH) {
+    fprintf(stderr, "mlkc: error: --after=%s needs --emit=graph\n", o->after);
     return 1;
   }
   if (!o->stdlib_dir) {
@@ -382,6 +395,16 @@ static int compile(const Options *o, Arena *a) {
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
+  if (o->after) {
+    IrGraph *ir = elaborate_model(prog, m, a, &d);
+    if (!ir)
+      return 1;
+    FILE *f = open_dump(o);
+    if (!f)
+      return 1;
+    ir_dump(f, ir);
+    return close_dump(o, f) ? 0 : 1;
+  }
   Graph *g = lower_model(prog, m, a, &d, o->attn_split, o->attn_min_chunk);
   if (!g || d.nerrors)
     return 1;

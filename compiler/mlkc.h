@@ -4,6 +4,8 @@
  *   lex.re     source text -> tokens (re2c; token codes are the Lemon parser's TK_*)
  *   parse.y    tokens -> AST (Lemon; actions are one-line builder calls from ast.c)
  *   sema.c     AST -> checked AST: names resolved, dims evaluated, shapes and dtypes checked
+ *   elaborate.c checked AST -> graph IR (graph.c): one node per operation, layers inlined, loops
+ *              unrolled (--emit=graph --after=elaborate)
  *   lower.c    checked AST -> task graph: ops with task grids, event tensors between them
  *   bind.c     (called by lower.c) params' `from` bindings -> checkpoint tensors per layer and part
  *   codegen.c  task graph -> LLVM module (LLVM-C) linked with the stdlib tile bitcode -> PTX
@@ -222,6 +224,9 @@ struct TensorDecl {
   const char *from_fn;
   StrList *from;       /* unescaped strings, or NULL without a binding */
   Loc from_loc;        /* of the first string (or of the function name) */
+  /* set by sema, for the lowering: */
+  const struct Type *resolved;          /* params, inputs, outputs: the checked type */
+  const struct CacheGeometry *geometry; /* caches: the checked constructor's values */
   TensorDecl *next;
 };
 
@@ -408,6 +413,12 @@ typedef struct Type {
   int64_t shape[MLK_MAX_RANK];
   const DimDecl *sym[MLK_MAX_RANK];
 } Type;
+
+/* What a `cache NAME : paged_kv(dtype, layers, kv_heads, head_dim, page = P)` declares. */
+typedef struct CacheGeometry {
+  MlkDType dtype;
+  int64_t layers, kv_heads, head_dim, page;
+} CacheGeometry;
 
 bool type_is_static(const Type *t);
 bool type_equal(const Type *a, const Type *b);
@@ -673,6 +684,13 @@ int64_t ir_type_cols(const Type *t);
 const char *ir_op_name(IrOp op);
 /* --emit=graph --after=PASS: the graph as text, one line per tensor, node and event. */
 void ir_dump(FILE *out, const IrGraph *g);
+
+/* ======================================================================== elaborate.c */
+
+/* A checked model -> its graph IR with one node per operation as written: layers inlined, loops
+ * unrolled, keyword defaults from the table, nothing fused (the passes below do that). NULL after
+ * reporting what it cannot build. */
+IrGraph *elaborate_model(Program *p, Model *m, Arena *a, Diag *d);
 
 /* ======================================================================== lower.c */
 

@@ -1746,6 +1746,9 @@ static void check_cache(Sema *s, Binding *cscope, TensorDecl *td) {
   *ci = (CacheInfo){.decl = td, .ok = true, .dtype = dt, .layers = v[0], .kv_heads = v[1],
                     .head_dim = v[2], .page = (int64_t)kw[builtin_kw_index(b, "page")],
                     .next = ci->next};
+  CacheGeometry *geo = arena_alloc(s->a, sizeof *geo);
+  *geo = (CacheGeometry){dt, ci->layers, ci->kv_heads, ci->head_dim, ci->page};
+  td->geometry = geo;
 }
 
 static const char *decl_desc(const Binding *b) {
@@ -1793,6 +1796,7 @@ static void check_model(Sema *s, Program *p, Model *m) {
             td->name, tstr(s, t));
       check_shard(s, cscope, td, t);
       check_binding(s, td, t);
+      td->resolved = t;
       if (t)
         v = (Value){.kind = V_TENSOR, .type = t, .weight = td->kind == DECL_PARAM};
     }

@@ -26,6 +26,8 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_attention_split_llvm ${CG}/attention_split_llvm.check --emit=llvm -O0
                 ${CG}/attention_split.mlk)
   mlk_filecheck(codegen_mlp_graph ${CG}/mlp_graph.check --emit=graph ${MLP})
+  mlk_filecheck(ir_elaborate ${CG}/ir_elaborate.check --emit=graph --after=elaborate
+                ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})
   mlk_filecheck(codegen_mlp_header ${CG}/mlp_header.check --emit=header ${MLP})
   # checkpoint bindings (bind.c): a cat without layers, and a Llama's per-layer names

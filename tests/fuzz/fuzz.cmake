@@ -35,8 +35,8 @@ if(_fuzz_exe)
   set(_fuzz_objs)
   foreach(_src ${CMAKE_CURRENT_SOURCE_DIR}/diag.c ${CMAKE_CURRENT_SOURCE_DIR}/ast.c
                ${CMAKE_CURRENT_SOURCE_DIR}/sema.c ${CMAKE_CURRENT_SOURCE_DIR}/builtins.c
-               ${CMAKE_CURRENT_SOURCE_DIR}/graph.c ${CMAKE_CURRENT_SOURCE_DIR}/lower.c
-               ${CMAKE_CURRENT_SOURCE_DIR}/bind.c ${GEN}/lex.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/graph.c ${CMAKE_CURRENT_SOURCE_DIR}/elaborate.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/lower.c ${CMAKE_CURRENT_SOURCE_DIR}/bind.c ${GEN}/lex.c
                ${GEN}/parse.c ${_fuzz_dir}/fuzz_frontend.c)
     get_filename_component(_name ${_src} NAME_WE)
     set(_obj ${_fuzz_bin}/${_name}.o)

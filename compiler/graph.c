@@ -51,7 +51,7 @@ int ir_add_node(IrGraph *g, IrOp op, Loc loc, const char *ctx, int kernel) {
   GROW(g->arena, g->nodes, g->nnodes, g->cap_nodes);
   IrNode *n = &g->nodes[g->nnodes];
   *n = (IrNode){.op = op, .loc = loc, .ctx = ctx ? ctx : "", .kernel = kernel, .reduce = -1,
-                .emit_seq = -1, .fn = builtin_of(op)->fn};
+                .emit_seq = -1, .store_seq = -1, .fn = builtin_of(op)->fn};
   for (int i = 0; i < IR_MAX_IN; i++)
     n->in[i] = n->in_seq[i] = -1;
   n->attr.layer = n->attr.cache = -1;
@@ -107,15 +107,16 @@ int64_t ir_type_cols(const Type *t) {
 
 const char *ir_op_name(IrOp op) { return builtin_of(op)->name; }
 
+const char *ir_loc_file(const IrGraph *g, Loc loc) {
+  const char *path = loc.src ? loc.src->path : g->prog->src->path;
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
 /* ---------------------------------------------------------------- dump */
 
 static const char *const tensor_kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
 static const char *const fn_names[] = {"none", "relu", "silu", "add", "mul"};
-
-static const char *basename_of(const char *path) {
-  const char *s = strrchr(path, '/');
-  return s ? s + 1 : path;
-}
 
 static void dump_type(FILE *out, Arena *a, const Type *t) {
   if (t->rank == 0)
@@ -198,11 +199,14 @@ static void dump_node(FILE *out, const IrGraph *g, int i) {
     fprintf(out, " tile(%lld)", (long long)n->hint.tile);
   if (n->hint.head || n->hint.split)
     fprintf(out, " tile(head=%lld, split=%lld)", (long long)n->hint.head, (long long)n->hint.split);
-  if (n->ntasks)
-    fprintf(out, " grid n=%lld k=%lld tile=%lld tasks=%lld%s", (long long)n->n, (long long)n->k,
-            (long long)n->tile, (long long)n->ntasks, n->batched ? " batched" : "");
-  fprintf(out, " @%s:%d%s\n", basename_of(n->loc.src ? n->loc.src->path : g->prog->src->path),
-          n->loc.line, n->ctx);
+  if (n->ntasks) {
+    fprintf(out, " grid n=%lld", (long long)n->n);
+    if (n->k)
+      fprintf(out, " k=%lld", (long long)n->k);
+    fprintf(out, " tile=%lld tasks=%lld%s", (long long)n->tile, (long long)n->ntasks,
+            n->batched ? " batched" : "");
+  }
+  fprintf(out, " @%s:%d%s\n", ir_loc_file(g, n->loc), n->loc.line, n->ctx);
 }
 
 void ir_dump(FILE *out, const IrGraph *g) {

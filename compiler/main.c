@@ -1,7 +1,8 @@
 /* main.c: the mlkc driver. Parses the command line and runs the passes in order:
  *
  *   load_program (source_read, lexer, parse_program for the file and each module it imports) ->
- *   sema_check -> lower_model -> codegen_graph (PTX for sm_90a and sm_80) -> emit_header /
+ *   sema_check -> elaborate_model -> the graph passes (passes[] below: fuse, tile, schedule,
+ *   events) -> serialize_graph -> codegen_graph (PTX for sm_90a and sm_80) -> emit_header /
  *   emit_source
  *
  * `--emit=KIND` stops after the pass that produces KIND and prints it, so every stage can be
@@ -80,7 +81,7 @@ static void usage(FILE *out) {
           "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
           "                  tokens, ast, graph, events, dot, llvm, ptx, header, source\n"
           "  --after=PASS    with --emit=graph: print the graph IR after PASS instead of the\n"
-          "                  runtime descriptor: elaborate\n"
+          "                  runtime descriptor: elaborate, fuse, tile, schedule, events\n"
           "  --check         stop after the semantic checks (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
@@ -121,6 +122,41 @@ typedef struct Options {
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
+
+/* The passes from the checked AST to the runtime descriptor, in order. elaborate makes the graph
+ * IR, each of these rewrites it, serialize writes the descriptor from it; --emit=graph
+ * --after=NAME prints the graph after any of them. */
+static bool pass_fuse(IrGraph *g, const Options *o, Diag *d) {
+  (void)o;
+  return fuse_graph(g, d);
+}
+static bool pass_tile(IrGraph *g, const Options *o, Diag *d) {
+  (void)d;
+  tile_graph(g, &(TileOptions){o->attn_split, o->attn_min_chunk});
+  return true;
+}
+static bool pass_schedule(IrGraph *g, const Options *o, Diag *d) {
+  (void)o, (void)d;
+  schedule_graph(g);
+  return true;
+}
+static bool pass_events(IrGraph *g, const Options *o, Diag *d) {
+  (void)o, (void)d;
+  events_graph(g);
+  return true;
+}
+
+static const struct {
+  const char *name;
+  bool (*run)(IrGraph *g, const Options *o, Diag *d);
+} passes[] = {
+    {"elaborate", NULL}, /* makes the graph: elaborate_model */
+    {"fuse", pass_fuse},
+    {"tile", pass_tile},
+    {"schedule", pass_schedule},
+    {"events", pass_events},
+};
+#define NPASSES (sizeof passes / sizeof passes[0])
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
 static int parse_args(int argc, char **argv, Options *o) {
@@ -177,8 +213,13 @@ static int parse_args(int argc, char **argv, Options *o) {
       }
       o->emit = emit_kinds[k].kind;
     } else if (!strncmp(a, "--after=", 8)) {
-      if (strcmp(a + 8, "elaborate")) {
-        fprintf(stderr, "mlkc: error: unknown --after pass '%s' (elaborate)\n", a + 8);
+      size_t k;
+      for (k = 0; k < NPASSES; k++)
+        if (!strcmp(a + 8, passes[k].name))
+          break;
+      if (k == NPASSES) {
+        fprintf(stderr, "mlkc: error: unknown --after pass '%s' (elaborate, fuse, tile, schedule, "
+                "events)\n", a + 8);
         return 1;
       }
       o->after = a + 8;
@@ -358,6 +399,16 @@ static Model *pick_model(Program *p, const Options *o, Diag *d) {
   return NULL;
 }
 
+/* Runs elaborate and the passes on model m, up to `last` (NPASSES: all of them), printing the
+ * graph IR after `last` when it is not all of them. NULL after an error. */
+static IrGraph *run_passes(Program *p, Model *m, const Options *o, size_t last, Arena *a, Diag *d) {
+  IrGraph *g = elaborate_model(p, m, a, d);
+  for (size_t i = 1; g && i < NPASSES && i <= last; i++)
+    if (!passes[i].run(g, o, d))
+      g = NULL;
+  return g;
+}
+
 static int compile(const Options *o, Arena *a) {
   Diag d;
   diag_init(&d, NULL, stderr);
@@ -395,18 +446,22 @@ static int compile(const Options *o, Arena *a) {
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
-  if (o->after) {
-    IrGraph *ir = elaborate_model(prog, m, a, &d);
-    if (!ir)
-      return 1;
+  size_t last = NPASSES;
+  for (size_t i = 0; o->after && i < NPASSES; i++)
+    if (!strcmp(o->after, passes[i].name))
+      last = i;
+  IrGraph *ir = run_passes(prog, m, o, last, a, &d);
+  if (!ir)
+    return 1;
+  if (last < NPASSES) {
     FILE *f = open_dump(o);
     if (!f)
       return 1;
     ir_dump(f, ir);
     return close_dump(o, f) ? 0 : 1;
   }
-  Graph *g = lower_model(prog, m, a, &d, o->attn_split, o->attn_min_chunk);
-  if (!g || d.nerrors)
+  Graph *g = serialize_graph(ir, a, &d);
+  if (!g)
     return 1;
   if (o->schedule >= 0)
     for (int k = 0; k < g->nkernels; k++)

@@ -5,9 +5,16 @@
  *   parse.y    tokens -> AST (Lemon; actions are one-line builder calls from ast.c)
  *   sema.c     AST -> checked AST: names resolved, dims evaluated, shapes and dtypes checked
  *   elaborate.c checked AST -> graph IR (graph.c): one node per operation, layers inlined, loops
- *              unrolled (--emit=graph --after=elaborate)
- *   lower.c    checked AST -> task graph: ops with task grids, event tensors between them
- *   bind.c     (called by lower.c) params' `from` bindings -> checkpoint tensors per layer and part
+ *              unrolled
+ *   fuse.c     graph -> graph: language operations -> runtime ops (norms, epilogues, residuals,
+ *              gated products and splits folded into matvecs, stores into their writers)
+ *   tile.c     every op's task grid; attention split over the context with its attn_reduce
+ *   schedule.c the run order of each megakernel's ops
+ *   events.c   the event tensors between them
+ *              (--emit=graph --after=elaborate|fuse|tile|schedule|events prints the graph IR)
+ *   serialize.c graph IR -> the runtime descriptor (Graph: MlkOpDesc, MlkEventDesc, ...)
+ *   bind.c     (called by serialize.c) params' `from` bindings -> checkpoint tensors per layer and
+ *              part
  *   codegen.c  task graph -> LLVM module (LLVM-C) linked with the stdlib tile bitcode -> PTX
  *   emit_c.c   task graph + PTX -> model.h / model.c, the typed C API over libmlkrt
  * diag.c reports errors in one format everywhere: file:line:col: error: msg, source line, caret.
@@ -616,6 +623,7 @@ typedef struct IrNode {
   int reduce;          /* a split attention: its attn_reduce node, else -1 */
   /* schedule */
   int emit_seq;        /* when a sequential evaluation runs it, -1: when its result is first needed */
+  int store_seq;       /* when a store into an output needs its result (fuse), -1: none */
 } IrNode;
 
 /* An event tensor between two nodes (mlk_desc.h, MlkEventDesc). */
@@ -682,6 +690,8 @@ bool ir_type_batched(const Type *t);
 int64_t ir_type_cols(const Type *t);
 /* "matvec", "add", ...: the op's name in dumps and in the names of ops and temporaries */
 const char *ir_op_name(IrOp op);
+/* The file of a location without its directories, as op names show it: "nn.mlk". */
+const char *ir_loc_file(const IrGraph *g, Loc loc);
 /* --emit=graph --after=PASS: the graph as text, one line per tensor, node and event. */
 void ir_dump(FILE *out, const IrGraph *g);
 
@@ -692,17 +702,25 @@ void ir_dump(FILE *out, const IrGraph *g);
  * reporting what it cannot build. */
 IrGraph *elaborate_model(Program *p, Model *m, Arena *a, Diag *d);
 
-/* ======================================================================== lower.c */
+/* ======================================================================== fuse.c */
 
-typedef struct Graph Graph; /* defined below */
+/* The operations of the language -> the runtime's ops: allreduce over one rank removed, rmsnorm
+ * into the reading matvec, relu/silu, residual adds and gated products into matvec epilogues,
+ * splits into row slices, stores into the stored value's writer or a copy, unread nodes removed.
+ * False after reporting what it cannot lower. */
+bool fuse_graph(IrGraph *g, Diag *d);
 
-/* Lowers model `m` (checked) into its task graph: layers inlined, loops unrolled, operations
- * fused where their values allow (rmsnorm into the next matvec, activations and residual adds into
- * a matvec's epilogue, split of a matvec into row slices of its weight). attn_split > 0: the
- * chunks of every attention without a tile(split = s) hint (mlkc --attn-split=N), 0: the default
- * policy (lower_default_attn_split). */
-Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
-                   int64_t attn_min_chunk);
+/* ======================================================================== tile.c */
+
+typedef struct TileOptions {
+  int64_t attn_split;     /* chunks of an attention without tile(split = s) (mlkc --attn-split=N),
+                             0: tile_default_attn_split */
+  int64_t attn_min_chunk; /* MlkOpDesc.min_chunk of split attentions, 0: MLKC_ATTN_MIN_CHUNK */
+} TileOptions;
+
+/* Gives every op its task grid (columns, columns per task, tasks) from its tile(...) hint or the
+ * default policy, and splits attention over the context (an attn_reduce node merges the chunks). */
+void tile_graph(IrGraph *g, const TileOptions *o);
 /* The fewest positions per chunk of a split attention (MlkOpDesc.min_chunk) unless attn_min_chunk
  * above 0 says otherwise (mlkc --attn-min-chunk=N): each chunk is a task with a fixed cost, so a
  * short context fills only the first chunks. Measured on the H100 (Llama-3.2-1B, 16 chunks, context
@@ -712,7 +730,27 @@ Graph *lower_model(Program *p, Model *m, Arena *a, Diag *d, int64_t attn_split,
  * about MLKC_ATTN_SPLIT_TARGET_TASKS tasks in all (kv head tasks x chunks), within [1,
  * MLK_ATTN_MAX_SPLIT]: the one knob of the default policy. */
 #define MLKC_ATTN_SPLIT_TARGET_TASKS 128
-int64_t lower_default_attn_split(int64_t kv_heads, int64_t kvh);
+int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh);
+
+/* ======================================================================== schedule.c */
+
+/* The run order of each megakernel's ops (IrGraph.order): where a sequential evaluation of the
+ * program would run or first need each. */
+void schedule_graph(IrGraph *g);
+
+/* ======================================================================== events.c */
+
+/* The event tensors between the scheduled ops (IrGraph.events) and their counters. */
+void events_graph(IrGraph *g);
+
+/* ======================================================================== serialize.c */
+
+/* The runtime descriptor of a compiled model (mlk_desc.h's structures, with what the compiler
+ * keeps beside them): what codegen.c and emit_c.c read. serialize_graph writes it from the graph
+ * IR after the events pass. */
+typedef struct Graph Graph;
+
+Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d);
 void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON) */
 void graph_dump_events(FILE *out, const Graph *g); /* --emit=events */
 void graph_dump_dot(FILE *out, const Graph *g);    /* --emit=dot (Graphviz) */
@@ -726,7 +764,6 @@ typedef struct GTensor {
   int64_t numel;
   const char *from;
   int batched;  /* shape[0] is the dynamic batch dim */
-  int producer; /* op index, -1 for params and inputs */
   const MlkBinding *bindings; /* params with `from`: set by bind_params (bind.c) */
   int nbindings;
 } GTensor;

@@ -1,5 +1,5 @@
 # tests/fuzz: a libFuzzer harness of the front end (lexer, parser, AST dump, expression printer,
-# semantic checks, lowering to the task graph and its checkpoint bindings),
+# semantic checks, the passes to the runtime descriptor and its checkpoint bindings),
 # built by clang with -fsanitize=fuzzer,address,undefined whatever compiler builds the rest, and
 # the CTest fuzz_frontend_smoke that runs it for 20 seconds on a copy of the seed corpus
 # (tests/fuzz/corpus). Without clang's libFuzzer runtime (Debian: libclang-rt-19-dev) nothing is
@@ -36,7 +36,9 @@ if(_fuzz_exe)
   foreach(_src ${CMAKE_CURRENT_SOURCE_DIR}/diag.c ${CMAKE_CURRENT_SOURCE_DIR}/ast.c
                ${CMAKE_CURRENT_SOURCE_DIR}/sema.c ${CMAKE_CURRENT_SOURCE_DIR}/builtins.c
                ${CMAKE_CURRENT_SOURCE_DIR}/graph.c ${CMAKE_CURRENT_SOURCE_DIR}/elaborate.c
-               ${CMAKE_CURRENT_SOURCE_DIR}/lower.c ${CMAKE_CURRENT_SOURCE_DIR}/bind.c ${GEN}/lex.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/fuse.c ${CMAKE_CURRENT_SOURCE_DIR}/tile.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/schedule.c ${CMAKE_CURRENT_SOURCE_DIR}/events.c
+               ${CMAKE_CURRENT_SOURCE_DIR}/serialize.c ${CMAKE_CURRENT_SOURCE_DIR}/bind.c ${GEN}/lex.c
                ${GEN}/parse.c ${_fuzz_dir}/fuzz_frontend.c)
     get_filename_component(_name ${_src} NAME_WE)
     set(_obj ${_fuzz_bin}/${_name}.o)

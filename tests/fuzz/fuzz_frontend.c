@@ -3,8 +3,9 @@
  * Each input is one .mlk source: it goes through the lexer and the parser (parse_program, which
  * loads nothing: an `import` is only recorded), and a program that parses is dumped as with
  * --emit=ast and each of its statements' expressions printed as messages print them; then it is
- * checked (sema_check) and, when that passes, every model is lowered to its task graph and the
- * graph and event dumps written, as --emit=graph and --emit=events do. The tokens
+ * checked (sema_check) and, when that passes, every model goes through the passes from elaborate
+ * to serialize and the graph IR, descriptor and event dumps are written, as --emit=graph
+ * --after=events, --emit=graph and --emit=events do. The tokens
  * are dumped too, as with --emit=tokens, which goes on after lexical errors. Everything is written
  * to /dev/null; what counts is that no input crashes, leaks, hangs, trips a sanitizer or reaches
  * an internal error (mlkc_bug exits, which libFuzzer reports).
@@ -53,7 +54,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         print_stmts(devnull, k->body);
     if (d.nerrors == 0 && sema_check(p, a, &d))
       for (Model *m = p->models; m; m = m->next) {
-        Graph *g = lower_model(p, m, a, &d, 0, 0);
+        IrGraph *ir = elaborate_model(p, m, a, &d);
+        if (!ir || !fuse_graph(ir, &d))
+          continue;
+        tile_graph(ir, &(TileOptions){0});
+        schedule_graph(ir);
+        events_graph(ir);
+        ir_dump(devnull, ir);
+        Graph *g = serialize_graph(ir, a, &d);
         if (g) {
           graph_dump(devnull, g);
           graph_dump_events(devnull, g);

@@ -1,0 +1,409 @@
+/* serialize.c: the scheduled graph IR -> the runtime descriptor (Graph: MlkOpDesc, MlkEventDesc,
+ * MlkCacheDesc and the tensors, as mlk_desc.h lays them out), which codegen.c and emit_c.c read;
+ * and the dumps of that descriptor (--emit=graph, --emit=events, --emit=dot).
+ *
+ * Tensors keep their declaration order; every value that no declared tensor holds gets a
+ * temporary, in the order of the ops that write them, named after the variable it was assigned to
+ * or else after its writer ("matvec@nn.mlk:23[l=0]"). Ops are the scheduled nodes; each
+ * descriptor field is written from the graph, the per-kind attributes field by field from the
+ * descriptor's own list (MLK_OP_ATTRS), so that none can be forgotten. Names are made unique
+ * ("q[l=0]#2") and the events named after their tensor and ops.
+ */
+#include <string.h>
+
+#include "mlkc.h"
+
+#define GROW(a, arr, n, cap)                                                                       \
+  do {                                                                                             \
+    if ((n) == (cap)) {                                                                            \
+      int nc = (cap) ? 2 * (cap) : 16;                                                             \
+      void *nb = arena_alloc((a), (size_t)nc * sizeof *(arr));                                     \
+      if (n)                                                                                       \
+        memcpy(nb, (arr), (size_t)(n) * sizeof *(arr));                                            \
+      (arr) = nb;                                                                                  \
+      (cap) = nc;                                                                                  \
+    }                                                                                              \
+  } while (0)
+
+int64_t graph_row_elems(const GTensor *t) {
+  return t->batched && t->shape[0] ? t->numel / t->shape[0] : t->numel;
+}
+
+typedef struct Ser {
+  IrGraph *ir;
+  Graph *g;
+  Arena *a;
+  int *op_of; /* node -> op index */
+} Ser;
+
+static int add_tensor(Ser *s, GTensor t) {
+  Graph *g = s->g;
+  GROW(s->a, g->tensors, g->ntensors, g->cap_tensors);
+  g->tensors[g->ntensors] = t;
+  return g->ntensors++;
+}
+
+/* A declared tensor as the runtime sees it: a batched tensor's leading dim is the batch maximum;
+ * a cache's pool and page table are sized by the runtime (rank 1, 0 elements). */
+static GTensor declared(const Ser *s, const IrTensor *t) {
+  GTensor r = {.name = t->name, .dtype = t->type.dtype, .kind = t->kind, .from = t->from};
+  if (t->kind == MLK_TENSOR_CACHE || t->kind == MLK_TENSOR_PAGES) {
+    r.rank = 1;
+    return r;
+  }
+  r.rank = t->type.rank;
+  r.numel = 1;
+  for (int i = 0; i < r.rank; i++) {
+    r.shape[i] = t->type.sym[i] ? s->ir->batch->hi_v * t->type.shape[i] : t->type.shape[i];
+    r.numel *= r.shape[i];
+  }
+  r.batched = ir_type_batched(&t->type);
+  return r;
+}
+
+static const char *const op_kind_names[] = {
+#define X(K, name, r0, r1, r2, r3) #name,
+    MLK_OP_KINDS(X)
+#undef X
+};
+
+/* The name of an op's base: matvec_relu, add, kv_append... */
+static const char *op_base(const IrNode *n, const Builtin *b) {
+  static const char *const eltwise_names[] = {"copy", "relu", "silu", "add", "mul"};
+  if (b->kind == MLK_OP_ELTWISE)
+    return eltwise_names[n->fn];
+  if (b->kind == MLK_OP_MATVEC && n->fn != MLK_FN_NONE)
+    return n->fn == MLK_FN_RELU ? "matvec_relu" : n->fn == MLK_FN_SILU ? "matvec_silu" : "matvec_mul";
+  return op_kind_names[b->kind];
+}
+
+/* A temporary for value v, which op node n writes: [batch rows,] columns of f32 or i32. */
+static int temporary(Ser *s, int v, int n) {
+  IrValue *val = &s->ir->values[v];
+  const IrNode *node = &s->ir->nodes[n];
+  const char *name = val->name ? val->name : val->label;
+  if (!name) {
+    const char *base = node->op == IR_MATVEC ? "matvec" : op_base(node, builtin_of(node->op));
+    name = arena_printf(s->a, "%s@%s:%d%s", base, ir_loc_file(s->ir, node->loc), node->loc.line,
+                        node->ctx);
+  }
+  GTensor t = {.name = name, .dtype = val->type.dtype, .kind = MLK_TENSOR_TEMP,
+               .batched = ir_type_batched(&val->type)};
+  int64_t cols = ir_type_cols(&val->type);
+  if (t.batched)
+    t.shape[t.rank++] = s->ir->batch->hi_v;
+  t.shape[t.rank++] = cols;
+  t.numel = t.batched ? s->ir->batch->hi_v * cols : cols;
+  val->tensor = add_tensor(s, t);
+  return val->tensor;
+}
+
+static MlkArg arg(const Ser *s, int v) {
+  if (v < 0)
+    return (MlkArg){.tensor = -1};
+  const IrValue *val = &s->ir->values[v];
+  if (val->tensor < 0)
+    MLKC_BUG("value %%%d is read before it has storage", v);
+  return (MlkArg){.tensor = val->tensor, .offset = val->offset};
+}
+
+static void add_op(Ser *s, int n) {
+  Graph *g = s->g;
+  IrNode *node = &s->ir->nodes[n];
+  const Builtin *b = builtin_of(node->op);
+  if (b->kind < 0)
+    MLKC_BUG("'%s' reached serialize", b->name);
+  /* the merged attention's result is numbered before its partials, as the attention's own */
+  if (node->reduce >= 0 && s->ir->values[s->ir->nodes[node->reduce].out[0]].tensor < 0)
+    temporary(s, s->ir->nodes[node->reduce].out[0], node->reduce);
+  if (node->nout && s->ir->values[node->out[0]].tensor < 0)
+    temporary(s, node->out[0], n);
+  GROW(s->a, g->ops, g->nops, g->cap_ops);
+  GOp *op = &g->ops[g->nops];
+  *op = (GOp){.loc = node->loc, .kernel = node->kernel};
+  MlkOpDesc *d = &op->d;
+  d->name = arena_printf(s->a, "%s@%s:%d%s", op_base(node, b), ir_loc_file(s->ir, node->loc),
+                         node->loc.line, node->ctx);
+  d->kind = (MlkOpKind)b->kind;
+  d->fn = node->fn;
+  d->out = node->nout ? arg(s, node->out[0]) : (MlkArg){.tensor = -1};
+  for (int j = 0; j < 4; j++)
+    d->in[j] = arg(s, node->in[j]);
+  if (node->op == IR_KV_APPEND || node->op == IR_ATTENTION) {
+    const IrCache *c = &s->ir->caches[node->attr.cache];
+    d->in[3] = (MlkArg){.tensor = c->pages_tensor};
+  }
+  d->n = node->n;
+  d->k = node->k;
+  d->tile = node->tile;
+  d->ntasks = node->ntasks;
+  d->batched = node->batched;
+#define X(type, name, per_op, what) d->name = node->attr.name;
+  MLK_OP_ATTRS(X)
+#undef X
+  s->op_of[n] = g->nops++;
+}
+
+/* Gives every tensor and every op a distinct name (a variable rebound in a layer names several
+ * tensors: "q[l=0]" before rope, "q[l=0]#2" after; the q, k and v slices of one statement are
+ * three matvecs of the same line). */
+static void unique_names(Ser *s) {
+  Graph *g = s->g;
+  for (int t = 0; t < g->ntensors; t++) {
+    int seen = 1;
+    size_t n = strlen(g->tensors[t].name);
+    for (int u = 0; u < t; u++)
+      if (!strcmp(g->tensors[u].name, g->tensors[t].name) ||
+          (!strncmp(g->tensors[u].name, g->tensors[t].name, n) && g->tensors[u].name[n] == '#'))
+        seen++;
+    if (seen > 1)
+      g->tensors[t].name = arena_printf(s->a, "%s#%d", g->tensors[t].name, seen);
+  }
+  for (int o = 0; o < g->nops; o++) {
+    int seen = 1;
+    size_t n = strlen(g->ops[o].d.name);
+    for (int u = 0; u < o; u++)
+      if (!strncmp(g->ops[u].d.name, g->ops[o].d.name, n) &&
+          (g->ops[u].d.name[n] == 0 || g->ops[u].d.name[n] == '#'))
+        seen++;
+    if (seen > 1)
+      g->ops[o].d.name = arena_printf(s->a, "%s#%d", g->ops[o].d.name, seen);
+  }
+}
+
+Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d) {
+  int errors = d->nerrors;
+  Graph *g = arena_alloc(a, sizeof *g);
+  *g = (Graph){.prog = ir->prog, .model = ir->model, .name = ir->name, .batch = ir->batch};
+  Ser s = {.ir = ir, .g = g, .a = a};
+  s.op_of = arena_alloc(a, (size_t)(ir->nnodes ? ir->nnodes : 1) * sizeof *s.op_of);
+  for (int i = 0; i < ir->ntensors; i++)
+    add_tensor(&s, declared(&s, &ir->tensors[i]));
+
+  g->kernels = arena_alloc(a, (size_t)(ir->nkernels ? ir->nkernels : 1) * sizeof *g->kernels);
+  g->nkernels = ir->nkernels;
+  for (int k = 0; k < ir->nkernels; k++) {
+    const IrKernel *ik = &ir->kernels[k];
+    g->kernels[k] = (GKernel){.name = ik->name, .entry = ik->entry, .first_op = g->nops,
+                              .schedule = ik->schedule};
+    for (int i = ik->first; i < ik->first + ik->count; i++)
+      add_op(&s, ir->order[i]);
+    g->kernels[k].nops = g->nops - g->kernels[k].first_op;
+    if (g->kernels[k].nops == 0)
+      diag_error(d, ik->decl->loc, "megakernel '%s' computes nothing", ik->name);
+  }
+
+  g->caches = arena_alloc(a, (size_t)(ir->ncaches ? ir->ncaches : 1) * sizeof *g->caches);
+  g->ncaches = ir->ncaches;
+  for (int c = 0; c < ir->ncaches; c++) {
+    const IrCache *ic = &ir->caches[c];
+    g->caches[c] = (MlkCacheDesc){.name = ic->decl->name, .tensor = ic->tensor,
+                                  .pages_tensor = ic->pages_tensor, .dtype = ic->dtype,
+                                  .layers = ic->layers, .kv_heads = ic->kv_heads,
+                                  .head_dim = ic->head_dim, .page = ic->page};
+  }
+
+  g->events = arena_alloc(a, (size_t)(ir->nevents ? ir->nevents : 1) * sizeof *g->events);
+  g->nevents = g->cap_events = ir->nevents;
+  for (int i = 0; i < ir->nevents; i++) {
+    const IrEvent *e = &ir->events[i];
+    g->events[i] = (MlkEventDesc){.producer = s.op_of[e->producer], .consumer = s.op_of[e->consumer],
+                                  .tensor = ir->values[e->value].tensor, .map = e->map, .n = e->n,
+                                  .ptile = e->ptile, .ctile = e->ctile, .size = e->size,
+                                  .base = e->base};
+  }
+  g->ncounters = ir->ncounters;
+  graph_link_events(g, a);
+  graph_assign_variants(g, a);
+  unique_names(&s);
+  for (int i = 0; i < g->nevents; i++) {
+    MlkEventDesc *e = &g->events[i];
+    e->name = arena_printf(a, "%s: %s -> %s", g->tensors[e->tensor].name,
+                           g->ops[e->producer].d.name, g->ops[e->consumer].d.name);
+  }
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i].d.ntasks > MLK_MAX_TASKS_PER_OP)
+      diag_error(d, g->ops[i].loc, "'%s' has %lld tasks, more than the %d an op may have",
+                 g->ops[i].d.name, (long long)g->ops[i].d.ntasks, MLK_MAX_TASKS_PER_OP);
+  if (d->nerrors == errors)
+    bind_params(g, a, d); /* checkpoint bindings: needs the ops (bind.c) */
+  return d->nerrors == errors ? g : NULL;
+}
+
+/* ---------------------------------------------------------------- event lists */
+
+void graph_link_events(Graph *g, Arena *a) {
+  int nrefs = 0;
+  for (int i = 0; i < g->nevents; i++) {
+    MlkEventDesc *e = &g->events[i];
+    if (e->map == MLK_MAP_ALL && e->producer >= 0)
+      e->count = g->ops[e->producer].d.ntasks;
+    nrefs += (e->producer >= 0) + (e->consumer >= 0);
+  }
+  g->event_refs = arena_alloc(a, (size_t)(nrefs ? nrefs : 1) * sizeof *g->event_refs);
+  g->nevent_refs = 0;
+  for (int o = 0; o < g->nops; o++) {
+    MlkOpDesc *d = &g->ops[o].d;
+    d->wait0 = g->nevent_refs;
+    for (int i = 0; i < g->nevents; i++)
+      if (g->events[i].consumer == o)
+        g->event_refs[g->nevent_refs++] = i;
+    d->nwaits = g->nevent_refs - d->wait0;
+    d->notify0 = g->nevent_refs;
+    for (int i = 0; i < g->nevents; i++)
+      if (g->events[i].producer == o)
+        g->event_refs[g->nevent_refs++] = i;
+    d->nnotifies = g->nevent_refs - d->notify0;
+  }
+}
+
+/* ---------------------------------------------------------------- code variants */
+
+void graph_assign_variants(Graph *g, Arena *a) {
+  for (int k = 0; k < g->nkernels; k++) {
+    GKernel *gk = &g->kernels[k];
+    gk->variant_ops = arena_alloc(a, (size_t)(gk->nops ? gk->nops : 1) * sizeof *gk->variant_ops);
+    gk->nvariants = 0;
+    for (int o = gk->first_op; o < gk->first_op + gk->nops; o++) {
+      MlkOpDesc *d = &g->ops[o].d;
+      int v = 0;
+      while (v < gk->nvariants && !mlk_op_same_variant(d, &g->ops[gk->variant_ops[v]].d))
+        v++;
+      if (v == gk->nvariants)
+        gk->variant_ops[gk->nvariants++] = o;
+      d->variant = v;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- dumps */
+
+static const char *tensor_kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
+static const char *fn_names[] = {"none", "relu", "silu", "add", "mul"};
+
+static void json_str(FILE *out, const char *s) {
+  fputc('"', out);
+  for (; s && *s; s++) {
+    if (*s == '"' || *s == '\\')
+      fprintf(out, "\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      fprintf(out, "\\u%04x", *s);
+    else
+      fputc(*s, out);
+  }
+  fputc('"', out);
+}
+
+static const char *start_formula(const MlkEventDesc *e) {
+  return e->map == MLK_MAP_ALL ? "ceil(n/ptile)"
+                               : "(min((i+1)*ctile,n)-1)/ptile - i*ctile/ptile + 1";
+}
+
+void graph_dump(FILE *out, const Graph *g) {
+  fprintf(out, "{\n  \"model\": ");
+  json_str(out, g->name);
+  if (g->batch)
+    fprintf(out, ",\n  \"batch\": {\"dim\": \"%s\", \"min\": %lld, \"max\": %lld}", g->batch->name,
+            (long long)g->batch->lo_v, (long long)g->batch->hi_v);
+  fprintf(out, ",\n  \"tensors\": [\n");
+  for (int i = 0; i < g->ntensors; i++) {
+    const GTensor *t = &g->tensors[i];
+    fprintf(out, "    {\"id\": %d, \"name\": ", i);
+    json_str(out, t->name);
+    fprintf(out, ", \"kind\": \"%s\", \"dtype\": \"%s\", \"shape\": [", tensor_kind_names[t->kind],
+            ast_dtype_name(t->dtype));
+    for (int j = 0; j < t->rank; j++)
+      fprintf(out, "%s%lld", j ? ", " : "", (long long)t->shape[j]);
+    fprintf(out, "]%s}%s\n", t->batched ? ", \"batched\": true" : "",
+            i + 1 < g->ntensors ? "," : "");
+  }
+  fprintf(out, "  ],\n  \"kernels\": [\n");
+  for (int k = 0; k < g->nkernels; k++) {
+    const GKernel *gk = &g->kernels[k];
+    fprintf(out, "    {\"name\": ");
+    json_str(out, gk->name);
+    fprintf(out, ", \"entry\": ");
+    json_str(out, gk->entry);
+    fprintf(out, ", \"schedule\": \"%s\", \"ops\": [\n",
+            gk->schedule == MLK_SCHED_DYNAMIC ? "dynamic" : "static");
+    for (int i = gk->first_op; i < gk->first_op + gk->nops; i++) {
+      const MlkOpDesc *o = &g->ops[i].d;
+      fprintf(out, "      {\"id\": %d, \"name\": ", i);
+      json_str(out, o->name);
+      fprintf(out, ", \"kind\": \"%s\", \"fn\": \"%s\", \"out\": %d, \"in\": [", op_kind_names[o->kind],
+              fn_names[o->fn], o->out.tensor);
+      for (int j = 0; j < 4; j++) {
+        if (o->in[j].offset)
+          fprintf(out, "%s[%d, %lld]", j ? ", " : "", o->in[j].tensor, (long long)o->in[j].offset);
+        else
+          fprintf(out, "%s%d", j ? ", " : "", o->in[j].tensor);
+      }
+      fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld",
+              (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks);
+      if (o->split > 1)
+        fprintf(out, ", \"split\": %lld", (long long)o->split);
+      fprintf(out, "}%s\n", i + 1 < gk->first_op + gk->nops ? "," : "");
+    }
+    fprintf(out, "    ]}%s\n", k + 1 < g->nkernels ? "," : "");
+  }
+  fprintf(out, "  ],\n  \"events\": [\n");
+  for (int i = 0; i < g->nevents; i++) {
+    const MlkEventDesc *e = &g->events[i];
+    fprintf(out, "    {\"id\": %d, \"name\": ", i);
+    json_str(out, e->name);
+    fprintf(out,
+            ", \"producer\": %d, \"consumer\": %d, \"tensor\": %d, \"map\": \"%s\", \"n\": %lld, "
+            "\"ptile\": %lld, \"ctile\": %lld, \"size\": %lld, \"base\": %lld}%s\n",
+            e->producer, e->consumer, e->tensor, e->map == MLK_MAP_ALL ? "all" : "tile",
+            (long long)e->n, (long long)e->ptile, (long long)e->ctile, (long long)e->size,
+            (long long)e->base, i + 1 < g->nevents ? "," : "");
+  }
+  fprintf(out, "  ],\n  \"counters\": %lld\n}\n", (long long)g->ncounters);
+}
+
+void graph_dump_events(FILE *out, const Graph *g) {
+  fprintf(out, "# model %s: %d event tensors, %lld counters\n", g->name, g->nevents,
+          (long long)g->ncounters);
+  for (int i = 0; i < g->nevents; i++) {
+    const MlkEventDesc *e = &g->events[i];
+    const MlkOpDesc *p = &g->ops[e->producer].d, *c = &g->ops[e->consumer].d;
+    fprintf(out, "E%d %s\n", i, e->name);
+    fprintf(out, "  shape [%lld]  counters %lld..%lld  tensor %s (%lld columns)\n",
+            (long long)e->size, (long long)e->base, (long long)(e->base + e->size - 1),
+            g->tensors[e->tensor].name, (long long)e->n);
+    fprintf(out, "  producer %s: %lld tasks of %lld, notifies %s\n", p->name, (long long)p->ntasks,
+            (long long)p->tile,
+            e->map == MLK_MAP_ALL ? "E[0]" : "E[t*ptile/ctile .. (min((t+1)*ptile,n)-1)/ctile]");
+    fprintf(out, "  consumer %s: %lld tasks of %lld, waits on %s\n", c->name, (long long)c->ntasks,
+            (long long)c->tile, e->map == MLK_MAP_ALL ? "E[0]" : "E[t]");
+    fprintf(out, "  start value %s", start_formula(e));
+    if (e->map == MLK_MAP_ALL)
+      fprintf(out, " = %lld\n", (long long)mlk_event_start_value(e, 0));
+    else
+      fprintf(out, " = %lld (first counter)\n", (long long)mlk_event_start_value(e, 0));
+  }
+}
+
+void graph_dump_dot(FILE *out, const Graph *g) {
+  fprintf(out, "digraph \"%s\" {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+          g->name);
+  for (int k = 0; k < g->nkernels; k++) {
+    const GKernel *gk = &g->kernels[k];
+    fprintf(out, "  subgraph \"cluster_%s\" {\n    label=\"megakernel %s (%s)\";\n", gk->name,
+            gk->name, gk->schedule == MLK_SCHED_DYNAMIC ? "dynamic" : "static");
+    for (int i = gk->first_op; i < gk->first_op + gk->nops; i++) {
+      const MlkOpDesc *o = &g->ops[i].d;
+      fprintf(out, "    op%d [label=\"%s\\n%lld tasks x %lld -> %s\"];\n", i, o->name,
+              (long long)o->ntasks, (long long)o->tile,
+              o->out.tensor >= 0 ? g->tensors[o->out.tensor].name : "-");
+    }
+    fprintf(out, "  }\n");
+  }
+  for (int i = 0; i < g->nevents; i++) {
+    const MlkEventDesc *e = &g->events[i];
+    fprintf(out, "  op%d -> op%d [label=\"E%d %s\\n%s [%lld]\"%s];\n", e->producer, e->consumer, i,
+            g->tensors[e->tensor].name, e->map == MLK_MAP_ALL ? "all" : "tile", (long long)e->size,
+            e->map == MLK_MAP_ALL ? ", style=bold" : "");
+  }
+  fprintf(out, "}\n");
+}

@@ -1,0 +1,160 @@
+/* tile.c: the task grid of every op (the tile pass).
+ *
+ * Every op tiles its output columns into tasks, and each task loops over the run's batch rows (so
+ * grids never depend on the batch). This pass gives each node of the fused graph its columns n,
+ * its inner columns k, its columns per task and its task count, from the statement's tile(...)
+ * hint where there is one and from the default policy below otherwise; and splits attention over
+ * the context (flash-decoding): a split attention writes partial results that a new attn_reduce
+ * node merges.
+ */
+#include "mlkc.h"
+
+/* Default task grids: decode is a sequence of small ops, each of which should spread over every SM
+ * (an H100 has 132) and not much more, since each task pays a wait and its staging. An op gets
+ * about TARGET_TASKS tasks, within per-kind bounds on the columns of a task: matvec rows in
+ * [MATVEC_TILE_MIN, MATVEC_TILE_MAX] (whole warps of rows: multiples of 8), elementwise columns
+ * in [ELTWISE_TILE_MIN, ELTWISE_TILE_MAX] (multiples of 32). A tile(n) hint overrides them. */
+#define TARGET_TASKS 128
+#define MATVEC_TILE_MIN 8
+#define MATVEC_TILE_MAX 64
+#define ELTWISE_TILE_MIN 64
+#define ELTWISE_TILE_MAX 4096
+
+static int64_t default_tile(int64_t n, int64_t lo, int64_t hi, int64_t unit) {
+  int64_t t = n / TARGET_TASKS / unit * unit;
+  return t < lo ? lo : t > hi ? hi : t;
+}
+#define DEFAULT_MATVEC_TILE(n) default_tile((n), MATVEC_TILE_MIN, MATVEC_TILE_MAX, 8)
+#define DEFAULT_ELTWISE_TILE(n) default_tile((n), ELTWISE_TILE_MIN, ELTWISE_TILE_MAX, 32)
+
+/* The default chunks of a row's positions for an attention over `kv_heads` kv heads in tasks of
+ * `kvh`: MLKC_ATTN_SPLIT_TARGET_TASKS / (kv head tasks), within [1, MLK_ATTN_MAX_SPLIT]; 1 (no
+ * split, no reduction op) when the kv heads alone make enough tasks. A task per kv head alone
+ * leaves most SMs idle (Llama 3.2 1B: 8 kv heads, 8 of 132 SMs); 128 gives it 16 chunks. */
+int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh) {
+  int64_t tasks = (kv_heads + kvh - 1) / kvh;
+  int64_t s = MLKC_ATTN_SPLIT_TARGET_TASKS / tasks;
+  return s < 2 ? 1 : s > MLK_ATTN_MAX_SPLIT ? MLK_ATTN_MAX_SPLIT : s;
+}
+
+static const Type *type_of(const IrGraph *g, int v) { return &g->values[v].type; }
+
+/* Attention: a task per kvh kv heads (tile(head = h), else 1), its positions in `split` chunks
+ * (tile(split = s), else --attn-split, else the default policy). Split, it writes partials (a
+ * record per kv head and chunk: mlk_attn_part_offset) into a new temporary, and an attn_reduce
+ * node, a task per kvh kv heads, merges them into the attention's result. */
+static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
+  IrNode *n = &g->nodes[a];
+  const IrCache *c = &g->caches[n->attr.cache];
+  int64_t heads = n->attr.heads, hd = c->head_dim, group = heads / c->kv_heads;
+  int64_t cols = heads * hd;
+  int64_t kvh = n->hint.head > 0 ? n->hint.head : 1;
+  if (kvh > c->kv_heads)
+    kvh = c->kv_heads;
+  int64_t split = n->hint.split > 0 ? n->hint.split
+                  : o->attn_split > 0 ? o->attn_split
+                                      : tile_default_attn_split(c->kv_heads, kvh);
+  n->attr.kv_heads = c->kv_heads;
+  n->attr.head_dim = hd;
+  n->batched = ir_type_batched(type_of(g, n->out[0]));
+  if (split <= 1) {
+    n->n = cols;
+    n->tile = kvh * group * hd;
+    return;
+  }
+  int64_t pcols = mlk_attn_part_cols(c->kv_heads, heads, hd, split, kvh);
+  int64_t rec = mlk_attn_part_rec(group, hd);
+  int result = n->out[0];
+  Type pt = *type_of(g, result);
+  pt.shape[pt.rank - 1] = pcols;
+  const char *where = arena_printf(g->arena, "attention@%s:%d%s",
+                                   ir_loc_file(g, n->loc), n->loc.line, n->ctx);
+  int part = ir_add_value(g, (IrValue){.type = pt, .tensor = -1, .producer = a, .layer = -1,
+                                       .label = arena_printf(g->arena, "%s.partials", where)});
+  /* the merged attention keeps the attention's name: it is the attention's result */
+  g->values[result].label = where;
+  int r = ir_add_node(g, IR_ATTN_REDUCE, n->loc, n->ctx, n->kernel);
+  n = &g->nodes[a];
+  n->out[0] = part;
+  n->n = pcols;
+  n->tile = kvh * rec;
+  n->attr.split = split;
+  n->attr.min_chunk = o->attn_min_chunk > 0 ? o->attn_min_chunk : MLKC_ATTN_MIN_CHUNK;
+  n->reduce = r;
+  IrNode *red = &g->nodes[r];
+  red->seq = n->seq;
+  red->emit_seq = n->seq;
+  red->in[0] = part;
+  red->in_seq[0] = n->seq;
+  red->nout = 1;
+  red->out[0] = result;
+  g->values[result].producer = r;
+  red->attr.heads = heads;
+  red->attr.kv_heads = c->kv_heads;
+  red->attr.head_dim = hd;
+  red->attr.split = split;
+  red->n = cols;
+  red->tile = kvh * group * hd;
+  red->batched = n->batched;
+  red->ntasks = (red->n + red->tile - 1) / red->tile;
+}
+
+void tile_graph(IrGraph *g, const TileOptions *o) {
+  int nnodes = g->nnodes; /* attn_reduce nodes added below come tiled */
+  for (int i = 0; i < nnodes; i++) {
+    IrNode *n = &g->nodes[i];
+    if (n->dead)
+      continue;
+    const Type *out = n->nout ? type_of(g, n->out[0]) : NULL;
+    int64_t hint = n->hint.tile;
+    switch (n->op) {
+    case IR_MATVEC: {
+      const Type *w = type_of(g, n->in[1]);
+      n->n = w->shape[0];
+      n->k = w->shape[1];
+      n->tile = hint ? hint : DEFAULT_MATVEC_TILE(n->default_rows ? n->default_rows : n->n);
+      break;
+    }
+    case IR_RELU:
+    case IR_SILU:
+    case IR_ADD:
+    case IR_MUL:
+    case IR_COPY:
+    case IR_GATHER:
+      n->n = ir_type_cols(out);
+      n->tile = hint ? hint : DEFAULT_ELTWISE_TILE(n->n);
+      break;
+    case IR_RMSNORM: /* a task normalizes whole rows */
+      n->n = n->tile = ir_type_cols(out);
+      break;
+    case IR_ROPE: /* whole heads per task */
+      n->n = ir_type_cols(out);
+      n->tile = hint ? hint : n->attr.head_dim;
+      break;
+    case IR_KV_APPEND: { /* a task per kv head */
+      const IrCache *c = &g->caches[n->attr.cache];
+      n->n = c->kv_heads * c->head_dim;
+      n->tile = c->head_dim;
+      n->batched = ir_type_batched(type_of(g, n->in[0]));
+      break;
+    }
+    case IR_ATTENTION:
+      tile_attention(g, i, o);
+      n = &g->nodes[i];
+      break;
+    case IR_ARGMAX:
+    case IR_SAMPLE: /* one task reads whole rows */
+      n->n = n->tile = 1;
+      n->k = ir_type_cols(type_of(g, n->in[0]));
+      break;
+    default:
+      MLKC_BUG("'%s' reached the tile pass", ir_op_name(n->op));
+    }
+    if (n->op != IR_KV_APPEND && n->op != IR_ATTENTION)
+      n->batched = ir_type_batched(out);
+    if (n->tile <= 0 || n->tile > n->n)
+      n->tile = n->n;
+    n->ntasks = (n->n + n->tile - 1) / n->tile;
+  }
+  g->pass = "tile";
+}

@@ -751,7 +751,10 @@ void events_graph(IrGraph *g);
 typedef struct Graph Graph;
 
 Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d);
-void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON) */
+void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON, desc_dump_json) */
+/* Every field of a runtime descriptor as JSON: what --emit=graph prints of the compiler's, and a
+ * test of the one a generated model.c holds. */
+void desc_dump_json(FILE *out, const MlkModelDesc *d);
 void graph_dump_events(FILE *out, const Graph *g); /* --emit=events */
 void graph_dump_dot(FILE *out, const Graph *g);    /* --emit=dot (Graphviz) */
 

@@ -9,6 +9,7 @@
  * descriptor's own list (MLK_OP_ATTRS), so that none can be forgotten. Names are made unique
  * ("q[l=0]#2") and the events named after their tensor and ops.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "mlkc.h"
@@ -106,6 +107,25 @@ static MlkArg arg(const Ser *s, int v) {
     MLKC_BUG("value %%%d is read before it has storage", v);
   return (MlkArg){.tensor = val->tensor, .offset = val->offset};
 }
+
+/* The fields of MlkOpDesc that add_op writes (with graph_link_events' wait and notify lists and
+ * graph_assign_variants' variant), in the descriptor's order. A field the descriptor gains is then a build error here (the sizes
+ * differ, unless it fits in padding) until add_op writes it, rather than a 0 in every op. */
+struct OpDescFields {
+  const char *name;
+  MlkOpKind kind;
+  MlkFn fn;
+  MlkArg out, in[4];
+  int64_t n, k, tile, ntasks;
+  int batched;
+  int wait0, nwaits, notify0, nnotifies;
+  int variant;
+  struct {
+    MLK_OP_ATTRS(MLK_X_FIELD)
+  };
+};
+_Static_assert(sizeof(struct OpDescFields) == sizeof(MlkOpDesc),
+               "MlkOpDesc has a field that serialize.c does not write");
 
 static void add_op(Ser *s, int n) {
   Graph *g = s->g;
@@ -279,7 +299,6 @@ void graph_assign_variants(Graph *g, Arena *a) {
 /* ---------------------------------------------------------------- dumps */
 
 static const char *tensor_kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
-static const char *fn_names[] = {"none", "relu", "silu", "add", "mul"};
 
 static void json_str(FILE *out, const char *s) {
   fputc('"', out);
@@ -299,66 +318,178 @@ static const char *start_formula(const MlkEventDesc *e) {
                                : "(min((i+1)*ctile,n)-1)/ptile - i*ctile/ptile + 1";
 }
 
-void graph_dump(FILE *out, const Graph *g) {
+/* Every field of the descriptor as JSON. --emit=graph prints the compiler's descriptor with it,
+ * and tests/compiler/test_desc_fields.c the one a generated model.c holds: the two must be equal,
+ * so a field the C emitter leaves out shows. The per-kind attributes come from MLK_OP_ATTRS (those
+ * that differ from 0; layer and cache from -1). */
+void desc_dump_json(FILE *out, const MlkModelDesc *d) {
+  static const char *const fn_names[] = {"none", "relu", "silu", "add", "mul"};
   fprintf(out, "{\n  \"model\": ");
-  json_str(out, g->name);
-  if (g->batch)
-    fprintf(out, ",\n  \"batch\": {\"dim\": \"%s\", \"min\": %lld, \"max\": %lld}", g->batch->name,
-            (long long)g->batch->lo_v, (long long)g->batch->hi_v);
+  json_str(out, d->name);
+  fprintf(out, ",\n  \"abi\": %d,\n  \"source\": ", d->abi);
+  json_str(out, d->source);
+  if (d->batch_name) {
+    fprintf(out, ",\n  \"batch\": {\"dim\": ");
+    json_str(out, d->batch_name);
+    fprintf(out, ", \"min\": %lld, \"max\": %lld}", (long long)d->batch_min,
+            (long long)d->batch_max);
+  }
   fprintf(out, ",\n  \"tensors\": [\n");
-  for (int i = 0; i < g->ntensors; i++) {
-    const GTensor *t = &g->tensors[i];
+  for (int i = 0; i < d->ntensors; i++) {
+    const MlkTensorDesc *t = &d->tensors[i];
     fprintf(out, "    {\"id\": %d, \"name\": ", i);
     json_str(out, t->name);
     fprintf(out, ", \"kind\": \"%s\", \"dtype\": \"%s\", \"shape\": [", tensor_kind_names[t->kind],
             ast_dtype_name(t->dtype));
     for (int j = 0; j < t->rank; j++)
       fprintf(out, "%s%lld", j ? ", " : "", (long long)t->shape[j]);
-    fprintf(out, "]%s}%s\n", t->batched ? ", \"batched\": true" : "",
-            i + 1 < g->ntensors ? "," : "");
+    fprintf(out, "], \"numel\": %lld", (long long)t->numel);
+    if (t->batched)
+      fprintf(out, ", \"batched\": true");
+    if (t->from) {
+      fprintf(out, ", \"from\": ");
+      json_str(out, t->from);
+    }
+    fprintf(out, "}%s\n", i + 1 < d->ntensors ? "," : "");
   }
   fprintf(out, "  ],\n  \"kernels\": [\n");
-  for (int k = 0; k < g->nkernels; k++) {
-    const GKernel *gk = &g->kernels[k];
+  for (int k = 0; k < d->nkernels; k++) {
+    const MlkKernelDesc *gk = &d->kernels[k];
     fprintf(out, "    {\"name\": ");
     json_str(out, gk->name);
     fprintf(out, ", \"entry\": ");
     json_str(out, gk->entry);
-    fprintf(out, ", \"schedule\": \"%s\", \"ops\": [\n",
-            gk->schedule == MLK_SCHED_DYNAMIC ? "dynamic" : "static");
+    fprintf(out, ", \"schedule\": \"%s\", \"first_op\": %d, \"nops\": %d, \"variants\": [",
+            gk->schedule == MLK_SCHED_DYNAMIC ? "dynamic" : "static", gk->first_op, gk->nops);
+    for (int v = 0; v < gk->nvariants; v++)
+      fprintf(out, "%s%d", v ? ", " : "", gk->variant_ops[v]);
+    fputs("], \"ops\": [\n", out);
     for (int i = gk->first_op; i < gk->first_op + gk->nops; i++) {
-      const MlkOpDesc *o = &g->ops[i].d;
+      const MlkOpDesc *o = &d->ops[i];
       fprintf(out, "      {\"id\": %d, \"name\": ", i);
       json_str(out, o->name);
-      fprintf(out, ", \"kind\": \"%s\", \"fn\": \"%s\", \"out\": %d, \"in\": [", op_kind_names[o->kind],
-              fn_names[o->fn], o->out.tensor);
-      for (int j = 0; j < 4; j++) {
-        if (o->in[j].offset)
-          fprintf(out, "%s[%d, %lld]", j ? ", " : "", o->in[j].tensor, (long long)o->in[j].offset);
+      fprintf(out, ", \"kind\": \"%s\", \"fn\": \"%s\", \"out\": ", op_kind_names[o->kind],
+              fn_names[o->fn]);
+      const MlkArg *args[5] = {&o->out, &o->in[0], &o->in[1], &o->in[2], &o->in[3]};
+      for (int j = 0; j < 5; j++) {
+        fputs(j == 1 ? ", \"in\": [" : j > 1 ? ", " : "", out);
+        if (args[j]->offset)
+          fprintf(out, "[%d, %lld]", args[j]->tensor, (long long)args[j]->offset);
         else
-          fprintf(out, "%s%d", j ? ", " : "", o->in[j].tensor);
+          fprintf(out, "%d", args[j]->tensor);
       }
-      fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld",
-              (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks);
-      if (o->split > 1)
-        fprintf(out, ", \"split\": %lld", (long long)o->split);
+      fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld, \"batched\": %d",
+              (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks,
+              o->batched);
+      fputs(", \"waits\": [", out);
+      for (int j = 0; j < o->nwaits; j++)
+        fprintf(out, "%s%d", j ? ", " : "", d->event_refs[o->wait0 + j]);
+      fputs("], \"notifies\": [", out);
+      for (int j = 0; j < o->nnotifies; j++)
+        fprintf(out, "%s%d", j ? ", " : "", d->event_refs[o->notify0 + j]);
+      fprintf(out, "], \"variant\": %d", o->variant);
+#define X(type, name, per_op, what)                                                                        \
+  if (o->name != (!strcmp(#name, "layer") || !strcmp(#name, "cache") ? -1 : 0)) {                  \
+    if (_Generic(o->name, float: 1, default: 0))                                                   \
+      fprintf(out, ", \"" #name "\": %.9g", (double)o->name);                                      \
+    else                                                                                           \
+      fprintf(out, ", \"" #name "\": %lld", (long long)o->name);                                   \
+  }
+      MLK_OP_ATTRS(X)
+#undef X
       fprintf(out, "}%s\n", i + 1 < gk->first_op + gk->nops ? "," : "");
     }
-    fprintf(out, "    ]}%s\n", k + 1 < g->nkernels ? "," : "");
+    fprintf(out, "    ]}%s\n", k + 1 < d->nkernels ? "," : "");
   }
   fprintf(out, "  ],\n  \"events\": [\n");
-  for (int i = 0; i < g->nevents; i++) {
-    const MlkEventDesc *e = &g->events[i];
+  for (int i = 0; i < d->nevents; i++) {
+    const MlkEventDesc *e = &d->events[i];
     fprintf(out, "    {\"id\": %d, \"name\": ", i);
     json_str(out, e->name);
     fprintf(out,
             ", \"producer\": %d, \"consumer\": %d, \"tensor\": %d, \"map\": \"%s\", \"n\": %lld, "
-            "\"ptile\": %lld, \"ctile\": %lld, \"size\": %lld, \"base\": %lld}%s\n",
+            "\"ptile\": %lld, \"ctile\": %lld, \"size\": %lld, \"base\": %lld, \"count\": %lld}%s\n",
             e->producer, e->consumer, e->tensor, e->map == MLK_MAP_ALL ? "all" : "tile",
             (long long)e->n, (long long)e->ptile, (long long)e->ctile, (long long)e->size,
-            (long long)e->base, i + 1 < g->nevents ? "," : "");
+            (long long)e->base, (long long)e->count, i + 1 < d->nevents ? "," : "");
   }
-  fprintf(out, "  ],\n  \"counters\": %lld\n}\n", (long long)g->ncounters);
+  fprintf(out, "  ],\n  \"caches\": [\n");
+  for (int i = 0; i < d->ncaches; i++) {
+    const MlkCacheDesc *c = &d->caches[i];
+    fprintf(out, "    {\"name\": ");
+    json_str(out, c->name);
+    fprintf(out, ", \"tensor\": %d, \"pages\": %d, \"dtype\": \"%s\", \"layers\": %lld, "
+            "\"kv_heads\": %lld, \"head_dim\": %lld, \"page\": %lld}%s\n", c->tensor,
+            c->pages_tensor, ast_dtype_name(c->dtype), (long long)c->layers,
+            (long long)c->kv_heads, (long long)c->head_dim, (long long)c->page,
+            i + 1 < d->ncaches ? "," : "");
+  }
+  fprintf(out, "  ],\n  \"bindings\": [\n");
+  for (int i = 0; i < d->nbindings; i++) {
+    const MlkBinding *b = &d->bindings[i];
+    fprintf(out, "    {\"tensor\": %d, \"name\": ", b->tensor);
+    json_str(out, b->name);
+    fprintf(out, ", \"offset\": %lld, \"shape\": [", (long long)b->offset);
+    for (int j = 0; j < b->rank; j++)
+      fprintf(out, "%s%lld", j ? ", " : "", (long long)b->shape[j]);
+    fprintf(out, "]}%s\n", i + 1 < d->nbindings ? "," : "");
+  }
+  fprintf(out, "  ],\n  \"event_refs\": %d,\n  \"counters\": %lld\n}\n", d->nevent_refs,
+          (long long)d->ncounters);
+}
+
+static const char *basename_of(const char *path) {
+  const char *s = strrchr(path, '/');
+  return s ? s + 1 : path;
+}
+
+void graph_dump(FILE *out, const Graph *g) {
+  /* the descriptor as model.c holds it (emit_c.c writes the same fields from the same Graph) */
+  MlkTensorDesc *tensors = calloc((size_t)g->ntensors + 1, sizeof *tensors);
+  MlkOpDesc *ops = calloc((size_t)g->nops + 1, sizeof *ops);
+  MlkKernelDesc *kernels = calloc((size_t)g->nkernels + 1, sizeof *kernels);
+  int nbindings = 0;
+  for (int i = 0; i < g->ntensors; i++)
+    nbindings += g->tensors[i].nbindings;
+  MlkBinding *bindings = calloc((size_t)nbindings + 1, sizeof *bindings);
+  if (!tensors || !ops || !kernels || !bindings)
+    MLKC_BUG("out of memory");
+  /* the params' bindings one after another, in tensor order, as emit_c.c lays them out */
+  for (int i = 0, n = 0; i < g->ntensors; i++)
+    for (int j = 0; j < g->tensors[i].nbindings; j++) {
+      bindings[n] = g->tensors[i].bindings[j];
+      bindings[n++].tensor = i;
+    }
+  for (int i = 0; i < g->ntensors; i++) {
+    const GTensor *t = &g->tensors[i];
+    tensors[i] = (MlkTensorDesc){.name = t->name, .dtype = t->dtype, .kind = t->kind,
+                                 .rank = t->rank, .numel = t->numel, .from = t->from,
+                                 .batched = t->batched};
+    memcpy(tensors[i].shape, t->shape, sizeof t->shape);
+  }
+  for (int i = 0; i < g->nops; i++)
+    ops[i] = g->ops[i].d;
+  for (int k = 0; k < g->nkernels; k++)
+    kernels[k] = (MlkKernelDesc){.name = g->kernels[k].name, .entry = g->kernels[k].entry,
+                                 .first_op = g->kernels[k].first_op, .nops = g->kernels[k].nops,
+                                 .schedule = g->kernels[k].schedule,
+                                 .variant_ops = g->kernels[k].variant_ops,
+                                 .nvariants = g->kernels[k].nvariants};
+  MlkModelDesc d = {.abi = MLK_DESC_ABI, .name = g->name,
+                    .source = basename_of(g->prog->src->path), .tensors = tensors,
+                    .ntensors = g->ntensors, .ops = ops, .nops = g->nops, .events = g->events,
+                    .nevents = g->nevents, .event_refs = g->event_refs,
+                    .nevent_refs = g->nevent_refs, .ncounters = g->ncounters, .kernels = kernels,
+                    .nkernels = g->nkernels, .caches = g->caches, .ncaches = g->ncaches,
+                    .batch_name = g->batch ? g->batch->name : NULL,
+                    .batch_min = g->batch ? g->batch->lo_v : 1,
+                    .batch_max = g->batch ? g->batch->hi_v : 1, .bindings = bindings,
+                    .nbindings = nbindings};
+  desc_dump_json(out, &d);
+  free(bindings);
+  free(tensors);
+  free(ops);
+  free(kernels);
 }
 
 void graph_dump_events(FILE *out, const Graph *g) {

@@ -27,7 +27,7 @@ mlk_driver_test(attn_split_junk 1 "mlkc: error: --attn-split needs a number of c
                 --attn-split=4x ${MLP})
 mlk_driver_test(help_attn_split 0 "--attn-split=N.*about 128 tasks per attention op" --help)
 # --attn-split=N sets the chunks of attention without a tile(split = s) hint (1: not split).
-mlk_driver_test(attn_split_graph 0 "\"kind\": \"attention\", [^\n]*\"tasks\": 14, \"split\": 7}"
+mlk_driver_test(attn_split_graph 0 "\"kind\": \"attention\", [^\n]*\"tasks\": 14, [^\n]*\"split\": 7,"
                 --attn-split=7 --emit=graph ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
 mlk_driver_test(after_unknown 1 "mlkc: error: unknown --after pass 'parse'" --emit=graph --after=parse ${MLP})
 mlk_driver_test(after_needs_graph 1 "mlkc: error: --after=elaborate needs --emit=graph" --emit=events --after=elaborate ${MLP})

@@ -294,6 +294,21 @@ static Value int_binary(Sema *s, const Expr *e, Value l, Value r) {
       err(s, e->loc, "integer overflow");
       return NONE;
     }
+    /* Integer division is exact: `dim HD = D / H` is a dim only when H divides D, and truncating
+     * it would silently give every later shape the wrong size. */
+    if (l.lo == l.hi && r.lo == r.hi && l.lo % r.lo) {
+      err(s, e->loc, "%lld / %lld leaves a remainder of %lld: integer division must be exact",
+          (long long)l.lo, (long long)r.lo, (long long)(l.lo % r.lo));
+      return NONE;
+    }
+    if ((l.lo != l.hi || r.lo != r.hi) && !(l.lo == 0 && l.hi == 0) &&
+        !(r.lo == r.hi && (r.lo == 1 || r.lo == -1))) {
+      char ls[48], rs[48];
+      snprintf(ls, sizeof ls, l.lo == l.hi ? "%lld" : "%lld..%lld", (long long)l.lo, (long long)l.hi);
+      snprintf(rs, sizeof rs, r.lo == r.hi ? "%lld" : "%lld..%lld", (long long)r.lo, (long long)r.hi);
+      err(s, e->loc, "%s / %s may leave a remainder: integer division must be exact", ls, rs);
+      return NONE;
+    }
     c[0] = l.lo / r.lo, c[1] = l.lo / r.hi, c[2] = l.hi / r.lo, c[3] = l.hi / r.hi;
     break;
   default:

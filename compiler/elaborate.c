@@ -473,13 +473,20 @@ static EVal call(Elab *E, Binding *scope, const Expr *e) {
 
 /* ---------------------------------------------------------------- statements */
 
-/* The node that makes value v, or -1. */
+/* The node a tile(...) clause on a statement of value v applies to: the node that makes v, or, for
+ * an op whose tile is its operand's (allreduce: TILE_OPERAND), the node that makes that; -1 for
+ * none. */
 static int producer(Elab *E, const EVal *v) {
-  if (v->kind == E_TENSOR)
-    return val(E, v->value)->producer;
   if (v->kind == E_TUPLE && v->nitems)
     return producer(E, &v->items[0]);
-  return -1;
+  if (v->kind != E_TENSOR)
+    return -1;
+  int n = val(E, v->value)->producer;
+  while (n >= 0 && builtin_of(E->g->nodes[n].op)->tile == TILE_OPERAND) {
+    int x = E->g->nodes[n].in[0];
+    n = x >= 0 ? val(E, x)->producer : -1;
+  }
+  return n;
 }
 
 /* A statement's tile(...) clause, on the node `root` that makes its value (made by this

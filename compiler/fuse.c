@@ -1,7 +1,8 @@
 /* fuse.c: the graph IR's operations of the language -> the runtime's ops (the fuse pass).
  *
  * Rewrites the graph that elaborate made, in this order, each step over the nodes in program order:
- *   1. allreduce over a mesh axis of one rank is the identity: its readers read its operand;
+ *   1. allreduce over a mesh axis of one rank is the identity: its readers read its operand (a
+ *      statement's tile(...) hint is already on the op that makes the operand: TILE_OPERAND);
  *   2. rmsnorm(x, w) read by a matvec becomes the matvec's input norm (in[3], eps): each task
  *      normalizes the rows it stages, so the normalized vector never exists in memory;
  *   3. relu/silu of a matvec becomes its epilogue (fn);
@@ -66,9 +67,6 @@ static void identities(IrGraph *g) {
     IrValue *xv = &g->values[x];
     if (xv->producer >= 0 && !xv->name)
       xv->name = g->values[r].name;
-    int p = writer(g, x);
-    if (p >= 0)
-      merge_hint(&node(g, p)->hint, &a->hint);
     a->dead = true;
   }
 }

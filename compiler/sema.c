@@ -87,6 +87,12 @@ struct Value {
   const MeshDecl *mesh;    /* V_MESH */
   Value *items;            /* V_TUPLE */
   int nitems;
+  /* V_TENSOR, V_TUPLE: the operation that made the value (its tile(...) rule; NULL: a declared
+   * tensor or a view of one) and which evaluation of it (Sema.nops counts them; 0: none) */
+  const Builtin *origin;
+  int64_t op_id;
+  int64_t tile_unit;       /* a tile(n) of the op must be a multiple of this (rope: head_dim) */
+  bool row_slices;         /* a matvec's result, or relu/silu of one: split cuts its weight's rows */
 };
 
 static const Value NONE = {.kind = V_NONE};
@@ -140,6 +146,7 @@ typedef struct Sema {
   bool returned;
   bool in_shape;      /* evaluating a shape: unknown names are dims */
   Loc *warned;        /* warnings already given (layers are checked once per call) */
+  int64_t nops;       /* operations evaluated so far (Value.op_id) */
   int nwarned, capwarned;
 } Sema;
 
@@ -464,6 +471,7 @@ static const DimDecl *find_dim(Config *c, const char *name) {
 
 static Value eval_index(Sema *s, Binding *scope, const Expr *e);
 static Value eval_call(Sema *s, Binding *scope, const Expr *e);
+static void made_by(Sema *s, Value *v, const Builtin *b);
 
 static Value eval_name(Sema *s, Binding *scope, const Expr *e) {
   Binding *b = lookup(scope, e->name);
@@ -557,7 +565,9 @@ static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
             tstr(s, r.type));
         return NONE;
       }
-      return (Value){.kind = V_TENSOR, .type = big};
+      Value v = {.kind = V_TENSOR, .type = big};
+      made_by(s, &v, builtin_of(e->op == '+' ? IR_ADD : IR_MUL));
+      return v;
     }
     if (l.kind == V_TENSOR || r.kind == V_TENSOR) {
       const Value *o = l.kind == V_TENSOR ? &r : &l;
@@ -657,7 +667,7 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
   }
   Type *r = arena_alloc(s->a, sizeof *r);
   r->dtype = t->dtype;
-  bool weight = base.weight, ok = true;
+  bool weight = base.weight, ok = true, gathered = false;
   int i = 0;
   for (const Expr *ie = e->args; ie; ie = ie->next, i++) {
     if (ie->kind == EXPR_SLICE) {
@@ -706,6 +716,7 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
       }
       r->dtype = MLK_F32; /* gathered rows become activations */
       weight = false;
+      gathered = true;
       continue;
     }
     if (iv.kind != V_INT || iv.sym) {
@@ -726,7 +737,10 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
     err(s, e->loc, "indexing every dimension of %s gives a scalar, which is not supported", what);
     return NONE;
   }
-  return (Value){.kind = V_TENSOR, .type = r, .weight = weight};
+  Value v = {.kind = V_TENSOR, .type = r, .weight = weight};
+  if (gathered)
+    made_by(s, &v, builtin_of(IR_GATHER));
+  return v;
 }
 
 /* ---------------------------------------------------------------- calls */
@@ -1093,7 +1107,8 @@ static Value rule_allreduce(Sema *s, const Expr *call, const Args *a, const doub
   }
   if (!want_tensor(s, call, a->pos[1], &a->posv[1], "x", MLK_F32, 1))
     return NONE;
-  return result(s, IR_ALLREDUCE, a, NULL, 0);
+  /* its value is its operand's, and so is the op that a tile(...) clause applies to (TILE_OPERAND) */
+  return a->posv[1];
 }
 
 /* The tensor arguments every rule above expects, checked before the keywords (in this order, so
@@ -1116,6 +1131,16 @@ static bool want_operands(Sema *s, const Expr *call, const Args *a, const Builti
   default:
     return true;
   }
+}
+
+/* Marks v (and a tuple's items) as made by a new evaluation of operation b. */
+static void made_by(Sema *s, Value *v, const Builtin *b) {
+  v->origin = b;
+  v->op_id = ++s->nops;
+  v->tile_unit = 0;
+  v->row_slices = false;
+  for (int i = 0; v->kind == V_TUPLE && i < v->nitems; i++)
+    made_by(s, &v->items[i], b);
 }
 
 typedef Value (*RuleFn)(Sema *s, const Expr *call, const Args *a, const double *kw);
@@ -1141,7 +1166,17 @@ static Value builtin(Sema *s, Binding *scope, const Expr *call, const Builtin *b
     return NONE;
   if (!rules[b->op])
     MLKC_BUG("builtin '%s' without a rule", b->name);
-  return rules[b->op](s, call, &a, kw);
+  Value v = rules[b->op](s, call, &a, kw);
+  if (b->tile == TILE_OPERAND || (v.kind != V_TENSOR && v.kind != V_TUPLE))
+    return v;
+  made_by(s, &v, b);
+  if (b->op == IR_MATVEC)
+    v.row_slices = true;
+  if (b->op == IR_RELU || b->op == IR_SILU)
+    v.row_slices = a.posv[0].origin && a.posv[0].origin->op == IR_MATVEC;
+  if (b->op == IR_ROPE)
+    v.tile_unit = (int64_t)kw[builtin_kw_index(b, "head_dim")];
+  return v;
 }
 
 /* kv.append(l, k, v, pos): writes the new keys and values of layer l at positions pos. */
@@ -1418,46 +1453,90 @@ static const char *value_op(const Expr *e) {
   return "";
 }
 
-static void check_clauses(Sema *s, Binding *scope, const Stmt *st) {
+/* An operation as a message names it: its call, or its operator. */
+static const char *op_display(const Builtin *b) {
+  return b->op == IR_ADD ? "+" : b->op == IR_MUL ? "*" : b->name;
+}
+
+/* Why an operation with TILE_NONE takes no tile(...) clause. */
+static const char *fixed_grid(const Builtin *b) {
+  switch (b->op) {
+  case IR_RMSNORM: return "a task normalizes whole rows";
+  case IR_ARGMAX:
+  case IR_SAMPLE: return "one task reads each row whole";
+  default: return "its task grid is fixed";
+  }
+}
+
+/* A statement's tile(...) clause applies to the operation that makes its value v, which must be
+ * an evaluation of this statement (op_id after `first_op`); what the clause may say comes from the
+ * table (Builtin.tile). */
+static void check_tile(Sema *s, Binding *scope, const Stmt *st, const Clause *c, const Value *v,
+                       int64_t first_op) {
+  const char *op = value_op(st->value);
+  if (!*op) {
+    err(s, c->loc, "tile(...) applies to an operation, not to %s",
+        st->value->kind == EXPR_NAME ? "a plain name" : "this expression");
+    return;
+  }
+  if (v->kind != V_TENSOR && v->kind != V_TUPLE)
+    return; /* an error, already reported, or no value: nothing to tile */
+  if (!v->origin) {
+    err(s, c->loc, "tile(...) applies to an operation, but this value is a declared tensor");
+    return;
+  }
+  if (v->op_id <= first_op) {
+    err(s, c->loc, "tile(...) applies to the operation that makes this statement's value, but "
+        "'%s' made it in an earlier statement", op_display(v->origin));
+    return;
+  }
+  const Builtin *b = v->origin;
+  op = op_display(b);
+  if (b->tile == TILE_NONE) {
+    err(s, c->loc, "tile(...) cannot apply to '%s': %s", op, fixed_grid(b));
+    return;
+  }
+  bool attention = b->tile == TILE_KV_HEADS;
+  for (const Expr *x = c->args; x; x = x->next) {
+    const Expr *ve = x->kind == EXPR_KWARG ? x->lhs : x;
+    if (x->kind == EXPR_KWARG && !attention) {
+      err(s, x->loc, "tile(...) of '%s' takes one positional size, not '%s = ...'", op, x->name);
+      continue;
+    }
+    if (x->kind == EXPR_KWARG && strcmp(x->name, "head") && strcmp(x->name, "split")) {
+      err(s, x->loc, "tile(...) of 'attention' takes head = N and split = N, not '%s'", x->name);
+      continue;
+    }
+    if (x->kind != EXPR_KWARG && (attention || x != c->args)) {
+      err(s, x->loc, attention ? "tile(...) of 'attention' takes head = N and split = N"
+                               : "tile(...) takes one size");
+      continue;
+    }
+    int64_t n;
+    bool split = x->kind == EXPR_KWARG && !strcmp(x->name, "split");
+    if (!eval_const(s, scope, ve, "a tile size", &n))
+      continue;
+    if (split && (n < 1 || n > MLK_ATTN_MAX_SPLIT))
+      err(s, ve->loc, "split must be in 1..%d (chunks of the context), got %lld",
+          MLK_ATTN_MAX_SPLIT, (long long)n);
+    else if (n <= 0)
+      err(s, ve->loc, "%s must be positive, got %lld",
+          x->kind == EXPR_KWARG ? "head" : "tile size", (long long)n);
+    else if (b->tile == TILE_HEAD_MULTIPLE && v->tile_unit && n % v->tile_unit)
+      err(s, ve->loc, "tile(%lld) of '%s' must be a multiple of head_dim (%lld): a task takes "
+          "whole heads", (long long)n, op, (long long)v->tile_unit);
+  }
+}
+
+static void check_clauses(Sema *s, Binding *scope, const Stmt *st, const Value *v,
+                          int64_t first_op) {
   bool tiled = false;
   for (const Clause *c = st->clauses; c; c = c->next) {
     if (c->kind == CLAUSE_TILE) {
       if (tiled)
         err(s, c->loc, "a statement takes one tile(...) clause");
       tiled = true;
-      const char *op = value_op(st->value);
-      if (!*op) {
-        err(s, c->loc, "tile(...) applies to an operation, not to %s",
-            st->value->kind == EXPR_NAME ? "a plain name" : "this expression");
-        continue;
-      }
-      bool attention = !strcmp(op, "attention");
-      for (const Expr *x = c->args; x; x = x->next) {
-        const Expr *ve = x->kind == EXPR_KWARG ? x->lhs : x;
-        if (x->kind == EXPR_KWARG && !attention) {
-          err(s, x->loc, "tile(...) of '%s' takes one positional size, not '%s = ...'", op, x->name);
-          continue;
-        }
-        if (x->kind == EXPR_KWARG && strcmp(x->name, "head") && strcmp(x->name, "split")) {
-          err(s, x->loc, "tile(...) of 'attention' takes head = N and split = N, not '%s'", x->name);
-          continue;
-        }
-        if (x->kind != EXPR_KWARG && (attention || x != c->args)) {
-          err(s, x->loc, attention ? "tile(...) of 'attention' takes head = N and split = N"
-                                   : "tile(...) takes one size");
-          continue;
-        }
-        int64_t v;
-        bool split = x->kind == EXPR_KWARG && !strcmp(x->name, "split");
-        if (!eval_const(s, scope, ve, "a tile size", &v))
-          continue;
-        if (split && (v < 1 || v > MLK_ATTN_MAX_SPLIT))
-          err(s, ve->loc, "split must be in 1..%d (chunks of the context), got %lld",
-              MLK_ATTN_MAX_SPLIT, (long long)v);
-        else if (v <= 0)
-          err(s, ve->loc, "%s must be positive, got %lld",
-              x->kind == EXPR_KWARG ? "head" : "tile size", (long long)v);
-      }
+      check_tile(s, scope, st, c, v, first_op);
     } else {
       for (const Expr *r = c->args; r; r = r->next)
         check_event_ref(s, scope, r);
@@ -1530,8 +1609,9 @@ static void assign(Sema *s, Binding **scope, const char *name, Loc loc, Value v)
 static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
   switch (st->kind) {
   case STMT_ASSIGN: {
+    int64_t first_op = s->nops;
     Value v = eval(s, *scope, st->value);
-    check_clauses(s, *scope, st);
+    check_clauses(s, *scope, st, &v, first_op);
     if (st->ntargets > 1) {
       if (v.kind != V_NONE && (v.kind != V_TUPLE || v.nitems != st->ntargets))
         err(s, st->loc, "%d names, but the value gives %s", st->ntargets,
@@ -1555,8 +1635,9 @@ static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
     return;
   }
   case STMT_EXPR: {
+    int64_t first_op = s->nops;
     Value v = eval(s, *scope, st->value);
-    check_clauses(s, *scope, st);
+    check_clauses(s, *scope, st, &v, first_op);
     if (v.kind != V_NONE)
       warn_once(s, st->loc, "the value of this expression is not used");
     return;

@@ -258,19 +258,19 @@ static EVal eval(Elab *E, Binding *scope, const Expr *e) {
     Binding *b = lookup(scope, e->name);
     if (b)
       return b->v;
+    /* a dynamic dim has no value here: sema lets a program use it in shapes only (a layer's
+     * argument may be one, and its body use it in a type annotation) */
     bool found;
     EVal v = config_value(E, e->name, &found);
     if (!found)
       MLKC_BUG("unbound name '%s' after sema", e->name);
-    if (v.kind == E_NONE)
-      unsupported(E, e->loc, arena_printf(E->a, "the dynamic dim '%s' as a value", e->name));
     return v;
   }
   case EXPR_MEMBER: {
     bool found;
     EVal v = config_value(E, e->name, &found);
-    if (!found || v.kind == E_NONE)
-      unsupported(E, e->loc, "this member");
+    if (!found)
+      MLKC_BUG("unknown member '%s' after sema", e->name);
     return v;
   }
   case EXPR_NEG: {

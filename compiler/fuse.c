@@ -6,7 +6,8 @@
  *   2. rmsnorm(x, w) read by a matvec becomes the matvec's input norm (in[3], eps): each task
  *      normalizes the rows it stages, so the normalized vector never exists in memory;
  *   3. relu/silu of a matvec becomes its epilogue (fn);
- *   4. split of a matvec becomes one matvec per part, over row slices of the weight;
+ *   4. split of a matvec (or of relu/silu of one) becomes one matvec per part, over row slices
+ *      of the weight, with the activation as its epilogue;
  *   5. matvec + r becomes the matvec's residual (in[2]), and matvec * g its gated product (fn MUL,
  *      in[2] = g: SwiGLU's up projection multiplies by silu(gate) in its epilogue);
  *   6. a store into an output makes the stored value's writer write the output itself, or, where
@@ -109,12 +110,23 @@ static bool splits(IrGraph *g, Diag *d) {
     if (node(g, i)->dead || node(g, i)->op != IR_SPLIT)
       continue;
     int m = writer(g, node(g, i)->in[0]);
+    MlkFn act = MLK_FN_NONE;
+    if (m >= 0 && (node(g, m)->op == IR_RELU || node(g, m)->op == IR_SILU)) {
+      /* an activation that did not fold (the matvec has other readers): the slices apply it */
+      act = node(g, m)->fn;
+      m = writer(g, node(g, m)->in[0]);
+      if (m >= 0 && node(g, m)->fn != MLK_FN_NONE)
+        m = -1;
+    }
     if (m < 0 || node(g, m)->op != IR_MATVEC || node(g, m)->in[2] >= 0) {
       diag_error(d, node(g, i)->loc, "split of anything but a matvec cannot be lowered to a "
                  "megakernel yet");
       return false;
     }
-    const IrNode whole = *node(g, m), s = *node(g, i);
+    IrNode whole = *node(g, m);
+    const IrNode s = *node(g, i);
+    if (act != MLK_FN_NONE)
+      whole.fn = act;
     const IrValue w = g->values[whole.in[1]];
     int64_t row = 0, k = w.type.shape[1];
     /* The slices run one after another on the same SMs: one default tile for all of them, from

@@ -82,7 +82,8 @@ static void usage(FILE *out) {
           "                  tokens, ast, graph, events, dot, llvm, ptx, header, source\n"
           "  --after=PASS    with --emit=graph: print the graph IR after PASS instead of the\n"
           "                  runtime descriptor: elaborate, fuse, tile, schedule, events\n"
-          "  --check         stop after the semantic checks (errors and warnings only)\n"
+          "  --check         check the program as the full compile does, without generating\n"
+          "                  code (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
           "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
@@ -117,7 +118,7 @@ typedef struct Options {
   int opt_level;
   int schedule;    /* --schedule: -1 as written, else an MlkSchedule for every megakernel */
   const char *after; /* --after=PASS: --emit=graph prints the graph IR after that pass */
-  bool check_only; /* --check: stop after the semantic checks */
+  bool check_only; /* --check: every check, no code generation */
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
@@ -441,8 +442,17 @@ static int compile(const Options *o, Arena *a) {
 
   if (!sema_check(prog, a, &d))
     return 1;
-  if (o->check_only)
-    return 0;
+  if (o->check_only) {
+    /* every check of the full compile: some need a model's lowered graph (the rows of each name
+     * of a checkpoint cat, the limits of the ABI), so each model goes through the passes too;
+     * code generation, which finds nothing wrong with a program, is all that is skipped */
+    for (Model *m = prog->models; m; m = m->next) {
+      IrGraph *ir = run_passes(prog, m, o, NPASSES, a, &d);
+      if (ir)
+        serialize_graph(ir, a, &d);
+    }
+    return d.nerrors ? 1 : 0;
+  }
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;

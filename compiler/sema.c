@@ -147,6 +147,10 @@ typedef struct Sema {
   bool in_shape;      /* evaluating a shape: unknown names are dims */
   Loc *warned;        /* warnings already given (layers are checked once per call) */
   int64_t nops;       /* operations evaluated so far (Value.op_id) */
+  int64_t trips;      /* iterations of the loops around the statement being checked */
+  int64_t *stored;    /* the op_ids of the values the megakernel stored into outputs */
+  int nstored, capstored;
+  int effects;        /* outputs written and appends in the megakernel being checked */
   int nwarned, capwarned;
 } Sema;
 
@@ -472,6 +476,7 @@ static const DimDecl *find_dim(Config *c, const char *name) {
 static Value eval_index(Sema *s, Binding *scope, const Expr *e);
 static Value eval_call(Sema *s, Binding *scope, const Expr *e);
 static void made_by(Sema *s, Value *v, const Builtin *b);
+static bool want_activation(Sema *s, const char *op, const Expr *ae, const Value *v);
 
 static Value eval_name(Sema *s, Binding *scope, const Expr *e) {
   Binding *b = lookup(scope, e->name);
@@ -565,6 +570,14 @@ static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
             tstr(s, r.type));
         return NONE;
       }
+      /* the eltwise op (or the matvec epilogue it becomes) reads both operands per row */
+      if (!type_equal(l.type, r.type)) {
+        err(s, e->loc, "operator '%c' broadcasting %s over %s cannot be lowered to a megakernel "
+            "yet: elementwise operands have one shape", e->op, tstr(s, small), tstr(s, big));
+        return NONE;
+      }
+      if (!want_activation(s, e->op == '+' ? "operator '+'" : "operator '*'", e, &l))
+        return NONE;
       Value v = {.kind = V_TENSOR, .type = big};
       made_by(s, &v, builtin_of(e->op == '+' ? IR_ADD : IR_MUL));
       return v;
@@ -632,6 +645,38 @@ static bool check_index(Sema *s, const Expr *ie, const Value *iv, int64_t k, con
   return true;
 }
 
+/* An operand of an op, as the runtime's ops read them: [N] or [B, N], B the batch dim (a param's
+ * view is one too). */
+static bool want_activation(Sema *s, const char *op, const Expr *ae, const Value *v) {
+  const Type *t = v->type;
+  if (t->rank == 1 || (t->rank == 2 && t->sym[0] && !t->sym[1]))
+    return true;
+  err(s, ae->loc, "%s of %s cannot be lowered to a megakernel yet: the runtime's ops read "
+      "operands of [N] or [B, N] (B the batch dim)", op, tstr(s, t));
+  return false;
+}
+
+/* Index `ie` of the tensor `base` keeps the view contiguous: a param is indexed by integers and
+ * slices of its leading dims (`kept` dims are left before this one), so that the view is the param
+ * at an element offset (an activation is not indexed at all: eval_index). `narrows`: the index
+ * takes part of its dim. */
+static bool not_lowered_view(Sema *s, const Expr *e, const Expr *ie, const Value *base,
+                             const char *what, int kept, bool narrows, bool *reported) {
+  if (!base->weight) {
+    if (!*reported)
+      err(s, e->loc, "indexing %s cannot be lowered to a megakernel yet: only params are indexed "
+          "or sliced (the runtime reads an activation whole)", what);
+    *reported = true;
+    return false;
+  }
+  if (kept && narrows) {
+    err(s, ie->loc, "this index of %s cannot be lowered to a megakernel yet: a view of a param "
+        "indexes or slices its leading dims only, so that it is contiguous", what);
+    return false;
+  }
+  return true;
+}
+
 static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
   Value base = eval(s, scope, e->lhs);
   if (base.kind == V_NONE)
@@ -667,7 +712,8 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
   }
   Type *r = arena_alloc(s->a, sizeof *r);
   r->dtype = t->dtype;
-  bool weight = base.weight, ok = true, gathered = false;
+  bool weight = base.weight, ok = true, gathered = false, reported = false;
+
   int i = 0;
   for (const Expr *ie = e->args; ie; ie = ie->next, i++) {
     if (ie->kind == EXPR_SLICE) {
@@ -685,6 +731,11 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
       if (!t->sym[i] && (lo < 0 || hi > t->shape[i] || lo >= hi)) {
         err(s, ie->loc, "slice %lld:%lld is out of range for dimension %d of %s (size %lld)",
             (long long)lo, (long long)hi, i, what, (long long)t->shape[i]);
+        ok = false;
+        continue;
+      }
+      if (!not_lowered_view(s, e, ie, &base, what, r->rank,
+                            !t->sym[i] && (lo != 0 || hi != t->shape[i]), &reported)) {
         ok = false;
         continue;
       }
@@ -710,6 +761,18 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
         ok = false;
         continue;
       }
+      /* the gather tile reads rows of a bf16 table */
+      if (!base.weight || t->dtype != MLK_BF16 || t->rank != 2) {
+        err(s, e->loc, "a gather of %s cannot be lowered to a megakernel yet: it reads rows of a "
+            "bf16 param matrix [rows, N], and %s is %s%s", what, what, tstr(s, t),
+            base.weight ? "" : ", not a param");
+        ok = false;
+        continue;
+      }
+      if (!want_activation(s, "a gather", ie, &iv)) {
+        ok = false;
+        continue;
+      }
       for (int j = 0; j < iv.type->rank; j++) {
         r->shape[r->rank] = iv.type->shape[j];
         r->sym[r->rank++] = iv.type->sym[j];
@@ -725,7 +788,9 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
       ok = false;
       continue;
     }
-    ok = check_index(s, ie, &iv, t->shape[i], t->sym[i], i, what) && ok;
+    if (!check_index(s, ie, &iv, t->shape[i], t->sym[i], i, what) ||
+        !not_lowered_view(s, e, ie, &base, what, r->rank, true, &reported))
+      ok = false;
   }
   for (; i < t->rank; i++) {
     r->shape[r->rank] = t->shape[i];
@@ -1000,6 +1065,11 @@ static Value rule_rmsnorm(Sema *s, const Expr *call, const Args *a, const double
         "got %s", tstr(s, x->type), w->kind == V_TENSOR ? tstr(s, w->type) : kind_desc(w));
     return NONE;
   }
+  if (w->type->dtype != MLK_BF16 || !w->weight) {
+    err(s, a->pos[1]->loc, "rmsnorm weight must be a bf16 param (or a view of one), got %s%s",
+        tstr(s, w->type), w->weight ? "" : ", not a param");
+    return NONE;
+  }
   return result(s, IR_RMSNORM, a, NULL, 0);
 }
 
@@ -1037,6 +1107,11 @@ static Value rule_split(Sema *s, const Expr *call, const Args *a, const double *
   if (xt->sym[last] || sum != xt->shape[last]) {
     err(s, call->loc, "split sizes add up to %lld, but the last dimension of %s is not that",
         (long long)sum, tstr(s, xt));
+    return NONE;
+  }
+  if (!a->posv[0].row_slices) {
+    err(s, a->pos[0]->loc, "split cannot be lowered to a megakernel yet but of a matvec's result "
+        "(or relu or silu of one): its parts are matvecs over row slices of the weight");
     return NONE;
   }
   for (int i = 0; i < r.nitems; i++)
@@ -1107,6 +1182,12 @@ static Value rule_allreduce(Sema *s, const Expr *call, const Args *a, const doub
   }
   if (!want_tensor(s, call, a->pos[1], &a->posv[1], "x", MLK_F32, 1))
     return NONE;
+  if (a->posv[0].mesh->resolved > 1) {
+    err(s, a->pos[0]->loc, "allreduce over mesh axis '%s' of %lld ranks cannot be lowered to a "
+        "megakernel yet (over one rank it is the identity)", a->posv[0].mesh->name,
+        (long long)a->posv[0].mesh->resolved);
+    return NONE;
+  }
   /* its value is its operand's, and so is the op that a tile(...) clause applies to (TILE_OPERAND) */
   return a->posv[1];
 }
@@ -1167,6 +1248,13 @@ static Value builtin(Sema *s, Binding *scope, const Expr *call, const Builtin *b
   if (!rules[b->op])
     MLKC_BUG("builtin '%s' without a rule", b->name);
   Value v = rules[b->op](s, call, &a, kw);
+  if (v.kind == V_NONE)
+    return v;
+  for (int i = 0; i < a.npos; i++)
+    if (builtin_arg(b, i)->role == ARG_ACTIVATION && a.posv[i].kind == V_TENSOR &&
+        !want_activation(s, arena_printf(s->a, "'%s' reading %s", b->name, builtin_arg(b, i)->name),
+                         a.pos[i], &a.posv[i]))
+      return NONE;
   if (b->tile == TILE_OPERAND || (v.kind != V_TENSOR && v.kind != V_TUPLE))
     return v;
   made_by(s, &v, b);
@@ -1224,6 +1312,11 @@ static Value cache_method(Sema *s, Binding *scope, const Expr *call, const Value
         tstr(s, pos->type));
     return NONE;
   }
+  for (int i = 1; i < 4; i++)
+    if (!want_activation(s, arena_printf(s->a, "'append' reading %s", builtin_arg(b, i)->name),
+                         a.pos[i], &a.posv[i]))
+      return NONE;
+  s->effects++;
   return (Value){.kind = V_NONE};
 }
 
@@ -1538,10 +1631,41 @@ static void check_clauses(Sema *s, Binding *scope, const Stmt *st, const Value *
       tiled = true;
       check_tile(s, scope, st, c, v, first_op);
     } else {
+      int errors = s->d->nerrors;
       for (const Expr *r = c->args; r; r = r->next)
         check_event_ref(s, scope, r);
+      if (s->d->nerrors == errors)
+        err(s, c->loc, "an explicit %s clause cannot be lowered to a megakernel yet",
+            ast_clause_kind_name(c->kind));
     }
   }
+}
+
+/* An output gets value v: the op that makes v writes the output, unless v already has storage (a
+ * declared tensor, or a value stored into another output), which is then copied by an elementwise
+ * op, f32 only. */
+static bool store_lowers(Sema *s, Loc loc, const char *name, const Value *v) {
+  bool copied = !v->origin;
+  for (int i = 0; i < s->nstored && !copied; i++)
+    copied = s->stored[i] == v->op_id;
+  if (copied && v->type->dtype != MLK_F32) {
+    err(s, loc, "output '%s' needs a copy (its value %s), and a copy of %s cannot be lowered to "
+        "a megakernel yet (copies are f32)", name,
+        v->origin ? "is in another output" : "is a declared tensor", tstr(s, v->type));
+    return false;
+  }
+  if (!copied) {
+    if (s->nstored == s->capstored) {
+      int nc = s->capstored ? 2 * s->capstored : 16;
+      int64_t *ns = arena_alloc(s->a, (size_t)nc * sizeof *ns);
+      if (s->nstored)
+        memcpy(ns, s->stored, (size_t)s->nstored * sizeof *ns);
+      s->stored = ns;
+      s->capstored = nc;
+    }
+    s->stored[s->nstored++] = v->op_id;
+  }
+  return true;
 }
 
 static void assign(Sema *s, Binding **scope, const char *name, Loc loc, Value v) {
@@ -1560,7 +1684,15 @@ static void assign(Sema *s, Binding **scope, const char *name, Loc loc, Value v)
       err(s, loc, "output '%s' is written twice in megakernel '%s'", name, s->mk->name);
       return;
     }
+    if (s->trips > 1) {
+      err(s, loc, "output '%s' is written in each of the %lld iterations of its loop", name,
+          (long long)s->trips);
+      return;
+    }
     prev->written = true;
+    s->effects++;
+    if (v.kind == V_TENSOR && !store_lowers(s, loc, name, &v))
+      return;
     if (prev->v.kind != V_TENSOR)
       return; /* its declaration failed, already reported */
     if (v.kind == V_TENSOR && !type_equal(v.type, prev->v.type)) {
@@ -1660,7 +1792,11 @@ static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
     Binding *lv = bind(s, &body, st->var, st->var_loc, B_LOOP,
                        (Value){.kind = V_INT, .lo = lo, .hi = hi - 1});
     lv->used = true;
+    int64_t trips = s->trips;
+    if (__builtin_mul_overflow(s->trips, hi - lo, &s->trips))
+      s->trips = INT64_MAX;
     check_stmts(s, &body, st->body);
+    s->trips = trips;
     for (Binding *b = body; b && b->scope == s->depth; b = b->next)
       if (b->kind == B_LOCAL && !b->used && b->v.kind != V_NONE)
         warn_once(s, b->loc, "'%s' is assigned but never used", b->name);
@@ -1857,6 +1993,32 @@ static const char *decl_desc(const Binding *b) {
   }
 }
 
+/* The runtime has one dynamic dim per model, the batch: the rows of a batched tensor, its first
+ * dim (each task loops over the run's rows). So a dynamic dim appears first in a declared type,
+ * alone (not 2*B), and every declaration uses the same one. */
+static bool batch_dim_lowers(Sema *s, const TensorDecl *td, const Type *t, const TensorDecl **batch) {
+  const Expr *de = td->type.dims;
+  for (int i = 0; i < t->rank; i++, de = de->next) {
+    if (!t->sym[i])
+      continue;
+    if (i != 0 || t->shape[0] != 1) {
+      err(s, de->loc, "the dynamic dim '%s' here cannot be lowered to a megakernel yet: it can "
+          "only be a tensor's first dim, alone (the batch rows)", t->sym[i]->name);
+      return false;
+    }
+    if (*batch && (*batch)->resolved && (*batch)->resolved->sym[0] != t->sym[0]) {
+      err(s, de->loc, "a second dynamic dim, '%s', cannot be lowered to a megakernel yet: a model "
+          "has one batch dim", t->sym[0]->name);
+      diag_note(s->d, (*batch)->type.loc, "'%s' uses '%s'", (*batch)->name,
+                (*batch)->resolved->sym[0]->name);
+      return false;
+    }
+    if (!*batch)
+      *batch = td;
+  }
+  return true;
+}
+
 static void check_model(Sema *s, Program *p, Model *m) {
   int errors = s->d->nerrors;
   s->model = m;
@@ -1868,6 +2030,7 @@ static void check_model(Sema *s, Program *p, Model *m) {
   }
   Binding *cscope = config_scope(s, s->cfg);
   Binding *scope = cscope;
+  const TensorDecl *batch = NULL; /* the first declaration with a dynamic dim */
   for (TensorDecl *td = m->decls; td; td = td->next) {
     Binding *prev = lookup(scope, td->name);
     if (prev && (prev->kind == B_DECL || prev->kind == B_EVENT)) {
@@ -1884,6 +2047,8 @@ static void check_model(Sema *s, Program *p, Model *m) {
       v = (Value){.kind = V_CACHE, .decl = td};
     } else {
       const Type *t = eval_type(s, cscope, &td->type);
+      if (t && !batch_dim_lowers(s, td, t, &batch))
+        t = NULL;
       if (t && td->kind == DECL_PARAM && !type_is_static(t))
         err(s, td->type.loc, "param '%s' cannot have a dynamic dimension: %s", td->name,
             tstr(s, t));
@@ -1938,7 +2103,15 @@ static void check_model(Sema *s, Program *p, Model *m) {
       b->written = false;
     Binding *body = scope;
     s->depth = 1;
+    s->trips = 1;
+    s->nstored = 0;
+    s->effects = 0;
+    int mk_errors = s->d->nerrors;
     check_stmts(s, &body, mk->body);
+    /* what writes no output and no cache is removed, so such a kernel would have no op to run */
+    if (!s->effects && s->d->nerrors == mk_errors)
+      err(s, mk->loc, "megakernel '%s' computes nothing: it writes no output and appends to no "
+          "cache", mk->name);
     for (Binding *b = body; b && b->kind == B_LOCAL; b = b->next)
       if (!b->used && b->v.kind != V_NONE)
         warn_once(s, b->loc, "'%s' is assigned but never used", b->name);
@@ -1987,7 +2160,7 @@ static void check_layers(Sema *s, Program *p) {
 }
 
 bool sema_check(Program *p, Arena *a, Diag *d) {
-  Sema s = {.a = a, .d = d, .p = p};
+  Sema s = {.a = a, .d = d, .p = p, .trips = 1};
   int before = d->nerrors;
   for (Config *c = p->configs; c; c = c->next) {
     for (Config *o = p->configs; o != c; o = o->next)

@@ -29,6 +29,7 @@ if(MLK_FILECHECK)
   mlk_filecheck(ir_elaborate ${CG}/ir_elaborate.check --emit=graph --after=elaborate
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(ir_fuse ${CG}/ir_fuse.check --emit=graph --after=fuse ${CG}/fuse_cases.mlk)
+  mlk_filecheck(ir_lowers ${CG}/lowers.check --emit=graph --after=events ${CG}/lowers.mlk)
   mlk_filecheck(ir_schedule ${CG}/ir_schedule.check --emit=graph --after=events
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})

@@ -379,16 +379,23 @@ static EVal builtin_call(Elab *E, Binding *scope, const Expr *e, const Builtin *
     }
   }
   IrNode *nd = &E->g->nodes[n];
+  double kw[BUILTIN_MAX_KWS];
   for (int k = 0; k < b->nkws; k++) {
     const Expr *ke = kwarg(e, b->kws[k].name);
-    double value = b->kws[k].def;
+    kw[k] = b->kws[k].def;
     if (ke) {
       EVal v = eval(E, scope, ke);
       if (v.kind != E_INT && v.kind != E_FLOAT)
         return unsupported(E, ke->loc, "this keyword argument"), ENONE;
-      value = number(&v);
+      kw[k] = number(&v);
     }
-    builtin_set_attr(&b->kws[k], &nd->attr, value);
+    builtin_set_attr(&b->kws[k], &nd->attr, kw[k]);
+  }
+  if (b->op == IR_ROPE && kw[builtin_kw_index(b, "linear_factor")] > 1.0) {
+    /* linear scaling as the runtime's Llama 3 scaling over a window of 1 (builtins.def) */
+    nd->attr.rope_factor = (float)kw[builtin_kw_index(b, "linear_factor")];
+    nd->attr.rope_low_freq = nd->attr.rope_high_freq = 1.0f;
+    nd->attr.rope_original_max_pos = 1;
   }
   if (b->op == IR_KV_APPEND) {
     /* writes layer `layer` of the cache: that layer's new value */

@@ -1074,8 +1074,14 @@ static Value rule_rmsnorm(Sema *s, const Expr *call, const Args *a, const double
 }
 
 static Value rule_rope(Sema *s, const Expr *call, const Args *a, const double *kw) {
+  const Builtin *b = builtin_of(IR_ROPE);
   const Type *xt = a->posv[0].type, *pt = a->posv[1].type;
-  int64_t hd = (int64_t)kw[builtin_kw_index(builtin_of(IR_ROPE), "head_dim")];
+  int64_t hd = (int64_t)kw[builtin_kw_index(b, "head_dim")];
+  if (kw[builtin_kw_index(b, "factor")] > 1.0 && kw[builtin_kw_index(b, "linear_factor")] > 1.0) {
+    err(s, call->loc, "rope scales its frequencies one way: factor (Llama 3 scaling) or "
+        "linear_factor (linear scaling), not both");
+    return NONE;
+  }
   if (pt->rank != 1 || !same_dim(pt, 0, xt, 0)) {
     err(s, a->pos[1]->loc, "rope positions must be one per row of %s, got %s", tstr(s, xt),
         tstr(s, pt));

@@ -170,7 +170,7 @@ static void test_config(llama_ckpt_model *m, const char *dir) {
   config_refused(m, dir, "rope_theta", "10000.0",
                  "rope_theta is 10000, but model 'llama_ckpt' has 500000 (op 'rope@nn.mlk:");
   config_refused(m, dir, "rope_scaling", "null",
-                 "rope_scaling is none, but op 'rope@nn.mlk:14[l=0]' of model 'llama_ckpt' applies "
+                 "rope_scaling is none, but op 'rope@nn.mlk:28[l=0]' of model 'llama_ckpt' applies "
                  "Llama 3 scaling");
   config_refused(m, dir, "rope_scaling",
                  "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "

@@ -29,3 +29,11 @@ mlk_desc_fields(llama_tiny ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk
 mlk_desc_fields(sample_tiny ${PROJECT_SOURCE_DIR}/tests/sim/sample_tiny.mlk
                 ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c)
 mlk_desc_fields(mlp ${PROJECT_SOURCE_DIR}/examples/mlp/mlp.mlk mlp_model)
+
+# rope's linear scaling, as the compiler encodes it, against the runtime's reference frequencies.
+add_executable(test_rope_linear ${CMAKE_CURRENT_LIST_DIR}/test_rope_linear.c)
+target_include_directories(test_rope_linear PRIVATE ${PROJECT_SOURCE_DIR}/stdlib/ref)
+target_link_libraries(test_rope_linear PRIVATE mlkc_core mlkrt m)
+add_test(NAME compiler_rope_linear
+  COMMAND test_rope_linear ${CMAKE_CURRENT_LIST_DIR}/rope_linear.mlk ${PROJECT_SOURCE_DIR}/stdlib)
+set_tests_properties(compiler_rope_linear PROPERTIES LABELS compiler)

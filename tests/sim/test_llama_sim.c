@@ -167,6 +167,11 @@ static mlk_status lt_create(mlk_backend *be, const TinyWeights *w, int batch,
 
 static LlamaRefConfig lt_config(void) {
   LlamaRefConfig c = llama_ref_default_config(); /* eps 1e-5, theta 500000, Llama 3 scaling */
+#ifdef LT_ROPE_PLAIN
+  /* tests/sim/llama_tiny_plain.mlk: plain RoPE over theta 10000 (Llama 2) */
+  c.rope_theta = 10000.0;
+  c.rope_factor = 1.0;
+#endif
   c.dim = D;
   c.ffn = F;
   c.layers = L;
@@ -633,11 +638,11 @@ static int lt_check_reference(void) {
     }
   /* rope frequencies: HD = 16, theta 5e5: pairs 0..3 keep theta^(-i/8) (wavelength < 2048),
    * pairs 5..7 are divided by 32 (wavelength > 8192), pair 4 (wavelength 2*pi*sqrt(5e5) ~ 4443)
-   * interpolates with smooth = (8192 / 4443 - 1) / 3 */
+   * interpolates with smooth = (8192 / 4443 - 1) / 3; plain RoPE keeps them all */
   const double pi = 3.14159265358979323846;
   for (int i = 0; i < HD / 2; i++) {
-    double f = pow(500000.0, -i / 8.0), want;
-    if (i <= 3)
+    double f = pow(c.rope_theta, -i / 8.0), want;
+    if (i <= 3 || c.rope_factor <= 1.0)
       want = f;
     else if (i >= 5)
       want = f / 32;

@@ -11,7 +11,8 @@
  * registers and ptxas's time stay the same whatever the depth of the model. Static schedule:
  * block b walks queue[qoff[b] .. qoff[b+1]) of task words (op << 32 | task). Dynamic schedule:
  * the blocks take queue[0 .. qoff[1]) in order from a shared ticket counter. Per task: point at
- * the op's record, prefetch a matvec's weights, wait for the record's waits
+ * the op's record, pump the weight stream (stdlib/tiles/stream.c: the block's coming matvec weights
+ * copied into shared memory) or prefetch a matvec's weights to L2, wait for the record's waits
  * (mlk_dev_task_wait), switch on the record's kind to mlk_task_<kind> (stdlib/task.c, the same
  * dispatch the simulator runs), barrier, notify (mlk_dev_task_notify). The stdlib tile bitcode
  * (embedded in mlkc at build time) is linked in, everything but the entries is internalized, and
@@ -251,6 +252,13 @@ static void emit_kernel(Cg *c, int kernel) {
     qs = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, p[P_QOFF], &bid, 1, ""), "qstart");
     qe = LLVMBuildLoad2(c->b, c->i32, LLVMBuildGEP2(c->b, c->i32, p[P_QOFF], &bid1, 1, ""), "qend");
   }
+  uint32_t used = kinds_used(c->g, kernel);
+  bool stream = (used & (1u << MLK_OP_MATVEC)) != 0;
+  if (stream) {
+    /* the weight stream walks the block's queue ahead of it: off with the dynamic schedule */
+    LLVMValueRef sargs[] = {p[P_OPS], p[P_QUEUE], qs, qe, p[P_RT], c32(c, dynamic ? 0 : 1)};
+    call(c, "mlk_stream_start", sargs, 6);
+  }
   LLVMTypeRef rec_t = LLVMArrayType2(LLVMInt8TypeInContext(c->ctx), sizeof(MlkDevOp));
   /* Static schedule: the words of the next two tasks are loaded a task ahead, so that the next
    * task's record can be prefetched while this one runs without waiting for its word (the queue
@@ -295,11 +303,12 @@ static void emit_kernel(Cg *c, int kernel) {
   LLVMValueRef task = LLVMBuildZExt(c->b, task32, c->i64, "task");
   LLVMValueRef op64 = LLVMBuildZExt(c->b, op, c->i64, "");
   LLVMValueRef rec = LLVMBuildGEP2(c->b, rec_t, p[P_OPS], &op64, 1, "rec");
-  uint32_t used = kinds_used(c->g, kernel);
-  if (used & (1u << MLK_OP_MATVEC)) {
-    /* weights depend on no event: start streaming them into L2 before waiting */
-    LLVMValueRef pf[] = {rec, task};
-    call(c, "mlk_task_prefetch", pf, 2);
+  if (stream) {
+    /* weights depend on no event: the stream copies coming tasks' weights into shared memory,
+     * the others go to L2, before the waits */
+    LLVMValueRef pf[] = {rec, task, p[P_RT]};
+    call(c, "mlk_task_prefetch", pf, 3);
+    call(c, "mlk_stream_pump", NULL, 0);
   }
   LLVMValueRef wargs[] = {rec, p[P_SYNCS], p[P_COUNTERS], op, task32, p[P_EPOCH], p[P_TIMEOUT],
                           p[P_ERR]};
@@ -343,6 +352,8 @@ static void emit_kernel(Cg *c, int kernel) {
   LLVMBuildBr(c->b, loop);
 
   LLVMPositionBuilderAtEnd(c->b, exit);
+  if (stream)
+    call(c, "mlk_stream_drain", NULL, 0); /* copies still in flight after a failed wait */
   LLVMBuildRetVoid(c->b);
 }
 

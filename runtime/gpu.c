@@ -52,6 +52,7 @@
   X(cuModuleUnload)                                                                               \
   X(cuModuleGetFunction)                                                                          \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                  \
+  X(cuFuncSetAttribute)                                                                           \
   X(cuMemAlloc)                                                                                   \
   X(cuMemFree)                                                                                    \
   X(cuMemcpyHtoD)                                                                                 \
@@ -170,6 +171,7 @@ typedef struct GpuModel {
   CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
   int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
   GpuKernel *kernels;
+  unsigned dyn_smem; /* dynamic shared memory of a launch: the weight stream's ring on sm_90a */
   CUevent ev_start, ev_stop; /* created on the first timed run */
 } GpuModel;
 
@@ -354,6 +356,13 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
     ptx = d->ptx_sm90a, arch = "sm_90a";
   else if (gb->cc_major >= 8 && d->ptx_sm80)
     ptx = d->ptx_sm80, arch = "sm_80";
+  /* the sm_90a kernels' weight stream (stdlib/tiles/stream.c) lives in dynamic shared memory: its
+   * header always, and MLK_STREAM_SLOTS slots (0 turns the stream off) */
+  int64_t slots = 0;
+  mlk_status sst = mlk_env_int("MLK_STREAM_SLOTS", 0, MLK_STREAM_MAX_SLOTS, MLK_STREAM_DEFAULT_SLOTS, &slots);
+  if (sst)
+    return sst;
+  gm->dyn_smem = ptx && arch[3] == '9' ? (unsigned)MLK_STREAM_BYTES(slots) : 0;
   if (!ptx)
     return mlk_set_error(MLK_ERR_INVALID, "model '%s' has no PTX this GPU can run: GPU %d is sm_%d%d, "
                          "the model carries %s%s%s", d->name, gb->ordinal, gb->cc_major, gb->cc_minor,
@@ -458,8 +467,15 @@ static mlk_status gpu_model_init(mlk_model *m) {
       st = CU_FAIL(r, "cuModuleGetFunction('%s' for megakernel '%s')", kd->entry, kd->name);
       goto fail;
     }
+    if (gm->dyn_smem &&
+        (r = cu.cuFuncSetAttribute(gk->f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                   (int)gm->dyn_smem)) != CUDA_SUCCESS) {
+      st = CU_FAIL(r, "cuFuncSetAttribute(megakernel '%s', %u bytes of dynamic shared memory for "
+                   "the weight stream)", kd->name, gm->dyn_smem);
+      goto fail;
+    }
     int blocks = 0;
-    r = cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gk->f, MLK_BLOCK_THREADS, 0);
+    r = cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gk->f, MLK_BLOCK_THREADS, gm->dyn_smem);
     if (r != CUDA_SUCCESS) {
       st = CU_FAIL(r, "cuOccupancyMaxActiveBlocksPerMultiprocessor(megakernel '%s')", kd->name);
       goto fail;
@@ -637,8 +653,8 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   }
   if (ms && (r = cu.cuEventRecord(gm->ev_start, NULL)) != CUDA_SUCCESS)
     return CU_FAIL(r, "cuEventRecord(before megakernel '%s')", name);
-  r = cu.cuLaunchCooperativeKernel(gk->f, (unsigned)gb->sms, 1, 1, MLK_BLOCK_THREADS, 1, 1, 0,
-                                            NULL, args);
+  r = cu.cuLaunchCooperativeKernel(gk->f, (unsigned)gb->sms, 1, 1, MLK_BLOCK_THREADS, 1, 1,
+                                   gm->dyn_smem, NULL, args);
   if (r != CUDA_SUCCESS)
     return CU_FAIL(r, "cuLaunchCooperativeKernel(megakernel '%s', %d blocks of %d threads)", name,
                    gb->sms, MLK_BLOCK_THREADS);

@@ -35,11 +35,8 @@
 
 #define PTR(type, addr) ((type *)(uintptr_t)(addr))
 
-static inline int64_t first_col(const MlkDevOp *op, int64_t task) { return task * op->tile; }
-
-static inline int64_t col_count(const MlkDevOp *op, int64_t task) {
-  return mlk_min64(op->tile, op->n - task * op->tile);
-}
+#define first_col mlk_task_first_col
+#define col_count mlk_task_cols
 
 TASK(matvec) {
   TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
@@ -131,12 +128,13 @@ void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
   }
 }
 
-void mlk_task_prefetch(const MlkDevOp *op, int64_t task) {
+void mlk_task_prefetch(const MlkDevOp *op, int64_t task, const int64_t *rt) {
 #if defined(__NVPTX__)
-  if (op->kind == MLK_OP_MATVEC)
+  if (op->kind == MLK_OP_MATVEC &&
+      !mlk_stream_takes(PTR(const uint16_t, op->in[1]), op->k, mlk_task_rows(op, rt)))
     mlk_tile_matvec_prefetch(PTR(const uint16_t, op->in[1]), op->n, op->k, first_col(op, task),
                              op->tile);
 #else
-  (void)op, (void)task;
+  (void)op, (void)task, (void)rt;
 #endif
 }

@@ -30,9 +30,17 @@ MLK_OP_KINDS(MLK_X_TASK_DECL)
 /* Any kind: the switch over MLK_OP_KINDS. */
 void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt);
 
-/* Work a task may start before its waits, because it depends on no event: a matvec hands its
- * weight rows to the L2 prefetcher. A hint with no result; nothing on the host. */
-void mlk_task_prefetch(const MlkDevOp *op, int64_t task);
+/* Work a task may start before its waits, because it depends on no event: a matvec that the weight
+ * stream does not take (stdlib/tiles/stream.c) hands its weight rows to the L2 prefetcher. A hint
+ * with no result; nothing on the host. */
+void mlk_task_prefetch(const MlkDevOp *op, int64_t task, const int64_t *rt);
+
+/* Task t of an op covers output columns [t * tile, min((t + 1) * tile, n)) (mlk_desc.h). */
+static inline int64_t mlk_task_first_col(const MlkDevOp *op, int64_t task) { return task * op->tile; }
+static inline int64_t mlk_task_cols(const MlkDevOp *op, int64_t task) {
+  int64_t left = op->n - task * op->tile;
+  return op->tile < left ? op->tile : left;
+}
 
 /* The rows an op loops over in a run: the batch for a batched op, else 1. */
 static inline int64_t mlk_task_rows(const MlkDevOp *op, const int64_t *rt) {

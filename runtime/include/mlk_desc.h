@@ -73,6 +73,16 @@ typedef uint64_t MlkTaskWord;
 /* Largest inner dimension a matvec tile stages in shared memory (f32 elements, 48 KiB). */
 #define MLK_MATVEC_MAX_K 12288
 
+/* The weight stream of sm_90 megakernels (stdlib/tiles/stream.c): a ring of slots in dynamic shared
+ * memory that the bulk copy engine fills with matvec weight rows ahead of the tasks that read them.
+ * A launch of an sm_90a kernel asks for MLK_STREAM_BYTES(slots) of dynamic shared memory, slots in
+ * [0, MLK_STREAM_MAX_SLOTS] (0: the stream is off); the kernel reads the slot count off the size. */
+#define MLK_STREAM_MAX_SLOTS 5 /* 5 slots, the header and the tiles' 48 KiB: 213 KiB of the 227 */
+#define MLK_STREAM_DEFAULT_SLOTS 4
+#define MLK_STREAM_SLOT_BYTES 32768
+#define MLK_STREAM_HEADER 256 /* the stream's state and the slots' mbarriers, before the slots */
+#define MLK_STREAM_BYTES(slots) (MLK_STREAM_HEADER + (slots) * MLK_STREAM_SLOT_BYTES)
+
 /* Largest top_k of a sample op: its candidates are sorted in shared memory. */
 #define MLK_SAMPLE_MAX_TOP_K 1024
 

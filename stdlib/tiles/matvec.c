@@ -45,6 +45,7 @@ typedef struct U4 {
 } U4;
 
 typedef float F4 __attribute__((ext_vector_type(4)));
+typedef uint32_t V4 __attribute__((ext_vector_type(4))); /* 16-byte aligned: one 128-bit access */
 
 /* Weights never change during a launch: the read-only path, and free to be scheduled early. */
 static inline U4 ld_weights(const uint16_t *p) {
@@ -595,6 +596,156 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
   }
 }
 
+/* ---- Stream path: weight rows from the shared-memory ring (stream.c) ----
+ *
+ * The task's rows arrive in chunks of rpc whole rows, loaded by the copy engine while the block
+ * waited for x or ran earlier tasks. x is staged once for every batch row (the layout of the
+ * vector path), then for each chunk: a row per warp (rows split in k over several warps when a
+ * chunk has fewer rows than warps, their partial sums added through shared memory), 16-byte
+ * shared loads of 8 weights per lane, conflict-free since a warp reads 512 contiguous bytes. */
+int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch) {
+  int64_t kp = (k + 63) & ~(int64_t)63;
+  /* the staged rows, then WARPS * BMAX sums of squares */
+  return (k & 7) == 0 && ((uintptr_t)W & 15) == 0 && batch >= 1 && batch <= BMAX &&
+         batch < MMA_MIN_BATCH && batch * kp + WARPS * BMAX <= STAGE;
+}
+
+/* 1 / rms of batch row b from the warps' sums of squares. */
+static inline float rscale(const MLK_SHARED float *ss, int64_t b, int NB, int64_t k, float eps) {
+  float t = 0.0f;
+#pragma unroll
+  for (int w = 0; w < WARPS; w++)
+    t += ss[w * NB + b];
+  return 1.0f / __builtin_sqrtf(t / (float)k + eps);
+}
+
+static inline __attribute__((always_inline)) void
+stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
+  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
+  int64_t k = m->k, nb = m->nb, KC = m->KC, chunks = k >> 3;
+  /* Stage x (times the norm's weights) in one pass, 16-byte loads, several in flight; the norm's
+   * 1 / rms is a factor of the whole dot product, applied to the sums (rscale). ss: each warp's
+   * sums of squares per batch row, after the staged rows. */
+  MLK_SHARED float *ss = mlk_tile_smem + nb * KC;
+  int vec = (((uintptr_t)m->x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0;
+#pragma unroll
+  for (int b = 0; b < NB; b++) {
+    if (b < nb) {
+      const float *xr = m->x + b * k;
+      MLK_SHARED float *dst = mlk_tile_smem + b * KC;
+      float sq = 0.0f;
+      if (vec) {
+        for (int64_t i0 = (int64_t)tid * 4; i0 < k; i0 += 4 * 4 * MLK_BLOCK_THREADS) {
+          F4 v[4];
+          uint32_t nw[4][2];
+#pragma unroll
+          for (int u = 0; u < 4; u++) {
+            int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
+            if (i < k) {
+              v[u] = *(const F4 *)(xr + i);
+              if (norm_w) {
+                const uint32_t *q = (const uint32_t *)(const void *)(norm_w + i);
+                nw[u][0] = q[0], nw[u][1] = q[1];
+              }
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < 4; u++) {
+            int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
+            if (i < k) {
+              F4 t = v[u];
+              sq += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+              if (norm_w) {
+                t.x *= mlk_bf16_lo(nw[u][0]), t.y *= mlk_bf16_hi(nw[u][0]);
+                t.z *= mlk_bf16_lo(nw[u][1]), t.w *= mlk_bf16_hi(nw[u][1]);
+              }
+              *(MLK_SHARED F4 *)(dst + perm((uint32_t)i)) = t; /* i % 4 == 0: 4 in a row */
+            }
+          }
+        }
+      } else {
+        for (int64_t i = tid; i < k; i += MLK_BLOCK_THREADS) {
+          float t = xr[i];
+          sq += t * t;
+          dst[perm((uint32_t)i)] = norm_w ? t * bf16f(mlk_ld_weight16(norm_w + i)) : t;
+        }
+      }
+      if (norm_w) {
+        for (int off = 16; off > 0; off >>= 1)
+          sq += __nvvm_shfl_sync_bfly_f32(0xffffffffu, sq, off, 0x1f);
+        if (lane == 0)
+          ss[warp * NB + b] = sq;
+      }
+    }
+  }
+  __nvvm_barrier_sync(0);
+  MLK_SHARED float *part = mlk_tile_smem + STAGE; /* split rows' partial sums, <= WARPS * NB */
+  int64_t rpc = mlk_stream_rows_per_chunk(k);
+  uint32_t chunk = mlk_stream_next();
+  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc, chunk++) {
+    int64_t nr = m->rows - r0 < rpc ? m->rows - r0 : rpc;
+    uint32_t S = nr >= WARPS ? 1 : WARPS / (uint32_t)nr; /* warps per row */
+    int64_t seg = (chunks + S - 1) / S;
+    const MLK_SHARED uint16_t *slot = mlk_stream_wait(chunk);
+    for (int64_t rr = warp / S; rr < nr; rr += WARPS / S) {
+      uint32_t sg = warp % S;
+      int64_t c0 = sg * seg, c1 = c0 + seg < chunks ? c0 + seg : chunks;
+      float acc[BMAX];
+#pragma unroll
+      for (int b = 0; b < NB; b++)
+        acc[b] = 0.0f;
+      /* ordinary loads: the wait's asm (a memory clobber) keeps them after the copy landed */
+      const MLK_SHARED V4 *wrow = (const MLK_SHARED V4 *)(slot + rr * k);
+#pragma unroll 4
+      for (int64_t c = c0 + lane; c < c1; c += 32) {
+        V4 wv = wrow[c];
+        U4 w = {wv.x, wv.y, wv.z, wv.w};
+        uint32_t cc = (uint32_t)c, off = ((cc >> 3) << 6) | ((cc & 7u) << 2);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+          if (b < nb) {
+            const MLK_SHARED float *xr = mlk_tile_smem + b * KC + off;
+            F4 x0 = *(const MLK_SHARED F4 *)xr;
+            F4 x1 = *(const MLK_SHARED F4 *)(xr + 32);
+            acc[b] += dot8(w, x0, x1);
+          }
+        }
+      }
+      float sum = reduce_scatter(acc, NB, lane);
+      if (lane < (uint32_t)nb) {
+        if (S == 1)
+          emit(m, m->row0 + r0 + rr, lane, norm_w ? sum * rscale(ss, lane, NB, k, eps) : sum);
+        else
+          part[(rr * S + sg) * NB + lane] = sum;
+      }
+    }
+    if (S > 1) {
+      __nvvm_barrier_sync(0);
+      for (int64_t t = tid; t < nr * nb; t += MLK_BLOCK_THREADS) {
+        int64_t rr = t / nb, b = t % nb;
+        float sum = 0.0f;
+        for (uint32_t sg = 0; sg < S; sg++)
+          sum += part[(rr * S + sg) * NB + b];
+        emit(m, m->row0 + r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
+      }
+    }
+    mlk_stream_release(chunk);
+  }
+}
+
+#define MLK_MATVEC_STREAM_VARIANT(name, NB)                                                        \
+  static __attribute__((noinline)) void name(                                                      \
+      float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
+      float eps, int64_t n, int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn) {        \
+    int64_t kp = (k + 63) & ~(int64_t)63;                                                          \
+    Mv m = {out, x, W, res, n, k, row0, rows, 0, batch, 0, k, kp, fn, 1, 1};                       \
+    stream_rows(norm_w, eps, &m, NB);                                                              \
+  }
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b1, 1)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b2, 2)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b4, 4)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b8, BMAX)
+
 void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows) {
   if (row0 + rows > n)
     rows = n - row0;
@@ -637,7 +788,16 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
     rows = n - row0;
   if (rows <= 0 || batch <= 0 || k <= 0) /* uniform */
     return;
-  if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0)
+  if (mlk_stream_takes(W, k, batch)) { /* uniform: the weights come through shared memory */
+    if (batch == 1)
+      matvec_stream_b1(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    else if (batch == 2)
+      matvec_stream_b2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    else if (batch <= 4)
+      matvec_stream_b4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    else
+      matvec_stream_b8(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+  } else if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0)
     matvec_scalar(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1 && rows >= 4 * WARPS) /* 16 weight loads in flight per lane */
     matvec_b1r4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);

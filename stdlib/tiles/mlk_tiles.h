@@ -54,6 +54,29 @@ void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field);
  * Contains two block barriers. */
 uint32_t mlk_dev_ticket(uint32_t *ticket);
 
+/* The weight stream (stream.c): thread 0 of each block copies the weight rows of the block's
+ * coming matvec tasks into a ring of shared-memory slots ahead of time. mlk_stream_start (every
+ * kernel that has matvec ops, before its loop; `enabled` 0 turns the stream off, as the dynamic
+ * schedule must) takes the block's queue [qs, qe); mlk_stream_pump (before each task's waits, and
+ * after each slot is freed) issues copies while slots are free; mlk_stream_drain (at the kernel's
+ * exit) waits for copies still in flight. A matvec task the stream takes (mlk_stream_takes, the
+ * same answer for the loader and the tile) gets its rows in chunks of mlk_stream_rows_per_chunk(k)
+ * rows, numbered from mlk_stream_next() (read once, at the task's start, by every thread):
+ * mlk_stream_wait(c) returns chunk c's slot once it has landed, mlk_stream_release(c) frees it
+ * (a block barrier first). All but mlk_stream_rows_per_chunk are called by every thread. */
+void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, uint32_t qe,
+                      const int64_t *rt, int enabled);
+void mlk_stream_pump(void);
+void mlk_stream_drain(void);
+int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);
+int mlk_stream_rows_per_chunk(int64_t k);
+uint32_t mlk_stream_next(void);
+const __attribute__((address_space(3))) uint16_t *mlk_stream_wait(uint32_t c);
+void mlk_stream_release(uint32_t c);
+/* Whether the matvec tile can take weights from the stream for this shape: the vector path, one
+ * pass over the batch with x staged in one piece (matvec.c). */
+int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch);
+
 /* The op tiles. Each is the device twin of the reference of the same name in stdlib/ref/mlk_ref.h
  * (mlk_ref_X <-> mlk_tile_X, same arguments, same results up to f32 rounding), computes the
  * output columns of one task for every batch row, and is called by all threads of the block.

@@ -33,6 +33,7 @@ struct CUctx_st {
 };
 struct CUfunc_st {
   char entry[64];
+  int max_dyn_smem; /* raised by cuFuncSetAttribute, as on the device (default 0 here) */
 };
 struct CUmod_st {
   char *ptx;
@@ -260,9 +261,17 @@ CUresult cuModuleGetFunction(CUfunction *f, CUmodule mod, const char *name) {
   snprintf((*f)->entry, sizeof (*f)->entry, "%s", name);
   return CUDA_SUCCESS;
 }
+/* An H100-like SM: 227 KiB of shared memory a block may opt in to, beyond what the function's
+ * dynamic limit allows only after cuFuncSetAttribute. */
+#define FAKE_SMEM_OPTIN (227 * 1024)
+CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v) {
+  if (a != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES || v < 0 || v > FAKE_SMEM_OPTIN)
+    return CUDA_ERROR_INVALID_VALUE;
+  f->max_dyn_smem = v;
+  return CUDA_SUCCESS;
+}
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, CUfunction f, int block, size_t smem) {
-  (void)f;
-  *n = block == MLK_BLOCK_THREADS && smem == 0 ? 1 : 0;
+  *n = block == MLK_BLOCK_THREADS && smem <= (size_t)f->max_dyn_smem ? 1 : 0;
   return CUDA_SUCCESS;
 }
 
@@ -309,11 +318,12 @@ enum { N = 1000, TILE0 = 64, TILE1 = 100, BMAX = 3 };
 CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                    unsigned by, unsigned bz, unsigned smem, CUstream stream,
                                    void **params) {
-  (void)f; /* both entries run the model their records describe */
+  /* both entries run the model their records describe; dynamic shared memory (an sm_90a launch's
+   * weight stream) only up to the function's limit */
   if (!current)
     return CUDA_ERROR_INVALID_CONTEXT;
-  if (gx != SMS || gy != 1 || gz != 1 || bx != MLK_BLOCK_THREADS || by != 1 || bz != 1 || smem ||
-      stream) {
+  if (gx != SMS || gy != 1 || gz != 1 || bx != MLK_BLOCK_THREADS || by != 1 || bz != 1 ||
+      (int)smem > f->max_dyn_smem || stream) {
     fprintf(stderr, "fake libcuda: bad launch configuration\n");
     return CUDA_ERROR_INVALID_VALUE;
   }

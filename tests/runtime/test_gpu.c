@@ -128,6 +128,19 @@ static void run_kernels(mlk_backend *be, const char *ptx) {
   if (cst == MLK_OK)
     mlk_model_free(m);
 
+  /* The weight stream's ring (MLK_STREAM_SLOTS) is checked before anything is loaded. */
+  setenv("MLK_STREAM_SLOTS", "6", 1);
+  m = (mlk_model *)&m;
+  cst = mlk_model_create(be, &d, &m);
+  CHECK(cst == MLK_ERR_INVALID && m == NULL, "MLK_STREAM_SLOTS=6: %s", mlk_status_name(cst));
+  CHECK_CONTAINS(mlk_last_error(), "MLK_STREAM_SLOTS='6' is not an integer in [0, 5]");
+  setenv("MLK_STREAM_SLOTS", "0", 1); /* the stream off: the launch has just the header */
+  d.kernels = gkernels_ok;
+  CHECK_OK(mlk_model_create(be, &d, &m));
+  if (m)
+    mlk_model_free(m);
+  unsetenv("MLK_STREAM_SLOTS");
+
   d = gdesc(ptx, 1);
   CHECK_OK(mlk_model_create(be, &d, &m));
   if (!m)

@@ -1,0 +1,207 @@
+/* stream.c: the weight stream. A block's matvec weights flow into shared memory through a ring of
+ * slots, copied by the bulk copy engine ahead of the tasks that read them.
+ *
+ * Weights depend on no event, so nothing stops a block from loading the weights of its next
+ * matvec tasks while it waits for their inputs or runs other tiles. Thread 0 is the loader: it
+ * walks the block's own queue (the static schedule) ahead of the task being run, and for every
+ * task the stream takes (mlk_stream_takes) issues `cp.async.bulk` copies of its weight rows, a
+ * chunk of whole rows per slot, each completing on the slot's mbarrier, for as long as slots are
+ * free. The matvec tile of such a task takes its chunks in the same order (mlk_stream_wait), and
+ * frees each slot when every thread is done with it (mlk_stream_release), which lets the loader
+ * go on. Loader and tile agree on which tasks are streamed and how they are cut because both ask
+ * the same functions, of values that do not change during a launch.
+ *
+ * A task's rows are consecutive, so its weights are one contiguous range, and a chunk of
+ * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. With n slots (the launch's choice), slot s
+ * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
+ *
+ * Only sm_90 has the bulk copy engine: elsewhere (and in kernels with the dynamic schedule, whose
+ * next task is not known ahead) the stream is off and matvec reads weights from global memory.
+ */
+#include "mlk_tiles.h"
+#include "task.h"
+
+#if defined(__NVPTX__) && MLK_SM >= 90
+#define STREAM_HW 1
+#else
+#define STREAM_HW 0
+#endif
+
+/* The stream's state, its slots' mbarriers and the ring, in dynamic shared memory (the launch of an
+ * sm_90a kernel asks for MLK_STREAM_BYTES(slots) of it, runtime/gpu.c; the tiles' static scratch takes
+ * the whole 48 KiB that static shared memory may have). */
+extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
+
+typedef struct StreamState {
+  const MlkDevOp *ops;
+  const uint64_t *queue;
+  const int64_t *rt;
+  const uint16_t *src; /* loader: the next row to copy of the task it is loading */
+  uint32_t q, qe;      /* loader: the queue position after that task, the block's queue end */
+  uint32_t left;       /* loader: rows of it still to copy (0: find the next streamed task) */
+  uint32_t rpc, k;     /* loader: its rows per chunk and k */
+  uint32_t head;       /* chunks issued */
+  uint32_t tail;       /* chunks the tiles have released */
+  uint32_t on, slots;
+} StreamState;
+
+_Static_assert(sizeof(StreamState) <= 128 && 128 + 8 * MLK_STREAM_MAX_SLOTS <= MLK_STREAM_HEADER,
+               "the stream's header holds its state and mbarriers");
+#define st (*(MLK_SHARED StreamState *)mlk_stream_mem)
+#define bars ((MLK_SHARED uint64_t *)(mlk_stream_mem + 128))
+#define ring (mlk_stream_mem + MLK_STREAM_HEADER)
+
+#if STREAM_HW
+static inline uint32_t saddr(const volatile MLK_SHARED void *p) { return (uint32_t)(uintptr_t)p; }
+#endif
+
+int mlk_stream_rows_per_chunk(int64_t k) {
+  return k > 0 && 2 * k <= MLK_STREAM_SLOT_BYTES ? (int)(MLK_STREAM_SLOT_BYTES / (2 * k)) : 0;
+}
+
+int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch) {
+#if STREAM_HW
+  return st.on && mlk_matvec_streamable(W, k, batch) && mlk_stream_rows_per_chunk(k) > 0;
+#else
+  (void)W, (void)k, (void)batch; /* no dynamic shared memory to hold the state */
+  return 0;
+#endif
+}
+
+void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, uint32_t qe,
+                      const int64_t *rt, int enabled) {
+#if STREAM_HW
+  if (mlk_tid() == 0) {
+    st.ops = ops, st.queue = queue, st.rt = rt;
+    st.src = 0, st.q = qs, st.qe = qe, st.left = 0, st.rpc = 0, st.k = 0;
+    st.head = 0, st.tail = 0;
+    /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
+    uint32_t dyn;
+    __asm__("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+    uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
+    st.slots = slots < MLK_STREAM_MAX_SLOTS ? slots : MLK_STREAM_MAX_SLOTS;
+    st.on = (uint32_t)enabled && st.slots > 0;
+    for (uint32_t s = 0; s < st.slots; s++)
+      __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&bars[s])) : "memory");
+    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __nvvm_barrier_sync(0);
+#else
+  (void)ops, (void)queue, (void)qs, (void)qe, (void)rt, (void)enabled;
+#endif
+}
+
+#if STREAM_HW
+/* Thread 0: the next task of the block's queue from position q on that the stream takes; makes it
+ * the loader's task (left = its rows, q the position after it), or left = 0 at the queue's end. Reads records: only when a
+ * task's last chunk has been issued. */
+static void next_task(uint32_t q) {
+  for (; q < st.qe; q++) {
+    uint64_t word = st.queue[q];
+    const MlkDevOp *op = st.ops + MLK_TASK_OP(word);
+    if (op->kind != MLK_OP_MATVEC)
+      continue;
+    const uint16_t *W = (const uint16_t *)(uintptr_t)op->in[1];
+    int64_t k = op->k, rows = mlk_task_cols(op, MLK_TASK_INDEX(word));
+    if (rows <= 0 || !mlk_stream_takes(W, k, mlk_task_rows(op, st.rt)))
+      continue;
+    st.q = q + 1;
+    st.src = W + mlk_task_first_col(op, MLK_TASK_INDEX(word)) * k;
+    st.left = (uint32_t)rows, st.rpc = (uint32_t)mlk_stream_rows_per_chunk(k), st.k = (uint32_t)k;
+    return;
+  }
+  st.q = st.qe, st.left = 0;
+}
+
+/* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks. */
+static void pump(void) {
+  uint32_t head = st.head;
+  const uint32_t tail = st.tail;
+  int fenced = 0;
+  while (head - tail < st.slots) {
+    if (st.left == 0) {
+      if (st.q >= st.qe)
+        break;
+      next_task(st.q);
+      if (st.left == 0)
+        break;
+    }
+    uint32_t nr = st.left < st.rpc ? st.left : st.rpc;
+    uint32_t bytes = nr * st.k * 2, slot = head % st.slots;
+    if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
+      __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    fenced = 1;
+    __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                     ::"r"(saddr(&bars[slot])), "r"(bytes)
+                     : "memory");
+    __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                     "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
+                     "%2, [%3];\n\t}" ::"r"(saddr(ring + slot * MLK_STREAM_SLOT_BYTES)),
+                     "l"(st.src), "r"(bytes), "r"(saddr(&bars[slot]))
+                     : "memory");
+    head++;
+    st.src += nr * st.k;
+    st.left -= nr;
+  }
+  st.head = head;
+}
+#endif
+
+void mlk_stream_pump(void) {
+#if STREAM_HW
+  if (mlk_tid() == 0 && st.on)
+    pump();
+#endif
+}
+
+#if STREAM_HW
+static inline void wait_chunk(uint32_t c) {
+  uint32_t n = st.slots, bar = saddr(&bars[c % n]), parity = (c / n) & 1;
+  __asm__ volatile("{\n\t.reg .pred p;\n\tWAIT_%=:\n\t"
+                   "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                   "@!p bra WAIT_%=;\n\t}" ::"r"(bar),
+                   "r"(parity)
+                   : "memory");
+}
+#endif
+
+/* Only tasks the stream takes call these, and it takes none without STREAM_HW. */
+uint32_t mlk_stream_next(void) {
+#if STREAM_HW
+  return st.tail;
+#else
+  return 0;
+#endif
+}
+
+const MLK_SHARED uint16_t *mlk_stream_wait(uint32_t c) {
+#if STREAM_HW
+  wait_chunk(c);
+  return (const MLK_SHARED uint16_t *)(ring + (c % st.slots) * MLK_STREAM_SLOT_BYTES);
+#else
+  (void)c;
+  return 0;
+#endif
+}
+
+void mlk_stream_release(uint32_t c) {
+#if STREAM_HW
+  __nvvm_barrier_sync(0); /* every thread is done with chunk c */
+  if (mlk_tid() == 0) {
+    st.tail = c + 1; /* read by the next task, after the barriers between tasks */
+    if (st.on)
+      pump();
+  }
+#else
+  (void)c;
+#endif
+}
+
+void mlk_stream_drain(void) {
+#if STREAM_HW
+  __nvvm_barrier_sync(0);
+  if (st.on)
+    for (uint32_t c = st.tail; c != st.head; c++)
+      wait_chunk(c);
+#endif
+}

@@ -44,6 +44,7 @@ void mlk_tile_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, 
 }
 
 #define NONE 0x7fffffff
+#define ARGMAX_U 8 /* 16-byte loads of a thread in flight */
 
 static inline float i2f(int32_t i) {
   union { int32_t i; float f; } c = {i};
@@ -65,9 +66,38 @@ void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
     const float *xr = x + b * k;
     float bv = -__builtin_inff();
     int32_t bi = NONE;
-    /* Increasing indices: a tie keeps the earlier one. The first non-NaN value is always taken
-     * (so -inf counts), later ones only when strictly larger; NaN compares false everywhere. */
-    for (int64_t i = tid; i < k; i += MLK_BLOCK_THREADS) {
+    /* Each thread visits its columns in increasing order, so a tie keeps the earlier one. The
+     * first non-NaN value is always taken (so -inf counts), later ones only when strictly
+     * larger; NaN compares false everywhere. A row is one long read (a vocabulary of 128K
+     * logits is 512 KB): groups of 4 columns with 16-byte loads, ARGMAX_U groups of a thread in
+     * flight, else every load would wait for the one before. */
+    int64_t done = 0;
+    if ((((uintptr_t)xr) & 15) == 0) {
+      typedef float F4 __attribute__((ext_vector_type(4)));
+      int64_t groups = k >> 2;
+      for (int64_t g0 = tid; g0 < groups; g0 += ARGMAX_U * MLK_BLOCK_THREADS) {
+        F4 v[ARGMAX_U];
+#pragma unroll
+        for (int u = 0; u < ARGMAX_U; u++)
+          if (g0 + u * MLK_BLOCK_THREADS < groups)
+            v[u] = ((const F4 *)xr)[g0 + u * MLK_BLOCK_THREADS];
+#pragma unroll
+        for (int u = 0; u < ARGMAX_U; u++) {
+          int64_t g = g0 + u * MLK_BLOCK_THREADS;
+          if (g < groups) {
+            float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+              if (e[j] > bv || (bi == NONE && e[j] == e[j])) {
+                bv = e[j];
+                bi = (int32_t)(4 * g + j);
+              }
+          }
+        }
+      }
+      done = groups << 2;
+    }
+    for (int64_t i = done + tid; i < k; i += MLK_BLOCK_THREADS) {
       float v = xr[i];
       if (v > bv || (bi == NONE && v == v)) {
         bv = v;

@@ -69,6 +69,7 @@ typedef struct Elab {
   Frame frames[MAX_FRAMES];
   int nframes;
   int unsupported;     /* constructs it cannot build: the first is reported */
+  int sampling;        /* the model's sampling tensor, once a sample needs it, else -1 */
 } Elab;
 
 static void unsupported(Elab *E, Loc loc, const char *what) {
@@ -88,6 +89,19 @@ static IrValue *val(Elab *E, int v) { return &E->g->values[v]; }
 static int view(Elab *E, int t, int64_t offset, const Type *type) {
   return ir_add_value(E->g, (IrValue){.type = *type, .tensor = t, .offset = offset, .producer = -1,
                                       .layer = -1});
+}
+
+/* The model's sampling tensor (MLK_TENSOR_SAMPLING), made by its first sample: a row of
+ * MLK_SAMPLE_PARAMS per batch row, which the runtime writes before each run and every sample op
+ * reads as its in[1]. */
+static int sampling_view(Elab *E) {
+  Type t = {.dtype = MLK_F32, .rank = 1, .shape = {MLK_SAMPLE_PARAMS}};
+  if (E->g->batch)
+    t = (Type){.dtype = MLK_F32, .rank = 2, .shape = {1, MLK_SAMPLE_PARAMS}, .sym = {E->g->batch}};
+  if (E->sampling < 0)
+    E->sampling = ir_add_tensor(E->g, (IrTensor){.name = "sampling", .kind = MLK_TENSOR_SAMPLING,
+                                                  .type = t, .cache = -1});
+  return view(E, E->sampling, 0, &t);
 }
 
 /* ---------------------------------------------------------------- nodes */
@@ -397,6 +411,8 @@ static EVal builtin_call(Elab *E, Binding *scope, const Expr *e, const Builtin *
     nd->attr.rope_low_freq = nd->attr.rope_high_freq = 1.0f;
     nd->attr.rope_original_max_pos = 1;
   }
+  if (b->op == IR_SAMPLE)
+    operand(E, n, 1, sampling_view(E));
   if (b->op == IR_KV_APPEND) {
     /* writes layer `layer` of the cache: that layer's new value */
     const IrCache *c = &E->g->caches[recv->cache];
@@ -680,7 +696,7 @@ static bool declare(Elab *E) {
 }
 
 IrGraph *elaborate_model(Program *p, Model *m, Arena *a, Diag *d) {
-  Elab E = {.a = a, .d = d, .p = p, .m = m};
+  Elab E = {.a = a, .d = d, .p = p, .m = m, .sampling = -1};
   E.g = ir_graph_new(a, p, m);
   E.cfg = sema_model_config(p, m);
   if (!E.cfg)

@@ -15,7 +15,8 @@ static const char *dtype_enums[MLK_DTYPE_COUNT] = {"MLK_F32", "MLK_BF16", "MLK_F
 static const char *ctypes[MLK_DTYPE_COUNT] = {"float", "uint16_t", "uint16_t",
                                               "int32_t", "int8_t", "uint8_t"};
 static const char *kind_enums[] = {"MLK_TENSOR_PARAM", "MLK_TENSOR_INPUT", "MLK_TENSOR_OUTPUT",
-                                   "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES"};
+                                   "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES",
+                                   "MLK_TENSOR_SAMPLING"};
 static const char *op_enums[] = {
 #define X(K, name, r0, r1, r2, r3) "MLK_OP_" #K,
     MLK_OP_KINDS(X)

@@ -115,7 +115,8 @@ const char *ir_loc_file(const IrGraph *g, Loc loc) {
 
 /* ---------------------------------------------------------------- dump */
 
-static const char *const tensor_kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
+static const char *const tensor_kind_names[] = {"param", "input", "output", "temp",
+                                                "cache", "pages", "sampling"};
 static const char *const fn_names[] = {"none", "relu", "silu", "add", "mul"};
 
 static void dump_type(FILE *out, Arena *a, const Type *t) {

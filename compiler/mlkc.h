@@ -485,7 +485,7 @@ typedef enum KwType { KW_INT, KW_FLOAT } KwType;
 /* The values a keyword argument accepts; each is checked (and its message given) by sema. */
 typedef enum KwRule {
   KWR_POSITIVE,     /* a positive constant */
-  KWR_TEMPERATURE,  /* a positive number that is a positive f32 */
+  KWR_TEMPERATURE,  /* 0 (greedy), or a positive number that is a positive f32 */
   KWR_TOP_K,        /* an integer in [1, MLK_SAMPLE_MAX_TOP_K] */
   KWR_TOP_P,        /* a number in (0, 1] */
   KWR_POWER_OF_TWO  /* a positive power of two */

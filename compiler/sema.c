@@ -868,6 +868,9 @@ static bool check_arity(Sema *s, const Expr *call, const Args *a, const Builtin 
     else
       err(s, call->loc, "'%s' takes %d to %d positional arguments, got %d", call->name, min, max,
           a->npos);
+    if (b->op == IR_SAMPLE && a->npos == 2)
+      diag_note(s->d, a->pos[1]->loc, "the random numbers of a sample come from the runtime, with "
+                "each row's settings and seed (mlk_model_set_sampling): drop this argument");
     return false;
   }
   bool ok = true;
@@ -956,8 +959,13 @@ static bool want_kw(Sema *s, const Expr *call, const Args *a, const BuiltinKw *k
     return true;
   }
   double f = v->kind == V_FLOAT ? v->f : int_known(v) ? (double)v->lo : NAN;
+  if (kw->rule == KWR_TEMPERATURE && f == 0) {
+    *out = 0; /* greedy */
+    return true;
+  }
   if (isnan(f) || f <= 0) {
-    err(s, where->loc, "'%s' of '%s' must be a positive number", kw->name, call->name);
+    err(s, where->loc, "'%s' of '%s' must be %s number", kw->name, call->name,
+        kw->rule == KWR_TEMPERATURE ? "0 (greedy) or a positive" : "a positive");
     return false;
   }
   if (kw->rule == KWR_TOP_P && f > 1.0) {
@@ -965,7 +973,8 @@ static bool want_kw(Sema *s, const Expr *call, const Args *a, const BuiltinKw *k
     return false;
   }
   if (kw->rule == KWR_TEMPERATURE && ((float)f <= 0.0f || !isfinite((float)f))) {
-    err(s, where->loc, "'%s' of '%s' must be a positive f32, got %g", kw->name, call->name, f);
+    err(s, where->loc, "'%s' of '%s' must be 0 (greedy) or a positive f32, got %g", kw->name,
+        call->name, f);
     return false;
   }
   *out = f;
@@ -1169,12 +1178,9 @@ static Value rule_argmax(Sema *s, const Expr *call, const Args *a, const double 
 
 static Value rule_sample(Sema *s, const Expr *call, const Args *a, const double *kw) {
   (void)call, (void)kw;
-  const Type *xt = a->posv[0].type, *ut = a->posv[1].type;
-  bool rows_ok = xt->rank == 1 ? ut->rank == 1 && !ut->sym[0] && ut->shape[0] == 1
-                               : ut->rank == 1 && same_dim(ut, 0, xt, 0);
-  if (xt->rank > 2 || !rows_ok) {
-    err(s, a->pos[1]->loc, "sample needs logits [B, V] (or [V]) and one random number per row, "
-        "u [B] (or [1]): got logits %s and u %s", tstr(s, xt), tstr(s, ut));
+  const Type *xt = a->posv[0].type;
+  if (xt->rank > 2) {
+    err(s, a->pos[0]->loc, "sample needs logits [B, V] (or [V]): got %s", tstr(s, xt));
     return NONE;
   }
   return result(s, IR_SAMPLE, a, NULL, 0);
@@ -1213,8 +1219,7 @@ static bool want_operands(Sema *s, const Expr *call, const Args *a, const Builti
            want_tensor(s, call, a->pos[p], &a->posv[p], "pos", MLK_I32, 1);
   }
   case IR_SAMPLE:
-    return want_tensor(s, call, a->pos[0], &a->posv[0], "logits", MLK_F32, 1) &&
-           want_tensor(s, call, a->pos[1], &a->posv[1], "u", MLK_F32, 1);
+    return want_tensor(s, call, a->pos[0], &a->posv[0], "logits", MLK_F32, 1);
   default:
     return true;
   }

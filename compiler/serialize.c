@@ -298,7 +298,8 @@ void graph_assign_variants(Graph *g, Arena *a) {
 
 /* ---------------------------------------------------------------- dumps */
 
-static const char *tensor_kind_names[] = {"param", "input", "output", "temp", "cache", "pages"};
+static const char *tensor_kind_names[] = {"param", "input", "output", "temp",
+                                          "cache", "pages", "sampling"};
 
 static void json_str(FILE *out, const char *s) {
   fputc('"', out);

@@ -252,6 +252,11 @@ struct mlk_model {
   char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
   struct MlkTrace *trace;   /* timeline recording (trace.c), NULL when off */
   struct MlkKv *kv;         /* the KV page allocator (kv.c), NULL without caches */
+  int sampling;             /* the sampling tensor (MLK_TENSOR_SAMPLING), or -1 */
+  struct MlkSampler *samplers; /* per batch row (batch_max): its sampling settings and random
+                               stream, used while no sequence is bound to it (sampling.c) */
+  float *sampling_rows;     /* host copy of the sampling tensor's rows, written before each run */
+  int64_t sampled_rows;     /* rows whose draws the run in progress uses (0: none) */
 };
 
 /* ---- paged KV caches (kv.c) ---- */
@@ -269,6 +274,32 @@ mlk_status mlk_kv_before_run(mlk_model *m, int kernel);
  * is the number of sequences holding it, the free pages are exactly those of count 0, each once,
  * and each sequence holds ceil(length / page) pages. */
 mlk_status mlk_kv_check(const mlk_model *m);
+
+/* ---- sampling (sampling.c) ---- */
+
+/* The sampling settings of a batch row or of a sequence, and its random stream. */
+typedef struct MlkSampler {
+  mlk_sampling set;  /* top_k 0: as compiled (each sample op's keywords) */
+  uint64_t draws;    /* random numbers taken from set.seed's stream so far */
+} MlkSampler;
+
+/* A sampler with settings `s` (checked), its stream at draw 0. */
+MlkSampler mlk_sampler_make(const mlk_sampling *s);
+/* At model creation: the sampling tensor, and each row's sampler (row b's seed is b). */
+mlk_status mlk_sampling_create(mlk_model *m);
+void mlk_sampling_free(mlk_model *m);
+/* Before a run of `kernel` (after every other check): when the kernel samples, each row's
+ * parameters and its next random number into the sampling tensor. After a run that succeeded, the
+ * rows' streams advance by the draw they used (a failed run takes none). */
+mlk_status mlk_sampling_before_run(mlk_model *m, int kernel);
+void mlk_sampling_after_run(mlk_model *m);
+/* The settings of `s` (checked: MLK_ERR_INVALID naming `fn` and the field that is wrong). */
+mlk_status mlk_sampling_check(const mlk_model *m, const mlk_sampling *s, const char *fn);
+
+/* The sampler of row `row` when a sequence is bound to it (managed pages), else NULL (kv.c). */
+MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row);
+/* Whether the model's rows are sequences (the first mlk_seq_create switched it). */
+int mlk_kv_managed(const mlk_model *m);
 
 /* ---- traces (trace.c) ---- */
 

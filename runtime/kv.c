@@ -25,6 +25,7 @@ struct mlk_seq {
   int32_t *pages;    /* physical page of each page of the sequence: ceil(len / page) of them */
   int64_t npages, cap;
   int64_t row;       /* the batch row it is bound to, or -1 */
+  MlkSampler sampler; /* its sampling settings and random stream (sampling.c) */
   mlk_seq *prev, *next;
 };
 
@@ -40,6 +41,7 @@ typedef struct MlkKv {
   mlk_seq **rows;    /* per batch row (batch_max): its sequence, or NULL */
   mlk_seq *seqs;     /* every live sequence */
   int32_t *table;    /* host copy of a page table: batch_max * pps */
+  uint64_t created;  /* sequences created so far: the default seed of the next */
 } MlkKv;
 
 static mlk_status upload_tables(mlk_model *m) {
@@ -150,6 +152,7 @@ static mlk_seq *new_seq(mlk_model *m, int64_t cap) {
     return NULL;
   s->m = m;
   s->row = -1;
+  s->sampler = mlk_sampler_make(&(mlk_sampling){.seed = m->kv->created++});
   s->cap = cap > 4 ? cap : 4;
   if (!(s->pages = MLK_CALLOC((size_t)s->cap, sizeof *s->pages, "a sequence's pages"))) {
     free(s);
@@ -214,6 +217,7 @@ mlk_status mlk_seq_fork(mlk_seq *s, mlk_seq **out) {
   }
   c->npages = s->npages;
   c->len = s->len;
+  c->sampler = s->sampler; /* the same settings, and the stream where the parent's is */
   *out = c;
   return MLK_OK;
 }
@@ -286,6 +290,23 @@ mlk_status mlk_seq_append(mlk_seq *s, int64_t ntokens) {
 }
 
 int64_t mlk_seq_length(const mlk_seq *s) { return s ? s->len : 0; }
+
+mlk_status mlk_seq_set_sampling(mlk_seq *s, const mlk_sampling *p) {
+  if (!s)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_seq_set_sampling: the sequence is NULL");
+  mlk_status st = mlk_sampling_check(s->m, p, "mlk_seq_set_sampling");
+  if (st)
+    return st;
+  s->sampler = mlk_sampler_make(p);
+  return MLK_OK;
+}
+
+MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row) {
+  MlkKv *kv = m->kv;
+  return kv && kv->managed && kv->rows[row] ? &kv->rows[row]->sampler : NULL;
+}
+
+int mlk_kv_managed(const mlk_model *m) { return m->kv && m->kv->managed; }
 
 mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n) {
   mlk_status st = no_kv(m, "mlk_model_set_seqs");

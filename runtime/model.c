@@ -102,6 +102,7 @@ const char *mlk_tensor_kind_name(MlkTensorKind k) {
   case MLK_TENSOR_TEMP: return "temp";
   case MLK_TENSOR_CACHE: return "KV cache pool";
   case MLK_TENSOR_PAGES: return "KV cache page table";
+  case MLK_TENSOR_SAMPLING: return "sampling tensor";
   }
   return "?";
 }
@@ -163,7 +164,7 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
         return bad(d, "tensors %d and %d are both called '%s'", j, i, t->name);
     if ((unsigned)t->dtype >= MLK_DTYPE_COUNT)
       return bad(d, "tensor %d '%s': dtype %d is not a valid MlkDType", i, t->name, (int)t->dtype);
-    if ((unsigned)t->kind > MLK_TENSOR_PAGES)
+    if ((unsigned)t->kind > MLK_TENSOR_SAMPLING)
       return bad(d, "tensor %d '%s': kind %d is not a valid MlkTensorKind", i, t->name, (int)t->kind);
     if (t->batched != 0 && t->batched != 1)
       return bad(d, "tensor %d '%s': batched is %d, must be 0 or 1", i, t->name, t->batched);
@@ -174,6 +175,20 @@ static mlk_status validate_tensors(const MlkModelDesc *d) {
                    "creation), got numel %lld and batched %d", i, t->name, mlk_tensor_kind_name(t->kind),
                    (long long)t->numel, t->batched);
       continue;
+    }
+    if (t->kind == MLK_TENSOR_SAMPLING) {
+      /* one row of parameters per batch row (sampling.c writes them) */
+      int64_t rows = d->batch_name ? d->batch_max : 1;
+      if (t->dtype != MLK_F32 || t->batched != (d->batch_name != NULL) ||
+          t->rank != (t->batched ? 2 : 1) || t->shape[t->rank - 1] != MLK_SAMPLE_PARAMS ||
+          (t->batched && t->shape[0] != rows) || t->numel != rows * MLK_SAMPLE_PARAMS)
+        return bad(d, "tensor %d '%s' is a sampling tensor: it must be f32[%s%d]%s, numel %lld", i,
+                   t->name, d->batch_name ? "batch_max, " : "", MLK_SAMPLE_PARAMS,
+                   d->batch_name ? ", batched" : ", not batched", (long long)(rows * MLK_SAMPLE_PARAMS));
+      for (int j = 0; j < i; j++)
+        if (d->tensors[j].kind == MLK_TENSOR_SAMPLING)
+          return bad(d, "tensors %d '%s' and %d '%s' are both sampling tensors: a model has at most one",
+                     j, d->tensors[j].name, i, t->name);
     }
     if (t->rank < 0 || t->rank > MLK_MAX_RANK)
       return bad(d, "tensor %d '%s': rank %d is not in [0, %d]", i, t->name, t->rank, MLK_MAX_RANK);
@@ -622,6 +637,7 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
 
 /* Frees the model's host-side tables (not the backend's state). */
 static void free_tables(mlk_model *m) {
+  mlk_sampling_free(m);
   if (m->shadow)
     for (int i = 0; i < m->desc->ntensors; i++)
       free(m->shadow[i]);
@@ -732,6 +748,7 @@ mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
     return MLK_ERR_NOMEM;
   m->be = be;
   m->desc = desc;
+  m->sampling = -1;
   size_t nt = (size_t)desc->ntensors;
   if (!(m->bytes = MLK_CALLOC(nt, sizeof *m->bytes, "tensor sizes")) ||
       !(m->cap = MLK_CALLOC(nt, sizeof *m->cap, "tensor capacities")) ||
@@ -761,7 +778,7 @@ mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
       return MLK_ERR_NOMEM;
     }
   }
-  if ((st = be->ops->model_init(m))) {
+  if ((st = mlk_sampling_create(m)) || (st = be->ops->model_init(m))) {
     free_tables(m);
     return st;
   }
@@ -877,6 +894,10 @@ mlk_status mlk_model_set_tensor(mlk_model *m, int tensor, const void *data, size
   if (t->kind == MLK_TENSOR_CACHE || t->kind == MLK_TENSOR_PAGES)
     return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is a %s, owned by the runtime: it cannot be set",
                          t->name, mlk_tensor_kind_name(t->kind));
+  if (t->kind == MLK_TENSOR_SAMPLING)
+    return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is the %s, owned by the runtime: it cannot be "
+                         "set (mlk_model_set_sampling, mlk_seq_set_sampling)", t->name,
+                         mlk_tensor_kind_name(t->kind));
   if (t->kind != MLK_TENSOR_PARAM && t->kind != MLK_TENSOR_INPUT)
     return mlk_set_error(MLK_ERR_INVALID, "tensor '%s' is %s %s: only params and inputs can be set",
                          t->name, article(t->kind), mlk_tensor_kind_name(t->kind));
@@ -1056,7 +1077,8 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (st || (st = mlk_kv_before_run(m, kernel)))
     return st;
   int64_t timeout_ms;
-  if ((st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms)))
+  if ((st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms)) ||
+      (st = mlk_sampling_before_run(m, kernel)))
     return st;
   /* Counters are never reset (mlk_desc.h): run number `epoch` waits for epoch * start_value. */
   uint32_t epoch = m->runs[kernel] + 1u;
@@ -1070,8 +1092,10 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (st != MLK_OK) {
     /* A run that stopped part-way leaves the counters between epochs. */
     reset_counters(m);
+    m->sampled_rows = 0; /* a failed run takes no draws */
     return st;
   }
   m->runs[kernel] = epoch;
+  mlk_sampling_after_run(m);
   return MLK_OK;
 }

@@ -27,6 +27,9 @@ static mlk_status check_tensor(const MlkModelDesc *d, int o, const char *which, 
         "op %d '%s': %s '%s' is a %s: only kv_append and attention take one, as their "
         "cache operands",
         o, op->name, which, td->name, mlk_tensor_kind_name(td->kind));
+  if (td->kind == MLK_TENSOR_SAMPLING)
+    return mlk_desc_invalid(d, "op %d '%s': %s '%s' is the %s: only a sample takes it, as in[1]", o,
+                            op->name, which, td->name, mlk_tensor_kind_name(td->kind));
   if (td->dtype != dt)
     return mlk_desc_invalid(d, "op %d '%s': %s '%s' is %s, expected %s", o, op->name, which,
                             td->name, mlk_dtype_name(td->dtype), mlk_dtype_name(dt));
@@ -497,18 +500,28 @@ static mlk_status sample_validate(const MlkModelDesc *d, int o) {
         "op %d '%s': a sample has n = 1 output column and k in [1, 2^31) inputs, got n "
         "%lld, k %lld",
         o, op->name, (long long)op->n, (long long)op->k);
-  if (!(op->temperature > 0.0f) || !isfinite(op->temperature) || !(op->top_p > 0.0f) ||
+  if (!(op->temperature >= 0.0f) || !isfinite(op->temperature) || !(op->top_p > 0.0f) ||
       !(op->top_p <= 1.0f) || op->top_k < 1 || op->top_k > MLK_SAMPLE_MAX_TOP_K)
     return mlk_desc_invalid(
         d,
-        "op %d '%s': a sample needs temperature > 0 (got %g), 0 < top_p <= 1 (got %g) "
+        "op %d '%s': a sample needs temperature >= 0 (got %g), 0 < top_p <= 1 (got %g) "
         "and top_k in [1, %d] (got %lld)",
         o, op->name, (double)op->temperature, (double)op->top_p, MLK_SAMPLE_MAX_TOP_K,
         (long long)op->top_k);
   if ((st = check_out(d, o, MLK_I32, 1)) ||
-      (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)) ||
-      (st = check_rows(d, o, "u", op->in[1], MLK_F32, 1)))
+      (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
     return st;
+  /* the model's sampling tensor, whose first rows a batched op reads (an unbatched one row 0) */
+  MlkArg a = op->in[1];
+  if (a.tensor < 0 || a.tensor >= d->ntensors || d->tensors[a.tensor].kind != MLK_TENSOR_SAMPLING ||
+      a.offset != 0)
+    return mlk_desc_invalid(d, "op %d '%s': in[1] must be the model's sampling tensor (%s) at "
+                            "offset 0, got tensor %d at offset %lld", o, op->name,
+                            mlk_tensor_kind_name(MLK_TENSOR_SAMPLING), a.tensor,
+                            (long long)a.offset);
+  if (op->batched && !d->tensors[a.tensor].batched)
+    return mlk_desc_invalid(d, "op %d '%s' is batched, but its sampling tensor '%s' is not", o,
+                            op->name, d->tensors[a.tensor].name);
   return check_unused(d, o, 2);
 }
 
@@ -516,7 +529,7 @@ static int sample_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess
   const MlkOpDesc *op = &d->ops[o];
   int n = 0;
   r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
-  r[n++] = whole(op->in[1].tensor, op->in[1].offset, 1);
+  r[n++] = whole(op->in[1].tensor, 0, MLK_SAMPLE_PARAMS);
   (void)w;
   return n;
 }

@@ -103,8 +103,10 @@ TASK(argmax) {
   TILE(argmax)(PTR(int32_t, op->out), PTR(const float, op->in[0]), op->k, mlk_task_rows(op, rt));
 }
 
+/* One task; each row's parameters come from its row of the sampling tensor in[1] (or the op's
+ * keywords, mlk_sample_row_params). */
 TASK(sample) {
-  (void)task; /* one task */
+  (void)task;
   TILE(sample)(PTR(int32_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
                op->k, op->temperature, op->top_k, op->top_p, mlk_task_rows(op, rt));
 }

@@ -195,6 +195,41 @@ mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n);
 int64_t mlk_model_kv_pages(const mlk_model *m);
 int64_t mlk_model_kv_pages_free(const mlk_model *m);
 
+/* ---- sampling ----
+ * A model whose megakernels hold a sample op (`sample(logits, ...)` in the source) draws each
+ * row's token with that row's settings: temperature (0: greedy, the argmax), top-k, top-p and a
+ * seed. They are run-time values: the runtime writes them, with each row's next random number,
+ * into a small buffer the sample ops read (the sampling tensor) before every run, so they change
+ * between steps without a recompile. Until set, a row samples as compiled (each sample op's own
+ * keywords). The settings belong to the sequence bound to a row (they follow it from row to row,
+ * a fork copies them with its stream) or, in a model without sequences, to the row itself.
+ *
+ * Random numbers: draw i of a seed's stream is mlk_sampling_uniform(seed, i); every successful run
+ * that samples takes one draw per row. Setting a row or sequence's sampling restarts its stream
+ * at draw 0, so the same seed, prompt and settings give the same tokens again, on the GPU and on
+ * the simulator alike (up to the rounding of near ties, mlk_desc.h MLK_OP_SAMPLE). Defaults: the
+ * seed of row b is b, that of a sequence the number of sequences the model created before it. */
+typedef struct mlk_sampling {
+  float temperature; /* >= 0 and finite; 0: greedy (top_k and top_p do not matter) */
+  int32_t top_k;     /* the top_k most likely tokens are candidates, 1..MLK_SAMPLE_MAX_TOP_K (1024);
+                        0: sample as compiled (temperature and top_p are then ignored) */
+  float top_p;       /* then the smallest prefix of them whose probability reaches top_p, (0, 1];
+                        1: no cut */
+  uint64_t seed;     /* the random stream */
+} mlk_sampling;
+
+/* The sampling settings of row `row` (0..batch_max-1) of a model without sequences: used from its
+ * next run on, its stream restarted. MLK_ERR_INVALID for a model that does not sample, a row out
+ * of range, settings out of range, or a model whose rows are sequences (mlk_seq_set_sampling). */
+mlk_status mlk_model_set_sampling(mlk_model *m, int64_t row, const mlk_sampling *s);
+/* The same for a sequence, wherever it is bound. */
+mlk_status mlk_seq_set_sampling(mlk_seq *seq, const mlk_sampling *s);
+/* What the model samples with as compiled: its first sample op's temperature, top_k and top_p
+ * (seed 0). MLK_ERR_INVALID for a model without a sample op. */
+mlk_status mlk_model_sampling_default(const mlk_model *m, mlk_sampling *out);
+/* Draw `draw` of the stream `seed`: a uniform number in [0, 1), a multiple of 2^-24. */
+float mlk_sampling_uniform(uint64_t seed, uint64_t draw);
+
 /* Index of the tensor called `name`, or -1. */
 int mlk_model_find_tensor(const mlk_model *m, const char *name);
 /* Copy a param or input in; `bytes` must equal the tensor's size exactly. */

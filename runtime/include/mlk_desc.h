@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 4
+#define MLK_DESC_ABI 5
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -86,6 +86,16 @@ typedef uint64_t MlkTaskWord;
 /* Largest top_k of a sample op: its candidates are sorted in shared memory. */
 #define MLK_SAMPLE_MAX_TOP_K 1024
 
+/* A row of the sampling tensor (MLK_TENSOR_SAMPLING): what the sample ops of a model use for one
+ * batch row in a run, written by the runtime before every run from the row's sampling settings
+ * (mlk.h, mlk_sampling) and its random stream. f32 [rows, MLK_SAMPLE_PARAMS]. */
+#define MLK_SAMPLE_TEMPERATURE 0 /* >= 0; 0: greedy (the first ranked logit) */
+#define MLK_SAMPLE_TOP_K 1       /* 1..MLK_SAMPLE_MAX_TOP_K as a float; 0: this row samples with
+                                    each op's own temperature, top_k and top_p (its keywords) */
+#define MLK_SAMPLE_TOP_P 2       /* (0, 1] */
+#define MLK_SAMPLE_U 3           /* the row's uniform random number of this run, in [0, 1) */
+#define MLK_SAMPLE_PARAMS 4
+
 /* ORDER: the dtype names table in compiler/sema.c and runtime/model.c mirror this enum. */
 typedef enum MlkDType {
   MLK_F32,
@@ -103,7 +113,10 @@ typedef enum MlkTensorKind {
   MLK_TENSOR_OUTPUT, /* written by a megakernel, read back by the application */
   MLK_TENSOR_TEMP,   /* an intermediate between ops, lives on the device only */
   MLK_TENSOR_CACHE,  /* a paged KV pool, owned by the runtime (MlkCacheDesc says its geometry) */
-  MLK_TENSOR_PAGES   /* a cache's page table, i32 [batch_max, pages_per_seq], filled by the runtime */
+  MLK_TENSOR_PAGES,  /* a cache's page table, i32 [batch_max, pages_per_seq], filled by the runtime */
+  MLK_TENSOR_SAMPLING /* the sample ops' per-row parameters, f32 [batch_max, MLK_SAMPLE_PARAMS]
+                         ([MLK_SAMPLE_PARAMS] without a batch dim), written by the runtime before
+                         each run; at most one per model */
 } MlkTensorKind;
 
 #define MLK_MAX_RANK 4
@@ -163,11 +176,14 @@ typedef struct MlkTensorDesc {
  *   heads from (t / S) * h and chunk t % S. An ATTN_REDUCE merges the chunks.
  * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k].
  *   One task.
- * SAMPLE: out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with u = in[1] (f32 [b],
- *   the application's uniform random numbers in [0, 1)). One task. Per row:
+ * SAMPLE: out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with the parameters of row
+ *   b of the model's sampling tensor in[1] (MLK_TENSOR_SAMPLING, at offset 0): its temperature,
+ *   top_k, top_p and u, a uniform random number in [0, 1); a row whose top_k is 0 takes the op's
+ *   own temperature, top_k and top_p (mlk_sample_row_params). One task. Per row:
  *    1. Rank the k logits by value, largest first, equal values by lower index; NaN ranks below
  *       -inf and -0 equals +0. The candidates c_0, c_1, ... are the first K = min(top_k, k).
- *    2. m = x[c_0]. If m is not finite (+inf, or every logit -inf or NaN): the result is c_0.
+ *    2. m = x[c_0]. If the temperature is 0 (greedy), or m is not finite (+inf, or every logit
+ *       -inf or NaN): the result is c_0, the argmax.
  *    3. p_r = exp((x[c_r] - m) / temperature) (NaN logits: 0); C_r = p_0 + ... + p_r (f32).
  *    4. J = K - 1 if top_p >= 1, else the first r with C_r >= top_p * C_{K-1}.
  *    5. The result is c_r for the first r <= J with C_r > u * C_J, or c_J if there is none.
@@ -191,7 +207,7 @@ typedef struct MlkTensorDesc {
   X(KV_APPEND, kv_append, "keys", "values", "positions", "page table")                            \
   X(ATTENTION, attention, "q", "cache", "positions", "page table")                                \
   X(ARGMAX, argmax, "x", "", "", "")                                                               \
-  X(SAMPLE, sample, "x", "u", "", "")                                                              \
+  X(SAMPLE, sample, "x", "sampling", "", "")                                                       \
   X(ATTN_REDUCE, attn_reduce, "partials", "", "", "")
 
 typedef enum MlkOpKind {
@@ -233,9 +249,9 @@ typedef struct MlkArg {
   X(int64_t, head_dim, 0, "attention, attn_reduce, kv_append, rope: columns per head")             \
   X(int32_t, layer, 1, "attention, kv_append: the cache layer")                                    \
   X(int32_t, cache, 0, "attention, kv_append: index into MlkModelDesc.caches")                     \
-  X(float, temperature, 0, "sample: > 0")                                                          \
-  X(float, top_p, 0, "sample: in (0, 1]")                                                          \
-  X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K]")                                     \
+  X(float, temperature, 0, "sample: >= 0 (0: greedy), for rows the runtime was given none")       \
+  X(float, top_p, 0, "sample: in (0, 1], for rows the runtime was given none")                     \
+  X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K], for rows given none")                \
   X(int64_t, split, 0, "attention: chunks of a row's positions (0, 1: none; up to "                \
                     "MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges")                      \
   X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")
@@ -299,6 +315,42 @@ static inline int64_t mlk_attn_part_offset(int64_t kvh, int64_t split, int64_t r
 static inline int64_t mlk_attn_part_cols(int64_t kv_heads, int64_t heads, int64_t head_dim,
                                          int64_t split, int64_t kvh) {
   return (kv_heads + kvh - 1) / kvh * split * kvh * mlk_attn_part_rec(heads / kv_heads, head_dim);
+}
+
+/* ---- sampling: the parameters of one row ---- */
+
+/* What a sample op uses for one batch row. */
+typedef struct MlkSampleParams {
+  float temperature; /* 0: greedy */
+  float top_p;
+  float u;
+  int64_t top_k;     /* 1..MLK_SAMPLE_MAX_TOP_K */
+} MlkSampleParams;
+
+/* The parameters of a row of the sampling tensor (`row`: its MLK_SAMPLE_PARAMS floats), or the
+ * op's own (`temperature`, `top_k`, `top_p`) where the row's top_k is 0. The device tile and the
+ * reference both resolve rows here, and clamp so that no value takes them out of their buffers:
+ * top_k to [1, MLK_SAMPLE_MAX_TOP_K] (NaN: 1), a temperature that is not > 0 (NaN included) is
+ * greedy, a top_p that is not < 1 (NaN included) cuts nothing. The runtime only writes values
+ * inside these ranges. */
+static inline MlkSampleParams mlk_sample_row_params(const float *row, float temperature,
+                                                    int64_t top_k, float top_p) {
+  MlkSampleParams p = {temperature, top_p, row[MLK_SAMPLE_U], top_k};
+  float rk = row[MLK_SAMPLE_TOP_K];
+  if (rk != 0.0f) {
+    p.temperature = row[MLK_SAMPLE_TEMPERATURE];
+    p.top_p = row[MLK_SAMPLE_TOP_P];
+    p.top_k = rk >= (float)MLK_SAMPLE_MAX_TOP_K ? MLK_SAMPLE_MAX_TOP_K : rk >= 1.0f ? (int64_t)rk : 1;
+  }
+  if (p.top_k < 1)
+    p.top_k = 1;
+  if (p.top_k > MLK_SAMPLE_MAX_TOP_K)
+    p.top_k = MLK_SAMPLE_MAX_TOP_K;
+  if (!(p.temperature > 0.0f))
+    p.temperature = 0.0f;
+  if (!(p.top_p < 1.0f))
+    p.top_p = 1.0f;
+  return p;
 }
 
 typedef enum MlkEventMap {

@@ -86,14 +86,16 @@ void mlk_ref_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_
 /* out[b] = the index of the largest x[b, i], i < k (the first of equal maxima). */
 void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
 
-/* out[b] = a token of row b of the logits x [batch, k] drawn with u[b] (MLK_OP_SAMPLE in
- * mlk_desc.h says how): softmax of x / temperature over the top_k largest logits, cut to the
- * smallest prefix whose probability reaches top_p, and the first token whose cumulative
- * probability exceeds u[b] times that prefix's. top_k is clamped to [1, MLK_SAMPLE_MAX_TOP_K]. */
-void mlk_ref_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
-                    int64_t top_k, float top_p, int64_t batch);
+/* out[b] = a token of row b of the logits x [batch, k] drawn with row b of `params`, the sampling
+ * tensor's rows of MLK_SAMPLE_PARAMS floats (MLK_OP_SAMPLE in mlk_desc.h says how; a row whose
+ * top_k is 0 takes `temperature`, `top_k` and `top_p`): softmax of x / temperature over the top_k
+ * largest logits, cut to the smallest prefix whose probability reaches top_p, and the first token
+ * whose cumulative probability exceeds u times that prefix's; temperature 0 is the argmax. */
+void mlk_ref_sample(int32_t *out, const float *x, const float *params, int64_t k,
+                    float temperature, int64_t top_k, float top_p, int64_t batch);
 
-/* One row of mlk_ref_sample. With `margin` not NULL, also how close the row came to another
+/* One row of mlk_ref_sample, with its parameters (temperature 0: the argmax; top_k clamped to
+ * [1, MLK_SAMPLE_MAX_TOP_K]). With `margin` not NULL, also how close the row came to another
  * result: the smallest distance between u * C_J and any C_r (r <= J), or, with top_p < 1, between
  * top_p * C_{K-1} and any C_r, relative to C_J and C_{K-1} (infinite when no sum decides, as for
  * a non-finite largest logit). A device tile sums in another order: where margin is below ~1e-5,

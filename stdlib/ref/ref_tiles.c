@@ -372,7 +372,7 @@ int32_t mlk_ref_sample_row(const float *x, float u, int64_t k, float temperature
   float cum[MLK_SAMPLE_MAX_TOP_K] = {0}; /* (all set below; GCC cannot tell) */
   if (margin)
     *margin = INFINITY;
-  if (top_k < 1)
+  if (top_k < 1 || !(temperature > 0.0f)) /* greedy: the first candidate alone */
     top_k = 1;
   if (top_k > MLK_SAMPLE_MAX_TOP_K)
     top_k = MLK_SAMPLE_MAX_TOP_K;
@@ -380,7 +380,7 @@ int32_t mlk_ref_sample_row(const float *x, float u, int64_t k, float temperature
   if (K == 0)
     return 0;
   float m = x[~(uint32_t)c[0]];
-  if (!isfinite(m))
+  if (!(temperature > 0.0f) || !isfinite(m))
     return (int32_t)~(uint32_t)c[0];
   float sum = 0.0f;
   for (int64_t r = 0; r < K; r++) {
@@ -409,8 +409,11 @@ int32_t mlk_ref_sample_row(const float *x, float u, int64_t k, float temperature
   return (int32_t)~(uint32_t)c[pick];
 }
 
-void mlk_ref_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
-                    int64_t top_k, float top_p, int64_t batch) {
-  for (int64_t b = 0; b < batch; b++)
-    out[b] = mlk_ref_sample_row(x + b * k, u[b], k, temperature, top_k, top_p, NULL);
+void mlk_ref_sample(int32_t *out, const float *x, const float *params, int64_t k,
+                    float temperature, int64_t top_k, float top_p, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    MlkSampleParams p =
+        mlk_sample_row_params(params + b * MLK_SAMPLE_PARAMS, temperature, top_k, top_p);
+    out[b] = mlk_ref_sample_row(x + b * k, p.u, k, p.temperature, p.top_k, p.top_p, NULL);
+  }
 }

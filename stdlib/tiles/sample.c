@@ -1,6 +1,8 @@
 /* sample.c: the sampling tile (MLK_OP_SAMPLE in mlk_desc.h), one task for every batch row.
  *
- * A row is one block's work, in four steps:
+ * Each row takes its parameters from its row of the sampling tensor (mlk_sample_row_params): a
+ * greedy row (temperature 0) selects one candidate and stops after step 2. A row is one block's
+ * work, in four steps:
  *  1. Radix select of the K-th best column (K = min(top_k, k) <= MLK_SAMPLE_MAX_TOP_K): 4 passes
  *     over the row, each a 256-bucket histogram of one byte of the rank keys (the logits as
  *     order-preserving unsigned integers, NaN lowest) among the columns that match the bytes
@@ -212,7 +214,7 @@ __attribute__((noinline)) static void sample_row(int32_t *out, const float *x, f
   MLK_SHARED su64 *cand = (MLK_SHARED su64 *)w32(S_CAND);
   int32_t best = (int32_t)~(uint32_t)cand[0];
   float m = x[best];
-  if (!__builtin_isfinite(m)) {
+  if (temperature == 0.0f || !__builtin_isfinite(m)) {
     if (tid == 0)
       *out = best;
     return;
@@ -262,12 +264,13 @@ __attribute__((noinline)) static void sample_row(int32_t *out, const float *x, f
     *out = (int32_t)~(uint32_t)cand[f < J ? f : J];
 }
 
-void mlk_tile_sample(int32_t *out, const float *x, const float *u, int64_t k, float temperature,
-                     int64_t top_k, float top_p, int64_t batch) {
-  int64_t K = top_k < k ? top_k : k;
-  K = K < 1 ? 1 : K > MAXK ? MAXK : K;
+void mlk_tile_sample(int32_t *out, const float *x, const float *params, int64_t k,
+                     float temperature, int64_t top_k, float top_p, int64_t batch) {
   for (int64_t b = 0; b < batch; b++) {
+    MlkSampleParams p =
+        mlk_sample_row_params(params + b * MLK_SAMPLE_PARAMS, temperature, top_k, top_p);
+    int64_t K = p.temperature == 0.0f ? 1 : p.top_k < k ? p.top_k : k;
     __nvvm_barrier_sync(0); /* the previous row's reads of the scratch are done */
-    sample_row(out + b, x + b * k, u[b], k, K, temperature, top_p);
+    sample_row(out + b, x + b * k, p.u, k, K, p.temperature, p.top_p);
   }
 }

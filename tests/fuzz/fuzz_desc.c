@@ -193,9 +193,9 @@ static void gen_op(Choices *c, int cache, int64_t layers) {
   }
   default: { /* sample */
     int64_t k = range(c, 1, 64);
-    int x = input(c, k, MLK_F32), u = input(c, 1, MLK_F32);
-    rtb_sample(&b, name, output(c, 1, MLK_I32), x, u, k, 0.5f + (float)pick(c, 4),
-               range(c, 1, 40), pick(c, 2) ? 1.0f : 0.75f);
+    int x = input(c, k, MLK_F32);
+    rtb_sample(&b, name, output(c, 1, MLK_I32), x, k, 0.5f * (float)pick(c, 4), range(c, 1, 40),
+               pick(c, 2) ? 1.0f : 0.75f);
     break;
   }
   }
@@ -403,6 +403,13 @@ static void run_model(Choices *c, mlk_model *m) {
         abort();
   }
   int64_t bmin = d->batch_name ? d->batch_min : 1, bmax = d->batch_name ? d->batch_max : 1;
+  /* some rows' sampling settings, any values: out of range ones are refused with a message */
+  for (int64_t r = 0; r < bmax + 1 && pick(c, 2); r++) {
+    mlk_sampling s = {.temperature = (float)(int8_t)byte(c) / 16.0f, .top_k = (int8_t)byte(c) * 9,
+                      .top_p = (float)(int8_t)byte(c) / 64.0f, .seed = byte(c)};
+    if (mlk_model_set_sampling(m, r, &s))
+      expect_message();
+  }
   for (int pass = 0; pass < 2; pass++) {
     int64_t batch = pass == 0 ? bmax : bmin + pick(c, (int)(bmax - bmin + 1));
     if (mlk_model_set_batch(m, batch))

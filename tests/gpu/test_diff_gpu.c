@@ -5,10 +5,12 @@
  * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before
  * each run. A sampled token (an output written by a sample op) is not compared with the other
  * side's, whose logits differ by rounding: each side's token must be mlk_ref_sample_row of its own
- * logits and u, except in a row where that reference reports a near tie (margin < 1e-4: the tile
- * sums the probabilities in another order), which is counted and printed. An input named "u"
- * (sample's random numbers) is filled in [0, 1). Without a GPU: prints SKIP and exits 77. With "sim" it compares the simulator's
- * dynamic schedule (8 threads, random delays) against its static one instead, on any machine.
+ * logits and of the row's parameters and random number in its sampling tensor, except in a row
+ * where that reference reports a near tie (margin < 1e-4: the tile sums the probabilities in
+ * another order), which is counted and printed. Each step gives the rows other sampling settings
+ * (as compiled, greedy, a temperature with top-k and top-p), the same on both sides. Without a
+ * GPU: prints SKIP and exits 77. With "sim" it compares the simulator's dynamic schedule (8
+ * threads, random delays) against its static one instead, on any machine.
  *
  * The batch sizes: the list given on the command line (e.g. 9,16,33), else 1, 5, 2 for a model
  * whose batch_max is at most 8, else 9, 16, 33, batch_max and 1 (those within the model's range).
@@ -55,8 +57,6 @@ static int fill_both(mlk_model *g, mlk_model *c, int t, int64_t step) {
     if (td->dtype == MLK_BF16)
       ((uint16_t *)buf)[i] = mlk_f32_to_bf16(strstr(td->name, "norm") ? 1.0f + 0.1f * uniform()
                                                                         : 0.3f * uniform());
-    else if (td->dtype == MLK_F32 && !strcmp(td->name, "u"))
-      ((float *)buf)[i] = 0.5f * uniform() + 0.5f;
     else if (td->dtype == MLK_F32)
       ((float *)buf)[i] = uniform();
     else if (!strcmp(td->name, "pos"))
@@ -86,18 +86,19 @@ static int near_ties;
 static const char *gpu_name; /* the backend under test */
 
 /* Output t written by sample op `op` of model m (named `side`): every row's token is the
- * reference's for m's own logits and u, or that row is a near tie. */
+ * reference's for m's own logits and the row's parameters, or that row is a near tie. */
 static int check_sample(mlk_model *m, const MlkOpDesc *op, const char *side, const char *what) {
   const MlkModelDesc *d = mlk_model_desc(m);
   int32_t *tok = download(m, op->out.tensor);
-  float *x = download(m, op->in[0].tensor), *u = download(m, op->in[1].tensor);
-  int ok = tok && x && u;
+  float *x = download(m, op->in[0].tensor), *sp = download(m, op->in[1].tensor);
+  int ok = tok && x && sp;
   int64_t rows = op->batched ? mlk_model_batch(m) : 1;
   for (int64_t b = 0; ok && b < rows; b++) {
     double margin;
     const float *xr = x + op->in[0].offset + b * op->k;
-    int32_t want = mlk_ref_sample_row(xr, u[op->in[1].offset + b], op->k, op->temperature,
-                                      op->top_k, op->top_p, &margin);
+    MlkSampleParams p = mlk_sample_row_params(sp + b * MLK_SAMPLE_PARAMS, op->temperature,
+                                              op->top_k, op->top_p);
+    int32_t want = mlk_ref_sample_row(xr, p.u, op->k, p.temperature, p.top_k, p.top_p, &margin);
     int32_t got = tok[op->out.offset + b];
     if (got == want)
       continue;
@@ -107,15 +108,37 @@ static int check_sample(mlk_model *m, const MlkOpDesc *op, const char *side, con
              what, side, d->tensors[op->out.tensor].name, (long long)b, got, want, margin);
       continue;
     }
-    printf("FAIL: %s: %s '%s' row %lld: token %d, the reference %d (u %.9g, margin %.3g)\n", what,
-           side, d->tensors[op->out.tensor].name, (long long)b, got, want, u[op->in[1].offset + b],
-           margin);
+    printf("FAIL: %s: %s '%s' row %lld: token %d, the reference %d (temperature %g, top_k %lld, "
+           "top_p %g, u %.9g, margin %.3g)\n", what, side, d->tensors[op->out.tensor].name,
+           (long long)b, got, want, (double)p.temperature, (long long)p.top_k, (double)p.top_p,
+           (double)p.u, margin);
     ok = 0;
   }
   free(tok);
   free(x);
-  free(u);
+  free(sp);
   return ok;
+}
+
+/* Step `step`'s sampling settings of every row, the same on both models: as compiled, greedy, or
+ * a temperature with top-k and top-p, in turn. */
+static int set_sampling_both(mlk_model *g, mlk_model *c, int64_t step) {
+  const MlkModelDesc *d = mlk_model_desc(g);
+  int samples = 0;
+  for (int o = 0; o < d->nops; o++)
+    samples |= d->ops[o].kind == MLK_OP_SAMPLE;
+  for (int64_t b = 0; samples && b < (d->batch_name ? d->batch_max : 1); b++) {
+    mlk_sampling s = {.seed = (uint64_t)(step * 131 + b)};
+    if ((b + step) % 3 == 1)
+      s.top_k = 1, s.top_p = 1.0f; /* temperature 0: greedy */
+    else if ((b + step) % 3 == 2)
+      s.temperature = 0.9f, s.top_k = 500, s.top_p = 0.8f;
+    if (mlk_model_set_sampling(g, b, &s) != MLK_OK || mlk_model_set_sampling(c, b, &s) != MLK_OK) {
+      printf("FAIL: set_sampling: %s\n", mlk_last_error());
+      return 0;
+    }
+  }
+  return 1;
 }
 
 static int compare(mlk_model *g, mlk_model *c, int t, const char *what, double *worst) {
@@ -228,6 +251,8 @@ int main(int argc, char **argv) {
     double worst = 0;
     int ok = 1;
     for (int s = 0; s < 6; s++, step++) {
+      if (!set_sampling_both(g, c, step))
+        return 1;
       for (int t = 0; t < d->ntensors; t++) {
         if (d->tensors[t].kind == MLK_TENSOR_INPUT && !fill_both(g, c, t, step))
           return 1;

@@ -291,14 +291,24 @@ static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k
   return o;
 }
 
-static inline int rtb_sample(RtB *b, const char *name, int out, int x, int u, int64_t k,
+/* The model's sampling tensor (MLK_TENSOR_SAMPLING), made on first use. */
+static inline int rtb_sampling(RtB *b) {
+  for (int t = 0; t < b->desc.ntensors; t++)
+    if (b->tensors[t].kind == MLK_TENSOR_SAMPLING)
+      return t;
+  return rtb_act(b, "sampling", MLK_F32, MLK_TENSOR_SAMPLING, MLK_SAMPLE_PARAMS);
+}
+
+/* A sample op over logits x: each row's parameters from the sampling tensor, the keywords
+ * (temperature, top_k, top_p) for rows without settings. */
+static inline int rtb_sample(RtB *b, const char *name, int out, int x, int64_t k,
                              float temperature, int64_t top_k, float top_p) {
+  int sp = rtb_sampling(b);
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_SAMPLE, .out = A(out),
-                                  .in = {A(x), A(u), NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
+                                  .in = {A(x), A(sp), NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
                                   .layer = -1, .cache = -1, .temperature = temperature,
                                   .top_k = top_k, .top_p = top_p});
   rtb_reads(b, o, x, MLK_MAP_ALL);
-  rtb_reads(b, o, u, MLK_MAP_ALL);
   rtb_wrote(b, o);
   return o;
 }

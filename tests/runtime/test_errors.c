@@ -326,18 +326,39 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE((b->ops[27].n = 2, b->ops[27].ntasks = 2), "op 27 'argmax@llama:21': an argmax has n = 1 output "
        "column and k in [1, 2^31) inputs, got n 2, k 40");
   CASE(b->ops[27].out.tensor = 13, "op 27 'argmax@llama:21': output 'logits' is f32, expected i32");
-  /* the argmax turned into a sample */
+  /* the argmax turned into a sample, reading a sampling tensor added after the others */
 #define SAMPLE(t, k, p) (b->ops[27].kind = MLK_OP_SAMPLE, b->ops[27].temperature = (t), \
-                         b->ops[27].top_k = (k), b->ops[27].top_p = (p))
-  CASE(SAMPLE(0.0f, 50, 1.0f), "op 27 'argmax@llama:21': a sample needs temperature > 0 (got 0), "
+                         b->ops[27].top_k = (k), b->ops[27].top_p = (p),                 \
+                         b->ops[27].in[1] = A(rtb_sampling(b)))
+  build(&s, MLK_SCHED_STATIC);
+  SAMPLE(0.0f, 50, 1.0f); /* temperature 0: greedy */
+  CHECK_OK(mlk_desc_validate(&b->desc));
+  CASE(SAMPLE(-1.0f, 50, 1.0f), "op 27 'argmax@llama:21': a sample needs temperature >= 0 (got -1), "
        "0 < top_p <= 1 (got 1) and top_k in [1, 1024] (got 50)");
+  CASE(SAMPLE(INFINITY, 50, 1.0f), "temperature >= 0 (got inf)");
   CASE(SAMPLE(1.0f, 1025, 1.0f), "top_k in [1, 1024] (got 1025)");
   CASE(SAMPLE(1.0f, 0, 1.0f), "top_k in [1, 1024] (got 0)");
   CASE(SAMPLE(1.0f, 5, 1.5f), "0 < top_p <= 1 (got 1.5)");
   CASE(SAMPLE(1.0f, 5, NAN), "0 < top_p <= 1 (got nan)");
-  CASE(SAMPLE(1.0f, 5, 0.5f), "op 27 'argmax@llama:21': u is tensor -1, out of range");
-  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[1].tensor = 12), "op 27 'argmax@llama:21': u 'pos' is i32, "
-       "expected f32");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[1].tensor = -1), "op 27 'argmax@llama:21': in[1] must "
+       "be the model's sampling tensor (sampling tensor) at offset 0, got tensor -1 at offset 0");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[1].tensor = 12), "op 27 'argmax@llama:21': in[1] must "
+       "be the model's sampling tensor (sampling tensor) at offset 0, got tensor 12 at offset 0");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[1].offset = 4), "got tensor 39 at offset 4");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[27].in[2] = A(12)), "op 27 'argmax@llama:21': in[2] is tensor "
+       "12, but this sample takes 2 operands");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->tensors[39].shape[1] = 3, b->tensors[39].numel = 12),
+       "tensor 39 'sampling' is a sampling tensor: it must be f32[batch_max, 4], batched, numel 16");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->tensors[39].dtype = MLK_BF16), "tensor 39 'sampling' is a sampling "
+       "tensor: it must be f32[batch_max, 4]");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->tensors[39].batched = 0), "tensor 39 'sampling' is a sampling "
+       "tensor: it must be f32[batch_max, 4], batched");
+  CASE((SAMPLE(1.0f, 5, 0.5f), rtb_act(b, "sampling2", MLK_F32, MLK_TENSOR_SAMPLING, 4)),
+       "tensors 39 'sampling' and 40 'sampling2' are both sampling tensors: a model has at most one");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->ops[26].in[0] = A(39)), "op 26 'matvec@llama:20': x 'sampling' is "
+       "the sampling tensor: only a sample takes it, as in[1]");
+  CASE((SAMPLE(1.0f, 5, 0.5f), b->tensors[39].kind = (MlkTensorKind)7), "tensor 39 'sampling': kind 7 "
+       "is not a valid MlkTensorKind");
 #undef SAMPLE
   CASE(b->ops[11].fn = (MlkFn)9, "an elementwise function must be none, relu, silu, add or mul, got fn 9");
   CASE(b->ops[11].in[3].tensor = 15, "op 11 'mul@llama:15[l=0]': in[3] is tensor 15, but this eltwise takes "

@@ -39,7 +39,7 @@ typedef struct Ops {
   int rx, rw, rout;
   int qx, pos, rp, rs;
   int ax, am;
-  int sx, su, so[NSAMPLE];
+  int sx, sp, so[NSAMPLE];
   int cache, kk, vv, qq, kpos, att, att_split[3];
 } Ops;
 
@@ -131,12 +131,12 @@ static void build(Ops *s, int64_t bmax) {
 
   rtb_kernel(b, "sample", MLK_SCHED_STATIC);
   s->sx = rtb_act(b, "sx", MLK_F32, MLK_TENSOR_INPUT, SV);
-  s->su = rtb_act(b, "su", MLK_F32, MLK_TENSOR_INPUT, 1);
   for (int i = 0; i < NSAMPLE; i++) {
     s->so[i] = rtb_act(b, rtb_str(b, "tok%d", i), MLK_I32, MLK_TENSOR_OUTPUT, 1);
-    rtb_sample(b, rtb_str(b, "sample@ops:%d", 70 + i), s->so[i], s->sx, s->su, SV, sample_cfg[i].t,
+    rtb_sample(b, rtb_str(b, "sample@ops:%d", 70 + i), s->so[i], s->sx, SV, sample_cfg[i].t,
                sample_cfg[i].top_k, sample_cfg[i].top_p);
   }
+  s->sp = rtb_sampling(b);
   rtb_done(b);
 }
 
@@ -355,33 +355,80 @@ static int32_t dref_sample_row(const float *x, double u, int64_t k, double t, in
   return r;
 }
 
+/* The rows' sampling settings of the sample test: every row as compiled (the ops' keywords) at
+ * first, then other settings per row. */
+static mlk_sampling sample_setting(int phase, int64_t b) {
+  if (phase == 0)
+    return (mlk_sampling){.seed = (uint64_t)b};
+  static const mlk_sampling rows[BMAX] = {
+      {0.0f, 1, 1.0f, 7},     /* greedy */
+      {0.9f, 7, 0.8f, 11},    /* top-k and top-p */
+      {0.0f, 0, 0.0f, 5},     /* as compiled, another seed */
+      {2.0f, 1024, 1.0f, 3}}; /* a hot temperature over the 1024 best */
+  return rows[b];
+}
+
+/* Each op's token of every row is the double reference's for the row's parameters (its settings,
+ * or the op's keywords) and random number (its seed's stream at the row's draw), read back from
+ * the sampling tensor as well; temperature 0 gives the argmax; and the same settings set again
+ * replay the same tokens. */
 static void test_sample(mlk_model *m, const Ops *s, int64_t rows) {
-  static float x[BMAX * SV], u[BMAX];
-  int32_t got[BMAX];
+  enum { REPS = 4 };
+  static float x[REPS][BMAX * SV], sp[BMAX * MLK_SAMPLE_PARAMS];
+  int32_t got[BMAX], first[REPS][NSAMPLE][BMAX];
   run_poisoned(m, s->so, NSAMPLE, rows);
-  for (int rep = 0; rep < 4; rep++) {
-    rt_fill(x, (size_t)rows * SV, 3.0f);
-    for (int64_t b = 0; b < rows; b++)
-      u[b] = rep == 0 && b == 0 ? 0.0f : 0.5f + rt_uniform(0.5f);
-    if (rep == 1) /* ties across the top-7 boundary: equal values, the lower index first */
-      for (int64_t b = 0; b < rows; b++)
-        for (int i = 0; i < 12; i++)
-          x[b * SV + 5 + 23 * i] = 3.5f;
-    CHECK_OK(mlk_model_set_tensor(m, s->sx, x, (size_t)rows * SV * sizeof *x));
-    CHECK_OK(mlk_model_set_tensor(m, s->su, u, (size_t)rows * sizeof *u));
-    CHECK_OK(mlk_model_run(m, KS));
-    for (int i = 0; i < NSAMPLE; i++) {
-      CHECK_OK(mlk_model_get_tensor(m, s->so[i], got, (size_t)rows * sizeof *got));
+  for (int pass = 0; pass < 2; pass++) {     /* pass 1 replays pass 0 */
+    for (int rep = 0; rep < REPS; rep++) {
+      int phase = rep < 2 ? 0 : 1;
+      if (rep == 0 || rep == 2)                /* (re)start every row's stream */
+        for (int64_t b = 0; b < (mlk_model_desc(m)->batch_name ? BMAX : 1); b++) {
+          mlk_sampling set = sample_setting(phase, b);
+          CHECK_OK(mlk_model_set_sampling(m, b, &set));
+        }
+      if (pass == 0) {
+        rt_fill(x[rep], (size_t)rows * SV, 3.0f);
+        if (rep == 1) /* ties across the top-7 boundary: equal values, the lower index first */
+          for (int64_t b = 0; b < rows; b++)
+            for (int i = 0; i < 12; i++)
+              x[rep][b * SV + 5 + 23 * i] = 3.5f;
+      }
+      CHECK_OK(mlk_model_set_tensor(m, s->sx, x[rep], (size_t)rows * SV * sizeof(float)));
+      CHECK_OK(mlk_model_run(m, KS));
+      CHECK_OK(mlk_model_get_tensor(m, s->sp, sp, (size_t)rows * MLK_SAMPLE_PARAMS * sizeof *sp));
       for (int64_t b = 0; b < rows; b++) {
-        double margin;
-        int32_t want = dref_sample_row(x + b * SV, u[b], SV, sample_cfg[i].t, sample_cfg[i].top_k,
-                                       sample_cfg[i].top_p, &margin);
-        CHECK(got[b] == want || margin < 1e-5, "sample %d row %lld at batch %lld (u %g): %d, "
-              "expected %d (margin %g)", i, (long long)b, (long long)rows, u[b], got[b], want, margin);
-        if (i == 0 || i == 3) { /* top_k 1 and a tiny top_p: the argmax */
+        mlk_sampling set = sample_setting(phase, b);
+        const float *r = sp + b * MLK_SAMPLE_PARAMS;
+        float u = mlk_sampling_uniform(set.seed, (uint64_t)(rep % 2));
+        CHECK(r[MLK_SAMPLE_TEMPERATURE] == set.temperature && r[MLK_SAMPLE_TOP_K] == set.top_k &&
+              r[MLK_SAMPLE_TOP_P] == set.top_p && r[MLK_SAMPLE_U] == u,
+              "sampling row %lld at rep %d: %g %g %g %g, expected %g %d %g %g", (long long)b, rep,
+              r[0], r[1], r[2], r[3], set.temperature, set.top_k, set.top_p, u);
+      }
+      for (int i = 0; i < NSAMPLE; i++) {
+        CHECK_OK(mlk_model_get_tensor(m, s->so[i], got, (size_t)rows * sizeof *got));
+        for (int64_t b = 0; b < rows; b++) {
+          const float *xb = x[rep] + b * SV, *r = sp + b * MLK_SAMPLE_PARAMS;
+          int compiled = r[MLK_SAMPLE_TOP_K] == 0.0f;
+          double t = compiled ? sample_cfg[i].t : r[MLK_SAMPLE_TEMPERATURE];
+          int64_t top_k = compiled ? sample_cfg[i].top_k : (int64_t)r[MLK_SAMPLE_TOP_K];
+          double top_p = compiled ? sample_cfg[i].top_p : r[MLK_SAMPLE_TOP_P];
+          double margin = 0;
+          int32_t want = t == 0 ? -1 : dref_sample_row(xb, r[MLK_SAMPLE_U], SV, t, top_k, top_p,
+                                                       &margin);
           int32_t am;
-          mlk_ref_argmax(&am, x + b * SV, SV, 1);
-          CHECK(got[b] == am, "sample %d row %lld: %d, the argmax is %d", i, (long long)b, got[b], am);
+          mlk_ref_argmax(&am, xb, SV, 1);
+          if (t == 0 || (compiled && (i == 0 || i == 3))) /* greedy, top_k 1, a tiny top_p */
+            CHECK(got[b] == am, "sample %d row %lld rep %d: %d, the argmax is %d", i, (long long)b,
+                  rep, got[b], am);
+          else
+            CHECK(got[b] == want || margin < 1e-5, "sample %d row %lld at batch %lld rep %d (u %g): "
+                  "%d, expected %d (margin %g)", i, (long long)b, (long long)rows, rep,
+                  r[MLK_SAMPLE_U], got[b], want, margin);
+          if (pass == 0)
+            first[rep][i][b] = got[b];
+          else
+            CHECK(got[b] == first[rep][i][b], "sample %d row %lld rep %d: the same seed gave %d, "
+                  "then %d", i, (long long)b, rep, first[rep][i][b], got[b]);
         }
       }
     }

@@ -270,11 +270,14 @@ Stmt *ast_return(Arena *a, Loc loc, Expr *values) {
   return s;
 }
 
-DimDecl *ast_dim_static(Arena *a, Loc loc, const char *name, Expr *value) {
+DimDecl *ast_dim_static(Arena *a, Loc loc, const char *name, Expr *value, FromSpec from) {
   DimDecl *d = arena_alloc(a, sizeof *d);
   d->loc = loc;
   d->name = name;
   d->value = value;
+  d->from_fn = from.fn;
+  d->from = from.strs;
+  d->from_loc = from.loc;
   return d;
 }
 
@@ -685,6 +688,24 @@ static void dump_type(const Dump *d, const TypeExpr *t, int depth) {
   fputc(')', d->out);
 }
 
+/* A `from` binding (of a param or a dim): from="KEY"@L:C, or from=FN("A"@L:C, "B"@L:C)@L:C */
+static void dump_from(const Dump *d, const char *fn, const StrList *from, Loc loc) {
+  if (!from)
+    return;
+  fputs(" from=", d->out);
+  if (fn)
+    fprintf(d->out, "%s(", fn);
+  for (const StrList *s = from; s; s = s->next) {
+    fputs(s == from ? "" : ", ", d->out);
+    dump_string(d, s->str);
+    dump_loc(d, s->loc);
+  }
+  if (fn) {
+    fputc(')', d->out);
+    dump_loc(d, loc);
+  }
+}
+
 static void dump_config(const Dump *d, const Config *c, int depth) {
   FILE *out = d->out;
   dump_open(d, depth);
@@ -696,6 +717,7 @@ static void dump_config(const Dump *d, const Config *c, int depth) {
     dump_loc(d, dim->loc);
     if (dim->value) {
       fputs(" static", out);
+      dump_from(d, dim->from_fn, dim->from, dim->from_loc);
       dump_expr(d, dim->value, depth + 2);
     } else {
       fputs(" dynamic", out);
@@ -791,21 +813,7 @@ static void dump_decl(const Dump *d, const TensorDecl *t, int depth) {
   dump_open(d, depth);
   fprintf(out, "%s %s ", ast_decl_kind_name(t->kind), t->name);
   dump_loc(d, t->loc);
-  if (t->from) {
-    /* from="KEY"@L:C, or from=FN("A"@L:C, "B"@L:C)@L:C */
-    fputs(" from=", out);
-    if (t->from_fn)
-      fprintf(out, "%s(", t->from_fn);
-    for (const StrList *s = t->from; s; s = s->next) {
-      fputs(s == t->from ? "" : ", ", out);
-      dump_string(d, s->str);
-      dump_loc(d, s->loc);
-    }
-    if (t->from_fn) {
-      fputc(')', out);
-      dump_loc(d, t->from_loc);
-    }
-  }
+  dump_from(d, t->from_fn, t->from, t->from_loc);
   if (t->kind == DECL_CACHE) {
     dump_expr(d, t->ctor, depth + 1);
   } else {

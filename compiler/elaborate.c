@@ -161,7 +161,9 @@ static EVal config_value(Elab *E, const char *name, bool *found) {
   *found = true;
   for (const DimDecl *dd = E->cfg->dims; dd; dd = dd->next)
     if (!strcmp(dd->name, name))
-      return dd->value ? eint(dd->resolved) : ENONE;
+      return !dd->value     ? ENONE
+             : dd->is_float ? (EVal){.kind = E_FLOAT, .f = dd->fresolved}
+                            : eint(dd->resolved);
   for (const MeshDecl *m = E->cfg->meshes; m; m = m->next)
     if (!strcmp(m->name, name))
       return (EVal){.kind = E_MESH, .mesh = m->resolved};

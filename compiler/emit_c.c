@@ -122,6 +122,8 @@ void emit_header(FILE *out, const Graph *g) {
       cfg = c;
   fprintf(out, "/* dims of config %s */\nenum {\n", cfg->name);
   for (DimDecl *dd = cfg->dims; dd; dd = dd->next) {
+    if (dd->is_float) /* a number, not a size: the model holds it in its ops */
+      continue;
     if (!dd->value) {
       fputs("  ", out);
       upper(out, m);

@@ -1,9 +1,9 @@
 /* main.c: the mlkc driver. Parses the command line and runs the passes in order:
  *
  *   load_program (source_read, lexer, parse_program for the file and each module it imports) ->
- *   sema_check -> elaborate_model -> the graph passes (passes[] below: fuse, tile, schedule,
- *   events) -> serialize_graph -> codegen_graph (PTX for sm_90a and sm_80) -> emit_header /
- *   emit_source
+ *   config_bind_json (--config) -> sema_check -> lower_model (elaborate_model and the graph
+ *   passes: fuse, tile, schedule, events) -> serialize_graph -> codegen_graph (PTX for sm_90a and
+ *   sm_80) -> emit_header / emit_source
  *
  * `--emit=KIND` stops after the pass that produces KIND and prints it, so every stage can be
  * inspected. Exit status: 0 on success, 1 on any user error (bad usage, unreadable file,
@@ -16,35 +16,6 @@
 #include <string.h>
 
 #include "mlkc.h"
-
-/* Where `import std.X` looks when neither --stdlib nor $MLKC_STDLIB names a directory: an
- * installed mlkc finds the installed stdlib at MLKC_STDLIB_FROM_BIN, relative to the directory of
- * its executable (wherever the prefix was moved); an mlkc in its build tree has none there and
- * uses MLKC_STDLIB_DIR, the source tree's stdlib/. CMake sets both. */
-#ifndef MLKC_STDLIB_DIR
-#define MLKC_STDLIB_DIR "stdlib"
-#endif
-#ifndef MLKC_STDLIB_FROM_BIN
-#define MLKC_STDLIB_FROM_BIN "../share/mlkc/stdlib"
-#endif
-
-/* The default standard library directory (see above), resolved once. */
-static const char *default_stdlib_dir(void) {
-  static char dir[PATH_MAX];
-  if (*dir)
-    return dir;
-  char exe[PATH_MAX], candidate[2 * PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  char *slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
-  if (slash) {
-    *slash = 0;
-    snprintf(candidate, sizeof candidate, "%s/%s", exe, MLKC_STDLIB_FROM_BIN);
-    if (realpath(candidate, dir))
-      return dir;
-  }
-  snprintf(dir, sizeof dir, "%s", MLKC_STDLIB_DIR);
-  return dir;
-}
 
 typedef enum EmitKind {
   EMIT_C, /* default: PATH.h and PATH.c */
@@ -86,6 +57,8 @@ static void usage(FILE *out) {
           "                  code (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
           "  --model=NAME    the model to compile when the file defines several\n"
+          "  --config=FILE   a Hugging Face config.json: every dim bound to one of its keys\n"
+          "                  (dim D = 2048 from \"hidden_size\") takes the file's value\n"
           "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
           "                  the importing file's directory; repeatable, searched in order\n"
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
@@ -102,7 +75,7 @@ static void usage(FILE *out) {
           "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
-          default_stdlib_dir(), MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
+          mlkc_default_stdlib(), MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
           MLKC_ATTN_MIN_CHUNK);
 }
 
@@ -118,46 +91,12 @@ typedef struct Options {
   int opt_level;
   int schedule;    /* --schedule: -1 as written, else an MlkSchedule for every megakernel */
   const char *after; /* --after=PASS: --emit=graph prints the graph IR after that pass */
+  const char *config; /* --config=FILE: a config.json whose keys bind dims */
   bool check_only; /* --check: every check, no code generation */
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
-
-/* The passes from the checked AST to the runtime descriptor, in order. elaborate makes the graph
- * IR, each of these rewrites it, serialize writes the descriptor from it; --emit=graph
- * --after=NAME prints the graph after any of them. */
-static bool pass_fuse(IrGraph *g, const Options *o, Diag *d) {
-  (void)o;
-  return fuse_graph(g, d);
-}
-static bool pass_tile(IrGraph *g, const Options *o, Diag *d) {
-  (void)d;
-  tile_graph(g, &(TileOptions){o->attn_split, o->attn_min_chunk});
-  return true;
-}
-static bool pass_schedule(IrGraph *g, const Options *o, Diag *d) {
-  (void)o, (void)d;
-  schedule_graph(g);
-  return true;
-}
-static bool pass_events(IrGraph *g, const Options *o, Diag *d) {
-  (void)o, (void)d;
-  events_graph(g);
-  return true;
-}
-
-static const struct {
-  const char *name;
-  bool (*run)(IrGraph *g, const Options *o, Diag *d);
-} passes[] = {
-    {"elaborate", NULL}, /* makes the graph: elaborate_model */
-    {"fuse", pass_fuse},
-    {"tile", pass_tile},
-    {"schedule", pass_schedule},
-    {"events", pass_events},
-};
-#define NPASSES (sizeof passes / sizeof passes[0])
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
 static int parse_args(int argc, char **argv, Options *o) {
@@ -214,11 +153,7 @@ static int parse_args(int argc, char **argv, Options *o) {
       }
       o->emit = emit_kinds[k].kind;
     } else if (!strncmp(a, "--after=", 8)) {
-      size_t k;
-      for (k = 0; k < NPASSES; k++)
-        if (!strcmp(a + 8, passes[k].name))
-          break;
-      if (k == NPASSES) {
+      if (lower_pass_index(a + 8) < 0) {
         fprintf(stderr, "mlkc: error: unknown --after pass '%s' (elaborate, fuse, tile, schedule, "
                 "events)\n", a + 8);
         return 1;
@@ -238,6 +173,13 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->schedule = strcmp(a + 11, "static") ? MLK_SCHED_DYNAMIC : MLK_SCHED_STATIC;
     } else if (!strncmp(a, "--model=", 8)) {
       o->model = a + 8;
+    } else if (!strncmp(a, "--config=", 9) || !strcmp(a, "--config")) {
+      const char *f = a[8] ? a + 9 : i + 1 < argc ? argv[++i] : NULL;
+      if (!f || !*f) {
+        fprintf(stderr, "mlkc: error: --config needs a config.json file\n");
+        return 1;
+      }
+      o->config = f;
     } else if (!strncmp(a, "--attn-split=", 13)) {
       char *end;
       long v = strtol(a + 13, &end, 10);
@@ -278,7 +220,7 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (!o->stdlib_dir) {
     const char *env = getenv("MLKC_STDLIB");
-    o->stdlib_dir = env && *env ? env : default_stdlib_dir();
+    o->stdlib_dir = env && *env ? env : mlkc_default_stdlib();
   }
   return 0;
 }
@@ -393,21 +335,17 @@ static Model *pick_model(Program *p, const Options *o, Diag *d) {
     }
     return p->models;
   }
-  for (Model *m = p->models; m; m = m->next)
-    if (!strcmp(m->name, o->model))
-      return m;
-  diag_fatal(d, "%s has no model '%s'", o->input, o->model);
-  return NULL;
+  Model *m = find_model(p, o->model);
+  if (!m)
+    diag_fatal(d, "%s has no model '%s'", o->input, o->model);
+  return m;
 }
 
-/* Runs elaborate and the passes on model m, up to `last` (NPASSES: all of them), printing the
- * graph IR after `last` when it is not all of them. NULL after an error. */
-static IrGraph *run_passes(Program *p, Model *m, const Options *o, size_t last, Arena *a, Diag *d) {
-  IrGraph *g = elaborate_model(p, m, a, d);
-  for (size_t i = 1; g && i < NPASSES && i <= last; i++)
-    if (!passes[i].run(g, o, d))
-      g = NULL;
-  return g;
+/* Runs elaborate and the passes on model m, up to `last` (LOWER_NPASSES - 1: all of them). NULL
+ * after an error. */
+static IrGraph *run_passes(Program *p, Model *m, const Options *o, int last, Arena *a, Diag *d) {
+  TileOptions t = {o->attn_split, o->attn_min_chunk};
+  return lower_model(p, m, &t, last, a, d);
 }
 
 static int compile(const Options *o, Arena *a) {
@@ -432,6 +370,8 @@ static int compile(const Options *o, Arena *a) {
   Program *prog = load_program(o->input, o->include_dirs, o->ninclude, o->stdlib_dir, a, &d);
   if (!prog || d.nerrors)
     return 1;
+  if (o->config && !config_bind_json(prog, o->config, a, &d))
+    return 1;
   if (o->emit == EMIT_AST) {
     FILE *f = open_dump(o);
     if (!f)
@@ -447,7 +387,7 @@ static int compile(const Options *o, Arena *a) {
      * of a checkpoint cat, the limits of the ABI), so each model goes through the passes too;
      * code generation, which finds nothing wrong with a program, is all that is skipped */
     for (Model *m = prog->models; m; m = m->next) {
-      IrGraph *ir = run_passes(prog, m, o, NPASSES, a, &d);
+      IrGraph *ir = run_passes(prog, m, o, LOWER_NPASSES - 1, a, &d);
       if (ir)
         serialize_graph(ir, a, &d);
     }
@@ -456,14 +396,11 @@ static int compile(const Options *o, Arena *a) {
   Model *m = pick_model(prog, o, &d);
   if (!m)
     return 1;
-  size_t last = NPASSES;
-  for (size_t i = 0; o->after && i < NPASSES; i++)
-    if (!strcmp(o->after, passes[i].name))
-      last = i;
+  int last = o->after ? lower_pass_index(o->after) : LOWER_NPASSES;
   IrGraph *ir = run_passes(prog, m, o, last, a, &d);
   if (!ir)
     return 1;
-  if (last < NPASSES) {
+  if (last < LOWER_NPASSES) {
     FILE *f = open_dump(o);
     if (!f)
       return 1;

@@ -179,13 +179,27 @@ struct StrList {
   StrList *next;
 };
 
-/* `dim D = expr` (static) or `dim B in lo..hi` (dynamic, lo/hi set, value NULL). */
+/* `dim D = expr` (static) or `dim B in lo..hi` (dynamic, lo/hi set, value NULL). A static dim
+ * may be bound to a key of a Hugging Face config.json, `dim D = 2048 from "hidden_size"` (from_fn
+ * NULL) or `dim HD = D / H from optional("head_dim")`, which mlkc --config applies (hfconfig.c);
+ * and its value may be a float, a named number of the config that is not a size. */
 struct DimDecl {
   Loc loc;
   const char *name;
   Expr *value;
   Expr *lo, *hi;
+  const char *from_fn; /* the binding: NULL or "optional" (anything else is an error) */
+  StrList *from;       /* its key, or NULL without a binding */
+  Loc from_loc;        /* of the key (or of the function name) */
+  /* --config (hfconfig.c): the value of the key in that file, which replaces `value` */
+  const char *bound_file; /* NULL: not bound (no binding, or an optional key the file lacks) */
+  const char *lacked_by;  /* the file lacks this optional key: the dim keeps its expression */
+  bool bound_integral;    /* the number is an integer (bound_i holds it) */
+  int64_t bound_i;
+  double bound_f;
   int64_t resolved;    /* sema: the value of a static dim */
+  double fresolved;    /* sema: the value of a float dim */
+  bool is_float;       /* sema: a float dim */
   int64_t lo_v, hi_v;  /* sema: the range of a dynamic dim */
   DimDecl *next;
 };
@@ -204,6 +218,8 @@ struct Config {
   const char *name;
   DimDecl *dims;
   MeshDecl *meshes;
+  bool bad;          /* sema: a dim bound to a config.json key has a wrong value (its models are
+                        not checked: their errors would only be its consequences) */
   Config *next;
 };
 
@@ -341,7 +357,7 @@ Stmt *ast_assign(Arena *a, Loc loc, StrList *targets, Expr *value, Clause *claus
 Stmt *ast_expr_stmt(Arena *a, Loc loc, Expr *call, Clause *clauses);
 Stmt *ast_for(Arena *a, Loc loc, const char *var, Loc var_loc, Expr *lo, Expr *hi, Stmt *body);
 Stmt *ast_return(Arena *a, Loc loc, Expr *values);
-DimDecl *ast_dim_static(Arena *a, Loc loc, const char *name, Expr *value);
+DimDecl *ast_dim_static(Arena *a, Loc loc, const char *name, Expr *value, FromSpec from);
 DimDecl *ast_dim_dynamic(Arena *a, Loc loc, const char *name, Expr *lo, Expr *hi);
 MeshDecl *ast_mesh(Arena *a, Loc loc, const char *name, Expr *value);
 Config *ast_config(Arena *a, Loc loc, const char *name, DimDecl *dims, MeshDecl *meshes);
@@ -439,6 +455,16 @@ bool sema_check(Program *p, Arena *a, Diag *d);
 
 /* The config a model is instantiated with (NULL before sema or when it does not exist). */
 Config *sema_model_config(const Program *p, const Model *m);
+
+/* ======================================================================== hfconfig.c */
+
+/* mlkc --config FILE: every static dim bound to a key (`dim D = 2048 from "hidden_size"`,
+ * `from optional("head_dim")`) takes that key's number in the Hugging Face config.json at `path`
+ * (DimDecl.bound_*), which sema then checks as the dim's value. Run after load_program and before
+ * sema_check. Returns false after reporting (the file, the key, the dim): an unreadable or
+ * malformed file, a required key it lacks, a value that is not a number, or a program that binds
+ * no key at all. */
+bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d);
 
 /* ======================================================================== builtins.c */
 
@@ -752,6 +778,9 @@ typedef struct Graph Graph;
 
 Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d);
 void graph_dump(FILE *out, const Graph *g);  /* --emit=graph (JSON, desc_dump_json) */
+/* The runtime descriptor of graph g, as model.c holds it (emit_c.c writes the same fields), with
+ * the given PTX (NULL: none), its tables allocated in `a`: for a model compiled in-process. */
+MlkModelDesc *graph_desc(const Graph *g, const char *ptx_sm90a, const char *ptx_sm80, Arena *a);
 /* Every field of a runtime descriptor as JSON: what --emit=graph prints of the compiler's, and a
  * test of the one a generated model.c holds. */
 void desc_dump_json(FILE *out, const MlkModelDesc *d);
@@ -817,6 +846,24 @@ void graph_assign_variants(Graph *g, Arena *a);
 
 /* The number of elements of one batch row of tensor t (numel / shape[0] when batched). */
 int64_t graph_row_elems(const GTensor *t);
+
+/* ======================================================================== pipeline.c */
+
+/* The passes from a checked model to its final graph IR, in order: elaborate, fuse, tile,
+ * schedule, events. */
+#define LOWER_NPASSES 5
+extern const char *const lower_pass_names[LOWER_NPASSES];
+/* The index of a pass by name, or -1. */
+int lower_pass_index(const char *name);
+/* elaborate_model and the passes after it up to index `last` (LOWER_NPASSES - 1: all of them);
+ * NULL after an error. */
+IrGraph *lower_model(Program *p, Model *m, const TileOptions *t, int last, Arena *a, Diag *d);
+/* The model called `name`, or NULL. */
+Model *find_model(Program *p, const char *name);
+/* Where `import std.X` looks when neither --stdlib nor $MLKC_STDLIB names a directory: the
+ * installed stdlib relative to the running program (bin/../share/mlkc/stdlib), else the source
+ * tree's (a program in its build tree). Resolved once. */
+const char *mlkc_default_stdlib(void);
 
 /* ======================================================================== bind.c */
 

@@ -204,10 +204,10 @@ cfglines(A) ::= cfglines(B) meshline(L).    { A = cfg_add_meshes(B, L); }
 dimline(A) ::= DIM dimitem(D).                { A = dims_add((DimList){0}, D); }
 dimline(A) ::= dimline(L) COMMA dimitem(D).   { A = dims_add(L, D); }
 
-// dimitem ::= IDENT '=' expr | IDENT 'in' expr '..' expr
+// dimitem ::= IDENT '=' expr [binding] | IDENT 'in' expr '..' expr
 %type dimitem {DimDecl *}
-dimitem(A) ::= IDENT(N) ASSIGN expr(E).
-  { A = ast_dim_static(ps->arena, N.loc, tok_str(ps, N), E); }
+dimitem(A) ::= IDENT(N) ASSIGN expr(E) binding(B).
+  { A = ast_dim_static(ps->arena, N.loc, tok_str(ps, N), E, B); }
 dimitem(A) ::= IDENT(N) IN expr(L) DOTDOT expr(H).
   { A = ast_dim_dynamic(ps->arena, N.loc, tok_str(ps, N), L, H); }
 

@@ -335,9 +335,8 @@ static Value int_binary(Sema *s, const Expr *e, Value l, Value r) {
   return v;
 }
 
-/* Evaluates an integer expression that must be a known constant (dims, sizes, tiles). */
-static bool eval_const(Sema *s, Binding *scope, const Expr *e, const char *what, int64_t *out) {
-  Value v = eval(s, scope, e);
+/* The value v of e as an integer that must be a known constant (dims, sizes, tiles). */
+static bool const_int(Sema *s, const Expr *e, Value v, const char *what, int64_t *out) {
   if (v.kind == V_NONE)
     return false;
   if (v.kind != V_INT) {
@@ -356,6 +355,18 @@ static bool eval_const(Sema *s, Binding *scope, const Expr *e, const char *what,
   }
   *out = v.lo;
   return true;
+}
+
+/* Evaluates an integer expression that must be a known constant (dims, sizes, tiles). */
+static bool eval_const(Sema *s, Binding *scope, const Expr *e, const char *what, int64_t *out) {
+  return const_int(s, e, eval(s, scope, e), what, out);
+}
+
+/* A dim's value in expressions: its integer or float, or a dynamic dim's symbol. */
+static Value dim_value(const DimDecl *dd) {
+  if (!dd->value)
+    return (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd};
+  return dd->is_float ? (Value){.kind = V_FLOAT, .f = dd->fresolved} : vint(dd->resolved);
 }
 
 /* A shape dim: a positive constant or a positive multiple of a dynamic dim. */
@@ -404,14 +415,24 @@ static const Type *eval_type(Sema *s, Binding *scope, const TypeExpr *te) {
 /* The scope of a config: its dims and mesh axes. */
 static Binding *config_scope(Sema *s, Config *c) {
   Binding *scope = NULL;
-  for (DimDecl *dd = c->dims; dd; dd = dd->next) {
-    Value v = dd->value ? vint(dd->resolved)
-                        : (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd};
-    bind(s, &scope, dd->name, dd->loc, B_DIM, v);
-  }
+  for (DimDecl *dd = c->dims; dd; dd = dd->next)
+    bind(s, &scope, dd->name, dd->loc, B_DIM, dim_value(dd));
   for (MeshDecl *m = c->meshes; m; m = m->next)
     bind(s, &scope, m->name, m->loc, B_MESH, (Value){.kind = V_MESH, .mesh = m});
   return scope;
+}
+
+/* Whether dim `self`'s expression is a float: a float literal, or a float dim before it. */
+static bool expr_is_float(const Expr *e, const Config *c, const DimDecl *self) {
+  if (!e)
+    return false;
+  if (e->kind == EXPR_FLOAT)
+    return true;
+  if (e->kind == EXPR_NAME)
+    for (const DimDecl *dd = c->dims; dd && dd != self; dd = dd->next)
+      if (!strcmp(dd->name, e->name))
+        return dd->is_float;
+  return expr_is_float(e->lhs, c, self) || expr_is_float(e->rhs, c, self);
 }
 
 static void check_config(Sema *s, Config *c) {
@@ -422,15 +443,42 @@ static void check_config(Sema *s, Config *c) {
       err(s, dd->loc, "dim '%s' is declared twice in config '%s'", dd->name, c->name);
       diag_note(s->d, prev->loc, "first declared here");
     }
-    if (dd->value) {
+    if (dd->from && dd->from_fn && (strcmp(dd->from_fn, "optional") || dd->from->next))
+      err(s, dd->from_loc, "dim '%s' binds one config.json key, as from \"KEY\" or "
+          "from optional(\"KEY\")", dd->name);
+    else if (dd->from && !*dd->from->str)
+      err(s, dd->from->loc, "dim '%s' binds an empty config.json key", dd->name);
+    int errors = s->d->nerrors;
+    if (dd->value && dd->bound_file) {
+      /* mlkc --config: the value of its key, of the kind its own expression has */
+      const char *key = dd->from->str;
+      if (expr_is_float(dd->value, c, dd)) {
+        dd->is_float = true;
+        dd->fresolved = dd->bound_f;
+      } else if (!dd->bound_integral) {
+        err(s, dd->from->loc, "config '%s': '%s' is %g, but dim '%s' is an integer", dd->bound_file,
+            key, dd->bound_f, dd->name);
+      } else if (dd->bound_i <= 0) {
+        err(s, dd->from->loc, "config '%s': '%s' is %lld, but dim '%s' must be positive",
+            dd->bound_file, key, (long long)dd->bound_i, dd->name);
+      } else {
+        dd->resolved = dd->bound_i;
+      }
+      if (!prev)
+        bind(s, &scope, dd->name, dd->loc, B_DIM, dim_value(dd));
+    } else if (dd->value) {
+      Value fv = eval(s, scope, dd->value);
       int64_t v;
-      if (eval_const(s, scope, dd->value, "a dim", &v)) {
+      if (fv.kind == V_FLOAT) { /* a named number of the config, not a size */
+        dd->is_float = true;
+        dd->fresolved = fv.f;
+      } else if (const_int(s, dd->value, fv, "a dim", &v)) {
         if (v <= 0)
           err(s, dd->value->loc, "dim '%s' must be positive, got %lld", dd->name, (long long)v);
         dd->resolved = v;
       }
       if (!prev)
-        bind(s, &scope, dd->name, dd->loc, B_DIM, vint(dd->resolved));
+        bind(s, &scope, dd->name, dd->loc, B_DIM, dim_value(dd));
     } else {
       int64_t lo, hi;
       bool ok = eval_const(s, scope, dd->lo, "a dim range", &lo);
@@ -445,6 +493,13 @@ static void check_config(Sema *s, Config *c) {
       if (!prev)
         bind(s, &scope, dd->name, dd->loc, B_DIM, (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd});
     }
+    /* a dim bound to a config.json key whose value is wrong: the models over the config would
+     * only repeat its consequences in every shape (a written dim's errors are the program's own,
+     * and its models are checked as they are) */
+    if (dd->lacked_by && s->d->nerrors > errors)
+      diag_note(s->d, dd->from->loc, "config '%s' has no '%s': dim '%s' keeps its own expression",
+                dd->lacked_by, dd->from->str, dd->name);
+    c->bad |= dd->from && s->d->nerrors > errors;
   }
   for (MeshDecl *m = c->meshes; m; m = m->next) {
     Binding *prev = lookup(scope, m->name);
@@ -608,8 +663,7 @@ static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
     if (e->lhs->kind == EXPR_NAME && s->model && s->cfg && !strcmp(e->lhs->name, s->model->cfg_param)) {
       for (DimDecl *dd = s->cfg->dims; dd; dd = dd->next)
         if (!strcmp(dd->name, e->name))
-          return dd->value ? vint(dd->resolved)
-                           : (Value){.kind = V_INT, .lo = 1, .hi = 1, .sym = dd};
+          return dim_value(dd);
       err(s, e->loc, "config '%s' has no dim '%s'", s->cfg->name, e->name);
       return NONE;
     }
@@ -2190,7 +2244,10 @@ bool sema_check(Program *p, Arena *a, Diag *d) {
         diag_error(d, m->loc, "model '%s' is defined twice", m->name);
         diag_note(d, o->loc, "first defined here");
       }
-    check_model(&s, p, m);
+    /* a model over a config whose dims are wrong would only repeat their consequences */
+    const Config *mc = sema_model_config(p, m);
+    if (!mc || !mc->bad)
+      check_model(&s, p, m);
   }
   return d->nerrors == before;
 }

@@ -444,17 +444,14 @@ static const char *basename_of(const char *path) {
   return s ? s + 1 : path;
 }
 
-void graph_dump(FILE *out, const Graph *g) {
-  /* the descriptor as model.c holds it (emit_c.c writes the same fields from the same Graph) */
-  MlkTensorDesc *tensors = calloc((size_t)g->ntensors + 1, sizeof *tensors);
-  MlkOpDesc *ops = calloc((size_t)g->nops + 1, sizeof *ops);
-  MlkKernelDesc *kernels = calloc((size_t)g->nkernels + 1, sizeof *kernels);
+MlkModelDesc *graph_desc(const Graph *g, const char *ptx_sm90a, const char *ptx_sm80, Arena *a) {
+  MlkTensorDesc *tensors = arena_alloc(a, ((size_t)g->ntensors + 1) * sizeof *tensors);
+  MlkOpDesc *ops = arena_alloc(a, ((size_t)g->nops + 1) * sizeof *ops);
+  MlkKernelDesc *kernels = arena_alloc(a, ((size_t)g->nkernels + 1) * sizeof *kernels);
   int nbindings = 0;
   for (int i = 0; i < g->ntensors; i++)
     nbindings += g->tensors[i].nbindings;
-  MlkBinding *bindings = calloc((size_t)nbindings + 1, sizeof *bindings);
-  if (!tensors || !ops || !kernels || !bindings)
-    MLKC_BUG("out of memory");
+  MlkBinding *bindings = arena_alloc(a, ((size_t)nbindings + 1) * sizeof *bindings);
   /* the params' bindings one after another, in tensor order, as emit_c.c lays them out */
   for (int i = 0, n = 0; i < g->ntensors; i++)
     for (int j = 0; j < g->tensors[i].nbindings; j++) {
@@ -476,21 +473,25 @@ void graph_dump(FILE *out, const Graph *g) {
                                  .schedule = g->kernels[k].schedule,
                                  .variant_ops = g->kernels[k].variant_ops,
                                  .nvariants = g->kernels[k].nvariants};
-  MlkModelDesc d = {.abi = MLK_DESC_ABI, .name = g->name,
-                    .source = basename_of(g->prog->src->path), .tensors = tensors,
-                    .ntensors = g->ntensors, .ops = ops, .nops = g->nops, .events = g->events,
-                    .nevents = g->nevents, .event_refs = g->event_refs,
-                    .nevent_refs = g->nevent_refs, .ncounters = g->ncounters, .kernels = kernels,
-                    .nkernels = g->nkernels, .caches = g->caches, .ncaches = g->ncaches,
-                    .batch_name = g->batch ? g->batch->name : NULL,
-                    .batch_min = g->batch ? g->batch->lo_v : 1,
-                    .batch_max = g->batch ? g->batch->hi_v : 1, .bindings = bindings,
-                    .nbindings = nbindings};
-  desc_dump_json(out, &d);
-  free(bindings);
-  free(tensors);
-  free(ops);
-  free(kernels);
+  MlkModelDesc *d = arena_alloc(a, sizeof *d);
+  *d = (MlkModelDesc){.abi = MLK_DESC_ABI, .name = g->name,
+                      .source = basename_of(g->prog->src->path), .tensors = tensors,
+                      .ntensors = g->ntensors, .ops = ops, .nops = g->nops, .events = g->events,
+                      .nevents = g->nevents, .event_refs = g->event_refs,
+                      .nevent_refs = g->nevent_refs, .ncounters = g->ncounters, .kernels = kernels,
+                      .nkernels = g->nkernels, .caches = g->caches, .ncaches = g->ncaches,
+                      .batch_name = g->batch ? g->batch->name : NULL,
+                      .batch_min = g->batch ? g->batch->lo_v : 1,
+                      .batch_max = g->batch ? g->batch->hi_v : 1, .ptx_sm90a = ptx_sm90a,
+                      .ptx_sm80 = ptx_sm80, .bindings = bindings, .nbindings = nbindings};
+  return d;
+}
+
+void graph_dump(FILE *out, const Graph *g) {
+  /* the descriptor as model.c holds it (emit_c.c writes the same fields from the same Graph) */
+  Arena *a = arena_new();
+  desc_dump_json(out, graph_desc(g, NULL, NULL, a));
+  arena_free(a);
 }
 
 void graph_dump_events(FILE *out, const Graph *g) {

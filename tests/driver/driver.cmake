@@ -60,3 +60,33 @@ add_test(NAME driver_stdlib_beside_exe
           -- ${CMAKE_CURRENT_BINARY_DIR}/stdlib_beside_exe $<TARGET_FILE:mlkc> ${PROJECT_SOURCE_DIR}/stdlib
              ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
 set_tests_properties(driver_stdlib_beside_exe PROPERTIES PASS_REGULAR_EXPRESSION "^ok\n$" LABELS driver)
+
+# --config FILE: the dims of the Llama family bound to a config.json's keys (tests/driver/config).
+set(LLAMA_FAMILY ${PROJECT_SOURCE_DIR}/stdlib/models/llama.mlk)
+set(CFG ${CMAKE_CURRENT_LIST_DIR}/config)
+mlk_driver_test(check_llama_family 0 "^$" --check ${LLAMA_FAMILY})
+mlk_driver_test(config_tiny 0 "\"name\": \"embed\", [^\n]*\"shape\": \\[101, 72\\][^\n]*\n.*\"name\": \"wqkv\", [^\n]*\"shape\": \\[2, 120, 72\\].*\"eps\": 9\\.99999997e-07"
+                --config ${CFG}/tiny.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_llama32 0 "\"name\": \"wqkv\", [^\n]*\"shape\": \\[16, 3072, 2048\\].*\"theta\": 500000, \"rope_factor\": 32, \"rope_low_freq\": 1, \"rope_high_freq\": 4, \"rope_original_max_pos\": 8192"
+                --config=${CFG}/llama32.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_untied 0 "\"name\": \"head\", [^\n]*\"from\": \"lm_head.weight\""
+                --config ${CFG}/tiny.json --model=llama_untied --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_missing_key 1 "llama.mlk:18:21: error: config '[^']*missing.json' has no 'intermediate_size', which dim 'F' of config 'llama_cfg' takes its value from"
+                --config ${CFG}/missing.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_string 1 "error: config '[^']*string.json': 'hidden_size' is a string, dim 'D' needs a number"
+                --config ${CFG}/string.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_fraction 1 "error: config '[^']*fraction.json': 'head_dim' is 12.5, but dim 'HD' is an integer\n[^\n]*\n[^\n]*\n$"
+                --config ${CFG}/fraction.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_zero 1 "error: config '[^']*zero.json': 'num_hidden_layers' is 0, but dim 'L' must be positive\n[^\n]*\n[^\n]*\n$"
+                --config ${CFG}/zero.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_inexact 1 "error: 70 / 6 leaves a remainder of 4: integer division must be exact.*note: config '[^']*inexact.json' has no 'head_dim': dim 'HD' keeps its own expression"
+                --config ${CFG}/inexact.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(config_invalid 1 "mlkc: error: config '[^']*invalid.json' is not valid JSON: .*line 2"
+                --config ${CFG}/invalid.json ${LLAMA_FAMILY})
+mlk_driver_test(config_array 1 "mlkc: error: config '[^']*array.json' is not a JSON object"
+                --config ${CFG}/array.json ${LLAMA_FAMILY})
+mlk_driver_test(config_no_file 1 "mlkc: error: cannot read config 'no-such.json'"
+                --config no-such.json ${LLAMA_FAMILY})
+mlk_driver_test(config_unbound 1 "mlkc: error: --config [^:]*tiny.json: no dim of the program binds a config.json key"
+                --config ${CFG}/tiny.json ${MLP})
+mlk_driver_test(config_needs_file 1 "mlkc: error: --config needs a config.json file" ${MLP} --config)

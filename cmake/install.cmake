@@ -1,9 +1,10 @@
 # install.cmake: what `cmake --install` (and `make install PREFIX=...`) puts under the prefix.
 #
-#   bin/mlkc                                   the compiler, and every other MLK_INSTALL_PROGRAMS
+#   bin/mlkc, bin/mlk-run                      the compiler and the generation tool
 #   LIBDIR/libmlkrt.a, libmlkrt.so.0.1         the runtime: archive (with Jansson) and shared
 #   include/mlkc/mlk.h, mlk_desc.h             the headers generated code and applications include
-#   share/mlkc/stdlib/*.mlk                    `import std.X` (mlkc finds it from bin/)
+#   share/mlkc/stdlib/*.mlk                    `import std.X` (mlkc finds it from bin/), and
+#   share/mlkc/stdlib/models/*.mlk             the model families mlk-run compiles
 #   LIBDIR/cmake/mlkc/                         find_package(mlkc): mlkc::mlkc, mlkc::mlkrt,
 #                                              mlkc::mlkrt_shared
 #   LIBDIR/pkgconfig/mlkrt.pc                  pkg-config --cflags --libs mlkrt
@@ -11,9 +12,8 @@
 # Included at the end of the top-level CMakeLists.txt, once every target exists.
 include(CMakePackageConfigHelpers)
 
-# The programs installed into bin/ and exported as mlkc::NAME: a new one (mlk-run) is one more
-# name here.
-set(MLK_INSTALL_PROGRAMS mlkc)
+# The programs installed into bin/ and exported as mlkc::NAME.
+set(MLK_INSTALL_PROGRAMS mlkc mlk-run)
 # They keep their run path to libraries outside the system's directories (libLLVM-19).
 set_target_properties(${MLK_INSTALL_PROGRAMS} PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
 install(TARGETS ${MLK_INSTALL_PROGRAMS} EXPORT mlkcTargets RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

@@ -322,10 +322,10 @@ static void step_row(LlamaRefState *s, int row, int tok, int p, float *logits) {
     trace(s, "x", l, row, x, D);
   }
 
-  /* logits = embed rmsnorm(x, lnf): the tied embedding as the output projection */
+  /* logits = lm_head rmsnorm(x, lnf), the tied embedding when there is no lm_head */
   llama_ref_rmsnorm(x, w->lnf, D, c->eps, s->hf);
   trace(s, "hf", -1, row, s->hf, D);
-  matvec(w->embed, s->hf, c->vocab, D, logits);
+  matvec(w->lm_head ? w->lm_head : w->embed, s->hf, c->vocab, D, logits);
   trace(s, "logits", -1, row, logits, c->vocab);
 }
 

@@ -16,7 +16,7 @@
  *     x = x + wo[l] a
  *     h = rmsnorm(x, ln2[l], eps)
  *     x = x + w_down[l] (silu(w_gate[l] h) * (w_up[l] h))
- *   logits = embed rmsnorm(x, lnf, eps)                       (tied embedding)
+ *   logits = lm_head rmsnorm(x, lnf, eps)                     (lm_head: the embedding if tied)
  *   next = argmax(logits)                                     (the first of equal maxima)
  *
  * Matrices are row-major bf16 (uint16_t bit patterns) and act as W[N][K] x (out[n] = sum_k
@@ -55,7 +55,7 @@ typedef struct LlamaRefConfig {
 
 /* Pointers to bf16 weights (not copied; they must outlive the state). */
 typedef struct LlamaRefWeights {
-  const uint16_t *embed;  /* [V][D], also the output projection */
+  const uint16_t *embed;  /* [V][D], also the output projection without lm_head */
   const uint16_t *ln1;    /* [L][D] */
   const uint16_t *wqkv;   /* [L][(H + 2*KVH)*HD][D]: q rows, then k rows, then v rows */
   const uint16_t *wo;     /* [L][D][H*HD] */
@@ -64,6 +64,7 @@ typedef struct LlamaRefWeights {
   const uint16_t *w_up;   /* [L][F][D] */
   const uint16_t *w_down; /* [L][D][F] */
   const uint16_t *lnf;    /* [D] */
+  const uint16_t *lm_head; /* [V][D], the output projection of an untied model; NULL: embed */
 } LlamaRefWeights;
 
 typedef struct LlamaRefState LlamaRefState;

@@ -25,6 +25,6 @@ add_test(NAME install_tutorial
   COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/install_test.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}
           ${CMAKE_CURRENT_BINARY_DIR}/install_test ${CMAKE_INSTALL_LIBDIR} ${MLK_INSTALL_INCLUDEDIR}
           ${MLK_INSTALL_STDLIBDIR} ${CMAKE_COMMAND} ${CMAKE_GENERATOR} ${CMAKE_C_COMPILER} ${_in_pc} ${_in_jansson}
-          ${_in_shared} "${_in_flags}")
+          ${_in_shared} "${_in_flags}" $<TARGET_FILE:test_mlk_run>)
 set_tests_properties(install_tutorial PROPERTIES LABELS install TIMEOUT 120
                      PASS_REGULAR_EXPRESSION "install: ok" FAIL_REGULAR_EXPRESSION "FAIL:")

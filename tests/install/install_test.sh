@@ -3,15 +3,17 @@
 # into a temporary prefix and checks the layout and the installed mlkc's stdlib, then builds the
 # tutorial's program (examples/tutorial), compiling tiny.mlk with the installed mlkc each time:
 # as a CMake project with find_package(mlkc), and with pkg-config and plain cc (against
-# libmlkrt.so, and against libmlkrt.a), and runs each on the CPU simulator.
+# libmlkrt.so, and against libmlkrt.a), and runs each on the CPU simulator. Then the installed
+# mlk-run generates from a tiny checkpoint that CKPTGEN writes (tests/run/test_mlk_run.c), with the
+# installed model family, before and after the prefix moves.
 #
 # Usage: install_test.sh BUILD SOURCE WORK LIBDIR INCLUDEDIR STDLIBDIR CMAKE GENERATOR CC
-#                        PKG_CONFIG JANSSON_IN_ARCHIVE(0|1) SHARED(0|1) [FLAGS]
+#                        PKG_CONFIG JANSSON_IN_ARCHIVE(0|1) SHARED(0|1) FLAGS [CKPTGEN]
 # (the install directories relative to the prefix; FLAGS go to every compile and link).
 set -eu
 build=$1 src=$2 work=$3 libdir=$4 includedir=$5 stdlibdir=$6 cmake=$7 generator=$8 cc=$9
 shift 9
-pc=$1 jansson_in_archive=$2 shared=$3 flags=${4:-}
+pc=$1 jansson_in_archive=$2 shared=$3 flags=${4:-} ckptgen=${5:-}
 
 fail() {
   echo "FAIL: $*"
@@ -39,8 +41,8 @@ unset MLKC_STDLIB
 logged "$work/install.log" "$cmake" --install "$build" --prefix "$prefix"
 
 # The layout.
-for f in bin/mlkc "$libdir/libmlkrt.a" "$includedir/mlk.h" "$includedir/mlk_desc.h" \
-         "$stdlibdir/nn.mlk" "$libdir/cmake/mlkc/mlkcConfig.cmake" \
+for f in bin/mlkc bin/mlk-run "$libdir/libmlkrt.a" "$includedir/mlk.h" "$includedir/mlk_desc.h" \
+         "$stdlibdir/nn.mlk" "$stdlibdir/models/llama.mlk" "$libdir/cmake/mlkc/mlkcConfig.cmake" \
          "$libdir/cmake/mlkc/mlkcConfigVersion.cmake" "$libdir/cmake/mlkc/mlkcTargets.cmake" \
          "$libdir/pkgconfig/mlkrt.pc"; do
   [ -f "$prefix/$f" ] || fail "$f not installed"
@@ -95,10 +97,28 @@ $cc $flags "$app/app.o" "$app/tiny.o" "$("$pc" --variable=libdir mlkrt)/libmlkrt
   -o "$app/app_static" || fail "cc with libmlkrt.a"
 run_app pkg-config-static "$app/app_static"
 
-# A moved prefix: mlkc still finds its stdlib.
+# mlk-run: a checkpoint directory in, ids out, with the family installed in the prefix.
+# run_mlk_run PREFIX: the ids of 2 prompts, 4 steps each.
+run_mlk_run() {
+  out=$(MLK_BACKEND=cpu "$1/bin/mlk-run" --model "$work/ckpt" --prompt-ids 1,2,3 --prompt-ids 5 \
+        --steps 4 2>"$work/mlk-run.err") || { cat "$work/mlk-run.err"; fail "mlk-run in $1"; }
+  echo "$out" | grep -Eq '^[0-9]+ [0-9]+ [0-9]+ [0-9]+$' || fail "mlk-run printed '$out'"
+  [ "$(echo "$out" | wc -l)" = 2 ] || fail "mlk-run printed '$out'"
+  grep -q "($1/$stdlibdir/models/llama.mlk)" "$work/mlk-run.err" ||
+    fail "mlk-run did not compile $1/$stdlibdir/models/llama.mlk: $(cat "$work/mlk-run.err")"
+}
+if [ -n "$ckptgen" ]; then
+  mkdir -p "$work/ckpt"
+  "$ckptgen" --write-checkpoint "$work/ckpt" >/dev/null || fail "$ckptgen --write-checkpoint"
+  run_mlk_run "$prefix"
+  echo "mlk-run: ok"
+fi
+
+# A moved prefix: mlkc still finds its stdlib, mlk-run its model families.
 mv "$prefix" "$work/moved"
 "$work/moved/bin/mlkc" --help | tr -d '\n' | grep -q "else *$work/moved/$stdlibdir)" ||
   fail "after moving the prefix, mlkc's default stdlib is not $work/moved/$stdlibdir"
+[ -z "$ckptgen" ] || run_mlk_run "$work/moved"
 echo "moved prefix: ok"
 
 rm -rf "$work"

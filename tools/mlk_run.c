@@ -1,0 +1,510 @@
+/* mlk_run.c: mlk-run, text generation from a Hugging Face checkpoint directory in one command.
+ *
+ *   mlk-run --model DIR --prompt-ids 1,2,3 --steps N [--temperature T --top-k K --top-p P
+ *           --seed S] [--logits-out FILE]
+ *
+ * DIR is a checkpoint as published: config.json and model.safetensors (or shards with their
+ * index). mlk-run reads the family from config.json (model_type), compiles the family's model
+ * (STDLIB/models/<family>.mlk) in-process with its dims bound from config.json, as mlkc --config
+ * would (no C compiler, no generated files; PTX only when the backend is a GPU), loads the
+ * checkpoint, and decodes every prompt as a sequence of one batch over the runtime's paged KV
+ * cache: a prompt goes in one token per step (there is no prefill yet), then each step feeds the
+ * token the previous one produced, and a sequence leaves the batch when it has its N tokens.
+ * Sampling is per sequence at run time (greedy unless --temperature > 0; prompt i draws from seed
+ * S + i). Without a GPU the runtime runs the CPU simulator.
+ *
+ * stdout: the generated ids, one line per prompt. stderr: the backend, the model, and the timings
+ * (time to first token, ms per decode step). --logits-out: for each prompt in order, N rows of
+ * vocabulary f32 (little-endian): the logits that produced each generated token, the first of
+ * them at the prompt's last position.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "mlk.h"
+#include "mlkc.h"
+
+#define MAX_PROMPTS 4096
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("mlk-run: error: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(1);
+}
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: mlk-run --model DIR (--prompt-ids IDS | --prompts FILE)... --steps N [options]\n"
+          "\n"
+          "Generates N tokens after each prompt with the Hugging Face checkpoint in DIR\n"
+          "(config.json and model.safetensors, or shards with model.safetensors.index.json),\n"
+          "on the GPU, or on the CPU simulator without one.\n"
+          "\n"
+          "  --model DIR         the checkpoint directory; its config.json says the family and\n"
+          "                      the sizes (supported: llama)\n"
+          "  --prompt-ids IDS    a prompt as token ids, comma-separated (1,2,3); repeat it for\n"
+          "                      several prompts, which run as one batch\n"
+          "  --prompts FILE      prompts from a file, one per line (ids separated by commas or\n"
+          "                      spaces; empty lines and lines starting with # are skipped)\n"
+          "  --steps N           tokens to generate per prompt (>= 1)\n"
+          "  --temperature T     sample at temperature T > 0 (default 0: greedy, the argmax)\n"
+          "  --top-k K           with T > 0: the K most likely tokens, 1..1024 (default 50)\n"
+          "  --top-p P           with T > 0: then the fewest whose probability reaches P, (0, 1]\n"
+          "                      (default 1: no cut)\n"
+          "  --seed S            with T > 0: prompt i draws from seed S + i (default 0)\n"
+          "  --logits-out FILE   write the f32 logits behind every generated token: per prompt,\n"
+          "                      N rows of the vocabulary (the first at the prompt's last\n"
+          "                      position)\n"
+          "  --context N         tokens a sequence may hold (default: the longest prompt + N)\n"
+          "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
+          "                      the config.json as the family's are)\n"
+          "  --help              print this help\n"
+          "\n"
+          "stdout: the generated ids, one line per prompt; stderr: what ran and the timings.\n"
+          "MLK_BACKEND=cpu forces the simulator (docs/runtime.md lists the environment).\n");
+}
+
+/* ---- arguments ---- */
+
+typedef struct Prompt {
+  int32_t *ids;
+  int64_t n;
+} Prompt;
+
+typedef struct Args {
+  const char *model_dir, *logits_out, *mlk;
+  Prompt prompts[MAX_PROMPTS];
+  int nprompts;
+  int64_t steps, context;
+  double temperature, top_p;
+  int64_t top_k;
+  uint64_t seed;
+  int sampling_flags; /* --top-k, --top-p or --seed given */
+} Args;
+
+/* A whole decimal integer in [lo, hi], or death naming the option. */
+static int64_t parse_int(const char *opt, const char *s, int64_t lo, int64_t hi) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (!*s || *end || errno || v < lo || v > hi)
+    die("%s needs an integer in %lld..%lld, got '%s'", opt, (long long)lo, (long long)hi, s);
+  return v;
+}
+
+static double parse_num(const char *opt, const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (!*s || *end || errno || !isfinite(v))
+    die("%s needs a number, got '%s'", opt, s);
+  return v;
+}
+
+/* Token ids separated by commas or blanks; `what` names the prompt in messages. */
+static void parse_ids(Args *a, const char *s, const char *what) {
+  if (a->nprompts == MAX_PROMPTS)
+    die("more than %d prompts", MAX_PROMPTS);
+  Prompt *p = &a->prompts[a->nprompts];
+  size_t cap = 16;
+  p->ids = malloc(cap * sizeof *p->ids);
+  p->n = 0;
+  if (!p->ids)
+    die("out of memory");
+  const char *c = s;
+  while (*c) {
+    while (*c == ',' || *c == ' ' || *c == '\t' || *c == '\r' || *c == '\n')
+      c++;
+    if (!*c)
+      break;
+    char *end;
+    errno = 0;
+    long long v = strtoll(c, &end, 10);
+    if (end == c || errno || v < 0 || v > INT32_MAX ||
+        (*end && *end != ',' && *end != ' ' && *end != '\t' && *end != '\r' && *end != '\n'))
+      die("%s: '%s' is not a list of token ids (non-negative integers separated by commas)", what,
+          s);
+    if ((size_t)p->n == cap && !(p->ids = realloc(p->ids, (cap *= 2) * sizeof *p->ids)))
+      die("out of memory");
+    p->ids[p->n++] = (int32_t)v;
+    c = end;
+  }
+  if (p->n == 0)
+    die("%s: an empty prompt", what);
+  a->nprompts++;
+}
+
+static void read_prompts(Args *a, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    die("--prompts: cannot read '%s': %s", path, strerror(errno));
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int lineno = 0;
+  while ((len = getline(&line, &cap, f)) >= 0) {
+    lineno++;
+    const char *c = line;
+    while (*c == ' ' || *c == '\t')
+      c++;
+    if (*c == '#' || *c == '\n' || *c == '\r' || !*c)
+      continue;
+    char what[512];
+    snprintf(what, sizeof what, "--prompts '%s' line %d", path, lineno);
+    parse_ids(a, line, what);
+  }
+  free(line);
+  fclose(f);
+}
+
+static void parse_args(int argc, char **argv, Args *a) {
+  a->steps = -1;
+  a->top_k = 50;
+  a->top_p = 1.0;
+  for (int i = 1; i < argc; i++) {
+    const char *o = argv[i];
+    if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+      usage(stdout);
+      exit(0);
+    }
+    if (strncmp(o, "--", 2))
+      die("unexpected argument '%s' (see mlk-run --help)", o);
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
+                                        "--temperature", "--top-k", "--top-p", "--seed",
+                                        "--logits-out", "--context", "--mlk"};
+    int k = -1;
+    for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
+      if (!strcmp(o, known[j]))
+        k = j;
+    if (k < 0)
+      die("unknown option '%s' (see mlk-run --help)", o);
+    if (!v)
+      die("%s needs a value", o);
+    i++;
+    switch (k) {
+    case 0: a->model_dir = v; break;
+    case 1: parse_ids(a, v, "--prompt-ids"); break;
+    case 2: read_prompts(a, v); break;
+    case 3: a->steps = parse_int(o, v, 1, 1 << 24); break;
+    case 4:
+      a->temperature = parse_num(o, v);
+      if (a->temperature < 0)
+        die("--temperature must be >= 0 (0: greedy), got %s", v);
+      break;
+    case 5: a->top_k = parse_int(o, v, 1, MLK_SAMPLE_MAX_TOP_K), a->sampling_flags = 1; break;
+    case 6:
+      a->top_p = parse_num(o, v), a->sampling_flags = 1;
+      if (!(a->top_p > 0 && a->top_p <= 1))
+        die("--top-p must be in (0, 1], got %s", v);
+      break;
+    case 7: a->seed = (uint64_t)parse_int(o, v, 0, INT64_MAX), a->sampling_flags = 1; break;
+    case 8: a->logits_out = v; break;
+    case 9: a->context = parse_int(o, v, 1, 1 << 24); break;
+    default: a->mlk = v; break;
+    }
+  }
+  if (!a->model_dir)
+    die("no --model DIR (see mlk-run --help)");
+  if (!a->nprompts)
+    die("no prompt: give --prompt-ids or --prompts");
+  if (a->steps < 0)
+    die("no --steps N");
+  if (a->sampling_flags && a->temperature == 0)
+    fprintf(stderr, "mlk-run: note: --top-k, --top-p and --seed only matter with --temperature > 0 "
+            "(greedy decoding takes the argmax)\n");
+}
+
+/* ---- the model ---- */
+
+typedef struct Family {
+  const char *model_type; /* config.json "model_type" */
+  const char *file;       /* STDLIB/models/<file> */
+} Family;
+
+static const Family families[] = {{"llama", "llama.mlk"}};
+
+/* The family's .mlk and the model in it for the checkpoint's config.json. */
+static void pick_family(const char *config, const char **file, const char **model) {
+  json_error_t je;
+  json_t *root = json_load_file(config, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    die("--model: cannot read '%s': %s", config, je.text);
+  if (!json_is_object(root))
+    die("--model: '%s' is not a JSON object", config);
+  const char *type = json_string_value(json_object_get(root, "model_type"));
+  if (!type)
+    die("--model: '%s' has no model_type (a Hugging Face config.json says \"model_type\": "
+        "\"llama\")", config);
+  *file = NULL;
+  for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+    if (!strcmp(type, families[i].model_type))
+      *file = families[i].file;
+  if (!*file)
+    die("--model: '%s' is model_type '%s', which mlk-run does not run (supported: llama)", config,
+        type);
+  /* transformers' LlamaConfig unties by default */
+  *model = json_is_true(json_object_get(root, "tie_word_embeddings")) ? "llama" : "llama_untied";
+  json_decref(root);
+}
+
+typedef struct Compiled {
+  Arena *arena;
+  const MlkModelDesc *desc;
+  char *ptx90, *ptx80;
+} Compiled;
+
+/* Compiles `model` of `mlk` with its dims bound from `config`: PTX for both targets when `gpu`. */
+static Compiled compile_model(const char *mlk, const char *model, const char *config, int gpu) {
+  Compiled c = {.arena = arena_new()};
+  Diag d;
+  diag_init(&d, NULL, stderr);
+  const char *stdlib = getenv("MLKC_STDLIB");
+  stdlib = stdlib && *stdlib ? stdlib : mlkc_default_stdlib();
+  Program *p = load_program(mlk, NULL, 0, stdlib, c.arena, &d);
+  if (!p || d.nerrors || !config_bind_json(p, config, c.arena, &d) || !sema_check(p, c.arena, &d))
+    die("cannot compile '%s' for '%s' (above)", mlk, config);
+  Model *m = find_model(p, model);
+  if (!m)
+    die("'%s' has no model '%s'", mlk, model);
+  IrGraph *ir = lower_model(p, m, &(TileOptions){0}, LOWER_NPASSES - 1, c.arena, &d);
+  Graph *g = ir ? serialize_graph(ir, c.arena, &d) : NULL;
+  if (!g)
+    die("cannot compile model '%s' of '%s' (above)", model, mlk);
+  if (gpu) {
+    CodegenOptions o90 = {.arch = "sm_90a", .opt_level = 3}, o80 = {.arch = "sm_80", .opt_level = 3};
+    if (!codegen_graph(g, &o90, false, &c.ptx90, &d) || !codegen_graph(g, &o80, false, &c.ptx80, &d))
+      die("cannot generate the PTX of model '%s' (above)", model);
+  }
+  c.desc = graph_desc(g, c.ptx90, c.ptx80, c.arena);
+  return c;
+}
+
+static int find(const mlk_model *m, const char *name) {
+  int t = mlk_model_find_tensor(m, name);
+  if (t < 0)
+    die("model '%s' has no tensor '%s': mlk-run needs inputs tokens and pos, outputs logits and "
+        "next", mlk_model_desc(m)->name, name);
+  return t;
+}
+
+#define CHECK(call)                                                                                \
+  do {                                                                                             \
+    if ((call) != MLK_OK)                                                                          \
+      die("%s", mlk_last_error());                                                                 \
+  } while (0)
+
+/* ---- generation ---- */
+
+typedef struct Row {
+  mlk_seq *seq;
+  int64_t fed;       /* tokens fed so far (prompt, then generated) */
+  int64_t generated; /* tokens generated so far */
+  int32_t *out;      /* the generated ids */
+  double first_ms;   /* when its first token was there */
+} Row;
+
+int main(int argc, char **argv) {
+  static Args a;
+  parse_args(argc, argv, &a);
+  char config[4096];
+  snprintf(config, sizeof config, "%s/config.json", a.model_dir);
+  const char *family_file, *model_name;
+  pick_family(config, &family_file, &model_name);
+  char mlk[4096];
+  if (a.mlk)
+    snprintf(mlk, sizeof mlk, "%s", a.mlk);
+  else
+    snprintf(mlk, sizeof mlk, "%s/models/%s",
+             getenv("MLKC_STDLIB") && *getenv("MLKC_STDLIB") ? getenv("MLKC_STDLIB")
+                                                             : mlkc_default_stdlib(),
+             family_file);
+
+  mlk_backend *be;
+  CHECK(mlk_backend_create(MLK_BACKEND_AUTO, &be));
+  fprintf(stderr, "backend: %s%s%s\n", mlk_backend_name(be), *mlk_backend_note(be) ? "; " : "",
+          mlk_backend_note(be));
+
+  double t0 = now_ms();
+  Compiled c = compile_model(mlk, model_name, config, mlk_backend_is_gpu(be));
+  double t_compile = now_ms() - t0;
+  const MlkModelDesc *d = c.desc;
+  if (!d->batch_name || a.nprompts > d->batch_max)
+    die("%d prompts, but model '%s' runs at most %lld sequences at once", a.nprompts, d->name,
+        (long long)(d->batch_name ? d->batch_max : 1));
+  if (d->ncaches < 1)
+    die("model '%s' has no KV cache: mlk-run decodes over one", d->name);
+
+  /* a context that holds the longest sequence, and a pool of exactly the pages they need */
+  int64_t longest = 0, page = d->caches[0].page, pages = 0;
+  for (int i = 0; i < a.nprompts; i++) {
+    int64_t len = a.prompts[i].n + a.steps;
+    longest = len > longest ? len : longest;
+    pages += (len + page - 1) / page;
+  }
+  if (a.context && a.context < longest)
+    die("--context %lld is shorter than the longest prompt and its %lld steps (%lld tokens)",
+        (long long)a.context, (long long)a.steps, (long long)longest);
+  if (longest > (1 << 24))
+    die("a prompt and its steps hold %lld tokens, more than the runtime's context of 2^24",
+        (long long)longest);
+  mlk_model_options opt = {.kv_context = a.context ? a.context : longest, .kv_pages = pages};
+  mlk_model *m;
+  t0 = now_ms();
+  CHECK(mlk_model_create_opt(be, d, &opt, &m));
+  CHECK(mlk_model_load_checkpoint(m, a.model_dir, NULL));
+  double t_load = now_ms() - t0;
+  int t_tokens = find(m, "tokens"), t_pos = find(m, "pos"), t_logits = find(m, "logits"),
+      t_next = find(m, "next");
+  int64_t vocab = d->tensors[t_logits].numel / d->tensors[t_logits].shape[0];
+  for (int i = 0; i < a.nprompts; i++)
+    for (int64_t j = 0; j < a.prompts[i].n; j++)
+      if (a.prompts[i].ids[j] >= vocab)
+        die("prompt %d: token id %d is outside the vocabulary of %lld tokens", i,
+            a.prompts[i].ids[j], (long long)vocab);
+  fprintf(stderr, "model: %s (%s) from %s: compiled in %.1f ms, created and loaded in %.1f ms%s%s\n",
+          d->name, mlk, a.model_dir, t_compile, t_load,
+          *mlk_model_load_note(m) ? "; module " : "", mlk_model_load_note(m));
+
+  FILE *lf = NULL;
+  if (a.logits_out && !(lf = fopen(a.logits_out, "wb")))
+    die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
+
+  Row *rows = calloc((size_t)a.nprompts, sizeof *rows);
+  mlk_seq **bound = calloc((size_t)a.nprompts, sizeof *bound);
+  int *which = calloc((size_t)a.nprompts, sizeof *which);
+  int32_t *tokens = calloc((size_t)a.nprompts, sizeof *tokens), *pos = calloc((size_t)a.nprompts, sizeof *pos);
+  int32_t *next = calloc((size_t)a.nprompts, sizeof *next);
+  float *logits = lf ? calloc((size_t)(a.nprompts * vocab), sizeof *logits) : NULL;
+  if (!rows || !bound || !which || !tokens || !pos || !next || (lf && !logits))
+    die("out of memory");
+  for (int i = 0; i < a.nprompts; i++) {
+    CHECK(mlk_seq_create(m, &rows[i].seq));
+    if (!(rows[i].out = calloc((size_t)a.steps, sizeof *rows[i].out)))
+      die("out of memory");
+    if (a.temperature > 0) {
+      mlk_sampling s = {(float)a.temperature, (int32_t)a.top_k, (float)a.top_p, a.seed + (uint64_t)i};
+      CHECK(mlk_seq_set_sampling(rows[i].seq, &s));
+    }
+  }
+
+  /* Each step: every sequence that still needs tokens feeds its next one (a prompt's, else the
+   * last it generated); a sequence that fed its whole prompt gets a token from each step. */
+  double start = now_ms(), decode_ms = 0;
+  int64_t nsteps = 0, decode_steps = 0, total = 0;
+  for (;;) {
+    int n = 0, decoding = 1;
+    for (int i = 0; i < a.nprompts; i++) {
+      Row *r = &rows[i];
+      if (r->generated == a.steps)
+        continue;
+      const Prompt *p = &a.prompts[i];
+      CHECK(mlk_seq_append(r->seq, 1));
+      tokens[n] = r->fed < p->n ? p->ids[r->fed] : r->out[r->generated - 1];
+      pos[n] = (int32_t)(mlk_seq_length(r->seq) - 1);
+      decoding &= r->generated > 0; /* every row of the step feeds a generated token */
+      bound[n] = r->seq;
+      which[n++] = i;
+    }
+    if (!n)
+      break;
+    double s0 = now_ms();
+    CHECK(mlk_model_set_seqs(m, bound, n));
+    CHECK(mlk_model_set_tensor(m, t_tokens, tokens, (size_t)n * sizeof *tokens));
+    CHECK(mlk_model_set_tensor(m, t_pos, pos, (size_t)n * sizeof *pos));
+    CHECK(mlk_model_run(m, 0));
+    CHECK(mlk_model_get_tensor(m, t_next, next, (size_t)n * sizeof *next));
+    if (lf)
+      CHECK(mlk_model_get_tensor(m, t_logits, logits, (size_t)(n * vocab) * sizeof *logits));
+    double s1 = now_ms();
+    nsteps++;
+    if (decoding) {
+      decode_ms += s1 - s0;
+      decode_steps++;
+    }
+    for (int b = 0; b < n; b++) {
+      Row *r = &rows[which[b]];
+      if (++r->fed < a.prompts[which[b]].n)
+        continue; /* still inside its prompt */
+      if (lf) {
+        long off = (long)((which[b] * a.steps + r->generated) * vocab) * (long)sizeof(float);
+        if (fseek(lf, off, SEEK_SET) ||
+            fwrite(logits + b * vocab, sizeof(float), (size_t)vocab, lf) != (size_t)vocab)
+          die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
+      }
+      if (r->generated == 0)
+        r->first_ms = s1 - start;
+      r->out[r->generated++] = next[b];
+      total++;
+    }
+  }
+  double wall = now_ms() - start;
+  if (lf && fclose(lf))
+    die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
+
+  for (int i = 0; i < a.nprompts; i++) {
+    for (int64_t j = 0; j < a.steps; j++)
+      printf("%s%d", j ? " " : "", rows[i].out[j]);
+    putchar('\n');
+  }
+  if (fflush(stdout))
+    die("cannot write the ids: %s", strerror(errno));
+
+  double ttft = 0;
+  int slowest = 0;
+  int64_t plen = 0;
+  for (int i = 0; i < a.nprompts; i++) {
+    if (rows[i].first_ms > ttft)
+      ttft = rows[i].first_ms, slowest = i;
+    plen = a.prompts[i].n > plen ? a.prompts[i].n : plen;
+  }
+  fprintf(stderr, "%d prompt%s (longest %lld tokens), %lld steps of batches up to %d, %lld tokens "
+          "in %.1f ms\n", a.nprompts, a.nprompts == 1 ? "" : "s", (long long)plen,
+          (long long)nsteps, a.nprompts, (long long)total, wall);
+  fprintf(stderr, "time to first token: %.2f ms (prompt %d of %lld tokens; no prefill yet: a prompt "
+          "goes in one token per step)\n", ttft, slowest, (long long)a.prompts[slowest].n);
+  if (decode_steps)
+    fprintf(stderr, "decode: %.3f ms per token (%lld steps in which every sequence fed a generated "
+            "token), %.1f tokens/s over the batch\n", decode_ms / (double)decode_steps,
+            (long long)decode_steps, (double)total / (wall / 1e3));
+  else
+    fprintf(stderr, "decode: no step fed generated tokens only (--steps 1, or prompts of other "
+            "lengths)\n");
+
+  for (int i = 0; i < a.nprompts; i++) {
+    mlk_seq_free(rows[i].seq);
+    free(rows[i].out);
+    free(a.prompts[i].ids);
+  }
+  free(rows);
+  free(bound);
+  free(which);
+  free(tokens);
+  free(pos);
+  free(next);
+  free(logits);
+  mlk_model_free(m);
+  mlk_backend_free(be);
+  free(c.ptx90);
+  free(c.ptx80);
+  arena_free(c.arena);
+  return 0;
+}

@@ -1,6 +1,6 @@
 # tests/compiler: unit tests of the compiler's internals, linked with its passes (mlkc_core).
 add_executable(test_graph_ir ${CMAKE_CURRENT_LIST_DIR}/test_graph_ir.c)
-target_link_libraries(test_graph_ir PRIVATE mlkc_core)
+target_link_libraries(test_graph_ir PRIVATE mlkc_core ${MLK_LLVM_LIB})
 add_test(NAME compiler_graph_ir COMMAND test_graph_ir)
 set_tests_properties(compiler_graph_ir PROPERTIES LABELS compiler)
 
@@ -18,7 +18,7 @@ function(mlk_desc_fields model mlk generated)
     target_sources(test_desc_${model} PRIVATE ${generated})
   endif()
   target_compile_definitions(test_desc_${model} PRIVATE MLK_DESC=${model}_desc)
-  target_link_libraries(test_desc_${model} PRIVATE mlkc_core mlkrt m)
+  target_link_libraries(test_desc_${model} PRIVATE mlkc_core ${MLK_LLVM_LIB} mlkrt m)
   add_test(NAME compiler_desc_fields_${model}
     COMMAND sh -c "\"$1\" --emit=graph \"$2\" > \"$4/${model}.graph.json\" && \"$3\" > \"$4/${model}.desc.json\" && diff -u \"$4/${model}.graph.json\" \"$4/${model}.desc.json\""
             -- $<TARGET_FILE:mlkc> ${mlk} $<TARGET_FILE:test_desc_${model}> ${CMAKE_CURRENT_BINARY_DIR})
@@ -33,7 +33,7 @@ mlk_desc_fields(mlp ${PROJECT_SOURCE_DIR}/examples/mlp/mlp.mlk mlp_model)
 # rope's linear scaling, as the compiler encodes it, against the runtime's reference frequencies.
 add_executable(test_rope_linear ${CMAKE_CURRENT_LIST_DIR}/test_rope_linear.c)
 target_include_directories(test_rope_linear PRIVATE ${PROJECT_SOURCE_DIR}/stdlib/ref)
-target_link_libraries(test_rope_linear PRIVATE mlkc_core mlkrt m)
+target_link_libraries(test_rope_linear PRIVATE mlkc_core ${MLK_LLVM_LIB} mlkrt m)
 add_test(NAME compiler_rope_linear
   COMMAND test_rope_linear ${CMAKE_CURRENT_LIST_DIR}/rope_linear.mlk ${PROJECT_SOURCE_DIR}/stdlib)
 set_tests_properties(compiler_rope_linear PROPERTIES LABELS compiler)

@@ -8,7 +8,7 @@ set -eu
 BUILD=${1:-build}
 STAGE=${2:-build-device}
 rm -rf "$STAGE"
-mkdir -p "$STAGE/tests" "$STAGE/examples"
+mkdir -p "$STAGE/tests" "$STAGE/examples" "$STAGE/tools"
 for f in test_mlp_gpu test_diff_gpu test_diff_gpu_dyn test_diff_batch test_trace test_watchdog test_llama_gpu \
          test_llama_gpu_nosplit test_llama_gpu_split3 test_ckpt_llama test_kv runtime_ckpt \
          runtime_gpu runtime_gpu_kernels.ptx mlp.sm_90a.ptx mlp.sm_80.ptx; do
@@ -18,7 +18,10 @@ for f in mlp_demo llama_bench llama_bench_dyn llama_bench_nosplit decode_bench; 
   [ -f "$BUILD/examples/$f" ] && cp "$BUILD/examples/$f" "$STAGE/examples/"
 done
 [ -f "$BUILD/mlp_bench" ] && cp "$BUILD/mlp_bench" "$STAGE/"
-for f in "$STAGE"/tests/* "$STAGE"/examples/* "$STAGE"/mlp_bench; do
+# mlk-run compiles where it runs (LLVM linked in statically, ~40 MB stripped); there, it finds its
+# model families with MLKC_STDLIB=stdlib (the tree's).
+[ -f "$BUILD/tools/mlk-run" ] && cp "$BUILD/tools/mlk-run" "$STAGE/tools/"
+for f in "$STAGE"/tests/* "$STAGE"/examples/* "$STAGE"/tools/* "$STAGE"/mlp_bench; do
   case "$f" in *.ptx) ;; *) strip "$f" 2>/dev/null || true ;; esac
 done
 du -sh "$STAGE"

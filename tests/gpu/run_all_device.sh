@@ -6,7 +6,7 @@ BUILD=${BUILD:-build}
 OUT=${OUT:-/tmp/mlk-out}
 mkdir -p "$OUT"
 sh tests/gpu/run_device.sh 2>&1 | tee "$OUT/tests.log"
-for v in "" _nosplit _split3; do # attention split by default, not split, split in 3
+for v in "" _nosplit _split3 _plain; do # attention split by default, not split, split in 3; plain RoPE
   echo "== $BUILD/tests/test_llama_gpu$v"
   timeout 300 "$BUILD"/tests/test_llama_gpu$v 2>&1 | tee "$OUT/llama_gpu$v.log" | tail -15
 done

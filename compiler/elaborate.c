@@ -9,7 +9,9 @@
  * offset of the param's tensor; an assignment to an output is a store node; a cache layer after an
  * append is the append's result, which the attention reading that layer takes as its operand. A
  * statement's tile(...) clause goes to the node that makes the statement's value. Nothing is fused
- * or tiled here: the passes after it do that.
+ * or tiled here: the passes after it do that. A statement's wait(...) and notify(...) clauses name
+ * counters of explicit events, with the loop variables' values (IrCounter): every node the
+ * statement makes, its store into an output included, waits on or notifies them.
  *
  * sema has checked the program, so a construct it accepts and this pass cannot build is reported
  * ("cannot be lowered to a megakernel yet") rather than assumed away.
@@ -514,14 +516,26 @@ static int producer(Elab *E, const EVal *v) {
   return n;
 }
 
+/* The counter an event reference of a wait/notify clause names: `done[l + 1]` with l unrolled;
+ * -1 after reporting what this pass cannot build. */
+static int counter_ref(Elab *E, Binding *scope, const Expr *r) {
+  const Expr *name = r->kind == EXPR_INDEX ? r->lhs : r;
+  EVal ev = eval(E, scope, name);
+  if (ev.kind != E_EVENT)
+    return unsupported(E, r->loc, "this event reference"), -1;
+  int64_t index[MLK_MAX_RANK] = {0};
+  int i = 0;
+  for (const Expr *ie = r->kind == EXPR_INDEX ? r->args : NULL; ie && i < MLK_MAX_RANK; ie = ie->next)
+    index[i++] = integer(E, ie, scope);
+  return ir_counter(E->g, ev.event, index, E->kernel);
+}
+
 /* A statement's tile(...) clause, on the node `root` that makes its value (made by this
  * statement: nodes from `first` on). */
-static void apply_clauses(Elab *E, Binding *scope, const Stmt *st, int root, int first) {
+static void apply_tile(Elab *E, Binding *scope, const Stmt *st, int root, int first) {
   for (const Clause *c = st->clauses; c; c = c->next) {
-    if (c->kind != CLAUSE_TILE) {
-      unsupported(E, c->loc, "an explicit wait/notify clause");
+    if (c->kind != CLAUSE_TILE)
       continue;
-    }
     if (root < first) {
       unsupported(E, c->loc, "tile(...) of a value computed by an earlier statement");
       continue;
@@ -535,6 +549,21 @@ static void apply_clauses(Elab *E, Binding *scope, const Stmt *st, int root, int
         h->head = v;
       else if (!strcmp(x->name, "split"))
         h->split = v;
+    }
+  }
+}
+
+/* A statement's wait(...) and notify(...) clauses, on every node it made (nodes from `first` on:
+ * those of the layers it called and its store into an output included). */
+static void apply_sync(Elab *E, Binding *scope, const Stmt *st, int first) {
+  for (const Clause *c = st->clauses; c; c = c->next) {
+    if (c->kind == CLAUSE_TILE)
+      continue;
+    for (const Expr *r = c->args; r; r = r->next) {
+      int k = counter_ref(E, scope, r);
+      IrSync sy = {.counter = k, .loc = r->kind == EXPR_INDEX ? r->lhs->loc : r->loc};
+      for (int n = first; k >= 0 && n < E->g->nnodes; n++)
+        ir_add_sync(E->g, n, sy, c->kind == CLAUSE_NOTIFY);
     }
   }
 }
@@ -575,7 +604,7 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
   case STMT_ASSIGN: {
     int first = E->g->nnodes;
     EVal v = eval(E, *scope, st->value);
-    apply_clauses(E, *scope, st, producer(E, &v), first);
+    apply_tile(E, *scope, st, producer(E, &v), first);
     if (st->ntargets > 1) {
       int i = 0;
       for (const StrList *t = st->targets; t; t = t->next, i++) {
@@ -583,13 +612,16 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
         name_value(E, &item, t->str);
         bind(E, scope, t->str, item);
       }
+      apply_sync(E, *scope, st, first);
       return;
     }
     const char *name = st->targets->str;
     if (E->nframes == 0 && is_output(E, name)) {
       store(E, scope, st, lookup(E->decls, name), &v);
+      apply_sync(E, *scope, st, first);
       return;
     }
+    apply_sync(E, *scope, st, first);
     name_value(E, &v, name);
     Binding *b = lookup(*scope, name);
     if (b && b != lookup(E->decls, name))
@@ -601,7 +633,8 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
   case STMT_EXPR: {
     int first = E->g->nnodes;
     EVal v = eval(E, *scope, st->value);
-    apply_clauses(E, *scope, st, producer(E, &v), first);
+    apply_tile(E, *scope, st, producer(E, &v), first);
+    apply_sync(E, *scope, st, first);
     return;
   }
   case STMT_FOR: {

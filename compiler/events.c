@@ -7,8 +7,8 @@
  * residual or gate, rope's input, the keys and values of an append) or of a fixed group of them (an
  * attention reads its own kv heads of the cache layer an append wrote; an attn_reduce reads the
  * records of its kv heads). One event per (writer, reader, value): a value read both ways takes the
- * one counter. Events are numbered in the scheduled order of their readers, and their counters
- * laid out one after another.
+ * one counter. Events are numbered in the scheduled order of their readers, then come the explicit
+ * counters of wait/notify clauses, and their counters are laid out one after another.
  */
 #include "mlkc.h"
 
@@ -30,7 +30,7 @@ static void depend(IrGraph *g, int c, int v, MlkEventMap map, int64_t n, int64_t
       return;
     }
   }
-  ir_add_event(g, (IrEvent){.producer = p, .consumer = c, .value = v, .map = map,
+  ir_add_event(g, (IrEvent){.producer = p, .consumer = c, .value = v, .counter = -1, .map = map,
                             .n = n > 0 ? n : ir_type_cols(&g->values[v].type),
                             .ptile = g->nodes[p].tile,
                             .ctile = map == MLK_MAP_ALL || ctile <= 0 ? g->nodes[c].tile : ctile});
@@ -99,9 +99,40 @@ static void op_events(IrGraph *g, int c) {
   }
 }
 
-void events_graph(IrGraph *g) {
+/* One MLK_MAP_ALL event per explicit counter that a live op waits on and a live op notifies:
+ * every task of a notifying op adds 1, so a run's count is their tasks. A counter nothing notifies
+ * would make its waits pass at once (0 notifies): a warning at its first wait, and the waits go;
+ * one nothing waits on synchronizes nothing, and its notifies go. */
+static void explicit_events(IrGraph *g, Diag *d) {
+  for (int c = 0; c < g->nexplicit; c++) {
+    IrCounter *k = &g->explicit_counters[c];
+    int64_t count = 0;
+    const IrSync *first_wait = NULL;
+    for (int i = 0; i < g->norder; i++) {
+      const IrNode *n = &g->nodes[g->order[i]];
+      for (int j = 0; j < n->nnotifies; j++)
+        count += n->notifies[j].counter == c ? n->ntasks : 0;
+      for (int j = 0; j < n->nwaits && !first_wait; j++)
+        if (n->waits[j].counter == c)
+          first_wait = &n->waits[j];
+    }
+    if (first_wait && !count)
+      diag_warning(d, first_wait->loc, "nothing in megakernel '%s' notifies '%s': this wait is "
+                   "met at once", g->kernels[k->kernel].name, k->name);
+    if (!first_wait || !count) {
+      for (int i = 0; i < g->nnodes; i++)
+        ir_drop_sync(g, i, c, first_wait == NULL); /* the notifies when nothing waits */
+      continue;
+    }
+    k->event_id = ir_add_event(g, (IrEvent){.producer = -1, .consumer = -1, .value = -1,
+                                            .counter = c, .map = MLK_MAP_ALL, .count = count});
+  }
+}
+
+void events_graph(IrGraph *g, Diag *d) {
   for (int i = 0; i < g->norder; i++)
     op_events(g, g->order[i]);
+  explicit_events(g, d);
   int64_t base = 0;
   for (int i = 0; i < g->nevents; i++) {
     IrEvent *e = &g->events[i];

@@ -17,7 +17,9 @@
  * other reader: a second reader would need the plain result, and computing the matvec twice would
  * read its weights twice (decode is bound by weight bytes). A split, which has no other way to
  * lower, makes its slices whatever else reads the whole matvec. The tile(...) hint of a node that
- * folds into another replaces the other's: it was the statement's, which names the fused op.
+ * folds into another replaces the other's: it was the statement's, which names the fused op; its
+ * wait(...) and notify(...) counters join the other's, since what they said of it now holds for
+ * the op that does its work.
  */
 #include <string.h>
 
@@ -68,6 +70,9 @@ static void identities(IrGraph *g) {
     IrValue *xv = &g->values[x];
     if (xv->producer >= 0 && !xv->name)
       xv->name = g->values[r].name;
+    int p = writer(g, x);
+    if (p >= 0)
+      ir_merge_sync(g, p, i);
     a->dead = true;
   }
 }
@@ -86,6 +91,7 @@ static void input_norms(IrGraph *g) {
     m->in[3] = norm->in[1];
     m->in_seq[3] = norm->in_seq[1];
     m->attr.eps = norm->attr.eps;
+    ir_merge_sync(g, i, r); /* the matvec normalizes: the norm's clauses hold for it */
   }
 }
 
@@ -100,6 +106,7 @@ static void epilogues(IrGraph *g) {
     node(g, m)->fn = a->fn;
     take_result(g, m, a->out[0]);
     merge_hint(&node(g, m)->hint, &a->hint);
+    ir_merge_sync(g, m, i);
     a->dead = true;
   }
 }
@@ -111,9 +118,11 @@ static bool splits(IrGraph *g, Diag *d) {
       continue;
     int m = writer(g, node(g, i)->in[0]);
     MlkFn act = MLK_FN_NONE;
+    int act_node = -1;
     if (m >= 0 && (node(g, m)->op == IR_RELU || node(g, m)->op == IR_SILU)) {
       /* an activation that did not fold (the matvec has other readers): the slices apply it */
       act = node(g, m)->fn;
+      act_node = m;
       m = writer(g, node(g, m)->in[0]);
       if (m >= 0 && node(g, m)->fn != MLK_FN_NONE)
         m = -1;
@@ -146,6 +155,9 @@ static bool splits(IrGraph *g, Diag *d) {
       slice->default_rows = whole.default_rows ? whole.default_rows : w.type.shape[0];
       merge_hint(&slice->hint, &s.hint);
       take_result(g, n, s.out[j]);
+      ir_merge_sync(g, n, i);
+      if (act_node >= 0)
+        ir_merge_sync(g, n, act_node);
       row += rows;
     }
     node(g, i)->dead = true;
@@ -173,6 +185,7 @@ static void residuals(IrGraph *g) {
       mv->emit_seq = a->seq; /* it runs where the sum or product is evaluated */
       take_result(g, m, a->out[0]);
       merge_hint(&mv->hint, &a->hint);
+      ir_merge_sync(g, m, i);
       a->dead = true;
       break;
     }
@@ -191,6 +204,7 @@ static void stores(IrGraph *g) {
       ir_replace_uses(g, out, v);
       if (node(g, p)->store_seq < 0)
         node(g, p)->store_seq = st->seq;
+      ir_merge_sync(g, p, i);
       st->dead = true;
       continue;
     }

@@ -8,7 +8,9 @@
  *
  * its kind (and function), its results (value, name, type), its operands (a declared tensor by
  * name with its element offset and view type, a computed value as %N), its attributes, the
- * statement's tile(...) clause, once tiled its grid, and where it comes from.
+ * statement's tile(...) clause, the explicit counters it waits on and notifies (`wait(done[1])
+ * notify(done[2])`), once tiled its grid, and where it comes from. An explicit counter's event
+ * line reads `e7 done[1] all count=8 counters 7..7` (count: the tasks that notify it in a run).
  */
 #include <string.h>
 
@@ -94,6 +96,70 @@ void ir_replace_uses(IrGraph *g, int from, int to) {
       if (node->in[j] == from)
         node->in[j] = to;
   }
+}
+
+int ir_counter(IrGraph *g, const EventDecl *event, const int64_t *index, int kernel) {
+  for (int c = 0; c < g->nexplicit; c++) {
+    const IrCounter *k = &g->explicit_counters[c];
+    if (k->event == event && k->kernel == kernel &&
+        !memcmp(k->index, index, (size_t)event->ndims * sizeof *index))
+      return c;
+  }
+  GROW(g->arena, g->explicit_counters, g->nexplicit, g->cap_explicit);
+  IrCounter *k = &g->explicit_counters[g->nexplicit];
+  *k = (IrCounter){.event = event, .kernel = kernel, .event_id = -1};
+  char name[256];
+  size_t n = (size_t)snprintf(name, sizeof name, "%s[", event->name);
+  for (int i = 0; i < event->ndims && n < sizeof name; i++) {
+    k->index[i] = index[i];
+    n += (size_t)snprintf(name + n, sizeof name - n, "%s%lld", i ? ", " : "", (long long)index[i]);
+  }
+  if (n < sizeof name)
+    snprintf(name + n, sizeof name - n, "]");
+  k->name = arena_strndup(g->arena, name, strlen(name));
+  return g->nexplicit++;
+}
+
+/* A node's wait or notify list. Lists are never changed in place: a pass that copies a node (the
+ * slices of a split, an attention's reduce) may share its lists, so each change makes a new one. */
+static IrSync **sync_list(IrNode *node, bool notify, int **len) {
+  *len = notify ? &node->nnotifies : &node->nwaits;
+  return notify ? &node->notifies : &node->waits;
+}
+
+void ir_add_sync(IrGraph *g, int n, IrSync sy, bool notify) {
+  int *len;
+  IrSync **list = sync_list(&g->nodes[n], notify, &len);
+  for (int i = 0; i < *len; i++)
+    if ((*list)[i].counter == sy.counter)
+      return;
+  IrSync *r = arena_alloc(g->arena, (size_t)(*len + 1) * sizeof *r);
+  if (*len)
+    memcpy(r, *list, (size_t)*len * sizeof *r);
+  r[(*len)++] = sy;
+  *list = r;
+}
+
+void ir_drop_sync(IrGraph *g, int n, int c, bool notify) {
+  int *len;
+  IrSync **list = sync_list(&g->nodes[n], notify, &len);
+  for (int i = 0; i < *len; i++)
+    if ((*list)[i].counter == c) {
+      IrSync *r = arena_alloc(g->arena, (size_t)*len * sizeof *r);
+      memcpy(r, *list, (size_t)i * sizeof *r);
+      memcpy(r + i, *list + i + 1, (size_t)(*len - i - 1) * sizeof *r);
+      (*len)--;
+      *list = r;
+      return;
+    }
+}
+
+void ir_merge_sync(IrGraph *g, int into, int from) {
+  const IrNode *f = &g->nodes[from];
+  for (int i = 0; i < f->nwaits; i++)
+    ir_add_sync(g, into, f->waits[i], false);
+  for (int i = 0; i < f->nnotifies; i++)
+    ir_add_sync(g, into, f->notifies[i], true);
 }
 
 bool ir_type_batched(const Type *t) { return t->rank > 0 && t->sym[0] != NULL; }
@@ -200,6 +266,12 @@ static void dump_node(FILE *out, const IrGraph *g, int i) {
     fprintf(out, " tile(%lld)", (long long)n->hint.tile);
   if (n->hint.head || n->hint.split)
     fprintf(out, " tile(head=%lld, split=%lld)", (long long)n->hint.head, (long long)n->hint.split);
+  for (int j = 0; j < n->nwaits; j++)
+    fprintf(out, "%s%s%s", j ? ", " : " wait(", g->explicit_counters[n->waits[j].counter].name,
+            j + 1 == n->nwaits ? ")" : "");
+  for (int j = 0; j < n->nnotifies; j++)
+    fprintf(out, "%s%s%s", j ? ", " : " notify(", g->explicit_counters[n->notifies[j].counter].name,
+            j + 1 == n->nnotifies ? ")" : "");
   if (n->ntasks) {
     fprintf(out, " grid n=%lld", (long long)n->n);
     if (n->k)
@@ -245,6 +317,12 @@ void ir_dump(FILE *out, const IrGraph *g) {
   }
   for (int i = 0; i < g->nevents; i++) {
     const IrEvent *e = &g->events[i];
+    if (e->counter >= 0) {
+      fprintf(out, "e%d %s all count=%lld counters %lld..%lld\n", i,
+              g->explicit_counters[e->counter].name, (long long)e->count, (long long)e->base,
+              (long long)(e->base + e->size - 1));
+      continue;
+    }
     fprintf(out, "e%d n%d -> n%d %%%d %s n=%lld ptile=%lld ctile=%lld counters %lld..%lld\n", i,
             e->producer, e->consumer, e->value, e->map == MLK_MAP_ALL ? "all" : "tile",
             (long long)e->n, (long long)e->ptile, (long long)e->ctile, (long long)e->base,

@@ -624,6 +624,13 @@ typedef struct IrHints {
   int64_t tile, head, split;
 } IrHints;
 
+/* A wait on, or a notify of, an explicit counter (IrGraph.explicit_counters) by a node, with the
+ * reference of the clause that says so (`done[l]` of `wait(done[l])`), for messages. */
+typedef struct IrSync {
+  int counter;
+  Loc loc;
+} IrSync;
+
 #define IR_MAX_IN 4
 #define IR_MAX_OUT 16
 
@@ -650,15 +657,33 @@ typedef struct IrNode {
   /* schedule */
   int emit_seq;        /* when a sequential evaluation runs it, -1: when its result is first needed */
   int store_seq;       /* when a store into an output needs its result (fuse), -1: none */
+  /* the counters its statement's wait and notify clauses name */
+  IrSync *waits, *notifies;
+  int nwaits, nnotifies;
 } IrNode;
 
-/* An event tensor between two nodes (mlk_desc.h, MlkEventDesc). */
+/* An event tensor between two nodes (mlk_desc.h, MlkEventDesc): inferred from a value one node
+ * writes and the other reads, or an explicit counter of the language (producer, consumer and
+ * value -1: its nodes are those whose wait and notify lists name it). */
 typedef struct IrEvent {
-  int producer, consumer; /* nodes */
-  int value;              /* the value that carries the dependency */
+  int producer, consumer; /* nodes, -1 for a counter */
+  int value;              /* the value that carries the dependency, -1 for a counter */
+  int counter;            /* IrGraph.explicit_counters index, -1 for an inferred event */
   MlkEventMap map;
   int64_t n, ptile, ctile, size, base;
+  int64_t count;          /* a counter: the notifies of a run (the tasks of its notifying nodes) */
 } IrEvent;
+
+/* A counter of an explicit event that a wait(...) or notify(...) clause names, once loops are
+ * unrolled: `done[3]` of one megakernel. Every node a statement makes waits on the counters of its
+ * wait clauses and notifies those of its notify clauses (IrNode.waits, notifies). */
+typedef struct IrCounter {
+  const EventDecl *event;
+  int64_t index[MLK_MAX_RANK];
+  int kernel;
+  const char *name;       /* "done[3]" */
+  int event_id;           /* its IrEvent (events pass), -1: none */
+} IrCounter;
 
 typedef struct IrKernel {
   const Megakernel *decl;
@@ -694,7 +719,9 @@ typedef struct IrGraph {
   int norder;
   IrEvent *events;
   int nevents, cap_events;
-  int64_t ncounters;
+  int64_t ncounters;      /* the counter slots of all events */
+  IrCounter *explicit_counters; /* the counters that wait/notify clauses name */
+  int nexplicit, cap_explicit;
   const char *pass;       /* the last pass run over it, for dumps */
 } IrGraph;
 
@@ -710,6 +737,15 @@ int ir_add_event(IrGraph *g, IrEvent e);
 int ir_uses(const IrGraph *g, int v);
 /* Makes every live node that reads value `from` read `to`. */
 void ir_replace_uses(IrGraph *g, int from, int to);
+/* The explicit counter `event[index...]` of megakernel `kernel`, made on first use. */
+int ir_counter(IrGraph *g, const EventDecl *event, const int64_t *index, int kernel);
+/* Adds counter sy.counter to a node's wait (or notify) list, unless it is there already. */
+void ir_add_sync(IrGraph *g, int n, IrSync sy, bool notify);
+/* Removes counter c from a node's wait (or notify) list. */
+void ir_drop_sync(IrGraph *g, int n, int c, bool notify);
+/* Node `into` takes over the wait and notify lists of node `from` (a pass folded `from` into it:
+ * what its statement's clauses said of `from` now holds for `into`). */
+void ir_merge_sync(IrGraph *g, int into, int from);
 /* A batched type: its leading dim is the dynamic batch dim. */
 bool ir_type_batched(const Type *t);
 /* The elements of one row of a value of type t (all of them when it is not batched). */
@@ -761,13 +797,16 @@ int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh);
 /* ======================================================================== schedule.c */
 
 /* The run order of each megakernel's ops (IrGraph.order): where a sequential evaluation of the
- * program would run or first need each. */
-void schedule_graph(IrGraph *g);
+ * program would run or first need each, and every op that notifies a counter before every op that
+ * waits on it. False after reporting a wait that the order cannot satisfy (a cycle). */
+bool schedule_graph(IrGraph *g, Diag *d);
 
 /* ======================================================================== events.c */
 
-/* The event tensors between the scheduled ops (IrGraph.events) and their counters. */
-void events_graph(IrGraph *g);
+/* The event tensors between the scheduled ops (IrGraph.events) and their counters: those the
+ * data flow implies, then one per explicit counter that some op waits on and some op notifies
+ * (a wait on a counter nothing notifies is a warning, and dropped). */
+void events_graph(IrGraph *g, Diag *d);
 
 /* ======================================================================== serialize.c */
 
@@ -804,6 +843,10 @@ typedef struct GOp {
   MlkOpDesc d;
   Loc loc;
   int kernel; /* index into Graph.kernels */
+  /* the explicit events (producer, consumer and tensor -1) it waits on and notifies, which
+   * graph_link_events adds to its lists after the inferred ones */
+  const int *explicit_waits, *explicit_notifies;
+  int nexplicit_waits, nexplicit_notifies;
 } GOp;
 
 typedef struct GKernel {
@@ -836,8 +879,9 @@ struct Graph {
 };
 
 /* Fills every op's wait and notify lists (MlkOpDesc.wait0/nwaits/notify0/nnotifies over
- * Graph.event_refs) from the events' producer and consumer, and each MLK_MAP_ALL event's count
- * (the producer's tasks). Run once the events and the grids are final. */
+ * Graph.event_refs) from the events' producer and consumer, then its explicit events (GOp), and each
+ * inferred MLK_MAP_ALL event's count (the producer's tasks). Run once the events and the grids are
+ * final. */
 void graph_link_events(Graph *g, Arena *a);
 
 /* Sorts the ops of each kernel into code variants (mlk_op_same_variant): sets every op's

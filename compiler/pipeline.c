@@ -61,8 +61,11 @@ IrGraph *lower_model(Program *p, Model *m, const TileOptions *t, int last, Arena
         g = NULL;
       break;
     case 2: tile_graph(g, t); break;
-    case 3: schedule_graph(g); break;
-    default: events_graph(g); break;
+    case 3:
+      if (!schedule_graph(g, d))
+        g = NULL;
+      break;
+    default: events_graph(g, d); break;
     }
   }
   return g;

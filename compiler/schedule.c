@@ -7,7 +7,9 @@
  * needed (by a reader, or by a store into an output). So a layer's ops keep their program order,
  * the q, k and v slices of a split run just before the rope or append that reads each, and a
  * matvec that took a residual runs where the sum is. It reads the evaluation order elaborate
- * recorded (IrNode.seq, in_seq) and what fuse changed (emit_seq, store_seq).
+ * recorded (IrNode.seq, in_seq) and what fuse changed (emit_seq, store_seq). An op that waits on an
+ * explicit counter runs after every op that notifies it (the runtime requires it: its queues are
+ * in op order); a wait that only a cycle could satisfy is an error.
  */
 #include <stdlib.h>
 
@@ -28,10 +30,20 @@ static int cmp_points(const void *a, const void *b) {
   return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
+/* A wait that placing a node followed: `wait`, on a counter that node `notifier` notifies (wait
+ * NULL: none). */
+typedef struct Via {
+  const IrSync *wait;
+  int notifier;
+} Via;
+
 typedef struct Sched {
   IrGraph *g;
-  bool *placed;
+  Diag *d;
+  bool *placed, *placing;
   int kernel;
+  Via via;   /* the latest wait followed on the way to the node being placed */
+  bool cycle;
 } Sched;
 
 static int writer(const Sched *s, int v) {
@@ -41,18 +53,64 @@ static int writer(const Sched *s, int v) {
   return p >= 0 && !s->g->nodes[p].dead && s->g->nodes[p].kernel == s->kernel ? p : -1;
 }
 
-/* Appends node n to the order, after whatever it reads that is not placed yet. */
+/* Node n's notify of counter c, or NULL. */
+static const IrSync *notify_of(const IrNode *n, int c) {
+  for (int j = 0; j < n->nnotifies; j++)
+    if (n->notifies[j].counter == c)
+      return &n->notifies[j];
+  return NULL;
+}
+
+/* A wait `wait` on a counter that node `notifier` notifies closes a cycle: the notifier needs
+ * (through what it reads or waits for) what the waiting node computes, or is that node (a
+ * statement that waits on what it notifies itself, or one fused into the op it waits for). */
+static void cycle(Sched *s, const IrSync *wait, int notifier) {
+  const IrGraph *g = s->g;
+  const char *name = g->explicit_counters[wait->counter].name;
+  diag_error(s->d, wait->loc, "waiting on '%s' here makes a cycle: '%s' is notified only once "
+             "what the waiting statement computes has run", name, name);
+  diag_note(s->d, notify_of(&g->nodes[notifier], wait->counter)->loc, "'%s' is notified here", name);
+  s->cycle = true;
+}
+
+/* Appends node n to the order, after whatever it reads and every op that notifies a counter it
+ * waits on, that are not placed yet. A node met again while it is being placed closes a cycle;
+ * the data flow has none, so the cycle goes through the latest wait followed (s->via). */
 static void place(Sched *s, int n) {
-  if (s->placed[n])
+  if (s->placed[n] || s->cycle)
+    return;
+  IrGraph *g = s->g;
+  const IrNode *node = &g->nodes[n];
+  s->placing[n] = true;
+  for (int j = 0; j < IR_MAX_IN && !s->cycle; j++) {
+    int p = writer(s, node->in[j]);
+    if (p >= 0 && s->placing[p] && !s->placed[p]) {
+      if (!s->via.wait)
+        MLKC_BUG("a cycle in the data flow of megakernel '%s'", g->kernels[s->kernel].name);
+      cycle(s, s->via.wait, s->via.notifier);
+    } else if (p >= 0) {
+      place(s, p);
+    }
+  }
+  for (int w = 0; w < node->nwaits && !s->cycle; w++) {
+    const IrSync *wait = &node->waits[w];
+    for (int m = 0; m < g->nnodes && !s->cycle; m++) {
+      if (g->nodes[m].dead || g->nodes[m].kernel != s->kernel || !notify_of(&g->nodes[m], wait->counter))
+        continue;
+      if (s->placing[m] && !s->placed[m]) {
+        cycle(s, wait, m);
+        break;
+      }
+      Via outer = s->via;
+      s->via = (Via){.wait = wait, .notifier = m};
+      place(s, m);
+      s->via = outer;
+    }
+  }
+  if (s->cycle)
     return;
   s->placed[n] = true;
-  const IrNode *node = &s->g->nodes[n];
-  for (int j = 0; j < IR_MAX_IN; j++) {
-    int p = writer(s, node->in[j]);
-    if (p >= 0)
-      place(s, p);
-  }
-  s->g->order[s->g->norder++] = n;
+  g->order[g->norder++] = n;
 }
 
 /* Runs where its result is first needed rather than where it is evaluated. */
@@ -60,11 +118,13 @@ static bool deferred(const IrNode *n) {
   return (n->op == IR_MATVEC || n->op == IR_RMSNORM) && n->emit_seq < 0;
 }
 
-void schedule_graph(IrGraph *g) {
+bool schedule_graph(IrGraph *g, Diag *d) {
   g->order = arena_alloc(g->arena, (size_t)(g->nnodes ? g->nnodes : 1) * sizeof *g->order);
   g->norder = 0;
-  Sched s = {.g = g};
+  Sched s = {.g = g, .d = d};
+  bool failed = false;
   s.placed = arena_alloc(g->arena, (size_t)(g->nnodes ? g->nnodes : 1) * sizeof *s.placed);
+  s.placing = arena_alloc(g->arena, (size_t)(g->nnodes ? g->nnodes : 1) * sizeof *s.placing);
   Point *pts = arena_alloc(g->arena, (size_t)(g->nnodes ? g->nnodes : 1) * (IR_MAX_IN + 2) *
                                          sizeof *pts);
   for (int k = 0; k < g->nkernels; k++) {
@@ -84,8 +144,15 @@ void schedule_graph(IrGraph *g) {
     }
     qsort(pts, (size_t)npts, sizeof *pts, cmp_points);
     g->kernels[k].first = g->norder;
-    for (int p = 0; p < npts; p++)
+    for (int p = 0; p < npts && !s.cycle; p++)
       place(&s, pts[p].value >= 0 ? writer(&s, pts[p].value) : pts[p].node);
+    if (s.cycle) { /* the kernel has no order; the next may have one, or errors of its own */
+      failed = true;
+      s.cycle = false;
+      g->norder = g->kernels[k].first;
+      g->kernels[k].count = 0;
+      continue;
+    }
     /* a live node nothing placed would be a node nothing reads: fuse removed those */
     for (int i = 0; i < g->nnodes; i++)
       if (!g->nodes[i].dead && g->nodes[i].kernel == k && !s.placed[i])
@@ -93,4 +160,5 @@ void schedule_graph(IrGraph *g) {
     g->kernels[k].count = g->norder - g->kernels[k].first;
   }
   g->pass = "schedule";
+  return !failed;
 }

@@ -1696,12 +1696,8 @@ static void check_clauses(Sema *s, Binding *scope, const Stmt *st, const Value *
       tiled = true;
       check_tile(s, scope, st, c, v, first_op);
     } else {
-      int errors = s->d->nerrors;
       for (const Expr *r = c->args; r; r = r->next)
         check_event_ref(s, scope, r);
-      if (s->d->nerrors == errors)
-        err(s, c->loc, "an explicit %s clause cannot be lowered to a megakernel yet",
-            ast_clause_kind_name(c->kind));
     }
   }
 }

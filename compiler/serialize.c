@@ -191,6 +191,31 @@ static void unique_names(Ser *s) {
   }
 }
 
+/* The explicit event of an explicit counter that a node still waits on or notifies after the events
+ * pass (which dropped the others). */
+static int explicit_event(const Ser *s, const IrSync *sy) {
+  int e = s->ir->explicit_counters[sy->counter].event_id;
+  if (e < 0)
+    MLKC_BUG("counter '%s' is on a list without an event", s->ir->explicit_counters[sy->counter].name);
+  return e;
+}
+
+/* Each op's explicit events: those of the counters its node waits on and notifies. */
+static void explicit_lists(Ser *s) {
+  for (int i = 0; i < s->ir->norder; i++) {
+    const IrNode *n = &s->ir->nodes[s->ir->order[i]];
+    GOp *op = &s->g->ops[s->op_of[s->ir->order[i]]];
+    int *w = arena_alloc(s->a, (size_t)(n->nwaits + 1) * sizeof *w);
+    int *nt = arena_alloc(s->a, (size_t)(n->nnotifies + 1) * sizeof *nt);
+    for (int j = 0; j < n->nwaits; j++)
+      w[j] = explicit_event(s, &n->waits[j]);
+    for (int j = 0; j < n->nnotifies; j++)
+      nt[j] = explicit_event(s, &n->notifies[j]);
+    op->explicit_waits = w, op->nexplicit_waits = n->nwaits;
+    op->explicit_notifies = nt, op->nexplicit_notifies = n->nnotifies;
+  }
+}
+
 Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d) {
   int errors = d->nerrors;
   Graph *g = arena_alloc(a, sizeof *g);
@@ -227,19 +252,31 @@ Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d) {
   g->nevents = g->cap_events = ir->nevents;
   for (int i = 0; i < ir->nevents; i++) {
     const IrEvent *e = &ir->events[i];
+    if (e->counter >= 0) {
+      /* an explicit counter: its ops are on its wait and notify lists (explicit_lists) */
+      const IrCounter *k = &ir->explicit_counters[e->counter];
+      g->events[i] = (MlkEventDesc){
+          .name = ir->nkernels > 1 ? arena_printf(a, "%s@%s", k->name, ir->kernels[k->kernel].name)
+                                   : k->name,
+          .producer = -1, .consumer = -1, .tensor = -1, .map = MLK_MAP_ALL, .count = e->count,
+          .size = e->size, .base = e->base};
+      continue;
+    }
     g->events[i] = (MlkEventDesc){.producer = s.op_of[e->producer], .consumer = s.op_of[e->consumer],
                                   .tensor = ir->values[e->value].tensor, .map = e->map, .n = e->n,
                                   .ptile = e->ptile, .ctile = e->ctile, .size = e->size,
                                   .base = e->base};
   }
+  explicit_lists(&s);
   g->ncounters = ir->ncounters;
   graph_link_events(g, a);
   graph_assign_variants(g, a);
   unique_names(&s);
   for (int i = 0; i < g->nevents; i++) {
     MlkEventDesc *e = &g->events[i];
-    e->name = arena_printf(a, "%s: %s -> %s", g->tensors[e->tensor].name,
-                           g->ops[e->producer].d.name, g->ops[e->consumer].d.name);
+    if (e->producer >= 0)
+      e->name = arena_printf(a, "%s: %s -> %s", g->tensors[e->tensor].name,
+                             g->ops[e->producer].d.name, g->ops[e->consumer].d.name);
   }
   for (int i = 0; i < g->nops; i++)
     if (g->ops[i].d.ntasks > MLK_MAX_TASKS_PER_OP)
@@ -260,19 +297,26 @@ void graph_link_events(Graph *g, Arena *a) {
       e->count = g->ops[e->producer].d.ntasks;
     nrefs += (e->producer >= 0) + (e->consumer >= 0);
   }
+  for (int o = 0; o < g->nops; o++)
+    nrefs += g->ops[o].nexplicit_waits + g->ops[o].nexplicit_notifies;
   g->event_refs = arena_alloc(a, (size_t)(nrefs ? nrefs : 1) * sizeof *g->event_refs);
   g->nevent_refs = 0;
   for (int o = 0; o < g->nops; o++) {
+    const GOp *op = &g->ops[o];
     MlkOpDesc *d = &g->ops[o].d;
     d->wait0 = g->nevent_refs;
     for (int i = 0; i < g->nevents; i++)
       if (g->events[i].consumer == o)
         g->event_refs[g->nevent_refs++] = i;
+    for (int i = 0; i < op->nexplicit_waits; i++)
+      g->event_refs[g->nevent_refs++] = op->explicit_waits[i];
     d->nwaits = g->nevent_refs - d->wait0;
     d->notify0 = g->nevent_refs;
     for (int i = 0; i < g->nevents; i++)
       if (g->events[i].producer == o)
         g->event_refs[g->nevent_refs++] = i;
+    for (int i = 0; i < op->nexplicit_notifies; i++)
+      g->event_refs[g->nevent_refs++] = op->explicit_notifies[i];
     d->nnotifies = g->nevent_refs - d->notify0;
   }
 }
@@ -499,6 +543,26 @@ void graph_dump_events(FILE *out, const Graph *g) {
           (long long)g->ncounters);
   for (int i = 0; i < g->nevents; i++) {
     const MlkEventDesc *e = &g->events[i];
+    if (e->producer < 0) {
+      /* an explicit counter: its ops are those whose lists name it */
+      fprintf(out, "E%d %s\n  shape [1]  counters %lld..%lld  explicit\n", i, e->name,
+              (long long)e->base, (long long)e->base);
+      for (int which = 1; which >= 0; which--) {
+        fprintf(out, "  %s", which ? "notified by" : "waited on by");
+        for (int o = 0, first = 1; o < g->nops; o++) {
+          const MlkOpDesc *op = &g->ops[o].d;
+          int r0 = which ? op->notify0 : op->wait0, n = which ? op->nnotifies : op->nwaits;
+          for (int r = r0; r < r0 + n; r++)
+            if (g->event_refs[r] == i) {
+              fprintf(out, "%s %s (%lld tasks)", first ? "" : ",", op->name, (long long)op->ntasks);
+              first = 0;
+            }
+        }
+        fputc('\n', out);
+      }
+      fprintf(out, "  start value count = %lld\n", (long long)e->count);
+      continue;
+    }
     const MlkOpDesc *p = &g->ops[e->producer].d, *c = &g->ops[e->consumer].d;
     fprintf(out, "E%d %s\n", i, e->name);
     fprintf(out, "  shape [%lld]  counters %lld..%lld  tensor %s (%lld columns)\n",
@@ -534,6 +598,16 @@ void graph_dump_dot(FILE *out, const Graph *g) {
   }
   for (int i = 0; i < g->nevents; i++) {
     const MlkEventDesc *e = &g->events[i];
+    if (e->producer < 0) {
+      /* an explicit counter: an edge from each op that notifies it to each that waits on it */
+      for (int p = 0; p < g->nops; p++)
+        for (int r = g->ops[p].d.notify0; r < g->ops[p].d.notify0 + g->ops[p].d.nnotifies; r++)
+          for (int c = 0; c < g->nops && g->event_refs[r] == i; c++)
+            for (int w = g->ops[c].d.wait0; w < g->ops[c].d.wait0 + g->ops[c].d.nwaits; w++)
+              if (g->event_refs[w] == i)
+                fprintf(out, "  op%d -> op%d [label=\"E%d %s\", style=dashed];\n", p, c, i, e->name);
+      continue;
+    }
     fprintf(out, "  op%d -> op%d [label=\"E%d %s\\n%s [%lld]\"%s];\n", e->producer, e->consumer, i,
             g->tensors[e->tensor].name, e->map == MLK_MAP_ALL ? "all" : "tile", (long long)e->size,
             e->map == MLK_MAP_ALL ? ", style=bold" : "");

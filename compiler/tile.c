@@ -5,7 +5,7 @@
  * its inner columns k, its columns per task and its task count, from the statement's tile(...)
  * hint where there is one and from the default policy below otherwise; and splits attention over
  * the context (flash-decoding): a split attention writes partial results that a new attn_reduce
- * node merges.
+ * node merges (an op of the attention's statement, with its wait and notify lists).
  */
 #include "mlkc.h"
 
@@ -89,6 +89,7 @@ static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
   red->nout = 1;
   red->out[0] = result;
   g->values[result].producer = r;
+  ir_merge_sync(g, r, a); /* an op of the attention's statement: its clauses hold for it too */
   red->attr.heads = heads;
   red->attr.kv_heads = c->kv_heads;
   red->attr.head_dim = hd;

@@ -30,6 +30,12 @@ if(MLK_FILECHECK)
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(ir_fuse ${CG}/ir_fuse.check --emit=graph --after=fuse ${CG}/fuse_cases.mlk)
   mlk_filecheck(ir_lowers ${CG}/lowers.check --emit=graph --after=events ${CG}/lowers.mlk)
+  # explicit events: their event tensors, the lists in the JSON, and the lists through fusion
+  mlk_filecheck(events_explicit ${CG}/events_explicit.check --emit=events ${CG}/events_explicit.mlk)
+  mlk_filecheck(events_explicit_graph ${CG}/events_explicit_graph.check --emit=graph
+                ${CG}/events_explicit.mlk)
+  mlk_filecheck(events_fused ${CG}/events_fused.check --emit=graph --after=events
+                ${CG}/events_fused.mlk)
   mlk_filecheck(ir_schedule ${CG}/ir_schedule.check --emit=graph --after=events
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_mlp_events ${CG}/mlp_events.check --emit=events ${MLP})

@@ -6,8 +6,8 @@ set_tests_properties(compiler_graph_ir PROPERTIES LABELS compiler)
 
 # The descriptor in a generated model.c against mlkc --emit=graph of the same model: every field
 # the compiler sets must reach the C the runtime reads. For the Llama model (caches, rope, split
-# attention and its reduce, gated products), the sampling one (sample's attributes) and the mlp
-# (checkpoint bindings).
+# attention and its reduce, gated products), the sampling one (sample's attributes), the mlp
+# (checkpoint bindings) and event_war (an explicit event).
 # mlk_desc_fields(MODEL MLK_FILE GENERATED): GENERATED is the generated model.c, or a library
 # target that holds it.
 function(mlk_desc_fields model mlk generated)
@@ -29,6 +29,8 @@ mlk_desc_fields(llama_tiny ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk
 mlk_desc_fields(sample_tiny ${PROJECT_SOURCE_DIR}/tests/sim/sample_tiny.mlk
                 ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c)
 mlk_desc_fields(mlp ${PROJECT_SOURCE_DIR}/examples/mlp/mlp.mlk mlp_model)
+mlk_desc_fields(event_war ${PROJECT_SOURCE_DIR}/tests/sim/event_war.mlk
+                ${CMAKE_CURRENT_BINARY_DIR}/event_war.c)
 
 # rope's linear scaling, as the compiler encodes it, against the runtime's reference frequencies.
 add_executable(test_rope_linear ${CMAKE_CURRENT_LIST_DIR}/test_rope_linear.c)

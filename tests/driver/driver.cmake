@@ -31,6 +31,10 @@ mlk_driver_test(attn_split_graph 0 "\"kind\": \"attention\", [^\n]*\"tasks\": 14
                 --attn-split=7 --emit=graph ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
 mlk_driver_test(after_unknown 1 "mlkc: error: unknown --after pass 'parse'" --emit=graph --after=parse ${MLP})
 mlk_driver_test(after_needs_graph 1 "mlkc: error: --after=elaborate needs --emit=graph" --emit=events --after=elaborate ${MLP})
+# A wait on an explicit counter that nothing notifies would be met at once: a warning, which --check
+# gives as the compile does.
+mlk_driver_test(event_unnotified 0 "events_explicit.mlk:19:38: warning: nothing in megakernel 'f' notifies 'done\\[0\\]': this wait is met at once"
+                --check ${PROJECT_SOURCE_DIR}/tests/codegen/events_explicit.mlk)
 mlk_driver_test(unknown_model 1 "mlkc: error: .*has no model 'nope'" --model=nope ${MLP})
 # The default output: NAME.h and NAME.c next to the working directory, and a clean exit.
 mlk_driver_test(default_output 0 "^$" ${MLP})

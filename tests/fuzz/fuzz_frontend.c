@@ -58,8 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!ir || !fuse_graph(ir, &d))
           continue;
         tile_graph(ir, &(TileOptions){0});
-        schedule_graph(ir);
-        events_graph(ir);
+        if (!schedule_graph(ir, &d))
+          continue;
+        events_graph(ir, &d);
         ir_dump(devnull, ir);
         Graph *g = serialize_graph(ir, a, &d);
         if (g) {

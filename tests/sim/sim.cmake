@@ -17,3 +17,23 @@ add_executable(test_sample_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_sample_sim.c
 target_include_directories(test_sample_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
 target_link_libraries(test_sample_sim PRIVATE mlkrt m)
 add_test(NAME sim_sample COMMAND test_sample_sim)
+
+# Explicit events (tests/sim/test_event_sim.c): event_war.mlk, whose wait/notify clauses order a
+# cache append after the attention that reads the entry it rewrites; the same model without them
+# (event_war_racy.mlk), which the dependency checker must catch; and tests/codegen/events_fused.mlk,
+# whose clauses go through every fusion.
+foreach(_mlk sim/event_war.mlk sim/event_war_racy.mlk codegen/events_fused.mlk)
+  get_filename_component(_m ${_mlk} NAME_WLE)
+  add_custom_command(
+    OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/${_m}.h ${CMAKE_CURRENT_BINARY_DIR}/${_m}.c
+    COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/${_mlk} -o ${CMAKE_CURRENT_BINARY_DIR}/${_m}
+    DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/${_mlk}
+    COMMENT "mlkc ${_m}.mlk"
+    VERBATIM)
+endforeach()
+add_executable(test_event_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_event_sim.c
+               ${CMAKE_CURRENT_BINARY_DIR}/event_war.c ${CMAKE_CURRENT_BINARY_DIR}/event_war_racy.c
+               ${CMAKE_CURRENT_BINARY_DIR}/events_fused.c)
+target_include_directories(test_event_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_event_sim PRIVATE mlkrt m)
+add_test(NAME sim_events COMMAND test_event_sim ${MLK_TEST_SEED})

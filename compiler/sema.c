@@ -1686,8 +1686,21 @@ static void check_tile(Sema *s, Binding *scope, const Stmt *st, const Clause *c,
   }
 }
 
+/* A statement of a megakernel that assigns an output: its store is an operation of its own (the
+ * writer of the value writes the output, or a copy does). */
+static bool assigns_output(Sema *s, Binding *scope, const Stmt *st) {
+  if (st->kind != STMT_ASSIGN || st->ntargets != 1 || s->nframes)
+    return false;
+  Binding *b = lookup(scope, st->targets->str);
+  return b && b->kind == B_DECL && b->decl->kind == DECL_OUTPUT;
+}
+
+/* A statement's clauses: its tile(...), and the event references of its wait(...) and
+ * notify(...), which apply to the operations it makes (op_id after `first_op`, or its store into
+ * an output): on a statement that makes none they would say nothing, a warning (unless its value
+ * had errors, `errors` being the count before it). */
 static void check_clauses(Sema *s, Binding *scope, const Stmt *st, const Value *v,
-                          int64_t first_op) {
+                          int64_t first_op, int errors) {
   bool tiled = false;
   for (const Clause *c = st->clauses; c; c = c->next) {
     if (c->kind == CLAUSE_TILE) {
@@ -1698,6 +1711,9 @@ static void check_clauses(Sema *s, Binding *scope, const Stmt *st, const Value *
     } else {
       for (const Expr *r = c->args; r; r = r->next)
         check_event_ref(s, scope, r);
+      if (s->nops == first_op && s->d->nerrors == errors && !assigns_output(s, scope, st))
+        warn_once(s, c->loc, "%s(...) applies to the operations of its statement, and this one "
+                  "computes nothing: it has no effect", ast_clause_kind_name(c->kind));
     }
   }
 }
@@ -1803,8 +1819,9 @@ static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
   switch (st->kind) {
   case STMT_ASSIGN: {
     int64_t first_op = s->nops;
+    int errors = s->d->nerrors;
     Value v = eval(s, *scope, st->value);
-    check_clauses(s, *scope, st, &v, first_op);
+    check_clauses(s, *scope, st, &v, first_op, errors);
     if (st->ntargets > 1) {
       if (v.kind != V_NONE && (v.kind != V_TUPLE || v.nitems != st->ntargets))
         err(s, st->loc, "%d names, but the value gives %s", st->ntargets,
@@ -1829,8 +1846,9 @@ static void check_stmt(Sema *s, Binding **scope, const Stmt *st) {
   }
   case STMT_EXPR: {
     int64_t first_op = s->nops;
+    int errors = s->d->nerrors;
     Value v = eval(s, *scope, st->value);
-    check_clauses(s, *scope, st, &v, first_op);
+    check_clauses(s, *scope, st, &v, first_op, errors);
     if (v.kind != V_NONE)
       warn_once(s, st->loc, "the value of this expression is not used");
     return;

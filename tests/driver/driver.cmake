@@ -35,6 +35,14 @@ mlk_driver_test(after_needs_graph 1 "mlkc: error: --after=elaborate needs --emit
 # gives as the compile does.
 mlk_driver_test(event_unnotified 0 "events_explicit.mlk:19:38: warning: nothing in megakernel 'f' notifies 'done\\[0\\]': this wait is met at once"
                 --check ${PROJECT_SOURCE_DIR}/tests/codegen/events_explicit.mlk)
+# wait(...) and notify(...) on a statement that computes nothing: a warning each; the output's copy
+# takes its statement's wait (the --emit=graph --after=events dump shows it).
+mlk_driver_test(event_no_op_wait 0 "event_no_op.mlk:21:11: warning: wait\\(...\\) applies to the operations of its statement, and this one computes nothing: it has no effect"
+                --check ${CMAKE_CURRENT_LIST_DIR}/event_no_op.mlk)
+mlk_driver_test(event_no_op_notify 0 "event_no_op.mlk:22:17: warning: notify\\(...\\) applies to the operations"
+                --check ${CMAKE_CURRENT_LIST_DIR}/event_no_op.mlk)
+mlk_driver_test(event_store_waits 0 "copy [^\n]* ->z [^\n]* <- x wait\\(e\\[0\\]\\) grid"
+                --emit=graph --after=events ${CMAKE_CURRENT_LIST_DIR}/event_no_op.mlk)
 mlk_driver_test(unknown_model 1 "mlkc: error: .*has no model 'nope'" --model=nope ${MLP})
 # The default output: NAME.h and NAME.c next to the working directory, and a clean exit.
 mlk_driver_test(default_output 0 "^$" ${MLP})

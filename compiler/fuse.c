@@ -19,7 +19,10 @@
  * lower, makes its slices whatever else reads the whole matvec. The tile(...) hint of a node that
  * folds into another replaces the other's: it was the statement's, which names the fused op; its
  * wait(...) and notify(...) counters join the other's, since what they said of it now holds for
- * the op that does its work.
+ * the op that does its work. A fold that would order the ops in a way the clauses do not (a wait
+ * moved onto an op that runs earlier, a notify delayed to an op that runs later: sync_folds) is
+ * not made: the node stays an op of its own (an identity allreduce becomes a copy), except for a
+ * split, which has no other lowering, and a store of a value that is not f32, which no copy makes.
  */
 #include <string.h>
 
@@ -60,17 +63,47 @@ static bool foldable_matvec(const IrGraph *g, int m, int v, int kernel) {
          g->values[v].tensor < 0;
 }
 
+/* Whether every counter of list a (na entries) is on list b. */
+static bool syncs_within(const IrSync *a, int na, const IrSync *b, int nb) {
+  for (int i = 0; i < na; i++) {
+    int j = 0;
+    while (j < nb && b[j].counter != a[i].counter)
+      j++;
+    if (j == nb)
+      return false;
+  }
+  return true;
+}
+
+/* Whether node `from` may fold into node `into` without an order among the ops that the program's
+ * wait and notify clauses do not give (which could make a cycle of them). When `from` reads what
+ * `into` computes (an epilogue, a residual or product, a store, an identity), `into` takes its
+ * waits, so it must have them already; when `into` reads what `from` computes (an input norm),
+ * `from`'s notifies come only once `into` has run, so `into` must notify them already. The ops of
+ * one statement have the same lists: they always fold. */
+static bool sync_folds(const IrGraph *g, int into, int from, bool from_reads_into) {
+  const IrNode *f = &g->nodes[from], *t = &g->nodes[into];
+  return from_reads_into ? syncs_within(f->waits, f->nwaits, t->waits, t->nwaits)
+                         : syncs_within(f->notifies, f->nnotifies, t->notifies, t->nnotifies);
+}
+
 static void identities(IrGraph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     IrNode *a = node(g, i);
     if (a->dead || a->op != IR_ALLREDUCE || a->mesh != 1)
       continue;
-    int x = a->in[0], r = a->out[0];
+    int x = a->in[0], r = a->out[0], p = writer(g, x);
+    if (p >= 0 ? !sync_folds(g, p, i, true) : a->nwaits + a->nnotifies > 0) {
+      /* its clauses need an op of their own: a copy */
+      a->op = IR_COPY;
+      a->fn = builtin_of(IR_COPY)->fn;
+      a->mesh = 0;
+      continue;
+    }
     ir_replace_uses(g, r, x);
     IrValue *xv = &g->values[x];
     if (xv->producer >= 0 && !xv->name)
       xv->name = g->values[r].name;
-    int p = writer(g, x);
     if (p >= 0)
       ir_merge_sync(g, p, i);
     a->dead = true;
@@ -83,7 +116,7 @@ static void input_norms(IrGraph *g) {
     if (m->dead || m->op != IR_MATVEC || m->in[3] >= 0)
       continue;
     int r = writer(g, m->in[0]);
-    if (r < 0 || node(g, r)->op != IR_RMSNORM)
+    if (r < 0 || node(g, r)->op != IR_RMSNORM || !sync_folds(g, i, r, false))
       continue;
     const IrNode *norm = node(g, r);
     m->in[0] = norm->in[0];
@@ -101,7 +134,8 @@ static void epilogues(IrGraph *g) {
     if (a->dead || (a->op != IR_RELU && a->op != IR_SILU))
       continue;
     int m = writer(g, a->in[0]);
-    if (!foldable_matvec(g, m, a->in[0], a->kernel) || node(g, m)->fn != MLK_FN_NONE)
+    if (!foldable_matvec(g, m, a->in[0], a->kernel) || node(g, m)->fn != MLK_FN_NONE ||
+        !sync_folds(g, m, i, true))
       continue;
     node(g, m)->fn = a->fn;
     take_result(g, m, a->out[0]);
@@ -175,7 +209,8 @@ static void residuals(IrGraph *g) {
     for (int k = 0; k < 2; k++) {
       int side = a->op == IR_ADD ? k : 1 - k;
       int v = a->in[side], m = writer(g, v);
-      if (!foldable_matvec(g, m, v, a->kernel) || (a->op == IR_MUL && node(g, m)->fn != MLK_FN_NONE))
+      if (!foldable_matvec(g, m, v, a->kernel) || (a->op == IR_MUL && node(g, m)->fn != MLK_FN_NONE) ||
+          !sync_folds(g, m, i, true))
         continue;
       IrNode *mv = node(g, m);
       if (a->op == IR_MUL)
@@ -198,7 +233,9 @@ static void stores(IrGraph *g) {
     if (st->dead || st->op != IR_STORE)
       continue;
     int v = st->in[0], out = st->out[0], p = writer(g, v);
-    if (p >= 0 && node(g, p)->kernel == st->kernel && g->values[v].tensor < 0) {
+    /* (a copy is f32 only: a store of another type takes the writer whatever its clauses) */
+    if (p >= 0 && node(g, p)->kernel == st->kernel && g->values[v].tensor < 0 &&
+        (sync_folds(g, p, i, true) || g->values[v].type.dtype != MLK_F32)) {
       /* the writer writes the output directly, and whatever read the output reads v there */
       g->values[v].tensor = g->values[out].tensor;
       ir_replace_uses(g, out, v);

@@ -1320,8 +1320,14 @@ static Value builtin(Sema *s, Binding *scope, const Expr *call, const Builtin *b
         !want_activation(s, arena_printf(s->a, "'%s' reading %s", b->name, builtin_arg(b, i)->name),
                          a.pos[i], &a.posv[i]))
       return NONE;
-  if (b->tile == TILE_OPERAND || (v.kind != V_TENSOR && v.kind != V_TUPLE))
+  if (v.kind != V_TENSOR && v.kind != V_TUPLE)
     return v;
+  if (b->tile == TILE_OPERAND) {
+    /* the value is its operand's (a tile(...) applies to the operand's op), but the statement
+     * has an operation of its own: its wait(...) and notify(...) have one to apply to */
+    s->nops++;
+    return v;
+  }
   made_by(s, &v, b);
   if (b->op == IR_MATVEC)
     v.row_slices = true;

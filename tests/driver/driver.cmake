@@ -43,6 +43,8 @@ mlk_driver_test(event_no_op_notify 0 "event_no_op.mlk:22:17: warning: notify\\(.
                 --check ${CMAKE_CURRENT_LIST_DIR}/event_no_op.mlk)
 mlk_driver_test(event_store_waits 0 "copy [^\n]* ->z [^\n]* <- x wait\\(e\\[0\\]\\) grid"
                 --emit=graph --after=events ${CMAKE_CURRENT_LIST_DIR}/event_no_op.mlk)
+mlk_driver_test(event_allreduce_copy 0 "copy [^\n]* h [^\n]* <- %[0-9]+ wait\\(e\\[0\\]\\) grid"
+                --emit=graph --after=events ${CMAKE_CURRENT_LIST_DIR}/event_allreduce.mlk)
 mlk_driver_test(unknown_model 1 "mlkc: error: .*has no model 'nope'" --model=nope ${MLP})
 # The default output: NAME.h and NAME.c next to the working directory, and a clean exit.
 mlk_driver_test(default_output 0 "^$" ${MLP})

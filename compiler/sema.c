@@ -533,6 +533,35 @@ static Value eval_call(Sema *s, Binding *scope, const Expr *e);
 static void made_by(Sema *s, Value *v, const Builtin *b);
 static bool want_activation(Sema *s, const char *op, const Expr *ae, const Value *v);
 
+/* Whether statements `st` (a megakernel's body, its loops included) assign `name`. */
+static bool stmts_assign(const Stmt *st, const char *name) {
+  for (; st; st = st->next) {
+    if (st->kind == STMT_ASSIGN)
+      for (const StrList *t = st->targets; t; t = t->next)
+        if (!strcmp(t->str, name))
+          return true;
+    if (st->kind == STMT_FOR && stmts_assign(st->body, name))
+      return true;
+  }
+  return false;
+}
+
+/* Output `b` read where it has no value yet in the megakernel being checked: it holds what
+ * another megakernel of the model wrote there in its latest run, unless this one writes it later
+ * (then the read would race with that write) or none writes it. */
+static bool output_readable(Sema *s, const Binding *b, Loc loc) {
+  if (!s->mk || stmts_assign(s->mk->body, b->name)) {
+    err(s, loc, "output '%s' is read before it is written", b->name);
+    return false;
+  }
+  for (const Megakernel *mk = s->model->kernels; mk; mk = mk->next)
+    if (mk != s->mk && stmts_assign(mk->body, b->name))
+      return true;
+  err(s, loc, "output '%s' is read, but no megakernel of model '%s' writes it", b->name,
+      s->model->name);
+  return false;
+}
+
 static Value eval_name(Sema *s, Binding *scope, const Expr *e) {
   Binding *b = lookup(scope, e->name);
   if (!b) {
@@ -549,10 +578,9 @@ static Value eval_name(Sema *s, Binding *scope, const Expr *e) {
     return NONE;
   }
   b->used = true;
-  if (b->kind == B_DECL && b->decl->kind == DECL_OUTPUT && !b->written) {
-    err(s, e->loc, "output '%s' is read before it is written", e->name);
+  if (b->kind == B_DECL && b->decl->kind == DECL_OUTPUT && !b->written &&
+      !output_readable(s, b, e->loc))
     return NONE;
-  }
   return b->v;
 }
 

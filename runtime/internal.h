@@ -237,14 +237,17 @@ struct mlk_model {
   const MlkModelDesc *desc; /* not copied: generated descs are static */
   size_t *bytes;            /* per tensor: bytes at the current batch (what set/get/fill move) */
   size_t *cap;              /* per tensor: bytes allocated (batch_max rows; caches as sized) */
-  int64_t *rows_set;        /* per tensor: rows the last set/fill defined (0: never) */
+  int64_t *rows_set;        /* per tensor: rows the last set/fill defined, or for an output the
+                               last run that writes it (0: never, or that run failed) */
   uint32_t *runs;           /* per kernel: runs completed since the counters were last zeroed */
   int64_t batch;            /* rows of the next run (batch_min..batch_max; 1 without a batch dim) */
   int64_t batch_min, batch_max;
   int64_t context;          /* tokens per sequence of every KV cache (0: the model has none) */
   int64_t *rt;              /* MLK_RT_COUNT(ncaches) run-time values (mlk_desc.h) */
-  void **shadow;            /* per tensor: host copy of an i32 input that indexes a cache (positions)
-                               or a table (gather ids), checked before each run; else NULL */
+  void **shadow;            /* per tensor: host copy of an i32 input or output that indexes a cache
+                               (positions) or a table (gather ids), checked before each run; else
+                               NULL (an output's is downloaded before a run of a kernel that
+                               reads it and does not write it) */
   void *impl;               /* the backend's per-model state */
   /* How the backend loaded the megakernels (GPU only; zero and "" elsewhere): mlk.h reports them. */
   double load_ms;           /* wall time of key, cache lookup, compile or load, and cache write */

@@ -692,10 +692,13 @@ static mlk_status size_caches(mlk_model *m, int64_t kv_pages) {
   return MLK_OK;
 }
 
-/* i32 inputs whose values index something (cache positions, gather ids) get a host shadow, so that
- * a run can check them before the kernels use them as addresses. */
+/* i32 inputs and outputs whose values index something (cache positions, gather ids) get a host
+ * shadow, so that a run can check them before the kernels use them as addresses: an input's is
+ * what the application set, an output's what a megakernel that reads it but does not write it
+ * downloads before its run (check_inputs). */
 static int needs_shadow(const MlkModelDesc *d, int t) {
-  if (d->tensors[t].kind != MLK_TENSOR_INPUT || d->tensors[t].dtype != MLK_I32)
+  MlkTensorKind k = d->tensors[t].kind;
+  if ((k != MLK_TENSOR_INPUT && k != MLK_TENSOR_OUTPUT) || d->tensors[t].dtype != MLK_I32)
     return 0;
   for (int o = 0; o < d->nops; o++) {
     const MlkOpDesc *op = &d->ops[o];
@@ -1001,27 +1004,47 @@ static mlk_status deadlock_error(const mlk_model *m, int kernel, uint32_t epoch,
                        (int32_t)(err->expected - before), (int32_t)(err->observed - before), when);
 }
 
-/* Checks the values of i32 input `a` of `op` (one per row) against [0, lim): `what` says what they
- * index. Reads the host shadow kept by set/fill. */
-static mlk_status check_index_input(const mlk_model *m, const MlkOpDesc *op, MlkArg a, int64_t lim,
-                                    const char *what) {
+/* Whether an op of `kernel` writes tensor t. */
+static int kernel_writes(const MlkModelDesc *d, int kernel, int t) {
+  const MlkKernelDesc *k = &d->kernels[kernel];
+  for (int o = k->first_op; o < k->first_op + k->nops; o++)
+    if (d->ops[o].out.tensor == t)
+      return 1;
+  return 0;
+}
+
+/* The name of a megakernel other than `kernel` that writes tensor t, for messages. */
+static const char *writer_name(const MlkModelDesc *d, int kernel, int t) {
+  for (int k = 0; k < d->nkernels; k++)
+    if (k != kernel && kernel_writes(d, k, t))
+      return d->kernels[k].name;
+  return "?";
+}
+
+/* Checks the values of i32 input or output `a` of `op` in `kernel` (one per row) against [0, lim):
+ * `what` says what they index. Reads the host shadow kept by set/fill, or downloaded before the
+ * run; values the kernel computes itself (an output it writes) come from its own ops. */
+static mlk_status check_index_input(const mlk_model *m, int kernel, const MlkOpDesc *op, MlkArg a,
+                                    int64_t lim, const char *what) {
   const MlkTensorDesc *t = &m->desc->tensors[a.tensor];
   const int32_t *v = m->shadow[a.tensor];
-  if (!v)
+  if (!v || (t->kind == MLK_TENSOR_OUTPUT && kernel_writes(m->desc, kernel, a.tensor)))
     return MLK_OK;
   int64_t rows = mlk_op_rows(op, m->batch);
   for (int64_t b = 0; b < rows; b++) {
     int32_t x = v[a.offset + b];
     if (x < 0 || x >= lim)
-      return mlk_set_error(MLK_ERR_INVALID, "input '%s' row %lld is %d: op '%s' %s", t->name,
-                           (long long)b, x, op->name, what);
+      return mlk_set_error(MLK_ERR_INVALID, "%s '%s' row %lld is %d: op '%s' %s",
+                           mlk_tensor_kind_name(t->kind), t->name, (long long)b, x, op->name, what);
   }
   return MLK_OK;
 }
 
-/* Before a run: every param and input the kernel reads is set (for the current batch's rows), and
- * the positions and token ids it reads from inputs are in range. */
-static mlk_status check_inputs(const mlk_model *m, int kernel) {
+/* Before a run: every param and input the kernel reads is set, and every output it reads that
+ * another kernel writes has been written by a run of that kernel (or set by a fill), for the
+ * current batch's rows; the positions and token ids it reads from inputs and from such outputs
+ * are in range (the outputs' are downloaded for that). */
+static mlk_status check_inputs(mlk_model *m, int kernel) {
   const MlkModelDesc *d = m->desc;
   const MlkKernelDesc *k = &d->kernels[kernel];
   /* Only what this kernel reads must be set: a model's kernels may take different inputs. */
@@ -1031,15 +1054,33 @@ static mlk_status check_inputs(const mlk_model *m, int kernel) {
       if (t < 0)
         continue;
       MlkTensorKind tk = d->tensors[t].kind;
+      const char *name = d->tensors[t].name;
+      if (tk == MLK_TENSOR_OUTPUT && !kernel_writes(d, kernel, t)) {
+        /* what another kernel's latest run left there */
+        const char *writer = writer_name(d, kernel, t);
+        if (!m->rows_set[t])
+          return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' reads output '%s', which megakernel "
+                               "'%s' writes and has not written yet: run '%s' first", k->name, name,
+                               writer, writer);
+        if (d->tensors[t].batched && m->rows_set[t] < m->batch)
+          return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' reads output '%s', which megakernel "
+                               "'%s' wrote for %lld rows, the batch is now %lld: run '%s' again",
+                               k->name, name, writer, (long long)m->rows_set[t],
+                               (long long)m->batch, writer);
+        if (m->shadow[t]) {
+          mlk_status st = m->be->ops->download(m, t, m->shadow[t], m->bytes[t]);
+          if (st)
+            return st;
+        }
+        continue;
+      }
       if (tk != MLK_TENSOR_PARAM && tk != MLK_TENSOR_INPUT)
         continue;
       if (!m->rows_set[t])
-        return mlk_set_error(MLK_ERR_INVALID, "%s '%s' was never set", mlk_tensor_kind_name(tk),
-                             d->tensors[t].name);
+        return mlk_set_error(MLK_ERR_INVALID, "%s '%s' was never set", mlk_tensor_kind_name(tk), name);
       if (d->tensors[t].batched && m->rows_set[t] < m->batch)
         return mlk_set_error(MLK_ERR_INVALID, "input '%s' was set for %lld rows, the batch is now %lld: "
-                             "set it again", d->tensors[t].name, (long long)m->rows_set[t],
-                             (long long)m->batch);
+                             "set it again", name, (long long)m->rows_set[t], (long long)m->batch);
     }
   char what[512];
   for (int o = k->first_op; o < k->first_op + k->nops; o++) {
@@ -1050,13 +1091,13 @@ static mlk_status check_inputs(const mlk_model *m, int kernel) {
       snprintf(what, sizeof what, "%s KV cache '%s' at positions 0..%lld (MLK_KV_CONTEXT=%lld)",
                op->kind == MLK_OP_KV_APPEND ? "writes" : "reads", c->name,
                (long long)(m->context - 1), (long long)m->context);
-      st = check_index_input(m, op, op->in[2], m->context, what);
+      st = check_index_input(m, kernel, op, op->in[2], m->context, what);
     } else if (op->kind == MLK_OP_GATHER) {
       const MlkTensorDesc *table = &d->tensors[op->in[1].tensor];
       int64_t rows = (table->numel - op->in[1].offset) / op->n;
       snprintf(what, sizeof what, "looks up rows 0..%lld of table '%s'", (long long)(rows - 1),
                table->name);
-      st = check_index_input(m, op, op->in[0], rows, what);
+      st = check_index_input(m, kernel, op, op->in[0], rows, what);
     }
     if (st)
       return st;
@@ -1089,6 +1130,14 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (st == MLK_OK && err.flag)
     st = deadlock_error(m, kernel, epoch, timeout_ms, &err);
   mlk_trace_commit(m, epoch, st == MLK_OK);
+  /* The outputs it writes hold this run's rows for the kernels that read them; after a run that
+   * stopped part-way, nothing. */
+  const MlkKernelDesc *k = &d->kernels[kernel];
+  for (int o = k->first_op; o < k->first_op + k->nops; o++) {
+    int t = d->ops[o].out.tensor;
+    if (t >= 0 && d->tensors[t].kind == MLK_TENSOR_OUTPUT)
+      m->rows_set[t] = st != MLK_OK ? 0 : d->tensors[t].batched ? m->batch : 1;
+  }
   if (st != MLK_OK) {
     /* A run that stopped part-way leaves the counters between epochs. */
     reset_counters(m);

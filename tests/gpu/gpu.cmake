@@ -68,6 +68,24 @@ target_link_libraries(test_diff_gpu_dyn PRIVATE mlkrt m)
 add_test(NAME gpu_diff_odd_ops_dynamic COMMAND test_diff_gpu_dyn 0)
 set_tests_properties(gpu_diff_odd_ops_dynamic PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
 
+# Explicit events and megakernels that read each other's outputs (tests/gpu/event_ops.mlk): the
+# same harness, which runs every megakernel of a step in order.
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/event_ops.h ${CMAKE_CURRENT_BINARY_DIR}/event_ops.c
+  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/event_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/event_ops
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/event_ops.mlk
+  COMMENT "mlkc event_ops.mlk"
+  VERBATIM)
+add_executable(test_diff_events ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
+               ${CMAKE_CURRENT_BINARY_DIR}/event_ops.c)
+target_compile_definitions(test_diff_events PRIVATE MLK_DIFF_MODEL=event_ops)
+target_include_directories(test_diff_events PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_diff_events PRIVATE mlkrt m)
+add_test(NAME gpu_diff_event_ops COMMAND test_diff_events 0)
+set_tests_properties(gpu_diff_event_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+add_test(NAME sim_diff_event_ops COMMAND test_diff_events ${MLK_TEST_SEED} sim)
+set_tests_properties(sim_diff_event_ops PROPERTIES TIMEOUT 300)
+
 # Timeline traces: records against the task graph, the Chrome trace JSON, the summary, MLK_TRACE.
 add_executable(test_trace ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_trace.c)
 target_link_libraries(test_trace PRIVATE mlp_model)

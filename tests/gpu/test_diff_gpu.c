@@ -1,16 +1,18 @@
 /* test_diff_gpu.c: runs a compiled model on the GPU and on the CPU simulator with the same random
  * params and inputs, and compares every output (f32: relative L2 per output <= 1e-4; i32: equal).
  * Generic over any MlkModelDesc; linked with tests/gpu/odd_ops.mlk (every op kind at odd sizes) or,
- * compiled with -DMLK_DIFF_MODEL=batch_ops, tests/gpu/batch_ops.mlk (matvecs at batches up to 64).
- * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before
- * each run. A sampled token (an output written by a sample op) is not compared with the other
- * side's, whose logits differ by rounding: each side's token must be mlk_ref_sample_row of its own
- * logits and of the row's parameters and random number in its sampling tensor, except in a row
- * where that reference reports a near tie (margin < 1e-4: the tile sums the probabilities in
- * another order), which is counted and printed. Each step gives the rows other sampling settings
- * (as compiled, greedy, a temperature with top-k and top-p), the same on both sides. Without a
- * GPU: prints SKIP and exits 77. With "sim" it compares the simulator's dynamic schedule (8
- * threads, random delays) against its static one instead, on any machine.
+ * compiled with -DMLK_DIFF_MODEL=NAME, tests/gpu/batch_ops.mlk (matvecs at batches up to 64) or
+ * tests/gpu/event_ops.mlk (explicit events, and megakernels reading each other's outputs).
+ * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before each step,
+ * which runs every megakernel of the model in order. A sampled token (an output written by a
+ * sample op) is not compared with the other side's, whose logits differ by rounding: each side's
+ * token must be mlk_ref_sample_row of its own logits and of the row's parameters and random number
+ * in its sampling tensor, except in a row where that reference reports a near tie (margin < 1e-4:
+ * the tile sums the probabilities in another order), which is counted and printed. Each step
+ * gives the rows other sampling settings (as compiled, greedy, a temperature with top-k and
+ * top-p), the same on both sides. Without a GPU: prints SKIP and exits 77. With "sim" it compares
+ * the simulator's dynamic schedule (8 threads, random delays) against its static one instead, on
+ * any machine.
  *
  * The batch sizes: the list given on the command line (e.g. 9,16,33), else 1, 5, 2 for a model
  * whose batch_max is at most 8, else 9, 16, 33, batch_max and 1 (those within the model's range).
@@ -260,11 +262,14 @@ int main(int argc, char **argv) {
             (mlk_model_fill_tensor(g, t, 0xff) != MLK_OK || mlk_model_fill_tensor(c, t, 0xff) != MLK_OK))
           return 1;
       }
-      if (mlk_model_run(g, 0) != MLK_OK || mlk_model_run(c, 0) != MLK_OK) {
-        printf("FAIL: run: %s\n", mlk_last_error());
-        ok = 0;
+      /* every megakernel in order: a later one may read the outputs an earlier one wrote */
+      for (int k = 0; k < d->nkernels && ok; k++)
+        if (mlk_model_run(g, k) != MLK_OK || mlk_model_run(c, k) != MLK_OK) {
+          printf("FAIL: run '%s': %s\n", d->kernels[k].name, mlk_last_error());
+          ok = 0;
+        }
+      if (!ok)
         break;
-      }
       char what[64];
       snprintf(what, sizeof what, "batch %lld step %d", (long long)batch, s);
       for (int t = 0; t < d->ntensors; t++)

@@ -37,3 +37,18 @@ add_executable(test_event_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_event_sim.c
 target_include_directories(test_event_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
 target_link_libraries(test_event_sim PRIVATE mlkrt m)
 add_test(NAME sim_events COMMAND test_event_sim ${MLK_TEST_SEED})
+
+# Megakernels of one model handing tensors to each other on the device (tests/sim/handoff.mlk,
+# tests/sim/test_handoff_sim.c): one reads the outputs another wrote, and the runtime refuses a run
+# before the writer's, at a larger batch, or with an out-of-range id.
+add_custom_command(
+  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/handoff.h ${CMAKE_CURRENT_BINARY_DIR}/handoff.c
+  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/handoff.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/handoff
+  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/handoff.mlk
+  COMMENT "mlkc handoff.mlk"
+  VERBATIM)
+add_executable(test_handoff_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_handoff_sim.c
+               ${CMAKE_CURRENT_BINARY_DIR}/handoff.c)
+target_include_directories(test_handoff_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_handoff_sim PRIVATE mlkrt m)
+add_test(NAME sim_handoff COMMAND test_handoff_sim ${MLK_TEST_SEED})

@@ -17,12 +17,7 @@ set_tests_properties(gpu_watchdog PROPERTIES LABELS gpu)
 
 # Every op kind at odd sizes (tests/gpu/odd_ops.mlk): the GPU against the simulator, generic over
 # the model's outputs.
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.c
-  COMMAND mlkc --attn-min-chunk=1 ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/odd_ops
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
-  COMMENT "mlkc odd_ops.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/odd_ops gpu/odd_ops.mlk --attn-min-chunk=1)
 add_executable(test_diff_gpu ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
                ${CMAKE_CURRENT_BINARY_DIR}/odd_ops.c)
 target_include_directories(test_diff_gpu PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
@@ -35,12 +30,7 @@ set_tests_properties(sim_diff_odd_ops PROPERTIES TIMEOUT 300)
 
 # Matvecs at batches up to 64 (tests/gpu/batch_ops.mlk: the tensor-core path above 8 rows), the
 # same harness; batches 9, 16, 33, 64 and 1 (from the model's range).
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.h ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.c
-  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/batch_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/batch_ops
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/batch_ops.mlk
-  COMMENT "mlkc batch_ops.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/batch_ops gpu/batch_ops.mlk)
 add_executable(test_diff_batch ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
                ${CMAKE_CURRENT_BINARY_DIR}/batch_ops.c)
 target_compile_definitions(test_diff_batch PRIVATE MLK_DIFF_MODEL=batch_ops)
@@ -53,14 +43,7 @@ set_tests_properties(sim_diff_batch_ops PROPERTIES TIMEOUT 300)
 
 # The same differential test with odd_ops compiled for the dynamic schedule (blocks take tasks from
 # a ticket counter): on the GPU against the simulator (its own dynamic ready queue).
-file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/dyn)
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.h ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.c
-  COMMAND mlkc --schedule=dynamic --attn-min-chunk=1 ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk
-          -o ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/odd_ops.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
-  COMMENT "mlkc --schedule=dynamic odd_ops.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops gpu/odd_ops.mlk --schedule=dynamic --attn-min-chunk=1)
 add_executable(test_diff_gpu_dyn ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
                ${CMAKE_CURRENT_BINARY_DIR}/dyn/odd_ops.c)
 target_include_directories(test_diff_gpu_dyn PRIVATE ${CMAKE_CURRENT_BINARY_DIR}/dyn)
@@ -70,12 +53,7 @@ set_tests_properties(gpu_diff_odd_ops_dynamic PROPERTIES SKIP_RETURN_CODE 77 LAB
 
 # Explicit events and megakernels that read each other's outputs (tests/gpu/event_ops.mlk): the
 # same harness, which runs every megakernel of a step in order.
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/event_ops.h ${CMAKE_CURRENT_BINARY_DIR}/event_ops.c
-  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/event_ops.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/event_ops
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/gpu/event_ops.mlk
-  COMMENT "mlkc event_ops.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/event_ops gpu/event_ops.mlk)
 add_executable(test_diff_events ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
                ${CMAKE_CURRENT_BINARY_DIR}/event_ops.c)
 target_compile_definitions(test_diff_events PRIVATE MLK_DIFF_MODEL=event_ops)

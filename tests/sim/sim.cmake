@@ -6,12 +6,7 @@ add_test(NAME sim_mlp COMMAND test_mlp_sim ${MLK_TEST_SEED})
 
 # A sampled decode step (tests/sim/sample_tiny.mlk) through the generated typed API: each token is
 # the reference's for the model's logits and u, and the draws follow the kept probabilities.
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.h ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c
-  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/sample_tiny.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/sample_tiny.mlk ${PROJECT_SOURCE_DIR}/stdlib/nn.mlk
-  COMMENT "mlkc sample_tiny.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/sample_tiny sim/sample_tiny.mlk)
 add_executable(test_sample_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_sample_sim.c
                ${CMAKE_CURRENT_BINARY_DIR}/sample_tiny.c)
 target_include_directories(test_sample_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
@@ -24,12 +19,7 @@ add_test(NAME sim_sample COMMAND test_sample_sim)
 # whose clauses go through every fusion.
 foreach(_mlk sim/event_war.mlk sim/event_war_racy.mlk codegen/events_fused.mlk)
   get_filename_component(_m ${_mlk} NAME_WLE)
-  add_custom_command(
-    OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/${_m}.h ${CMAKE_CURRENT_BINARY_DIR}/${_m}.c
-    COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/${_mlk} -o ${CMAKE_CURRENT_BINARY_DIR}/${_m}
-    DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/${_mlk}
-    COMMENT "mlkc ${_m}.mlk"
-    VERBATIM)
+  mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/${_m} ${_mlk})
 endforeach()
 add_executable(test_event_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_event_sim.c
                ${CMAKE_CURRENT_BINARY_DIR}/event_war.c ${CMAKE_CURRENT_BINARY_DIR}/event_war_racy.c
@@ -41,12 +31,7 @@ add_test(NAME sim_events COMMAND test_event_sim ${MLK_TEST_SEED})
 # Megakernels of one model handing tensors to each other on the device (tests/sim/handoff.mlk,
 # tests/sim/test_handoff_sim.c): one reads the outputs another wrote, and the runtime refuses a run
 # before the writer's, at a larger batch, or with an out-of-range id.
-add_custom_command(
-  OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/handoff.h ${CMAKE_CURRENT_BINARY_DIR}/handoff.c
-  COMMAND mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/handoff.mlk -o ${CMAKE_CURRENT_BINARY_DIR}/handoff
-  DEPENDS mlkc ${CMAKE_CURRENT_SOURCE_DIR}/sim/handoff.mlk
-  COMMENT "mlkc handoff.mlk"
-  VERBATIM)
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/handoff sim/handoff.mlk)
 add_executable(test_handoff_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_handoff_sim.c
                ${CMAKE_CURRENT_BINARY_DIR}/handoff.c)
 target_include_directories(test_handoff_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})

@@ -27,6 +27,7 @@
 #define WARPS (MLK_BLOCK_THREADS / 32)
 #define MAXK MLK_SAMPLE_MAX_TOP_K
 #define BIG 0x7fffffff
+#define SAMPLE_U 8 /* loads of a row in flight per thread in its passes over the row */
 
 typedef uint32_t __attribute__((may_alias)) su32;
 typedef uint64_t __attribute__((may_alias)) su64;
@@ -120,18 +121,28 @@ __attribute__((noinline)) static void radix_byte(const float *x, int64_t k, int 
   MLK_SHARED su32 *hist = w32(S_HIST), *ctrl = w32(S_CTRL);
   hist[tid] = 0;
   __nvvm_barrier_sync(0);
-  for (int64_t i0 = 0; i0 < k; i0 += MLK_BLOCK_THREADS) { /* uniform trip count: match.any */
-    int64_t i = i0 + tid;
-    uint32_t d = 256;
-    if (i < k) {
-      uint32_t key = rank_key(x[i]);
-      uint32_t v = by_index ? ~(uint32_t)i : key;
-      if ((!by_index || key == tkey) && (v & mask) == prefix)
-        d = (v >> shift) & 255u;
+  /* uniform trip count (match.any); a row is one long read: SAMPLE_U loads in flight per thread */
+  for (int64_t i0 = 0; i0 < k; i0 += SAMPLE_U * MLK_BLOCK_THREADS) {
+    float xv[SAMPLE_U];
+#pragma unroll
+    for (int u = 0; u < SAMPLE_U; u++) {
+      int64_t i = i0 + u * MLK_BLOCK_THREADS + tid;
+      xv[u] = i < k ? x[i] : 0.0f;
     }
-    uint32_t peers = __nvvm_match_any_sync_i32(0xffffffffu, (int)d);
-    if (d < 256 && lane == (uint32_t)__builtin_ctz(peers))
-      __atomic_fetch_add(&hist[d], (uint32_t)__builtin_popcount(peers), __ATOMIC_RELAXED);
+#pragma unroll
+    for (int u = 0; u < SAMPLE_U; u++) {
+      int64_t i = i0 + u * MLK_BLOCK_THREADS + tid;
+      uint32_t d = 256;
+      if (i < k) {
+        uint32_t key = rank_key(xv[u]);
+        uint32_t v = by_index ? ~(uint32_t)i : key;
+        if ((!by_index || key == tkey) && (v & mask) == prefix)
+          d = (v >> shift) & 255u;
+      }
+      uint32_t peers = __nvvm_match_any_sync_i32(0xffffffffu, (int)d);
+      if (d < 256 && lane == (uint32_t)__builtin_ctz(peers))
+        __atomic_fetch_add(&hist[d], (uint32_t)__builtin_popcount(peers), __ATOMIC_RELAXED);
+    }
   }
   __nvvm_barrier_sync(0);
   /* thread t holds bucket 255 - t: the inclusive scan counts the columns from the top */
@@ -153,11 +164,23 @@ __attribute__((noinline)) static void gather_sort(const float *x, int64_t k, int
   uint32_t tid = mlk_tid_here();
   MLK_SHARED su32 *ctrl = w32(S_CTRL);
   MLK_SHARED su64 *cand = (MLK_SHARED su64 *)w32(S_CAND);
-  for (int64_t i = tid; i < k; i += MLK_BLOCK_THREADS) {
-    uint32_t key = rank_key(x[i]), ik = ~(uint32_t)i;
-    if (key > tkey || (key == tkey && ik >= ithr)) {
-      uint32_t slot = __atomic_fetch_add(&ctrl[3], 1u, __ATOMIC_RELAXED);
-      cand[slot] = (uint64_t)key << 32 | ik;
+  for (int64_t i0 = tid; i0 < k; i0 += SAMPLE_U * MLK_BLOCK_THREADS) {
+    float xv[SAMPLE_U];
+#pragma unroll
+    for (int u = 0; u < SAMPLE_U; u++) {
+      int64_t i = i0 + u * MLK_BLOCK_THREADS;
+      xv[u] = i < k ? x[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < SAMPLE_U; u++) {
+      int64_t i = i0 + u * MLK_BLOCK_THREADS;
+      if (i < k) {
+        uint32_t key = rank_key(xv[u]), ik = ~(uint32_t)i;
+        if (key > tkey || (key == tkey && ik >= ithr)) {
+          uint32_t slot = __atomic_fetch_add(&ctrl[3], 1u, __ATOMIC_RELAXED);
+          cand[slot] = (uint64_t)key << 32 | ik;
+        }
+      }
     }
   }
   uint32_t P = 1;

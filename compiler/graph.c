@@ -16,18 +16,6 @@
 
 #include "mlkc.h"
 
-#define GROW(a, arr, n, cap)                                                                       \
-  do {                                                                                             \
-    if ((n) == (cap)) {                                                                            \
-      int nc = (cap) ? 2 * (cap) : 16;                                                             \
-      void *nb = arena_alloc((a), (size_t)nc * sizeof *(arr));                                     \
-      if (n)                                                                                       \
-        memcpy(nb, (arr), (size_t)(n) * sizeof *(arr));                                            \
-      (arr) = nb;                                                                                  \
-      (cap) = nc;                                                                                  \
-    }                                                                                              \
-  } while (0)
-
 IrGraph *ir_graph_new(Arena *a, const Program *p, const Model *m) {
   IrGraph *g = arena_alloc(a, sizeof *g);
   g->arena = a;
@@ -38,19 +26,19 @@ IrGraph *ir_graph_new(Arena *a, const Program *p, const Model *m) {
 }
 
 int ir_add_tensor(IrGraph *g, IrTensor t) {
-  GROW(g->arena, g->tensors, g->ntensors, g->cap_tensors);
+  ARENA_GROW(g->arena, g->tensors, g->ntensors, g->cap_tensors);
   g->tensors[g->ntensors] = t;
   return g->ntensors++;
 }
 
 int ir_add_value(IrGraph *g, IrValue v) {
-  GROW(g->arena, g->values, g->nvalues, g->cap_values);
+  ARENA_GROW(g->arena, g->values, g->nvalues, g->cap_values);
   g->values[g->nvalues] = v;
   return g->nvalues++;
 }
 
 int ir_add_node(IrGraph *g, IrOp op, Loc loc, const char *ctx, int kernel) {
-  GROW(g->arena, g->nodes, g->nnodes, g->cap_nodes);
+  ARENA_GROW(g->arena, g->nodes, g->nnodes, g->cap_nodes);
   IrNode *n = &g->nodes[g->nnodes];
   *n = (IrNode){.op = op, .loc = loc, .ctx = ctx ? ctx : "", .kernel = kernel, .reduce = -1,
                 .emit_seq = -1, .store_seq = -1, .fn = builtin_of(op)->fn};
@@ -70,7 +58,7 @@ int ir_add_result(IrGraph *g, int n, const Type *t) {
 }
 
 int ir_add_event(IrGraph *g, IrEvent e) {
-  GROW(g->arena, g->events, g->nevents, g->cap_events);
+  ARENA_GROW(g->arena, g->events, g->nevents, g->cap_events);
   g->events[g->nevents] = e;
   return g->nevents++;
 }
@@ -105,7 +93,7 @@ int ir_counter(IrGraph *g, const EventDecl *event, const int64_t *index, int ker
         !memcmp(k->index, index, (size_t)event->ndims * sizeof *index))
       return c;
   }
-  GROW(g->arena, g->explicit_counters, g->nexplicit, g->cap_explicit);
+  ARENA_GROW(g->arena, g->explicit_counters, g->nexplicit, g->cap_explicit);
   IrCounter *k = &g->explicit_counters[g->nexplicit];
   *k = (IrCounter){.event = event, .kernel = kernel, .event_id = -1};
   char name[256];

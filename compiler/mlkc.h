@@ -38,6 +38,19 @@
 typedef struct Arena Arena;
 Arena *arena_new(void);
 void *arena_alloc(Arena *a, size_t size); /* zeroed, 16-byte aligned; aborts on OOM */
+/* Makes room for one more element in arena array `arr` of n elements and capacity cap (both ints):
+ * doubles it (from 16) into a new arena block when it is full. */
+#define ARENA_GROW(a, arr, n, cap)                                                                 \
+  do {                                                                                             \
+    if ((n) == (cap)) {                                                                            \
+      int nc = (cap) ? 2 * (cap) : 16;                                                             \
+      void *nb = arena_alloc((a), (size_t)nc * sizeof *(arr));                                     \
+      if (n)                                                                                       \
+        memcpy(nb, (arr), (size_t)(n) * sizeof *(arr));                                            \
+      (arr) = nb;                                                                                  \
+      (cap) = nc;                                                                                  \
+    }                                                                                              \
+  } while (0)
 char *arena_strndup(Arena *a, const char *s, size_t n);
 char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void arena_free(Arena *a);

@@ -14,18 +14,6 @@
 
 #include "mlkc.h"
 
-#define GROW(a, arr, n, cap)                                                                       \
-  do {                                                                                             \
-    if ((n) == (cap)) {                                                                            \
-      int nc = (cap) ? 2 * (cap) : 16;                                                             \
-      void *nb = arena_alloc((a), (size_t)nc * sizeof *(arr));                                     \
-      if (n)                                                                                       \
-        memcpy(nb, (arr), (size_t)(n) * sizeof *(arr));                                            \
-      (arr) = nb;                                                                                  \
-      (cap) = nc;                                                                                  \
-    }                                                                                              \
-  } while (0)
-
 int64_t graph_row_elems(const GTensor *t) {
   return t->batched && t->shape[0] ? t->numel / t->shape[0] : t->numel;
 }
@@ -39,7 +27,7 @@ typedef struct Ser {
 
 static int add_tensor(Ser *s, GTensor t) {
   Graph *g = s->g;
-  GROW(s->a, g->tensors, g->ntensors, g->cap_tensors);
+  ARENA_GROW(s->a, g->tensors, g->ntensors, g->cap_tensors);
   g->tensors[g->ntensors] = t;
   return g->ntensors++;
 }
@@ -138,7 +126,7 @@ static void add_op(Ser *s, int n) {
     temporary(s, s->ir->nodes[node->reduce].out[0], node->reduce);
   if (node->nout && s->ir->values[node->out[0]].tensor < 0)
     temporary(s, node->out[0], n);
-  GROW(s->a, g->ops, g->nops, g->cap_ops);
+  ARENA_GROW(s->a, g->ops, g->nops, g->cap_ops);
   GOp *op = &g->ops[g->nops];
   *op = (GOp){.loc = node->loc, .kernel = node->kernel};
   MlkOpDesc *d = &op->d;

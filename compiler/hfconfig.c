@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "hf_config.h"
 #include "mlkc.h"
 
 /* The value at dotted `key` of `root`, or NULL where a step is missing, null or not an object. */
@@ -60,6 +61,7 @@ bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d) {
     json_decref(root);
     return false;
   }
+  mlk_hf_config_normalize(root); /* rope_parameters (transformers 5) as rope_theta/rope_scaling */
   const char *file = arena_strndup(a, path, strlen(path));
   int errors = d->nerrors, bound = 0;
   for (Config *c = p->configs; c; c = c->next)

@@ -130,6 +130,23 @@ static void write_config(const char *dir, const char *key, const char *value) {
   st_text(p, text);
 }
 
+/* config.json as transformers 5 writes it: RoPE in one rope_parameters object (theta and factor as
+ * given), no top-level rope_theta or rope_scaling. */
+static void write_config_v5(const char *dir, const char *theta, const char *factor) {
+  char text[2048], p[600];
+  snprintf(text, sizeof text,
+           "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, "
+           "\"intermediate_size\": 128, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+           "\"num_key_value_heads\": 2, \"head_dim\": 16, \"vocab_size\": 96, "
+           "\"rms_norm_eps\": 1e-05, \"rope_parameters\": {\"factor\": %s, "
+           "\"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+           "\"original_max_position_embeddings\": 8192, \"rope_theta\": %s, "
+           "\"rope_type\": \"llama3\"}, \"tie_word_embeddings\": true, \"dtype\": \"bfloat16\"}\n",
+           factor, theta);
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  st_text(p, text);
+}
+
 /* A load with config.json's `key` set to `value` is refused with a message containing `needle`. */
 static void config_refused(llama_ckpt_model *m, const char *dir, const char *key, const char *value,
                            const char *needle) {
@@ -186,6 +203,15 @@ static void test_config(llama_ckpt_model *m, const char *dir) {
   config_refused(m, dir, "rope_scaling", "{\"factor\": 32.0, \"rope_type\": \"llama3\"}",
                  "rope_scaling (llama3) has no low_freq_factor");
   config_refused(m, dir, "rope_scaling", "[]", "rope_scaling is an array without a rope_type");
+  /* transformers 5's layout is checked as the older one */
+  write_config_v5(dir, "500000.0", "32.0");
+  CHECK_OK(llama_ckpt_load(m, dir));
+  write_config_v5(dir, "10000.0", "32.0");
+  CHECK_ST(llama_ckpt_load(m, dir), MLK_ERR_INVALID);
+  CHECK_CONTAINS(mlk_last_error(), "rope_theta is 10000, but model 'llama_ckpt' has 500000");
+  write_config_v5(dir, "500000.0", "8.0");
+  CHECK_ST(llama_ckpt_load(m, dir), MLK_ERR_INVALID);
+  CHECK_CONTAINS(mlk_last_error(), "rope_scaling.factor is 8, but model 'llama_ckpt' has 32");
   config_refused(m, dir, "num_attention_heads", "4.0",
                  "num_attention_heads is a number, expected an integer");
   config_refused(m, dir, "rms_norm_eps", "\"1e-5\"", "rms_norm_eps is a string, expected a number");

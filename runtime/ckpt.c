@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hf_config.h"
 #include "internal.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -790,6 +791,7 @@ static mlk_status check_config(const mlk_model *m, const char *path) {
   free(text);
   if (!root)
     return MLK_ERR_INVALID;
+  mlk_hf_config_normalize(root);
   const MlkModelDesc *d = m->desc;
   enum { LAYERS, HEADS, KV_HEADS, HEAD_DIM, HIDDEN, VOCAB, NFACTS };
   CfgFact f[NFACTS] = {{0}};

@@ -299,8 +299,9 @@ void mlk_sampling_after_run(mlk_model *m);
 /* The settings of `s` (checked: MLK_ERR_INVALID naming `fn` and the field that is wrong). */
 mlk_status mlk_sampling_check(const mlk_model *m, const mlk_sampling *s, const char *fn);
 
-/* The sampler of row `row` when a sequence is bound to it (managed pages), else NULL (kv.c). */
-MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row);
+/* The sampler of row `row` when a sequence is bound to it (managed pages), else NULL (kv.c);
+ * *index is the row's place among its sequence's rows (0 unless the sequence has several). */
+MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row, int64_t *index);
 /* Whether the model's rows are sequences (the first mlk_seq_create switched it). */
 int mlk_kv_managed(const mlk_model *m);
 

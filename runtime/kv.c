@@ -24,7 +24,8 @@ struct mlk_seq {
   int64_t len;       /* positions reserved */
   int32_t *pages;    /* physical page of each page of the sequence: ceil(len / page) of them */
   int64_t npages, cap;
-  int64_t row;       /* the batch row it is bound to, or -1 */
+  int64_t row;       /* the first batch row it is bound to, or -1 */
+  int64_t nrows;     /* rows it is bound to, row .. row + nrows - 1 (several: a prompt chunk) */
   MlkSampler sampler; /* its sampling settings and random stream (sampling.c) */
   mlk_seq *prev, *next;
 };
@@ -189,8 +190,8 @@ void mlk_seq_free(mlk_seq *s) {
   MlkKv *kv = s->m->kv;
   for (int64_t i = 0; i < s->npages; i++)
     release(kv, s->pages[i]);
-  if (s->row >= 0) {
-    kv->rows[s->row] = NULL;
+  for (int64_t b = s->row; b >= 0 && b < s->row + s->nrows; b++) {
+    kv->rows[b] = NULL;
     kv->dirty = 1;
   }
   if (s->prev)
@@ -301,9 +302,11 @@ mlk_status mlk_seq_set_sampling(mlk_seq *s, const mlk_sampling *p) {
   return MLK_OK;
 }
 
-MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row) {
+MlkSampler *mlk_kv_row_sampler(mlk_model *m, int64_t row, int64_t *index) {
   MlkKv *kv = m->kv;
-  return kv && kv->managed && kv->rows[row] ? &kv->rows[row]->sampler : NULL;
+  mlk_seq *s = kv && kv->managed ? kv->rows[row] : NULL;
+  *index = s ? row - s->row : 0;
+  return s ? &s->sampler : NULL;
 }
 
 int mlk_kv_managed(const mlk_model *m) { return m->kv && m->kv->managed; }
@@ -318,22 +321,25 @@ mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n) {
     if (!seqs[b] || seqs[b]->m != m)
       return mlk_set_error(MLK_ERR_INVALID, "mlk_model_set_seqs: row %lld is %s", (long long)b,
                            seqs[b] ? "a sequence of another model" : "NULL");
-    for (int64_t j = 0; j < b; j++)
-      if (seqs[j] == seqs[b])
+    /* a sequence may take several rows (a prompt chunk: one position each), consecutive ones */
+    for (int64_t j = 0; j + 1 < b; j++)
+      if (seqs[j] == seqs[b] && seqs[b - 1] != seqs[b])
         return mlk_set_error(MLK_ERR_INVALID, "mlk_model_set_seqs: rows %lld and %lld are the same "
-                             "sequence", (long long)j, (long long)b);
+                             "sequence, with another between them (a sequence's rows must be "
+                             "consecutive)", (long long)j, (long long)b);
   }
   if ((st = mlk_model_set_batch(m, n)))
     return st;
   MlkKv *kv = m->kv;
   for (int64_t b = 0; b < m->batch_max; b++) {
     if (kv->rows[b])
-      kv->rows[b]->row = -1;
+      kv->rows[b]->row = -1, kv->rows[b]->nrows = 0;
     kv->rows[b] = NULL;
   }
   for (int64_t b = 0; b < n; b++) {
     kv->rows[b] = seqs[b];
-    seqs[b]->row = b;
+    if (seqs[b]->nrows++ == 0)
+      seqs[b]->row = b;
   }
   kv->dirty = 1;
   return MLK_OK;
@@ -368,7 +374,14 @@ mlk_status mlk_kv_before_run(mlk_model *m, int kernel) {
     if (op->kind != MLK_OP_KV_APPEND && op->kind != MLK_OP_ATTENTION)
       continue;
     const int32_t *pos = m->shadow[op->in[2].tensor];
-    for (int64_t b = 0; pos && b < mlk_op_rows(op, m->batch); b++)
+    for (int64_t b = 0; pos && b < mlk_op_rows(op, m->batch); b++) {
+      /* rows of one sequence: each writes its own position, and reads the earlier ones */
+      if (b > 0 && kv->rows[b] == kv->rows[b - 1] &&
+          pos[op->in[2].offset + b] <= pos[op->in[2].offset + b - 1])
+        return mlk_set_error(MLK_ERR_INVALID, "input '%s' rows %lld and %lld are %d and %d: rows of one "
+                             "sequence must hold increasing positions (op '%s')",
+                             d->tensors[op->in[2].tensor].name, (long long)b - 1, (long long)b,
+                             pos[op->in[2].offset + b - 1], pos[op->in[2].offset + b], op->name);
       if (pos[op->in[2].offset + b] >= kv->rows[b]->len)
         return mlk_set_error(MLK_ERR_INVALID, "input '%s' row %lld is %d: op '%s' %s position %d of a "
                              "sequence of %lld tokens (mlk_seq_append reserves positions)",
@@ -376,6 +389,7 @@ mlk_status mlk_kv_before_run(mlk_model *m, int kernel) {
                              pos[op->in[2].offset + b], op->name,
                              op->kind == MLK_OP_KV_APPEND ? "writes" : "reads up to",
                              pos[op->in[2].offset + b], (long long)kv->rows[b]->len);
+    }
   }
   if (!kv->dirty)
     return MLK_OK;
@@ -406,8 +420,9 @@ mlk_status mlk_kv_check(const mlk_model *m) {
       else
         count[s->pages[i]]++;
     }
-    if (s->row >= 0 && kv->rows[s->row] != s)
-      st = mlk_set_error(MLK_ERR_INVALID, "a sequence thinks it is row %lld", (long long)s->row);
+    for (int64_t b = s->row; b >= 0 && b < s->row + s->nrows && !st; b++)
+      if (kv->rows[b] != s)
+        st = mlk_set_error(MLK_ERR_INVALID, "a sequence thinks it is row %lld", (long long)b);
   }
   int64_t nzero = 0;
   for (int64_t p = 0; p < kv->npages && !st; p++) {

@@ -115,9 +115,11 @@ mlk_status mlk_model_sampling_default(const mlk_model *m, mlk_sampling *out) {
   return MLK_OK;
 }
 
-/* The sampler of row b: its sequence's, else its own. */
-static MlkSampler *row_sampler(mlk_model *m, int64_t b) {
-  MlkSampler *s = mlk_kv_row_sampler(m, b);
+/* The sampler of row b: its sequence's, else its own; *index is the row's place among its
+ * sequence's rows. A sequence's rows in one run (a prompt chunk) take consecutive draws, so a
+ * token after position p draws p whether the prompt went in one run or a token per run. */
+static MlkSampler *row_sampler(mlk_model *m, int64_t b, int64_t *index) {
+  MlkSampler *s = mlk_kv_row_sampler(m, b, index);
   return s ? s : &m->samplers[b];
 }
 
@@ -134,12 +136,13 @@ mlk_status mlk_sampling_before_run(mlk_model *m, int kernel) {
     return MLK_OK;
   int64_t rows = d->tensors[m->sampling].batched ? m->batch : 1;
   for (int64_t b = 0; b < rows; b++) {
-    const MlkSampler *s = row_sampler(m, b);
+    int64_t index;
+    const MlkSampler *s = row_sampler(m, b, &index);
     float *r = m->sampling_rows + b * MLK_SAMPLE_PARAMS;
     r[MLK_SAMPLE_TEMPERATURE] = s->set.temperature;
     r[MLK_SAMPLE_TOP_K] = (float)s->set.top_k;
     r[MLK_SAMPLE_TOP_P] = s->set.top_p;
-    r[MLK_SAMPLE_U] = mlk_sampling_uniform(s->set.seed, s->draws);
+    r[MLK_SAMPLE_U] = mlk_sampling_uniform(s->set.seed, s->draws + (uint64_t)index);
   }
   mlk_status st = m->be->ops->upload(m, m->sampling, m->sampling_rows,
                                      (size_t)rows * MLK_SAMPLE_PARAMS * sizeof(float));
@@ -150,7 +153,9 @@ mlk_status mlk_sampling_before_run(mlk_model *m, int kernel) {
 }
 
 void mlk_sampling_after_run(mlk_model *m) {
-  for (int64_t b = 0; b < m->sampled_rows; b++)
-    row_sampler(m, b)->draws++;
+  for (int64_t b = 0; b < m->sampled_rows; b++) {
+    int64_t index;
+    row_sampler(m, b, &index)->draws++;
+  }
   m->sampled_rows = 0;
 }

@@ -8,8 +8,9 @@
  * (STDLIB/models/<family>.mlk) in-process with its dims bound from config.json, as mlkc --config
  * would (no C compiler, no generated files; PTX only when the backend is a GPU), loads the
  * checkpoint, and decodes every prompt as a sequence of one batch over the runtime's paged KV
- * cache: a prompt goes in one token per step (there is no prefill yet), then each step feeds the
- * token the previous one produced, and a sequence leaves the batch when it has its N tokens.
+ * cache: a prompt goes in as consecutive rows of a run, one position each (prefill; a prompt
+ * longer than the rows left takes several runs), then each run feeds the token the previous one
+ * produced, and a sequence leaves the batch when it has its N tokens (continuous batching).
  * Sampling is per sequence at run time (greedy unless --temperature > 0; prompt i draws from seed
  * S + i). Without a GPU the runtime runs the CPU simulator.
  *
@@ -61,7 +62,8 @@ static void usage(FILE *out) {
           "  --model DIR         the checkpoint directory; its config.json says the family and\n"
           "                      the sizes (supported: llama)\n"
           "  --prompt-ids IDS    a prompt as token ids, comma-separated (1,2,3); repeat it for\n"
-          "                      several prompts, which run as one batch\n"
+          "                      several prompts, which run as one batch (more than the\n"
+          "                      model's batch wait for rows)\n"
           "  --prompts FILE      prompts from a file, one per line (ids separated by commas or\n"
           "                      spaces; empty lines and lines starting with # are skipped)\n"
           "  --steps N           tokens to generate per prompt (>= 1)\n"
@@ -74,6 +76,8 @@ static void usage(FILE *out) {
           "                      N rows of the vocabulary (the first at the prompt's last\n"
           "                      position)\n"
           "  --context N         tokens a sequence may hold (default: the longest prompt + N)\n"
+          "  --prefill-chunk N   the most positions of a prompt one run takes (default: the\n"
+          "                      model's batch; 1: a token per run)\n"
           "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
           "                      the config.json as the family's are)\n"
           "  --help              print this help\n"
@@ -94,6 +98,7 @@ typedef struct Args {
   Prompt prompts[MAX_PROMPTS];
   int nprompts;
   int64_t steps, context;
+  int64_t chunk;      /* --prefill-chunk: most rows a prompt takes in a run (0: the batch) */
   double temperature, top_p;
   int64_t top_k;
   uint64_t seed;
@@ -190,7 +195,7 @@ static void parse_args(int argc, char **argv, Args *a) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
                                         "--temperature", "--top-k", "--top-p", "--seed",
-                                        "--logits-out", "--context", "--mlk"};
+                                        "--logits-out", "--context", "--mlk", "--prefill-chunk"};
     int k = -1;
     for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
       if (!strcmp(o, known[j]))
@@ -219,7 +224,8 @@ static void parse_args(int argc, char **argv, Args *a) {
     case 7: a->seed = (uint64_t)parse_int(o, v, 0, INT64_MAX), a->sampling_flags = 1; break;
     case 8: a->logits_out = v; break;
     case 9: a->context = parse_int(o, v, 1, 1 << 24); break;
-    default: a->mlk = v; break;
+    case 10: a->mlk = v; break;
+    default: a->chunk = parse_int(o, v, 1, 1 << 24); break;
     }
   }
   if (!a->model_dir)
@@ -320,6 +326,7 @@ typedef struct Row {
   int64_t generated; /* tokens generated so far */
   int32_t *out;      /* the generated ids */
   double first_ms;   /* when its first token was there */
+  int64_t first_run; /* the run (1, 2, ...) that gave it */
 } Row;
 
 int main(int argc, char **argv) {
@@ -347,9 +354,8 @@ int main(int argc, char **argv) {
   Compiled c = compile_model(mlk, model_name, config, mlk_backend_is_gpu(be));
   double t_compile = now_ms() - t0;
   const MlkModelDesc *d = c.desc;
-  if (!d->batch_name || a.nprompts > d->batch_max)
-    die("%d prompts, but model '%s' runs at most %lld sequences at once", a.nprompts, d->name,
-        (long long)(d->batch_name ? d->batch_max : 1));
+  if (!d->batch_name)
+    die("model '%s' has no batch dim: mlk-run runs sequences as the rows of a batch", d->name);
   if (d->ncaches < 1)
     die("model '%s' has no KV cache: mlk-run decodes over one", d->name);
 
@@ -388,12 +394,14 @@ int main(int argc, char **argv) {
   if (a.logits_out && !(lf = fopen(a.logits_out, "wb")))
     die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
 
+  /* a run's rows: at most the model's batch */
+  int64_t bmax = d->batch_max, chunk = a.chunk && a.chunk < bmax ? a.chunk : bmax;
   Row *rows = calloc((size_t)a.nprompts, sizeof *rows);
-  mlk_seq **bound = calloc((size_t)a.nprompts, sizeof *bound);
-  int *which = calloc((size_t)a.nprompts, sizeof *which);
-  int32_t *tokens = calloc((size_t)a.nprompts, sizeof *tokens), *pos = calloc((size_t)a.nprompts, sizeof *pos);
-  int32_t *next = calloc((size_t)a.nprompts, sizeof *next);
-  float *logits = lf ? calloc((size_t)(a.nprompts * vocab), sizeof *logits) : NULL;
+  mlk_seq **bound = calloc((size_t)bmax, sizeof *bound);
+  int *which = calloc((size_t)bmax, sizeof *which);
+  int32_t *tokens = calloc((size_t)bmax, sizeof *tokens), *pos = calloc((size_t)bmax, sizeof *pos);
+  int32_t *next = calloc((size_t)bmax, sizeof *next);
+  float *logits = lf ? calloc((size_t)(bmax * vocab), sizeof *logits) : NULL;
   if (!rows || !bound || !which || !tokens || !pos || !next || (lf && !logits))
     die("out of memory");
   for (int i = 0; i < a.nprompts; i++) {
@@ -406,23 +414,41 @@ int main(int argc, char **argv) {
     }
   }
 
-  /* Each step: every sequence that still needs tokens feeds its next one (a prompt's, else the
-   * last it generated); a sequence that fed its whole prompt gets a token from each step. */
+  /* Each run: first every sequence past its prompt that still needs tokens feeds the last one it
+   * generated (a row each); then prompts fill the rows left, each up to `chunk` consecutive rows
+   * of its next positions (prefill: a prompt of n tokens takes ceil(n / chunk) runs, or fewer
+   * rows where the batch is full). A sequence gets a token from the run that fed its prompt's
+   * last position, and from every run after. Sequences beyond the batch wait for rows. */
   double start = now_ms(), decode_ms = 0;
   int64_t nsteps = 0, decode_steps = 0, total = 0;
   for (;;) {
     int n = 0, decoding = 1;
-    for (int i = 0; i < a.nprompts; i++) {
+    for (int i = 0; i < a.nprompts && n < bmax; i++) {
       Row *r = &rows[i];
-      if (r->generated == a.steps)
+      if (r->generated == a.steps || r->fed < a.prompts[i].n)
         continue;
-      const Prompt *p = &a.prompts[i];
       CHECK(mlk_seq_append(r->seq, 1));
-      tokens[n] = r->fed < p->n ? p->ids[r->fed] : r->out[r->generated - 1];
+      tokens[n] = r->out[r->generated - 1];
       pos[n] = (int32_t)(mlk_seq_length(r->seq) - 1);
-      decoding &= r->generated > 0; /* every row of the step feeds a generated token */
       bound[n] = r->seq;
       which[n++] = i;
+    }
+    for (int i = 0; i < a.nprompts && n < bmax; i++) {
+      Row *r = &rows[i];
+      const Prompt *p = &a.prompts[i];
+      if (r->fed >= p->n)
+        continue;
+      int64_t take = p->n - r->fed, room = bmax - n;
+      take = take < chunk ? take : chunk;
+      take = take < room ? take : room;
+      CHECK(mlk_seq_append(r->seq, take));
+      for (int64_t j = 0; j < take; j++) {
+        tokens[n] = p->ids[r->fed + j];
+        pos[n] = (int32_t)(mlk_seq_length(r->seq) - take + j);
+        bound[n] = r->seq;
+        which[n++] = i;
+      }
+      decoding = 0; /* a run that feeds prompt tokens is not a decode step */
     }
     if (!n)
       break;
@@ -443,15 +469,17 @@ int main(int argc, char **argv) {
     for (int b = 0; b < n; b++) {
       Row *r = &rows[which[b]];
       if (++r->fed < a.prompts[which[b]].n)
-        continue; /* still inside its prompt */
+        continue; /* inside its prompt: the token after it is the prompt's own */
       if (lf) {
         long off = (long)((which[b] * a.steps + r->generated) * vocab) * (long)sizeof(float);
         if (fseek(lf, off, SEEK_SET) ||
             fwrite(logits + b * vocab, sizeof(float), (size_t)vocab, lf) != (size_t)vocab)
           die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
       }
-      if (r->generated == 0)
+      if (r->generated == 0) {
         r->first_ms = s1 - start;
+        r->first_run = nsteps;
+      }
       r->out[r->generated++] = next[b];
       total++;
     }
@@ -476,11 +504,12 @@ int main(int argc, char **argv) {
       ttft = rows[i].first_ms, slowest = i;
     plen = a.prompts[i].n > plen ? a.prompts[i].n : plen;
   }
-  fprintf(stderr, "%d prompt%s (longest %lld tokens), %lld steps of batches up to %d, %lld tokens "
+  fprintf(stderr, "%d prompt%s (longest %lld tokens), %lld runs of up to %lld rows, %lld tokens "
           "in %.1f ms\n", a.nprompts, a.nprompts == 1 ? "" : "s", (long long)plen,
-          (long long)nsteps, a.nprompts, (long long)total, wall);
-  fprintf(stderr, "time to first token: %.2f ms (prompt %d of %lld tokens; no prefill yet: a prompt "
-          "goes in one token per step)\n", ttft, slowest, (long long)a.prompts[slowest].n);
+          (long long)nsteps, (long long)bmax, (long long)total, wall);
+  fprintf(stderr, "time to first token: %.2f ms (prompt %d of %lld tokens, its first token from "
+          "run %lld; prompts go in chunks of up to %lld positions a run)\n", ttft, slowest,
+          (long long)a.prompts[slowest].n, (long long)rows[slowest].first_run, (long long)chunk);
   if (decode_steps)
     fprintf(stderr, "decode: %.3f ms per token (%lld steps in which every sequence fed a generated "
             "token), %.1f tokens/s over the batch\n", decode_ms / (double)decode_steps,

@@ -188,8 +188,12 @@ mlk_status mlk_seq_fork(mlk_seq *s, mlk_seq **out);
 mlk_status mlk_seq_append(mlk_seq *s, int64_t ntokens);
 /* Tokens reserved so far (the next position is this). */
 int64_t mlk_seq_length(const mlk_seq *s);
-/* Binds the rows of the next runs: row b is seqs[b] (distinct, of this model); sets the batch to
- * n (mlk_model_set_batch). Row order is free, and may change from one run to the next. */
+/* Binds the rows of the next runs: row b is seqs[b] (of this model); sets the batch to n
+ * (mlk_model_set_batch). Row order is free, and may change from one run to the next. A sequence
+ * may take several consecutive rows, to go through several positions in one run (a prompt, or a
+ * chunk of one: prefill): its rows must hold increasing positions, each writes its own and reads
+ * every earlier one, and they draw consecutive random numbers, so one run over positions p..q
+ * computes what q - p + 1 runs of a token each would. */
 mlk_status mlk_model_set_seqs(mlk_model *m, mlk_seq *const *seqs, int64_t n);
 /* Pages in each cache's pool, and how many no sequence holds (0 for a model without caches). */
 int64_t mlk_model_kv_pages(const mlk_model *m);

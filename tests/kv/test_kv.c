@@ -13,6 +13,10 @@
  * of another model: bit for bit on the simulator (its references compute each row alone), within
  * GPU_TOL relative L2 on the GPU (whose tiles sum a batch of 4 rows in another order than a batch
  * of 1, and a bf16 rounding of a cached key can then differ).
+ *
+ * Prefill: a sequence takes several consecutive rows of a run, one position each (its prompt in
+ * chunks of up to 4 rows, beside another sequence decoding a token per run): every row's logits
+ * must again equal its decode alone. Rows of one sequence out of order are refused.
  */
 #include "llama_tiny.h"
 #include "internal.h"
@@ -168,7 +172,7 @@ static void test_errors(mlk_backend *be) {
   CHECK_OK(mlk_seq_append(b, 1));
   mlk_seq *rows[3] = {a, b, a};
   CHECK_ST(mlk_model_set_seqs(m, rows, 3), MLK_ERR_INVALID);
-  CHECK_CONTAINS(mlk_last_error(), "rows 0 and 2 are the same sequence");
+  CHECK_CONTAINS(mlk_last_error(), "rows 0 and 2 are the same sequence, with another between them");
   rows[2] = x;
   CHECK_ST(mlk_model_set_seqs(m, rows, 3), MLK_ERR_INVALID);
   CHECK_CONTAINS(mlk_last_error(), "row 2 is a sequence of another model");
@@ -337,6 +341,77 @@ static void test_continuous(mlk_backend *be) {
   llama_tiny_free(m);
 }
 
+/* Sequence A's 20 tokens go in as prompt chunks of up to 3 or 4 rows while D decodes a token per
+ * run in the row before them; then A's chunk alone. Each row's logits against the decode alone. */
+static void test_prefill(mlk_backend *be) {
+  llama_tiny_model *m = new_model(be, CTX, 10);
+  if (!m)
+    return;
+  set_weights(m);
+  mlk_seq *a, *d;
+  CHECK_OK(mlk_seq_create(m, &a));
+  CHECK_OK(mlk_seq_create(m, &d));
+  int runs = 0, compared = 0;
+  while (mlk_seq_length(a) < plan[0].total) {
+    mlk_seq *rows[BMAX];
+    int32_t tok[BMAX], pos[BMAX];
+    int src[BMAX], n = 0;
+    if (mlk_seq_length(d) < plan[3].total) { /* D: one token */
+      CHECK_OK(mlk_seq_append(d, 1));
+      pos[n] = (int32_t)mlk_seq_length(d) - 1;
+      tok[n] = toks[3][pos[n]];
+      src[n] = 3;
+      rows[n++] = d;
+    }
+    int64_t start = mlk_seq_length(a), left = plan[0].total - start, take = BMAX - n;
+    take = take < left ? take : left;
+    CHECK_OK(mlk_seq_append(a, take));
+    for (int64_t j = 0; j < take; j++) {
+      pos[n] = (int32_t)(start + j);
+      tok[n] = toks[0][pos[n]];
+      src[n] = 0;
+      rows[n++] = a;
+    }
+    CHECK_OK(mlk_model_set_seqs(m, rows, n));
+    CHECK_OK(llama_tiny_set_tokens(m, tok));
+    if (runs == 1 && n > 2) { /* two rows of A swapped: refused, nothing run */
+      int32_t bad[BMAX];
+      memcpy(bad, pos, sizeof bad);
+      bad[n - 1] = pos[n - 2];
+      bad[n - 2] = pos[n - 1];
+      CHECK_OK(llama_tiny_set_pos(m, bad));
+      CHECK_ST(llama_tiny_decode(m), MLK_ERR_INVALID);
+      CHECK_CONTAINS(mlk_last_error(), "rows of one sequence must hold increasing positions");
+    }
+    CHECK_OK(llama_tiny_set_pos(m, pos));
+    CHECK_OK(llama_tiny_decode(m));
+    float logits[BMAX * V];
+    CHECK_OK(llama_tiny_get_logits(m, logits));
+    for (int b = 0; b < n; b++) {
+      const float *want = alone[src[b]][pos[b]];
+      int same = !memcmp(logits + b * V, want, sizeof(float) * V);
+      double err = 0;
+      if (!same && mlk_backend_is_gpu(be)) {
+        double w[V];
+        for (int i = 0; i < V; i++)
+          w[i] = want[i];
+        err = rt_rel_l2(logits + b * V, w, V);
+        same = err <= GPU_TOL;
+      }
+      CHECK(same, "prefill run %d: sequence %c at position %d (row %d of %d) differs from its "
+            "decode alone (rel L2 %.3g)", runs, 'A' + src[b], pos[b], b, n, err);
+      compared++;
+    }
+    KV_CHECK(m);
+    runs++;
+  }
+  mlk_seq_free(a);
+  mlk_seq_free(d);
+  CHECK(mlk_model_kv_pages_free(m) == 10, "pages left held");
+  printf("prefill: %d runs, %d rows compared with their sequence decoded alone\n", runs, compared);
+  llama_tiny_free(m);
+}
+
 /* Usage: test_kv [gpu]: with "gpu", on the GPU (copies of shared pages by cuMemcpyDtoD; exit 77
  * without one). */
 int main(int argc, char **argv) {
@@ -359,6 +434,7 @@ int main(int argc, char **argv) {
   test_accounting(be);
   test_errors(be);
   test_continuous(be);
+  test_prefill(be);
   mlk_backend_free(be);
   return rt_finish("kv_pages");
 }

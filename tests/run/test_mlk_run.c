@@ -17,6 +17,8 @@
  *     uses draw p (mlk_sampling_uniform); the same command replays the same ids, another seed
  *     draws other ones;
  *   - --prompts FILE gives the same ids as repeated --prompt-ids;
+ *   - prefill: prompts that go in whole in one run (the default), or --prefill-chunk 2 or 1
+ *     positions a run, give the same sampled ids (a row's draw is its position);
  *   - refusals, each with its message and exit status 1: a directory without config.json, an
  *     unsupported model_type, a config.json without a required key (the compiler names the key and
  *     the dim), a token id past the vocabulary, bad options.
@@ -370,6 +372,22 @@ static void test_config(const Cfg *c) {
            "--seed 12", k.dir, pa, STEPS, (double)c->temperature);
   rc = run(args, out2, sizeof out2, err, sizeof err);
   CHECK(rc == 0 && strcmp(out, out2), "%s: seeds 11 and 12 both gave '%s'", c->name, out);
+
+  /* prefill: every prompt whole in the first run, or 2 or 1 positions a run: the same draws */
+  snprintf(args, sizeof args, "--model '%s'%s --steps %d --temperature %g --top-k 20 --top-p 0.95 "
+           "--seed 11", k.dir, pa, STEPS, (double)c->temperature);
+  rc = run(args, out, sizeof out, err, sizeof err);
+  CHECK(rc == 0, "%s: sampled run exited %d: %s", c->name, rc, err);
+  CHECK_CONTAINS(err, "its first token from run 1;");
+  for (int chunk = 1; chunk <= 2; chunk++) {
+    char a2[4200], want_run[64];
+    snprintf(a2, sizeof a2, "%s --prefill-chunk %d", args, chunk);
+    rc = run(a2, out2, sizeof out2, err, sizeof err);
+    CHECK(rc == 0 && !strcmp(out, out2), "%s: --prefill-chunk %d gave '%s' (exit %d: %s), whole "
+          "prompts '%s'", c->name, chunk, out2, rc, err, out);
+    snprintf(want_run, sizeof want_run, "its first token from run %d;", chunk == 1 ? 7 : 4);
+    CHECK_CONTAINS(err, want_run);
+  }
   free_ckpt(&k);
 }
 

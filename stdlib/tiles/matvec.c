@@ -442,9 +442,10 @@ static inline float epi(float s, const float *res, int64_t o, int fn) {
 /* Stage batch rows [0, nbp) of columns [kc0, kc0 + kcp) as packed bf16 pairs: row b at word
  * b * RSF, hi pairs first (kcp / 2 words), lo pairs at KC / 2. Rows >= nb and columns >= kn are
  * zeros (a zero weight times a stale NaN would not be zero). RSF = KC + 16 words: two rows of a
- * quarter warp's 16-byte loads fall in opposite halves of the banks. */
+ * quarter warp's 16-byte loads fall in opposite halves of the banks. This is the path for x or
+ * norm weights that are not 16-byte aligned; mma_stage_vec below is the usual one. */
 static inline __attribute__((always_inline)) void
-mma_stage(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
+mma_stage_scalar(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
           int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
           uint32_t KC, uint32_t warp, uint32_t lane) {
   MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
@@ -471,6 +472,61 @@ mma_stage(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, i
   }
 }
 
+/* mma_stage's layout from 16-byte loads: a lane takes items of 8 consecutive k of one batch row
+ * (two float4 of x, one 16-byte load of the norm's weights), the loads of MMA_SU items issued
+ * before any is converted, so that a warp has that many L2 round trips in flight instead of one;
+ * each item is 4 hi and 4 lo pair words, two 16-byte shared stores. The warp's rows are b =
+ * warp, warp + WARPS, ... as in mma_stage_scalar, and the rounding is the same. Needs x, the
+ * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
+#define MMA_SU 2
+static inline __attribute__((always_inline)) void
+mma_stage_vec(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
+              int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
+              uint32_t KC, uint32_t warp, uint32_t lane) {
+  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
+  uint32_t RSF = KC + 16, q8 = kcp / 8;
+  uint32_t items = (nbp > warp ? (nbp - warp + WARPS - 1) / WARPS : 0) * q8;
+  for (uint32_t i0 = lane; i0 < items; i0 += 32 * MMA_SU) {
+    F4 v[MMA_SU][2];
+    U4 w[MMA_SU];
+#pragma unroll
+    for (int u = 0; u < MMA_SU; u++) {
+      uint32_t it = i0 + 32 * (uint32_t)u, b = warp + (it / q8) * WARPS, col = 8 * (it % q8);
+      int in = it < items && b < nb && col < kn;
+      const float *xp = x + (b0 + b) * k + kc0 + col;
+      F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+      v[u][0] = in ? *(const F4 *)xp : z;
+      v[u][1] = in ? *(const F4 *)(xp + 4) : z;
+      U4 one = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u}; /* bf16 1.0 pairs */
+      w[u] = in && norm_w ? ld_weights(norm_w + kc0 + col) : one;
+    }
+#pragma unroll
+    for (int u = 0; u < MMA_SU; u++) {
+      uint32_t it = i0 + 32 * (uint32_t)u, b = warp + (it / q8) * WARPS, c = it % q8;
+      if (it < items) {
+        float sc = b < nb && norm_w ? rsm[b] : 1.0f;
+        float e[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
+                      v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
+        uint32_t ww[4] = {w[u].a, w[u].b, w[u].c, w[u].d};
+        if (norm_w) {
+#pragma unroll
+          for (int j = 0; j < 4; j++) {
+            e[2 * j] = e[2 * j] * sc * mlk_bf16_lo(ww[j]);
+            e[2 * j + 1] = e[2 * j + 1] * sc * mlk_bf16_hi(ww[j]);
+          }
+        }
+        uint32_t h[4], l[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          split2(e[2 * j], e[2 * j + 1], &h[j], &l[j]);
+        V4 hi = {h[0], h[1], h[2], h[3]}, lo = {l[0], l[1], l[2], l[3]};
+        *(MLK_SHARED V4 *)(sw + b * RSF + 4 * c) = hi;
+        *(MLK_SHARED V4 *)(sw + b * RSF + KC / 2 + 4 * c) = lo;
+      }
+    }
+  }
+}
+
 /* 16 bytes of shared memory at byte address `a` (a 32-bit shared-window address: the offsets of
  * the n tiles stay one register each when the compiler keeps them across the loop). */
 static inline U4 ld_shared16(uint32_t a) {
@@ -486,18 +542,59 @@ static inline U4 ld_shared16(uint32_t a) {
   return r;
 }
 
-/* One warp's blocks of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8 (rn valid rows
- * from r0), n tiles j = s + S * i for i < ni. U blocks' weight loads in flight. */
+/* The four MMAs of one block of 32 k: weights a (rows g and g + 8), the staged pairs at byte
+ * address ha for n tile 0 (jstep further for each next one; lo hi-to-lo). */
 static inline __attribute__((always_inline)) void
-mma_chunk(float (*acc)[4], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,
-          uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t s, uint32_t S, uint32_t ni,
-          uint32_t lane, int U) {
+mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo, uint32_t ni) {
+#pragma unroll
+  for (int i = 0; i < MMA_NT; i++) {
+    if ((uint32_t)i < ni) {
+      U4 h = ld_shared16(ha + i * jstep), l = ld_shared16(ha + i * jstep + lo);
+      /* step 0: k 8t..8t+3 (words a, b); step 1: 8t+4..8t+7 (words c, d) */
+      mma16816(acc[i], a[0].a, a[1].a, a[0].b, a[1].b, h.a, h.b);
+      mma16816(acc[i], a[0].a, a[1].a, a[0].b, a[1].b, l.a, l.b);
+      mma16816(acc[i], a[0].c, a[1].c, a[0].d, a[1].d, h.c, h.d);
+      mma16816(acc[i], a[0].c, a[1].c, a[0].d, a[1].d, l.c, l.d);
+    }
+  }
+}
+
+/* The first MMA_UB blocks of 32 k of a chunk are loaded into registers before the chunk's x is
+ * staged (weights depend on nothing), so their HBM latency overlaps the staging. */
+#define MMA_UB 5
+
+static inline __attribute__((always_inline)) void
+mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,
+            uint32_t kn, uint32_t kcp, uint32_t lane) {
+  uint32_t g = lane >> 2, t = lane & 3, nblk = kcp / 32;
+  int ok0 = g < rn, ok1 = g + 8 < rn;
+  const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
+  U4 z = {0, 0, 0, 0};
+#pragma unroll
+  for (int u = 0; u < MMA_UB; u++) {
+    int in = (uint32_t)u < nblk && (uint32_t)u * 32 + 8 * t < kn;
+    a[u][0] = in && ok0 ? ld_weights(w0 + u * 32) : z;
+    a[u][1] = in && ok1 ? ld_weights(w1 + u * 32) : z;
+  }
+}
+
+/* One warp's blocks of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8 (rn valid rows
+ * from r0), n tiles j = s + S * i for i < ni. The first MMA_UB blocks' weights are `pre`
+ * (mma_preload); the rest are loaded here, U blocks in flight. */
+static inline __attribute__((always_inline)) void
+mma_chunk(float (*acc)[4], U4 (*pre)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn,
+          uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t s, uint32_t S,
+          uint32_t ni, uint32_t lane, int U) {
   uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
   uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + (8 * s + g) * RSB + 16 * t;
   uint32_t jstep = 8 * S * RSB, lo = KC * 2, nblk = kcp / 32;
-  for (uint32_t kb = 0; kb < nblk; kb += U) {
+#pragma unroll
+  for (int u = 0; u < MMA_UB; u++)
+    if ((uint32_t)u < nblk)
+      mma_block(acc, pre[u], sbase + u * 64, jstep, lo, ni);
+  for (uint32_t kb = MMA_UB; kb < nblk; kb += U) {
     U4 a[4][2];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -508,22 +605,9 @@ mma_chunk(float (*acc)[4], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn
       a[u][1] = in && ok1 ? ld_weights(w1 + (kb + u) * 32) : z;
     }
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      if (kb + u < nblk) {
-        uint32_t ha = sbase + (kb + u) * 64;
-#pragma unroll
-        for (int i = 0; i < MMA_NT; i++) {
-          if ((uint32_t)i < ni) {
-            U4 h = ld_shared16(ha + i * jstep), l = ld_shared16(ha + i * jstep + lo);
-            /* step 0: k 8t..8t+3 (words a, b); step 1: 8t+4..8t+7 (words c, d) */
-            mma16816(acc[i], a[u][0].a, a[u][1].a, a[u][0].b, a[u][1].b, h.a, h.b);
-            mma16816(acc[i], a[u][0].a, a[u][1].a, a[u][0].b, a[u][1].b, l.a, l.b);
-            mma16816(acc[i], a[u][0].c, a[u][1].c, a[u][0].d, a[u][1].d, h.c, h.d);
-            mma16816(acc[i], a[u][0].c, a[u][1].c, a[u][0].d, a[u][1].d, l.c, l.d);
-          }
-        }
-      }
-    }
+    for (int u = 0; u < U; u++)
+      if (kb + u < nblk)
+        mma_block(acc, a[u], sbase + (kb + u) * 64, jstep, lo, ni);
   }
 }
 
@@ -539,6 +623,7 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
   MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
   uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
+  int vec = (((uintptr_t)x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0; /* uniform */
   for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
     uint32_t nb = (uint32_t)(batch - b0 < MMA_NB ? batch - b0 : MMA_NB), nt = (nb + 7) / 8;
     uint32_t S = G >= WARPS ? 1 : WARPS / G;
@@ -553,8 +638,25 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
       for (uint32_t b = warp; b < nb; b += WARPS) {
         const float *xr = x + (b0 + b) * k;
         float ss = 0.0f;
-        for (uint32_t i = lane; i < K; i += 32)
-          ss += xr[i] * xr[i];
+        if (vec) { /* 16-byte loads, four in flight per lane */
+          F4 q = {0.0f, 0.0f, 0.0f, 0.0f};
+          for (uint32_t i0 = 4 * lane; i0 < K; i0 += 4 * 32 * 4) {
+            F4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+              uint32_t i = i0 + (uint32_t)u * 4 * 32;
+              F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+              v[u] = i < K ? *(const F4 *)(xr + i) : z;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+              q += v[u] * v[u];
+          }
+          ss = (q.x + q.y) + (q.z + q.w);
+        } else {
+          for (uint32_t i = lane; i < K; i += 32)
+            ss += xr[i] * xr[i];
+        }
         for (int off = 16; off > 0; off >>= 1)
           ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
         if (lane == 0)
@@ -571,11 +673,17 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
       for (uint32_t kc0 = 0; kc0 < K; kc0 += KC) {
         uint32_t kn = K - kc0 < KC ? K - kc0 : KC, kcp = (kn + 31) & ~31u;
+        U4 pre[MMA_UB][2];
+        if (active)
+          mma_preload(pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, lane);
         __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
-        mma_stage(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+        if (vec)
+          mma_stage_vec(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+        else
+          mma_stage_scalar(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
         if (active)
-          mma_chunk(acc, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane, 2);
+          mma_chunk(acc, pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane, 2);
       }
       uint32_t g = lane >> 2, t = lane & 3;
 #pragma unroll

@@ -78,6 +78,8 @@ static void usage(FILE *out) {
           "  --context N         tokens a sequence may hold (default: the longest prompt + N)\n"
           "  --prefill-chunk N   the most positions of a prompt one run takes (default: the\n"
           "                      model's batch; 1: a token per run)\n"
+          "  --warmup N          run the whole generation N times untimed first (default 0)\n"
+          "  --repeat N          then N timed times: the timings are the medians (default 1)\n"
           "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
           "                      the config.json as the family's are)\n"
           "  --help              print this help\n"
@@ -99,6 +101,8 @@ typedef struct Args {
   int nprompts;
   int64_t steps, context;
   int64_t chunk;      /* --prefill-chunk: most rows a prompt takes in a run (0: the batch) */
+  int64_t warmup;     /* --warmup: untimed generations first */
+  int64_t repeat;     /* --repeat: timed generations (the timings are their medians) */
   double temperature, top_p;
   int64_t top_k;
   uint64_t seed;
@@ -195,7 +199,8 @@ static void parse_args(int argc, char **argv, Args *a) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
                                         "--temperature", "--top-k", "--top-p", "--seed",
-                                        "--logits-out", "--context", "--mlk", "--prefill-chunk"};
+                                        "--logits-out", "--context", "--mlk", "--prefill-chunk",
+                                        "--warmup", "--repeat"};
     int k = -1;
     for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
       if (!strcmp(o, known[j]))
@@ -225,7 +230,9 @@ static void parse_args(int argc, char **argv, Args *a) {
     case 8: a->logits_out = v; break;
     case 9: a->context = parse_int(o, v, 1, 1 << 24); break;
     case 10: a->mlk = v; break;
-    default: a->chunk = parse_int(o, v, 1, 1 << 24); break;
+    case 11: a->chunk = parse_int(o, v, 1, 1 << 24); break;
+    case 12: a->warmup = parse_int(o, v, 0, 1000); break;
+    default: a->repeat = parse_int(o, v, 1, 1000); break;
     }
   }
   if (!a->model_dir)
@@ -320,6 +327,18 @@ static int find(const mlk_model *m, const char *name) {
 
 /* ---- generation ---- */
 
+/* The median of v[0..n-1] (sorts v); 0 for n = 0. */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+  if (n <= 0)
+    return 0;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 typedef struct Row {
   mlk_seq *seq;
   int64_t fed;       /* tokens fed so far (prompt, then generated) */
@@ -404,87 +423,113 @@ int main(int argc, char **argv) {
   float *logits = lf ? calloc((size_t)(bmax * vocab), sizeof *logits) : NULL;
   if (!rows || !bound || !which || !tokens || !pos || !next || (lf && !logits))
     die("out of memory");
-  for (int i = 0; i < a.nprompts; i++) {
-    CHECK(mlk_seq_create(m, &rows[i].seq));
-    if (!(rows[i].out = calloc((size_t)a.steps, sizeof *rows[i].out)))
-      die("out of memory");
-    if (a.temperature > 0) {
-      mlk_sampling s = {(float)a.temperature, (int32_t)a.top_k, (float)a.top_p, a.seed + (uint64_t)i};
-      CHECK(mlk_seq_set_sampling(rows[i].seq, &s));
+  /* --warmup W --repeat R: the whole generation W times untimed, then R times timed (the
+   * sequences freed after each); the ids and logits are the last one's, the timings medians */
+  double start = 0, decode_ms = 0, wall = 0;
+  int64_t nsteps = 0, decode_steps = 0, total = 0, last = a.warmup + (a.repeat ? a.repeat : 1) - 1;
+  double *ttfts = calloc((size_t)last + 1, sizeof *ttfts), *dms = calloc((size_t)last + 1, sizeof *dms);
+  int ntimed = 0, slowest = 0;
+  if (!ttfts || !dms)
+    die("out of memory");
+  for (int rep = 0;; rep++) {
+    FILE *out_logits = rep == last ? lf : NULL;
+    for (int i = 0; i < a.nprompts; i++) {
+      CHECK(mlk_seq_create(m, &rows[i].seq));
+      if (!(rows[i].out = calloc((size_t)a.steps, sizeof *rows[i].out)))
+        die("out of memory");
+      if (a.temperature > 0) {
+        mlk_sampling s = {(float)a.temperature, (int32_t)a.top_k, (float)a.top_p,
+                          a.seed + (uint64_t)i};
+        CHECK(mlk_seq_set_sampling(rows[i].seq, &s));
+      }
     }
-  }
 
-  /* Each run: first every sequence past its prompt that still needs tokens feeds the last one it
-   * generated (a row each); then prompts fill the rows left, each up to `chunk` consecutive rows
-   * of its next positions (prefill: a prompt of n tokens takes ceil(n / chunk) runs, or fewer
-   * rows where the batch is full). A sequence gets a token from the run that fed its prompt's
-   * last position, and from every run after. Sequences beyond the batch wait for rows. */
-  double start = now_ms(), decode_ms = 0;
-  int64_t nsteps = 0, decode_steps = 0, total = 0;
-  for (;;) {
-    int n = 0, decoding = 1;
-    for (int i = 0; i < a.nprompts && n < bmax; i++) {
-      Row *r = &rows[i];
-      if (r->generated == a.steps || r->fed < a.prompts[i].n)
-        continue;
-      CHECK(mlk_seq_append(r->seq, 1));
-      tokens[n] = r->out[r->generated - 1];
-      pos[n] = (int32_t)(mlk_seq_length(r->seq) - 1);
-      bound[n] = r->seq;
-      which[n++] = i;
-    }
-    for (int i = 0; i < a.nprompts && n < bmax; i++) {
-      Row *r = &rows[i];
-      const Prompt *p = &a.prompts[i];
-      if (r->fed >= p->n)
-        continue;
-      int64_t take = p->n - r->fed, room = bmax - n;
-      take = take < chunk ? take : chunk;
-      take = take < room ? take : room;
-      CHECK(mlk_seq_append(r->seq, take));
-      for (int64_t j = 0; j < take; j++) {
-        tokens[n] = p->ids[r->fed + j];
-        pos[n] = (int32_t)(mlk_seq_length(r->seq) - take + j);
+    /* Each run: first every sequence past its prompt that still needs tokens feeds the last one it
+     * generated (a row each); then prompts fill the rows left, each up to `chunk` consecutive rows
+     * of its next positions (prefill: a prompt of n tokens takes ceil(n / chunk) runs, or fewer
+     * rows where the batch is full). A sequence gets a token from the run that fed its prompt's
+     * last position, and from every run after. Sequences beyond the batch wait for rows. */
+    start = now_ms(), decode_ms = 0, nsteps = 0, decode_steps = 0, total = 0;
+    for (;;) {
+      int n = 0, decoding = 1;
+      for (int i = 0; i < a.nprompts && n < bmax; i++) {
+        Row *r = &rows[i];
+        if (r->generated == a.steps || r->fed < a.prompts[i].n)
+          continue;
+        CHECK(mlk_seq_append(r->seq, 1));
+        tokens[n] = r->out[r->generated - 1];
+        pos[n] = (int32_t)(mlk_seq_length(r->seq) - 1);
         bound[n] = r->seq;
         which[n++] = i;
       }
-      decoding = 0; /* a run that feeds prompt tokens is not a decode step */
+      for (int i = 0; i < a.nprompts && n < bmax; i++) {
+        Row *r = &rows[i];
+        const Prompt *p = &a.prompts[i];
+        if (r->fed >= p->n)
+          continue;
+        int64_t take = p->n - r->fed, room = bmax - n;
+        take = take < chunk ? take : chunk;
+        take = take < room ? take : room;
+        CHECK(mlk_seq_append(r->seq, take));
+        for (int64_t j = 0; j < take; j++) {
+          tokens[n] = p->ids[r->fed + j];
+          pos[n] = (int32_t)(mlk_seq_length(r->seq) - take + j);
+          bound[n] = r->seq;
+          which[n++] = i;
+        }
+        decoding = 0; /* a run that feeds prompt tokens is not a decode step */
+      }
+      if (!n)
+        break;
+      double s0 = now_ms();
+      CHECK(mlk_model_set_seqs(m, bound, n));
+      CHECK(mlk_model_set_tensor(m, t_tokens, tokens, (size_t)n * sizeof *tokens));
+      CHECK(mlk_model_set_tensor(m, t_pos, pos, (size_t)n * sizeof *pos));
+      CHECK(mlk_model_run(m, 0));
+      CHECK(mlk_model_get_tensor(m, t_next, next, (size_t)n * sizeof *next));
+      if (out_logits)
+        CHECK(mlk_model_get_tensor(m, t_logits, logits, (size_t)(n * vocab) * sizeof *logits));
+      double s1 = now_ms();
+      nsteps++;
+      if (decoding) {
+        decode_ms += s1 - s0;
+        decode_steps++;
+      }
+      for (int b = 0; b < n; b++) {
+        Row *r = &rows[which[b]];
+        if (++r->fed < a.prompts[which[b]].n)
+          continue; /* inside its prompt: the token after it is the prompt's own */
+        if (out_logits) {
+          long off = (long)((which[b] * a.steps + r->generated) * vocab) * (long)sizeof(float);
+          if (fseek(out_logits, off, SEEK_SET) ||
+              fwrite(logits + b * vocab, sizeof(float), (size_t)vocab, out_logits) != (size_t)vocab)
+            die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
+        }
+        if (r->generated == 0) {
+          r->first_ms = s1 - start;
+          r->first_run = nsteps;
+        }
+        r->out[r->generated++] = next[b];
+        total++;
+      }
     }
-    if (!n)
+    wall = now_ms() - start;
+    if (rep >= a.warmup) {
+      double t = 0;
+      for (int i = 0; i < a.nprompts; i++)
+        if (rows[i].first_ms > t)
+          t = rows[i].first_ms, slowest = i;
+      ttfts[ntimed] = t;
+      dms[ntimed++] = decode_steps ? decode_ms / (double)decode_steps : 0;
+    }
+    if (rep == last)
       break;
-    double s0 = now_ms();
-    CHECK(mlk_model_set_seqs(m, bound, n));
-    CHECK(mlk_model_set_tensor(m, t_tokens, tokens, (size_t)n * sizeof *tokens));
-    CHECK(mlk_model_set_tensor(m, t_pos, pos, (size_t)n * sizeof *pos));
-    CHECK(mlk_model_run(m, 0));
-    CHECK(mlk_model_get_tensor(m, t_next, next, (size_t)n * sizeof *next));
-    if (lf)
-      CHECK(mlk_model_get_tensor(m, t_logits, logits, (size_t)(n * vocab) * sizeof *logits));
-    double s1 = now_ms();
-    nsteps++;
-    if (decoding) {
-      decode_ms += s1 - s0;
-      decode_steps++;
+    for (int i = 0; i < a.nprompts; i++) {
+      mlk_seq_free(rows[i].seq);
+      free(rows[i].out);
     }
-    for (int b = 0; b < n; b++) {
-      Row *r = &rows[which[b]];
-      if (++r->fed < a.prompts[which[b]].n)
-        continue; /* inside its prompt: the token after it is the prompt's own */
-      if (lf) {
-        long off = (long)((which[b] * a.steps + r->generated) * vocab) * (long)sizeof(float);
-        if (fseek(lf, off, SEEK_SET) ||
-            fwrite(logits + b * vocab, sizeof(float), (size_t)vocab, lf) != (size_t)vocab)
-          die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
-      }
-      if (r->generated == 0) {
-        r->first_ms = s1 - start;
-        r->first_run = nsteps;
-      }
-      r->out[r->generated++] = next[b];
-      total++;
-    }
+    memset(rows, 0, (size_t)a.nprompts * sizeof *rows);
   }
-  double wall = now_ms() - start;
   if (lf && fclose(lf))
     die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
 
@@ -496,24 +541,23 @@ int main(int argc, char **argv) {
   if (fflush(stdout))
     die("cannot write the ids: %s", strerror(errno));
 
-  double ttft = 0;
-  int slowest = 0;
   int64_t plen = 0;
-  for (int i = 0; i < a.nprompts; i++) {
-    if (rows[i].first_ms > ttft)
-      ttft = rows[i].first_ms, slowest = i;
+  for (int i = 0; i < a.nprompts; i++)
     plen = a.prompts[i].n > plen ? a.prompts[i].n : plen;
-  }
+  double ttft = median(ttfts, ntimed), per_token = median(dms, ntimed);
+  char of[64] = "";
+  if (ntimed > 1)
+    snprintf(of, sizeof of, ", medians of %d generations", ntimed);
   fprintf(stderr, "%d prompt%s (longest %lld tokens), %lld runs of up to %lld rows, %lld tokens "
           "in %.1f ms\n", a.nprompts, a.nprompts == 1 ? "" : "s", (long long)plen,
           (long long)nsteps, (long long)bmax, (long long)total, wall);
   fprintf(stderr, "time to first token: %.2f ms (prompt %d of %lld tokens, its first token from "
-          "run %lld; prompts go in chunks of up to %lld positions a run)\n", ttft, slowest,
-          (long long)a.prompts[slowest].n, (long long)rows[slowest].first_run, (long long)chunk);
+          "run %lld; prompts go in chunks of up to %lld positions a run%s)\n", ttft, slowest,
+          (long long)a.prompts[slowest].n, (long long)rows[slowest].first_run, (long long)chunk, of);
   if (decode_steps)
     fprintf(stderr, "decode: %.3f ms per token (%lld steps in which every sequence fed a generated "
-            "token), %.1f tokens/s over the batch\n", decode_ms / (double)decode_steps,
-            (long long)decode_steps, (double)total / (wall / 1e3));
+            "token%s), %.1f tokens/s over the batch\n", per_token, (long long)decode_steps, of,
+            (double)total / (wall / 1e3));
   else
     fprintf(stderr, "decode: no step fed generated tokens only (--steps 1, or prompts of other "
             "lengths)\n");
@@ -524,6 +568,8 @@ int main(int argc, char **argv) {
     free(a.prompts[i].ids);
   }
   free(rows);
+  free(ttfts);
+  free(dms);
   free(bound);
   free(which);
   free(tokens);

@@ -18,7 +18,8 @@
  *     draws other ones;
  *   - --prompts FILE gives the same ids as repeated --prompt-ids;
  *   - prefill: prompts that go in whole in one run (the default), or --prefill-chunk 2 or 1
- *     positions a run, give the same sampled ids (a row's draw is its position);
+ *     positions a run, give the same sampled ids (a row's draw is its position), after a --warmup
+ *     generation too;
  *   - refusals, each with its message and exit status 1: a directory without config.json, an
  *     unsupported model_type, a config.json without a required key (the compiler names the key and
  *     the dim), a token id past the vocabulary, bad options.
@@ -381,7 +382,7 @@ static void test_config(const Cfg *c) {
   CHECK_CONTAINS(err, "its first token from run 1;");
   for (int chunk = 1; chunk <= 2; chunk++) {
     char a2[4200], want_run[64];
-    snprintf(a2, sizeof a2, "%s --prefill-chunk %d", args, chunk);
+    snprintf(a2, sizeof a2, "%s --prefill-chunk %d --warmup %d", args, chunk, chunk - 1);
     rc = run(a2, out2, sizeof out2, err, sizeof err);
     CHECK(rc == 0 && !strcmp(out, out2), "%s: --prefill-chunk %d gave '%s' (exit %d: %s), whole "
           "prompts '%s'", c->name, chunk, out2, rc, err, out);

@@ -1,9 +1,12 @@
 #!/bin/sh
 # deep_model.sh: a model's depth adds ops and data, never code. Compiles examples/llama/llama.mlk
 # (16 layers) and the same model with 126 layers, each into one megakernel, and checks that
-#   - the 126-layer model compiles (to model.h/model.c) with one kernel of 126 * 12 + 3 ops,
-#   - both have the same code variants (14) and byte-identical PTX for sm_90a and sm_80,
+#   - the 126-layer model compiles (to model.h/model.c) with one kernel of 126 * 12 + 3 ops and
+#     14 code variants,
+#   - its PTX for sm_90a and sm_80 is the 16-layer model's, byte for byte (so it has the same
+#     variants),
 #   - with ptxas at hand, that PTX assembles for sm_90a (skipped without it).
+# Each compile runs LLVM's codegen, slow under the sanitizers: the test compiles nothing twice.
 #   sh deep_model.sh MLKC LLAMA_MLK WORKDIR [PTXAS]
 set -eu
 MLKC=$1 SRC=$2 DIR=$3 PTXAS=${4:-}
@@ -22,10 +25,8 @@ for arch in sm_90a sm_80; do
   cmp -s "$DIR/llama16.$arch.ptx" "$DIR/llama126.$arch.ptx" ||
     { echo "FAIL: the $arch PTX of 16 and 126 layers differs"; fail=1; }
 done
-"$MLKC" "$SRC" -o "$DIR/llama16"
-v16=$(grep -o 'variant_ops_0, [0-9]*' "$DIR/llama16.c" | sed 's/.*, //')
 v126=$(grep -o 'variant_ops_0, [0-9]*' "$DIR/llama126.c" | sed 's/.*, //')
-[ "$v16" = 14 ] && [ "$v126" = 14 ] || { echo "FAIL: $v16 and $v126 code variants, expected 14"; fail=1; }
+[ "$v126" = 14 ] || { echo "FAIL: $v126 code variants, expected 14"; fail=1; }
 if [ -n "$PTXAS" ] && [ -x "$PTXAS" ]; then
   "$PTXAS" -arch=sm_90a "$DIR/llama126.sm_90a.ptx" -o "$DIR/llama126.cubin" ||
     { echo "FAIL: ptxas refused the 126-layer PTX"; fail=1; }

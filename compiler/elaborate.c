@@ -197,6 +197,17 @@ static EVal binary_tensor(Elab *E, const Expr *e, const EVal *l, const EVal *r) 
     return ENONE;
   }
   IrOp op = e->op == '+' ? IR_ADD : IR_MUL;
+  const IrValue *lv = val(E, l->value), *rv = val(E, r->value);
+  if (op == IR_ADD && (lv->type.dtype == MLK_BF16 || rv->type.dtype == MLK_BF16)) {
+    /* x + b, b a bf16 param vector (sema): the eltwise op's bias, added to every row of x */
+    const EVal *x = lv->type.dtype == MLK_BF16 ? r : l, *b = x == r ? l : r;
+    int n = node(E, op, e->loc);
+    E->g->nodes[n].fn = MLK_FN_NONE;
+    operand(E, n, 0, x->value);
+    operand(E, n, 4, b->value);
+    Type t = val(E, x->value)->type;
+    return etensor(ir_add_result(E->g, n, &t));
+  }
   int n = node(E, op, e->loc);
   operand(E, n, 0, l->value);
   operand(E, n, 1, r->value);

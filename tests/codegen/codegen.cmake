@@ -46,6 +46,14 @@ if(MLK_FILECHECK)
   # checkpoint bindings (bind.c): a cat without layers, and a Llama's per-layer names
   mlk_filecheck(codegen_bind_cat ${CG}/bind_cat.check --emit=source ${CG}/bind_cat.mlk)
   mlk_filecheck(codegen_bind_bias ${CG}/bind_bias.check --emit=source ${CG}/bind_bias.mlk)
+  # the Qwen2 family (stdlib/models/qwen2.mlk) bound to a tiny config.json: q, k and v with their
+  # biases, and the biases' checkpoint names
+  mlk_filecheck(codegen_qwen2_lowering ${CG}/qwen2_lowering.check --emit=graph --after=fuse
+                --config ${CG}/qwen2_config.json --model=qwen2
+                ${PROJECT_SOURCE_DIR}/stdlib/models/qwen2.mlk)
+  mlk_filecheck(codegen_qwen2_bindings ${CG}/qwen2_bindings.check --emit=source
+                --config ${CG}/qwen2_config.json --model=qwen2
+                ${PROJECT_SOURCE_DIR}/stdlib/models/qwen2.mlk)
   mlk_filecheck(codegen_llama_ckpt_bindings ${CG}/llama_ckpt_bindings.check --emit=source
                 ${PROJECT_SOURCE_DIR}/tests/ckpt/llama_ckpt.mlk)
 endif()

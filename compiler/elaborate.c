@@ -588,17 +588,18 @@ static void name_value(Elab *E, const EVal *v, const char *name) {
     iv->name = arena_printf(E->a, "%s%s", name, E->ctx);
 }
 
-/* The output `decl` is assigned v: a store node, whose result is the output's new value. */
-static EVal store(Elab *E, Binding **scope, const Stmt *st, Binding *decl, const EVal *v) {
+/* The output `name` (a target of statement st) is assigned v: a store node, whose result is the
+ * output's new value. */
+static EVal store(Elab *E, Binding **scope, const Stmt *st, const char *name, const EVal *v) {
   if (!is_tensor(E, v, st->value->loc))
     return ENONE;
-  const IrValue *out = val(E, decl->v.value);
+  const IrValue *out = val(E, lookup(E->decls, name)->v.value);
   int n = node(E, IR_STORE, st->value->loc);
   operand(E, n, 0, v->value);
   int r = ir_add_result(E->g, n, &out->type);
   E->g->values[r].tensor = out->tensor;
   EVal nv = etensor(r);
-  bind(E, scope, st->targets->str, nv);
+  bind(E, scope, name, nv);
   return nv;
 }
 
@@ -620,6 +621,10 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
       int i = 0;
       for (const StrList *t = st->targets; t; t = t->next, i++) {
         EVal item = v.kind == E_TUPLE && i < v.nitems ? v.items[i] : ENONE;
+        if (E->nframes == 0 && is_output(E, t->str)) { /* q, k = split(...) into outputs */
+          store(E, scope, st, t->str, &item);
+          continue;
+        }
         name_value(E, &item, t->str);
         bind(E, scope, t->str, item);
       }
@@ -628,7 +633,7 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
     }
     const char *name = st->targets->str;
     if (E->nframes == 0 && is_output(E, name)) {
-      store(E, scope, st, lookup(E->decls, name), &v);
+      store(E, scope, st, name, &v);
       apply_sync(E, *scope, st, first);
       return;
     }

@@ -30,6 +30,8 @@ if(MLK_FILECHECK)
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(ir_fuse ${CG}/ir_fuse.check --emit=graph --after=fuse ${CG}/fuse_cases.mlk)
   mlk_filecheck(ir_lowers ${CG}/lowers.check --emit=graph --after=events ${CG}/lowers.mlk)
+  mlk_filecheck(ir_multi_outputs ${CG}/multi_outputs.check --emit=graph --after=fuse
+                ${CG}/multi_outputs.mlk)
   # biases: folded into matvecs (and their split slices) or eltwise ops of their own
   mlk_filecheck(ir_fuse_bias ${CG}/bias_fuse.check --emit=graph --after=fuse
                 ${PROJECT_SOURCE_DIR}/tests/sim/bias_ops.mlk)

@@ -29,6 +29,8 @@
  *     tied checkpoint, the sliding window on, and a Llama checkpoint (no biases) said to be qwen2.
  *
  *   test_mlk_run MLK_RUN [SEED]
+ *   test_mlk_run MLK_RUN SEED gpu   (the greedy ids and logits of A, B and C with mlk-run on the
+ *                                    GPU against the same reference; SKIP, exit 77, without one)
  *   test_mlk_run --write-checkpoint DIR   (writes checkpoint A into DIR, for the install test)
  */
 #include <math.h>
@@ -233,6 +235,7 @@ static void reference(const Cfg *c, const Ckpt *k, const int32_t *p, int n, cons
 /* ---- running mlk-run ---- */
 
 static const char *mlk_run;
+static const char *backend = "cpu"; /* MLK_BACKEND of mlk-run's runs: cpu, or gpu */
 
 /* Runs mlk-run with `args` on the simulator: its exit status, stdout in out[], stderr in err[]. */
 static int run(const char *args, char *out, size_t on, char *err, size_t en) {
@@ -242,7 +245,7 @@ static int run(const char *args, char *out, size_t on, char *err, size_t en) {
     abort();
   close(fd);
   char cmd[8192];
-  snprintf(cmd, sizeof cmd, "MLK_BACKEND=cpu '%s' %s 2>'%s'", mlk_run, args, eo);
+  snprintf(cmd, sizeof cmd, "MLK_BACKEND=%s '%s' %s 2>'%s'", backend, mlk_run, args, eo);
   FILE *p = popen(cmd, "r");
   if (!p)
     abort();
@@ -307,7 +310,10 @@ static void test_config(const Cfg *c) {
   CHECK(rc == 0, "%s: mlk-run %s exited %d: %s", c->name, args, rc, err);
   CHECK_CONTAINS(err, "time to first token:");
   CHECK_CONTAINS(err, "ms per token");
-  CHECK_CONTAINS(err, "CPU simulator");
+  if (!strcmp(backend, "cpu"))
+    CHECK_CONTAINS(err, "CPU simulator");
+  else
+    CHECK(!strstr(err, "CPU simulator"), "%s: mlk-run ran on the simulator: %s", c->name, err);
   int32_t ids[MAXP][STEPS];
   int lines = parse_ids(out, ids);
   CHECK(lines == MAXP, "%s: stdout '%s' is not %d lines of %d ids", c->name, out, MAXP, STEPS);
@@ -348,6 +354,10 @@ static void test_config(const Cfg *c) {
   printf("%s: greedy: %d of %d tokens compared (%d near ties), logits rel L2 at most %.3g\n",
          c->name, compared, MAXP * STEPS, ties, worst);
   CHECK(compared >= MAXP * STEPS / 2, "%s: too few tokens compared", c->name);
+  if (strcmp(backend, "cpu")) { /* the rest does not depend on the backend */
+    free_ckpt(&k);
+    return;
+  }
 
   /* the same prompts from a file */
   char ppath[700];
@@ -520,7 +530,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc < 2) {
-    fprintf(stderr, "usage: test_mlk_run MLK_RUN [SEED] | --write-checkpoint DIR\n");
+    fprintf(stderr, "usage: test_mlk_run MLK_RUN [SEED [gpu]] | --write-checkpoint DIR\n");
     return 2;
   }
   mlk_run = argv[1];
@@ -528,6 +538,22 @@ int main(int argc, char **argv) {
     setenv("RT_SEED", argv[2], 1);
   rt_seed();
   rt_watchdog(600);
+  if (argc > 3 && !strcmp(argv[3], "gpu")) {
+    backend = "gpu";
+    char out[4096], err[16384];
+    if (run("--help", out, sizeof out, err, sizeof err) == 0) { /* mlk-run starts at all */
+      Ckpt k;
+      make(&a, &k, NULL);
+      char args[1024];
+      snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --steps 1", k.dir);
+      int rc = run(args, out, sizeof out, err, sizeof err);
+      free_ckpt(&k);
+      if (rc != 0 && strstr(err, "no GPU")) {
+        printf("SKIP: no GPU: %s", err);
+        return 77;
+      }
+    }
+  }
   static const Cfg b = {"plain-odd-untied", 72, 100, 2, 6, 2, 12, 101, 1e-6, 10000, 0, 0, 0, 1,
                         2.5f, 0};
   static const Cfg q = {"qwen2-odd-tied", 84, 136, 2, 7, 1, 12, 89, 1e-6, 1000000, 0, 1, 0, 1,
@@ -535,7 +561,9 @@ int main(int argc, char **argv) {
   test_config(&a);
   test_config(&b);
   test_config(&q);
-  test_refusals();
-  test_qwen2_refusals(&q);
+  if (!strcmp(backend, "cpu")) {
+    test_refusals();
+    test_qwen2_refusals(&q);
+  }
   return rt_finish("mlk_run");
 }

@@ -5,7 +5,9 @@
  * k, v in order as consecutive row ranges of the layer (docs/language.md, "Declarations"). The
  * rows of each part of a cat are not written in the declaration; they come from how the model
  * reads the param: a fused weight is only useful split into row slices, `split(matvec(x,
- * wqkv[l]), n1, n2, n3)`, which lowers into one matvec per slice. So this runs after lowering,
+ * wqkv[l]), n1, n2, n3)`, which lowers into one matvec per slice, and a fused bias likewise,
+ * `split(matvec(x, wqkv[l]) + bqkv[l], ...)`, each slice adding its rows of the bias (a bias
+ * vector's rows are its elements). So this runs after lowering,
  * over the graph's ops, and a cat whose parts those slices do not tell is an error rather than a
  * guess. The runtime checks the result again (coverage, order) and the loader checks each
  * checkpoint tensor's shape against it.
@@ -112,9 +114,10 @@ static int cmp_slice(const void *x, const void *y) {
 }
 
 /* The rows of each of the `nparts` parts of a cat over param t: groups (layers) of `gnumel`
- * elements, each `R` rows of `C`. Taken from the matvecs that read t as their weight: each reads
- * a row slice of one group, and together, over all groups, they must cut a group into exactly
- * nparts consecutive slices. Returns false when they do not (or t is read any other way). */
+ * elements, each `R` rows of `C`. Taken from the matvecs that read t as their weight, and the
+ * matvecs and eltwise ops that read it as their bias (a vector: C = 1): each reads a row slice of
+ * one group, and together, over all groups, they must cut a group into exactly nparts consecutive
+ * slices. Returns false when they do not (or t is read any other way). */
 static bool infer_part_rows(const Graph *g, int t, int64_t gnumel, int64_t R, int64_t C, int nparts,
                             int64_t *rows, Arena *a) {
   Slice *sl = arena_alloc(a, (size_t)(g->nops + 1) * sizeof *sl);
@@ -123,10 +126,12 @@ static bool infer_part_rows(const Graph *g, int t, int64_t gnumel, int64_t R, in
     const MlkOpDesc *op = &g->ops[o].d;
     if (op->out.tensor == t)
       return false;
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < MLK_OP_INPUTS; j++) {
       if (op->in[j].tensor != t)
         continue;
-      if (op->kind != MLK_OP_MATVEC || j != 1 || op->k != C)
+      bool weight = op->kind == MLK_OP_MATVEC && j == 1 && op->k == C;
+      bool bias = (op->kind == MLK_OP_MATVEC || op->kind == MLK_OP_ELTWISE) && j == 4 && C == 1;
+      if (!weight && !bias)
         return false;
       int64_t within = op->in[j].offset % gnumel;
       if (within % C)
@@ -178,10 +183,16 @@ static void bind_param(Graph *g, int t, const TensorDecl *td, Arena *a, Diag *d)
                "cat(...) of %d names fills the %lld rows of %s'%s', but how many rows each name "
                "fills cannot be told from how the model reads it", nparts, (long long)R,
                layer ? "each layer of " : "", td->name);
-    diag_note(d, td->from_loc,
-              "the rows of each name are those of the row slices the model's matvecs read, one per "
-              "name, as in split(matvec(x, %s%s), n1, %sn%d)", td->name, layer ? "[l]" : "",
-              nparts == 2 ? "" : nparts == 3 ? "n2, " : "..., ", nparts);
+    if (grank == 1) /* a vector per group: a bias */
+      diag_note(d, td->from_loc,
+                "the rows of each name are those of the row slices the model's matvecs add it to, "
+                "one per name, as in split(matvec(x, w) + %s%s, n1, %sn%d)", td->name,
+                layer ? "[l]" : "", nparts == 2 ? "" : nparts == 3 ? "n2, " : "..., ", nparts);
+    else
+      diag_note(d, td->from_loc,
+                "the rows of each name are those of the row slices the model's matvecs read, one "
+                "per name, as in split(matvec(x, %s%s), n1, %sn%d)", td->name, layer ? "[l]" : "",
+                nparts == 2 ? "" : nparts == 3 ? "n2, " : "..., ", nparts);
     return;
   }
   if (ngroups * nparts > MLKC_MAX_BINDINGS) {

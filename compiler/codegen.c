@@ -95,7 +95,7 @@ static uint32_t kinds_used(const Graph *g, int kernel) {
 }
 
 static const char *const kind_names[] = {
-#define X(K, name, r0, r1, r2, r3) #name,
+#define X(K, name, r0, r1, r2, r3, r4) #name,
     MLK_OP_KINDS(X)
 #undef X
 };
@@ -166,7 +166,7 @@ static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
   /* an operand the variant's ops do not have is a constant null */
   if (d->out.tensor < 0)
     store_at(c, rec, offsetof(MlkDevOp, out), c64(c, 0));
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MLK_OP_INPUTS; i++)
     if (d->in[i].tensor < 0)
       store_at(c, rec, offsetof(MlkDevOp, in) + (size_t)i * sizeof(uint64_t), c64(c, 0));
   if ((d->kind == MLK_OP_KV_APPEND || d->kind == MLK_OP_ATTENTION) && d->cache >= 0 &&

@@ -197,6 +197,17 @@ static EVal binary_tensor(Elab *E, const Expr *e, const EVal *l, const EVal *r) 
     return ENONE;
   }
   IrOp op = e->op == '+' ? IR_ADD : IR_MUL;
+  const IrValue *lv = val(E, l->value), *rv = val(E, r->value);
+  if (op == IR_ADD && (lv->type.dtype == MLK_BF16 || rv->type.dtype == MLK_BF16)) {
+    /* x + b, b a bf16 param vector (sema): the eltwise op's bias, added to every row of x */
+    const EVal *x = lv->type.dtype == MLK_BF16 ? r : l, *b = x == r ? l : r;
+    int n = node(E, op, e->loc);
+    E->g->nodes[n].fn = MLK_FN_NONE;
+    operand(E, n, 0, x->value);
+    operand(E, n, 4, b->value);
+    Type t = val(E, x->value)->type;
+    return etensor(ir_add_result(E->g, n, &t));
+  }
   int n = node(E, op, e->loc);
   operand(E, n, 0, l->value);
   operand(E, n, 1, r->value);
@@ -577,17 +588,18 @@ static void name_value(Elab *E, const EVal *v, const char *name) {
     iv->name = arena_printf(E->a, "%s%s", name, E->ctx);
 }
 
-/* The output `decl` is assigned v: a store node, whose result is the output's new value. */
-static EVal store(Elab *E, Binding **scope, const Stmt *st, Binding *decl, const EVal *v) {
+/* The output `name` (a target of statement st) is assigned v: a store node, whose result is the
+ * output's new value. */
+static EVal store(Elab *E, Binding **scope, const Stmt *st, const char *name, const EVal *v) {
   if (!is_tensor(E, v, st->value->loc))
     return ENONE;
-  const IrValue *out = val(E, decl->v.value);
+  const IrValue *out = val(E, lookup(E->decls, name)->v.value);
   int n = node(E, IR_STORE, st->value->loc);
   operand(E, n, 0, v->value);
   int r = ir_add_result(E->g, n, &out->type);
   E->g->values[r].tensor = out->tensor;
   EVal nv = etensor(r);
-  bind(E, scope, st->targets->str, nv);
+  bind(E, scope, name, nv);
   return nv;
 }
 
@@ -609,6 +621,10 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
       int i = 0;
       for (const StrList *t = st->targets; t; t = t->next, i++) {
         EVal item = v.kind == E_TUPLE && i < v.nitems ? v.items[i] : ENONE;
+        if (E->nframes == 0 && is_output(E, t->str)) { /* q, k = split(...) into outputs */
+          store(E, scope, st, t->str, &item);
+          continue;
+        }
         name_value(E, &item, t->str);
         bind(E, scope, t->str, item);
       }
@@ -617,7 +633,7 @@ static void run_stmt(Elab *E, Binding **scope, const Stmt *st) {
     }
     const char *name = st->targets->str;
     if (E->nframes == 0 && is_output(E, name)) {
-      store(E, scope, st, lookup(E->decls, name), &v);
+      store(E, scope, st, name, &v);
       apply_sync(E, *scope, st, first);
       return;
     }

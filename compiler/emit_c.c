@@ -18,7 +18,7 @@ static const char *kind_enums[] = {"MLK_TENSOR_PARAM", "MLK_TENSOR_INPUT", "MLK_
                                    "MLK_TENSOR_TEMP",  "MLK_TENSOR_CACHE", "MLK_TENSOR_PAGES",
                                    "MLK_TENSOR_SAMPLING"};
 static const char *op_enums[] = {
-#define X(K, name, r0, r1, r2, r3) "MLK_OP_" #K,
+#define X(K, name, r0, r1, r2, r3, r4) "MLK_OP_" #K,
     MLK_OP_KINDS(X)
 #undef X
 };
@@ -249,7 +249,7 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     c_string(out, o->name);
     fprintf(out, ", .kind = %s, .fn = %s, .out = {%d, %lld}, .in = {", op_enums[o->kind],
             fn_enums[o->fn], o->out.tensor, (long long)o->out.offset);
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < MLK_OP_INPUTS; j++)
       fprintf(out, "%s{%d, %lld}", j ? ", " : "", o->in[j].tensor, (long long)o->in[j].offset);
     fprintf(out, "},\n     .n = %lld, .k = %lld, .tile = %lld, .ntasks = %lld, .batched = %d",
             (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks, o->batched);

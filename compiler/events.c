@@ -43,6 +43,7 @@ static void op_events(IrGraph *g, int c) {
   case IR_MATVEC:
     depend(g, c, n->in[0], MLK_MAP_ALL, 0, 0);
     depend(g, c, n->in[2], MLK_MAP_TILE, 0, 0);
+    depend(g, c, n->in[4], MLK_MAP_TILE, 0, 0); /* a bias: a param (no event) */
     return;
   case IR_RELU:
   case IR_SILU:
@@ -51,6 +52,7 @@ static void op_events(IrGraph *g, int c) {
   case IR_COPY:
     depend(g, c, n->in[0], MLK_MAP_TILE, 0, 0);
     depend(g, c, n->in[1], MLK_MAP_TILE, 0, 0);
+    depend(g, c, n->in[4], MLK_MAP_TILE, 0, 0);
     return;
   case IR_GATHER:
   case IR_RMSNORM:

@@ -5,18 +5,23 @@
  *      statement's tile(...) hint is already on the op that makes the operand: TILE_OPERAND);
  *   2. rmsnorm(x, w) read by a matvec becomes the matvec's input norm (in[3], eps): each task
  *      normalizes the rows it stages, so the normalized vector never exists in memory;
- *   3. relu/silu of a matvec becomes its epilogue (fn);
- *   4. split of a matvec (or of relu/silu of one) becomes one matvec per part, over row slices
- *      of the weight, with the activation as its epilogue;
- *   5. matvec + r becomes the matvec's residual (in[2]), and matvec * g its gated product (fn MUL,
+ *   3. matvec + b, b a bias (a bf16 param vector, which elaborate puts in the add's in[4]),
+ *      becomes the matvec's bias (in[4]), added to its sums before anything else;
+ *   4. relu/silu of a matvec becomes its epilogue (fn);
+ *   5. split of a matvec (or of relu/silu of one, or of one plus a bias) becomes one matvec per
+ *      part, over row slices of the weight (and of the bias), with the activation as its epilogue;
+ *   6. matvec + r becomes the matvec's residual (in[2]), and matvec * g its gated product (fn MUL,
  *      in[2] = g: SwiGLU's up projection multiplies by silu(gate) in its epilogue);
- *   6. a store into an output makes the stored value's writer write the output itself, or, where
+ *   7. a store into an output makes the stored value's writer write the output itself, or, where
  *      the value already has storage (a declared tensor, another output), becomes a copy;
- *   7. nodes whose results nothing reads, and that write no output or cache, are removed.
- * An epilogue, residual or gated product folds into a matvec only when the matvec's result has no
- * other reader: a second reader would need the plain result, and computing the matvec twice would
- * read its weights twice (decode is bound by weight bytes). A split, which has no other way to
- * lower, makes its slices whatever else reads the whole matvec. The tile(...) hint of a node that
+ *   8. nodes whose results nothing reads, and that write no output or cache, are removed.
+ * The order keeps what the matvec computes as written: a bias folds only into a matvec without an
+ * epilogue yet (relu(matvec) + b stays an add of its own), an activation then applies to the sum
+ * and the bias, and a residual or gated product to all of it (mlk_desc.h, MATVEC).
+ * A bias, epilogue, residual or gated product folds into a matvec only when the matvec's result
+ * has no other reader: a second reader would need the plain result, and computing the matvec twice
+ * would read its weights twice (decode is bound by weight bytes). A split, which has no other way
+ * to lower, makes its slices whatever else reads the whole matvec. The tile(...) hint of a node that
  * folds into another replaces the other's: it was the statement's, which names the fused op; its
  * wait(...) and notify(...) counters join the other's, since what they said of it now holds for
  * the op that does its work. A fold that would order the ops in a way the clauses do not (a wait
@@ -128,6 +133,31 @@ static void input_norms(IrGraph *g) {
   }
 }
 
+/* x + b of a bias b: the add that elaborate makes of it (b in in[4], fn none), an eltwise op with a
+ * bias unless a matvec takes it. */
+static bool is_bias_add(const IrNode *n) {
+  return n->op == IR_ADD && n->in[4] >= 0 && n->in[1] < 0;
+}
+
+static void biases(IrGraph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    IrNode *a = node(g, i);
+    if (a->dead || !is_bias_add(a))
+      continue;
+    int m = writer(g, a->in[0]);
+    if (!foldable_matvec(g, m, a->in[0], a->kernel) || node(g, m)->fn != MLK_FN_NONE ||
+        node(g, m)->in[4] >= 0 || !sync_folds(g, m, i, true))
+      continue;
+    IrNode *mv = node(g, m);
+    mv->in[4] = a->in[4];
+    mv->in_seq[4] = a->in_seq[4];
+    take_result(g, m, a->out[0]);
+    merge_hint(&mv->hint, &a->hint);
+    ir_merge_sync(g, m, i);
+    a->dead = true;
+  }
+}
+
 static void epilogues(IrGraph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     IrNode *a = node(g, i);
@@ -152,13 +182,19 @@ static bool splits(IrGraph *g, Diag *d) {
       continue;
     int m = writer(g, node(g, i)->in[0]);
     MlkFn act = MLK_FN_NONE;
-    int act_node = -1;
+    int act_node = -1, bias_node = -1;
     if (m >= 0 && (node(g, m)->op == IR_RELU || node(g, m)->op == IR_SILU)) {
       /* an activation that did not fold (the matvec has other readers): the slices apply it */
       act = node(g, m)->fn;
       act_node = m;
       m = writer(g, node(g, m)->in[0]);
       if (m >= 0 && node(g, m)->fn != MLK_FN_NONE)
+        m = -1;
+    } else if (m >= 0 && is_bias_add(node(g, m))) {
+      /* likewise a bias that did not fold: the slices add their rows of it */
+      bias_node = m;
+      m = writer(g, node(g, m)->in[0]);
+      if (m >= 0 && (node(g, m)->fn != MLK_FN_NONE || node(g, m)->in[4] >= 0))
         m = -1;
     }
     if (m < 0 || node(g, m)->op != IR_MATVEC || node(g, m)->in[2] >= 0) {
@@ -170,7 +206,10 @@ static bool splits(IrGraph *g, Diag *d) {
     const IrNode s = *node(g, i);
     if (act != MLK_FN_NONE)
       whole.fn = act;
+    if (bias_node >= 0)
+      whole.in[4] = node(g, bias_node)->in[4];
     const IrValue w = g->values[whole.in[1]];
+    const IrValue bias = whole.in[4] >= 0 ? g->values[whole.in[4]] : (IrValue){.tensor = -1};
     int64_t row = 0, k = w.type.shape[1];
     /* The slices run one after another on the same SMs: one default tile for all of them, from
      * the rows of the whole matvec, so that together they make about one wave of tasks (q, k and
@@ -186,12 +225,22 @@ static bool splits(IrGraph *g, Diag *d) {
       *slice = whole;
       slice->nout = 1;
       slice->in[1] = wv;
+      if (whole.in[4] >= 0) { /* the bias's rows of the slice: a view of the same param */
+        Type bt = bias.type;
+        bt.shape[0] = rows;
+        int bv = ir_add_value(g, (IrValue){.type = bt, .tensor = bias.tensor,
+                                           .offset = bias.offset + row, .producer = -1,
+                                           .layer = -1});
+        slice->in[4] = bv;
+      }
       slice->default_rows = whole.default_rows ? whole.default_rows : w.type.shape[0];
       merge_hint(&slice->hint, &s.hint);
       take_result(g, n, s.out[j]);
       ir_merge_sync(g, n, i);
       if (act_node >= 0)
         ir_merge_sync(g, n, act_node);
+      if (bias_node >= 0)
+        ir_merge_sync(g, n, bias_node);
       row += rows;
     }
     node(g, i)->dead = true;
@@ -202,7 +251,7 @@ static bool splits(IrGraph *g, Diag *d) {
 static void residuals(IrGraph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     IrNode *a = node(g, i);
-    if (a->dead || (a->op != IR_ADD && a->op != IR_MUL))
+    if (a->dead || (a->op != IR_ADD && a->op != IR_MUL) || is_bias_add(a))
       continue;
     /* a + matvec: the left operand first; matvec * g: the right one first, so that
      * silu(matvec(..)) * matvec(..) computes the gate first and multiplies in the second */
@@ -293,6 +342,7 @@ bool fuse_graph(IrGraph *g, Diag *d) {
       return false;
     }
   input_norms(g);
+  biases(g);
   epilogues(g);
   if (!splits(g, d))
     return false;

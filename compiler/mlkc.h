@@ -644,7 +644,7 @@ typedef struct IrSync {
   Loc loc;
 } IrSync;
 
-#define IR_MAX_IN 4
+#define IR_MAX_IN MLK_OP_INPUTS
 #define IR_MAX_OUT 16
 
 typedef struct IrNode {

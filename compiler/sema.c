@@ -532,6 +532,8 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e);
 static Value eval_call(Sema *s, Binding *scope, const Expr *e);
 static void made_by(Sema *s, Value *v, const Builtin *b);
 static bool want_activation(Sema *s, const char *op, const Expr *ae, const Value *v);
+static Value binary_tensor(Sema *s, const Expr *e, const Value *l, const Value *r);
+static bool same_dim(const Type *a, int i, const Type *b, int j);
 
 /* Whether statements `st` (a megakernel's body, its loops included) assign `name`. */
 static bool stmts_assign(const Stmt *st, const char *name) {
@@ -594,6 +596,71 @@ static Value eval(Sema *s, Binding *scope, const Expr *e) {
   return v;
 }
 
+/* A bias: a bf16 param vector (or a view of one), which `+` adds to every row of f32 rows. */
+static bool is_bias(const Value *v) {
+  return v->type->dtype == MLK_BF16 && v->type->rank == 1 && v->weight;
+}
+
+/* `a + b` and `a * b` of two tensors: elementwise over f32 tensors of one shape, or `x + b` of a
+ * bias b [N] (a bf16 param vector) over f32 rows x [..., N]. The language broadcasts an f32
+ * operand of lower rank over the other's leading dims too, which the lowering cannot build (the
+ * eltwise op, and a matvec's residual or gated product, read both operands row by row; only a
+ * bias is read as one vector for every row). */
+static Value binary_tensor(Sema *s, const Expr *e, const Value *l, const Value *r) {
+  if (e->op != '+' && e->op != '*') {
+    err(s, e->loc, "operator '%c' on tensors is not supported yet (only + and *)", e->op);
+    return NONE;
+  }
+  if (is_bias(l) || is_bias(r)) {
+    const Value *b = is_bias(r) ? r : l, *x = b == r ? l : r;
+    const Type *xt = x->type, *bt = b->type;
+    if (xt->dtype != MLK_F32 || !same_dim(bt, 0, xt, xt->rank - 1)) {
+      err(s, e->loc, "operator '%c' adds a bias, a bf16 param vector [N], to the rows of an f32 "
+          "tensor [..., N], got %s and %s", e->op, tstr(s, l->type), tstr(s, r->type));
+      return NONE;
+    }
+    if (e->op == '*') {
+      err(s, e->loc, "operator '*' scaling the rows of %s by the bf16 vector %s cannot be lowered "
+          "to a megakernel yet: a bf16 param vector is only added to rows (a bias, '+')",
+          tstr(s, xt), tstr(s, bt));
+      return NONE;
+    }
+    if (!want_activation(s, "operator '+'", e, x))
+      return NONE;
+    Value v = {.kind = V_TENSOR, .type = xt};
+    made_by(s, &v, builtin_of(IR_ADD));
+    /* split(matvec(x, w) + b, ...) cuts the bias with the weight's rows */
+    v.row_slices = x->row_slices && x->origin && x->origin->op == IR_MATVEC;
+    return v;
+  }
+  /* elementwise f32, the lower-rank operand broadcast over the leading dims */
+  const Type *big = l->type->rank >= r->type->rank ? l->type : r->type;
+  const Type *small = big == l->type ? r->type : l->type;
+  bool ok = l->type->dtype == MLK_F32 && r->type->dtype == MLK_F32;
+  for (int i = 0; ok && i < small->rank; i++) {
+    int j = big->rank - small->rank + i;
+    ok = small->shape[i] == big->shape[j] && small->sym[i] == big->sym[j];
+  }
+  if (!ok) {
+    err(s, e->loc, "operator '%c' needs f32 tensors of the same shape (or one broadcast "
+        "over the other's leading dims), got %s and %s", e->op, tstr(s, l->type),
+        tstr(s, r->type));
+    return NONE;
+  }
+  /* the eltwise op (or the matvec epilogue it becomes) reads both operands per row */
+  if (!type_equal(l->type, r->type)) {
+    err(s, e->loc, "operator '%c' broadcasting %s over %s cannot be lowered to a megakernel "
+        "yet: elementwise operands have one shape, and only a bias (a bf16 param vector, '+') "
+        "is added to every row", e->op, tstr(s, small), tstr(s, big));
+    return NONE;
+  }
+  if (!want_activation(s, e->op == '+' ? "operator '+'" : "operator '*'", e, l))
+    return NONE;
+  Value v = {.kind = V_TENSOR, .type = big};
+  made_by(s, &v, builtin_of(e->op == '+' ? IR_ADD : IR_MUL));
+  return v;
+}
+
 static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
   switch (e->kind) {
   case EXPR_INT:
@@ -634,37 +701,8 @@ static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
       }
       return (Value){.kind = V_FLOAT, .f = v};
     }
-    if (l.kind == V_TENSOR && r.kind == V_TENSOR) {
-      if (e->op != '+' && e->op != '*') {
-        err(s, e->loc, "operator '%c' on tensors is not supported yet (only + and *)", e->op);
-        return NONE;
-      }
-      /* elementwise f32, the lower-rank operand broadcast over the leading dims */
-      const Type *big = l.type->rank >= r.type->rank ? l.type : r.type;
-      const Type *small = big == l.type ? r.type : l.type;
-      bool ok = l.type->dtype == MLK_F32 && r.type->dtype == MLK_F32;
-      for (int i = 0; ok && i < small->rank; i++) {
-        int j = big->rank - small->rank + i;
-        ok = small->shape[i] == big->shape[j] && small->sym[i] == big->sym[j];
-      }
-      if (!ok) {
-        err(s, e->loc, "operator '%c' needs f32 tensors of the same shape (or one broadcast "
-            "over the other's leading dims), got %s and %s", e->op, tstr(s, l.type),
-            tstr(s, r.type));
-        return NONE;
-      }
-      /* the eltwise op (or the matvec epilogue it becomes) reads both operands per row */
-      if (!type_equal(l.type, r.type)) {
-        err(s, e->loc, "operator '%c' broadcasting %s over %s cannot be lowered to a megakernel "
-            "yet: elementwise operands have one shape", e->op, tstr(s, small), tstr(s, big));
-        return NONE;
-      }
-      if (!want_activation(s, e->op == '+' ? "operator '+'" : "operator '*'", e, &l))
-        return NONE;
-      Value v = {.kind = V_TENSOR, .type = big};
-      made_by(s, &v, builtin_of(e->op == '+' ? IR_ADD : IR_MUL));
-      return v;
-    }
+    if (l.kind == V_TENSOR && r.kind == V_TENSOR)
+      return binary_tensor(s, e, &l, &r);
     if (l.kind == V_TENSOR || r.kind == V_TENSOR) {
       const Value *o = l.kind == V_TENSOR ? &r : &l;
       const Expr *oe = l.kind == V_TENSOR ? e->rhs : e->lhs;

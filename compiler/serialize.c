@@ -51,7 +51,7 @@ static GTensor declared(const Ser *s, const IrTensor *t) {
 }
 
 static const char *const op_kind_names[] = {
-#define X(K, name, r0, r1, r2, r3) #name,
+#define X(K, name, r0, r1, r2, r3, r4) #name,
     MLK_OP_KINDS(X)
 #undef X
 };
@@ -59,8 +59,8 @@ static const char *const op_kind_names[] = {
 /* The name of an op's base: matvec_relu, add, kv_append... */
 static const char *op_base(const IrNode *n, const Builtin *b) {
   static const char *const eltwise_names[] = {"copy", "relu", "silu", "add", "mul"};
-  if (b->kind == MLK_OP_ELTWISE)
-    return eltwise_names[n->fn];
+  if (b->kind == MLK_OP_ELTWISE) /* a bias added alone (fn none) is the add of the source */
+    return n->fn == MLK_FN_NONE && n->in[4] >= 0 ? "add" : eltwise_names[n->fn];
   if (b->kind == MLK_OP_MATVEC && n->fn != MLK_FN_NONE)
     return n->fn == MLK_FN_RELU ? "matvec_relu" : n->fn == MLK_FN_SILU ? "matvec_silu" : "matvec_mul";
   return op_kind_names[b->kind];
@@ -103,7 +103,7 @@ struct OpDescFields {
   const char *name;
   MlkOpKind kind;
   MlkFn fn;
-  MlkArg out, in[4];
+  MlkArg out, in[MLK_OP_INPUTS];
   int64_t n, k, tile, ntasks;
   int batched;
   int wait0, nwaits, notify0, nnotifies;
@@ -135,7 +135,7 @@ static void add_op(Ser *s, int n) {
   d->kind = (MlkOpKind)b->kind;
   d->fn = node->fn;
   d->out = node->nout ? arg(s, node->out[0]) : (MlkArg){.tensor = -1};
-  for (int j = 0; j < 4; j++)
+  for (int j = 0; j < MLK_OP_INPUTS; j++)
     d->in[j] = arg(s, node->in[j]);
   if (node->op == IR_KV_APPEND || node->op == IR_ATTENTION) {
     const IrCache *c = &s->ir->caches[node->attr.cache];
@@ -403,13 +403,13 @@ void desc_dump_json(FILE *out, const MlkModelDesc *d) {
       json_str(out, o->name);
       fprintf(out, ", \"kind\": \"%s\", \"fn\": \"%s\", \"out\": ", op_kind_names[o->kind],
               fn_names[o->fn]);
-      const MlkArg *args[5] = {&o->out, &o->in[0], &o->in[1], &o->in[2], &o->in[3]};
-      for (int j = 0; j < 5; j++) {
+      for (int j = 0; j <= MLK_OP_INPUTS; j++) {
+        const MlkArg *a = j ? &o->in[j - 1] : &o->out;
         fputs(j == 1 ? ", \"in\": [" : j > 1 ? ", " : "", out);
-        if (args[j]->offset)
-          fprintf(out, "[%d, %lld]", args[j]->tensor, (long long)args[j]->offset);
+        if (a->offset)
+          fprintf(out, "[%d, %lld]", a->tensor, (long long)a->offset);
         else
-          fprintf(out, "%d", args[j]->tensor);
+          fprintf(out, "%d", a->tensor);
       }
       fprintf(out, "], \"n\": %lld, \"k\": %lld, \"tile\": %lld, \"tasks\": %lld, \"batched\": %d",
               (long long)o->n, (long long)o->k, (long long)o->tile, (long long)o->ntasks,

@@ -776,11 +776,12 @@ static mlk_status cfg_compare(const mlk_model *m, const char *path, const char *
                        key, want, m->desc->name, have, where);
 }
 
-/* Checks a Hugging Face config.json (the Llama family's keys) against what the model's ops and
- * caches fix: layers, heads, kv heads, head dim, hidden size, vocabulary, norm eps, rope theta and
- * Llama 3 rope scaling. A key the config lacks is not checked (num_key_value_heads defaults to
- * num_attention_heads, head_dim to hidden_size / num_attention_heads, as in transformers); a value
- * the model does not fix (no attention op: no heads) neither. */
+/* Checks a Hugging Face config.json (the Llama and Qwen2 families' keys) against what the model's
+ * ops and caches fix: layers, heads, kv heads, head dim, hidden size, vocabulary, norm eps, rope
+ * theta, Llama 3 rope scaling, and no sliding window (Qwen2's use_sliding_window: the attention
+ * ops attend to every position). A key the config lacks is not checked (num_key_value_heads
+ * defaults to num_attention_heads, head_dim to hidden_size / num_attention_heads, as in
+ * transformers); a value the model does not fix (no attention op: no heads) neither. */
 static mlk_status check_config(const mlk_model *m, const char *path) {
   char *text = NULL;
   size_t len = 0;
@@ -869,6 +870,17 @@ static mlk_status check_config(const mlk_model *m, const char *path) {
                          "rope op computes (none, or llama3)", path, tn);
     }
   }
+  /* Qwen2 with use_sliding_window true attends to the last sliding_window positions in the layers
+   * from max_window_layers on; an attention op attends to all of them. */
+  const json_t *sw = json_object_get(root, "use_sliding_window");
+  if (!st && sw && !json_is_null(sw) && !json_is_boolean(sw))
+    st = mlk_set_error(MLK_ERR_INVALID, "config '%s': use_sliding_window is %s, expected true or "
+                       "false", path, json_kind(sw));
+  for (int o = 0; o < d->nops && !st && json_is_true(sw); o++)
+    if (d->ops[o].kind == MLK_OP_ATTENTION)
+      st = mlk_set_error(MLK_ERR_INVALID, "config '%s': use_sliding_window is true, but op '%s' of "
+                         "model '%s' attends to every position (no sliding window)", path,
+                         d->ops[o].name, d->name);
   for (int o = 0; o < d->nops && !st; o++) {
     const MlkOpDesc *op = &d->ops[o];
     char where[200];

@@ -168,7 +168,7 @@ typedef struct MlkAccess {
   int tensor;
   int64_t base, step, width, end;
 } MlkAccess;
-#define MLK_MAX_READS 5
+#define MLK_MAX_READS MLK_OP_INPUTS
 /* What each task of validated op `o` reads (reads[0 .. *nreads)) and writes; page tables are left
  * out (no op writes them). The simulator's dependency checker holds the events to these. */
 void mlk_op_accesses(const MlkModelDesc *d, int o, MlkAccess reads[MLK_MAX_READS], int *nreads,

@@ -109,7 +109,7 @@ const char *mlk_tensor_kind_name(MlkTensorKind k) {
 
 const char *mlk_op_kind_name(MlkOpKind k) {
   static const char *const names[] = {
-#define X(K, name, r0, r1, r2, r3) #name,
+#define X(K, name, r0, r1, r2, r3, r4) #name,
       MLK_OP_KINDS(X)
 #undef X
   };
@@ -1049,7 +1049,7 @@ static mlk_status check_inputs(mlk_model *m, int kernel) {
   const MlkKernelDesc *k = &d->kernels[kernel];
   /* Only what this kernel reads must be set: a model's kernels may take different inputs. */
   for (int o = k->first_op; o < k->first_op + k->nops; o++)
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < MLK_OP_INPUTS; j++) {
       int t = d->ops[o].in[j].tensor;
       if (t < 0)
         continue;

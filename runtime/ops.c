@@ -98,10 +98,10 @@ static mlk_status check_out(const MlkModelDesc *d, int o, MlkDType dt, int64_t c
   return check_rows(d, o, "output", op->out, dt, cols);
 }
 
-/* Operands from in[first] on are unused by this kind and must be -1. */
-static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
+/* Operands in[first .. end) are unused by this kind and must be -1. */
+static mlk_status check_unused_to(const MlkModelDesc *d, int o, int first, int end) {
   const MlkOpDesc *op = &d->ops[o];
-  for (int j = first; j < 4; j++)
+  for (int j = first; j < end; j++)
     if (op->in[j].tensor != -1)
       return mlk_desc_invalid(
           d,
@@ -111,6 +111,18 @@ static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
           op->kind == MLK_OP_ELTWISE && first == 1 ? "unary " : "", mlk_op_kind_name(op->kind),
           first, first == 1 ? "" : "s");
   return MLK_OK;
+}
+
+/* Operands from in[first] on are unused by this kind and must be -1. */
+static mlk_status check_unused(const MlkModelDesc *d, int o, int first) {
+  return check_unused_to(d, o, first, MLK_OP_INPUTS);
+}
+
+/* The bias in[4] of a matvec or eltwise, if any: a bf16 vector of the op's n columns that every
+ * task reads its columns of (every row the same). */
+static mlk_status check_bias(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  return op->in[4].tensor == -1 ? MLK_OK : check_whole(d, o, "bias", op->in[4], MLK_BF16, op->n);
 }
 
 static mlk_status check_eps(const MlkModelDesc *d, int o) {
@@ -193,6 +205,8 @@ static mlk_status matvec_validate(const MlkModelDesc *d, int o) {
       ((st = check_whole(d, o, "norm weight", op->in[3], MLK_BF16, op->k)) ||
        (st = check_eps(d, o))))
     return st;
+  if ((st = check_bias(d, o)))
+    return st;
   /* Tasks write their rows while others still read all of x: in place would race. */
   if (op->out.tensor == op->in[0].tensor)
     return mlk_desc_invalid(d, "op %d '%s': output and x are the same tensor", o, op->name);
@@ -208,12 +222,14 @@ static int matvec_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess
     r[n++] = tiled(op->in[2].tensor, op->in[2].offset, op->tile, op->n);
   if (op->in[3].tensor >= 0)
     r[n++] = whole(op->in[3].tensor, op->in[3].offset, op->k);
+  if (op->in[4].tensor >= 0)
+    r[n++] = tiled(op->in[4].tensor, op->in[4].offset, op->tile, op->n);
   (void)w;
   return n;
 }
 
 static int64_t matvec_cost(const MlkOpDesc *op, int64_t cols) {
-  /* the weight rows, x, the outputs */
+  /* the weight rows, x, the outputs (a bias adds 2 bytes a row: nothing to count) */
   return OVERHEAD + cols * op->k * 2 + op->k * 4 + cols * 8;
 }
 
@@ -234,7 +250,9 @@ static mlk_status eltwise_validate(const MlkModelDesc *d, int o) {
     return st;
   if (binary && (st = check_rows(d, o, "b", op->in[1], MLK_F32, op->n)))
     return st;
-  return check_unused(d, o, binary ? 2 : 1);
+  if ((st = check_bias(d, o)))
+    return st;
+  return check_unused_to(d, o, binary ? 2 : 1, 4);
 }
 
 static int eltwise_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
@@ -243,6 +261,8 @@ static int eltwise_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAcces
   r[n++] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
   if (op->in[1].tensor >= 0)
     r[n++] = tiled(op->in[1].tensor, op->in[1].offset, op->tile, op->n);
+  if (op->in[4].tensor >= 0)
+    r[n++] = tiled(op->in[4].tensor, op->in[4].offset, op->tile, op->n);
   (void)w;
   return n;
 }
@@ -373,7 +393,7 @@ static mlk_status kv_append_validate(const MlkModelDesc *d, int o) {
       (st = check_rows(d, o, "values", op->in[1], MLK_F32, op->n)) ||
       (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
     return st;
-  return MLK_OK;
+  return check_unused(d, o, 4);
 }
 
 static int kv_append_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
@@ -433,7 +453,7 @@ static mlk_status attention_validate(const MlkModelDesc *d, int o) {
   /* The tile accumulates into its output rows while it still reads q. */
   if (op->out.tensor == op->in[0].tensor)
     return mlk_desc_invalid(d, "op %d '%s': output and q are the same tensor", o, op->name);
-  return MLK_OK;
+  return check_unused(d, o, 4);
 }
 
 static int attention_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
@@ -599,7 +619,7 @@ typedef struct OpRuntime {
 } OpRuntime;
 
 static const OpRuntime kinds[] = {
-#define X(K, name, r0, r1, r2, r3) [MLK_OP_##K] = {name##_validate, name##_accesses, name##_cost},
+#define X(K, name, r0, r1, r2, r3, r4) [MLK_OP_##K] = {name##_validate, name##_accesses, name##_cost},
     MLK_OP_KINDS(X)
 #undef X
 };

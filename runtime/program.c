@@ -61,7 +61,7 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
     r->tile = op->tile;
     r->ntasks = op->ntasks;
     r->out = operand(d, addr, op->out);
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < MLK_OP_INPUTS; j++)
       r->in[j] = operand(d, addr, op->in[j]);
 #define X(type, name, per_op, what) r->name = op->name;
     MLK_OP_ATTRS(X)

@@ -40,13 +40,15 @@
 
 TASK(matvec) {
   TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
-               PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), op->eps, op->n, op->k,
-               first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
+               PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]),
+               PTR(const uint16_t, op->in[4]), op->eps, op->n, op->k, first_col(op, task),
+               col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
 }
 
 TASK(eltwise) {
-  TILE(eltwise)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]), op->n,
-                first_col(op, task), col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
+  TILE(eltwise)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
+                PTR(const uint16_t, op->in[4]), op->n, first_col(op, task), col_count(op, task),
+                mlk_task_rows(op, rt), (int)op->fn);
 }
 
 TASK(gather) {
@@ -121,7 +123,7 @@ TASK(attn_reduce) {
 
 void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
   switch (op->kind) {
-#define MLK_X_CASE(K, name, r0, r1, r2, r3)                                                        \
+#define MLK_X_CASE(K, name, r0, r1, r2, r3, r4)                                                        \
   case MLK_OP_##K:                                                                                 \
     mlk_task_##name(op, task, rt);                                                                 \
     break;

@@ -21,7 +21,7 @@
  * rows; `rt` holds the run-time values (MLK_RT_*). Called by every thread of the block on the
  * device, by one host thread in the simulator. mlk_task_<name>_inline is the same, to be inlined
  * where the caller has made some of the record's fields constants (the kernel's code variants). */
-#define MLK_X_TASK_DECL(K, name, r0, r1, r2, r3)                                                  \
+#define MLK_X_TASK_DECL(K, name, r0, r1, r2, r3, r4)                                                  \
   void mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt);                      \
   void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);
 MLK_OP_KINDS(MLK_X_TASK_DECL)

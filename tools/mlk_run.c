@@ -4,9 +4,9 @@
  *           --seed S] [--logits-out FILE]
  *
  * DIR is a checkpoint as published: config.json and model.safetensors (or shards with their
- * index). mlk-run reads the family from config.json (model_type), compiles the family's model
- * (STDLIB/models/<family>.mlk) in-process with its dims bound from config.json, as mlkc --config
- * would (no C compiler, no generated files; PTX only when the backend is a GPU), loads the
+ * index). mlk-run reads the family from config.json (model_type: llama or qwen2), compiles the
+ * family's model (STDLIB/models/<family>.mlk) in-process with its dims bound from config.json, as
+ * mlkc --config would (no C compiler, no generated files; PTX only when the backend is a GPU), loads the
  * checkpoint, and decodes every prompt as a sequence of one batch over the runtime's paged KV
  * cache: a prompt goes in as consecutive rows of a run, one position each (prefill; a prompt
  * longer than the rows left takes several runs), then each run feeds the token the previous one
@@ -60,7 +60,7 @@ static void usage(FILE *out) {
           "on the GPU, or on the CPU simulator without one.\n"
           "\n"
           "  --model DIR         the checkpoint directory; its config.json says the family and\n"
-          "                      the sizes (supported: llama)\n"
+          "                      the sizes (supported: llama, qwen2)\n"
           "  --prompt-ids IDS    a prompt as token ids, comma-separated (1,2,3); repeat it for\n"
           "                      several prompts, which run as one batch (more than the\n"
           "                      model's batch wait for rows)\n"
@@ -251,9 +251,22 @@ static void parse_args(int argc, char **argv, Args *a) {
 typedef struct Family {
   const char *model_type; /* config.json "model_type" */
   const char *file;       /* STDLIB/models/<file> */
+  const char *tied;       /* the model whose LM head is the embedding (tie_word_embeddings) */
+  const char *untied;     /* the model with its own lm_head.weight */
 } Family;
 
-static const Family families[] = {{"llama", "llama.mlk"}};
+/* transformers' LlamaConfig and Qwen2Config both untie by default (tie_word_embeddings false) */
+static const Family families[] = {{"llama", "llama.mlk", "llama", "llama_untied"},
+                                  {"qwen2", "qwen2.mlk", "qwen2", "qwen2_untied"}};
+
+/* "llama, qwen2": the model types mlk-run runs, for messages. */
+static const char *supported(void) {
+  static char list[256];
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+    n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", families[i].model_type);
+  return list;
+}
 
 /* The family's .mlk and the model in it for the checkpoint's config.json. */
 static void pick_family(const char *config, const char **file, const char **model) {
@@ -267,15 +280,15 @@ static void pick_family(const char *config, const char **file, const char **mode
   if (!type)
     die("--model: '%s' has no model_type (a Hugging Face config.json says \"model_type\": "
         "\"llama\")", config);
-  *file = NULL;
+  const Family *fam = NULL;
   for (size_t i = 0; i < sizeof families / sizeof *families; i++)
     if (!strcmp(type, families[i].model_type))
-      *file = families[i].file;
-  if (!*file)
-    die("--model: '%s' is model_type '%s', which mlk-run does not run (supported: llama)", config,
-        type);
-  /* transformers' LlamaConfig unties by default */
-  *model = json_is_true(json_object_get(root, "tie_word_embeddings")) ? "llama" : "llama_untied";
+      fam = &families[i];
+  if (!fam)
+    die("--model: '%s' is model_type '%s', which mlk-run does not run (supported: %s)", config,
+        type, supported());
+  *file = fam->file;
+  *model = json_is_true(json_object_get(root, "tie_word_embeddings")) ? fam->tied : fam->untied;
   json_decref(root);
 }
 

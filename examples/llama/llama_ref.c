@@ -269,8 +269,11 @@ static void step_row(LlamaRefState *s, int row, int tok, int p, float *logits) {
     /* h = rmsnorm(x, ln1[l]) */
     llama_ref_rmsnorm(x, w->ln1 + (size_t)l * D, D, c->eps, h);
     trace(s, "h1", l, row, h, D);
-    /* q, k, v = split(wqkv[l] h): rows [0, QN) are q, [QN, QN+KN) k, the rest v */
+    /* q, k, v = split(wqkv[l] h + bqkv[l]): rows [0, QN) are q, [QN, QN+KN) k, the rest v */
     matvec(w->wqkv + (size_t)l * QKV * D, h, QKV, D, s->qkv);
+    if (w->bqkv) /* Qwen2: each row plus its bias, in f32 as the sum was rounded */
+      for (int i = 0; i < QKV; i++)
+        s->qkv[i] += llama_ref_f32(w->bqkv[(size_t)l * QKV + i]);
     trace(s, "q_norope", l, row, q, QN);
     trace(s, "k_norope", l, row, k, KN);
     /* rotate q and k at position p, head by head */

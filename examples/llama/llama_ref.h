@@ -1,4 +1,5 @@
-/* llama_ref.h: a plain, sequential C reference of Llama decoding, written from the math.
+/* llama_ref.h: a plain, sequential C reference of Llama decoding (and of Qwen2's, which adds a
+ * bias to the q, k and v projections), written from the math.
  *
  * It exists to check the compiled megakernels (tests/sim/test_llama_sim.c, tests/gpu/
  * test_llama_gpu.c) and shares no code with the compiler, the runtime or its reference tiles:
@@ -9,7 +10,7 @@
  *   x = embed[t]                                              (bf16 row -> f32)
  *   for each layer l:
  *     h = rmsnorm(x, ln1[l], eps)
- *     q, k, v = split(wqkv[l] h, H*HD, KVH*HD, KVH*HD)
+ *     q, k, v = split(wqkv[l] h + bqkv[l], H*HD, KVH*HD, KVH*HD)   (bqkv: Qwen2's, else 0)
  *     q, k = rope(q, p), rope(k, p)                           (Llama 3 frequency scaling)
  *     K[l][p], V[l][p] = bf16(k), bf16(v)                     (round to nearest even)
  *     a_h = sum_{t<=p} softmax_t(q_h . K[l][t][g] / sqrt(HD)) V[l][t][g],  g = h / (H/KVH)
@@ -65,6 +66,7 @@ typedef struct LlamaRefWeights {
   const uint16_t *w_down; /* [L][D][F] */
   const uint16_t *lnf;    /* [D] */
   const uint16_t *lm_head; /* [V][D], the output projection of an untied model; NULL: embed */
+  const uint16_t *bqkv;   /* [L][(H + 2*KVH)*HD]: the q, k and v biases (Qwen2); NULL: none */
 } LlamaRefWeights;
 
 typedef struct LlamaRefState LlamaRefState;

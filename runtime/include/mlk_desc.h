@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 5
+#define MLK_DESC_ABI 6
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -145,12 +145,14 @@ typedef struct MlkTensorDesc {
  * its operands in messages, and the per-kind dispatch of the device interpreter and of the
  * simulator (stdlib/task.c) all come from this table. What each kind computes:
  *
- * MATVEC: out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]); W bf16 [n, k] at in[1];
- *   x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the fused
- *   rmsnorm x * rsqrt(mean(x^2) + eps) * w. fn: NONE, RELU, SILU; or MUL, a gated product:
- *   out[b, r] = (sum_k W[r, k] * xn[b, k]) * in[2][b, r] (SwiGLU's silu(gate) * up).
- * ELTWISE: out[b, i] = fn(a[b, i], c[b, i]) with a = in[0], c = in[1] (or none for RELU, SILU,
- *   NONE).
+ * MATVEC: out[b, r] = fn(sum_k W[r, k] * xn[b, k] + bias[r]) (+ res[b, r]); W bf16 [n, k] at
+ *   in[1]; x = in[0] f32 [b, k]; res = in[2] or none; xn = x, or with in[3] (bf16 [k]) set, the
+ *   fused rmsnorm x * rsqrt(mean(x^2) + eps) * w; bias = in[4] (bf16 [n], the same for every row)
+ *   or none (0). fn: NONE, RELU, SILU; or MUL, a gated product: out[b, r] = (sum_k W[r, k] *
+ *   xn[b, k] + bias[r]) * in[2][b, r] (SwiGLU's silu(gate) * up).
+ * ELTWISE: out[b, i] = fn(a[b, i] + bias[i], c[b, i]) with a = in[0], c = in[1] (or none for
+ *   RELU, SILU, NONE), bias = in[4] (bf16 [n], the same for every row) or none (0): `x + b` of a
+ *   bf16 param vector b over f32 rows x is fn NONE with the bias.
  * GATHER: out[b, i] = (f32) table[ids[b], i]: ids = in[0] i32 [b], table = in[1] bf16 [rows, n].
  * RMSNORM: out[b, :] = x * rsqrt(mean(x^2) + eps) * w: x = in[0], w = in[1] bf16 [n]. One task
  *   (tile = n).
@@ -196,26 +198,29 @@ typedef struct MlkTensorDesc {
  *   empty (pos < 0). out f32 [b, heads * head_dim]; tile = h * group * head_dim: a task per h kv
  *   heads, which waits on one MLK_MAP_TILE counter for the S producer tasks of its records.
  *
- * X(KIND, name, role of in[0], in[1], in[2], in[3]) ("" where the operand is unused). ORDER: the
- * numbering is the ABI; append new kinds at the end. */
+ * X(KIND, name, role of in[0], in[1], in[2], in[3], in[4]) ("" where the operand is unused).
+ * ORDER: the numbering is the ABI; append new kinds at the end. */
 #define MLK_OP_KINDS(X)                                                                            \
-  X(MATVEC, matvec, "x", "W", "residual", "norm weight")                                          \
-  X(ELTWISE, eltwise, "a", "b", "", "")                                                            \
-  X(GATHER, gather, "ids", "table", "", "")                                                        \
-  X(RMSNORM, rmsnorm, "x", "weight", "", "")                                                       \
-  X(ROPE, rope, "x", "positions", "", "")                                                          \
-  X(KV_APPEND, kv_append, "keys", "values", "positions", "page table")                            \
-  X(ATTENTION, attention, "q", "cache", "positions", "page table")                                \
-  X(ARGMAX, argmax, "x", "", "", "")                                                               \
-  X(SAMPLE, sample, "x", "sampling", "", "")                                                       \
-  X(ATTN_REDUCE, attn_reduce, "partials", "", "", "")
+  X(MATVEC, matvec, "x", "W", "residual", "norm weight", "bias")                                  \
+  X(ELTWISE, eltwise, "a", "b", "", "", "bias")                                                    \
+  X(GATHER, gather, "ids", "table", "", "", "")                                                    \
+  X(RMSNORM, rmsnorm, "x", "weight", "", "", "")                                                   \
+  X(ROPE, rope, "x", "positions", "", "", "")                                                      \
+  X(KV_APPEND, kv_append, "keys", "values", "positions", "page table", "")                        \
+  X(ATTENTION, attention, "q", "cache", "positions", "page table", "")                            \
+  X(ARGMAX, argmax, "x", "", "", "", "")                                                           \
+  X(SAMPLE, sample, "x", "sampling", "", "", "")                                                   \
+  X(ATTN_REDUCE, attn_reduce, "partials", "", "", "", "")
+
+/* The operand slots of an op (MlkOpDesc.in, MlkDevOp.in). */
+#define MLK_OP_INPUTS 5
 
 typedef enum MlkOpKind {
-#define MLK_X_ENUM(K, name, r0, r1, r2, r3) MLK_OP_##K,
+#define MLK_X_ENUM(K, name, r0, r1, r2, r3, r4) MLK_OP_##K,
   MLK_OP_KINDS(MLK_X_ENUM)
 #undef MLK_X_ENUM
 } MlkOpKind;
-#define MLK_X_ONE(K, name, r0, r1, r2, r3) +1
+#define MLK_X_ONE(K, name, r0, r1, r2, r3, r4) +1
 #define MLK_OP_KIND_COUNT (0 MLK_OP_KINDS(MLK_X_ONE)) /* the number of kinds */
 #define MLK_OP_LAST (MLK_OP_KIND_COUNT - 1)             /* the largest MlkOpKind */
 
@@ -263,7 +268,7 @@ typedef struct MlkOpDesc {
   MlkOpKind kind;
   MlkFn fn;
   MlkArg out;        /* the written tensor (KV_APPEND: the cache) */
-  MlkArg in[4];      /* see MlkOpKind */
+  MlkArg in[MLK_OP_INPUTS]; /* see MlkOpKind */
   int64_t n;         /* output columns of one batch row (KV_APPEND: kv_heads*head_dim) */
   int64_t k;         /* matvec, argmax, sample: input columns; 0 otherwise */
   int64_t tile;      /* output columns per task */
@@ -502,7 +507,7 @@ typedef struct MlkDevOp {
   int32_t batched;
   uint32_t variant;   /* MlkOpDesc.variant: the kernel's switch goes by it */
   int64_t n, k, tile, ntasks;
-  uint64_t out, in[4];
+  uint64_t out, in[MLK_OP_INPUTS];
   int64_t page;       /* attention, kv_append: positions per page of the cache */
   struct {
     MLK_OP_ATTRS(MLK_X_FIELD)
@@ -524,7 +529,7 @@ static inline int mlk_op_same_variant(const MlkOpDesc *a, const MlkOpDesc *b) {
   if (a->kind != b->kind || a->fn != b->fn || a->n != b->n || a->k != b->k || a->tile != b->tile ||
       a->ntasks != b->ntasks || a->batched != b->batched || (a->out.tensor >= 0) != (b->out.tensor >= 0))
     return 0;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MLK_OP_INPUTS; i++)
     if ((a->in[i].tensor >= 0) != (b->in[i].tensor >= 0))
       return 0;
 #define MLK_X_SAME(type, name, per_op, what)                                                       \

@@ -13,17 +13,19 @@
 
 #include "mlk_desc.h"
 
-/* out[b, r] = fn(sum_k W[r, k] * xn[b, k]) (+ res[b, r]) for r in [row0, row0 + rows), b < batch;
- * W bf16 [n, k]; res may be NULL; xn = x, or when norm_w is not NULL the rmsnorm of each row
- * x[b] * rsqrt(mean(x[b]^2) + eps) * norm_w (bf16 [k]); fn NONE, RELU or SILU; or fn MUL:
- * out[b, r] = sum * res[b, r] (a gated product, res required). */
+/* out[b, r] = fn(sum_k W[r, k] * xn[b, k] + bias[r]) (+ res[b, r]) for r in [row0, row0 + rows),
+ * b < batch; W bf16 [n, k]; res may be NULL; xn = x, or when norm_w is not NULL the rmsnorm of
+ * each row x[b] * rsqrt(mean(x[b]^2) + eps) * norm_w (bf16 [k]); bias bf16 [n], or NULL (0); fn
+ * NONE, RELU or SILU; or fn MUL: out[b, r] = (sum + bias[r]) * res[b, r] (a gated product, res
+ * required). */
 void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
-                    const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
-                    int64_t rows, int64_t batch, int fn);
+                    const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
+                    int64_t row0, int64_t rows, int64_t batch, int fn);
 
-/* out[b, i] = fn(a[b, i], c[b, i]) for i in [c0, c0 + count); c NULL for unary functions. */
-void mlk_ref_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
-                     int64_t count, int64_t batch, int fn);
+/* out[b, i] = fn(a[b, i] + bias[i], c[b, i]) for i in [c0, c0 + count); c NULL for unary
+ * functions; bias bf16 [n] (every row the same), or NULL (0). */
+void mlk_ref_eltwise(float *out, const float *a, const float *c, const uint16_t *bias, int64_t n,
+                     int64_t c0, int64_t count, int64_t batch, int fn);
 
 /* out[b, i] = table[ids[b], i] for i in [c0, c0 + count): table bf16 [rows, n]. */
 void mlk_ref_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,

@@ -55,8 +55,8 @@ static float rms_scale(const float *x, int64_t n, float eps) {
 }
 
 void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
-                    const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
-                    int64_t rows, int64_t batch, int fn) {
+                    const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
+                    int64_t row0, int64_t rows, int64_t batch, int fn) {
   for (int64_t b = 0; b < batch; b++) {
     const float *xb = x + b * k;
     /* The fused input norm: xn[i] = (x[i] * scale) * w[i], formed element by element. */
@@ -70,8 +70,10 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
       else
         for (int64_t i = 0; i < k; i++)
           acc += bf16_to_f32(w[i]) * xb[i];
+      if (bias)
+        acc += bf16_to_f32(bias[r]); /* the bias goes in before anything else */
       if (fn == MLK_FN_MUL) {
-        acc *= res[b * n + r]; /* the gated product: out = (W xn) * res */
+        acc *= res[b * n + r]; /* the gated product: out = (W xn + bias) * res */
       } else {
         acc = activate(acc, fn);
         /* The residual is added after the activation: out = act(W xn) + res. */
@@ -83,16 +85,17 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
   }
 }
 
-void mlk_ref_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
-                     int64_t count, int64_t batch, int fn) {
+void mlk_ref_eltwise(float *out, const float *a, const float *c, const uint16_t *bias, int64_t n,
+                     int64_t c0, int64_t count, int64_t batch, int fn) {
   for (int64_t b = 0; b < batch; b++)
     for (int64_t i = b * n + c0; i < b * n + c0 + count; i++) {
+      float v = bias ? a[i] + bf16_to_f32(bias[i - b * n]) : a[i];
       switch (fn) {
-      case MLK_FN_ADD: out[i] = a[i] + c[i]; break;
-      case MLK_FN_MUL: out[i] = a[i] * c[i]; break;
-      case MLK_FN_RELU: out[i] = mlk_ref_relu(a[i]); break;
-      case MLK_FN_SILU: out[i] = mlk_ref_silu(a[i]); break;
-      default: out[i] = a[i]; break;
+      case MLK_FN_ADD: out[i] = v + c[i]; break;
+      case MLK_FN_MUL: out[i] = v * c[i]; break;
+      case MLK_FN_RELU: out[i] = mlk_ref_relu(v); break;
+      case MLK_FN_SILU: out[i] = mlk_ref_silu(v); break;
+      default: out[i] = v; break;
       }
     }
 }

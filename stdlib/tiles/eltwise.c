@@ -1,6 +1,7 @@
-/* eltwise.c: elementwise tiles over batched f32 rows (copy, relu, silu, add, mul) and the
- * embedding gather. Output columns [c0, c0 + count) of every batch row; the batch rows and columns
- * are flattened over the block so that a small tile still keeps every thread busy. */
+/* eltwise.c: elementwise tiles over batched f32 rows (copy, relu, silu, add, mul, each with an
+ * optional bf16 bias vector that every row adds first) and the embedding gather. Output columns
+ * [c0, c0 + count) of every batch row; the batch rows and columns are flattened over the block so
+ * that a small tile still keeps every thread busy. */
 #include "mlk_tiles.h"
 
 /* The activation, as the reference (mlk_ref_relu lets NaN through, unlike mlk_dev_act's relu). */
@@ -10,17 +11,19 @@ static inline float act(float v, int fn) {
   return mlk_dev_act(v, fn);
 }
 
-void mlk_tile_eltwise(float *out, const float *a, const float *c, int64_t n, int64_t c0,
-                      int64_t count, int64_t batch, int fn) {
+void mlk_tile_eltwise(float *out, const float *a, const float *c, const uint16_t *bias,
+                      int64_t n, int64_t c0, int64_t count, int64_t batch, int fn) {
   if (count <= 0 || batch <= 0)
     return;
   int binary = fn == MLK_FN_ADD || fn == MLK_FN_MUL;
   /* 32-bit indices over the task's batch x count elements (far below 2^32) */
   uint32_t total = (uint32_t)(batch * count), cnt = (uint32_t)count;
   for (uint32_t e = mlk_tid(); e < total; e += MLK_BLOCK_THREADS) {
-    uint32_t b = e / cnt;
-    int64_t i = (int64_t)b * n + c0 + (e - b * cnt);
+    uint32_t b = e / cnt, j = e - b * cnt;
+    int64_t i = (int64_t)b * n + c0 + j;
     float v = a[i];
+    if (bias) /* uniform; a weight: the read-only path */
+      v += mlk_bf16_lo(mlk_ld_weight16(bias + c0 + j));
     if (binary)
       v = fn == MLK_FN_ADD ? v + c[i] : v * c[i];
     else

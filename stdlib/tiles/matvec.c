@@ -1,12 +1,14 @@
 /* matvec.c: the decode GEMV tile (bf16 weights, f32 accumulation) with an optional fused rmsnorm
- * of its input rows, and the one shared-memory buffer that every tile uses for scratch.
+ * of its input rows and an optional bias of its output rows, and the one shared-memory buffer that
+ * every tile uses for scratch.
  *
  * Memory-bound on W: the task's weight rows are streamed once per pass of up to BMAX batch rows,
  * whatever k is. A pass stages its x rows (normalized when norm_w is set) in shared memory one
  * column chunk at a time ([nb][KC] floats, KC as large as the buffer allows: one chunk for
  * nb * k <= ~12K), and every warp accumulates its weight rows over the chunk for all nb rows.
  * Partial sums of a multi-chunk pass are kept in `out` itself (each element read back by the
- * thread that wrote it); the epilogue (activation, residual) runs on the last chunk.
+ * thread that wrote it); the bias goes in with the first chunk, the epilogue (activation, residual)
+ * runs on the last chunk.
  *
  * x was written by earlier tasks: ordinary loads, never the non-coherent path. Weights: 16-byte
  * ld.global.nc, several in flight per lane. With more than one batch row a warp works on R = 2
@@ -127,6 +129,7 @@ typedef struct Mv {
   const float *x;
   const uint16_t *W;
   const float *res;
+  const uint16_t *bias; /* bf16 [n], or NULL */
   int64_t n, k, row0, rows, b0, nb;
   int64_t kc0, kn, KC; /* this chunk: columns [kc0, kc0 + kn), staged at row stride KC */
   int fn, first, last;
@@ -139,8 +142,12 @@ static inline __attribute__((always_inline)) void emit(const Mv *m, int64_t row,
   float v = s;
   if (!m->first)
     v += m->out[o];
-  else if (m->res && m->fn == MLK_FN_NONE)
-    v += m->res[o]; /* no activation: the residual can go in first (safe when res == out) */
+  else {
+    if (m->bias)
+      v += bf16f(mlk_ld_weight16(m->bias + row)); /* the bias goes in with the first chunk */
+    if (m->res && m->fn == MLK_FN_NONE)
+      v += m->res[o]; /* no activation: the residual can go in first (safe when res == out) */
+  }
   if (m->last) {
     if (m->fn == MLK_FN_MUL) {
       v *= m->res[o]; /* the gated product */
@@ -350,11 +357,12 @@ static inline __attribute__((always_inline)) void run(Mv *m, int VEC, int NB, in
 #define MLK_MATVEC_VARIANT(name, VEC, NB, R, U)                                                    \
   static __attribute__((noinline)) void name(                                                      \
       float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
-      float eps, int64_t n, int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn) {        \
+      const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0, int64_t rows,           \
+      int64_t batch, int fn) {                                                                     \
     int64_t kp = VEC ? (k + 63) & ~(int64_t)63 : k;                                                \
     /* out == res with an activation: a pass must be a single chunk (or go direct) */              \
     int alias = res == out && fn != MLK_FN_NONE;                                                   \
-    Mv m = {out, x, W, res, n, k, row0, rows, 0, 0, 0, 0, 0, fn, 0, 0};                            \
+    Mv m = {out, x, W, res, bias, n, k, row0, rows, 0, 0, 0, 0, 0, fn, 0, 0};                      \
     run(&m, VEC, NB, R, U, norm_w, eps, batch, kp, alias);                                         \
   }
 MLK_MATVEC_VARIANT(matvec_scalar, 0, BMAX, 1, 1)
@@ -428,9 +436,12 @@ static inline __attribute__((always_inline)) void mma16816(float *d, uint32_t a0
 #endif
 }
 
-/* The epilogue of one finished sum (no partial sums in `out` on this path: each element is read
- * (res) and written once, by one thread, so res == out is safe). */
-static inline float epi(float s, const float *res, int64_t o, int fn) {
+/* The epilogue of one finished sum of weight row r (no partial sums in `out` on this path: each
+ * element is read (res) and written once, by one thread, so res == out is safe). */
+static inline float epi(float s, const float *res, const uint16_t *bias, int64_t r, int64_t o,
+                        int fn) {
+  if (bias)
+    s += bf16f(mlk_ld_weight16(bias + r));
   if (fn == MLK_FN_MUL)
     return s * res[o];
   if (fn == MLK_FN_NONE)
@@ -617,8 +628,9 @@ mma_chunk(float (*acc)[4], U4 (*pre)[2], const uint16_t *W, int64_t k, int64_t r
  * keeps its sums in registers over all column chunks of k and ends with the epilogue. */
 static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
                                                  const float *res, const uint16_t *norm_w,
-                                                 float eps, int64_t n, int64_t k, int64_t row0,
-                                                 int64_t rows, int64_t batch, int fn) {
+                                                 const uint16_t *bias, float eps, int64_t n,
+                                                 int64_t k, int64_t row0, int64_t rows,
+                                                 int64_t batch, int fn) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
@@ -695,7 +707,7 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
             uint32_t b = 8 * j + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
             if (b < nb && r < R) {
               int64_t o = (b0 + b) * n + row0 + r;
-              out[o] = epi(acc[i][e], res, o, fn);
+              out[o] = epi(acc[i][e], res, bias, row0 + r, o, fn);
             }
           }
         }
@@ -844,9 +856,10 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
 #define MLK_MATVEC_STREAM_VARIANT(name, NB)                                                        \
   static __attribute__((noinline)) void name(                                                      \
       float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
-      float eps, int64_t n, int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn) {        \
+      const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0, int64_t rows,           \
+      int64_t batch, int fn) {                                                                     \
     int64_t kp = (k + 63) & ~(int64_t)63;                                                          \
-    Mv m = {out, x, W, res, n, k, row0, rows, 0, batch, 0, k, kp, fn, 1, 1};                       \
+    Mv m = {out, x, W, res, bias, n, k, row0, rows, 0, batch, 0, k, kp, fn, 1, 1};                 \
     stream_rows(norm_w, eps, &m, NB);                                                              \
   }
 MLK_MATVEC_STREAM_VARIANT(matvec_stream_b1, 1)
@@ -890,36 +903,36 @@ void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t r
 }
 
 void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res,
-                     const uint16_t *norm_w, float eps, int64_t n, int64_t k, int64_t row0,
-                     int64_t rows, int64_t batch, int fn) {
+                     const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
+                     int64_t row0, int64_t rows, int64_t batch, int fn) {
   if (row0 + rows > n)
     rows = n - row0;
   if (rows <= 0 || batch <= 0 || k <= 0) /* uniform */
     return;
   if (mlk_stream_takes(W, k, batch)) { /* uniform: the weights come through shared memory */
     if (batch == 1)
-      matvec_stream_b1(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+      matvec_stream_b1(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
     else if (batch == 2)
-      matvec_stream_b2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+      matvec_stream_b2(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
     else if (batch <= 4)
-      matvec_stream_b4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+      matvec_stream_b4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
     else
-      matvec_stream_b8(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+      matvec_stream_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   } else if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0)
-    matvec_scalar(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_scalar(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1 && rows >= 4 * WARPS) /* 16 weight loads in flight per lane */
-    matvec_b1r4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b1r4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1 && rows >= 2 * WARPS) /* 12, and every warp busy */
-    matvec_b1r2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b1r2(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1)
-    matvec_b1(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b1(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch == 2)
-    matvec_b2(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b2(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch <= 4)
-    matvec_b4(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch < MMA_MIN_BATCH)
-    matvec_b8(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else /* W streamed once per 64 batch rows, tensor cores */
-    matvec_mma(out, x, W, res, norm_w, eps, n, k, row0, rows, batch, fn);
+    matvec_mma(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   /* No trailing barrier: the skeleton's mlk_dev_barrier follows every tile. */
 }

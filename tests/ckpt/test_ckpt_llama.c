@@ -114,7 +114,8 @@ static void write_config(const char *dir, const char *key, const char *value) {
       {"rms_norm_eps", "1e-05"}, {"rope_theta", "500000.0"},
       {"rope_scaling", "{\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
                        "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}"},
-      {"tie_word_embeddings", "true"}, {"torch_dtype", "\"bfloat16\""}};
+      {"tie_word_embeddings", "true"}, {"torch_dtype", "\"bfloat16\""},
+      {"use_sliding_window", NULL}}; /* (NULL: not written unless a test sets it) */
   char text[2048], p[600];
   size_t n = (size_t)snprintf(text, sizeof text, "{\n");
   int first = 1;
@@ -215,6 +216,14 @@ static void test_config(llama_ckpt_model *m, const char *dir) {
   config_refused(m, dir, "num_attention_heads", "4.0",
                  "num_attention_heads is a number, expected an integer");
   config_refused(m, dir, "rms_norm_eps", "\"1e-5\"", "rms_norm_eps is a string, expected a number");
+  /* Qwen2's sliding window: off is what the attention computes, on is refused */
+  write_config(dir, "use_sliding_window", "false");
+  CHECK_OK(llama_ckpt_load(m, dir));
+  config_refused(m, dir, "use_sliding_window", "true",
+                 "use_sliding_window is true, but op 'attention@nn.mlk:35[l=0]' of model "
+                 "'llama_ckpt' attends to every position (no sliding window)");
+  config_refused(m, dir, "use_sliding_window", "1", "use_sliding_window is an integer, expected "
+                 "true or false");
   char p[600];
   snprintf(p, sizeof p, "%s/config.json", dir);
   st_text(p, "{\"hidden_size\": 64,");

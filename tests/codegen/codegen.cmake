@@ -30,6 +30,11 @@ if(MLK_FILECHECK)
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(ir_fuse ${CG}/ir_fuse.check --emit=graph --after=fuse ${CG}/fuse_cases.mlk)
   mlk_filecheck(ir_lowers ${CG}/lowers.check --emit=graph --after=events ${CG}/lowers.mlk)
+  mlk_filecheck(ir_multi_outputs ${CG}/multi_outputs.check --emit=graph --after=fuse
+                ${CG}/multi_outputs.mlk)
+  # biases: folded into matvecs (and their split slices) or eltwise ops of their own
+  mlk_filecheck(ir_fuse_bias ${CG}/bias_fuse.check --emit=graph --after=fuse
+                ${PROJECT_SOURCE_DIR}/tests/sim/bias_ops.mlk)
   # explicit events: their event tensors, the lists in the JSON, and the lists through fusion
   mlk_filecheck(events_explicit ${CG}/events_explicit.check --emit=events ${CG}/events_explicit.mlk)
   mlk_filecheck(events_explicit_graph ${CG}/events_explicit_graph.check --emit=graph
@@ -42,6 +47,15 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_header ${CG}/mlp_header.check --emit=header ${MLP})
   # checkpoint bindings (bind.c): a cat without layers, and a Llama's per-layer names
   mlk_filecheck(codegen_bind_cat ${CG}/bind_cat.check --emit=source ${CG}/bind_cat.mlk)
+  mlk_filecheck(codegen_bind_bias ${CG}/bind_bias.check --emit=source ${CG}/bind_bias.mlk)
+  # the Qwen2 family (stdlib/models/qwen2.mlk) bound to a tiny config.json: q, k and v with their
+  # biases, and the biases' checkpoint names
+  mlk_filecheck(codegen_qwen2_lowering ${CG}/qwen2_lowering.check --emit=graph --after=fuse
+                --config ${CG}/qwen2_config.json --model=qwen2
+                ${PROJECT_SOURCE_DIR}/stdlib/models/qwen2.mlk)
+  mlk_filecheck(codegen_qwen2_bindings ${CG}/qwen2_bindings.check --emit=source
+                --config ${CG}/qwen2_config.json --model=qwen2
+                ${PROJECT_SOURCE_DIR}/stdlib/models/qwen2.mlk)
   mlk_filecheck(codegen_llama_ckpt_bindings ${CG}/llama_ckpt_bindings.check --emit=source
                 ${PROJECT_SOURCE_DIR}/tests/ckpt/llama_ckpt.mlk)
 endif()

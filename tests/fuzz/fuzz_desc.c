@@ -129,7 +129,9 @@ static void gen_op(Choices *c, int cache, int64_t layers) {
     int out = output(c, n, MLK_F32);
     if (out == x)
       out = act(c, n, MLK_F32, MLK_TENSOR_TEMP, 0);
-    rtb_matvec(&b, name, out, x, w, res, norm, n, k, tile_of(c, n), fn, 1e-5f);
+    int o = rtb_matvec(&b, name, out, x, w, res, norm, n, k, tile_of(c, n), fn, 1e-5f);
+    if (pick(c, 2))
+      rtb_bias(&b, o, param(c, n));
     break;
   }
   case MLK_OP_ELTWISE: {
@@ -137,7 +139,9 @@ static void gen_op(Choices *c, int cache, int64_t layers) {
     MlkFn fn = (MlkFn)pick(c, 5);
     int a = input(c, n, MLK_F32);
     int o2 = fn == MLK_FN_ADD || fn == MLK_FN_MUL ? input(c, n, MLK_F32) : -1;
-    rtb_eltwise(&b, name, output(c, n, MLK_F32), a, o2, n, tile_of(c, n), fn);
+    int o = rtb_eltwise(&b, name, output(c, n, MLK_F32), a, o2, n, tile_of(c, n), fn);
+    if (pick(c, 2))
+      rtb_bias(&b, o, param(c, n));
     break;
   }
   case MLK_OP_GATHER: {
@@ -261,7 +265,7 @@ static void collect_fields(void) {
     MlkOpDesc *op = &b.ops[o];
     add(&op->name, F_NAME), add(&op->kind, F_INT), add(&op->fn, F_INT), add(&op->out.tensor, F_INT);
     add(&op->out.offset, F_I64);
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < MLK_OP_INPUTS; j++)
       add(&op->in[j].tensor, F_INT), add(&op->in[j].offset, F_I64);
     add(&op->n, F_I64), add(&op->k, F_I64), add(&op->tile, F_I64), add(&op->ntasks, F_I64);
     add(&op->batched, F_INT), add(&op->eps, F_FLOAT), add(&op->theta, F_FLOAT);

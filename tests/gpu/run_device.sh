@@ -30,6 +30,8 @@ echo "== $BUILD/tests/test_ckpt_llama gpu (a sharded checkpoint loaded, decode e
 "$BUILD"/tests/test_ckpt_llama gpu || fail=1
 echo "== $BUILD/tests/test_kv gpu (page accounting, continuous batching against sequences alone)"
 "$BUILD"/tests/test_kv gpu || fail=1
+echo "== $BUILD/tests/test_mlk_run gpu (mlk-run on Llama and Qwen2 checkpoints, greedy, against the C reference)"
+[ -f "$BUILD/tools/mlk-run" ] && { MLKC_STDLIB=stdlib "$BUILD"/tests/test_mlk_run "$BUILD"/tools/mlk-run 1 gpu || fail=1; }
 echo "== demo"
 "$BUILD"/examples/mlp_demo 20 || fail=1
 if command -v ptxas >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/ptxas ]; then

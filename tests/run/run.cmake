@@ -9,3 +9,7 @@ target_link_libraries(test_mlk_run PRIVATE mlkrt m)
 add_dependencies(test_mlk_run mlk-run)
 add_test(NAME run_mlk_run COMMAND test_mlk_run $<TARGET_FILE:mlk-run> ${MLK_TEST_SEED})
 set_tests_properties(run_mlk_run PROPERTIES TIMEOUT 600)
+# The greedy runs on the GPU (Llama and Qwen2 checkpoints against the same reference); exit 77,
+# skipped, without one.
+add_test(NAME gpu_mlk_run COMMAND test_mlk_run $<TARGET_FILE:mlk-run> ${MLK_TEST_SEED} gpu)
+set_tests_properties(gpu_mlk_run PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 600)

@@ -1,11 +1,14 @@
 /* test_mlk_run.c: mlk-run end to end on the CPU simulator, against the sequential C reference of
  * examples/llama/llama_ref.c.
  *
- * For two tiny Llama checkpoints written here as Hugging Face publishes one (config.json and
- * model.safetensors in a fresh directory): (A) Llama 3 RoPE scaling, a tied embedding and every
- * key present; (B) plain RoPE, odd sizes (hidden 72, 6 query heads over 2 kv heads, head_dim 12
- * left to its default, vocabulary 101), eps 1e-6 and an untied lm_head.weight. mlk-run (its path
- * is argv[1]) runs prompts of different lengths as one batch, and the test checks:
+ * For three tiny checkpoints written here as Hugging Face publishes one (config.json and
+ * model.safetensors in a fresh directory): (A) Llama with Llama 3 RoPE scaling, a tied embedding
+ * and every key present; (B) Llama with plain RoPE, odd sizes (hidden 72, 6 query heads over 2 kv
+ * heads, head_dim 12 left to its default, vocabulary 101), eps 1e-6 and an untied lm_head.weight;
+ * (C) Qwen2 (model_type qwen2: q, k and v biases, plain RoPE over theta 1000000, eps 1e-6, the
+ * sliding window off), odd sizes (hidden 84, 7 query heads over 1 kv head, vocabulary 89), tied.
+ * mlk-run (its path is argv[1]) runs prompts of different lengths as one batch, and the test
+ * checks:
  *   - greedy ids: each prompt's tokens are the reference's greedy decode of the same prompt (one
  *     token per step, as mlk-run feeds it), except after a near tie of the reference's two best
  *     logits, where rounding may pick either and the rest of that prompt is not compared;
@@ -22,9 +25,12 @@
  *     generation too;
  *   - refusals, each with its message and exit status 1: a directory without config.json, an
  *     unsupported model_type, a config.json without a required key (the compiler names the key and
- *     the dim), a token id past the vocabulary, bad options.
+ *     the dim), a token id past the vocabulary, bad options; for Qwen2, an untied config over the
+ *     tied checkpoint, the sliding window on, and a Llama checkpoint (no biases) said to be qwen2.
  *
  *   test_mlk_run MLK_RUN [SEED]
+ *   test_mlk_run MLK_RUN SEED gpu   (the greedy ids and logits of A, B and C with mlk-run on the
+ *                                    GPU against the same reference; SKIP, exit 77, without one)
  *   test_mlk_run --write-checkpoint DIR   (writes checkpoint A into DIR, for the install test)
  */
 #include <math.h>
@@ -59,11 +65,12 @@ typedef struct Cfg {
   int write_head_dim, write_kv_heads;
   float temperature; /* of the sampled runs: the tied tiny model is peaked (its own token's
                         embedding dominates its logits), so it samples hotter */
+  int qwen2;         /* model_type qwen2: q, k and v biases, and Qwen2's keys */
 } Cfg;
 
 typedef struct Ckpt {
   char dir[600];
-  uint16_t *embed, *ln1, *wqkv, *wo, *ln2, *w_gate, *w_up, *w_down, *lnf, *head;
+  uint16_t *embed, *ln1, *wqkv, *wo, *ln2, *w_gate, *w_up, *w_down, *lnf, *head, *bqkv;
 } Ckpt;
 
 static uint16_t *bf16s(int64_t n, float center, float scale) {
@@ -103,6 +110,7 @@ static void make(const Cfg *c, Ckpt *k, const char *dir) {
   k->w_down = bf16s(L * D * F, 0, 1.0f / sqrtf((float)F));
   k->lnf = bf16s(D, 1.0f, 0.2f);
   k->head = c->tied ? NULL : bf16s(V * D, 0, s * 4);
+  k->bqkv = c->qwen2 ? bf16s(L * QKV, 0, 0.5f) : NULL;
   nt = 0;
   add("model.embed_tokens.weight", k->embed, V, D);
   char n[96];
@@ -114,6 +122,13 @@ static void make(const Cfg *c, Ckpt *k, const char *dir) {
     add(NAME("self_attn.k_proj.weight"), q + (size_t)c->H * c->HD * D, (int64_t)c->KVH * c->HD, D);
     add(NAME("self_attn.v_proj.weight"), q + (size_t)(c->H + c->KVH) * c->HD * D,
         (int64_t)c->KVH * c->HD, D);
+    if (k->bqkv) {
+      const uint16_t *bq = k->bqkv + (size_t)(l * QKV);
+      add(NAME("self_attn.q_proj.bias"), bq, (int64_t)c->H * c->HD, 0);
+      add(NAME("self_attn.k_proj.bias"), bq + (size_t)c->H * c->HD, (int64_t)c->KVH * c->HD, 0);
+      add(NAME("self_attn.v_proj.bias"), bq + (size_t)(c->H + c->KVH) * c->HD,
+          (int64_t)c->KVH * c->HD, 0);
+    }
     add(NAME("self_attn.o_proj.weight"), k->wo + (size_t)(l * D * c->H * c->HD), D,
         (int64_t)c->H * c->HD);
     add(NAME("post_attention_layernorm.weight"), k->ln2 + l * D, D, 0);
@@ -128,18 +143,23 @@ static void make(const Cfg *c, Ckpt *k, const char *dir) {
   char path[700];
   snprintf(path, sizeof path, "%s/model.safetensors", k->dir);
   st_write(path, tensors, nt, "\"__metadata__\": {\"format\": \"pt\"}");
-  char cfg[2048], opt[256] = "";
+  char cfg[2048], opt[512] = "";
   if (c->write_kv_heads)
     snprintf(opt + strlen(opt), sizeof opt - strlen(opt), "  \"num_key_value_heads\": %d,\n", c->KVH);
   if (c->write_head_dim)
     snprintf(opt + strlen(opt), sizeof opt - strlen(opt), "  \"head_dim\": %d,\n", c->HD);
+  if (c->qwen2) /* as Qwen2's config.json files have them */
+    snprintf(opt + strlen(opt), sizeof opt - strlen(opt), "  \"max_window_layers\": %d,\n"
+             "  \"sliding_window\": 32768,\n  \"use_sliding_window\": false,\n"
+             "  \"attention_dropout\": 0.0,\n", c->L);
   snprintf(cfg, sizeof cfg,
-           "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+           "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n"
            "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
            "  \"num_attention_heads\": %d,\n%s  \"vocab_size\": %d,\n  \"rms_norm_eps\": %g,\n"
            "  \"rope_theta\": %.1f,\n  \"rope_scaling\": %s,\n  \"tie_word_embeddings\": %s,\n"
            "  \"torch_dtype\": \"bfloat16\"\n}\n",
-           c->D, c->F, c->L, c->H, opt, c->V, c->eps, c->theta,
+           c->qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM", c->qwen2 ? "qwen2" : "llama", c->D,
+           c->F, c->L, c->H, opt, c->V, c->eps, c->theta,
            c->llama3 ? "{\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
                        "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}"
                      : "null",
@@ -150,7 +170,7 @@ static void make(const Cfg *c, Ckpt *k, const char *dir) {
 
 static void free_ckpt(Ckpt *k) {
   free(k->embed), free(k->ln1), free(k->wqkv), free(k->wo), free(k->ln2), free(k->w_gate);
-  free(k->w_up), free(k->w_down), free(k->lnf), free(k->head);
+  free(k->w_up), free(k->w_down), free(k->lnf), free(k->head), free(k->bqkv);
   st_rmdir(k->dir);
 }
 
@@ -174,7 +194,7 @@ static void reference(const Cfg *c, const Ckpt *k, const int32_t *p, int n, cons
     rc.rope_factor = 1.0;
   rc.max_context = n + STEPS, rc.max_batch = 1;
   LlamaRefWeights w = {k->embed, k->ln1, k->wqkv, k->wo, k->ln2, k->w_gate, k->w_up, k->w_down,
-                       k->lnf, k->head};
+                       k->lnf, k->head, k->bqkv};
   LlamaRefState *s = llama_ref_create(&rc, &w);
   if (!s)
     abort();
@@ -215,6 +235,7 @@ static void reference(const Cfg *c, const Ckpt *k, const int32_t *p, int n, cons
 /* ---- running mlk-run ---- */
 
 static const char *mlk_run;
+static const char *backend = "cpu"; /* MLK_BACKEND of mlk-run's runs: cpu, or gpu */
 
 /* Runs mlk-run with `args` on the simulator: its exit status, stdout in out[], stderr in err[]. */
 static int run(const char *args, char *out, size_t on, char *err, size_t en) {
@@ -224,7 +245,7 @@ static int run(const char *args, char *out, size_t on, char *err, size_t en) {
     abort();
   close(fd);
   char cmd[8192];
-  snprintf(cmd, sizeof cmd, "MLK_BACKEND=cpu '%s' %s 2>'%s'", mlk_run, args, eo);
+  snprintf(cmd, sizeof cmd, "MLK_BACKEND=%s '%s' %s 2>'%s'", backend, mlk_run, args, eo);
   FILE *p = popen(cmd, "r");
   if (!p)
     abort();
@@ -289,7 +310,10 @@ static void test_config(const Cfg *c) {
   CHECK(rc == 0, "%s: mlk-run %s exited %d: %s", c->name, args, rc, err);
   CHECK_CONTAINS(err, "time to first token:");
   CHECK_CONTAINS(err, "ms per token");
-  CHECK_CONTAINS(err, "CPU simulator");
+  if (!strcmp(backend, "cpu"))
+    CHECK_CONTAINS(err, "CPU simulator");
+  else
+    CHECK(!strstr(err, "CPU simulator"), "%s: mlk-run ran on the simulator: %s", c->name, err);
   int32_t ids[MAXP][STEPS];
   int lines = parse_ids(out, ids);
   CHECK(lines == MAXP, "%s: stdout '%s' is not %d lines of %d ids", c->name, out, MAXP, STEPS);
@@ -330,6 +354,10 @@ static void test_config(const Cfg *c) {
   printf("%s: greedy: %d of %d tokens compared (%d near ties), logits rel L2 at most %.3g\n",
          c->name, compared, MAXP * STEPS, ties, worst);
   CHECK(compared >= MAXP * STEPS / 2, "%s: too few tokens compared", c->name);
+  if (strcmp(backend, "cpu")) { /* the rest does not depend on the backend */
+    free_ckpt(&k);
+    return;
+  }
 
   /* the same prompts from a file */
   char ppath[700];
@@ -401,7 +429,7 @@ static void refused(const char *args, const char *needle) {
 }
 
 static void test_refusals(void) {
-  Cfg c = {"refusals", 32, 48, 1, 2, 1, 16, 50, 1e-5, 10000, 0, 1, 1, 1, 1.0f};
+  Cfg c = {"refusals", 32, 48, 1, 2, 1, 16, 50, 1e-5, 10000, 0, 1, 1, 1, 1.0f, 0};
   Ckpt k;
   make(&c, &k, NULL);
   char a[2048], path[700];
@@ -431,8 +459,13 @@ static void test_refusals(void) {
   /* config.json: another family, a required key missing, a key of the wrong kind */
   snprintf(path, sizeof path, "%s/config.json", k.dir);
   snprintf(a, sizeof a, "--model '%s' --prompt-ids 1 --steps 2", k.dir);
-  st_text(path, "{\"model_type\": \"qwen2\", \"hidden_size\": 32}");
-  refused(a, "is model_type 'qwen2', which mlk-run does not run (supported: llama)");
+  st_text(path, "{\"model_type\": \"mistral\", \"hidden_size\": 32}");
+  refused(a, "is model_type 'mistral', which mlk-run does not run (supported: llama, qwen2)");
+  /* a Llama checkpoint (no q, k, v biases) said to be a Qwen2 */
+  st_text(path, "{\"model_type\": \"qwen2\", \"hidden_size\": 32, \"intermediate_size\": 48, "
+                "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
+                "\"vocab_size\": 50, \"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": true}");
+  refused(a, "tensor 'model.layers.0.self_attn.q_proj.bias' is missing");
   st_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 32, \"num_hidden_layers\": 1, "
                 "\"num_attention_heads\": 2, \"vocab_size\": 50, \"tie_word_embeddings\": true}");
   refused(a, "has no 'intermediate_size', which dim 'F' of config 'llama_cfg' takes its value from");
@@ -454,8 +487,42 @@ static void test_refusals(void) {
   free_ckpt(&k);
 }
 
+/* config.json of checkpoint k with `from` replaced by `to` (which must be there). */
+static void rewrite_config(const Ckpt *k, const char *from, const char *to) {
+  char path[700], text[4096], out[4096];
+  snprintf(path, sizeof path, "%s/config.json", k->dir);
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f)
+    fclose(f);
+  text[n] = 0;
+  const char *at = strstr(text, from);
+  if (!at) {
+    fprintf(stderr, "config.json of '%s' has no '%s'\n", k->dir, from);
+    abort();
+  }
+  snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  st_text(path, out);
+}
+
+/* Qwen2's refusals over checkpoint c (tied): an untied config, whose model qwen2_untied reads an
+ * lm_head.weight the checkpoint lacks, and the sliding window on. */
+static void test_qwen2_refusals(const Cfg *c) {
+  Ckpt k;
+  make(c, &k, NULL);
+  char a[2048];
+  snprintf(a, sizeof a, "--model '%s' --prompt-ids 1,2 --steps 2", k.dir);
+  rewrite_config(&k, "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+  refused(a, "tensor 'lm_head.weight' is missing (param 'head' of model 'qwen2_untied'");
+  rewrite_config(&k, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true");
+  rewrite_config(&k, "\"use_sliding_window\": false", "\"use_sliding_window\": true");
+  refused(a, "use_sliding_window is true, but op 'attention@nn.mlk:35[l=0]' of model 'qwen2' "
+             "attends to every position");
+  free_ckpt(&k);
+}
+
 int main(int argc, char **argv) {
-  static const Cfg a = {"llama3", 64, 128, 2, 4, 2, 16, 96, 1e-5, 500000, 1, 1, 1, 1, 12.0f};
+  static const Cfg a = {"llama3", 64, 128, 2, 4, 2, 16, 96, 1e-5, 500000, 1, 1, 1, 1, 12.0f, 0};
   if (argc == 3 && !strcmp(argv[1], "--write-checkpoint")) {
     Ckpt k;
     rt_rng_state = 1;
@@ -463,7 +530,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc < 2) {
-    fprintf(stderr, "usage: test_mlk_run MLK_RUN [SEED] | --write-checkpoint DIR\n");
+    fprintf(stderr, "usage: test_mlk_run MLK_RUN [SEED [gpu]] | --write-checkpoint DIR\n");
     return 2;
   }
   mlk_run = argv[1];
@@ -471,10 +538,32 @@ int main(int argc, char **argv) {
     setenv("RT_SEED", argv[2], 1);
   rt_seed();
   rt_watchdog(600);
+  if (argc > 3 && !strcmp(argv[3], "gpu")) {
+    backend = "gpu";
+    char out[4096], err[16384];
+    if (run("--help", out, sizeof out, err, sizeof err) == 0) { /* mlk-run starts at all */
+      Ckpt k;
+      make(&a, &k, NULL);
+      char args[1024];
+      snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --steps 1", k.dir);
+      int rc = run(args, out, sizeof out, err, sizeof err);
+      free_ckpt(&k);
+      if (rc != 0 && strstr(err, "no GPU")) {
+        printf("SKIP: no GPU: %s", err);
+        return 77;
+      }
+    }
+  }
   static const Cfg b = {"plain-odd-untied", 72, 100, 2, 6, 2, 12, 101, 1e-6, 10000, 0, 0, 0, 1,
-                        2.5f};
+                        2.5f, 0};
+  static const Cfg q = {"qwen2-odd-tied", 84, 136, 2, 7, 1, 12, 89, 1e-6, 1000000, 0, 1, 0, 1,
+                        12.0f, 1};
   test_config(&a);
   test_config(&b);
-  test_refusals();
+  test_config(&q);
+  if (!strcmp(backend, "cpu")) {
+    test_refusals();
+    test_qwen2_refusals(&q);
+  }
   return rt_finish("mlk_run");
 }

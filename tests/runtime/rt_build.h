@@ -167,7 +167,7 @@ static inline void rtb_wrote(RtB *b, int o) {
 static inline int rtb_matvec(RtB *b, const char *name, int out, int x, MlkArg W, int res,
                              MlkArg norm, int64_t n, int64_t k, int64_t tile, MlkFn fn, float eps) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_MATVEC, .fn = fn, .out = A(out),
-                                  .in = {A(x), W, A(res), norm}, .n = n, .k = k, .tile = tile,
+                                  .in = {A(x), W, A(res), norm, NOARG}, .n = n, .k = k, .tile = tile,
                                   .eps = eps, .layer = -1, .cache = -1});
   rtb_reads(b, o, x, MLK_MAP_ALL);
   rtb_reads(b, o, res, MLK_MAP_TILE);
@@ -178,7 +178,7 @@ static inline int rtb_matvec(RtB *b, const char *name, int out, int x, MlkArg W,
 static inline int rtb_eltwise(RtB *b, const char *name, int out, int a, int c, int64_t n,
                               int64_t tile, MlkFn fn) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ELTWISE, .fn = fn, .out = A(out),
-                                  .in = {A(a), A(c), NOARG, NOARG}, .n = n, .tile = tile,
+                                  .in = {A(a), A(c), NOARG, NOARG, NOARG}, .n = n, .tile = tile,
                                   .layer = -1, .cache = -1});
   rtb_reads(b, o, a, MLK_MAP_TILE);
   rtb_reads(b, o, c, MLK_MAP_TILE);
@@ -186,10 +186,14 @@ static inline int rtb_eltwise(RtB *b, const char *name, int out, int a, int c, i
   return o;
 }
 
+/* Gives matvec or eltwise op o the bias `bias` (in[4]: bf16, its n elements from the offset), which
+ * every row adds (a param: no event). */
+static inline void rtb_bias(RtB *b, int o, MlkArg bias) { b->ops[o].in[4] = bias; }
+
 static inline int rtb_gather(RtB *b, const char *name, int out, int ids, MlkArg table, int64_t n,
                              int64_t tile) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_GATHER, .out = A(out),
-                                  .in = {A(ids), table, NOARG, NOARG}, .n = n, .tile = tile,
+                                  .in = {A(ids), table, NOARG, NOARG, NOARG}, .n = n, .tile = tile,
                                   .layer = -1, .cache = -1});
   rtb_reads(b, o, ids, MLK_MAP_ALL);
   rtb_wrote(b, o);
@@ -199,7 +203,7 @@ static inline int rtb_gather(RtB *b, const char *name, int out, int ids, MlkArg 
 static inline int rtb_rmsnorm(RtB *b, const char *name, int out, int x, MlkArg w, int64_t n,
                               float eps) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_RMSNORM, .out = A(out),
-                                  .in = {A(x), w, NOARG, NOARG}, .n = n, .tile = n, .eps = eps,
+                                  .in = {A(x), w, NOARG, NOARG, NOARG}, .n = n, .tile = n, .eps = eps,
                                   .layer = -1, .cache = -1});
   rtb_reads(b, o, x, MLK_MAP_ALL);
   rtb_wrote(b, o);
@@ -210,7 +214,7 @@ static inline int rtb_rope(RtB *b, const char *name, int out, int x, int pos, in
                            int64_t hd, int64_t tile, float theta, float factor, float low,
                            float high, int64_t orig) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ROPE, .out = A(out),
-                                  .in = {A(x), A(pos), NOARG, NOARG}, .n = n, .tile = tile,
+                                  .in = {A(x), A(pos), NOARG, NOARG, NOARG}, .n = n, .tile = tile,
                                   .theta = theta, .rope_factor = factor, .rope_low_freq = low,
                                   .rope_high_freq = high, .rope_original_max_pos = orig,
                                   .head_dim = hd, .layer = -1, .cache = -1});
@@ -224,7 +228,7 @@ static inline int rtb_kv_append(RtB *b, const char *name, int c, int layer, int 
                                 int64_t tile) {
   const MlkCacheDesc *cd = &b->caches[c];
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_KV_APPEND, .out = A(cd->tensor),
-                                  .in = {A(k), A(v), A(pos), A(cd->pages_tensor)},
+                                  .in = {A(k), A(v), A(pos), A(cd->pages_tensor), NOARG},
                                   .n = cd->kv_heads * cd->head_dim, .tile = tile,
                                   .heads = cd->kv_heads, .kv_heads = cd->kv_heads,
                                   .head_dim = cd->head_dim, .layer = layer, .cache = c});
@@ -239,7 +243,7 @@ static inline int rtb_attention(RtB *b, const char *name, int out, int q, int c,
                                 int pos, int64_t heads, int64_t tile) {
   const MlkCacheDesc *cd = &b->caches[c];
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(out),
-                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor)},
+                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
                                   .n = heads * cd->head_dim, .tile = tile, .heads = heads,
                                   .kv_heads = cd->kv_heads, .head_dim = cd->head_dim,
                                   .layer = layer, .cache = c});
@@ -264,7 +268,7 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
   int64_t group = heads / cd->kv_heads, rec = mlk_attn_part_rec(group, cd->head_dim);
   int64_t pcols = mlk_attn_part_cols(cd->kv_heads, heads, cd->head_dim, split, kvh);
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(part),
-                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor)},
+                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
                                   .n = pcols, .tile = kvh * rec, .heads = heads,
                                   .kv_heads = cd->kv_heads, .head_dim = cd->head_dim,
                                   .layer = layer, .cache = c, .split = split});
@@ -273,7 +277,7 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
   rtb_event(b, b->cache_producer[c][layer], o, cd->tensor, MLK_MAP_ALL, cd->kv_heads * cd->head_dim, 0);
   rtb_wrote(b, o);
   int r = rtb_push(b, (MlkOpDesc){.name = rname, .kind = MLK_OP_ATTN_REDUCE, .out = A(out),
-                                  .in = {A(part), NOARG, NOARG, NOARG}, .n = heads * cd->head_dim,
+                                  .in = {A(part), NOARG, NOARG, NOARG, NOARG}, .n = heads * cd->head_dim,
                                   .tile = kvh * group * cd->head_dim, .heads = heads,
                                   .kv_heads = cd->kv_heads, .head_dim = cd->head_dim, .layer = -1,
                                   .cache = -1, .split = split});
@@ -284,7 +288,7 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
 
 static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ARGMAX, .out = A(out),
-                                  .in = {A(x), NOARG, NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
+                                  .in = {A(x), NOARG, NOARG, NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
                                   .layer = -1, .cache = -1});
   rtb_reads(b, o, x, MLK_MAP_ALL);
   rtb_wrote(b, o);
@@ -305,7 +309,7 @@ static inline int rtb_sample(RtB *b, const char *name, int out, int x, int64_t k
                              float temperature, int64_t top_k, float top_p) {
   int sp = rtb_sampling(b);
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_SAMPLE, .out = A(out),
-                                  .in = {A(x), A(sp), NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
+                                  .in = {A(x), A(sp), NOARG, NOARG, NOARG}, .n = 1, .k = k, .tile = 1,
                                   .layer = -1, .cache = -1, .temperature = temperature,
                                   .top_k = top_k, .top_p = top_p});
   rtb_reads(b, o, x, MLK_MAP_ALL);
@@ -367,9 +371,11 @@ static inline double dact(double v, int fn) {
   return v;
 }
 
-static inline void dref_matvec(double *out, const double *x, const uint16_t *W, const double *res,
-                               const uint16_t *norm, double eps, int64_t n, int64_t k,
-                               int64_t rows, int fn) {
+/* With a bias (bf16 [n] or NULL) added to the sums before the epilogue. */
+static inline void dref_matvec_bias(double *out, const double *x, const uint16_t *W,
+                                    const double *res, const uint16_t *norm,
+                                    const uint16_t *bias, double eps, int64_t n, int64_t k,
+                                    int64_t rows, int fn) {
   for (int64_t b = 0; b < rows; b++) {
     const double *xb = x + b * k;
     double scale = 1;
@@ -383,14 +389,30 @@ static inline void dref_matvec(double *out, const double *x, const uint16_t *W, 
       double s = 0;
       for (int64_t i = 0; i < k; i++)
         s += dbf(W[r * k + i]) * xb[i] * (norm ? scale * dbf(norm[i]) : 1);
+      s += bias ? dbf(bias[r]) : 0;
       out[b * n + r] = fn == MLK_FN_MUL ? s * res[b * n + r] : dact(s, fn) + (res ? res[b * n + r] : 0);
     }
   }
 }
 
+static inline void dref_matvec(double *out, const double *x, const uint16_t *W, const double *res,
+                               const uint16_t *norm, double eps, int64_t n, int64_t k,
+                               int64_t rows, int fn) {
+  dref_matvec_bias(out, x, W, res, norm, NULL, eps, n, k, rows, fn);
+}
+
+/* Elementwise over `count` values of rows of n columns, the bias (bf16 [n] or NULL) added to a
+ * first: fn(a + bias, c). */
+static inline void dref_eltwise_bias(double *out, const double *a, const double *c,
+                                     const uint16_t *bias, int64_t n, int64_t count, int fn) {
+  for (int64_t i = 0; i < count; i++) {
+    double v = a[i] + (bias ? dbf(bias[i % n]) : 0);
+    out[i] = fn == MLK_FN_ADD ? v + c[i] : fn == MLK_FN_MUL ? v * c[i] : dact(v, fn);
+  }
+}
+
 static inline void dref_eltwise(double *out, const double *a, const double *c, int64_t count, int fn) {
-  for (int64_t i = 0; i < count; i++)
-    out[i] = fn == MLK_FN_ADD ? a[i] + c[i] : fn == MLK_FN_MUL ? a[i] * c[i] : dact(a[i], fn);
+  dref_eltwise_bias(out, a, c, NULL, 1, count, fn);
 }
 
 static inline void dref_gather(double *out, const int32_t *ids, const uint16_t *table, int64_t n,

@@ -157,12 +157,12 @@ static inline void rt_mlp_link(RtModel *m) { rt_link_events(&m->desc, m->ops, m-
 #define RT_T(nm, dt, kd, r, s0, s1, ne) {nm, dt, kd, r, {s0, s1, 0, 0}, ne, NULL, 0}
 /* An unbatched op as mlkc emits it: whole operands at offset 0 (-1: none), no cache. */
 #define RT_OP(nm, kd, f, o, i0, i1, i2, n_, k_, tile_, ntasks_)                                   \
-  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}},     \
+  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}, {-1, 0}}, \
    .n = n_, .k = k_, .tile = tile_, .ntasks = ntasks_, .layer = -1, .cache = -1}
 
 /* The same with its wait and notify lists (MlkOpDesc.wait0, nwaits, notify0, nnotifies). */
 #define RT_OP_EV(nm, kd, f, o, i0, i1, i2, n_, k_, tile_, ntasks_, w0, nw, n0, nn)                 \
-  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}},     \
+  {.name = nm, .kind = kd, .fn = f, .out = {o, 0}, .in = {{i0, 0}, {i1, 0}, {i2, 0}, {-1, 0}, {-1, 0}}, \
    .n = n_, .k = k_, .tile = tile_, .ntasks = ntasks_, .layer = -1, .cache = -1, .wait0 = w0,      \
    .nwaits = nw, .notify0 = n0, .nnotifies = nn}
 

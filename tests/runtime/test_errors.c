@@ -278,6 +278,15 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[1].in[1].offset = 2 * QKV * D - 100, "op 1 'matvec@llama:5[l=0]': W 'wqkv' has 4096 "
        "elements, the op needs 1024 from offset 3996");
   CASE(b->ops[1].in[1].offset = -1, "W 'wqkv' has a negative offset -1");
+  /* biases (ABI 6): a bf16 vector of the op's n columns on a matvec or eltwise, nothing elsewhere */
+  CASE(b->ops[1].in[4] = A(15), "op 1 'matvec@llama:5[l=0]': bias 'x' is f32, expected bf16");
+  CASE(b->ops[1].in[4] = AO(0, V * D - 10), "op 1 'matvec@llama:5[l=0]': bias 'embed' has 1280 "
+       "elements, the op needs 32 from offset 1270");
+  CASE(b->ops[11].in[4] = A(15), "op 11 'mul@llama:15[l=0]': bias 'x' is f32, expected bf16");
+  CASE(b->ops[6].in[4] = A(0), "op 6 'kv_append@llama:10[l=0]': in[4] is tensor 0, but this "
+       "kv_append takes 4 operands");
+  CASE(b->ops[25].in[4] = A(0), "op 25 'rmsnorm@llama:20': in[4] is tensor 0, but this rmsnorm "
+       "takes 2 operands");
   /* caches */
   CASE(b->desc.ncaches = -1, "negative count");
   CASE(b->desc.ncaches = 0, "tensor 9 'kv' is a KV cache pool but belongs to no cache");

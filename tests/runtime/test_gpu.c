@@ -39,10 +39,10 @@ static const MlkTensorDesc gtensors[] = {
 };
 static const MlkOpDesc gops[] = {
     {.name = "relu@gpu_test:1", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_RELU, .out = {1, 0},
-     .in = {{0, 0}, {-1, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 64, .ntasks = 16, .batched = 1,
+     .in = {{0, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 64, .ntasks = 16, .batched = 1,
      .layer = -1, .cache = -1, .nnotifies = 1},
     {.name = "add@gpu_test:2", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_ADD, .out = {2, 0},
-     .in = {{1, 0}, {0, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 100, .ntasks = 10, .batched = 1,
+     .in = {{1, 0}, {0, 0}, {-1, 0}, {-1, 0}, {-1, 0}}, .n = GN, .tile = 100, .ntasks = 10, .batched = 1,
      .layer = -1, .cache = -1, .nwaits = 1},
 };
 /* Must match EVENT() in gpu_kernels.c. */

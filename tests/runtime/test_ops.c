@@ -6,8 +6,10 @@
  * batch checked untouched) and without one. Awkward sizes and tiles throughout (partial last
  * tiles, operands at offsets into larger params). Outputs are poisoned (NaN) before every run.
  *   matvec:   silu(W[1] rmsnorm(x) * nw[1]) + res, relu(W[2] x) (weight and norm slices), and
- *             the gated product (W[0] x) * res
- *   eltwise:  copy, relu, silu, add, mul, and add(relu, mul) chained through TILE events
+ *             the gated product (W[0] x) * res; with a bias (a slice of a bf16 param):
+ *             silu(W[1] rmsnorm(x) * nw[1] + bias) + res and (W[0] x + bias) * res
+ *   eltwise:  copy, relu, silu, add, mul, and add(relu, mul) chained through TILE events; with a
+ *             bias: a + bias (a broadcast add) and (a + bias) * c
  *   gather:   rows of a table slice by token id
  *   rmsnorm, argmax (ties: the first maximum)
  *   sample:   top_k 1, 7 with top_p 0.8, top_k above the vocabulary, a tiny top_p, at several
@@ -33,8 +35,8 @@ enum { SV = 301, NSAMPLE = 4 }; /* sample: vocabulary (odd, > 256), sample ops *
 
 typedef struct Ops {
   RtB b;
-  int x, res, W, nw, mv1, mv2, mv3;
-  int ea, ec, e[5], echain;
+  int x, res, W, nw, mv1, mv2, mv3, bias, mvb[2];
+  int ea, ec, e[5], echain, ebias, eb[2];
   int ids, table, gout;
   int rx, rw, rout;
   int qx, pos, rp, rs;
@@ -70,6 +72,14 @@ static void build(Ops *s, int64_t bmax) {
   /* the gated product (SwiGLU's up projection): (W[0] x) * res */
   s->mv3 = rtb_act(b, "mv3", MLK_F32, MLK_TENSOR_OUTPUT, N);
   rtb_matvec(b, "matvec_mul@ops:3", s->mv3, s->x, AO(s->W, 0), s->res, NOARG, N, K, 9, MLK_FN_MUL, 0);
+  /* the same first and third with a bias: elements [N + 3, 2N + 3) and [3, N + 3) of a param */
+  s->bias = rtb_param(b, "bias", 2 * N + 5, 0, 0);
+  s->mvb[0] = rtb_act(b, "mvb0", MLK_F32, MLK_TENSOR_OUTPUT, N);
+  s->mvb[1] = rtb_act(b, "mvb1", MLK_F32, MLK_TENSOR_OUTPUT, N);
+  rtb_bias(b, rtb_matvec(b, "matvec@ops:4", s->mvb[0], s->x, AO(s->W, N * K), s->res, AO(s->nw, K),
+                         N, K, 11, MLK_FN_SILU, 1e-5f), AO(s->bias, N + 3));
+  rtb_bias(b, rtb_matvec(b, "matvec_mul@ops:5", s->mvb[1], s->x, AO(s->W, 0), s->res, NOARG, N, K,
+                         8, MLK_FN_MUL, 0), AO(s->bias, 3));
 
   rtb_kernel(b, "eltwise", MLK_SCHED_DYNAMIC);
   s->ea = rtb_act(b, "ea", MLK_F32, MLK_TENSOR_INPUT, E);
@@ -83,6 +93,13 @@ static void build(Ops *s, int64_t bmax) {
   }
   s->echain = rtb_act(b, "e_chain", MLK_F32, MLK_TENSOR_OUTPUT, E);
   rtb_eltwise(b, "add@ops:16", s->echain, s->e[1], s->e[4], E, 6, MLK_FN_ADD);
+  /* a + bias (x + b of a bias), and (a + bias) * c, the bias at an offset into a param */
+  s->ebias = rtb_param(b, "ebias", E + 7, 0, 0);
+  s->eb[0] = rtb_act(b, "e_bias", MLK_F32, MLK_TENSOR_OUTPUT, E);
+  s->eb[1] = rtb_act(b, "e_bias_mul", MLK_F32, MLK_TENSOR_OUTPUT, E);
+  rtb_bias(b, rtb_eltwise(b, "add@ops:17", s->eb[0], s->ea, -1, E, 9, MLK_FN_NONE), AO(s->ebias, 7));
+  rtb_bias(b, rtb_eltwise(b, "mul@ops:18", s->eb[1], s->ea, s->ec, E, 13, MLK_FN_MUL),
+           AO(s->ebias, 7));
 
   rtb_kernel(b, "gather", MLK_SCHED_STATIC);
   s->ids = rtb_act(b, "ids", MLK_I32, MLK_TENSOR_INPUT, 1);
@@ -195,12 +212,13 @@ static void check_out(mlk_model *m, int t, const double *want, size_t n, double 
 
 static void test_matvec(mlk_model *m, const Ops *s, int64_t rows) {
   static float x[BMAX * K], res[BMAX * N];
-  static uint16_t W[3 * N * K], nw[2 * K];
+  static uint16_t W[3 * N * K], nw[2 * K], bias[2 * N + 5];
   static double dx[BMAX * K], dres[BMAX * N], want[BMAX * N];
-  int outs[] = {s->mv1, s->mv2, s->mv3};
-  run_poisoned(m, outs, 3, rows);
+  int outs[] = {s->mv1, s->mv2, s->mv3, s->mvb[0], s->mvb[1]};
+  run_poisoned(m, outs, 5, rows);
   set_bf(m, s->W, W, 3 * N * K, 0.3f);
   set_bf(m, s->nw, nw, 2 * K, 1.5f);
+  set_bf(m, s->bias, bias, 2 * N + 5, 2.0f);
   set_f(m, s->x, x, (size_t)rows * K, 2.0f);
   set_f(m, s->res, res, (size_t)rows * N, 1.0f);
   CHECK_OK(mlk_model_run(m, KM));
@@ -212,17 +230,24 @@ static void test_matvec(mlk_model *m, const Ops *s, int64_t rows) {
   check_out(m, s->mv2, want, (size_t)rows * N, TOL, "matvec (relu)", rows);
   dref_matvec(want, dx, W, dres, NULL, 0, N, K, rows, MLK_FN_MUL);
   check_out(m, s->mv3, want, (size_t)rows * N, TOL, "matvec (gated product)", rows);
-  check_untouched(m, outs, 3, rows);
+  dref_matvec_bias(want, dx, W + N * K, dres, nw + K, bias + N + 3, 1e-5, N, K, rows, MLK_FN_SILU);
+  check_out(m, s->mvb[0], want, (size_t)rows * N, TOL, "matvec (fused norm, bias, silu, residual)",
+            rows);
+  dref_matvec_bias(want, dx, W, dres, NULL, bias + 3, 0, N, K, rows, MLK_FN_MUL);
+  check_out(m, s->mvb[1], want, (size_t)rows * N, TOL, "matvec (bias, gated product)", rows);
+  check_untouched(m, outs, 5, rows);
 }
 
 static void test_eltwise(mlk_model *m, const Ops *s, int64_t rows) {
   static float a[BMAX * E], c[BMAX * E];
+  static uint16_t bias[E + 7];
   static double da[BMAX * E], dc[BMAX * E], want[5][BMAX * E], chain[BMAX * E];
-  int outs[] = {s->e[0], s->e[1], s->e[2], s->e[3], s->e[4], s->echain};
-  run_poisoned(m, outs, 6, rows);
+  int outs[] = {s->e[0], s->e[1], s->e[2], s->e[3], s->e[4], s->echain, s->eb[0], s->eb[1]};
+  run_poisoned(m, outs, 8, rows);
   size_t n = (size_t)rows * E;
   set_f(m, s->ea, a, n, 3.0f);
   set_f(m, s->ec, c, n, 2.0f);
+  set_bf(m, s->ebias, bias, E + 7, 2.0f);
   CHECK_OK(mlk_model_run(m, KE));
   d_from_f(da, a, n);
   d_from_f(dc, c, n);
@@ -233,7 +258,11 @@ static void test_eltwise(mlk_model *m, const Ops *s, int64_t rows) {
   }
   dref_eltwise(chain, want[1], want[4], (int64_t)n, MLK_FN_ADD);
   check_out(m, s->echain, chain, n, TOL, "eltwise add(relu, mul)", rows);
-  check_untouched(m, outs, 6, rows);
+  dref_eltwise_bias(chain, da, NULL, bias + 7, E, (int64_t)n, MLK_FN_NONE);
+  check_out(m, s->eb[0], chain, n, TOL, "eltwise a + bias", rows);
+  dref_eltwise_bias(chain, da, dc, bias + 7, E, (int64_t)n, MLK_FN_MUL);
+  check_out(m, s->eb[1], chain, n, TOL, "eltwise (a + bias) * c", rows);
+  check_untouched(m, outs, 8, rows);
 }
 
 static void test_gather(mlk_model *m, const Ops *s, int64_t rows) {

@@ -37,3 +37,13 @@ add_executable(test_handoff_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_handoff_sim
 target_include_directories(test_handoff_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
 target_link_libraries(test_handoff_sim PRIVATE mlkrt m)
 add_test(NAME sim_handoff COMMAND test_handoff_sim ${MLK_TEST_SEED})
+
+# Biases (tests/sim/bias_ops.mlk, tests/sim/test_bias_sim.c): a bf16 param vector added to every
+# row, folded into matvecs and as eltwise ops, at odd sizes and batches 1..5, against a double
+# reference under many schedules of the deterministic simulator, static and dynamic.
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/bias_ops sim/bias_ops.mlk)
+add_executable(test_bias_sim ${CMAKE_CURRENT_SOURCE_DIR}/sim/test_bias_sim.c
+               ${CMAKE_CURRENT_BINARY_DIR}/bias_ops.c)
+target_include_directories(test_bias_sim PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+target_link_libraries(test_bias_sim PRIVATE mlkrt m)
+add_test(NAME sim_bias COMMAND test_bias_sim ${MLK_TEST_SEED})

@@ -186,7 +186,7 @@ static LlamaRefConfig lt_config(void) {
 
 static LlamaRefWeights lt_ref_weights(const TinyWeights *w) {
   LlamaRefWeights r = {w->embed, w->ln1, w->wqkv, w->wo, w->ln2,
-                       w->w_gate, w->w_up, w->w_down, w->lnf, NULL};
+                       w->w_gate, w->w_up, w->w_down, w->lnf, NULL, NULL};
   return r;
 }
 

@@ -19,7 +19,8 @@
  *     sequence i draws from seed S + i, one draw per run it is in, so the token after position p
  *     uses draw p (mlk_sampling_uniform); the same command replays the same ids, another seed
  *     draws other ones;
- *   - --prompts FILE gives the same ids as repeated --prompt-ids;
+ *   - --prompts FILE gives the same ids as repeated --prompt-ids; 66 prompts (more than the batch
+ *     of 64: the rest wait for rows) each get the reference's greedy tokens;
  *   - prefill: prompts that go in whole in one run (the default), or --prefill-chunk 2 or 1
  *     positions a run, give the same sampled ids (a row's draw is its position), after a --warmup
  *     generation too;
@@ -375,6 +376,49 @@ static void test_config(const Cfg *c) {
   rc = run(args, out2, sizeof out2, err, sizeof err);
   CHECK(rc == 0 && !strcmp(out, out2), "%s: --prompts gave '%s' (exit %d: %s), --prompt-ids '%s'",
         c->name, out2, rc, err, out);
+
+  /* more prompts than the model's batch of 64: the rest wait for rows, each still decoded as
+   * alone (the reference's greedy tokens up to a near tie) */
+  if (!strcmp(c->name, "llama3")) {
+    enum { NMANY = 66 };
+    static int32_t many[NMANY][5];
+    int mlen[NMANY];
+    pf = fopen(ppath, "w");
+    for (int i = 0; i < NMANY; i++) {
+      mlen[i] = 1 + (int)(rt_next() % 5);
+      for (int j = 0; j < mlen[i]; j++) {
+        many[i][j] = (int32_t)(rt_next() % (uint64_t)c->V);
+        fprintf(pf, "%s%d", j ? "," : "", many[i][j]);
+      }
+      fprintf(pf, "\n");
+    }
+    fclose(pf);
+    static char big[NMANY * STEPS * 8 + 64];
+    rc = run(args, big, sizeof big, err, sizeof err);
+    CHECK(rc == 0, "%s: %d prompts: exit %d: %s", c->name, NMANY, rc, err);
+    CHECK_CONTAINS(err, "66 prompts");
+    const char *line = big;
+    int checked = 0;
+    for (int i = 0; i < NMANY && rc == 0; i++) {
+      int32_t want[STEPS];
+      static float wl[STEPS * MAXV];
+      int tie_at;
+      reference(c, &k, many[i], mlen[i], NULL, i, want, wl, &tie_at);
+      char *end;
+      for (int g = 0; g < STEPS; g++) {
+        long v = strtol(line, &end, 10);
+        CHECK(end != line, "%s: %d prompts: line %d has fewer than %d ids", c->name, NMANY, i, STEPS);
+        line = end;
+        if (g < tie_at) {
+          CHECK(v == want[g], "%s: %d prompts: prompt %d token %d is %ld, the reference %d", c->name,
+                NMANY, i, g, v, want[g]);
+          checked++;
+        }
+      }
+    }
+    printf("%s: %d prompts over a batch of 64: %d tokens equal to the reference\n", c->name, NMANY,
+           checked);
+  }
 
   /* sampled, twice with one seed, once with another */
   Sampling smp = {c->temperature, 0.95f, 20, 11};

@@ -930,7 +930,7 @@ static Value eval_index(Sema *s, Binding *scope, const Expr *e) {
 
 /* ---------------------------------------------------------------- calls */
 
-#define MAX_ARGS 16
+#define MAX_ARGS 32 /* positional and keyword arguments of one call, each */
 
 /* The arguments of a call: positional ones in order, keyword ones by name. */
 typedef struct Args {

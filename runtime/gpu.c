@@ -345,14 +345,20 @@ static mlk_status compile_module(mlk_model *m, GpuModel *gm, const char *ptx, co
   return st;
 }
 
+/* The PTX target a GPU of compute capability major.minor runs best: sm_90a PTX (wgmma, TMA, the
+ * weight stream) runs on exactly sm_90; any other sm_80 or newer JITs the portable sm_80 PTX. */
+static const char *best_ptx_arch(int major, int minor) {
+  return major == 9 && minor == 0 ? "sm_90a" : major >= 8 ? "sm_80" : NULL;
+}
+
 /* Loads the megakernels' module: the cached cubin when there is a good one, else the PTX compiled
  * (and the cubin cached). Sets the model's load time, cache flag and note. */
 static mlk_status load_module(mlk_model *m, GpuModel *gm) {
   const GpuBackend *gb = m->be->impl;
   const MlkModelDesc *d = m->desc;
   const char *ptx = NULL, *arch = NULL;
-  /* sm_90a PTX uses wgmma/TMA, which exist on exactly sm_90; everything else JITs the sm_80 PTX. */
-  if (gb->cc_major == 9 && gb->cc_minor == 0 && d->ptx_sm90a)
+  /* the best target the model carries, else the portable one */
+  if (!strcmp(m->be->ptx_arch, "sm_90a") && d->ptx_sm90a)
     ptx = d->ptx_sm90a, arch = "sm_90a";
   else if (gb->cc_major >= 8 && d->ptx_sm80)
     ptx = d->ptx_sm80, arch = "sm_80";
@@ -769,6 +775,7 @@ mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   }
   be->ops = &gpu_ops;
   be->is_gpu = 1;
+  be->ptx_arch = best_ptx_arch(gb->cc_major, gb->cc_minor);
   be->impl = gb;
   snprintf(be->name, sizeof be->name, "GPU %d: %s (sm_%d%d, %d SMs)", device, name, gb->cc_major,
            gb->cc_minor, gb->sms);

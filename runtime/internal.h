@@ -229,6 +229,7 @@ struct mlk_backend {
                       it), not when a wait passes its deadline */
   char name[256];
   char note[1024]; /* why MLK_BACKEND_AUTO fell back to the simulator, else "" */
+  const char *ptx_arch; /* the PTX target the GPU runs best (mlk_backend_ptx_arch), else NULL */
   void *impl;      /* the backend's own state */
 };
 

@@ -75,6 +75,7 @@ void mlk_backend_free(mlk_backend *be) {
 const char *mlk_backend_name(const mlk_backend *be) { return be ? be->name : "(null backend)"; }
 int mlk_backend_is_gpu(const mlk_backend *be) { return be ? be->is_gpu : 0; }
 const char *mlk_backend_note(const mlk_backend *be) { return be ? be->note : ""; }
+const char *mlk_backend_ptx_arch(const mlk_backend *be) { return be ? be->ptx_arch : NULL; }
 
 /* ---- validation ---- */
 

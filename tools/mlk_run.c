@@ -298,8 +298,10 @@ typedef struct Compiled {
   char *ptx90, *ptx80;
 } Compiled;
 
-/* Compiles `model` of `mlk` with its dims bound from `config`: PTX for both targets when `gpu`. */
-static Compiled compile_model(const char *mlk, const char *model, const char *config, int gpu) {
+/* Compiles `model` of `mlk` with its dims bound from `config`, with the PTX of target `arch`
+ * (mlk_backend_ptx_arch: the one the GPU loads) when it is not NULL. */
+static Compiled compile_model(const char *mlk, const char *model, const char *config,
+                              const char *arch) {
   Compiled c = {.arena = arena_new()};
   Diag d;
   diag_init(&d, NULL, stderr);
@@ -315,10 +317,10 @@ static Compiled compile_model(const char *mlk, const char *model, const char *co
   Graph *g = ir ? serialize_graph(ir, c.arena, &d) : NULL;
   if (!g)
     die("cannot compile model '%s' of '%s' (above)", model, mlk);
-  if (gpu) {
-    CodegenOptions o90 = {.arch = "sm_90a", .opt_level = 3}, o80 = {.arch = "sm_80", .opt_level = 3};
-    if (!codegen_graph(g, &o90, false, &c.ptx90, &d) || !codegen_graph(g, &o80, false, &c.ptx80, &d))
-      die("cannot generate the PTX of model '%s' (above)", model);
+  if (arch) {
+    CodegenOptions o = {.arch = arch, .opt_level = 3};
+    if (!codegen_graph(g, &o, false, strcmp(arch, "sm_90a") ? &c.ptx80 : &c.ptx90, &d))
+      die("cannot generate the %s PTX of model '%s' (above)", arch, model);
   }
   c.desc = graph_desc(g, c.ptx90, c.ptx80, c.arena);
   return c;
@@ -383,7 +385,7 @@ int main(int argc, char **argv) {
           mlk_backend_note(be));
 
   double t0 = now_ms();
-  Compiled c = compile_model(mlk, model_name, config, mlk_backend_is_gpu(be));
+  Compiled c = compile_model(mlk, model_name, config, mlk_backend_ptx_arch(be));
   double t_compile = now_ms() - t0;
   const MlkModelDesc *d = c.desc;
   if (!d->batch_name)

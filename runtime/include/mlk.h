@@ -128,6 +128,10 @@ const char *mlk_backend_name(const mlk_backend *be);
 int mlk_backend_is_gpu(const mlk_backend *be);
 /* Why MLK_BACKEND_AUTO chose the CPU simulator ("no GPU: libcuda.so.1 not found ..."), else "". */
 const char *mlk_backend_note(const mlk_backend *be);
+/* The PTX target that the backend's GPU loads when a model carries it: "sm_90a" on an sm_90 GPU
+ * (its kernels use TMA and the weight stream), "sm_80" on any other sm_80 or newer (the driver
+ * JITs it); NULL for the simulator. A model compiled for one GPU needs only this one (mlk-run). */
+const char *mlk_backend_ptx_arch(const mlk_backend *be);
 
 /* ---- models ---- */
 

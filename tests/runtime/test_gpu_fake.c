@@ -95,6 +95,8 @@ int main(void) {
     return 77;
   }
   CHECK(!strcmp(mlk_backend_name(be), "GPU 0: Fake GPU (sm_90, 4 SMs)"), "name '%s'", mlk_backend_name(be));
+  CHECK(mlk_backend_ptx_arch(be) && !strcmp(mlk_backend_ptx_arch(be), "sm_90a"), "ptx arch '%s'",
+        mlk_backend_ptx_arch(be) ? mlk_backend_ptx_arch(be) : "(null)");
   CHECK(!strcmp(mlk_backend_note(be), ""), "note '%s'", mlk_backend_note(be));
 
   /* cc 9.0 takes the sm_90a PTX; the sm_80 PTX only when there is no sm_90a. */

@@ -10,7 +10,9 @@
  * vector's rows are its elements). So this runs after lowering,
  * over the graph's ops, and a cat whose parts those slices do not tell is an error rather than a
  * guess. The runtime checks the result again (coverage, order) and the loader checks each
- * checkpoint tensor's shape against it.
+ * checkpoint tensor's shape against it. A sharded param is one rank's slice: its bindings name
+ * whole checkpoint tensors and the dimension the loader cuts (a cat's parts each cut alike, so a
+ * fused q/k/v of a rank is its q heads, then its k heads, then its v heads).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +202,14 @@ static void bind_param(Graph *g, int t, const TensorDecl *td, Arena *a, Diag *d)
                td->name, (long long)(ngroups * nparts), MLKC_MAX_BINDINGS);
     return;
   }
+  /* a sharded param holds one rank's slice (sema): each checkpoint tensor is whole, and the
+   * loader cuts the binding's dimension sd (the param's, less the layer dim) */
+  int sd = td->shard_ways > 1 ? td->shard_dim_v - (layer ? 1 : 0) : -1;
+  if (td->shard_ways > 1 && sd < 0) {
+    diag_error(d, td->from_loc, "'%s' is sharded over its layers (dimension 0), which its per-layer "
+               "checkpoint names ({l}) bind one by one: shard another dimension", td->name);
+    return;
+  }
   MlkBinding *b = arena_alloc(a, (size_t)(ngroups * nparts) * sizeof *b);
   int nb = 0;
   for (int64_t l = 0; l < ngroups; l++) {
@@ -214,6 +224,10 @@ static void bind_param(Graph *g, int t, const TensorDecl *td, Arena *a, Diag *d)
         bb->shape[0] = rows[part];
         for (int r = 1; r < grank; r++)
           bb->shape[r] = gshape[r];
+        bb->shard_dim = sd;
+        bb->shard_ways = sd >= 0 ? td->shard_ways : 1;
+        if (sd >= 0)
+          bb->shape[sd] *= td->shard_ways; /* the whole tensor: each part of a cat cut alike */
         off += rows[part] * C;
       }
   }

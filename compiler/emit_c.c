@@ -237,7 +237,7 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
         fprintf(out, ", %lld, %d, {", (long long)b->offset, b->rank);
         for (int r = 0; r < b->rank; r++)
           fprintf(out, "%s%lld", r ? ", " : "", (long long)b->shape[r]);
-        fputs("}},\n", out);
+        fprintf(out, "}, %d, %lld},\n", b->shard_dim, (long long)b->shard_ways);
       }
     fputs("};\n\n", out);
   }

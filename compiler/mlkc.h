@@ -261,7 +261,10 @@ struct TensorDecl {
   StrList *from;       /* unescaped strings, or NULL without a binding */
   Loc from_loc;        /* of the first string (or of the function name) */
   /* set by sema, for the lowering: */
-  const struct Type *resolved;          /* params, inputs, outputs: the checked type */
+  const struct Type *resolved;          /* params, inputs, outputs: the checked type; a sharded
+                                           param's is one rank's slice (shard_dim / shard_ways) */
+  int shard_dim_v;                      /* sharded params: the dimension (else -1) ... */
+  int64_t shard_ways;                   /* ... and the ranks of its mesh axis (else 1) */
   const struct CacheGeometry *geometry; /* caches: the checked constructor's values */
   TensorDecl *next;
 };

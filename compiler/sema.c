@@ -2055,12 +2055,17 @@ static void check_binding(Sema *s, const TensorDecl *td, const Type *t) {
         "it needs at least 2 dimensions, has %d", td->name, t->rank);
 }
 
-static void check_shard(Sema *s, Binding *cscope, const TensorDecl *td, const Type *t) {
+/* Checks td's shard(axis, dim) against its (whole) type t; records the dimension and the ranks
+ * on td. Returns what one rank holds: t with that dimension divided by the ranks (t itself when
+ * the param is not sharded, or over one rank; NULL after an error). */
+static const Type *check_shard(Sema *s, Binding *cscope, TensorDecl *td, const Type *t) {
+  td->shard_dim_v = -1;
+  td->shard_ways = 1;
   if (!td->shard_axis)
-    return;
+    return t;
   if (td->kind != DECL_PARAM) {
     err(s, td->shard_loc, "only params can be sharded");
-    return;
+    return NULL;
   }
   Binding *b = lookup(cscope, td->shard_axis);
   if (!b || b->kind != B_MESH) {
@@ -2070,21 +2075,34 @@ static void check_shard(Sema *s, Binding *cscope, const TensorDecl *td, const Ty
       n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", m->name);
     err(s, td->shard_loc, "unknown mesh axis '%s' (config '%s' declares %s)", td->shard_axis,
         s->cfg->name, n ? list : "none: add `mesh tp = N`");
-    return;
+    return NULL;
   }
   int64_t dim;
   if (!eval_const(s, cscope, td->shard_dim, "the sharded dimension", &dim) || !t)
-    return;
+    return NULL;
   if (dim < 0 || dim >= t->rank) {
     err(s, td->shard_dim->loc, "'%s' has %d dimensions: cannot shard dimension %lld", td->name,
         t->rank, (long long)dim);
-    return;
+    return NULL;
   }
   int64_t ways = b->v.mesh->resolved;
-  if (ways > 0 && t->shape[dim] % ways)
+  if (ways <= 0)
+    return NULL; /* the axis's own error */
+  if (t->shape[dim] % ways) {
     err(s, td->shard_loc, "dimension %lld of '%s' (%lld) is not divisible by the %lld ranks of "
         "mesh axis '%s'", (long long)dim, td->name, (long long)t->shape[dim], (long long)ways,
         td->shard_axis);
+    return NULL;
+  }
+  td->shard_dim_v = (int)dim;
+  td->shard_ways = ways;
+  if (ways == 1)
+    return t;
+  Type *local = arena_alloc(s->a, sizeof *local);
+  *local = *t;
+  local->shape[dim] /= ways;
+  local->sym[dim] = NULL; /* no longer the dim's own size */
+  return local;
 }
 
 static void check_cache(Sema *s, Binding *cscope, TensorDecl *td) {
@@ -2206,8 +2224,8 @@ static void check_model(Sema *s, Program *p, Model *m) {
       else if (t && td->kind != DECL_PARAM && t->dtype != MLK_F32 && t->dtype != MLK_I32)
         err(s, td->type.loc, "%s '%s' must be f32 or i32, got %s", ast_decl_kind_name(td->kind),
             td->name, tstr(s, t));
-      check_shard(s, cscope, td, t);
       check_binding(s, td, t);
+      t = check_shard(s, cscope, td, t); /* from here on, one rank's slice */
       td->resolved = t;
       if (t)
         v = (Value){.kind = V_TENSOR, .type = t, .weight = td->kind == DECL_PARAM};

@@ -465,7 +465,11 @@ void desc_dump_json(FILE *out, const MlkModelDesc *d) {
     fprintf(out, ", \"offset\": %lld, \"shape\": [", (long long)b->offset);
     for (int j = 0; j < b->rank; j++)
       fprintf(out, "%s%lld", j ? ", " : "", (long long)b->shape[j]);
-    fprintf(out, "]}%s\n", i + 1 < d->nbindings ? "," : "");
+    fprintf(out, "]");
+    if (b->shard_ways > 1)
+      fprintf(out, ", \"shard_dim\": %d, \"shard_ways\": %lld", b->shard_dim,
+              (long long)b->shard_ways);
+    fprintf(out, "}%s\n", i + 1 < d->nbindings ? "," : "");
   }
   fprintf(out, "  ],\n  \"event_refs\": %d,\n  \"counters\": %lld\n}\n", d->nevent_refs,
           (long long)d->ncounters);

@@ -665,31 +665,65 @@ static int loadable(MlkStDType from, MlkDType to) {
   return fl && (to == MLK_BF16 || to == MLK_F32);
 }
 
-/* Uploads binding b's tensor t into its param, converting through `stage` (`cap` bytes). */
+/* What binding b loads of its checkpoint tensor, for model rank `rank`: `outer` runs of `run`
+ * consecutive elements, run o starting at element o * stride + first (one run, the whole tensor,
+ * unless the param is sharded: then its rank's part of dimension shard_dim). */
+typedef struct Slice {
+  size_t outer, run, stride, first;
+} Slice;
+
+static Slice binding_slice(const MlkBinding *b, int rank) {
+  size_t numel = 1;
+  for (int r = 0; r < b->rank; r++)
+    numel *= (size_t)b->shape[r];
+  if (b->shard_ways <= 1)
+    return (Slice){1, numel, numel, 0};
+  size_t outer = 1, inner = 1, part = (size_t)(b->shape[b->shard_dim] / b->shard_ways);
+  for (int r = 0; r < b->shard_dim; r++)
+    outer *= (size_t)b->shape[r];
+  for (int r = b->shard_dim + 1; r < b->rank; r++)
+    inner *= (size_t)b->shape[r];
+  return (Slice){outer, part * inner, (size_t)b->shape[b->shard_dim] * inner,
+                 (size_t)rank * part * inner};
+}
+
+/* Uploads what binding b loads of its tensor t (binding_slice) into its param, in order: straight
+ * from the mapping when that is one run of the param's own dtype, else packed (and converted)
+ * through `stage` (`cap` bytes), a staging buffer's worth per upload. */
 static mlk_status upload(mlk_model *m, const MlkBinding *b, const StFile *f, const MlkStTensor *t,
                          uint8_t *stage, size_t cap) {
   MlkDType to = m->desc->tensors[b->tensor].dtype;
-  size_t esize = mlk_dtype_size(to), off = (size_t)b->offset * esize;
+  size_t esize = mlk_dtype_size(to), off = (size_t)b->offset * esize, ssize = st_dtypes[t->dtype].size;
   const uint8_t *src = f->map + f->h.data_start + t->begin;
-  size_t numel = (size_t)((t->end - t->begin) / st_dtypes[t->dtype].size);
-  if (st_dtypes[t->dtype].mlk == (int)to)
-    return m->be->ops->upload_range(m, b->tensor, off, src, numel * esize);
-  size_t chunk = cap / esize;
-  for (size_t i = 0; i < numel; i += chunk) {
-    size_t n = numel - i < chunk ? numel - i : chunk;
-    for (size_t j = 0; j < n; j++) {
-      float v = load_f32(src, t->dtype, i + j);
-      if (to == MLK_F32) {
-        memcpy(stage + 4 * j, &v, 4);
+  Slice sl = binding_slice(b, m->rank);
+  int same = st_dtypes[t->dtype].mlk == (int)to;
+  if (same && sl.outer == 1)
+    return m->be->ops->upload_range(m, b->tensor, off, src + sl.first * ssize, sl.run * esize);
+  size_t chunk = cap / esize, fill = 0, done = 0;
+  for (size_t o = 0; o < sl.outer; o++)
+    for (size_t i = 0; i < sl.run;) {
+      size_t n = sl.run - i < chunk - fill ? sl.run - i : chunk - fill, e = o * sl.stride + sl.first + i;
+      if (same) {
+        memcpy(stage + fill * esize, src + e * ssize, n * esize);
       } else {
-        uint16_t h = mlk_f32_to_bf16(v);
-        memcpy(stage + 2 * j, &h, 2);
+        for (size_t j = 0; j < n; j++) {
+          float v = load_f32(src, t->dtype, e + j);
+          if (to == MLK_F32) {
+            memcpy(stage + 4 * (fill + j), &v, 4);
+          } else {
+            uint16_t h = mlk_f32_to_bf16(v);
+            memcpy(stage + 2 * (fill + j), &h, 2);
+          }
+        }
+      }
+      fill += n, i += n;
+      if (fill == chunk || (o + 1 == sl.outer && i == sl.run)) {
+        mlk_status st = m->be->ops->upload_range(m, b->tensor, off + done * esize, stage, fill * esize);
+        if (st)
+          return st;
+        done += fill, fill = 0;
       }
     }
-    mlk_status st = m->be->ops->upload_range(m, b->tensor, off + i * esize, stage, n * esize);
-    if (st)
-      return st;
-  }
   return MLK_OK;
 }
 
@@ -973,10 +1007,18 @@ mlk_status mlk_model_load_checkpoint(mlk_model *m, const char *path, const mlk_l
   for (int j = 0; j < d->nbindings && !st; j++) {
     if ((st = check_binding(m, &c, &d->bindings[j], &src[j])))
       break;
-    MlkDType to = d->tensors[d->bindings[j].tensor].dtype;
-    if (st_dtypes[src[j]->dtype].mlk != (int)to) {
-      size_t bytes = (size_t)((src[j]->end - src[j]->begin) / st_dtypes[src[j]->dtype].size) *
-                     mlk_dtype_size(to);
+    const MlkBinding *b = &d->bindings[j];
+    MlkDType to = d->tensors[b->tensor].dtype;
+    if (b->shard_ways > 1 && m->rank >= b->shard_ways) {
+      st = mlk_set_error(MLK_ERR_INVALID, "param '%s' of model '%s' is sharded over %lld ranks, but "
+                         "the model is rank %d (mlk_model_options.rank, MLK_RANK): ranks are 0..%lld",
+                         d->tensors[b->tensor].name, d->name, (long long)b->shard_ways, m->rank,
+                         (long long)b->shard_ways - 1);
+      break;
+    }
+    Slice sl = binding_slice(b, m->rank);
+    if (st_dtypes[src[j]->dtype].mlk != (int)to || sl.outer > 1) {
+      size_t bytes = sl.outer * sl.run * mlk_dtype_size(to);
       need = bytes > need ? bytes : need;
     }
   }

@@ -243,6 +243,7 @@ struct mlk_model {
   uint32_t *runs;           /* per kernel: runs completed since the counters were last zeroed */
   int64_t batch;            /* rows of the next run (batch_min..batch_max; 1 without a batch dim) */
   int64_t batch_min, batch_max;
+  int rank;                 /* mlk_model_options.rank: the slice of sharded params it loads */
   int64_t context;          /* tokens per sequence of every KV cache (0: the model has none) */
   int64_t *rt;              /* MLK_RT_COUNT(ncaches) run-time values (mlk_desc.h) */
   void **shadow;            /* per tensor: host copy of an i32 input or output that indexes a cache

@@ -251,12 +251,19 @@ static mlk_status validate_bindings(const MlkModelDesc *d) {
     if (b->rank < 0 || b->rank > MLK_MAX_RANK)
       return bad(d, "binding %d '%s' of param '%s' has rank %d, not in [0, %d]", j, b->name,
                  t->name, b->rank, MLK_MAX_RANK);
-    int64_t numel = 1;
+    int64_t numel = 1, ways = b->shard_ways > 1 ? b->shard_ways : 1;
+    if (b->shard_ways < 0 || b->shard_ways > (1 << 16) ||
+        (ways > 1 && (b->shard_dim < 0 || b->shard_dim >= b->rank ||
+                      b->shape[b->shard_dim] % ways)))
+      return bad(d, "binding %d '%s' of param '%s' is sharded %lld ways along dimension %d of %s",
+                 j, b->name, t->name, (long long)b->shard_ways, b->shard_dim,
+                 b->rank >= 1 && b->rank <= MLK_MAX_RANK ? "its shape" : "no shape");
     for (int r = 0; r < b->rank; r++) {
-      if (b->shape[r] < 1 || b->shape[r] > t->numel || numel > t->numel / b->shape[r])
+      int64_t e = b->shape[r] / (ways > 1 && r == b->shard_dim ? ways : 1); /* what the param holds */
+      if (b->shape[r] < 1 || e > t->numel || numel > t->numel / e)
         return bad(d, "binding %d '%s' of param '%s' (%lld elements) has shape[%d] = %lld", j,
                    b->name, t->name, (long long)t->numel, r, (long long)b->shape[r]);
-      numel *= b->shape[r];
+      numel *= e;
     }
     if (b->offset < 0 || b->offset > t->numel - numel)
       return bad(d, "binding %d '%s' fills elements [%lld, %lld) of param '%s', which has %lld", j,
@@ -711,12 +718,23 @@ static int needs_shadow(const MlkModelDesc *d, int t) {
 }
 
 /* The options of a model: what the application gave, its zeros filled from the environment (the
- * one place that reads MLK_KV_*), then from the defaults. */
-static mlk_status resolve_options(const mlk_model_options *opt, mlk_model_options *out) {
+ * one place that reads MLK_KV_* and MLK_RANK), then from the defaults. */
+static mlk_status resolve_options(const mlk_model_options *opt, int caches, mlk_model_options *out) {
   mlk_model_options o = {0};
   if (opt)
     o = *opt;
   mlk_status st;
+  int64_t rank = o.rank;
+  if (o.rank == 0 && (st = mlk_env_int("MLK_RANK", 0, INT32_MAX, 0, &rank)))
+    return st;
+  if (rank < 0)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_model_options.rank is %lld, must be 0 or more",
+                         (long long)rank);
+  o.rank = (int)rank;
+  if (!caches) {
+    *out = o;
+    return MLK_OK;
+  }
   if (o.kv_context == 0 &&
       (st = mlk_env_int("MLK_KV_CONTEXT", 1, MLK_MAX_KV_CONTEXT, 2048, &o.kv_context)))
     return st;
@@ -745,13 +763,14 @@ mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
   if (st)
     return st;
   mlk_model_options o = {0};
-  if (desc->ncaches > 0 && (st = resolve_options(opt, &o)))
+  if ((st = resolve_options(opt, desc->ncaches > 0, &o)))
     return st;
   mlk_model *m = MLK_CALLOC(1, sizeof *m, "model");
   if (!m)
     return MLK_ERR_NOMEM;
   m->be = be;
   m->desc = desc;
+  m->rank = o.rank;
   m->sampling = -1;
   size_t nt = (size_t)desc->ntensors;
   if (!(m->bytes = MLK_CALLOC(nt, sizeof *m->bytes, "tensor sizes")) ||

@@ -144,6 +144,9 @@ typedef struct mlk_model_options {
                          (MLK_KV_CONTEXT, default 2048) */
   int64_t kv_pages;   /* pages in the pool of each KV cache, in [1, 2^31) (MLK_KV_PAGES, default
                          batch_max * ceil(kv_context / page): every row a whole context) */
+  int rank;           /* the model's rank on its mesh axis: which slice of every sharded param
+                         (`shard(axis, dim)`) the checkpoint loader loads, in [0, ranks) (MLK_RANK,
+                         default 0) */
 } mlk_model_options;
 
 mlk_status mlk_model_create(mlk_backend *be, const MlkModelDesc *desc, mlk_model **out);

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 6
+#define MLK_DESC_ABI 7
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -441,6 +441,12 @@ typedef struct MlkBinding {
   int64_t offset;               /* first element of the param it fills */
   int rank;
   int64_t shape[MLK_MAX_RANK];  /* the shape the checkpoint tensor must have, exactly */
+  /* A sharded param (`shard(axis, dim)` over an axis of shard_ways > 1 ranks) holds one rank's
+   * slice: dimension shard_dim of the checkpoint tensor cut into shard_ways equal parts, of which
+   * the model's rank (mlk_model_options.rank) loads part `rank`, its elements in order. shard_ways
+   * 0 or 1: the whole tensor. */
+  int shard_dim;
+  int64_t shard_ways;
 } MlkBinding;
 
 typedef struct MlkModelDesc {

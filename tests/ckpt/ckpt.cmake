@@ -42,3 +42,12 @@ if(MLK_JANSSON_IS_STATIC)
     COMMAND sh -c "d=$(readelf -d \"$1\") || exit 1; echo \"$d\" | grep -q NEEDED || exit 1; if echo \"$d\" | grep -q 'NEEDED.*jansson'; then echo \"$1 needs libjansson.so\"; exit 1; fi"
             -- $<TARGET_FILE:test_ckpt_llama>)
 endif()
+
+# ckpt_shard: tests/ckpt/shard.mlk (sharded params over 2 ranks) loads each rank's slice of
+# whole checkpoint tensors, and runs with it, on the simulator.
+mlk_model_c(${_ck_gen}/sharded ckpt/shard.mlk)
+add_executable(test_ckpt_shard ${_ck_dir}/test_ckpt_shard.c ${_ck_gen}/sharded.c)
+target_include_directories(test_ckpt_shard PRIVATE ${_ck_gen} ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+target_link_libraries(test_ckpt_shard PRIVATE mlkrt m)
+add_test(NAME ckpt_shard COMMAND test_ckpt_shard)
+set_tests_properties(ckpt_shard PROPERTIES TIMEOUT 120)

@@ -44,12 +44,12 @@ static inline void ck_init(CkModel *m) {
       [CT_Y] = {"y", MLK_F32, MLK_TENSOR_OUTPUT, 1, {4}, 4, NULL, 0},
   };
   const MlkBinding bindings[CT_NBINDINGS] = {
-      {CT_WQKV, "l.0.q", 0, 2, {3, 4}},  {CT_WQKV, "l.0.k", 12, 2, {2, 4}},
-      {CT_WQKV, "l.0.v", 20, 2, {2, 4}}, {CT_WQKV, "l.1.q", 28, 2, {3, 4}},
-      {CT_WQKV, "l.1.k", 40, 2, {2, 4}}, {CT_WQKV, "l.1.v", 48, 2, {2, 4}},
-      {CT_LN, "l.0.norm", 0, 1, {4}},    {CT_LN, "l.1.norm", 4, 1, {4}},
-      {CT_EMB, "embed", 0, 2, {5, 4}},   {CT_IDS, "ids", 0, 1, {3}},
-      {CT_HALF, "half", 0, 1, {6}},
+      {CT_WQKV, "l.0.q", 0, 2, {3, 4}, -1, 1},  {CT_WQKV, "l.0.k", 12, 2, {2, 4}, -1, 1},
+      {CT_WQKV, "l.0.v", 20, 2, {2, 4}, -1, 1}, {CT_WQKV, "l.1.q", 28, 2, {3, 4}, -1, 1},
+      {CT_WQKV, "l.1.k", 40, 2, {2, 4}, -1, 1}, {CT_WQKV, "l.1.v", 48, 2, {2, 4}, -1, 1},
+      {CT_LN, "l.0.norm", 0, 1, {4}, -1, 1},    {CT_LN, "l.1.norm", 4, 1, {4}, -1, 1},
+      {CT_EMB, "embed", 0, 2, {5, 4}, -1, 1},   {CT_IDS, "ids", 0, 1, {3}, -1, 1},
+      {CT_HALF, "half", 0, 1, {6}, -1, 1},
   };
   memset(m, 0, sizeof *m);
   memcpy(m->tensors, tensors, sizeof tensors);

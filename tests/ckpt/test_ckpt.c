@@ -44,6 +44,19 @@ static void test_binding_validation(mlk_backend *be) {
   expect_bad(be, &ck, "has shape[1] = 9223372036854775807");
   ck.bindings[2].rank = 5;
   expect_bad(be, &ck, "binding 2 'l.0.v' of param 'wqkv' has rank 5, not in [0, 4]");
+  /* sharded: the cut dimension must exist and divide; the param holds the slice */
+  ck.bindings[0].shard_dim = 1, ck.bindings[0].shard_ways = 3;
+  expect_bad(be, &ck, "binding 0 'l.0.q' of param 'wqkv' is sharded 3 ways along dimension 1 of "
+                      "its shape");
+  ck.bindings[0].shard_dim = 2, ck.bindings[0].shard_ways = 2;
+  expect_bad(be, &ck, "binding 0 'l.0.q' of param 'wqkv' is sharded 2 ways along dimension 2");
+  ck.bindings[0].shard_dim = 1, ck.bindings[0].shard_ways = 2; /* [3, 4] whole: 6 elements */
+  expect_bad(be, &ck, "param 'wqkv': no binding fills elements [6, 12)");
+  ck.bindings[0].shard_dim = 1, ck.bindings[0].shard_ways = 2, ck.bindings[0].shape[1] = 8;
+  mlk_model *sharded = NULL; /* [3, 8] cut in two along its columns: the 12 elements it had */
+  CHECK_OK(mlk_model_create(be, &ck.desc, &sharded));
+  mlk_model_free(sharded);
+  ck_init(&ck);
   ck.bindings[3].name = "";
   expect_bad(be, &ck, "binding 3 of param 'wqkv' has no checkpoint tensor name");
   ck.bindings[3].name = NULL;

@@ -312,6 +312,10 @@ static EVal eval(Elab *E, Binding *scope, const Expr *e) {
   }
   case EXPR_BINARY: {
     EVal l = eval(E, scope, e->lhs), r = eval(E, scope, e->rhs);
+    if (l.kind == E_MESH) /* in arithmetic, its number of ranks (as sema reads it) */
+      l = eint(l.mesh);
+    if (r.kind == E_MESH)
+      r = eint(r.mesh);
     if (l.kind == E_INT && r.kind == E_INT) {
       switch (e->op) {
       case '+': return eint(l.i + r.i);

@@ -690,6 +690,11 @@ static Value eval_expr(Sema *s, Binding *scope, const Expr *e) {
     Value l = eval(s, scope, e->lhs), r = eval(s, scope, e->rhs);
     if (l.kind == V_NONE || r.kind == V_NONE)
       return NONE;
+    /* a mesh axis in arithmetic is its number of ranks: `heads / tp` is a rank's heads */
+    if (l.kind == V_MESH)
+      l = vint(l.mesh->resolved);
+    if (r.kind == V_MESH)
+      r = vint(r.mesh->resolved);
     if (l.kind == V_INT && r.kind == V_INT)
       return int_binary(s, e, l, r);
     if ((l.kind == V_FLOAT || int_known(&l)) && (r.kind == V_FLOAT || int_known(&r))) {

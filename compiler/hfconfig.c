@@ -1,5 +1,6 @@
-/* hfconfig.c: mlkc --config FILE: the static dims of a program bound to keys of a Hugging Face
- * config.json take the file's values.
+/* hfconfig.c: dims set from outside the source. mlkc --config FILE: the static dims of a program
+ * bound to keys of a Hugging Face config.json take the file's values; --batch-max N: the dynamic
+ * dims (`dim B in 1..64`) reach N instead (config_batch_max, at the end).
  *
  * A dim declares its key in the source: `dim D = 2048 from "hidden_size"` (the file must have it)
  * or `dim HD = D / H from optional("head_dim")` (where the file lacks it, or it is null, the dim
@@ -101,4 +102,18 @@ bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d) {
     return false;
   }
   return d->nerrors == errors;
+}
+
+bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d) {
+  int n = 0;
+  for (Config *c = p->configs; c; c = c->next)
+    for (DimDecl *dd = c->dims; dd; dd = dd->next)
+      if (dd->hi) { /* a dynamic dim: its range's upper end, which sema then checks as written */
+        dd->hi = ast_int(a, dd->hi->loc, max);
+        n++;
+      }
+  if (!n)
+    diag_fatal(d, "--batch-max %lld: the program has no dynamic dim (dim B in 1..64) to set",
+               (long long)max);
+  return n > 0;
 }

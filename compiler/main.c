@@ -59,6 +59,7 @@ static void usage(FILE *out) {
           "  --model=NAME    the model to compile when the file defines several\n"
           "  --config=FILE   a Hugging Face config.json: every dim bound to one of its keys\n"
           "                  (dim D = 2048 from \"hidden_size\") takes the file's value\n"
+          "  --batch-max=N   every dynamic dim (dim B in 1..64) ranges up to N instead\n"
           "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
           "                  the importing file's directory; repeatable, searched in order\n"
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
@@ -95,6 +96,7 @@ typedef struct Options {
   bool check_only; /* --check: every check, no code generation */
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
+  int64_t batch_max; /* --batch-max=N, 0: the dynamic dims' ranges as written */
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
 
@@ -180,6 +182,15 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->config = f;
+    } else if (!strncmp(a, "--batch-max=", 12)) {
+      char *end;
+      long long v = strtoll(a + 12, &end, 10);
+      if (!a[12] || *end || v < 1 || v > (1 << 16)) {
+        fprintf(stderr, "mlkc: error: --batch-max needs a number of rows in 1..%d, got '%s'\n",
+                1 << 16, a + 12);
+        return 1;
+      }
+      o->batch_max = v;
     } else if (!strncmp(a, "--attn-split=", 13)) {
       char *end;
       long v = strtol(a + 13, &end, 10);
@@ -371,6 +382,8 @@ static int compile(const Options *o, Arena *a) {
   if (!prog || d.nerrors)
     return 1;
   if (o->config && !config_bind_json(prog, o->config, a, &d))
+    return 1;
+  if (o->batch_max && !config_batch_max(prog, o->batch_max, a, &d))
     return 1;
   if (o->emit == EMIT_AST) {
     FILE *f = open_dump(o);

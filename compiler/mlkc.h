@@ -481,6 +481,9 @@ Config *sema_model_config(const Program *p, const Model *m);
  * malformed file, a required key it lacks, a value that is not a number, or a program that binds
  * no key at all. */
 bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d);
+/* --batch-max N: every dynamic dim of p ranges up to N (its lower end as written); false, with an
+ * error, when p has none. Before sema_check, which checks the new range. */
+bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d);
 
 /* ======================================================================== builtins.c */
 

@@ -80,6 +80,9 @@ static void usage(FILE *out) {
           "                      model's batch; 1: a token per run)\n"
           "  --warmup N          run the whole generation N times untimed first (default 0)\n"
           "  --repeat N          then N timed times: the timings are the medians (default 1)\n"
+          "  --batch N           rows of a run (decode rows and prompt positions together):\n"
+          "                      the model is compiled for batches up to N (default: the\n"
+          "                      family's, 64); a prompt of up to N tokens is prefilled in one run\n"
           "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
           "                      the config.json as the family's are)\n"
           "  --help              print this help\n"
@@ -103,6 +106,7 @@ typedef struct Args {
   int64_t chunk;      /* --prefill-chunk: most rows a prompt takes in a run (0: the batch) */
   int64_t warmup;     /* --warmup: untimed generations first */
   int64_t repeat;     /* --repeat: timed generations (the timings are their medians) */
+  int64_t batch;      /* --batch: rows of a run, the model's batch dim's maximum (0: as written) */
   double temperature, top_p;
   int64_t top_k;
   uint64_t seed;
@@ -200,7 +204,7 @@ static void parse_args(int argc, char **argv, Args *a) {
     static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
                                         "--temperature", "--top-k", "--top-p", "--seed",
                                         "--logits-out", "--context", "--mlk", "--prefill-chunk",
-                                        "--warmup", "--repeat"};
+                                        "--warmup", "--repeat", "--batch"};
     int k = -1;
     for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
       if (!strcmp(o, known[j]))
@@ -232,7 +236,8 @@ static void parse_args(int argc, char **argv, Args *a) {
     case 10: a->mlk = v; break;
     case 11: a->chunk = parse_int(o, v, 1, 1 << 24); break;
     case 12: a->warmup = parse_int(o, v, 0, 1000); break;
-    default: a->repeat = parse_int(o, v, 1, 1000); break;
+    case 13: a->repeat = parse_int(o, v, 1, 1000); break;
+    default: a->batch = parse_int(o, v, 1, 1 << 16); break;
     }
   }
   if (!a->model_dir)
@@ -298,17 +303,19 @@ typedef struct Compiled {
   char *ptx90, *ptx80;
 } Compiled;
 
-/* Compiles `model` of `mlk` with its dims bound from `config`, with the PTX of target `arch`
- * (mlk_backend_ptx_arch: the one the GPU loads) when it is not NULL. */
+/* Compiles `model` of `mlk` with its dims bound from `config` (and its batch up to `batch` when
+ * not 0), with the PTX of target `arch` (mlk_backend_ptx_arch: the one the GPU loads) when it is
+ * not NULL. */
 static Compiled compile_model(const char *mlk, const char *model, const char *config,
-                              const char *arch) {
+                              const char *arch, int64_t batch) {
   Compiled c = {.arena = arena_new()};
   Diag d;
   diag_init(&d, NULL, stderr);
   const char *stdlib = getenv("MLKC_STDLIB");
   stdlib = stdlib && *stdlib ? stdlib : mlkc_default_stdlib();
   Program *p = load_program(mlk, NULL, 0, stdlib, c.arena, &d);
-  if (!p || d.nerrors || !config_bind_json(p, config, c.arena, &d) || !sema_check(p, c.arena, &d))
+  if (!p || d.nerrors || !config_bind_json(p, config, c.arena, &d) ||
+      (batch && !config_batch_max(p, batch, c.arena, &d)) || !sema_check(p, c.arena, &d))
     die("cannot compile '%s' for '%s' (above)", mlk, config);
   Model *m = find_model(p, model);
   if (!m)
@@ -385,7 +392,7 @@ int main(int argc, char **argv) {
           mlk_backend_note(be));
 
   double t0 = now_ms();
-  Compiled c = compile_model(mlk, model_name, config, mlk_backend_ptx_arch(be));
+  Compiled c = compile_model(mlk, model_name, config, mlk_backend_ptx_arch(be), a.batch);
   double t_compile = now_ms() - t0;
   const MlkModelDesc *d = c.desc;
   if (!d->batch_name)

@@ -86,6 +86,13 @@ mlk_driver_test(config_llama32 0 "\"name\": \"wqkv\", [^\n]*\"shape\": \\[16, 30
 # transformers 5 writes RoPE as one rope_parameters object: the same dims as the older layout.
 mlk_driver_test(config_llama32_v5 0 "\"name\": \"wqkv\", [^\n]*\"shape\": \\[16, 3072, 2048\\].*\"theta\": 500000, \"rope_factor\": 32, \"rope_low_freq\": 1, \"rope_high_freq\": 4, \"rope_original_max_pos\": 8192"
                 --config=${CFG}/llama32_v5.json --model=llama --emit=graph ${LLAMA_FAMILY})
+# --batch-max N: the dynamic batch dim ranges up to N (mlk-run --batch prefills longer prompts).
+mlk_driver_test(batch_max 0 "\"batch\": {\"dim\": \"B\", \"min\": 1, \"max\": 256}"
+                --batch-max=256 --config ${CFG}/tiny.json --model=llama --emit=graph ${LLAMA_FAMILY})
+mlk_driver_test(batch_max_none 1 "mlkc: error: --batch-max 4: the program has no dynamic dim"
+                --batch-max=4 --emit=graph ${MLP})
+mlk_driver_test(batch_max_bad 1 "mlkc: error: --batch-max needs a number of rows in 1..65536, got '0'"
+                --batch-max=0 ${MLP})
 mlk_driver_test(config_untied 0 "\"name\": \"head\", [^\n]*\"from\": \"lm_head.weight\""
                 --config ${CFG}/tiny.json --model=llama_untied --emit=graph ${LLAMA_FAMILY})
 mlk_driver_test(config_missing_key 1 "llama.mlk:18:21: error: config '[^']*missing.json' has no 'intermediate_size', which dim 'F' of config 'llama_cfg' takes its value from"

@@ -20,7 +20,8 @@
  *     uses draw p (mlk_sampling_uniform); the same command replays the same ids, another seed
  *     draws other ones;
  *   - --prompts FILE gives the same ids as repeated --prompt-ids; 66 prompts (more than the batch
- *     of 64: the rest wait for rows) each get the reference's greedy tokens;
+ *     of 64: the rest wait for rows) each get the reference's greedy tokens; a prompt of 100
+ *     tokens gives the same tokens in two runs and, with --batch 128, in one;
  *   - prefill: prompts that go in whole in one run (the default), or --prefill-chunk 2 or 1
  *     positions a run, give the same sampled ids (a row's draw is its position), after a --warmup
  *     generation too;
@@ -418,6 +419,25 @@ static void test_config(const Cfg *c) {
     }
     printf("%s: %d prompts over a batch of 64: %d tokens equal to the reference\n", c->name, NMANY,
            checked);
+
+    /* a prompt of 100 tokens: two runs at the family's batch of 64, one with --batch 128, the
+     * same tokens */
+    pf = fopen(ppath, "w");
+    for (int j = 0; j < 100; j++)
+      fprintf(pf, "%s%d", j ? "," : "", (int)(rt_next() % (uint64_t)c->V));
+    fprintf(pf, "\n");
+    fclose(pf);
+    static char one[2][256];
+    for (int w = 0; w < 2; w++) {
+      char a2[4200];
+      snprintf(a2, sizeof a2, "%s%s", args, w ? " --batch 128" : "");
+      rc = run(a2, one[w], sizeof one[w], err, sizeof err);
+      CHECK(rc == 0, "%s: a prompt of 100 tokens%s: exit %d: %s", c->name, w ? " at --batch 128" : "",
+            rc, err);
+      CHECK_CONTAINS(err, w ? "its first token from run 1;" : "its first token from run 2;");
+    }
+    CHECK(!strcmp(one[0], one[1]), "%s: a prompt of 100 tokens gave '%s' in two runs, '%s' in one",
+          c->name, one[0], one[1]);
   }
 
   /* sampled, twice with one seed, once with another */

@@ -40,6 +40,18 @@ add_test(NAME gpu_diff_batch_ops COMMAND test_diff_batch 0)
 set_tests_properties(gpu_diff_batch_ops PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
 add_test(NAME sim_diff_batch_ops COMMAND test_diff_batch ${MLK_TEST_SEED} sim)
 set_tests_properties(sim_diff_batch_ops PROPERTIES TIMEOUT 300)
+# The same model compiled for batches up to 160 (mlkc --batch-max, as mlk-run --batch): runs
+# wider than the tensor-core path's 64 rows per pass over the weights (65, 100, 160).
+mlk_model_c(${CMAKE_CURRENT_BINARY_DIR}/wide/batch_ops gpu/batch_ops.mlk --batch-max=160)
+add_executable(test_diff_batch_wide ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_diff_gpu.c
+               ${CMAKE_CURRENT_BINARY_DIR}/wide/batch_ops.c)
+target_compile_definitions(test_diff_batch_wide PRIVATE MLK_DIFF_MODEL=batch_ops)
+target_include_directories(test_diff_batch_wide PRIVATE ${CMAKE_CURRENT_BINARY_DIR}/wide)
+target_link_libraries(test_diff_batch_wide PRIVATE mlkrt m)
+add_test(NAME gpu_diff_batch_wide COMMAND test_diff_batch_wide 0 65,100,160)
+set_tests_properties(gpu_diff_batch_wide PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+add_test(NAME sim_diff_batch_wide COMMAND test_diff_batch_wide ${MLK_TEST_SEED} sim 65,160)
+set_tests_properties(sim_diff_batch_wide PROPERTIES TIMEOUT 600)
 
 # The same differential test with odd_ops compiled for the dynamic schedule (blocks take tasks from
 # a ticket counter): on the GPU against the simulator (its own dynamic ready queue).

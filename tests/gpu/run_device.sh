@@ -18,6 +18,8 @@ echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic sche
 "$BUILD"/tests/test_diff_gpu_dyn 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch (matvecs at batches 9..64: the tensor-core path, GPU vs simulator)"
 "$BUILD"/tests/test_diff_batch 0 || fail=1
+echo "== $BUILD/tests/test_diff_batch_wide (batches 65, 100, 160: more than one pass of 64 rows, GPU vs simulator)"
+"$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
 echo "== $BUILD/tests/test_diff_events (explicit events, megakernels reading each other's outputs, GPU vs simulator)"
 "$BUILD"/tests/test_diff_events 0 || fail=1
 echo "== $BUILD/tests/test_trace gpu"

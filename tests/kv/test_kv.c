@@ -259,6 +259,21 @@ static void decode_alone(mlk_backend *be) {
   llama_tiny_free(m);
 }
 
+/* Whether a row's logits equal its sequence's decode alone: bit for bit on the simulator, within
+ * GPU_TOL relative L2 on the GPU (*err: that distance, 0 when equal). */
+static int same_as_alone(mlk_backend *be, const float *got, const float *want, double *err) {
+  *err = 0;
+  if (!memcmp(got, want, sizeof(float) * V))
+    return 1;
+  if (!mlk_backend_is_gpu(be))
+    return 0;
+  double w[V];
+  for (int i = 0; i < V; i++)
+    w[i] = want[i];
+  *err = rt_rel_l2(got, w, V);
+  return *err <= GPU_TOL;
+}
+
 static void test_continuous(mlk_backend *be) {
   for (int s = 0; s < NSEQ; s++)
     for (int p = 0; p < plan[s].total; p++)
@@ -302,16 +317,8 @@ static void test_continuous(mlk_backend *be) {
     float logits[BMAX * V];
     CHECK_OK(llama_tiny_get_logits(m, logits));
     for (int b = 0; b < nact; b++) {
-      const float *want = alone[active[b]][pos[b]];
-      int same = !memcmp(logits + b * V, want, sizeof(float) * V);
-      double err = 0;
-      if (!same && mlk_backend_is_gpu(be)) {
-        double w[V];
-        for (int i = 0; i < V; i++)
-          w[i] = want[i];
-        err = rt_rel_l2(logits + b * V, w, V);
-        same = err <= GPU_TOL;
-      }
+      double err;
+      int same = same_as_alone(be, logits + b * V, alone[active[b]][pos[b]], &err);
       CHECK(same, "step %d: sequence %c at position %d (row %d of %d) differs from its decode alone "
             "(rel L2 %.3g)", steps, 'A' + active[b], pos[b], b, nact, err);
       compared++;
@@ -388,16 +395,8 @@ static void test_prefill(mlk_backend *be) {
     float logits[BMAX * V];
     CHECK_OK(llama_tiny_get_logits(m, logits));
     for (int b = 0; b < n; b++) {
-      const float *want = alone[src[b]][pos[b]];
-      int same = !memcmp(logits + b * V, want, sizeof(float) * V);
-      double err = 0;
-      if (!same && mlk_backend_is_gpu(be)) {
-        double w[V];
-        for (int i = 0; i < V; i++)
-          w[i] = want[i];
-        err = rt_rel_l2(logits + b * V, w, V);
-        same = err <= GPU_TOL;
-      }
+      double err;
+      int same = same_as_alone(be, logits + b * V, alone[src[b]][pos[b]], &err);
       CHECK(same, "prefill run %d: sequence %c at position %d (row %d of %d) differs from its "
             "decode alone (rel L2 %.3g)", runs, 'A' + src[b], pos[b], b, n, err);
       compared++;

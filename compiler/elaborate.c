@@ -756,6 +756,9 @@ IrGraph *elaborate_model(Program *p, Model *m, Arena *a, Diag *d) {
   E.cfg = sema_model_config(p, m);
   if (!E.cfg)
     MLKC_BUG("model '%s' without config after sema", m->name);
+  E.g->ranks = 1;
+  for (const MeshDecl *md = E.cfg->meshes; md; md = md->next)
+    E.g->ranks *= md->resolved;
   int errors = d->nerrors;
   if (!declare(&E))
     return NULL;

@@ -176,6 +176,15 @@ void emit_header(FILE *out, const Graph *g) {
   fputs("\n", out);
   for (int k = 0; k < g->nkernels; k++) {
     const GKernel *gk = &g->kernels[k];
+    if (gk->segment > 0)
+      continue;
+    if (gk->nsegments > 1) {
+      fprintf(out, "/* megakernel %s: %d launches with collectives between them, on every rank of "
+                   "a world of %lld\n * (mlk_world_create); waits for the result. */\n",
+              gk->name, gk->nsegments, (long long)g->ranks);
+      fprintf(out, "mlk_status %s_%s_world(mlk_world *w);\n", m, gk->name);
+      continue;
+    }
     fprintf(out, "/* megakernel %s: %d ops, one persistent launch; waits for the result. */\n",
             gk->name, gk->nops);
     fprintf(out, "mlk_status %s_%s(%s_model *m);\n", m, gk->name, m);
@@ -313,11 +322,24 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
     c_string(out, gk->name);
     fputs(", ", out);
     c_string(out, gk->entry);
-    fprintf(out, ", %d, %d, %s, variant_ops_%d, %d},\n", gk->first_op, gk->nops,
+    fprintf(out, ", %d, %d, %s, variant_ops_%d, %d, %d, %d},\n", gk->first_op, gk->nops,
             gk->schedule == MLK_SCHED_DYNAMIC ? "MLK_SCHED_DYNAMIC" : "MLK_SCHED_STATIC", k,
-            gk->nvariants);
+            gk->nvariants, gk->segment, gk->nsegments);
   }
   fputs("};\n\n", out);
+
+  if (g->ncollectives) {
+    fputs("static const MlkCollectiveDesc collectives[] = {\n", out);
+    for (int i = 0; i < g->ncollectives; i++) {
+      const MlkCollectiveDesc *c = &g->collectives[i];
+      fputs("    {", out);
+      c_string(out, c->name);
+      fprintf(out, ", MLK_COLL_ALLREDUCE, {%d, %lld}, {%d, %lld}, %lld, %d, %lld, %d},\n",
+              c->in.tensor, (long long)c->in.offset, c->out.tensor, (long long)c->out.offset,
+              (long long)c->n, c->batched, (long long)c->ranks, c->after);
+    }
+    fputs("};\n\n", out);
+  }
 
   emit_ptx(out, "ptx_sm90a", ptx90);
   emit_ptx(out, "ptx_sm80", ptx80);
@@ -334,8 +356,10 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
   c_string(out, g->batch ? g->batch->name : NULL);
   fprintf(out, ", %lld, %lld,\n    ptx_sm90a,\n    ptx_sm80,\n",
           (long long)(g->batch ? g->batch->lo_v : 1), (long long)(g->batch ? g->batch->hi_v : 1));
-  fprintf(out, "    .bindings = %s,\n    .nbindings = %d,\n};\n\n", nbindings ? "bindings" : "NULL",
-          nbindings);
+  fprintf(out, "    .bindings = %s,\n    .nbindings = %d,\n    .ranks = %lld,\n", nbindings ? "bindings" : "NULL",
+          nbindings, (long long)g->ranks);
+  fprintf(out, "    .collectives = %s,\n    .ncollectives = %d,\n};\n\n",
+          g->ncollectives ? "collectives" : "NULL", g->ncollectives);
 
   fprintf(out, "mlk_status %s_create(mlk_backend *be, %s_model **out) {\n"
                "  return mlk_model_create(be, &%s_desc, out);\n}\n\n",
@@ -362,7 +386,14 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
                    "  return mlk_model_set_tensor(m, %d, data, %s);\n}\n\n",
               m, t->name, m, ctypes[t->dtype], i, bytes);
   }
-  for (int k = 0; k < g->nkernels; k++)
-    fprintf(out, "mlk_status %s_%s(%s_model *m) { return mlk_model_run(m, %d); }\n", m,
-            g->kernels[k].name, m, k);
+  for (int k = 0; k < g->nkernels; k++) {
+    if (g->kernels[k].segment > 0)
+      continue;
+    if (g->kernels[k].nsegments > 1)
+      fprintf(out, "mlk_status %s_%s_world(mlk_world *w) { return mlk_world_run(w, %d); }\n", m,
+              g->kernels[k].name, k);
+    else
+      fprintf(out, "mlk_status %s_%s(%s_model *m) { return mlk_model_run(m, %d); }\n", m,
+              g->kernels[k].name, m, k);
+  }
 }

@@ -117,3 +117,17 @@ bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d) {
                (long long)max);
   return n > 0;
 }
+
+bool config_set_mesh(Program *p, const char *axis, int64_t ranks, Arena *a, Diag *d) {
+  int n = 0;
+  for (Config *c = p->configs; c; c = c->next)
+    for (MeshDecl *m = c->meshes; m; m = m->next)
+      if (!strcmp(m->name, axis)) { /* its size, which sema then checks as written */
+        m->value = ast_int(a, m->value->loc, ranks);
+        n++;
+      }
+  if (!n)
+    diag_fatal(d, "--mesh %s=%lld: the program has no mesh axis '%s' (mesh %s = N in a config)",
+               axis, (long long)ranks, axis, axis);
+  return n > 0;
+}

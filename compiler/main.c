@@ -2,7 +2,7 @@
  *
  *   load_program (source_read, lexer, parse_program for the file and each module it imports) ->
  *   config_bind_json (--config) -> sema_check -> lower_model (elaborate_model and the graph
- *   passes: fuse, tile, schedule, events) -> serialize_graph -> codegen_graph (PTX for sm_90a and
+ *   passes: fuse, tile, schedule, cut, events) -> serialize_graph -> codegen_graph (PTX for sm_90a and
  *   sm_80) -> emit_header / emit_source
  *
  * `--emit=KIND` stops after the pass that produces KIND and prints it, so every stage can be
@@ -52,7 +52,7 @@ static void usage(FILE *out) {
           "  --emit=KIND     stop after a pass and print its result; KIND is one of\n"
           "                  tokens, ast, graph, events, dot, llvm, ptx, header, source\n"
           "  --after=PASS    with --emit=graph: print the graph IR after PASS instead of the\n"
-          "                  runtime descriptor: elaborate, fuse, tile, schedule, events\n"
+          "                  runtime descriptor: elaborate, fuse, tile, schedule, cut, events\n"
           "  --check         check the program as the full compile does, without generating\n"
           "                  code (errors and warnings only)\n"
           "  --arch=ARCH     target of --emit=llvm|ptx: sm_90a (default) or sm_80\n"
@@ -60,6 +60,8 @@ static void usage(FILE *out) {
           "  --config=FILE   a Hugging Face config.json: every dim bound to one of its keys\n"
           "                  (dim D = 2048 from \"hidden_size\") takes the file's value\n"
           "  --batch-max=N   every dynamic dim (dim B in 1..64) ranges up to N instead\n"
+          "  --mesh=AXIS=N   the mesh axis AXIS (mesh tp = 1) has N ranks instead: N ranks each\n"
+          "                  hold their part of the params sharded over it\n"
           "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
           "                  the importing file's directory; repeatable, searched in order\n"
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
@@ -97,6 +99,8 @@ typedef struct Options {
   bool verbose;    /* -v: ptxas resource report */
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int64_t batch_max; /* --batch-max=N, 0: the dynamic dims' ranges as written */
+  const char *mesh_axis; /* --mesh=AXIS=N: that axis has N ranks (NULL: as written) */
+  int64_t mesh_ranks;
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
 
@@ -191,6 +195,16 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->batch_max = v;
+    } else if (!strncmp(a, "--mesh=", 7)) {
+      const char *eq = strchr(a + 7, '=');
+      char *end;
+      long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
+      if (!eq || eq == a + 7 || !eq[1] || *end || v < 1 || v > 1024) {
+        fprintf(stderr, "mlkc: error: --mesh needs AXIS=N, N ranks in 1..1024, got '%s'\n", a + 7);
+        return 1;
+      }
+      o->mesh_axis = strndup(a + 7, (size_t)(eq - (a + 7)));
+      o->mesh_ranks = v;
     } else if (!strncmp(a, "--attn-split=", 13)) {
       char *end;
       long v = strtol(a + 13, &end, 10);
@@ -384,6 +398,8 @@ static int compile(const Options *o, Arena *a) {
   if (o->config && !config_bind_json(prog, o->config, a, &d))
     return 1;
   if (o->batch_max && !config_batch_max(prog, o->batch_max, a, &d))
+    return 1;
+  if (o->mesh_axis && !config_set_mesh(prog, o->mesh_axis, o->mesh_ranks, a, &d))
     return 1;
   if (o->emit == EMIT_AST) {
     FILE *f = open_dump(o);

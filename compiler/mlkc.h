@@ -484,6 +484,9 @@ bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d);
 /* --batch-max N: every dynamic dim of p ranges up to N (its lower end as written); false, with an
  * error, when p has none. Before sema_check, which checks the new range. */
 bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d);
+/* --mesh=AXIS=N: every config's mesh axis AXIS gets N ranks instead of its written size (an
+ * error when no config has such an axis). */
+bool config_set_mesh(Program *p, const char *axis, int64_t ranks, Arena *a, Diag *d);
 
 /* ======================================================================== builtins.c */
 
@@ -709,6 +712,8 @@ typedef struct IrKernel {
   const char *name, *entry;
   MlkSchedule schedule;
   int first, count;       /* schedule: its nodes are IrGraph.order[first .. first + count) */
+  int segment, nsegments; /* cut: segment `segment` of the nsegments its source megakernel was cut
+                             into at its collectives (0 and 1: not cut) */
 } IrKernel;
 
 typedef struct IrCache {
@@ -741,6 +746,10 @@ typedef struct IrGraph {
   int64_t ncounters;      /* the counter slots of all events */
   IrCounter *explicit_counters; /* the counters that wait/notify clauses name */
   int nexplicit, cap_explicit;
+  int *collectives;       /* cut: the allreduce nodes over several ranks, in run order; each runs
+                             after the segment (kernel) its IrNode.kernel names */
+  int ncollectives;
+  int64_t ranks;          /* the ranks of the model's mesh (the product of its axes), 1: none */
   const char *pass;       /* the last pass run over it, for dumps */
 } IrGraph;
 
@@ -819,6 +828,9 @@ int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh);
  * program would run or first need each, and every op that notifies a counter before every op that
  * waits on it. False after reporting a wait that the order cannot satisfy (a cycle). */
 bool schedule_graph(IrGraph *g, Diag *d);
+/* The cut pass (cut.c): each megakernel that all-reduces over several ranks becomes segments, one
+ * kernel each, with the collectives between them (IrGraph.collectives). */
+bool cut_graph(IrGraph *g, Diag *d);
 
 /* ======================================================================== events.c */
 
@@ -875,6 +887,7 @@ typedef struct GKernel {
   MlkSchedule schedule;
   int *variant_ops;  /* an op of each code variant (MlkKernelDesc): graph_assign_variants */
   int nvariants;
+  int segment, nsegments; /* MlkKernelDesc */
 } GKernel;
 
 struct Graph {
@@ -892,6 +905,9 @@ struct Graph {
   int64_t ncounters;
   GKernel *kernels;
   int nkernels;
+  MlkCollectiveDesc *collectives;
+  int ncollectives;
+  int64_t ranks;
   MlkCacheDesc *caches;
   int ncaches;
   const DimDecl *batch; /* the dynamic batch dim, or NULL */
@@ -913,8 +929,8 @@ int64_t graph_row_elems(const GTensor *t);
 /* ======================================================================== pipeline.c */
 
 /* The passes from a checked model to its final graph IR, in order: elaborate, fuse, tile,
- * schedule, events. */
-#define LOWER_NPASSES 5
+ * schedule, cut, events. */
+#define LOWER_NPASSES 6
 extern const char *const lower_pass_names[LOWER_NPASSES];
 /* The index of a pass by name, or -1. */
 int lower_pass_index(const char *name);
@@ -947,6 +963,31 @@ typedef struct CodegenOptions {
 /* Builds the LLVM module for every megakernel of `g` and links the tiles. On success returns
  * true and either the textual LLVM IR (emit_llvm) or PTX in *out (malloc'd). */
 bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, char **out, Diag *d);
+
+/* ======================================================================== pipeline.c, in-process */
+
+/* A model compiled in-process into the descriptor the runtime runs (mlk-run, tests): the whole
+ * pipeline of mlkc, with its options. */
+typedef struct CompileRequest {
+  const char *file;      /* the .mlk file */
+  const char *model;     /* the model to compile; NULL: the file's only one */
+  const char *config;    /* a Hugging Face config.json binding dims (--config), or NULL */
+  const char *arch;      /* the PTX target to generate ("sm_90a", "sm_80"), or NULL: none */
+  int64_t batch_max;     /* --batch-max, 0: as written */
+  const char *mesh_axis; /* --mesh=AXIS=N, NULL: as written */
+  int64_t mesh_ranks;
+} CompileRequest;
+
+typedef struct Compiled {
+  Arena *arena;          /* holds the descriptor's tables */
+  const MlkModelDesc *desc;
+  char *ptx90, *ptx80;   /* malloc'd PTX, or NULL */
+} Compiled;
+
+/* Compiles request r (the stdlib from $MLKC_STDLIB, else mlkc_default_stdlib); false after the
+ * diagnostics were printed on stderr. compiled_free releases *out either way. */
+bool compile_request(const CompileRequest *r, Compiled *out);
+void compiled_free(Compiled *c);
 
 /* ======================================================================== emit_c.c */
 

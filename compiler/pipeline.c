@@ -1,7 +1,7 @@
 /* pipeline.c: the passes from a checked model to its runtime descriptor, in order, for mlkc's
  * driver and for programs that compile a model in-process (mlk-run).
  *
- * elaborate makes the graph IR, fuse, tile, schedule and events rewrite it (mlkc --emit=graph
+ * elaborate makes the graph IR, fuse, tile, schedule, cut and events rewrite it (mlkc --emit=graph
  * --after=NAME prints it after any of them), serialize writes the descriptor's tables from it,
  * and graph_desc (serialize.c) assembles those into an MlkModelDesc in memory.
  */
@@ -43,7 +43,7 @@ const char *mlkc_default_stdlib(void) {
 }
 
 const char *const lower_pass_names[LOWER_NPASSES] = {"elaborate", "fuse", "tile", "schedule",
-                                                     "events"};
+                                                     "cut", "events"};
 
 int lower_pass_index(const char *name) {
   for (int i = 0; i < LOWER_NPASSES; i++)
@@ -65,6 +65,10 @@ IrGraph *lower_model(Program *p, Model *m, const TileOptions *t, int last, Arena
       if (!schedule_graph(g, d))
         g = NULL;
       break;
+    case 4:
+      if (!cut_graph(g, d))
+        g = NULL;
+      break;
     default: events_graph(g, d); break;
     }
   }
@@ -76,4 +80,46 @@ Model *find_model(Program *p, const char *name) {
     if (!strcmp(m->name, name))
       return m;
   return NULL;
+}
+
+bool compile_request(const CompileRequest *r, Compiled *out) {
+  *out = (Compiled){.arena = arena_new()};
+  Arena *a = out->arena;
+  Diag d;
+  diag_init(&d, NULL, stderr);
+  const char *stdlib = getenv("MLKC_STDLIB");
+  stdlib = stdlib && *stdlib ? stdlib : mlkc_default_stdlib();
+  Program *p = load_program(r->file, NULL, 0, stdlib, a, &d);
+  if (!p || d.nerrors || (r->config && !config_bind_json(p, r->config, a, &d)) ||
+      (r->batch_max && !config_batch_max(p, r->batch_max, a, &d)) ||
+      (r->mesh_axis && !config_set_mesh(p, r->mesh_axis, r->mesh_ranks, a, &d)) ||
+      !sema_check(p, a, &d))
+    return false;
+  Model *m = r->model ? find_model(p, r->model) : p->models;
+  if (!m || (!r->model && m->next)) {
+    if (!m)
+      diag_fatal(&d, "'%s' has no model '%s'", r->file, r->model);
+    else
+      diag_fatal(&d, "'%s' defines several models: name one", r->file);
+    return false;
+  }
+  IrGraph *ir = lower_model(p, m, &(TileOptions){0}, LOWER_NPASSES - 1, a, &d);
+  Graph *g = ir ? serialize_graph(ir, a, &d) : NULL;
+  if (!g)
+    return false;
+  if (r->arch) {
+    CodegenOptions o = {.arch = r->arch, .opt_level = 3};
+    if (!codegen_graph(g, &o, false, strcmp(r->arch, "sm_90a") ? &out->ptx80 : &out->ptx90, &d))
+      return false;
+  }
+  out->desc = graph_desc(g, out->ptx90, out->ptx80, a);
+  return true;
+}
+
+void compiled_free(Compiled *c) {
+  free(c->ptx90);
+  free(c->ptx80);
+  if (c->arena)
+    arena_free(c->arena);
+  *c = (Compiled){0};
 }

@@ -1319,13 +1319,8 @@ static Value rule_allreduce(Sema *s, const Expr *call, const Args *a, const doub
   }
   if (!want_tensor(s, call, a->pos[1], &a->posv[1], "x", MLK_F32, 1))
     return NONE;
-  if (a->posv[0].mesh->resolved > 1) {
-    err(s, a->pos[0]->loc, "allreduce over mesh axis '%s' of %lld ranks cannot be lowered to a "
-        "megakernel yet (over one rank it is the identity)", a->posv[0].mesh->name,
-        (long long)a->posv[0].mesh->resolved);
-    return NONE;
-  }
-  /* its value is its operand's, and so is the op that a tile(...) clause applies to (TILE_OPERAND) */
+  /* its value is its operand's, and so is the op that a tile(...) clause applies to (TILE_OPERAND):
+   * over one rank it is the identity, over several a collective between segments (cut.c) */
   return a->posv[1];
 }
 

@@ -72,7 +72,9 @@ static int temporary(Ser *s, int v, int n) {
   const IrNode *node = &s->ir->nodes[n];
   const char *name = val->name ? val->name : val->label;
   if (!name) {
-    const char *base = node->op == IR_MATVEC ? "matvec" : op_base(node, builtin_of(node->op));
+    const char *base = node->op == IR_MATVEC      ? "matvec"
+                       : node->op == IR_ALLREDUCE ? "allreduce"
+                                                  : op_base(node, builtin_of(node->op));
     name = arena_printf(s->a, "%s@%s:%d%s", base, ir_loc_file(s->ir, node->loc), node->loc.line,
                         node->ctx);
   }
@@ -155,6 +157,20 @@ static void add_op(Ser *s, int n) {
 /* Gives every tensor and every op a distinct name (a variable rebound in a layer names several
  * tensors: "q[l=0]" before rope, "q[l=0]#2" after; the q, k and v slices of one statement are
  * three matvecs of the same line). */
+/* An allreduce over several ranks that runs after kernel k (cut.c): its result gets a temporary
+ * (or the output it is stored into) like an op's. */
+static void add_collective(Ser *s, int n, int k) {
+  IrNode *node = &s->ir->nodes[n];
+  if (s->ir->values[node->out[0]].tensor < 0)
+    temporary(s, node->out[0], n);
+  Graph *g = s->g;
+  g->collectives[g->ncollectives++] = (MlkCollectiveDesc){
+      .name = arena_printf(s->a, "allreduce@%s:%d%s", ir_loc_file(s->ir, node->loc),
+                           node->loc.line, node->ctx),
+      .kind = MLK_COLL_ALLREDUCE, .in = arg(s, node->in[0]), .out = arg(s, node->out[0]),
+      .n = node->n, .batched = node->batched, .ranks = node->mesh, .after = k};
+}
+
 static void unique_names(Ser *s) {
   Graph *g = s->g;
   for (int t = 0; t < g->ntensors; t++) {
@@ -215,15 +231,22 @@ Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d) {
 
   g->kernels = arena_alloc(a, (size_t)(ir->nkernels ? ir->nkernels : 1) * sizeof *g->kernels);
   g->nkernels = ir->nkernels;
+  g->collectives = arena_alloc(a, (size_t)(ir->ncollectives ? ir->ncollectives : 1) *
+                                      sizeof *g->collectives);
+  g->ranks = ir->ranks;
   for (int k = 0; k < ir->nkernels; k++) {
     const IrKernel *ik = &ir->kernels[k];
     g->kernels[k] = (GKernel){.name = ik->name, .entry = ik->entry, .first_op = g->nops,
-                              .schedule = ik->schedule};
+                              .schedule = ik->schedule, .segment = ik->segment,
+                              .nsegments = ik->nsegments > 0 ? ik->nsegments : 1};
     for (int i = ik->first; i < ik->first + ik->count; i++)
       add_op(&s, ir->order[i]);
     g->kernels[k].nops = g->nops - g->kernels[k].first_op;
     if (g->kernels[k].nops == 0)
       diag_error(d, ik->decl->loc, "megakernel '%s' computes nothing", ik->name);
+    for (int c = 0; c < ir->ncollectives; c++)
+      if (ir->nodes[ir->collectives[c]].kernel == k)
+        add_collective(&s, ir->collectives[c], k);
   }
 
   g->caches = arena_alloc(a, (size_t)(ir->ncaches ? ir->ncaches : 1) * sizeof *g->caches);
@@ -392,8 +415,11 @@ void desc_dump_json(FILE *out, const MlkModelDesc *d) {
     json_str(out, gk->name);
     fprintf(out, ", \"entry\": ");
     json_str(out, gk->entry);
-    fprintf(out, ", \"schedule\": \"%s\", \"first_op\": %d, \"nops\": %d, \"variants\": [",
+    fprintf(out, ", \"schedule\": \"%s\", \"first_op\": %d, \"nops\": %d, ",
             gk->schedule == MLK_SCHED_DYNAMIC ? "dynamic" : "static", gk->first_op, gk->nops);
+    if (gk->nsegments > 1)
+      fprintf(out, "\"segment\": %d, \"nsegments\": %d, ", gk->segment, gk->nsegments);
+    fprintf(out, "\"variants\": [");
     for (int v = 0; v < gk->nvariants; v++)
       fprintf(out, "%s%d", v ? ", " : "", gk->variant_ops[v]);
     fputs("], \"ops\": [\n", out);
@@ -471,7 +497,22 @@ void desc_dump_json(FILE *out, const MlkModelDesc *d) {
               (long long)b->shard_ways);
     fprintf(out, "}%s\n", i + 1 < d->nbindings ? "," : "");
   }
-  fprintf(out, "  ],\n  \"event_refs\": %d,\n  \"counters\": %lld\n}\n", d->nevent_refs,
+  fprintf(out, "  ],\n");
+  if (d->ranks > 1 || d->ncollectives) {
+    fprintf(out, "  \"ranks\": %lld,\n  \"collectives\": [\n", (long long)d->ranks);
+    for (int i = 0; i < d->ncollectives; i++) {
+      const MlkCollectiveDesc *c = &d->collectives[i];
+      fprintf(out, "    {\"name\": ");
+      json_str(out, c->name);
+      fprintf(out, ", \"kind\": \"allreduce\", \"in\": [%d, %lld], \"out\": [%d, %lld], \"n\": %lld, "
+                   "\"batched\": %s, \"ranks\": %lld, \"after\": %d}%s\n",
+              c->in.tensor, (long long)c->in.offset, c->out.tensor, (long long)c->out.offset,
+              (long long)c->n, c->batched ? "true" : "false", (long long)c->ranks, c->after,
+              i + 1 < d->ncollectives ? "," : "");
+    }
+    fprintf(out, "  ],\n");
+  }
+  fprintf(out, "  \"event_refs\": %d,\n  \"counters\": %lld\n}\n", d->nevent_refs,
           (long long)d->ncounters);
 }
 
@@ -508,7 +549,9 @@ MlkModelDesc *graph_desc(const Graph *g, const char *ptx_sm90a, const char *ptx_
                                  .first_op = g->kernels[k].first_op, .nops = g->kernels[k].nops,
                                  .schedule = g->kernels[k].schedule,
                                  .variant_ops = g->kernels[k].variant_ops,
-                                 .nvariants = g->kernels[k].nvariants};
+                                 .nvariants = g->kernels[k].nvariants,
+                                 .segment = g->kernels[k].segment,
+                                 .nsegments = g->kernels[k].nsegments};
   MlkModelDesc *d = arena_alloc(a, sizeof *d);
   *d = (MlkModelDesc){.abi = MLK_DESC_ABI, .name = g->name,
                       .source = basename_of(g->prog->src->path), .tensors = tensors,
@@ -519,7 +562,9 @@ MlkModelDesc *graph_desc(const Graph *g, const char *ptx_sm90a, const char *ptx_
                       .batch_name = g->batch ? g->batch->name : NULL,
                       .batch_min = g->batch ? g->batch->lo_v : 1,
                       .batch_max = g->batch ? g->batch->hi_v : 1, .ptx_sm90a = ptx_sm90a,
-                      .ptx_sm80 = ptx_sm80, .bindings = bindings, .nbindings = nbindings};
+                      .ptx_sm80 = ptx_sm80, .bindings = bindings, .nbindings = nbindings,
+                      .ranks = g->ranks, .collectives = g->collectives,
+                      .ncollectives = g->ncollectives};
   return d;
 }
 

@@ -143,6 +143,9 @@ void tile_graph(IrGraph *g, const TileOptions *o) {
       tile_attention(g, i, o);
       n = &g->nodes[i];
       break;
+    case IR_ALLREDUCE: /* over several ranks: a collective between segments (cut.c), no tasks */
+      n->n = n->tile = ir_type_cols(out);
+      break;
     case IR_ARGMAX:
     case IR_SAMPLE: /* one task reads whole rows */
       n->n = n->tile = 1;

@@ -867,8 +867,10 @@ static mlk_status check_config(const mlk_model *m, const char *path) {
     has[HEAD_DIM] = 1;
     v[HEAD_DIM] = floor(v[HIDDEN] / v[HEADS]);
   }
+  /* a model over several ranks may hold its share of the heads on each (a rank's attention) */
+  int64_t ranks = d->ranks > 1 ? d->ranks : 1;
   for (int i = 0; i < NFACTS && !st; i++)
-    if (has[i] && f[i].known)
+    if (has[i] && f[i].known && !((i == HEADS || i == KV_HEADS) && v[i] == f[i].value * ranks))
       st = cfg_compare(m, path, f[i].key, v[i], 0, f[i].value, f[i].where);
   /* every op that fixes a float: rmsnorm eps (fused or not), rope theta and scaling */
   double eps, theta;

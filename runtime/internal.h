@@ -264,6 +264,10 @@ struct mlk_model {
   int64_t sampled_rows;     /* rows whose draws the run in progress uses (0: none) */
 };
 
+/* One launch of kernel `kernel` (a segment of a cut megakernel too) with every check of
+ * mlk_model_run; `ms` as mlk_model_run_timed's. mlk_world_run runs segments with it. */
+mlk_status mlk_model_run_kernel(mlk_model *m, int kernel, double *ms);
+
 /* ---- paged KV caches (kv.c) ---- */
 
 /* After the backend allocated the caches (pools of rt[MLK_RT_PAGES(c)] pages): the page allocator,

@@ -379,6 +379,16 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
         return bad(d, "op %d '%s' belongs to kernels %d and %d", o, d->ops[o].name, kernel_of[o], k);
       kernel_of[o] = k;
     }
+    /* a megakernel cut at its collectives: its segments are consecutive kernels */
+    if (kd->nsegments < 1 || kd->segment < 0 || kd->segment >= kd->nsegments)
+      return bad(d, "kernel %d '%s': segment %d of %d", k, kd->name, kd->segment, kd->nsegments);
+    if (kd->segment > 0 && (k == 0 || d->kernels[k - 1].segment != kd->segment - 1 ||
+                            d->kernels[k - 1].nsegments != kd->nsegments))
+      return bad(d, "kernel %d '%s' is segment %d of %d, but kernel %d is not segment %d of them",
+                 k, kd->name, kd->segment, kd->nsegments, k - 1, kd->segment - 1);
+    if (kd->segment + 1 < kd->nsegments && k + 1 >= d->nkernels)
+      return bad(d, "kernel %d '%s' is segment %d of %d, the last kernel", k, kd->name,
+                 kd->segment, kd->nsegments);
     /* The code of variant v was compiled with the fields of op variant_ops[v] as constants: every
      * op it runs must agree with that op on them. */
     if (kd->nvariants < 0 || kd->nvariants > kd->nops || (kd->nvariants && !kd->variant_ops))
@@ -615,6 +625,81 @@ done:
   return st;
 }
 
+/* The first kernel (segment 0) of the megakernel that kernel k is a segment of. */
+static int first_segment(const MlkModelDesc *d, int k) { return k - d->kernels[k].segment; }
+
+/* Whether op o reads (an operand) or writes tensor t. */
+static int op_reads(const MlkOpDesc *op, int t) {
+  for (int j = 0; j < MLK_OP_INPUTS; j++)
+    if (op->in[j].tensor == t)
+      return 1;
+  return 0;
+}
+
+/* Collectives (MlkCollectiveDesc): f32 rows of their own tensors, over the model's ranks, in run
+ * order; in is written by the segments up to `after` of its megakernel and no later, out only
+ * read, and only by later segments: the order the cut gives, which is all the ranks synchronize
+ * on. */
+static mlk_status validate_collectives(const MlkModelDesc *d, const int *kernel_of) {
+  if (d->ranks < 0 || d->ranks > 1024)
+    return bad(d, "%lld ranks (1..1024)", (long long)d->ranks);
+  if (d->ncollectives < 0 || (d->ncollectives && !d->collectives))
+    return bad(d, "%d collectives%s", d->ncollectives, d->ncollectives > 0 ? ", table NULL" : "");
+  for (int i = 0; i < d->ncollectives; i++) {
+    const MlkCollectiveDesc *c = &d->collectives[i];
+    const char *name = c->name ? c->name : "(unnamed)";
+    if (c->kind != MLK_COLL_ALLREDUCE)
+      return bad(d, "collective %d '%s': kind %d is not a valid MlkCollectiveKind", i, name,
+                 (int)c->kind);
+    if (c->ranks != d->ranks || c->ranks < 2)
+      return bad(d, "collective %d '%s' is over %lld ranks, the model's mesh has %lld (a "
+                 "collective is over at least 2)", i, name, (long long)c->ranks,
+                 (long long)d->ranks);
+    if (c->after < 0 || c->after >= d->nkernels || (i && c->after < d->collectives[i - 1].after))
+      return bad(d, "collective %d '%s' runs after kernel %d: out of range or out of order", i,
+                 name, c->after);
+    const MlkArg *args[2] = {&c->in, &c->out};
+    for (int a = 0; a < 2; a++) {
+      int t = args[a]->tensor;
+      if (t < 0 || t >= d->ntensors)
+        return bad(d, "collective %d '%s': %s tensor %d out of range", i, name, a ? "out" : "in", t);
+      const MlkTensorDesc *td = &d->tensors[t];
+      if (td->dtype != MLK_F32 || (td->kind != MLK_TENSOR_TEMP && td->kind != MLK_TENSOR_OUTPUT &&
+                                   (a || td->kind != MLK_TENSOR_INPUT)))
+        return bad(d, "collective %d '%s': %s '%s' is a %s %s tensor, not f32 activations", i,
+                   name, a ? "out" : "in", td->name, mlk_dtype_name(td->dtype),
+                   mlk_tensor_kind_name(td->kind));
+      if (args[a]->offset != 0 || mlk_tensor_cols(d, t) != c->n || td->batched != c->batched)
+        return bad(d, "collective %d '%s': %s '%s' is not exactly its %s rows of %lld columns", i,
+                   name, a ? "out" : "in", td->name, c->batched ? "batch" : "1",
+                   (long long)c->n);
+    }
+    if (c->in.tensor == c->out.tensor)
+      return bad(d, "collective %d '%s' reduces tensor '%s' into itself", i, name,
+                 d->tensors[c->in.tensor].name);
+    int first = first_segment(d, c->after), last = first + d->kernels[first].nsegments - 1;
+    for (int o = 0; o < d->nops; o++) {
+      const MlkOpDesc *op = &d->ops[o];
+      int k = kernel_of[o];
+      if (op->out.tensor == c->out.tensor)
+        return bad(d, "collective %d '%s' writes '%s', which op %d '%s' writes too", i, name,
+                   d->tensors[c->out.tensor].name, o, op->name);
+      if (k < first || k > last)
+        continue;
+      if (op->out.tensor == c->in.tensor && k > c->after)
+        return bad(d, "collective %d '%s' runs after kernel '%s', but op %d '%s' of the later "
+                   "kernel '%s' writes its operand '%s'", i, name, d->kernels[c->after].name, o,
+                   op->name, d->kernels[k].name, d->tensors[c->in.tensor].name);
+      if (op_reads(op, c->out.tensor) && k <= c->after)
+        return bad(d, "op %d '%s' of kernel '%s' reads '%s' before collective %d '%s' computes "
+                   "it (after kernel '%s'): a dropped cross-rank dependency", o, op->name,
+                   d->kernels[k].name, d->tensors[c->out.tensor].name, i, name,
+                   d->kernels[c->after].name);
+    }
+  }
+  return MLK_OK;
+}
+
 mlk_status mlk_desc_validate(const MlkModelDesc *d) {
   if (!d)
     return mlk_set_error(MLK_ERR_INVALID, "model description is NULL");
@@ -635,8 +720,9 @@ mlk_status mlk_desc_validate(const MlkModelDesc *d) {
   int *kernel_of = MLK_CALLOC((size_t)d->nops, sizeof *kernel_of, "op kernels");
   if (!kernel_of)
     return MLK_ERR_NOMEM;
-  if (!(st = validate_kernels(d, kernel_of)) && !(st = validate_events(d, kernel_of)))
-    st = validate_refs(d, kernel_of);
+  if (!(st = validate_kernels(d, kernel_of)) && !(st = validate_events(d, kernel_of)) &&
+      !(st = validate_refs(d, kernel_of)))
+    st = validate_collectives(d, kernel_of);
   free(kernel_of);
   return st;
 }
@@ -1134,6 +1220,17 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
   if (kernel < 0 || kernel >= d->nkernels)
     return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: kernel index %d out of range (model '%s' has %d kernels)",
                          kernel, d->name, d->nkernels);
+  const MlkKernelDesc *kd = &d->kernels[kernel];
+  if (kd->nsegments > 1)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: megakernel '%s' of model '%s' all-reduces "
+                         "over %lld ranks between its %d launches: run it on every rank with "
+                         "mlk_world_run", d->kernels[kernel - kd->segment].name, d->name,
+                         (long long)d->ranks, kd->nsegments);
+  return mlk_model_run_kernel(m, kernel, ms);
+}
+
+mlk_status mlk_model_run_kernel(mlk_model *m, int kernel, double *ms) {
+  const MlkModelDesc *d = m->desc;
   mlk_status st = check_inputs(m, kernel);
   if (st || (st = mlk_kv_before_run(m, kernel)))
     return st;

@@ -33,6 +33,7 @@
 #include "mlkc.h"
 
 #define MAX_PROMPTS 4096
+#define MAX_RANKS 64 /* --tp */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -83,6 +84,9 @@ static void usage(FILE *out) {
           "  --batch N           rows of a run (decode rows and prompt positions together):\n"
           "                      the model is compiled for batches up to N (default: the\n"
           "                      family's, 64); a prompt of up to N tokens is prefilled in one run\n"
+          "  --tp N              tensor parallelism over N ranks (the family's mesh axis tp): N\n"
+          "                      models, each with its part of the sharded weights, run as one\n"
+          "                      world, the sums all-reduced between them (default 1)\n"
           "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
           "                      the config.json as the family's are)\n"
           "  --help              print this help\n"
@@ -107,6 +111,7 @@ typedef struct Args {
   int64_t warmup;     /* --warmup: untimed generations first */
   int64_t repeat;     /* --repeat: timed generations (the timings are their medians) */
   int64_t batch;      /* --batch: rows of a run, the model's batch dim's maximum (0: as written) */
+  int64_t tp;         /* --tp: ranks of the mesh axis tp (0: as written, 1) */
   double temperature, top_p;
   int64_t top_k;
   uint64_t seed;
@@ -204,7 +209,7 @@ static void parse_args(int argc, char **argv, Args *a) {
     static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
                                         "--temperature", "--top-k", "--top-p", "--seed",
                                         "--logits-out", "--context", "--mlk", "--prefill-chunk",
-                                        "--warmup", "--repeat", "--batch"};
+                                        "--warmup", "--repeat", "--batch", "--tp"};
     int k = -1;
     for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
       if (!strcmp(o, known[j]))
@@ -237,7 +242,8 @@ static void parse_args(int argc, char **argv, Args *a) {
     case 11: a->chunk = parse_int(o, v, 1, 1 << 24); break;
     case 12: a->warmup = parse_int(o, v, 0, 1000); break;
     case 13: a->repeat = parse_int(o, v, 1, 1000); break;
-    default: a->batch = parse_int(o, v, 1, 1 << 16); break;
+    case 14: a->batch = parse_int(o, v, 1, 1 << 16); break;
+    default: a->tp = parse_int(o, v, 1, MAX_RANKS); break;
     }
   }
   if (!a->model_dir)
@@ -297,42 +303,6 @@ static void pick_family(const char *config, const char **file, const char **mode
   json_decref(root);
 }
 
-typedef struct Compiled {
-  Arena *arena;
-  const MlkModelDesc *desc;
-  char *ptx90, *ptx80;
-} Compiled;
-
-/* Compiles `model` of `mlk` with its dims bound from `config` (and its batch up to `batch` when
- * not 0), with the PTX of target `arch` (mlk_backend_ptx_arch: the one the GPU loads) when it is
- * not NULL. */
-static Compiled compile_model(const char *mlk, const char *model, const char *config,
-                              const char *arch, int64_t batch) {
-  Compiled c = {.arena = arena_new()};
-  Diag d;
-  diag_init(&d, NULL, stderr);
-  const char *stdlib = getenv("MLKC_STDLIB");
-  stdlib = stdlib && *stdlib ? stdlib : mlkc_default_stdlib();
-  Program *p = load_program(mlk, NULL, 0, stdlib, c.arena, &d);
-  if (!p || d.nerrors || !config_bind_json(p, config, c.arena, &d) ||
-      (batch && !config_batch_max(p, batch, c.arena, &d)) || !sema_check(p, c.arena, &d))
-    die("cannot compile '%s' for '%s' (above)", mlk, config);
-  Model *m = find_model(p, model);
-  if (!m)
-    die("'%s' has no model '%s'", mlk, model);
-  IrGraph *ir = lower_model(p, m, &(TileOptions){0}, LOWER_NPASSES - 1, c.arena, &d);
-  Graph *g = ir ? serialize_graph(ir, c.arena, &d) : NULL;
-  if (!g)
-    die("cannot compile model '%s' of '%s' (above)", model, mlk);
-  if (arch) {
-    CodegenOptions o = {.arch = arch, .opt_level = 3};
-    if (!codegen_graph(g, &o, false, strcmp(arch, "sm_90a") ? &c.ptx80 : &c.ptx90, &d))
-      die("cannot generate the %s PTX of model '%s' (above)", arch, model);
-  }
-  c.desc = graph_desc(g, c.ptx90, c.ptx80, c.arena);
-  return c;
-}
-
 static int find(const mlk_model *m, const char *name) {
   int t = mlk_model_find_tensor(m, name);
   if (t < 0)
@@ -362,7 +332,7 @@ static double median(double *v, int n) {
 }
 
 typedef struct Row {
-  mlk_seq *seq;
+  mlk_seq *seq[MAX_RANKS]; /* its sequence on each rank's model (the same pages on every rank) */
   int64_t fed;       /* tokens fed so far (prompt, then generated) */
   int64_t generated; /* tokens generated so far */
   int32_t *out;      /* the generated ids */
@@ -392,7 +362,12 @@ int main(int argc, char **argv) {
           mlk_backend_note(be));
 
   double t0 = now_ms();
-  Compiled c = compile_model(mlk, model_name, config, mlk_backend_ptx_arch(be), a.batch);
+  Compiled c;
+  CompileRequest req = {.file = mlk, .model = model_name, .config = config,
+                        .arch = mlk_backend_ptx_arch(be), .batch_max = a.batch,
+                        .mesh_axis = a.tp ? "tp" : NULL, .mesh_ranks = a.tp};
+  if (!compile_request(&req, &c))
+    die("cannot compile model '%s' of '%s' for '%s' (above)", model_name, mlk, config);
   double t_compile = now_ms() - t0;
   const MlkModelDesc *d = c.desc;
   if (!d->batch_name)
@@ -414,10 +389,25 @@ int main(int argc, char **argv) {
     die("a prompt and its steps hold %lld tokens, more than the runtime's context of 2^24",
         (long long)longest);
   mlk_model_options opt = {.kv_context = a.context ? a.context : longest, .kv_pages = pages};
-  mlk_model *m;
+  /* --tp N: a world of N ranks, every rank's model on the same backend; else one model */
+  int nranks = a.tp > 1 ? (int)a.tp : 1;
+  mlk_model *ms[MAX_RANKS];
+  mlk_world *world = NULL;
   t0 = now_ms();
-  CHECK(mlk_model_create_opt(be, d, &opt, &m));
-  CHECK(mlk_model_load_checkpoint(m, a.model_dir, NULL));
+  if (nranks > 1) {
+    mlk_backend *bes[MAX_RANKS];
+    for (int r = 0; r < nranks; r++)
+      bes[r] = be;
+    CHECK(mlk_world_create(d, &(mlk_world_options){.nranks = nranks, .backends = bes, .model = &opt},
+                           &world));
+    for (int r = 0; r < nranks; r++)
+      ms[r] = mlk_world_model(world, r);
+  } else {
+    CHECK(mlk_model_create_opt(be, d, &opt, &ms[0]));
+  }
+  for (int r = 0; r < nranks; r++)
+    CHECK(mlk_model_load_checkpoint(ms[r], a.model_dir, NULL));
+  mlk_model *m = ms[0]; /* rank 0's outputs are every rank's */
   double t_load = now_ms() - t0;
   int t_tokens = find(m, "tokens"), t_pos = find(m, "pos"), t_logits = find(m, "logits"),
       t_next = find(m, "next");
@@ -427,8 +417,8 @@ int main(int argc, char **argv) {
       if (a.prompts[i].ids[j] >= vocab)
         die("prompt %d: token id %d is outside the vocabulary of %lld tokens", i,
             a.prompts[i].ids[j], (long long)vocab);
-  fprintf(stderr, "model: %s (%s) from %s: compiled in %.1f ms, created and loaded in %.1f ms%s%s\n",
-          d->name, mlk, a.model_dir, t_compile, t_load,
+  fprintf(stderr, "model: %s (%s) from %s%s: compiled in %.1f ms, created and loaded in %.1f ms%s%s\n",
+          d->name, mlk, a.model_dir, nranks > 1 ? ", over the ranks of tp" : "", t_compile, t_load,
           *mlk_model_load_note(m) ? "; module " : "", mlk_model_load_note(m));
 
   FILE *lf = NULL;
@@ -438,7 +428,7 @@ int main(int argc, char **argv) {
   /* a run's rows: at most the model's batch */
   int64_t bmax = d->batch_max, chunk = a.chunk && a.chunk < bmax ? a.chunk : bmax;
   Row *rows = calloc((size_t)a.nprompts, sizeof *rows);
-  mlk_seq **bound = calloc((size_t)bmax, sizeof *bound);
+  mlk_seq **bound = calloc((size_t)(bmax * nranks), sizeof *bound); /* rank r: bound + r * bmax */
   int *which = calloc((size_t)bmax, sizeof *which);
   int32_t *tokens = calloc((size_t)bmax, sizeof *tokens), *pos = calloc((size_t)bmax, sizeof *pos);
   int32_t *next = calloc((size_t)bmax, sizeof *next);
@@ -456,13 +446,15 @@ int main(int argc, char **argv) {
   for (int rep = 0;; rep++) {
     FILE *out_logits = rep == last ? lf : NULL;
     for (int i = 0; i < a.nprompts; i++) {
-      CHECK(mlk_seq_create(m, &rows[i].seq));
+      for (int r = 0; r < nranks; r++)
+        CHECK(mlk_seq_create(ms[r], &rows[i].seq[r]));
       if (!(rows[i].out = calloc((size_t)a.steps, sizeof *rows[i].out)))
         die("out of memory");
       if (a.temperature > 0) {
         mlk_sampling s = {(float)a.temperature, (int32_t)a.top_k, (float)a.top_p,
                           a.seed + (uint64_t)i};
-        CHECK(mlk_seq_set_sampling(rows[i].seq, &s));
+        for (int r = 0; r < nranks; r++)
+          CHECK(mlk_seq_set_sampling(rows[i].seq[r], &s));
       }
     }
 
@@ -478,10 +470,12 @@ int main(int argc, char **argv) {
         Row *r = &rows[i];
         if (r->generated == a.steps || r->fed < a.prompts[i].n)
           continue;
-        CHECK(mlk_seq_append(r->seq, 1));
+        for (int k = 0; k < nranks; k++) {
+          CHECK(mlk_seq_append(r->seq[k], 1));
+          bound[k * bmax + n] = r->seq[k];
+        }
         tokens[n] = r->out[r->generated - 1];
-        pos[n] = (int32_t)(mlk_seq_length(r->seq) - 1);
-        bound[n] = r->seq;
+        pos[n] = (int32_t)(mlk_seq_length(r->seq[0]) - 1);
         which[n++] = i;
       }
       for (int i = 0; i < a.nprompts && n < bmax; i++) {
@@ -492,11 +486,13 @@ int main(int argc, char **argv) {
         int64_t take = p->n - r->fed, room = bmax - n;
         take = take < chunk ? take : chunk;
         take = take < room ? take : room;
-        CHECK(mlk_seq_append(r->seq, take));
+        for (int k = 0; k < nranks; k++)
+          CHECK(mlk_seq_append(r->seq[k], take));
         for (int64_t j = 0; j < take; j++) {
           tokens[n] = p->ids[r->fed + j];
-          pos[n] = (int32_t)(mlk_seq_length(r->seq) - take + j);
-          bound[n] = r->seq;
+          pos[n] = (int32_t)(mlk_seq_length(r->seq[0]) - take + j);
+          for (int k = 0; k < nranks; k++)
+            bound[k * bmax + n] = r->seq[k];
           which[n++] = i;
         }
         decoding = 0; /* a run that feeds prompt tokens is not a decode step */
@@ -504,10 +500,12 @@ int main(int argc, char **argv) {
       if (!n)
         break;
       double s0 = now_ms();
-      CHECK(mlk_model_set_seqs(m, bound, n));
-      CHECK(mlk_model_set_tensor(m, t_tokens, tokens, (size_t)n * sizeof *tokens));
-      CHECK(mlk_model_set_tensor(m, t_pos, pos, (size_t)n * sizeof *pos));
-      CHECK(mlk_model_run(m, 0));
+      for (int k = 0; k < nranks; k++) {
+        CHECK(mlk_model_set_seqs(ms[k], bound + k * bmax, n));
+        CHECK(mlk_model_set_tensor(ms[k], t_tokens, tokens, (size_t)n * sizeof *tokens));
+        CHECK(mlk_model_set_tensor(ms[k], t_pos, pos, (size_t)n * sizeof *pos));
+      }
+      CHECK(world ? mlk_world_run(world, 0) : mlk_model_run(m, 0));
       CHECK(mlk_model_get_tensor(m, t_next, next, (size_t)n * sizeof *next));
       if (out_logits)
         CHECK(mlk_model_get_tensor(m, t_logits, logits, (size_t)(n * vocab) * sizeof *logits));
@@ -547,7 +545,8 @@ int main(int argc, char **argv) {
     if (rep == last)
       break;
     for (int i = 0; i < a.nprompts; i++) {
-      mlk_seq_free(rows[i].seq);
+      for (int r = 0; r < nranks; r++)
+        mlk_seq_free(rows[i].seq[r]);
       free(rows[i].out);
     }
     memset(rows, 0, (size_t)a.nprompts * sizeof *rows);
@@ -585,7 +584,8 @@ int main(int argc, char **argv) {
             "lengths)\n");
 
   for (int i = 0; i < a.nprompts; i++) {
-    mlk_seq_free(rows[i].seq);
+    for (int r = 0; r < nranks; r++)
+      mlk_seq_free(rows[i].seq[r]);
     free(rows[i].out);
     free(a.prompts[i].ids);
   }
@@ -598,10 +598,11 @@ int main(int argc, char **argv) {
   free(pos);
   free(next);
   free(logits);
-  mlk_model_free(m);
+  if (world)
+    mlk_world_free(world);
+  else
+    mlk_model_free(m);
   mlk_backend_free(be);
-  free(c.ptx90);
-  free(c.ptx80);
-  arena_free(c.arena);
+  compiled_free(&c);
   return 0;
 }

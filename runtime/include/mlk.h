@@ -257,6 +257,38 @@ mlk_status mlk_model_run(mlk_model *m, int kernel);
  * the launch (device time, no host synchronization included), on the CPU simulator wall time. */
 mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms);
 
+/* ---- worlds: the ranks of a sharded model ----
+ * A model compiled with a mesh of N > 1 ranks (`mesh tp = N`, or mlkc --mesh=tp=N) is N models,
+ * one per rank, each holding its part of the sharded params (mlk_model_options.rank), and its
+ * megakernels that all-reduce are cut at their collectives into segments (MlkKernelDesc). A world
+ * holds the N models and runs such a megakernel: each segment on every rank at once (a host
+ * thread per rank), then the collectives after it, summed in rank order so that every rank gets
+ * the same bits in every run. Set params, inputs, batches and sequences on each rank's model
+ * (mlk_world_model) as on any model; every rank must run the same batch. */
+typedef struct mlk_world mlk_world;
+
+typedef struct mlk_world_options {
+  int nranks;                    /* must be the model's MlkModelDesc.ranks */
+  mlk_backend *const *backends;  /* nranks backends, rank r's model on backends[r] (one may serve
+                                    several ranks on the simulator); NULL: one CPU simulator
+                                    backend with default options, made for the world */
+  const mlk_model_options *model; /* each rank's model options (NULL: defaults); the world sets
+                                    .rank */
+} mlk_world_options;
+
+mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *opt, mlk_world **out);
+void mlk_world_free(mlk_world *w);
+int mlk_world_size(const mlk_world *w);
+/* Rank r's model (NULL when r is out of range): set its tensors, batch and sequences. */
+mlk_model *mlk_world_model(mlk_world *w, int rank);
+/* Runs megakernel `kernel` (its first segment's index, as the generated M_<name>_world passes)
+ * on every rank and waits for all of them. A rank that fails stops the run on every rank after
+ * the segment in progress; the message names the rank. A megakernel without collectives runs on
+ * every rank the same way. */
+mlk_status mlk_world_run(mlk_world *w, int kernel);
+/* The same, and *ms gets the run's wall time on the host. */
+mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms);
+
 /* How mlk_model_create loaded the model's megakernels on the GPU. The PTX is JIT-compiled to a
  * cubin once per PTX, device and driver, and the cubin kept in the cache directory
  * (MLK_CACHE_DIR, see the top comment): a later start loads it (a cache hit) instead of compiling

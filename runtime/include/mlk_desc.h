@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 7
+#define MLK_DESC_ABI 8
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -397,15 +397,38 @@ typedef enum MlkSchedule {
  * not variants (Llama: the same dozen whatever its layer count). variant_ops[v] is an op of
  * variant v (global index); every op names its variant in MlkOpDesc.variant. nvariants 0: the
  * kernel's code reads every field from the op records (every op's variant is then 0). */
+/* A megakernel that all-reduces over several ranks is cut at its collectives into segments, each
+ * a kernel of its own: kernels k .. k + nsegments - 1 are segments 0 .. nsegments - 1 of the source
+ * megakernel named by kernel k, and the collectives (MlkCollectiveDesc) that run after segment s
+ * name kernel k + s. A run of the megakernel is a run of each segment on every rank in turn, each
+ * followed by its collectives (mlk_world_run). A kernel that was not cut is segment 0 of 1. */
 typedef struct MlkKernelDesc {
-  const char *name;  /* megakernel name in the source, e.g. "forward" */
+  const char *name;  /* megakernel name in the source, e.g. "forward"; "forward.2" for segment 2 */
   const char *entry; /* PTX entry symbol */
   int first_op;      /* ops [first_op, first_op + nops) belong to this kernel, in topological order */
   int nops;
   MlkSchedule schedule;
   const int *variant_ops;
   int nvariants;
+  int segment, nsegments;
 } MlkKernelDesc;
+
+/* A collective between the ranks of a sharded model (`mesh tp = N`, N > 1), run between two
+ * segments of a megakernel. MLK_COLL_ALLREDUCE: on every rank, out[b, i] = sum over the ranks r,
+ * in rank order, of in[b, i] on rank r, for the run's `batch` rows (batched) or one row, of n f32
+ * columns: `allreduce(tp, x)` of the source. in is written by ops of segments up to `after`, out
+ * read only by later segments (the runtime checks both). */
+typedef enum MlkCollectiveKind { MLK_COLL_ALLREDUCE } MlkCollectiveKind;
+
+typedef struct MlkCollectiveDesc {
+  const char *name;  /* "allreduce@nn.mlk:37[l=0]", for messages */
+  MlkCollectiveKind kind;
+  MlkArg in, out;    /* f32 tensors, row stride n */
+  int64_t n;         /* columns of a row */
+  int batched;
+  int64_t ranks;     /* the ranks of its mesh axis (MlkModelDesc.ranks) */
+  int after;         /* the kernel (segment) it runs after */
+} MlkCollectiveDesc;
 
 /* A paged KV cache: `cache kv : paged_kv(bf16, L, KVH, HD, page = P)`. The runtime sizes it at
  * model creation for `context` tokens per sequence (MLK_KV_CONTEXT, default 2048), allocates the
@@ -472,6 +495,11 @@ typedef struct MlkModelDesc {
   const char *ptx_sm80;         /* portable PTX for sm_80 and newer, or NULL */
   const MlkBinding *bindings;   /* checkpoint tensors of the params (mlk_model_load_checkpoint) */
   int nbindings;
+  int64_t ranks;                /* ranks of the model's mesh (`mesh tp = N`: N); 1: not sharded.
+                                   A model of several ranks holds rank mlk_model_options.rank's
+                                   part of each sharded param (MlkBinding) */
+  const MlkCollectiveDesc *collectives; /* in run order */
+  int ncollectives;
 } MlkModelDesc;
 
 /* The error record a megakernel writes when a wait passes its deadline (device layout, 8 words).

@@ -57,7 +57,7 @@ static inline void ck_init(CkModel *m) {
   m->ops[0] = (MlkOpDesc){.name = "relu@ck.mlk:1", .kind = MLK_OP_ELTWISE, .fn = MLK_FN_RELU,
                           .out = {CT_Y, 0}, .in = {{CT_X, 0}, {-1, 0}, {-1, 0}, {-1, 0}, {-1, 0}},
                           .n = 4, .tile = 4, .ntasks = 1, .layer = -1, .cache = -1};
-  m->kernels[0] = (MlkKernelDesc){"step", "mlk_ck_step", 0, 1, MLK_SCHED_STATIC, NULL, 0};
+  m->kernels[0] = (MlkKernelDesc){"step", "mlk_ck_step", 0, 1, MLK_SCHED_STATIC, NULL, 0, 0, 1};
   m->desc = (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "ck", .source = "ck.mlk",
                            .tensors = m->tensors, .ntensors = CT_NTENSORS, .ops = m->ops, .nops = 1,
                            .kernels = m->kernels, .nkernels = 1, .batch_min = 1, .batch_max = 1,

@@ -114,3 +114,21 @@ mlk_driver_test(config_no_file 1 "mlkc: error: cannot read config 'no-such.json'
 mlk_driver_test(config_unbound 1 "mlkc: error: --config [^:]*tiny.json: no dim of the program binds a config.json key"
                 --config ${CFG}/tiny.json ${MLP})
 mlk_driver_test(config_needs_file 1 "mlkc: error: --config needs a config.json file" ${MLP} --config)
+# --mesh=AXIS=N: the Llama family over 2 ranks: each layer's two allreduces cut the megakernel into
+# segments ("decode", "decode.1", ...) with a collective after each of the first four, and the
+# generated API runs it on a world.
+set(_tiny_cfg ${PROJECT_SOURCE_DIR}/tests/hf/fixtures/llama-tiny/config.json)
+set(_llama_family ${PROJECT_SOURCE_DIR}/stdlib/models/llama.mlk)
+mlk_driver_test(mesh_segments 0
+                "\"name\": \"decode.4\"[^\n]*\"segment\": 4, \"nsegments\": 5,.*\"ranks\": 2,\n  \"collectives\": \\[\n    [{]\"name\": \"allreduce@nn.mlk:36\\[l=0\\]\", \"kind\": \"allreduce\"[^\n]*\"ranks\": 2, \"after\": 0[}]"
+                --config=${_tiny_cfg} --mesh=tp=2 --model=llama --emit=graph ${_llama_family})
+mlk_driver_test(mesh_header 0 "mlk_status llama_decode_world\\(mlk_world \\*w\\);"
+                --config=${_tiny_cfg} --mesh=tp=2 --model=llama --emit=header ${_llama_family})
+mlk_driver_test(mesh_one_rank 0 "\"name\": \"decode\", [^\n]*\"nops\": 27, \"variants\""
+                --config=${_tiny_cfg} --mesh=tp=1 --model=llama --emit=graph ${_llama_family})
+mlk_driver_test(mesh_not_divisible 1 "dimension 1 of 'w_gate' \\(160\\) is not divisible by the 3 ranks of mesh axis 'tp'"
+                --config=${_tiny_cfg} --mesh=tp=3 --model=llama --check ${_llama_family})
+mlk_driver_test(mesh_no_axis 1 "mlkc: error: --mesh dp=2: the program has no mesh axis 'dp'"
+                --mesh=dp=2 ${MLP})
+mlk_driver_test(mesh_junk 1 "mlkc: error: --mesh needs AXIS=N, N ranks in 1\\.\\.1024, got 'tp'"
+                --mesh=tp ${MLP})

@@ -251,7 +251,7 @@ static void collect_fields(void) {
   add(&d->batch_max, F_I64), add(&d->batch_name, F_NAME), add(&d->abi, F_INT);
   add(&d->tensors, F_TABLE), add(&d->ops, F_TABLE), add(&d->events, F_TABLE);
   add(&d->kernels, F_TABLE), add(&d->caches, F_TABLE), add(&d->event_refs, F_TABLE);
-  add(&d->nevent_refs, F_INT);
+  add(&d->nevent_refs, F_INT), add(&d->ranks, F_I64), add(&d->ncollectives, F_INT);
   for (int i = 0; i < d->nevent_refs; i++)
     add(&b.refs[i], F_INT);
   for (int i = 0; i < d->ntensors; i++) {
@@ -287,7 +287,7 @@ static void collect_fields(void) {
     MlkKernelDesc *kd = &b.kernels[k];
     add(&kd->name, F_NAME), add(&kd->entry, F_NAME), add(&kd->first_op, F_INT);
     add(&kd->nops, F_INT), add(&kd->schedule, F_INT), add(&kd->nvariants, F_INT);
-    add(&kd->variant_ops, F_TABLE);
+    add(&kd->variant_ops, F_TABLE), add(&kd->segment, F_INT), add(&kd->nsegments, F_INT);
   }
   for (int c = 0; c < d->ncaches; c++) {
     MlkCacheDesc *cd = &b.caches[c];

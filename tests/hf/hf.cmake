@@ -15,3 +15,14 @@ foreach(dir ${MLK_HF_FIXTURES})
     set_tests_properties(hf_${name} PROPERTIES TIMEOUT 600)
   endif()
 endforeach()
+# The same over the ranks of tensor parallelism: each rank loads its shard of the checkpoint (its
+# heads' q/k/v and o rows and columns, its part of the MLP), and the sums are all-reduced.
+foreach(case llama-tiny:2 llama-gqa7:2)
+  string(REPLACE ":" ";" parts ${case})
+  list(GET parts 0 name)
+  list(GET parts 1 tp)
+  add_test(NAME hf_${name}_tp${tp}
+           COMMAND test_hf_fixtures $<TARGET_FILE:mlk-run> ${CMAKE_CURRENT_LIST_DIR}/fixtures/${name}
+                   "--tp ${tp}")
+  set_tests_properties(hf_${name}_tp${tp} PROPERTIES TIMEOUT 600)
+endforeach()

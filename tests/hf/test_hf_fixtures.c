@@ -16,7 +16,10 @@
  * between mlk-run and transformers, which `tol` bounds), after which that prompt's prefixes differ
  * and its later rows are not compared.
  *
- *   test_hf_fixtures MLK_RUN FIXTURE_DIR
+ *   test_hf_fixtures MLK_RUN FIXTURE_DIR [OPTIONS]
+ *
+ * OPTIONS are more options of mlk-run, one word: "--tp 2" runs the model over two ranks, each with
+ * its shard of the checkpoint, against the same numbers.
  */
 #include <math.h>
 #include <stdio.h>
@@ -70,8 +73,8 @@ static int read_ids(const char *path, int ids[MAXP][MAXS], int len[MAXP]) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: test_hf_fixtures MLK_RUN FIXTURE_DIR\n");
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: test_hf_fixtures MLK_RUN FIXTURE_DIR [OPTIONS]\n");
     return 2;
   }
   rt_watchdog(600);
@@ -108,8 +111,8 @@ int main(int argc, char **argv) {
   snprintf(logits_out, sizeof logits_out, "/tmp/mlk_hf_logits_%d.f32", (int)getpid());
   snprintf(cmd, sizeof cmd,
            "MLK_BACKEND=cpu '%s' --model '%s' --prompts '%s/prompts.txt' --steps %d "
-           "--logits-out '%s' > '%s'",
-           run, dir, dir, steps, logits_out, ids_out);
+           "--logits-out '%s' %s > '%s'",
+           run, dir, dir, steps, logits_out, argc == 4 ? argv[3] : "", ids_out);
   printf("%s\n", cmd);
   fflush(stdout);
   int rc = system(cmd);

@@ -107,7 +107,7 @@ static inline int rtb_cache(RtB *b, const char *name, int64_t layers, int64_t kv
 
 static inline void rtb_kernel(RtB *b, const char *name, MlkSchedule sched) {
   int k = b->desc.nkernels++;
-  b->kernels[k] = (MlkKernelDesc){name, rtb_str(b, "mlk_%s", name), b->desc.nops, 0, sched, NULL, 0};
+  b->kernels[k] = (MlkKernelDesc){name, rtb_str(b, "mlk_%s", name), b->desc.nops, 0, sched, NULL, 0, 0, 1};
   for (int i = 0; i < RTB_MAX_T; i++)
     b->producer[i] = -1;
   for (int c = 0; c < RTB_MAX_C; c++)

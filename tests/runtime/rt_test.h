@@ -196,8 +196,8 @@ static inline void rt_mlp_init(RtModel *m) {
       {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 0, 10, 44},
       {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 0, 9, 54},
   };
-  const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4, MLK_SCHED_STATIC, NULL, 0},
-                                    {"post", "mlk_post", 4, 2, MLK_SCHED_STATIC, NULL, 0}};
+  const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4, MLK_SCHED_STATIC, NULL, 0, 0, 1},
+                                    {"post", "mlk_post", 4, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};
   memcpy(m->tensors, tensors, sizeof tensors);
   memcpy(m->ops, ops, sizeof ops);
   memcpy(m->events, events, sizeof events);

@@ -43,8 +43,8 @@ static const MlkOpDesc ops[] = {
 };
 static const MlkEventDesc events[] = {{"u: relu@cache:1 -> add@cache:2", 0, 1, 1, MLK_MAP_TILE, N, 64, 100, 0, 10, 0}};
 static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
-static MlkKernelDesc kernel90 = {"fwd", "k90", 0, 2, MLK_SCHED_STATIC, NULL, 0};
-static MlkKernelDesc kernel80 = {"fwd", "k80", 0, 2, MLK_SCHED_STATIC, NULL, 0};
+static MlkKernelDesc kernel90 = {"fwd", "k90", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1};
+static MlkKernelDesc kernel80 = {"fwd", "k80", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1};
 
 static MlkModelDesc desc(const char *sm90a, const char *sm80) {
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "cache_test", .source = "cache.mlk",

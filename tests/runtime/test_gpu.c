@@ -51,9 +51,9 @@ static const MlkEventDesc gevents_ok[] = {
 static const MlkEventDesc gevents_bad[] = {
     {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 0, 10, 0}};
 static const int grefs[] = {0}; /* add waits on, relu notifies event 0 */
-static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_STATIC, NULL, 0}};
-static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2, MLK_SCHED_STATIC, NULL, 0}};
-static const MlkKernelDesc gkernels_dyn[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_DYNAMIC, NULL, 0}};
+static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};
+static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};
+static const MlkKernelDesc gkernels_dyn[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_DYNAMIC, NULL, 0, 0, 1}};
 
 static MlkModelDesc gdesc(const char *ptx, int bad) {
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = bad ? "gpu_test_bad" : "gpu_test",

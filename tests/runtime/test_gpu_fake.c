@@ -28,7 +28,7 @@ static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
 static MlkKernelDesc kernel;
 
 static MlkModelDesc desc(const char *entry, const char *sm90a, const char *sm80) {
-  kernel = (MlkKernelDesc){"fwd", entry, 0, 2, MLK_SCHED_STATIC, NULL, 0};
+  kernel = (MlkKernelDesc){"fwd", entry, 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1};
   return (MlkModelDesc){.abi = MLK_DESC_ABI, .name = "fake_test", .source = "fake.mlk",
                         .tensors = tensors, .ntensors = 3, .ops = ops, .nops = 2, .events = events,
                         .nevents = 1, .event_refs = refs, .nevent_refs = 1, .ncounters = 10, .kernels = &kernel, .nkernels = 1,

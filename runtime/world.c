@@ -1,0 +1,211 @@
+/* world.c: the ranks of a sharded model, run together (mlk_world_*).
+ *
+ * A megakernel of a model over N ranks that all-reduces was cut by mlkc at its collectives into
+ * segments (MlkKernelDesc.segment), each collective to run after the segment that computes its
+ * operand (MlkCollectiveDesc.after). A world run launches segment s on every rank at once, a host
+ * thread per rank (each backend makes its own context current), waits for all of them, then runs
+ * the collectives after s, and goes on with segment s + 1. So no rank starts a segment before every
+ * rank's sums it reads exist, which is the only cross-rank order the cut needs (mlk_desc_validate
+ * checks that the segments read and write the collectives' tensors accordingly).
+ *
+ * The sum: every rank's rows of the operand come to the host, are added in rank order in f32
+ * (((r0 + r1) + r2) + ...), and the same result goes to every rank's out tensor: the same bits on
+ * every rank and in every run, on the simulator and on GPUs alike. A rank that fails (a deadlock
+ * its watchdog reported, a bad input) stops the run after the segment in progress on every rank,
+ * and the message names the rank; the counters of every rank are left consistent by each model's
+ * own failure handling, so the world can run again.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct mlk_world {
+  const MlkModelDesc *desc;
+  int n;
+  mlk_model **models;
+  mlk_backend *own_backend; /* the simulator made for a world created without backends, or NULL */
+  float *acc, *part;        /* host buffers of the sums: a collective's rows */
+  size_t buf_floats;
+};
+
+mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *opt, mlk_world **out) {
+  if (!out)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_world_create: out is NULL");
+  *out = NULL;
+  if (!opt)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_world_create: options are NULL (nranks is needed)");
+  mlk_status st = mlk_desc_validate(desc);
+  if (st)
+    return st;
+  int64_t ranks = desc->ranks > 0 ? desc->ranks : 1;
+  if (opt->nranks != ranks)
+    return mlk_set_error(MLK_ERR_INVALID, "model '%s' (%s) is compiled for a mesh of %lld rank%s: a "
+                         "world of %d ranks cannot run it (compile it with mlkc --mesh=AXIS=%d)",
+                         desc->name, desc->source, (long long)ranks, ranks == 1 ? "" : "s",
+                         opt->nranks, opt->nranks);
+  mlk_world *w = MLK_CALLOC(1, sizeof *w, "world");
+  if (!w)
+    return MLK_ERR_NOMEM;
+  w->desc = desc;
+  w->n = opt->nranks;
+  w->models = MLK_CALLOC((size_t)w->n, sizeof *w->models, "world models");
+  if (!w->models) {
+    free(w);
+    return MLK_ERR_NOMEM;
+  }
+  /* the largest collective's rows, at batch_max */
+  for (int i = 0; i < desc->ncollectives; i++) {
+    const MlkCollectiveDesc *c = &desc->collectives[i];
+    size_t floats = (size_t)(c->n * (c->batched ? desc->batch_max : 1));
+    if (floats > w->buf_floats)
+      w->buf_floats = floats;
+  }
+  if (w->buf_floats) {
+    w->acc = MLK_CALLOC(w->buf_floats, sizeof(float), "collective sums");
+    w->part = MLK_CALLOC(w->buf_floats, sizeof(float), "collective operands");
+    if (!w->acc || !w->part) {
+      mlk_world_free(w);
+      return MLK_ERR_NOMEM;
+    }
+  }
+  if (!opt->backends && (st = mlk_backend_create(MLK_BACKEND_CPU, &w->own_backend))) {
+    mlk_world_free(w);
+    return st;
+  }
+  mlk_model_options mo = opt->model ? *opt->model : (mlk_model_options){0};
+  for (int r = 0; r < w->n; r++) {
+    mo.rank = r;
+    mlk_backend *be = opt->backends ? opt->backends[r] : w->own_backend;
+    if (!be) {
+      mlk_world_free(w);
+      return mlk_set_error(MLK_ERR_INVALID, "mlk_world_create: backend of rank %d is NULL", r);
+    }
+    if ((st = mlk_model_create_opt(be, desc, &mo, &w->models[r]))) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", mlk_last_error());
+      mlk_world_free(w);
+      return mlk_set_error(st, "rank %d of %d: %s", r, w->n, msg);
+    }
+  }
+  *out = w;
+  return MLK_OK;
+}
+
+void mlk_world_free(mlk_world *w) {
+  if (!w)
+    return;
+  for (int r = 0; r < w->n && w->models; r++)
+    mlk_model_free(w->models[r]);
+  free(w->models);
+  mlk_backend_free(w->own_backend);
+  free(w->acc);
+  free(w->part);
+  free(w);
+}
+
+int mlk_world_size(const mlk_world *w) { return w ? w->n : 0; }
+
+mlk_model *mlk_world_model(mlk_world *w, int rank) {
+  return w && rank >= 0 && rank < w->n ? w->models[rank] : NULL;
+}
+
+/* One rank's launch of a segment, on its own thread; the message of a failure is kept here, since
+ * the last error is per thread. */
+typedef struct RankRun {
+  mlk_model *m;
+  int kernel;
+  pthread_t thread;
+  int threaded;
+  mlk_status st;
+  char msg[2048];
+} RankRun;
+
+static void *rank_run(void *arg) {
+  RankRun *rr = arg;
+  rr->st = mlk_model_run_kernel(rr->m, rr->kernel, NULL);
+  if (rr->st)
+    snprintf(rr->msg, sizeof rr->msg, "%s", mlk_last_error());
+  return NULL;
+}
+
+/* Segment `kernel` on every rank at once. */
+static mlk_status run_segment(mlk_world *w, int kernel, RankRun *runs) {
+  for (int r = 0; r < w->n; r++) {
+    runs[r] = (RankRun){.m = w->models[r], .kernel = kernel};
+    runs[r].threaded = w->n > 1 && pthread_create(&runs[r].thread, NULL, rank_run, &runs[r]) == 0;
+    if (!runs[r].threaded)
+      rank_run(&runs[r]); /* one rank, or no thread to spare: on this one */
+  }
+  for (int r = 0; r < w->n; r++)
+    if (runs[r].threaded)
+      pthread_join(runs[r].thread, NULL);
+  for (int r = 0; r < w->n; r++)
+    if (runs[r].st)
+      return mlk_set_error(runs[r].st, "rank %d of %d, megakernel '%s': %s", r, w->n,
+                           w->desc->kernels[kernel].name, runs[r].msg);
+  return MLK_OK;
+}
+
+/* Collective c: every rank's operand rows summed on the host in rank order, into every rank's out. */
+static mlk_status allreduce_host(mlk_world *w, const MlkCollectiveDesc *c) {
+  const MlkModelDesc *d = w->desc;
+  int64_t rows = c->batched ? mlk_model_batch(w->models[0]) : 1;
+  size_t floats = (size_t)(rows * c->n), bytes = floats * sizeof(float);
+  mlk_status st;
+  for (int r = 0; r < w->n; r++) {
+    mlk_model *m = w->models[r];
+    if ((st = m->be->ops->download(m, c->in.tensor, r ? w->part : w->acc, bytes)))
+      return mlk_set_error(st, "rank %d of %d, collective '%s' (tensor '%s'): %s", r, w->n,
+                           c->name, d->tensors[c->in.tensor].name, mlk_last_error());
+    if (r)
+      for (size_t i = 0; i < floats; i++)
+        w->acc[i] += w->part[i];
+  }
+  for (int r = 0; r < w->n; r++) {
+    mlk_model *m = w->models[r];
+    if ((st = m->be->ops->upload(m, c->out.tensor, w->acc, bytes)))
+      return mlk_set_error(st, "rank %d of %d, collective '%s' (tensor '%s'): %s", r, w->n,
+                           c->name, d->tensors[c->out.tensor].name, mlk_last_error());
+    if (d->tensors[c->out.tensor].kind == MLK_TENSOR_OUTPUT)
+      m->rows_set[c->out.tensor] = rows;
+  }
+  return MLK_OK;
+}
+
+mlk_status mlk_world_run(mlk_world *w, int kernel) { return mlk_world_run_timed(w, kernel, NULL); }
+
+mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms) {
+  if (!w)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_world_run: world is NULL");
+  const MlkModelDesc *d = w->desc;
+  if (kernel < 0 || kernel >= d->nkernels || d->kernels[kernel].segment != 0)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_world_run: kernel index %d is not a megakernel of "
+                         "model '%s' (%d kernels%s)", kernel, d->name, d->nkernels,
+                         kernel >= 0 && kernel < d->nkernels ? "; it is a later segment of one" : "");
+  int64_t batch = mlk_model_batch(w->models[0]);
+  for (int r = 1; r < w->n; r++)
+    if (mlk_model_batch(w->models[r]) != batch)
+      return mlk_set_error(MLK_ERR_INVALID, "mlk_world_run: rank %d runs a batch of %lld, rank 0 "
+                           "of %lld: every rank runs the same rows", r,
+                           (long long)mlk_model_batch(w->models[r]), (long long)batch);
+  RankRun *runs = MLK_CALLOC((size_t)w->n, sizeof *runs, "rank runs");
+  if (!runs)
+    return MLK_ERR_NOMEM;
+  double t0 = mlk_now_ms();
+  mlk_status st = MLK_OK;
+  int nseg = d->kernels[kernel].nsegments, next = 0;
+  while (next < d->ncollectives && d->collectives[next].after < kernel)
+    next++;
+  for (int s = 0; s < nseg && !st; s++) {
+    st = run_segment(w, kernel + s, runs);
+    for (; !st && next < d->ncollectives && d->collectives[next].after == kernel + s; next++)
+      st = allreduce_host(w, &d->collectives[next]);
+  }
+  free(runs);
+  if (ms)
+    *ms = mlk_now_ms() - t0;
+  return st;
+}

@@ -1,0 +1,280 @@
+/* test_tp.c: tensor parallelism on the simulator: the Llama family's model (stdlib/models/
+ * llama.mlk) compiled for a mesh of 1, 2 and 4 ranks from one checkpoint (8 query heads over 4 kv
+ * heads, so that 4 ranks hold one kv head each), the ranks loading their shards and run as a world.
+ *
+ *   - For batches 1, 3 and 5 and for the static and dynamic schedules, with the dependency checker
+ *     on, a few decode steps at 2 and 4 ranks give the logits of 1 rank within f32 reduction-order
+ *     tolerance (the sums of a layer's halves are added in another order), and the same greedy
+ *     tokens; two worlds of the same ranks give bitwise equal logits (the sums go in rank order).
+ *   - A description whose collective runs one segment late (a reader of its sum before it) is
+ *     refused at world creation, naming the collective and the reader: a dropped cross-rank edge.
+ *   - A world of the wrong size, a cut megakernel run through mlk_model_run, and a rank whose
+ *     simulator drops an event (its checker fails) are clear errors naming what and which rank;
+ *     the world then runs again.
+ */
+#include <math.h>
+
+#include "mlkc.h"
+#include "rt_test.h"
+#include "st_write.h"
+
+enum { D = 64, F = 128, L = 2, H = 8, KVH = 4, HD = 8, V = 96, QKV = (H + 2 * KVH) * HD };
+enum { MAXT = 32, STEPS = 3, MAXB = 5 };
+
+static StT tensors[MAXT];
+static char names[MAXT][96];
+static int nt;
+
+/* A bf16 tensor `name` of rows x cols (cols 0: a vector), random around center within scale. */
+static void add(const char *name, int64_t rows, int64_t cols, float center, float scale) {
+  int64_t n = rows * (cols ? cols : 1);
+  uint16_t *data = malloc((size_t)n * 2);
+  if (!data || nt == MAXT)
+    exit(2);
+  for (int64_t i = 0; i < n; i++)
+    data[i] = mlk_f32_to_bf16(center + rt_uniform(scale));
+  snprintf(names[nt], sizeof names[nt], "%s", name);
+  tensors[nt] = (StT){names[nt], "BF16", cols ? 2 : 1, {rows, cols}, data, (size_t)n * 2};
+  nt++;
+}
+
+static void write_checkpoint(const char *dir) {
+  float s = 0.125f;
+  add("model.embed_tokens.weight", V, D, 0, 1.0f);
+  for (int l = 0; l < L; l++) {
+    char n[96];
+#define NAME(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), n)
+    add(NAME("input_layernorm.weight"), D, 0, 1.0f, 0.2f);
+    add(NAME("self_attn.q_proj.weight"), H * HD, D, 0, s);
+    add(NAME("self_attn.k_proj.weight"), KVH * HD, D, 0, s);
+    add(NAME("self_attn.v_proj.weight"), KVH * HD, D, 0, s);
+    add(NAME("self_attn.o_proj.weight"), D, H * HD, 0, s);
+    add(NAME("post_attention_layernorm.weight"), D, 0, 1.0f, 0.2f);
+    add(NAME("mlp.gate_proj.weight"), F, D, 0, s);
+    add(NAME("mlp.up_proj.weight"), F, D, 0, s);
+    add(NAME("mlp.down_proj.weight"), D, F, 0, s);
+#undef NAME
+  }
+  add("model.norm.weight", D, 0, 1.0f, 0.2f);
+  char p[600];
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  st_write(p, tensors, nt, NULL);
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  char text[1024];
+  snprintf(text, sizeof text,
+           "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %d, "
+           "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+           "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, "
+           "\"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, \"tie_word_embeddings\": true}\n",
+           D, F, L, H, KVH, HD, V);
+  st_text(p, text);
+}
+
+static char dir[512], config[600], mlk[1024];
+
+static Compiled compile_tp(int tp) {
+  Compiled c;
+  CompileRequest r = {.file = mlk, .model = "llama", .config = config, .mesh_axis = "tp",
+                      .mesh_ranks = tp};
+  if (!compile_request(&r, &c)) {
+    fprintf(stderr, "cannot compile for tp=%d\n", tp);
+    exit(1);
+  }
+  return c;
+}
+
+/* A world of `tp` ranks of desc on simulators of this schedule (rank `bad`'s dropping event
+ * `drop`, -1: none), its checkpoint loaded (the test ends when it cannot be made). */
+static mlk_world *make_world(const MlkModelDesc *d, int tp, mlk_sim_schedule sched,
+                             mlk_backend **bes, int bad, int drop) {
+  for (int r = 0; r < tp; r++) {
+    mlk_sim_options so = {.schedule = sched, .seed = 7 + (uint64_t)r,
+                          .drop_event = r == bad ? drop + 1 : 0};
+    CHECK_OK(mlk_backend_create_cpu(&so, &bes[r]));
+  }
+  mlk_world *w = NULL;
+  mlk_model_options mo = {.kv_context = 16};
+  mlk_status st = mlk_world_create(d, &(mlk_world_options){.nranks = tp, .backends = bes, .model = &mo}, &w);
+  if (st != MLK_OK) {
+    fprintf(stderr, "tp=%d world: %s\n", tp, mlk_last_error());
+    exit(1);
+  }
+  for (int r = 0; r < tp; r++)
+    CHECK_OK(mlk_model_load_checkpoint(mlk_world_model(w, r), dir, NULL));
+  return w;
+}
+
+static void free_world(mlk_world *w, mlk_backend **bes, int tp) {
+  mlk_world_free(w);
+  for (int r = 0; r < tp; r++)
+    mlk_backend_free(bes[r]);
+}
+
+/* STEPS decode steps of `batch` rows (row b: tokens 3b+1, ... fed back greedily) on world w:
+ * the logits of every step into out[step][row][V]; the status of the first failure. */
+static mlk_status decode(mlk_world *w, int batch, float *out) {
+  int tp = mlk_world_size(w);
+  mlk_model *m0 = mlk_world_model(w, 0);
+  int t_tokens = mlk_model_find_tensor(m0, "tokens"), t_pos = mlk_model_find_tensor(m0, "pos");
+  int t_logits = mlk_model_find_tensor(m0, "logits"), t_next = mlk_model_find_tensor(m0, "next");
+  int32_t tokens[MAXB], pos[MAXB], next[MAXB];
+  for (int b = 0; b < batch; b++)
+    tokens[b] = (3 * b + 1) % V;
+  mlk_status st;
+  for (int s = 0; s < STEPS; s++) {
+    for (int b = 0; b < batch; b++)
+      pos[b] = s;
+    for (int r = 0; r < tp; r++) {
+      mlk_model *m = mlk_world_model(w, r);
+      if ((st = mlk_model_set_batch(m, batch)) ||
+          (st = mlk_model_set_tensor(m, t_tokens, tokens, sizeof(int32_t) * (size_t)batch)) ||
+          (st = mlk_model_set_tensor(m, t_pos, pos, sizeof(int32_t) * (size_t)batch)))
+        return st;
+    }
+    if ((st = mlk_world_run(w, 0)))
+      return st;
+    for (int r = 0; r < tp; r++) { /* every rank has the whole logits and the same tokens */
+      float *lg = out + (size_t)s * MAXB * V;
+      float other[MAXB * V];
+      int32_t nr[MAXB];
+      mlk_model *m = mlk_world_model(w, r);
+      CHECK_OK(mlk_model_get_tensor(m, t_logits, r ? other : lg, sizeof(float) * (size_t)(batch * V)));
+      CHECK_OK(mlk_model_get_tensor(m, t_next, r ? nr : next, sizeof(int32_t) * (size_t)batch));
+      if (r)
+        CHECK(!memcmp(other, lg, sizeof(float) * (size_t)(batch * V)) &&
+                     !memcmp(nr, next, sizeof(int32_t) * (size_t)batch),
+                 "tp=%d: rank %d's logits or tokens differ from rank 0's", tp, r);
+    }
+    memcpy(tokens, next, sizeof(int32_t) * (size_t)batch);
+  }
+  return MLK_OK;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+static size_t argmax(const float *v, size_t n) {
+  size_t k = 0;
+  for (size_t i = 1; i < n; i++)
+    if (v[i] > v[k])
+      k = i;
+  return k;
+}
+
+int main(void) {
+  rt_watchdog(600);
+  rt_seed();
+  char *tmp = st_tmpdir();
+  snprintf(dir, sizeof dir, "%s", tmp);
+  snprintf(config, sizeof config, "%s/config.json", dir);
+  const char *stdlib = getenv("MLKC_STDLIB");
+  snprintf(mlk, sizeof mlk, "%s/models/llama.mlk", stdlib && *stdlib ? stdlib : mlkc_default_stdlib());
+  write_checkpoint(dir);
+
+  Compiled c1 = compile_tp(1), c2 = compile_tp(2), c4 = compile_tp(4);
+  CHECK(c1.desc->ncollectives == 0 && c2.desc->ncollectives == 2 * L &&
+               c4.desc->ncollectives == 2 * L && c2.desc->nkernels == 2 * L + 1,
+           "collectives: %d / %d / %d, kernels at tp=2: %d", c1.desc->ncollectives,
+           c2.desc->ncollectives, c4.desc->ncollectives, c2.desc->nkernels);
+
+  static float ref[STEPS * MAXB * V], got[STEPS * MAXB * V], again[STEPS * MAXB * V];
+  const int batches[] = {1, 3, 5};
+  const mlk_sim_schedule scheds[] = {MLK_SIM_STATIC, MLK_SIM_DYNAMIC};
+  mlk_backend *bes[4];
+  double worst = 0;
+  for (int si = 0; si < 2; si++)
+    for (int bi = 0; bi < 3; bi++) {
+      int batch = batches[bi];
+      mlk_world *w1 = make_world(c1.desc, 1, scheds[si], bes, -1, -1);
+      CHECK_OK(decode(w1, batch, ref));
+      free_world(w1, bes, 1);
+      for (int tp = 2; tp <= 4; tp *= 2) {
+        const MlkModelDesc *d = tp == 2 ? c2.desc : c4.desc;
+        mlk_world *w = make_world(d, tp, scheds[si], bes, -1, -1);
+        CHECK_OK(decode(w, batch, got));
+        free_world(w, bes, tp);
+        w = make_world(d, tp, scheds[si], bes, -1, -1);
+        CHECK_OK(decode(w, batch, again));
+        free_world(w, bes, tp);
+        for (int s = 0; s < STEPS; s++)
+          for (int b = 0; b < batch; b++) {
+            size_t off = ((size_t)s * MAXB + (size_t)b) * V;
+            double e = rel_l2(got + off, ref + off, V);
+            worst = e > worst ? e : worst;
+            CHECK(e < 1e-5, "tp=%d %s batch %d step %d row %d: logits rel L2 %.3g from tp=1", tp,
+                     si ? "dynamic" : "static", batch, s, b, e);
+            CHECK(argmax(got + off, V) == argmax(ref + off, V),
+                     "tp=%d batch %d step %d row %d: token %zu, tp=1's %zu", tp, batch, s, b,
+                     argmax(got + off, V), argmax(ref + off, V));
+            CHECK(!memcmp(got + off, again + off, V * sizeof(float)),
+                     "tp=%d batch %d step %d row %d: two worlds differ", tp, batch, s, b);
+          }
+      }
+    }
+  printf("tp=2 and tp=4 against tp=1: logits rel L2 at most %.3g; two worlds bitwise equal\n", worst);
+
+  /* a collective moved one segment late: the next segment reads its sum before it exists */
+  {
+    MlkModelDesc bad = *c2.desc;
+    MlkCollectiveDesc colls[2 * L];
+    memcpy(colls, c2.desc->collectives, sizeof colls);
+    colls[0].after++;
+    bad.collectives = colls;
+    mlk_world *w = NULL;
+    mlk_status st = mlk_world_create(&bad, &(mlk_world_options){.nranks = 2}, &w);
+    CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), "dropped cross-rank dependency") &&
+                 strstr(mlk_last_error(), colls[0].name),
+             "a late collective: %s (%s)", mlk_status_name(st), mlk_last_error());
+    printf("late collective: %s\n", mlk_last_error());
+  }
+  /* the wrong world size; a cut megakernel run alone */
+  {
+    mlk_world *w = NULL;
+    mlk_status st = mlk_world_create(c2.desc, &(mlk_world_options){.nranks = 3}, &w);
+    CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), "mesh of 2 ranks") &&
+                 strstr(mlk_last_error(), "world of 3"),
+             "a world of 3 for 2 ranks: %s", mlk_last_error());
+    printf("world size: %s\n", mlk_last_error());
+    w = make_world(c2.desc, 2, MLK_SIM_STATIC, bes, -1, -1);
+    st = mlk_model_run(mlk_world_model(w, 0), 0);
+    CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), "mlk_world_run"),
+             "a cut megakernel run alone: %s", mlk_last_error());
+    printf("run alone: %s\n", mlk_last_error());
+    free_world(w, bes, 2);
+  }
+  /* rank 1's simulator drops the first event of the second segment: its checker fails the run,
+   * the message names the rank; after it, a world runs */
+  {
+    const MlkModelDesc *d = c2.desc;
+    int ev = -1;
+    for (int e = 0; e < d->nevents && ev < 0; e++)
+      if (d->events[e].consumer >= d->kernels[1].first_op &&
+          d->events[e].consumer < d->kernels[1].first_op + d->kernels[1].nops)
+        ev = e;
+    CHECK(ev >= 0, "no event in the second segment");
+    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
+    mlk_status st = decode(w, 2, got);
+    CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2"),
+             "a rank dropping event '%s': %s (%s)", d->events[ev].name, mlk_status_name(st),
+             mlk_last_error());
+    printf("failing rank: %s\n", mlk_last_error());
+    free_world(w, bes, 2);
+    w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
+    CHECK_OK(decode(w, 2, got));
+    free_world(w, bes, 2);
+  }
+
+  compiled_free(&c1);
+  compiled_free(&c2);
+  compiled_free(&c4);
+  st_rmdir(dir);
+  for (int i = 0; i < nt; i++)
+    free((void *)tensors[i].data);
+  return rt_finish("test_tp");
+}

@@ -683,6 +683,10 @@ static mlk_status gpu_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
   return MLK_OK;
 }
 
+static uint64_t gpu_tensor_addr(mlk_model *m, int tensor) {
+  return (uint64_t)((GpuModel *)m->impl)->bufs[tensor];
+}
+
 static void gpu_backend_free(mlk_backend *be) {
   GpuBackend *gb = be->impl;
   if (gb && gb->ctx)
@@ -701,6 +705,7 @@ static const MlkBackendOps gpu_ops = {
     .fill = gpu_fill,
     .zero_counters = gpu_zero_counters,
     .run = gpu_run,
+    .tensor_addr = gpu_tensor_addr,
 };
 
 /* Everything that makes the GPU unusable is reported as MLK_ERR_NO_GPU "no GPU: ...", so that
@@ -775,6 +780,7 @@ mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   }
   be->ops = &gpu_ops;
   be->is_gpu = 1;
+  be->device = device;
   be->ptx_arch = best_ptx_arch(gb->cc_major, gb->cc_minor);
   be->impl = gb;
   snprintf(be->name, sizeof be->name, "GPU %d: %s (sm_%d%d, %d SMs)", device, name, gb->cc_major,

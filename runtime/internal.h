@@ -217,6 +217,9 @@ typedef struct MlkBackendOps {
                     MlkDevError *err, double *ms,   /* ms: elapsed time of the run when not NULL */
                     uint64_t *trace);               /* NULL, or MLK_TRACE_WORDS u64 per task to
                                                        fill (mlk_desc.h) */
+  /* The address of tensor `tensor`'s buffer: a device address on the GPU (what a communication
+   * library is given), a host pointer as an integer on the simulator. */
+  uint64_t (*tensor_addr)(mlk_model *m, int tensor);
 } MlkBackendOps;
 
 /* MlkDevError.block of a task the simulator's dynamic schedule never made ready (no queue). */
@@ -230,6 +233,7 @@ struct mlk_backend {
   char name[256];
   char note[1024]; /* why MLK_BACKEND_AUTO fell back to the simulator, else "" */
   const char *ptx_arch; /* the PTX target the GPU runs best (mlk_backend_ptx_arch), else NULL */
+  int device;      /* the GPU's ordinal (CUDA device number); -1 on the simulator */
   void *impl;      /* the backend's own state */
 };
 
@@ -323,6 +327,23 @@ void mlk_trace_commit(mlk_model *m, uint32_t epoch, int ok);
 /* At mlk_model_free: writes MLK_TRACE's file and prints the summary; then mlk_trace_free. */
 void mlk_trace_at_free(mlk_model *m);
 void mlk_trace_free(mlk_model *m);
+
+/* ---- NCCL (nccl.c): the sums of a world's collectives on GPUs ---- */
+
+/* Communicators over the GPUs of one process, a rank each (ncclCommInitAll). NCCL is loaded at
+ * run time (libnccl.so.2, or $MLK_NCCL_LIB), so binaries start without it; NVLink multicast stays
+ * off (NCCL_NVLS_ENABLE=0 unless the environment says otherwise). */
+typedef struct MlkNccl MlkNccl;
+/* n ranks on the distinct CUDA devices devs[0..n). MLK_ERR_NO_GPU with the reason when NCCL cannot
+ * be loaded or was not built in, MLK_ERR_INVALID for devices that repeat. */
+mlk_status mlk_nccl_create(const int *devs, int n, MlkNccl **out);
+void mlk_nccl_free(MlkNccl *c);
+/* "NCCL 2.28.9" */
+const char *mlk_nccl_name(const MlkNccl *c);
+/* On every rank r: count f32 at device address recv[r] = the sum over ranks of those at send[r],
+ * enqueued on each device's default stream as one group (the launches that follow on that stream
+ * run after it). */
+mlk_status mlk_nccl_allreduce(MlkNccl *c, const uint64_t *send, const uint64_t *recv, size_t count);
 
 /* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out);

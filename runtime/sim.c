@@ -1472,6 +1472,10 @@ fail:
 
 static void sim_backend_free(mlk_backend *be) { free(be->impl); }
 
+static uint64_t sim_tensor_addr(mlk_model *m, int tensor) {
+  return (uint64_t)(uintptr_t)((SimModel *)m->impl)->bufs[tensor];
+}
+
 static const MlkBackendOps sim_ops = {
     .backend_free = sim_backend_free,
     .model_init = sim_model_init,
@@ -1483,6 +1487,7 @@ static const MlkBackendOps sim_ops = {
     .fill = sim_fill,
     .zero_counters = sim_zero_counters,
     .run = sim_run,
+    .tensor_addr = sim_tensor_addr,
 };
 
 /* MLK_SIM_MODE: deterministic or threaded (unset or empty: deterministic). */
@@ -1582,6 +1587,7 @@ mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out)
   sb->drop_event = o.drop_event - 1;
   be->ops = &sim_ops;
   be->is_gpu = 0;
+  be->device = -1;
   be->impl = sb;
   /* Both modes see a stuck run as such, with no deadline. */
   be->stall_exact = 1;

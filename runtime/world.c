@@ -8,9 +8,13 @@
  * rank's sums it reads exist, which is the only cross-rank order the cut needs (mlk_desc_validate
  * checks that the segments read and write the collectives' tensors accordingly).
  *
- * The sum: every rank's rows of the operand come to the host, are added in rank order in f32
- * (((r0 + r1) + r2) + ...), and the same result goes to every rank's out tensor: the same bits on
- * every rank and in every run, on the simulator and on GPUs alike. A rank that fails (a deadlock
+ * The sum, through one of two communicators (mlk_world_comm says which):
+ *   host: every rank's rows of the operand come to the host, are added in rank order in f32
+ *         (((r0 + r1) + r2) + ...), and the same result goes to every rank's out tensor: the same
+ *         bits on every rank and in every run. The simulator's, and any world NCCL cannot serve;
+ *   NCCL: ranks on distinct GPUs of this process (nccl.c): ncclAllReduce on the devices' default
+ *         streams, in whatever order NCCL's algorithm adds (deterministic for a given world).
+ * MLK_COMM=host or nccl chooses; unset, NCCL where it can serve, else the host. A rank that fails (a deadlock
  * its watchdog reported, a bad input) stops the run after the segment in progress on every rank,
  * and the message names the rank; the counters of every rank are left consistent by each model's
  * own failure handling, so the world can run again.
@@ -29,7 +33,47 @@ struct mlk_world {
   mlk_backend *own_backend; /* the simulator made for a world created without backends, or NULL */
   float *acc, *part;        /* host buffers of the sums: a collective's rows */
   size_t buf_floats;
+  MlkNccl *nccl;            /* the NCCL communicators, or NULL: the host sums */
+  uint64_t *send, *recv;    /* a collective's device addresses, per rank */
 };
+
+/* NCCL for a world of GPUs on distinct devices unless MLK_COMM=host; the host otherwise, and when
+ * NCCL cannot be had (with MLK_COMM=nccl that is an error). */
+static mlk_status pick_comm(mlk_world *w, mlk_backend *const *bes) {
+  const char *want = getenv("MLK_COMM");
+  if (want && *want && strcmp(want, "host") && strcmp(want, "nccl"))
+    return mlk_set_error(MLK_ERR_INVALID, "MLK_COMM='%s': host or nccl", want);
+  if ((want && !strcmp(want, "host")) || w->n < 2 || !w->desc->ncollectives)
+    return MLK_OK;
+  int *devs = MLK_CALLOC((size_t)w->n, sizeof *devs, "world devices");
+  if (!devs)
+    return MLK_ERR_NOMEM;
+  const char *why = NULL;
+  for (int r = 0; r < w->n && !why; r++) {
+    devs[r] = bes ? bes[r]->device : -1;
+    if (devs[r] < 0)
+      why = "a rank runs on the CPU simulator";
+    for (int q = 0; q < r && !why; q++)
+      if (devs[q] == devs[r])
+        why = "two ranks share a GPU";
+  }
+  mlk_status st = MLK_OK;
+  if (!why && (st = mlk_nccl_create(devs, w->n, &w->nccl)))
+    why = mlk_last_error();
+  free(devs);
+  if (why && want && !strcmp(want, "nccl"))
+    return mlk_set_error(st ? st : MLK_ERR_INVALID, "MLK_COMM=nccl: %s", why);
+  if (why)
+    mlk_debug("world of %d ranks: the host sums its collectives (%s)", w->n, why);
+  if (w->nccl && (!(w->send = MLK_CALLOC((size_t)w->n, sizeof *w->send, "collective addresses")) ||
+                  !(w->recv = MLK_CALLOC((size_t)w->n, sizeof *w->recv, "collective addresses"))))
+    return MLK_ERR_NOMEM;
+  return MLK_OK;
+}
+
+const char *mlk_world_comm(const mlk_world *w) {
+  return !w ? "" : w->nccl ? mlk_nccl_name(w->nccl) : "host";
+}
 
 mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *opt, mlk_world **out) {
   if (!out)
@@ -90,6 +134,10 @@ mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *o
       return mlk_set_error(st, "rank %d of %d: %s", r, w->n, msg);
     }
   }
+  if ((st = pick_comm(w, opt->backends))) {
+    mlk_world_free(w);
+    return st;
+  }
   *out = w;
   return MLK_OK;
 }
@@ -103,6 +151,9 @@ void mlk_world_free(mlk_world *w) {
   mlk_backend_free(w->own_backend);
   free(w->acc);
   free(w->part);
+  mlk_nccl_free(w->nccl);
+  free(w->send);
+  free(w->recv);
   free(w);
 }
 
@@ -149,12 +200,22 @@ static mlk_status run_segment(mlk_world *w, int kernel, RankRun *runs) {
   return MLK_OK;
 }
 
-/* Collective c: every rank's operand rows summed on the host in rank order, into every rank's out. */
-static mlk_status allreduce_host(mlk_world *w, const MlkCollectiveDesc *c) {
+/* Collective c: every rank's operand rows summed, into every rank's out. */
+static mlk_status allreduce(mlk_world *w, const MlkCollectiveDesc *c) {
   const MlkModelDesc *d = w->desc;
   int64_t rows = c->batched ? mlk_model_batch(w->models[0]) : 1;
   size_t floats = (size_t)(rows * c->n), bytes = floats * sizeof(float);
   mlk_status st;
+  if (w->nccl) {
+    for (int r = 0; r < w->n; r++) {
+      mlk_model *m = w->models[r];
+      w->send[r] = m->be->ops->tensor_addr(m, c->in.tensor);
+      w->recv[r] = m->be->ops->tensor_addr(m, c->out.tensor);
+    }
+    if ((st = mlk_nccl_allreduce(w->nccl, w->send, w->recv, floats)))
+      return mlk_set_error(st, "collective '%s' over %d ranks: %s", c->name, w->n, mlk_last_error());
+    goto done;
+  }
   for (int r = 0; r < w->n; r++) {
     mlk_model *m = w->models[r];
     if ((st = m->be->ops->download(m, c->in.tensor, r ? w->part : w->acc, bytes)))
@@ -169,9 +230,11 @@ static mlk_status allreduce_host(mlk_world *w, const MlkCollectiveDesc *c) {
     if ((st = m->be->ops->upload(m, c->out.tensor, w->acc, bytes)))
       return mlk_set_error(st, "rank %d of %d, collective '%s' (tensor '%s'): %s", r, w->n,
                            c->name, d->tensors[c->out.tensor].name, mlk_last_error());
-    if (d->tensors[c->out.tensor].kind == MLK_TENSOR_OUTPUT)
-      m->rows_set[c->out.tensor] = rows;
   }
+done:
+  if (d->tensors[c->out.tensor].kind == MLK_TENSOR_OUTPUT)
+    for (int r = 0; r < w->n; r++)
+      w->models[r]->rows_set[c->out.tensor] = rows;
   return MLK_OK;
 }
 
@@ -202,7 +265,7 @@ mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms) {
   for (int s = 0; s < nseg && !st; s++) {
     st = run_segment(w, kernel + s, runs);
     for (; !st && next < d->ncollectives && d->collectives[next].after == kernel + s; next++)
-      st = allreduce_host(w, &d->collectives[next]);
+      st = allreduce(w, &d->collectives[next]);
   }
   free(runs);
   if (ms)

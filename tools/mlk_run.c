@@ -408,6 +408,9 @@ int main(int argc, char **argv) {
   for (int r = 0; r < nranks; r++)
     CHECK(mlk_model_load_checkpoint(ms[r], a.model_dir, NULL));
   mlk_model *m = ms[0]; /* rank 0's outputs are every rank's */
+  char tp_note[128] = "";
+  if (world)
+    snprintf(tp_note, sizeof tp_note, ", over %d ranks (sums: %s)", nranks, mlk_world_comm(world));
   double t_load = now_ms() - t0;
   int t_tokens = find(m, "tokens"), t_pos = find(m, "pos"), t_logits = find(m, "logits"),
       t_next = find(m, "next");
@@ -418,7 +421,7 @@ int main(int argc, char **argv) {
         die("prompt %d: token id %d is outside the vocabulary of %lld tokens", i,
             a.prompts[i].ids[j], (long long)vocab);
   fprintf(stderr, "model: %s (%s) from %s%s: compiled in %.1f ms, created and loaded in %.1f ms%s%s\n",
-          d->name, mlk, a.model_dir, nranks > 1 ? ", over the ranks of tp" : "", t_compile, t_load,
+          d->name, mlk, a.model_dir, tp_note, t_compile, t_load,
           *mlk_model_load_note(m) ? "; module " : "", mlk_model_load_note(m));
 
   FILE *lf = NULL;

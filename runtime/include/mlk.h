@@ -288,6 +288,10 @@ mlk_model *mlk_world_model(mlk_world *w, int rank);
 mlk_status mlk_world_run(mlk_world *w, int kernel);
 /* The same, and *ms gets the run's wall time on the host. */
 mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms);
+/* What sums the collectives: "host" (each rank's rows through the host, added in rank order: the
+ * simulator's, and a world NCCL cannot serve) or "NCCL x.y.z" (ranks on distinct GPUs of this
+ * process). MLK_COMM=host|nccl chooses at mlk_world_create; unset, NCCL where it can serve. */
+const char *mlk_world_comm(const mlk_world *w);
 
 /* How mlk_model_create loaded the model's megakernels on the GPU. The PTX is JIT-compiled to a
  * cubin once per PTX, device and driver, and the cubin kept in the cache directory

@@ -5,6 +5,15 @@ target_link_libraries(test_mlp_gpu PRIVATE mlp_model)
 add_test(NAME gpu_mlp COMMAND test_mlp_gpu)
 set_tests_properties(gpu_mlp PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu)
 
+# A world's NCCL communicator on one GPU: a one-rank communicator and the all-reduce a collective
+# runs, over two tensors of a model on the GPU (SKIP without a GPU or without NCCL).
+add_executable(test_nccl ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_nccl.c)
+target_include_directories(test_nccl PRIVATE ${PROJECT_SOURCE_DIR}/runtime
+                           ${CMAKE_CURRENT_SOURCE_DIR}/runtime)
+target_link_libraries(test_nccl PRIVATE mlp_model m)
+add_test(NAME gpu_nccl COMMAND test_nccl)
+set_tests_properties(gpu_nccl PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 120)
+
 # The wait watchdog: a description whose counters can never complete must be reported (task, op,
 # event, counts) within the deadline, and the backend must stay usable. On the CPU simulator in
 # every run, on the GPU where there is one.

@@ -34,6 +34,27 @@ echo "== $BUILD/tests/test_kv gpu (page accounting, continuous batching against 
 "$BUILD"/tests/test_kv gpu || fail=1
 echo "== $BUILD/tests/test_mlk_run gpu (mlk-run on Llama and Qwen2 checkpoints, greedy, against the C reference)"
 [ -f "$BUILD/tools/mlk-run" ] && { MLKC_STDLIB=stdlib "$BUILD"/tests/test_mlk_run "$BUILD"/tools/mlk-run 1 gpu || fail=1; }
+echo "== $BUILD/tests/test_nccl (a world's NCCL communicator: one rank on this GPU)"
+"$BUILD"/tests/test_nccl || fail=1
+if [ -f "$BUILD/tools/mlk-run" ]; then
+  # two ranks on one GPU (the host sums their collectives) against one rank: the same tokens,
+  # logits within f32 reduction order
+  echo "== mlk-run --tp 2 against --tp 1 on the GPU (tests/hf/fixtures/llama-gqa7)"
+  fx=tests/hf/fixtures/llama-gqa7
+  for tp in 1 2; do
+    MLKC_STDLIB=stdlib "$BUILD"/tools/mlk-run --model $fx --prompts $fx/prompts.txt --steps 8 \
+      --tp $tp --logits-out "$OUT/tp$tp.f32" > "$OUT/tp$tp.ids" 2> "$OUT/tp$tp.err" || fail=1
+    grep "model:" "$OUT/tp$tp.err"
+  done
+  cmp "$OUT/tp1.ids" "$OUT/tp2.ids" && echo "tokens: equal" || fail=1
+  python3 - "$OUT/tp1.f32" "$OUT/tp2.f32" <<'PY' || fail=1
+import sys, numpy as np
+a, b = (np.fromfile(p, dtype=np.float32) for p in sys.argv[1:3])
+e = float(np.linalg.norm(a - b) / np.linalg.norm(a))
+print(f"logits: {a.size} floats, rel L2 {e:.3g} (tol 1e-5)")
+sys.exit(0 if a.size == b.size and e < 1e-5 else 1)
+PY
+fi
 echo "== demo"
 "$BUILD"/examples/mlp_demo 20 || fail=1
 if command -v ptxas >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/ptxas ]; then

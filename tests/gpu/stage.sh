@@ -11,7 +11,7 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/tests" "$STAGE/examples" "$STAGE/tools"
 for f in test_mlp_gpu test_diff_gpu test_diff_gpu_dyn test_diff_batch test_diff_batch_wide test_diff_events test_trace \
          test_watchdog test_llama_gpu test_llama_gpu_nosplit test_llama_gpu_split3 \
-         test_llama_gpu_plain test_ckpt_llama test_kv runtime_ckpt test_mlk_run \
+         test_llama_gpu_plain test_ckpt_llama test_kv runtime_ckpt test_mlk_run test_nccl \
          runtime_gpu runtime_gpu_kernels.ptx mlp.sm_90a.ptx mlp.sm_80.ptx; do
   [ -f "$BUILD/tests/$f" ] && cp "$BUILD/tests/$f" "$STAGE/tests/"
 done

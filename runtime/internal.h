@@ -328,6 +328,26 @@ void mlk_trace_commit(mlk_model *m, uint32_t epoch, int ok);
 void mlk_trace_at_free(mlk_model *m);
 void mlk_trace_free(mlk_model *m);
 
+/* ---- world rendezvous (rendezvous.c): the ranks of a world in processes of one host ---- */
+
+typedef struct MlkRdv MlkRdv;
+#define MLK_RDV_BLOB 256
+/* Rank `rank` of `nranks` joins the file at `path` (rank 0 makes it fresh), with two sets of
+ * per-rank slots of slot_floats floats; waits until every rank joined (MLK_WORLD_TIMEOUT_MS,
+ * default 60000: then an error naming the ranks missing). */
+mlk_status mlk_rdv_open(const char *path, int rank, int nranks, size_t slot_floats, MlkRdv **out);
+void mlk_rdv_close(MlkRdv *r);
+/* Rank `rank`'s slot of set `parity` (0 or 1). */
+float *mlk_rdv_slot(MlkRdv *r, int parity, int rank);
+/* Waits until every rank reached as many barriers as this one. A failed rank (mlk_rdv_fail) makes
+ * it fail with that rank's message; the deadline with the ranks that did not arrive. `what` names
+ * the point in messages ("collective 'allreduce@nn.mlk:36[l=0]'"). */
+mlk_status mlk_rdv_barrier(MlkRdv *r, const char *what);
+/* Marks the world failed by this rank, with its message (the first failure is kept). */
+void mlk_rdv_fail(MlkRdv *r, const char *msg);
+/* Rank 0's n bytes at blob (n <= MLK_RDV_BLOB) into every other rank's blob; a barrier. */
+mlk_status mlk_rdv_publish(MlkRdv *r, void *blob, size_t n);
+
 /* ---- NCCL (nccl.c): the sums of a world's collectives on GPUs ---- */
 
 /* Communicators over the GPUs of one process, a rank each (ncclCommInitAll). NCCL is loaded at
@@ -337,12 +357,16 @@ typedef struct MlkNccl MlkNccl;
 /* n ranks on the distinct CUDA devices devs[0..n). MLK_ERR_NO_GPU with the reason when NCCL cannot
  * be loaded or was not built in, MLK_ERR_INVALID for devices that repeat. */
 mlk_status mlk_nccl_create(const int *devs, int n, MlkNccl **out);
+/* One rank of a world of processes: rank `rank` of `nranks` on CUDA device `dev`
+ * (ncclCommInitRank), rank 0's unique id passed to the others through the rendezvous. The
+ * communicator then holds one rank (mlk_nccl_allreduce takes one address each). */
+mlk_status mlk_nccl_create_rank(int rank, int nranks, int dev, MlkRdv *rdv, MlkNccl **out);
 void mlk_nccl_free(MlkNccl *c);
 /* "NCCL 2.28.9" */
 const char *mlk_nccl_name(const MlkNccl *c);
-/* On every rank r: count f32 at device address recv[r] = the sum over ranks of those at send[r],
- * enqueued on each device's default stream as one group (the launches that follow on that stream
- * run after it). */
+/* On every rank r of the communicator (all of them, or this process's one): count f32 at device
+ * address recv[r] = the sum over ranks of those at send[r], enqueued on each device's default
+ * stream as one group (the launches that follow on that stream run after it). */
 mlk_status mlk_nccl_allreduce(MlkNccl *c, const uint64_t *send, const uint64_t *recv, size_t count);
 
 /* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */

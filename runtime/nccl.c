@@ -25,6 +25,8 @@
   X(ncclGetVersion)                                                                                \
   X(ncclGetErrorString)                                                                            \
   X(ncclCommInitAll)                                                                               \
+  X(ncclCommInitRank)                                                                              \
+  X(ncclGetUniqueId)                                                                               \
   X(ncclCommDestroy)                                                                               \
   X(ncclAllReduce)                                                                                 \
   X(ncclGroupStart)                                                                                \
@@ -104,6 +106,55 @@ mlk_status mlk_nccl_create(const int *devs, int n, MlkNccl **out) {
   return MLK_OK;
 }
 
+mlk_status mlk_nccl_create_rank(int rank, int nranks, int dev, MlkRdv *rdv, MlkNccl **out) {
+  *out = NULL;
+  pthread_once(&load_once, load);
+  /* every rank says whether it has NCCL (in its first slot), so that all use it or none: a rank
+   * without it must not leave the others waiting in ncclCommInitRank */
+  mlk_rdv_slot(rdv, 0, rank)[0] = loaded && dev >= 0 ? 1.0f : 0.0f;
+  mlk_status st = mlk_rdv_barrier(rdv, "the choice of the communicator");
+  if (st)
+    return st;
+  for (int q = 0; q < nranks; q++)
+    if (mlk_rdv_slot(rdv, 0, q)[0] != 1.0f)
+      return mlk_set_error(MLK_ERR_NO_GPU, "rank %d has no NCCL or no GPU%s%s", q,
+                           q == rank && dev >= 0 ? ": " : "", q == rank && dev >= 0 ? load_msg : "");
+  char ok[MLK_RDV_BLOB] = {0};
+  ncclUniqueId id;
+  _Static_assert(sizeof id + 1 <= MLK_RDV_BLOB, "ncclUniqueId outgrew the rendezvous blob");
+  if (rank == 0) {
+    ncclResult_t r = loaded ? nc.ncclGetUniqueId(&id) : ncclSystemError;
+    ok[0] = loaded && r == ncclSuccess;
+    if (ok[0])
+      memcpy(ok + 1, &id, sizeof id);
+  }
+  if ((st = mlk_rdv_publish(rdv, ok, 1 + sizeof id)))
+    return st;
+  if (!ok[0])
+    return mlk_set_error(MLK_ERR_NO_GPU, "no NCCL: rank 0 could not make a communicator id");
+  memcpy(&id, ok + 1, sizeof id);
+  MlkNccl *c = MLK_CALLOC(1, sizeof *c, "NCCL");
+  if (!c)
+    return MLK_ERR_NOMEM;
+  c->n = 1;
+  if (!(c->comms = MLK_CALLOC(1, sizeof *c->comms, "NCCL communicator"))) {
+    free(c);
+    return MLK_ERR_NOMEM;
+  }
+  int v = 0;
+  nc.ncclGetVersion(&v);
+  snprintf(c->name, sizeof c->name, "NCCL %d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+  /* the rank's context (device dev) is current on this thread: NCCL takes its device */
+  ncclResult_t r = nc.ncclCommInitRank(&c->comms[0], nranks, id, rank);
+  if (r != ncclSuccess) {
+    free(c->comms);
+    free(c);
+    return nccl_fail(r, "ncclCommInitRank");
+  }
+  *out = c;
+  return MLK_OK;
+}
+
 void mlk_nccl_free(MlkNccl *c) {
   if (!c)
     return;
@@ -143,6 +194,14 @@ mlk_status mlk_nccl_create(const int *devs, int n, MlkNccl **out) {
   (void)devs, (void)n;
   *out = NULL;
   return mlk_set_error(MLK_ERR_NO_GPU, "no NCCL: libmlkrt was built without nccl.h");
+}
+mlk_status mlk_nccl_create_rank(int rank, int nranks, int dev, MlkRdv *rdv, MlkNccl **out) {
+  (void)nranks, (void)dev;
+  *out = NULL;
+  /* tell the other ranks, which may have NCCL, that this world sums on the host */
+  mlk_rdv_slot(rdv, 0, rank)[0] = 0.0f;
+  mlk_status st = mlk_rdv_barrier(rdv, "the choice of the communicator");
+  return st ? st : mlk_set_error(MLK_ERR_NO_GPU, "no NCCL: libmlkrt was built without nccl.h");
 }
 void mlk_nccl_free(MlkNccl *c) { (void)c; }
 const char *mlk_nccl_name(const MlkNccl *c) {

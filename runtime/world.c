@@ -8,12 +8,19 @@
  * rank's sums it reads exist, which is the only cross-rank order the cut needs (mlk_desc_validate
  * checks that the segments read and write the collectives' tensors accordingly).
  *
+ * A world is all its ranks in this process (a thread each, as above), or one rank per process
+ * (launched by mpirun, or with MLK_WORLD_SIZE and MLK_RANK: mlk_world_options_from_env): then
+ * each process runs its rank's segments, and the ranks of one host meet in a shared file
+ * (rendezvous.c) for the sums, for a rank's failure and for the deadline of one that is gone.
+ *
  * The sum, through one of two communicators (mlk_world_comm says which):
- *   host: every rank's rows of the operand come to the host, are added in rank order in f32
- *         (((r0 + r1) + r2) + ...), and the same result goes to every rank's out tensor: the same
- *         bits on every rank and in every run. The simulator's, and any world NCCL cannot serve;
- *   NCCL: ranks on distinct GPUs of this process (nccl.c): ncclAllReduce on the devices' default
- *         streams, in whatever order NCCL's algorithm adds (deterministic for a given world).
+ *   host: every rank's rows of the operand come to the host (into the rendezvous's slots for a
+ *         world of processes), are added in rank order in f32 (((r0 + r1) + r2) + ...), and the
+ *         same result goes to every rank's out tensor: the same bits on every rank, in every run,
+ *         in one process or several. The simulator's, and any world NCCL cannot serve;
+ *   NCCL: ranks on distinct GPUs (nccl.c), of this process (ncclCommInitAll) or a process each
+ *         (ncclCommInitRank, the id through the rendezvous): ncclAllReduce on the devices'
+ *         default streams, in whatever order NCCL's algorithm adds (the same on every rank).
  * MLK_COMM=host or nccl chooses; unset, NCCL where it can serve, else the host. A rank that fails (a deadlock
  * its watchdog reported, a bad input) stops the run after the segment in progress on every rank,
  * and the message names the rank; the counters of every rank are left consistent by each model's
@@ -28,8 +35,11 @@
 
 struct mlk_world {
   const MlkModelDesc *desc;
-  int n;
-  mlk_model **models;
+  int n;                    /* ranks of the world */
+  int first, nlocal;        /* the ranks this process holds: [first, first + nlocal) */
+  mlk_model **models;       /* theirs, by rank - first */
+  MlkRdv *rdv;              /* a world of processes: the rendezvous, else NULL */
+  uint64_t ncoll;           /* collectives run (a world of processes alternates its slot sets) */
   mlk_backend *own_backend; /* the simulator made for a world created without backends, or NULL */
   float *acc, *part;        /* host buffers of the sums: a collective's rows */
   size_t buf_floats;
@@ -45,28 +55,41 @@ static mlk_status pick_comm(mlk_world *w, mlk_backend *const *bes) {
     return mlk_set_error(MLK_ERR_INVALID, "MLK_COMM='%s': host or nccl", want);
   if ((want && !strcmp(want, "host")) || w->n < 2 || !w->desc->ncollectives)
     return MLK_OK;
-  int *devs = MLK_CALLOC((size_t)w->n, sizeof *devs, "world devices");
-  if (!devs)
-    return MLK_ERR_NOMEM;
   const char *why = NULL;
-  for (int r = 0; r < w->n && !why; r++) {
-    devs[r] = bes ? bes[r]->device : -1;
-    if (devs[r] < 0)
-      why = "a rank runs on the CPU simulator";
-    for (int q = 0; q < r && !why; q++)
-      if (devs[q] == devs[r])
-        why = "two ranks share a GPU";
-  }
   mlk_status st = MLK_OK;
-  if (!why && (st = mlk_nccl_create(devs, w->n, &w->nccl)))
-    why = mlk_last_error();
-  free(devs);
+  char msg[1024];
+  if (w->rdv) { /* every rank of the processes takes part in the choice */
+    st = mlk_nccl_create_rank(w->first, w->n, w->models[0]->be->device, w->rdv, &w->nccl);
+    if (st == MLK_ERR_NO_GPU) {
+      snprintf(msg, sizeof msg, "%s", mlk_last_error());
+      why = msg;
+    } else if (st) {
+      return st;
+    }
+  } else {
+    int *devs = MLK_CALLOC((size_t)w->n, sizeof *devs, "world devices");
+    if (!devs)
+      return MLK_ERR_NOMEM;
+    for (int r = 0; r < w->n && !why; r++) {
+      devs[r] = bes ? bes[r]->device : -1;
+      if (devs[r] < 0)
+        why = "a rank runs on the CPU simulator";
+      for (int q = 0; q < r && !why; q++)
+        if (devs[q] == devs[r])
+          why = "two ranks share a GPU";
+    }
+    if (!why && (st = mlk_nccl_create(devs, w->n, &w->nccl))) {
+      snprintf(msg, sizeof msg, "%s", mlk_last_error());
+      why = msg;
+    }
+    free(devs);
+  }
   if (why && want && !strcmp(want, "nccl"))
     return mlk_set_error(st ? st : MLK_ERR_INVALID, "MLK_COMM=nccl: %s", why);
   if (why)
     mlk_debug("world of %d ranks: the host sums its collectives (%s)", w->n, why);
-  if (w->nccl && (!(w->send = MLK_CALLOC((size_t)w->n, sizeof *w->send, "collective addresses")) ||
-                  !(w->recv = MLK_CALLOC((size_t)w->n, sizeof *w->recv, "collective addresses"))))
+  if (w->nccl && (!(w->send = MLK_CALLOC((size_t)w->nlocal, sizeof *w->send, "collective addresses")) ||
+                  !(w->recv = MLK_CALLOC((size_t)w->nlocal, sizeof *w->recv, "collective addresses"))))
     return MLK_ERR_NOMEM;
   return MLK_OK;
 }
@@ -90,12 +113,17 @@ mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *o
                          "world of %d ranks cannot run it (compile it with mlkc --mesh=AXIS=%d)",
                          desc->name, desc->source, (long long)ranks, ranks == 1 ? "" : "s",
                          opt->nranks, opt->nranks);
+  if (opt->rendezvous && (opt->rank < 0 || opt->rank >= opt->nranks))
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_world_create: rank %d of a world of %d", opt->rank,
+                         opt->nranks);
   mlk_world *w = MLK_CALLOC(1, sizeof *w, "world");
   if (!w)
     return MLK_ERR_NOMEM;
   w->desc = desc;
   w->n = opt->nranks;
-  w->models = MLK_CALLOC((size_t)w->n, sizeof *w->models, "world models");
+  w->first = opt->rendezvous ? opt->rank : 0;
+  w->nlocal = opt->rendezvous ? 1 : w->n;
+  w->models = MLK_CALLOC((size_t)w->nlocal, sizeof *w->models, "world models");
   if (!w->models) {
     free(w);
     return MLK_ERR_NOMEM;
@@ -120,19 +148,28 @@ mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *o
     return st;
   }
   mlk_model_options mo = opt->model ? *opt->model : (mlk_model_options){0};
-  for (int r = 0; r < w->n; r++) {
+  for (int i = 0; i < w->nlocal; i++) {
+    int r = w->first + i;
     mo.rank = r;
-    mlk_backend *be = opt->backends ? opt->backends[r] : w->own_backend;
+    mlk_backend *be = opt->backends ? opt->backends[i] : w->own_backend;
     if (!be) {
       mlk_world_free(w);
       return mlk_set_error(MLK_ERR_INVALID, "mlk_world_create: backend of rank %d is NULL", r);
     }
-    if ((st = mlk_model_create_opt(be, desc, &mo, &w->models[r]))) {
+    if ((st = mlk_model_create_opt(be, desc, &mo, &w->models[i]))) {
       char msg[1024];
       snprintf(msg, sizeof msg, "%s", mlk_last_error());
       mlk_world_free(w);
       return mlk_set_error(st, "rank %d of %d: %s", r, w->n, msg);
     }
+    w->models[i]->rank = r; /* whatever MLK_RANK says: the world numbers its ranks */
+  }
+  /* a world of processes: every rank joins the rendezvous, with a slot per rank for the largest
+   * collective */
+  if (opt->rendezvous &&
+      (st = mlk_rdv_open(opt->rendezvous, w->first, w->n, w->buf_floats ? w->buf_floats : 1, &w->rdv))) {
+    mlk_world_free(w);
+    return st;
   }
   if ((st = pick_comm(w, opt->backends))) {
     mlk_world_free(w);
@@ -145,8 +182,9 @@ mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *o
 void mlk_world_free(mlk_world *w) {
   if (!w)
     return;
-  for (int r = 0; r < w->n && w->models; r++)
-    mlk_model_free(w->models[r]);
+  for (int i = 0; i < w->nlocal && w->models; i++)
+    mlk_model_free(w->models[i]);
+  mlk_rdv_close(w->rdv);
   free(w->models);
   mlk_backend_free(w->own_backend);
   free(w->acc);
@@ -160,7 +198,12 @@ void mlk_world_free(mlk_world *w) {
 int mlk_world_size(const mlk_world *w) { return w ? w->n : 0; }
 
 mlk_model *mlk_world_model(mlk_world *w, int rank) {
-  return w && rank >= 0 && rank < w->n ? w->models[rank] : NULL;
+  return w && rank >= w->first && rank < w->first + w->nlocal ? w->models[rank - w->first] : NULL;
+}
+
+void mlk_world_abort(mlk_world *w, const char *why) {
+  if (w && w->rdv)
+    mlk_rdv_fail(w->rdv, why && *why ? why : "stopped");
 }
 
 /* One rank's launch of a segment, on its own thread; the message of a failure is kept here, since
@@ -184,19 +227,22 @@ static void *rank_run(void *arg) {
 
 /* Segment `kernel` on every rank at once. */
 static mlk_status run_segment(mlk_world *w, int kernel, RankRun *runs) {
-  for (int r = 0; r < w->n; r++) {
-    runs[r] = (RankRun){.m = w->models[r], .kernel = kernel};
-    runs[r].threaded = w->n > 1 && pthread_create(&runs[r].thread, NULL, rank_run, &runs[r]) == 0;
-    if (!runs[r].threaded)
-      rank_run(&runs[r]); /* one rank, or no thread to spare: on this one */
+  for (int i = 0; i < w->nlocal; i++) {
+    runs[i] = (RankRun){.m = w->models[i], .kernel = kernel};
+    runs[i].threaded = w->nlocal > 1 && pthread_create(&runs[i].thread, NULL, rank_run, &runs[i]) == 0;
+    if (!runs[i].threaded)
+      rank_run(&runs[i]); /* one rank, or no thread to spare: on this one */
   }
-  for (int r = 0; r < w->n; r++)
-    if (runs[r].threaded)
-      pthread_join(runs[r].thread, NULL);
-  for (int r = 0; r < w->n; r++)
-    if (runs[r].st)
-      return mlk_set_error(runs[r].st, "rank %d of %d, megakernel '%s': %s", r, w->n,
-                           w->desc->kernels[kernel].name, runs[r].msg);
+  for (int i = 0; i < w->nlocal; i++)
+    if (runs[i].threaded)
+      pthread_join(runs[i].thread, NULL);
+  for (int i = 0; i < w->nlocal; i++)
+    if (runs[i].st) {
+      mlk_status st = mlk_set_error(runs[i].st, "rank %d of %d, megakernel '%s': %s", w->first + i,
+                                    w->n, w->desc->kernels[kernel].name, runs[i].msg);
+      mlk_world_abort(w, mlk_last_error()); /* the other processes stop at their next barrier */
+      return st;
+    }
   return MLK_OK;
 }
 
@@ -207,13 +253,39 @@ static mlk_status allreduce(mlk_world *w, const MlkCollectiveDesc *c) {
   size_t floats = (size_t)(rows * c->n), bytes = floats * sizeof(float);
   mlk_status st;
   if (w->nccl) {
-    for (int r = 0; r < w->n; r++) {
-      mlk_model *m = w->models[r];
-      w->send[r] = m->be->ops->tensor_addr(m, c->in.tensor);
-      w->recv[r] = m->be->ops->tensor_addr(m, c->out.tensor);
+    for (int i = 0; i < w->nlocal; i++) {
+      mlk_model *m = w->models[i];
+      w->send[i] = m->be->ops->tensor_addr(m, c->in.tensor);
+      w->recv[i] = m->be->ops->tensor_addr(m, c->out.tensor);
     }
-    if ((st = mlk_nccl_allreduce(w->nccl, w->send, w->recv, floats)))
-      return mlk_set_error(st, "collective '%s' over %d ranks: %s", c->name, w->n, mlk_last_error());
+    if ((st = mlk_nccl_allreduce(w->nccl, w->send, w->recv, floats))) {
+      st = mlk_set_error(st, "collective '%s' over %d ranks: %s", c->name, w->n, mlk_last_error());
+      mlk_world_abort(w, mlk_last_error());
+      return st;
+    }
+    goto done;
+  }
+  if (w->rdv) { /* this process's rows into its slot; every rank's, summed in rank order */
+    int parity = (int)(w->ncoll++ & 1);
+    mlk_model *m = w->models[0];
+    char what[600];
+    snprintf(what, sizeof what, "collective '%s'", c->name);
+    if ((st = m->be->ops->download(m, c->in.tensor, mlk_rdv_slot(w->rdv, parity, w->first), bytes)) ||
+        (st = mlk_rdv_barrier(w->rdv, what))) {
+      if (st != MLK_ERR_DEADLOCK && st != MLK_ERR_INVALID)
+        mlk_world_abort(w, mlk_last_error());
+      return st;
+    }
+    memcpy(w->acc, mlk_rdv_slot(w->rdv, parity, 0), bytes);
+    for (int r = 1; r < w->n; r++) {
+      const float *p = mlk_rdv_slot(w->rdv, parity, r);
+      for (size_t i = 0; i < floats; i++)
+        w->acc[i] += p[i];
+    }
+    if ((st = m->be->ops->upload(m, c->out.tensor, w->acc, bytes))) {
+      mlk_world_abort(w, mlk_last_error());
+      return st;
+    }
     goto done;
   }
   for (int r = 0; r < w->n; r++) {
@@ -233,8 +305,8 @@ static mlk_status allreduce(mlk_world *w, const MlkCollectiveDesc *c) {
   }
 done:
   if (d->tensors[c->out.tensor].kind == MLK_TENSOR_OUTPUT)
-    for (int r = 0; r < w->n; r++)
-      w->models[r]->rows_set[c->out.tensor] = rows;
+    for (int i = 0; i < w->nlocal; i++)
+      w->models[i]->rows_set[c->out.tensor] = rows;
   return MLK_OK;
 }
 
@@ -249,12 +321,12 @@ mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms) {
                          "model '%s' (%d kernels%s)", kernel, d->name, d->nkernels,
                          kernel >= 0 && kernel < d->nkernels ? "; it is a later segment of one" : "");
   int64_t batch = mlk_model_batch(w->models[0]);
-  for (int r = 1; r < w->n; r++)
-    if (mlk_model_batch(w->models[r]) != batch)
+  for (int i = 1; i < w->nlocal; i++)
+    if (mlk_model_batch(w->models[i]) != batch)
       return mlk_set_error(MLK_ERR_INVALID, "mlk_world_run: rank %d runs a batch of %lld, rank 0 "
-                           "of %lld: every rank runs the same rows", r,
-                           (long long)mlk_model_batch(w->models[r]), (long long)batch);
-  RankRun *runs = MLK_CALLOC((size_t)w->n, sizeof *runs, "rank runs");
+                           "of %lld: every rank runs the same rows", i,
+                           (long long)mlk_model_batch(w->models[i]), (long long)batch);
+  RankRun *runs = MLK_CALLOC((size_t)w->nlocal, sizeof *runs, "rank runs");
   if (!runs)
     return MLK_ERR_NOMEM;
   double t0 = mlk_now_ms();
@@ -271,4 +343,52 @@ mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms) {
   if (ms)
     *ms = mlk_now_ms() - t0;
   return st;
+}
+
+/* A decimal environment variable in [lo, hi]: 1 and *out, 0 when unset or empty, -1 when bad. */
+static int env_rank_var(const char *name, int64_t lo, int64_t hi, int64_t *out) {
+  const char *v = getenv(name);
+  if (!v || !*v)
+    return 0;
+  return mlk_env_int(name, lo, hi, 0, out) ? -1 : 1;
+}
+
+int mlk_world_options_from_env(mlk_world_options *o) {
+  int64_t size = 0, rank = 0;
+  const char *sv = "MLK_WORLD_SIZE", *rv = "MLK_RANK";
+  int s = env_rank_var(sv, 1, 256, &size);
+  if (s == 0) {
+    sv = "OMPI_COMM_WORLD_SIZE", rv = "OMPI_COMM_WORLD_RANK";
+    s = env_rank_var(sv, 1, 256, &size);
+  }
+  if (s < 0)
+    return -1;
+  if (s == 0 || size < 2)
+    return 0;
+  int r = env_rank_var(rv, 0, size - 1, &rank);
+  if (r <= 0) {
+    if (r == 0)
+      mlk_set_error(MLK_ERR_INVALID, "%s=%lld says this process is one rank of a world, but %s is "
+                    "not set", sv, (long long)size, rv);
+    return -1;
+  }
+  static char path[600];
+  const char *rdv = getenv("MLK_RENDEZVOUS"), *job = getenv("PMIX_NAMESPACE");
+  if (!rdv || !*rdv) {
+    if (!job || !*job) {
+      mlk_set_error(MLK_ERR_INVALID, "%s=%lld: a world of processes needs MLK_RENDEZVOUS, a file "
+                    "path every rank can open (under mpirun, the job's name gives one)", sv,
+                    (long long)size);
+      return -1;
+    }
+    snprintf(path, sizeof path, "/tmp/mlk-world-%s", job);
+    for (char *p = path + 5; *p; p++)
+      if (*p == '/')
+        *p = '_';
+    rdv = path;
+  }
+  o->nranks = (int)size;
+  o->rank = (int)rank;
+  o->rendezvous = rdv;
+  return 1;
 }

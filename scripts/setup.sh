@@ -4,7 +4,8 @@
 #   LLVM 19 (llvm-19-dev, and clang-19 to compile device tiles), FileCheck (llvm-19-tools),
 #   libFuzzer and the sanitizer runtimes for clang (libclang-rt-19-dev),
 #   Jansson for the JSON of checkpoints (libjansson-dev, whose libjansson.a libmlkrt links),
-#   re2c, lemon, cmake, ninja, pkg-config (the install test builds a program with it);
+#   re2c, lemon, cmake, ninja, pkg-config (the install test builds a program with it),
+#   Open MPI's mpirun (openmpi-bin: a test launches the ranks of a world with it);
 #   the CUDA toolkit is looked up under $CUDA_HOME or /usr/local/cuda.
 set -eu
 
@@ -23,6 +24,7 @@ need lemon command -v lemon
 need cmake command -v cmake
 need ninja-build command -v ninja
 need pkg-config command -v pkg-config
+need openmpi-bin command -v mpirun
 need gcc command -v gcc
 need make command -v make
 

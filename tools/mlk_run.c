@@ -35,14 +35,19 @@
 #define MAX_PROMPTS 4096
 #define MAX_RANKS 64 /* --tp */
 
+/* The world of a multi-process run, told when this process stops so that the others do not wait
+ * for it. */
+static mlk_world *the_world;
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
+  char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  fputs("mlk-run: error: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  fprintf(stderr, "mlk-run: error: %s\n", msg);
+  mlk_world_abort(the_world, msg);
   exit(1);
 }
 
@@ -87,6 +92,9 @@ static void usage(FILE *out) {
           "  --tp N              tensor parallelism over N ranks (the family's mesh axis tp): N\n"
           "                      models, each with its part of the sharded weights, run as one\n"
           "                      world, the sums all-reduced between them (default 1)\n"
+          "                      A world of processes, a rank each: mpirun -n N mlk-run ..., or\n"
+          "                      MLK_WORLD_SIZE=N MLK_RANK=r MLK_RENDEZVOUS=FILE mlk-run ... per\n"
+          "                      rank (rank 0 prints the ids)\n"
           "  --mlk FILE          compile this .mlk instead of the family's (its dims bound to\n"
           "                      the config.json as the family's are)\n"
           "  --help              print this help\n"
@@ -356,6 +364,15 @@ int main(int argc, char **argv) {
                                                              : mlkc_default_stdlib(),
              family_file);
 
+  /* one rank of a world of processes (mpirun, or MLK_WORLD_SIZE and MLK_RANK)? */
+  mlk_world_options wo = {0};
+  int procs = mlk_world_options_from_env(&wo);
+  if (procs < 0)
+    die("%s", mlk_last_error());
+  if (procs && a.tp && a.tp != wo.nranks)
+    die("--tp %lld, but the environment makes a world of %d processes", (long long)a.tp, wo.nranks);
+  if (procs)
+    a.tp = wo.nranks;
   mlk_backend *be;
   CHECK(mlk_backend_create(MLK_BACKEND_AUTO, &be));
   fprintf(stderr, "backend: %s%s%s\n", mlk_backend_name(be), *mlk_backend_note(be) ? "; " : "",
@@ -389,8 +406,10 @@ int main(int argc, char **argv) {
     die("a prompt and its steps hold %lld tokens, more than the runtime's context of 2^24",
         (long long)longest);
   mlk_model_options opt = {.kv_context = a.context ? a.context : longest, .kv_pages = pages};
-  /* --tp N: a world of N ranks, every rank's model on the same backend; else one model */
-  int nranks = a.tp > 1 ? (int)a.tp : 1;
+  /* --tp N: a world of N ranks, every rank's model on the same backend (nlocal = N), or, in a
+   * world of processes, this process's rank (nlocal = 1); else one model. Every call on a model
+   * is made on each local rank's alike. */
+  int nranks = a.tp > 1 ? (int)a.tp : 1, nlocal = procs ? 1 : nranks, me = procs ? wo.rank : 0;
   mlk_model *ms[MAX_RANKS];
   mlk_world *world = NULL;
   t0 = now_ms();
@@ -398,19 +417,25 @@ int main(int argc, char **argv) {
     mlk_backend *bes[MAX_RANKS];
     for (int r = 0; r < nranks; r++)
       bes[r] = be;
-    CHECK(mlk_world_create(d, &(mlk_world_options){.nranks = nranks, .backends = bes, .model = &opt},
-                           &world));
-    for (int r = 0; r < nranks; r++)
-      ms[r] = mlk_world_model(world, r);
+    wo.nranks = nranks, wo.backends = bes, wo.model = &opt;
+    CHECK(mlk_world_create(d, &wo, &world));
+    the_world = world;
+    for (int i = 0; i < nlocal; i++)
+      ms[i] = mlk_world_model(world, me + i);
   } else {
     CHECK(mlk_model_create_opt(be, d, &opt, &ms[0]));
   }
-  for (int r = 0; r < nranks; r++)
-    CHECK(mlk_model_load_checkpoint(ms[r], a.model_dir, NULL));
-  mlk_model *m = ms[0]; /* rank 0's outputs are every rank's */
-  char tp_note[128] = "";
+  for (int i = 0; i < nlocal; i++)
+    CHECK(mlk_model_load_checkpoint(ms[i], a.model_dir, NULL));
+  mlk_model *m = ms[0]; /* every rank has the whole outputs */
+  char tp_note[160] = "";
   if (world)
-    snprintf(tp_note, sizeof tp_note, ", over %d ranks (sums: %s)", nranks, mlk_world_comm(world));
+    snprintf(tp_note, sizeof tp_note, ", over %d ranks%s (sums: %s)", nranks,
+             procs ? ", a process each" : "", mlk_world_comm(world));
+  /* in a world of processes, rank 0 prints the ids and writes the logits */
+  int quiet = procs && me != 0;
+  if (quiet)
+    a.logits_out = NULL;
   double t_load = now_ms() - t0;
   int t_tokens = find(m, "tokens"), t_pos = find(m, "pos"), t_logits = find(m, "logits"),
       t_next = find(m, "next");
@@ -431,7 +456,7 @@ int main(int argc, char **argv) {
   /* a run's rows: at most the model's batch */
   int64_t bmax = d->batch_max, chunk = a.chunk && a.chunk < bmax ? a.chunk : bmax;
   Row *rows = calloc((size_t)a.nprompts, sizeof *rows);
-  mlk_seq **bound = calloc((size_t)(bmax * nranks), sizeof *bound); /* rank r: bound + r * bmax */
+  mlk_seq **bound = calloc((size_t)(bmax * nlocal), sizeof *bound); /* rank i: bound + i * bmax */
   int *which = calloc((size_t)bmax, sizeof *which);
   int32_t *tokens = calloc((size_t)bmax, sizeof *tokens), *pos = calloc((size_t)bmax, sizeof *pos);
   int32_t *next = calloc((size_t)bmax, sizeof *next);
@@ -449,14 +474,14 @@ int main(int argc, char **argv) {
   for (int rep = 0;; rep++) {
     FILE *out_logits = rep == last ? lf : NULL;
     for (int i = 0; i < a.nprompts; i++) {
-      for (int r = 0; r < nranks; r++)
+      for (int r = 0; r < nlocal; r++)
         CHECK(mlk_seq_create(ms[r], &rows[i].seq[r]));
       if (!(rows[i].out = calloc((size_t)a.steps, sizeof *rows[i].out)))
         die("out of memory");
       if (a.temperature > 0) {
         mlk_sampling s = {(float)a.temperature, (int32_t)a.top_k, (float)a.top_p,
                           a.seed + (uint64_t)i};
-        for (int r = 0; r < nranks; r++)
+        for (int r = 0; r < nlocal; r++)
           CHECK(mlk_seq_set_sampling(rows[i].seq[r], &s));
       }
     }
@@ -473,7 +498,7 @@ int main(int argc, char **argv) {
         Row *r = &rows[i];
         if (r->generated == a.steps || r->fed < a.prompts[i].n)
           continue;
-        for (int k = 0; k < nranks; k++) {
+        for (int k = 0; k < nlocal; k++) {
           CHECK(mlk_seq_append(r->seq[k], 1));
           bound[k * bmax + n] = r->seq[k];
         }
@@ -489,12 +514,12 @@ int main(int argc, char **argv) {
         int64_t take = p->n - r->fed, room = bmax - n;
         take = take < chunk ? take : chunk;
         take = take < room ? take : room;
-        for (int k = 0; k < nranks; k++)
+        for (int k = 0; k < nlocal; k++)
           CHECK(mlk_seq_append(r->seq[k], take));
         for (int64_t j = 0; j < take; j++) {
           tokens[n] = p->ids[r->fed + j];
           pos[n] = (int32_t)(mlk_seq_length(r->seq[0]) - take + j);
-          for (int k = 0; k < nranks; k++)
+          for (int k = 0; k < nlocal; k++)
             bound[k * bmax + n] = r->seq[k];
           which[n++] = i;
         }
@@ -503,7 +528,7 @@ int main(int argc, char **argv) {
       if (!n)
         break;
       double s0 = now_ms();
-      for (int k = 0; k < nranks; k++) {
+      for (int k = 0; k < nlocal; k++) {
         CHECK(mlk_model_set_seqs(ms[k], bound + k * bmax, n));
         CHECK(mlk_model_set_tensor(ms[k], t_tokens, tokens, (size_t)n * sizeof *tokens));
         CHECK(mlk_model_set_tensor(ms[k], t_pos, pos, (size_t)n * sizeof *pos));
@@ -548,7 +573,7 @@ int main(int argc, char **argv) {
     if (rep == last)
       break;
     for (int i = 0; i < a.nprompts; i++) {
-      for (int r = 0; r < nranks; r++)
+      for (int r = 0; r < nlocal; r++)
         mlk_seq_free(rows[i].seq[r]);
       free(rows[i].out);
     }
@@ -557,7 +582,7 @@ int main(int argc, char **argv) {
   if (lf && fclose(lf))
     die("--logits-out: cannot write '%s': %s", a.logits_out, strerror(errno));
 
-  for (int i = 0; i < a.nprompts; i++) {
+  for (int i = 0; i < a.nprompts && !quiet; i++) {
     for (int64_t j = 0; j < a.steps; j++)
       printf("%s%d", j ? " " : "", rows[i].out[j]);
     putchar('\n');
@@ -587,7 +612,7 @@ int main(int argc, char **argv) {
             "lengths)\n");
 
   for (int i = 0; i < a.nprompts; i++) {
-    for (int r = 0; r < nranks; r++)
+    for (int r = 0; r < nlocal; r++)
       mlk_seq_free(rows[i].seq[r]);
     free(rows[i].out);
     free(a.prompts[i].ids);

@@ -269,17 +269,32 @@ typedef struct mlk_world mlk_world;
 
 typedef struct mlk_world_options {
   int nranks;                    /* must be the model's MlkModelDesc.ranks */
-  mlk_backend *const *backends;  /* nranks backends, rank r's model on backends[r] (one may serve
-                                    several ranks on the simulator); NULL: one CPU simulator
-                                    backend with default options, made for the world */
+  mlk_backend *const *backends;  /* the backend of each rank this process holds (nranks, or 1 in
+                                    a world of processes; one may serve several ranks on the
+                                    simulator); NULL: one CPU simulator backend with default
+                                    options, made for the world */
   const mlk_model_options *model; /* each rank's model options (NULL: defaults); the world sets
                                     .rank */
+  /* A world of processes, a rank each (launched by mpirun, or by hand): this process holds rank
+   * `rank` only, and the ranks of one host meet in the file `rendezvous` (a path every rank can
+   * open; rank 0 makes it). NULL: every rank in this process. */
+  const char *rendezvous;
+  int rank;
 } mlk_world_options;
+
+/* A world of processes from the environment: the world size and this process's rank from
+ * MLK_WORLD_SIZE and MLK_RANK, or from mpirun's OMPI_COMM_WORLD_SIZE and OMPI_COMM_WORLD_RANK; the
+ * rendezvous from MLK_RENDEZVOUS, else (under mpirun) a file under /tmp named after the job. Sets
+ * o->nranks, o->rank and o->rendezvous and returns 1 when the environment says this process is one
+ * rank of several, 0 when it says nothing (o untouched), MLK_ERR_INVALID-like -1 with the last
+ * error set when what it says is wrong. */
+int mlk_world_options_from_env(mlk_world_options *o);
 
 mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *opt, mlk_world **out);
 void mlk_world_free(mlk_world *w);
 int mlk_world_size(const mlk_world *w);
-/* Rank r's model (NULL when r is out of range): set its tensors, batch and sequences. */
+/* Rank r's model (NULL when r is out of range, or another process's rank): set its tensors,
+ * batch and sequences. */
 mlk_model *mlk_world_model(mlk_world *w, int rank);
 /* Runs megakernel `kernel` (its first segment's index, as the generated M_<name>_world passes)
  * on every rank and waits for all of them. A rank that fails stops the run on every rank after
@@ -292,6 +307,9 @@ mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms);
  * simulator's, and a world NCCL cannot serve) or "NCCL x.y.z" (ranks on distinct GPUs of this
  * process). MLK_COMM=host|nccl chooses at mlk_world_create; unset, NCCL where it can serve. */
 const char *mlk_world_comm(const mlk_world *w);
+/* In a world of processes: tells the other ranks that this one stops (they fail at their next
+ * collective with `why`, instead of waiting for it until their deadline). Nothing otherwise. */
+void mlk_world_abort(mlk_world *w, const char *why);
 
 /* How mlk_model_create loaded the model's megakernels on the GPU. The PTX is JIT-compiled to a
  * cubin once per PTX, device and driver, and the cubin kept in the cache directory

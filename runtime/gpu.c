@@ -718,6 +718,14 @@ static mlk_status no_gpu(mlk_status st) {
   return MLK_ERR_NO_GPU;
 }
 
+int mlk_gpu_count(void) {
+  pthread_once(&load_once, load_driver);
+  int count = 0;
+  if (load_status || cu.cuDeviceGetCount(&count) != CUDA_SUCCESS)
+    return 0;
+  return count;
+}
+
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   *out = NULL;
   pthread_once(&load_once, load_driver);
@@ -793,6 +801,8 @@ fail:
 }
 
 #else /* !MLK_HAVE_CUDA */
+
+int mlk_gpu_count(void) { return 0; }
 
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   (void)device;

@@ -65,6 +65,12 @@ mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out) {
   return MLK_OK;
 }
 
+mlk_status mlk_backend_create_gpu(int device, mlk_backend **out) {
+  if (!out)
+    return mlk_set_error(MLK_ERR_INVALID, "mlk_backend_create_gpu: out is NULL");
+  return mlk_gpu_backend_create(device, out);
+}
+
 void mlk_backend_free(mlk_backend *be) {
   if (!be)
     return;

@@ -375,6 +375,16 @@ int main(int argc, char **argv) {
     a.tp = wo.nranks;
   mlk_backend *be;
   CHECK(mlk_backend_create(MLK_BACKEND_AUTO, &be));
+  /* a rank of a world of processes on a GPU takes the GPU of its place on the host */
+  int ngpus = mlk_backend_is_gpu(be) ? mlk_gpu_count() : 0;
+  if (procs && ngpus > 1) {
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    int dev = (lr && *lr ? atoi(lr) : wo.rank) % ngpus;
+    if (dev != 0) {
+      mlk_backend_free(be);
+      CHECK(mlk_backend_create_gpu(dev, &be));
+    }
+  }
   fprintf(stderr, "backend: %s%s%s\n", mlk_backend_name(be), *mlk_backend_note(be) ? "; " : "",
           mlk_backend_note(be));
 
@@ -413,10 +423,15 @@ int main(int argc, char **argv) {
   mlk_model *ms[MAX_RANKS];
   mlk_world *world = NULL;
   t0 = now_ms();
+  mlk_backend *bes[MAX_RANKS] = {0};
   if (nranks > 1) {
-    mlk_backend *bes[MAX_RANKS];
-    for (int r = 0; r < nranks; r++)
-      bes[r] = be;
+    /* the ranks of this process: a GPU each where there are enough (then NCCL sums), else all on
+     * the one backend (the host sums) */
+    for (int i = 0; i < nlocal; i++)
+      bes[i] = be;
+    if (!procs && ngpus >= nranks)
+      for (int i = 1; i < nlocal; i++)
+        CHECK(mlk_backend_create_gpu(i, &bes[i]));
     wo.nranks = nranks, wo.backends = bes, wo.model = &opt;
     CHECK(mlk_world_create(d, &wo, &world));
     the_world = world;
@@ -630,6 +645,9 @@ int main(int argc, char **argv) {
     mlk_world_free(world);
   else
     mlk_model_free(m);
+  for (int i = 1; i < nlocal; i++)
+    if (bes[i] != be)
+      mlk_backend_free(bes[i]);
   mlk_backend_free(be);
   compiled_free(&c);
   return 0;

@@ -122,6 +122,10 @@ typedef struct mlk_sim_options {
 
 mlk_status mlk_backend_create(mlk_backend_kind kind, mlk_backend **out);
 mlk_status mlk_backend_create_cpu(const mlk_sim_options *opt, mlk_backend **out);
+/* The GPU backend on CUDA device `device` (0 .. mlk_gpu_count() - 1): a rank of a world each. */
+mlk_status mlk_backend_create_gpu(int device, mlk_backend **out);
+/* The CUDA devices the driver reports; 0 without a driver or a device. */
+int mlk_gpu_count(void);
 void mlk_backend_free(mlk_backend *be);
 /* "GPU 0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" or "CPU simulator (8 threads, seed 1)". */
 const char *mlk_backend_name(const mlk_backend *be);

@@ -7,12 +7,14 @@
  *   1. a model built the way mlkc lowers one (rt_build.h adds its events): a batch dim or none,
  *      maybe a paged KV cache, one to three kernels of one to six ops of every kind, each with
  *      sizes, tiles, operands (new tensors, or earlier ones of the right columns) and parameters
- *      drawn from the input, so that most inputs are valid and run;
+ *      drawn from the input, so that most inputs are valid and run; and maybe a mesh of 2 or 3
+ *      ranks, the last kernel then cut at an all-reduce into two segments (as mlkc's cut pass
+ *      makes them), which runs as a world;
  *   2. then up to six mutations, each one field of the description (an op kind, a tensor index,
  *      a shape, an offset, an event map, a count, a name set to NULL, ...) overwritten with an
  *      interesting value (0, -1, 1, 2^31, a neighbour of the old value, ...) or raw input bytes.
  * The description is then created on the deterministic simulator (1 to 4 SMs, either schedule,
- * the dependency checker on). Refused: the status must be MLK_ERR_INVALID and the message must
+ * the dependency checker on), as a world of its ranks when it has several. Refused: the status must be MLK_ERR_INVALID and the message must
  * say the description is invalid and why. Accepted: every param and input is filled, and every
  * kernel runs at two batch sizes; a run may succeed, be refused (an input out of range), fail
  * the checker (the events are a claim, and a mutated one may be wrong) or report a deadlock,
@@ -205,6 +207,21 @@ static void gen_op(Choices *c, int cache, int64_t layers) {
   }
 }
 
+/* An all-reduce at the end of the current kernel: an op writes its operand, the collective runs
+ * after the kernel, and the next segment reads the sum. */
+static void gen_collective(Choices *c, int64_t ranks) {
+  int64_t n = range(c, 1, 40);
+  int x = input(c, n, MLK_F32);
+  int in = rtb_act(&b, rtb_str(&b, "ar_in%d", b.desc.ntensors), MLK_F32, MLK_TENSOR_TEMP, n);
+  rtb_eltwise(&b, rtb_str(&b, "op%d@fuzz:%d", b.desc.nops, b.desc.nops + 1), in, x, x, n,
+              tile_of(c, n), MLK_FN_ADD);
+  int sum = rtb_act(&b, rtb_str(&b, "ar_out%d", b.desc.ntensors), MLK_F32, MLK_TENSOR_TEMP, n);
+  rtb_allreduce(&b, "allreduce@fuzz", in, sum, n, ranks);
+  rtb_segment(&b);
+  rtb_eltwise(&b, rtb_str(&b, "op%d@fuzz:%d", b.desc.nops, b.desc.nops + 1),
+              output(c, n, MLK_F32), sum, sum, n, tile_of(c, n), MLK_FN_MUL);
+}
+
 static void generate(Choices *c) {
   int64_t bmax = pick(c, 2) ? range(c, 1, 3) : 0;
   rtb_init(&b, "fuzz", bmax);
@@ -222,6 +239,8 @@ static void generate(Choices *c) {
     for (int i = 0; i < nops && b.desc.nops < RTB_MAX_OPS - 2; i++)
       gen_op(c, cache, layers);
   }
+  if (pick(c, 3) == 0 && b.desc.nops < RTB_MAX_OPS - 2)
+    gen_collective(c, 2 + pick(c, 2));
   rtb_done(&b);
 }
 
@@ -252,6 +271,13 @@ static void collect_fields(void) {
   add(&d->tensors, F_TABLE), add(&d->ops, F_TABLE), add(&d->events, F_TABLE);
   add(&d->kernels, F_TABLE), add(&d->caches, F_TABLE), add(&d->event_refs, F_TABLE);
   add(&d->nevent_refs, F_INT), add(&d->ranks, F_I64), add(&d->ncollectives, F_INT);
+  add(&d->collectives, F_TABLE);
+  for (int i = 0; i < d->ncollectives; i++) {
+    MlkCollectiveDesc *cd = &b.collectives[i];
+    add(&cd->name, F_NAME), add(&cd->kind, F_INT), add(&cd->in.tensor, F_INT);
+    add(&cd->in.offset, F_I64), add(&cd->out.tensor, F_INT), add(&cd->out.offset, F_I64);
+    add(&cd->n, F_I64), add(&cd->batched, F_INT), add(&cd->ranks, F_I64), add(&cd->after, F_INT);
+  }
   for (int i = 0; i < d->nevent_refs; i++)
     add(&b.refs[i], F_INT);
   for (int i = 0; i < d->ntensors; i++) {
@@ -356,6 +382,8 @@ static void mutate(Choices *c) {
     b.desc.nkernels = RTB_MAX_K;
   if (b.desc.ncaches > RTB_MAX_C)
     b.desc.ncaches = RTB_MAX_C;
+  if (b.desc.ncollectives > RTB_MAX_COLL)
+    b.desc.ncollectives = RTB_MAX_COLL;
   if (b.desc.nevent_refs > 2 * RTB_MAX_EV)
     b.desc.nevent_refs = 2 * RTB_MAX_EV;
   for (int k = 0; k < b.desc.nkernels; k++)
@@ -439,6 +467,47 @@ static void run_model(Choices *c, mlk_model *m) {
   }
 }
 
+/* A description of several ranks: a world of them on one simulator, every megakernel run (its
+ * segments and collectives), twice. */
+static void run_world(Choices *c, mlk_backend *be) {
+  const MlkModelDesc *d = &b.desc;
+  mlk_backend *bes[4] = {be, be, be, be};
+  mlk_world *w = NULL;
+  if (d->ranks > 4)
+    return; /* valid (up to 1024 ranks), more worlds than the harness affords */
+  mlk_status st = mlk_world_create(d, &(mlk_world_options){.nranks = (int)d->ranks, .backends = bes}, &w);
+  if (st != MLK_OK) {
+    if (st != MLK_ERR_INVALID)
+      abort();
+    expect_message();
+    return;
+  }
+  uint8_t fill = pick(c, 4) ? 0 : byte(c);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int r = 0; r < d->ranks; r++) {
+      mlk_model *m = mlk_world_model(w, r);
+      if (mlk_model_set_batch(m, d->batch_name ? d->batch_max : 1))
+        abort();
+      for (int i = 0; i < d->ntensors; i++) {
+        MlkTensorKind k = d->tensors[i].kind;
+        if ((k == MLK_TENSOR_PARAM || k == MLK_TENSOR_INPUT) &&
+            mlk_model_fill_tensor(m, i, k == MLK_TENSOR_INPUT && d->tensors[i].dtype == MLK_I32 ? fill : 0x3c))
+          abort();
+      }
+    }
+    for (int k = 0; k < d->nkernels; k++) {
+      if (d->kernels[k].segment != 0)
+        continue;
+      st = mlk_world_run(w, k);
+      if (st != MLK_OK && st != MLK_ERR_INVALID && st != MLK_ERR_DEADLOCK)
+        abort();
+      if (st != MLK_OK)
+        expect_message();
+    }
+  }
+  mlk_world_free(w);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -470,6 +539,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (mlk_backend_create_cpu(&opt, &be))
     abort();
   mlk_model *m = NULL;
+  if (b.desc.ranks > 1) {
+    run_world(&c, be);
+    mlk_backend_free(be);
+    return 0;
+  }
   st = mlk_model_create(be, &b.desc, &m);
   if (st == MLK_OK) {
     run_model(&c, m);

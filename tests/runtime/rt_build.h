@@ -21,7 +21,7 @@
 #include "rt_test.h"
 
 enum { RTB_MAX_T = 128, RTB_MAX_OPS = 96, RTB_MAX_EV = 256, RTB_MAX_K = 12, RTB_MAX_C = 2,
-       RTB_MAX_LAYERS = 8 };
+       RTB_MAX_LAYERS = 8, RTB_MAX_COLL = 8 };
 
 typedef struct RtB {
   MlkTensorDesc tensors[RTB_MAX_T];
@@ -31,6 +31,7 @@ typedef struct RtB {
   MlkKernelDesc kernels[RTB_MAX_K];
   int variant_ops[RTB_MAX_K][RTB_MAX_OPS];
   MlkCacheDesc caches[RTB_MAX_C];
+  MlkCollectiveDesc collectives[RTB_MAX_COLL];
   int producer[RTB_MAX_T];                   /* last op of the current kernel writing a tensor */
   int cache_producer[RTB_MAX_C][RTB_MAX_LAYERS]; /* likewise per cache layer */
   char strings[32768];
@@ -113,6 +114,29 @@ static inline void rtb_kernel(RtB *b, const char *name, MlkSchedule sched) {
   for (int c = 0; c < RTB_MAX_C; c++)
     for (int l = 0; l < RTB_MAX_LAYERS; l++)
       b->cache_producer[c][l] = -1;
+}
+
+/* The next kernel as the next segment of the current one (a megakernel cut at a collective, as
+ * mlkc's cut pass makes them): the segment numbers of the kernels of the megakernel follow. */
+static inline void rtb_segment(RtB *b) {
+  int k = b->desc.nkernels - 1, first = k - b->kernels[k].segment;
+  rtb_kernel(b, rtb_str(b, "%s.%d", b->kernels[first].name, b->kernels[k].segment + 1),
+             b->kernels[first].schedule);
+  b->kernels[k + 1].segment = b->kernels[k].segment + 1;
+  for (int i = first; i <= k + 1; i++)
+    b->kernels[i].nsegments = b->kernels[k + 1].segment + 1;
+}
+
+/* An all-reduce over `ranks` ranks after the current kernel: out = the sum of `in` over the ranks
+ * (f32 activations of n columns). */
+static inline void rtb_allreduce(RtB *b, const char *name, int in, int out, int64_t n, int64_t ranks) {
+  int i = b->desc.ncollectives++;
+  if (i >= RTB_MAX_COLL)
+    abort();
+  b->collectives[i] = (MlkCollectiveDesc){name, MLK_COLL_ALLREDUCE, A(in), A(out), n,
+                                          rtb_batched(b), ranks, b->desc.nkernels - 1};
+  b->desc.collectives = b->collectives;
+  b->desc.ranks = ranks;
 }
 
 /* The event for op `c` reading what op `p` wrote into `tensor` (n columns, consumer tiles of

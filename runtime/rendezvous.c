@@ -3,7 +3,8 @@
  * A world whose ranks are processes (launched by mpirun, or by hand with MLK_WORLD_SIZE and
  * MLK_RANK) maps one file, MLK_RENDEZVOUS, into every process. Rank 0 makes it fresh (written
  * under a temporary name, renamed into place, so that no rank sees it half made, and marked open;
- * a file left by an earlier world is marked closed and ignored) and every rank joins it. It holds:
+ * a file an earlier world left is marked closed, or full when that world died, and ignored) and
+ * every rank joins it. It holds:
  *   - a barrier: each rank counts the barriers it reached; a rank waits until every rank's count
  *     reaches its own, so nothing is reset between barriers;
  *   - the failure of a rank: the first rank that fails writes its rank and message, and every rank
@@ -87,6 +88,7 @@ static mlk_status create_file(MlkRdv *r, size_t slot_floats) {
     return mlk_set_error(MLK_ERR_IO, "world rendezvous '%s': mmap: %s", r->path, strerror(errno));
   }
   r->h = p;
+  atomic_store(&r->h->joined, 1); /* rank 0 */
   r->h->magic = RDV_MAGIC;
   r->h->nranks = (uint32_t)r->n;
   r->h->slot_floats = slot_floats;
@@ -112,8 +114,11 @@ static mlk_status join_file(MlkRdv *r, size_t slot_floats) {
       fd = -1;
       if (p != MAP_FAILED) {
         RdvHeader *h = p;
+        /* ours: open, of this geometry, and not full already (a file an earlier world left open
+         * when it died has every rank joined) */
         if (h->magic == RDV_MAGIC && h->nranks == (uint32_t)r->n &&
-            h->slot_floats == slot_floats && atomic_load(&h->state) == RDV_OPEN) {
+            h->slot_floats == slot_floats && atomic_load(&h->state) == RDV_OPEN &&
+            atomic_fetch_add(&h->joined, 1) < (uint32_t)r->n) {
           r->h = h;
           return MLK_OK;
         }
@@ -149,10 +154,8 @@ mlk_status mlk_rdv_open(const char *path, int rank, int nranks, size_t slot_floa
   mlk_status st = mlk_env_int("MLK_WORLD_TIMEOUT_MS", 1, 24 * 3600 * 1000, 60000, &r->timeout_ms);
   if (!st)
     st = rank == 0 ? create_file(r, slot_floats) : join_file(r, slot_floats);
-  if (!st) {
-    atomic_fetch_add(&r->h->joined, 1);
+  if (!st)
     st = mlk_rdv_barrier(r, "joining the world");
-  }
   if (st) {
     mlk_rdv_close(r);
     return st;

@@ -81,8 +81,28 @@ static int segment_kernel(IrGraph *g, int k, int *seg, Diag *d) {
   return nseg;
 }
 
-bool cut_graph(IrGraph *g, Diag *d) {
+bool cut_graph(IrGraph *g, const TileOptions *t, Diag *d) {
   int errors = d->nerrors;
+  if (t && t->kernel_collectives) {
+    /* the allreduces stay ops (MLK_OP_ALLREDUCE): nothing to cut; the same rules otherwise */
+    for (int i = 0; i < g->nnodes; i++) {
+      const IrNode *n = &g->nodes[i];
+      if (n->dead || !is_collective(n))
+        continue;
+      if (n->mesh != g->ranks)
+        diag_error(d, n->loc, "this allreduce is over %lld ranks of a mesh of %lld: a collective "
+                   "over part of the mesh is not supported", (long long)n->mesh,
+                   (long long)g->ranks);
+      else if (writer_in(g, n->in[0], n->kernel) < 0)
+        diag_error(d, n->loc, "this allreduce over %lld ranks reduces a value that megakernel "
+                   "'%s' does not compute; reduce a value one of its operations computes",
+                   (long long)n->mesh, g->kernels[n->kernel].name);
+    }
+    for (int k = 0; k < g->nkernels; k++)
+      g->kernels[k].nsegments = 1;
+    g->pass = "cut";
+    return d->nerrors == errors;
+  }
   int *seg = arena_alloc(g->arena, (size_t)(g->nnodes ? g->nnodes : 1) * sizeof *seg);
   int *nseg = arena_alloc(g->arena, (size_t)(g->nkernels ? g->nkernels : 1) * sizeof *nseg);
   int total = 0;

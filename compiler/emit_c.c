@@ -292,11 +292,14 @@ void emit_source(FILE *out, const Graph *g, const char *header_name, const char 
       fputs("    {.name = ", out);
       c_string(out, e->name);
       fprintf(out, ", .producer = %d, .consumer = %d, .tensor = %d, .map = %s, .n = %lld, "
-                   ".ptile = %lld, .ctile = %lld, .count = %lld, .size = %lld, .base = %lld},\n",
+                   ".ptile = %lld, .ctile = %lld, .count = %lld, .size = %lld, .base = %lld",
               e->producer, e->consumer, e->tensor,
               e->map == MLK_MAP_ALL ? "MLK_MAP_ALL" : "MLK_MAP_TILE", (long long)e->n,
               (long long)e->ptile, (long long)e->ctile, (long long)e->count, (long long)e->size,
               (long long)e->base);
+      if (e->ranks > 1)
+        fprintf(out, ", .ranks = %lld", (long long)e->ranks);
+      fputs("},\n", out);
     }
     fputs("};\n\n", out);
   }

@@ -67,6 +67,12 @@ static void op_events(IrGraph *g, int c) {
     depend(g, c, n->in[0], MLK_MAP_TILE, 0, 0);
     depend(g, c, n->in[1], MLK_MAP_ALL, 0, 0);
     return;
+  case IR_ALLREDUCE: /* in the megakernel (--collectives=kernel): its operand's tiles on every rank */
+    depend(g, c, n->in[0], MLK_MAP_TILE, 0, 0);
+    for (int i = 0; i < g->nevents; i++)
+      if (g->events[i].consumer == c && g->events[i].value == n->in[0])
+        g->events[i].ranks = n->mesh;
+    return;
   case IR_KV_APPEND:
     depend(g, c, n->in[0], MLK_MAP_TILE, 0, 0);
     depend(g, c, n->in[1], MLK_MAP_TILE, 0, 0);

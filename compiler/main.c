@@ -62,6 +62,9 @@ static void usage(FILE *out) {
           "  --batch-max=N   every dynamic dim (dim B in 1..64) ranges up to N instead\n"
           "  --mesh=AXIS=N   the mesh axis AXIS (mesh tp = 1) has N ranks instead: N ranks each\n"
           "                  hold their part of the params sharded over it\n"
+          "  --collectives=C cut (default): an allreduce over several ranks ends a launch and\n"
+          "                  the runtime sums between launches; kernel: the sum is an op of\n"
+          "                  the megakernel, over the ranks' memory (a GPU per rank)\n"
           "  -I DIR          look for imported modules (import a.b: a/b.mlk) in DIR too, after\n"
           "                  the importing file's directory; repeatable, searched in order\n"
           "  --stdlib=DIR    where `import std.X` finds X.mlk (default: $MLKC_STDLIB, else\n"
@@ -100,6 +103,7 @@ typedef struct Options {
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int64_t batch_max; /* --batch-max=N, 0: the dynamic dims' ranges as written */
   const char *mesh_axis; /* --mesh=AXIS=N: that axis has N ranks (NULL: as written) */
+  bool kernel_collectives; /* --collectives=kernel */
   int64_t mesh_ranks;
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
 } Options;
@@ -195,6 +199,12 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->batch_max = v;
+    } else if (!strncmp(a, "--collectives=", 14)) {
+      if (strcmp(a + 14, "kernel") && strcmp(a + 14, "cut")) {
+        fprintf(stderr, "mlkc: error: --collectives needs kernel or cut, got '%s'\n", a + 14);
+        return 1;
+      }
+      o->kernel_collectives = !strcmp(a + 14, "kernel");
     } else if (!strncmp(a, "--mesh=", 7)) {
       const char *eq = strchr(a + 7, '=');
       char *end;
@@ -369,7 +379,7 @@ static Model *pick_model(Program *p, const Options *o, Diag *d) {
 /* Runs elaborate and the passes on model m, up to `last` (LOWER_NPASSES - 1: all of them). NULL
  * after an error. */
 static IrGraph *run_passes(Program *p, Model *m, const Options *o, int last, Arena *a, Diag *d) {
-  TileOptions t = {o->attn_split, o->attn_min_chunk};
+  TileOptions t = {o->attn_split, o->attn_min_chunk, o->kernel_collectives};
   return lower_model(p, m, &t, last, a, d);
 }
 

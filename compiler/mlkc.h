@@ -694,6 +694,7 @@ typedef struct IrEvent {
   MlkEventMap map;
   int64_t n, ptile, ctile, size, base;
   int64_t count;          /* a counter: the notifies of a run (the tasks of its notifying nodes) */
+  int64_t ranks;          /* > 1: its notifies reach every rank (an in-kernel allreduce's operand) */
 } IrEvent;
 
 /* A counter of an explicit event that a wait(...) or notify(...) clause names, once loops are
@@ -806,6 +807,8 @@ typedef struct TileOptions {
   int64_t attn_split;     /* chunks of an attention without tile(split = s) (mlkc --attn-split=N),
                              0: tile_default_attn_split */
   int64_t attn_min_chunk; /* MlkOpDesc.min_chunk of split attentions, 0: MLKC_ATTN_MIN_CHUNK */
+  bool kernel_collectives; /* mlkc --collectives=kernel: an allreduce over several ranks is an op
+                              of its megakernel (MLK_OP_ALLREDUCE), not a cut (cut.c) */
 } TileOptions;
 
 /* Gives every op its task grid (columns, columns per task, tasks) from its tile(...) hint or the
@@ -830,7 +833,7 @@ int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh);
 bool schedule_graph(IrGraph *g, Diag *d);
 /* The cut pass (cut.c): each megakernel that all-reduces over several ranks becomes segments, one
  * kernel each, with the collectives between them (IrGraph.collectives). */
-bool cut_graph(IrGraph *g, Diag *d);
+bool cut_graph(IrGraph *g, const TileOptions *t, Diag *d);
 
 /* ======================================================================== events.c */
 
@@ -976,6 +979,7 @@ typedef struct CompileRequest {
   int64_t batch_max;     /* --batch-max, 0: as written */
   const char *mesh_axis; /* --mesh=AXIS=N, NULL: as written */
   int64_t mesh_ranks;
+  bool kernel_collectives; /* --collectives=kernel */
 } CompileRequest;
 
 typedef struct Compiled {

@@ -66,7 +66,7 @@ IrGraph *lower_model(Program *p, Model *m, const TileOptions *t, int last, Arena
         g = NULL;
       break;
     case 4:
-      if (!cut_graph(g, d))
+      if (!cut_graph(g, t, d))
         g = NULL;
       break;
     default: events_graph(g, d); break;
@@ -103,7 +103,8 @@ bool compile_request(const CompileRequest *r, Compiled *out) {
       diag_fatal(&d, "'%s' defines several models: name one", r->file);
     return false;
   }
-  IrGraph *ir = lower_model(p, m, &(TileOptions){0}, LOWER_NPASSES - 1, a, &d);
+  IrGraph *ir = lower_model(p, m, &(TileOptions){.kernel_collectives = r->kernel_collectives},
+                            LOWER_NPASSES - 1, a, &d);
   Graph *g = ir ? serialize_graph(ir, a, &d) : NULL;
   if (!g)
     return false;

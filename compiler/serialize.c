@@ -59,6 +59,8 @@ static const char *const op_kind_names[] = {
 /* The name of an op's base: matvec_relu, add, kv_append... */
 static const char *op_base(const IrNode *n, const Builtin *b) {
   static const char *const eltwise_names[] = {"copy", "relu", "silu", "add", "mul"};
+  if (n->op == IR_ALLREDUCE)
+    return "allreduce";
   if (b->kind == MLK_OP_ELTWISE) /* a bias added alone (fn none) is the add of the source */
     return n->fn == MLK_FN_NONE && n->in[4] >= 0 ? "add" : eltwise_names[n->fn];
   if (b->kind == MLK_OP_MATVEC && n->fn != MLK_FN_NONE)
@@ -121,7 +123,10 @@ static void add_op(Ser *s, int n) {
   Graph *g = s->g;
   IrNode *node = &s->ir->nodes[n];
   const Builtin *b = builtin_of(node->op);
-  if (b->kind < 0)
+  /* an allreduce over several ranks reaches here as an op only in the megakernel
+   * (--collectives=kernel); cut, it is a collective (add_collective) */
+  int kind = node->op == IR_ALLREDUCE ? MLK_OP_ALLREDUCE : b->kind;
+  if (kind < 0)
     MLKC_BUG("'%s' reached serialize", b->name);
   /* the merged attention's result is numbered before its partials, as the attention's own */
   if (node->reduce >= 0 && s->ir->values[s->ir->nodes[node->reduce].out[0]].tensor < 0)
@@ -134,7 +139,7 @@ static void add_op(Ser *s, int n) {
   MlkOpDesc *d = &op->d;
   d->name = arena_printf(s->a, "%s@%s:%d%s", op_base(node, b), ir_loc_file(s->ir, node->loc),
                          node->loc.line, node->ctx);
-  d->kind = (MlkOpKind)b->kind;
+  d->kind = (MlkOpKind)kind;
   d->fn = node->fn;
   d->out = node->nout ? arg(s, node->out[0]) : (MlkArg){.tensor = -1};
   for (int j = 0; j < MLK_OP_INPUTS; j++)
@@ -151,6 +156,8 @@ static void add_op(Ser *s, int n) {
 #define X(type, name, per_op, what) d->name = node->attr.name;
   MLK_OP_ATTRS(X)
 #undef X
+  if (kind == MLK_OP_ALLREDUCE)
+    d->ranks = node->mesh;
   s->op_of[n] = g->nops++;
 }
 
@@ -276,7 +283,7 @@ Graph *serialize_graph(IrGraph *ir, Arena *a, Diag *d) {
     g->events[i] = (MlkEventDesc){.producer = s.op_of[e->producer], .consumer = s.op_of[e->consumer],
                                   .tensor = ir->values[e->value].tensor, .map = e->map, .n = e->n,
                                   .ptile = e->ptile, .ctile = e->ctile, .size = e->size,
-                                  .base = e->base};
+                                  .base = e->base, .ranks = e->ranks};
   }
   explicit_lists(&s);
   g->ncounters = ir->ncounters;
@@ -467,10 +474,13 @@ void desc_dump_json(FILE *out, const MlkModelDesc *d) {
     json_str(out, e->name);
     fprintf(out,
             ", \"producer\": %d, \"consumer\": %d, \"tensor\": %d, \"map\": \"%s\", \"n\": %lld, "
-            "\"ptile\": %lld, \"ctile\": %lld, \"size\": %lld, \"base\": %lld, \"count\": %lld}%s\n",
+            "\"ptile\": %lld, \"ctile\": %lld, \"size\": %lld, \"base\": %lld, \"count\": %lld",
             e->producer, e->consumer, e->tensor, e->map == MLK_MAP_ALL ? "all" : "tile",
             (long long)e->n, (long long)e->ptile, (long long)e->ctile, (long long)e->size,
-            (long long)e->base, (long long)e->count, i + 1 < d->nevents ? "," : "");
+            (long long)e->base, (long long)e->count);
+    if (e->ranks > 1)
+      fprintf(out, ", \"ranks\": %lld", (long long)e->ranks);
+    fprintf(out, "}%s\n", i + 1 < d->nevents ? "," : "");
   }
   fprintf(out, "  ],\n  \"caches\": [\n");
   for (int i = 0; i < d->ncaches; i++) {

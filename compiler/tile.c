@@ -143,8 +143,10 @@ void tile_graph(IrGraph *g, const TileOptions *o) {
       tile_attention(g, i, o);
       n = &g->nodes[i];
       break;
-    case IR_ALLREDUCE: /* over several ranks: a collective between segments (cut.c), no tasks */
-      n->n = n->tile = ir_type_cols(out);
+    case IR_ALLREDUCE: /* over several ranks: elementwise tiles in the megakernel
+                          (--collectives=kernel), else a collective between segments (cut.c) */
+      n->n = ir_type_cols(out);
+      n->tile = hint ? hint : DEFAULT_ELTWISE_TILE(n->n);
       break;
     case IR_ARGMAX:
     case IR_SAMPLE: /* one task reads whole rows */

@@ -63,7 +63,9 @@
   X(cuEventCreate)                                                                                \
   X(cuEventDestroy)                                                                               \
   X(cuEventRecord)                                                                                \
-  X(cuEventElapsedTime)
+  X(cuEventElapsedTime)                                                                           \
+  X(cuDeviceCanAccessPeer)                                                                        \
+  X(cuCtxEnablePeerAccess)
 
 static struct {
 #define MLK_CU_MEMBER(f) __typeof__(&f) f;
@@ -173,6 +175,7 @@ typedef struct GpuModel {
   GpuKernel *kernels;
   unsigned dyn_smem; /* dynamic shared memory of a launch: the weight stream's ring on sm_90a */
   CUevent ev_start, ev_stop; /* created on the first timed run */
+  CUdeviceptr peers; /* a rank of a world with in-kernel allreduces: its peer area, else 0 */
 } GpuModel;
 
 /* The calling thread may not be the one that created the backend: make its context current. */
@@ -196,6 +199,7 @@ static void gpu_model_fini(mlk_model *m) {
   const MlkModelDesc *d = m->desc;
   (void)use_context(m->be);
   free_ptr(&gm->arena);
+  free_ptr(&gm->peers);
   if (gm->kernels)
     for (int k = 0; k < d->nkernels; k++) {
       free_ptr(&gm->kernels[k].ops);
@@ -518,7 +522,7 @@ static mlk_status gpu_model_init(mlk_model *m) {
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)gm->bufs[t];
-    mlk_program_kernel(d, k, addr, recs, syncs);
+    mlk_program_kernel(d, k, addr, 0, recs, syncs);
     free(addr);
     snprintf(what, sizeof what, "the op records of '%s'", kd->name);
     st = upload_array(&gk->ops, recs, (size_t)kd->nops * sizeof *recs, what);
@@ -687,6 +691,68 @@ static uint64_t gpu_tensor_addr(mlk_model *m, int tensor) {
   return (uint64_t)((GpuModel *)m->impl)->bufs[tensor];
 }
 
+mlk_status mlk_gpu_enable_peer(mlk_backend *from, mlk_backend *to) {
+  const GpuBackend *a = from->impl, *b = to->impl;
+  if (a->dev == b->dev)
+    return MLK_OK;
+  int can = 0;
+  CUresult r = cu.cuDeviceCanAccessPeer(&can, a->dev, b->dev);
+  if (r != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuDeviceCanAccessPeer(GPU %d, GPU %d)", a->ordinal, b->ordinal);
+  if (!can)
+    return mlk_set_error(MLK_ERR_INVALID, "GPU %d cannot access GPU %d's memory (no peer access): "
+                         "the in-kernel allreduce needs it; compile with --collectives=cut",
+                         a->ordinal, b->ordinal);
+  mlk_status st = use_context(from);
+  if (st)
+    return st;
+  r = cu.cuCtxEnablePeerAccess(b->ctx, 0);
+  if (r != CUDA_SUCCESS && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)
+    return CU_FAIL(r, "cuCtxEnablePeerAccess(GPU %d to GPU %d)", a->ordinal, b->ordinal);
+  return MLK_OK;
+}
+
+static uint64_t gpu_counters_addr(mlk_model *m) { return (uint64_t)((GpuModel *)m->impl)->counters; }
+
+/* The peer area in device memory, and every kernel's op records and syncs rebuilt and uploaded
+ * again to point into it. The other ranks' addresses in it are their devices' (unified
+ * addressing): the world enabled peer access between the contexts first. */
+static mlk_status gpu_set_peers(mlk_model *m, const uint64_t *words, size_t n) {
+  mlk_status st = use_context(m->be);
+  if (st)
+    return st;
+  GpuModel *gm = m->impl;
+  const MlkModelDesc *d = m->desc;
+  free_ptr(&gm->peers);
+  if ((st = upload_array(&gm->peers, words, (n ? n : 1) * sizeof *words, "the peer area")))
+    return st;
+  uint64_t *addr = MLK_CALLOC((size_t)(d->ntensors ? d->ntensors : 1), sizeof *addr, "tensor addresses");
+  if (!addr)
+    return MLK_ERR_NOMEM;
+  for (int t = 0; t < d->ntensors; t++)
+    addr[t] = (uint64_t)gm->bufs[t];
+  for (int k = 0; k < d->nkernels && !st; k++) {
+    const MlkKernelDesc *kd = &d->kernels[k];
+    size_t nsyncs = (size_t)mlk_program_nsyncs(d, k);
+    MlkDevOp *recs = MLK_CALLOC((size_t)kd->nops, sizeof *recs, "op records");
+    MlkDevSync *syncs = MLK_CALLOC(nsyncs ? nsyncs : 1, sizeof *syncs, "op waits and notifies");
+    if (!recs || !syncs) {
+      st = MLK_ERR_NOMEM;
+    } else {
+      mlk_program_kernel(d, k, addr, (uint64_t)gm->peers, recs, syncs);
+      CUresult r = cu.cuMemcpyHtoD(gm->kernels[k].ops, recs, (size_t)kd->nops * sizeof *recs);
+      if (r == CUDA_SUCCESS && nsyncs)
+        r = cu.cuMemcpyHtoD(gm->kernels[k].syncs, syncs, nsyncs * sizeof *syncs);
+      if (r != CUDA_SUCCESS)
+        st = CU_FAIL(r, "cuMemcpyHtoD(the op records of '%s' with the peer area)", kd->name);
+    }
+    free(recs);
+    free(syncs);
+  }
+  free(addr);
+  return st;
+}
+
 static void gpu_backend_free(mlk_backend *be) {
   GpuBackend *gb = be->impl;
   if (gb && gb->ctx)
@@ -706,6 +772,8 @@ static const MlkBackendOps gpu_ops = {
     .zero_counters = gpu_zero_counters,
     .run = gpu_run,
     .tensor_addr = gpu_tensor_addr,
+    .counters_addr = gpu_counters_addr,
+    .set_peers = gpu_set_peers,
 };
 
 /* Everything that makes the GPU unusable is reported as MLK_ERR_NO_GPU "no GPU: ...", so that
@@ -803,6 +871,11 @@ fail:
 #else /* !MLK_HAVE_CUDA */
 
 int mlk_gpu_count(void) { return 0; }
+
+mlk_status mlk_gpu_enable_peer(mlk_backend *from, mlk_backend *to) {
+  (void)from, (void)to;
+  return mlk_set_error(MLK_ERR_NO_GPU, "no GPU: libmlkrt was built without the CUDA toolkit");
+}
 
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out) {
   (void)device;

@@ -83,8 +83,13 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel);
 /* The op records of kernel `kernel` of the validated `d` into out[0 .. nops) and their waits and
  * notifies into syncs[0 .. mlk_program_nsyncs): addr[t] is the address of tensor t on the backend
  * (device addresses, or host pointers as integers). */
-void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out,
-                        MlkDevSync *syncs);
+void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, uint64_t peers,
+                        MlkDevOp *out, MlkDevSync *syncs);
+/* The peer area of a model with in-kernel allreduces (u64 words, 0 for a model without): the
+ * address of each rank's counter array (ranks words), then for each allreduce op of the model, in
+ * op order, the address of each rank's x (ranks words each). A world fills it
+ * (MlkBackendOps.set_peers); `peers` above is its address on the backend, 0 until then. */
+int64_t mlk_program_peer_words(const MlkModelDesc *d);
 
 /* ---- checkpoints (ckpt.c) ---- */
 
@@ -220,6 +225,11 @@ typedef struct MlkBackendOps {
   /* The address of tensor `tensor`'s buffer: a device address on the GPU (what a communication
    * library is given), a host pointer as an integer on the simulator. */
   uint64_t (*tensor_addr)(mlk_model *m, int tensor);
+  /* The address of the model's event counters (as tensor_addr's). */
+  uint64_t (*counters_addr)(mlk_model *m);
+  /* A world with in-kernel allreduces: the model's peer area (mlk_program_peer_words, n words)
+   * copied to the backend, and its op records rebuilt to point into it. */
+  mlk_status (*set_peers)(mlk_model *m, const uint64_t *words, size_t n);
 } MlkBackendOps;
 
 /* MlkDevError.block of a task the simulator's dynamic schedule never made ready (no queue). */
@@ -271,6 +281,8 @@ struct mlk_model {
 /* One launch of kernel `kernel` (a segment of a cut megakernel too) with every check of
  * mlk_model_run; `ms` as mlk_model_run_timed's. mlk_world_run runs segments with it. */
 mlk_status mlk_model_run_kernel(mlk_model *m, int kernel, double *ms);
+/* Zeroes the model's event counters and run counts (after a failed run), keeping the last error. */
+void mlk_model_reset_counters(mlk_model *m);
 
 /* ---- paged KV caches (kv.c) ---- */
 
@@ -371,6 +383,9 @@ mlk_status mlk_nccl_allreduce(MlkNccl *c, const uint64_t *send, const uint64_t *
 
 /* Backend constructors (gpu.c, sim.c); mlk_backend_create in model.c picks one. */
 mlk_status mlk_gpu_backend_create(int device, mlk_backend **out);
+/* GPU backend `from`'s context may read and write `to`'s device memory (peer access; nothing to do
+ * on one device). MLK_ERR_INVALID where the GPUs cannot. */
+mlk_status mlk_gpu_enable_peer(mlk_backend *from, mlk_backend *to);
 mlk_status mlk_sim_backend_create(const mlk_sim_options *opt, mlk_backend **out);
 
 #endif /* MLK_INTERNAL_H */

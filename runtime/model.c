@@ -438,6 +438,17 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
       return bad(d, "event %d has no name", i);
     if (e->map != MLK_MAP_ALL && e->map != MLK_MAP_TILE)
       return bad(d, "event %d '%s': map %d is not a valid MlkEventMap", i, e->name, (int)e->map);
+    /* notifies that reach every rank: only an in-kernel allreduce waits on those */
+    if (e->ranks > 1 && (e->ranks != d->ranks || e->consumer < 0 || e->consumer >= d->nops ||
+                         d->ops[e->consumer].kind != MLK_OP_ALLREDUCE || e->map != MLK_MAP_TILE))
+      return bad(d, "event %d '%s': its notifies reach %lld ranks (the model has %lld), which only "
+                 "a tiled event into an allreduce may", i, e->name, (long long)e->ranks,
+                 (long long)d->ranks);
+    if (e->ranks < 0 || (e->ranks <= 1 && e->consumer >= 0 && e->consumer < d->nops &&
+                         d->ops[e->consumer].kind == MLK_OP_ALLREDUCE &&
+                         e->tensor == d->ops[e->consumer].in[0].tensor))
+      return bad(d, "event %d '%s' into an allreduce reaches %lld ranks, not the model's %lld", i,
+                 e->name, (long long)e->ranks, (long long)d->ranks);
     if (e->producer == -1 && e->consumer == -1 && e->tensor == -1) {
       /* an explicit event counter: its ops come from the wait and notify lists (validate_refs) */
       if (e->map != MLK_MAP_ALL || e->size != 1)
@@ -1060,7 +1071,7 @@ mlk_status mlk_model_fill_tensor(mlk_model *m, int tensor, uint8_t byte) {
 
 /* Zeroes the counters and restarts every kernel's epochs, so that the next run starts from a known
  * state after a run that stopped half-way. Keeps the current error message. */
-static void reset_counters(mlk_model *m) {
+void mlk_model_reset_counters(mlk_model *m) {
   char *saved = strdup(mlk_last_error());
   mlk_status st = m->be->ops->zero_counters(m);
   if (st == MLK_OK)
@@ -1232,6 +1243,11 @@ mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
                          "over %lld ranks between its %d launches: run it on every rank with "
                          "mlk_world_run", d->kernels[kernel - kd->segment].name, d->name,
                          (long long)d->ranks, kd->nsegments);
+  for (int o = kd->first_op; o < kd->first_op + kd->nops; o++)
+    if (d->ops[o].kind == MLK_OP_ALLREDUCE)
+      return mlk_set_error(MLK_ERR_INVALID, "mlk_model_run: megakernel '%s' of model '%s' all-reduces "
+                           "over %lld ranks inside the megakernel ('%s'): run it on every rank with "
+                           "mlk_world_run", kd->name, d->name, (long long)d->ranks, d->ops[o].name);
   return mlk_model_run_kernel(m, kernel, ms);
 }
 
@@ -1263,7 +1279,7 @@ mlk_status mlk_model_run_kernel(mlk_model *m, int kernel, double *ms) {
   }
   if (st != MLK_OK) {
     /* A run that stopped part-way leaves the counters between epochs. */
-    reset_counters(m);
+    mlk_model_reset_counters(m);
     m->sampled_rows = 0; /* a failed run takes no draws */
     return st;
   }

@@ -610,6 +610,35 @@ static int64_t attn_reduce_cost(const MlkOpDesc *op, int64_t cols) {
   return OVERHEAD + cols * (op->split * 4 + 4);
 }
 
+/* ---- allreduce (in the megakernel) ---- */
+
+/* Its x on this rank; the other ranks' come from the table the runtime gives in[1] (a world), so
+ * the description names no tensor there. */
+static mlk_status allreduce_validate(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  mlk_status st;
+  if (op->ranks < 2 || op->ranks != d->ranks)
+    return mlk_desc_invalid(d, "op %d '%s': an allreduce over %lld ranks in a model of %lld", o,
+                            op->name, (long long)op->ranks, (long long)d->ranks);
+  if ((st = check_out(d, o, MLK_F32, op->n)) ||
+      (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)))
+    return st;
+  return check_unused(d, o, 1);
+}
+
+/* What the checker sees: this rank's x, a tile (the other ranks' come through the event whose
+ * notifies reach every rank). */
+static int allreduce_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
+  const MlkOpDesc *op = &d->ops[o];
+  r[0] = tiled(op->in[0].tensor, op->in[0].offset, op->tile, op->n);
+  (void)w;
+  return 1;
+}
+
+static int64_t allreduce_cost(const MlkOpDesc *op, int64_t cols) {
+  return OVERHEAD + cols * 4 * (op->ranks + 1);
+}
+
 /* ---- the table and the entry points ---- */
 
 typedef struct OpRuntime {

@@ -17,12 +17,21 @@ static uint64_t operand(const MlkModelDesc *d, const uint64_t *addr, MlkArg a) {
   return addr[a.tensor] + (uint64_t)a.offset * mlk_dtype_size(d->tensors[a.tensor].dtype);
 }
 
-/* The record of the event named by event_refs[r]. */
-static MlkDevSync sync_of(const MlkModelDesc *d, int r) {
+/* The record of the event named by event_refs[r]; an event that reaches every rank gets the
+ * table of the ranks' counter arrays (the peer area's first words). */
+static MlkDevSync sync_of(const MlkModelDesc *d, int r, uint64_t peers) {
   int ev = d->event_refs[r];
   const MlkEventDesc *e = &d->events[ev];
   return (MlkDevSync){.event = (uint32_t)ev, .map = (uint32_t)e->map, .base = e->base, .n = e->n,
-                      .ptile = e->ptile, .ctile = e->ctile, .count = e->count};
+                      .ptile = e->ptile, .ctile = e->ctile, .count = e->count, .ranks = e->ranks,
+                      .peers = e->ranks > 1 ? peers : 0};
+}
+
+int64_t mlk_program_peer_words(const MlkModelDesc *d) {
+  int64_t n = 0;
+  for (int o = 0; o < d->nops; o++)
+    n += d->ops[o].kind == MLK_OP_ALLREDUCE;
+  return n ? d->ranks * (1 + n) : 0;
 }
 
 int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
@@ -33,10 +42,13 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
   return n;
 }
 
-void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, MlkDevOp *out,
-                        MlkDevSync *syncs) {
+void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, uint64_t peers,
+                        MlkDevOp *out, MlkDevSync *syncs) {
   const MlkKernelDesc *k = &d->kernels[kernel];
   uint32_t ns = 0;
+  int64_t allreduces = 0; /* of the model before this kernel's first op */
+  for (int o = 0; o < k->first_op; o++)
+    allreduces += d->ops[o].kind == MLK_OP_ALLREDUCE;
   for (int i = 0; i < k->nops; i++) {
     const MlkOpDesc *op = &d->ops[k->first_op + i];
     MlkDevOp *r = &out[i];
@@ -47,11 +59,11 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
     r->wait0 = ns;
     r->nwaits = (uint32_t)op->nwaits;
     for (int j = op->wait0; j < op->wait0 + op->nwaits; j++)
-      syncs[ns++] = sync_of(d, j);
+      syncs[ns++] = sync_of(d, j, peers);
     r->notify0 = ns;
     r->nnotifies = (uint32_t)op->nnotifies;
     for (int j = op->notify0; j < op->notify0 + op->nnotifies; j++)
-      syncs[ns++] = sync_of(d, j);
+      syncs[ns++] = sync_of(d, j, peers);
     r->batched = op->batched;
     r->variant = (uint32_t)op->variant;
     if (r->nwaits + r->nnotifies <= MLK_DEV_INLINE_SYNCS)
@@ -69,6 +81,9 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
     if ((op->kind == MLK_OP_KV_APPEND || op->kind == MLK_OP_ATTENTION) && op->cache >= 0 &&
         op->cache < d->ncaches)
       r->page = d->caches[op->cache].page;
+    if (op->kind == MLK_OP_ALLREDUCE) /* its table of the ranks' x in the peer area (0: none yet) */
+      r->in[1] = peers ? peers + (uint64_t)(d->ranks * (1 + allreduces)) * sizeof(uint64_t) : 0;
+    allreduces += op->kind == MLK_OP_ALLREDUCE;
   }
 }
 

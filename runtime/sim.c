@@ -103,6 +103,10 @@ typedef struct SimModel {
   int *event_list;            /* storage of every waits/notifies list */
   int **waiters, *nwaiters;   /* per event: the ops that wait on it (dynamic schedule) */
   uint32_t serial;            /* runs started (stamps of the current run's tasks) */
+  uint64_t *peers;            /* a rank of a world with in-kernel allreduces: its peer area
+                                 (mlk_program_peer_words: the ranks' counter arrays, then each
+                                 allreduce's table of the ranks' x, host addresses); else NULL */
+  uint64_t deadline_ns;       /* with peers: when a run that waits on the other ranks gives up */
 } SimModel;
 
 /* Shared by the threads of one run. */
@@ -261,6 +265,8 @@ static void check_stuck(SimRun *run) {
   uint64_t s = atomic_load(&run->running);
   if ((uint32_t)s != 0)
     return;
+  if (run->sm->peers && now_ns() < run->sm->deadline_ns)
+    return; /* the other ranks of a world may still complete a counter */
   int held = 0;
   const SimThread *low = NULL;
   int64_t low_g = INT64_MAX;
@@ -638,6 +644,12 @@ static int exec_task(SimRun *run, int sm_index, MlkTaskWord word, uint64_t *rec)
     if (hi >= e->size)
       hi = e->size - 1;
     for (int64_t c = lo; c <= hi; c++) {
+      if (e->ranks > 1 && sm->peers) { /* to this counter on every rank (in-kernel allreduce) */
+        for (int64_t r = 0; r < e->ranks; r++)
+          atomic_fetch_add_explicit((_Atomic uint32_t *)(uintptr_t)sm->peers[r] + e->base + c, 1u,
+                                    memory_order_release);
+        continue;
+      }
       uint32_t old = atomic_fetch_add_explicit(&sm->counters[e->base + c], 1u, memory_order_release);
       /* The notify that completes the counter for this run makes its consumers ready. */
       if (run->dynamic && ei != run->sb->drop_event &&
@@ -969,11 +981,17 @@ static mlk_status det_static(SimRun *run, SimPct *p) {
       q = det_pick_sm(run, p, cur);
     }
     if (q < 0) {
+      int left = 0;
       for (int i = 0; i < run->sb->threads; i++)
-        if (cur[i] < sk->qoff[i + 1]) {
-          det_report_static(run, cur);
-          break;
-        }
+        left |= cur[i] < sk->qoff[i + 1];
+      /* the other ranks of a world may still complete a counter: wait for them, to a deadline */
+      if (left && run->sm->peers && now_ns() < run->sm->deadline_ns) {
+        sleep_ns(20000);
+        step--;
+        continue;
+      }
+      if (left)
+        det_report_static(run, cur);
       break;
     }
     MlkTaskWord word = sk->words[cur[q]++];
@@ -1062,7 +1080,19 @@ static mlk_status sim_run_inner(mlk_model *m, int kernel, uint32_t epoch, MlkDev
 /* No deadline: the simulator sees a stuck run as such (timeout_ns is the GPU's). */
 static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t timeout_ns,
                           MlkDevError *err, double *ms, uint64_t *trace) {
-  (void)timeout_ns;
+  SimModel *sm = m->impl;
+  if (sm->peers) {
+    /* a rank of a world with in-kernel allreduces: other ranks complete some of its counters, so
+     * a run that waits is stuck only at the deadline; the dynamic schedule makes tasks ready
+     * from local notifies, and exploration replays one rank alone: neither can serve */
+    const SimBackend *sb = m->be->impl;
+    if (sb->explore > 1 || sb->schedule == MLK_SIM_DYNAMIC ||
+        (sb->schedule == MLK_SIM_AS_COMPILED && m->desc->kernels[kernel].schedule == MLK_SCHED_DYNAMIC))
+      return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' of model '%s' all-reduces inside the "
+                           "megakernel: the simulator runs it with the static schedule and one "
+                           "schedule per run", m->desc->kernels[kernel].name, m->desc->name);
+    sm->deadline_ns = now_ns() + timeout_ns;
+  }
   double t0 = ms ? sim_now_ms() : 0;
   mlk_status st = sim_run_inner(m, kernel, epoch, err, trace);
   if (ms)
@@ -1332,6 +1362,7 @@ static void sim_model_fini(mlk_model *m) {
     }
   free(sm->bufs);
   free((void *)sm->counters);
+  free(sm->peers);
   free(sm->kernels);
   free(sm->ops);
   free(sm->event_list);
@@ -1442,7 +1473,7 @@ static mlk_status sim_model_init(mlk_model *m) {
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
-    mlk_program_kernel(d, k, addr, sk->recs, sk->syncs);
+    mlk_program_kernel(d, k, addr, 0, sk->recs, sk->syncs);
     free(addr);
     int64_t first = 0;
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
@@ -1476,6 +1507,32 @@ static uint64_t sim_tensor_addr(mlk_model *m, int tensor) {
   return (uint64_t)(uintptr_t)((SimModel *)m->impl)->bufs[tensor];
 }
 
+static uint64_t sim_counters_addr(mlk_model *m) {
+  return (uint64_t)(uintptr_t)((SimModel *)m->impl)->counters;
+}
+
+/* The peer area (host addresses), and the records rebuilt to point into it. */
+static mlk_status sim_set_peers(mlk_model *m, const uint64_t *words, size_t n) {
+  SimModel *sm = m->impl;
+  const MlkModelDesc *d = m->desc;
+  uint64_t *p = MLK_CALLOC(n ? n : 1, sizeof *p, "peer area");
+  uint64_t *addr = MLK_CALLOC((size_t)(d->ntensors ? d->ntensors : 1), sizeof *addr, "tensor addresses");
+  if (!p || !addr) {
+    free(p);
+    free(addr);
+    return MLK_ERR_NOMEM;
+  }
+  memcpy(p, words, n * sizeof *p);
+  free(sm->peers);
+  sm->peers = p;
+  for (int t = 0; t < d->ntensors; t++)
+    addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
+  for (int k = 0; k < d->nkernels; k++)
+    mlk_program_kernel(d, k, addr, (uint64_t)(uintptr_t)p, sm->kernels[k].recs, sm->kernels[k].syncs);
+  free(addr);
+  return MLK_OK;
+}
+
 static const MlkBackendOps sim_ops = {
     .backend_free = sim_backend_free,
     .model_init = sim_model_init,
@@ -1488,6 +1545,8 @@ static const MlkBackendOps sim_ops = {
     .zero_counters = sim_zero_counters,
     .run = sim_run,
     .tensor_addr = sim_tensor_addr,
+    .counters_addr = sim_counters_addr,
+    .set_peers = sim_set_peers,
 };
 
 /* MLK_SIM_MODE: deterministic or threaded (unset or empty: deterministic). */

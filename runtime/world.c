@@ -40,6 +40,7 @@ struct mlk_world {
   mlk_model **models;       /* theirs, by rank - first */
   MlkRdv *rdv;              /* a world of processes: the rendezvous, else NULL */
   uint64_t ncoll;           /* collectives run (a world of processes alternates its slot sets) */
+  int in_kernel;            /* its allreduces are ops of the megakernels (the ranks' peer areas) */
   mlk_backend *own_backend; /* the simulator made for a world created without backends, or NULL */
   float *acc, *part;        /* host buffers of the sums: a collective's rows */
   size_t buf_floats;
@@ -94,8 +95,67 @@ static mlk_status pick_comm(mlk_world *w, mlk_backend *const *bes) {
   return MLK_OK;
 }
 
+/* A model whose allreduces are ops of its megakernels (mlkc --collectives=kernel): every rank
+ * reads the others' operands and bumps their counters, so each rank's model gets the peer area
+ * (program.c): the ranks' counter arrays and, per allreduce, the ranks' operands. The ranks must
+ * all be in this process, and on the GPU each on a GPU of its own with peer access: the
+ * megakernels of two ranks occupy every SM of their GPU and wait for each other, so they must
+ * run at once. */
+static mlk_status in_kernel_peers(mlk_world *w, const mlk_world_options *opt) {
+  const MlkModelDesc *d = w->desc;
+  int64_t nwords = mlk_program_peer_words(d);
+  if (!nwords)
+    return MLK_OK;
+  if (w->rdv)
+    return mlk_set_error(MLK_ERR_INVALID, "model '%s' all-reduces inside its megakernels: every "
+                         "rank must be in this process (compile it with --collectives=cut for a "
+                         "world of processes)", d->name);
+  mlk_backend *const *bes = opt->backends;
+  for (int r = 0; bes && r < w->n; r++)
+    for (int q = 0; q < r; q++) {
+      if (bes[r]->is_gpu != bes[q]->is_gpu)
+        return mlk_set_error(MLK_ERR_INVALID, "model '%s' all-reduces inside its megakernels: "
+                             "ranks %d and %d run on a GPU and on the simulator", d->name, q, r);
+      if (bes[r]->is_gpu && bes[r]->device == bes[q]->device)
+        return mlk_set_error(MLK_ERR_INVALID, "model '%s' all-reduces inside its megakernels: ranks "
+                             "%d and %d are both on GPU %d, whose SMs each rank's persistent "
+                             "megakernel takes whole (give each rank a GPU, or compile with "
+                             "--collectives=cut)", d->name, q, r, bes[r]->device);
+      if (bes[r]->is_gpu) {
+        mlk_status st;
+        if ((st = mlk_gpu_enable_peer(bes[r], bes[q])) || (st = mlk_gpu_enable_peer(bes[q], bes[r])))
+          return st;
+      }
+    }
+  uint64_t *words = MLK_CALLOC((size_t)nwords, sizeof *words, "peer area");
+  if (!words)
+    return MLK_ERR_NOMEM;
+  for (int r = 0; r < w->n; r++) {
+    mlk_model *m = w->models[r];
+    words[r] = m->be->ops->counters_addr(m);
+  }
+  int64_t j = 0;
+  for (int o = 0; o < d->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    if (op->kind != MLK_OP_ALLREDUCE)
+      continue;
+    j++;
+    for (int r = 0; r < w->n; r++) {
+      mlk_model *m = w->models[r];
+      words[d->ranks * j + r] = m->be->ops->tensor_addr(m, op->in[0].tensor) +
+                                (uint64_t)op->in[0].offset * sizeof(float);
+    }
+  }
+  mlk_status st = MLK_OK;
+  for (int r = 0; r < w->n && !st; r++)
+    st = w->models[r]->be->ops->set_peers(w->models[r], words, (size_t)nwords);
+  free(words);
+  w->in_kernel = 1;
+  return st;
+}
+
 const char *mlk_world_comm(const mlk_world *w) {
-  return !w ? "" : w->nccl ? mlk_nccl_name(w->nccl) : "host";
+  return !w ? "" : w->in_kernel ? "in the megakernel" : w->nccl ? mlk_nccl_name(w->nccl) : "host";
 }
 
 mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *opt, mlk_world **out) {
@@ -171,7 +231,7 @@ mlk_status mlk_world_create(const MlkModelDesc *desc, const mlk_world_options *o
     mlk_world_free(w);
     return st;
   }
-  if ((st = pick_comm(w, opt->backends))) {
+  if ((st = pick_comm(w, opt->backends)) || (st = in_kernel_peers(w, opt))) {
     mlk_world_free(w);
     return st;
   }
@@ -236,7 +296,13 @@ static mlk_status run_segment(mlk_world *w, int kernel, RankRun *runs) {
   for (int i = 0; i < w->nlocal; i++)
     if (runs[i].threaded)
       pthread_join(runs[i].thread, NULL);
+  /* the cause before its consequences: a rank that waited in vain for another that failed reports
+   * a deadlock, so another rank's failure comes first */
+  int first = -1;
   for (int i = 0; i < w->nlocal; i++)
+    if (runs[i].st && (first < 0 || (runs[first].st == MLK_ERR_DEADLOCK && runs[i].st != MLK_ERR_DEADLOCK)))
+      first = i;
+  for (int i = first < 0 ? w->nlocal : first; i < w->nlocal; i++)
     if (runs[i].st) {
       mlk_status st = mlk_set_error(runs[i].st, "rank %d of %d, megakernel '%s': %s", w->first + i,
                                     w->n, w->desc->kernels[kernel].name, runs[i].msg);
@@ -336,6 +402,11 @@ mlk_status mlk_world_run_timed(mlk_world *w, int kernel, double *ms) {
     next++;
   for (int s = 0; s < nseg && !st; s++) {
     st = run_segment(w, kernel + s, runs);
+    /* in-kernel allreduces: the ranks that finished bumped the counters of the one that failed
+     * (and it theirs): every rank starts again from zero */
+    if (st && w->in_kernel)
+      for (int i = 0; i < w->nlocal; i++)
+        mlk_model_reset_counters(w->models[i]);
     for (; !st && next < d->ncollectives && d->collectives[next].after == kernel + s; next++)
       st = allreduce(w, &d->collectives[next]);
   }

@@ -51,6 +51,12 @@ TASK(eltwise) {
                 mlk_task_rows(op, rt), (int)op->fn);
 }
 
+/* in[1]: the table of every rank's x (the runtime fills it). */
+TASK(allreduce) {
+  TILE(allreduce)(PTR(float, op->out), PTR(const uint64_t, op->in[1]), op->ranks, op->n,
+                  first_col(op, task), col_count(op, task), mlk_task_rows(op, rt));
+}
+
 TASK(gather) {
   TILE(gather)(PTR(float, op->out), PTR(const int32_t, op->in[0]), PTR(const uint16_t, op->in[1]),
                op->n, first_col(op, task), col_count(op, task), mlk_task_rows(op, rt));

@@ -92,6 +92,9 @@ static void usage(FILE *out) {
           "  --tp N              tensor parallelism over N ranks (the family's mesh axis tp): N\n"
           "                      models, each with its part of the sharded weights, run as one\n"
           "                      world, the sums all-reduced between them (default 1)\n"
+          "  --collectives C     with --tp: cut (default: the megakernel ends at each allreduce\n"
+          "                      and the sum runs between launches) or kernel (the sum is an op\n"
+          "                      of the megakernel over the ranks' memory: a GPU per rank)\n"
           "                      A world of processes, a rank each: mpirun -n N mlk-run ..., or\n"
           "                      MLK_WORLD_SIZE=N MLK_RANK=r MLK_RENDEZVOUS=FILE mlk-run ... per\n"
           "                      rank (rank 0 prints the ids)\n"
@@ -120,6 +123,7 @@ typedef struct Args {
   int64_t repeat;     /* --repeat: timed generations (the timings are their medians) */
   int64_t batch;      /* --batch: rows of a run, the model's batch dim's maximum (0: as written) */
   int64_t tp;         /* --tp: ranks of the mesh axis tp (0: as written, 1) */
+  int in_kernel;      /* --collectives kernel: the allreduces inside the megakernel */
   double temperature, top_p;
   int64_t top_k;
   uint64_t seed;
@@ -217,7 +221,7 @@ static void parse_args(int argc, char **argv, Args *a) {
     static const char *const known[] = {"--model", "--prompt-ids", "--prompts", "--steps",
                                         "--temperature", "--top-k", "--top-p", "--seed",
                                         "--logits-out", "--context", "--mlk", "--prefill-chunk",
-                                        "--warmup", "--repeat", "--batch", "--tp"};
+                                        "--warmup", "--repeat", "--batch", "--tp", "--collectives"};
     int k = -1;
     for (int j = 0; j < (int)(sizeof known / sizeof *known); j++)
       if (!strcmp(o, known[j]))
@@ -251,7 +255,12 @@ static void parse_args(int argc, char **argv, Args *a) {
     case 12: a->warmup = parse_int(o, v, 0, 1000); break;
     case 13: a->repeat = parse_int(o, v, 1, 1000); break;
     case 14: a->batch = parse_int(o, v, 1, 1 << 16); break;
-    default: a->tp = parse_int(o, v, 1, MAX_RANKS); break;
+    case 15: a->tp = parse_int(o, v, 1, MAX_RANKS); break;
+    default:
+      if (strcmp(v, "kernel") && strcmp(v, "cut"))
+        die("--collectives needs kernel or cut, got '%s'", v);
+      a->in_kernel = !strcmp(v, "kernel");
+      break;
     }
   }
   if (!a->model_dir)
@@ -392,7 +401,8 @@ int main(int argc, char **argv) {
   Compiled c;
   CompileRequest req = {.file = mlk, .model = model_name, .config = config,
                         .arch = mlk_backend_ptx_arch(be), .batch_max = a.batch,
-                        .mesh_axis = a.tp ? "tp" : NULL, .mesh_ranks = a.tp};
+                        .mesh_axis = a.tp ? "tp" : NULL, .mesh_ranks = a.tp,
+                        .kernel_collectives = a.in_kernel};
   if (!compile_request(&req, &c))
     die("cannot compile model '%s' of '%s' for '%s' (above)", model_name, mlk, config);
   double t_compile = now_ms() - t0;

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 8
+#define MLK_DESC_ABI 9
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -192,6 +192,12 @@ typedef struct MlkTensorDesc {
  *   Steps 1, 2 and 4 with top_p = 1 are exact; the sums of step 3 round differently on the
  *   device, so the device can differ from the reference when u * C_J or top_p * C_{K-1} lies
  *   within rounding (~1e-5 relative) of some C_r: mlk_ref_sample_row reports that margin.
+ * ALLREDUCE: a sum over the ranks of a world inside the megakernel: out[b, i] = the sum over ranks
+ *   r = 0, 1, ... (in that order) of rank r's x[b, i], x = in[0] (f32 [b, n]) on every rank. in[1]
+ *   is not in the description (tensor -1): the runtime points the op record's in[1] at a table of
+ *   `ranks` addresses, rank r's x (mlk_world_create). The op waits on its x's producer through an
+ *   event whose notifies reach every rank (MlkEventDesc.ranks), so its task t starts once tile t
+ *   of x is written on every rank. Elementwise tiles.
  * ATTN_REDUCE: the merge of a split attention's partials (in[0], the layout above, with this op's
  *   split, heads, kv_heads, head_dim and h): out[b, h, :] = sum_c exp(m_c - M) o_c /
  *   sum_c exp(m_c - M) l_c with M = max_c m_c over the S chunks, and zeros where every chunk is
@@ -210,7 +216,8 @@ typedef struct MlkTensorDesc {
   X(ATTENTION, attention, "q", "cache", "positions", "page table", "")                            \
   X(ARGMAX, argmax, "x", "", "", "", "")                                                           \
   X(SAMPLE, sample, "x", "sampling", "", "", "")                                                   \
-  X(ATTN_REDUCE, attn_reduce, "partials", "", "", "", "")
+  X(ATTN_REDUCE, attn_reduce, "partials", "", "", "", "")                                           \
+  X(ALLREDUCE, allreduce, "x", "ranks' x", "", "", "")
 
 /* The operand slots of an op (MlkOpDesc.in, MlkDevOp.in). */
 #define MLK_OP_INPUTS 5
@@ -259,7 +266,8 @@ typedef struct MlkArg {
   X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K], for rows given none")                \
   X(int64_t, split, 0, "attention: chunks of a row's positions (0, 1: none; up to "                \
                     "MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges")                      \
-  X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")
+  X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")    \
+  X(int64_t, ranks, 0, "allreduce: the ranks summed (its table at in[1] has as many addresses)")
 
 #define MLK_X_FIELD(type, name, per_op, what) type name;
 
@@ -384,6 +392,9 @@ typedef struct MlkEventDesc {
   int64_t count;     /* MLK_MAP_ALL: notifies per run (the tasks of the ops that notify it) */
   int64_t size;      /* number of counters */
   int64_t base;      /* first counter in the model's counter array */
+  int64_t ranks;     /* 0 or 1: this rank's; R > 1: each notify reaches this counter on every rank
+                        of the world (an in-kernel allreduce waits for every rank's tile), so a
+                        run brings it R times its start value */
 } MlkEventDesc;
 
 typedef enum MlkSchedule {
@@ -522,6 +533,9 @@ typedef struct MlkDevSync {
   uint32_t event;     /* index in MlkModelDesc.events (for the error record) */
   uint32_t map;       /* MlkEventMap */
   int64_t base, n, ptile, ctile, count;
+  int64_t ranks;      /* MlkEventDesc.ranks */
+  uint64_t peers;     /* ranks > 1: the address of a table of `ranks` addresses, each rank's counter
+                         array, where a notify goes (the runtime fills it) */
 } MlkDevSync;
 
 /* The waits and notifies an op record holds itself; an op with more has them in the kernel's
@@ -595,7 +609,8 @@ static inline int64_t mlk_event_start_value_of(int map, int64_t n, int64_t ptile
   return (end - 1) / ptile - start / ptile + 1;
 }
 #define mlk_event_start_value(e, idx)                                                              \
-  mlk_event_start_value_of((e)->map, (e)->n, (e)->ptile, (e)->ctile, (e)->count, (idx))
+  (mlk_event_start_value_of((e)->map, (e)->n, (e)->ptile, (e)->ctile, (e)->count, (idx)) *         \
+   ((e)->ranks > 1 ? (e)->ranks : 1))
 
 /* Counters [*lo, *hi] that producer task `task` notifies. */
 static inline void mlk_event_notify_range_of(int map, int64_t n, int64_t ptile, int64_t ctile,

@@ -24,6 +24,9 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
 
 /* out[b, i] = fn(a[b, i] + bias[i], c[b, i]) for i in [c0, c0 + count); c NULL for unary
  * functions; bias bf16 [n] (every row the same), or NULL (0). */
+/* out = the sum over r = 0 .. ranks-1, in that order, of the f32 rows at xs[r] (each rank's x). */
+void mlk_ref_allreduce(float *out, const uint64_t *xs, int64_t ranks, int64_t n, int64_t c0,
+                       int64_t count, int64_t batch);
 void mlk_ref_eltwise(float *out, const float *a, const float *c, const uint16_t *bias, int64_t n,
                      int64_t c0, int64_t count, int64_t batch, int fn);
 

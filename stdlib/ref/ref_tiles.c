@@ -100,6 +100,17 @@ void mlk_ref_eltwise(float *out, const float *a, const float *c, const uint16_t 
     }
 }
 
+void mlk_ref_allreduce(float *out, const uint64_t *xs, int64_t ranks, int64_t n, int64_t c0,
+                       int64_t count, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t i = b * n + c0; i < b * n + c0 + count; i++) {
+      float s = ((const float *)(uintptr_t)xs[0])[i];
+      for (int64_t r = 1; r < ranks; r++)
+        s += ((const float *)(uintptr_t)xs[r])[i];
+      out[i] = s;
+    }
+}
+
 void mlk_ref_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
                     int64_t count, int64_t batch) {
   for (int64_t b = 0; b < batch; b++) {

@@ -32,6 +32,27 @@ void mlk_tile_eltwise(float *out, const float *a, const float *c, const uint16_t
   }
 }
 
+static inline float ld_sys_f32(const float *p) {
+  float v;
+  __asm__ volatile("ld.relaxed.sys.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
+}
+
+void mlk_tile_allreduce(float *out, const uint64_t *xs, int64_t ranks, int64_t n, int64_t c0,
+                        int64_t count, int64_t batch) {
+  if (count <= 0 || batch <= 0)
+    return;
+  uint32_t total = (uint32_t)(batch * count), cnt = (uint32_t)count;
+  for (uint32_t e = mlk_tid(); e < total; e += MLK_BLOCK_THREADS) {
+    uint32_t b = e / cnt, j = e - b * cnt;
+    int64_t i = (int64_t)b * n + c0 + j;
+    float s = ld_sys_f32((const float *)(uintptr_t)xs[0] + i);
+    for (int64_t r = 1; r < ranks; r++)
+      s += ld_sys_f32((const float *)(uintptr_t)xs[r] + i);
+    out[i] = s;
+  }
+}
+
 void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
                      int64_t count, int64_t batch) {
   for (int64_t b = 0; b < batch; b++) {

@@ -94,6 +94,10 @@ void mlk_tile_eltwise(float *out, const float *a, const float *c, const uint16_t
                       int64_t n, int64_t c0, int64_t count, int64_t batch, int fn);
 void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,
                      int64_t count, int64_t batch);
+/* The sum over the ranks, in rank order, of each rank's x (xs[r]: an address in rank r's memory,
+ * read at system scope: another GPU wrote it). */
+void mlk_tile_allreduce(float *out, const uint64_t *xs, int64_t ranks, int64_t n, int64_t c0,
+                        int64_t count, int64_t batch);
 void mlk_tile_rmsnorm(float *out, const float *x, const uint16_t *w, float eps, int64_t n,
                       int64_t batch);
 void mlk_tile_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,

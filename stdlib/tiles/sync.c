@@ -2,7 +2,10 @@
  *
  * A counter is never reset: run number `epoch` waits for epoch * start_value (see mlk_desc.h).
  * notify is a release reduction, wait an acquire poll: together with the block barriers on both
- * sides, every write of a producer task happens-before every read of a consumer task.
+ * sides, every write of a producer task happens-before every read of a consumer task. An event
+ * whose notifies reach every rank of a world (MlkDevSync.ranks > 1: an in-kernel allreduce's
+ * operand) is notified on each rank's counter, and waited on, at system scope: the ranks are
+ * other GPUs.
  */
 #include "mlk_tiles.h"
 
@@ -11,6 +14,12 @@ extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(1
 static inline uint32_t ld_acquire(const uint32_t *p) {
   uint32_t v;
   __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+static inline uint32_t ld_acquire_sys(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 
@@ -32,8 +41,9 @@ static inline uint64_t globaltimer(void) {
 
 /* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
 static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
-                uint32_t op, uint32_t task, uint32_t event, uint32_t index) {
-  uint32_t v = ld_acquire(counter);
+                uint32_t op, uint32_t task, uint32_t event, uint32_t index, int sys) {
+#define LD(p) (sys ? ld_acquire_sys(p) : ld_acquire(p))
+  uint32_t v = LD(counter);
   if (mlk_counter_reached(v, target))
     return 1;
   uint64_t start = globaltimer();
@@ -42,7 +52,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
     __nvvm_nanosleep(ns);
     if (ns < MAX_BACKOFF_NS)
       ns *= 2;
-    v = ld_acquire(counter);
+    v = LD(counter);
     if (mlk_counter_reached(v, target))
       return 1;
     if (ld_volatile(&err->flag))
@@ -60,6 +70,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
       return 0;
     }
   }
+#undef LD
 }
 
 /* A hint: the line at p into this SM's L1. */
@@ -88,7 +99,8 @@ int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *co
       const MlkDevSync *e = &w[i];
       int64_t idx = mlk_event_wait_index(e, task);
       uint32_t target = epoch * (uint32_t)mlk_event_start_value(e, idx);
-      ok = poll(counters + e->base + idx, target, timeout_ns, err, op, task, e->event, (uint32_t)idx);
+      ok = poll(counters + e->base + idx, target, timeout_ns, err, op, task, e->event, (uint32_t)idx,
+                e->ranks > 1);
     }
   }
   /* bar.red.and: a barrier that also tells every thread whether thread 0 succeeded. */
@@ -107,6 +119,16 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
     const MlkDevSync *e = &s[i];
     int64_t lo, hi;
     mlk_event_notify_range(e, task, &lo, &hi);
+    if (e->ranks > 1) { /* this counter on every rank */
+      const uint64_t *peers = (const uint64_t *)(uintptr_t)e->peers;
+      for (int64_t r = 0; r < e->ranks; r++)
+        for (int64_t c = lo; c <= hi; c++)
+          __asm__ volatile("red.release.sys.add.u32 [%0], 1;"
+                           :
+                           : "l"((uint32_t *)(uintptr_t)peers[r] + e->base + c)
+                           : "memory");
+      continue;
+    }
     for (int64_t c = lo; c <= hi; c++)
       __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" : : "l"(counters + e->base + c) : "memory");
   }

@@ -132,3 +132,14 @@ mlk_driver_test(mesh_no_axis 1 "mlkc: error: --mesh dp=2: the program has no mes
                 --mesh=dp=2 ${MLP})
 mlk_driver_test(mesh_junk 1 "mlkc: error: --mesh needs AXIS=N, N ranks in 1\\.\\.1024, got 'tp'"
                 --mesh=tp ${MLP})
+# --collectives=kernel: one launch; each allreduce is an op whose operand's event reaches every
+# rank (ranks 2), and the sm_90a PTX has the system-scope notifies
+mlk_driver_test(collectives_kernel 0
+                "\"kind\": \"allreduce\"[^\n]*\"ranks\": 2.*-> allreduce@nn.mlk:36\\[l=0\\]\"[^\n]*\"map\": \"tile\"[^\n]*\"ranks\": 2}"
+                --config=${_tiny_cfg} --mesh=tp=2 --collectives=kernel --model=llama --emit=graph
+                ${_llama_family})
+mlk_driver_test(collectives_kernel_ptx 0 "red.release.sys.add.u32"
+                --config=${_tiny_cfg} --mesh=tp=2 --collectives=kernel --model=llama --emit=ptx
+                ${_llama_family})
+mlk_driver_test(collectives_junk 1 "mlkc: error: --collectives needs kernel or cut, got 'ring'"
+                --collectives=ring ${MLP})

@@ -26,3 +26,8 @@ foreach(case llama-tiny:2 llama-gqa7:2)
                    "--tp ${tp}")
   set_tests_properties(hf_${name}_tp${tp} PROPERTIES TIMEOUT 600)
 endforeach()
+# ... and with the sums inside the megakernel (each rank reads the others' operands)
+add_test(NAME hf_llama-gqa7_tp2_in_kernel
+         COMMAND test_hf_fixtures $<TARGET_FILE:mlk-run> ${CMAKE_CURRENT_LIST_DIR}/fixtures/llama-gqa7
+                 "--tp 2 --collectives kernel")
+set_tests_properties(hf_llama-gqa7_tp2_in_kernel PROPERTIES TIMEOUT 600)

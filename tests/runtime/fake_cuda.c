@@ -429,3 +429,14 @@ CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
   *ms = (float)(*(double *)b - *(double *)a);
   return CUDA_SUCCESS;
 }
+
+/* Peer access: one fake device, so never needed; the runtime looks both up. */
+CUresult cuDeviceCanAccessPeer(int *can, CUdevice a, CUdevice b) {
+  (void)a, (void)b;
+  *can = 0;
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxEnablePeerAccess(CUcontext peer, unsigned flags) {
+  (void)peer, (void)flags;
+  return CUDA_ERROR_INVALID_VALUE;
+}

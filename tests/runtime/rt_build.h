@@ -162,7 +162,7 @@ static inline void rtb_event(RtB *b, int p, int c, int tensor, MlkEventMap map, 
   b->events[i] = (MlkEventDesc){
       rtb_str(b, "%s: %s -> %s", b->tensors[tensor].name, b->ops[p].name, b->ops[c].name), p, c,
       tensor, map, n, b->ops[p].tile, map == MLK_MAP_ALL ? b->ops[c].tile : ctile, 0,
-      map == MLK_MAP_ALL ? 1 : (n + ctile - 1) / ctile, 0};
+      map == MLK_MAP_ALL ? 1 : (n + ctile - 1) / ctile, 0, 0};
 }
 
 /* Op `c` reads tensor `t` (ALL or its own tiles of it). */

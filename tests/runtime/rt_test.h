@@ -191,10 +191,10 @@ static inline void rt_mlp_init(RtModel *m) {
       RT_OP("add@mlp.mlk:10", MLK_OP_ELTWISE, MLK_FN_ADD, T_V, T_U, T_R, -1, RT_R, 0, 9, 9),
   };
   const MlkEventDesc events[4] = {
-      {"h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4", 0, 1, T_H, MLK_MAP_ALL, RT_N, 16, 8, 19, 1, 0},
-      {"y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5", 1, 2, T_Y, MLK_MAP_TILE, RT_N, 8, 7, 0, 43, 1},
-      {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 0, 10, 44},
-      {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 0, 9, 54},
+      {"h: matvec@mlp.mlk:3 -> matvec@mlp.mlk:4", 0, 1, T_H, MLK_MAP_ALL, RT_N, 16, 8, 19, 1, 0, 0},
+      {"y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5", 1, 2, T_Y, MLK_MAP_TILE, RT_N, 8, 7, 0, 43, 1, 0},
+      {"z: mul@mlp.mlk:5 -> silu@mlp.mlk:6", 2, 3, T_Z, MLK_MAP_TILE, RT_N, 7, 32, 0, 10, 44, 0},
+      {"u: relu@mlp.mlk:9 -> add@mlp.mlk:10", 4, 5, T_U, MLK_MAP_TILE, RT_R, 5, 9, 0, 9, 54, 0},
   };
   const MlkKernelDesc kernels[2] = {{"forward", "mlk_forward", 0, 4, MLK_SCHED_STATIC, NULL, 0, 0, 1},
                                     {"post", "mlk_post", 4, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};

@@ -41,7 +41,7 @@ static const MlkOpDesc ops[] = {
     RT_OP_EV("relu@cache:1", MLK_OP_ELTWISE, MLK_FN_RELU, 1, 0, -1, -1, N, 0, 64, 16, 0, 0, 0, 1),
     RT_OP_EV("add@cache:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, N, 0, 100, 10, 0, 1, 0, 0),
 };
-static const MlkEventDesc events[] = {{"u: relu@cache:1 -> add@cache:2", 0, 1, 1, MLK_MAP_TILE, N, 64, 100, 0, 10, 0}};
+static const MlkEventDesc events[] = {{"u: relu@cache:1 -> add@cache:2", 0, 1, 1, MLK_MAP_TILE, N, 64, 100, 0, 10, 0, 0}};
 static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
 static MlkKernelDesc kernel90 = {"fwd", "k90", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1};
 static MlkKernelDesc kernel80 = {"fwd", "k80", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1};

@@ -62,7 +62,7 @@ static void variant(mlk_backend *be, int compiled_dynamic, const char *const *ne
   if (compiled_dynamic)
     rm.kernels[K_FORWARD].schedule = MLK_SCHED_DYNAMIC;
   rm.events[4] = (MlkEventDesc){"h: matvec@mlp.mlk:3 -> mul@mlp.mlk:5", 0, 2, T_H, MLK_MAP_TILE,
-                                RT_N, 8, 7, 0, 43, 63};
+                                RT_N, 8, 7, 0, 43, 63, 0};
   rm.desc.nevents = 5;
   rm.desc.ncounters = 63 + 43;
   rt_mlp_link(&rm);

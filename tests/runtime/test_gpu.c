@@ -47,9 +47,9 @@ static const MlkOpDesc gops[] = {
 };
 /* Must match EVENT() in gpu_kernels.c. */
 static const MlkEventDesc gevents_ok[] = {
-    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 64, 100, 0, 10, 0}};
+    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 64, 100, 0, 10, 0, 0}};
 static const MlkEventDesc gevents_bad[] = {
-    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 0, 10, 0}};
+    {"u: relu@gpu_test:1 -> add@gpu_test:2", 0, 1, 1, MLK_MAP_TILE, GN, 32, 100, 0, 10, 0, 0}};
 static const int grefs[] = {0}; /* add waits on, relu notifies event 0 */
 static const MlkKernelDesc gkernels_ok[] = {{"fwd", "mlk_test_fwd", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};
 static const MlkKernelDesc gkernels_bad[] = {{"fwd", "mlk_test_fwd_bad", 0, 2, MLK_SCHED_STATIC, NULL, 0, 0, 1}};

@@ -22,7 +22,7 @@ static const MlkOpDesc ops[] = {
     RT_OP_EV("add@fake:2", MLK_OP_ELTWISE, MLK_FN_ADD, 2, 1, 0, -1, 1000, 0, 100, 10, 0, 1, 0, 0),
 };
 static const MlkEventDesc events[] = {
-    {"u: relu@fake:1 -> add@fake:2", 0, 1, 1, MLK_MAP_TILE, 1000, 64, 100, 0, 10, 0}};
+    {"u: relu@fake:1 -> add@fake:2", 0, 1, 1, MLK_MAP_TILE, 1000, 64, 100, 0, 10, 0, 0}};
 
 static const int refs[] = {0}; /* add waits on, relu notifies event 0 */
 static MlkKernelDesc kernel;

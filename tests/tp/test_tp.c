@@ -11,6 +11,10 @@
  *   - A world of the wrong size, a cut megakernel run through mlk_model_run, and a rank whose
  *     simulator drops an event (its checker fails) are clear errors naming what and which rank;
  *     the world then runs again.
+ *   - Compiled with the allreduces inside the megakernel (--collectives=kernel: one launch, each
+ *     rank's allreduce tasks read the others' operands after their notifies reached every rank),
+ *     2 and 4 ranks give bitwise the logits of the cut megakernels (both sum in rank order), at
+ *     batches 1, 3 and 5; a rank that drops the cross-rank event is caught by its checker.
  */
 #include <math.h>
 
@@ -72,16 +76,18 @@ static void write_checkpoint(const char *dir) {
 
 static char dir[512], config[600], mlk[1024];
 
-static Compiled compile_tp(int tp) {
+static Compiled compile_tp_as(int tp, bool in_kernel) {
   Compiled c;
   CompileRequest r = {.file = mlk, .model = "llama", .config = config, .mesh_axis = "tp",
-                      .mesh_ranks = tp};
+                      .mesh_ranks = tp, .kernel_collectives = in_kernel};
   if (!compile_request(&r, &c)) {
     fprintf(stderr, "cannot compile for tp=%d\n", tp);
     exit(1);
   }
   return c;
 }
+
+static Compiled compile_tp(int tp) { return compile_tp_as(tp, false); }
 
 /* A world of `tp` ranks of desc on simulators of this schedule (rank `bad`'s dropping event
  * `drop`, -1: none), its checkpoint loaded (the test ends when it cannot be made). */
@@ -258,8 +264,10 @@ int main(void) {
           d->events[e].consumer < d->kernels[1].first_op + d->kernels[1].nops)
         ev = e;
     CHECK(ev >= 0, "no event in the second segment");
+    setenv("MLK_WAIT_TIMEOUT_MS", "300", 1); /* rank 0 waits for rank 1 until then */
     mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
     mlk_status st = decode(w, 2, got);
+    unsetenv("MLK_WAIT_TIMEOUT_MS");
     CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2"),
              "a rank dropping event '%s': %s (%s)", d->events[ev].name, mlk_status_name(st),
              mlk_last_error());
@@ -268,6 +276,56 @@ int main(void) {
     w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
     CHECK_OK(decode(w, 2, got));
     free_world(w, bes, 2);
+  }
+
+  /* the allreduces inside the megakernel: bitwise the cut megakernels' logits */
+  {
+    Compiled k2 = compile_tp_as(2, true), k4 = compile_tp_as(4, true);
+    CHECK(k2.desc->nkernels == 1 && k2.desc->ncollectives == 0, "in-kernel tp=2: %d kernels, %d "
+          "collectives", k2.desc->nkernels, k2.desc->ncollectives);
+    static float cut[STEPS * MAXB * V];
+    for (int bi = 0; bi < 3; bi++)
+      for (int tp = 2; tp <= 4; tp *= 2) {
+        int batch = batches[bi];
+        mlk_world *w = make_world(tp == 2 ? c2.desc : c4.desc, tp, MLK_SIM_STATIC, bes, -1, -1);
+        CHECK_OK(decode(w, batch, cut));
+        free_world(w, bes, tp);
+        w = make_world(tp == 2 ? k2.desc : k4.desc, tp, MLK_SIM_STATIC, bes, -1, -1);
+        CHECK(!strcmp(mlk_world_comm(w), "in the megakernel"), "comm: %s", mlk_world_comm(w));
+        CHECK_OK(decode(w, batch, got));
+        free_world(w, bes, tp);
+        for (int s = 0; s < STEPS; s++)
+          CHECK(!memcmp(got + (size_t)s * MAXB * V, cut + (size_t)s * MAXB * V,
+                        (size_t)batch * V * sizeof(float)),
+                "in-kernel tp=%d batch %d step %d: logits differ from the cut megakernels'", tp,
+                batch, s);
+      }
+    printf("in the megakernel: tp=2 and tp=4 bitwise the cut megakernels' logits\n");
+    /* rank 1 skips its waits on the cross-rank event of the first allreduce */
+    const MlkModelDesc *d = k2.desc;
+    int ev = -1;
+    for (int e = 0; e < d->nevents && ev < 0; e++)
+      if (d->events[e].ranks > 1)
+        ev = e;
+    CHECK(ev >= 0, "no cross-rank event");
+    setenv("MLK_WAIT_TIMEOUT_MS", "300", 1); /* rank 0 waits for rank 1 until then */
+    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
+    mlk_status st = decode(w, 2, got);
+    unsetenv("MLK_WAIT_TIMEOUT_MS");
+    CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2") &&
+              strstr(mlk_last_error(), "missing dependency"),
+          "a rank dropping cross-rank event '%s': %s (%s)", d->events[ev].name,
+          mlk_status_name(st), mlk_last_error());
+    printf("dropped cross-rank event: %s\n", mlk_last_error());
+    free_world(w, bes, 2);
+    /* the model alone is refused */
+    w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
+    st = mlk_model_run(mlk_world_model(w, 0), 0);
+    CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), "inside the megakernel"),
+          "an in-kernel allreduce run alone: %s", mlk_last_error());
+    free_world(w, bes, 2);
+    compiled_free(&k2);
+    compiled_free(&k4);
   }
 
   compiled_free(&c1);

@@ -372,7 +372,10 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[11].fn = (MlkFn)9, "an elementwise function must be none, relu, silu, add or mul, got fn 9");
   CASE(b->ops[11].in[3].tensor = 15, "op 11 'mul@llama:15[l=0]': in[3] is tensor 15, but this eltwise takes "
        "2 operands");
-  CASE(b->ops[1].kind = (MlkOpKind)(MLK_OP_LAST + 1), "op 1 'matvec@llama:5[l=0]': kind 10 is not a valid MlkOpKind");
+  char kind_needle[128]; /* the first number past the kinds, whatever their count */
+  snprintf(kind_needle, sizeof kind_needle, "op 1 'matvec@llama:5[l=0]': kind %d is not a valid MlkOpKind",
+           MLK_OP_LAST + 1);
+  CASE(b->ops[1].kind = (MlkOpKind)(MLK_OP_LAST + 1), kind_needle);
   CASE(b->ops[1].split = 2, "op 1 'matvec@llama:5[l=0]': split is 2, must be 0 for this matvec");
   CASE(b->ops[1].min_chunk = 4, "op 1 'matvec@llama:5[l=0]': min_chunk is 4, must be 0 unless the op is a "
        "split attention");

@@ -103,6 +103,7 @@ typedef struct Options {
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int64_t batch_max; /* --batch-max=N, 0: the dynamic dims' ranges as written */
   const char *mesh_axis; /* --mesh=AXIS=N: that axis has N ranks (NULL: as written) */
+  char mesh_axis_buf[64];
   bool kernel_collectives; /* --collectives=kernel */
   int64_t mesh_ranks;
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
@@ -209,11 +210,13 @@ static int parse_args(int argc, char **argv, Options *o) {
       const char *eq = strchr(a + 7, '=');
       char *end;
       long long v = eq ? strtoll(eq + 1, &end, 10) : 0;
-      if (!eq || eq == a + 7 || !eq[1] || *end || v < 1 || v > 1024) {
+      if (!eq || eq == a + 7 || !eq[1] || *end || v < 1 || v > 1024 ||
+          (size_t)(eq - (a + 7)) >= sizeof o->mesh_axis_buf) {
         fprintf(stderr, "mlkc: error: --mesh needs AXIS=N, N ranks in 1..1024, got '%s'\n", a + 7);
         return 1;
       }
-      o->mesh_axis = strndup(a + 7, (size_t)(eq - (a + 7)));
+      snprintf(o->mesh_axis_buf, sizeof o->mesh_axis_buf, "%.*s", (int)(eq - (a + 7)), a + 7);
+      o->mesh_axis = o->mesh_axis_buf;
       o->mesh_ranks = v;
     } else if (!strncmp(a, "--attn-split=", 13)) {
       char *end;

@@ -17,7 +17,7 @@ foreach(dir ${MLK_HF_FIXTURES})
 endforeach()
 # The same over the ranks of tensor parallelism: each rank loads its shard of the checkpoint (its
 # heads' q/k/v and o rows and columns, its part of the MLP), and the sums are all-reduced.
-foreach(case llama-tiny:2 llama-gqa7:2)
+foreach(case llama-tiny:2 llama-gqa7:2 qwen2-tiny:2)
   string(REPLACE ":" ";" parts ${case})
   list(GET parts 0 name)
   list(GET parts 1 tp)

@@ -14,11 +14,13 @@ In one run:
   2. per preset (Llama-3.2-1B, Llama-3.1-8B shapes; random bf16 weights saved with
      save_pretrained): mlk-run at every tp of --tps that the GPUs and the shapes allow (heads, kv
      heads and the MLP divide), 4 prompts, greedy: the logits against tp = 1 (relative L2) and the
-     tokens, twice at the same tp (bitwise equal), and with MLK_COMM=host (the cut megakernel with
-     the sums through the host) against NCCL;
+     tokens, twice at the same tp (bitwise equal), with MLK_COMM=host (the cut megakernel with the
+     sums through the host) against NCCL, and with the sums inside the megakernel
+     (--collectives kernel), which must give the host sums' bits;
   3. a rank that stops: two processes (MLK_WORLD_SIZE, MLK_RANK), rank 1 with a bad prompt: rank
      0 must fail at once naming it;
-  4. scaling: decode ms per token at batch 1 and 16 for every preset and tp, NCCL and host, each
+  4. scaling: decode ms per token at batch 1 and 16 for every preset and tp, cut with NCCL, cut
+     with the host sums, and inside the megakernel, each
      with its floor: the bytes one rank reads (its share of the layers, the whole embedding and LM
      head, its kv heads' cache) over the read rate, and NCCL's own time for the step's 2 x layers
      sums at that size.
@@ -101,8 +103,10 @@ def run(cmd, env=None, check=True):
     return r
 
 
-def mlk_run(args, d, tp, prompts, steps, env=None, logits=None, timed=False):
+def mlk_run(args, d, tp, prompts, steps, env=None, logits=None, timed=False, kernel=False):
     cmd = [args.mlk_run, "--model", d, "--steps", str(steps), "--tp", str(tp)]
+    if kernel:
+        cmd += ["--collectives", "kernel"]
     for p in prompts:
         cmd += ["--prompt-ids", ",".join(map(str, p))]
     if logits:
@@ -177,6 +181,11 @@ def main():
                 again, _, _, _ = mlk_run(args, d, tp, prompts, 8, logits=lg + ".2")
                 host, _, hcomm, _ = mlk_run(args, d, tp, prompts, 8, env={"MLK_COMM": "host"},
                                             logits=lg + ".host")
+                kern = None
+                if tp > 1:  # the sums inside the megakernel: the host sums' bits
+                    kern, _, _, _ = mlk_run(args, d, tp, prompts, 8, logits=lg + ".kernel", kernel=True)
+                    kern_same = kern == host and np.array_equal(np.fromfile(lg + ".kernel", np.float32),
+                                                                np.fromfile(lg + ".host", np.float32))
                 a = np.fromfile(lg, np.float32)
                 same = np.array_equal(a, np.fromfile(lg + ".2", np.float32)) and ids == again
                 if ref is None:
@@ -184,19 +193,25 @@ def main():
                 e = float(np.linalg.norm(a - ref[0]) / np.linalg.norm(ref[0]))
                 eh = float(np.linalg.norm(np.fromfile(lg + ".host", np.float32) - ref[0]) /
                            np.linalg.norm(ref[0]))
-                ok = same and e < 1e-3 and eh < 1e-3
+                ok = same and e < 1e-3 and eh < 1e-3 and (tp == 1 or kern_same)
                 fail |= not ok
                 rec["checks"].append(dict(preset=name, tp=tp, comm=comm, rel_l2=e, host_rel_l2=eh,
                                           repeat_bitwise=same, tokens_equal=ids == ref[1],
-                                          host_tokens_equal=host == ref[1], ok=ok))
+                                          host_tokens_equal=host == ref[1],
+                                          in_kernel_bitwise_host=None if tp == 1 else kern_same, ok=ok))
                 log(out, f"{name} tp={tp} ({comm}; host: {hcomm}): logits rel L2 {e:.2e} vs tp=1, "
                          f"host sums {eh:.2e}; tokens {'equal' if ids == ref[1] else 'DIFFER'}; "
-                         f"repeat {'bitwise equal' if same else 'DIFFERS'}: {'ok' if ok else 'FAIL'}")
+                         f"repeat {'bitwise equal' if same else 'DIFFERS'}"
+                         + ("" if tp == 1 else f"; in the megakernel {'bitwise the host sums' if kern_same else 'DIFFERS'}")
+                         + f": {'ok' if ok else 'FAIL'}")
             for tp in tps:
                 for batch in (1, 16):
                     ps = [prompts[i % 4][:1] for i in range(batch)]
-                    for comm_env in ({}, {"MLK_COMM": "host"}):
-                        _, ms, comm, _ = mlk_run(args, d, tp, ps, args.steps, env=comm_env, timed=True)
+                    for comm_env, kernel in (({}, False), ({"MLK_COMM": "host"}, False), ({}, True)):
+                        if kernel and tp == 1:
+                            continue
+                        _, ms, comm, _ = mlk_run(args, d, tp, ps, args.steps, env=comm_env, timed=True,
+                                                 kernel=kernel)
                         floor = rank_bytes(c, tp, batch, args.steps + 1) / (read_gbs * 1e6)
                         sz = batch * c["hidden_size"] * 4
                         cms = 2 * c["num_hidden_layers"] * nccl.get(sz, 0) if tp > 1 else 0

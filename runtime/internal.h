@@ -346,7 +346,7 @@ typedef struct MlkRdv MlkRdv;
 #define MLK_RDV_BLOB 256
 /* Rank `rank` of `nranks` joins the file at `path` (rank 0 makes it fresh), with two sets of
  * per-rank slots of slot_floats floats; waits until every rank joined (MLK_WORLD_TIMEOUT_MS,
- * default 60000: then an error naming the ranks missing). */
+ * default 300000: then an error naming the ranks missing). */
 mlk_status mlk_rdv_open(const char *path, int rank, int nranks, size_t slot_floats, MlkRdv **out);
 void mlk_rdv_close(MlkRdv *r);
 /* Rank `rank`'s slot of set `parity` (0 or 1). */

@@ -151,7 +151,7 @@ mlk_status mlk_rdv_open(const char *path, int rank, int nranks, size_t slot_floa
   r->n = nranks;
   r->bytes = rdv_bytes(nranks, slot_floats);
   snprintf(r->path, sizeof r->path, "%s", path);
-  mlk_status st = mlk_env_int("MLK_WORLD_TIMEOUT_MS", 1, 24 * 3600 * 1000, 60000, &r->timeout_ms);
+  mlk_status st = mlk_env_int("MLK_WORLD_TIMEOUT_MS", 1, 24 * 3600 * 1000, 300000, &r->timeout_ms);
   if (!st)
     st = rank == 0 ? create_file(r, slot_floats) : join_file(r, slot_floats);
   if (!st)

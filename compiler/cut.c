@@ -112,6 +112,30 @@ bool cut_graph(IrGraph *g, const TileOptions *t, Diag *d) {
       return false;
     total += nseg[k];
   }
+  /* an explicit event synchronizes the ops of one launch: a wait whose notifier the cut put in an
+   * earlier segment would be met by a launch that has ended (the runtime refuses such events) */
+  for (int n = 0; n < g->nnodes; n++) {
+    const IrNode *node = &g->nodes[n];
+    if (node->dead || is_collective(node) || nseg[node->kernel] < 2)
+      continue;
+    for (int w = 0; w < node->nwaits; w++)
+      for (int m = 0; m < g->nnodes; m++) {
+        const IrNode *o = &g->nodes[m];
+        if (o->dead || o->kernel != node->kernel || seg[m] == seg[n])
+          continue;
+        for (int j = 0; j < o->nnotifies; j++)
+          if (o->notifies[j].counter == node->waits[w].counter) {
+            const char *name = g->explicit_counters[node->waits[w].counter].name;
+            diag_error(d, node->waits[w].loc, "this wait on '%s' and a notify of it are in "
+                       "different launches of megakernel '%s': an allreduce over %lld ranks cuts "
+                       "the megakernel between them (keep them on one side of the allreduce, or "
+                       "compile with --collectives=kernel)", name, g->kernels[node->kernel].name,
+                       (long long)g->ranks);
+            diag_note(d, o->notifies[j].loc, "'%s' is notified here", name);
+            return false;
+          }
+      }
+  }
   g->pass = "cut";
   for (int k = 0; k < g->nkernels; k++)
     g->kernels[k].nsegments = 1;

@@ -204,14 +204,16 @@ mlk_status mlk_rdv_barrier(MlkRdv *r, const char *what) {
   atomic_store_explicit(&r->h->reached[r->rank], mine, memory_order_release);
   double deadline = mlk_now_ms() + (double)r->timeout_ms;
   for (long spins = 0;; spins++) {
-    uint32_t f = atomic_load(&r->h->failed);
-    if (f)
-      return failed_error(r, f, what);
+    /* a barrier every rank reached is passed, whatever a rank did after it (so a rank that fails
+     * later is met at the next barrier, the same one in every run) */
     int all = 1;
     for (int q = 0; q < r->n && all; q++)
       all = atomic_load_explicit(&r->h->reached[q], memory_order_acquire) >= mine;
     if (all)
       return MLK_OK;
+    uint32_t f = atomic_load(&r->h->failed);
+    if (f)
+      return failed_error(r, f, what);
     if (mlk_now_ms() > deadline) {
       char missing[512] = "";
       size_t len = 0;

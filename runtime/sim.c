@@ -106,7 +106,10 @@ typedef struct SimModel {
   uint64_t *peers;            /* a rank of a world with in-kernel allreduces: its peer area
                                  (mlk_program_peer_words: the ranks' counter arrays, then each
                                  allreduce's table of the ranks' x, host addresses); else NULL */
-  uint64_t deadline_ns;       /* with peers: when a run that waits on the other ranks gives up */
+  uint64_t timeout_ns;        /* with peers: how long the SMs may all wait on the other ranks
+                                 (deterministic: from when they all began to wait; threaded: from
+                                 the run's start) before the run is reported stuck */
+  uint64_t deadline_ns;       /* threaded, with peers: the run's start + timeout_ns */
 } SimModel;
 
 /* Shared by the threads of one run. */
@@ -973,6 +976,7 @@ static mlk_status det_static(SimRun *run, SimPct *p) {
     return MLK_ERR_NOMEM;
   for (int q = 0; q < run->sb->threads; q++)
     cur[q] = sk->qoff[q];
+  uint64_t stalled = 0; /* with peers: when every SM began to wait on the other ranks, 0: none */
   for (int64_t step = 1;; step++) {
     int q = det_pick_sm(run, p, cur);
     int64_t drop = q >= 0 ? pct_change_at(p, step) : 0;
@@ -985,15 +989,21 @@ static mlk_status det_static(SimRun *run, SimPct *p) {
       for (int i = 0; i < run->sb->threads; i++)
         left |= cur[i] < sk->qoff[i + 1];
       /* the other ranks of a world may still complete a counter: wait for them, to a deadline */
-      if (left && run->sm->peers && now_ns() < run->sm->deadline_ns) {
-        sleep_ns(20000);
-        step--;
-        continue;
+      if (left && run->sm->peers) {
+        uint64_t now = now_ns();
+        if (!stalled)
+          stalled = now;
+        if (now - stalled < run->sm->timeout_ns) {
+          sleep_ns(20000);
+          step--;
+          continue;
+        }
       }
       if (left)
         det_report_static(run, cur);
       break;
     }
+    stalled = 0;
     MlkTaskWord word = sk->words[cur[q]++];
     uint64_t *rec = task_record(run, word);
     if (rec)
@@ -1091,6 +1101,7 @@ static mlk_status sim_run(mlk_model *m, int kernel, uint32_t epoch, uint64_t tim
       return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s' of model '%s' all-reduces inside the "
                            "megakernel: the simulator runs it with the static schedule and one "
                            "schedule per run", m->desc->kernels[kernel].name, m->desc->name);
+    sm->timeout_ns = timeout_ns;
     sm->deadline_ns = now_ns() + timeout_ns;
   }
   double t0 = ms ? sim_now_ms() : 0;

@@ -3,9 +3,12 @@
  * heads, so that 4 ranks hold one kv head each), the ranks loading their shards and run as a world.
  *
  *   - For batches 1, 3 and 5 and for the static and dynamic schedules, with the dependency checker
- *     on, a few decode steps at 2 and 4 ranks give the logits of 1 rank within f32 reduction-order
- *     tolerance (the sums of a layer's halves are added in another order), and the same greedy
- *     tokens; two worlds of the same ranks give bitwise equal logits (the sums go in rank order).
+ *     on, a few decode steps (the same tokens fed at every step, whatever each world predicts) at
+ *     2 and 4 ranks give the logits of 1 rank within reduction-order tolerance, and the same
+ *     greedy tokens but at near ties: the sums of a layer's parts are added in another order
+ *     (~1e-7), and where that moves a key or value across a bf16 rounding boundary of the KV
+ *     cache, later positions see one bf16 step (2^-8) in one element (relative L2 up to ~3e-4
+ *     seen); two worlds of the same ranks give bitwise equal logits (the sums go in rank order).
  *   - A description whose collective runs one segment late (a reader of its sum before it) is
  *     refused at world creation, naming the collective and the reader: a dropped cross-rank edge.
  *   - A world of the wrong size, a cut megakernel run through mlk_model_run, and a rank whose
@@ -116,8 +119,9 @@ static void free_world(mlk_world *w, mlk_backend **bes, int tp) {
     mlk_backend_free(bes[r]);
 }
 
-/* STEPS decode steps of `batch` rows (row b: tokens 3b+1, ... fed back greedily) on world w:
- * the logits of every step into out[step][row][V]; the status of the first failure. */
+/* STEPS decode steps of `batch` rows (row b at step s is fed token 3b + 7s + 1: the same in every
+ * world, so that a near tie one world breaks otherwise cannot change what the next step sees) on
+ * world w: the logits of every step into out[step][row][V]; the status of the first failure. */
 static mlk_status decode(mlk_world *w, int batch, float *out) {
   int tp = mlk_world_size(w);
   mlk_model *m0 = mlk_world_model(w, 0);
@@ -151,7 +155,8 @@ static mlk_status decode(mlk_world *w, int batch, float *out) {
                      !memcmp(nr, next, sizeof(int32_t) * (size_t)batch),
                  "tp=%d: rank %d's logits or tokens differ from rank 0's", tp, r);
     }
-    memcpy(tokens, next, sizeof(int32_t) * (size_t)batch);
+    for (int b = 0; b < batch; b++)
+      tokens[b] = (3 * b + 7 * (s + 1) + 1) % V;
   }
   return MLK_OK;
 }
@@ -213,11 +218,15 @@ int main(void) {
             size_t off = ((size_t)s * MAXB + (size_t)b) * V;
             double e = rel_l2(got + off, ref + off, V);
             worst = e > worst ? e : worst;
-            CHECK(e < 1e-5, "tp=%d %s batch %d step %d row %d: logits rel L2 %.3g from tp=1", tp,
+            CHECK(e < 2e-3, "tp=%d %s batch %d step %d row %d: logits rel L2 %.3g from tp=1", tp,
                      si ? "dynamic" : "static", batch, s, b, e);
-            CHECK(argmax(got + off, V) == argmax(ref + off, V),
-                     "tp=%d batch %d step %d row %d: token %zu, tp=1's %zu", tp, batch, s, b,
-                     argmax(got + off, V), argmax(ref + off, V));
+            size_t ka = argmax(got + off, V), kb = argmax(ref + off, V);
+            double diff = 0;
+            for (int i = 0; i < V; i++)
+              diff = fmax(diff, fabs((double)got[off + (size_t)i] - ref[off + (size_t)i]));
+            CHECK(ka == kb || fabs((double)ref[off + kb] - ref[off + ka]) <= 2 * diff,
+                     "tp=%d batch %d step %d row %d: token %zu, tp=1's %zu, not a near tie", tp,
+                     batch, s, b, ka, kb);
             CHECK(!memcmp(got + off, again + off, V * sizeof(float)),
                      "tp=%d batch %d step %d row %d: two worlds differ", tp, batch, s, b);
           }

@@ -161,6 +161,24 @@ static mlk_status decode(mlk_world *w, int batch, float *out) {
   return MLK_OK;
 }
 
+/* A world of 2 ranks of d whose rank 1 skips its waits on event ev: the run must fail naming rank
+ * 1 and `why` (rank 0, which waits for rank 1, gives up after 300 ms and comes second). */
+static void expect_rank1_fails(const MlkModelDesc *d, int ev, const char *why, float *out) {
+  mlk_backend *bes[2];
+  CHECK(ev >= 0, "no event to drop (%s)", why);
+  if (ev < 0)
+    return;
+  setenv("MLK_WAIT_TIMEOUT_MS", "300", 1);
+  mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
+  mlk_status st = decode(w, 2, out);
+  unsetenv("MLK_WAIT_TIMEOUT_MS");
+  CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2") && strstr(mlk_last_error(), why),
+        "rank 1 dropping event '%s': %s (%s)", d->events[ev].name, mlk_status_name(st),
+        mlk_last_error());
+  printf("rank 1 drops '%s': %s\n", d->events[ev].name, mlk_last_error());
+  free_world(w, bes, 2);
+}
+
 static double rel_l2(const float *a, const float *b, size_t n) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; i++) {
@@ -272,17 +290,8 @@ int main(void) {
       if (d->events[e].consumer >= d->kernels[1].first_op &&
           d->events[e].consumer < d->kernels[1].first_op + d->kernels[1].nops)
         ev = e;
-    CHECK(ev >= 0, "no event in the second segment");
-    setenv("MLK_WAIT_TIMEOUT_MS", "300", 1); /* rank 0 waits for rank 1 until then */
-    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
-    mlk_status st = decode(w, 2, got);
-    unsetenv("MLK_WAIT_TIMEOUT_MS");
-    CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2"),
-             "a rank dropping event '%s': %s (%s)", d->events[ev].name, mlk_status_name(st),
-             mlk_last_error());
-    printf("failing rank: %s\n", mlk_last_error());
-    free_world(w, bes, 2);
-    w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
+    expect_rank1_fails(d, ev, "missing dependency", got);
+    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
     CHECK_OK(decode(w, 2, got));
     free_world(w, bes, 2);
   }
@@ -316,20 +325,10 @@ int main(void) {
     for (int e = 0; e < d->nevents && ev < 0; e++)
       if (d->events[e].ranks > 1)
         ev = e;
-    CHECK(ev >= 0, "no cross-rank event");
-    setenv("MLK_WAIT_TIMEOUT_MS", "300", 1); /* rank 0 waits for rank 1 until then */
-    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, 1, ev);
-    mlk_status st = decode(w, 2, got);
-    unsetenv("MLK_WAIT_TIMEOUT_MS");
-    CHECK(st != MLK_OK && strstr(mlk_last_error(), "rank 1 of 2") &&
-              strstr(mlk_last_error(), "missing dependency"),
-          "a rank dropping cross-rank event '%s': %s (%s)", d->events[ev].name,
-          mlk_status_name(st), mlk_last_error());
-    printf("dropped cross-rank event: %s\n", mlk_last_error());
-    free_world(w, bes, 2);
+    expect_rank1_fails(d, ev, "missing dependency", got);
     /* the model alone is refused */
-    w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
-    st = mlk_model_run(mlk_world_model(w, 0), 0);
+    mlk_world *w = make_world(d, 2, MLK_SIM_STATIC, bes, -1, -1);
+    mlk_status st = mlk_model_run(mlk_world_model(w, 0), 0);
     CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), "inside the megakernel"),
           "an in-kernel allreduce run alone: %s", mlk_last_error());
     free_world(w, bes, 2);

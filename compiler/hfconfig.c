@@ -104,12 +104,16 @@ bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d) {
   return d->nerrors == errors;
 }
 
-bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d) {
+bool config_batch_max(Program *p, int64_t max, bool at_least, Arena *a, Diag *d) {
   int n = 0;
   for (Config *c = p->configs; c; c = c->next)
     for (DimDecl *dd = c->dims; dd; dd = dd->next)
       if (dd->hi) { /* a dynamic dim: its range's upper end, which sema then checks as written */
-        dd->hi = ast_int(a, dd->hi->loc, max);
+        /* at_least keeps an end written as a number that already reaches max (an end written
+         * as an expression is kept too: its value is sema's) */
+        bool keep = at_least && (dd->hi->kind != EXPR_INT || dd->hi->ival >= max);
+        if (!keep)
+          dd->hi = ast_int(a, dd->hi->loc, max);
         n++;
       }
   if (!n)

@@ -410,7 +410,7 @@ static int compile(const Options *o, Arena *a) {
     return 1;
   if (o->config && !config_bind_json(prog, o->config, a, &d))
     return 1;
-  if (o->batch_max && !config_batch_max(prog, o->batch_max, a, &d))
+  if (o->batch_max && !config_batch_max(prog, o->batch_max, false, a, &d))
     return 1;
   if (o->mesh_axis && !config_set_mesh(prog, o->mesh_axis, o->mesh_ranks, a, &d))
     return 1;

@@ -481,9 +481,10 @@ Config *sema_model_config(const Program *p, const Model *m);
  * malformed file, a required key it lacks, a value that is not a number, or a program that binds
  * no key at all. */
 bool config_bind_json(Program *p, const char *path, Arena *a, Diag *d);
-/* --batch-max N: every dynamic dim of p ranges up to N (its lower end as written); false, with an
- * error, when p has none. Before sema_check, which checks the new range. */
-bool config_batch_max(Program *p, int64_t max, Arena *a, Diag *d);
+/* --batch-max N: every dynamic dim of p ranges up to N (its lower end as written); with at_least,
+ * only those written to end below N are raised to it. False, with an error, when p has none.
+ * Before sema_check, which checks the new range. */
+bool config_batch_max(Program *p, int64_t max, bool at_least, Arena *a, Diag *d);
 /* --mesh=AXIS=N: every config's mesh axis AXIS gets N ranks instead of its written size (an
  * error when no config has such an axis). */
 bool config_set_mesh(Program *p, const char *axis, int64_t ranks, Arena *a, Diag *d);
@@ -977,6 +978,7 @@ typedef struct CompileRequest {
   const char *config;    /* a Hugging Face config.json binding dims (--config), or NULL */
   const char *arch;      /* the PTX target to generate ("sm_90a", "sm_80"), or NULL: none */
   int64_t batch_max;     /* --batch-max, 0: as written */
+  bool batch_at_least;   /* batch_max only raises the dynamic dims' ends that are below it */
   const char *mesh_axis; /* --mesh=AXIS=N, NULL: as written */
   int64_t mesh_ranks;
   bool kernel_collectives; /* --collectives=kernel */

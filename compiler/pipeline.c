@@ -91,7 +91,7 @@ bool compile_request(const CompileRequest *r, Compiled *out) {
   stdlib = stdlib && *stdlib ? stdlib : mlkc_default_stdlib();
   Program *p = load_program(r->file, NULL, 0, stdlib, a, &d);
   if (!p || d.nerrors || (r->config && !config_bind_json(p, r->config, a, &d)) ||
-      (r->batch_max && !config_batch_max(p, r->batch_max, a, &d)) ||
+      (r->batch_max && !config_batch_max(p, r->batch_max, r->batch_at_least, a, &d)) ||
       (r->mesh_axis && !config_set_mesh(p, r->mesh_axis, r->mesh_ranks, a, &d)) ||
       !sema_check(p, a, &d))
     return false;

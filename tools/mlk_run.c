@@ -33,6 +33,8 @@
 #include "mlkc.h"
 
 #define MAX_PROMPTS 4096
+/* the most rows a run gets by default: prompts longer together are prefilled over several runs */
+#define PREFILL_ROWS 4096
 #define MAX_RANKS 64 /* --tp */
 
 /* The world of a multi-process run, told when this process stops so that the others do not wait
@@ -87,8 +89,9 @@ static void usage(FILE *out) {
           "  --warmup N          run the whole generation N times untimed first (default 0)\n"
           "  --repeat N          then N timed times: the timings are the medians (default 1)\n"
           "  --batch N           rows of a run (decode rows and prompt positions together):\n"
-          "                      the model is compiled for batches up to N (default: the\n"
-          "                      family's, 64); a prompt of up to N tokens is prefilled in one run\n"
+          "                      the model is compiled for batches up to N (default: every\n"
+          "                      prompt's tokens, in steps of 64, up to 4096; at least the\n"
+          "                      family's, 64), so that the prompts are prefilled in one run\n"
           "  --tp N              tensor parallelism over N ranks (the family's mesh axis tp): N\n"
           "                      models, each with its part of the sharded weights, run as one\n"
           "                      world, the sums all-reduced between them (default 1)\n"
@@ -398,9 +401,19 @@ int main(int argc, char **argv) {
           mlk_backend_note(be));
 
   double t0 = now_ms();
+  /* without --batch, runs wide enough for every prompt's positions at once (prefill in one run),
+   * in steps of the tensor-core tile's 64 rows, up to PREFILL_ROWS; a family written with more
+   * rows keeps them */
+  int64_t prompt_rows = 0;
+  for (int i = 0; i < a.nprompts; i++)
+    prompt_rows += a.prompts[i].n;
+  prompt_rows = (prompt_rows + 63) / 64 * 64;
   Compiled c;
   CompileRequest req = {.file = mlk, .model = model_name, .config = config,
-                        .arch = mlk_backend_ptx_arch(be), .batch_max = a.batch,
+                        .arch = mlk_backend_ptx_arch(be),
+                        .batch_max = a.batch ? a.batch
+                                   : prompt_rows < PREFILL_ROWS ? prompt_rows : PREFILL_ROWS,
+                        .batch_at_least = !a.batch,
                         .mesh_axis = a.tp ? "tp" : NULL, .mesh_ranks = a.tp,
                         .kernel_collectives = a.in_kernel};
   if (!compile_request(&req, &c))

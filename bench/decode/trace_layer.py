@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""trace_layer.py: the ops of one layer of a traced decode step, as a table.
+
+    MLK_TRACE=trace.json MLK_TRACE_RUNS=1 decode_bench --points=1:128 --steps=20
+    python3 bench/decode/trace_layer.py trace.json [--layer L] [--run N] [--markdown]
+
+Reads the Chrome trace JSON the runtime writes (MLK_TRACE, runtime/trace.c): a process per run, a
+thread per block, a "wait" slice and a tile slice per task. For the ops of layer L (names ending
+in [l=L], or every op with --layer all) of run N (default: the last run in the file), in the order
+their first task started: tasks, the op's window (its first task's start to its last task's end),
+the median and largest running time of a task, the median wait before a task, and how far the op's
+window overlaps the previous op's. Ends with the layer's span (its first start to its last end) and
+the whole run's, so a layer's cost can be set against its bytes at the floor.
+"""
+import argparse
+import json
+import re
+import statistics
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def runs_of(trace):
+    """pid -> run name, in pid order."""
+    names = {}
+    for e in trace["traceEvents"]:
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            names[e["pid"]] = e["args"]["name"]
+    return dict(sorted(names.items()))
+
+
+def op_table(trace, pid, layer):
+    ops = {}
+    for e in trace["traceEvents"]:
+        if e.get("ph") != "X" or e.get("pid") != pid or e.get("cat") == "wait":
+            continue
+        name = e["name"]
+        if layer != "all":
+            m = re.search(r"\[l=(\d+)\]", name)
+            if not m or int(m.group(1)) != layer:
+                continue
+        start, dur = float(e["ts"]), float(e["dur"])
+        wait = float(e["args"].get("wait_us", 0))
+        o = ops.setdefault(name, {"kind": e["cat"], "runs": [], "waits": [], "first": start,
+                                  "last": start + dur, "blocks": set()})
+        o["runs"].append(dur)
+        o["waits"].append(wait)
+        o["first"] = min(o["first"], start - wait)
+        o["last"] = max(o["last"], start + dur)
+        o["blocks"].add(e["tid"])
+    return sorted(ops.items(), key=lambda kv: kv[1]["first"])
+
+
+def run_span(trace, pid):
+    lo, hi = None, None
+    for e in trace["traceEvents"]:
+        if e.get("ph") == "X" and e.get("pid") == pid:
+            s, t = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+            lo = s if lo is None else min(lo, s)
+            hi = t if hi is None else max(hi, t)
+    return (hi - lo) if lo is not None else 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("trace")
+    ap.add_argument("--layer", default="1", help="layer index, or 'all' (default 1)")
+    ap.add_argument("--run", type=int, default=0, help="pid of the run (default: the last)")
+    ap.add_argument("--markdown", action="store_true", help="a Markdown table")
+    a = ap.parse_args()
+    layer = a.layer if a.layer == "all" else int(a.layer)
+    trace = load(a.trace)
+    runs = runs_of(trace)
+    if not runs:
+        sys.exit(f"{a.trace}: no runs in the trace")
+    pid = a.run or max(runs)
+    if pid not in runs:
+        sys.exit(f"{a.trace}: no run {pid} (runs: {', '.join(map(str, runs))})")
+    rows = op_table(trace, pid, layer)
+    if not rows:
+        sys.exit(f"{a.trace}: run {pid} has no op of layer {layer}")
+    print(f"{runs[pid]}, layer {layer}")
+    head = ["op", "kind", "tasks", "blocks", "window us", "overlap us", "run us (median)",
+            "run us (max)", "wait us (median)"]
+    table = []
+    prev_last = None
+    for name, o in rows:
+        overlap = max(0.0, prev_last - o["first"]) if prev_last is not None else 0.0
+        table.append([name, o["kind"], str(len(o["runs"])), str(len(o["blocks"])),
+                      f"{o['last'] - o['first']:.1f}", f"{overlap:.1f}",
+                      f"{statistics.median(o['runs']):.2f}", f"{max(o['runs']):.2f}",
+                      f"{statistics.median(o['waits']):.2f}"])
+        prev_last = o["last"] if prev_last is None else max(prev_last, o["last"])
+    first = min(o["first"] for _, o in rows)
+    last = max(o["last"] for _, o in rows)
+    if a.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in table:
+            print("| " + " | ".join(r) + " |")
+    else:
+        w = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+        print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+        for r in table:
+            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    print(f"layer span: {last - first:.1f} us; run span: {run_span(trace, pid):.1f} us")
+
+
+if __name__ == "__main__":
+    main()

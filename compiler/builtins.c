@@ -165,6 +165,7 @@ Type builtin_result_type(IrOp op, const Type *const *in, const int64_t *sizes, i
   case IR_KV_APPEND:
   case IR_PAGED_KV:
   case IR_ATTN_REDUCE:
+  case IR_ARGMAX_REDUCE:
   case IR_OP_COUNT:
     break;
   }

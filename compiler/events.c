@@ -2,13 +2,14 @@
  *
  * Every read of a value that an op of the same megakernel writes becomes an event tensor
  * (mlk_desc.h): MLK_MAP_ALL, one counter, when the reader needs every column (a matvec's input,
- * rmsnorm, argmax, the positions of rope, append and attention); MLK_MAP_TILE, a counter per
- * reader task, when it reads only the columns of its own tile (elementwise operands, a matvec's
- * residual or gate, rope's input, the keys and values of an append) or of a fixed group of them (an
- * attention reads its own kv heads of the cache layer an append wrote; an attn_reduce reads the
- * records of its kv heads). One event per (writer, reader, value): a value read both ways takes the
- * one counter. Events are numbered in the scheduled order of their readers, then come the explicit
- * counters of wait/notify clauses, and their counters are laid out one after another.
+ * rmsnorm, an unsplit argmax, the positions of rope, append and attention); MLK_MAP_TILE, a
+ * counter per reader task, when it reads only the columns of its own tile (elementwise operands, a
+ * matvec's residual or gate, rope's input, the keys and values of an append) or of a fixed group
+ * of them (an attention reads its own kv heads of the cache layer an append wrote; an attn_reduce
+ * reads the records of its kv heads; a split argmax its chunk of the row). One event per (writer,
+ * reader, value): a value read both ways takes the one counter. Events are numbered in the
+ * scheduled order of their readers, then come the explicit counters of wait/notify clauses, and
+ * their counters are laid out one after another.
  */
 #include "mlkc.h"
 
@@ -56,8 +57,14 @@ static void op_events(IrGraph *g, int c) {
     return;
   case IR_GATHER:
   case IR_RMSNORM:
-  case IR_ARGMAX:
+  case IR_ARGMAX_REDUCE:
     depend(g, c, n->in[0], MLK_MAP_ALL, 0, 0);
+    return;
+  case IR_ARGMAX: /* split: task c reads chunk c of every row */
+    if (n->attr.split >= 2)
+      depend(g, c, n->in[0], MLK_MAP_TILE, 0, mlk_argmax_chunk(n->k, n->attr.split));
+    else
+      depend(g, c, n->in[0], MLK_MAP_ALL, 0, 0);
     return;
   case IR_SAMPLE:
     depend(g, c, n->in[0], MLK_MAP_ALL, 0, 0);

@@ -515,6 +515,7 @@ typedef enum TileRule {
   TILE_COLUMNS,       /* tile(n): n output columns per task */
   TILE_HEAD_MULTIPLE, /* tile(n): n output columns per task, whole heads of head_dim */
   TILE_KV_HEADS,      /* tile(head = h, split = s): kv heads per task, chunks of the context */
+  TILE_SPLIT,         /* tile(split = s): a task per chunk of each row, their results merged */
   TILE_OPERAND        /* that of the op making its operand (allreduce over one rank) */
 } TileRule;
 

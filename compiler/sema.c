@@ -1692,7 +1692,6 @@ static const char *op_display(const Builtin *b) {
 static const char *fixed_grid(const Builtin *b) {
   switch (b->op) {
   case IR_RMSNORM: return "a task normalizes whole rows";
-  case IR_ARGMAX:
   case IR_SAMPLE: return "one task reads each row whole";
   default: return "its task grid is fixed";
   }
@@ -1726,9 +1725,18 @@ static void check_tile(Sema *s, Binding *scope, const Stmt *st, const Clause *c,
     err(s, c->loc, "tile(...) cannot apply to '%s': %s", op, fixed_grid(b));
     return;
   }
-  bool attention = b->tile == TILE_KV_HEADS;
+  bool attention = b->tile == TILE_KV_HEADS, chunks = b->tile == TILE_SPLIT;
   for (const Expr *x = c->args; x; x = x->next) {
     const Expr *ve = x->kind == EXPR_KWARG ? x->lhs : x;
+    if (chunks) { /* tile(split = s) alone */
+      int64_t n;
+      if (x->kind != EXPR_KWARG || strcmp(x->name, "split"))
+        err(s, x->loc, "tile(...) of '%s' takes split = N (chunks of a row, a task each)", op);
+      else if (eval_const(s, scope, ve, "a split", &n) && (n < 1 || n > MLK_ARGMAX_MAX_SPLIT))
+        err(s, ve->loc, "split must be in 1..%d (chunks of a row; 1: one task), got %lld",
+            MLK_ARGMAX_MAX_SPLIT, (long long)n);
+      continue;
+    }
     if (x->kind == EXPR_KWARG && !attention) {
       err(s, x->loc, "tile(...) of '%s' takes one positional size, not '%s = ...'", op, x->name);
       continue;

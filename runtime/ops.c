@@ -482,16 +482,31 @@ static int64_t attention_cost(const MlkOpDesc *op, int64_t cols) {
 
 /* ---- argmax ---- */
 
+/* Unsplit: one task writes the index of each row. Split (split = S >= 2): task c writes the
+ * partials of chunk c (value, index bits) at columns 2c, 2c + 1 of out, f32 [b, 2S]. */
 static mlk_status argmax_validate(const MlkModelDesc *d, int o) {
   const MlkOpDesc *op = &d->ops[o];
   mlk_status st;
-  if (op->n != 1 || op->k < 1 || op->k > INT32_MAX)
-    return mlk_desc_invalid(
-        d,
-        "op %d '%s': an argmax has n = 1 output column and k in [1, 2^31) inputs, got n "
-        "%lld, k %lld",
-        o, op->name, (long long)op->n, (long long)op->k);
-  if ((st = check_out(d, o, MLK_I32, 1)) || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
+  if (op->k < 1 || op->k > INT32_MAX)
+    return mlk_desc_invalid(d, "op %d '%s': an argmax has k in [1, 2^31) inputs, got %lld", o,
+                            op->name, (long long)op->k);
+  if (op->split == 0) {
+    if (op->n != 1)
+      return mlk_desc_invalid(d, "op %d '%s': an argmax has n = 1 output column, got %lld", o,
+                              op->name, (long long)op->n);
+    st = check_out(d, o, MLK_I32, 1);
+  } else {
+    if (op->split < 2 || op->split > MLK_ARGMAX_MAX_SPLIT || op->n != 2 * op->split ||
+        op->tile != 2)
+      return mlk_desc_invalid(
+          d,
+          "op %d '%s': a split argmax has split in [2, %d], n = 2 * split partial columns and "
+          "tile 2, got split %lld, n %lld, tile %lld",
+          o, op->name, MLK_ARGMAX_MAX_SPLIT, (long long)op->split, (long long)op->n,
+          (long long)op->tile);
+    st = check_out(d, o, MLK_F32, op->n);
+  }
+  if (st || (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->k)))
     return st;
   return check_unused(d, o, 1);
 }
@@ -499,14 +514,44 @@ static mlk_status argmax_validate(const MlkModelDesc *d, int o) {
 static int argmax_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
   const MlkOpDesc *op = &d->ops[o];
   int n = 0;
-  r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+  if (op->split == 0)
+    r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->k);
+  else /* task c: its chunk of the row */
+    r[n++] = tiled(op->in[0].tensor, op->in[0].offset, mlk_argmax_chunk(op->k, op->split), op->k);
   (void)w;
   return n;
 }
 
 static int64_t argmax_cost(const MlkOpDesc *op, int64_t cols) {
   (void)cols;
-  return OVERHEAD + op->k * 4;
+  return OVERHEAD + (op->split ? mlk_argmax_chunk(op->k, op->split) : op->k) * 4;
+}
+
+/* ---- argmax_reduce ---- */
+
+static mlk_status argmax_reduce_validate(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  mlk_status st;
+  if (op->split < 2 || op->split > MLK_ARGMAX_MAX_SPLIT || op->n != 1)
+    return mlk_desc_invalid(
+        d, "op %d '%s': an argmax_reduce has split in [2, %d] and n = 1, got split %lld, n %lld",
+        o, op->name, MLK_ARGMAX_MAX_SPLIT, (long long)op->split, (long long)op->n);
+  if ((st = check_out(d, o, MLK_I32, 1)) ||
+      (st = check_rows(d, o, "partials", op->in[0], MLK_F32, 2 * op->split)))
+    return st;
+  return check_unused(d, o, 1);
+}
+
+static int argmax_reduce_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAccess *w) {
+  const MlkOpDesc *op = &d->ops[o];
+  r[0] = whole(op->in[0].tensor, op->in[0].offset, 2 * op->split);
+  (void)w;
+  return 1;
+}
+
+static int64_t argmax_reduce_cost(const MlkOpDesc *op, int64_t cols) {
+  (void)cols;
+  return OVERHEAD + op->split * 8;
 }
 
 /* ---- sample ---- */
@@ -674,7 +719,8 @@ mlk_status mlk_op_validate(const MlkModelDesc *d, int o) {
   if (op->min_chunk < 0 || op->min_chunk > (1 << 24))
     return mlk_desc_invalid(d, "op %d '%s': min_chunk is %lld, must be in [0, %d]", o, op->name,
                             (long long)op->min_chunk, 1 << 24);
-  if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->split != 0)
+  if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->kind != MLK_OP_ARGMAX &&
+      op->kind != MLK_OP_ARGMAX_REDUCE && op->split != 0)
     return mlk_desc_invalid(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
                             (long long)op->split, mlk_op_kind_name(op->kind));
   return kinds[op->kind].validate(d, o);

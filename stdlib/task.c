@@ -106,9 +106,20 @@ TASK(attention) {
                         mlk_min64(kvh, op->kv_heads - kvh0), task % op->split, rows);
 }
 
+/* Unsplit: one task. Split: task c writes the partials of chunk c of every row. */
 TASK(argmax) {
-  (void)task; /* one task */
+  if (op->split) {
+    TILE(argmax_part)(PTR(float, op->out), PTR(const float, op->in[0]), op->k, op->split, task,
+                      mlk_task_rows(op, rt));
+    return;
+  }
   TILE(argmax)(PTR(int32_t, op->out), PTR(const float, op->in[0]), op->k, mlk_task_rows(op, rt));
+}
+
+TASK(argmax_reduce) {
+  (void)task; /* one task */
+  TILE(argmax_reduce)(PTR(int32_t, op->out), PTR(const float, op->in[0]), op->split,
+                      mlk_task_rows(op, rt));
 }
 
 /* One task; each row's parameters come from its row of the sampling tensor in[1] (or the op's

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 9
+#define MLK_DESC_ABI 10
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -176,8 +176,16 @@ typedef struct MlkTensorDesc {
  *   units. An empty chunk (or a row with pos < 0) has o = 0, m = -inf, l = 0. tile = h * group *
  *   (head_dim + 2) (one task's records), n = ceil(kv_heads / h) * S * tile; task t covers kv
  *   heads from (t / S) * h and chunk t % S. An ATTN_REDUCE merges the chunks.
- * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima): x = in[0] f32 [b, k].
- *   One task.
+ * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima; NaN never wins; every
+ *   value NaN: 0): x = in[0] f32 [b, k]. One task (split 0).
+ *   With split = S >= 2 the row is cut into S chunks of mlk_argmax_chunk(k, S) columns (the last
+ *   shorter, or empty), a task per chunk, and `out` is not the index but the partials: f32 [b, 2S],
+ *   for chunk c at columns 2c and 2c + 1 the chunk's first largest non-NaN value and its index in
+ *   the row (the bits of an i32 in an f32 slot; MLK_ARGMAX_NONE when the chunk has no non-NaN
+ *   value): n = 2S, tile = 2. An ARGMAX_REDUCE picks among them.
+ * ARGMAX_REDUCE: out[b, 0] = the index of the best of split = S partials of a split ARGMAX (in[0],
+ *   f32 [b, 2S]): the largest value, the earliest chunk among equal ones, chunks without a value
+ *   skipped (none at all: 0). The same index as the unsplit argmax. One task.
  * SAMPLE: out[b, 0] = a token drawn from x = in[0] (f32 [b, k] logits) with the parameters of row
  *   b of the model's sampling tensor in[1] (MLK_TENSOR_SAMPLING, at offset 0): its temperature,
  *   top_k, top_p and u, a uniform random number in [0, 1); a row whose top_k is 0 takes the op's
@@ -217,7 +225,8 @@ typedef struct MlkTensorDesc {
   X(ARGMAX, argmax, "x", "", "", "", "")                                                           \
   X(SAMPLE, sample, "x", "sampling", "", "", "")                                                   \
   X(ATTN_REDUCE, attn_reduce, "partials", "", "", "", "")                                           \
-  X(ALLREDUCE, allreduce, "x", "ranks' x", "", "", "")
+  X(ALLREDUCE, allreduce, "x", "ranks' x", "", "", "")                                            \
+  X(ARGMAX_REDUCE, argmax_reduce, "partials", "", "", "", "")
 
 /* The operand slots of an op (MlkOpDesc.in, MlkDevOp.in). */
 #define MLK_OP_INPUTS 5
@@ -265,7 +274,8 @@ typedef struct MlkArg {
   X(float, top_p, 0, "sample: in (0, 1], for rows the runtime was given none")                     \
   X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K], for rows given none")                \
   X(int64_t, split, 0, "attention: chunks of a row's positions (0, 1: none; up to "                \
-                    "MLK_ATTN_MAX_SPLIT); attn_reduce: the chunks it merges")                      \
+                    "MLK_ATTN_MAX_SPLIT); argmax: chunks of a row (0: none; 2 to "                 \
+                    "MLK_ARGMAX_MAX_SPLIT); attn_reduce, argmax_reduce: the chunks they merge")    \
   X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")    \
   X(int64_t, ranks, 0, "allreduce: the ranks summed (its table at in[1] has as many addresses)")
 
@@ -291,6 +301,19 @@ typedef struct MlkOpDesc {
     MLK_OP_ATTRS(MLK_X_FIELD)
   };
 } MlkOpDesc;
+
+/* ---- split argmax: the chunks of a row ---- */
+
+/* The most chunks a split argmax may cut a row into, and the index of a chunk without a value. */
+#define MLK_ARGMAX_MAX_SPLIT 1024
+#define MLK_ARGMAX_NONE 0x7fffffff
+
+/* Columns per chunk of a row of k columns cut into `split`: ceil(k / split) rounded up to a
+ * multiple of 4 (16-byte loads), so chunk c covers [c * len, min((c + 1) * len, k)); the last
+ * chunks may be empty. */
+static inline int64_t mlk_argmax_chunk(int64_t k, int64_t split) {
+  return ((k + split - 1) / split + 3) & ~(int64_t)3;
+}
 
 /* ---- split attention (flash-decoding): chunks and the layout of the partials ---- */
 

@@ -90,6 +90,11 @@ void mlk_ref_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_
 
 /* out[b] = the index of the largest x[b, i], i < k (the first of equal maxima). */
 void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
+/* The split argmax (mlk_desc.h ARGMAX with split, ARGMAX_REDUCE): chunk `chunk` of every row into
+ * its partials (value, index bits), and the index of the best partials. */
+void mlk_ref_argmax_part(float *part, const float *x, int64_t k, int64_t split, int64_t chunk,
+                         int64_t batch);
+void mlk_ref_argmax_reduce(int32_t *out, const float *part, int64_t split, int64_t batch);
 
 /* out[b] = a token of row b of the logits x [batch, k] drawn with row b of `params`, the sampling
  * tensor's rows of MLK_SAMPLE_PARAMS floats (MLK_OP_SAMPLE in mlk_desc.h says how; a row whose

@@ -352,6 +352,39 @@ void mlk_ref_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
   }
 }
 
+void mlk_ref_argmax_part(float *part, const float *x, int64_t k, int64_t split, int64_t chunk,
+                         int64_t batch) {
+  int64_t len = mlk_argmax_chunk(k, split), c0 = chunk * len;
+  int64_t c1 = c0 + len < k ? c0 + len : k;
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xb = x + b * k;
+    int64_t best = -1;
+    for (int64_t i = c0; i < c1; i++) /* as mlk_ref_argmax, over the chunk */
+      if (best < 0 ? !isnan(xb[i]) : xb[i] > xb[best])
+        best = i;
+    int32_t bi = best < 0 ? MLK_ARGMAX_NONE : (int32_t)best;
+    part[b * 2 * split + 2 * chunk] = best < 0 ? -INFINITY : xb[best];
+    memcpy(&part[b * 2 * split + 2 * chunk + 1], &bi, sizeof bi);
+  }
+}
+
+void mlk_ref_argmax_reduce(int32_t *out, const float *part, int64_t split, int64_t batch) {
+  for (int64_t b = 0; b < batch; b++) {
+    const float *pb = part + b * 2 * split;
+    int32_t best = MLK_ARGMAX_NONE;
+    float bv = -INFINITY;
+    for (int64_t c = 0; c < split; c++) { /* chunks in order: the first of equal values stays */
+      int32_t i;
+      memcpy(&i, &pb[2 * c + 1], sizeof i);
+      if (i != MLK_ARGMAX_NONE && (best == MLK_ARGMAX_NONE || pb[2 * c] > bv)) {
+        best = i;
+        bv = pb[2 * c];
+      }
+    }
+    out[b] = best == MLK_ARGMAX_NONE ? 0 : best;
+  }
+}
+
 /* The rank of a logit as an unsigned key, larger first: the float order with -0 == +0 and NaN
  * below -inf (key 0). mlk_tile_sample ranks with the same keys. */
 static uint32_t sample_key(float v) {

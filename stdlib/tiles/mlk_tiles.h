@@ -122,6 +122,9 @@ void mlk_tile_attn_reduce(float *out, const float *part, int64_t kv_heads, int64
                           int64_t heads, int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh,
                           int64_t batch);
 void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch);
+void mlk_tile_argmax_part(float *part, const float *x, int64_t k, int64_t split, int64_t chunk,
+                          int64_t batch);
+void mlk_tile_argmax_reduce(int32_t *out, const float *part, int64_t split, int64_t batch);
 void mlk_tile_sample(int32_t *out, const float *x, const float *params, int64_t k,
                      float temperature, int64_t top_k, float top_p, int64_t batch);
 

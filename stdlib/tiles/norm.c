@@ -1,4 +1,5 @@
-/* norm.c: the whole-row tiles, one task for all batch rows: rmsnorm and argmax.
+/* norm.c: the whole-row tiles, one task for all batch rows: rmsnorm and argmax; and the split
+ * argmax: a task per chunk of every row (a warp per row), then a reduce of the chunks' partials.
  *
  * Each row is one block reduction: per-thread partials, a warp butterfly, then the 8 warp results
  * through shared memory. The scratch slots alternate between even and odd rows, so a row needs a
@@ -133,5 +134,101 @@ void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
       /* every value NaN (or k == 0): index 0 */
       out[b] = bi == NONE ? 0 : bi;
     }
+  }
+}
+
+/* One warp's best (value, index) of columns [c0, c0 + cn) of row xr: each lane visits its columns
+ * in increasing order, then a butterfly keeps the larger value, the smaller index among equal
+ * ones. 16-byte loads, ARGMAX_U of a lane in flight, where the columns are 16-byte aligned. */
+static void warp_argmax(const float *xr, int64_t c0, int64_t cn, uint32_t lane, float *v,
+                        int32_t *idx) {
+  float bv = -__builtin_inff();
+  int32_t bi = NONE;
+  const float *p = xr + c0;
+  int64_t done = 0;
+  if ((((uintptr_t)p) & 15) == 0) {
+    typedef float F4 __attribute__((ext_vector_type(4)));
+    int64_t groups = cn >> 2;
+    for (int64_t g0 = lane; g0 < groups; g0 += ARGMAX_U * 32) {
+      F4 q[ARGMAX_U];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_U; u++)
+        if (g0 + u * 32 < groups)
+          q[u] = ((const F4 *)p)[g0 + u * 32];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_U; u++) {
+        int64_t g = g0 + u * 32;
+        if (g < groups) {
+          float e[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; j++)
+            if (e[j] > bv || (bi == NONE && e[j] == e[j])) {
+              bv = e[j];
+              bi = (int32_t)(c0 + 4 * g + j);
+            }
+        }
+      }
+    }
+    done = groups << 2;
+  }
+  for (int64_t i = done + lane; i < cn; i += 32) {
+    float e = p[i];
+    if (e > bv || (bi == NONE && e == e)) {
+      bv = e;
+      bi = (int32_t)(c0 + i);
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
+    int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
+    if (better(ov, oi, bv, bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  *v = bv;
+  *idx = bi;
+}
+
+void mlk_tile_argmax_part(float *part, const float *x, int64_t k, int64_t split, int64_t chunk,
+                          int64_t batch) {
+  uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
+  int64_t len = mlk_argmax_chunk(k, split), c0 = chunk * len;
+  int64_t cn = c0 >= k ? 0 : k - c0 < len ? k - c0 : len;
+  for (int64_t b = warp; b < batch; b += WARPS) { /* a warp per row */
+    float v;
+    int32_t i;
+    warp_argmax(x + b * k, c0, cn, lane, &v, &i);
+    if (lane == 0) {
+      part[b * 2 * split + 2 * chunk] = v;
+      part[b * 2 * split + 2 * chunk + 1] = i2f(i);
+    }
+  }
+}
+
+void mlk_tile_argmax_reduce(int32_t *out, const float *part, int64_t split, int64_t batch) {
+  uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
+  for (int64_t b = warp; b < batch; b += WARPS) { /* a warp per row, a lane per chunk */
+    const float *pr = part + b * 2 * split;
+    float bv = -__builtin_inff();
+    int32_t bi = NONE;
+    for (int64_t c = lane; c < split; c += 32) { /* chunks in order: indices increase */
+      float v = pr[2 * c];
+      int32_t i = f2i(pr[2 * c + 1]);
+      if (better(v, i, bv, bi)) {
+        bv = v;
+        bi = i;
+      }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
+      int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
+      if (better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0)
+      out[b] = bi == NONE ? 0 : bi; /* every value NaN: index 0 */
   }
 }

@@ -319,6 +319,23 @@ static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k
   return o;
 }
 
+/* A split argmax (mlk_desc.h): `split` chunk tasks writing part (f32, 2 * split columns), and the
+ * reduce writing out. */
+static inline int rtb_argmax_split(RtB *b, const char *name, const char *rname, int out, int part,
+                                   int x, int64_t k, int64_t split) {
+  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ARGMAX, .out = A(part),
+                                  .in = {A(x), NOARG, NOARG, NOARG, NOARG}, .n = 2 * split, .k = k,
+                                  .tile = 2, .layer = -1, .cache = -1, .split = split});
+  rtb_reads(b, o, x, MLK_MAP_ALL);
+  rtb_wrote(b, o);
+  int r = rtb_push(b, (MlkOpDesc){.name = rname, .kind = MLK_OP_ARGMAX_REDUCE, .out = A(out),
+                                  .in = {A(part), NOARG, NOARG, NOARG, NOARG}, .n = 1, .tile = 1,
+                                  .layer = -1, .cache = -1, .split = split});
+  rtb_reads(b, r, part, MLK_MAP_ALL);
+  rtb_wrote(b, r);
+  return r;
+}
+
 /* The model's sampling tensor (MLK_TENSOR_SAMPLING), made on first use. */
 static inline int rtb_sampling(RtB *b) {
   for (int t = 0; t < b->desc.ntensors; t++)

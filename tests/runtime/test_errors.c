@@ -333,7 +333,17 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[25].eps = NAN, "op 25 'rmsnorm@llama:20': eps is nan, must be finite and >= 0");
   CASE(b->ops[1].eps = -1, "op 1 'matvec@llama:5[l=0]': eps is -1, must be finite and >= 0");
   CASE((b->ops[27].n = 2, b->ops[27].ntasks = 2), "op 27 'argmax@llama:21': an argmax has n = 1 output "
-       "column and k in [1, 2^31) inputs, got n 2, k 40");
+       "column, got 2");
+  CASE(b->ops[27].k = 0, "op 27 'argmax@llama:21': an argmax has k in [1, 2^31) inputs, got 0");
+  CASE((b->ops[27].split = 1), "op 27 'argmax@llama:21': a split argmax has split in [2, 1024], "
+       "n = 2 * split partial columns and tile 2, got split 1, n 1, tile 1");
+  CASE(b->ops[27].kind = MLK_OP_ARGMAX_REDUCE, "op 27 'argmax@llama:21': k is 40, must be 0 for "
+       "this argmax_reduce");
+  CASE((b->ops[27].kind = MLK_OP_ARGMAX_REDUCE, b->ops[27].k = 0, b->ops[27].split = 3),
+       "op 27 'argmax@llama:21': partials 'logits' has rows of 40 elements (offset 0), the op reads "
+       "rows of 6 columns at offset 0");
+  CASE((b->ops[27].kind = MLK_OP_ARGMAX_REDUCE, b->ops[27].k = 0),
+       "op 27 'argmax@llama:21': an argmax_reduce has split in [2, 1024] and n = 1, got split 0, n 1");
   CASE(b->ops[27].out.tensor = 13, "op 27 'argmax@llama:21': output 'logits' is f32, expected i32");
   /* the argmax turned into a sample, reading a sampling tensor added after the others */
 #define SAMPLE(t, k, p) (b->ops[27].kind = MLK_OP_SAMPLE, b->ops[27].temperature = (t), \

@@ -11,7 +11,8 @@
  *   eltwise:  copy, relu, silu, add, mul, and add(relu, mul) chained through TILE events; with a
  *             bias: a + bias (a broadcast add) and (a + bias) * c
  *   gather:   rows of a table slice by token id
- *   rmsnorm, argmax (ties: the first maximum)
+ *   rmsnorm, argmax (ties: the first maximum), unsplit and split over the row (3 chunks; 12, the
+ *             last two empty) with its reduce
  *   sample:   top_k 1, 7 with top_p 0.8, top_k above the vocabulary, a tiny top_p, at several
  *             temperatures, against a double-precision sort-everything reference
  *   rope:     plain, and with Llama 3 scaling (all three frequency regimes) vs the closed form
@@ -21,7 +22,7 @@
  *             context (3, 7 and 32 chunks, tasks of 1 or 2 kv heads: partials and a reduce op)
  * Direct calls: the inverse frequencies of Llama 3.1 scaling, kv_append and attention through a
  * permuted page table, unsplit and split (1 to 32 chunks, a row at pos -1: zeros), argmax ties
- * and NaNs; sample: ties, NaN, infinities, -0, a hand-computed top-p cut, and the token
+ * and NaNs, the split argmax against the unsplit one (2 to 16 chunks of 11 columns); sample: ties, NaN, infinities, -0, a hand-computed top-p cut, and the token
  * frequencies over a grid of u against the renormalized probabilities.
  */
 #include "mlk_ref.h"
@@ -40,7 +41,7 @@ typedef struct Ops {
   int ids, table, gout;
   int rx, rw, rout;
   int qx, pos, rp, rs;
-  int ax, am;
+  int ax, am, ams[2];
   int sx, sp, so[NSAMPLE];
   int cache, kk, vv, qq, kpos, att, att_split[3];
 } Ops;
@@ -125,6 +126,13 @@ static void build(Ops *s, int64_t bmax) {
   s->ax = rtb_act(b, "ax", MLK_F32, MLK_TENSOR_INPUT, AK);
   s->am = rtb_act(b, "am", MLK_I32, MLK_TENSOR_OUTPUT, 1);
   rtb_argmax(b, "argmax@ops:50", s->am, s->ax, AK);
+  for (int i = 0; i < 2; i++) { /* split in 3 chunks, and in 12 (of 4 columns: the last two empty) */
+    int64_t S = i ? 12 : 3;
+    s->ams[i] = rtb_act(b, rtb_str(b, "am%lld", (long long)S), MLK_I32, MLK_TENSOR_OUTPUT, 1);
+    int part = rtb_act(b, rtb_str(b, "am_part%lld", (long long)S), MLK_F32, MLK_TENSOR_TEMP, 2 * S);
+    rtb_argmax_split(b, rtb_str(b, "argmax@ops:%d", 51 + i), rtb_str(b, "argmax_reduce@ops:%d", 51 + i),
+                     s->ams[i], part, s->ax, AK, S);
+  }
 
   rtb_kernel(b, "kv", MLK_SCHED_STATIC);
   s->cache = rtb_cache(b, "kv", 2, KVH, HD, PAGE);
@@ -319,19 +327,21 @@ static void test_rope(mlk_model *m, const Ops *s, int64_t rows) {
 static void test_argmax(mlk_model *m, const Ops *s, int64_t rows) {
   static float x[BMAX * AK];
   int32_t got[BMAX];
-  int outs[] = {s->am};
-  run_poisoned(m, outs, 1, rows);
+  int outs[] = {s->am, s->ams[0], s->ams[1]};
+  run_poisoned(m, outs, 3, rows);
   rt_fill(x, (size_t)rows * AK, 1.0f);
   /* Row b: its maximum 2.0 at columns 3 + b and 20 + b (a tie: the first wins). */
   for (int64_t b = 0; b < rows; b++)
     x[b * AK + 3 + b] = x[b * AK + 20 + b] = 2.0f;
   CHECK_OK(mlk_model_set_tensor(m, s->ax, x, (size_t)rows * AK * sizeof *x));
   CHECK_OK(mlk_model_run(m, KA));
-  CHECK_OK(mlk_model_get_tensor(m, s->am, got, (size_t)rows * sizeof *got));
-  for (int64_t b = 0; b < rows; b++)
-    CHECK(got[b] == 3 + b, "argmax row %lld at batch %lld: %d, expected %lld", (long long)b,
-          (long long)rows, got[b], (long long)(3 + b));
-  check_untouched(m, outs, 1, rows);
+  for (int i = 0; i < 3; i++) { /* unsplit, split in 3, split in 12 */
+    CHECK_OK(mlk_model_get_tensor(m, outs[i], got, (size_t)rows * sizeof *got));
+    for (int64_t b = 0; b < rows; b++)
+      CHECK(got[b] == 3 + b, "argmax %d row %lld at batch %lld: %d, expected %lld", i, (long long)b,
+            (long long)rows, got[b], (long long)(3 + b));
+  }
+  check_untouched(m, outs, 3, rows);
 }
 
 /* Sampling in double precision, sorting the whole row: MLK_OP_SAMPLE's definition. *margin as in
@@ -674,6 +684,33 @@ static void test_refs(void) {
   int32_t am[3];
   mlk_ref_argmax(am, x, 4, 3);
   CHECK(am[0] == 1 && am[1] == 3 && am[2] == 0, "argmax ties/NaN: %d %d %d", am[0], am[1], am[2]);
+  /* the split argmax (chunks, then their reduce) gives the same index: ties across and inside
+   * chunks, NaN, -inf alone in a chunk, all NaN, more chunks than columns (empty ones) */
+  {
+    enum { AR = 6, AC = 11 };
+    static const float ax[AR][AC] = {
+        {0, 1, 5, 2, 5, 0, 5, 1, 1, 1, 5},
+        {NAN, NAN, NAN, NAN, -INFINITY, NAN, NAN, NAN, NAN, NAN, NAN},
+        {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN},
+        {-1, -2, -3, -4, -5, -6, -7, -8, -9, -10, -0.5f},
+        {NAN, 2, 2, NAN, 3, NAN, 3, 1, 3, NAN, 2},
+        {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY,
+         -INFINITY, -INFINITY, -INFINITY}};
+    int32_t want[AR], got[AR];
+    mlk_ref_argmax(want, &ax[0][0], AC, AR);
+    for (int64_t sp = 2; sp <= 16; sp++) {
+      float part[AR * 2 * 16];
+      for (int64_t c = 0; c < sp; c++)
+        mlk_ref_argmax_part(part, &ax[0][0], AC, sp, c, AR);
+      mlk_ref_argmax_reduce(got, part, sp, AR);
+      for (int r = 0; r < AR; r++)
+        CHECK(got[r] == want[r], "split argmax, %lld chunks, row %d: %d, unsplit %d", (long long)sp,
+              r, got[r], want[r]);
+    }
+    CHECK(want[0] == 2 && want[1] == 4 && want[2] == 0 && want[3] == 10 && want[4] == 4 &&
+          want[5] == 0, "argmax of the split test rows: %d %d %d %d %d %d", want[0], want[1],
+          want[2], want[3], want[4], want[5]);
+  }
 
   /* sample: the non-finite cases take the first ranked column; NaN ranks below -inf */
   static const struct { float x[5]; int32_t want; } deg[] = {

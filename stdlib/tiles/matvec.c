@@ -489,7 +489,7 @@ mma_stage_scalar(const float *x, const uint16_t *norm_w, const MLK_SHARED float 
  * each item is 4 hi and 4 lo pair words, two 16-byte shared stores. The warp's rows are b =
  * warp, warp + WARPS, ... as in mma_stage_scalar, and the rounding is the same. Needs x, the
  * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
-#define MMA_SU 2
+#define MMA_SU 4
 static inline __attribute__((always_inline)) void
 mma_stage_vec(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
               int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
@@ -571,8 +571,9 @@ mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo
 }
 
 /* The first MMA_UB blocks of 32 k of a chunk are loaded into registers before the chunk's x is
- * staged (weights depend on nothing), so their HBM latency overlaps the staging. */
-#define MMA_UB 5
+ * staged (weights depend on nothing), so their HBM latency overlaps the staging; mma_chunk then
+ * keeps MMA_UB blocks in flight. */
+#define MMA_UB 8
 
 static inline __attribute__((always_inline)) void
 mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,
@@ -590,35 +591,33 @@ mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, u
 }
 
 /* One warp's blocks of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8 (rn valid rows
- * from r0), n tiles j = s + S * i for i < ni. The first MMA_UB blocks' weights are `pre`
- * (mma_preload); the rest are loaded here, U blocks in flight. */
+ * from r0), n tiles j = s + S * i for i < ni. The weights stream through a window of MMA_UB blocks
+ * in registers: `win` arrives holding the first MMA_UB (mma_preload), and as each block is used its
+ * slot is refilled with the block MMA_UB further on, so that MMA_UB blocks' loads stay in flight
+ * all along the chunk (the window is unrolled: its slots are registers). */
 static inline __attribute__((always_inline)) void
-mma_chunk(float (*acc)[4], U4 (*pre)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn,
+mma_chunk(float (*acc)[4], U4 (*win)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn,
           uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t s, uint32_t S,
-          uint32_t ni, uint32_t lane, int U) {
+          uint32_t ni, uint32_t lane) {
   uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
   uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + (8 * s + g) * RSB + 16 * t;
   uint32_t jstep = 8 * S * RSB, lo = KC * 2, nblk = kcp / 32;
+  U4 z = {0, 0, 0, 0};
+  for (uint32_t kb = 0; kb < nblk; kb += MMA_UB) {
 #pragma unroll
-  for (int u = 0; u < MMA_UB; u++)
-    if ((uint32_t)u < nblk)
-      mma_block(acc, pre[u], sbase + u * 64, jstep, lo, ni);
-  for (uint32_t kb = MMA_UB; kb < nblk; kb += U) {
-    U4 a[4][2];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      uint32_t col = (kb + u) * 32 + 8 * t; /* within the chunk */
-      int in = kb + u < nblk && col < kn;
-      U4 z = {0, 0, 0, 0};
-      a[u][0] = in && ok0 ? ld_weights(w0 + (kb + u) * 32) : z;
-      a[u][1] = in && ok1 ? ld_weights(w1 + (kb + u) * 32) : z;
+    for (int u = 0; u < MMA_UB; u++) {
+      uint32_t b = kb + (uint32_t)u;
+      if (b < nblk) {
+        U4 cur[2] = {win[u][0], win[u][1]};
+        uint32_t nx = b + MMA_UB;
+        int in = nx < nblk && nx * 32 + 8 * t < kn;
+        win[u][0] = in && ok0 ? ld_weights(w0 + nx * 32) : z;
+        win[u][1] = in && ok1 ? ld_weights(w1 + nx * 32) : z;
+        mma_block(acc, cur, sbase + b * 64, jstep, lo, ni);
+      }
     }
-#pragma unroll
-    for (int u = 0; u < U; u++)
-      if (kb + u < nblk)
-        mma_block(acc, a[u], sbase + (kb + u) * 64, jstep, lo, ni);
   }
 }
 
@@ -695,7 +694,7 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
           mma_stage_scalar(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
         if (active)
-          mma_chunk(acc, pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane, 2);
+          mma_chunk(acc, pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane);
       }
       uint32_t g = lane >> 2, t = lane & 3;
 #pragma unroll

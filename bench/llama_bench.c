@@ -1,5 +1,5 @@
 /* llama_bench.c: one decode step of Llama-3.2-1B shapes (examples/llama/llama.mlk) as one
- * megakernel, timed the way docs/benchmarks.md says.
+ * megakernel, timed the way docs/performance.md says.
  *
  *   llama_bench [steps] [context] [batch]
  *

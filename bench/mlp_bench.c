@@ -1,4 +1,4 @@
-/* mlp_bench.c: times the mlp megakernel on the GPU, the way docs/benchmarks.md says.
+/* mlp_bench.c: times the mlp megakernel on the GPU, the way docs/performance.md says.
  *
  *   mlp_bench [iterations] [instances]
  *

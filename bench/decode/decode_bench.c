@@ -8,7 +8,7 @@
  *                [--budget-ms=T] [--kv-context=N] [--kv-fill=BYTE] [--start-only]
  *                [--label=NAME] [--json=FILE]
  *
- * Method (docs/benchmarks.md): random bf16 weights (values do not change the timing); the KV
+ * Method (docs/performance.md): random bf16 weights (values do not change the timing); the KV
  * caches filled with one non-zero byte pattern (--kv-fill, 0x3c: every bf16 element 0.0115), so
  * that a point at context C reads C cached positions per row without C decode steps to fill them
  * (a batch-64 step costs tens of ms). Every step of a point runs at position C in every row: it

@@ -40,6 +40,34 @@ int64_t tile_default_attn_split(int64_t kv_heads, int64_t kvh) {
 
 static const Type *type_of(const IrGraph *g, int v) { return &g->values[v].type; }
 
+/* Node a of a split op writes partials instead of its result: a new temporary of type pt (named
+ * after the op, ".partials"), and a new node of kind rop, an op of the same statement (its
+ * clauses hold for it too), reads them and writes the result, which keeps the op's name. Returns
+ * the reduce node; the callers set the two nodes' grids and attributes. */
+static int split_with_reduce(IrGraph *g, int a, const char *what, Type pt, IrOp rop) {
+  IrNode *n = &g->nodes[a];
+  int result = n->out[0];
+  const char *where = arena_printf(g->arena, "%s@%s:%d%s", what, ir_loc_file(g, n->loc),
+                                   n->loc.line, n->ctx);
+  int part = ir_add_value(g, (IrValue){.type = pt, .tensor = -1, .producer = a, .layer = -1,
+                                       .label = arena_printf(g->arena, "%s.partials", where)});
+  g->values[result].label = where;
+  int r = ir_add_node(g, rop, n->loc, n->ctx, n->kernel);
+  n = &g->nodes[a];
+  n->out[0] = part;
+  n->reduce = r;
+  IrNode *red = &g->nodes[r];
+  red->seq = n->seq;
+  red->emit_seq = n->seq;
+  red->in[0] = part;
+  red->in_seq[0] = n->seq;
+  red->nout = 1;
+  red->out[0] = result;
+  g->values[result].producer = r;
+  ir_merge_sync(g, r, a);
+  return r;
+}
+
 /* Attention: a task per kvh kv heads (tile(head = h), else 1), its positions in `split` chunks
  * (tile(split = s), else --attn-split, else the default policy). Split, it writes partials (a
  * record per kv head and chunk: mlk_attn_part_offset) into a new temporary, and an attn_reduce
@@ -65,32 +93,15 @@ static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
   }
   int64_t pcols = mlk_attn_part_cols(c->kv_heads, heads, hd, split, kvh);
   int64_t rec = mlk_attn_part_rec(group, hd);
-  int result = n->out[0];
-  Type pt = *type_of(g, result);
+  Type pt = *type_of(g, n->out[0]);
   pt.shape[pt.rank - 1] = pcols;
-  const char *where = arena_printf(g->arena, "attention@%s:%d%s",
-                                   ir_loc_file(g, n->loc), n->loc.line, n->ctx);
-  int part = ir_add_value(g, (IrValue){.type = pt, .tensor = -1, .producer = a, .layer = -1,
-                                       .label = arena_printf(g->arena, "%s.partials", where)});
-  /* the merged attention keeps the attention's name: it is the attention's result */
-  g->values[result].label = where;
-  int r = ir_add_node(g, IR_ATTN_REDUCE, n->loc, n->ctx, n->kernel);
+  int r = split_with_reduce(g, a, "attention", pt, IR_ATTN_REDUCE);
   n = &g->nodes[a];
-  n->out[0] = part;
   n->n = pcols;
   n->tile = kvh * rec;
   n->attr.split = split;
   n->attr.min_chunk = o->attn_min_chunk > 0 ? o->attn_min_chunk : MLKC_ATTN_MIN_CHUNK;
-  n->reduce = r;
   IrNode *red = &g->nodes[r];
-  red->seq = n->seq;
-  red->emit_seq = n->seq;
-  red->in[0] = part;
-  red->in_seq[0] = n->seq;
-  red->nout = 1;
-  red->out[0] = result;
-  g->values[result].producer = r;
-  ir_merge_sync(g, r, a); /* an op of the attention's statement: its clauses hold for it too */
   red->attr.heads = heads;
   red->attr.kv_heads = c->kv_heads;
   red->attr.head_dim = hd;
@@ -125,35 +136,19 @@ static void tile_argmax(IrGraph *g, int a) {
   n->k = k;
   if (split < 2)
     return;
-  int result = n->out[0];
   Type pt = *type_of(g, n->in[0]); /* the rows of x, 2 * split f32 columns each */
   pt.dtype = MLK_F32;
   pt.shape[pt.rank - 1] = 2 * split;
   pt.sym[pt.rank - 1] = NULL;
-  const char *where = arena_printf(g->arena, "argmax@%s:%d%s", ir_loc_file(g, n->loc), n->loc.line,
-                                   n->ctx);
-  int part = ir_add_value(g, (IrValue){.type = pt, .tensor = -1, .producer = a, .layer = -1,
-                                       .label = arena_printf(g->arena, "%s.partials", where)});
-  g->values[result].label = where;
-  int r = ir_add_node(g, IR_ARGMAX_REDUCE, n->loc, n->ctx, n->kernel);
+  int r = split_with_reduce(g, a, "argmax", pt, IR_ARGMAX_REDUCE);
   n = &g->nodes[a];
-  n->out[0] = part;
   n->n = 2 * split;
   n->tile = 2;
   n->attr.split = split;
-  n->reduce = r;
   IrNode *red = &g->nodes[r];
-  red->seq = n->seq;
-  red->emit_seq = n->seq;
-  red->in[0] = part;
-  red->in_seq[0] = n->seq;
-  red->nout = 1;
-  red->out[0] = result;
-  g->values[result].producer = r;
-  ir_merge_sync(g, r, a); /* an op of the argmax's statement: its clauses hold for it too */
   red->attr.split = split;
   red->n = red->tile = 1;
-  red->batched = ir_type_batched(type_of(g, result));
+  red->batched = ir_type_batched(type_of(g, red->out[0]));
   red->ntasks = 1;
 }
 

@@ -61,58 +61,79 @@ static inline int better(float v, int32_t i, float bv, int32_t bi) {
   return v > bv || (v == bv && i < bi);
 }
 
+/* The best (value, index) of one thread's share of columns [c0, c0 + cn) of row xr: the columns
+ * first + j * stride in increasing order, so a tie keeps the earlier one. The first non-NaN
+ * value is always taken (so -inf counts), later ones only when strictly larger; NaN compares
+ * false everywhere. A row is one long read (a vocabulary of 128K logits is 512 KB): groups of 4
+ * columns with 16-byte loads, ARGMAX_U groups of a thread in flight, where the columns are
+ * 16-byte aligned, else every load would wait for the one before. Indices are the row's. */
+static inline __attribute__((always_inline)) void
+scan_best(const float *xr, int64_t c0, int64_t cn, uint32_t first, uint32_t stride, float *v,
+          int32_t *idx) {
+  float bv = -__builtin_inff();
+  int32_t bi = NONE;
+  const float *p = xr + c0;
+  int64_t done = 0;
+  if ((((uintptr_t)p) & 15) == 0) {
+    typedef float F4 __attribute__((ext_vector_type(4)));
+    int64_t groups = cn >> 2;
+    for (int64_t g0 = first; g0 < groups; g0 += ARGMAX_U * (int64_t)stride) {
+      F4 q[ARGMAX_U];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_U; u++)
+        if (g0 + u * (int64_t)stride < groups)
+          q[u] = ((const F4 *)p)[g0 + u * (int64_t)stride];
+#pragma unroll
+      for (int u = 0; u < ARGMAX_U; u++) {
+        int64_t g = g0 + u * (int64_t)stride;
+        if (g < groups) {
+          float e[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; j++)
+            if (e[j] > bv || (bi == NONE && e[j] == e[j])) {
+              bv = e[j];
+              bi = (int32_t)(c0 + 4 * g + j);
+            }
+        }
+      }
+    }
+    done = groups << 2;
+  }
+  for (int64_t i = done + first; i < cn; i += stride) {
+    float e = p[i];
+    if (e > bv || (bi == NONE && e == e)) {
+      bv = e;
+      bi = (int32_t)(c0 + i);
+    }
+  }
+  *v = bv;
+  *idx = bi;
+}
+
+/* The warp's best of its lanes' (value, index): the larger value, the smaller index among equal
+ * ones (NONE, from a lane without a value, loses to any index). Every lane gets it. */
+static inline void warp_best(float *v, int32_t *idx) {
+  float bv = *v;
+  int32_t bi = *idx;
+  for (int off = 16; off > 0; off >>= 1) {
+    float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
+    int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
+    if (better(ov, oi, bv, bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  *v = bv;
+  *idx = bi;
+}
+
 void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
   uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
   for (int64_t b = 0; b < batch; b++) {
-    const float *xr = x + b * k;
-    float bv = -__builtin_inff();
-    int32_t bi = NONE;
-    /* Each thread visits its columns in increasing order, so a tie keeps the earlier one. The
-     * first non-NaN value is always taken (so -inf counts), later ones only when strictly
-     * larger; NaN compares false everywhere. A row is one long read (a vocabulary of 128K
-     * logits is 512 KB): groups of 4 columns with 16-byte loads, ARGMAX_U groups of a thread in
-     * flight, else every load would wait for the one before. */
-    int64_t done = 0;
-    if ((((uintptr_t)xr) & 15) == 0) {
-      typedef float F4 __attribute__((ext_vector_type(4)));
-      int64_t groups = k >> 2;
-      for (int64_t g0 = tid; g0 < groups; g0 += ARGMAX_U * MLK_BLOCK_THREADS) {
-        F4 v[ARGMAX_U];
-#pragma unroll
-        for (int u = 0; u < ARGMAX_U; u++)
-          if (g0 + u * MLK_BLOCK_THREADS < groups)
-            v[u] = ((const F4 *)xr)[g0 + u * MLK_BLOCK_THREADS];
-#pragma unroll
-        for (int u = 0; u < ARGMAX_U; u++) {
-          int64_t g = g0 + u * MLK_BLOCK_THREADS;
-          if (g < groups) {
-            float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-              if (e[j] > bv || (bi == NONE && e[j] == e[j])) {
-                bv = e[j];
-                bi = (int32_t)(4 * g + j);
-              }
-          }
-        }
-      }
-      done = groups << 2;
-    }
-    for (int64_t i = done + tid; i < k; i += MLK_BLOCK_THREADS) {
-      float v = xr[i];
-      if (v > bv || (bi == NONE && v == v)) {
-        bv = v;
-        bi = (int32_t)i;
-      }
-    }
-    for (int off = 16; off > 0; off >>= 1) {
-      float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
-      int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
-      if (better(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    float bv;
+    int32_t bi;
+    scan_best(x + b * k, 0, k, tid, MLK_BLOCK_THREADS, &bv, &bi);
+    warp_best(&bv, &bi);
     /* The slots hold floats only (indices by their bits), so the scratch is never type-punned. */
     MLK_SHARED float *rv = mlk_tile_smem + (b & 1) * 2 * WARPS;
     if (lane == 0) {
@@ -137,59 +158,6 @@ void mlk_tile_argmax(int32_t *out, const float *x, int64_t k, int64_t batch) {
   }
 }
 
-/* One warp's best (value, index) of columns [c0, c0 + cn) of row xr: each lane visits its columns
- * in increasing order, then a butterfly keeps the larger value, the smaller index among equal
- * ones. 16-byte loads, ARGMAX_U of a lane in flight, where the columns are 16-byte aligned. */
-static void warp_argmax(const float *xr, int64_t c0, int64_t cn, uint32_t lane, float *v,
-                        int32_t *idx) {
-  float bv = -__builtin_inff();
-  int32_t bi = NONE;
-  const float *p = xr + c0;
-  int64_t done = 0;
-  if ((((uintptr_t)p) & 15) == 0) {
-    typedef float F4 __attribute__((ext_vector_type(4)));
-    int64_t groups = cn >> 2;
-    for (int64_t g0 = lane; g0 < groups; g0 += ARGMAX_U * 32) {
-      F4 q[ARGMAX_U];
-#pragma unroll
-      for (int u = 0; u < ARGMAX_U; u++)
-        if (g0 + u * 32 < groups)
-          q[u] = ((const F4 *)p)[g0 + u * 32];
-#pragma unroll
-      for (int u = 0; u < ARGMAX_U; u++) {
-        int64_t g = g0 + u * 32;
-        if (g < groups) {
-          float e[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
-#pragma unroll
-          for (int j = 0; j < 4; j++)
-            if (e[j] > bv || (bi == NONE && e[j] == e[j])) {
-              bv = e[j];
-              bi = (int32_t)(c0 + 4 * g + j);
-            }
-        }
-      }
-    }
-    done = groups << 2;
-  }
-  for (int64_t i = done + lane; i < cn; i += 32) {
-    float e = p[i];
-    if (e > bv || (bi == NONE && e == e)) {
-      bv = e;
-      bi = (int32_t)(c0 + i);
-    }
-  }
-  for (int off = 16; off > 0; off >>= 1) {
-    float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
-    int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
-    if (better(ov, oi, bv, bi)) {
-      bv = ov;
-      bi = oi;
-    }
-  }
-  *v = bv;
-  *idx = bi;
-}
-
 void mlk_tile_argmax_part(float *part, const float *x, int64_t k, int64_t split, int64_t chunk,
                           int64_t batch) {
   uint32_t tid = mlk_tid(), warp = tid >> 5, lane = tid & 31;
@@ -198,7 +166,8 @@ void mlk_tile_argmax_part(float *part, const float *x, int64_t k, int64_t split,
   for (int64_t b = warp; b < batch; b += WARPS) { /* a warp per row */
     float v;
     int32_t i;
-    warp_argmax(x + b * k, c0, cn, lane, &v, &i);
+    scan_best(x + b * k, c0, cn, lane, 32, &v, &i);
+    warp_best(&v, &i);
     if (lane == 0) {
       part[b * 2 * split + 2 * chunk] = v;
       part[b * 2 * split + 2 * chunk + 1] = i2f(i);
@@ -220,14 +189,7 @@ void mlk_tile_argmax_reduce(int32_t *out, const float *part, int64_t split, int6
         bi = i;
       }
     }
-    for (int off = 16; off > 0; off >>= 1) {
-      float ov = __nvvm_shfl_sync_bfly_f32(0xffffffffu, bv, off, 0x1f);
-      int32_t oi = __nvvm_shfl_sync_bfly_i32(0xffffffffu, bi, off, 0x1f);
-      if (better(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    warp_best(&bv, &bi);
     if (lane == 0)
       out[b] = bi == NONE ? 0 : bi; /* every value NaN: index 0 */
   }

@@ -32,6 +32,7 @@
 #include "mlk_tiles.h"
 
 #define WARPS (MLK_BLOCK_THREADS / 32)
+_Static_assert(WARPS == 8, "stream_rows maps rows per chunk to warps per row for 8 warps");
 #define BMAX 8                         /* batch rows per pass over W */
 #define RED (WARPS * BMAX)             /* norm reduction slots at the end of the buffer */
 #define STAGE (MLK_MATVEC_MAX_K - RED) /* floats available for staged x */
@@ -570,48 +571,51 @@ mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo
   }
 }
 
-/* The first MMA_UB blocks of 32 k of a chunk are loaded into registers before the chunk's x is
- * staged (weights depend on nothing), so their HBM latency overlaps the staging; mma_chunk then
- * keeps MMA_UB blocks in flight. */
+/* A warp takes every P-th block of 32 k of a chunk, from block p (its part of k: the row group's
+ * warps split k between them, so each streams weights no other warp reads). The first MMA_UB of
+ * its blocks are loaded into registers before the chunk's x is staged (weights depend on
+ * nothing), so their HBM latency overlaps the staging; mma_chunk then keeps MMA_UB blocks in
+ * flight. */
 #define MMA_UB 8
 
 static inline __attribute__((always_inline)) void
 mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,
-            uint32_t kn, uint32_t kcp, uint32_t lane) {
+            uint32_t kn, uint32_t kcp, uint32_t p, uint32_t P, uint32_t lane) {
   uint32_t g = lane >> 2, t = lane & 3, nblk = kcp / 32;
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
   U4 z = {0, 0, 0, 0};
 #pragma unroll
   for (int u = 0; u < MMA_UB; u++) {
-    int in = (uint32_t)u < nblk && (uint32_t)u * 32 + 8 * t < kn;
-    a[u][0] = in && ok0 ? ld_weights(w0 + u * 32) : z;
-    a[u][1] = in && ok1 ? ld_weights(w1 + u * 32) : z;
+    uint32_t b = p + P * (uint32_t)u;
+    int in = b < nblk && b * 32 + 8 * t < kn;
+    a[u][0] = in && ok0 ? ld_weights(w0 + b * 32) : z;
+    a[u][1] = in && ok1 ? ld_weights(w1 + b * 32) : z;
   }
 }
 
-/* One warp's blocks of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8 (rn valid rows
- * from r0), n tiles j = s + S * i for i < ni. The weights stream through a window of MMA_UB blocks
- * in registers: `win` arrives holding the first MMA_UB (mma_preload), and as each block is used its
- * slot is refilled with the block MMA_UB further on, so that MMA_UB blocks' loads stay in flight
- * all along the chunk (the window is unrolled: its slots are registers). */
+/* One warp's blocks p, p + P, ... of 32 k of a staged chunk: weight rows r0 + g and r0 + g + 8
+ * (rn valid rows from r0), every n tile (ni of them). The weights stream through a window of
+ * MMA_UB blocks in registers: `win` arrives holding the first MMA_UB (mma_preload), and as each
+ * block is used its slot is refilled with the one MMA_UB further on, so that MMA_UB blocks' loads
+ * stay in flight all along the chunk (the window is unrolled: its slots are registers). */
 static inline __attribute__((always_inline)) void
 mma_chunk(float (*acc)[4], U4 (*win)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn,
-          uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t s, uint32_t S,
+          uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t p, uint32_t P,
           uint32_t ni, uint32_t lane) {
   uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
-  uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + (8 * s + g) * RSB + 16 * t;
-  uint32_t jstep = 8 * S * RSB, lo = KC * 2, nblk = kcp / 32;
+  uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + g * RSB + 16 * t;
+  uint32_t jstep = 8 * RSB, lo = KC * 2, nblk = kcp / 32;
   U4 z = {0, 0, 0, 0};
-  for (uint32_t kb = 0; kb < nblk; kb += MMA_UB) {
+  for (uint32_t j0 = 0; p + P * j0 < nblk; j0 += MMA_UB) {
 #pragma unroll
     for (int u = 0; u < MMA_UB; u++) {
-      uint32_t b = kb + (uint32_t)u;
+      uint32_t b = p + P * (j0 + (uint32_t)u);
       if (b < nblk) {
         U4 cur[2] = {win[u][0], win[u][1]};
-        uint32_t nx = b + MMA_UB;
+        uint32_t nx = b + P * MMA_UB;
         int in = nx < nblk && nx * 32 + 8 * t < kn;
         win[u][0] = in && ok0 ? ld_weights(w0 + nx * 32) : z;
         win[u][1] = in && ok1 ? ld_weights(w1 + nx * 32) : z;
@@ -621,10 +625,17 @@ mma_chunk(float (*acc)[4], U4 (*win)[2], const uint16_t *W, int64_t k, int64_t r
   }
 }
 
+/* The partial sums of a round's warps in shared memory (after the chunks, in the staging buffer):
+ * warp w's 16 rows x MMA_NB batch columns at w * 16 * PART_RS, rows PART_RS floats apart. */
+#define PART_RS (MMA_NB + 8)
+_Static_assert(WARPS * 16 * PART_RS <= STAGE, "a round's partial sums fit the staging buffer");
+
 /* The tensor-core variant: passes of up to MMA_NB batch rows; in a pass, units of (16 weight
- * rows, a set of n tiles) go one per warp per round (a task with fewer than 8 row groups spreads
- * a row group's n tiles over several warps, which then read the same weights, from L1); a round
- * keeps its sums in registers over all column chunks of k and ends with the epilogue. */
+ * rows, a part of k) go one per warp per round: a task with fewer than 8 row groups splits k
+ * between P = 8 / (row groups) warps per group, each streaming its own blocks, so that every warp
+ * has weights of its own in flight. A round keeps its sums in registers over all column chunks;
+ * then the warps of a row group add their partial sums through shared memory, in part order, and
+ * the group's first warp applies the epilogue. */
 static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
                                                  const float *res, const uint16_t *norm_w,
                                                  const uint16_t *bias, float eps, int64_t n,
@@ -634,12 +645,10 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
   MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
   uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
+  uint32_t P = G >= WARPS ? 1 : WARPS / G; /* warps per row group: 1, 2, 4 or 8 */
   int vec = (((uintptr_t)x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0; /* uniform */
   for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
     uint32_t nb = (uint32_t)(batch - b0 < MMA_NB ? batch - b0 : MMA_NB), nt = (nb + 7) / 8;
-    uint32_t S = G >= WARPS ? 1 : WARPS / G;
-    if (S > nt)
-      S = nt;
     uint32_t KC = (STAGE / (nt * 8) - 16) & ~31u;
     if (KC > K32)
       KC = K32;
@@ -674,19 +683,19 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
           rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
       }
     }
-    for (uint32_t u0 = 0; u0 < G * S; u0 += WARPS) {
-      uint32_t u = u0 + warp, rg = u / S, s = u % S, r0 = rg * 16;
-      int active = u < G * S;
-      uint32_t ni = active ? (nt - s + S - 1) / S : 0;
+    for (uint32_t u0 = 0; u0 < G * P; u0 += WARPS) {
+      uint32_t u = u0 + warp, rg = u / P, p = u % P, r0 = rg * 16;
+      int active = u < G * P;
+      uint32_t ni = active ? nt : 0;
       float acc[MMA_NT][4];
 #pragma unroll
       for (int i = 0; i < MMA_NT; i++)
         acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
       for (uint32_t kc0 = 0; kc0 < K; kc0 += KC) {
         uint32_t kn = K - kc0 < KC ? K - kc0 : KC, kcp = (kn + 31) & ~31u;
-        U4 pre[MMA_UB][2];
+        U4 win[MMA_UB][2];
         if (active)
-          mma_preload(pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, lane);
+          mma_preload(win, W, k, row0 + r0, R - r0, kc0, kn, kcp, p, P, lane);
         __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
         if (vec)
           mma_stage_vec(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
@@ -694,19 +703,38 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
           mma_stage_scalar(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
         if (active)
-          mma_chunk(acc, pre, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, s, S, ni, lane);
+          mma_chunk(acc, win, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
       }
       uint32_t g = lane >> 2, t = lane & 3;
+      MLK_SHARED float *mine = mlk_tile_smem + warp * 16 * PART_RS;
+      if (P > 1) { /* the parts of k: every warp's sums through shared memory */
+        __nvvm_barrier_sync(0); /* every warp is done with the staged x */
+#pragma unroll
+        for (int i = 0; i < MMA_NT; i++)
+          if ((uint32_t)i < ni)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+              mine[(g + 8 * (e >> 1)) * PART_RS + 8 * i + 2 * t + (e & 1)] = acc[i][e];
+        __nvvm_barrier_sync(0);
+        if (p != 0)
+          ni = 0; /* the group's first warp adds the parts, in order, and writes the outputs */
+      }
 #pragma unroll
       for (int i = 0; i < MMA_NT; i++) {
         if ((uint32_t)i < ni) {
-          uint32_t j = s + S * i;
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            uint32_t b = 8 * j + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
+            uint32_t b = 8 * i + 2 * t + (e & 1), r = r0 + g + 8 * (e >> 1);
             if (b < nb && r < R) {
+              float sum = acc[i][e];
+              if (P > 1) {
+                uint32_t so = (g + 8 * (e >> 1)) * PART_RS + b;
+                sum = mine[so];
+                for (uint32_t q = 1; q < P; q++)
+                  sum += mine[q * 16 * PART_RS + so];
+              }
               int64_t o = (b0 + b) * n + row0 + r;
-              out[o] = epi(acc[i][e], res, bias, row0 + r, o, fn);
+              out[o] = epi(sum, res, bias, row0 + r, o, fn);
             }
           }
         }
@@ -727,6 +755,27 @@ int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch) {
   /* the staged rows, then WARPS * BMAX sums of squares */
   return (k & 7) == 0 && ((uintptr_t)W & 15) == 0 && batch >= 1 && batch <= BMAX &&
          batch < MMA_MIN_BATCH && batch * kp + WARPS * BMAX <= STAGE;
+}
+
+/* The finished element of the task's row r (from row0), batch row b, with the epilogue's operands
+ * from `pre` (stream_rows: the residual or gate [nb][rows], then the bias [rows]), or, without
+ * it, from global memory (emit). One pass over k: the first and the last chunk at once. */
+static inline __attribute__((always_inline)) void emit_pre(const Mv *m, const MLK_SHARED float *pre,
+                                                           int64_t r, int64_t b, float s) {
+  if (!pre) {
+    emit(m, m->row0 + r, b, s);
+    return;
+  }
+  float v = s;
+  if (m->bias)
+    v += pre[(m->res ? m->nb * m->rows : 0) + r];
+  if (m->fn != MLK_FN_NONE && m->fn != MLK_FN_MUL)
+    v = act(v, m->fn);
+  if (m->res) {
+    float g = pre[b * m->rows + r];
+    v = m->fn == MLK_FN_MUL ? v * g : v + g; /* the gated product, or the residual */
+  }
+  m->out[b * m->n + m->row0 + r] = v;
 }
 
 /* 1 / rms of batch row b from the warps' sums of squares. */
@@ -797,17 +846,36 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
       }
     }
   }
+  /* The epilogue's operands of the task's rows (the residual or gate, then the bias) into shared
+   * memory with x, where they fit: an output then waits on no global load (one per chunk and
+   * row otherwise, each an L2 round trip before the chunk's release barrier). */
+  MLK_SHARED float *pre = 0;
+  int64_t rows = m->rows, nres = m->res ? nb * rows : 0;
+  if ((m->res || m->bias) && nb * KC + WARPS * NB + nres + (m->bias ? rows : 0) <= STAGE) {
+    pre = ss + WARPS * NB;
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+      if (b < nb && m->res)
+        for (int64_t r = tid; r < rows; r += MLK_BLOCK_THREADS)
+          pre[b * rows + r] = m->res[b * m->n + m->row0 + r];
+    if (m->bias)
+      for (int64_t r = tid; r < rows; r += MLK_BLOCK_THREADS)
+        pre[nres + r] = bf16f(mlk_ld_weight16(m->bias + m->row0 + r));
+  }
   __nvvm_barrier_sync(0);
   MLK_SHARED float *part = mlk_tile_smem + STAGE; /* split rows' partial sums, <= WARPS * NB */
   int64_t rpc = mlk_stream_rows_per_chunk(k);
-  uint32_t chunk = mlk_stream_next();
-  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc, chunk++) {
+  MlkStreamCursor cur = mlk_stream_cursor();
+  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc) {
     int64_t nr = m->rows - r0 < rpc ? m->rows - r0 : rpc;
-    uint32_t S = nr >= WARPS ? 1 : WARPS / (uint32_t)nr; /* warps per row */
-    int64_t seg = (chunks + S - 1) / S;
-    const MLK_SHARED uint16_t *slot = mlk_stream_wait(chunk);
-    for (int64_t rr = warp / S; rr < nr; rr += WARPS / S) {
-      uint32_t sg = warp % S;
+    /* warps per row: 2^ls = WARPS / nr rounded down to a power of two (1 from 8 rows on), by
+     * comparisons rather than divisions, which cost ~20 instructions each per chunk */
+    uint32_t ls = nr >= WARPS / 2 + 1 ? 0 : nr >= WARPS / 4 + 1 ? 1 : nr >= 2 ? 2 : 3;
+    uint32_t S = 1u << ls;
+    int64_t seg = (chunks + S - 1) >> ls;
+    const MLK_SHARED uint16_t *slot = mlk_stream_wait(&cur);
+    for (int64_t rr = warp >> ls; rr < nr; rr += WARPS >> ls) {
+      uint32_t sg = warp & (S - 1);
       int64_t c0 = sg * seg, c1 = c0 + seg < chunks ? c0 + seg : chunks;
       float acc[BMAX];
 #pragma unroll
@@ -833,7 +901,7 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
       float sum = reduce_scatter(acc, NB, lane);
       if (lane < (uint32_t)nb) {
         if (S == 1)
-          emit(m, m->row0 + r0 + rr, lane, norm_w ? sum * rscale(ss, lane, NB, k, eps) : sum);
+          emit_pre(m, pre, r0 + rr, lane, norm_w ? sum * rscale(ss, lane, NB, k, eps) : sum);
         else
           part[(rr * S + sg) * NB + lane] = sum;
       }
@@ -845,10 +913,10 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
         float sum = 0.0f;
         for (uint32_t sg = 0; sg < S; sg++)
           sum += part[(rr * S + sg) * NB + b];
-        emit(m, m->row0 + r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
+        emit_pre(m, pre, r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
       }
     }
-    mlk_stream_release(chunk);
+    mlk_stream_release(&cur);
   }
 }
 

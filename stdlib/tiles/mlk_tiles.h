@@ -61,18 +61,23 @@ uint32_t mlk_dev_ticket(uint32_t *ticket);
  * after each slot is freed) issues copies while slots are free; mlk_stream_drain (at the kernel's
  * exit) waits for copies still in flight. A matvec task the stream takes (mlk_stream_takes, the
  * same answer for the loader and the tile) gets its rows in chunks of mlk_stream_rows_per_chunk(k)
- * rows, numbered from mlk_stream_next() (read once, at the task's start, by every thread):
- * mlk_stream_wait(c) returns chunk c's slot once it has landed, mlk_stream_release(c) frees it
- * (a block barrier first). All but mlk_stream_rows_per_chunk are called by every thread. */
+ * rows, from the cursor mlk_stream_cursor() (read once, at the task's start, by every thread):
+ * mlk_stream_wait(&c) returns the cursor's chunk's slot once it has landed,
+ * mlk_stream_release(&c) frees it (a block barrier first) and moves the cursor on. All but mlk_stream_rows_per_chunk are called by every thread. */
 void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, uint32_t qe,
                       const int64_t *rt, int enabled);
 void mlk_stream_pump(void);
 void mlk_stream_drain(void);
 int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);
 int mlk_stream_rows_per_chunk(int64_t k);
-uint32_t mlk_stream_next(void);
-const __attribute__((address_space(3))) uint16_t *mlk_stream_wait(uint32_t c);
-void mlk_stream_release(uint32_t c);
+/* A task's position in the ring: its next chunk, that chunk's slot and mbarrier phase parity, and
+ * the ring's slots (counted forward, so that no thread divides per chunk). */
+typedef struct MlkStreamCursor {
+  uint32_t chunk, slot, parity, slots;
+} MlkStreamCursor;
+MlkStreamCursor mlk_stream_cursor(void);
+const __attribute__((address_space(3))) uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
+void mlk_stream_release(MlkStreamCursor *c);
 /* Whether the matvec tile can take weights from the stream for this shape: the vector path, one
  * pass over the batch with x staged in one piece (matvec.c). */
 int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch);

@@ -41,7 +41,9 @@ typedef struct StreamState {
   uint32_t left;       /* loader: rows of it still to copy (0: find the next streamed task) */
   uint32_t rpc, k;     /* loader: its rows per chunk and k */
   uint32_t head;       /* chunks issued */
+  uint32_t head_slot;  /* head % slots */
   uint32_t tail;       /* chunks the tiles have released */
+  uint32_t tail_slot, tail_parity; /* tail % slots, (tail / slots) & 1: no division per chunk */
   uint32_t on, slots;
 } StreamState;
 
@@ -74,7 +76,7 @@ void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, u
   if (mlk_tid() == 0) {
     st.ops = ops, st.queue = queue, st.rt = rt;
     st.src = 0, st.q = qs, st.qe = qe, st.left = 0, st.rpc = 0, st.k = 0;
-    st.head = 0, st.tail = 0;
+    st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn;
     __asm__("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
@@ -115,7 +117,7 @@ static void next_task(uint32_t q) {
 
 /* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks. */
 static void pump(void) {
-  uint32_t head = st.head;
+  uint32_t head = st.head, slot = st.head_slot;
   const uint32_t tail = st.tail;
   int fenced = 0;
   while (head - tail < st.slots) {
@@ -127,7 +129,7 @@ static void pump(void) {
         break;
     }
     uint32_t nr = st.left < st.rpc ? st.left : st.rpc;
-    uint32_t bytes = nr * st.k * 2, slot = head % st.slots;
+    uint32_t bytes = nr * st.k * 2;
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
       __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
     fenced = 1;
@@ -140,10 +142,12 @@ static void pump(void) {
                      "l"(st.src), "r"(bytes), "r"(saddr(&bars[slot]))
                      : "memory");
     head++;
+    slot = slot + 1 == st.slots ? 0 : slot + 1;
     st.src += nr * st.k;
     st.left -= nr;
   }
   st.head = head;
+  st.head_slot = slot;
 }
 #endif
 
@@ -155,8 +159,8 @@ void mlk_stream_pump(void) {
 }
 
 #if STREAM_HW
-static inline void wait_chunk(uint32_t c) {
-  uint32_t n = st.slots, bar = saddr(&bars[c % n]), parity = (c / n) & 1;
+static inline void wait_slot(uint32_t slot, uint32_t parity) {
+  uint32_t bar = saddr(&bars[slot]);
   __asm__ volatile("{\n\t.reg .pred p;\n\tWAIT_%=:\n\t"
                    "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
                    "@!p bra WAIT_%=;\n\t}" ::"r"(bar),
@@ -166,34 +170,39 @@ static inline void wait_chunk(uint32_t c) {
 #endif
 
 /* Only tasks the stream takes call these, and it takes none without STREAM_HW. */
-uint32_t mlk_stream_next(void) {
+MlkStreamCursor mlk_stream_cursor(void) {
 #if STREAM_HW
-  return st.tail;
+  MlkStreamCursor c = {st.tail, st.tail_slot, st.tail_parity, st.slots};
 #else
-  return 0;
+  MlkStreamCursor c = {0, 0, 0, 1};
 #endif
+  return c;
 }
 
-const MLK_SHARED uint16_t *mlk_stream_wait(uint32_t c) {
+const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #if STREAM_HW
-  wait_chunk(c);
-  return (const MLK_SHARED uint16_t *)(ring + (c % st.slots) * MLK_STREAM_SLOT_BYTES);
+  wait_slot(c->slot, c->parity);
+  return (const MLK_SHARED uint16_t *)(ring + c->slot * MLK_STREAM_SLOT_BYTES);
 #else
   (void)c;
   return 0;
 #endif
 }
 
-void mlk_stream_release(uint32_t c) {
+void mlk_stream_release(MlkStreamCursor *c) {
+  c->chunk++;
+  if (++c->slot == c->slots) {
+    c->slot = 0;
+    c->parity ^= 1u;
+  }
 #if STREAM_HW
-  __nvvm_barrier_sync(0); /* every thread is done with chunk c */
+  __nvvm_barrier_sync(0); /* every thread is done with the chunk */
   if (mlk_tid() == 0) {
-    st.tail = c + 1; /* read by the next task, after the barriers between tasks */
+    /* read by the next task, after the barriers between tasks */
+    st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
     if (st.on)
       pump();
   }
-#else
-  (void)c;
 #endif
 }
 
@@ -202,6 +211,6 @@ void mlk_stream_drain(void) {
   __nvvm_barrier_sync(0);
   if (st.on)
     for (uint32_t c = st.tail; c != st.head; c++)
-      wait_chunk(c);
+      wait_slot(c % st.slots, (c / st.slots) & 1);
 #endif
 }

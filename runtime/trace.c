@@ -2,7 +2,9 @@
  *
  * With tracing on, every run hands the backend a buffer of MLK_TRACE_WORDS u64 per task (mlk_desc.h):
  * the GPU kernel stamps %globaltimer when a block takes a task, when its waits are satisfied and
- * when it is done, and the simulator does the same with CLOCK_MONOTONIC. The latest `max_runs`
+ * when it is done (a streamed matvec also stamps its phases: inputs staged, first weights in,
+ * tile done; exported as the tile slice's staged_us, first_us and body_us), and the simulator
+ * stamps the first three with CLOCK_MONOTONIC. The latest `max_runs`
  * runs are kept in a ring. The export shows one process per run and one thread per block (SM),
  * with a "wait" slice before each tile slice, so a trace viewer (chrome://tracing, Perfetto) shows
  * where each SM waited and on what. The summary splits the blocks' time into running tiles,
@@ -278,6 +280,17 @@ mlk_status mlk_model_trace_write(const mlk_model *m, const char *path) {
       fprintf(f, ", \"args\": {\"task\": %lld, \"of\": %lld, \"wait_us\": ", (long long)task,
               (long long)op->ntasks);
       json_us(f, rd - s);
+      /* a tile's phases, from its start (READY), when it stamped them in order */
+      static const char *const phase[MLK_TRACE_PHASES] = {"staged_us", "first_us", "body_us"};
+      uint64_t prev = x[MLK_TRACE_READY];
+      for (int ph = 0; ph < MLK_TRACE_PHASES; ph++) {
+        uint64_t at = x[MLK_TRACE_STAGED + ph];
+        if (!at || at < prev || at > x[MLK_TRACE_END])
+          break;
+        fprintf(f, ", \"%s\": ", phase[ph]);
+        json_us(f, at - x[MLK_TRACE_READY]);
+        prev = at;
+      }
       fprintf(f, "}}");
     }
   }

@@ -8,8 +8,10 @@ Reads the Chrome trace JSON the runtime writes (MLK_TRACE, runtime/trace.c): a p
 thread per block, a "wait" slice and a tile slice per task. For the ops of layer L (names ending
 in [l=L], or every op with --layer all) of run N (default: the last run in the file), in the order
 their first task started: tasks, the op's window (its first task's start to its last task's end),
-the median and largest running time of a task, the median wait before a task, and how far the op's
-window overlaps the previous op's. Ends with the layer's span (its first start to its last end) and
+the median and largest running time of a task, the median wait before a task, how far the op's
+window overlaps the previous op's, and, for tiles that stamp their phases (a matvec fed by the
+weight stream), the median time from the tile's start to its inputs staged, its first weights in
+shared memory and its body done (the rest of the running time is the barrier and the notifies). Ends with the layer's span (its first start to its last end) and
 the whole run's, so a layer's cost can be set against its bytes at the floor.
 """
 import argparse
@@ -17,6 +19,17 @@ import json
 import re
 import statistics
 import sys
+
+
+PHASES = ("staged_us", "first_us", "body_us")
+
+
+def phases(o):
+    """'staged / first / body' medians, or '-' when the op's tasks stamped none."""
+    if not o["phases"]["staged_us"]:
+        return "-"
+    return " / ".join(f"{statistics.median(v):.2f}" if v else "-"
+                      for v in (o["phases"][p] for p in PHASES))
 
 
 def load(path):
@@ -46,8 +59,12 @@ def op_table(trace, pid, layer):
         start, dur = float(e["ts"]), float(e["dur"])
         wait = float(e["args"].get("wait_us", 0))
         o = ops.setdefault(name, {"kind": e["cat"], "runs": [], "waits": [], "first": start,
-                                  "last": start + dur, "blocks": set()})
+                                  "last": start + dur, "blocks": set(),
+                                  "phases": {p: [] for p in PHASES}})
         o["runs"].append(dur)
+        for p in PHASES:
+            if p in e["args"]:
+                o["phases"][p].append(float(e["args"][p]))
         o["waits"].append(wait)
         o["first"] = min(o["first"], start - wait)
         o["last"] = max(o["last"], start + dur)
@@ -85,7 +102,7 @@ def main():
         sys.exit(f"{a.trace}: run {pid} has no op of layer {layer}")
     print(f"{runs[pid]}, layer {layer}")
     head = ["op", "kind", "tasks", "blocks", "window us", "overlap us", "run us (median)",
-            "run us (max)", "wait us (median)"]
+            "run us (max)", "wait us (median)", "staged / first / body us (median)"]
     table = []
     prev_last = None
     for name, o in rows:
@@ -93,7 +110,7 @@ def main():
         table.append([name, o["kind"], str(len(o["runs"])), str(len(o["blocks"])),
                       f"{o['last'] - o['first']:.1f}", f"{overlap:.1f}",
                       f"{statistics.median(o['runs']):.2f}", f"{max(o['runs']):.2f}",
-                      f"{statistics.median(o['waits']):.2f}"])
+                      f"{statistics.median(o['waits']):.2f}", phases(o)])
         prev_last = o["last"] if prev_last is None else max(prev_last, o["last"])
     first = min(o["first"] for _, o in rows)
     last = max(o["last"] for _, o in rows)

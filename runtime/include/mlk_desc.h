@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 10
+#define MLK_DESC_ABI 11
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -50,12 +50,18 @@
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */
-#define MLK_TRACE_WORDS 5
+#define MLK_TRACE_WORDS 8
 #define MLK_TRACE_START 0 /* the block took the task (before its waits) */
 #define MLK_TRACE_READY 1 /* its waits were satisfied: the tile starts */
 #define MLK_TRACE_END 2   /* tile and notifies done */
 #define MLK_TRACE_BLOCK 3 /* the block (SM queue) that ran it */
 #define MLK_TRACE_TASK 4  /* its task word */
+/* The phases of a tile that stamps them (0: not stamped; today a matvec fed by the weight stream,
+ * on the GPU): between READY and END, in this order. */
+#define MLK_TRACE_STAGED 5 /* its inputs are staged in shared memory */
+#define MLK_TRACE_FIRST 6  /* its first weights are in shared memory (the first chunk's wait) */
+#define MLK_TRACE_BODY 7   /* its tile is done: what follows is the barrier and the notifies */
+#define MLK_TRACE_PHASES 3 /* STAGED, FIRST, BODY */
 
 #define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
 #define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */

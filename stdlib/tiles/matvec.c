@@ -787,6 +787,18 @@ static inline float rscale(const MLK_SHARED float *ss, int64_t b, int NB, int64_
   return 1.0f / __builtin_sqrtf(t / (float)k + eps);
 }
 
+/* Element e of the epilogue's operands of a streamed task (stream_rows' `pre`): e < nres the
+ * residual or gate of batch row e / rows, task row e % rows; then the bias of row e - nres. */
+static inline float pre_operand(const Mv *m, int64_t e, int64_t rows, int64_t nres, int NB) {
+  if (e < nres) {
+    int64_t b = NB == 1 ? 0 : (int64_t)((uint32_t)e / (uint32_t)rows), r = e - b * rows;
+    return m->res[b * m->n + m->row0 + r];
+  }
+  return bf16f(mlk_ld_weight16(m->bias + m->row0 + (e - nres)));
+}
+
+#define PRE_REGS 2 /* epilogue operands a thread loads before x: 512 per block, a task's rows at b1 */
+
 static inline __attribute__((always_inline)) void
 stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
@@ -795,6 +807,21 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
    * 1 / rms is a factor of the whole dot product, applied to the sums (rscale). ss: each warp's
    * sums of squares per batch row, after the staged rows. */
   MLK_SHARED float *ss = mlk_tile_smem + nb * KC;
+  /* The epilogue's operands of the task's rows (the residual or gate [nb][rows], then the bias
+   * [rows]) go into shared memory after the staged x, where they fit: an output then waits on no
+   * global load (one per chunk and row otherwise, each an L2 round trip before the chunk's
+   * release barrier). A thread's first PRE_REGS of them are loaded before x, so that their round
+   * trip overlaps x's instead of following it. */
+  MLK_SHARED float *pre = 0;
+  int64_t rows = m->rows, nres = m->res ? nb * rows : 0, npre = nres + (m->bias ? rows : 0);
+  if (npre && nb * KC + WARPS * NB + npre <= STAGE)
+    pre = ss + WARPS * NB;
+  float early[PRE_REGS];
+#pragma unroll
+  for (int j = 0; j < PRE_REGS; j++) {
+    int64_t e = (int64_t)tid + (int64_t)j * MLK_BLOCK_THREADS;
+    early[j] = pre && e < npre ? pre_operand(m, e, rows, nres, NB) : 0.0f;
+  }
   int vec = (((uintptr_t)m->x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0;
 #pragma unroll
   for (int b = 0; b < NB; b++) {
@@ -846,23 +873,18 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
       }
     }
   }
-  /* The epilogue's operands of the task's rows (the residual or gate, then the bias) into shared
-   * memory with x, where they fit: an output then waits on no global load (one per chunk and
-   * row otherwise, each an L2 round trip before the chunk's release barrier). */
-  MLK_SHARED float *pre = 0;
-  int64_t rows = m->rows, nres = m->res ? nb * rows : 0;
-  if ((m->res || m->bias) && nb * KC + WARPS * NB + nres + (m->bias ? rows : 0) <= STAGE) {
-    pre = ss + WARPS * NB;
+  if (pre) {
 #pragma unroll
-    for (int b = 0; b < NB; b++)
-      if (b < nb && m->res)
-        for (int64_t r = tid; r < rows; r += MLK_BLOCK_THREADS)
-          pre[b * rows + r] = m->res[b * m->n + m->row0 + r];
-    if (m->bias)
-      for (int64_t r = tid; r < rows; r += MLK_BLOCK_THREADS)
-        pre[nres + r] = bf16f(mlk_ld_weight16(m->bias + m->row0 + r));
+    for (int j = 0; j < PRE_REGS; j++) {
+      int64_t e = (int64_t)tid + (int64_t)j * MLK_BLOCK_THREADS;
+      if (e < npre)
+        pre[e] = early[j];
+    }
+    for (int64_t e = (int64_t)tid + PRE_REGS * MLK_BLOCK_THREADS; e < npre; e += MLK_BLOCK_THREADS)
+      pre[e] = pre_operand(m, e, rows, nres, NB);
   }
   __nvvm_barrier_sync(0);
+  mlk_dev_trace_phase(MLK_TRACE_STAGED);
   MLK_SHARED float *part = mlk_tile_smem + STAGE; /* split rows' partial sums, <= WARPS * NB */
   int64_t rpc = mlk_stream_rows_per_chunk(k);
   MlkStreamCursor cur = mlk_stream_cursor();
@@ -874,6 +896,8 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
     uint32_t S = 1u << ls;
     int64_t seg = (chunks + S - 1) >> ls;
     const MLK_SHARED uint16_t *slot = mlk_stream_wait(&cur);
+    if (r0 == 0)
+      mlk_dev_trace_phase(MLK_TRACE_FIRST);
     for (int64_t rr = warp >> ls; rr < nr; rr += WARPS >> ls) {
       uint32_t sg = warp & (S - 1);
       int64_t c0 = sg * seg, c1 = c0 + seg < chunks ? c0 + seg : chunks;
@@ -918,6 +942,7 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
     }
     mlk_stream_release(&cur);
   }
+  mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
 
 #define MLK_MATVEC_STREAM_VARIANT(name, NB)                                                        \

@@ -49,6 +49,11 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
  * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */
 void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word);
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field);
+/* A tile's phases (MLK_TRACE_STAGED ..): mlk_dev_trace_begin hands the task's record to the block
+ * state (stream.c), and a tile calls mlk_dev_trace_phase(field) as it reaches each phase; thread 0
+ * stamps it when the run is traced (sm_90, where the block state lives in shared memory). */
+void mlk_stream_trace_task(uint64_t *rec);
+void mlk_dev_trace_phase(uint32_t field);
 
 /* Dynamic schedule: thread 0 takes the next ticket (atomic add on *ticket); every thread gets it.
  * Contains two block barriers. */

@@ -45,6 +45,7 @@ typedef struct StreamState {
   uint32_t tail;       /* chunks the tiles have released */
   uint32_t tail_slot, tail_parity; /* tail % slots, (tail / slots) & 1: no division per chunk */
   uint32_t on, slots;
+  uint64_t *trace;     /* thread 0: the trace record of the task being run, NULL untraced */
 } StreamState;
 
 _Static_assert(sizeof(StreamState) <= 128 && 128 + 8 * MLK_STREAM_MAX_SLOTS <= MLK_STREAM_HEADER,
@@ -77,6 +78,7 @@ void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, u
     st.ops = ops, st.queue = queue, st.rt = rt;
     st.src = 0, st.q = qs, st.qe = qe, st.left = 0, st.rpc = 0, st.k = 0;
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
+    st.trace = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn;
     __asm__("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
@@ -203,6 +205,26 @@ void mlk_stream_release(MlkStreamCursor *c) {
     if (st.on)
       pump();
   }
+#endif
+}
+
+void mlk_stream_trace_task(uint64_t *rec) {
+#if STREAM_HW
+  st.trace = rec; /* thread 0, from mlk_dev_trace_begin */
+#else
+  (void)rec;
+#endif
+}
+
+void mlk_dev_trace_phase(uint32_t field) {
+#if STREAM_HW
+  if (mlk_tid() == 0 && st.trace) {
+    uint64_t t;
+    __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    st.trace[field] = t;
+  }
+#else
+  (void)field;
 #endif
 }
 

@@ -143,6 +143,7 @@ void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
   r[MLK_TRACE_START] = globaltimer();
   r[MLK_TRACE_BLOCK] = __nvvm_read_ptx_sreg_ctaid_x();
   r[MLK_TRACE_TASK] = word;
+  mlk_stream_trace_task(r);
 }
 
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field) {

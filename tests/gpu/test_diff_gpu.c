@@ -4,7 +4,7 @@
  * compiled with -DMLK_DIFF_MODEL=NAME, tests/gpu/batch_ops.mlk (matvecs at batches up to 64) or
  * tests/gpu/event_ops.mlk (explicit events, and megakernels reading each other's outputs).
  * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before each step,
- * the KV caches compared too (equal, or an element one bf16 step apart: then that step's f32
+ * the KV caches compared too (equal, or an element apart by rounding: then that step's f32
  * outputs at TOL_KV_STEP),
  * which runs every megakernel of the model in order. A sampled token (an output written by a
  * sample op) is not compared with the other side's, whose logits differ by rounding: each side's
@@ -44,11 +44,15 @@
 #define TOL 1e-4
 /* The KV cache holds bf16: a key or value whose f32 sums land near a rounding midpoint can round
  * one bf16 step apart on the two sides (their sums run in other orders), and the attention over it
- * then differs by more than f32 rounding (1.4e-4 seen on the H200 at batch 2). So the caches are
- * compared too, element by element: equal, or one bf16 step apart; while a cache holds such a
- * step, the step's f32 outputs are compared at TOL_KV_STEP. Any larger difference fails. */
+ * then differs by more than f32 rounding (1.4e-4 seen on the H200 at batch 2). A value near zero
+ * that is the difference of large terms can differ by several of its own bf16 steps (0xb62a
+ * against 0xb625, about -2.5e-6, seen on the H200), since the sums' rounding is relative to the
+ * terms, not to the result. So the caches are compared too, element by element: equal, one bf16
+ * step apart, or apart by at most KV_ABS_TOL of the cache's largest magnitude; while a cache holds
+ * such an element, the step's f32 outputs are compared at TOL_KV_STEP. Anything more fails. */
+#define KV_ABS_TOL (1.0 / 1024)
 #define TOL_KV_STEP 2e-3
-static int kv_steps;      /* cache elements one bf16 step apart in the current step */
+static int kv_steps;      /* cache elements apart by rounding in the current step */
 static int kv_step_runs;  /* steps compared at TOL_KV_STEP */
 
 static uint64_t rng;
@@ -153,8 +157,15 @@ static int set_sampling_both(mlk_model *g, mlk_model *c, int64_t step) {
   return 1;
 }
 
+static float bf16_value(uint16_t h) {
+  uint32_t w = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &w, sizeof f);
+  return f;
+}
+
 /* Every cache of the model, GPU against simulator: sets kv_steps; 0 when an element differs by
- * more than one bf16 step (or the download fails). */
+ * more than one bf16 step and more than KV_ABS_TOL of the cache's scale (or the download fails). */
 static int compare_caches(mlk_model *g, mlk_model *c, const char *what) {
   const MlkModelDesc *d = mlk_model_desc(g);
   kv_steps = 0;
@@ -168,14 +179,22 @@ static int compare_caches(mlk_model *g, mlk_model *c, const char *what) {
       printf("FAIL: get cache '%s': %s\n", d->tensors[t].name, mlk_last_error());
       ok = 0;
     }
+    float scale = 0; /* the simulator cache's largest finite magnitude */
+    for (size_t i = 0; ok && i < n; i++) {
+      float v = fabsf(bf16_value(b[i]));
+      if (isfinite(v) && v > scale)
+        scale = v;
+    }
     for (size_t i = 0; ok && i < n; i++) {
       if (a[i] == b[i])
         continue;
       /* same sign, magnitudes one apart: adjacent bf16 values */
       int step = (a[i] & 0x8000) == (b[i] & 0x8000) && abs((int)(a[i] & 0x7fff) - (int)(b[i] & 0x7fff)) == 1;
-      if (!step) {
-        printf("FAIL: %s: cache '%s' element %zu: 0x%04x on the GPU, 0x%04x on the simulator\n", what,
-               d->tensors[t].name, i, a[i], b[i]);
+      float diff = fabsf(bf16_value(a[i]) - bf16_value(b[i]));
+      if (!step && !(diff <= (float)KV_ABS_TOL * scale)) {
+        printf("FAIL: %s: cache '%s' element %zu: 0x%04x on the GPU, 0x%04x on the simulator (%g apart, "
+               "the cache's largest magnitude %g)\n", what, d->tensors[t].name, i, a[i], b[i], (double)diff,
+               (double)scale);
         ok = 0;
       }
       kv_steps++;
@@ -212,7 +231,7 @@ static int compare(mlk_model *g, mlk_model *c, int t, const char *what, double *
     double rel = sqrt(num / (den > 0 ? den : 1)), tol = kv_steps ? TOL_KV_STEP : TOL;
     if (!(rel <= tol)) {
       printf("FAIL: %s: '%s' differs: rel L2 %.3g (tol %g%s)\n", what, td->name, rel, tol,
-             kv_steps ? ", a KV cache element one bf16 step apart" : "");
+             kv_steps ? ", a KV cache element apart by rounding" : "");
       ok = 0;
     }
     if (rel > *worst || isnan(rel))
@@ -339,7 +358,7 @@ int main(int argc, char **argv) {
   mlk_backend_free(gpu);
   mlk_backend_free(cpu);
   printf("%d passed, %d failed, %d sampled tokens at a near tie, %d steps with a KV cache element "
-         "one bf16 step apart (compared at tol %g)\n", passed, failed, near_ties, kv_step_runs,
+         "apart by rounding (compared at tol %g)\n", passed, failed, near_ties, kv_step_runs,
          TOL_KV_STEP);
   return failed != 0;
 }

@@ -330,18 +330,9 @@ static int64_t rmsnorm_cost(const MlkOpDesc *op, int64_t cols) {
 
 /* ---- rope ---- */
 
-static mlk_status rope_validate(const MlkModelDesc *d, int o) {
+/* The rotation's attributes, of a rope or of a kv_append that rotates its keys. */
+static mlk_status check_rope_params(const MlkModelDesc *d, int o) {
   const MlkOpDesc *op = &d->ops[o];
-  mlk_status st;
-  if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
-    return mlk_desc_invalid(
-        d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld", o,
-        op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
-  /* (head_dim divides n: comparing the quotient cannot overflow) */
-  if (op->heads != 0 && op->heads != op->n / op->head_dim)
-    return mlk_desc_invalid(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o,
-                            op->name, (long long)op->heads, (long long)op->head_dim,
-                            (long long)op->n);
   if (!(op->theta > 0.0f) || !isfinite(op->theta) || !isfinite(op->rope_factor))
     return mlk_desc_invalid(d, "op %d '%s': theta %g must be finite and > 0, rope_factor %g finite",
                             o, op->name, (double)op->theta, (double)op->rope_factor);
@@ -354,7 +345,22 @@ static mlk_status rope_validate(const MlkModelDesc *d, int o) {
         "and original_max_pos %lld >= 1",
         o, op->name, (double)op->rope_factor, (double)op->rope_low_freq, (double)op->rope_high_freq,
         (long long)op->rope_original_max_pos);
-  if ((st = check_out(d, o, MLK_F32, op->n)) ||
+  return MLK_OK;
+}
+
+static mlk_status rope_validate(const MlkModelDesc *d, int o) {
+  const MlkOpDesc *op = &d->ops[o];
+  mlk_status st;
+  if (op->head_dim < 2 || op->head_dim % 2 || op->n % op->head_dim || op->tile % op->head_dim)
+    return mlk_desc_invalid(
+        d, "op %d '%s': head_dim %lld must be even and >= 2 and divide n %lld and tile %lld", o,
+        op->name, (long long)op->head_dim, (long long)op->n, (long long)op->tile);
+  /* (head_dim divides n: comparing the quotient cannot overflow) */
+  if (op->heads != 0 && op->heads != op->n / op->head_dim)
+    return mlk_desc_invalid(d, "op %d '%s': %lld heads of %lld are not n = %lld columns", o,
+                            op->name, (long long)op->heads, (long long)op->head_dim,
+                            (long long)op->n);
+  if ((st = check_rope_params(d, o)) || (st = check_out(d, o, MLK_F32, op->n)) ||
       (st = check_rows(d, o, "x", op->in[0], MLK_F32, op->n)) ||
       (st = check_rows(d, o, "positions", op->in[1], MLK_I32, 1)))
     return st;
@@ -389,6 +395,10 @@ static mlk_status kv_append_validate(const MlkModelDesc *d, int o) {
         "of head_dim",
         o, op->name, (long long)op->n, (long long)(op->kv_heads * op->head_dim),
         (long long)op->tile);
+  /* theta > 0: the keys are rotated first (a fused rope); its pairs need an even head_dim */
+  if (op->theta != 0.0f && ((st = check_rope_params(d, o)) || op->head_dim % 2))
+    return st ? st : mlk_desc_invalid(d, "op %d '%s': a kv_append that rotates its keys needs an "
+                                      "even head_dim, not %lld", o, op->name, (long long)op->head_dim);
   if ((st = check_rows(d, o, "keys", op->in[0], MLK_F32, op->n)) ||
       (st = check_rows(d, o, "values", op->in[1], MLK_F32, op->n)) ||
       (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))

@@ -75,13 +75,14 @@ TASK(rope) {
              op->rope_original_max_pos);
 }
 
-/* A task per kv head (tile = head_dim columns, or whole kv heads). */
+/* A task per kv head (tile = head_dim columns, or whole kv heads); theta > 0: keys rotated first. */
 TASK(kv_append) {
   TILE(kv_append)(PTR(uint16_t, op->out), PTR(const float, op->in[0]), PTR(const float, op->in[1]),
                   PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]), op->kv_heads,
                   op->head_dim, op->page, rt[MLK_RT_PAGES_PER_SEQ(op->cache)],
                   rt[MLK_RT_PAGES(op->cache)], op->layer, first_col(op, task) / op->head_dim,
-                  col_count(op, task) / op->head_dim, mlk_task_rows(op, rt));
+                  col_count(op, task) / op->head_dim, mlk_task_rows(op, rt), op->theta,
+                  op->rope_factor, op->rope_low_freq, op->rope_high_freq, op->rope_original_max_pos);
 }
 
 /* Unsplit: the task's columns are whole kv heads of (heads / kv_heads) * head_dim. Split: task t

@@ -167,7 +167,9 @@ typedef struct MlkTensorDesc {
  *   rope_factor > 1). tile is a multiple of head_dim.
  * KV_APPEND: writes keys in[0] and values in[1] (f32 [b, kv_heads*head_dim]) of layer `layer` at
  *   positions in[2] (i32 [b]) into the cache `out` (MLK_TENSOR_CACHE) through the page table
- *   in[3]. Columns are kv_heads*head_dim; tile = head_dim (a task per kv head).
+ *   in[3]. Columns are kv_heads*head_dim; tile = head_dim (a task per kv head). With theta > 0
+ *   each key head is written rotated, as a ROPE with the op's rope attributes would rotate it (the
+ *   compiler fuses a rope whose only reader is the append); theta 0: the keys as given.
  * ATTENTION: decode attention: for each row b and query head h, softmax(q K^T / sqrt(head_dim)) V
  *   over the positions 0..pos[b] of layer `layer` of cache in[1] (page table in[3]); q = in[0]
  *   f32 [b, heads*head_dim], pos = in[2]. Grouped query heads: head h reads kv head h / (heads /
@@ -266,7 +268,7 @@ typedef struct MlkArg {
  * one code variant (the cache layer; see MlkKernelDesc), 0 for those its code takes as constants. */
 #define MLK_OP_ATTRS(X)                                                                            \
   X(float, eps, 0, "rmsnorm, fused or not")                                                        \
-  X(float, theta, 0, "rope: the base of the frequencies")                                          \
+  X(float, theta, 0, "rope; kv_append: its keys rotated when > 0")                                 \
   X(float, rope_factor, 0, "rope: Llama 3 frequency scaling when > 1")                             \
   X(float, rope_low_freq, 0, "rope: Llama 3 low frequency factor")                                 \
   X(float, rope_high_freq, 0, "rope: Llama 3 high frequency factor")                               \

@@ -54,11 +54,14 @@ float mlk_ref_rope_inv_freq(int64_t j, int64_t head_dim, float theta, float fact
 /* Writes k and v rows (f32 [batch, kv_heads*head_dim]) of kv heads [head0, head0 + nheads) at
  * position pos[b] of layer `layer` into the bf16 cache pool (layout: mlk_cache_offset), through
  * the page table pages[b * pages_per_seq + pos[b] / page]. The geometry is the cache's
- * (MlkCacheDesc: kv_heads, head_dim, page); pages_per_seq and npages are its run-time sizes. */
+ * (MlkCacheDesc: kv_heads, head_dim, page); pages_per_seq and npages are its run-time sizes.
+ * theta > 0: each key head is written rotated, as mlk_ref_rope with these parameters would
+ * rotate it (a rope fused into the append); theta 0: as given. */
 void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
-                       int64_t nheads, int64_t batch);
+                       int64_t nheads, int64_t batch, float theta, float factor,
+                       float low_freq_factor, float high_freq_factor, int64_t original_max_pos);
 
 /* Decode attention for kv heads [kvh0, kvh0 + nkvh) and their query heads: for each row b and
  * query head h (kv head h / (heads / kv_heads)), softmax over positions t in [0, pos[b]] of

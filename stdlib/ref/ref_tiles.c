@@ -150,6 +150,20 @@ float mlk_ref_rope_inv_freq(int64_t j, int64_t head_dim, float theta, float fact
   return (float)((1.0 - smooth) * inv / factor + smooth * inv);
 }
 
+/* cos and sin of the angle of position pos: as in HF, the f32 product of position and frequency. */
+static void rope_angle(int32_t pos, float inv, float *c, float *s) {
+  float angle = (float)pos * inv;
+  *c = cosf(angle);
+  *s = sinf(angle);
+}
+
+/* The pair (x0, x1) = (x[j], x[j + head_dim/2]) of a head rotated by the angle of (c, s). */
+static void rope_pair(float x0, float x1, float c, float s, float *o0, float *o1) {
+  float r0 = x0 * c - x1 * s, r1 = x1 * c + x0 * s;
+  *o0 = r0; /* out may be x: both read before either is written */
+  *o1 = r1;
+}
+
 void mlk_ref_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,
                   int64_t c0, int64_t count, int64_t batch, float theta, float factor,
                   float low_freq_factor, float high_freq_factor, int64_t original_max_pos) {
@@ -158,14 +172,11 @@ void mlk_ref_rope(float *out, const float *x, const int32_t *pos, int64_t n, int
     float inv = mlk_ref_rope_inv_freq(j, head_dim, theta, factor, low_freq_factor,
                                       high_freq_factor, original_max_pos);
     for (int64_t b = 0; b < batch; b++) {
-      /* As in HF: the angle is an f32 product of position and frequency. */
-      float angle = (float)pos[b] * inv;
-      float c = cosf(angle), s = sinf(angle);
+      float c, s;
+      rope_angle(pos[b], inv, &c, &s);
       for (int64_t h0 = c0; h0 < c0 + count; h0 += head_dim) {
         int64_t i = b * n + h0 + j;
-        float x0 = x[i], x1 = x[i + half];
-        out[i] = x0 * c - x1 * s;
-        out[i + half] = x1 * c + x0 * s;
+        rope_pair(x[i], x[i + half], c, s, &out[i], &out[i + half]);
       }
     }
   }
@@ -174,17 +185,30 @@ void mlk_ref_rope(float *out, const float *x, const int32_t *pos, int64_t n, int
 void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
-                       int64_t nheads, int64_t batch) {
+                       int64_t nheads, int64_t batch, float theta, float factor,
+                       float low_freq_factor, float high_freq_factor, int64_t original_max_pos) {
   const MlkCacheDesc geo = {.kv_heads = kv_heads, .head_dim = head_dim, .page = page};
   int64_t cols = kv_heads * head_dim;
+  int64_t half = head_dim / 2;
   for (int64_t b = 0; b < batch; b++) {
     int64_t p = pos[b];
     int64_t phys = pages[b * pages_per_seq + p / page];
     for (int64_t h = head0; h < head0 + nheads; h++) {
       uint16_t *kd = cache + mlk_cache_offset(&geo, npages, layer, phys, 0, h, p % page);
       uint16_t *vd = cache + mlk_cache_offset(&geo, npages, layer, phys, 1, h, p % page);
+      const float *kh = k + b * cols + h * head_dim;
       for (int64_t d = 0; d < head_dim; d++) {
-        kd[d] = f32_to_bf16(k[b * cols + h * head_dim + d]);
+        float key = kh[d];
+        if (theta > 0.0f) { /* a fused rope: pair j of the head, as mlk_ref_rope rotates it */
+          int64_t j = d < half ? d : d - half;
+          float c, s;
+          rope_angle(pos[b], mlk_ref_rope_inv_freq(j, head_dim, theta, factor, low_freq_factor,
+                                                   high_freq_factor, original_max_pos), &c, &s);
+          float r0, r1;
+          rope_pair(kh[j], kh[j + half], c, s, &r0, &r1);
+          key = d < half ? r0 : r1;
+        }
+        kd[d] = f32_to_bf16(key);
         vd[d] = f32_to_bf16(v[b * cols + h * head_dim + d]);
       }
     }

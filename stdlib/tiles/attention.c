@@ -74,10 +74,16 @@ static inline int64_t cache_off(int64_t kv_heads, int64_t head_dim, int64_t page
 void mlk_tile_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
                         const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
-                        int64_t nheads, int64_t batch) {
+                        int64_t nheads, int64_t batch, float theta, float factor,
+                        float low_freq_factor, float high_freq_factor, int64_t original_max_pos) {
   if (nheads <= 0 || head_dim <= 0 || page <= 0)
     return;
   uint32_t tid = mlk_tid();
+  /* a fused rope rotates each key as the rope op would (rope.c) */
+  int rope = theta > 0.0f;
+  int tab = rope && mlk_rope_freqs(head_dim, theta, factor, low_freq_factor, high_freq_factor,
+                                   original_max_pos);
+  uint32_t half = (uint32_t)(head_dim / 2);
   uint32_t per = (uint32_t)(nheads * head_dim), hd = (uint32_t)head_dim;
   int64_t vstride = kv_heads * page * head_dim; /* V of a head follows K by this */
   for (int64_t b = 0; b < batch; b++) {
@@ -94,7 +100,10 @@ void mlk_tile_kv_append(uint16_t *cache, const float *k, const float *v, const i
     for (uint32_t e = tid; e < per; e += MLK_BLOCK_THREADS) {
       uint32_t h = e / hd, d = e - h * hd;
       int64_t o = kbase + (int64_t)h * page * head_dim + d;
-      cache[o] = f32_to_bf16(kr[e]);
+      float key = rope ? mlk_rope_elem(kr + h * hd, d, half, (int32_t)p, tab, head_dim, theta, factor,
+                                       low_freq_factor, high_freq_factor, original_max_pos)
+                       : kr[e];
+      cache[o] = f32_to_bf16(key);
       cache[o + vstride] = f32_to_bf16(vr[e]);
     }
   }

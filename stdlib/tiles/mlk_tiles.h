@@ -116,7 +116,18 @@ void mlk_tile_rope(float *out, const float *x, const int32_t *pos, int64_t n, in
 void mlk_tile_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
                         const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,
-                        int64_t nheads, int64_t batch);
+                        int64_t nheads, int64_t batch, float theta, float factor,
+                        float low_freq_factor, float high_freq_factor, int64_t original_max_pos);
+/* rope.c, for tiles that rotate what they read (kv_append's keys): mlk_rope_freqs puts the inverse
+ * frequencies of a head's half pairs into the tiles' shared buffer (every thread calls it; it ends
+ * with a barrier) and returns 1, or returns 0 when they do not fit (head_dim / 2 >
+ * MLK_MATVEC_MAX_K); mlk_rope_elem is element d of the rotated head x (head_dim = 2 * half
+ * floats) at position pos, bit for bit what mlk_tile_rope writes there. */
+int mlk_rope_freqs(int64_t head_dim, float theta, float factor, float low_freq_factor,
+                   float high_freq_factor, int64_t original_max_pos);
+float mlk_rope_elem(const float *x, uint32_t d, uint32_t half, int32_t pos, int tab, int64_t head_dim,
+                    float theta, float factor, float low_freq_factor, float high_freq_factor,
+                    int64_t original_max_pos);
 void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
                         const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,

@@ -108,6 +108,11 @@ static inline void sincos_f(float a, float *sp, float *cp) {
   }
 }
 
+/* The rotated pair of (x0, x1) = (x[j], x[j + head_dim/2]): one definition, so that a fused rope
+ * (kv_append's keys) rounds exactly as the rope op does. */
+static inline float rotate0(float x0, float x1, float c, float s) { return x0 * c - x1 * s; }
+static inline float rotate1(float x0, float x1, float c, float s) { return x1 * c + x0 * s; }
+
 void mlk_tile_rope(float *out, const float *x, const int32_t *pos, int64_t n, int64_t head_dim,
                    int64_t c0, int64_t count, int64_t batch, float theta, float factor,
                    float low_freq_factor, float high_freq_factor, int64_t original_max_pos) {
@@ -135,7 +140,32 @@ void mlk_tile_rope(float *out, const float *x, const int32_t *pos, int64_t n, in
     sincos_f((float)pos[b] * f, &s, &c);
     int64_t base = (int64_t)b * n + c0 + (int64_t)h * head_dim + j;
     float x0 = x[base], x1 = x[base + half];
-    out[base] = x0 * c - x1 * s;
-    out[base + half] = x1 * c + x0 * s;
+    out[base] = rotate0(x0, x1, c, s);
+    out[base + half] = rotate1(x0, x1, c, s);
   }
+}
+
+int mlk_rope_freqs(int64_t head_dim, float theta, float factor, float low_freq_factor,
+                   float high_freq_factor, int64_t original_max_pos) {
+  int64_t half = head_dim / 2;
+  if (half > MLK_MATVEC_MAX_K)
+    return 0;
+  for (int64_t j = mlk_tid(); j < half; j += MLK_BLOCK_THREADS)
+    mlk_tile_smem[j] = inv_freq(j, head_dim, theta, factor, low_freq_factor, high_freq_factor,
+                                original_max_pos);
+  __nvvm_barrier_sync(0);
+  return 1;
+}
+
+float mlk_rope_elem(const float *x, uint32_t d, uint32_t half, int32_t pos, int tab, int64_t head_dim,
+                    float theta, float factor, float low_freq_factor, float high_freq_factor,
+                    int64_t original_max_pos) {
+  uint32_t j = d < half ? d : d - half;
+  float f = tab ? mlk_tile_smem[j]
+                : inv_freq(j, head_dim, theta, factor, low_freq_factor, high_freq_factor,
+                           original_max_pos);
+  float s, c;
+  sincos_f((float)pos * f, &s, &c);
+  float x0 = x[j], x1 = x[j + half];
+  return d < half ? rotate0(x0, x1, c, s) : rotate1(x0, x1, c, s);
 }

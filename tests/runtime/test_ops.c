@@ -606,7 +606,7 @@ static void test_refs(void) {
     rt_fill(v, 2 * KVH * HD, 1.0f);
     /* One call per kv head, as the tasks do. */
     for (int h = 0; h < KVH; h++)
-      mlk_ref_kv_append(pool, k, v, pos, pages, KVH, HD, PAGE, PPS, NP, L, h, 1, 2);
+      mlk_ref_kv_append(pool, k, v, pos, pages, KVH, HD, PAGE, PPS, NP, L, h, 1, 2, 0, 0, 0, 0, 0);
     for (int b = 0; b < 2; b++)
       for (int i = 0; i < KVH * HD; i++) {
         Kd[b][pos[b]][i] = dround_bf16(k[b * KVH * HD + i]);
@@ -625,6 +625,31 @@ static void test_refs(void) {
   for (size_t i = 0; i < sizeof pool / sizeof *pool / LAYERS; i++)
     bad += pool[i] != 0; /* layer 0 */
   CHECK(bad == 0, "kv_append through a permuted page table: %d elements wrong", bad);
+
+  /* A rope fused into kv_append (theta > 0) writes what rope and then an append write, bit for bit
+   * (Llama 3 scaling; positions far apart, so every frequency regime turns). */
+  {
+    static uint16_t fused[LAYERS * NP * 2 * KVH * PAGE * HD], apart[LAYERS * NP * 2 * KVH * PAGE * HD];
+    memset(fused, 0, sizeof fused);
+    memset(apart, 0, sizeof apart);
+    float kr[2 * KVH * HD];
+    int differ = 0;
+    for (int32_t t = 0; t < PPS * PAGE; t++) {
+      int32_t pos[2] = {t, PPS * PAGE - 1 - t};
+      rt_fill(k, 2 * KVH * HD, 3.0f);
+      rt_fill(v, 2 * KVH * HD, 1.0f);
+      mlk_ref_rope(kr, k, pos, KVH * HD, HD, 0, KVH * HD, 2, 500000.0f, 8.0f, 1.0f, 4.0f, 8192);
+      for (int h = 0; h < KVH; h++) {
+        mlk_ref_kv_append(fused, k, v, pos, pages, KVH, HD, PAGE, PPS, NP, L, h, 1, 2, 500000.0f, 8.0f,
+                          1.0f, 4.0f, 8192);
+        mlk_ref_kv_append(apart, kr, v, pos, pages, KVH, HD, PAGE, PPS, NP, L, h, 1, 2, 0, 0, 0, 0, 0);
+      }
+    }
+    for (size_t i = 0; i < sizeof fused / sizeof *fused; i++)
+      differ += fused[i] != apart[i];
+    CHECK(differ == 0, "kv_append with a fused rope: %d cache elements differ from rope, then append",
+          differ);
+  }
   rt_fill(q, 2 * QH * HD, 2.0f);
   int32_t last[2] = {T0 - 1, T1 - 1};
   for (int kvh = 0; kvh < KVH; kvh++)

@@ -138,7 +138,7 @@ mlk_driver_test(collectives_kernel 0
                 "\"kind\": \"allreduce\"[^\n]*\"ranks\": 2.*-> allreduce@nn.mlk:36\\[l=0\\]\"[^\n]*\"map\": \"tile\"[^\n]*\"ranks\": 2}"
                 --config=${_tiny_cfg} --mesh=tp=2 --collectives=kernel --model=llama --emit=graph
                 ${_llama_family})
-mlk_driver_test(collectives_kernel_ptx 0 "red.release.sys.add.u32"
+mlk_driver_test(collectives_kernel_ptx 0 "fence.acq_rel.sys;.*red.relaxed.sys.add.u32"
                 --config=${_tiny_cfg} --mesh=tp=2 --collectives=kernel --model=llama --emit=ptx
                 ${_llama_family})
 mlk_driver_test(collectives_junk 1 "mlkc: error: --collectives needs kernel or cut, got 'ring'"

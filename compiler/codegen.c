@@ -256,8 +256,8 @@ static void emit_kernel(Cg *c, int kernel) {
   bool stream = (used & (1u << MLK_OP_MATVEC)) != 0;
   if (stream) {
     /* the weight stream walks the block's queue ahead of it: off with the dynamic schedule */
-    LLVMValueRef sargs[] = {p[P_OPS], p[P_QUEUE], qs, qe, p[P_RT], c32(c, dynamic ? 0 : 1)};
-    call(c, "mlk_stream_start", sargs, 6);
+    LLVMValueRef sargs[] = {p[P_QOFF], p[P_QUEUE], p[P_RT], c32(c, dynamic ? 0 : 1)};
+    call(c, "mlk_stream_start", sargs, 4);
   }
   LLVMTypeRef rec_t = LLVMArrayType2(LLVMInt8TypeInContext(c->ctx), sizeof(MlkDevOp));
   /* Static schedule: the words of the next two tasks are loaded a task ahead, so that the next

@@ -14,6 +14,7 @@
  * by the PTX, the device and the driver, so that a later start loads it instead of compiling.
  */
 #include "internal.h"
+#include "task.h"
 
 #ifdef MLK_HAVE_CUDA
 
@@ -427,6 +428,48 @@ done:
   return st;
 }
 
+/* The queue array of a kernel (mlk_desc.h): the task words, the pad, and each queue's weight-stream
+ * list (MLK_STREAM_ENTRY_WORDS words per matvec task, then a zero entry); the queue offsets
+ * extended by the lists' (2 * nqueues + 2 words). recs: the op records, with device addresses. */
+static mlk_status queue_array(const MlkModelDesc *d, int k, const MlkDevOp *recs, const uint32_t *qoff,
+                              const MlkTaskWord *words, int nqueues, uint64_t **array, size_t *nwords,
+                              uint32_t **offsets) {
+  const MlkKernelDesc *kd = &d->kernels[k];
+  size_t ntasks = qoff[nqueues], entries = 0;
+  for (size_t i = 0; i < ntasks; i++)
+    entries += d->ops[kd->first_op + (int)MLK_TASK_OP(words[i])].kind == MLK_OP_MATVEC;
+  size_t n = ntasks + MLK_QUEUE_PAD + (entries + (size_t)nqueues) * MLK_STREAM_ENTRY_WORDS;
+  if (n > UINT32_MAX)
+    return mlk_set_error(MLK_ERR_INVALID, "megakernel '%s': its queues and stream lists take %zu words, "
+                         "more than u32 offsets reach", kd->name, n);
+  uint64_t *a = MLK_CALLOC(n, sizeof *a, "task queues");
+  uint32_t *off = a ? MLK_CALLOC(2 * (size_t)nqueues + 2, sizeof *off, "queue offsets") : NULL;
+  if (!off) {
+    free(a);
+    return MLK_ERR_NOMEM;
+  }
+  memcpy(a, words, ntasks * sizeof *words);
+  memcpy(off, qoff, ((size_t)nqueues + 1) * sizeof *off);
+  size_t w = ntasks + MLK_QUEUE_PAD;
+  for (int q = 0; q < nqueues; q++) {
+    off[nqueues + 1 + q] = (uint32_t)w;
+    for (uint32_t i = qoff[q]; i < qoff[q + 1]; i++) {
+      const MlkDevOp *op = &recs[MLK_TASK_OP(words[i])];
+      if (op->kind != MLK_OP_MATVEC)
+        continue;
+      int64_t t = MLK_TASK_INDEX(words[i]);
+      a[w++] = op->in[1] + (uint64_t)(mlk_task_first_col(op, t) * op->k) * 2; /* bf16 rows */
+      a[w++] = MLK_STREAM_ENTRY(mlk_task_cols(op, t), op->k, op->batched != 0);
+    }
+    w += MLK_STREAM_ENTRY_WORDS; /* the zero entry */
+  }
+  off[2 * nqueues + 1] = (uint32_t)w;
+  *array = a;
+  *nwords = n;
+  *offsets = off;
+  return MLK_OK;
+}
+
 static mlk_status gpu_model_init(mlk_model *m) {
   const GpuBackend *gb = m->be->impl;
   const MlkModelDesc *d = m->desc;
@@ -529,25 +572,28 @@ static mlk_status gpu_model_init(mlk_model *m) {
     snprintf(what, sizeof what, "the waits and notifies of '%s'", kd->name);
     if (!st)
       st = upload_array(&gk->syncs, syncs, (nsyncs ? nsyncs : 1) * sizeof *syncs, what);
-    free(recs);
     free(syncs);
     if (st) {
+      free(recs);
       free(qoff);
       free(words);
       goto fail;
     }
-    snprintf(what, sizeof what, "the queue offsets of '%s'", kd->name);
-    st = upload_array(&gk->qoff, qoff, ((size_t)nqueues + 1) * sizeof *qoff, what);
-    snprintf(what, sizeof what, "the task queues of '%s'", kd->name);
-    /* MLK_QUEUE_PAD zero words after the last task (alloc_zeroed zeroes them) */
-    if (!st && (st = alloc_zeroed(&gk->queue, ((size_t)ntasks + MLK_QUEUE_PAD) * sizeof *words, what)) == MLK_OK &&
-        ntasks) {
-      CUresult r = cu.cuMemcpyHtoD(gk->queue, words, (size_t)ntasks * sizeof *words);
-      if (r != CUDA_SUCCESS)
-        st = CU_FAIL(r, "cuMemcpyHtoD(%zu bytes to %s)", (size_t)ntasks * sizeof *words, what);
-    }
+    uint64_t *array = NULL;
+    uint32_t *offsets = NULL;
+    size_t nwords = 0;
+    st = queue_array(d, k, recs, qoff, words, nqueues, &array, &nwords, &offsets);
+    free(recs);
     free(qoff);
     free(words);
+    snprintf(what, sizeof what, "the queue offsets of '%s'", kd->name);
+    if (!st)
+      st = upload_array(&gk->qoff, offsets, (2 * (size_t)nqueues + 2) * sizeof *offsets, what);
+    snprintf(what, sizeof what, "the task queues and weight-stream lists of '%s'", kd->name);
+    if (!st)
+      st = upload_array(&gk->queue, array, nwords * sizeof *array, what);
+    free(array);
+    free(offsets);
     if (st)
       goto fail;
   }

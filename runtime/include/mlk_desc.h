@@ -47,6 +47,16 @@
  * schedule reads the words of the next two tasks ahead of time, past a queue's end too. */
 #define MLK_QUEUE_PAD 2
 
+/* The weight stream's lists (stdlib/tiles/stream.c), static schedule on the GPU: after the pad,
+ * the queue array holds for each block b, at word qoff[blocks + 1 + b], an entry of
+ * MLK_STREAM_ENTRY_WORDS words per matvec task of queue b, in queue order: the device address of
+ * the task's first weight row, then MLK_STREAM_ENTRY(rows, k, batched) (the task's rows, the op's
+ * k, whether it loops over the batch); then an entry of zeros. qoff has 2 * blocks + 2 words. The
+ * block's loader reads the next task's weights from there, not from the queue and op records. */
+#define MLK_STREAM_ENTRY_WORDS 2
+#define MLK_STREAM_ENTRY(rows, k, batched)                                                         \
+  (((uint64_t)(batched) << 63) | ((uint64_t)(uint32_t)(rows) << 32) | (uint64_t)(uint32_t)(k))
+
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */

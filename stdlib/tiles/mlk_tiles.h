@@ -62,15 +62,14 @@ uint32_t mlk_dev_ticket(uint32_t *ticket);
 /* The weight stream (stream.c): thread 0 of each block copies the weight rows of the block's
  * coming matvec tasks into a ring of shared-memory slots ahead of time. mlk_stream_start (every
  * kernel that has matvec ops, before its loop; `enabled` 0 turns the stream off, as the dynamic
- * schedule must) takes the block's queue [qs, qe); mlk_stream_pump (before each task's waits, and
+ * schedule must) finds the block's stream list through qoff (mlk_desc.h); mlk_stream_pump (before each task's waits, and
  * after each slot is freed) issues copies while slots are free; mlk_stream_drain (at the kernel's
  * exit) waits for copies still in flight. A matvec task the stream takes (mlk_stream_takes, the
  * same answer for the loader and the tile) gets its rows in chunks of mlk_stream_rows_per_chunk(k)
  * rows, from the cursor mlk_stream_cursor() (read once, at the task's start, by every thread):
  * mlk_stream_wait(&c) returns the cursor's chunk's slot once it has landed,
  * mlk_stream_release(&c) frees it (a block barrier first) and moves the cursor on. All but mlk_stream_rows_per_chunk are called by every thread. */
-void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, uint32_t qe,
-                      const int64_t *rt, int enabled);
+void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t *rt, int enabled);
 void mlk_stream_pump(void);
 void mlk_stream_drain(void);
 int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);

@@ -3,10 +3,14 @@
  *
  * Weights depend on no event, so nothing stops a block from loading the weights of its next
  * matvec tasks while it waits for their inputs or runs other tiles. Thread 0 is the loader: it
- * walks the block's own queue (the static schedule) ahead of the task being run, and for every
- * task the stream takes (mlk_stream_takes) issues `cp.async.bulk` copies of its weight rows, a
- * chunk of whole rows per slot, each completing on the slot's mbarrier, for as long as slots are
- * free. The matvec tile of such a task takes its chunks in the same order (mlk_stream_wait), and
+ * reads the block's stream list (the matvec tasks of its queue, in order: their first weight row's
+ * address, rows and k; the runtime builds it with the queues, mlk_desc.h MLK_STREAM_ENTRY) ahead of
+ * the task being run, and for every task the stream takes (mlk_stream_takes) issues
+ * `cp.async.bulk` copies of its weight rows, a chunk of whole rows per slot, each completing on
+ * the slot's mbarrier, for as long as slots are free. One list entry per task, the next one's line
+ * prefetched into L1: walking the queue and the op records instead cost the loader a chain of L2
+ * round trips per task (~1 us each under a decode step's load), while the block's next release
+ * barrier waited for it. The matvec tile of such a task takes its chunks in the same order (mlk_stream_wait), and
  * frees each slot when every thread is done with it (mlk_stream_release), which lets the loader
  * go on. Loader and tile agree on which tasks are streamed and how they are cut because both ask
  * the same functions, of values that do not change during a launch.
@@ -33,11 +37,10 @@
 extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
 
 typedef struct StreamState {
-  const MlkDevOp *ops;
-  const uint64_t *queue;
-  const int64_t *rt;
+  const uint64_t *list; /* loader: the block's stream list entry after the task it is loading */
+  int64_t batch;        /* the run's batch rows (rt), for the list's batched tasks */
   const uint16_t *src; /* loader: the next row to copy of the task it is loading */
-  uint32_t q, qe;      /* loader: the queue position after that task, the block's queue end */
+  uint32_t done;       /* loader: 1 once the list's end was reached */
   uint32_t left;       /* loader: rows of it still to copy (0: find the next streamed task) */
   uint32_t rpc, k;     /* loader: its rows per chunk and k */
   uint32_t head;       /* chunks issued */
@@ -71,12 +74,12 @@ int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch) {
 #endif
 }
 
-void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, uint32_t qe,
-                      const int64_t *rt, int enabled) {
+void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t *rt, int enabled) {
 #if STREAM_HW
   if (mlk_tid() == 0) {
-    st.ops = ops, st.queue = queue, st.rt = rt;
-    st.src = 0, st.q = qs, st.qe = qe, st.left = 0, st.rpc = 0, st.k = 0;
+    uint32_t blocks = __nvvm_read_ptx_sreg_nctaid_x(), b = __nvvm_read_ptx_sreg_ctaid_x();
+    st.list = enabled ? queue + qoff[blocks + 1 + b] : 0, st.batch = rt[MLK_RT_BATCH];
+    st.src = 0, st.done = !enabled, st.left = 0, st.rpc = 0, st.k = 0;
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
@@ -91,30 +94,39 @@ void mlk_stream_start(const MlkDevOp *ops, const uint64_t *queue, uint32_t qs, u
   }
   __nvvm_barrier_sync(0);
 #else
-  (void)ops, (void)queue, (void)qs, (void)qe, (void)rt, (void)enabled;
+  (void)qoff, (void)queue, (void)rt, (void)enabled;
 #endif
 }
 
 #if STREAM_HW
-/* Thread 0: the next task of the block's queue from position q on that the stream takes; makes it
- * the loader's task (left = its rows, q the position after it), or left = 0 at the queue's end. Reads records: only when a
- * task's last chunk has been issued. */
-static void next_task(uint32_t q) {
-  for (; q < st.qe; q++) {
-    uint64_t word = st.queue[q];
-    const MlkDevOp *op = st.ops + MLK_TASK_OP(word);
-    if (op->kind != MLK_OP_MATVEC)
+/* A hint: the line at p into this SM's L1. */
+static inline void prefetch_l1(const void *p) {
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
+                   :
+                   : "l"(p));
+}
+
+/* Thread 0: the next task of the block's stream list that the stream takes (the same test as the
+ * tile's, mlk_stream_takes, of the same values); makes it the loader's task (left = its rows), or
+ * sets done at the list's end. Called when a task's last chunk has been issued. */
+static void next_task(void) {
+  for (;;) {
+    const uint64_t *e = st.list;
+    uint64_t addr = e[0], rk = e[1];
+    if (addr == 0) {
+      st.done = 1, st.left = 0;
+      return;
+    }
+    st.list = e + MLK_STREAM_ENTRY_WORDS;
+    prefetch_l1(st.list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
+    const uint16_t *W = (const uint16_t *)(uintptr_t)addr;
+    uint32_t rows = (uint32_t)(rk >> 32) & 0x7fffffffu, k = (uint32_t)rk;
+    if (rows == 0 || !mlk_stream_takes(W, k, rk >> 63 ? st.batch : 1))
       continue;
-    const uint16_t *W = (const uint16_t *)(uintptr_t)op->in[1];
-    int64_t k = op->k, rows = mlk_task_cols(op, MLK_TASK_INDEX(word));
-    if (rows <= 0 || !mlk_stream_takes(W, k, mlk_task_rows(op, st.rt)))
-      continue;
-    st.q = q + 1;
-    st.src = W + mlk_task_first_col(op, MLK_TASK_INDEX(word)) * k;
-    st.left = (uint32_t)rows, st.rpc = (uint32_t)mlk_stream_rows_per_chunk(k), st.k = (uint32_t)k;
+    st.src = W;
+    st.left = rows, st.rpc = (uint32_t)mlk_stream_rows_per_chunk(k), st.k = k;
     return;
   }
-  st.q = st.qe, st.left = 0;
 }
 
 /* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks. */
@@ -124,9 +136,9 @@ static void pump(void) {
   int fenced = 0;
   while (head - tail < st.slots) {
     if (st.left == 0) {
-      if (st.q >= st.qe)
+      if (st.done)
         break;
-      next_task(st.q);
+      next_task();
       if (st.left == 0)
         break;
     }

@@ -94,7 +94,7 @@ typedef uint64_t MlkTaskWord;
  * A launch of an sm_90a kernel asks for MLK_STREAM_BYTES(slots) of dynamic shared memory, slots in
  * [0, MLK_STREAM_MAX_SLOTS] (0: the stream is off); the kernel reads the slot count off the size. */
 #define MLK_STREAM_MAX_SLOTS 5 /* 5 slots, the header and the tiles' 48 KiB: 213 KiB of the 227 */
-#define MLK_STREAM_DEFAULT_SLOTS 4
+#define MLK_STREAM_DEFAULT_SLOTS 3 /* H200, batch 1: 1.686 ms against 1.700 with 4 (docs/performance.md) */
 #define MLK_STREAM_SLOT_BYTES 32768
 #define MLK_STREAM_HEADER 256 /* the stream's state and the slots' mbarriers, before the slots */
 #define MLK_STREAM_BYTES(slots) (MLK_STREAM_HEADER + (slots) * MLK_STREAM_SLOT_BYTES)

@@ -40,16 +40,13 @@ void mlk_dev_prefetch_record(const MlkDevOp *rec);
 /* Block barrier: every thread's writes of this task are done before thread 0 notifies. */
 void mlk_dev_barrier(void);
 
-/* One thread (MLK_NOTIFIER, not the weight stream's loader) adds 1 with release semantics to every
- * counter the record's notifies (syncs[rec->notify0 .. + rec->nnotifies)) and their index maps
- * give; other threads do nothing. */
-#define MLK_NOTIFIER 32
+/* Thread 0 adds 1 with release semantics to every counter the record's notifies
+ * (syncs[rec->notify0 .. + rec->nnotifies)) and their index maps give; other threads do nothing. */
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
                          uint32_t task);
 
-/* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 (the end: MLK_NOTIFIER) when
- * `trace` is not NULL: begin stamps the start and who ran the task, stamp one field. With tracing
- * off they cost one test. */
+/* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
+ * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */
 void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word);
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field);
 /* A tile's phases (MLK_TRACE_STAGED ..): mlk_dev_trace_begin hands the task's record to the block

@@ -113,13 +113,9 @@ int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *co
 
 void mlk_dev_barrier(void) { __nvvm_barrier_sync(0); }
 
-/* The notifier is lane 0 of the second warp, not thread 0: thread 0 issues the weight stream's
- * bulk copies, and a release fence of the thread that issued them waited for copies still in
- * flight. The block barrier before the notify orders every thread's writes before the fence
- * all the same. */
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
                          uint32_t task) {
-  if (mlk_tid() != MLK_NOTIFIER)
+  if (mlk_tid() != 0)
     return;
   const MlkDevSync *s = mlk_dev_op_syncs(rec, syncs) + rec->nwaits;
   uint32_t nn = rec->nnotifies;
@@ -152,8 +148,7 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
   }
 }
 
-/* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ----
- * (the end: the notifier, once its notifies are issued) */
+/* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ---- */
 
 void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
   if (!trace || mlk_tid() != 0)
@@ -166,8 +161,7 @@ void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
 }
 
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field) {
-  /* the end by the notifier, once its notifies are issued */
-  if (trace && mlk_tid() == (field == MLK_TRACE_END ? MLK_NOTIFIER : 0))
+  if (trace && mlk_tid() == 0)
     trace[(uint64_t)slot * MLK_TRACE_WORDS + field] = globaltimer();
 }
 

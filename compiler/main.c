@@ -77,8 +77,9 @@ static void usage(FILE *out) {
           "  --attn-min-chunk=N  the fewest positions per chunk of a split attention (default\n"
           "                  %d): a short context uses the first chunks only\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
-          "  -v              print ptxas's resource report (registers, spills, shared memory) of\n"
-          "                  each megakernel (ptxas from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
+          "  -v              print ptxas's resource report (registers, shared memory, and each\n"
+          "                  function's stack and spills by name) of each megakernel (ptxas from\n"
+          "                  $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
           mlkc_default_stdlib(), MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
@@ -310,7 +311,9 @@ static void write_source(FILE *f, const void *arg) {
   emit_source(f, e->g, e->header_name, e->ptx90, e->ptx80);
 }
 
-/* -v: assembles the PTX with `ptxas -v` and prints its resource report lines on stderr. */
+/* -v: assembles the PTX with `ptxas -v` and prints its resource report lines on stderr, each
+ * function's stack and spill line under the function's name (the tiles are called functions:
+ * their spills are what a tile change moves). */
 static void ptxas_report(const char *ptx, const char *arch) {
   const char *home = getenv("CUDA_HOME");
   char ptxas[4096] = "";
@@ -337,13 +340,25 @@ static void ptxas_report(const char *ptx, const char *arch) {
   FILE *p = popen(cmd, "r");
   int shown = 0;
   if (p) {
-    char line[1024];
-    while (fgets(line, sizeof line, p))
-      if (strstr(line, "Compiling entry") || strstr(line, "registers") ||
-          strstr(line, "spill") || strstr(line, "error")) {
+    char line[1024], fn[256] = "";
+    while (fgets(line, sizeof line, p)) {
+      const char *props = strstr(line, "Function properties for ");
+      if (props) { /* names the function of the next stack/spill line */
+        snprintf(fn, sizeof fn, "%s", props + strlen("Function properties for "));
+        fn[strcspn(fn, "\r\n")] = 0;
+        continue;
+      }
+      if (strstr(line, "spill") && *fn) {
+        const char *s = line + strspn(line, " \t");
+        fprintf(stderr, "mlkc: ptxas %s: %s: %s", arch, fn, s);
+        fn[0] = 0;
+        shown++;
+      } else if (strstr(line, "Compiling entry") || strstr(line, "registers") ||
+                 strstr(line, "spill") || strstr(line, "error")) {
         fprintf(stderr, "mlkc: ptxas %s: %s", arch, line);
         shown++;
       }
+    }
     int rc = pclose(p);
     if (rc != 0 && !shown)
       fprintf(stderr, "mlkc: note: -v: '%s' not found or failed (set CUDA_HOME)\n", ptxas);

@@ -56,9 +56,11 @@ mlk_driver_test(check_llama_sample 0 "^$" --check ${PROJECT_SOURCE_DIR}/examples
 # ... and compile to a megakernel.
 mlk_driver_test(lower_llama 0 "^$" ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk -o llama)
 
-# -v: ptxas's resource report of the megakernel (needs the CUDA toolkit's ptxas).
+# -v: ptxas's resource report of the megakernel, each function's spills under its name (needs the
+# CUDA toolkit's ptxas).
 if(MLK_PTXAS)
-  mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: .*Used [0-9]+ registers" -v ${MLP} -o mlp_v)
+  mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: .*Used [0-9]+ registers.*mlkc: ptxas sm_90a: matvec_stream_b1: [0-9]+ bytes stack frame, [0-9]+ bytes spill stores"
+                  -v ${MLP} -o mlp_v)
 endif()
 
 # The default stdlib: in the build tree, the source tree's; beside a copy of mlkc laid out as

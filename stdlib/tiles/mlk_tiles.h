@@ -45,6 +45,19 @@ void mlk_dev_barrier(void);
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
                          uint32_t task);
 
+/* The GPU's nanosecond clock, and a hint that moves the line at p into this SM's L1 (sync.c and
+ * stream.c use both). */
+static inline uint64_t mlk_globaltimer(void) {
+  uint64_t t;
+  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+static inline void mlk_prefetch_l1(const void *p) {
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
+                   :
+                   : "l"(p));
+}
+
 /* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
  * stamps the start and who ran the task, stamp one field. With tracing off they cost one test. */
 void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word);

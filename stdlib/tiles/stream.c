@@ -10,9 +10,9 @@
  * the slot's mbarrier, for as long as slots are free. One list entry per task, the next one's line
  * prefetched into L1: walking the queue and the op records instead cost the loader a chain of L2
  * round trips per task (~1 us each under a decode step's load), while the block's next release
- * barrier waited for it. The matvec tile of such a task takes its chunks in the same order (mlk_stream_wait), and
- * frees each slot when every thread is done with it (mlk_stream_release), which lets the loader
- * go on. Loader and tile agree on which tasks are streamed and how they are cut because both ask
+ * barrier waited for it. The matvec tile of such a task takes its chunks in the same order
+ * (mlk_stream_wait), and frees each slot when every thread is done with it (mlk_stream_release),
+ * which lets the loader go on. Loader and tile agree on which tasks are streamed and how they are cut because both ask
  * the same functions, of values that do not change during a launch.
  *
  * A task's rows are consecutive, so its weights are one contiguous range, and a chunk of
@@ -99,13 +99,6 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 }
 
 #if STREAM_HW
-/* A hint: the line at p into this SM's L1. */
-static inline void prefetch_l1(const void *p) {
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
-                   :
-                   : "l"(p));
-}
-
 /* Thread 0: the next task of the block's stream list that the stream takes (the same test as the
  * tile's, mlk_stream_takes, of the same values); makes it the loader's task (left = its rows), or
  * sets done at the list's end. Called when a task's last chunk has been issued. */
@@ -118,7 +111,7 @@ static void next_task(void) {
       return;
     }
     st.list = e + MLK_STREAM_ENTRY_WORDS;
-    prefetch_l1(st.list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
+    mlk_prefetch_l1(st.list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
     const uint16_t *W = (const uint16_t *)(uintptr_t)addr;
     uint32_t rows = (uint32_t)(rk >> 32) & 0x7fffffffu, k = (uint32_t)rk;
     if (rows == 0 || !mlk_stream_takes(W, k, rk >> 63 ? st.batch : 1))
@@ -230,11 +223,8 @@ void mlk_stream_trace_task(uint64_t *rec) {
 
 void mlk_dev_trace_phase(uint32_t field) {
 #if STREAM_HW
-  if (mlk_tid() == 0 && st.trace) {
-    uint64_t t;
-    __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    st.trace[field] = t;
-  }
+  if (mlk_tid() == 0 && st.trace)
+    st.trace[field] = mlk_globaltimer();
 #else
   (void)field;
 #endif

@@ -4,9 +4,9 @@
  * notify is a release pattern (one fence, then relaxed reductions on every counter the task
  * notifies), wait an acquire poll: together with the block barriers on both sides, every write
  * of a producer task happens-before every read of a consumer task. One fence for all of a task's
- * counters, not a release reduction each: each waits for the one before it to be acknowledged
- * (an L2 round trip, ~1 us under a decode step's load on the H200), and a Llama layer's output
- * projection notifies 3 counters, its down projection 4. An event
+ * counters rather than a release reduction each (a Llama layer's output projection notifies 3
+ * counters, its down projection 4): the cheaper form of the same ordering, though on the H200 it
+ * measured no faster (docs/performance.md). An event
  * whose notifies reach every rank of a world (MlkDevSync.ranks > 1: an in-kernel allreduce's
  * operand) is notified on each rank's counter, and waited on, at system scope: the ranks are
  * other GPUs.
@@ -33,12 +33,6 @@ static inline uint32_t ld_volatile(const uint32_t *p) {
   return v;
 }
 
-static inline uint64_t globaltimer(void) {
-  uint64_t t;
-  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 /* The longest sleep between two polls: a wait that ends is noticed within about this much (a
  * decode step crosses ~130 op boundaries one after the other, so this is paid ~130 times). */
 #define MAX_BACKOFF_NS 256
@@ -50,7 +44,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   uint32_t v = LD(counter);
   if (mlk_counter_reached(v, target))
     return 1;
-  uint64_t start = globaltimer();
+  uint64_t start = mlk_globaltimer();
   uint32_t ns = 32;
   for (;;) {
     __nvvm_nanosleep(ns);
@@ -61,7 +55,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
       return 1;
     if (ld_volatile(&err->flag))
       return 0;
-    if (globaltimer() - start > timeout_ns) {
+    if (mlk_globaltimer() - start > timeout_ns) {
       if (__atomic_exchange_n(&err->flag, 1u, __ATOMIC_RELAXED) == 0) {
         err->block = __nvvm_read_ptx_sreg_ctaid_x();
         err->op = op;
@@ -77,19 +71,12 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
 #undef LD
 }
 
-/* A hint: the line at p into this SM's L1. */
-static inline void prefetch_l1(const void *p) {
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
-                   :
-                   : "l"(p));
-}
-
 void mlk_dev_prefetch_record(const MlkDevOp *rec) {
   /* lane 0 of the second warp: thread 0 polls the counters meanwhile */
   if (mlk_tid() != 32)
     return;
   for (uint32_t off = 0; off < sizeof *rec; off += 128)
-    prefetch_l1((const char *)rec + off);
+    mlk_prefetch_l1((const char *)rec + off);
 }
 
 int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
@@ -154,7 +141,7 @@ void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
   if (!trace || mlk_tid() != 0)
     return;
   uint64_t *r = trace + (uint64_t)slot * MLK_TRACE_WORDS;
-  r[MLK_TRACE_START] = globaltimer();
+  r[MLK_TRACE_START] = mlk_globaltimer();
   r[MLK_TRACE_BLOCK] = __nvvm_read_ptx_sreg_ctaid_x();
   r[MLK_TRACE_TASK] = word;
   mlk_stream_trace_task(r);
@@ -162,7 +149,7 @@ void mlk_dev_trace_begin(uint64_t *trace, uint32_t slot, uint64_t word) {
 
 void mlk_dev_trace_stamp(uint64_t *trace, uint32_t slot, uint32_t field) {
   if (trace && mlk_tid() == 0)
-    trace[(uint64_t)slot * MLK_TRACE_WORDS + field] = globaltimer();
+    trace[(uint64_t)slot * MLK_TRACE_WORDS + field] = mlk_globaltimer();
 }
 
 /* ---- dynamic schedule: the next ticket of a shared counter, the same in every thread ---- */

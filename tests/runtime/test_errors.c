@@ -318,6 +318,11 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[1].in[1].tensor = 9, "op 1 'matvec@llama:5[l=0]': W 'kv' is a KV cache pool: only kv_append "
        "and attention take one");
   CASE(b->ops[6].in[2].tensor = 15, "op 6 'kv_append@llama:10[l=0]': positions 'x' is f32, expected i32");
+  /* a kv_append that rotates its keys (a fused rope) is held to the rope's attributes */
+  CASE(b->ops[6].theta = -1.0f, "op 6 'kv_append@llama:10[l=0]': theta -1 must be finite and > 0");
+  CASE((b->ops[6].theta = 10000.0f, b->ops[6].rope_factor = 8.0f, b->ops[6].rope_low_freq = 1.0f,
+        b->ops[6].rope_high_freq = 0.5f),
+       "op 6 'kv_append@llama:10[l=0]': Llama 3 rope scaling (factor 8) needs 0 < low_freq 1 < high_freq 0.5");
   /* rope, gather, rmsnorm, argmax, eltwise */
   CASE(b->ops[4].head_dim = 7, "op 4 'rope@llama:8[l=0]': head_dim 7 must be even and >= 2 and divide n 32");
   CASE(b->ops[4].rope_high_freq = 1.0f, "op 4 'rope@llama:8[l=0]': Llama 3 rope scaling (factor 8) needs "

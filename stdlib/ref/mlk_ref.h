@@ -56,7 +56,8 @@ float mlk_ref_rope_inv_freq(int64_t j, int64_t head_dim, float theta, float fact
  * the page table pages[b * pages_per_seq + pos[b] / page]. The geometry is the cache's
  * (MlkCacheDesc: kv_heads, head_dim, page); pages_per_seq and npages are its run-time sizes.
  * theta > 0: each key head is written rotated, as mlk_ref_rope with these parameters would
- * rotate it (a rope fused into the append); theta 0: as given. */
+ * rotate it (a rope fused into the append); theta 0: as given. A row whose position is outside
+ * its page table (an idle row's -1) or whose page is outside the pool writes nothing. */
 void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const int32_t *pos,
                        const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                        int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t head0,

@@ -192,7 +192,13 @@ void mlk_ref_kv_append(uint16_t *cache, const float *k, const float *v, const in
   int64_t half = head_dim / 2;
   for (int64_t b = 0; b < batch; b++) {
     int64_t p = pos[b];
+    /* as the device: a position outside the page table (an idle row's -1) or a page outside the
+     * pool is skipped, never written */
+    if (p < 0 || p / page >= pages_per_seq)
+      continue;
     int64_t phys = pages[b * pages_per_seq + p / page];
+    if (phys < 0 || phys >= npages)
+      continue;
     for (int64_t h = head0; h < head0 + nheads; h++) {
       uint16_t *kd = cache + mlk_cache_offset(&geo, npages, layer, phys, 0, h, p % page);
       uint16_t *vd = cache + mlk_cache_offset(&geo, npages, layer, phys, 1, h, p % page);

@@ -33,9 +33,14 @@ void mlk_tile_eltwise(float *out, const float *a, const float *c, const uint16_t
 }
 
 static inline float ld_sys_f32(const float *p) {
+#if defined(__NVPTX__)
   float v;
   __asm__ volatile("ld.relaxed.sys.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
   return v;
+#else
+  union { uint32_t u; float f; } c = {__atomic_load_n((const uint32_t *)(const void *)p, __ATOMIC_RELAXED)};
+  return c.f;
+#endif
 }
 
 void mlk_tile_allreduce(float *out, const uint64_t *xs, int64_t ranks, int64_t n, int64_t c0,

@@ -417,12 +417,6 @@ static inline void split2(float v0, float v1, uint32_t *hi, uint32_t *lo) {
   *lo = bf16_rne(d0) | (bf16_rne(d1) << 16);
 }
 
-#if !defined(__NVPTX__)
-/* The host harness supplies this (a whole-warp emulation of the instruction). */
-void mlk_emu_mma_m16n8k16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                          uint32_t b1);
-#endif
-
 /* d[0..3] += A (a0..a3) * B (b0, b1): one warp-wide mma.sync, every lane of the warp. */
 static inline __attribute__((always_inline)) void mma16816(float *d, uint32_t a0, uint32_t a1,
                                                            uint32_t a2, uint32_t a3, uint32_t b0,
@@ -549,7 +543,7 @@ static inline U4 ld_shared16(uint32_t a) {
                    : "r"(a)
                    : "memory");
 #else
-  r = *(const U4 *)((const char *)mlk_tile_smem + a);
+  r = *(const U4 *)mlk_emu_smem_ptr(a);
 #endif
   return r;
 }
@@ -606,7 +600,7 @@ mma_chunk(float (*acc)[4], U4 (*win)[2], const uint16_t *W, int64_t k, int64_t r
   uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
-  uint32_t sbase = (uint32_t)(uintptr_t)mlk_tile_smem + g * RSB + 16 * t;
+  uint32_t sbase = mlk_smem_addr(mlk_tile_smem) + g * RSB + 16 * t;
   uint32_t jstep = 8 * RSB, lo = KC * 2, nblk = kcp / 32;
   U4 z = {0, 0, 0, 0};
   for (uint32_t j0 = 0; p + P * j0 < nblk; j0 += MMA_UB) {

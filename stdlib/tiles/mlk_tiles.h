@@ -22,6 +22,44 @@
 
 #include "mlk_desc.h"
 
+/* Shared memory is address space 3 on the GPU. The same files also compile for the host, where
+ * tests/tiles runs them in a block emulator: there it is ordinary memory, and the emulator
+ * supplies what the GPU's instructions do (declared at the end of this file). */
+#if defined(__NVPTX__)
+#define MLK_SHARED __attribute__((address_space(3)))
+#else
+#define MLK_SHARED
+/* The block emulator's side (tests/tiles/block_emu.c): the NVVM builtins the tiles call, by their
+ * names, and the instructions they write as inline PTX on the GPU. */
+uint32_t __nvvm_read_ptx_sreg_tid_x(void);
+uint32_t __nvvm_read_ptx_sreg_ctaid_x(void);
+uint32_t __nvvm_read_ptx_sreg_nctaid_x(void);
+void __nvvm_barrier_sync(uint32_t id);
+int __nvvm_bar0_and(int pred);
+float __nvvm_shfl_sync_bfly_f32(uint32_t mask, float v, uint32_t off, uint32_t c);
+int __nvvm_shfl_sync_bfly_i32(uint32_t mask, int v, uint32_t off, uint32_t c);
+float __nvvm_shfl_sync_up_f32(uint32_t mask, float v, uint32_t d, uint32_t c);
+int __nvvm_shfl_sync_up_i32(uint32_t mask, int v, uint32_t d, uint32_t c);
+uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v);
+void __nvvm_nanosleep(uint32_t ns);
+float __nvvm_ex2_approx_f(float v);
+uint64_t mlk_emu_globaltimer(void);
+/* A shared-window address (32 bits, as the GPU's) of p, and back. */
+uint32_t mlk_emu_smem_addr(const void *p);
+void *mlk_emu_smem_ptr(uint32_t a);
+/* d[0..3] += A * B: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, every lane of a warp. */
+void mlk_emu_mma_m16n8k16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                          uint32_t b1);
+/* The bulk copy engine and mbarriers (stream.c): the launch's dynamic shared memory size;
+ * mbarrier.init; arrive.expect_tx; a cp.async.bulk that completes its bytes on `bar` later;
+ * try_wait.parity until the phase of that parity has completed. */
+uint32_t mlk_emu_dynamic_smem_size(void);
+void mlk_emu_mbar_init(uint64_t *bar, uint32_t count);
+void mlk_emu_mbar_expect_tx(uint64_t *bar, uint32_t bytes);
+void mlk_emu_bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar);
+void mlk_emu_mbar_wait(uint64_t *bar, uint32_t parity);
+#endif
+
 /* The waits of task `task` of op `op` (its record `rec`, index `op` within the megakernel) before
  * its tile: for each of the record's waits (syncs[rec->wait0 .. + rec->nwaits)),
  * thread 0 polls the counter the event's index map gives with acquire loads and exponential
@@ -48,14 +86,22 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
 /* The GPU's nanosecond clock, and a hint that moves the line at p into this SM's L1 (sync.c and
  * stream.c use both). */
 static inline uint64_t mlk_globaltimer(void) {
+#if defined(__NVPTX__)
   uint64_t t;
   __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+#else
+  return mlk_emu_globaltimer();
+#endif
 }
 static inline void mlk_prefetch_l1(const void *p) {
+#if defined(__NVPTX__)
   __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\tprefetch.global.L1 [g];\n\t}"
                    :
                    : "l"(p));
+#else
+  (void)p;
+#endif
 }
 
 /* Trace records (mlk_desc.h MLK_TRACE_*), written by thread 0 when `trace` is not NULL: begin
@@ -93,7 +139,7 @@ typedef struct MlkStreamCursor {
   uint32_t chunk, slot, parity, slots;
 } MlkStreamCursor;
 MlkStreamCursor mlk_stream_cursor(void);
-const __attribute__((address_space(3))) uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
+const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
 void mlk_stream_release(MlkStreamCursor *c);
 /* Whether the matvec tile can take weights from the stream for this shape: the vector path, one
  * pass over the batch with x staged in one piece (matvec.c). */
@@ -163,8 +209,6 @@ void mlk_tile_sample(int32_t *out, const float *x, const float *params, int64_t 
 
 /* ---- small device helpers shared by the tiles ---- */
 
-#define MLK_SHARED __attribute__((address_space(3)))
-
 static inline uint32_t mlk_tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
 
 /* The thread index re-read where it is used: values derived from it then stay inside the code
@@ -176,6 +220,15 @@ static inline uint32_t mlk_tid_here(void) {
   return t;
 #else
   return mlk_tid();
+#endif
+}
+
+/* The 32-bit shared-window address of a shared-memory object (what PTX's shared instructions take). */
+static inline uint32_t mlk_smem_addr(const volatile MLK_SHARED void *p) {
+#if defined(__NVPTX__)
+  return (uint32_t)(uintptr_t)p;
+#else
+  return mlk_emu_smem_addr((const void *)p);
 #endif
 }
 

@@ -25,7 +25,8 @@
 #include "mlk_tiles.h"
 #include "task.h"
 
-#if defined(__NVPTX__) && MLK_SM >= 90
+/* The host build (the block emulator of tests/tiles) has a copy engine too, emulated. */
+#if MLK_SM >= 90
 #define STREAM_HW 1
 #else
 #define STREAM_HW 0
@@ -58,7 +59,64 @@ _Static_assert(sizeof(StreamState) <= 128 && 128 + 8 * MLK_STREAM_MAX_SLOTS <= M
 #define ring (mlk_stream_mem + MLK_STREAM_HEADER)
 
 #if STREAM_HW
-static inline uint32_t saddr(const volatile MLK_SHARED void *p) { return (uint32_t)(uintptr_t)p; }
+/* The copy engine's and the mbarriers' instructions, each once. */
+static inline uint32_t dynamic_smem_size(void) {
+#if defined(__NVPTX__)
+  uint32_t dyn;
+  __asm__("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+  return dyn;
+#else
+  return mlk_emu_dynamic_smem_size();
+#endif
+}
+
+/* mbarrier.init of the slots' barriers (count 1: the loader's arrive), made visible to the copy
+ * engine. */
+static inline void mbar_init(MLK_SHARED uint64_t *bar) {
+#if defined(__NVPTX__)
+  __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mlk_smem_addr(bar)) : "memory");
+#else
+  mlk_emu_mbar_init(bar, 1);
+#endif
+}
+static inline void fence_mbar_init(void) {
+#if defined(__NVPTX__)
+  __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+/* Orders the generic proxy's earlier accesses (ordinary loads of a slot) before the async
+ * proxy's (the copy engine's writes into it). */
+static inline void fence_proxy_async(void) {
+#if defined(__NVPTX__)
+  __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* The loader's arrive on `bar`, announcing `bytes` of copies that complete on it. */
+static inline void mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) {
+#if defined(__NVPTX__)
+  __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                   ::"r"(mlk_smem_addr(bar)), "r"(bytes)
+                   : "memory");
+#else
+  mlk_emu_mbar_expect_tx(bar, bytes);
+#endif
+}
+
+/* One bulk copy of `bytes` (a multiple of 16) from global src to shared dst, completing on bar. */
+static inline void bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,
+                             MLK_SHARED uint64_t *bar) {
+#if defined(__NVPTX__)
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
+                   "%2, [%3];\n\t}" ::"r"(mlk_smem_addr(dst)),
+                   "l"(src), "r"(bytes), "r"(mlk_smem_addr(bar))
+                   : "memory");
+#else
+  mlk_emu_bulk_copy(dst, src, bytes, bar);
+#endif
+}
 #endif
 
 int mlk_stream_rows_per_chunk(int64_t k) {
@@ -83,14 +141,13 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
-    uint32_t dyn;
-    __asm__("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+    uint32_t dyn = dynamic_smem_size();
     uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
     st.slots = slots < MLK_STREAM_MAX_SLOTS ? slots : MLK_STREAM_MAX_SLOTS;
     st.on = (uint32_t)enabled && st.slots > 0;
     for (uint32_t s = 0; s < st.slots; s++)
-      __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&bars[s])) : "memory");
-    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      mbar_init(&bars[s]);
+    fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
 #else
@@ -138,16 +195,10 @@ static void pump(void) {
     uint32_t nr = st.left < st.rpc ? st.left : st.rpc;
     uint32_t bytes = nr * st.k * 2;
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
-      __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      fence_proxy_async();
     fenced = 1;
-    __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-                     ::"r"(saddr(&bars[slot])), "r"(bytes)
-                     : "memory");
-    __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                     "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
-                     "%2, [%3];\n\t}" ::"r"(saddr(ring + slot * MLK_STREAM_SLOT_BYTES)),
-                     "l"(st.src), "r"(bytes), "r"(saddr(&bars[slot]))
-                     : "memory");
+    mbar_expect_tx(&bars[slot], bytes);
+    bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.src, bytes, &bars[slot]);
     head++;
     slot = slot + 1 == st.slots ? 0 : slot + 1;
     st.src += nr * st.k;
@@ -167,12 +218,15 @@ void mlk_stream_pump(void) {
 
 #if STREAM_HW
 static inline void wait_slot(uint32_t slot, uint32_t parity) {
-  uint32_t bar = saddr(&bars[slot]);
+#if defined(__NVPTX__)
   __asm__ volatile("{\n\t.reg .pred p;\n\tWAIT_%=:\n\t"
                    "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
-                   "@!p bra WAIT_%=;\n\t}" ::"r"(bar),
+                   "@!p bra WAIT_%=;\n\t}" ::"r"(mlk_smem_addr(&bars[slot])),
                    "r"(parity)
                    : "memory");
+#else
+  mlk_emu_mbar_wait(&bars[slot], parity);
+#endif
 }
 #endif
 

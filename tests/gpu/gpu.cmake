@@ -96,7 +96,3 @@ set_tests_properties(gpu_trace PROPERTIES LABELS gpu)
 set_tests_properties(sim_diff_odd_ops PROPERTIES
   ENVIRONMENT "MLK_TRACE=${CMAKE_CURRENT_BINARY_DIR}/odd_ops_trace.json")
 
-# The tensor-core matvec's fragment indexing against an emulation of mma.sync m16n8k16 (host only).
-add_executable(test_mma_layout ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_mma_layout.c)
-target_link_libraries(test_mma_layout PRIVATE m)
-add_test(NAME mma_layout COMMAND test_mma_layout)

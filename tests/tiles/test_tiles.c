@@ -1,0 +1,458 @@
+/* test_tiles.c: the device tiles (stdlib/tiles, compiled for the host) run in the block emulator
+ * against their C references (stdlib/ref), on a machine without a GPU.
+ *
+ * Every case runs a block's sequence of tasks the way the megakernel's interpreter does: the
+ * weight stream started on the block's stream list, then per task the loader's pump, the tile and
+ * a block barrier, the stream drained at the end. The tiles take the same paths as on an sm_90a
+ * GPU (the stream's bulk copies and mbarriers emulated, copies landing late and out of order), so
+ * a change to a tile's indexing, its barriers, or the loader's agreement with the tile shows up
+ * here first. What the emulator cannot show: the memory model (one OS thread runs every GPU
+ * thread), timing, and the PTX the GPU compiler makes of it; the GPU differential tests cover
+ * those.
+ *
+ *   test_tiles [seed]   exit 0 when every case agrees with the reference; the seed (default 1,
+ *                       0: from the clock) picks the data and every block's interleaving */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "block_emu.h"
+#include "mlk_desc.h"
+#include "mlk_ref.h"
+#include "mlk_tiles.h"
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* [-1, 1) */
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (double)(rng >> 11) / 4503599627370496.0 - 1.0;
+}
+static uint16_t bf16_of(double v) { /* round to nearest even */
+  union { float f; uint32_t u; } c = {(float)v};
+  return (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
+}
+static float bf16_val(uint16_t h) {
+  union { uint32_t u; float f; } c = {(uint32_t)h << 16};
+  return c.f;
+}
+static void *xalloc(size_t bytes) {
+  /* 64-byte aligned, so that a misalignment a case wants is the one it makes */
+  void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+  if (!p) {
+    perror("test_tiles");
+    exit(1);
+  }
+  return p;
+}
+
+static int failures, cases;
+static uint64_t seed = 1;
+
+/* ---- matvec: a block's queue of matvec tasks ---- */
+
+typedef struct MvTask {
+  /* the op */
+  const float *x;
+  const uint16_t *W, *norm_w, *bias;
+  const float *res;
+  float *out;
+  int64_t n, k, batch;
+  int fn;
+  /* the task */
+  int64_t row0, rows;
+} MvTask;
+
+typedef struct MvQueue {
+  MvTask *t;
+  int n;
+  uint32_t qoff[4];
+  uint64_t *list;
+  int64_t rt[MLK_RT_COUNT(1)];
+  int stream;
+} MvQueue;
+
+static void mv_block(void *arg) {
+  MvQueue *q = arg;
+  mlk_stream_start(q->qoff, q->list, q->rt, q->stream);
+  for (int i = 0; i < q->n; i++) {
+    const MvTask *t = &q->t[i];
+    mlk_stream_pump(); /* the interpreter pumps before a task's waits */
+    mlk_tile_matvec(t->out, t->x, t->W, t->res, t->norm_w, t->bias, 1e-5f, t->n, t->k, t->row0,
+                    t->rows, t->batch, t->fn);
+    __nvvm_barrier_sync(0); /* mlk_dev_barrier */
+  }
+  mlk_stream_drain();
+}
+
+/* The block's stream list, as the runtime builds it: an entry per matvec task, then zeros. */
+static void mv_list(MvQueue *q) {
+  q->list = xalloc((size_t)(q->n + 1) * MLK_STREAM_ENTRY_WORDS * 8);
+  for (int i = 0; i < q->n; i++) {
+    const MvTask *t = &q->t[i];
+    int64_t rows = t->row0 + t->rows > t->n ? t->n - t->row0 : t->rows;
+    q->list[2 * i] = (uint64_t)(uintptr_t)(t->W + t->row0 * t->k);
+    q->list[2 * i + 1] = MLK_STREAM_ENTRY(rows < 0 ? 0 : rows, t->k, t->batch > 1);
+  }
+  q->list[2 * q->n] = q->list[2 * q->n + 1] = 0;
+  memset(q->qoff, 0, sizeof q->qoff);
+  q->qoff[2] = 0; /* blocks = 1: the list of block 0 at qoff[blocks + 1] */
+}
+
+/* The bound on |device - reference| of one output: f32 sums in a different order, or the
+ * tensor-core path's x in two bf16 halves (2^-15 of sum |w x|), of the gated product's factor. */
+static double mv_tol(const MvTask *t, int64_t b, int64_t r) {
+  const float *x = t->x + b * t->k;
+  double ss = 0, mag = 0;
+  for (int64_t i = 0; i < t->k; i++)
+    ss += (double)x[i] * x[i];
+  double rs = t->norm_w ? 1.0 / sqrt(ss / (double)t->k + 1e-5) : 1.0;
+  for (int64_t i = 0; i < t->k; i++)
+    mag += fabs((double)bf16_val(t->W[r * t->k + i]) * x[i] *
+                (t->norm_w ? bf16_val(t->norm_w[i]) : 1.0)) *
+           rs;
+  double g = t->res ? fabs(t->res[b * t->n + r]) : 0.0;
+  double tol = 6e-5 * mag + 1e-6;
+  return t->fn == MLK_FN_MUL ? tol * (g > 1.0 ? g : 1.0) : tol + 1e-6 * g;
+}
+
+/* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
+ * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). */
+static void mv_check(const char *name, MvQueue *q) {
+  cases++;
+  mv_list(q);
+  q->rt[MLK_RT_BATCH] = q->t[0].batch;
+  /* the ops (distinct outputs) and their expected outputs: the reference over every task */
+  float *outs[16], *want[16];
+  const MvTask *first[16];
+  int nops = 0;
+  for (int i = 0; i < q->n; i++) {
+    const MvTask *t = &q->t[i];
+    int o = 0;
+    while (o < nops && outs[o] != t->out)
+      o++;
+    if (o == nops) {
+      size_t bytes = (size_t)(t->batch * t->n) * 4;
+      outs[o] = t->out, first[o] = t, want[o] = xalloc(bytes);
+      memcpy(want[o], t->out, bytes);
+      nops++;
+    }
+    mlk_ref_matvec(want[o], t->x, t->W, t->res == t->out ? want[o] : t->res, t->norm_w, t->bias,
+                   1e-5f, t->n, t->k, t->row0, t->rows, t->batch, t->fn);
+  }
+  emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
+  int rc = emu_block_run(mv_block, q, 0, 1, seed++);
+  if (rc == 0 && emu_copies_in_flight()) {
+    fprintf(stderr, "%s: %zu bulk copies still in flight after the drain\n", name,
+            emu_copies_in_flight());
+    rc = -1;
+  }
+  int bad = rc != 0;
+  for (int o = 0; o < nops && !bad; o++) {
+    const MvTask *t = first[o];
+    for (int64_t b = 0; b < t->batch && !bad; b++)
+      for (int64_t r = 0; r < t->n && !bad; r++) {
+        float got = t->out[b * t->n + r], w = want[o][b * t->n + r];
+        double tol = mv_tol(t, b, r);
+        if (!(fabs((double)got - w) <= tol) && memcmp(&got, &w, 4) != 0) {
+          fprintf(stderr,
+                  "%s: op %d (n %lld, k %lld, batch %lld, fn %d): out[%lld][%lld] = %.9g, "
+                  "reference %.9g (tolerance %.3g)\n",
+                  name, o, (long long)t->n, (long long)t->k, (long long)t->batch, t->fn,
+                  (long long)b, (long long)r, got, w, tol);
+          bad = 1;
+        }
+      }
+  }
+  for (int o = 0; o < nops; o++)
+    free(want[o]);
+  free(q->list);
+  if (bad)
+    failures++;
+}
+
+typedef struct MvOp {
+  float *x, *out, *res;
+  uint16_t *W, *norm_w, *bias;
+  int64_t n, k, batch;
+  int fn;
+} MvOp;
+
+/* An op of n rows of k with random weights, inputs poisoned outputs; options: a norm, a bias, a
+ * residual or gate (res_is_out: the output itself holds the residual). */
+static MvOp mv_op(int64_t n, int64_t k, int64_t batch, int norm, int bias, int fn, int res,
+                  int res_is_out) {
+  MvOp o = {0};
+  o.n = n, o.k = k, o.batch = batch, o.fn = fn;
+  o.x = xalloc((size_t)(batch * k) * 4);
+  o.out = xalloc((size_t)(batch * n) * 4);
+  o.W = xalloc((size_t)(n * k) * 2);
+  for (int64_t i = 0; i < batch * k; i++)
+    o.x[i] = (float)(urand() * 2.0);
+  for (int64_t i = 0; i < n * k; i++)
+    o.W[i] = bf16_of(urand() * 0.1);
+  if (norm) {
+    o.norm_w = xalloc((size_t)k * 2);
+    for (int64_t i = 0; i < k; i++)
+      o.norm_w[i] = bf16_of(1.0 + 0.5 * urand());
+  }
+  if (bias) {
+    o.bias = xalloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++)
+      o.bias[i] = bf16_of(urand());
+  }
+  for (int64_t i = 0; i < batch * n; i++)
+    o.out[i] = res_is_out ? (float)urand() : NAN;
+  if (res && !res_is_out) {
+    o.res = xalloc((size_t)(batch * n) * 4);
+    for (int64_t i = 0; i < batch * n; i++)
+      o.res[i] = (float)(urand() * 3.0);
+  } else if (res)
+    o.res = o.out;
+  return o;
+}
+
+static void mv_free(MvOp *o) {
+  free(o->x), free(o->out), free(o->W), free(o->norm_w), free(o->bias);
+  if (o->res != o->out)
+    free(o->res);
+}
+
+static MvTask mv_task(const MvOp *o, int64_t row0, int64_t rows) {
+  MvTask t = {o->x, o->W, o->norm_w, o->bias, o->res, o->out, o->n, o->k, o->batch, o->fn,
+              row0, rows};
+  return t;
+}
+
+/* One op cut into tasks of `rows` rows, all in one block's queue, stream on and off. */
+static void mv_case(int64_t n, int64_t k, int64_t batch, int64_t rows, int norm, int bias, int fn,
+                    int res, int res_is_out) {
+  for (int stream = 1; stream >= 0; stream--) {
+    MvOp o = mv_op(n, k, batch, norm, bias, fn, res, res_is_out);
+    int nt = (int)((n + rows - 1) / rows);
+    MvTask *ts = calloc((size_t)nt, sizeof *ts);
+    for (int i = 0; i < nt; i++)
+      ts[i] = mv_task(&o, i * rows, rows);
+    MvQueue q = {ts, nt, {0}, 0, {0}, stream};
+    char name[160];
+    snprintf(name, sizeof name,
+             "matvec n %lld k %lld batch %lld rows %lld norm %d bias %d fn %d res %d%s stream %d",
+             (long long)n, (long long)k, (long long)batch, (long long)rows, norm, bias, fn, res,
+             res_is_out ? " (in place)" : "", stream);
+    mv_check(name, &q);
+    free(ts);
+    mv_free(&o);
+  }
+}
+
+/* A layer's matvecs in one block's queue: the loader crosses from task to task and from op to op
+ * (k 2048 -> 8192 -> a k % 8 != 0 op it skips -> 2048), with tasks of one op apart. */
+static void mv_mixed_queue(int64_t batch) {
+  MvOp a = mv_op(96, 2048, batch, 1, 0, MLK_FN_NONE, 0, 0);
+  MvOp b = mv_op(40, 8192, batch, 0, 0, MLK_FN_NONE, 1, 1);
+  MvOp c = mv_op(24, 100, batch, 0, 1, MLK_FN_SILU, 0, 0);
+  MvOp d = mv_op(64, 2048, batch, 1, 1, MLK_FN_MUL, 1, 0);
+  MvTask ts[] = {mv_task(&a, 0, 24),  mv_task(&b, 0, 16), mv_task(&a, 24, 40), mv_task(&c, 0, 24),
+                 mv_task(&b, 16, 16), mv_task(&d, 0, 64), mv_task(&b, 32, 16), mv_task(&a, 64, 32)};
+  for (int stream = 1; stream >= 0; stream--) {
+    for (int i = 0; i < 4; i++) {
+      MvOp *o = i == 0 ? &a : i == 1 ? &b : i == 2 ? &c : &d;
+      for (int64_t j = 0; j < o->batch * o->n; j++)
+        if (o->res != o->out)
+          o->out[j] = NAN;
+    }
+    MvQueue q = {ts, (int)(sizeof ts / sizeof *ts), {0}, 0, {0}, stream};
+    char name[96];
+    snprintf(name, sizeof name, "matvec mixed queue batch %lld stream %d", (long long)batch,
+             stream);
+    mv_check(name, &q);
+  }
+  mv_free(&a), mv_free(&b), mv_free(&c), mv_free(&d);
+}
+
+static void test_matvec(void) {
+  static const int64_t batches[] = {1, 2, 3, 4, 5, 8, 16, 19};
+  for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+    int64_t b = batches[bi];
+    mv_case(64, 2048, b, 64, 1, 0, MLK_FN_NONE, 0, 0); /* gate-like */
+    mv_case(48, 2048, b, 16, 0, 1, MLK_FN_MUL, 1, 0);  /* up-like: times the gate */
+    mv_case(20, 8192, b, 16, 0, 0, MLK_FN_NONE, 1, 1); /* down-like: residual in place */
+    mv_case(37, 520, b, 8, 1, 1, MLK_FN_SILU, 0, 0);   /* odd rows, k % 64 != 0 */
+    mv_case(9, 13, b, 4, 1, 0, MLK_FN_RELU, 1, 0);     /* k % 8 != 0: the scalar path */
+    mv_mixed_queue(b);
+  }
+  mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0); /* b1r4 / b1r2 / b1 row splits */
+  mv_case(3, 12288 - 64, 1, 3, 1, 0, MLK_FN_NONE, 0, 0); /* the staging buffer's largest k */
+}
+
+/* ---- the other tiles: a task per block run, against the reference over the same tasks ---- */
+
+typedef struct Call {
+  void (*fn)(const struct Call *);
+  const void *args;
+} Call;
+static void call_block(void *arg) {
+  const Call *c = arg;
+  c->fn(c);
+}
+/* Runs fn in one emulated block (no stream: dynamic shared memory 0). */
+static int run_task(void (*fn)(const Call *), const void *args) {
+  Call c = {fn, args};
+  emu_set_dynamic_smem(0);
+  return emu_block_run(call_block, &c, 0, 1, seed++);
+}
+
+/* |got - want| <= rel * scale + abs for n floats (equal bits pass too: NaN, infinities). */
+static int cmp_f32(const char *name, const float *got, const float *want, int64_t n, double scale,
+                   double rel, double abs_tol) {
+  for (int64_t i = 0; i < n; i++)
+    if (!(fabs((double)got[i] - want[i]) <= rel * scale + abs_tol) &&
+        memcmp(&got[i], &want[i], 4) != 0) {
+      fprintf(stderr, "%s: element %lld = %.9g, reference %.9g\n", name, (long long)i, got[i],
+              want[i]);
+      return 1;
+    }
+  return 0;
+}
+
+/* The attention of one layer, as the decode step runs it: kv_append (keys rotated: the rope fused
+ * into the append, with the Llama 3 scaling), then attention unsplit and split (+ its reduce). */
+typedef struct AttnGeom {
+  int64_t kv_heads, heads, head_dim, page, pages_per_seq, npages, layers, layer, batch;
+  int32_t *pos, *pages;
+  uint16_t *cache;
+  float *q, *k, *v, *out, *part;
+  int64_t split, min_chunk, kvh, head0, nheads, kvh0, nkvh, chunk;
+} AttnGeom;
+
+static void t_kv_append(const Call *c) {
+  const AttnGeom *g = c->args;
+  mlk_tile_kv_append(g->cache, g->k, g->v, g->pos, g->pages, g->kv_heads, g->head_dim, g->page,
+                     g->pages_per_seq, g->npages, g->layer, g->head0, g->nheads, g->batch,
+                     500000.0f, 32.0f, 1.0f, 4.0f, 8192);
+}
+static void t_attention(const Call *c) {
+  const AttnGeom *g = c->args;
+  mlk_tile_attention(g->out, g->q, g->cache, g->pos, g->pages, g->kv_heads, g->head_dim, g->page,
+                     g->pages_per_seq, g->npages, g->layer, g->heads, g->kvh0, g->nkvh, g->batch);
+}
+static void t_attention_split(const Call *c) {
+  const AttnGeom *g = c->args;
+  mlk_tile_attention_split(g->part, g->q, g->cache, g->pos, g->pages, g->kv_heads, g->head_dim,
+                           g->page, g->pages_per_seq, g->npages, g->layer, g->heads, g->kvh,
+                           g->split, g->min_chunk, g->kvh0, g->nkvh, g->chunk, g->batch);
+}
+static void t_attn_reduce(const Call *c) {
+  const AttnGeom *g = c->args;
+  mlk_tile_attn_reduce(g->out, g->part, g->kv_heads, g->head_dim, g->heads, g->kvh, g->split,
+                       g->kvh0, g->nkvh, g->batch);
+}
+
+static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, int64_t batch,
+                           const int32_t *pos, int64_t split, int64_t kvh) {
+  cases++;
+  char name[128];
+  snprintf(name, sizeof name, "attention kv_heads %lld heads %lld head_dim %lld batch %lld split %lld",
+           (long long)kv_heads, (long long)heads, (long long)head_dim, (long long)batch,
+           (long long)split);
+  AttnGeom g = {0};
+  g.kv_heads = kv_heads, g.heads = heads, g.head_dim = head_dim, g.page = 16;
+  g.pages_per_seq = 8, g.npages = 3 * 8 + 2, g.layers = 2, g.layer = 1, g.batch = batch;
+  g.split = split, g.min_chunk = 16, g.kvh = kvh;
+  int64_t pool = g.layers * g.npages * 2 * kv_heads * g.page * head_dim;
+  int64_t qn = batch * heads * head_dim, kn = batch * kv_heads * head_dim;
+  g.pos = xalloc((size_t)batch * 4);
+  g.pages = xalloc((size_t)(batch * g.pages_per_seq) * 4);
+  g.cache = xalloc((size_t)pool * 2);
+  uint16_t *want_cache = xalloc((size_t)pool * 2);
+  g.q = xalloc((size_t)qn * 4), g.k = xalloc((size_t)kn * 4), g.v = xalloc((size_t)kn * 4);
+  g.out = xalloc((size_t)qn * 4);
+  float *want = xalloc((size_t)qn * 4);
+  memcpy(g.pos, pos, (size_t)batch * 4);
+  for (int64_t i = 0; i < batch * g.pages_per_seq; i++) /* a permuted page table */
+    g.pages[i] = (int32_t)((i * 7 + 3) % g.npages);
+  for (int64_t i = 0; i < pool; i++)
+    g.cache[i] = bf16_of(urand());
+  for (int64_t i = 0; i < qn; i++)
+    g.q[i] = (float)(urand() * 2.0);
+  for (int64_t i = 0; i < kn; i++)
+    g.k[i] = (float)(urand() * 2.0), g.v[i] = (float)urand();
+  memcpy(want_cache, g.cache, (size_t)pool * 2);
+  int bad = 0;
+  /* the append: a task per kv head */
+  for (int64_t h = 0; h < kv_heads && !bad; h++) {
+    g.head0 = h, g.nheads = 1;
+    bad |= run_task(t_kv_append, &g) != 0;
+    mlk_ref_kv_append(want_cache, g.k, g.v, g.pos, g.pages, kv_heads, head_dim, g.page,
+                      g.pages_per_seq, g.npages, g.layer, h, 1, batch, 500000.0f, 32.0f, 1.0f,
+                      4.0f, 8192);
+  }
+  for (int64_t i = 0; i < pool && !bad; i++) /* rotations in f32 round alike or one step apart */
+    if (g.cache[i] != want_cache[i] && abs((int)g.cache[i] - (int)want_cache[i]) > 1) {
+      fprintf(stderr, "%s: kv_append: cache[%lld] = 0x%04x, reference 0x%04x\n", name,
+              (long long)i, g.cache[i], want_cache[i]);
+      bad = 1;
+    }
+  memcpy(g.cache, want_cache, (size_t)pool * 2); /* attention reads the reference's cache */
+  /* unsplit: a task per kv head */
+  for (int64_t i = 0; i < qn; i++)
+    g.out[i] = want[i] = NAN;
+  for (int64_t h = 0; h < kv_heads && !bad; h++) {
+    g.kvh0 = h, g.nkvh = 1;
+    bad |= run_task(t_attention, &g) != 0;
+    mlk_ref_attention(want, g.q, g.cache, g.pos, g.pages, kv_heads, head_dim, g.page,
+                      g.pages_per_seq, g.npages, g.layer, heads, h, 1, batch);
+  }
+  if (!bad)
+    bad = cmp_f32(name, g.out, want, qn, 1.0, 2e-5, 1e-6);
+  /* split: a task per (kvh kv heads, chunk), then a reduce task per kvh kv heads */
+  int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
+  g.part = xalloc((size_t)(batch * pcols) * 4);
+  float *want_part = xalloc((size_t)(batch * pcols) * 4);
+  for (int64_t i = 0; i < batch * pcols; i++)
+    g.part[i] = want_part[i] = NAN;
+  for (int64_t i = 0; i < qn; i++)
+    g.out[i] = want[i] = NAN;
+  for (int64_t h = 0; h < kv_heads && !bad; h += kvh)
+    for (int64_t c = 0; c < split && !bad; c++) {
+      g.kvh0 = h, g.nkvh = kv_heads - h < kvh ? kv_heads - h : kvh, g.chunk = c;
+      bad |= run_task(t_attention_split, &g) != 0;
+      mlk_ref_attention_split(want_part, g.q, g.cache, g.pos, g.pages, kv_heads, head_dim, g.page,
+                              g.pages_per_seq, g.npages, g.layer, heads, kvh, split, g.min_chunk,
+                              h, g.nkvh, c, batch);
+    }
+  for (int64_t h = 0; h < kv_heads && !bad; h += kvh) {
+    g.kvh0 = h, g.nkvh = kv_heads - h < kvh ? kv_heads - h : kvh;
+    bad |= run_task(t_attn_reduce, &g) != 0;
+    mlk_ref_attn_reduce(want, want_part, kv_heads, head_dim, heads, kvh, split, h, g.nkvh, batch);
+  }
+  if (!bad)
+    bad = cmp_f32(name, g.out, want, qn, 1.0, 2e-5, 1e-6);
+  free(g.pos), free(g.pages), free(g.cache), free(want_cache), free(g.q), free(g.k), free(g.v);
+  free(g.out), free(want), free(g.part), free(want_part);
+  if (bad)
+    failures++;
+}
+
+static void test_attention(void) {
+  static const int32_t pos1[] = {100}, pos3[] = {0, 37, 127}, pos4[] = {-1, 15, 16, 64};
+  attention_case(2, 8, 64, 1, pos1, 4, 1);
+  attention_case(2, 8, 64, 3, pos3, 4, 1);
+  attention_case(8, 32, 64, 1, pos1, 8, 2);    /* Llama-3.2-1B's heads */
+  attention_case(3, 12, 128, 4, pos4, 3, 2);   /* a ragged last block of kv heads */
+  attention_case(1, 1, 32, 3, pos3, 2, 1);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1)
+    seed = strtoull(argv[1], 0, 10);
+  if (seed == 0)
+    seed = (uint64_t)time(0);
+  printf("seed %llu (replay: test_tiles %llu)\n", (unsigned long long)seed,
+         (unsigned long long)seed);
+  rng ^= seed * 0x9e3779b97f4a7c15ull; /* the data; the scheduler's seeds follow from it too */
+  test_matvec();
+  test_attention();
+  printf("%d of %d cases agree with the reference\n", cases - failures, cases);
+  return failures ? 1 : 0;
+}

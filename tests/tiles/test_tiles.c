@@ -443,6 +443,233 @@ static void test_attention(void) {
   attention_case(1, 1, 32, 3, pos3, 2, 1);
 }
 
+/* ---- the element-wise, norm, rope, gather, allreduce, argmax and sample tiles ---- */
+
+typedef struct Misc {
+  float *out, *x, *c, *want, *params;
+  const uint16_t *w, *bias;
+  const int32_t *ids, *pos;
+  const uint64_t *xs;
+  int32_t *iout;
+  float *part;
+  int64_t n, k, c0, count, batch, head_dim, ranks, split, chunk, top_k;
+  int fn;
+  float temperature, top_p;
+} Misc;
+
+static void t_eltwise(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_eltwise(m->out, m->x, m->c, m->bias, m->n, m->c0, m->count, m->batch, m->fn);
+}
+static void t_rmsnorm(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_rmsnorm(m->out, m->x, m->w, 1e-5f, m->n, m->batch);
+}
+static void t_rope(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_rope(m->out, m->x, m->pos, m->n, m->head_dim, m->c0, m->count, m->batch, 500000.0f,
+                32.0f, 1.0f, 4.0f, 8192);
+}
+static void t_gather(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_gather(m->out, m->ids, m->w, m->n, m->c0, m->count, m->batch);
+}
+static void t_allreduce(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_allreduce(m->out, m->xs, m->ranks, m->n, m->c0, m->count, m->batch);
+}
+static void t_argmax(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_argmax(m->iout, m->x, m->k, m->batch);
+}
+static void t_argmax_part(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_argmax_part(m->part, m->x, m->k, m->split, m->chunk, m->batch);
+}
+static void t_argmax_reduce(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_argmax_reduce(m->iout, m->part, m->split, m->batch);
+}
+static void t_sample(const Call *c) {
+  const Misc *m = c->args;
+  mlk_tile_sample(m->iout, m->x, m->params, m->k, m->temperature, m->top_k, m->top_p, m->batch);
+}
+
+static float *frand(int64_t n, double scale) {
+  float *v = xalloc((size_t)n * 4);
+  for (int64_t i = 0; i < n; i++)
+    v[i] = (float)(urand() * scale);
+  return v;
+}
+static float *fpoison(int64_t n) {
+  float *v = xalloc((size_t)n * 4);
+  for (int64_t i = 0; i < n; i++)
+    v[i] = NAN;
+  return v;
+}
+static uint16_t *brand(int64_t n, double center, double scale) {
+  uint16_t *v = xalloc((size_t)n * 2);
+  for (int64_t i = 0; i < n; i++)
+    v[i] = bf16_of(center + urand() * scale);
+  return v;
+}
+
+/* Tasks of `per` columns over n, each in its own block run, against the reference's same tasks. */
+static int column_tasks(Misc *m, void (*dev)(const Call *), void (*ref)(const Misc *), int64_t per) {
+  int bad = 0;
+  for (int64_t c0 = 0; c0 < m->n && !bad; c0 += per) {
+    m->c0 = c0, m->count = m->n - c0 < per ? m->n - c0 : per;
+    bad |= run_task(dev, m) != 0;
+    ref(m);
+  }
+  return bad;
+}
+static void r_eltwise(const Misc *m) {
+  mlk_ref_eltwise(m->want, m->x, m->c, m->bias, m->n, m->c0, m->count, m->batch, m->fn);
+}
+static void r_rope(const Misc *m) {
+  mlk_ref_rope(m->want, m->x, m->pos, m->n, m->head_dim, m->c0, m->count, m->batch, 500000.0f,
+               32.0f, 1.0f, 4.0f, 8192);
+}
+static void r_gather(const Misc *m) {
+  mlk_ref_gather(m->want, m->ids, m->w, m->n, m->c0, m->count, m->batch);
+}
+static void r_allreduce(const Misc *m) {
+  mlk_ref_allreduce(m->want, m->xs, m->ranks, m->n, m->c0, m->count, m->batch);
+}
+
+static void misc_done(const char *name, int bad) {
+  cases++;
+  if (bad) {
+    fprintf(stderr, "%s: failed\n", name);
+    failures++;
+  }
+}
+
+static void test_misc(void) {
+  static const int64_t batches[] = {1, 3};
+  for (size_t bi = 0; bi < 2; bi++) {
+    int64_t B = batches[bi], n = 1000;
+    char name[96];
+    /* eltwise: every function, with and without a bias */
+    for (int fn = MLK_FN_NONE; fn <= MLK_FN_MUL; fn++) {
+      Misc m = {0};
+      m.n = n, m.batch = B, m.fn = fn;
+      m.x = frand(B * n, 4.0), m.c = fn >= MLK_FN_ADD ? frand(B * n, 2.0) : 0;
+      m.bias = fn == MLK_FN_SILU ? brand(n, 0.0, 1.0) : 0;
+      m.out = fpoison(B * n), m.want = fpoison(B * n);
+      int bad = column_tasks(&m, t_eltwise, r_eltwise, 384);
+      snprintf(name, sizeof name, "eltwise fn %d batch %lld", fn, (long long)B);
+      misc_done(name, bad || cmp_f32(name, m.out, m.want, B * n, 1.0, 1e-6, 1e-6));
+      free(m.x), free(m.c), free((void *)m.bias), free(m.out), free(m.want);
+    }
+    /* rmsnorm: one task, all columns */
+    {
+      Misc m = {0};
+      m.n = 2048 + 40, m.batch = B, m.x = frand(B * m.n, 3.0), m.w = brand(m.n, 1.0, 0.5);
+      m.out = fpoison(B * m.n), m.want = fpoison(B * m.n);
+      int bad = run_task(t_rmsnorm, &m) != 0;
+      mlk_ref_rmsnorm(m.want, m.x, m.w, 1e-5f, m.n, B);
+      snprintf(name, sizeof name, "rmsnorm batch %lld", (long long)B);
+      misc_done(name, bad || cmp_f32(name, m.out, m.want, B * m.n, 1.0, 1e-5, 1e-6));
+      free(m.x), free((void *)m.w), free(m.out), free(m.want);
+    }
+    /* rope: tasks of whole heads, Llama 3 scaling, positions 0 to past the original context */
+    {
+      static const int32_t pos[] = {0, 4097, 9000};
+      Misc m = {0};
+      m.n = 12 * 64, m.head_dim = 64, m.batch = B, m.pos = pos;
+      m.x = frand(B * m.n, 2.0), m.out = fpoison(B * m.n), m.want = fpoison(B * m.n);
+      int bad = column_tasks(&m, t_rope, r_rope, 5 * 64);
+      snprintf(name, sizeof name, "rope batch %lld", (long long)B);
+      misc_done(name, bad || cmp_f32(name, m.out, m.want, B * m.n, 1.0, 2e-5, 2e-6));
+      free(m.x), free(m.out), free(m.want);
+    }
+    /* gather: rows of a bf16 table */
+    {
+      static const int32_t ids[] = {5, 0, 63};
+      Misc m = {0};
+      m.n = 520, m.batch = B, m.ids = ids, m.w = brand(64 * m.n, 0.0, 1.0);
+      m.out = fpoison(B * m.n), m.want = fpoison(B * m.n);
+      int bad = column_tasks(&m, t_gather, r_gather, 200);
+      snprintf(name, sizeof name, "gather batch %lld", (long long)B);
+      misc_done(name, bad || cmp_f32(name, m.out, m.want, B * m.n, 0.0, 0.0, 0.0));
+      free((void *)m.w), free(m.out), free(m.want);
+    }
+    /* allreduce: three ranks' rows, summed in rank order (bit for bit) */
+    {
+      Misc m = {0};
+      float *r[3];
+      uint64_t xs[3];
+      m.n = 700, m.batch = B, m.ranks = 3;
+      for (int i = 0; i < 3; i++)
+        r[i] = frand(B * m.n, 1.0), xs[i] = (uint64_t)(uintptr_t)r[i];
+      m.xs = xs, m.out = fpoison(B * m.n), m.want = fpoison(B * m.n);
+      int bad = column_tasks(&m, t_allreduce, r_allreduce, 256);
+      snprintf(name, sizeof name, "allreduce batch %lld", (long long)B);
+      misc_done(name, bad || cmp_f32(name, m.out, m.want, B * m.n, 0.0, 0.0, 0.0));
+      for (int i = 0; i < 3; i++)
+        free(r[i]);
+      free(m.out), free(m.want);
+    }
+    /* argmax, whole and split (ties: the first index; a NaN never wins) */
+    {
+      Misc m = {0};
+      int32_t got[3], want[3], got_split[3];
+      m.k = 50000 + 7, m.batch = B, m.x = frand(B * m.k, 10.0);
+      m.x[17] = m.x[m.k - 3] = 20.0f; /* a tie in row 0 */
+      m.x[100] = NAN;
+      m.iout = got;
+      int bad = run_task(t_argmax, &m) != 0;
+      mlk_ref_argmax(want, m.x, m.k, B);
+      m.split = 6;
+      m.part = fpoison(B * 2 * m.split);
+      for (m.chunk = 0; m.chunk < m.split && !bad; m.chunk++)
+        bad |= run_task(t_argmax_part, &m) != 0;
+      m.iout = got_split;
+      bad |= run_task(t_argmax_reduce, &m) != 0;
+      for (int64_t b = 0; b < B; b++)
+        bad |= got[b] != want[b] || got_split[b] != want[b];
+      snprintf(name, sizeof name, "argmax batch %lld", (long long)B);
+      if (bad)
+        fprintf(stderr, "%s: %d / %d (split), reference %d\n", name, got[0], got_split[0], want[0]);
+      misc_done(name, bad);
+      free(m.x), free(m.part);
+    }
+    /* sample: greedy, top-k, top-p rows; a token may differ only at a reported near tie */
+    {
+      Misc m = {0};
+      int32_t got[3];
+      m.k = 32000 + 5, m.batch = B, m.x = frand(B * m.k, 6.0);
+      m.params = xalloc((size_t)(B * MLK_SAMPLE_PARAMS) * 4);
+      for (int64_t b = 0; b < B; b++) {
+        float *p = m.params + b * MLK_SAMPLE_PARAMS;
+        p[MLK_SAMPLE_TEMPERATURE] = b == 0 ? 0.8f : b == 1 ? 0.0f : 1.3f;
+        p[MLK_SAMPLE_TOP_K] = b == 0 ? 40.0f : b == 1 ? 1.0f : 1000.0f;
+        p[MLK_SAMPLE_TOP_P] = b == 2 ? 0.9f : 1.0f;
+        p[MLK_SAMPLE_U] = (float)(0.5 + 0.49 * urand());
+      }
+      m.temperature = 1.0f, m.top_k = 50, m.top_p = 1.0f, m.iout = got;
+      int bad = run_task(t_sample, &m) != 0;
+      for (int64_t b = 0; b < B && !bad; b++) {
+        MlkSampleParams p = mlk_sample_row_params(m.params + b * MLK_SAMPLE_PARAMS, m.temperature,
+                                                  m.top_k, m.top_p);
+        double margin = 0;
+        int32_t want = mlk_ref_sample_row(m.x + b * m.k, p.u, m.k, p.temperature, p.top_k,
+                                          p.top_p, &margin);
+        if (got[b] != want && margin > 1e-5) {
+          fprintf(stderr, "sample row %lld: token %d, reference %d (margin %.3g)\n", (long long)b,
+                  got[b], want, margin);
+          bad = 1;
+        }
+      }
+      snprintf(name, sizeof name, "sample batch %lld", (long long)B);
+      misc_done(name, bad);
+      free(m.x), free(m.params);
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc > 1)
     seed = strtoull(argv[1], 0, 10);
@@ -453,6 +680,7 @@ int main(int argc, char **argv) {
   rng ^= seed * 0x9e3779b97f4a7c15ull; /* the data; the scheduler's seeds follow from it too */
   test_matvec();
   test_attention();
+  test_misc();
   printf("%d of %d cases agree with the reference\n", cases - failures, cases);
   return failures ? 1 : 0;
 }

@@ -473,15 +473,32 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
     makecontext(&thr[t].ctx, thread_main, 0);
     thr[t].st = T_RUN;
   }
+  /* Half the runs pick any runnable thread at random; the other half rank the warps at random
+   * and run the first-ranked warp that can run (a rank changes now and then), so that some warps
+   * race ahead to the next barrier while others lag: a read that misses its barrier then sees
+   * what the lagging warps have not written yet. */
+  int ranked = (int)(next_rand() & 1);
+  uint32_t rank[NW];
+  for (int w = 0; w < NW; w++)
+    rank[w] = (uint32_t)next_rand();
   int runnable[NT];
   while (!failed) {
-    int n = 0;
+    int n = 0, best = -1;
     for (int t = 0; t < NT; t++) {
       if (thr[t].st == T_MBAR && mbar_done(&thr[t]))
         thr[t].st = T_RUN;
-      if (thr[t].st == T_RUN)
-        runnable[n++] = t;
+      if (thr[t].st != T_RUN)
+        continue;
+      if (ranked && best >= 0 && rank[t / 32] != rank[best / 32]) {
+        if (rank[t / 32] < rank[best / 32])
+          continue;
+        n = 0; /* a higher-ranked warp: only its threads */
+      }
+      best = t;
+      runnable[n++] = t;
     }
+    if (ranked && next_rand() % 64 == 0)
+      rank[next_rand() % NW] = (uint32_t)next_rand();
     /* copies land when due, and the earliest one whenever nothing else can move */
     size_t first = 0;
     for (size_t i = 1; i < ncopies; i++)

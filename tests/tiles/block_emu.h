@@ -1,7 +1,8 @@
 /* block_emu.h: one CUDA thread block on the host, for the device tiles (stdlib/tiles) compiled for
  * x86. emu_block_run runs fn(arg) in every one of the block's MLK_BLOCK_THREADS threads, each a
  * coroutine that runs until its next synchronization point (block barrier, warp shuffle or match,
- * mma, mbarrier wait, nanosleep); a seeded scheduler then picks the next thread at random, so the
+ * mma, mbarrier wait, nanosleep); a seeded scheduler then picks the next thread (at random, or from
+ * the first of the warps ranked at random, so that some warps race ahead while others lag), so the
  * warps drift apart as far as the synchronization allows and a missing barrier shows up as a
  * wrong result. A collective completes only when every thread that must take part has arrived at
  * the same one; a barrier some threads never reach, a shuffle the lanes reach at different call

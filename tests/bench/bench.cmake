@@ -3,8 +3,9 @@
 # (bench_decode_tiny), and again through bench/decode/run.sh, the one command of the GPU machine,
 # with the floor and the peer left out (bench_decode_sim); bench/decode/report.py is checked on
 # canned inputs for every result a point can get (bench_decode_report), trace_layer.py on a
-# trace of it (bench_trace_layer), and bench/decode/layer.sh, the GPU machine's command for a
-# layer's tables, over it (bench_layer). Included from tests/CMakeLists.txt.
+# trace of it (bench_trace_layer), bench/decode/layer.sh, the GPU machine's command for a
+# layer's tables, over it (bench_layer), and bench/decode/compare.sh, two builds interleaved in
+# one run, with it as both (bench_compare). Included from tests/CMakeLists.txt.
 add_executable(decode_bench_tiny ${PROJECT_SOURCE_DIR}/bench/decode/decode_bench.c)
 target_compile_definitions(decode_bench_tiny PRIVATE BENCH_DESC=llama_tiny_desc)
 target_link_libraries(decode_bench_tiny PRIVATE llama_tiny_model)
@@ -29,8 +30,11 @@ if(Python3_Interpreter_FOUND)
   add_test(NAME bench_layer
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/layer.sh $<TARGET_FILE:decode_bench_tiny>
                    ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
+  add_test(NAME bench_compare
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/compare.sh $<TARGET_FILE:decode_bench_tiny>
+                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
   set_tests_properties(bench_decode_report bench_decode_sim bench_trace_layer bench_layer
-                       PROPERTIES TIMEOUT 120)
+                       bench_compare PROPERTIES TIMEOUT 120)
 else()
   message(WARNING "python3 not found: the bench/decode report tests are left out")
 endif()

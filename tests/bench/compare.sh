@@ -1,0 +1,28 @@
+#!/bin/sh
+# compare.sh: bench/decode/compare.sh on the CPU simulator with the tiny Llama's decode_bench as
+# both builds: a table row per point over two rounds; a missing binary and a failing run are
+# errors (exit status 1).
+#   compare.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
+set -u
+bench=$1 py=$2 src=$3
+dir=$(mktemp -d) || exit 1
+trap 'rm -rf "$dir"' EXIT
+fail=0
+MLK_BACKEND=cpu PYTHON="$py" POINTS=1:8,3:8 STEPS=3 ROUNDS=2 \
+  sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out" > "$dir/log" 2>&1 ||
+  { cat "$dir/log"; echo "FAIL: compare.sh exited $?"; fail=1; }
+for b in 1 3; do
+  grep -Eq "^\| $b \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 2 \|$" "$dir/out/table.txt" ||
+    { cat "$dir/out/table.txt"; echo "FAIL: no row of batch $b"; fail=1; }
+done
+# a binary that is not there: a message naming it, exit 1
+sh "$src/bench/decode/compare.sh" "$dir/none" "$bench" "$dir/out2" > "$dir/err" 2>&1 &&
+  { echo "FAIL: a missing decode_bench accepted"; fail=1; }
+grep -q "no decode_bench at $dir/none" "$dir/err" || { cat "$dir/err"; echo "FAIL: its message"; fail=1; }
+# a run that fails (a batch the tiny model does not take): the run named, exit 1
+MLK_BACKEND=cpu PYTHON="$py" POINTS=999:8 STEPS=3 ROUNDS=1 \
+  sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out3" > "$dir/err" 2>&1 &&
+  { cat "$dir/err"; echo "FAIL: a failing run accepted"; fail=1; }
+grep -q "the base run of round 1 failed" "$dir/err" || { cat "$dir/err"; echo "FAIL: the failed run's message"; fail=1; }
+[ $fail -eq 0 ] && echo "ok: compare.sh"
+exit $fail

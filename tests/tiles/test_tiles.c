@@ -279,6 +279,7 @@ static void test_matvec(void) {
     mv_case(20, 8192, b, 16, 0, 0, MLK_FN_NONE, 1, 1); /* down-like: residual in place */
     mv_case(37, 520, b, 8, 1, 1, MLK_FN_SILU, 0, 0);   /* odd rows, k % 64 != 0 */
     mv_case(9, 13, b, 4, 1, 0, MLK_FN_RELU, 1, 0);     /* k % 8 != 0: the scalar path */
+    mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);  /* 64 rows a chunk: no k split */
     mv_mixed_queue(b);
   }
   mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0); /* b1r4 / b1r2 / b1 row splits */

@@ -21,18 +21,12 @@ find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
   add_test(NAME bench_decode_report
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/test_report.py ${PROJECT_SOURCE_DIR})
-  add_test(NAME bench_decode_sim
-           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/decode_sim.sh $<TARGET_FILE:decode_bench_tiny>
-                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
-  add_test(NAME bench_trace_layer
-           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/trace_layer.sh $<TARGET_FILE:decode_bench_tiny>
-                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
-  add_test(NAME bench_layer
-           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/layer.sh $<TARGET_FILE:decode_bench_tiny>
-                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
-  add_test(NAME bench_compare
-           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/compare.sh $<TARGET_FILE:decode_bench_tiny>
-                   ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
+  # bench_X runs tests/bench/X.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
+  foreach(t decode_sim trace_layer layer compare)
+    add_test(NAME bench_${t}
+             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/${t}.sh $<TARGET_FILE:decode_bench_tiny>
+                     ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
+  endforeach()
   set_tests_properties(bench_decode_report bench_decode_sim bench_trace_layer bench_layer
                        bench_compare PROPERTIES TIMEOUT 120)
 else()

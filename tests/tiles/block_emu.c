@@ -331,23 +331,21 @@ static float bitsf(uint32_t u) {
   return c.f;
 }
 
+static uint32_t ibits(int v) { return (uint32_t)v; }
+static int bitsi(uint32_t u) { return (int)u; }
+
 #define SITE __builtin_return_address(0)
-float __nvvm_shfl_sync_bfly_f32(uint32_t mask, float v, uint32_t off, uint32_t c) {
-  (void)c;
-  return bitsf(warp_op(W_BFLY_F, mask, fbits(v), off, SITE));
-}
-int __nvvm_shfl_sync_bfly_i32(uint32_t mask, int v, uint32_t off, uint32_t c) {
-  (void)c;
-  return (int)warp_op(W_BFLY_I, mask, (uint32_t)v, off, SITE);
-}
-float __nvvm_shfl_sync_up_f32(uint32_t mask, float v, uint32_t d, uint32_t c) {
-  (void)c;
-  return bitsf(warp_op(W_UP_F, mask, fbits(v), d, SITE));
-}
-int __nvvm_shfl_sync_up_i32(uint32_t mask, int v, uint32_t d, uint32_t c) {
-  (void)c;
-  return (int)warp_op(W_UP_I, mask, (uint32_t)v, d, SITE);
-}
+/* The shuffles: T name(mask, v, lane parameter, clamp), the value through 32 bits. */
+#define SHUFFLE(name, T, op, to_bits, from_bits)                                                   \
+  T name(uint32_t mask, T v, uint32_t param, uint32_t c) {                                         \
+    (void)c;                                                                                       \
+    return from_bits(warp_op(op, mask, to_bits(v), param, SITE));                                  \
+  }
+SHUFFLE(__nvvm_shfl_sync_bfly_f32, float, W_BFLY_F, fbits, bitsf)
+SHUFFLE(__nvvm_shfl_sync_bfly_i32, int, W_BFLY_I, ibits, bitsi)
+SHUFFLE(__nvvm_shfl_sync_up_f32, float, W_UP_F, fbits, bitsf)
+SHUFFLE(__nvvm_shfl_sync_up_i32, int, W_UP_I, ibits, bitsi)
+#undef SHUFFLE
 uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v) {
   return warp_op(W_MATCH, mask, (uint32_t)v, 0, SITE);
 }

@@ -10,32 +10,25 @@
  * thread), timing, and the PTX the GPU compiler makes of it; the GPU differential tests cover
  * those.
  *
- *   test_tiles [seed]   exit 0 when every case agrees with the reference; the seed (default 1,
- *                       0: from the clock) picks the data and every block's interleaving */
+ *   RT_SEED=N test_tiles   exit 0 when every case agrees with the reference; the seed (unset or
+ *                          0: from the clock) picks the data and every block's interleaving */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "block_emu.h"
+#include "mlk.h"
 #include "mlk_desc.h"
 #include "mlk_ref.h"
 #include "mlk_tiles.h"
+#include "rt_test.h"
 
-static uint64_t rng = 88172645463325252ull;
-static double urand(void) { /* [-1, 1) */
-  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-  return (double)(rng >> 11) / 4503599627370496.0 - 1.0;
-}
-static uint16_t bf16_of(double v) { /* round to nearest even */
-  union { float f; uint32_t u; } c = {(float)v};
-  return (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
-}
-static float bf16_val(uint16_t h) {
-  union { uint32_t u; float f; } c = {(uint32_t)h << 16};
-  return c.f;
-}
+/* The data: rt_test.h's seeded generator (RT_SEED, printed for replay); each block run's
+ * interleaving is drawn from it too. */
+static double urand(void) { return rt_uniform(1.0f); } /* [-1, 1) */
+static uint16_t bf16_of(double v) { return mlk_f32_to_bf16((float)v); }
+static float bf16_val(uint16_t h) { return mlk_bf16_to_f32(h); }
 static void *xalloc(size_t bytes) {
   /* 64-byte aligned, so that a misalignment a case wants is the one it makes */
   void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
@@ -46,8 +39,7 @@ static void *xalloc(size_t bytes) {
   return p;
 }
 
-static int failures, cases;
-static uint64_t seed = 1;
+static int cases;
 
 /* ---- matvec: a block's queue of matvec tasks ---- */
 
@@ -141,7 +133,7 @@ static void mv_check(const char *name, MvQueue *q) {
                    1e-5f, t->n, t->k, t->row0, t->rows, t->batch, t->fn);
   }
   emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
-  int rc = emu_block_run(mv_block, q, 0, 1, seed++);
+  int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
   if (rc == 0 && emu_copies_in_flight()) {
     fprintf(stderr, "%s: %zu bulk copies still in flight after the drain\n", name,
             emu_copies_in_flight());
@@ -168,7 +160,7 @@ static void mv_check(const char *name, MvQueue *q) {
     free(want[o]);
   free(q->list);
   if (bad)
-    failures++;
+    rt_failures++;
 }
 
 typedef struct MvOp {
@@ -300,7 +292,7 @@ static void call_block(void *arg) {
 static int run_task(void (*fn)(const Call *), const void *args) {
   Call c = {fn, args};
   emu_set_dynamic_smem(0);
-  return emu_block_run(call_block, &c, 0, 1, seed++);
+  return emu_block_run(call_block, &c, 0, 1, rt_next());
 }
 
 /* |got - want| <= rel * scale + abs for n floats (equal bits pass too: NaN, infinities). */
@@ -432,7 +424,7 @@ static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, in
   free(g.pos), free(g.pages), free(g.cache), free(want_cache), free(g.q), free(g.k), free(g.v);
   free(g.out), free(want), free(g.part), free(want_part);
   if (bad)
-    failures++;
+    rt_failures++;
 }
 
 static void test_attention(void) {
@@ -543,7 +535,7 @@ static void misc_done(const char *name, int bad) {
   cases++;
   if (bad) {
     fprintf(stderr, "%s: failed\n", name);
-    failures++;
+    rt_failures++;
   }
 }
 
@@ -671,17 +663,12 @@ static void test_misc(void) {
   }
 }
 
-int main(int argc, char **argv) {
-  if (argc > 1)
-    seed = strtoull(argv[1], 0, 10);
-  if (seed == 0)
-    seed = (uint64_t)time(0);
-  printf("seed %llu (replay: test_tiles %llu)\n", (unsigned long long)seed,
-         (unsigned long long)seed);
-  rng ^= seed * 0x9e3779b97f4a7c15ull; /* the data; the scheduler's seeds follow from it too */
+int main(void) {
+  rt_watchdog(600);
+  rt_seed();
   test_matvec();
   test_attention();
   test_misc();
-  printf("%d of %d cases agree with the reference\n", cases - failures, cases);
-  return failures ? 1 : 0;
+  printf("%d of %d cases agree with the reference\n", cases - rt_failures, cases);
+  return rt_finish("test_tiles");
 }

@@ -395,6 +395,10 @@ static mlk_status validate_kernels(const MlkModelDesc *d, int *kernel_of) {
     if (kd->segment + 1 < kd->nsegments && k + 1 >= d->nkernels)
       return bad(d, "kernel %d '%s' is segment %d of %d, the last kernel", k, kd->name,
                  kd->segment, kd->nsegments);
+    if (kd->segment + 1 < kd->nsegments && (d->kernels[k + 1].segment != kd->segment + 1 ||
+                                            d->kernels[k + 1].nsegments != kd->nsegments))
+      return bad(d, "kernel %d '%s' is segment %d of %d, but kernel %d is not segment %d of them",
+                 k, kd->name, kd->segment, kd->nsegments, k + 1, kd->segment + 1);
     /* The code of variant v was compiled with the fields of op variant_ops[v] as constants: every
      * op it runs must agree with that op on them. */
     if (kd->nvariants < 0 || kd->nvariants > kd->nops || (kd->nvariants && !kd->variant_ops))

@@ -266,6 +266,24 @@ int main(void) {
              "a late collective: %s (%s)", mlk_status_name(st), mlk_last_error());
     printf("late collective: %s\n", mlk_last_error());
   }
+  /* a segment that is not the last of its megakernel followed by a new megakernel: the world
+   * would run past the kernels (a heap overflow the fuzzer found) */
+  {
+    MlkModelDesc bad = *c2.desc;
+    MlkKernelDesc ks[2 * L + 1];
+    memcpy(ks, c2.desc->kernels, sizeof ks);
+    ks[2 * L].segment = 0;
+    ks[2 * L].nsegments = 1;
+    bad.kernels = ks;
+    char want[160];
+    snprintf(want, sizeof want, "is segment %d of %d, but kernel %d is not segment %d of them",
+             2 * L - 1, 2 * L + 1, 2 * L, 2 * L);
+    mlk_world *w = NULL;
+    mlk_status st = mlk_world_create(&bad, &(mlk_world_options){.nranks = 2}, &w);
+    CHECK(st == MLK_ERR_INVALID && strstr(mlk_last_error(), want),
+          "a megakernel cut short: %s (%s)", mlk_status_name(st), mlk_last_error());
+    printf("cut short: %s\n", mlk_last_error());
+  }
   /* the wrong world size; a cut megakernel run alone */
   {
     mlk_world *w = NULL;

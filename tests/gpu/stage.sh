@@ -19,10 +19,15 @@ for f in mlp_demo llama_bench llama_bench_dyn llama_bench_nosplit decode_bench; 
   [ -f "$BUILD/examples/$f" ] && cp "$BUILD/examples/$f" "$STAGE/examples/"
 done
 [ -f "$BUILD/mlp_bench" ] && cp "$BUILD/mlp_bench" "$STAGE/"
+# the synchronization probe (bench/probe/run.sh) and its PTX
+if [ -f "$BUILD/bench/sync_probe" ]; then
+  mkdir -p "$STAGE/bench"
+  cp "$BUILD/bench/sync_probe" "$BUILD/bench/sync_probe.sm_90a.ptx" "$STAGE/bench/"
+fi
 # mlk-run compiles where it runs (LLVM linked in statically, ~40 MB stripped); there, it finds its
 # model families with MLKC_STDLIB=stdlib (the tree's).
 [ -f "$BUILD/tools/mlk-run" ] && cp "$BUILD/tools/mlk-run" "$STAGE/tools/"
-for f in "$STAGE"/tests/* "$STAGE"/examples/* "$STAGE"/tools/* "$STAGE"/mlp_bench; do
+for f in "$STAGE"/tests/* "$STAGE"/examples/* "$STAGE"/tools/* "$STAGE"/mlp_bench "$STAGE"/bench/sync_probe; do
   case "$f" in *.ptx) ;; *) strip "$f" 2>/dev/null || true ;; esac
 done
 du -sh "$STAGE"

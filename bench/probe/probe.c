@@ -1,0 +1,270 @@
+/* probe.c: runs the kernels of sync_probe.c (the synchronization steps of an op boundary, timed
+ * one by one on the GPU) and prints what each costs, in nanoseconds.
+ *
+ *   sync_probe [PTX] [--json=FILE] [--quick]
+ *
+ * PTX defaults to sync_probe.sm_90a.ptx next to the binary. Each probe runs with the rest of the
+ * chip idle and with it streaming a 1 GiB buffer (HBM at full load, as during a decode step). One
+ * block per SM (each asks for 128 KiB of shared memory), launched cooperatively so that every
+ * block is resident. Rows (median and 90th percentile over every block and iteration):
+ *   handoff   one-way time of a token between two SMs through a counter: the notify of one
+ *             block and the poll of the other (round trips / 2), per variant
+ *   fence     one fence.acq_rel.gpu of thread 0 with 0 to 4 bulk copies of 32 KiB in flight,
+ *             issued by thread 0 or by another warp; and the copies' time to land
+ *   stage     a block reading a just-written 8 KiB row from L2 after its wait, to the barrier
+ * --json appends one object per row. Needs a GPU of compute capability 9.0 (the bulk copies); a
+ * missing GPU or driver is said so, with exit status 77.
+ */
+#include <cuda.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHECK_CU(call)                                                                            \
+  do {                                                                                            \
+    CUresult r_ = (call);                                                                         \
+    if (r_ != CUDA_SUCCESS) {                                                                     \
+      const char *n_ = NULL;                                                                      \
+      cuGetErrorName(r_, &n_);                                                                    \
+      fprintf(stderr, "sync_probe: %s:%d: %s failed: %s\n", __FILE__, __LINE__, #call,            \
+              n_ ? n_ : "unknown error");                                                         \
+      exit(r_ == CUDA_ERROR_NO_DEVICE ? 77 : 1);                                                  \
+    }                                                                                             \
+  } while (0)
+
+enum { DYN_SMEM = 128 + 4 * 32768, STREAM_WORDS_LOG2 = 26 /* 1 GiB of 16-byte words */ };
+enum { H_BACKOFF = 1, H_RELEASE_RED = 2, H_BLOCK = 4 }; /* as sync_probe.c */
+
+static CUmodule mod;
+static int sms;
+static CUdeviceptr d_buf, d_cnt, d_out, d_err, d_stop, d_data, d_rows;
+static size_t out_words;
+static FILE *json;
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Median and 90th percentile of v[0..n), sorted in place. */
+static void pcts(uint64_t *v, size_t n, double *p50, double *p90) {
+  qsort(v, n, sizeof *v, cmp_u64);
+  *p50 = n ? (double)v[n / 2] : 0;
+  *p90 = n ? (double)v[n * 9 / 10] : 0;
+}
+
+static void row(const char *probe, const char *what, const char *load, double p50, double p90) {
+  printf("%-8s %-44s %-6s %9.0f %9.0f\n", probe, what, load, p50, p90);
+  if (json)
+    fprintf(json, "{\"probe\": \"%s\", \"what\": \"%s\", \"load\": \"%s\", \"p50_ns\": %.0f, "
+                  "\"p90_ns\": %.0f}\n", probe, what, load, p50, p90);
+}
+
+static void reset(void) {
+  CHECK_CU(cuMemsetD8(d_cnt, 0, 32 * 1024 * 4));
+  CHECK_CU(cuMemsetD8(d_out, 0, out_words * 8));
+  CHECK_CU(cuMemsetD8(d_err, 0, 16));
+  CHECK_CU(cuMemsetD8(d_stop, 0, 4));
+}
+
+static void launch(const char *name, int grid, void **args) {
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, name));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  CHECK_CU(cuLaunchCooperativeKernel(f, grid, 1, 1, 256, 1, 1, DYN_SMEM, 0, args));
+  CHECK_CU(cuCtxSynchronize());
+  uint32_t err[3];
+  CHECK_CU(cuMemcpyDtoH(err, d_err, sizeof err));
+  if (err[0] || err[2]) {
+    fprintf(stderr, "sync_probe: %s: %s\n", name,
+            err[0] ? "a wait passed its 2 s deadline" : "a block read a stale row");
+    exit(1);
+  }
+}
+
+static void handoff(int quick) {
+  static const struct { unsigned variant; const char *what; } vs[] = {
+      {0, "thread: spin, fence + red.relaxed"},
+      {H_RELEASE_RED, "thread: spin, red.release"},
+      {H_BACKOFF, "thread: back-off poll, fence + red.relaxed"},
+      {H_BLOCK, "block: spin, barriers, fence + red"},
+      {H_BLOCK | H_BACKOFF, "block: back-off poll, barriers, fence + red"},
+  };
+  uint32_t iters = quick ? 200 : 2000;
+  uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
+  for (int loaded = 0; loaded < 2; loaded++)
+    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
+      uint64_t rt[7];
+      int runs = quick ? 3 : 7;
+      for (int r = 0; r < runs; r++) {
+        reset();
+        uint64_t w = loaded ? words : 0;
+        unsigned variant = vs[v].variant;
+        void *args[] = {&d_cnt, &d_data, &d_out, &d_err, &d_stop, &d_buf, &w, &iters, &variant};
+        launch("probe_handoff", loaded ? sms : 2, args);
+        uint64_t o[2];
+        CHECK_CU(cuMemcpyDtoH(o, d_out, sizeof o));
+        if (o[1]) {
+          fprintf(stderr, "sync_probe: handoff: %llu reads saw another pass's data\n",
+                  (unsigned long long)o[1]);
+          exit(1);
+        }
+        rt[r] = o[0] / 2; /* a round trip is two hand-offs */
+      }
+      double p50, p90;
+      pcts(rt, (size_t)runs, &p50, &p90);
+      row("handoff", vs[v].what, loaded ? "HBM" : "idle", p50, p90);
+    }
+}
+
+static void fence(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10;
+  uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
+  uint64_t *h = malloc(2 * (size_t)sms * iters * sizeof *h), *v = malloc((size_t)sms * iters * sizeof *v);
+  if (!h || !v) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  static const unsigned copies[] = {0, 1, 2, 4};
+  for (int issuer = 0; issuer <= 32; issuer += 32)
+    for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
+      if (issuer && !copies[c])
+        continue;
+      reset();
+      unsigned n = copies[c], who = (unsigned)issuer;
+      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who};
+      launch("probe_fence", sms, args);
+      CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
+      for (int part = 0; part < (n ? 2 : 1); part++) {
+        size_t m = 0;
+        for (int b = 0; b < sms; b++)
+          for (uint32_t it = skip; it < iters; it++)
+            v[m++] = h[(size_t)part * sms * iters + (size_t)b * iters + it];
+        double p50, p90;
+        pcts(v, m, &p50, &p90);
+        char what[96];
+        if (part == 0)
+          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u copies in flight (thread %d)", n, issuer);
+        else
+          snprintf(what, sizeof what, "%u copies of 32 KiB: issue to landed", n);
+        row("fence", what, "HBM", p50, p90);
+      }
+    }
+  free(h);
+  free(v);
+}
+
+static void stage(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10;
+  uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
+  uint64_t *h = malloc((size_t)sms * iters * sizeof *h);
+  if (!h) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  for (int loaded = 0; loaded < 2; loaded++) {
+    reset();
+    uint32_t measuring = loaded ? (uint32_t)sms / 2 : (uint32_t)sms;
+    void *args[] = {&d_rows, &d_cnt, &d_out, &d_err, &d_stop, &d_buf, &words, &iters, &measuring};
+    launch("probe_stage", sms, args);
+    CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)sms * iters * sizeof *h));
+    size_t m = 0;
+    for (uint32_t b = 0; b < measuring; b++)
+      for (uint32_t it = skip; it < iters; it++)
+        h[m++] = h[(size_t)b * iters + it];
+    double p50, p90;
+    pcts(h, m, &p50, &p90);
+    char what[96];
+    snprintf(what, sizeof what, "8 KiB row from L2 + barrier (%u blocks)", measuring);
+    row("stage", what, loaded ? "HBM" : "idle", p50, p90);
+  }
+  free(h);
+}
+
+int main(int argc, char **argv) {
+  const char *ptx_path = NULL, *json_path = NULL;
+  int quick = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strncmp(argv[i], "--json=", 7))
+      json_path = argv[i] + 7;
+    else if (!strcmp(argv[i], "--quick"))
+      quick = 1;
+    else if (argv[i][0] == '-') {
+      fprintf(stderr, "usage: sync_probe [PTX] [--json=FILE] [--quick]\n");
+      return 2;
+    } else
+      ptx_path = argv[i];
+  }
+  char def[4096];
+  if (!ptx_path) {
+    ssize_t n = readlink("/proc/self/exe", def, sizeof def - 32);
+    if (n <= 0) {
+      fprintf(stderr, "sync_probe: no PTX path given and /proc/self/exe unreadable\n");
+      return 2;
+    }
+    def[n] = 0;
+    char *slash = strrchr(def, '/');
+    strcpy(slash ? slash + 1 : def, "sync_probe.sm_90a.ptx");
+    ptx_path = def;
+  }
+  FILE *f = fopen(ptx_path, "rb");
+  if (!f) {
+    fprintf(stderr, "sync_probe: cannot open the probe's PTX '%s'\n", ptx_path);
+    return 2;
+  }
+  static char ptx[1 << 20];
+  size_t len = fread(ptx, 1, sizeof ptx - 1, f);
+  fclose(f);
+  ptx[len] = 0;
+
+  CUresult r = cuInit(0);
+  int count = 0;
+  if (r == CUDA_SUCCESS)
+    r = cuDeviceGetCount(&count);
+  if (r != CUDA_SUCCESS || count == 0) {
+    const char *n = NULL;
+    if (r != CUDA_SUCCESS)
+      cuGetErrorName(r, &n);
+    printf("SKIP: no GPU (%s)\n", r != CUDA_SUCCESS ? (n ? n : "cuInit failed") : "no device");
+    return 77;
+  }
+  CUdevice dev;
+  CUcontext ctx;
+  CHECK_CU(cuDeviceGet(&dev, 0));
+  int major = 0;
+  char name[256];
+  CHECK_CU(cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+  CHECK_CU(cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+  CHECK_CU(cuDeviceGetName(name, sizeof name, dev));
+  if (major != 9) {
+    printf("SKIP: %s is compute capability %d.x; the probe's PTX is for sm_90a\n", name, major);
+    return 77;
+  }
+  CHECK_CU(cuDevicePrimaryCtxRetain(&ctx, dev));
+  CHECK_CU(cuCtxSetCurrent(ctx));
+  CHECK_CU(cuModuleLoadData(&mod, ptx));
+  size_t buf_bytes = (size_t)16 << STREAM_WORDS_LOG2;
+  out_words = 2 * (size_t)sms * 200;
+  CHECK_CU(cuMemAlloc(&d_buf, buf_bytes));
+  CHECK_CU(cuMemsetD8(d_buf, 0x5a, buf_bytes));
+  CHECK_CU(cuMemAlloc(&d_cnt, 32 * 1024 * 4));
+  CHECK_CU(cuMemAlloc(&d_out, out_words * 8));
+  CHECK_CU(cuMemAlloc(&d_err, 16));
+  CHECK_CU(cuMemAlloc(&d_stop, 4));
+  CHECK_CU(cuMemAlloc(&d_data, 256 * 4));
+  CHECK_CU(cuMemAlloc(&d_rows, (size_t)sms * 2048 * 4));
+  if (json_path && !(json = fopen(json_path, "a"))) {
+    fprintf(stderr, "sync_probe: cannot open '%s' for appending\n", json_path);
+    return 2;
+  }
+  printf("%s, %d SMs; nanoseconds, median and 90th percentile\n", name, sms);
+  printf("%-8s %-44s %-6s %9s %9s\n", "probe", "what", "load", "p50", "p90");
+  handoff(quick);
+  fence(quick);
+  stage(quick);
+  if (json)
+    fclose(json);
+  return 0;
+}

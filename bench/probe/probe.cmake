@@ -1,0 +1,26 @@
+# bench/probe/probe.cmake: sync_probe, the timing of an op boundary's synchronization steps on the
+# GPU (sync_probe.c's kernels, compiled to PTX for sm_90a by clang; probe.c launches them through
+# the CUDA driver API, linked against the toolkit's driver stub). Built where clang, cuda.h and the
+# stub are found; run by hand on the GPU machine (bench/probe/run.sh), never by the tests, which
+# only assemble its PTX (probe_ptx_assembles, with ptxas). Included from the top CMakeLists.txt.
+find_library(MLK_CUDA_DRIVER_STUB cuda HINTS ${MLK_CUDA_HOME}/lib64/stubs NO_DEFAULT_PATH)
+if(MLK_CLANG AND MLK_CUDA_INCLUDE AND MLK_CUDA_DRIVER_STUB)
+  set(_probe_ptx ${PROJECT_BINARY_DIR}/bench/sync_probe.sm_90a.ptx)
+  add_custom_command(OUTPUT ${_probe_ptx}
+    COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_90a -O2 -ffreestanding -Wall
+            -Wextra -Werror -S ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c -o ${_probe_ptx}
+    DEPENDS ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c
+    COMMENT "clang (nvptx64, sm_90a) sync_probe.c"
+    VERBATIM)
+  add_custom_target(sync_probe_ptx ALL DEPENDS ${_probe_ptx})
+  add_executable(sync_probe bench/probe/probe.c)
+  set_target_properties(sync_probe PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
+  target_include_directories(sync_probe PRIVATE ${MLK_CUDA_INCLUDE})
+  target_link_libraries(sync_probe PRIVATE ${MLK_CUDA_DRIVER_STUB})
+  add_dependencies(sync_probe sync_probe_ptx)
+  if(MLK_PTXAS)
+    add_test(NAME probe_ptx_assembles
+      COMMAND ${MLK_PTXAS} -arch=sm_90a ${_probe_ptx} -o ${PROJECT_BINARY_DIR}/bench/sync_probe.cubin)
+    set_tests_properties(probe_ptx_assembles PROPERTIES LABELS compiler)
+  endif()
+endif()

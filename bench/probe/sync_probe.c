@@ -1,0 +1,324 @@
+/* sync_probe.c: device kernels that time, in isolation, the synchronization steps a megakernel
+ * task pays between two ops of a decode step (compiled to PTX for sm_90a by clang at build time;
+ * bench/probe/probe.c launches them and prints the table).
+ *
+ * A decode step of Llama-3.2-1B is ~9 dependent ops a layer, and the trace says each op boundary
+ * costs several microseconds beyond its bytes: the producer's notify (a gpu-scope fence, then
+ * relaxed reductions), the consumer's poll (acquire loads with a nanosleep back-off), and its
+ * staging of the input row (one L2 round trip under the step's load). These kernels measure each
+ * step with %globaltimer, with the rest of the chip idle or streaming HBM, so that a design
+ * decision rests on a number rather than on a guess from a whole step:
+ *   - probe_handoff: two blocks on two SMs pass a token back and forth through a counter, the
+ *     way a task notifies and the next op's task waits; the rest of the grid streams a buffer
+ *     (or not). Variants: spin or the back-off of stdlib/tiles/sync.c; fence + relaxed reduction
+ *     or one release reduction; a bare thread or the whole-block protocol (the block's threads
+ *     write, barrier, notify; poll, barrier-and, read).
+ *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB into shared
+ *     memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu; does the fence
+ *     wait for the copies in flight? `issuer` 32 has another warp issue them.
+ *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
+ *     x) with 16-byte loads and a barrier; with half the blocks streaming HBM or none.
+ * Every spin has a deadline: a probe that cannot complete records an error and returns.
+ * The instructions are the ones the tiles use (stdlib/tiles/sync.c, stream.c), restated here as
+ * inline PTX so that the probe depends on nothing but the ISA.
+ */
+#include <stdint.h>
+
+typedef uint64_t u64;
+typedef uint32_t u32;
+typedef struct __attribute__((aligned(16))) uint4 {
+  u32 x, y, z, w;
+} uint4;
+
+#define KERNEL __attribute__((nvptx_kernel))
+#define SHARED __attribute__((address_space(3)))
+
+enum { DEADLINE_NS = 2000000000u, SLOT_BYTES = 32768, MAX_COPIES = 4 };
+
+/* The results: out[block * stride + i], nanoseconds; err[0] != 0 when a spin passed its deadline. */
+
+static inline u32 tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
+static inline u32 bid(void) { return __nvvm_read_ptx_sreg_ctaid_x(); }
+static inline u32 nblocks(void) { return __nvvm_read_ptx_sreg_nctaid_x(); }
+
+static inline u64 now(void) {
+  u64 t;
+  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
+  return t;
+}
+
+static inline u32 ld_acquire(const u32 *p) {
+  u32 v;
+  __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+static inline u32 ld_volatile(const u32 *p) {
+  u32 v;
+  __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+static inline void fence_gpu(void) { __asm__ volatile("fence.acq_rel.gpu;" ::: "memory"); }
+static inline void red_relaxed(u32 *p) {
+  __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+static inline void red_release(u32 *p) {
+  __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+static inline void st_volatile(u32 *p, u32 v) {
+  __asm__ volatile("st.volatile.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+static inline u32 smem_addr(const volatile SHARED void *p) {
+  return (u32)(uintptr_t)p;
+}
+
+extern SHARED uint8_t probe_smem[] __attribute__((aligned(128)));
+
+/* ---- background load: stream `words` (a power of two) 16-byte words of buf until *stop ---- */
+
+static void stream_until(const uint4 *buf, u64 words, const u32 *stop, u32 *sink, u32 part,
+                         u32 parts) {
+  u32 acc = 0;
+  u64 start = now();
+  for (u64 base = (u64)part * 256; !ld_volatile(stop); base += (u64)parts * 256 * 8) {
+    for (int j = 0; j < 8; j++) {
+      u64 i = (base + (u64)j * parts * 256 + tid()) & (words - 1);
+      uint4 v;
+      __asm__ volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+                       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                       : "l"(buf + i));
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (now() - start > DEADLINE_NS)
+      break;
+  }
+  if (acc == 0x9e3779b9u) /* keeps the loads; practically never true */
+    sink[0] = acc;
+}
+
+/* ---- probe_handoff ---- */
+
+enum {
+  HANDOFF_BACKOFF = 1, /* poll as sync.c does: nanosleep 32 ns doubling to 256 ns */
+  HANDOFF_RELEASE_RED = 2, /* one red.release instead of fence + red.relaxed */
+  HANDOFF_BLOCK = 4, /* the block protocol: threads write, barrier, notify / poll, barrier, read */
+};
+
+/* Thread 0: waits until *c reaches target; returns 0 at the deadline (err set). */
+static int wait_for(const u32 *c, u32 target, int backoff, u32 *err) {
+  u32 ns = 32;
+  u64 start = now();
+  while ((int32_t)(ld_acquire(c) - target) < 0) {
+    if (backoff) {
+      __nvvm_nanosleep(ns);
+      if (ns < 256)
+        ns *= 2;
+    }
+    if (now() - start > DEADLINE_NS) {
+      __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static void notify(u32 *c, int variant) {
+  if (variant & HANDOFF_RELEASE_RED) {
+    red_release(c);
+  } else {
+    fence_gpu();
+    red_relaxed(c);
+  }
+}
+
+/* Blocks 0 and 1 pass the token `iters` times each way through counters cnt[0] (0 -> 1) and
+ * cnt[32] (1 -> 0; another 128-byte line), each pass also carrying data[]: the block's threads
+ * write it before the notify (HANDOFF_BLOCK) and the other block reads and checks it. Block 0
+ * records the round trips' mean in out[0] and the last pass's check in out[1] (0: data as
+ * written). Blocks from 2 on stream buf until block 0 is done (when `words` > 0). */
+KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, const uint4 *buf,
+                          u64 words, u32 iters, u32 variant) {
+  u32 b = bid();
+  if (b >= 2) {
+    if (words)
+      stream_until(buf, words, stop, err + 1, b - 2, nblocks() - 2);
+    return;
+  }
+  u32 *mine = b == 0 ? cnt : cnt + 32, *theirs = b == 0 ? cnt + 32 : cnt;
+  int block = variant & HANDOFF_BLOCK, backoff = variant & HANDOFF_BACKOFF;
+  u32 bad = 0;
+  __nvvm_barrier_sync(0);
+  u64 t0 = now();
+  for (u32 it = 1; it <= iters; it++) {
+    /* block 1 waits for pass it of block 0 first; block 0 sends first */
+    if (b == 1 || it > 1) {
+      int ok = tid() == 0 ? wait_for(theirs, b == 1 ? it : it - 1, backoff, err) : 1;
+      if (block) {
+        ok = __nvvm_bar0_and(ok);
+        if (ok && ld_volatile(&data[tid()]) != (b == 1 ? it : it - 1) * 1000u + tid())
+          bad++;
+      } else {
+        ok = __nvvm_bar0_and(ok);
+      }
+      if (!ok)
+        break;
+    }
+    if (block) {
+      data[tid()] = it * 1000u + tid();
+      __nvvm_barrier_sync(0);
+      if (tid() == 0)
+        notify(mine, variant);
+    } else if (tid() == 0) {
+      data[0] = it;
+      notify(mine, variant);
+    }
+  }
+  /* block 0 waits for the last reply */
+  if (b == 0) {
+    int ok = tid() == 0 ? wait_for(theirs, iters, backoff, err) : 1;
+    __nvvm_bar0_and(ok);
+    u64 t1 = now();
+    if (tid() == 0) {
+      out[0] = (t1 - t0) / iters;
+      st_volatile(stop, 1);
+    }
+  }
+  if (bad)
+    __atomic_fetch_add((u32 *)&out[1], bad, __ATOMIC_RELAXED);
+}
+
+/* ---- probe_fence ---- */
+
+#define bars ((SHARED u64 *)probe_smem)
+#define ring (probe_smem + 128)
+
+static inline void mbar_init(SHARED u64 *bar) {
+  __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+}
+static inline void mbar_expect_tx(SHARED u64 *bar, u32 bytes) {
+  __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
+                   "r"(bytes)
+                   : "memory");
+}
+static inline void bulk_copy(SHARED void *dst, const void *src, u32 bytes, SHARED u64 *bar) {
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
+                   "%2, [%3];\n\t}" ::"r"(smem_addr(dst)),
+                   "l"(src), "r"(bytes), "r"(smem_addr(bar))
+                   : "memory");
+}
+static inline int mbar_try_wait(SHARED u64 *bar, u32 parity) {
+  u32 done;
+  __asm__ volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                   "selp.u32 %0, 1, 0, p;\n\t}"
+                   : "=r"(done)
+                   : "r"(smem_addr(bar)), "r"(parity)
+                   : "memory");
+  return (int)done;
+}
+
+/* Every block, `iters` times: thread `issuer` (0, or 32: lane 0 of warp 1) issues `copies` bulk
+ * copies of 32 KiB from buf (a different place each time: HBM, not L2), a block barrier, then
+ * thread 0 stores a word, times one fence.acq_rel.gpu, and relaxed-reduces a counter (the
+ * notify); then the copies are waited for. out[block * iters + it] = the fence's ns; the
+ * copies' time from issue to landing goes to out[nblocks * iters + block * iters + it]. */
+KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
+                        u32 copies, u32 issuer) {
+  u32 b = bid(), nb = nblocks();
+  if (tid() == 0) {
+    for (u32 s = 0; s < MAX_COPIES; s++)
+      mbar_init(&bars[s]);
+    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __nvvm_barrier_sync(0);
+  u64 chunks = bytes / SLOT_BYTES;
+  for (u32 it = 0; it < iters; it++) {
+    u64 issued = 0;
+    if (tid() == issuer) {
+      issued = now();
+      for (u32 s = 0; s < copies; s++) {
+        u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
+        mbar_expect_tx(&bars[s], SLOT_BYTES);
+        bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
+      }
+    }
+    __nvvm_barrier_sync(0);
+    if (tid() == 0) {
+      cnt[b * 32 + 1] = it;
+      u64 t0 = now();
+      fence_gpu();
+      u64 t1 = now();
+      red_relaxed(&cnt[b * 32]);
+      out[(u64)b * iters + it] = t1 - t0;
+    }
+    int ok = 1;
+    if (tid() == issuer) {
+      u64 start = now();
+      for (u32 s = 0; s < copies && ok; s++)
+        while (ok && !mbar_try_wait(&bars[s], it & 1))
+          if (now() - start > DEADLINE_NS) {
+            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+            ok = 0;
+          }
+      out[(u64)nb * iters + (u64)b * iters + it] = copies ? now() - issued : 0;
+    }
+    if (!__nvvm_bar0_and(ok))
+      return;
+  }
+}
+
+/* ---- probe_stage ---- */
+
+/* Blocks below `measuring` (all when it is nblocks), `iters` times: block b writes 2048 new f32
+ * values into the row of block b - 1 (wrapping; once that block has read the previous ones) and
+ * notifies it; its thread 0 waits for its own row's notify, then the block reads the row with
+ * 16-byte loads into shared memory and meets at a barrier: out[b * iters + it] = the read and
+ * barrier's ns, as a matvec task stages x after its wait. The other blocks stream buf until every
+ * measuring block is done. Counters: cnt[32 b] the row's notifies, cnt[32 (256 + b)] its reads,
+ * cnt[32 * 512] the blocks done. */
+KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, const uint4 *buf,
+                        u64 words, u32 iters, u32 measuring) {
+  u32 b = bid();
+  if (b >= measuring) {
+    stream_until(buf, words, stop, err + 1, b - measuring, nblocks() - measuring);
+    return;
+  }
+  SHARED float *x = (SHARED float *)probe_smem;
+  u32 reader = (b + measuring - 1) % measuring; /* the block whose row this block writes */
+  float *mine = rows + (u64)b * 2048, *next = rows + (u64)reader * 2048;
+  for (u32 it = 1; it <= iters; it++) {
+    /* the reader is done with the previous values: write the next ones, then tell it */
+    int ok = tid() == 0 && it > 1 ? wait_for(&cnt[32 * (256 + reader)], it - 1, 1, err) : 1;
+    if (!__nvvm_bar0_and(ok))
+      break;
+    for (u32 i = tid(); i < 2048; i += 256)
+      next[i] = (float)(it * 4096 + i);
+    __nvvm_barrier_sync(0);
+    if (tid() == 0)
+      notify(&cnt[32 * reader], 0);
+    ok = tid() == 0 ? wait_for(&cnt[32 * b], it, 1, err) : 1;
+    if (!__nvvm_bar0_and(ok))
+      break;
+    u64 t0 = now();
+    const uint4 *src = (const uint4 *)mine;
+    for (u32 i = tid(); i < 512; i += 256) {
+      uint4 v;
+      __asm__ volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                       : "l"(src + i)
+                       : "memory");
+      ((SHARED uint4 *)x)[i] = v;
+    }
+    __nvvm_barrier_sync(0);
+    u64 t1 = now();
+    if (tid() == 0)
+      out[(u64)b * iters + it - 1] = t1 - t0;
+    if (x[tid()] != (float)(it * 4096 + tid()))
+      __atomic_store_n(err + 2, 1u, __ATOMIC_RELAXED); /* a stale row: the ordering failed */
+    __nvvm_barrier_sync(0);
+    if (tid() == 0)
+      notify(&cnt[32 * (256 + b)], 0);
+  }
+  /* the last block to finish stops the streaming blocks */
+  if (tid() == 0 && __atomic_fetch_add(&cnt[32 * 512], 1u, __ATOMIC_ACQ_REL) == measuring - 1)
+    st_volatile(stop, 1);
+}

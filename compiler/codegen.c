@@ -419,9 +419,15 @@ bool codegen_graph(const Graph *g, const CodegenOptions *opt, bool emit_llvm, ch
       LLVMSetLinkage(f, LLVMInternalLinkage);
   }
 
-  for (LLVMValueRef gv = LLVMGetFirstGlobal(c.mod); gv; gv = LLVMGetNextGlobal(gv))
-    if (!LLVMIsDeclaration(gv))
-      LLVMSetLinkage(gv, LLVMInternalLinkage); /* shared scratch of the tiles: not an export */
+  /* The tiles' globals are shared scratch, not exports; but the launch-time knobs stay visible
+   * (the runtime writes them by name after loading the module: mlk_desc.h MlkDevTune), and so
+   * not folded into their initial values. */
+  for (LLVMValueRef gv = LLVMGetFirstGlobal(c.mod); gv; gv = LLVMGetNextGlobal(gv)) {
+    size_t n;
+    const char *name = LLVMGetValueName2(gv, &n);
+    if (!LLVMIsDeclaration(gv) && strcmp(name, MLK_DEV_TUNE_SYMBOL) != 0)
+      LLVMSetLinkage(gv, LLVMInternalLinkage);
+  }
 
   char *msg = NULL;
   if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg))

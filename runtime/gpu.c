@@ -52,6 +52,7 @@
   X(cuLinkDestroy)                                                                                \
   X(cuModuleUnload)                                                                               \
   X(cuModuleGetFunction)                                                                          \
+  X(cuModuleGetGlobal)                                                                            \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                                                  \
   X(cuFuncSetAttribute)                                                                           \
   X(cuMemAlloc)                                                                                   \
@@ -428,6 +429,34 @@ done:
   return st;
 }
 
+/* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS and
+ * MLK_STREAM_L2_AHEAD (unset: the defaults), written into the loaded module's constant. A module
+ * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
+static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
+  MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
+  int64_t backoff, ahead;
+  mlk_status st;
+  if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
+                        &backoff)) ||
+      (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)))
+    return st;
+  t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
+  CUdeviceptr p;
+  size_t bytes;
+  CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);
+  if (r == CUDA_ERROR_NOT_FOUND)
+    return MLK_OK;
+  if (r != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuModuleGetGlobal('%s' of model '%s')", MLK_DEV_TUNE_SYMBOL, m->desc->name);
+  if (bytes != sizeof t)
+    return mlk_set_error(MLK_ERR_INVALID, "model '%s': its module's '%s' has %zu bytes, this libmlkrt's "
+                         "MlkDevTune %zu (rebuild the model with this mlkc)", m->desc->name,
+                         MLK_DEV_TUNE_SYMBOL, bytes, sizeof t);
+  if ((r = cu.cuMemcpyHtoD(p, &t, sizeof t)) != CUDA_SUCCESS)
+    return CU_FAIL(r, "cuMemcpyHtoD('%s' of model '%s')", MLK_DEV_TUNE_SYMBOL, m->desc->name);
+  return MLK_OK;
+}
+
 /* The queue array of a kernel (mlk_desc.h): the task words, the pad, and each queue's weight-stream
  * list (MLK_STREAM_ENTRY_WORDS words per matvec task, then a zero entry); the queue offsets
  * extended by the lists' (2 * nqueues + 2 words). recs: the op records, with device addresses. */
@@ -510,7 +539,7 @@ static mlk_status gpu_model_init(mlk_model *m) {
       (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
     goto fail;
   memcpy(gm->rt_sent, m->rt, rt_bytes);
-  if (d->nkernels > 0 && (st = load_module(m, gm)))
+  if (d->nkernels > 0 && ((st = load_module(m, gm)) || (st = write_tune(m, gm))))
     goto fail;
   for (int k = 0; k < d->nkernels; k++) {
     const MlkKernelDesc *kd = &d->kernels[k];

@@ -57,6 +57,25 @@
 #define MLK_STREAM_ENTRY(rows, k, batched)                                                         \
   (((uint64_t)(batched) << 63) | ((uint64_t)(uint32_t)(rows) << 32) | (uint64_t)(uint32_t)(k))
 
+/* Launch-time tuning of the device tiles: knobs that let one build measure a design choice on
+ * the GPU, several settings in one run, without a rebuild. The tiles (stdlib/tiles/sync.c) define
+ * a constant `mlk_dev_tune` (MLK_DEV_TUNE_SYMBOL) of this type, initialized to
+ * MLK_DEV_TUNE_DEFAULTS, which mlkc keeps visible in the module; after loading a module the GPU
+ * backend writes it from the environment (runtime/gpu.c: MLK_POLL_BACKOFF_NS,
+ * MLK_STREAM_L2_AHEAD). A module without the symbol runs with the defaults; a runtime that does not
+ * write it leaves them: neither side needs the other's version, so adding the knob left the ABI
+ * number alone. */
+typedef struct MlkDevTune {
+  uint32_t poll_backoff_ns; /* a wait's longest nanosleep between two polls; 0: poll without sleeping */
+  uint32_t stream_l2_ahead; /* bytes of the block's coming stream weights (beyond what the ring's
+                               copies have reached) prefetched into L2; 0: none */
+  uint32_t reserved[2];
+} MlkDevTune;
+#define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
+#define MLK_DEV_TUNE_DEFAULTS {256u, 0u, {0u, 0u}}
+#define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
+#define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
+
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */

@@ -57,8 +57,19 @@ uint32_t mlk_emu_dynamic_smem_size(void);
 void mlk_emu_mbar_init(uint64_t *bar, uint32_t count);
 void mlk_emu_mbar_expect_tx(uint64_t *bar, uint32_t bytes);
 void mlk_emu_bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar);
+void mlk_emu_prefetch_l2(const void *src, uint32_t bytes);
 void mlk_emu_mbar_wait(uint64_t *bar, uint32_t parity);
 #endif
+
+/* Device constants: the constant state space on the GPU, ordinary memory in the host build. */
+#if defined(__NVPTX__)
+#define MLK_CONSTANT __attribute__((address_space(4)))
+#else
+#define MLK_CONSTANT
+#endif
+
+/* The launch-time knobs (mlk_desc.h MlkDevTune), defined in tune.c. */
+extern MLK_CONSTANT MlkDevTune mlk_dev_tune;
 
 /* The waits of task `task` of op `op` (its record `rec`, index `op` within the megakernel) before
  * its tile: for each of the record's waits (syncs[rec->wait0 .. + rec->nwaits)),

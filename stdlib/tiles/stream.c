@@ -19,6 +19,11 @@
  * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. With n slots (the launch's choice), slot s
  * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
  *
+ * With MlkDevTune.stream_l2_ahead > 0 (MLK_STREAM_L2_AHEAD, off by default), the loader also
+ * prefetches that many bytes of the list's coming weights, beyond what its copies have reached,
+ * into L2 (cp.async.bulk.prefetch): the ring holds a few chunks, while a decode layer's chain of
+ * small ops leaves HBM idle long enough to bring in much of the next matvecs' weights.
+ *
  * Only sm_90 has the bulk copy engine: elsewhere (and in kernels with the dynamic schedule, whose
  * next task is not known ahead) the stream is off and matvec reads weights from global memory.
  */
@@ -37,19 +42,29 @@
  * the whole 48 KiB that static shared memory may have). */
 extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
 
+/* A place in the block's stream list: a streamed task and its next row. */
+typedef struct ListPos {
+  const uint64_t *list; /* the list entry after the task */
+  const uint16_t *src;  /* the task's next row */
+  uint32_t left;        /* its rows from there (0: find the next streamed task) */
+  uint32_t k;           /* its k */
+  uint32_t done;        /* 1 once the list's end was reached */
+} ListPos;
+
 typedef struct StreamState {
-  const uint64_t *list; /* loader: the block's stream list entry after the task it is loading */
-  int64_t batch;        /* the run's batch rows (rt), for the list's batched tasks */
-  const uint16_t *src; /* loader: the next row to copy of the task it is loading */
-  uint32_t done;       /* loader: 1 once the list's end was reached */
-  uint32_t left;       /* loader: rows of it still to copy (0: find the next streamed task) */
-  uint32_t rpc, k;     /* loader: its rows per chunk and k */
+  ListPos load;        /* loader: the next row to copy */
+  int64_t batch;       /* the run's batch rows (rt), for the list's batched tasks */
+  uint32_t rpc;        /* loader: rows per chunk of its task */
   uint32_t head;       /* chunks issued */
   uint32_t head_slot;  /* head % slots */
   uint32_t tail;       /* chunks the tiles have released */
   uint32_t tail_slot, tail_parity; /* tail % slots, (tail / slots) & 1: no division per chunk */
   uint32_t on, slots;
   uint64_t *trace;     /* thread 0: the trace record of the task being run, NULL untraced */
+  /* The L2 look-ahead (MlkDevTune.stream_l2_ahead, 0: off): the next row to prefetch, and the
+   * bytes copied and prefetched so far (mod 2^32), prefetched - copied <= ahead. */
+  ListPos pf;
+  uint32_t ahead, copied, prefetched;
 } StreamState;
 
 _Static_assert(sizeof(StreamState) <= 128 && 128 + 8 * MLK_STREAM_MAX_SLOTS <= MLK_STREAM_HEADER,
@@ -104,6 +119,18 @@ static inline void mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) {
 #endif
 }
 
+/* A hint: `bytes` (a multiple of 16) from global src into L2, for a copy that comes later. */
+static inline void prefetch_l2(const void *src, uint32_t bytes) {
+#if defined(__NVPTX__)
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
+                   "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}" ::"l"(src),
+                   "r"(bytes)
+                   : "memory");
+#else
+  mlk_emu_prefetch_l2(src, bytes);
+#endif
+}
+
 /* One bulk copy of `bytes` (a multiple of 16) from global src to shared dst, completing on bar. */
 static inline void bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,
                              MLK_SHARED uint64_t *bar) {
@@ -136,10 +163,12 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 #if STREAM_HW
   if (mlk_tid() == 0) {
     uint32_t blocks = __nvvm_read_ptx_sreg_nctaid_x(), b = __nvvm_read_ptx_sreg_ctaid_x();
-    st.list = enabled ? queue + qoff[blocks + 1 + b] : 0, st.batch = rt[MLK_RT_BATCH];
-    st.src = 0, st.done = !enabled, st.left = 0, st.rpc = 0, st.k = 0;
+    st.load.list = enabled ? queue + qoff[blocks + 1 + b] : 0, st.batch = rt[MLK_RT_BATCH];
+    st.load.src = 0, st.load.done = !enabled, st.load.left = 0, st.load.k = 0, st.rpc = 0;
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
+    st.pf = st.load, st.copied = 0, st.prefetched = 0;
+    st.ahead = enabled ? mlk_dev_tune.stream_l2_ahead : 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn = dynamic_smem_size();
     uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
@@ -156,56 +185,88 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 }
 
 #if STREAM_HW
-/* Thread 0: the next task of the block's stream list that the stream takes (the same test as the
- * tile's, mlk_stream_takes, of the same values); makes it the loader's task (left = its rows), or
- * sets done at the list's end. Called when a task's last chunk has been issued. */
-static void next_task(void) {
+/* Thread 0: moves p to the next task of the block's stream list that the stream takes (the same
+ * test as the tile's, mlk_stream_takes, of the same values): p->left = its rows, or p->done at the
+ * list's end. The loader calls it when a task's last chunk has been issued, the L2 look-ahead
+ * when its prefetches reach a task's end. */
+static void next_task(MLK_SHARED ListPos *p) {
   for (;;) {
-    const uint64_t *e = st.list;
+    const uint64_t *e = p->list;
     uint64_t addr = e[0], rk = e[1];
     if (addr == 0) {
-      st.done = 1, st.left = 0;
+      p->done = 1, p->left = 0;
       return;
     }
-    st.list = e + MLK_STREAM_ENTRY_WORDS;
-    mlk_prefetch_l1(st.list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
+    p->list = e + MLK_STREAM_ENTRY_WORDS;
+    mlk_prefetch_l1(p->list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
     const uint16_t *W = (const uint16_t *)(uintptr_t)addr;
     uint32_t rows = (uint32_t)(rk >> 32) & 0x7fffffffu, k = (uint32_t)rk;
     if (rows == 0 || !mlk_stream_takes(W, k, rk >> 63 ? st.batch : 1))
       continue;
-    st.src = W;
-    st.left = rows, st.rpc = (uint32_t)mlk_stream_rows_per_chunk(k), st.k = k;
+    p->src = W, p->left = rows, p->k = k;
     return;
   }
 }
 
-/* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks. */
+/* Thread 0: prefetches into L2 the block's coming stream weights, from where the copies have
+ * reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while the
+ * block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and the
+ * copies later come from L2. When the copies have caught up with it, it starts again from the
+ * loader's place. */
+static void prefetch_ahead(void) {
+  if ((int32_t)(st.prefetched - st.copied) <= 0) {
+    st.pf = st.load;
+    st.prefetched = st.copied;
+  }
+  while (st.prefetched - st.copied < st.ahead) {
+    if (st.pf.left == 0) {
+      if (st.pf.done)
+        return;
+      next_task(&st.pf);
+      if (st.pf.left == 0)
+        return;
+    }
+    uint32_t rpc = (uint32_t)mlk_stream_rows_per_chunk(st.pf.k);
+    uint32_t nr = st.pf.left < rpc ? st.pf.left : rpc, bytes = nr * st.pf.k * 2;
+    prefetch_l2(st.pf.src, bytes);
+    st.pf.src += nr * st.pf.k;
+    st.pf.left -= nr;
+    st.prefetched += bytes;
+  }
+}
+
+/* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks;
+ * then the L2 look-ahead, when it is on. */
 static void pump(void) {
   uint32_t head = st.head, slot = st.head_slot;
   const uint32_t tail = st.tail;
   int fenced = 0;
   while (head - tail < st.slots) {
-    if (st.left == 0) {
-      if (st.done)
+    if (st.load.left == 0) {
+      if (st.load.done)
         break;
-      next_task();
-      if (st.left == 0)
+      next_task(&st.load);
+      if (st.load.left == 0)
         break;
+      st.rpc = (uint32_t)mlk_stream_rows_per_chunk(st.load.k);
     }
-    uint32_t nr = st.left < st.rpc ? st.left : st.rpc;
-    uint32_t bytes = nr * st.k * 2;
+    uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
+    uint32_t bytes = nr * st.load.k * 2;
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
       fence_proxy_async();
     fenced = 1;
     mbar_expect_tx(&bars[slot], bytes);
-    bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.src, bytes, &bars[slot]);
+    bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.load.src, bytes, &bars[slot]);
     head++;
     slot = slot + 1 == st.slots ? 0 : slot + 1;
-    st.src += nr * st.k;
-    st.left -= nr;
+    st.load.src += nr * st.load.k;
+    st.load.left -= nr;
+    st.copied += bytes;
   }
   st.head = head;
   st.head_slot = slot;
+  if (st.ahead)
+    prefetch_ahead();
 }
 #endif
 

@@ -33,9 +33,6 @@ static inline uint32_t ld_volatile(const uint32_t *p) {
   return v;
 }
 
-/* The longest sleep between two polls: a wait that ends is noticed within about this much (a
- * decode step crosses ~130 op boundaries one after the other, so this is paid ~130 times). */
-#define MAX_BACKOFF_NS 256
 
 /* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
 static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
@@ -45,11 +42,16 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   if (mlk_counter_reached(v, target))
     return 1;
   uint64_t start = mlk_globaltimer();
-  uint32_t ns = 32;
+  /* Exponential back-off from 32 ns to the knob's cap (default 256 ns: a wait that ends is noticed
+   * within about this much, and a decode step crosses ~130 op boundaries one after the other, so
+   * it is paid ~130 times); a cap of 0 polls without sleeping. */
+  const uint32_t cap = mlk_dev_tune.poll_backoff_ns;
+  uint32_t ns = cap < 32 ? cap : 32;
   for (;;) {
-    __nvvm_nanosleep(ns);
-    if (ns < MAX_BACKOFF_NS)
-      ns *= 2;
+    if (ns) {
+      __nvvm_nanosleep(ns);
+      ns = 2 * ns < cap ? 2 * ns : cap;
+    }
     v = LD(counter);
     if (mlk_counter_reached(v, target))
       return 1;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fake_cuda.h"
 #include "mlk_desc.h"
 
 #define SMS 4
@@ -44,15 +45,7 @@ struct CUmod_st {
 static struct CUctx_st the_ctx;
 static CUcontext current;
 
-/* Read and written by tests through dlsym(handle, "fake_cuda_stats"): keep in sync with them. */
-struct FakeCudaStats {
-  int link_create, link_add, link_complete, link_destroy; /* calls */
-  int link_live;                                          /* link states not destroyed */
-  int load_data, load_data_ex, unload;                    /* calls of cuModuleLoadData(Ex), Unload */
-  int driver_version;  /* what cuDriverGetVersion reports */
-  int reject_cubins;   /* the next n cuModuleLoadData calls fail with CUDA_ERROR_INVALID_IMAGE */
-  int fail_link;       /* cuLinkCreate fails with CUDA_ERROR_NOT_SUPPORTED (no log) */
-};
+/* Read and written by tests through dlsym(handle, "fake_cuda_stats") (fake_cuda.h). */
 struct FakeCudaStats fake_cuda_stats = {.driver_version = 12080};
 
 #define FAKE_CUBIN_MAGIC "FAKECUBIN\n"
@@ -259,6 +252,18 @@ CUresult cuModuleGetFunction(CUfunction *f, CUmodule mod, const char *name) {
     return CUDA_ERROR_OUT_OF_MEMORY;
   *f = &mod->funcs[mod->nfuncs++];
   snprintf((*f)->entry, sizeof (*f)->entry, "%s", name);
+  return CUDA_SUCCESS;
+}
+/* Globals are listed in the fake PTX as "const NAME;" lines; only the tiles' knobs are known. */
+CUresult cuModuleGetGlobal(CUdeviceptr *ptr, size_t *bytes, CUmodule mod, const char *name) {
+  char key[80];
+  snprintf(key, sizeof key, "const %s;", name);
+  if (!strcmp(name, MLK_DEV_TUNE_SYMBOL))
+    fake_cuda_stats.tune_lookups++;
+  if (!strstr(mod->ptx, key) || strcmp(name, MLK_DEV_TUNE_SYMBOL))
+    return CUDA_ERROR_NOT_FOUND;
+  *ptr = (CUdeviceptr)(uintptr_t)&fake_cuda_stats.tune;
+  *bytes = sizeof fake_cuda_stats.tune;
   return CUDA_SUCCESS;
 }
 /* An H100-like SM: 227 KiB of shared memory a block may opt in to, beyond what the function's

@@ -17,17 +17,10 @@
 #include <ftw.h>
 #include <sys/stat.h>
 
+#include "fake_cuda.h"
 #include "internal.h"
 #include "rt_test.h"
 
-/* Mirrors struct FakeCudaStats in fake_cuda.c. */
-struct FakeCudaStats {
-  int link_create, link_add, link_complete, link_destroy, link_live;
-  int load_data, load_data_ex, unload;
-  int driver_version;
-  int reject_cubins;
-  int fail_link;
-};
 static struct FakeCudaStats *fake;
 
 enum { N = 1000, TRAILER = 56 };

@@ -4,11 +4,16 @@
  * between sm_90a and sm_80 PTX, the JIT error log in a PTX failure, a missing entry, a model with
  * no usable PTX, the cuMemAlloc out-of-memory message, that device tensors start zeroed, that a
  * KV cache gets its pool (zeroed) and its page table (filled) on the device, and that a kernel
- * compiled for the dynamic schedule is refused. (The cubin cache has its own test,
+ * compiled for the dynamic schedule is refused, and that the tiles' knobs (MlkDevTune) reach a
+ * module that has them. (The cubin cache has its own test,
  * test_cubin_cache.c.)
  * (The launch path itself is covered by running test_gpu against the same fake.) If the real
  * driver was loaded instead, it says so and exits 77.
  */
+#include <dlfcn.h>
+#include <string.h>
+
+#include "fake_cuda.h"
 #include "rt_test.h"
 
 static const MlkTensorDesc tensors[] = {
@@ -81,6 +86,40 @@ static void expect_create(mlk_backend *be, MlkModelDesc d, mlk_status want, cons
   printf("  %s: %s\n", mlk_status_name(st), st ? mlk_last_error() : "ok");
 }
 
+/* The tiles' knobs (MlkDevTune) go from the environment into a module that has them, after its
+ * load; out-of-range settings are refused by name; a module without them loads as before. */
+static void test_tune(mlk_backend *be) {
+  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  struct FakeCudaStats *fake = h ? dlsym(h, "fake_cuda_stats") : NULL;
+  CHECK(fake != NULL, "fake_cuda_stats not found");
+  if (!fake)
+    return;
+  const char *tuned = "entry k90;\nconst mlk_dev_tune;\n";
+  memset(&fake->tune, 0xff, sizeof fake->tune);
+  int lookups = fake->tune_lookups;
+  expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
+  MlkDevTune dflt = MLK_DEV_TUNE_DEFAULTS;
+  CHECK(fake->tune_lookups == lookups + 1 && !memcmp(&fake->tune, &dflt, sizeof dflt),
+        "defaults: %d lookups, backoff %u, l2 ahead %u", fake->tune_lookups - lookups,
+        fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead);
+  setenv("MLK_POLL_BACKOFF_NS", "0", 1);
+  setenv("MLK_STREAM_L2_AHEAD", "262144", 1);
+  expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
+  CHECK(fake->tune.poll_backoff_ns == 0 && fake->tune.stream_l2_ahead == 262144,
+        "set: backoff %u, l2 ahead %u", fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead);
+  setenv("MLK_STREAM_L2_AHEAD", "-1", 1);
+  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_L2_AHEAD");
+  setenv("MLK_STREAM_L2_AHEAD", "0", 1);
+  setenv("MLK_POLL_BACKOFF_NS", "fast", 1);
+  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_POLL_BACKOFF_NS");
+  unsetenv("MLK_POLL_BACKOFF_NS");
+  unsetenv("MLK_STREAM_L2_AHEAD");
+  memset(&fake->tune, 0xff, sizeof fake->tune);
+  expect_create(be, desc("k90", "entry k90;", NULL), MLK_OK, ""); /* no knobs: nothing written */
+  CHECK(fake->tune.poll_backoff_ns == 0xffffffffu, "a module without knobs had them written");
+  dlclose(h);
+}
+
 int main(void) {
   rt_watchdog(60);
   mlk_backend *be;
@@ -109,6 +148,7 @@ int main(void) {
                 "(a PTX JIT compilation failed)\nJIT error log:\nptxas application ptx input, line 3; fatal");
   expect_create(be, desc("k90", NULL, NULL), MLK_ERR_INVALID,
                 "model 'fake_test' has no PTX this GPU can run: GPU 0 is sm_90, the model carries no PTX at all");
+  test_tune(be);
   MlkModelDesc dyn = desc("k90", "entry k90;", NULL);
   kernel.schedule = MLK_SCHED_DYNAMIC;
   /* the dynamic schedule gets one queue of every task and a ticket counter */

@@ -429,6 +429,31 @@ void mlk_emu_bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar
   copies[ncopies++] = (Copy){d, src, bytes, bar, step + next_rand() % 4096};
 }
 
+/* A hint with no effect on memory; logged for the tests, checked like a copy's source. */
+enum { MAX_PREFETCH_LOG = 4096 };
+static struct {
+  const void *src;
+  uint32_t bytes;
+} prefetch_log[MAX_PREFETCH_LOG];
+static size_t nprefetch;
+
+void mlk_emu_prefetch_l2(const void *src, uint32_t bytes) {
+  if (bytes == 0 || bytes % 16 || (uintptr_t)src % 16)
+    fail("cp.async.bulk.prefetch.L2: %u bytes at %p: sizes and addresses must be multiples of 16",
+         bytes, src);
+  if (nprefetch < MAX_PREFETCH_LOG)
+    prefetch_log[nprefetch] = (__typeof__(prefetch_log[0])){src, bytes};
+  nprefetch++;
+}
+
+size_t emu_prefetches(const void **src, uint32_t *bytes, size_t max) {
+  size_t n = nprefetch;
+  for (size_t i = 0; i < n && i < max && i < MAX_PREFETCH_LOG; i++)
+    src[i] = prefetch_log[i].src, bytes[i] = prefetch_log[i].bytes;
+  nprefetch = 0;
+  return n;
+}
+
 void mlk_emu_mbar_wait(uint64_t *bar, uint32_t parity) {
   Thr *t = self();
   t->mbar = bar, t->parity = parity;

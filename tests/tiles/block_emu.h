@@ -29,4 +29,9 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
 /* Bulk copies still in flight (issued, not landed) after the last run. */
 size_t emu_copies_in_flight(void);
 
+/* The L2 prefetches (cp.async.bulk.prefetch.L2) of the runs since the last call, in issue order:
+ * up to `max` ranges into src/bytes; returns how many were issued (more than max: some dropped).
+ * The log is cleared. */
+size_t emu_prefetches(const void **src, uint32_t *bytes, size_t max);
+
 #endif

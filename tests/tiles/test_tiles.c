@@ -62,6 +62,7 @@ typedef struct MvQueue {
   uint64_t *list;
   int64_t rt[MLK_RT_COUNT(1)];
   int stream;
+  uint32_t ahead; /* the stream's L2 look-ahead in bytes (MlkDevTune.stream_l2_ahead), 0: off */
 } MvQueue;
 
 static void mv_block(void *arg) {
@@ -108,6 +109,68 @@ static double mv_tol(const MvTask *t, int64_t b, int64_t r) {
   return t->fn == MLK_FN_MUL ? tol * (g > 1.0 ? g : 1.0) : tol + 1e-6 * g;
 }
 
+/* The L2 look-ahead's prefetches of the last run (none when it is off), against the block's
+ * stream list: each inside a task the stream takes, in the list's order and disjoint (each byte
+ * once); with a look-ahead of the whole list, exactly the bytes the first pump's copies (the
+ * ring's first `slots` chunks) did not take. Returns 0, or 1 after saying what is wrong. */
+static int mv_check_prefetches(const char *name, const MvQueue *q, uint32_t slots) {
+  enum { MAX = 4096 };
+  static const void *src[MAX];
+  static uint32_t bytes[MAX];
+  size_t n = emu_prefetches(src, bytes, MAX);
+  if (n > MAX) {
+    fprintf(stderr, "%s: %zu prefetches, more than the test logs\n", name, n);
+    return 1;
+  }
+  if (!q->ahead || !q->stream) {
+    if (n)
+      fprintf(stderr, "%s: %zu prefetches with the look-ahead off\n", name, n);
+    return n != 0;
+  }
+  int64_t batch = q->rt[MLK_RT_BATCH];
+  uint64_t total = 0, first = 0, pos = 0, prefetched = 0;
+  uint32_t chunks = 0;
+  size_t i = 0; /* the next prefetch to place */
+  for (const uint64_t *e = q->list; e[0]; e += MLK_STREAM_ENTRY_WORDS) {
+    const uint16_t *W = (const uint16_t *)(uintptr_t)e[0];
+    uint32_t rows = (uint32_t)(e[1] >> 32) & 0x7fffffffu, k = (uint32_t)e[1];
+    int rpc = mlk_stream_rows_per_chunk(k);
+    if (rows == 0 || rpc == 0 || !mlk_matvec_streamable(W, k, e[1] >> 63 ? batch : 1))
+      continue;
+    const uint8_t *lo = (const uint8_t *)W, *hi = lo + (size_t)rows * k * 2;
+    for (uint32_t r = 0; r < rows; r += (uint32_t)rpc, chunks++)
+      if (chunks < slots)
+        first += (uint64_t)((rows - r < (uint32_t)rpc ? rows - r : (uint32_t)rpc)) * k * 2;
+    for (; i < n && (const uint8_t *)src[i] >= lo && (const uint8_t *)src[i] < hi; i++) {
+      uint64_t at = total + (uint64_t)((const uint8_t *)src[i] - lo);
+      if ((const uint8_t *)src[i] + bytes[i] > hi || at < pos) {
+        fprintf(stderr, "%s: prefetch %zu (%u bytes at stream offset %llu) %s\n", name, i, bytes[i],
+                (unsigned long long)at, at < pos ? "goes back over bytes already prefetched"
+                                                 : "runs past its task's weights");
+        return 1;
+      }
+      pos = at + bytes[i], prefetched += bytes[i];
+    }
+    total += (uint64_t)rows * k * 2;
+  }
+  if (i < n) {
+    fprintf(stderr, "%s: prefetch %zu (%u bytes) is outside the list's next streamed task\n", name, i,
+            bytes[i]);
+    return 1;
+  }
+  if (q->ahead >= total && prefetched != total - first) {
+    fprintf(stderr, "%s: a look-ahead of the whole list prefetched %llu bytes, expected %llu (%llu "
+            "streamed, %llu in the first pump's copies)\n", name, (unsigned long long)prefetched,
+            (unsigned long long)(total - first), (unsigned long long)total, (unsigned long long)first);
+    return 1;
+  }
+  if (total > first && prefetched == 0) {
+    fprintf(stderr, "%s: a look-ahead of %u bytes prefetched nothing\n", name, q->ahead);
+    return 1;
+  }
+  return 0;
+}
+
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
  * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). */
 static void mv_check(const char *name, MvQueue *q) {
@@ -133,7 +196,10 @@ static void mv_check(const char *name, MvQueue *q) {
                    1e-5f, t->n, t->k, t->row0, t->rows, t->batch, t->fn);
   }
   emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
+  mlk_dev_tune.stream_l2_ahead = q->ahead; /* the runtime's write after the module's load */
+  emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
+  mlk_dev_tune.stream_l2_ahead = 0;
   if (rc == 0 && emu_copies_in_flight()) {
     fprintf(stderr, "%s: %zu bulk copies still in flight after the drain\n", name,
             emu_copies_in_flight());
@@ -156,6 +222,8 @@ static void mv_check(const char *name, MvQueue *q) {
         }
       }
   }
+  if (!bad && rc == 0)
+    bad = mv_check_prefetches(name, q, q->stream ? MLK_STREAM_DEFAULT_SLOTS : 0);
   for (int o = 0; o < nops; o++)
     free(want[o]);
   free(q->list);
@@ -225,7 +293,7 @@ static void mv_case(int64_t n, int64_t k, int64_t batch, int64_t rows, int norm,
     MvTask *ts = calloc((size_t)nt, sizeof *ts);
     for (int i = 0; i < nt; i++)
       ts[i] = mv_task(&o, i * rows, rows);
-    MvQueue q = {ts, nt, {0}, 0, {0}, stream};
+    MvQueue q = {ts, nt, {0}, 0, {0}, stream, 0};
     char name[160];
     snprintf(name, sizeof name,
              "matvec n %lld k %lld batch %lld rows %lld norm %d bias %d fn %d res %d%s stream %d",
@@ -239,7 +307,7 @@ static void mv_case(int64_t n, int64_t k, int64_t batch, int64_t rows, int norm,
 
 /* A layer's matvecs in one block's queue: the loader crosses from task to task and from op to op
  * (k 2048 -> 8192 -> a k % 8 != 0 op it skips -> 2048), with tasks of one op apart. */
-static void mv_mixed_queue(int64_t batch) {
+static void mv_mixed_queue(int64_t batch, uint32_t ahead) {
   MvOp a = mv_op(96, 2048, batch, 1, 0, MLK_FN_NONE, 0, 0);
   MvOp b = mv_op(40, 8192, batch, 0, 0, MLK_FN_NONE, 1, 1);
   MvOp c = mv_op(24, 100, batch, 0, 1, MLK_FN_SILU, 0, 0);
@@ -253,10 +321,10 @@ static void mv_mixed_queue(int64_t batch) {
         if (o->res != o->out)
           o->out[j] = NAN;
     }
-    MvQueue q = {ts, (int)(sizeof ts / sizeof *ts), {0}, 0, {0}, stream};
+    MvQueue q = {ts, (int)(sizeof ts / sizeof *ts), {0}, 0, {0}, stream, stream ? ahead : 0};
     char name[96];
-    snprintf(name, sizeof name, "matvec mixed queue batch %lld stream %d", (long long)batch,
-             stream);
+    snprintf(name, sizeof name, "matvec mixed queue batch %lld stream %d l2 ahead %u",
+             (long long)batch, stream, stream ? ahead : 0);
     mv_check(name, &q);
   }
   mv_free(&a), mv_free(&b), mv_free(&c), mv_free(&d);
@@ -272,8 +340,12 @@ static void test_matvec(void) {
     mv_case(37, 520, b, 8, 1, 1, MLK_FN_SILU, 0, 0);   /* odd rows, k % 64 != 0 */
     mv_case(9, 13, b, 4, 1, 0, MLK_FN_RELU, 1, 0);     /* k % 8 != 0: the scalar path */
     mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);  /* 64 rows a chunk: no k split */
-    mv_mixed_queue(b);
+    mv_mixed_queue(b, 0);
   }
+  /* the stream's L2 look-ahead: a part of the list ahead (48 KiB), and all of it */
+  mv_mixed_queue(1, 48 << 10);
+  mv_mixed_queue(4, MLK_DEV_TUNE_MAX_L2_AHEAD);
+  mv_mixed_queue(2, 48 << 10);
   mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0); /* b1r4 / b1r2 / b1 row splits */
   mv_case(3, 12288 - 64, 1, 3, 1, 0, MLK_FN_NONE, 0, 0); /* the staging buffer's largest k */
 }

@@ -6,7 +6,7 @@ set(TILES_DIR ${CMAKE_CURRENT_SOURCE_DIR}/tiles)
 # runtime/status.c: the runtime's bf16 conversions (and its error state), which the test uses
 set(TILES_SRC ${TILES_DIR}/block_emu.c ${TILES_DIR}/test_tiles.c
     ${PROJECT_SOURCE_DIR}/stdlib/ref/ref_tiles.c ${PROJECT_SOURCE_DIR}/runtime/status.c)
-foreach(t matvec eltwise norm rope attention sample stream)
+foreach(t matvec eltwise norm rope attention sample stream tune)
   list(APPEND TILES_SRC ${PROJECT_SOURCE_DIR}/stdlib/tiles/${t}.c)
 endforeach()
 set(TILES_FLAGS -O1 -g -std=c11 -D_GNU_SOURCE -DMLK_SM=90 -Wall -Wextra -Werror

@@ -6,7 +6,10 @@
 # the candidate's time over the baseline's.
 #   compare.sh BASE_DECODE_BENCH NEW_DECODE_BENCH [OUT]
 # Environment: POINTS (default 1:128,4:128,16:128,64:128), STEPS (30), ROUNDS (3), PYTHON
-# (python3). OUT (default ./compare) gets base.jsonl, new.jsonl and table.txt, which is also printed.
+# (python3); BASE_ENV and NEW_ENV, settings (VAR=value ...) each side runs with, so that one
+# binary can be compared with itself at two settings of a launch-time knob, e.g.
+#   NEW_ENV="MLK_STREAM_L2_AHEAD=262144" compare.sh B/decode_bench B/decode_bench OUT
+# OUT (default ./compare) gets base.jsonl, new.jsonl and table.txt, which is also printed.
 # Exit status 1 when a binary is missing or a run fails (its output is shown).
 set -u
 base=${1:?usage: compare.sh BASE_DECODE_BENCH NEW_DECODE_BENCH [OUT]}
@@ -24,8 +27,9 @@ rm -f "$out/base.jsonl" "$out/new.jsonl"
 r=1
 while [ "$r" -le "$rounds" ]; do
   for which in base new; do
-    if [ "$which" = base ]; then bin=$base; else bin=$new; fi
-    "$bin" --points="$points" --steps="$steps" --label="$which" --json="$out/$which.jsonl" \
+    if [ "$which" = base ]; then bin=$base settings=${BASE_ENV:-}; else bin=$new settings=${NEW_ENV:-}; fi
+    # shellcheck disable=SC2086 # settings are words: VAR=value ...
+    env $settings "$bin" --points="$points" --steps="$steps" --label="$which" --json="$out/$which.jsonl" \
       > "$out/$which.log" 2>&1 ||
       { cat "$out/$which.log"; echo "compare.sh: the $which run of round $r failed" >&2; exit 1; }
   done

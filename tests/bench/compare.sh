@@ -1,7 +1,7 @@
 #!/bin/sh
 # compare.sh: bench/decode/compare.sh on the CPU simulator with the tiny Llama's decode_bench as
 # both builds: a table row per point over two rounds; a missing binary and a failing run are
-# errors (exit status 1).
+# errors (exit status 1); NEW_ENV's settings reach the new side's runs only.
 #   compare.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -24,5 +24,12 @@ MLK_BACKEND=cpu PYTHON="$py" POINTS=999:8 STEPS=3 ROUNDS=1 \
   sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out3" > "$dir/err" 2>&1 &&
   { cat "$dir/err"; echo "FAIL: a failing run accepted"; fail=1; }
 grep -q "the base run of round 1 failed" "$dir/err" || { cat "$dir/err"; echo "FAIL: the failed run's message"; fail=1; }
+# settings for one side only: NEW_ENV reaches the new runs (here a value the simulator refuses,
+# so the new side fails and the base side, run first, did not)
+MLK_BACKEND=cpu PYTHON="$py" POINTS=1:8 STEPS=3 ROUNDS=1 NEW_ENV="MLK_SIM_CHECK=7" \
+  sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out4" > "$dir/err" 2>&1 &&
+  { cat "$dir/err"; echo "FAIL: NEW_ENV did not reach the new run"; fail=1; }
+grep -q "the new run of round 1 failed" "$dir/err" && grep -q "MLK_SIM_CHECK='7'" "$dir/err" ||
+  { cat "$dir/err"; echo "FAIL: NEW_ENV's failure not the new run's"; fail=1; }
 [ $fail -eq 0 ] && echo "ok: compare.sh"
 exit $fail

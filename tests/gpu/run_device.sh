@@ -14,6 +14,8 @@ echo "== $BUILD/tests/runtime_gpu"
 "$BUILD"/tests/runtime_gpu "$BUILD"/tests/runtime_gpu_kernels.ptx || fail=1
 echo "== $BUILD/tests/test_diff_gpu (every op at odd sizes, GPU vs simulator)"
 "$BUILD"/tests/test_diff_gpu 0 || fail=1
+echo "== $BUILD/tests/test_diff_gpu with the tiles' knobs away from their defaults (L2 look-ahead 1 MiB, polls without sleeping)"
+MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=0 "$BUILD"/tests/test_diff_gpu 0 || fail=1
 echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic schedule)"
 "$BUILD"/tests/test_diff_gpu_dyn 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch (matvecs at batches 9..64: the tensor-core path, GPU vs simulator)"
@@ -34,6 +36,8 @@ echo "== $BUILD/tests/test_kv gpu (page accounting, continuous batching against 
 "$BUILD"/tests/test_kv gpu || fail=1
 echo "== $BUILD/tests/test_mlk_run gpu (mlk-run on Llama and Qwen2 checkpoints, greedy, against the C reference)"
 [ -f "$BUILD/tools/mlk-run" ] && { MLKC_STDLIB=stdlib "$BUILD"/tests/test_mlk_run "$BUILD"/tools/mlk-run 1 gpu || fail=1; }
+echo "== $BUILD/tests/test_kv gpu with the same knobs (a small Llama whose matvecs the stream takes)"
+MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=0 "$BUILD"/tests/test_kv gpu || fail=1
 echo "== $BUILD/tests/test_nccl (a world's NCCL communicator: one rank on this GPU)"
 "$BUILD"/tests/test_nccl || fail=1
 if [ -f "$BUILD/tools/mlk-run" ]; then

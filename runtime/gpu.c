@@ -429,18 +429,21 @@ done:
   return st;
 }
 
-/* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS and
- * MLK_STREAM_L2_AHEAD (unset: the defaults), written into the loaded module's constant. A module
+/* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS,
+ * MLK_STREAM_L2_AHEAD and MLK_MMA_STAGE_RING (unset: the defaults), written into the loaded
+ * module's constant. A module
  * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
 static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
   MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
-  int64_t backoff, ahead;
+  int64_t backoff, ahead, ring;
   mlk_status st;
   if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
                         &backoff)) ||
-      (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)))
+      (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)) ||
+      (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)))
     return st;
   t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
+  t.mma_stage_ring = (uint32_t)ring;
   CUdeviceptr p;
   size_t bytes;
   CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);

@@ -69,10 +69,12 @@ typedef struct MlkDevTune {
   uint32_t poll_backoff_ns; /* a wait's longest nanosleep between two polls; 0: poll without sleeping */
   uint32_t stream_l2_ahead; /* bytes of the block's coming stream weights (beyond what the ring's
                                copies have reached) prefetched into L2; 0: none */
-  uint32_t reserved[2];
+  uint32_t mma_stage_ring;  /* 1: the tensor-core matvec stages x in the stream's ring when the
+                               stream has nothing in it or coming (more columns a chunk); 0: not */
+  uint32_t reserved;
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
-#define MLK_DEV_TUNE_DEFAULTS {256u, 0u, {0u, 0u}}
+#define MLK_DEV_TUNE_DEFAULTS {256u, 0u, 0u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

@@ -451,10 +451,10 @@ static inline float epi(float s, const float *res, const uint16_t *bias, int64_t
  * quarter warp's 16-byte loads fall in opposite halves of the banks. This is the path for x or
  * norm weights that are not 16-byte aligned; mma_stage_vec below is the usual one. */
 static inline __attribute__((always_inline)) void
-mma_stage_scalar(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
-          int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
-          uint32_t KC, uint32_t warp, uint32_t lane) {
-  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
+mma_stage_scalar(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
+                 const MLK_SHARED float *rsm, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
+                 uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp,
+                 uint32_t lane) {
   uint32_t RSF = KC + 16;
   for (uint32_t b = warp; b < nbp; b += WARPS) {
     const float *xr = x + (b0 + b) * k + kc0;
@@ -486,10 +486,9 @@ mma_stage_scalar(const float *x, const uint16_t *norm_w, const MLK_SHARED float 
  * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
 #define MMA_SU 4
 static inline __attribute__((always_inline)) void
-mma_stage_vec(const float *x, const uint16_t *norm_w, const MLK_SHARED float *rsm, int64_t k,
-              int64_t b0, uint32_t nb, uint32_t nbp, uint32_t kc0, uint32_t kn, uint32_t kcp,
-              uint32_t KC, uint32_t warp, uint32_t lane) {
-  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
+mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
+              const MLK_SHARED float *rsm, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
+              uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp, uint32_t lane) {
   uint32_t RSF = KC + 16, q8 = kcp / 8;
   uint32_t items = (nbp > warp ? (nbp - warp + WARPS - 1) / WARPS : 0) * q8;
   for (uint32_t i0 = lane; i0 < items; i0 += 32 * MMA_SU) {
@@ -594,13 +593,13 @@ mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, u
  * block is used its slot is refilled with the one MMA_UB further on, so that MMA_UB blocks' loads
  * stay in flight all along the chunk (the window is unrolled: its slots are registers). */
 static inline __attribute__((always_inline)) void
-mma_chunk(float (*acc)[4], U4 (*win)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn,
-          uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t p, uint32_t P,
-          uint32_t ni, uint32_t lane) {
+mma_chunk(float (*acc)[4], U4 (*win)[2], const MLK_SHARED uint32_t *sw, const uint16_t *W,
+          int64_t k, int64_t r0, uint32_t rn, uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC,
+          uint32_t p, uint32_t P, uint32_t ni, uint32_t lane) {
   uint32_t g = lane >> 2, t = lane & 3, RSB = (KC + 16) * 4; /* row stride in bytes */
   int ok0 = g < rn, ok1 = g + 8 < rn;
   const uint16_t *w0 = W + (r0 + g) * k + kc0 + 8 * t, *w1 = w0 + 8 * k;
-  uint32_t sbase = mlk_smem_addr(mlk_tile_smem) + g * RSB + 16 * t;
+  uint32_t sbase = mlk_smem_addr(sw) + g * RSB + 16 * t;
   uint32_t jstep = 8 * RSB, lo = KC * 2, nblk = kcp / 32;
   U4 z = {0, 0, 0, 0};
   for (uint32_t j0 = 0; p + P * j0 < nblk; j0 += MMA_UB) {
@@ -641,9 +640,17 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
   uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
   uint32_t P = G >= WARPS ? 1 : WARPS / G; /* warps per row group: 1, 2, 4 or 8 */
   int vec = (((uintptr_t)x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0; /* uniform */
+  /* the staging buffer: the tiles' scratch, or (knob MlkDevTune.mma_stage_ring) the stream's ring
+   * when it is larger and the stream puts nothing there again: more columns a chunk, fewer
+   * chunks, each a round of barriers, an x staging and a restart of the weight window */
+  uint32_t cap = STAGE, ring_floats = 0;
+  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
+  MLK_SHARED float *ring = mlk_dev_tune.mma_stage_ring ? mlk_stream_scratch(&ring_floats) : 0;
+  if (ring && ring_floats > STAGE)
+    sw = (MLK_SHARED uint32_t *)ring, cap = ring_floats;
   for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
     uint32_t nb = (uint32_t)(batch - b0 < MMA_NB ? batch - b0 : MMA_NB), nt = (nb + 7) / 8;
-    uint32_t KC = (STAGE / (nt * 8) - 16) & ~31u;
+    uint32_t KC = (cap / (nt * 8) - 16) & ~31u;
     if (KC > K32)
       KC = K32;
     if (norm_w) {
@@ -692,12 +699,12 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
           mma_preload(win, W, k, row0 + r0, R - r0, kc0, kn, kcp, p, P, lane);
         __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
         if (vec)
-          mma_stage_vec(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+          mma_stage_vec(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         else
-          mma_stage_scalar(x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+          mma_stage_scalar(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
         if (active)
-          mma_chunk(acc, win, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
+          mma_chunk(acc, win, sw, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
       }
       uint32_t g = lane >> 2, t = lane & 3;
       MLK_SHARED float *mine = mlk_tile_smem + warp * 16 * PART_RS;

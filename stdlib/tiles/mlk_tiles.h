@@ -152,6 +152,11 @@ typedef struct MlkStreamCursor {
 MlkStreamCursor mlk_stream_cursor(void);
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
 void mlk_stream_release(MlkStreamCursor *c);
+/* The ring as a tile's scratch, when the stream will put nothing there again in this launch (it
+ * is off, or its loader is past the block's last streamed task and every chunk was released):
+ * the ring, with *floats its size; else NULL and 0. Every thread of a tile gets the same answer
+ * (the state it reads changes only in thread 0's pumps, before the task's wait barrier). */
+MLK_SHARED float *mlk_stream_scratch(uint32_t *floats);
 /* Whether the matvec tile can take weights from the stream for this shape: the vector path, one
  * pass over the batch with x staged in one piece (matvec.c). */
 int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch);

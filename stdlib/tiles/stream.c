@@ -328,6 +328,18 @@ void mlk_stream_release(MlkStreamCursor *c) {
 #endif
 }
 
+MLK_SHARED float *mlk_stream_scratch(uint32_t *floats) {
+#if STREAM_HW
+  /* off for the launch, or past its last copy with every chunk released: no copy lands here again */
+  if (st.slots && (!st.on || (st.load.done && st.head == st.tail))) {
+    *floats = st.slots * (MLK_STREAM_SLOT_BYTES / 4);
+    return (MLK_SHARED float *)ring;
+  }
+#endif
+  *floats = 0;
+  return 0;
+}
+
 void mlk_stream_trace_task(uint64_t *rec) {
 #if STREAM_HW
   st.trace = rec; /* thread 0, from mlk_dev_trace_begin */

@@ -71,6 +71,7 @@ static void mv_block(void *arg) {
   for (int i = 0; i < q->n; i++) {
     const MvTask *t = &q->t[i];
     mlk_stream_pump(); /* the interpreter pumps before a task's waits */
+    __nvvm_barrier_sync(0); /* the waits' barrier (mlk_dev_task_wait): the pump's state is shared */
     mlk_tile_matvec(t->out, t->x, t->W, t->res, t->norm_w, t->bias, 1e-5f, t->n, t->k, t->row0,
                     t->rows, t->batch, t->fn);
     __nvvm_barrier_sync(0); /* mlk_dev_barrier */
@@ -171,8 +172,28 @@ static int mv_check_prefetches(const char *name, const MvQueue *q, uint32_t slot
   return 0;
 }
 
+/* Whether the stream takes any of the queue's tasks (the loader's test, mlk_stream_takes, of the
+ * list entry and the run's batch). */
+static int mv_streams_any(const MvQueue *q) {
+  for (const uint64_t *e = q->list; e[0]; e += MLK_STREAM_ENTRY_WORDS) {
+    uint32_t rows = (uint32_t)(e[1] >> 32) & 0x7fffffffu, k = (uint32_t)e[1];
+    if (rows && mlk_stream_rows_per_chunk(k) &&
+        mlk_matvec_streamable((const uint16_t *)(uintptr_t)e[0], k,
+                              e[1] >> 63 ? q->rt[MLK_RT_BATCH] : 1))
+      return 1;
+  }
+  return 0;
+}
+
+/* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring) for the
+ * cases run while this is set. */
+static uint32_t mma_ring;
+extern uint8_t mlk_stream_mem[]; /* the emulated dynamic shared memory (block_emu.c) */
+
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
- * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). */
+ * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). With
+ * the stream on and taking none of the tasks, the ring must be written exactly when a
+ * tensor-core task may stage x there (mma_ring). */
 static void mv_check(const char *name, MvQueue *q) {
   cases++;
   mv_list(q);
@@ -196,10 +217,28 @@ static void mv_check(const char *name, MvQueue *q) {
                    1e-5f, t->n, t->k, t->row0, t->rows, t->batch, t->fn);
   }
   emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
-  mlk_dev_tune.stream_l2_ahead = q->ahead; /* the runtime's write after the module's load */
+  uint8_t *ring = mlk_stream_mem + MLK_STREAM_HEADER;
+  const size_t ring_bytes = (size_t)MLK_STREAM_DEFAULT_SLOTS * MLK_STREAM_SLOT_BYTES;
+  memset(ring, 0xa5, ring_bytes);
+  /* the runtime's write after the module's load */
+  mlk_dev_tune.stream_l2_ahead = q->ahead;
+  mlk_dev_tune.mma_stage_ring = q->stream ? mma_ring : 0;
   emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
-  mlk_dev_tune.stream_l2_ahead = 0;
+  mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0;
+  if (rc == 0 && q->stream && !mv_streams_any(q)) {
+    int mma = 0, touched = 0;
+    for (int i = 0; i < q->n; i++)
+      mma |= q->t[i].batch >= 16 && (q->t[i].k & 7) == 0;
+    for (size_t i = 0; i < ring_bytes && !touched; i++)
+      touched = ring[i] != 0xa5;
+    if (touched != (mma && mma_ring)) {
+      fprintf(stderr, "%s: the ring was %s, though %s\n", name, touched ? "written" : "left alone",
+              mma && mma_ring ? "its tensor-core tasks could stage x there"
+                              : "nothing may use it");
+      rc = -1;
+    }
+  }
   if (rc == 0 && emu_copies_in_flight()) {
     fprintf(stderr, "%s: %zu bulk copies still in flight after the drain\n", name,
             emu_copies_in_flight());
@@ -330,6 +369,20 @@ static void mv_mixed_queue(int64_t batch, uint32_t ahead) {
   mv_free(&a), mv_free(&b), mv_free(&c), mv_free(&d);
 }
 
+/* A batch-16 run whose queue also has an unbatched op (one row: the stream takes its tasks):
+ * its tensor-core tasks may stage x in the ring only once the loader is past the last streamed
+ * task and every chunk was released. */
+static void mv_unbatched_among_mma(void) {
+  MvOp a = mv_op(96, 2048, 16, 1, 0, MLK_FN_NONE, 0, 0);
+  MvOp u = mv_op(64, 2048, 1, 1, 1, MLK_FN_NONE, 0, 0);
+  MvOp d = mv_op(40, 8192, 16, 0, 0, MLK_FN_NONE, 1, 1);
+  MvTask ts[] = {mv_task(&a, 0, 32), mv_task(&u, 0, 32), mv_task(&d, 0, 16), mv_task(&a, 32, 32),
+                 mv_task(&u, 32, 32), mv_task(&d, 16, 24), mv_task(&a, 64, 32)};
+  MvQueue q = {ts, (int)(sizeof ts / sizeof *ts), {0}, 0, {0}, 1, 0};
+  mv_check("matvec batch 16 with an unbatched streamed op, x staged in the ring", &q);
+  mv_free(&a), mv_free(&u), mv_free(&d);
+}
+
 static void test_matvec(void) {
   static const int64_t batches[] = {1, 2, 3, 4, 5, 8, 16, 19};
   for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
@@ -342,6 +395,15 @@ static void test_matvec(void) {
     mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);  /* 64 rows a chunk: no k split */
     mv_mixed_queue(b, 0);
   }
+  /* the tensor-core path staging x in the stream's ring */
+  mma_ring = 1;
+  mv_case(64, 2048, 16, 64, 1, 0, MLK_FN_NONE, 0, 0);
+  mv_case(48, 2048, 64, 16, 0, 1, MLK_FN_MUL, 1, 0);
+  mv_case(20, 8192, 19, 16, 0, 0, MLK_FN_NONE, 1, 1);
+  mv_case(37, 520, 16, 8, 1, 1, MLK_FN_SILU, 0, 0);
+  mv_mixed_queue(16, 0);
+  mv_unbatched_among_mma();
+  mma_ring = 0;
   /* the stream's L2 look-ahead: a part of the list ahead (48 KiB), and all of it */
   mv_mixed_queue(1, 48 << 10);
   mv_mixed_queue(4, MLK_DEV_TUNE_MAX_L2_AHEAD);

@@ -4,7 +4,9 @@
  *   sync_probe [PTX] [--json=FILE] [--quick]
  *
  * PTX defaults to sync_probe.sm_90a.ptx next to the binary. Each probe runs with the rest of the
- * chip idle and with it streaming a 1 GiB buffer (HBM at full load, as during a decode step). One
+ * chip idle ("idle"), streaming a 1 GiB buffer with loads ("HBM": at full load, as during a
+ * decode step's matvecs), or prefetching it into L2 at HBM's rate ("L2pf": as the weight stream's
+ * L2 look-ahead, MLK_STREAM_L2_AHEAD, would while the chain of small ops runs). One
  * block per SM (each asks for 128 KiB of shared memory), launched cooperatively so that every
  * block is resident. Rows (median and 90th percentile over every block and iteration):
  *   handoff   one-way time of a token between two SMs through a counter: the notify of one
@@ -36,6 +38,8 @@
 
 enum { DYN_SMEM = 128 + 4 * 32768, STREAM_WORDS_LOG2 = 26 /* 1 GiB of 16-byte words */ };
 enum { H_BACKOFF = 1, H_RELEASE_RED = 2, H_BLOCK = 4 }; /* as sync_probe.c */
+/* The background loads (sync_probe.c LOAD_*) and their names in the table. */
+static const char *const kLoads[] = {"idle", "HBM", "L2pf"};
 
 static CUmodule mod;
 static int sms;
@@ -94,16 +98,16 @@ static void handoff(int quick) {
   };
   uint32_t iters = quick ? 200 : 2000;
   uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
-  for (int loaded = 0; loaded < 2; loaded++)
+  for (unsigned load = 0; load < 3; load++)
     for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
       uint64_t rt[7];
       int runs = quick ? 3 : 7;
       for (int r = 0; r < runs; r++) {
         reset();
-        uint64_t w = loaded ? words : 0;
         unsigned variant = vs[v].variant;
-        void *args[] = {&d_cnt, &d_data, &d_out, &d_err, &d_stop, &d_buf, &w, &iters, &variant};
-        launch("probe_handoff", loaded ? sms : 2, args);
+        void *args[] = {&d_cnt, &d_data, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
+                        &variant};
+        launch("probe_handoff", load ? sms : 2, args);
         uint64_t o[2];
         CHECK_CU(cuMemcpyDtoH(o, d_out, sizeof o));
         if (o[1]) {
@@ -115,7 +119,7 @@ static void handoff(int quick) {
       }
       double p50, p90;
       pcts(rt, (size_t)runs, &p50, &p90);
-      row("handoff", vs[v].what, loaded ? "HBM" : "idle", p50, p90);
+      row("handoff", vs[v].what, kLoads[load], p50, p90);
     }
 }
 
@@ -164,10 +168,11 @@ static void stage(int quick) {
     fprintf(stderr, "sync_probe: out of host memory\n");
     exit(1);
   }
-  for (int loaded = 0; loaded < 2; loaded++) {
+  for (unsigned load = 0; load < 3; load++) {
     reset();
-    uint32_t measuring = loaded ? (uint32_t)sms / 2 : (uint32_t)sms;
-    void *args[] = {&d_rows, &d_cnt, &d_out, &d_err, &d_stop, &d_buf, &words, &iters, &measuring};
+    uint32_t measuring = load ? (uint32_t)sms / 2 : (uint32_t)sms;
+    void *args[] = {&d_rows, &d_cnt, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
+                    &measuring};
     launch("probe_stage", sms, args);
     CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)sms * iters * sizeof *h));
     size_t m = 0;
@@ -178,7 +183,7 @@ static void stage(int quick) {
     pcts(h, m, &p50, &p90);
     char what[96];
     snprintf(what, sizeof what, "8 KiB row from L2 + barrier (%u blocks)", measuring);
-    row("stage", what, loaded ? "HBM" : "idle", p50, p90);
+    row("stage", what, kLoads[load], p50, p90);
   }
   free(h);
 }

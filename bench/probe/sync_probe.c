@@ -6,8 +6,9 @@
  * costs several microseconds beyond its bytes: the producer's notify (a gpu-scope fence, then
  * relaxed reductions), the consumer's poll (acquire loads with a nanosleep back-off), and its
  * staging of the input row (one L2 round trip under the step's load). These kernels measure each
- * step with %globaltimer, with the rest of the chip idle or streaming HBM, so that a design
- * decision rests on a number rather than on a guess from a whole step:
+ * step with %globaltimer, with the rest of the chip idle, streaming HBM with loads, or issuing
+ * L2 prefetches at HBM's rate, so that a design decision rests on a number rather than on a guess
+ * from a whole step:
  *   - probe_handoff: two blocks on two SMs pass a token back and forth through a counter, the
  *     way a task notifies and the next op's task waits; the rest of the grid streams a buffer
  *     (or not). Variants: spin or the back-off of stdlib/tiles/sync.c; fence + relaxed reduction
@@ -17,7 +18,7 @@
  *     memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu; does the fence
  *     wait for the copies in flight? `issuer` 32 has another warp issue them.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
- *     x) with 16-byte loads and a barrier; with half the blocks streaming HBM or none.
+ *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
  * The instructions are the ones the tiles use (stdlib/tiles/sync.c, stream.c), restated here as
  * inline PTX so that the probe depends on nothing but the ISA.
@@ -73,12 +74,35 @@ static inline u32 smem_addr(const volatile SHARED void *p) {
 
 extern SHARED uint8_t probe_smem[] __attribute__((aligned(128)));
 
-/* ---- background load: stream `words` (a power of two) 16-byte words of buf until *stop ---- */
+/* ---- background load of the blocks that do not measure, until *stop ----
+ * LOAD_READ: every thread streams `words` (a power of two) 16-byte words of buf with loads, as
+ * many as it can (HBM at full load, as a decode step's matvecs keep it); LOAD_PREFETCH: thread 0
+ * prefetches 32 KiB of buf into L2 every microsecond (cp.async.bulk.prefetch.L2: ~33 GB/s a block,
+ * the chip's HBM rate over its SMs, as the weight stream's L2 look-ahead issues them). */
+enum { LOAD_NONE = 0, LOAD_READ = 1, LOAD_PREFETCH = 2 };
 
-static void stream_until(const uint4 *buf, u64 words, const u32 *stop, u32 *sink, u32 part,
-                         u32 parts) {
-  u32 acc = 0;
+static void load_until(const uint4 *buf, u64 words, u32 load, const u32 *stop, u32 *sink, u32 part,
+                       u32 parts) {
   u64 start = now();
+  if (load == LOAD_PREFETCH) {
+    if (tid() != 0)
+      return;
+    u64 pieces = words / (SLOT_BYTES / 16), next = start;
+    for (u64 i = part; !ld_volatile(stop) && now() - start < DEADLINE_NS; i += parts) {
+      while (now() < next)
+        ;
+      next += 1000;
+      const uint4 *src = buf + (i % pieces) * (SLOT_BYTES / 16);
+      __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
+                       "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}" ::"l"(src),
+                       "r"((u32)SLOT_BYTES)
+                       : "memory");
+    }
+    return;
+  }
+  if (load != LOAD_READ)
+    return;
+  u32 acc = 0;
   for (u64 base = (u64)part * 256; !ld_volatile(stop); base += (u64)parts * 256 * 8) {
     for (int j = 0; j < 8; j++) {
       u64 i = (base + (u64)j * parts * 256 + tid()) & (words - 1);
@@ -134,13 +158,12 @@ static void notify(u32 *c, int variant) {
  * cnt[32] (1 -> 0; another 128-byte line), each pass also carrying data[]: the block's threads
  * write it before the notify (HANDOFF_BLOCK) and the other block reads and checks it. Block 0
  * records the round trips' mean in out[0] and the last pass's check in out[1] (0: data as
- * written). Blocks from 2 on stream buf until block 0 is done (when `words` > 0). */
+ * written). Blocks from 2 on load the memory system (`load`) until block 0 is done. */
 KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, const uint4 *buf,
-                          u64 words, u32 iters, u32 variant) {
+                          u64 words, u32 load, u32 iters, u32 variant) {
   u32 b = bid();
   if (b >= 2) {
-    if (words)
-      stream_until(buf, words, stop, err + 1, b - 2, nblocks() - 2);
+    load_until(buf, words, load, stop, err + 1, b - 2, nblocks() - 2);
     return;
   }
   u32 *mine = b == 0 ? cnt : cnt + 32, *theirs = b == 0 ? cnt + 32 : cnt;
@@ -272,14 +295,14 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
  * values into the row of block b - 1 (wrapping; once that block has read the previous ones) and
  * notifies it; its thread 0 waits for its own row's notify, then the block reads the row with
  * 16-byte loads into shared memory and meets at a barrier: out[b * iters + it] = the read and
- * barrier's ns, as a matvec task stages x after its wait. The other blocks stream buf until every
- * measuring block is done. Counters: cnt[32 b] the row's notifies, cnt[32 (256 + b)] its reads,
+ * barrier's ns, as a matvec task stages x after its wait. The other blocks load the memory
+ * system (`load`) until every measuring block is done. Counters: cnt[32 b] the row's notifies, cnt[32 (256 + b)] its reads,
  * cnt[32 * 512] the blocks done. */
 KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, const uint4 *buf,
-                        u64 words, u32 iters, u32 measuring) {
+                        u64 words, u32 load, u32 iters, u32 measuring) {
   u32 b = bid();
   if (b >= measuring) {
-    stream_until(buf, words, stop, err + 1, b - measuring, nblocks() - measuring);
+    load_until(buf, words, load, stop, err + 1, b - measuring, nblocks() - measuring);
     return;
   }
   SHARED float *x = (SHARED float *)probe_smem;

@@ -71,7 +71,8 @@ typedef struct MlkDevTune {
                                copies have reached) prefetched into L2; 0: none */
   uint32_t mma_stage_ring;  /* 1: the tensor-core matvec stages x in the stream's ring when the
                                stream has nothing in it or coming (more columns a chunk); 0: not */
-  uint32_t reserved;
+  uint32_t stream_warp_release; /* 1: each warp counts itself out of a streamed chunk and the last
+                                   one out refills its slot; 0: a block barrier per chunk */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 #define MLK_DEV_TUNE_DEFAULTS {256u, 0u, 0u, 0u}

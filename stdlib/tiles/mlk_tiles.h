@@ -41,6 +41,7 @@ int __nvvm_shfl_sync_bfly_i32(uint32_t mask, int v, uint32_t off, uint32_t c);
 float __nvvm_shfl_sync_up_f32(uint32_t mask, float v, uint32_t d, uint32_t c);
 int __nvvm_shfl_sync_up_i32(uint32_t mask, int v, uint32_t d, uint32_t c);
 uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v);
+void __nvvm_bar_warp_sync(uint32_t mask);
 void __nvvm_nanosleep(uint32_t ns);
 float __nvvm_ex2_approx_f(float v);
 uint64_t mlk_emu_globaltimer(void);

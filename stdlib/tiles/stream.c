@@ -65,12 +65,16 @@ typedef struct StreamState {
    * bytes copied and prefetched so far (mod 2^32), prefetched - copied <= ahead. */
   ListPos pf;
   uint32_t ahead, copied, prefetched;
+  /* MlkDevTune.stream_warp_release: the warps that have released each slot's chunk */
+  uint32_t released[MLK_STREAM_MAX_SLOTS];
 } StreamState;
 
-_Static_assert(sizeof(StreamState) <= 128 && 128 + 8 * MLK_STREAM_MAX_SLOTS <= MLK_STREAM_HEADER,
+#define STATE_BYTES 192 /* the state, then the slots' mbarriers */
+_Static_assert(sizeof(StreamState) <= STATE_BYTES &&
+                   STATE_BYTES + 8 * MLK_STREAM_MAX_SLOTS <= MLK_STREAM_HEADER,
                "the stream's header holds its state and mbarriers");
 #define st (*(MLK_SHARED StreamState *)mlk_stream_mem)
-#define bars ((MLK_SHARED uint64_t *)(mlk_stream_mem + 128))
+#define bars ((MLK_SHARED uint64_t *)(mlk_stream_mem + STATE_BYTES))
 #define ring (mlk_stream_mem + MLK_STREAM_HEADER)
 
 #if STREAM_HW
@@ -169,6 +173,8 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     st.trace = 0;
     st.pf = st.load, st.copied = 0, st.prefetched = 0;
     st.ahead = enabled ? mlk_dev_tune.stream_l2_ahead : 0;
+    for (uint32_t s = 0; s < MLK_STREAM_MAX_SLOTS; s++)
+      st.released[s] = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn = dynamic_smem_size();
     uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
@@ -311,13 +317,47 @@ const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #endif
 }
 
+#if STREAM_HW
+/* Lane 0 of a warp: counts the warp out of `slot`'s chunk (acquire-release at the block's scope,
+ * after the warp's lanes met); returns the warps out before it. */
+static inline uint32_t count_out(uint32_t slot) {
+#if defined(__NVPTX__)
+  uint32_t old;
+  __asm__ volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;"
+                   : "=r"(old)
+                   : "r"(mlk_smem_addr(&st.released[slot]))
+                   : "memory");
+  return old;
+#else
+  return __atomic_fetch_add(&st.released[slot], 1u, __ATOMIC_ACQ_REL);
+#endif
+}
+#endif
+
 void mlk_stream_release(MlkStreamCursor *c) {
+#if STREAM_HW
+  const uint32_t slot = c->slot;
+#endif
   c->chunk++;
   if (++c->slot == c->slots) {
     c->slot = 0;
     c->parity ^= 1u;
   }
 #if STREAM_HW
+  if (mlk_dev_tune.stream_warp_release) {
+    /* No block barrier: each warp counts itself out of the chunk, and the last one out frees the
+     * slot and refills it; the others go on to the next chunk. Last for chunk c means every warp
+     * left c, the previous last included, whose pump for c - 1 was done before it left c: the
+     * pumps follow one another. */
+    __nvvm_bar_warp_sync(0xffffffffu); /* the warp's lanes are done with the chunk */
+    if ((mlk_tid() & 31) == 0 && count_out(slot) == MLK_BLOCK_THREADS / 32 - 1) {
+      st.released[slot] = 0;
+      st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
+      if (st.on)
+        pump();
+    }
+    return;
+  }
   __nvvm_barrier_sync(0); /* every thread is done with the chunk */
   if (mlk_tid() == 0) {
     /* read by the next task, after the barriers between tasks */

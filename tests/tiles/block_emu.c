@@ -32,7 +32,7 @@ uint8_t mlk_stream_mem[EMU_DYNAMIC_SMEM_MAX] __attribute__((aligned(128)));
 extern float mlk_tile_smem[]; /* stdlib/tiles/matvec.c */
 
 typedef enum { T_RUN, T_BAR, T_WARP, T_MBAR, T_DONE } ThrState;
-typedef enum { W_BFLY_F, W_BFLY_I, W_UP_F, W_UP_I, W_MATCH, W_MMA } WarpOp;
+typedef enum { W_BFLY_F, W_BFLY_I, W_UP_F, W_UP_I, W_MATCH, W_MMA, W_SYNC } WarpOp;
 
 typedef struct Thr {
   ucontext_t ctx;
@@ -216,6 +216,8 @@ static void try_warp(int warp) {
       break;
     }
     case W_MMA:
+    case W_SYNC:
+      out[l] = in[l];
       break;
     }
   }
@@ -349,6 +351,9 @@ SHUFFLE(__nvvm_shfl_sync_up_i32, int, W_UP_I, ibits, bitsi)
 uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v) {
   return warp_op(W_MATCH, mask, (uint32_t)v, 0, SITE);
 }
+
+/* bar.warp.sync: the warp's lanes meet (at the same call site, like a shuffle). */
+void __nvvm_bar_warp_sync(uint32_t mask) { warp_op(W_SYNC, mask, 0, 0, SITE); }
 
 void mlk_emu_mma_m16n8k16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                           uint32_t b1) {

@@ -185,9 +185,9 @@ static int mv_streams_any(const MvQueue *q) {
   return 0;
 }
 
-/* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring) for the
- * cases run while this is set. */
-static uint32_t mma_ring;
+/* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring), and the
+ * stream's chunks released warp by warp (stream_warp_release), for the cases run while set. */
+static uint32_t mma_ring, warp_release;
 extern uint8_t mlk_stream_mem[]; /* the emulated dynamic shared memory (block_emu.c) */
 
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
@@ -223,9 +223,11 @@ static void mv_check(const char *name, MvQueue *q) {
   /* the runtime's write after the module's load */
   mlk_dev_tune.stream_l2_ahead = q->ahead;
   mlk_dev_tune.mma_stage_ring = q->stream ? mma_ring : 0;
+  mlk_dev_tune.stream_warp_release = warp_release;
   emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
   mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0;
+  mlk_dev_tune.stream_warp_release = 0;
   if (rc == 0 && q->stream && !mv_streams_any(q)) {
     int mma = 0, touched = 0;
     for (int i = 0; i < q->n; i++)
@@ -395,6 +397,21 @@ static void test_matvec(void) {
     mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);  /* 64 rows a chunk: no k split */
     mv_mixed_queue(b, 0);
   }
+  /* the stream's chunks released warp by warp: rows split in k (partial sums in two buffers),
+   * rows a warp each, odd sizes, a queue crossing ops */
+  warp_release = 1;
+  static const int64_t wr_batches[] = {1, 3, 8};
+  for (size_t bi = 0; bi < sizeof wr_batches / sizeof *wr_batches; bi++) {
+    int64_t b = wr_batches[bi];
+    mv_case(64, 2048, b, 64, 1, 0, MLK_FN_NONE, 0, 0);
+    mv_case(20, 8192, b, 16, 0, 0, MLK_FN_NONE, 1, 1);
+    mv_case(37, 520, b, 8, 1, 1, MLK_FN_SILU, 0, 0);
+    mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);
+    mv_mixed_queue(b, 0);
+  }
+  mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0);
+  mv_mixed_queue(1, 48 << 10);
+  warp_release = 0;
   /* the tensor-core path staging x in the stream's ring */
   mma_ring = 1;
   mv_case(64, 2048, 16, 64, 1, 0, MLK_FN_NONE, 0, 0);

@@ -19,10 +19,15 @@
  * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. With n slots (the launch's choice), slot s
  * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
  *
- * With MlkDevTune.stream_l2_ahead > 0 (MLK_STREAM_L2_AHEAD, off by default), the loader also
- * prefetches that many bytes of the list's coming weights, beyond what its copies have reached,
- * into L2 (cp.async.bulk.prefetch): the ring holds a few chunks, while a decode layer's chain of
- * small ops leaves HBM idle long enough to bring in much of the next matvecs' weights.
+ * Launch-time knobs (mlk_desc.h MlkDevTune, off by default): with stream_l2_ahead > 0
+ * (MLK_STREAM_L2_AHEAD) the loader also prefetches that many bytes of the list's coming weights,
+ * beyond what its copies have reached, into L2 (cp.async.bulk.prefetch): the ring holds a few
+ * chunks, while a decode layer's chain of small ops leaves HBM idle long enough to bring in much
+ * of the next matvecs' weights. With stream_warp_release (MLK_STREAM_WARP_RELEASE) a chunk is
+ * freed without a block barrier: each warp counts itself out and lane 0 of the last warp out
+ * frees the slot and pumps in thread 0's stead (the pumps still follow one another: see
+ * mlk_stream_release). And a tile may borrow the ring as scratch once the stream will put
+ * nothing there again (mlk_stream_scratch: the tensor-core matvec's staging, mma_stage_ring).
  *
  * Only sm_90 has the bulk copy engine: elsewhere (and in kernels with the dynamic schedule, whose
  * next task is not known ahead) the stream is off and matvec reads weights from global memory.

@@ -196,7 +196,8 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 }
 
 #if STREAM_HW
-/* Thread 0: moves p to the next task of the block's stream list that the stream takes (the same
+/* The pumping thread (thread 0, or with stream_warp_release the last warp out of a chunk's lane
+ * 0; one at a time): moves p to the next task of the block's stream list that the stream takes (the same
  * test as the tile's, mlk_stream_takes, of the same values): p->left = its rows, or p->done at the
  * list's end. The loader calls it when a task's last chunk has been issued, the L2 look-ahead
  * when its prefetches reach a task's end. */
@@ -219,8 +220,8 @@ static void next_task(MLK_SHARED ListPos *p) {
   }
 }
 
-/* Thread 0: prefetches into L2 the block's coming stream weights, from where the copies have
- * reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while the
+/* The pumping thread: prefetches into L2 the block's coming stream weights, from where the copies
+ * have reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while the
  * block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and the
  * copies later come from L2. When the copies have caught up with it, it starts again from the
  * loader's place. */
@@ -246,8 +247,8 @@ static void prefetch_ahead(void) {
   }
 }
 
-/* Thread 0: issues chunk copies while slots are free and the block's queue has streamed tasks;
- * then the L2 look-ahead, when it is on. */
+/* The pumping thread: issues chunk copies while slots are free and the block's queue has streamed
+ * tasks; then the L2 look-ahead, when it is on. */
 static void pump(void) {
   uint32_t head = st.head, slot = st.head_slot;
   const uint32_t tail = st.tail;

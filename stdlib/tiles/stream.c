@@ -221,9 +221,9 @@ static void next_task(MLK_SHARED ListPos *p) {
 }
 
 /* The pumping thread: prefetches into L2 the block's coming stream weights, from where the copies
- * have reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while the
- * block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and the
- * copies later come from L2. When the copies have caught up with it, it starts again from the
+ * have reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while
+ * the block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and
+ * the copies later come from L2. When the copies have caught up with it, it starts again from the
  * loader's place. */
 static void prefetch_ahead(void) {
   if ((int32_t)(st.prefetched - st.copied) <= 0) {

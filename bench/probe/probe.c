@@ -8,11 +8,14 @@
  * decode step's matvecs), or prefetching it into L2 at HBM's rate ("L2pf": as the weight stream's
  * L2 look-ahead, MLK_STREAM_L2_AHEAD, would while the chain of small ops runs). One
  * block per SM (each asks for 128 KiB of shared memory), launched cooperatively so that every
- * block is resident. Rows (median and 90th percentile over every block and iteration):
+ * block is resident. Rows (median and 90th percentile over every block and iteration, in ns but
+ * for the stream's rates):
  *   handoff   one-way time of a token between two SMs through a counter: the notify of one
  *             block and the poll of the other (round trips / 2), per variant
  *   fence     one fence.acq_rel.gpu of thread 0 with 0 to 4 bulk copies of 32 KiB in flight,
  *             issued by thread 0 or by another warp; and the copies' time to land
+ *   stream    the weight stream's design alone (bulk copies through 1 to 4 slots of 32 KiB, every
+ *             SM at once): the chip's and the median SM's rate, in GB/s
  *   stage     a block reading a just-written 8 KiB row from L2 after its wait, to the barrier
  * --json appends one object per row. Needs a GPU of compute capability 9.0 (the bulk copies); a
  * missing GPU or driver is said so, with exit status 77.
@@ -59,11 +62,13 @@ static void pcts(uint64_t *v, size_t n, double *p50, double *p90) {
   *p90 = n ? (double)v[n * 9 / 10] : 0;
 }
 
-static void row(const char *probe, const char *what, const char *load, double p50, double p90) {
-  printf("%-8s %-44s %-6s %9.0f %9.0f\n", probe, what, load, p50, p90);
+/* A row of the table (and of --json): the median and 90th percentile, in `unit`. */
+static void row(const char *probe, const char *what, const char *load, double p50, double p90,
+                const char *unit) {
+  printf("%-8s %-50s %-6s %9.0f %9.0f %s\n", probe, what, load, p50, p90, unit);
   if (json)
-    fprintf(json, "{\"probe\": \"%s\", \"what\": \"%s\", \"load\": \"%s\", \"p50_ns\": %.0f, "
-                  "\"p90_ns\": %.0f}\n", probe, what, load, p50, p90);
+    fprintf(json, "{\"probe\": \"%s\", \"what\": \"%s\", \"load\": \"%s\", \"p50\": %.0f, "
+                  "\"p90\": %.0f, \"unit\": \"%s\"}\n", probe, what, load, p50, p90, unit);
 }
 
 static void reset(void) {
@@ -119,7 +124,7 @@ static void handoff(int quick) {
       }
       double p50, p90;
       pcts(rt, (size_t)runs, &p50, &p90);
-      row("handoff", vs[v].what, kLoads[load], p50, p90);
+      row("handoff", vs[v].what, kLoads[load], p50, p90, "ns");
     }
 }
 
@@ -153,11 +158,65 @@ static void fence(int quick) {
           snprintf(what, sizeof what, "fence.acq_rel.gpu, %u copies in flight (thread %d)", n, issuer);
         else
           snprintf(what, sizeof what, "%u copies of 32 KiB: issue to landed", n);
-        row("fence", what, "HBM", p50, p90);
+        row("fence", what, "HBM", p50, p90, "ns");
       }
     }
   free(h);
   free(v);
+}
+
+/* The weight stream's design alone: every SM streams its share of the 1 GiB buffer through 1 to 4
+ * slots. Rows: the chip's rate (bytes over the launch's CUDA-event time) and the median block's. */
+static void stream(int quick) {
+  /* the buffer shared out, whole slots each (~8 MiB a block on 132 SMs) */
+  uint64_t per_block = ((uint64_t)16 << STREAM_WORDS_LOG2) / (uint64_t)sms / 32768 * 32768;
+  uint64_t *h = malloc((size_t)sms * sizeof *h);
+  if (!h) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  CUevent e0, e1;
+  CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_stream"));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  for (unsigned slots = 1; slots <= 4; slots++) {
+    int runs = quick ? 3 : 11;
+    uint64_t chip[11], block[11];
+    for (int r = 0; r < runs; r++) {
+      reset();
+      void *args[] = {&d_buf, &per_block, &d_out, &d_err, &slots};
+      CHECK_CU(cuEventRecord(e0, 0));
+      CHECK_CU(cuLaunchCooperativeKernel(f, sms, 1, 1, 256, 1, 1, DYN_SMEM, 0, args));
+      CHECK_CU(cuEventRecord(e1, 0));
+      CHECK_CU(cuCtxSynchronize());
+      uint32_t err = 0;
+      CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+      if (err) {
+        fprintf(stderr, "sync_probe: probe_stream: a wait passed its 2 s deadline\n");
+        exit(1);
+      }
+      float ms = 0;
+      CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
+      CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)sms * sizeof *h));
+      double p50, p90;
+      pcts(h, (size_t)sms, &p50, &p90);
+      chip[r] = (uint64_t)((double)per_block * sms / (ms * 1e-3) / 1e6);  /* MB/s */
+      block[r] = (uint64_t)((double)per_block / (p50 * 1e-9) / 1e6);       /* MB/s */
+    }
+    double c50, c90, b50, b90;
+    pcts(chip, (size_t)runs, &c50, &c90);
+    pcts(block, (size_t)runs, &b50, &b90);
+    char what[96];
+    snprintf(what, sizeof what, "%u slots of 32 KiB, the chip", slots);
+    row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
+    snprintf(what, sizeof what, "%u slots of 32 KiB, the median SM", slots);
+    row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
+  }
+  CHECK_CU(cuEventDestroy(e0));
+  CHECK_CU(cuEventDestroy(e1));
+  free(h);
 }
 
 static void stage(int quick) {
@@ -183,7 +242,7 @@ static void stage(int quick) {
     pcts(h, m, &p50, &p90);
     char what[96];
     snprintf(what, sizeof what, "8 KiB row from L2 + barrier (%u blocks)", measuring);
-    row("stage", what, kLoads[load], p50, p90);
+    row("stage", what, kLoads[load], p50, p90, "ns");
   }
   free(h);
 }
@@ -264,10 +323,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sync_probe: cannot open '%s' for appending\n", json_path);
     return 2;
   }
-  printf("%s, %d SMs; nanoseconds, median and 90th percentile\n", name, sms);
-  printf("%-8s %-44s %-6s %9s %9s\n", "probe", "what", "load", "p50", "p90");
+  printf("%s, %d SMs; median and 90th percentile\n", name, sms);
+  printf("%-8s %-50s %-6s %9s %9s %s\n", "probe", "what", "load", "p50", "p90", "unit");
   handoff(quick);
   fence(quick);
+  stream(quick);
   stage(quick);
   if (json)
     fclose(json);

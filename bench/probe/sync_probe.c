@@ -17,6 +17,9 @@
  *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB into shared
  *     memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu; does the fence
  *     wait for the copies in flight? `issuer` 32 has another warp issue them.
+ *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
+ *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
+ *     reach per SM and over the chip, by slot count.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
@@ -287,6 +290,60 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     if (!__nvvm_bar0_and(ok))
       return;
   }
+}
+
+/* ---- probe_stream ---- */
+
+/* What the weight stream's design can move, with nothing else in the way: every block streams
+ * `per_block` bytes of buf (its own range) through a ring of `slots` slots of 32 KiB, as
+ * stream.c does: thread 0 keeps every free slot's copy in flight, every thread reads each landed
+ * chunk (16-byte shared loads, summed), a block barrier frees it and thread 0 refills it.
+ * out[block] = the block's ns from its first copy to its last chunk read. */
+KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, u32 slots) {
+  u32 b = bid();
+  const uint8_t *src = buf + (u64)b * per_block;
+  u32 chunks = (u32)(per_block / SLOT_BYTES);
+  if (tid() == 0) {
+    for (u32 s = 0; s < slots; s++)
+      mbar_init(&bars[s]);
+    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __nvvm_barrier_sync(0);
+  u64 t0 = now();
+  if (tid() == 0)
+    for (u32 c = 0; c < slots && c < chunks; c++) {
+      mbar_expect_tx(&bars[c], SLOT_BYTES);
+      bulk_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
+    }
+  u32 acc = 0;
+  int ok = 1;
+  for (u32 c = 0; c < chunks; c++) {
+    u32 slot = c % slots, parity = (c / slots) & 1;
+    u64 start = now();
+    while (ok && !mbar_try_wait(&bars[slot], parity))
+      if (now() - start > DEADLINE_NS) {
+        __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+        ok = 0;
+      }
+    const SHARED uint4 *chunk = (const SHARED uint4 *)(ring + slot * SLOT_BYTES);
+    for (u32 i = tid(); i < SLOT_BYTES / 16; i += 256) {
+      uint4 v = chunk[i];
+      acc += v.x ^ v.w;
+    }
+    if (!__nvvm_bar0_and(ok))
+      return;
+    u32 next = c + slots;
+    if (tid() == 0 && next < chunks) {
+      __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      mbar_expect_tx(&bars[slot], SLOT_BYTES);
+      bulk_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES, &bars[slot]);
+    }
+  }
+  u64 t1 = now();
+  if (tid() == 0)
+    out[b] = t1 - t0;
+  if (acc == 0x9e3779b9u) /* keeps the reads; practically never true */
+    err[1] = acc;
 }
 
 /* ---- probe_stage ---- */

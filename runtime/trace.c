@@ -291,6 +291,13 @@ mlk_status mlk_model_trace_write(const mlk_model *m, const char *path) {
         json_us(f, at - x[MLK_TRACE_READY]);
         prev = at;
       }
+      /* a streamed task's summed waits for its chunks and the loader's pumps, when stamped */
+      if (x[MLK_TRACE_CHUNK_WAIT] || x[MLK_TRACE_ISSUE]) {
+        fprintf(f, ", \"chunk_wait_us\": ");
+        json_us(f, x[MLK_TRACE_CHUNK_WAIT]);
+        fprintf(f, ", \"issue_us\": ");
+        json_us(f, x[MLK_TRACE_ISSUE]);
+      }
       fprintf(f, "}}");
     }
   }

@@ -11,7 +11,9 @@ their first task started: tasks, the op's window (its first task's start to its 
 the median and largest running time of a task, the median wait before a task, how far the op's
 window overlaps the previous op's, and, for tiles that stamp their phases (a matvec fed by the
 weight stream), the median time from the tile's start to its inputs staged, its first weights in
-shared memory and its body done (the rest of the running time is the barrier and the notifies). Ends with the layer's span (its first start to its last end) and
+shared memory and its body done (the rest of the running time is the barrier and the notifies),
+and for tasks that record them, the medians of a task's summed waits for its chunks' copies and of
+the loader's pumps during it (chunk_wait_us, issue_us). Ends with the layer's span (its first start to its last end) and
 the whole run's, so a layer's cost can be set against its bytes at the floor.
 """
 import argparse
@@ -22,6 +24,7 @@ import sys
 
 
 PHASES = ("staged_us", "first_us", "body_us")
+SUMS = ("chunk_wait_us", "issue_us")  # a streamed task's summed chunk waits and loader pumps
 
 
 def phases(o):
@@ -30,6 +33,13 @@ def phases(o):
         return "-"
     return " / ".join(f"{statistics.median(v):.2f}" if v else "-"
                       for v in (o["phases"][p] for p in PHASES))
+
+
+def sums(o):
+    """'chunk waits / issue' medians, or '-' when the op's tasks recorded none."""
+    if not o["sums"]["issue_us"]:
+        return "-"
+    return " / ".join(f"{statistics.median(o['sums'][k]):.2f}" for k in SUMS)
 
 
 def load(path):
@@ -60,11 +70,15 @@ def op_table(trace, pid, layer):
         wait = float(e["args"].get("wait_us", 0))
         o = ops.setdefault(name, {"kind": e["cat"], "runs": [], "waits": [], "first": start,
                                   "last": start + dur, "blocks": set(),
-                                  "phases": {p: [] for p in PHASES}})
+                                  "phases": {p: [] for p in PHASES},
+                                  "sums": {k: [] for k in SUMS}})
         o["runs"].append(dur)
         for p in PHASES:
             if p in e["args"]:
                 o["phases"][p].append(float(e["args"][p]))
+        if all(k in e["args"] for k in SUMS):
+            for k in SUMS:
+                o["sums"][k].append(float(e["args"][k]))
         o["waits"].append(wait)
         o["first"] = min(o["first"], start - wait)
         o["last"] = max(o["last"], start + dur)
@@ -102,7 +116,8 @@ def main():
         sys.exit(f"{a.trace}: run {pid} has no op of layer {layer}")
     print(f"{runs[pid]}, layer {layer}")
     head = ["op", "kind", "tasks", "blocks", "window us", "overlap us", "run us (median)",
-            "run us (max)", "wait us (median)", "staged / first / body us (median)"]
+            "run us (max)", "wait us (median)", "staged / first / body us (median)",
+            "chunk waits / issue us (median)"]
     table = []
     prev_last = None
     for name, o in rows:
@@ -110,7 +125,7 @@ def main():
         table.append([name, o["kind"], str(len(o["runs"])), str(len(o["blocks"])),
                       f"{o['last'] - o['first']:.1f}", f"{overlap:.1f}",
                       f"{statistics.median(o['runs']):.2f}", f"{max(o['runs']):.2f}",
-                      f"{statistics.median(o['waits']):.2f}", phases(o)])
+                      f"{statistics.median(o['waits']):.2f}", phases(o), sums(o)])
         prev_last = o["last"] if prev_last is None else max(prev_last, o["last"])
     first = min(o["first"] for _, o in rows)
     last = max(o["last"] for _, o in rows)

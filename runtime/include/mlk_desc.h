@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 11
+#define MLK_DESC_ABI 12
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -82,7 +82,7 @@ typedef struct MlkDevTune {
 /* A task's trace record: MLK_TRACE_WORDS u64 at trace[slot * MLK_TRACE_WORDS], slot = the task's
  * position in the queue array (static) or its ticket (dynamic). Times are %globaltimer ns on the
  * GPU, CLOCK_MONOTONIC ns on the simulator. */
-#define MLK_TRACE_WORDS 8
+#define MLK_TRACE_WORDS 10
 #define MLK_TRACE_START 0 /* the block took the task (before its waits) */
 #define MLK_TRACE_READY 1 /* its waits were satisfied: the tile starts */
 #define MLK_TRACE_END 2   /* tile and notifies done */
@@ -94,6 +94,9 @@ typedef struct MlkDevTune {
 #define MLK_TRACE_FIRST 6  /* its first weights are in shared memory (the first chunk's wait) */
 #define MLK_TRACE_BODY 7   /* its tile is done: what follows is the barrier and the notifies */
 #define MLK_TRACE_PHASES 3 /* STAGED, FIRST, BODY */
+/* Durations a streamed task sums up (ns, 0: none; GPU, sm_90, since ABI 12): */
+#define MLK_TRACE_CHUNK_WAIT 8 /* thread 0's waits for its chunks' copies to land */
+#define MLK_TRACE_ISSUE 9      /* the loader's pumps while it ran (copies of this and later tasks) */
 
 #define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
 #define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */

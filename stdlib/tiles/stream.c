@@ -250,6 +250,8 @@ static void prefetch_ahead(void) {
 /* The pumping thread: issues chunk copies while slots are free and the block's queue has streamed
  * tasks; then the L2 look-ahead, when it is on. */
 static void pump(void) {
+  uint64_t *rec = st.trace; /* traced: the pumps' time goes to the running task's record */
+  uint64_t t0 = rec ? mlk_globaltimer() : 0;
   uint32_t head = st.head, slot = st.head_slot;
   const uint32_t tail = st.tail;
   int fenced = 0;
@@ -279,6 +281,8 @@ static void pump(void) {
   st.head_slot = slot;
   if (st.ahead)
     prefetch_ahead();
+  if (rec)
+    rec[MLK_TRACE_ISSUE] += mlk_globaltimer() - t0;
 }
 #endif
 
@@ -315,7 +319,11 @@ MlkStreamCursor mlk_stream_cursor(void) {
 
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #if STREAM_HW
+  uint64_t *rec = mlk_tid() == 0 ? st.trace : 0; /* traced: thread 0 sums its waits */
+  uint64_t t0 = rec ? mlk_globaltimer() : 0;
   wait_slot(c->slot, c->parity);
+  if (rec)
+    rec[MLK_TRACE_CHUNK_WAIT] += mlk_globaltimer() - t0;
   return (const MLK_SHARED uint16_t *)(ring + c->slot * MLK_STREAM_SLOT_BYTES);
 #else
   (void)c;

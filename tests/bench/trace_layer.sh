@@ -1,7 +1,8 @@
 #!/bin/sh
 # trace_layer.sh: bench/decode/trace_layer.py over a trace of the tiny Llama on the CPU simulator:
 # the table of layer 1 lists its ops (the fused q/k/v matvecs, rope, the append, attention, the
-# MLP) in start order with a layer span; an unknown layer or run is a clear error.
+# MLP) in start order with a layer span; an unknown layer or run is a clear error; a GPU trace's
+# summed chunk waits and pumps (a hand-written one) come out as their medians.
 #   trace_layer.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -26,5 +27,27 @@ grep -q "has no op of layer 99" "$dir/err.txt" || { cat "$dir/err.txt"; echo "FA
 "$py" "$src/bench/decode/trace_layer.py" "$dir/t.json" --run 99 > "$dir/err.txt" 2>&1 &&
   { echo "FAIL: run 99 accepted"; fail=1; }
 grep -q "no run 99" "$dir/err.txt" || { cat "$dir/err.txt"; echo "FAIL: run 99 message"; fail=1; }
+# a GPU trace's streamed tasks carry their summed chunk waits and pumps: their medians in the table
+cat > "$dir/gpu.json" <<'JSON'
+{"traceEvents": [
+{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "run 1"}},
+{"ph": "X", "name": "matvec@t[l=2]", "cat": "matvec", "pid": 1, "tid": 0, "ts": 10, "dur": 8,
+ "args": {"task": 0, "of": 3, "wait_us": 1, "staged_us": 1, "first_us": 2, "body_us": 7,
+          "chunk_wait_us": 0.2, "issue_us": 1.0}},
+{"ph": "X", "name": "matvec@t[l=2]", "cat": "matvec", "pid": 1, "tid": 1, "ts": 11, "dur": 9,
+ "args": {"task": 1, "of": 3, "wait_us": 1, "staged_us": 1, "first_us": 2, "body_us": 8,
+          "chunk_wait_us": 0.3, "issue_us": 1.5}},
+{"ph": "X", "name": "matvec@t[l=2]", "cat": "matvec", "pid": 1, "tid": 2, "ts": 12, "dur": 9,
+ "args": {"task": 2, "of": 3, "wait_us": 1, "staged_us": 1, "first_us": 2, "body_us": 8,
+          "chunk_wait_us": 0.4, "issue_us": 2.5}},
+{"ph": "X", "name": "rope@t[l=2]", "cat": "rope", "pid": 1, "tid": 0, "ts": 30, "dur": 2,
+ "args": {"task": 0, "of": 1, "wait_us": 0}}
+]}
+JSON
+"$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 2 > "$dir/gpu.txt" 2>&1 ||
+  { cat "$dir/gpu.txt"; echo "FAIL: trace_layer.py on a GPU trace"; fail=1; }
+grep -q "chunk waits / issue us" "$dir/gpu.txt" && grep "matvec@t" "$dir/gpu.txt" | grep -q "0.30 / 1.50" &&
+  grep "rope@t" "$dir/gpu.txt" | grep -Eq -- "- +- *$" ||
+  { cat "$dir/gpu.txt"; echo "FAIL: the chunk waits / issue column"; fail=1; }
 [ $fail = 0 ] && echo "trace_layer: ok"
 exit $fail

@@ -106,6 +106,14 @@ static void check_run(const MlkModelDesc *d, const uint64_t *rec, int kernel, in
            (unsigned long long)r[MLK_TRACE_BODY], (unsigned long long)r[MLK_TRACE_READY],
            (unsigned long long)r[MLK_TRACE_END]);
     phased += ph > 0;
+    /* a streamed task's summed chunk waits fall within its tile, the loader's pumps within it */
+    EXPECT(r[MLK_TRACE_CHUNK_WAIT] <= r[MLK_TRACE_END] - r[MLK_TRACE_READY] &&
+               r[MLK_TRACE_ISSUE] <= r[MLK_TRACE_END] - r[MLK_TRACE_START] &&
+               (ph > 0 || r[MLK_TRACE_CHUNK_WAIT] == 0),
+           "record %lld: chunk waits %llu ns, pumps %llu ns, for a task of %llu ns (%s phases)",
+           (long long)s, (unsigned long long)r[MLK_TRACE_CHUNK_WAIT],
+           (unsigned long long)r[MLK_TRACE_ISSUE],
+           (unsigned long long)(r[MLK_TRACE_END] - r[MLK_TRACE_START]), ph > 0 ? "with" : "no");
     if (ok) {
       int64_t g = first[op] + task;
       ok = slot_of[g] < 0;

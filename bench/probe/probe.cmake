@@ -1,8 +1,9 @@
 # bench/probe/probe.cmake: sync_probe, the timing of an op boundary's synchronization steps on the
 # GPU (sync_probe.c's kernels, compiled to PTX for sm_90a by clang; probe.c launches them through
 # the CUDA driver API, linked against the toolkit's driver stub). Built where clang, cuda.h and the
-# stub are found; run by hand on the GPU machine (bench/probe/run.sh), never by the tests, which
-# only assemble its PTX (probe_ptx_assembles, with ptxas). Included from the top CMakeLists.txt.
+# stub are found; bench/probe/run.sh runs it on the GPU machine. The tests assemble its PTX
+# (probe_ptx_assembles, with ptxas) and, labelled gpu, run it briefly where there is a GPU
+# (gpu_sync_probe; skipped elsewhere). Included from the top CMakeLists.txt.
 find_library(MLK_CUDA_DRIVER_STUB cuda HINTS ${MLK_CUDA_HOME}/lib64/stubs NO_DEFAULT_PATH)
 if(MLK_CLANG AND MLK_CUDA_INCLUDE AND MLK_CUDA_DRIVER_STUB)
   set(_probe_ptx ${PROJECT_BINARY_DIR}/bench/sync_probe.sm_90a.ptx)
@@ -18,6 +19,11 @@ if(MLK_CLANG AND MLK_CUDA_INCLUDE AND MLK_CUDA_DRIVER_STUB)
   target_include_directories(sync_probe PRIVATE ${MLK_CUDA_INCLUDE})
   target_link_libraries(sync_probe PRIVATE ${MLK_CUDA_DRIVER_STUB})
   add_dependencies(sync_probe sync_probe_ptx)
+  # on a GPU machine, the probe itself (QUICK: fewer iterations); elsewhere run.sh skips (77)
+  add_test(NAME gpu_sync_probe COMMAND sh ${PROJECT_SOURCE_DIR}/bench/probe/run.sh
+                                       ${PROJECT_BINARY_DIR}/bench/probe-out)
+  set_tests_properties(gpu_sync_probe PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 180
+                       ENVIRONMENT "BUILD=${PROJECT_BINARY_DIR};QUICK=1")
   if(MLK_PTXAS)
     add_test(NAME probe_ptx_assembles
       COMMAND ${MLK_PTXAS} -arch=sm_90a ${_probe_ptx} -o ${PROJECT_BINARY_DIR}/bench/sync_probe.cubin)

@@ -1,5 +1,6 @@
 # bench/probe/probe.cmake: sync_probe, the timing of an op boundary's synchronization steps on the
-# GPU (sync_probe.c's kernels, compiled to PTX for sm_90a by clang; probe.c launches them through
+# GPU (sync_probe.c's kernels, built on the tiles' instructions of stdlib/tiles/mlk_tiles.h,
+# compiled to PTX for sm_90a by clang; probe.c launches them through
 # the CUDA driver API, linked against the toolkit's driver stub). Built where clang, cuda.h and the
 # stub are found; bench/probe/run.sh runs it on the GPU machine. The tests assemble its PTX
 # (probe_ptx_assembles, with ptxas) and, labelled gpu, run it briefly where there is a GPU
@@ -9,8 +10,10 @@ if(MLK_CLANG AND MLK_CUDA_INCLUDE AND MLK_CUDA_DRIVER_STUB)
   set(_probe_ptx ${PROJECT_BINARY_DIR}/bench/sync_probe.sm_90a.ptx)
   add_custom_command(OUTPUT ${_probe_ptx}
     COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_90a -O2 -ffreestanding -Wall
-            -Wextra -Werror -S ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c -o ${_probe_ptx}
-    DEPENDS ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c
+            -Wextra -Werror -I${PROJECT_SOURCE_DIR}/stdlib/tiles -I${PROJECT_SOURCE_DIR}/runtime/include
+            -S ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c -o ${_probe_ptx}
+    DEPENDS ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c ${PROJECT_SOURCE_DIR}/stdlib/tiles/mlk_tiles.h
+            ${PROJECT_SOURCE_DIR}/runtime/include/mlk_desc.h
     COMMENT "clang (nvptx64, sm_90a) sync_probe.c"
     VERBATIM)
   add_custom_target(sync_probe_ptx ALL DEPENDS ${_probe_ptx})

@@ -23,10 +23,12 @@
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
- * The instructions are the ones the tiles use (stdlib/tiles/sync.c, stream.c), restated here as
- * inline PTX so that the probe depends on nothing but the ISA.
+ * The instructions are the tiles' own (mlk_tiles.h's memory-model and copy-engine helpers), so
+ * the probe times exactly what the megakernel runs.
  */
 #include <stdint.h>
+
+#include "mlk_tiles.h"
 
 typedef uint64_t u64;
 typedef uint32_t u32;
@@ -35,47 +37,23 @@ typedef struct __attribute__((aligned(16))) uint4 {
 } uint4;
 
 #define KERNEL __attribute__((nvptx_kernel))
-#define SHARED __attribute__((address_space(3)))
 
 enum { DEADLINE_NS = 2000000000u, SLOT_BYTES = 32768, MAX_COPIES = 4 };
 
-/* The results: out[block * stride + i], nanoseconds; err[0] != 0 when a spin passed its deadline. */
+/* The results: out[block * stride + i], nanoseconds; err[0] != 0 when a spin passed its
+ * deadline. */
 
-static inline u32 tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
 static inline u32 bid(void) { return __nvvm_read_ptx_sreg_ctaid_x(); }
 static inline u32 nblocks(void) { return __nvvm_read_ptx_sreg_nctaid_x(); }
 
-static inline u64 now(void) {
-  u64 t;
-  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
-  return t;
-}
 
-static inline u32 ld_acquire(const u32 *p) {
-  u32 v;
-  __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-static inline u32 ld_volatile(const u32 *p) {
-  u32 v;
-  __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-static inline void fence_gpu(void) { __asm__ volatile("fence.acq_rel.gpu;" ::: "memory"); }
-static inline void red_relaxed(u32 *p) {
-  __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
-}
 static inline void red_release(u32 *p) {
   __asm__ volatile("red.release.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
 }
 static inline void st_volatile(u32 *p, u32 v) {
   __asm__ volatile("st.volatile.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
-static inline u32 smem_addr(const volatile SHARED void *p) {
-  return (u32)(uintptr_t)p;
-}
-
-extern SHARED uint8_t probe_smem[] __attribute__((aligned(128)));
+extern MLK_SHARED uint8_t probe_smem[] __attribute__((aligned(128)));
 
 /* ---- background load of the blocks that do not measure, until *stop ----
  * LOAD_READ: every thread streams `words` (a power of two) 16-byte words of buf with loads, as
@@ -86,36 +64,34 @@ enum { LOAD_NONE = 0, LOAD_READ = 1, LOAD_PREFETCH = 2 };
 
 static void load_until(const uint4 *buf, u64 words, u32 load, const u32 *stop, u32 *sink, u32 part,
                        u32 parts) {
-  u64 start = now();
+  u64 start = mlk_globaltimer();
   if (load == LOAD_PREFETCH) {
-    if (tid() != 0)
+    if (mlk_tid() != 0)
       return;
     u64 pieces = words / (SLOT_BYTES / 16), next = start;
-    for (u64 i = part; !ld_volatile(stop) && now() - start < DEADLINE_NS; i += parts) {
-      while (now() < next)
+    for (u64 i = part; !mlk_ld_volatile(stop) && mlk_globaltimer() - start < DEADLINE_NS;
+         i += parts) {
+      while (mlk_globaltimer() < next)
         ;
       next += 1000;
       const uint4 *src = buf + (i % pieces) * (SLOT_BYTES / 16);
-      __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
-                       "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}" ::"l"(src),
-                       "r"((u32)SLOT_BYTES)
-                       : "memory");
+      mlk_prefetch_l2(src, SLOT_BYTES);
     }
     return;
   }
   if (load != LOAD_READ)
     return;
   u32 acc = 0;
-  for (u64 base = (u64)part * 256; !ld_volatile(stop); base += (u64)parts * 256 * 8) {
+  for (u64 base = (u64)part * 256; !mlk_ld_volatile(stop); base += (u64)parts * 256 * 8) {
     for (int j = 0; j < 8; j++) {
-      u64 i = (base + (u64)j * parts * 256 + tid()) & (words - 1);
+      u64 i = (base + (u64)j * parts * 256 + mlk_tid()) & (words - 1);
       uint4 v;
       __asm__ volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
                        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                        : "l"(buf + i));
       acc ^= v.x ^ v.y ^ v.z ^ v.w;
     }
-    if (now() - start > DEADLINE_NS)
+    if (mlk_globaltimer() - start > DEADLINE_NS)
       break;
   }
   if (acc == 0x9e3779b9u) /* keeps the loads; practically never true */
@@ -133,14 +109,14 @@ enum {
 /* Thread 0: waits until *c reaches target; returns 0 at the deadline (err set). */
 static int wait_for(const u32 *c, u32 target, int backoff, u32 *err) {
   u32 ns = 32;
-  u64 start = now();
-  while ((int32_t)(ld_acquire(c) - target) < 0) {
+  u64 start = mlk_globaltimer();
+  while ((int32_t)(mlk_ld_acquire(c) - target) < 0) {
     if (backoff) {
       __nvvm_nanosleep(ns);
       if (ns < 256)
         ns *= 2;
     }
-    if (now() - start > DEADLINE_NS) {
+    if (mlk_globaltimer() - start > DEADLINE_NS) {
       __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
       return 0;
     }
@@ -152,8 +128,8 @@ static void notify(u32 *c, int variant) {
   if (variant & HANDOFF_RELEASE_RED) {
     red_release(c);
   } else {
-    fence_gpu();
-    red_relaxed(c);
+    mlk_fence_acq_rel_gpu();
+    mlk_red_relaxed_gpu(c);
   }
 }
 
@@ -173,14 +149,14 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
   int block = variant & HANDOFF_BLOCK, backoff = variant & HANDOFF_BACKOFF;
   u32 bad = 0;
   __nvvm_barrier_sync(0);
-  u64 t0 = now();
+  u64 t0 = mlk_globaltimer();
   for (u32 it = 1; it <= iters; it++) {
     /* block 1 waits for pass it of block 0 first; block 0 sends first */
     if (b == 1 || it > 1) {
-      int ok = tid() == 0 ? wait_for(theirs, b == 1 ? it : it - 1, backoff, err) : 1;
+      int ok = mlk_tid() == 0 ? wait_for(theirs, b == 1 ? it : it - 1, backoff, err) : 1;
       if (block) {
         ok = __nvvm_bar0_and(ok);
-        if (ok && ld_volatile(&data[tid()]) != (b == 1 ? it : it - 1) * 1000u + tid())
+        if (ok && mlk_ld_volatile(&data[mlk_tid()]) != (b == 1 ? it : it - 1) * 1000u + mlk_tid())
           bad++;
       } else {
         ok = __nvvm_bar0_and(ok);
@@ -189,21 +165,21 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
         break;
     }
     if (block) {
-      data[tid()] = it * 1000u + tid();
+      data[mlk_tid()] = it * 1000u + mlk_tid();
       __nvvm_barrier_sync(0);
-      if (tid() == 0)
+      if (mlk_tid() == 0)
         notify(mine, variant);
-    } else if (tid() == 0) {
+    } else if (mlk_tid() == 0) {
       data[0] = it;
       notify(mine, variant);
     }
   }
   /* block 0 waits for the last reply */
   if (b == 0) {
-    int ok = tid() == 0 ? wait_for(theirs, iters, backoff, err) : 1;
+    int ok = mlk_tid() == 0 ? wait_for(theirs, iters, backoff, err) : 1;
     __nvvm_bar0_and(ok);
-    u64 t1 = now();
-    if (tid() == 0) {
+    u64 t1 = mlk_globaltimer();
+    if (mlk_tid() == 0) {
       out[0] = (t1 - t0) / iters;
       st_volatile(stop, 1);
     }
@@ -214,33 +190,8 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
 
 /* ---- probe_fence ---- */
 
-#define bars ((SHARED u64 *)probe_smem)
+#define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
-
-static inline void mbar_init(SHARED u64 *bar) {
-  __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
-}
-static inline void mbar_expect_tx(SHARED u64 *bar, u32 bytes) {
-  __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
-                   "r"(bytes)
-                   : "memory");
-}
-static inline void bulk_copy(SHARED void *dst, const void *src, u32 bytes, SHARED u64 *bar) {
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
-                   "%2, [%3];\n\t}" ::"r"(smem_addr(dst)),
-                   "l"(src), "r"(bytes), "r"(smem_addr(bar))
-                   : "memory");
-}
-static inline int mbar_try_wait(SHARED u64 *bar, u32 parity) {
-  u32 done;
-  __asm__ volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-                   "selp.u32 %0, 1, 0, p;\n\t}"
-                   : "=r"(done)
-                   : "r"(smem_addr(bar)), "r"(parity)
-                   : "memory");
-  return (int)done;
-}
 
 /* Every block, `iters` times: thread `issuer` (0, or 32: lane 0 of warp 1) issues `copies` bulk
  * copies of 32 KiB from buf (a different place each time: HBM, not L2), a block barrier, then
@@ -250,42 +201,42 @@ static inline int mbar_try_wait(SHARED u64 *bar, u32 parity) {
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
                         u32 copies, u32 issuer) {
   u32 b = bid(), nb = nblocks();
-  if (tid() == 0) {
+  if (mlk_tid() == 0) {
     for (u32 s = 0; s < MAX_COPIES; s++)
-      mbar_init(&bars[s]);
-    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
   u64 chunks = bytes / SLOT_BYTES;
   for (u32 it = 0; it < iters; it++) {
     u64 issued = 0;
-    if (tid() == issuer) {
-      issued = now();
+    if (mlk_tid() == issuer) {
+      issued = mlk_globaltimer();
       for (u32 s = 0; s < copies; s++) {
         u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
-        mbar_expect_tx(&bars[s], SLOT_BYTES);
-        bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
+        mlk_mbar_expect_tx(&bars[s], SLOT_BYTES);
+        mlk_bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
       }
     }
     __nvvm_barrier_sync(0);
-    if (tid() == 0) {
+    if (mlk_tid() == 0) {
       cnt[b * 32 + 1] = it;
-      u64 t0 = now();
-      fence_gpu();
-      u64 t1 = now();
-      red_relaxed(&cnt[b * 32]);
+      u64 t0 = mlk_globaltimer();
+      mlk_fence_acq_rel_gpu();
+      u64 t1 = mlk_globaltimer();
+      mlk_red_relaxed_gpu(&cnt[b * 32]);
       out[(u64)b * iters + it] = t1 - t0;
     }
     int ok = 1;
-    if (tid() == issuer) {
-      u64 start = now();
+    if (mlk_tid() == issuer) {
+      u64 start = mlk_globaltimer();
       for (u32 s = 0; s < copies && ok; s++)
-        while (ok && !mbar_try_wait(&bars[s], it & 1))
-          if (now() - start > DEADLINE_NS) {
+        while (ok && !mlk_mbar_test(&bars[s], it & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS) {
             __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
             ok = 0;
           }
-      out[(u64)nb * iters + (u64)b * iters + it] = copies ? now() - issued : 0;
+      out[(u64)nb * iters + (u64)b * iters + it] = copies ? mlk_globaltimer() - issued : 0;
     }
     if (!__nvvm_bar0_and(ok))
       return;
@@ -303,44 +254,45 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
   u32 b = bid();
   const uint8_t *src = buf + (u64)b * per_block;
   u32 chunks = (u32)(per_block / SLOT_BYTES);
-  if (tid() == 0) {
+  if (mlk_tid() == 0) {
     for (u32 s = 0; s < slots; s++)
-      mbar_init(&bars[s]);
-    __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
-  u64 t0 = now();
-  if (tid() == 0)
+  u64 t0 = mlk_globaltimer();
+  if (mlk_tid() == 0)
     for (u32 c = 0; c < slots && c < chunks; c++) {
-      mbar_expect_tx(&bars[c], SLOT_BYTES);
-      bulk_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
+      mlk_mbar_expect_tx(&bars[c], SLOT_BYTES);
+      mlk_bulk_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
     }
   u32 acc = 0;
   int ok = 1;
   for (u32 c = 0; c < chunks; c++) {
     u32 slot = c % slots, parity = (c / slots) & 1;
-    u64 start = now();
-    while (ok && !mbar_try_wait(&bars[slot], parity))
-      if (now() - start > DEADLINE_NS) {
+    u64 start = mlk_globaltimer();
+    while (ok && !mlk_mbar_test(&bars[slot], parity))
+      if (mlk_globaltimer() - start > DEADLINE_NS) {
         __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
         ok = 0;
       }
-    const SHARED uint4 *chunk = (const SHARED uint4 *)(ring + slot * SLOT_BYTES);
-    for (u32 i = tid(); i < SLOT_BYTES / 16; i += 256) {
+    const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
+    for (u32 i = mlk_tid(); i < SLOT_BYTES / 16; i += 256) {
       uint4 v = chunk[i];
       acc += v.x ^ v.w;
     }
     if (!__nvvm_bar0_and(ok))
       return;
     u32 next = c + slots;
-    if (tid() == 0 && next < chunks) {
-      __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      mbar_expect_tx(&bars[slot], SLOT_BYTES);
-      bulk_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES, &bars[slot]);
+    if (mlk_tid() == 0 && next < chunks) {
+      mlk_fence_proxy_async();
+      mlk_mbar_expect_tx(&bars[slot], SLOT_BYTES);
+      mlk_bulk_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES,
+                    &bars[slot]);
     }
   }
-  u64 t1 = now();
-  if (tid() == 0)
+  u64 t1 = mlk_globaltimer();
+  if (mlk_tid() == 0)
     out[b] = t1 - t0;
   if (acc == 0x9e3779b9u) /* keeps the reads; practically never true */
     err[1] = acc;
@@ -353,8 +305,8 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
  * notifies it; its thread 0 waits for its own row's notify, then the block reads the row with
  * 16-byte loads into shared memory and meets at a barrier: out[b * iters + it] = the read and
  * barrier's ns, as a matvec task stages x after its wait. The other blocks load the memory
- * system (`load`) until every measuring block is done. Counters: cnt[32 b] the row's notifies, cnt[32 (256 + b)] its reads,
- * cnt[32 * 512] the blocks done. */
+ * system (`load`) until every measuring block is done. Counters: cnt[32 b] the row's notifies,
+ * cnt[32 (256 + b)] its reads, cnt[32 * 512] the blocks done. */
 KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, const uint4 *buf,
                         u64 words, u32 load, u32 iters, u32 measuring) {
   u32 b = bid();
@@ -362,43 +314,43 @@ KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, co
     load_until(buf, words, load, stop, err + 1, b - measuring, nblocks() - measuring);
     return;
   }
-  SHARED float *x = (SHARED float *)probe_smem;
+  MLK_SHARED float *x = (MLK_SHARED float *)probe_smem;
   u32 reader = (b + measuring - 1) % measuring; /* the block whose row this block writes */
   float *mine = rows + (u64)b * 2048, *next = rows + (u64)reader * 2048;
   for (u32 it = 1; it <= iters; it++) {
     /* the reader is done with the previous values: write the next ones, then tell it */
-    int ok = tid() == 0 && it > 1 ? wait_for(&cnt[32 * (256 + reader)], it - 1, 1, err) : 1;
+    int ok = mlk_tid() == 0 && it > 1 ? wait_for(&cnt[32 * (256 + reader)], it - 1, 1, err) : 1;
     if (!__nvvm_bar0_and(ok))
       break;
-    for (u32 i = tid(); i < 2048; i += 256)
+    for (u32 i = mlk_tid(); i < 2048; i += 256)
       next[i] = (float)(it * 4096 + i);
     __nvvm_barrier_sync(0);
-    if (tid() == 0)
+    if (mlk_tid() == 0)
       notify(&cnt[32 * reader], 0);
-    ok = tid() == 0 ? wait_for(&cnt[32 * b], it, 1, err) : 1;
+    ok = mlk_tid() == 0 ? wait_for(&cnt[32 * b], it, 1, err) : 1;
     if (!__nvvm_bar0_and(ok))
       break;
-    u64 t0 = now();
+    u64 t0 = mlk_globaltimer();
     const uint4 *src = (const uint4 *)mine;
-    for (u32 i = tid(); i < 512; i += 256) {
+    for (u32 i = mlk_tid(); i < 512; i += 256) {
       uint4 v;
       __asm__ volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
                        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                        : "l"(src + i)
                        : "memory");
-      ((SHARED uint4 *)x)[i] = v;
+      ((MLK_SHARED uint4 *)x)[i] = v;
     }
     __nvvm_barrier_sync(0);
-    u64 t1 = now();
-    if (tid() == 0)
+    u64 t1 = mlk_globaltimer();
+    if (mlk_tid() == 0)
       out[(u64)b * iters + it - 1] = t1 - t0;
-    if (x[tid()] != (float)(it * 4096 + tid()))
+    if (x[mlk_tid()] != (float)(it * 4096 + mlk_tid()))
       __atomic_store_n(err + 2, 1u, __ATOMIC_RELAXED); /* a stale row: the ordering failed */
     __nvvm_barrier_sync(0);
-    if (tid() == 0)
+    if (mlk_tid() == 0)
       notify(&cnt[32 * (256 + b)], 0);
   }
   /* the last block to finish stops the streaming blocks */
-  if (tid() == 0 && __atomic_fetch_add(&cnt[32 * 512], 1u, __ATOMIC_ACQ_REL) == measuring - 1)
+  if (mlk_tid() == 0 && __atomic_fetch_add(&cnt[32 * 512], 1u, __ATOMIC_ACQ_REL) == measuring - 1)
     st_volatile(stop, 1);
 }

@@ -249,6 +249,124 @@ static inline uint32_t mlk_smem_addr(const volatile MLK_SHARED void *p) {
 #endif
 }
 
+/* ---- the memory-model and copy-engine instructions, each written once (the tiles use them, and
+ * bench/probe times them as they are); the host build runs the copy engine's in the emulator ---- */
+
+#if defined(__NVPTX__)
+/* Loads for polling a counter another SM writes: acquire at the GPU's or the system's scope, or
+ * volatile (no ordering: a flag). */
+static inline uint32_t mlk_ld_acquire(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+static inline uint32_t mlk_ld_acquire_sys(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+static inline uint32_t mlk_ld_volatile(const uint32_t *p) {
+  uint32_t v;
+  __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+/* A notify at the GPU's scope: one release fence, then relaxed reductions on the counters. */
+static inline void mlk_fence_acq_rel_gpu(void) {
+  __asm__ volatile("fence.acq_rel.gpu;" ::: "memory");
+}
+static inline void mlk_red_relaxed_gpu(uint32_t *p) {
+  __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+#endif
+
+/* mbarrier.init with `count` expected arrivals; then, once a thread initialized its block's
+ * barriers, mlk_fence_mbar_init makes them visible to the copy engine. */
+static inline void mlk_mbar_init(MLK_SHARED uint64_t *bar, uint32_t count) {
+#if defined(__NVPTX__)
+  __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(mlk_smem_addr(bar)), "r"(count)
+                   : "memory");
+#else
+  mlk_emu_mbar_init(bar, count);
+#endif
+}
+static inline void mlk_fence_mbar_init(void) {
+#if defined(__NVPTX__)
+  __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+/* Orders the generic proxy's earlier accesses (ordinary loads of a buffer) before the async
+ * proxy's (the copy engine's writes into it). */
+static inline void mlk_fence_proxy_async(void) {
+#if defined(__NVPTX__)
+  __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* An arrive on `bar` announcing `bytes` of copies that complete on it. */
+static inline void mlk_mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) {
+#if defined(__NVPTX__)
+  __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                   ::"r"(mlk_smem_addr(bar)), "r"(bytes)
+                   : "memory");
+#else
+  mlk_emu_mbar_expect_tx(bar, bytes);
+#endif
+}
+
+/* One bulk copy (sm_90) of `bytes` (a multiple of 16) from global src to shared dst, completing on
+ * bar. */
+static inline void mlk_bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,
+                                 MLK_SHARED uint64_t *bar) {
+#if defined(__NVPTX__)
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
+                   "%2, [%3];\n\t}" ::"r"(mlk_smem_addr(dst)),
+                   "l"(src), "r"(bytes), "r"(mlk_smem_addr(bar))
+                   : "memory");
+#else
+  mlk_emu_bulk_copy(dst, src, bytes, bar);
+#endif
+}
+
+/* A hint (sm_90): `bytes` (a multiple of 16) from global src into L2, for a copy that comes
+ * later. */
+static inline void mlk_prefetch_l2(const void *src, uint32_t bytes) {
+#if defined(__NVPTX__)
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
+                   "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}" ::"l"(src),
+                   "r"(bytes)
+                   : "memory");
+#else
+  mlk_emu_prefetch_l2(src, bytes);
+#endif
+}
+
+/* Waits until the phase of `bar` with this parity has completed (the copies that complete on it
+ * have landed); mlk_mbar_test is one look, 1 when it has. */
+static inline void mlk_mbar_wait(MLK_SHARED uint64_t *bar, uint32_t parity) {
+#if defined(__NVPTX__)
+  __asm__ volatile("{\n\t.reg .pred p;\n\tWAIT_%=:\n\t"
+                   "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                   "@!p bra WAIT_%=;\n\t}" ::"r"(mlk_smem_addr(bar)),
+                   "r"(parity)
+                   : "memory");
+#else
+  mlk_emu_mbar_wait(bar, parity);
+#endif
+}
+#if defined(__NVPTX__)
+static inline int mlk_mbar_test(MLK_SHARED uint64_t *bar, uint32_t parity) {
+  uint32_t done;
+  __asm__ volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                   "selp.u32 %0, 1, 0, p;\n\t}"
+                   : "=r"(done)
+                   : "r"(mlk_smem_addr(bar)), "r"(parity)
+                   : "memory");
+  return (int)done;
+}
+#endif
+
 /* One bf16 weight through the read-only path (weights never change during a launch). */
 static inline uint32_t mlk_ld_weight16(const uint16_t *p) {
 #if defined(__NVPTX__)

@@ -83,7 +83,6 @@ _Static_assert(sizeof(StreamState) <= STATE_BYTES &&
 #define ring (mlk_stream_mem + MLK_STREAM_HEADER)
 
 #if STREAM_HW
-/* The copy engine's and the mbarriers' instructions, each once. */
 static inline uint32_t dynamic_smem_size(void) {
 #if defined(__NVPTX__)
   uint32_t dyn;
@@ -91,66 +90,6 @@ static inline uint32_t dynamic_smem_size(void) {
   return dyn;
 #else
   return mlk_emu_dynamic_smem_size();
-#endif
-}
-
-/* mbarrier.init of the slots' barriers (count 1: the loader's arrive), made visible to the copy
- * engine. */
-static inline void mbar_init(MLK_SHARED uint64_t *bar) {
-#if defined(__NVPTX__)
-  __asm__ volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mlk_smem_addr(bar)) : "memory");
-#else
-  mlk_emu_mbar_init(bar, 1);
-#endif
-}
-static inline void fence_mbar_init(void) {
-#if defined(__NVPTX__)
-  __asm__ volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#endif
-}
-
-/* Orders the generic proxy's earlier accesses (ordinary loads of a slot) before the async
- * proxy's (the copy engine's writes into it). */
-static inline void fence_proxy_async(void) {
-#if defined(__NVPTX__)
-  __asm__ volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-}
-
-/* The loader's arrive on `bar`, announcing `bytes` of copies that complete on it. */
-static inline void mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) {
-#if defined(__NVPTX__)
-  __asm__ volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-                   ::"r"(mlk_smem_addr(bar)), "r"(bytes)
-                   : "memory");
-#else
-  mlk_emu_mbar_expect_tx(bar, bytes);
-#endif
-}
-
-/* A hint: `bytes` (a multiple of 16) from global src into L2, for a copy that comes later. */
-static inline void prefetch_l2(const void *src, uint32_t bytes) {
-#if defined(__NVPTX__)
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %0;\n\t"
-                   "cp.async.bulk.prefetch.L2.global [g], %1;\n\t}" ::"l"(src),
-                   "r"(bytes)
-                   : "memory");
-#else
-  mlk_emu_prefetch_l2(src, bytes);
-#endif
-}
-
-/* One bulk copy of `bytes` (a multiple of 16) from global src to shared dst, completing on bar. */
-static inline void bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,
-                             MLK_SHARED uint64_t *bar) {
-#if defined(__NVPTX__)
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
-                   "%2, [%3];\n\t}" ::"r"(mlk_smem_addr(dst)),
-                   "l"(src), "r"(bytes), "r"(mlk_smem_addr(bar))
-                   : "memory");
-#else
-  mlk_emu_bulk_copy(dst, src, bytes, bar);
 #endif
 }
 #endif
@@ -186,8 +125,8 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     st.slots = slots < MLK_STREAM_MAX_SLOTS ? slots : MLK_STREAM_MAX_SLOTS;
     st.on = (uint32_t)enabled && st.slots > 0;
     for (uint32_t s = 0; s < st.slots; s++)
-      mbar_init(&bars[s]);
-    fence_mbar_init();
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
 #else
@@ -220,6 +159,14 @@ static void next_task(MLK_SHARED ListPos *p) {
   }
 }
 
+/* The pumping thread: whether p is on a task with rows left, moving it to the next streamed task
+ * when it has none (and the list has not ended). */
+static int on_task(MLK_SHARED ListPos *p) {
+  if (p->left == 0 && !p->done)
+    next_task(p);
+  return p->left != 0;
+}
+
 /* The pumping thread: prefetches into L2 the block's coming stream weights, from where the copies
  * have reached to st.ahead bytes beyond, a slot's worth of rows at a time, so that HBM works while
  * the block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and
@@ -231,16 +178,11 @@ static void prefetch_ahead(void) {
     st.prefetched = st.copied;
   }
   while (st.prefetched - st.copied < st.ahead) {
-    if (st.pf.left == 0) {
-      if (st.pf.done)
-        return;
-      next_task(&st.pf);
-      if (st.pf.left == 0)
-        return;
-    }
+    if (!on_task(&st.pf))
+      return;
     uint32_t rpc = (uint32_t)mlk_stream_rows_per_chunk(st.pf.k);
     uint32_t nr = st.pf.left < rpc ? st.pf.left : rpc, bytes = nr * st.pf.k * 2;
-    prefetch_l2(st.pf.src, bytes);
+    mlk_prefetch_l2(st.pf.src, bytes);
     st.pf.src += nr * st.pf.k;
     st.pf.left -= nr;
     st.prefetched += bytes;
@@ -257,20 +199,17 @@ static void pump(void) {
   int fenced = 0;
   while (head - tail < st.slots) {
     if (st.load.left == 0) {
-      if (st.load.done)
-        break;
-      next_task(&st.load);
-      if (st.load.left == 0)
+      if (!on_task(&st.load))
         break;
       st.rpc = (uint32_t)mlk_stream_rows_per_chunk(st.load.k);
     }
     uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
     uint32_t bytes = nr * st.load.k * 2;
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
-      fence_proxy_async();
+      mlk_fence_proxy_async();
     fenced = 1;
-    mbar_expect_tx(&bars[slot], bytes);
-    bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.load.src, bytes, &bars[slot]);
+    mlk_mbar_expect_tx(&bars[slot], bytes);
+    mlk_bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.load.src, bytes, &bars[slot]);
     head++;
     slot = slot + 1 == st.slots ? 0 : slot + 1;
     st.load.src += nr * st.load.k;
@@ -295,15 +234,7 @@ void mlk_stream_pump(void) {
 
 #if STREAM_HW
 static inline void wait_slot(uint32_t slot, uint32_t parity) {
-#if defined(__NVPTX__)
-  __asm__ volatile("{\n\t.reg .pred p;\n\tWAIT_%=:\n\t"
-                   "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
-                   "@!p bra WAIT_%=;\n\t}" ::"r"(mlk_smem_addr(&bars[slot])),
-                   "r"(parity)
-                   : "memory");
-#else
-  mlk_emu_mbar_wait(&bars[slot], parity);
-#endif
+  mlk_mbar_wait(&bars[slot], parity);
 }
 #endif
 

@@ -15,29 +15,10 @@
 
 extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
 
-static inline uint32_t ld_acquire(const uint32_t *p) {
-  uint32_t v;
-  __asm__ volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-static inline uint32_t ld_acquire_sys(const uint32_t *p) {
-  uint32_t v;
-  __asm__ volatile("ld.acquire.sys.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-static inline uint32_t ld_volatile(const uint32_t *p) {
-  uint32_t v;
-  __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-
 /* Thread 0 only. Returns 1 when the counter reached target, 0 on timeout or a failure elsewhere. */
 static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, MlkDevError *err,
                 uint32_t op, uint32_t task, uint32_t event, uint32_t index, int sys) {
-#define LD(p) (sys ? ld_acquire_sys(p) : ld_acquire(p))
+#define LD(p) (sys ? mlk_ld_acquire_sys(p) : mlk_ld_acquire(p))
   uint32_t v = LD(counter);
   if (mlk_counter_reached(v, target))
     return 1;
@@ -55,7 +36,7 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
     v = LD(counter);
     if (mlk_counter_reached(v, target))
       return 1;
-    if (ld_volatile(&err->flag))
+    if (mlk_ld_volatile(&err->flag))
       return 0;
     if (mlk_globaltimer() - start > timeout_ns) {
       if (__atomic_exchange_n(&err->flag, 1u, __ATOMIC_RELAXED) == 0) {
@@ -117,7 +98,7 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
   if (sys)
     __asm__ volatile("fence.acq_rel.sys;" ::: "memory");
   else
-    __asm__ volatile("fence.acq_rel.gpu;" ::: "memory");
+    mlk_fence_acq_rel_gpu();
   for (uint32_t i = 0; i < nn; i++) {
     const MlkDevSync *e = &s[i];
     int64_t lo, hi;
@@ -133,7 +114,7 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
       continue;
     }
     for (int64_t c = lo; c <= hi; c++)
-      __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" : : "l"(counters + e->base + c) : "memory");
+      mlk_red_relaxed_gpu(counters + e->base + c);
   }
 }
 

@@ -10,9 +10,10 @@
  *     v = u + a     (op 1, tile 100)     over 1000 f32 columns, for rt[MLK_RT_BATCH] rows
  * The bad model's descriptor says the producer tile is 32, so counters of elements past 512 never
  * complete and the run must report a deadlock.
- * The index maps are the inline functions of mlk_desc.h, compiled for the device as-is.
+ * The index maps are the inline functions of mlk_desc.h, compiled for the device as-is; the timer,
+ * thread index and polling loads are the tiles' (stdlib/tiles/mlk_tiles.h).
  */
-#include "mlk_desc.h"
+#include "mlk_tiles.h" /* the tiles' timer, thread index and polling loads */
 
 #define N 1000
 #define TILE0 64
@@ -21,26 +22,7 @@
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
-static inline u32 tid(void) { return __nvvm_read_ptx_sreg_tid_x(); }
 static inline u32 bid(void) { return __nvvm_read_ptx_sreg_ctaid_x(); }
-
-static inline u64 globaltimer(void) {
-  u64 t;
-  __asm__ volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-static inline u32 load_acquire(const u32 *p) {
-  u32 v;
-  __asm__ volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-static inline u32 load_volatile(const u32 *p) {
-  u32 v;
-  __asm__ volatile("ld.volatile.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 
 static inline void notify_release(u32 *p) {
   __asm__ volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
@@ -61,18 +43,18 @@ static inline __attribute__((always_inline)) void body(const MlkDevOp *ops,
     u64 word = queue[i];
     u32 op = MLK_TASK_OP(word), t = MLK_TASK_INDEX(word);
     int failed = 0;
-    if (op == 1 && tid() == 0) {
+    if (op == 1 && mlk_tid() == 0) {
       long long idx = mlk_event_wait_index(e, t);
       u32 target = epoch * (u32)mlk_event_start_value(e, idx);
       u32 *c = counters + e->base + idx;
-      u64 start = globaltimer();
+      u64 start = mlk_globaltimer();
       u32 seen;
-      while (!mlk_counter_reached(seen = load_acquire(c), target)) {
-        if (load_volatile(&err->flag)) { /* another block already gave up */
+      while (!mlk_counter_reached(seen = mlk_ld_acquire(c), target)) {
+        if (mlk_ld_volatile(&err->flag)) { /* another block already gave up */
           failed = 1;
           break;
         }
-        if (globaltimer() - start > timeout_ns) {
+        if (mlk_globaltimer() - start > timeout_ns) {
           if (__nvvm_atom_xchg_gen_i((int *)&err->flag, 1) == 0) {
             err->block = bid();
             err->op = op;
@@ -93,16 +75,16 @@ static inline __attribute__((always_inline)) void body(const MlkDevOp *ops,
     /* Each task covers its columns of every row of the run (row stride N). */
     for (long long b = 0; b < rows; b++) {
       if (op == 0) {
-        for (u32 j = t * TILE0 + tid(); j < (t + 1) * TILE0 && j < N; j += MLK_BLOCK_THREADS)
+        for (u32 j = t * TILE0 + mlk_tid(); j < (t + 1) * TILE0 && j < N; j += MLK_BLOCK_THREADS)
           u[b * N + j] = relu(a[b * N + j]);
       } else {
-        for (u32 j = t * TILE1 + tid(); j < (t + 1) * TILE1 && j < N; j += MLK_BLOCK_THREADS)
+        for (u32 j = t * TILE1 + mlk_tid(); j < (t + 1) * TILE1 && j < N; j += MLK_BLOCK_THREADS)
           v[b * N + j] = u[b * N + j] + a[b * N + j];
       }
     }
     /* Every thread's stores happen before thread 0's release through the barrier. */
     __nvvm_bar_sync(0);
-    if (op == 0 && tid() == 0) {
+    if (op == 0 && mlk_tid() == 0) {
       __nvvm_membar_gl();
       long long lo, hi;
       mlk_event_notify_range(e, t, &lo, &hi);

@@ -31,8 +31,9 @@ if(_rt_nvptx_rc EQUAL 0)
     COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_80
             -Xclang -target-feature -Xclang -ptx85 -Xclang -target-feature -Xclang +ptx70
             -O2 -ffreestanding -I${PROJECT_SOURCE_DIR}/runtime/include
-            -S ${_rt_dir}/gpu_kernels.c -o ${_rt_ptx}
+            -I${PROJECT_SOURCE_DIR}/stdlib/tiles -S ${_rt_dir}/gpu_kernels.c -o ${_rt_ptx}
     DEPENDS ${_rt_dir}/gpu_kernels.c ${PROJECT_SOURCE_DIR}/runtime/include/mlk_desc.h
+            ${PROJECT_SOURCE_DIR}/stdlib/tiles/mlk_tiles.h
     COMMENT "Compiling the runtime GPU test kernels to PTX"
     VERBATIM)
   add_custom_target(runtime_gpu_ptx DEPENDS ${_rt_ptx})

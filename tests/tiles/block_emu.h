@@ -21,6 +21,9 @@
  * EMU_DYNAMIC_SMEM_MAX. */
 #define EMU_DYNAMIC_SMEM_MAX (256 + 5 * 32768)
 void emu_set_dynamic_smem(uint32_t bytes);
+/* That dynamic shared memory (stdlib/tiles/stream.c's state, mbarriers and ring), for tests to
+ * look into between runs. */
+extern uint8_t mlk_stream_mem[EMU_DYNAMIC_SMEM_MAX];
 
 /* Runs one block: block index ctaid of nctaid, every thread calling fn(arg). Returns 0, or -1
  * after printing what went wrong (deadlock, divergent collective, bad copy). */

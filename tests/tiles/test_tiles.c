@@ -188,7 +188,6 @@ static int mv_streams_any(const MvQueue *q) {
 /* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring), and the
  * stream's chunks released warp by warp (stream_warp_release), for the cases run while set. */
 static uint32_t mma_ring, warp_release;
-extern uint8_t mlk_stream_mem[]; /* the emulated dynamic shared memory (block_emu.c) */
 
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
  * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). With

@@ -150,7 +150,7 @@ int mlk_stream_rows_per_chunk(int64_t k);
 typedef struct MlkStreamCursor {
   uint32_t chunk, slot, parity, slots;
 } MlkStreamCursor;
-MlkStreamCursor mlk_stream_cursor(void);
+MlkStreamCursor mlk_stream_cursor(void); /* every thread, once at a streamed task's start */
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
 void mlk_stream_release(MlkStreamCursor *c);
 /* The ring as a tile's scratch, when the stream will put nothing there again in this launch (it

@@ -15,7 +15,7 @@ echo "== $BUILD/tests/runtime_gpu"
 echo "== $BUILD/tests/test_diff_gpu (every op at odd sizes, GPU vs simulator)"
 "$BUILD"/tests/test_diff_gpu 0 || fail=1
 # the tiles' knobs away from their defaults (mlk_desc.h MlkDevTune): every one on
-knobs="MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=0 MLK_MMA_STAGE_RING=1 MLK_STREAM_WARP_RELEASE=1"
+knobs="MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=0 MLK_MMA_STAGE_RING=1 MLK_STREAM_WARP_RELEASE=1 MLK_STREAM_HOLD=1"
 echo "== $BUILD/tests/test_diff_gpu with the tiles' knobs on ($knobs)"
 env $knobs "$BUILD"/tests/test_diff_gpu 0 || fail=1
 echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic schedule)"

@@ -79,7 +79,9 @@ typedef struct MlkDevTune {
                            flight to wait for); 0: it copies ahead whenever a slot is free */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
-#define MLK_DEV_TUNE_DEFAULTS {256u, 0u, 0u, 0u, 0u}
+/* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
+ * paid at every batch; the L2 look-ahead, the warp release and the hold did not */
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

@@ -568,8 +568,10 @@ mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo
  * warps split k between them, so each streams weights no other warp reads). The first MMA_UB of
  * its blocks are loaded into registers before the chunk's x is staged (weights depend on
  * nothing), so their HBM latency overlaps the staging; mma_chunk then keeps MMA_UB blocks in
- * flight. */
-#define MMA_UB 8
+ * flight. 4 rather than 8 (H100 and H200, docs/performance.md): with 8, ptxas spills the window
+ * inside the inner loop (~27 local loads a 128 MMAs, against 4), which costs more than the
+ * bytes in flight it adds. */
+#define MMA_UB 4
 
 static inline __attribute__((always_inline)) void
 mma_preload(U4 (*a)[2], const uint16_t *W, int64_t k, int64_t r0, uint32_t rn, uint32_t kc0,

@@ -23,9 +23,9 @@ static int poll(const uint32_t *counter, uint32_t target, uint64_t timeout_ns, M
   if (mlk_counter_reached(v, target))
     return 1;
   uint64_t start = mlk_globaltimer();
-  /* Exponential back-off from 32 ns to the knob's cap (default 256 ns: a wait that ends is noticed
-   * within about this much, and a decode step crosses ~130 op boundaries one after the other, so
-   * it is paid ~130 times); a cap of 0 polls without sleeping. */
+  /* Exponential back-off from 32 ns to the knob's cap, or, with a cap of 0 (the default: a decode
+   * step crosses ~130 op boundaries one after the other, and polling without sleeping measured
+   * faster at every batch), polls without sleeping. */
   const uint32_t cap = mlk_dev_tune.poll_backoff_ns;
   uint32_t ns = cap < 32 ? cap : 32;
   for (;;) {

@@ -5,8 +5,7 @@
 # the same clocks and load. On the GPU machine, from the repository root:
 #   BUILD=build-device sh bench/decode/knobs.sh OUT
 # Environment: KNOBS (settings, space-separated, each VAR=value or several joined by commas:
-# default "MLK_POLL_BACKOFF_NS=0 MLK_STREAM_WARP_RELEASE=1 MLK_STREAM_L2_AHEAD=131072
-# MLK_STREAM_L2_AHEAD=524288 MLK_MMA_STAGE_RING=1"), POINTS (default 1:128,16:128,64:128),
+# default "MLK_POLL_BACKOFF_NS=256 MLK_STREAM_L2_AHEAD=32768 MLK_MMA_STAGE_RING=0"), POINTS (default 1:128,16:128,64:128),
 # STEPS (20), ROUNDS (2), DECODE_BENCH (default $BUILD/examples/decode_bench), PYTHON. OUT
 # (default ./knobs) gets a directory per setting and table.txt (every setting's rows: setting,
 # batch, context, base ms, new ms, new / base), which is also printed. Exit status 1 when a
@@ -16,8 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-build}
 OUT=${1:-${OUT:-knobs}}
 BIN=${DECODE_BENCH:-$BUILD/examples/decode_bench}
-DEFAULT_KNOBS="MLK_POLL_BACKOFF_NS=0 MLK_STREAM_WARP_RELEASE=1 MLK_STREAM_L2_AHEAD=131072"
-DEFAULT_KNOBS="$DEFAULT_KNOBS MLK_STREAM_L2_AHEAD=524288 MLK_MMA_STAGE_RING=1"
+DEFAULT_KNOBS="MLK_POLL_BACKOFF_NS=256 MLK_STREAM_L2_AHEAD=32768 MLK_MMA_STAGE_RING=0"
 KNOBS=${KNOBS:-$DEFAULT_KNOBS}
 export POINTS=${POINTS:-1:128,16:128,64:128} STEPS=${STEPS:-20} ROUNDS=${ROUNDS:-2}
 [ -x "$BIN" ] || { echo "knobs.sh: no decode_bench at $BIN (set BUILD or DECODE_BENCH)" >&2; exit 1; }

@@ -71,17 +71,11 @@ typedef struct MlkDevTune {
                                copies have reached) prefetched into L2; 0: none */
   uint32_t mma_stage_ring;  /* 1: the tensor-core matvec stages x in the stream's ring when the
                                stream has nothing in it or coming (more columns a chunk); 0: not */
-  uint32_t stream_warp_release; /* 1: each warp counts itself out of a streamed chunk and the last
-                                   one out refills its slot; 0: a block barrier per chunk */
-  uint32_t stream_hold; /* 1: while a streamed task runs the loader copies only its weights, and it
-                           moves to another task only at a task's start, once the tile of its
-                           current one has begun (a task's notify fence then has no copies in
-                           flight to wait for); 0: it copies ahead whenever a slot is free */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
- * paid at every batch; the L2 look-ahead, the warp release and the hold did not */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u}
+ * paid at every batch; the L2 look-ahead did not */
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

@@ -755,9 +755,9 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
  * shared loads of 8 weights per lane, conflict-free since a warp reads 512 contiguous bytes. */
 int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch) {
   int64_t kp = (k + 63) & ~(int64_t)63;
-  /* the staged rows, then WARPS * BMAX sums of squares and as many partial sums (stream_rows) */
+  /* the staged rows, then WARPS * BMAX sums of squares */
   return (k & 7) == 0 && ((uintptr_t)W & 15) == 0 && batch >= 1 && batch <= BMAX &&
-         batch < MMA_MIN_BATCH && batch * kp + 2 * WARPS * BMAX <= STAGE;
+         batch < MMA_MIN_BATCH && batch * kp + WARPS * BMAX <= STAGE;
 }
 
 /* The finished element of the task's row r (from row0), batch row b, with the epilogue's operands
@@ -817,8 +817,8 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
    * trip overlaps x's instead of following it. */
   MLK_SHARED float *pre = 0;
   int64_t rows = m->rows, nres = m->res ? nb * rows : 0, npre = nres + (m->bias ? rows : 0);
-  if (npre && nb * KC + 2 * WARPS * NB + npre <= STAGE)
-    pre = ss + 2 * WARPS * NB; /* after the sums of squares and the odd chunks' partial sums */
+  if (npre && nb * KC + WARPS * NB + npre <= STAGE)
+    pre = ss + WARPS * NB;
   float early[PRE_REGS];
 #pragma unroll
   for (int j = 0; j < PRE_REGS; j++) {
@@ -888,17 +888,10 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
   }
   __nvvm_barrier_sync(0);
   mlk_dev_trace_phase(MLK_TRACE_STAGED);
-  /* Split rows' partial sums, <= WARPS * NB. Without a block barrier between chunks
-   * (MlkDevTune.stream_warp_release) a warp may write chunk c + 1's while others still read chunk
-   * c's, so odd chunks have a buffer of their own; chunk c + 2's wait for chunk c + 1's barrier,
-   * which every reader of chunk c's has passed. */
-  MLK_SHARED float *part_even = mlk_tile_smem + STAGE, *part_odd = ss + WARPS * NB;
-  const int warp_release = mlk_dev_tune.stream_warp_release != 0;
-  int odd = 0;
+  MLK_SHARED float *part = mlk_tile_smem + STAGE; /* split rows' partial sums, <= WARPS * NB */
   int64_t rpc = mlk_stream_rows_per_chunk(k);
   MlkStreamCursor cur = mlk_stream_cursor();
-  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc, odd ^= 1) {
-    MLK_SHARED float *part = warp_release && odd ? part_odd : part_even;
+  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc) {
     int64_t nr = m->rows - r0 < rpc ? m->rows - r0 : rpc;
     /* warps per row: 2^ls = WARPS / nr rounded down to a power of two (1 from 8 rows on), by
      * comparisons rather than divisions, which cost ~20 instructions each per chunk */

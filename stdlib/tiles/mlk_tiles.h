@@ -149,6 +149,7 @@ int mlk_stream_rows_per_chunk(int64_t k);
  * the ring's slots (counted forward, so that no thread divides per chunk). */
 typedef struct MlkStreamCursor {
   uint32_t chunk, slot, parity, slots;
+  uint64_t *trace; /* thread 0 of a traced run: the task's trace record (its chunk waits); else 0 */
 } MlkStreamCursor;
 MlkStreamCursor mlk_stream_cursor(void); /* every thread, once at a streamed task's start */
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);

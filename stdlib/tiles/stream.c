@@ -23,11 +23,14 @@
  * (MLK_STREAM_L2_AHEAD) the loader also prefetches that many bytes of the list's coming weights,
  * beyond what its copies have reached, into L2 (cp.async.bulk.prefetch): the ring holds a few
  * chunks, while a decode layer's chain of small ops leaves HBM idle long enough to bring in much
- * of the next matvecs' weights. With stream_warp_release (MLK_STREAM_WARP_RELEASE) a chunk is
- * freed without a block barrier: each warp counts itself out and lane 0 of the last warp out
- * frees the slot and pumps in thread 0's stead (the pumps still follow one another: see
- * mlk_stream_release). And a tile may borrow the ring as scratch once the stream will put
+ * of the next matvecs' weights. And a tile may borrow the ring as scratch once the stream will put
  * nothing there again (mlk_stream_scratch: the tensor-core matvec's staging, mma_stage_ring).
+ *
+ * Measured and not kept (docs/performance.md, tenth session): freeing a chunk warp by warp
+ * instead of with a block barrier (slower at batch 1), and holding the loader to the running
+ * task so that a task's notify fence, which waits for every bulk copy the SM has in flight, finds
+ * none (the fence got cheaper, but the ring idled and the next task's weights came late: 7.6%
+ * slower at batch 1).
  *
  * Only sm_90 has the bulk copy engine: elsewhere (and in kernels with the dynamic schedule, whose
  * next task is not known ahead) the stream is off and matvec reads weights from global memory.
@@ -70,11 +73,6 @@ typedef struct StreamState {
    * bytes copied and prefetched so far (mod 2^32), prefetched - copied <= ahead. */
   ListPos pf;
   uint32_t ahead, copied, prefetched;
-  /* MlkDevTune.stream_warp_release: the warps that have released each slot's chunk */
-  uint32_t released[MLK_STREAM_MAX_SLOTS];
-  /* MlkDevTune.stream_hold: the streamed tasks the loader has moved to, and those whose tile has
-   * begun (mod 2^32; the loader is never more than one ahead) */
-  uint32_t hold, loaded, started;
 } StreamState;
 
 #define STATE_BYTES 192 /* the state, then the slots' mbarriers */
@@ -119,10 +117,7 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
     st.pf = st.load, st.copied = 0, st.prefetched = 0;
-    st.hold = enabled ? mlk_dev_tune.stream_hold : 0, st.loaded = 0, st.started = 0;
     st.ahead = enabled ? mlk_dev_tune.stream_l2_ahead : 0;
-    for (uint32_t s = 0; s < MLK_STREAM_MAX_SLOTS; s++)
-      st.released[s] = 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn = dynamic_smem_size();
     uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
@@ -139,8 +134,7 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 }
 
 #if STREAM_HW
-/* The pumping thread (thread 0, or with stream_warp_release the last warp out of a chunk's lane
- * 0; one at a time): moves p to the next task of the block's stream list that the stream takes (the same
+/* The pumping thread (thread 0): moves p to the next task of the block's stream list that the stream takes (the same
  * test as the tile's, mlk_stream_takes, of the same values): p->left = its rows, or p->done at the
  * list's end. The loader calls it when a task's last chunk has been issued, the L2 look-ahead
  * when its prefetches reach a task's end. */
@@ -194,12 +188,8 @@ static void prefetch_ahead(void) {
 }
 
 /* The pumping thread: issues chunk copies while slots are free and the block's queue has streamed
- * tasks; then the L2 look-ahead, when it is on. With st.hold, only a pump at a task's start
- * (at_start) moves the loader to another task, once, and only when the tile of the loader's task
- * has begun: a streamed task's chunks are then the only copies in flight while it runs, and none
- * is left at its end, where the notify's fence would wait for every copy the block has in flight
- * (measured: ~1 us a 32 KiB copy). */
-static void pump(int at_start) {
+ * tasks; then the L2 look-ahead, when it is on. */
+static void pump(void) {
   uint64_t *rec = st.trace; /* traced: the pumps' time goes to the running task's record */
   uint64_t t0 = rec ? mlk_globaltimer() : 0;
   uint32_t head = st.head, slot = st.head_slot;
@@ -207,11 +197,8 @@ static void pump(int at_start) {
   int fenced = 0;
   while (head - tail < st.slots) {
     if (st.load.left == 0) {
-      if (st.hold && (!at_start || (int32_t)(st.loaded - st.started) > 0))
-        break;
       if (!on_task(&st.load))
         break;
-      st.loaded++, at_start = 0;
       st.rpc = (uint32_t)mlk_stream_rows_per_chunk(st.load.k);
     }
     uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
@@ -239,7 +226,7 @@ static void pump(int at_start) {
 void mlk_stream_pump(void) {
 #if STREAM_HW
   if (mlk_tid() == 0 && st.on)
-    pump(1);
+    pump();
 #endif
 }
 
@@ -252,18 +239,19 @@ static inline void wait_slot(uint32_t slot, uint32_t parity) {
 /* Only tasks the stream takes call these, and it takes none without STREAM_HW. */
 MlkStreamCursor mlk_stream_cursor(void) {
 #if STREAM_HW
-  MlkStreamCursor c = {st.tail, st.tail_slot, st.tail_parity, st.slots};
-  if (mlk_tid() == 0) /* the task's tile has begun (read by thread 0's pumps, st.hold) */
-    st.started++;
+  /* the trace record read once a task, not before every chunk's wait (a shared load there cost
+   * batch 1 ~1.6%, docs/performance.md) */
+  MlkStreamCursor c = {st.tail, st.tail_slot, st.tail_parity, st.slots,
+                       mlk_tid() == 0 ? st.trace : 0};
 #else
-  MlkStreamCursor c = {0, 0, 0, 1};
+  MlkStreamCursor c = {0, 0, 0, 1, 0};
 #endif
   return c;
 }
 
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #if STREAM_HW
-  uint64_t *rec = mlk_tid() == 0 ? st.trace : 0; /* traced: thread 0 sums its waits */
+  uint64_t *rec = c->trace; /* traced: thread 0 sums its waits */
   uint64_t t0 = rec ? mlk_globaltimer() : 0;
   wait_slot(c->slot, c->parity);
   if (rec)
@@ -275,53 +263,19 @@ const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #endif
 }
 
-#if STREAM_HW
-/* Lane 0 of a warp: counts the warp out of `slot`'s chunk (acquire-release at the block's scope,
- * after the warp's lanes met); returns the warps out before it. */
-static inline uint32_t count_out(uint32_t slot) {
-#if defined(__NVPTX__)
-  uint32_t old;
-  __asm__ volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;"
-                   : "=r"(old)
-                   : "r"(mlk_smem_addr(&st.released[slot]))
-                   : "memory");
-  return old;
-#else
-  return __atomic_fetch_add(&st.released[slot], 1u, __ATOMIC_ACQ_REL);
-#endif
-}
-#endif
-
 void mlk_stream_release(MlkStreamCursor *c) {
-#if STREAM_HW
-  const uint32_t slot = c->slot;
-#endif
   c->chunk++;
   if (++c->slot == c->slots) {
     c->slot = 0;
     c->parity ^= 1u;
   }
 #if STREAM_HW
-  if (mlk_dev_tune.stream_warp_release) {
-    /* No block barrier: each warp counts itself out of the chunk, and the last one out frees the
-     * slot and refills it; the others go on to the next chunk. Last for chunk c means every warp
-     * left c, the previous last included, whose pump for c - 1 was done before it left c: the
-     * pumps follow one another. */
-    __nvvm_bar_warp_sync(0xffffffffu); /* the warp's lanes are done with the chunk */
-    if ((mlk_tid() & 31) == 0 && count_out(slot) == MLK_BLOCK_THREADS / 32 - 1) {
-      st.released[slot] = 0;
-      st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
-      if (st.on)
-        pump(0);
-    }
-    return;
-  }
   __nvvm_barrier_sync(0); /* every thread is done with the chunk */
   if (mlk_tid() == 0) {
     /* read by the next task, after the barriers between tasks */
     st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
     if (st.on)
-      pump(0);
+      pump();
   }
 #endif
 }

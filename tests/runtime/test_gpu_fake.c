@@ -102,27 +102,18 @@ static void test_tune(mlk_backend *be) {
   CHECK(fake->tune_lookups == lookups + 1 && !memcmp(&fake->tune, &dflt, sizeof dflt),
         "defaults: %d lookups, backoff %u, l2 ahead %u", fake->tune_lookups - lookups,
         fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead);
-  setenv("MLK_POLL_BACKOFF_NS", "0", 1);
+  /* every knob away from its default */
+  setenv("MLK_POLL_BACKOFF_NS", "512", 1);
   setenv("MLK_STREAM_L2_AHEAD", "262144", 1);
-  setenv("MLK_MMA_STAGE_RING", "1", 1);
-  setenv("MLK_STREAM_WARP_RELEASE", "1", 1);
-  setenv("MLK_STREAM_HOLD", "1", 1);
+  setenv("MLK_MMA_STAGE_RING", "0", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
-  CHECK(fake->tune.poll_backoff_ns == 0 && fake->tune.stream_l2_ahead == 262144 &&
-            fake->tune.mma_stage_ring == 1 && fake->tune.stream_warp_release == 1 &&
-            fake->tune.stream_hold == 1,
-        "set: backoff %u, l2 ahead %u, mma ring %u, warp release %u, hold %u",
-        fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring,
-        fake->tune.stream_warp_release, fake->tune.stream_hold);
-  setenv("MLK_STREAM_HOLD", "on", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_HOLD");
-  unsetenv("MLK_STREAM_HOLD");
+  CHECK(fake->tune.poll_backoff_ns == 512 && fake->tune.stream_l2_ahead == 262144 &&
+            fake->tune.mma_stage_ring == 0,
+        "set: backoff %u, l2 ahead %u, mma ring %u", fake->tune.poll_backoff_ns,
+        fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring);
   setenv("MLK_MMA_STAGE_RING", "2", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_MMA_STAGE_RING");
   unsetenv("MLK_MMA_STAGE_RING");
-  setenv("MLK_STREAM_WARP_RELEASE", "yes", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_WARP_RELEASE");
-  unsetenv("MLK_STREAM_WARP_RELEASE");
   setenv("MLK_STREAM_L2_AHEAD", "-1", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_L2_AHEAD");
   setenv("MLK_STREAM_L2_AHEAD", "0", 1);

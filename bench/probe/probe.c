@@ -78,11 +78,13 @@ static void reset(void) {
   CHECK_CU(cuMemsetD8(d_stop, 0, 4));
 }
 
-static void launch(const char *name, int grid, void **args) {
+/* Launches kernel `name` cooperatively (every block resident at once: the probes' blocks wait
+ * for each other) with `dyn` bytes of dynamic shared memory, and checks its error words. */
+static void launch_dyn(const char *name, int grid, unsigned dyn, void **args) {
   CUfunction f;
   CHECK_CU(cuModuleGetFunction(&f, mod, name));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
-  CHECK_CU(cuLaunchCooperativeKernel(f, grid, 1, 1, 256, 1, 1, DYN_SMEM, 0, args));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)dyn));
+  CHECK_CU(cuLaunchCooperativeKernel(f, grid, 1, 1, 256, 1, 1, dyn, 0, args));
   CHECK_CU(cuCtxSynchronize());
   uint32_t err[3];
   CHECK_CU(cuMemcpyDtoH(err, d_err, sizeof err));
@@ -92,6 +94,8 @@ static void launch(const char *name, int grid, void **args) {
     exit(1);
   }
 }
+
+static void launch(const char *name, int grid, void **args) { launch_dyn(name, grid, DYN_SMEM, args); }
 
 static void handoff(int quick) {
   static const struct { unsigned variant; const char *what; } vs[] = {
@@ -136,14 +140,16 @@ static void fence(int quick) {
     fprintf(stderr, "sync_probe: out of host memory\n");
     exit(1);
   }
-  static const unsigned copies[] = {0, 1, 2, 4};
+  /* copies of 32 KiB, then one copy of 64 and of 128 KiB (the bytes of 2 and 4 smaller ones) */
+  static const struct { unsigned n, size; } copies[] = {
+      {0, 32768}, {1, 32768}, {2, 32768}, {4, 32768}, {1, 65536}, {1, 131072}};
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
-      if (issuer && !copies[c])
+      if (issuer && (!copies[c].n || copies[c].size != 32768))
         continue;
       reset();
-      unsigned n = copies[c], who = (unsigned)issuer;
-      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who};
+      unsigned n = copies[c].n, who = (unsigned)issuer, size = copies[c].size;
+      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who, &size};
       launch("probe_fence", sms, args);
       CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
       for (int part = 0; part < (n ? 2 : 1); part++) {
@@ -155,14 +161,72 @@ static void fence(int quick) {
         pcts(v, m, &p50, &p90);
         char what[96];
         if (part == 0)
-          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u copies in flight (thread %d)", n, issuer);
+          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x %u KiB in flight (thread %d)", n,
+                   size >> 10, issuer);
         else
-          snprintf(what, sizeof what, "%u copies of 32 KiB: issue to landed", n);
+          snprintf(what, sizeof what, "%u copies of %u KiB: issue to landed", n, size >> 10);
         row("fence", what, "HBM", p50, p90, "ns");
       }
     }
   free(h);
   free(v);
+}
+
+/* The fence in the SM's other block (sync_probe.c probe_fence_pair): two blocks a SM, the shared
+ * memory each asks for leaving no room for a third. Rows: the notifier's fence with 0 to 2 copies
+ * of 32 KiB in flight in the copier, and how often the copies landed after the fence ended. */
+enum { PAIR_ROLE = 16384, PAIR_DYN = 100 << 10 }; /* as sync_probe.c; 2 x 100 KiB a SM, not 3 */
+static void fence_pair(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10, nsm = (uint32_t)sms;
+  uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_pair"));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, PAIR_DYN));
+  int per_sm = 0;
+  CHECK_CU(cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, 256, PAIR_DYN));
+  if (per_sm != 2) {
+    printf("fence    (the pair rows need exactly 2 blocks a SM; %d fit: skipped)\n", per_sm);
+    return;
+  }
+  uint64_t *h = malloc(2 * (size_t)sms * iters * sizeof *h), *v = malloc((size_t)sms * iters * sizeof *v);
+  uint32_t *roles = malloc((size_t)sms * sizeof *roles);
+  if (!h || !v || !roles) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  for (unsigned n = 0; n <= 2; n++) {
+    reset();
+    void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &nsm};
+    launch_dyn("probe_fence_pair", 2 * sms, PAIR_DYN, args);
+    CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
+    CHECK_CU(cuMemcpyDtoH(roles, d_cnt + PAIR_ROLE * 4, (size_t)sms * sizeof *roles));
+    size_t m = 0, after = 0;
+    for (int sm = 0; sm < sms; sm++) {
+      if (roles[sm] != 2) /* not a pair (an SM id beyond the count): no rows */
+        continue;
+      for (uint32_t it = skip; it < iters; it++) {
+        v[m++] = h[(size_t)sm * iters + it];
+        after += h[(size_t)sms * iters + (size_t)sm * iters + it] != 0;
+      }
+    }
+    if (m == 0) {
+      printf("fence    (no SM ran a pair: skipped)\n");
+      break;
+    }
+    double p50, p90;
+    pcts(v, m, &p50, &p90);
+    char what[96];
+    snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB in the SM's other block", n);
+    row("fence", what, "HBM", p50, p90, "ns");
+    if (n) {
+      snprintf(what, sizeof what, "  of those, copies landed after the fence ended");
+      double pct = 100.0 * (double)after / (double)m;
+      row("fence", what, "HBM", pct, pct, "%");
+    }
+  }
+  free(h);
+  free(v);
+  free(roles);
 }
 
 /* The weight stream's design alone: every SM streams its share of the 1 GiB buffer through 1 to 4
@@ -327,6 +391,7 @@ int main(int argc, char **argv) {
   printf("%-8s %-50s %-6s %9s %9s %s\n", "probe", "what", "load", "p50", "p90", "unit");
   handoff(quick);
   fence(quick);
+  fence_pair(quick);
   stream(quick);
   stage(quick);
   if (json)

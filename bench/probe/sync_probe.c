@@ -14,9 +14,11 @@
  *     (or not). Variants: spin or the back-off of stdlib/tiles/sync.c; fence + relaxed reduction
  *     or one release reduction; a bare thread or the whole-block protocol (the block's threads
  *     write, barrier, notify; poll, barrier-and, read).
- *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB into shared
- *     memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu; does the fence
- *     wait for the copies in flight? `issuer` 32 has another warp issue them.
+ *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB (or one larger
+ *     one) into shared memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu;
+ *     does the fence wait for the copies in flight, per copy or per byte? `issuer` 32 has another
+ *     warp issue them. probe_fence_pair: the same with the copies issued by the other block on
+ *     the SM.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
  *     reach per SM and over the chip, by slot count.
@@ -194,12 +196,14 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
 #define ring (probe_smem + 128)
 
 /* Every block, `iters` times: thread `issuer` (0, or 32: lane 0 of warp 1) issues `copies` bulk
- * copies of 32 KiB from buf (a different place each time: HBM, not L2), a block barrier, then
- * thread 0 stores a word, times one fence.acq_rel.gpu, and relaxed-reduces a counter (the
- * notify); then the copies are waited for. out[block * iters + it] = the fence's ns; the
- * copies' time from issue to landing goes to out[nblocks * iters + block * iters + it]. */
+ * copies of `size` bytes (copies * size <= MAX_COPIES * SLOT_BYTES) from buf (a different place
+ * each time: HBM, not L2), a block barrier, then thread 0 stores a word, times one
+ * fence.acq_rel.gpu, and relaxed-reduces a counter (the notify); then the copies are waited for.
+ * out[block * iters + it] = the fence's ns; the copies' time from issue to landing goes to
+ * out[nblocks * iters + block * iters + it]. Copies of several sizes for the same bytes say
+ * whether the fence waits per copy or per byte. */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
-                        u32 copies, u32 issuer) {
+                        u32 copies, u32 issuer, u32 size) {
   u32 b = bid(), nb = nblocks();
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < MAX_COPIES; s++)
@@ -207,15 +211,15 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
-  u64 chunks = bytes / SLOT_BYTES;
+  u64 chunks = bytes / size;
   for (u32 it = 0; it < iters; it++) {
     u64 issued = 0;
     if (mlk_tid() == issuer) {
       issued = mlk_globaltimer();
       for (u32 s = 0; s < copies; s++) {
         u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
-        mlk_mbar_expect_tx(&bars[s], SLOT_BYTES);
-        mlk_bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
+        mlk_mbar_expect_tx(&bars[s], size);
+        mlk_bulk_copy(ring + s * size, buf + c * size, size, &bars[s]);
       }
     }
     __nvvm_barrier_sync(0);
@@ -240,6 +244,80 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     }
     if (!__nvvm_bar0_and(ok))
       return;
+  }
+}
+
+/* ---- probe_fence_pair ---- */
+
+static inline u32 smid(void) {
+  u32 v;
+  __asm__ volatile("mov.u32 %0, %%smid;" : "=r"(v));
+  return v;
+}
+
+/* Two blocks on every SM (the launch's shared memory allows no third): the first to arrive on an
+ * SM (an atomic on cnt[PAIR_ROLE + smid]) is the copier, the second the notifier. `iters` times:
+ * the copier's thread 0 issues `copies` bulk copies of 32 KiB and raises its SM's flag; the
+ * notifier's thread 0 waits for the flag, times one fence.acq_rel.gpu, and acknowledges; the
+ * copier waits for its copies and the acknowledgement. Does a block's fence wait for the copies
+ * of another block on its SM (if not, a megakernel could notify from a block that streams
+ * nothing)? out[smid * iters + it] = the notifier's fence ns; out[nsm * iters + smid * iters + it]
+ * = 1 when the copies landed after that fence ended (the fence did not wait for them), else 0. */
+enum { PAIR_ROLE = 16384, PAIR_FLAG = 17408, PAIR_ACK = 18432, PAIR_END = 19456 };
+KERNEL void probe_fence_pair(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt,
+                             u32 iters, u32 copies, u32 nsm) {
+  MLK_SHARED u32 *role = (MLK_SHARED u32 *)(probe_smem + 64);
+  u32 sm = smid();
+  if (mlk_tid() == 0) {
+    for (u32 s = 0; s < MAX_COPIES; s++)
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init();
+    *role = sm < nsm && sm < 1024 ? __atomic_fetch_add(&cnt[PAIR_ROLE + sm], 1u, __ATOMIC_RELAXED) : 2;
+  }
+  __nvvm_barrier_sync(0);
+  u32 r = *role;
+  u64 chunks = bytes / SLOT_BYTES;
+  int ok = 1;
+  for (u32 it = 0; it < iters && ok; it++) {
+    if (mlk_tid() == 0 && r == 0) { /* the copier */
+      for (u32 s = 0; s < copies; s++) {
+        u64 c = ((u64)it * nsm * MAX_COPIES + (u64)sm * MAX_COPIES + s) % chunks;
+        mlk_mbar_expect_tx(&bars[s], SLOT_BYTES);
+        mlk_bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
+      }
+      st_volatile(&cnt[PAIR_FLAG + sm], it + 1);
+      u64 start = mlk_globaltimer(), landed = start;
+      for (u32 s = 0; s < copies && ok; s++)
+        while (ok && !mlk_mbar_test(&bars[s], it & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS)
+            ok = 0;
+      landed = mlk_globaltimer();
+      while (ok && mlk_ld_acquire(&cnt[PAIR_ACK + sm]) != it + 1)
+        if (mlk_globaltimer() - start > DEADLINE_NS)
+          ok = 0;
+      /* the notifier's fence end, written before its acknowledgement */
+      u64 fence_end = ((u64)mlk_ld_volatile(&cnt[PAIR_END + 2 * sm + 1]) << 32) |
+                      mlk_ld_volatile(&cnt[PAIR_END + 2 * sm]);
+      out[(u64)nsm * iters + (u64)sm * iters + it] = copies && landed > fence_end;
+    } else if (mlk_tid() == 0 && r == 1) { /* the notifier */
+      u64 start = mlk_globaltimer();
+      while (ok && mlk_ld_volatile(&cnt[PAIR_FLAG + sm]) != it + 1)
+        if (mlk_globaltimer() - start > DEADLINE_NS)
+          ok = 0;
+      cnt[sm * 32 + 1] = it;
+      u64 t0 = mlk_globaltimer();
+      mlk_fence_acq_rel_gpu();
+      u64 t1 = mlk_globaltimer();
+      mlk_red_relaxed_gpu(&cnt[sm * 32]);
+      out[(u64)sm * iters + it] = t1 - t0;
+      st_volatile(&cnt[PAIR_END + 2 * sm], (u32)t1);
+      st_volatile(&cnt[PAIR_END + 2 * sm + 1], (u32)(t1 >> 32));
+      mlk_fence_acq_rel_gpu(); /* the fence's end before the acknowledgement */
+      st_volatile(&cnt[PAIR_ACK + sm], it + 1);
+    }
+    if (!ok)
+      __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+    ok = __nvvm_bar0_and(ok);
   }
 }
 

@@ -19,12 +19,13 @@
  * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. With n slots (the launch's choice), slot s
  * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
  *
- * Launch-time knobs (mlk_desc.h MlkDevTune, off by default): with stream_l2_ahead > 0
- * (MLK_STREAM_L2_AHEAD) the loader also prefetches that many bytes of the list's coming weights,
- * beyond what its copies have reached, into L2 (cp.async.bulk.prefetch): the ring holds a few
- * chunks, while a decode layer's chain of small ops leaves HBM idle long enough to bring in much
- * of the next matvecs' weights. And a tile may borrow the ring as scratch once the stream will put
- * nothing there again (mlk_stream_scratch: the tensor-core matvec's staging, mma_stage_ring).
+ * Launch-time knobs (mlk_desc.h MlkDevTune): with stream_l2_ahead > 0 (MLK_STREAM_L2_AHEAD, off
+ * by default: it measured slower) the loader also prefetches that many bytes of the list's
+ * coming weights, beyond what its copies have reached, into L2 (cp.async.bulk.prefetch): the ring
+ * holds a few chunks, while a decode layer's chain of small ops leaves HBM idle long enough to
+ * bring in much of the next matvecs' weights. And a tile may borrow the ring as scratch once the
+ * stream will put nothing there again (mlk_stream_scratch: the tensor-core matvec's staging,
+ * mma_stage_ring, on by default).
  *
  * Measured and not kept (docs/performance.md, tenth session): freeing a chunk warp by warp
  * instead of with a block barrier (slower at batch 1), and holding the loader to the running

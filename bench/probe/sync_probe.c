@@ -192,6 +192,19 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
 
 /* ---- probe_fence ---- */
 
+/* A task's notify, timed: a word of output stored, the fence (its ns returned, its end in *end
+ * when asked), then the counter's relaxed reduction. */
+static inline u64 timed_notify(u32 *counter, u32 word, u64 *end) {
+  counter[1] = word;
+  u64 t0 = mlk_globaltimer();
+  mlk_fence_acq_rel_gpu();
+  u64 t1 = mlk_globaltimer();
+  mlk_red_relaxed_gpu(counter);
+  if (end)
+    *end = t1;
+  return t1 - t0;
+}
+
 #define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
 
@@ -223,14 +236,8 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
       }
     }
     __nvvm_barrier_sync(0);
-    if (mlk_tid() == 0) {
-      cnt[b * 32 + 1] = it;
-      u64 t0 = mlk_globaltimer();
-      mlk_fence_acq_rel_gpu();
-      u64 t1 = mlk_globaltimer();
-      mlk_red_relaxed_gpu(&cnt[b * 32]);
-      out[(u64)b * iters + it] = t1 - t0;
-    }
+    if (mlk_tid() == 0)
+      out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0);
     int ok = 1;
     if (mlk_tid() == issuer) {
       u64 start = mlk_globaltimer();
@@ -304,12 +311,8 @@ KERNEL void probe_fence_pair(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, 
       while (ok && mlk_ld_volatile(&cnt[PAIR_FLAG + sm]) != it + 1)
         if (mlk_globaltimer() - start > DEADLINE_NS)
           ok = 0;
-      cnt[sm * 32 + 1] = it;
-      u64 t0 = mlk_globaltimer();
-      mlk_fence_acq_rel_gpu();
-      u64 t1 = mlk_globaltimer();
-      mlk_red_relaxed_gpu(&cnt[sm * 32]);
-      out[(u64)sm * iters + it] = t1 - t0;
+      u64 t1;
+      out[(u64)sm * iters + it] = timed_notify(&cnt[sm * 32], it, &t1);
       st_volatile(&cnt[PAIR_END + 2 * sm], (u32)t1);
       st_volatile(&cnt[PAIR_END + 2 * sm + 1], (u32)(t1 >> 32));
       mlk_fence_acq_rel_gpu(); /* the fence's end before the acknowledgement */

@@ -58,11 +58,11 @@
   (((uint64_t)(batched) << 63) | ((uint64_t)(uint32_t)(rows) << 32) | (uint64_t)(uint32_t)(k))
 
 /* Launch-time tuning of the device tiles: knobs that let one build measure a design choice on
- * the GPU, several settings in one run, without a rebuild. The tiles (stdlib/tiles/sync.c) define
+ * the GPU, several settings in one run, without a rebuild. The tiles (stdlib/tiles/tune.c) define
  * a constant `mlk_dev_tune` (MLK_DEV_TUNE_SYMBOL) of this type, initialized to
  * MLK_DEV_TUNE_DEFAULTS, which mlkc keeps visible in the module; after loading a module the GPU
  * backend writes it from the environment (runtime/gpu.c: MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD). A module without the symbol runs with the defaults; a runtime that does not
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING). A module without the symbol runs with the defaults; a runtime that does not
  * write it leaves them: neither side needs the other's version, so adding the knob left the ABI
  * number alone. */
 typedef struct MlkDevTune {

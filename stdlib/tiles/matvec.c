@@ -448,43 +448,32 @@ static inline float epi(float s, const float *res, const uint16_t *bias, int64_t
 /* Stage batch rows [0, nbp) of columns [kc0, kc0 + kcp) as packed bf16 pairs: row b at word
  * b * RSF, hi pairs first (kcp / 2 words), lo pairs at KC / 2. Rows >= nb and columns >= kn are
  * zeros (a zero weight times a stale NaN would not be zero). RSF = KC + 16 words: two rows of a
- * quarter warp's 16-byte loads fall in opposite halves of the banks. With a norm, x is staged
- * times its weights only, and the staging adds each row's sum of squares over its columns to
- * ss[b] when ss is given (the first round of a pass): the norm's 1 / rms is a factor of each
- * finished sum (mma_rscale), so no pass over x computes it beforehand. Row b's sum is only ever
- * written by warp b % WARPS, in a fixed order. This is the path for x or norm weights that are
- * not 16-byte aligned; mma_stage_vec below is the usual one. */
+ * quarter warp's 16-byte loads fall in opposite halves of the banks. This is the path for x or
+ * norm weights that are not 16-byte aligned; mma_stage_vec below is the usual one. */
 static inline __attribute__((always_inline)) void
 mma_stage_scalar(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
-                 MLK_SHARED float *ss, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
+                 const MLK_SHARED float *rsm, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
                  uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp,
                  uint32_t lane) {
   uint32_t RSF = KC + 16;
   for (uint32_t b = warp; b < nbp; b += WARPS) {
     const float *xr = x + (b0 + b) * k + kc0;
     const uint16_t *nw = norm_w + kc0;
-    float sq = 0.0f;
+    float sc = b < nb && norm_w ? rsm[b] : 1.0f;
     for (uint32_t p = lane; p < kcp / 2; p += 32) {
       float v0 = 0.0f, v1 = 0.0f;
       uint32_t i = 2 * p;
       if (b < nb && i < kn) { /* kn is even: i + 1 < kn too */
         v0 = xr[i], v1 = xr[i + 1];
-        sq += v0 * v0 + v1 * v1;
         if (norm_w) {
-          v0 = v0 * bf16f(mlk_ld_weight16(nw + i));
-          v1 = v1 * bf16f(mlk_ld_weight16(nw + i + 1));
+          v0 = v0 * sc * bf16f(mlk_ld_weight16(nw + i));
+          v1 = v1 * sc * bf16f(mlk_ld_weight16(nw + i + 1));
         }
       }
       uint32_t hi, lo;
       split2(v0, v1, &hi, &lo);
       sw[b * RSF + p] = hi;
       sw[b * RSF + KC / 2 + p] = lo;
-    }
-    if (ss) {
-      for (int off = 16; off > 0; off >>= 1)
-        sq += __nvvm_shfl_sync_bfly_f32(0xffffffffu, sq, off, 0x1f);
-      if (lane == 0 && b < nb)
-        ss[b] += sq;
     }
   }
 }
@@ -493,19 +482,16 @@ mma_stage_scalar(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w
  * (two float4 of x, one 16-byte load of the norm's weights), the loads of MMA_SU items issued
  * before any is converted, so that a warp has that many L2 round trips in flight instead of one;
  * each item is 4 hi and 4 lo pair words, two 16-byte shared stores. The warp's rows are b =
- * warp, warp + WARPS, ... as in mma_stage_scalar, and the rounding and the sums of squares are
- * the same (a warp's 32 items of one step span at most a few rows: a reduction per row there).
- * Needs x, the rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
+ * warp, warp + WARPS, ... as in mma_stage_scalar, and the rounding is the same. Needs x, the
+ * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
 #define MMA_SU 4
 static inline __attribute__((always_inline)) void
 mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
-              MLK_SHARED float *ss, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
+              const MLK_SHARED float *rsm, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
               uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp, uint32_t lane) {
   uint32_t RSF = KC + 16, q8 = kcp / 8;
   uint32_t items = (nbp > warp ? (nbp - warp + WARPS - 1) / WARPS : 0) * q8;
-  /* warp-uniform bounds (the sums of squares are warp reductions); items past `items` are zeros */
-  for (uint32_t base = 0; base < items; base += 32 * MMA_SU) {
-    uint32_t i0 = base + lane;
+  for (uint32_t i0 = lane; i0 < items; i0 += 32 * MMA_SU) {
     F4 v[MMA_SU][2];
     U4 w[MMA_SU];
 #pragma unroll
@@ -522,28 +508,16 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
 #pragma unroll
     for (int u = 0; u < MMA_SU; u++) {
       uint32_t it = i0 + 32 * (uint32_t)u, b = warp + (it / q8) * WARPS, c = it % q8;
-      if (ss) { /* items past the rows are zeros: they add nothing */
-        F4 q = v[u][0] * v[u][0] + v[u][1] * v[u][1];
-        float sq = (q.x + q.y) + (q.z + q.w);
-        uint32_t first = (base + 32 * (uint32_t)u) / q8, last = first + 31 / q8 + 1;
-        for (uint32_t j = first; j <= last; j++) { /* warp-uniform: the rows of the step */
-          float r = it / q8 == j ? sq : 0.0f;
-          for (int off = 16; off > 0; off >>= 1)
-            r += __nvvm_shfl_sync_bfly_f32(0xffffffffu, r, off, 0x1f);
-          uint32_t bj = warp + j * WARPS;
-          if (lane == 0 && bj < nb)
-            ss[bj] += r;
-        }
-      }
       if (it < items) {
+        float sc = b < nb && norm_w ? rsm[b] : 1.0f;
         float e[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
                       v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
         uint32_t ww[4] = {w[u].a, w[u].b, w[u].c, w[u].d};
         if (norm_w) {
 #pragma unroll
           for (int j = 0; j < 4; j++) {
-            e[2 * j] = e[2 * j] * mlk_bf16_lo(ww[j]);
-            e[2 * j + 1] = e[2 * j + 1] * mlk_bf16_hi(ww[j]);
+            e[2 * j] = e[2 * j] * sc * mlk_bf16_lo(ww[j]);
+            e[2 * j + 1] = e[2 * j + 1] * sc * mlk_bf16_hi(ww[j]);
           }
         }
         uint32_t h[4], l[4];
@@ -663,7 +637,7 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
                                                  int64_t k, int64_t row0, int64_t rows,
                                                  int64_t batch, int fn) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
-  MLK_SHARED float *ss = mlk_tile_smem + STAGE; /* the pass's norm sums of squares, MMA_NB floats */
+  MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
   uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
   uint32_t P = G >= WARPS ? 1 : WARPS / G; /* warps per row group: 1, 2, 4 or 8 */
@@ -681,11 +655,36 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
     uint32_t KC = (cap / (nt * 8) - 16) & ~31u;
     if (KC > K32)
       KC = K32;
-    if (norm_w) { /* the pass's sums of squares, added to by the first round's staging */
+    if (norm_w) {
       if (b0 > 0)
-        __nvvm_barrier_sync(0); /* the previous pass's outputs are done with ss */
-      if (tid < nb)
-        ss[tid] = 0.0f;
+        __nvvm_barrier_sync(0); /* the previous pass is done with rsm */
+      for (uint32_t b = warp; b < nb; b += WARPS) {
+        const float *xr = x + (b0 + b) * k;
+        float ss = 0.0f;
+        if (vec) { /* 16-byte loads, four in flight per lane */
+          F4 q = {0.0f, 0.0f, 0.0f, 0.0f};
+          for (uint32_t i0 = 4 * lane; i0 < K; i0 += 4 * 32 * 4) {
+            F4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+              uint32_t i = i0 + (uint32_t)u * 4 * 32;
+              F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+              v[u] = i < K ? *(const F4 *)(xr + i) : z;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+              q += v[u] * v[u];
+          }
+          ss = (q.x + q.y) + (q.z + q.w);
+        } else {
+          for (uint32_t i = lane; i < K; i += 32)
+            ss += xr[i] * xr[i];
+        }
+        for (int off = 16; off > 0; off >>= 1)
+          ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
+        if (lane == 0)
+          rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
+      }
     }
     for (uint32_t u0 = 0; u0 < G * P; u0 += WARPS) {
       uint32_t u = u0 + warp, rg = u / P, p = u % P, r0 = rg * 16;
@@ -700,12 +699,11 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
         U4 win[MMA_UB][2];
         if (active)
           mma_preload(win, W, k, row0 + r0, R - r0, kc0, kn, kcp, p, P, lane);
-        __nvvm_barrier_sync(0); /* ss zeroed; the buffer's previous readers are done */
-        MLK_SHARED float *sq = norm_w && u0 == 0 ? ss : 0; /* later rounds stage the same x */
+        __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
         if (vec)
-          mma_stage_vec(sw, x, norm_w, sq, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+          mma_stage_vec(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         else
-          mma_stage_scalar(sw, x, norm_w, sq, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+          mma_stage_scalar(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
         if (active)
           mma_chunk(acc, win, sw, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
@@ -738,8 +736,6 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
                 for (uint32_t q = 1; q < P; q++)
                   sum += mine[q * 16 * PART_RS + so];
               }
-              if (norm_w) /* every chunk staged: the row's sum of squares is complete */
-                sum *= 1.0f / __builtin_sqrtf(ss[b] / (float)k + eps);
               int64_t o = (b0 + b) * n + row0 + r;
               out[o] = epi(sum, res, bias, row0 + r, o, fn);
             }

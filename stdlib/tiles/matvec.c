@@ -943,7 +943,7 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
         emit_pre(m, pre, r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
       }
     }
-    mlk_stream_release(&cur, r0 + rpc >= m->rows);
+    mlk_stream_release(&cur);
   }
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }

@@ -139,10 +139,7 @@ uint32_t mlk_dev_ticket(uint32_t *ticket);
  * same answer for the loader and the tile) gets its rows in chunks of mlk_stream_rows_per_chunk(k)
  * rows, from the cursor mlk_stream_cursor() (read once, at the task's start, by every thread):
  * mlk_stream_wait(&c) returns the cursor's chunk's slot once it has landed,
- * mlk_stream_release(&c, last) frees it (a block barrier first) and moves the cursor on; `last`
- * (the task's last chunk) leaves the refill to the next task's pump, after this task's notify:
- * the notify's fence waits for every bulk copy in flight on the SM, and a copy issued just before
- * it would be one. All but mlk_stream_rows_per_chunk are called by every thread. */
+ * mlk_stream_release(&c) frees it (a block barrier first) and moves the cursor on. All but mlk_stream_rows_per_chunk are called by every thread. */
 void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t *rt, int enabled);
 void mlk_stream_pump(void);
 void mlk_stream_drain(void);
@@ -156,7 +153,7 @@ typedef struct MlkStreamCursor {
 } MlkStreamCursor;
 MlkStreamCursor mlk_stream_cursor(void); /* every thread, once at a streamed task's start */
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
-void mlk_stream_release(MlkStreamCursor *c, int last);
+void mlk_stream_release(MlkStreamCursor *c);
 /* The ring as a tile's scratch, when the stream will put nothing there again in this launch (it
  * is off, or its loader is past the block's last streamed task and every chunk was released):
  * the ring, with *floats its size; else NULL and 0. Every thread of a tile gets the same answer

@@ -264,7 +264,7 @@ const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #endif
 }
 
-void mlk_stream_release(MlkStreamCursor *c, int last) {
+void mlk_stream_release(MlkStreamCursor *c) {
   c->chunk++;
   if (++c->slot == c->slots) {
     c->slot = 0;
@@ -275,14 +275,9 @@ void mlk_stream_release(MlkStreamCursor *c, int last) {
   if (mlk_tid() == 0) {
     /* read by the next task, after the barriers between tasks */
     st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
-    /* After a task's last chunk the next task's pump refills (codegen.c calls it before every
-     * task's waits), once this task's notify has run: its fence would otherwise wait for the copy
-     * issued here (~1 us under load, bench/probe). */
-    if (st.on && !last)
+    if (st.on)
       pump();
   }
-#else
-  (void)last;
 #endif
 }
 

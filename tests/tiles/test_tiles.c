@@ -424,6 +424,11 @@ static void test_matvec(void) {
   mv_case(48, 2048, 64, 16, 0, 1, MLK_FN_MUL, 1, 0);
   mv_case(20, 8192, 19, 16, 0, 0, MLK_FN_NONE, 1, 1);
   mv_case(37, 520, 16, 8, 1, 1, MLK_FN_SILU, 0, 0);
+  /* a fused norm: every batch row of a 64-row pass, two passes (batch past 64), two rounds of row
+   * groups (rows past 128) */
+  mv_case(64, 2048, 64, 64, 1, 0, MLK_FN_NONE, 0, 0);
+  mv_case(40, 1024, 100, 40, 1, 1, MLK_FN_SILU, 1, 0);
+  mv_case(160, 520, 24, 160, 1, 0, MLK_FN_NONE, 0, 0);
   mv_mixed_queue(16, 0);
   mv_unbatched_among_mma();
   mma_ring = 0;

@@ -889,32 +889,39 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
   __nvvm_barrier_sync(0);
   mlk_dev_trace_phase(MLK_TRACE_STAGED);
   MLK_SHARED float *part = mlk_tile_smem + STAGE; /* split rows' partial sums, <= WARPS * NB */
-  int64_t rpc = mlk_stream_rows_per_chunk(k);
+  /* The chunk loop in 32-bit counts (a task's rows and k are far below 2^31), and the norm's
+   * 1 / rms of the lane's batch row once a task, not once a chunk: an ncu profile at batch 1 (H100,
+   * eleventh session) had the loop's 64-bit bounds and the per-chunk scale (eight shared loads, an
+   * IEEE division, a square root and a reciprocal on the way to the release barrier) at ~40% of
+   * matvec_stream_b1's samples, against ~21% for the dot products. */
+  uint32_t urows = (uint32_t)rows, K8 = (uint32_t)chunks, uk = (uint32_t)k, unb = (uint32_t)nb;
+  uint32_t rpc = (uint32_t)mlk_stream_rows_per_chunk(k);
+  float rs = norm_w ? rscale(ss, lane < unb ? lane : 0, NB, k, eps) : 1.0f;
   MlkStreamCursor cur = mlk_stream_cursor();
-  for (int64_t r0 = 0; r0 < m->rows; r0 += rpc) {
-    int64_t nr = m->rows - r0 < rpc ? m->rows - r0 : rpc;
+  for (uint32_t r0 = 0; r0 < urows; r0 += rpc) {
+    uint32_t nr = urows - r0 < rpc ? urows - r0 : rpc;
     /* warps per row: 2^ls = WARPS / nr rounded down to a power of two (1 from 8 rows on), by
      * comparisons rather than divisions, which cost ~20 instructions each per chunk */
     uint32_t ls = nr >= WARPS / 2 + 1 ? 0 : nr >= WARPS / 4 + 1 ? 1 : nr >= 2 ? 2 : 3;
     uint32_t S = 1u << ls;
-    int64_t seg = (chunks + S - 1) >> ls;
+    uint32_t seg = (K8 + S - 1) >> ls;
     const MLK_SHARED uint16_t *slot = mlk_stream_wait(&cur);
     if (r0 == 0)
       mlk_dev_trace_phase(MLK_TRACE_FIRST);
-    for (int64_t rr = warp >> ls; rr < nr; rr += WARPS >> ls) {
+    for (uint32_t rr = warp >> ls; rr < nr; rr += WARPS >> ls) {
       uint32_t sg = warp & (S - 1);
-      int64_t c0 = sg * seg, c1 = c0 + seg < chunks ? c0 + seg : chunks;
+      uint32_t c0 = sg * seg, c1 = c0 + seg < K8 ? c0 + seg : K8;
       float acc[BMAX];
 #pragma unroll
       for (int b = 0; b < NB; b++)
         acc[b] = 0.0f;
       /* ordinary loads: the wait's asm (a memory clobber) keeps them after the copy landed */
-      const MLK_SHARED V4 *wrow = (const MLK_SHARED V4 *)(slot + rr * k);
+      const MLK_SHARED V4 *wrow = (const MLK_SHARED V4 *)(slot + rr * uk);
 #pragma unroll 4
-      for (int64_t c = c0 + lane; c < c1; c += 32) {
+      for (uint32_t c = c0 + lane; c < c1; c += 32) {
         V4 wv = wrow[c];
         U4 w = {wv.x, wv.y, wv.z, wv.w};
-        uint32_t cc = (uint32_t)c, off = ((cc >> 3) << 6) | ((cc & 7u) << 2);
+        uint32_t off = ((c >> 3) << 6) | ((c & 7u) << 2);
 #pragma unroll
         for (int b = 0; b < NB; b++) {
           if (b < nb) {
@@ -926,17 +933,17 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
         }
       }
       float sum = reduce_scatter(acc, NB, lane);
-      if (lane < (uint32_t)nb) {
+      if (lane < unb) {
         if (S == 1)
-          emit_pre(m, pre, r0 + rr, lane, norm_w ? sum * rscale(ss, lane, NB, k, eps) : sum);
+          emit_pre(m, pre, r0 + rr, lane, sum * rs);
         else
           part[(rr * S + sg) * NB + lane] = sum;
       }
     }
     if (S > 1) {
       __nvvm_barrier_sync(0);
-      for (int64_t t = tid; t < nr * nb; t += MLK_BLOCK_THREADS) {
-        int64_t rr = t / nb, b = t % nb;
+      for (uint32_t t = tid; t < nr * unb; t += MLK_BLOCK_THREADS) {
+        uint32_t rr = t / unb, b = t - rr * unb;
         float sum = 0.0f;
         for (uint32_t sg = 0; sg < S; sg++)
           sum += part[(rr * S + sg) * NB + b];

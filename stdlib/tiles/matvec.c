@@ -399,6 +399,7 @@ MLK_MATVEC_VARIANT(matvec_b8, 1, BMAX, 2, 2)
 #define MMA_NB 64 /* batch rows per pass over W */
 #define MMA_NT (MMA_NB / 8)
 
+#if !defined(__NVPTX__)
 /* f32 -> bf16 bits, round to nearest even (NaN stays NaN, overflow goes to infinity). */
 static inline uint32_t bf16_rne(float f) {
   union { float f; uint32_t u; } c = {f};
@@ -406,15 +407,31 @@ static inline uint32_t bf16_rne(float f) {
     return (c.u >> 16) | 0x40u;
   return (c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16;
 }
+#endif
+
+/* Two f32 -> one packed bf16 pair, round to nearest even, v0 in the low half. On the device one
+ * cvt.rn.bf16x2.f32 (sm_80 on): the software rounding took ~10 integer instructions a value, and
+ * at batch 64 the staging's conversions and index arithmetic were most of matvec_mma's
+ * instructions (an ncu profile on the H100: HMMA 2.9% of them). A NaN becomes the canonical one
+ * there (0x7fff), a NaN all the same. */
+static inline uint32_t bf16x2_rne(float v0, float v1) {
+#if defined(__NVPTX__)
+  uint32_t r;
+  __asm__("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(v1), "f"(v0));
+  return r;
+#else
+  return bf16_rne(v0) | (bf16_rne(v1) << 16);
+#endif
+}
 
 /* x -> the packed hi and lo bf16 of two consecutive k (element 0 in the low half). */
 static inline void split2(float v0, float v1, uint32_t *hi, uint32_t *lo) {
-  uint32_t h0 = bf16_rne(v0), h1 = bf16_rne(v1);
-  float d0 = v0 - mlk_bf16_lo(h0), d1 = v1 - mlk_bf16_lo(h1);
+  uint32_t h = bf16x2_rne(v0, v1);
+  float d0 = v0 - mlk_bf16_lo(h), d1 = v1 - mlk_bf16_hi(h);
   d0 = d0 == d0 ? d0 : 0.0f; /* x = +-inf: hi carries it */
   d1 = d1 == d1 ? d1 : 0.0f;
-  *hi = h0 | (h1 << 16);
-  *lo = bf16_rne(d0) | (bf16_rne(d1) << 16);
+  *hi = h;
+  *lo = bf16x2_rne(d0, d1);
 }
 
 /* d[0..3] += A (a0..a3) * B (b0, b1): one warp-wide mma.sync, every lane of the warp. */
@@ -491,12 +508,22 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
               uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp, uint32_t lane) {
   uint32_t RSF = KC + 16, q8 = kcp / 8;
   uint32_t items = (nbp > warp ? (nbp - warp + WARPS - 1) / WARPS : 0) * q8;
+  /* Item it is (row slot it / q8, column item it % q8); a lane's items go 32 at a time, so the two
+   * are counted forward rather than divided for every item (two runtime divisions an item, in
+   * each of the two loops below, were a large part of the staging's integer instructions). */
+  uint32_t dj = 32 / q8, dc = 32 - dj * q8;
+  uint32_t jb = lane / q8, jc = lane - jb * q8;
   for (uint32_t i0 = lane; i0 < items; i0 += 32 * MMA_SU) {
     F4 v[MMA_SU][2];
     U4 w[MMA_SU];
+    uint32_t bu[MMA_SU], cu[MMA_SU];
 #pragma unroll
     for (int u = 0; u < MMA_SU; u++) {
-      uint32_t it = i0 + 32 * (uint32_t)u, b = warp + (it / q8) * WARPS, col = 8 * (it % q8);
+      uint32_t it = i0 + 32 * (uint32_t)u, b = warp + jb * WARPS, col = 8 * jc;
+      bu[u] = b, cu[u] = jc;
+      jc += dc, jb += dj;
+      if (jc >= q8)
+        jc -= q8, jb++;
       int in = it < items && b < nb && col < kn;
       const float *xp = x + (b0 + b) * k + kc0 + col;
       F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -507,7 +534,7 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
     }
 #pragma unroll
     for (int u = 0; u < MMA_SU; u++) {
-      uint32_t it = i0 + 32 * (uint32_t)u, b = warp + (it / q8) * WARPS, c = it % q8;
+      uint32_t it = i0 + 32 * (uint32_t)u, b = bu[u], c = cu[u];
       if (it < items) {
         float sc = b < nb && norm_w ? rsm[b] : 1.0f;
         float e[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,

@@ -4,8 +4,9 @@
  * compiled with -DMLK_DIFF_MODEL=NAME, tests/gpu/batch_ops.mlk (matvecs at batches up to 64) or
  * tests/gpu/event_ops.mlk (explicit events, and megakernels reading each other's outputs).
  * Several steps (the KV cache grows) at several batch sizes, outputs poisoned before each step,
- * the KV caches compared too (equal, or an element apart by rounding: then that step's f32
- * outputs at TOL_KV_STEP),
+ * the KV caches compared too, after every megakernel of a step (equal, or an element apart by
+ * rounding: then that step's f32 outputs at TOL_KV_STEP; a later megakernel may overwrite an entry
+ * that an earlier one wrote and a third op read in between, as event_ops' step does),
  * which runs every megakernel of the model in order. A sampled token (an output written by a
  * sample op) is not compared with the other side's, whose logits differ by rounding: each side's
  * token must be mlk_ref_sample_row of its own logits and of the row's parameters and random number
@@ -52,7 +53,7 @@
  * such an element, the step's f32 outputs are compared at TOL_KV_STEP. Anything more fails. */
 #define KV_ABS_TOL (1.0 / 1024)
 #define TOL_KV_STEP 2e-3
-static int kv_steps;      /* cache elements apart by rounding in the current step */
+static int kv_steps;      /* cache elements apart by rounding in the current step (so far) */
 static int kv_step_runs;  /* steps compared at TOL_KV_STEP */
 
 static uint64_t rng;
@@ -164,11 +165,11 @@ static float bf16_value(uint16_t h) {
   return f;
 }
 
-/* Every cache of the model, GPU against simulator: sets kv_steps; 0 when an element differs by
- * more than one bf16 step and more than KV_ABS_TOL of the cache's scale (or the download fails). */
+/* Every cache of the model, GPU against simulator: adds the elements apart by rounding to
+ * kv_steps; 0 when an element differs by more than one bf16 step and more than KV_ABS_TOL of the
+ * cache's scale (or the download fails). */
 static int compare_caches(mlk_model *g, mlk_model *c, const char *what) {
   const MlkModelDesc *d = mlk_model_desc(g);
-  kv_steps = 0;
   int ok = 1;
   for (int t = 0; t < d->ntensors && ok; t++) {
     if (d->tensors[t].kind != MLK_TENSOR_CACHE)
@@ -202,8 +203,6 @@ static int compare_caches(mlk_model *g, mlk_model *c, const char *what) {
     free(a);
     free(b);
   }
-  if (kv_steps)
-    kv_step_runs++;
   return ok;
 }
 
@@ -334,17 +333,25 @@ int main(int argc, char **argv) {
             (mlk_model_fill_tensor(g, t, 0xff) != MLK_OK || mlk_model_fill_tensor(c, t, 0xff) != MLK_OK))
           return 1;
       }
-      /* every megakernel in order: a later one may read the outputs an earlier one wrote */
-      for (int k = 0; k < d->nkernels && ok; k++)
+      /* every megakernel in order: a later one may read the outputs an earlier one wrote; the
+       * caches after each (an entry written by one may be read, then rewritten, by the next) */
+      char what[96];
+      kv_steps = 0;
+      for (int k = 0; k < d->nkernels && ok; k++) {
         if (mlk_model_run(g, k) != MLK_OK || mlk_model_run(c, k) != MLK_OK) {
           printf("FAIL: run '%s': %s\n", d->kernels[k].name, mlk_last_error());
           ok = 0;
+          break;
         }
+        snprintf(what, sizeof what, "batch %lld step %d, after '%s'", (long long)batch, s,
+                 d->kernels[k].name);
+        ok = compare_caches(g, c, what) && ok;
+      }
+      if (kv_steps)
+        kv_step_runs++;
       if (!ok)
         break;
-      char what[64];
       snprintf(what, sizeof what, "batch %lld step %d", (long long)batch, s);
-      ok = compare_caches(g, c, what) && ok;
       for (int t = 0; t < d->ntensors; t++)
         if (d->tensors[t].kind == MLK_TENSOR_OUTPUT)
           ok = compare(g, c, t, what, &worst) && ok;

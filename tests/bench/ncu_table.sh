@@ -2,10 +2,11 @@
 # ncu_table.sh: bench/decode/ncu_table.py over a hand-written Nsight Compute source export (two
 # functions, three stall reasons): each function's share of the samples and its stall reasons,
 # a function's instructions, opcodes (a predicate stripped) and address ranges; an unknown
-# function, a CSV that is no source export and a missing file are clear errors.
-#   ncu_table.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR   (the first is not used)
+# function, a CSV that is no source export and a missing file are clear errors; and
+# bench/decode/profile.sh, its GPU-machine wrapper, says so when there is no ncu or no decode_bench.
+#   ncu_table.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
-py=$2 src=$3
+bench=$1 py=$2 src=$3
 fx="$src/tests/bench/fixtures/ncu_source.csv"
 tool="$src/bench/decode/ncu_table.py"
 dir=$(mktemp -d) || exit 1
@@ -38,5 +39,11 @@ grep -q "cannot read" "$dir/e.txt" || { cat "$dir/e.txt"; echo "FAIL: missing fi
 "$py" "$tool" "$fx" --function tile_a --ranges 100,200 --names one > "$dir/e.txt" 2>&1 &&
   { echo "FAIL: too few range names accepted"; fail=1; }
 grep -q "1 names for 3 ranges" "$dir/e.txt" || { cat "$dir/e.txt"; echo "FAIL: range names message"; fail=1; }
+NCU=no-such-ncu DECODE_BENCH="$bench" sh "$src/bench/decode/profile.sh" "$dir/p" > "$dir/e.txt" 2>&1 &&
+  { echo "FAIL: profile.sh without ncu succeeded"; fail=1; }
+grep -q "no Nsight Compute ('no-such-ncu' not found" "$dir/e.txt" || { cat "$dir/e.txt"; echo "FAIL: no-ncu message"; fail=1; }
+DECODE_BENCH="$dir/none" sh "$src/bench/decode/profile.sh" "$dir/p" > "$dir/e.txt" 2>&1 &&
+  { echo "FAIL: profile.sh without decode_bench succeeded"; fail=1; }
+grep -q "no decode_bench at $dir/none" "$dir/e.txt" || { cat "$dir/e.txt"; echo "FAIL: no-bench message"; fail=1; }
 [ $fail -eq 0 ] && echo "ncu_table: ok"
 exit $fail

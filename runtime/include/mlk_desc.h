@@ -211,14 +211,16 @@ typedef struct MlkTensorDesc {
  *   kv_heads). tile = h * (heads / kv_heads) * head_dim: a task per h kv heads (h = 1 unless
  *   `tile(head = h)`), n = heads * head_dim.
  *   With split = S > 1 (flash-decoding) the positions 0..pos[b] of each row are cut at run time
- *   into S chunks (mlk_attn_chunk_len), a task per (h kv heads, chunk), and `out` is not the
- *   attention but its partials: f32 [b, mlk_attn_part_cols(..)], for each kv head g and chunk c a
+ *   into chunks (mlk_attn_chunk_len: about S / batch of them, at most S) that go round S slots in
+ *   row order (mlk_attn_slot_chunk), a task per (h kv heads, slot), and `out` is not the
+ *   attention but its partials: f32 [b, mlk_attn_part_cols(..)], for each kv head g and slot c a
  *   record at mlk_attn_part_offset(..) of `group` = heads / kv_heads query heads: the
  *   unnormalized sums o = sum_t exp(s_t - m) V[t] (group x head_dim), the maxima m = max_t s_t
  *   (group), the sums l = sum_t exp(s_t - m) (group); s_t = q . K[t] / sqrt(head_dim) in natural
- *   units. An empty chunk (or a row with pos < 0) has o = 0, m = -inf, l = 0. tile = h * group *
- *   (head_dim + 2) (one task's records), n = ceil(kv_heads / h) * S * tile; task t covers kv
- *   heads from (t / S) * h and chunk t % S. An ATTN_REDUCE merges the chunks.
+ *   units, over the slot's chunk. A slot without a chunk of the row (or a row with pos < 0) has
+ *   o = 0, m = -inf, l = 0. tile = h * group * (head_dim + 2) (one task's records), n =
+ *   ceil(kv_heads / h) * S * tile; task t covers kv heads from (t / S) * h and slot t % S. An
+ *   ATTN_REDUCE merges the slots.
  * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima; NaN never wins; every
  *   value NaN: 0): x = in[0] f32 [b, k]. One task (split 0).
  *   With split = S >= 2 the row is cut into S chunks of mlk_argmax_chunk(k, S) columns (the last
@@ -251,7 +253,7 @@ typedef struct MlkTensorDesc {
  *   of x is written on every rank. Elementwise tiles.
  * ATTN_REDUCE: the merge of a split attention's partials (in[0], the layout above, with this op's
  *   split, heads, kv_heads, head_dim and h): out[b, h, :] = sum_c exp(m_c - M) o_c /
- *   sum_c exp(m_c - M) l_c with M = max_c m_c over the S chunks, and zeros where every chunk is
+ *   sum_c exp(m_c - M) l_c with M = max_c m_c over the S slots, and zeros where every slot is
  *   empty (pos < 0). out f32 [b, heads * head_dim]; tile = h * group * head_dim: a task per h kv
  *   heads, which waits on one MLK_MAP_TILE counter for the S producer tasks of its records.
  *
@@ -363,17 +365,42 @@ static inline int64_t mlk_argmax_chunk(int64_t k, int64_t split) {
 /* The most chunks an attention op may split a row's positions into. */
 #define MLK_ATTN_MAX_SPLIT 32
 
-/* Positions per chunk of a row that attends to positions 0..T-1 in `split` chunks: chunk c covers
- * [c * len, min((c + 1) * len, T)), so the last chunks may be short or empty. len is at least
- * `min_chunk` (MlkOpDesc.min_chunk; 0 or 1: no minimum): a chunk costs a task's fixed overhead
- * (waits, q, the merge of its warps), so a short context should use few chunks while the other
- * tasks write empty records at once. Decided per row at run time: task grids never depend on
- * positions. */
-static inline int64_t mlk_attn_chunk_len(int64_t T, int64_t split, int64_t min_chunk) {
+/* Positions per chunk of a row that attends to positions 0..T-1, in a run of `batch` rows whose
+ * chunks share the op's `split` slots (a task per slot and block of kv heads): a row takes about
+ * split / batch chunks (at least one), so that at batch 1 a long context spreads over every slot
+ * and at batch >= split each row is one chunk and the rows spread over the slots instead (a task
+ * looping over every row of its one slot did the whole op's work in a few tasks at large batch:
+ * 264 us of a 1077 us layer at batch 64 on the H100, docs/performance.md). Chunk c covers
+ * [c * len, min((c + 1) * len, T)); len is at least `min_chunk` (MlkOpDesc.min_chunk; 0 or 1: no
+ * minimum): a chunk costs a task's fixed overhead (waits, q, the merge of its warps), so a short
+ * context should use few chunks while the other slots get empty records at once. Decided per run
+ * at run time: task grids never depend on positions or the batch. */
+static inline int64_t mlk_attn_chunk_len(int64_t T, int64_t split, int64_t min_chunk,
+                                         int64_t batch) {
   if (T <= 0)
     return 0;
-  int64_t len = (T + split - 1) / split;
+  /* 32-bit divisions (T is a count of int32 positions, split <= MLK_ATTN_MAX_SPLIT): the tiles
+   * run this for every row, and a 64-bit division is a long subroutine on the device */
+  uint32_t t = (uint32_t)T, s = (uint32_t)split;
+  uint32_t per = batch >= split ? 1u : s / (batch > 1 ? (uint32_t)batch : 1u);
+  uint32_t len = (t + per - 1) / per;
   return len < min_chunk ? min_chunk : len;
+}
+
+/* The chunks of such a row (0 when T <= 0): at most split. */
+static inline int64_t mlk_attn_chunks(int64_t T, int64_t split, int64_t min_chunk, int64_t batch) {
+  uint32_t len = (uint32_t)mlk_attn_chunk_len(T, split, min_chunk, batch);
+  return len > 0 ? ((uint32_t)T - 1) / len + 1 : 0;
+}
+
+/* The chunk of a row that slot s (0 <= s < split) holds, or -1 (slot s gets an empty record):
+ * the rows' chunks go round the slots in row order, row b's chunk c in slot (first + c) % split,
+ * where first (0 <= first < split) is the number of chunks of rows 0 .. b-1 modulo split. So
+ * every slot's task gets its share of the chunks at any batch. */
+static inline int64_t mlk_attn_slot_chunk(int64_t first, int64_t chunks, int64_t split,
+                                          int64_t s) {
+  int64_t c = s >= first ? s - first : s + split - first;
+  return c < chunks ? c : -1;
 }
 
 /* Floats of one (kv head, chunk) record: group x head_dim sums o, group maxima m, group sums l. */

@@ -74,10 +74,12 @@ void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const 
                        int64_t kvh0, int64_t nkvh, int64_t batch);
 
 /* Split attention (MLK_OP_ATTENTION with split > 1, mlk_desc.h): for kv heads [kvh0, kvh0 + nkvh)
- * and chunk `chunk` of `split`, the partials of positions [chunk * len, min((chunk + 1) * len, T))
- * (T = pos[b] + 1, len = mlk_attn_chunk_len(T, split, min_chunk)) into their records of `part`
- * (f32 [batch, mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh)], tasks of kvh kv heads): o = sum
- * exp(s - m) V, m = max s, l = sum exp(s - m); an empty chunk gives o = 0, m = -inf, l = 0. */
+ * and slot `chunk` of `split`, the partials of the positions [c * len, min((c + 1) * len, T)) of
+ * the row's chunk c in that slot (T = pos[b] + 1, len = mlk_attn_chunk_len(T, split, min_chunk,
+ * batch), c = mlk_attn_slot_chunk(..)) into their records of `part` (f32 [batch,
+ * mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh)], tasks of kvh kv heads): o = sum
+ * exp(s - m) V, m = max s, l = sum exp(s - m); a slot without a chunk gives o = 0, m = -inf,
+ * l = 0. */
 void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
                              const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                              int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,

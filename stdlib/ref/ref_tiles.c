@@ -294,11 +294,15 @@ void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
   int64_t rec = mlk_attn_part_rec(group, head_dim);
   int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
   float scale = 1.0f / sqrtf((float)head_dim);
+  int64_t first = 0; /* chunks of the rows before b */
   for (int64_t b = 0; b < batch; b++) {
     const int32_t *table = pages + b * pages_per_seq;
     int64_t T = attend_last(pos[b], pages_per_seq, page) + 1;
-    int64_t len = mlk_attn_chunk_len(T, split, min_chunk);
-    int64_t lo = chunk * len, hi = lo + len < T ? lo + len : T;
+    int64_t len = mlk_attn_chunk_len(T, split, min_chunk, batch);
+    int64_t chunks = mlk_attn_chunks(T, split, min_chunk, batch);
+    int64_t c = mlk_attn_slot_chunk(first, chunks, split, chunk);
+    first = (first + chunks) % split;
+    int64_t lo = c < 0 ? 0 : c * len, hi = c < 0 ? 0 : lo + len < T ? lo + len : T;
     for (int64_t g = kvh0; g < kvh0 + nkvh; g++) {
       float *r = part + b * pcols + mlk_attn_part_offset(kvh, split, rec, g, chunk);
       float *m = r + group * head_dim, *l = m + group;

@@ -576,6 +576,15 @@ static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, in
                               g.pages_per_seq, g.npages, g.layer, heads, kvh, split, g.min_chunk,
                               h, g.nkvh, c, batch);
     }
+  if (!bad) { /* the records slot by slot: which chunk each slot holds, and its sums */
+    double big = 1.0;
+    for (int64_t i = 0; i < batch * pcols; i++)
+      if (isfinite(want_part[i]) && fabs(want_part[i]) > big)
+        big = fabs(want_part[i]);
+    char pname[160];
+    snprintf(pname, sizeof pname, "%s: partials", name);
+    bad = cmp_f32(pname, g.part, want_part, batch * pcols, big, 2e-5, 1e-6);
+  }
   for (int64_t h = 0; h < kv_heads && !bad; h += kvh) {
     g.kvh0 = h, g.nkvh = kv_heads - h < kvh ? kv_heads - h : kvh;
     bad |= run_task(t_attn_reduce, &g) != 0;
@@ -596,6 +605,14 @@ static void test_attention(void) {
   attention_case(8, 32, 64, 1, pos1, 8, 2);    /* Llama-3.2-1B's heads */
   attention_case(3, 12, 128, 4, pos4, 3, 2);   /* a ragged last block of kv heads */
   attention_case(1, 1, 32, 3, pos3, 2, 1);
+  /* more rows than a row's share of the slots: 3 chunks a row at batch 5 of split 16, one a row
+   * going round 8 slots at batch 20 (empty rows, a row past the page table's reach) */
+  static const int32_t pos5[] = {127, 0, 60, -1, 99};
+  int32_t pos20[20];
+  for (int i = 0; i < 20; i++)
+    pos20[i] = i == 7 ? -1 : i == 11 ? 500 : (int32_t)((i * 37 + 5) % 128);
+  attention_case(2, 8, 64, 5, pos5, 16, 1);
+  attention_case(8, 32, 64, 20, pos20, 8, 2);
 }
 
 /* ---- the element-wise, norm, rope, gather, allreduce, argmax and sample tiles ---- */

@@ -9,7 +9,11 @@
 # (python3); BASE_ENV and NEW_ENV, settings (VAR=value ...) each side runs with, so that one
 # binary can be compared with itself at two settings of a launch-time knob, e.g.
 #   NEW_ENV="MLK_STREAM_L2_AHEAD=262144" compare.sh B/decode_bench B/decode_bench OUT
-# OUT (default ./compare) gets base.jsonl, new.jsonl and table.txt, which is also printed.
+# EXTRA: more candidate decode_bench binaries (space-separated paths), run after the new one in
+# every round, each with its own pair of columns (ms, over the baseline): several changes measured
+# against one baseline in one call.
+# OUT (default ./compare) gets base.jsonl, new.jsonl (extra1.jsonl, ... for EXTRA) and table.txt,
+# which is also printed.
 # Exit status 1 when a binary is missing or a run fails (its output is shown).
 set -u
 base=${1:?usage: compare.sh BASE_DECODE_BENCH NEW_DECODE_BENCH [OUT]}
@@ -19,23 +23,42 @@ points=${POINTS:-1:128,4:128,16:128,64:128}
 steps=${STEPS:-30}
 rounds=${ROUNDS:-3}
 py=${PYTHON:-python3}
-for b in "$base" "$new"; do
+extra=${EXTRA:-}
+for b in "$base" "$new" $extra; do
   [ -x "$b" ] || { echo "compare.sh: no decode_bench at $b" >&2; exit 1; }
 done
 mkdir -p "$out" || exit 1
-rm -f "$out/base.jsonl" "$out/new.jsonl"
+sides="base new" i=1
+for b in $extra; do
+  sides="$sides extra$i" i=$((i + 1))
+done
+for which in $sides; do
+  rm -f "$out/$which.jsonl"
+done
+# one side's run of round r: NAME BINARY SETTINGS
+run_side() {
+  # shellcheck disable=SC2086 # settings are words: VAR=value ...
+  env $3 "$2" --points="$points" --steps="$steps" --label="$1" --json="$out/$1.jsonl" \
+    > "$out/$1.log" 2>&1 ||
+    { cat "$out/$1.log"; echo "compare.sh: the $1 run of round $r failed" >&2; exit 1; }
+}
 r=1
 while [ "$r" -le "$rounds" ]; do
-  for which in base new; do
-    if [ "$which" = base ]; then bin=$base settings=${BASE_ENV:-}; else bin=$new settings=${NEW_ENV:-}; fi
-    # shellcheck disable=SC2086 # settings are words: VAR=value ...
-    env $settings "$bin" --points="$points" --steps="$steps" --label="$which" --json="$out/$which.jsonl" \
-      > "$out/$which.log" 2>&1 ||
-      { cat "$out/$which.log"; echo "compare.sh: the $which run of round $r failed" >&2; exit 1; }
+  run_side base "$base" "${BASE_ENV:-}"
+  run_side new "$new" "${NEW_ENV:-}"
+  i=1
+  for b in $extra; do
+    run_side "extra$i" "$b" ""
+    i=$((i + 1))
   done
   r=$((r + 1))
 done
-"$py" - "$out/base.jsonl" "$out/new.jsonl" > "$out/table.txt" <<'PYEOF' || exit 1
+jsonls=
+for which in $sides; do
+  jsonls="$jsonls $out/$which.jsonl"
+done
+# shellcheck disable=SC2086 # the paths are words
+"$py" - $jsonls > "$out/table.txt" <<'PYEOF' || exit 1
 import json, statistics, sys
 
 def medians(path):
@@ -47,12 +70,20 @@ def medians(path):
     return pts
 
 base, new = medians(sys.argv[1]), medians(sys.argv[2])
-print("| batch | context | base ms | new ms | new / base | rounds |")
-print("| --- | --- | --- | --- | --- | --- |")
+extras = [medians(p) for p in sys.argv[3:]]
+head = "| batch | context | base ms | new ms | new / base |"
+for i in range(len(extras)):
+    head += f" extra{i + 1} ms | extra{i + 1} / base |"
+print(head + " rounds |")
+print("| --- " * (6 + 2 * len(extras)) + "|")
 for key in sorted(base):
-    if key not in new:
+    if key not in new or any(key not in e for e in extras):
         continue
     b, n = statistics.median(base[key]), statistics.median(new[key])
-    print(f"| {key[0]} | {key[1]} | {b:.4f} | {n:.4f} | {n / b:.3f} | {len(base[key])} |")
+    row = f"| {key[0]} | {key[1]} | {b:.4f} | {n:.4f} | {n / b:.3f} |"
+    for e in extras:
+        x = statistics.median(e[key])
+        row += f" {x:.4f} | {x / b:.3f} |"
+    print(row + f" {len(base[key])} |")
 PYEOF
 cat "$out/table.txt"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # compare.sh: bench/decode/compare.sh on the CPU simulator with the tiny Llama's decode_bench as
-# both builds: a table row per point over two rounds; a missing binary and a failing run are
-# errors (exit status 1); NEW_ENV's settings reach the new side's runs only.
+# both builds (and as a third, EXTRA): a table row per point over two rounds; a missing binary and
+# a failing run are errors (exit status 1); NEW_ENV's settings reach the new side's runs only.
 #   compare.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -15,6 +15,18 @@ for b in 1 3; do
   grep -Eq "^\| $b \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 2 \|$" "$dir/out/table.txt" ||
     { cat "$dir/out/table.txt"; echo "FAIL: no row of batch $b"; fail=1; }
 done
+# EXTRA: a third build, its own columns in every row
+MLK_BACKEND=cpu PYTHON="$py" POINTS=1:8 STEPS=3 ROUNDS=2 EXTRA="$bench" \
+  sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out5" > "$dir/log" 2>&1 ||
+  { cat "$dir/log"; echo "FAIL: compare.sh with EXTRA exited $?"; fail=1; }
+grep -q "^| batch | context | base ms | new ms | new / base | extra1 ms | extra1 / base | rounds |$" \
+  "$dir/out5/table.txt" &&
+  grep -Eq "^\| 1 \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 2 \|$" "$dir/out5/table.txt" &&
+  [ "$(grep -c '"kind": *"point"' "$dir/out5/extra1.jsonl")" -eq 2 ] ||
+  { cat "$dir/out5/table.txt"; echo "FAIL: EXTRA's columns or runs"; fail=1; }
+EXTRA="$dir/none3" sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out6" > "$dir/err" 2>&1 &&
+  { echo "FAIL: a missing EXTRA decode_bench accepted"; fail=1; }
+grep -q "no decode_bench at $dir/none3" "$dir/err" || { cat "$dir/err"; echo "FAIL: EXTRA's message"; fail=1; }
 # a binary that is not there: a message naming it, exit 1
 sh "$src/bench/decode/compare.sh" "$dir/none" "$bench" "$dir/out2" > "$dir/err" 2>&1 &&
   { echo "FAIL: a missing decode_bench accepted"; fail=1; }

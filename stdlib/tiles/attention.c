@@ -529,14 +529,15 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
 }
 
 /* The merge of a split. Its items are (row, kv head, query head) in row order; a pass takes up to
- * `ip` of them: a thread per item computes the slots' weights exp(m_c - M) / L into shared memory
- * ([item][split]), then the block sums o over the slots for the pass's (item, dim) elements, RU
- * elements a thread and CU slots at once so that their loads are in flight together (a slot at
- * a time put one L2 round trip per used slot on the chain). A pass of several rows
- * (not a row and kv head at a time, two barriers and two L2 round trips each) keeps the merge
- * short at large batch: 124 us for 64 rows of one kv head on the H100 in one pass per row. The
- * records are read with coalesced loads, once; the sums go in slot order, as the reference's. A
- * function of its own (not inlined at every reduce op). */
+ * `ip` of them: a thread per (item, slot) loads that slot's m and l into shared memory (one L2
+ * round trip for all of them), a thread per item computes its slots' weights exp(m_c - M) / L
+ * there ([item][split]), then the block sums o over the slots for the pass's (item, dim) elements,
+ * RU elements a thread and CU slots at once so that their loads are in flight together (a slot at
+ * a time put one L2 round trip per used slot on the chain). A pass of many rows, where a pass per
+ * row and kv head took two barriers and several round trips each (124 us for 64 rows of one kv
+ * head on the H100), keeps the merge short at large batch. The records are read with coalesced
+ * loads, once; the sums go in slot order, as the reference's. A function of its own (not inlined
+ * at every reduce op). */
 #define RU 4 /* output elements a thread sums at once */
 #define CU 4 /* slots whose records a thread loads at once */
 static __attribute__((noinline)) void

@@ -471,7 +471,7 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
   int64_t gs = heads / kv_heads, hc = heads_per_pass(cache, head_dim, gs);
   int64_t rec = mlk_attn_part_rec(gs, head_dim);
   int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
-  uint32_t tid = mlk_tid(), lane = tid & 31, warp = tid >> 5, S = (uint32_t)split;
+  uint32_t tid = mlk_tid(), S = (uint32_t)split;
   int64_t mine = mlk_attn_part_offset(kvh, split, rec, kvh0, chunk); /* in every row */
   /* The rows go MLK_BLOCK_THREADS at a time, a thread per row: its chunk count, the chunks of
    * the rows before it (a block-wide prefix sum, mod split: the slots they went round) and so the
@@ -488,20 +488,10 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
     int64_t T = tid < rg ? attend_count(pos[g0 + tid], pages_per_seq, page) : 0;
     uint32_t len = (uint32_t)mlk_attn_chunk_len(T, split, min_chunk, batch);
     uint32_t chunks = (uint32_t)mlk_attn_chunks(T, split, min_chunk, batch);
-    uint32_t inc = chunks; /* inclusive prefix sum over the block (at most 256 * 32) */
-    for (uint32_t d = 1; d < 32; d <<= 1) {
-      uint32_t o = (uint32_t)__nvvm_shfl_sync_up_i32(0xffffffffu, (int)inc, d, 0);
-      inc += lane >= d ? o : 0;
-    }
-    if (lane == 31)
-      wsum[warp] = inc;
-    __nvvm_barrier_sync(0);
-    uint32_t before = 0, total = 0;
-    for (uint32_t w = 0; w < MLK_BLOCK_THREADS / 32; w++) {
-      before += w < warp ? wsum[w] : 0;
+    uint32_t inc = mlk_block_scan_u32(chunks, wsum), total = 0; /* at most 256 * 32 */
+    for (uint32_t w = 0; w < WARPS; w++)
       total += wsum[w];
-    }
-    uint32_t first = (carry + before + inc - chunks) % S;
+    uint32_t first = (carry + inc - chunks) % S;
     carry = (carry + total) % S;
     int32_t c = (int32_t)mlk_attn_slot_chunk(first, chunks, split, chunk);
     uint32_t lo = c < 0 ? 0 : (uint32_t)c * len;

@@ -241,6 +241,26 @@ static inline uint32_t mlk_tid_here(void) {
 #endif
 }
 
+/* Inclusive prefix sum of v over the block's threads, in thread order (every thread calls it, in
+ * uniform control flow): shuffles within each warp, then the warps' totals through `ws` (one word
+ * a warp of shared memory), which keep them afterwards: the block's total is their sum. One
+ * barrier; ws must not be written again until every thread has read what it needs. */
+typedef uint32_t __attribute__((may_alias)) mlk_scan_word; /* tiles reuse shared words as f32 */
+static inline uint32_t mlk_block_scan_u32(uint32_t v, MLK_SHARED mlk_scan_word *ws) {
+  uint32_t tid = mlk_tid_here(), lane = tid & 31, warp = tid >> 5;
+  for (uint32_t d = 1; d < 32; d <<= 1) {
+    uint32_t o = (uint32_t)__nvvm_shfl_sync_up_i32(0xffffffffu, (int)v, d, 0);
+    if (lane >= d)
+      v += o;
+  }
+  if (lane == 31)
+    ws[warp] = v;
+  __nvvm_barrier_sync(0);
+  for (uint32_t i = 0; i < warp; i++)
+    v += ws[i];
+  return v;
+}
+
 /* The 32-bit shared-window address of a shared-memory object (what PTX's shared instructions take). */
 static inline uint32_t mlk_smem_addr(const volatile MLK_SHARED void *p) {
 #if defined(__NVPTX__)

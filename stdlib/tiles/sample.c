@@ -58,22 +58,6 @@ static inline uint32_t rank_key(float v) {
   return (c.u & 0x80000000u) ? ~c.u : c.u | 0x80000000u;
 }
 
-/* Inclusive block scan of v (every thread), through the per-warp slots. */
-static inline uint32_t block_scan_u32(uint32_t v, uint32_t lane, uint32_t warp) {
-  for (int d = 1; d < 32; d <<= 1) {
-    uint32_t o = (uint32_t)__nvvm_shfl_sync_up_i32(0xffffffffu, (int)v, d, 0);
-    if (lane >= (uint32_t)d)
-      v += o;
-  }
-  MLK_SHARED su32 *ws = w32(S_WARP);
-  if (lane == 31)
-    ws[warp] = v;
-  __nvvm_barrier_sync(0);
-  for (uint32_t i = 0; i < warp; i++)
-    v += ws[i];
-  return v;
-}
-
 /* Exclusive block scan of v in f32, in a fixed order. */
 static inline float block_excl_scan_f32(float v, uint32_t lane, uint32_t warp) {
   for (int d = 1; d < 32; d <<= 1) {
@@ -117,7 +101,7 @@ static inline int32_t block_min(int32_t v, uint32_t lane, uint32_t warp, int off
 __attribute__((noinline)) static void radix_byte(const float *x, int64_t k, int by_index,
                                                  uint32_t tkey, uint32_t prefix, uint32_t mask,
                                                  int shift, uint32_t want) {
-  uint32_t tid = mlk_tid_here(), lane = tid & 31, warp = tid >> 5;
+  uint32_t tid = mlk_tid_here(), lane = tid & 31;
   MLK_SHARED su32 *hist = w32(S_HIST), *ctrl = w32(S_CTRL);
   hist[tid] = 0;
   __nvvm_barrier_sync(0);
@@ -147,7 +131,7 @@ __attribute__((noinline)) static void radix_byte(const float *x, int64_t k, int 
   __nvvm_barrier_sync(0);
   /* thread t holds bucket 255 - t: the inclusive scan counts the columns from the top */
   uint32_t h = hist[255 - tid];
-  uint32_t incl = block_scan_u32(h, lane, warp);
+  uint32_t incl = mlk_block_scan_u32(h, w32(S_WARP));
   if (incl - h < want && want <= incl) {
     ctrl[0] = 255 - tid;
     ctrl[1] = want - (incl - h);

@@ -530,6 +530,53 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
  * at every reduce op). */
 #define RU 4 /* output elements a thread sums at once */
 #define CU 4 /* slots whose records a thread loads at once */
+#define CMAX 16 /* the most (batch 1: a thread per element, every slot of Llama's split at once) */
+/* The sums of a pass of reduce_rows: its n = items * hd elements, each the weighted sum of its
+ * slots' o; a thread takes NU elements (MLK_BLOCK_THREADS apart) and loads NC slots of each at
+ * once. NU and NC are constants after inlining. */
+static inline __attribute__((always_inline)) void
+sum_slots(float *out, const float *part, MLK_SHARED const int64_t *soff,
+          MLK_SHARED const int64_t *doff, MLK_SHARED const float *w, uint32_t n, uint32_t hd,
+          uint32_t S, int64_t cstride, int NU, int NC) {
+  uint32_t tid = mlk_tid_here();
+  for (uint32_t e0 = tid; e0 < n; e0 += (uint32_t)NU * MLK_BLOCK_THREADS) {
+    const float *src[RU];
+    float *dst[RU];
+    uint32_t wi[RU];
+    float o[RU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+      uint32_t e = e0 + (uint32_t)u * MLK_BLOCK_THREADS, k = e < n ? e / hd : 0, d = e - k * hd;
+      src[u] = part + soff[k] + d;
+      dst[u] = e < n ? out + doff[k] + d : 0;
+      wi[u] = e < n ? k * S : ~0u;
+      o[u] = 0.0f;
+    }
+    for (uint32_t c0 = 0; c0 < S; c0 += (uint32_t)NC) { /* NC slots' loads in flight together */
+      float f[CMAX][RU], v[CMAX][RU];
+#pragma unroll
+      for (int cu = 0; cu < NC; cu++)
+#pragma unroll
+        for (int u = 0; u < NU; u++) {
+          uint32_t c = c0 + (uint32_t)cu;
+          f[cu][u] = wi[u] != ~0u && c < S ? w[wi[u] + c] : 0.0f;
+          /* an empty slot's o is never read */
+          v[cu][u] = f[cu][u] != 0.0f ? src[u][c * cstride] : 0.0f;
+        }
+#pragma unroll
+      for (int cu = 0; cu < NC; cu++)
+#pragma unroll
+        for (int u = 0; u < NU; u++)
+          if (f[cu][u] != 0.0f)
+            o[u] += f[cu][u] * v[cu][u];
+    }
+#pragma unroll
+    for (int u = 0; u < NU; u++)
+      if (dst[u])
+        *dst[u] = o[u];
+  }
+}
+
 static __attribute__((noinline)) void
 reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, int64_t heads,
             int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh, int64_t batch) {
@@ -584,43 +631,11 @@ reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, i
         wk[c] *= inv;
     }
     __nvvm_barrier_sync(0);
-    uint32_t n = in * hd;
-    for (uint32_t e0 = tid; e0 < n; e0 += RU * MLK_BLOCK_THREADS) {
-      const float *src[RU];
-      float *dst[RU];
-      uint32_t wi[RU];
-      float o[RU];
-#pragma unroll
-      for (int u = 0; u < RU; u++) {
-        uint32_t e = e0 + (uint32_t)u * MLK_BLOCK_THREADS, k = e < n ? e / hd : 0, d = e - k * hd;
-        src[u] = part + soff[k] + d;
-        dst[u] = e < n ? out + doff[k] + d : 0;
-        wi[u] = e < n ? k * S : ~0u;
-        o[u] = 0.0f;
-      }
-      for (uint32_t c0 = 0; c0 < S; c0 += CU) { /* CU slots' loads in flight together */
-        float f[CU][RU], v[CU][RU];
-#pragma unroll
-        for (int cu = 0; cu < CU; cu++)
-#pragma unroll
-          for (int u = 0; u < RU; u++) {
-            uint32_t c = c0 + (uint32_t)cu;
-            f[cu][u] = wi[u] != ~0u && c < S ? w[wi[u] + c] : 0.0f;
-            /* an empty slot's o is never read */
-            v[cu][u] = f[cu][u] != 0.0f ? src[u][c * cstride] : 0.0f;
-          }
-#pragma unroll
-        for (int cu = 0; cu < CU; cu++)
-#pragma unroll
-          for (int u = 0; u < RU; u++)
-            if (f[cu][u] != 0.0f)
-              o[u] += f[cu][u] * v[cu][u];
-      }
-#pragma unroll
-      for (int u = 0; u < RU; u++)
-        if (dst[u])
-          *dst[u] = o[u];
-    }
+    /* a pass of one element a thread or fewer (batch 1): every slot's load in flight at once */
+    if (in * hd <= MLK_BLOCK_THREADS)
+      sum_slots(out, part, soff, doff, w, in * hd, hd, S, cstride, 1, 16);
+    else
+      sum_slots(out, part, soff, doff, w, in * hd, hd, S, cstride, RU, CU);
     __nvvm_barrier_sync(0); /* the weights are free for the next pass */
   }
 }

@@ -31,9 +31,6 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 #define NEG_INF (-__builtin_inff())
-/* The split attention's table of a group of rows (their chunk in the task's slot, and the warps'
- * sums of its prefix sum), at the top of the scratch, above what a pass of the merge uses. */
-#define ROW_TAB (2 * MLK_BLOCK_THREADS + WARPS)
 
 extern MLK_SHARED float mlk_tile_smem[MLK_MATVEC_MAX_K] __attribute__((aligned(16)));
 
@@ -389,7 +386,7 @@ attend_slow(float *ob0, int64_t kstride, int part, const float *q, const uint16_
 static int64_t heads_per_pass(const uint16_t *cache, int64_t head_dim, int64_t gs) {
   if ((head_dim & 7) != 0 || head_dim > 256 || ((uintptr_t)cache & 15) != 0)
     return 0;
-  int64_t hc = (MLK_MATVEC_MAX_K - ROW_TAB - 2 * WARPS * HC) / (WARPS * head_dim);
+  int64_t hc = (MLK_MATVEC_MAX_K - 2 * WARPS * HC) / (WARPS * head_dim);
   if (hc > HC)
     hc = HC;
   return hc > gs ? gs : hc;
@@ -473,43 +470,40 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
   int64_t pcols = mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh);
   uint32_t tid = mlk_tid(), S = (uint32_t)split;
   int64_t mine = mlk_attn_part_offset(kvh, split, rec, kvh0, chunk); /* in every row */
-  /* The rows go MLK_BLOCK_THREADS at a time, a thread per row: its chunk count, the chunks of
-   * the rows before it (a block-wide prefix sum, mod split: the slots they went round) and so the
-   * positions [lo, hi) of its chunk in this task's slot, into ROW_TAB at the top of the scratch;
-   * then the empty records of the group's rows in one loop, then the rows with a chunk here. A
-   * row at a time put a dependent load of its position, and its empty record's stores, on the
-   * chain for every row: ~0.5 us a row, 23 us of a task at batch 16 and 78 at batch 64 (H100). */
-  MLK_SHARED uint32_t *rlo = (MLK_SHARED uint32_t *)(mlk_tile_smem + MLK_MATVEC_MAX_K - ROW_TAB);
-  MLK_SHARED uint32_t *rhi = rlo + MLK_BLOCK_THREADS, *wsum = rhi + MLK_BLOCK_THREADS;
-  uint32_t carry = 0; /* the chunks of the earlier groups' rows, mod split */
-  for (int64_t g0 = 0; g0 < batch; g0 += MLK_BLOCK_THREADS) {
-    uint32_t rg = (uint32_t)(batch - g0 < MLK_BLOCK_THREADS ? batch - g0 : MLK_BLOCK_THREADS);
-    __nvvm_barrier_sync(0); /* the previous group's table is read */
-    int64_t T = tid < rg ? attend_count(pos[g0 + tid], pages_per_seq, page) : 0;
+  /* The rows go 32 at a time, a lane per row, in every warp alike: its chunk count, the chunks
+   * of the rows before it (a warp prefix sum, mod split: the slots they went round) and so the
+   * positions [lo, hi) of its chunk in this task's slot, in registers, read by all the warp's
+   * lanes through shuffles; then the empty records of the group's rows in one loop, then the rows
+   * with a chunk here. No barrier and no shared memory: a row at a time put a dependent load of
+   * its position, and its empty record's stores, on the chain for every row (~0.5 us a row, 23 us
+   * of a task at batch 16 and 78 at batch 64 on the H100), and with a block-wide table of 256
+   * rows (a shared-memory prefix sum, three barriers a group) a task took 1.8 us longer at batch
+   * 1 than a row at a time (H100, layer trace). */
+  uint32_t lane = tid & 31, carry = 0; /* carry: the chunks of the earlier groups' rows, mod S */
+  uint32_t nr = (uint32_t)(nkvh * rec), ur = (uint32_t)rec, om = (uint32_t)(gs * head_dim);
+  for (int64_t g0 = 0; g0 < batch; g0 += 32) {
+    uint32_t rg = (uint32_t)(batch - g0 < 32 ? batch - g0 : 32);
+    int64_t T = lane < rg ? attend_count(pos[g0 + lane], pages_per_seq, page) : 0;
     uint32_t len = (uint32_t)mlk_attn_chunk_len(T, split, min_chunk, batch);
     uint32_t chunks = (uint32_t)mlk_attn_chunks(T, split, min_chunk, batch);
-    uint32_t inc = mlk_block_scan_u32(chunks, wsum), total = 0; /* at most 256 * 32 */
-    for (uint32_t w = 0; w < WARPS; w++)
-      total += wsum[w];
+    uint32_t inc = mlk_warp_scan_u32(chunks); /* at most 32 * MLK_ATTN_MAX_SPLIT */
     uint32_t first = (carry + inc - chunks) % S;
-    carry = (carry + total) % S;
+    carry = (carry + mlk_warp_read_u32(inc, 31)) % S;
     int32_t c = (int32_t)mlk_attn_slot_chunk(first, chunks, split, chunk);
     uint32_t lo = c < 0 ? 0 : (uint32_t)c * len;
     uint32_t hi = c < 0 ? 0 : lo + len < T ? lo + len : (uint32_t)T;
-    if (tid < rg)
-      rlo[tid] = lo, rhi[tid] = hi;
-    __nvvm_barrier_sync(0);
     /* no chunk of a row in this slot (or pos < 0): o = 0, m = -inf, l = 0 (the records of this
-     * task's kv heads are consecutive, rec apart) */
-    uint32_t nr = (uint32_t)(nkvh * rec), ur = (uint32_t)rec, om = (uint32_t)(gs * head_dim);
-    for (uint32_t e = tid; e < rg * nr; e += MLK_BLOCK_THREADS) {
-      uint32_t r = e / nr, i = (e - r * nr) % ur;
-      if (rhi[r] <= rlo[r])
+     * task's kv heads are consecutive, rec apart); the trip count is the block's, for the
+     * shuffles */
+    for (uint32_t e0 = 0; e0 < rg * nr; e0 += MLK_BLOCK_THREADS) {
+      uint32_t e = e0 + tid, r = e < rg * nr ? e / nr : 0, i = (e - r * nr) % ur;
+      uint32_t rl = mlk_warp_read_u32(lo, r), rh = mlk_warp_read_u32(hi, r);
+      if (e < rg * nr && rh <= rl)
         part[(g0 + r) * pcols + mine + (e - r * nr)] =
             i >= om && i < om + (uint32_t)gs ? NEG_INF : 0.0f;
     }
     for (uint32_t r = 0; r < rg; r++) {
-      uint32_t l0 = rlo[r], h0 = rhi[r];
+      uint32_t l0 = mlk_warp_read_u32(lo, r), h0 = mlk_warp_read_u32(hi, r);
       if (h0 > l0)
         attend_rows(part + (g0 + r) * pcols + mine, rec, 1, q, cache, pages, kv_heads, head_dim,
                     page, pages_per_seq, npages, layer, heads, hc, g0 + r, kvh0, nkvh, l0,

@@ -40,6 +40,7 @@ float __nvvm_shfl_sync_bfly_f32(uint32_t mask, float v, uint32_t off, uint32_t c
 int __nvvm_shfl_sync_bfly_i32(uint32_t mask, int v, uint32_t off, uint32_t c);
 float __nvvm_shfl_sync_up_f32(uint32_t mask, float v, uint32_t d, uint32_t c);
 int __nvvm_shfl_sync_up_i32(uint32_t mask, int v, uint32_t d, uint32_t c);
+int __nvvm_shfl_sync_idx_i32(uint32_t mask, int v, uint32_t lane, uint32_t c);
 uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v);
 void __nvvm_bar_warp_sync(uint32_t mask);
 void __nvvm_nanosleep(uint32_t ns);
@@ -241,6 +242,22 @@ static inline uint32_t mlk_tid_here(void) {
 #endif
 }
 
+/* Inclusive prefix sum of v over the lanes of the warp, in lane order (every lane calls it). */
+static inline uint32_t mlk_warp_scan_u32(uint32_t v) {
+  uint32_t lane = mlk_tid_here() & 31;
+  for (uint32_t d = 1; d < 32; d <<= 1) {
+    uint32_t o = (uint32_t)__nvvm_shfl_sync_up_i32(0xffffffffu, (int)v, d, 0);
+    if (lane >= d)
+      v += o;
+  }
+  return v;
+}
+
+/* v of lane `src` of the warp (every lane calls it). */
+static inline uint32_t mlk_warp_read_u32(uint32_t v, uint32_t src) {
+  return (uint32_t)__nvvm_shfl_sync_idx_i32(0xffffffffu, (int)v, src, 0x1f);
+}
+
 /* Inclusive prefix sum of v over the block's threads, in thread order (every thread calls it, in
  * uniform control flow): shuffles within each warp, then the warps' totals through `ws` (one word
  * a warp of shared memory), which keep them afterwards: the block's total is their sum. One
@@ -248,11 +265,7 @@ static inline uint32_t mlk_tid_here(void) {
 typedef uint32_t __attribute__((may_alias)) mlk_scan_word; /* tiles reuse shared words as f32 */
 static inline uint32_t mlk_block_scan_u32(uint32_t v, MLK_SHARED mlk_scan_word *ws) {
   uint32_t tid = mlk_tid_here(), lane = tid & 31, warp = tid >> 5;
-  for (uint32_t d = 1; d < 32; d <<= 1) {
-    uint32_t o = (uint32_t)__nvvm_shfl_sync_up_i32(0xffffffffu, (int)v, d, 0);
-    if (lane >= d)
-      v += o;
-  }
+  v = mlk_warp_scan_u32(v);
   if (lane == 31)
     ws[warp] = v;
   __nvvm_barrier_sync(0);

@@ -32,7 +32,7 @@ uint8_t mlk_stream_mem[EMU_DYNAMIC_SMEM_MAX] __attribute__((aligned(128)));
 extern float mlk_tile_smem[]; /* stdlib/tiles/matvec.c */
 
 typedef enum { T_RUN, T_BAR, T_WARP, T_MBAR, T_DONE } ThrState;
-typedef enum { W_BFLY_F, W_BFLY_I, W_UP_F, W_UP_I, W_MATCH, W_MMA, W_SYNC } WarpOp;
+typedef enum { W_BFLY_F, W_BFLY_I, W_UP_F, W_UP_I, W_IDX_I, W_MATCH, W_MMA, W_SYNC } WarpOp;
 
 typedef struct Thr {
   ucontext_t ctx;
@@ -208,6 +208,9 @@ static void try_warp(int warp) {
     case W_UP_I:
       out[l] = (uint32_t)l >= p ? in[l - p] : in[l];
       break;
+    case W_IDX_I:
+      out[l] = in[p & 31];
+      break;
     case W_MATCH: {
       uint32_t m = 0;
       for (int j = 0; j < 32; j++)
@@ -347,6 +350,7 @@ SHUFFLE(__nvvm_shfl_sync_bfly_f32, float, W_BFLY_F, fbits, bitsf)
 SHUFFLE(__nvvm_shfl_sync_bfly_i32, int, W_BFLY_I, ibits, bitsi)
 SHUFFLE(__nvvm_shfl_sync_up_f32, float, W_UP_F, fbits, bitsf)
 SHUFFLE(__nvvm_shfl_sync_up_i32, int, W_UP_I, ibits, bitsi)
+SHUFFLE(__nvvm_shfl_sync_idx_i32, int, W_IDX_I, ibits, bitsi)
 #undef SHUFFLE
 uint32_t __nvvm_match_any_sync_i32(uint32_t mask, int v) {
   return warp_op(W_MATCH, mask, (uint32_t)v, 0, SITE);

@@ -571,6 +571,14 @@ sum_slots(float *out, const float *part, MLK_SHARED const int64_t *soff,
   }
 }
 
+/* The batch-1 shape, a function of its own so that reduce_rows' other shape compiles as alone. */
+static __attribute__((noinline)) void
+sum_slots_each(float *out, const float *part, MLK_SHARED const int64_t *soff,
+               MLK_SHARED const int64_t *doff, MLK_SHARED const float *w, uint32_t n, uint32_t hd,
+               uint32_t S, int64_t cstride) {
+  sum_slots(out, part, soff, doff, w, n, hd, S, cstride, 1, CMAX);
+}
+
 static __attribute__((noinline)) void
 reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, int64_t heads,
             int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh, int64_t batch) {
@@ -627,7 +635,7 @@ reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, i
     __nvvm_barrier_sync(0);
     /* a pass of one element a thread or fewer (batch 1): every slot's load in flight at once */
     if (in * hd <= MLK_BLOCK_THREADS)
-      sum_slots(out, part, soff, doff, w, in * hd, hd, S, cstride, 1, 16);
+      sum_slots_each(out, part, soff, doff, w, in * hd, hd, S, cstride);
     else
       sum_slots(out, part, soff, doff, w, in * hd, hd, S, cstride, RU, CU);
     __nvvm_barrier_sync(0); /* the weights are free for the next pass */

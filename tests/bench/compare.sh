@@ -1,7 +1,8 @@
 #!/bin/sh
 # compare.sh: bench/decode/compare.sh on the CPU simulator with the tiny Llama's decode_bench as
-# both builds (and as a third, EXTRA): a table row per point over two rounds; a missing binary and
-# a failing run are errors (exit status 1); NEW_ENV's settings reach the new side's runs only.
+# both builds (and as a third, EXTRA): a table row per point over two rounds, the second in the
+# turned order; a missing binary and a failing run are errors (exit status 1); NEW_ENV's settings
+# reach the new side's runs only.
 #   compare.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -24,6 +25,10 @@ grep -q "^| batch | context | base ms | new ms | new / base | extra1 ms | extra1
   grep -Eq "^\| 1 \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 2 \|$" "$dir/out5/table.txt" &&
   [ "$(grep -c '"kind": *"point"' "$dir/out5/extra1.jsonl")" -eq 2 ] ||
   { cat "$dir/out5/table.txt"; echo "FAIL: EXTRA's columns or runs"; fail=1; }
+# the order turns by a side every round: round 2 starts with the new build
+printf 'round 1: base new extra1\nround 2: new extra1 base\n' > "$dir/order"
+cmp -s "$dir/order" "$dir/out5/order.txt" ||
+  { cat "$dir/out5/order.txt"; echo "FAIL: the rounds' order"; fail=1; }
 EXTRA="$dir/none3" sh "$src/bench/decode/compare.sh" "$bench" "$bench" "$dir/out6" > "$dir/err" 2>&1 &&
   { echo "FAIL: a missing EXTRA decode_bench accepted"; fail=1; }
 grep -q "no decode_bench at $dir/none3" "$dir/err" || { cat "$dir/err"; echo "FAIL: EXTRA's message"; fail=1; }

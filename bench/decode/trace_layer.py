@@ -3,6 +3,7 @@
 
     MLK_TRACE=trace.json MLK_TRACE_RUNS=1 decode_bench --points=1:128 --steps=20
     python3 bench/decode/trace_layer.py trace.json [--layer L] [--run N] [--markdown]
+                                        [--against other.json]
 
 Reads the Chrome trace JSON the runtime writes (MLK_TRACE, runtime/trace.c): a process per run, a
 thread per block, a "wait" slice and a tile slice per task. For the ops of layer L (names ending
@@ -15,6 +16,11 @@ shared memory and its body done (the rest of the running time is the barrier and
 and for tasks that record them, the medians of a task's summed waits for its chunks' copies and of
 the loader's pumps during it (chunk_wait_us, issue_us). Ends with the layer's span (its first start to its last end) and
 the whole run's, so a layer's cost can be set against its bytes at the floor.
+
+--against OTHER: the same layer of OTHER's last run (another build's trace of the same model and
+point) beside each op: its median running time there and the difference (this trace's minus
+OTHER's), ops matched by name ("-" where OTHER has no such op), and OTHER's layer span: which ops
+a change made slower or faster.
 """
 import argparse
 import json
@@ -102,6 +108,7 @@ def main():
     ap.add_argument("--layer", default="1", help="layer index, or 'all' (default 1)")
     ap.add_argument("--run", type=int, default=0, help="pid of the run (default: the last)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ap.add_argument("--against", metavar="OTHER", help="another build's trace: its run medians beside")
     a = ap.parse_args()
     layer = a.layer if a.layer == "all" else int(a.layer)
     trace = load(a.trace)
@@ -114,10 +121,22 @@ def main():
     rows = op_table(trace, pid, layer)
     if not rows:
         sys.exit(f"{a.trace}: run {pid} has no op of layer {layer}")
+    other = None
+    if a.against:
+        otrace = load(a.against)
+        oruns = runs_of(otrace)
+        if not oruns:
+            sys.exit(f"{a.against}: no runs in the trace")
+        orows = op_table(otrace, max(oruns), layer)
+        if not orows:
+            sys.exit(f"{a.against}: run {max(oruns)} has no op of layer {layer}")
+        other = dict(orows)
     print(f"{runs[pid]}, layer {layer}")
     head = ["op", "kind", "tasks", "blocks", "window us", "overlap us", "run us (median)",
             "run us (max)", "wait us (median)", "staged / first / body us (median)",
             "chunk waits / issue us (median)"]
+    if other is not None:
+        head += ["against: run us (median)", "difference us"]
     table = []
     prev_last = None
     for name, o in rows:
@@ -126,6 +145,11 @@ def main():
                       f"{o['last'] - o['first']:.1f}", f"{overlap:.1f}",
                       f"{statistics.median(o['runs']):.2f}", f"{max(o['runs']):.2f}",
                       f"{statistics.median(o['waits']):.2f}", phases(o), sums(o)])
+        if other is not None:
+            mine = statistics.median(o["runs"])
+            theirs = statistics.median(other[name]["runs"]) if name in other else None
+            table[-1] += ["-", "-"] if theirs is None else [f"{theirs:.2f}",
+                                                            f"{mine - theirs:+.2f}"]
         prev_last = o["last"] if prev_last is None else max(prev_last, o["last"])
     first = min(o["first"] for _, o in rows)
     last = max(o["last"] for _, o in rows)
@@ -140,6 +164,10 @@ def main():
         for r in table:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
     print(f"layer span: {last - first:.1f} us; run span: {run_span(trace, pid):.1f} us")
+    if other is not None:
+        ofirst = min(o["first"] for o in other.values())
+        olast = max(o["last"] for o in other.values())
+        print(f"against: layer span {olast - ofirst:.1f} us")
 
 
 if __name__ == "__main__":

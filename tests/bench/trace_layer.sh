@@ -2,7 +2,8 @@
 # trace_layer.sh: bench/decode/trace_layer.py over a trace of the tiny Llama on the CPU simulator:
 # the table of layer 1 lists its ops (the fused q/k/v matvecs, rope, the append, attention, the
 # MLP) in start order with a layer span; an unknown layer or run is a clear error; a GPU trace's
-# summed chunk waits and pumps (a hand-written one) come out as their medians.
+# summed chunk waits and pumps (a hand-written one) come out as their medians; --against puts
+# another trace's medians and the differences beside the ops.
 #   trace_layer.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -49,5 +50,24 @@ JSON
 grep -q "chunk waits / issue us" "$dir/gpu.txt" && grep "matvec@t" "$dir/gpu.txt" | grep -q "0.30 / 1.50" &&
   grep "rope@t" "$dir/gpu.txt" | grep -Eq -- "- +- *$" ||
   { cat "$dir/gpu.txt"; echo "FAIL: the chunk waits / issue column"; fail=1; }
+# --against: another trace's medians beside the ops it has (matvec: 9 here, 6.5 there), "-" for
+# the one it lacks (rope), and its layer span
+cat > "$dir/other.json" <<'JSON'
+{"traceEvents": [
+{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "run 1"}},
+{"ph": "X", "name": "matvec@t[l=2]", "cat": "matvec", "pid": 1, "tid": 0, "ts": 10, "dur": 6,
+ "args": {"task": 0, "of": 2, "wait_us": 0}},
+{"ph": "X", "name": "matvec@t[l=2]", "cat": "matvec", "pid": 1, "tid": 1, "ts": 10, "dur": 7,
+ "args": {"task": 1, "of": 2, "wait_us": 0}}
+]}
+JSON
+"$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 2 --against "$dir/other.json" \
+  > "$dir/against.txt" 2>&1 || { cat "$dir/against.txt"; echo "FAIL: --against exited $?"; fail=1; }
+grep "matvec@t" "$dir/against.txt" | grep -Eq "6\.50 +\+2\.50 *$" &&
+  grep "rope@t" "$dir/against.txt" | grep -Eq -- "- +- +- +- *$" &&
+  grep -q "^against: layer span 7.0 us" "$dir/against.txt" ||
+  { cat "$dir/against.txt"; echo "FAIL: the --against columns"; fail=1; }
+"$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 5 --against "$dir/other.json" \
+  > "$dir/err.txt" 2>&1 && { echo "FAIL: a layer neither trace has accepted"; fail=1; }
 [ $fail = 0 ] && echo "trace_layer: ok"
 exit $fail

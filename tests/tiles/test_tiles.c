@@ -613,11 +613,12 @@ static void test_attention(void) {
     pos20[i] = i == 7 ? -1 : i == 11 ? 500 : (int32_t)((i * 37 + 5) % 128);
   attention_case(2, 8, 64, 5, pos5, 16, 1);
   attention_case(8, 32, 64, 20, pos20, 8, 2);
-  /* more rows than a block's threads: the split's rows in two groups, the slots' rotation
-   * carried from the first to the second */
+  /* many groups of rows: the split's table takes 32 rows at a time (a lane a row), so batch 300
+   * is nine full groups and a ragged tenth, the slots' rotation carried from group to group
+   * (empty rows make the carry differ from 32 mod 4 = 0 in some groups) */
   int32_t pos300[300];
   for (int i = 0; i < 300; i++)
-    pos300[i] = i % 50 == 3 ? -1 : (int32_t)((i * 53 + 11) % 128); /* 250 chunks in the first 256 rows: carry 2 */
+    pos300[i] = i % 50 == 3 ? -1 : (int32_t)((i * 53 + 11) % 128);
   attention_case(1, 2, 32, 300, pos300, 4, 1);
 }
 

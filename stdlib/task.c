@@ -50,8 +50,13 @@
 /* Split (mlk_desc.h MATVEC, from MLK_MATVEC_SPLIT_MIN_BATCH rows): the task is slice `slice` of
  * k over the rows of its group; the group's last task to finish merges and notifies for all. */
 TASK(matvec) {
-  int64_t rows = mlk_task_rows(op, rt), first, members, slice;
-  mlk_matvec_group(op->split, op->ntasks, rows, task, &first, &members, &slice);
+  int64_t rows = mlk_task_rows(op, rt), first, members, slice, split = op->split;
+#if defined(__NVPTX__)
+  /* the launch's cap (MlkDevTune.matvec_split_cap): groups no larger; the scratch fits any */
+  if (mlk_dev_tune.matvec_split_cap && split > (int64_t)mlk_dev_tune.matvec_split_cap)
+    split = mlk_dev_tune.matvec_split_cap;
+#endif
+  mlk_matvec_group(split, op->ntasks, rows, task, &first, &members, &slice);
   if (members <= 1) {
     TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
                  PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]),
@@ -63,7 +68,7 @@ TASK(matvec) {
   int last = TILE(matvec_split)(
       PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
       PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), PTR(const uint16_t, op->in[4]),
-      op->eps, op->n, op->k, row0, grows, rows, (int)op->fn, op->split, first, members, slice,
+      op->eps, op->n, op->k, row0, grows, rows, (int)op->fn, split, first, members, slice,
       PTR(float, op->scratch), PTR(uint32_t, op->arrive) + first);
   *done = last ? MLK_TASK_DONE(first, members) : MLK_TASK_DONE(task, 0);
 }

@@ -62,7 +62,7 @@
  * a constant `mlk_dev_tune` (MLK_DEV_TUNE_SYMBOL) of this type, initialized to
  * MLK_DEV_TUNE_DEFAULTS, which mlkc keeps visible in the module; after loading a module the GPU
  * backend writes it from the environment (runtime/gpu.c: MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING). A module without the symbol runs with the defaults; a runtime that does not
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP). A module without the symbol runs with the defaults; a runtime that does not
  * write it leaves them: neither side needs the other's version, so adding the knob left the ABI
  * number alone. */
 typedef struct MlkDevTune {
@@ -71,11 +71,13 @@ typedef struct MlkDevTune {
                                copies have reached) prefetched into L2; 0: none */
   uint32_t mma_stage_ring;  /* 1: the tensor-core matvec stages x in the stream's ring when the
                                stream has nothing in it or coming (more columns a chunk); 0: not */
+  uint32_t matvec_split_cap; /* split matvecs' groups of at most this many tasks (1: none split;
+                                0: as compiled): measures the split on the GPU in one build */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
  * paid at every batch; the L2 look-ahead did not */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u}
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

@@ -145,7 +145,7 @@ static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
   snprintf(name, sizeof name, "mlk_variant_%s_%s_%d", k->name, kind_names[d->kind], v);
   snprintf(inl, sizeof inl, "mlk_task_%s_inline", kind_names[d->kind]);
   LLVMTypeRef params[] = {c->ptr, c->i64, c->ptr};
-  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->voidt, params, 3, 0));
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->i64, params, 3, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   copy_target_attrs(c, fn);
   add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
@@ -178,8 +178,7 @@ static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
   MLK_OP_ATTRS(X)
 #undef X
   LLVMValueRef args[] = {rec, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2)};
-  call(c, inl, args, 3);
-  LLVMBuildRetVoid(c->b);
+  LLVMBuildRet(c->b, call(c, inl, args, 3)); /* the tasks whose notifies are due (MlkTaskDone) */
   LLVMPositionBuilderAtEnd(c->b, saved);
   return fn;
 }
@@ -322,7 +321,14 @@ static void emit_kernel(Cg *c, int kernel) {
   LLVMValueRef vidx = c64(c, (int64_t)offsetof(MlkDevOp, variant));
   LLVMValueRef variant = LLVMBuildLoad2(
       c->b, c->i32, LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->ctx), rec, &vidx, 1, ""), "variant");
+  /* what the task completes (MlkTaskDone): the variant's answer, or the task itself */
+  LLVMValueRef self = LLVMBuildOr(c->b, LLVMBuildShl(c->b, task, c64(c, 32), ""), c64(c, 1), "self");
   LLVMValueRef sw = LLVMBuildSwitch(c->b, variant, done, (unsigned)k->nvariants);
+  LLVMBasicBlockRef *from = malloc(((size_t)k->nvariants + 1) * sizeof *from);
+  LLVMValueRef *answers = malloc(((size_t)k->nvariants + 1) * sizeof *answers);
+  if (!from || !answers)
+    MLKC_BUG("out of memory");
+  from[0] = ready, answers[0] = self;
   for (int v = 0; v < k->nvariants; v++) {
     LLVMValueRef vf = emit_variant(c, kernel, v);
     size_t n;
@@ -331,13 +337,18 @@ static void emit_kernel(Cg *c, int kernel) {
     LLVMAddCase(sw, c32(c, v), bb);
     LLVMPositionBuilderAtEnd(c->b, bb);
     LLVMValueRef targs[] = {rec, task, p[P_RT]};
-    LLVMBuildCall2(c->b, LLVMGlobalGetValueType(vf), vf, targs, 3, "");
+    answers[v + 1] = LLVMBuildCall2(c->b, LLVMGlobalGetValueType(vf), vf, targs, 3, "");
+    from[v + 1] = bb;
     LLVMBuildBr(c->b, done);
   }
 
   LLVMPositionBuilderAtEnd(c->b, done);
+  LLVMValueRef completed = LLVMBuildPhi(c->b, c->i64, "completed");
+  LLVMAddIncoming(completed, answers, from, (unsigned)k->nvariants + 1);
+  free(from);
+  free(answers);
   call(c, "mlk_dev_barrier", NULL, 0);
-  LLVMValueRef nargs[] = {rec, p[P_SYNCS], p[P_COUNTERS], task32};
+  LLVMValueRef nargs[] = {rec, p[P_SYNCS], p[P_COUNTERS], completed};
   call(c, "mlk_dev_task_notify", nargs, 4);
   LLVMValueRef stamp_end[] = {p[P_TRACE], q, c32(c, MLK_TRACE_END)};
   call(c, "mlk_dev_trace_stamp", stamp_end, 3);

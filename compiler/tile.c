@@ -28,6 +28,31 @@ static int64_t default_tile(int64_t n, int64_t lo, int64_t hi, int64_t unit) {
 #define DEFAULT_MATVEC_TILE(n) default_tile((n), MATVEC_TILE_MIN, MATVEC_TILE_MAX, 8)
 #define DEFAULT_ELTWISE_TILE(n) default_tile((n), ELTWISE_TILE_MIN, ELTWISE_TILE_MAX, 32)
 
+/* The default split of a batched matvec of k columns in tasks of `tile` rows (mlk_desc.h MATVEC:
+ * at MLK_MATVEC_SPLIT_MIN_BATCH rows or more, groups of `split` tasks share their rows and cut k).
+ * A task of the group stages 1 / s of x (batch * k / s floats) and the last one merges s partial
+ * sums of s * tile rows (batch * s^2 * tile floats, read at a plain load's rate, about twice the
+ * staging's): s is the power of two that makes k / s + s^2 * tile / 2 least, with a group's rows
+ * at most MATVEC_SPLIT_ROWS (one round of the tensor-core path's row groups), at least
+ * MATVEC_SPLIT_MIN_K columns a slice and no more tasks than the op has. Only for k a multiple of
+ * 8 (the tensor-core path's 16-byte weight loads). */
+#define MATVEC_SPLIT_ROWS 128
+#define MATVEC_SPLIT_MIN_K 256
+static int64_t default_matvec_split(int64_t k, int64_t tile, int64_t ntasks) {
+  if (k % 8 != 0)
+    return 1;
+  int64_t best = 1;
+  double cost = (double)k + (double)tile / 2;
+  for (int64_t s = 2; s <= MLK_MATVEC_MAX_SPLIT && s * tile <= MATVEC_SPLIT_ROWS && s <= ntasks &&
+                      k / s >= MATVEC_SPLIT_MIN_K;
+       s *= 2) {
+    double c = (double)k / (double)s + (double)(s * s * tile) / 2;
+    if (c < cost)
+      best = s, cost = c;
+  }
+  return best;
+}
+
 /* The default chunks of a row's positions for an attention over `kv_heads` kv heads in tasks of
  * `kvh`: MLKC_ATTN_SPLIT_TARGET_TASKS / (kv head tasks), within [1, MLK_ATTN_MAX_SPLIT]; 1 (no
  * split, no reduction op) when the kv heads alone make enough tasks. A task per kv head alone
@@ -216,6 +241,10 @@ void tile_graph(IrGraph *g, const TileOptions *o) {
     if (n->tile <= 0 || n->tile > n->n)
       n->tile = n->n;
     n->ntasks = (n->n + n->tile - 1) / n->tile;
+    if (n->op == IR_MATVEC && n->batched) {
+      int64_t s = default_matvec_split(n->k, n->tile, n->ntasks);
+      n->attr.split = s > 1 ? s : 0;
+    }
   }
   g->pass = "tile";
 }

@@ -172,6 +172,7 @@ typedef struct GpuModel {
   CUdeviceptr arena; /* every tensor */
   CUdeviceptr *bufs; /* per tensor: an address in the arena */
   CUdeviceptr counters, err;
+  CUdeviceptr scratch; /* the split matvecs' (mlk_program_scratch_bytes), or 0 */
   CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
   int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
   GpuKernel *kernels;
@@ -179,6 +180,19 @@ typedef struct GpuModel {
   CUevent ev_start, ev_stop; /* created on the first timed run */
   CUdeviceptr peers; /* a rank of a world with in-kernel allreduces: its peer area, else 0 */
 } GpuModel;
+
+/* The words of a model's counter array: the event counters, a ticket per kernel, then the split
+ * matvecs' arrival counters (mlk_program_arrivals). */
+static int64_t gpu_counter_words(const MlkModelDesc *d) {
+  return MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + mlk_program_arrivals(d);
+}
+
+/* The address of the first arrival counter. */
+static uint64_t gpu_arrive_addr(const mlk_model *m) {
+  const GpuModel *gm = m->impl;
+  return (uint64_t)gm->counters +
+         (uint64_t)MLK_TICKET_COUNTER(m->desc->ncounters, m->desc->nkernels) * sizeof(uint32_t);
+}
 
 /* The calling thread may not be the one that created the backend: make its context current. */
 static mlk_status use_context(const mlk_backend *be) {
@@ -211,6 +225,7 @@ static void gpu_model_fini(mlk_model *m) {
       free_ptr(&gm->kernels[k].trace);
     }
   free_ptr(&gm->counters);
+  free_ptr(&gm->scratch);
   free_ptr(&gm->err);
   free_ptr(&gm->rt);
   if (gm->ev_start)
@@ -430,20 +445,21 @@ done:
 }
 
 /* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD and MLK_MMA_STAGE_RING (unset: the defaults),
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING and MLK_MATVEC_SPLIT_CAP (unset: the defaults),
  * written into the loaded module's constant. A module
  * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
 static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
   MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
-  int64_t backoff, ahead, ring;
+  int64_t backoff, ahead, ring, cap;
   mlk_status st;
   if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
                         &backoff)) ||
       (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)) ||
-      (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)))
+      (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)) ||
+      (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)))
     return st;
   t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
-  t.mma_stage_ring = (uint32_t)ring;
+  t.mma_stage_ring = (uint32_t)ring, t.matvec_split_cap = (uint32_t)cap;
   CUdeviceptr p;
   size_t bytes;
   CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);
@@ -536,8 +552,12 @@ static mlk_status gpu_model_init(mlk_model *m) {
   }
   for (int i = 0; i < d->ntensors; i++)
     gm->bufs[i] += gm->arena;
-  if ((st = alloc_zeroed(&gm->counters, ((size_t)MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + 1) * sizeof(uint32_t),
+  /* the event counters, the kernels' tickets, then the split matvecs' arrival counters */
+  int64_t scratch_bytes = mlk_program_scratch_bytes(d);
+  if ((st = alloc_zeroed(&gm->counters, (size_t)(gpu_counter_words(d) + 1) * sizeof(uint32_t),
                          "the event counters")) ||
+      (scratch_bytes && (st = alloc_zeroed(&gm->scratch, (size_t)scratch_bytes,
+                                           "the split matvecs' partial sums"))) ||
       (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")) ||
       (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
     goto fail;
@@ -597,7 +617,7 @@ static mlk_status gpu_model_init(mlk_model *m) {
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)gm->bufs[t];
-    mlk_program_kernel(d, k, addr, 0, recs, syncs);
+    mlk_program_kernel(d, k, addr, 0, gpu_arrive_addr(m), (uint64_t)gm->scratch, recs, syncs);
     free(addr);
     snprintf(what, sizeof what, "the op records of '%s'", kd->name);
     st = upload_array(&gk->ops, recs, (size_t)kd->nops * sizeof *recs, what);
@@ -693,8 +713,8 @@ static mlk_status gpu_zero_counters(mlk_model *m) {
   if (st)
     return st;
   GpuModel *gm = m->impl;
-  /* the event counters and the kernels' tickets */
-  size_t bytes = (size_t)MLK_TICKET_COUNTER(m->desc->ncounters, m->desc->nkernels) * sizeof(uint32_t);
+  /* the event counters, the kernels' tickets and the arrival counters */
+  size_t bytes = (size_t)gpu_counter_words(m->desc) * sizeof(uint32_t);
   CUresult r = bytes ? cu.cuMemsetD8(gm->counters, 0, bytes) : CUDA_SUCCESS;
   return r == CUDA_SUCCESS ? MLK_OK : CU_FAIL(r, "cuMemsetD8(%zu bytes of the event counters)", bytes);
 }
@@ -817,7 +837,8 @@ static mlk_status gpu_set_peers(mlk_model *m, const uint64_t *words, size_t n) {
     if (!recs || !syncs) {
       st = MLK_ERR_NOMEM;
     } else {
-      mlk_program_kernel(d, k, addr, (uint64_t)gm->peers, recs, syncs);
+      mlk_program_kernel(d, k, addr, (uint64_t)gm->peers, gpu_arrive_addr(m), (uint64_t)gm->scratch,
+                         recs, syncs);
       CUresult r = cu.cuMemcpyHtoD(gm->kernels[k].ops, recs, (size_t)kd->nops * sizeof *recs);
       if (r == CUDA_SUCCESS && nsyncs)
         r = cu.cuMemcpyHtoD(gm->kernels[k].syncs, syncs, nsyncs * sizeof *syncs);

@@ -82,9 +82,15 @@ int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_
 int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel);
 /* The op records of kernel `kernel` of the validated `d` into out[0 .. nops) and their waits and
  * notifies into syncs[0 .. mlk_program_nsyncs): addr[t] is the address of tensor t on the backend
- * (device addresses, or host pointers as integers). */
+ * (device addresses, or host pointers as integers). `arrive` is the address of the model's
+ * arrival counters (mlk_program_arrivals u32, zeroed with the event counters), `scratch` of its
+ * split matvecs' scratch (mlk_program_scratch_bytes): each split matvec of the model gets its
+ * part of both, in op order (MlkDevOp.arrive, .scratch). */
 void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, uint64_t peers,
-                        MlkDevOp *out, MlkDevSync *syncs);
+                        uint64_t arrive, uint64_t scratch, MlkDevOp *out, MlkDevSync *syncs);
+/* The arrival counters and scratch bytes the split matvecs of `d` need (0 for a model without). */
+int64_t mlk_program_arrivals(const MlkModelDesc *d);
+int64_t mlk_program_scratch_bytes(const MlkModelDesc *d);
 /* The peer area of a model with in-kernel allreduces (u64 words, 0 for a model without): the
  * address of each rank's counter array (ranks words), then for each allreduce op of the model, in
  * op order, the address of each rank's x (ranks words each). A world fills it

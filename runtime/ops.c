@@ -210,6 +210,14 @@ static mlk_status matvec_validate(const MlkModelDesc *d, int o) {
   /* Tasks write their rows while others still read all of x: in place would race. */
   if (op->out.tensor == op->in[0].tensor)
     return mlk_desc_invalid(d, "op %d '%s': output and x are the same tensor", o, op->name);
+  /* a split: tasks in groups of a power of two, on the tensor-core path (16-byte weight rows) */
+  if (op->split < 0 || op->split > MLK_MATVEC_MAX_SPLIT || (op->split & (op->split - 1)) != 0)
+    return mlk_desc_invalid(d, "op %d '%s': split is %lld, must be 0 or a power of two up to %d",
+                            o, op->name, (long long)op->split, MLK_MATVEC_MAX_SPLIT);
+  if (op->split > 1 && (op->k % 8 != 0 || op->in[1].offset % 8 != 0 || !op->batched))
+    return mlk_desc_invalid(d, "op %d '%s': a split matvec needs k and the offset of W multiples of "
+                            "8 and a batched x (k %lld, offset %lld)",
+                            o, op->name, (long long)op->k, (long long)op->in[1].offset);
   return MLK_OK;
 }
 
@@ -730,7 +738,7 @@ mlk_status mlk_op_validate(const MlkModelDesc *d, int o) {
     return mlk_desc_invalid(d, "op %d '%s': min_chunk is %lld, must be in [0, %d]", o, op->name,
                             (long long)op->min_chunk, 1 << 24);
   if (op->kind != MLK_OP_ATTENTION && op->kind != MLK_OP_ATTN_REDUCE && op->kind != MLK_OP_ARGMAX &&
-      op->kind != MLK_OP_ARGMAX_REDUCE && op->split != 0)
+      op->kind != MLK_OP_ARGMAX_REDUCE && op->kind != MLK_OP_MATVEC && op->split != 0)
     return mlk_desc_invalid(d, "op %d '%s': split is %lld, must be 0 for this %s", o, op->name,
                             (long long)op->split, mlk_op_kind_name(op->kind));
   return kinds[op->kind].validate(d, o);

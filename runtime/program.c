@@ -42,13 +42,39 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
   return n;
 }
 
+/* The scratch bytes of op `op` at the model's largest batch: a split matvec's (0 for the rest). */
+static int64_t op_scratch_bytes(const MlkModelDesc *d, const MlkOpDesc *op) {
+  if (op->kind != MLK_OP_MATVEC)
+    return 0;
+  return mlk_matvec_scratch_bytes(op->split, op->n, op->ntasks, d->batch_max);
+}
+
+int64_t mlk_program_arrivals(const MlkModelDesc *d) {
+  int64_t n = 0;
+  for (int o = 0; o < d->nops; o++)
+    n += op_scratch_bytes(d, &d->ops[o]) ? d->ops[o].ntasks : 0;
+  return n;
+}
+
+int64_t mlk_program_scratch_bytes(const MlkModelDesc *d) {
+  int64_t n = 0;
+  for (int o = 0; o < d->nops; o++)
+    n += op_scratch_bytes(d, &d->ops[o]);
+  return n;
+}
+
 void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr, uint64_t peers,
-                        MlkDevOp *out, MlkDevSync *syncs) {
+                        uint64_t arrive, uint64_t scratch, MlkDevOp *out, MlkDevSync *syncs) {
   const MlkKernelDesc *k = &d->kernels[kernel];
   uint32_t ns = 0;
   int64_t allreduces = 0; /* of the model before this kernel's first op */
-  for (int o = 0; o < k->first_op; o++)
+  for (int o = 0; o < k->first_op; o++) {
     allreduces += d->ops[o].kind == MLK_OP_ALLREDUCE;
+    if (op_scratch_bytes(d, &d->ops[o])) { /* the model's split matvecs, in op order */
+      arrive += (uint64_t)d->ops[o].ntasks * sizeof(uint32_t);
+      scratch += (uint64_t)op_scratch_bytes(d, &d->ops[o]);
+    }
+  }
   for (int i = 0; i < k->nops; i++) {
     const MlkOpDesc *op = &d->ops[k->first_op + i];
     MlkDevOp *r = &out[i];
@@ -84,6 +110,11 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
     if (op->kind == MLK_OP_ALLREDUCE) /* its table of the ranks' x in the peer area (0: none yet) */
       r->in[1] = peers ? peers + (uint64_t)(d->ranks * (1 + allreduces)) * sizeof(uint64_t) : 0;
     allreduces += op->kind == MLK_OP_ALLREDUCE;
+    if (op_scratch_bytes(d, op)) {
+      r->arrive = arrive, r->scratch = scratch;
+      arrive += (uint64_t)op->ntasks * sizeof(uint32_t);
+      scratch += (uint64_t)op_scratch_bytes(d, op);
+    }
   }
 }
 

@@ -97,7 +97,9 @@ typedef struct SimKernel {
 
 typedef struct SimModel {
   void **bufs;                /* per tensor */
-  _Atomic uint32_t *counters; /* ncounters */
+  _Atomic uint32_t *counters; /* ncounters, then the split matvecs' arrival counters */
+  int64_t ncounters;          /* all of them */
+  void *scratch;              /* the split matvecs' partial sums (mlk_program_scratch_bytes) */
   SimKernel *kernels;
   SimOp *ops;                 /* per op (global index) */
   int *event_list;            /* storage of every waits/notifies list */
@@ -413,7 +415,7 @@ static int check_pages(SimRun *run, const MlkOpDesc *op, int64_t task, int64_t r
 
 /* Computes task `task` of op `o` for the run's rows with the reference tiles, through the same
  * per-kind dispatch the device runs (stdlib/task.c), after checking the indices it will follow. */
-static int run_tile(SimRun *run, int o, int64_t task) {
+static int run_tile(SimRun *run, int o, int64_t task, MlkTaskDone *done) {
   const mlk_model *m = run->m;
   const MlkModelDesc *d = m->desc;
   const MlkOpDesc *op = &d->ops[o];
@@ -434,7 +436,7 @@ static int run_tile(SimRun *run, int o, int64_t task) {
     if (check_pages(run, op, task, rows, pps, npages, d->caches[op->cache].page))
       return -1;
   }
-  mlk_task_exec(&run->sk->recs[o - d->kernels[run->kernel].first_op], task, m->rt);
+  *done = mlk_task_exec(&run->sk->recs[o - d->kernels[run->kernel].first_op], task, m->rt);
   return 0;
 }
 
@@ -615,11 +617,37 @@ static void push_consumers(SimRun *run, int ei, int64_t idx) {
   }
 }
 
+/* The notifies of task `task` on event `ei`: each counter of its range (and, under the dynamic
+ * schedule, the consumers the counters it completes make ready). */
+static void notify_task(SimRun *run, int ei, int64_t task) {
+  const MlkModelDesc *d = run->m->desc;
+  SimModel *sm = run->sm;
+  const MlkEventDesc *e = &d->events[ei];
+  int64_t lo, hi;
+  mlk_event_notify_range(e, task, &lo, &hi);
+  /* Validation keeps ranges inside the event; the clamp keeps a stray one from writing into
+   * another event's counters. */
+  if (hi >= e->size)
+    hi = e->size - 1;
+  for (int64_t c = lo; c <= hi; c++) {
+    if (e->ranks > 1 && sm->peers) { /* to this counter on every rank (in-kernel allreduce) */
+      for (int64_t r = 0; r < e->ranks; r++)
+        atomic_fetch_add_explicit((_Atomic uint32_t *)(uintptr_t)sm->peers[r] + e->base + c, 1u,
+                                  memory_order_release);
+      continue;
+    }
+    uint32_t old = atomic_fetch_add_explicit(&sm->counters[e->base + c], 1u, memory_order_release);
+    /* The notify that completes the counter for this run makes its consumers ready. */
+    if (run->dynamic && ei != run->sb->drop_event &&
+        old + 1u == run->epoch * (uint32_t)mlk_event_start_value(e, c))
+      push_consumers(run, ei, c);
+  }
+}
+
 /* The part of a task that follows its waits: the checker, the tile, the notifies (and, under the
  * dynamic schedule, the consumers they make ready). `sm_index` is the simulated SM that runs it
  * (trace records). Returns -1 when the run failed. */
 static int exec_task(SimRun *run, int sm_index, MlkTaskWord word, uint64_t *rec) {
-  const MlkModelDesc *d = run->m->desc;
   SimModel *sm = run->sm;
   int64_t task;
   int o = word_op_index(run, word, &task);
@@ -633,37 +661,23 @@ static int exec_task(SimRun *run, int sm_index, MlkTaskWord word, uint64_t *rec)
     return -1;
   if (so->dropped_consumer)
     atomic_store(&run->drop_checked, run->serial);
-  if (run_tile(run, o, task))
+  MlkTaskDone span;
+  if (run_tile(run, o, task, &span))
     return -1;
+  /* The tasks whose work is now complete (MlkTaskDone): this one, none (a split matvec's task
+   * that left its group's end to another) or its whole group (the one that merged it). */
+  int64_t t0 = MLK_TASK_DONE_FIRST(span), t1 = t0 + MLK_TASK_DONE_COUNT(span);
   if (run->sb->check)
-    atomic_store_explicit(&run->sk->done[so->first + task], run->serial, memory_order_release);
-  for (int n = 0; n < so->nnotifies; n++) {
-    int ei = so->notifies[n];
-    const MlkEventDesc *e = &d->events[ei];
-    int64_t lo, hi;
-    mlk_event_notify_range(e, task, &lo, &hi);
-    /* Validation keeps ranges inside the event; the clamp keeps a stray one from writing into
-     * another event's counters. */
-    if (hi >= e->size)
-      hi = e->size - 1;
-    for (int64_t c = lo; c <= hi; c++) {
-      if (e->ranks > 1 && sm->peers) { /* to this counter on every rank (in-kernel allreduce) */
-        for (int64_t r = 0; r < e->ranks; r++)
-          atomic_fetch_add_explicit((_Atomic uint32_t *)(uintptr_t)sm->peers[r] + e->base + c, 1u,
-                                    memory_order_release);
-        continue;
-      }
-      uint32_t old = atomic_fetch_add_explicit(&sm->counters[e->base + c], 1u, memory_order_release);
-      /* The notify that completes the counter for this run makes its consumers ready. */
-      if (run->dynamic && ei != run->sb->drop_event &&
-          old + 1u == run->epoch * (uint32_t)mlk_event_start_value(e, c))
-        push_consumers(run, ei, c);
-    }
-  }
+    for (int64_t t = t0; t < t1; t++)
+      atomic_store_explicit(&run->sk->done[so->first + t], run->serial, memory_order_release);
+  for (int n = 0; n < so->nnotifies; n++)
+    for (int64_t t = t0; t < t1; t++)
+      notify_task(run, so->notifies[n], t);
   if (rec)
     rec[MLK_TRACE_END] = now_ns();
   return 0;
 }
+
 
 /* The trace record of task `word` of this run, or NULL when the run is not traced. */
 static uint64_t *task_record(const SimRun *run, MlkTaskWord word) {
@@ -1340,9 +1354,15 @@ static mlk_status sim_fill(mlk_model *m, int tensor, uint8_t byte) {
 
 static mlk_status sim_zero_counters(mlk_model *m) {
   SimModel *sm = m->impl;
-  for (int64_t i = 0; i < m->desc->ncounters; i++)
+  for (int64_t i = 0; i < sm->ncounters; i++)
     atomic_store_explicit(&sm->counters[i], 0u, memory_order_relaxed);
   return MLK_OK;
+}
+
+/* The address of the first arrival counter: after the event counters (the simulator has no
+ * tickets). */
+static uint64_t sim_arrive_addr(const SimModel *sm, const MlkModelDesc *d) {
+  return (uint64_t)(uintptr_t)(sm->counters + d->ncounters);
 }
 
 static void sim_model_fini(mlk_model *m) {
@@ -1373,6 +1393,7 @@ static void sim_model_fini(mlk_model *m) {
     }
   free(sm->bufs);
   free((void *)sm->counters);
+  free(sm->scratch);
   free(sm->peers);
   free(sm->kernels);
   free(sm->ops);
@@ -1451,10 +1472,14 @@ static mlk_status sim_model_init(mlk_model *m) {
     if (!(sm->bufs[i] = MLK_CALLOC(m->cap[i], 1, what)))
       goto fail;
   }
-  if (!(sm->counters = MLK_CALLOC((size_t)d->ncounters, sizeof *sm->counters, "event counters")))
+  sm->ncounters = d->ncounters + mlk_program_arrivals(d);
+  if (!(sm->counters = MLK_CALLOC((size_t)sm->ncounters + 1, sizeof *sm->counters, "event counters")))
     goto fail;
-  for (int64_t i = 0; i < d->ncounters; i++)
+  for (int64_t i = 0; i < sm->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
+  int64_t scratch_bytes = mlk_program_scratch_bytes(d);
+  if (scratch_bytes && !(sm->scratch = MLK_CALLOC((size_t)scratch_bytes, 1, "split matvec partial sums")))
+    goto fail;
   /* the ops' lists may share entries of event_refs: room for each op's own copy */
   size_t nrefs = 0, nev = (size_t)(d->nevents ? d->nevents : 1);
   for (int o = 0; o < d->nops; o++)
@@ -1484,7 +1509,8 @@ static mlk_status sim_model_init(mlk_model *m) {
     }
     for (int t = 0; t < d->ntensors; t++)
       addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
-    mlk_program_kernel(d, k, addr, 0, sk->recs, sk->syncs);
+    mlk_program_kernel(d, k, addr, 0, sim_arrive_addr(sm, d), (uint64_t)(uintptr_t)sm->scratch,
+                       sk->recs, sk->syncs);
     free(addr);
     int64_t first = 0;
     for (int o = kd->first_op; o < kd->first_op + kd->nops; o++) {
@@ -1539,7 +1565,8 @@ static mlk_status sim_set_peers(mlk_model *m, const uint64_t *words, size_t n) {
   for (int t = 0; t < d->ntensors; t++)
     addr[t] = (uint64_t)(uintptr_t)sm->bufs[t];
   for (int k = 0; k < d->nkernels; k++)
-    mlk_program_kernel(d, k, addr, (uint64_t)(uintptr_t)p, sm->kernels[k].recs, sm->kernels[k].syncs);
+    mlk_program_kernel(d, k, addr, (uint64_t)(uintptr_t)p, sim_arrive_addr(sm, d),
+                       (uint64_t)(uintptr_t)sm->scratch, sm->kernels[k].recs, sm->kernels[k].syncs);
   free(addr);
   return MLK_OK;
 }

@@ -24,25 +24,64 @@
 #define INLINE_FN
 #endif
 
-/* TASK(name) { body }: defines mlk_task_<name>_inline(op, task, rt) with the body and
- * mlk_task_<name>, which calls it. */
+/* TASK(name) { body }: defines mlk_task_<name>_inline(op, task, rt), which runs the body, and
+ * mlk_task_<name>, which calls it. The body may set *done (MlkTaskDone; by default the task
+ * itself). */
 #define TASK(name)                                                                                 \
-  INLINE_FN void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);   \
-  TASK_FN void mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt) {              \
-    mlk_task_##name##_inline(op, task, rt);                                                        \
+  static INLINE_FN void task_body_##name(const MlkDevOp *op, int64_t task, const int64_t *rt,      \
+                                         MlkTaskDone *done __attribute__((unused)));               \
+  INLINE_FN MlkTaskDone mlk_task_##name##_inline(const MlkDevOp *op, int64_t task,                 \
+                                                 const int64_t *rt) {                              \
+    MlkTaskDone done = MLK_TASK_DONE(task, 1);                                                     \
+    task_body_##name(op, task, rt, &done);                                                         \
+    return done;                                                                                   \
   }                                                                                                \
-  INLINE_FN void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt)
+  TASK_FN MlkTaskDone mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt) {       \
+    return mlk_task_##name##_inline(op, task, rt);                                                 \
+  }                                                                                                \
+  static INLINE_FN void task_body_##name(const MlkDevOp *op, int64_t task, const int64_t *rt,      \
+                                         MlkTaskDone *done __attribute__((unused)))
 
 #define PTR(type, addr) ((type *)(uintptr_t)(addr))
 
 #define first_col mlk_task_first_col
 #define col_count mlk_task_cols
 
+/* A split matvec's task at a batch it splits at (mlk_desc.h MATVEC): slice `slice` of k over the
+ * rows of its group; the group's last task to finish merges and answers for all (*done). Returns 0
+ * for a task of a group of one, which the caller runs alone (one call site of the unsplit tile, as
+ * before). Out of line (TASK_FN): inlined, it tripled the code of the kernel's matvec variants and
+ * their spills, which every matvec task paid, split or not (7% a step on the H100 at every
+ * batch). */
+TASK_FN static int matvec_split(const MlkDevOp *op, int64_t task, int64_t rows, MlkTaskDone *done) {
+  int64_t first, members, slice, split = op->split;
+#if defined(__NVPTX__)
+  /* the launch's cap (MlkDevTune.matvec_split_cap): groups no larger; the scratch fits any */
+  if (mlk_dev_tune.matvec_split_cap && split > (int64_t)mlk_dev_tune.matvec_split_cap)
+    split = mlk_dev_tune.matvec_split_cap;
+#endif
+  mlk_matvec_group(split, op->ntasks, rows, task, &first, &members, &slice);
+  if (members <= 1)
+    return 0;
+  int64_t row0 = first_col(op, first), grows = mlk_min64(members * op->tile, op->n - row0);
+  int last = TILE(matvec_split)(
+      PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
+      PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), PTR(const uint16_t, op->in[4]),
+      op->eps, op->n, op->k, row0, grows, rows, (int)op->fn, split, first, members, slice,
+      PTR(float, op->scratch), PTR(uint32_t, op->arrive) + first);
+  *done = last ? MLK_TASK_DONE(first, members) : MLK_TASK_DONE(task, 0);
+  return 1;
+}
+
 TASK(matvec) {
+  int64_t rows = mlk_task_rows(op, rt);
+  /* op->split is a constant of the kernel's code variant */
+  if (op->split > 1 && rows >= MLK_MATVEC_SPLIT_MIN_BATCH && matvec_split(op, task, rows, done))
+    return;
   TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
                PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]),
                PTR(const uint16_t, op->in[4]), op->eps, op->n, op->k, first_col(op, task),
-               col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
+               col_count(op, task), rows, (int)op->fn);
 }
 
 TASK(eltwise) {
@@ -139,15 +178,15 @@ TASK(attn_reduce) {
                     col_count(op, task) / per, mlk_task_rows(op, rt));
 }
 
-void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
+MlkTaskDone mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
   switch (op->kind) {
 #define MLK_X_CASE(K, name, r0, r1, r2, r3, r4)                                                        \
   case MLK_OP_##K:                                                                                 \
-    mlk_task_##name(op, task, rt);                                                                 \
-    break;
+    return mlk_task_##name(op, task, rt);
     MLK_OP_KINDS(MLK_X_CASE)
 #undef MLK_X_CASE
   }
+  return MLK_TASK_DONE(task, 1);
 }
 
 void mlk_task_prefetch(const MlkDevOp *op, int64_t task, const int64_t *rt) {

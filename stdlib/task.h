@@ -19,16 +19,17 @@
 
 /* mlk_task_<name>(op, task, rt): runs task `task` of op record `op` (of that kind) for the run's
  * rows; `rt` holds the run-time values (MLK_RT_*). Called by every thread of the block on the
- * device, by one host thread in the simulator. mlk_task_<name>_inline is the same, to be inlined
+ * device, by one host thread in the simulator. Returns the tasks whose notifies are now due
+ * (MlkTaskDone, the same in every thread). mlk_task_<name>_inline is the same, to be inlined
  * where the caller has made some of the record's fields constants (the kernel's code variants). */
 #define MLK_X_TASK_DECL(K, name, r0, r1, r2, r3, r4)                                                  \
-  void mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt);                      \
-  void mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);
+  MlkTaskDone mlk_task_##name(const MlkDevOp *op, int64_t task, const int64_t *rt);               \
+  MlkTaskDone mlk_task_##name##_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);
 MLK_OP_KINDS(MLK_X_TASK_DECL)
 #undef MLK_X_TASK_DECL
 
 /* Any kind: the switch over MLK_OP_KINDS. */
-void mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt);
+MlkTaskDone mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt);
 
 /* Work a task may start before its waits, because it depends on no event: a matvec that the weight
  * stream does not take (stdlib/tiles/stream.c) hands its weight rows to the L2 prefetcher. A hint

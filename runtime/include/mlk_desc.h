@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 12
+#define MLK_DESC_ABI 13
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -62,7 +62,7 @@
  * a constant `mlk_dev_tune` (MLK_DEV_TUNE_SYMBOL) of this type, initialized to
  * MLK_DEV_TUNE_DEFAULTS, which mlkc keeps visible in the module; after loading a module the GPU
  * backend writes it from the environment (runtime/gpu.c: MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING). A module without the symbol runs with the defaults; a runtime that does not
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP). A module without the symbol runs with the defaults; a runtime that does not
  * write it leaves them: neither side needs the other's version, so adding the knob left the ABI
  * number alone. */
 typedef struct MlkDevTune {
@@ -71,11 +71,15 @@ typedef struct MlkDevTune {
                                copies have reached) prefetched into L2; 0: none */
   uint32_t mma_stage_ring;  /* 1: the tensor-core matvec stages x in the stream's ring when the
                                stream has nothing in it or coming (more columns a chunk); 0: not */
+  uint32_t matvec_split_cap; /* split matvecs' groups of at most this many tasks (1: none split;
+                                0: as compiled): measures the split on the GPU in one build */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
- * paid at every batch; the L2 look-ahead did not */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u}
+ * paid at every batch; the L2 look-ahead did not. The split matvecs are off on the GPU (cap 1)
+ * until a GPU has run and timed them (fourteenth session: none could be had); the simulator
+ * always runs them as compiled. */
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 1u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 
@@ -110,6 +114,15 @@ typedef uint64_t MlkTaskWord;
 #define MLK_TASK_OP(word) ((uint32_t)((word) >> 32))
 #define MLK_TASK_INDEX(word) ((uint32_t)(word))
 #define MLK_MAX_TASKS_PER_OP INT32_MAX
+
+/* What the end of a task completes (returned by the task's dispatch, stdlib/task.h, to the
+ * interpreter's notify and to the simulator): tasks [first, first + count) of its op, whose
+ * notifies it makes. (task, 1) for a task on its own; a split matvec's task leaves its group's
+ * notifies to the group's last task to finish, (task, 0), which then completes them all. */
+typedef uint64_t MlkTaskDone;
+#define MLK_TASK_DONE(first, count) ((uint64_t)(uint32_t)(first) << 32 | (uint32_t)(count))
+#define MLK_TASK_DONE_FIRST(d) ((uint32_t)((d) >> 32))
+#define MLK_TASK_DONE_COUNT(d) ((uint32_t)(d))
 
 /* Largest inner dimension a matvec tile stages in shared memory (f32 elements, 48 KiB). */
 #define MLK_MATVEC_MAX_K 12288
@@ -191,6 +204,11 @@ typedef struct MlkTensorDesc {
  *   fused rmsnorm x * rsqrt(mean(x^2) + eps) * w; bias = in[4] (bf16 [n], the same for every row)
  *   or none (0). fn: NONE, RELU, SILU; or MUL, a gated product: out[b, r] = (sum_k W[r, k] *
  *   xn[b, k] + bias[r]) * in[2][b, r] (SwiGLU's silu(gate) * up).
+ *   With split = S > 1, at a run's batch of MLK_MATVEC_SPLIT_MIN_BATCH rows or more, the tasks go
+ *   in groups of S (mlk_matvec_group): together they compute the group's rows, each over a slice
+ *   of k, and the group's last task to finish merges the slices' partial sums (in slice order,
+ *   whatever the order they finished in) and writes the rows, then notifies for the whole group
+ *   (MlkTaskDone). Same result up to rounding; x is read S times less (see docs/performance.md).
  * ELTWISE: out[b, i] = fn(a[b, i] + bias[i], c[b, i]) with a = in[0], c = in[1] (or none for
  *   RELU, SILU, NONE), bias = in[4] (bf16 [n], the same for every row) or none (0): `x + b` of a
  *   bf16 param vector b over f32 rows x is fn NONE with the bias.
@@ -320,7 +338,9 @@ typedef struct MlkArg {
   X(int64_t, top_k, 0, "sample: in [1, MLK_SAMPLE_MAX_TOP_K], for rows given none")                \
   X(int64_t, split, 0, "attention: chunks of a row's positions (0, 1: none; up to "                \
                     "MLK_ATTN_MAX_SPLIT); argmax: chunks of a row (0: none; 2 to "                 \
-                    "MLK_ARGMAX_MAX_SPLIT); attn_reduce, argmax_reduce: the chunks they merge")    \
+                    "MLK_ARGMAX_MAX_SPLIT); attn_reduce, argmax_reduce: the chunks they merge; "   \
+                    "matvec: tasks a group that split k at large batch (0, 1: none; a power of "  \
+                    "two up to MLK_MATVEC_MAX_SPLIT)")                                             \
   X(int64_t, min_chunk, 0, "split attention: fewest positions per chunk (mlk_attn_chunk_len)")    \
   X(int64_t, ranks, 0, "allreduce: the ranks summed (its table at in[1] has as many addresses)")
 
@@ -346,6 +366,50 @@ typedef struct MlkOpDesc {
     MLK_OP_ATTRS(MLK_X_FIELD)
   };
 } MlkOpDesc;
+
+static inline int64_t mlk_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- split matvec: k cut over a group of tasks, merged by the last one ---- */
+
+/* The most tasks a split matvec's group may have, and the least batch at which a split matvec
+ * splits (below it the tile runs as unsplit: one task per row tile, x is small). */
+#define MLK_MATVEC_MAX_SPLIT 16
+#define MLK_MATVEC_SPLIT_MIN_BATCH 16
+
+/* The group of task `task` of a matvec with `split` (MlkOpDesc.split) and `ntasks` tasks in a run
+ * of `batch` rows: its first task, its tasks (the last group may have fewer) and this task's slice
+ * of k (0 .. *members - 1). *members is 1 (no split: the task alone) below
+ * MLK_MATVEC_SPLIT_MIN_BATCH rows or without a split. */
+static inline void mlk_matvec_group(int64_t split, int64_t ntasks, int64_t batch, int64_t task,
+                                    int64_t *first, int64_t *members, int64_t *slice) {
+  int64_t s = split > 1 && batch >= MLK_MATVEC_SPLIT_MIN_BATCH ? split : 1;
+  *first = task / s * s;
+  *members = mlk_min64(s, ntasks - *first);
+  *slice = task - *first;
+}
+
+/* Columns [*k0, *k1) of k that slice j of `members` covers: equal slices, each but the last a
+ * multiple of 32 columns (a tensor-core block). */
+static inline void mlk_matvec_slice(int64_t k, int64_t members, int64_t j, int64_t *k0,
+                                    int64_t *k1) {
+  int64_t len = ((k + members - 1) / members + 31) & ~(int64_t)31;
+  *k0 = mlk_min64(j * len, k);
+  *k1 = mlk_min64(*k0 + len, k);
+}
+
+/* A split matvec's scratch, in f32 elements from MlkDevOp.scratch, in a run of `batch` rows:
+ * slice j's partial sums of batch row b at (j * batch + b) * n + (output column), then (with a
+ * fused norm) the sums of squares of x over task t's slice, row b, at split * batch * n + t *
+ * batch + b. Its size at the model's batch_max, in bytes (0: not split). */
+static inline int64_t mlk_matvec_ss_offset(int64_t split, int64_t n, int64_t batch, int64_t task) {
+  return split * batch * n + task * batch;
+}
+static inline int64_t mlk_matvec_scratch_bytes(int64_t split, int64_t n, int64_t ntasks,
+                                               int64_t batch_max) {
+  if (split <= 1 || batch_max < MLK_MATVEC_SPLIT_MIN_BATCH)
+    return 0;
+  return (mlk_matvec_ss_offset(split, n, batch_max, ntasks) * 4 + 255) & ~(int64_t)255;
+}
 
 /* ---- split argmax: the chunks of a row ---- */
 
@@ -650,6 +714,11 @@ typedef struct MlkDevOp {
   int64_t n, k, tile, ntasks;
   uint64_t out, in[MLK_OP_INPUTS];
   int64_t page;       /* attention, kv_append: positions per page of the cache */
+  /* a split matvec (MlkOpDesc.split > 1): its groups' arrival counters (u32, one per task, in the
+   * model's counter array after the tickets, zeroed with the event counters) and its scratch
+   * (mlk_matvec_scratch_bytes at the model's batch_max: partial sums and sums of squares); 0
+   * for every other op */
+  uint64_t arrive, scratch;
   struct {
     MLK_OP_ATTRS(MLK_X_FIELD)
   };
@@ -682,8 +751,6 @@ static inline int mlk_op_same_variant(const MlkOpDesc *a, const MlkOpDesc *b) {
 }
 
 /* ---- index maps (the same arithmetic is generated into every megakernel) ---- */
-
-static inline int64_t mlk_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* The index maps below take MlkEventDesc and MlkDevSync alike (the fields they read have the same
  * names): the simulator calls them on the one, the device interpreter on the other. */

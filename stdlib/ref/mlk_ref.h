@@ -22,6 +22,16 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
                     const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
                     int64_t row0, int64_t rows, int64_t batch, int fn);
 
+/* Slice `slice` of k of a split matvec's group of `members` tasks from `first` (rows [row0, row0 +
+ * rows)): its partial sums into `scratch` (mlk_desc.h), then an arrival at `arrive`; the last
+ * task to arrive merges the slices in slice order and writes out (the same result as
+ * mlk_ref_matvec up to f32 rounding) and returns 1; the others return 0. */
+int mlk_ref_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
+                         const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n,
+                         int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn,
+                         int64_t split, int64_t first, int64_t members, int64_t slice,
+                         float *scratch, uint32_t *arrive);
+
 /* out[b, i] = fn(a[b, i] + bias[i], c[b, i]) for i in [c0, c0 + count); c NULL for unary
  * functions; bias bf16 [n] (every row the same), or NULL (0). */
 /* out = the sum over r = 0 .. ranks-1, in that order, of the f32 rows at xs[r] (each rank's x). */

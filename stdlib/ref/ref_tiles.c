@@ -54,6 +54,18 @@ static float rms_scale(const float *x, int64_t n, float eps) {
   return 1.0f / sqrtf(ss / (float)n + eps);
 }
 
+/* A matvec's epilogue of row r's sum acc, batch row b: the bias first, then the gated product
+ * (out = (W xn + bias) * res) or the activation and then the residual (out = act(W xn) + res). */
+static float epilogue(float acc, const float *res, const uint16_t *bias, int64_t n, int64_t r,
+                      int64_t b, int fn) {
+  if (bias)
+    acc += bf16_to_f32(bias[r]);
+  if (fn == MLK_FN_MUL)
+    return acc * res[b * n + r];
+  acc = activate(acc, fn);
+  return res ? acc + res[b * n + r] : acc;
+}
+
 void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *res,
                     const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
                     int64_t row0, int64_t rows, int64_t batch, int fn) {
@@ -70,19 +82,58 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
       else
         for (int64_t i = 0; i < k; i++)
           acc += bf16_to_f32(w[i]) * xb[i];
-      if (bias)
-        acc += bf16_to_f32(bias[r]); /* the bias goes in before anything else */
-      if (fn == MLK_FN_MUL) {
-        acc *= res[b * n + r]; /* the gated product: out = (W xn + bias) * res */
-      } else {
-        acc = activate(acc, fn);
-        /* The residual is added after the activation: out = act(W xn) + res. */
-        if (res)
-          acc += res[b * n + r];
-      }
-      out[b * n + r] = acc;
+      out[b * n + r] = epilogue(acc, res, bias, n, r, b, fn);
     }
   }
+}
+
+int mlk_ref_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
+                         const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n,
+                         int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn,
+                         int64_t split, int64_t first, int64_t members, int64_t slice,
+                         float *scratch, uint32_t *arrive) {
+  int64_t k0, k1;
+  mlk_matvec_slice(k, members, slice, &k0, &k1);
+  /* this slice's partial sums of the normed x without its scale (x * norm_w), which the merge
+   * applies, and its sums of squares */
+  float *part = scratch + slice * batch * n;
+  for (int64_t b = 0; b < batch; b++) {
+    const float *xb = x + b * k;
+    if (norm_w) {
+      float ss = 0.0f;
+      for (int64_t i = k0; i < k1; i++)
+        ss += xb[i] * xb[i];
+      scratch[mlk_matvec_ss_offset(split, n, batch, first + slice) + b] = ss;
+    }
+    for (int64_t r = row0; r < row0 + rows; r++) {
+      const uint16_t *w = W + r * k;
+      float acc = 0.0f;
+      for (int64_t i = k0; i < k1; i++)
+        acc += bf16_to_f32(w[i]) * (norm_w ? xb[i] * bf16_to_f32(norm_w[i]) : xb[i]);
+      part[b * n + r] = acc;
+    }
+  }
+  /* The last to arrive (its writes above released, the others' acquired) merges; the counter goes
+   * back to 0 for the next run. */
+  if (__atomic_add_fetch(arrive, 1u, __ATOMIC_ACQ_REL) != (uint32_t)members)
+    return 0;
+  __atomic_store_n(arrive, 0u, __ATOMIC_RELAXED);
+  for (int64_t b = 0; b < batch; b++) {
+    float scale = 1.0f;
+    if (norm_w) {
+      float ss = 0.0f;
+      for (int64_t j = 0; j < members; j++)
+        ss += scratch[mlk_matvec_ss_offset(split, n, batch, first + j) + b];
+      scale = 1.0f / sqrtf(ss / (float)k + eps);
+    }
+    for (int64_t r = row0; r < row0 + rows; r++) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < members; j++)
+        acc += scratch[(j * batch + b) * n + r];
+      out[b * n + r] = epilogue(acc * scale, res, bias, n, r, b, fn);
+    }
+  }
+  return 1;
 }
 
 void mlk_ref_eltwise(float *out, const float *a, const float *c, const uint16_t *bias, int64_t n,

@@ -658,15 +658,19 @@ _Static_assert(WARPS * 16 * PART_RS <= STAGE, "a round's partial sums fit the st
  * has weights of its own in flight. A round keeps its sums in registers over all column chunks;
  * then the warps of a row group add their partial sums through shared memory, in part order, and
  * the group's first warp applies the epilogue. */
+/* k is the row stride of x and W; the columns summed are [0, kx) of x, W and norm_w as passed.
+ * raw (a split matvec's slice, mlk_tile_matvec_split): the sums go to out as they are (no norm
+ * scale, no epilogue) and, with a fused norm, each batch row's sum of squares over [0, kx) to
+ * ssout[b]. */
 static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
                                                  const float *res, const uint16_t *norm_w,
                                                  const uint16_t *bias, float eps, int64_t n,
-                                                 int64_t k, int64_t row0, int64_t rows,
-                                                 int64_t batch, int fn) {
+                                                 int64_t k, int64_t kx, int64_t row0, int64_t rows,
+                                                 int64_t batch, int fn, int raw, float *ssout) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
-  uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)k, K32 = (K + 31) & ~31u;
+  uint32_t R = (uint32_t)rows, G = (R + 15) / 16, K = (uint32_t)kx, K32 = (K + 31) & ~31u;
   uint32_t P = G >= WARPS ? 1 : WARPS / G; /* warps per row group: 1, 2, 4 or 8 */
   int vec = (((uintptr_t)x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0; /* uniform */
   /* the staging buffer: the tiles' scratch, or (knob MlkDevTune.mma_stage_ring) the stream's ring
@@ -709,7 +713,9 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
         }
         for (int off = 16; off > 0; off >>= 1)
           ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
-        if (lane == 0)
+        if (lane == 0 && raw)
+          ssout[b0 + b] = ss, rsm[b] = 1.0f; /* the merge scales */
+        else if (lane == 0)
           rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
       }
     }
@@ -764,7 +770,7 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
                   sum += mine[q * 16 * PART_RS + so];
               }
               int64_t o = (b0 + b) * n + row0 + r;
-              out[o] = epi(sum, res, bias, row0 + r, o, fn);
+              out[o] = raw ? sum : epi(sum, res, bias, row0 + r, o, fn);
             }
           }
         }
@@ -1062,6 +1068,98 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
   else if (batch < MMA_MIN_BATCH)
     matvec_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else /* W streamed once per 64 batch rows, tensor cores */
-    matvec_mma(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
+    matvec_mma(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0);
   /* No trailing barrier: the skeleton's mlk_dev_barrier follows every tile. */
+}
+
+/* ---- Split matvec: a slice of k on the tensor-core path, the group's merge by its last task ----
+ *
+ * At large batch a task of few rows stages all of x for a few weight rows (x / weight bytes = 2 *
+ * batch / rows: 8 for Llama's down projection at batch 64). A group of tasks instead takes
+ * `members` times the rows, each over a slice of k, so each stages 1 / members of x; the price is
+ * the partial sums (batch x rows f32 a task) written to L2 and read back by the merge. */
+
+/* The merge: out = epilogue(scale[b] * the sum of the slices' partials, in slice order), every
+ * thread a column group of 4 (vec) or 1 at a time; the scales (1 without a norm) from the slices'
+ * sums of squares, in shared memory. */
+static void split_merge(float *out, const float *res, const uint16_t *norm_w,
+                        const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0,
+                        int64_t rows, int64_t batch, int fn, int64_t split, int64_t first,
+                        int64_t members, const float *scratch) {
+  uint32_t tid = mlk_tid_here(), R = (uint32_t)rows, M = (uint32_t)members;
+  MLK_SHARED float *scale = mlk_tile_smem;
+  int vec = ((n | row0 | rows) & 3) == 0 && ((uintptr_t)scratch & 15) == 0;
+  uint32_t per = vec ? 4 : 1, units = R / per;
+  for (int64_t b0 = 0; b0 < batch; b0 += STAGE) {
+    uint32_t nb = (uint32_t)mlk_min64(batch - b0, STAGE);
+    for (uint32_t b = tid; b < nb; b += MLK_BLOCK_THREADS) {
+      float sc = 1.0f;
+      if (norm_w) {
+        float ss = 0.0f;
+        for (uint32_t j = 0; j < M; j++)
+          ss += mlk_ld_cg(scratch + mlk_matvec_ss_offset(split, n, batch, first + j) + b0 + b);
+        sc = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
+      }
+      scale[b] = sc;
+    }
+    __nvvm_barrier_sync(0);
+    for (uint32_t i = tid; i < nb * units; i += MLK_BLOCK_THREADS) {
+      uint32_t b = i / units, c = (i - b * units) * per;
+      int64_t o = (b0 + b) * n + row0 + c; /* of out, and of slice 0's partials */
+      float sc = scale[b];
+      if (vec) {
+        mlk_f4 v[MLK_MATVEC_MAX_SPLIT];
+#pragma unroll
+        for (uint32_t j = 0; j < MLK_MATVEC_MAX_SPLIT; j++)
+          if (j < M)
+            v[j] = mlk_ld_cg_f4(scratch + (int64_t)j * batch * n + o);
+        mlk_f4 sum = v[0];
+#pragma unroll
+        for (uint32_t j = 1; j < MLK_MATVEC_MAX_SPLIT; j++)
+          if (j < M)
+            sum += v[j];
+        float e[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+          out[o + q] = epi(e[q] * sc, res, bias, row0 + c + q, o + q, fn);
+      } else {
+        float sum = 0.0f;
+        for (uint32_t j = 0; j < M; j++)
+          sum += mlk_ld_cg(scratch + (int64_t)j * batch * n + o);
+        out[o] = epi(sum * sc, res, bias, row0 + c, o, fn);
+      }
+    }
+    __nvvm_barrier_sync(0); /* scale[] is read before the next pass writes it */
+  }
+}
+
+/* Out of line: inlined into the matvec task (the kernel's code variants), it tripled their code
+ * and their spills (116 -> 324 bytes of spill stores a task, whatever the batch), and every batch
+ * ran 7% slower on the H100 with the split off. */
+__attribute__((noinline)) int
+mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
+                      const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
+                      int64_t row0, int64_t rows, int64_t batch, int fn, int64_t split,
+                      int64_t first, int64_t members, int64_t slice, float *scratch,
+                      uint32_t *arrive) {
+  int64_t k0, k1;
+  mlk_matvec_slice(k, members, slice, &k0, &k1);
+  /* the slice on the tensor-core path; the compiler splits only matvecs whose k is a multiple of
+   * 8 (validated), so W's slice rows are 16-byte aligned whenever W is */
+  matvec_mma(scratch + slice * batch * n, x + k0, W + k0, 0, norm_w ? norm_w + k0 : 0, 0, eps, n, k,
+             k1 - k0, row0, rows, batch, fn, 1,
+             scratch + mlk_matvec_ss_offset(split, n, batch, first + slice));
+  __nvvm_barrier_sync(0); /* every thread's partial sums are written */
+  uint32_t last = 0;
+  if (mlk_tid_here() == 0) {
+    last = mlk_arrive_gpu(arrive) == (uint32_t)members;
+    if (last)
+      *arrive = 0; /* every member has arrived: no one else touches it in this run */
+  }
+  /* a barrier that also tells every thread whether thread 0's task is the last */
+  if (__nvvm_bar0_and(!last))
+    return 0;
+  split_merge(out, res, norm_w, bias, eps, n, k, row0, rows, batch, fn, split, first, members,
+              scratch);
+  return 1;
 }

@@ -92,9 +92,11 @@ void mlk_dev_prefetch_record(const MlkDevOp *rec);
 void mlk_dev_barrier(void);
 
 /* Thread 0 adds 1 with release semantics to every counter the record's notifies
- * (syncs[rec->notify0 .. + rec->nnotifies)) and their index maps give; other threads do nothing. */
+ * (syncs[rec->notify0 .. + rec->nnotifies)) and their index maps give, for each task `done`
+ * names (MlkTaskDone: the task itself, none, or a split matvec's group); other threads do
+ * nothing. */
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
-                         uint32_t task);
+                         MlkTaskDone done);
 
 /* The GPU's nanosecond clock, and a hint that moves the line at p into this SM's L1 (sync.c and
  * stream.c use both). */
@@ -172,6 +174,17 @@ int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch);
 void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float *res,
                      const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
                      int64_t row0, int64_t rows, int64_t batch, int fn);
+/* Slice `slice` of k (mlk_matvec_slice of `members`) of a split matvec's group (tasks first ..
+ * first + members - 1, rows [row0, row0 + rows)): writes its partial sums (and, with a fused
+ * norm, its sums of squares of x) into `scratch` (mlk_desc.h), then counts itself in at `arrive`;
+ * the last of the group to arrive resets the counter, merges the slices in slice order, applies
+ * the norm's scale and the epilogue and writes out. Returns 1 in that task (then its notifies are
+ * the group's), 0 in the others. */
+int mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
+                          const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n,
+                          int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn,
+                          int64_t split, int64_t first, int64_t members, int64_t slice,
+                          float *scratch, uint32_t *arrive);
 /* Weights do not depend on any event: the skeleton calls this before a matvec task's waits, so
  * that the task's weight rows (up to MLK_MATVEC_PREFETCH_BYTES of them) stream into L2 while the
  * block waits for the previous layer. A hint: no result, no ordering. */
@@ -312,6 +325,45 @@ static inline void mlk_red_relaxed_gpu(uint32_t *p) {
   __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
 }
 #endif
+
+typedef float mlk_f4 __attribute__((ext_vector_type(4))); /* 16 bytes, 16-byte aligned */
+
+/* A split matvec task's arrival at its group's counter (thread 0, after a block barrier): adds 1
+ * and returns the new count, with release order for the block's writes before it and acquire
+ * order for the writes of the tasks that arrived earlier. */
+static inline uint32_t mlk_arrive_gpu(uint32_t *p) {
+#if defined(__NVPTX__)
+  uint32_t v;
+  __asm__ volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(p) : "memory");
+  return v + 1;
+#else
+  return __atomic_add_fetch(p, 1u, __ATOMIC_ACQ_REL);
+#endif
+}
+
+/* 16 bytes another SM wrote in this launch, read at the L2 (never from a line this SM's L1 may
+ * hold from before): a split matvec's partial sums. */
+static inline mlk_f4 mlk_ld_cg_f4(const float *p) {
+#if defined(__NVPTX__)
+  mlk_f4 v;
+  __asm__ volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                   : "l"(p)
+                   : "memory");
+  return v;
+#else
+  return *(const mlk_f4 *)p;
+#endif
+}
+static inline float mlk_ld_cg(const float *p) {
+#if defined(__NVPTX__)
+  float v;
+  __asm__ volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
+#else
+  return *p;
+#endif
+}
 
 /* mbarrier.init with `count` expected arrivals; then, once a thread initialized its block's
  * barriers, mlk_fence_mbar_init makes them visible to the copy engine. */

@@ -83,13 +83,29 @@ int mlk_dev_task_wait(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *co
 
 void mlk_dev_barrier(void) { __nvvm_barrier_sync(0); }
 
+/* One notify of counters [lo, hi] of event `e` (thread 0, after the fence). */
+static void notify_counters(const MlkDevSync *e, uint32_t *counters, int64_t lo, int64_t hi) {
+  if (e->ranks > 1) { /* this counter on every rank */
+    const uint64_t *peers = (const uint64_t *)(uintptr_t)e->peers;
+    for (int64_t r = 0; r < e->ranks; r++)
+      for (int64_t c = lo; c <= hi; c++)
+        __asm__ volatile("red.relaxed.sys.add.u32 [%0], 1;"
+                         :
+                         : "l"((uint32_t *)(uintptr_t)peers[r] + e->base + c)
+                         : "memory");
+    return;
+  }
+  for (int64_t c = lo; c <= hi; c++)
+    mlk_red_relaxed_gpu(counters + e->base + c);
+}
+
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
-                         uint32_t task) {
+                         MlkTaskDone done) {
   if (mlk_tid() != 0)
     return;
   const MlkDevSync *s = mlk_dev_op_syncs(rec, syncs) + rec->nwaits;
-  uint32_t nn = rec->nnotifies;
-  if (nn == 0)
+  uint32_t nn = rec->nnotifies, t0 = MLK_TASK_DONE_FIRST(done), t1 = t0 + MLK_TASK_DONE_COUNT(done);
+  if (nn == 0 || t0 == t1) /* nothing, or a split matvec's task whose group another ends */
     return;
   /* the fence's scope: the system when a counter lives on other GPUs too */
   int sys = 0;
@@ -99,23 +115,12 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
     __asm__ volatile("fence.acq_rel.sys;" ::: "memory");
   else
     mlk_fence_acq_rel_gpu();
-  for (uint32_t i = 0; i < nn; i++) {
-    const MlkDevSync *e = &s[i];
-    int64_t lo, hi;
-    mlk_event_notify_range(e, task, &lo, &hi);
-    if (e->ranks > 1) { /* this counter on every rank */
-      const uint64_t *peers = (const uint64_t *)(uintptr_t)e->peers;
-      for (int64_t r = 0; r < e->ranks; r++)
-        for (int64_t c = lo; c <= hi; c++)
-          __asm__ volatile("red.relaxed.sys.add.u32 [%0], 1;"
-                           :
-                           : "l"((uint32_t *)(uintptr_t)peers[r] + e->base + c)
-                           : "memory");
-      continue;
+  for (uint32_t i = 0; i < nn; i++)
+    for (uint32_t t = t0; t < t1; t++) {
+      int64_t lo, hi;
+      mlk_event_notify_range(&s[i], t, &lo, &hi);
+      notify_counters(&s[i], counters, lo, hi);
     }
-    for (int64_t c = lo; c <= hi; c++)
-      mlk_red_relaxed_gpu(counters + e->base + c);
-  }
 }
 
 /* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ---- */

@@ -391,7 +391,11 @@ static void test_validation_abi2(mlk_backend *be) {
   snprintf(kind_needle, sizeof kind_needle, "op 1 'matvec@llama:5[l=0]': kind %d is not a valid MlkOpKind",
            MLK_OP_LAST + 1);
   CASE(b->ops[1].kind = (MlkOpKind)(MLK_OP_LAST + 1), kind_needle);
-  CASE(b->ops[1].split = 2, "op 1 'matvec@llama:5[l=0]': split is 2, must be 0 for this matvec");
+  CASE(b->ops[4].split = 2, "op 4 'rope@llama:8[l=0]': split is 2, must be 0 for this rope");
+  CASE(b->ops[1].split = 3, "op 1 'matvec@llama:5[l=0]': split is 3, must be 0 or a power of two up "
+       "to 16");
+  CASE(b->ops[1].split = 32, "op 1 'matvec@llama:5[l=0]': split is 32, must be 0 or a power of two");
+  CASE(b->ops[1].batched = 0, "op 1 'matvec@llama:5[l=0]' is not batched");
   CASE(b->ops[1].min_chunk = 4, "op 1 'matvec@llama:5[l=0]': min_chunk is 4, must be 0 unless the op is a "
        "split attention");
   CASE(b->ops[7].split = 33, "op 7 'attention@llama:11[l=0]': split is 33, must be in [0, 32]");

@@ -403,6 +403,146 @@ static void mv_unbatched_among_mma(void) {
   mv_free(&a), mv_free(&u), mv_free(&d);
 }
 
+/* ---- split matvec: a group's slices of k, merged by the last task to arrive ---- */
+
+typedef struct SplitRun {
+  const MvOp *o;
+  int64_t tile, split, ntasks;
+  const int64_t *order; /* the tasks in the order the block runs them */
+  float *scratch;
+  uint32_t *arrive;
+  int *merged; /* per task: its tile's answer (1: it merged its group) */
+} SplitRun;
+
+/* One block runs every task of the op, in s->order, as the interpreter would (task.c's matvec). */
+static void split_block(void *arg) {
+  SplitRun *s = arg;
+  const MvOp *o = s->o;
+  for (int64_t i = 0; i < s->ntasks; i++) {
+    int64_t t = s->order[i], first, members, slice;
+    mlk_matvec_group(s->split, s->ntasks, o->batch, t, &first, &members, &slice);
+    __nvvm_barrier_sync(0);
+    int merged = 1;
+    if (members <= 1) {
+      int64_t rows = t * s->tile + s->tile <= o->n ? s->tile : o->n - t * s->tile;
+      mlk_tile_matvec(o->out, o->x, o->W, o->res, o->norm_w, o->bias, 1e-5f, o->n, o->k,
+                      t * s->tile, rows, o->batch, o->fn);
+    } else {
+      int64_t row0 = first * s->tile, rows = members * s->tile;
+      if (row0 + rows > o->n)
+        rows = o->n - row0;
+      merged = mlk_tile_matvec_split(o->out, o->x, o->W, o->res, o->norm_w, o->bias, 1e-5f, o->n,
+                                     o->k, row0, rows, o->batch, o->fn, s->split, first, members,
+                                     slice, s->scratch, s->arrive + first);
+    }
+    if (mlk_tid() == 0)
+      s->merged[t] = merged;
+    __nvvm_barrier_sync(0);
+  }
+}
+
+/* An op of n rows of k in tasks of `tile` rows with split `split`, run `runs` times in a random
+ * order of its tasks each time (so a group's last task is any of its members): every output
+ * within tolerance of mlk_ref_matvec over the op, the task that ran last in each group (and only
+ * it) merging, every arrival counter back at 0; and the reference split (the simulator's tile),
+ * run in the same order, within tolerance too. */
+static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_t split, int norm,
+                       int bias, int fn, int res, int res_is_out, int runs) {
+  cases++;
+  MvOp o = mv_op(n, k, batch, norm, bias, fn, res, res_is_out);
+  int64_t ntasks = (n + tile - 1) / tile;
+  size_t scratch_bytes = (size_t)mlk_matvec_scratch_bytes(split, n, ntasks, batch);
+  float *scratch = xalloc(scratch_bytes ? scratch_bytes : 64), *want = xalloc((size_t)(batch * n) * 4);
+  float *ref = xalloc((size_t)(batch * n) * 4), *in = xalloc((size_t)(batch * n) * 4);
+  uint32_t *arrive = calloc((size_t)ntasks, sizeof *arrive);
+  int64_t *order = calloc((size_t)ntasks, sizeof *order);
+  int *merged = calloc((size_t)ntasks, sizeof *merged);
+  memcpy(in, o.out, (size_t)(batch * n) * 4); /* the poison, or the residual in place */
+  memcpy(want, in, (size_t)(batch * n) * 4);
+  mlk_ref_matvec(want, o.x, o.W, o.res == o.out ? want : o.res, o.norm_w, o.bias, 1e-5f, n, k, 0, n,
+                 batch, fn);
+  char name[160];
+  snprintf(name, sizeof name, "split matvec n %lld k %lld batch %lld tile %lld split %lld norm %d "
+           "bias %d fn %d res %d%s", (long long)n, (long long)k, (long long)batch, (long long)tile,
+           (long long)split, norm, bias, fn, res, res_is_out ? " (in place)" : "");
+  int bad = 0;
+  for (int run = 0; run < runs && !bad; run++) {
+    for (int64_t i = 0; i < ntasks; i++)
+      order[i] = i;
+    for (int64_t i = ntasks - 1; i > 0; i--) { /* Fisher-Yates */
+      int64_t j = (int64_t)(rt_next() % (uint64_t)(i + 1)), tmp = order[i];
+      order[i] = order[j], order[j] = tmp;
+    }
+    memcpy(o.out, in, (size_t)(batch * n) * 4);
+    memset(scratch, 0xff, scratch_bytes); /* NaN: a partial the merge reads unwritten shows */
+    SplitRun sr = {&o, tile, split, ntasks, order, scratch, arrive, merged};
+    if (emu_block_run(split_block, &sr, 0, 1, rt_next()) != 0) {
+      fprintf(stderr, "%s: the block failed\n", name);
+      bad = 1;
+    }
+    /* the reference tile, the same order */
+    memcpy(ref, in, (size_t)(batch * n) * 4);
+    for (int64_t i = 0; i < ntasks && !bad; i++) {
+      int64_t t = order[i], first, members, slice;
+      mlk_matvec_group(split, ntasks, batch, t, &first, &members, &slice);
+      if (members <= 1) {
+        mlk_ref_matvec(ref, o.x, o.W, o.res == o.out ? ref : o.res, o.norm_w, o.bias, 1e-5f, n, k,
+                       t * tile, tile, batch, fn);
+        continue;
+      }
+      int64_t row0 = first * tile, rows = members * tile < n - row0 ? members * tile : n - row0;
+      mlk_ref_matvec_split(ref, o.x, o.W, o.res == o.out ? ref : o.res, o.norm_w, o.bias, 1e-5f, n,
+                           k, row0, rows, batch, fn, split, first, members, slice, scratch,
+                           arrive + first);
+    }
+    /* who merged: the last task of each group in the order (each task alone below the batch) */
+    for (int64_t i = 0; i < ntasks && !bad; i++) {
+      int64_t t = order[i], first, members, slice, later = 0;
+      mlk_matvec_group(split, ntasks, batch, t, &first, &members, &slice);
+      for (int64_t j = i + 1; j < ntasks; j++)
+        later += order[j] >= first && order[j] < first + members;
+      if (merged[t] != (later == 0)) {
+        fprintf(stderr, "%s: run %d: task %lld (group from %lld) answered %d, expected %d\n", name,
+                run, (long long)t, (long long)first, merged[t], later == 0);
+        bad = 1;
+      }
+      if (arrive[t] != 0) {
+        fprintf(stderr, "%s: run %d: arrival counter %lld is %u after the run\n", name, run,
+                (long long)t, arrive[t]);
+        bad = 1;
+      }
+    }
+    MvTask whole = mv_task(&o, 0, n);
+    for (int64_t b = 0; b < batch && !bad; b++)
+      for (int64_t r = 0; r < n && !bad; r++) {
+        double tol = mv_tol(&whole, b, r);
+        float got = o.out[b * n + r], w = want[b * n + r], rf = ref[b * n + r];
+        if (!(fabs((double)got - w) <= tol) || !(fabs((double)rf - w) <= tol)) {
+          fprintf(stderr, "%s: run %d: out[%lld][%lld] = %.9g, reference split %.9g, expected "
+                  "%.9g (tolerance %.3g)\n", name, run, (long long)b, (long long)r, got, rf, w, tol);
+          bad = 1;
+        }
+      }
+  }
+  if (bad)
+    rt_failures++;
+  free(scratch), free(want), free(ref), free(in), free(arrive), free(order), free(merged);
+  mv_free(&o);
+}
+
+static void test_split_matvec(void) {
+  /* q/k/v-like: a fused norm, groups of 4 tasks of 24 rows */
+  split_case(96, 2048, 16, 24, 4, 1, 0, MLK_FN_NONE, 0, 0, 2);
+  /* down-like: 8 slices of 1024, the residual in place (one run: it accumulates) */
+  split_case(128, 8192, 64, 16, 8, 0, 0, MLK_FN_NONE, 1, 1, 1);
+  /* a last group of 3 tasks and odd rows; k's last slice not a multiple of 32 */
+  split_case(40, 520, 19, 16, 4, 1, 1, MLK_FN_SILU, 0, 0, 2);
+  /* up-like: times the gate; batch past a pass of 64 rows */
+  split_case(64, 2048, 100, 32, 2, 1, 1, MLK_FN_MUL, 1, 0, 2);
+  /* below MLK_MATVEC_SPLIT_MIN_BATCH: every task alone, answering 1 */
+  split_case(64, 1024, 8, 16, 4, 1, 0, MLK_FN_RELU, 1, 0, 1);
+}
+
 static void test_matvec(void) {
   static const int64_t batches[] = {1, 2, 3, 4, 5, 8, 16, 19};
   for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
@@ -853,6 +993,7 @@ int main(void) {
   rt_watchdog(600);
   rt_seed();
   test_matvec();
+  test_split_matvec();
   test_attention();
   test_misc();
   printf("%d of %d cases agree with the reference\n", cases - rt_failures, cases);

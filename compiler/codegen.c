@@ -133,17 +133,25 @@ static LLVMValueRef const_i64(Cg *c, int64_t v) { return c64(c, v); }
   _Generic(((MlkDevOp *)0)->field, float: const_float, int32_t: const_i32, default: const_i64)(    \
       (c), (v))
 
-/* The code of variant v of kernel `kernel`: a function that copies the op's record, overwrites
- * every field the variant's ops share with its value (constants) and runs the kind's task on the
- * copy, inlined. After optimization the copy is gone and the tile is compiled for the constants:
- * divisions by a head_dim or a page become shifts, loops over a head get known trip counts. Kept
- * out of line (noinline) so that ptxas allocates each variant's registers alone. */
-static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
+/* Whether the ops of a variant have a split form besides their plain one (mlk_desc.h MATVEC: a
+ * split matvec at a large batch), chosen per task at run time (mlk_task_matvec_splits). */
+static bool has_split_form(const MlkOpDesc *d) { return d->kind == MLK_OP_MATVEC && d->split > 1; }
+
+/* The code of variant v of kernel `kernel` in one form: a function that copies the op's record,
+ * overwrites every field the variant's ops share with its value (constants) and runs the kind's
+ * task on the copy, inlined. After optimization the copy is gone and the tile is compiled for the
+ * constants: divisions by a head_dim or a page become shifts, loops over a head get known trip
+ * counts. Kept out of line (noinline) so that ptxas allocates each variant's registers alone. A
+ * variant with a split form gets two such functions: the plain one with split folded to 0 (the
+ * split's code in none of it: inlined, it made every matvec task 7% slower on the H100, split or
+ * not), and the split one, which runs mlk_task_matvec_split_inline. */
+static LLVMValueRef emit_variant(Cg *c, int kernel, int v, bool split_form) {
   const GKernel *k = &c->g->kernels[kernel];
   const MlkOpDesc *d = &c->g->ops[k->variant_ops[v]].d;
   char name[128], inl[64];
-  snprintf(name, sizeof name, "mlk_variant_%s_%s_%d", k->name, kind_names[d->kind], v);
-  snprintf(inl, sizeof inl, "mlk_task_%s_inline", kind_names[d->kind]);
+  snprintf(name, sizeof name, "mlk_variant_%s_%s_%d%s", k->name, kind_names[d->kind], v,
+           split_form ? "_split" : "");
+  snprintf(inl, sizeof inl, "mlk_task_%s%s_inline", kind_names[d->kind], split_form ? "_split" : "");
   LLVMTypeRef params[] = {c->ptr, c->i64, c->ptr};
   LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->i64, params, 3, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
@@ -177,6 +185,8 @@ static LLVMValueRef emit_variant(Cg *c, int kernel, int v) {
     store_at(c, rec, offsetof(MlkDevOp, fname), FIELD_CONST(c, fname, d->fname));
   MLK_OP_ATTRS(X)
 #undef X
+  if (has_split_form(d) && !split_form)
+    store_at(c, rec, offsetof(MlkDevOp, split), FIELD_CONST(c, split, 0));
   LLVMValueRef args[] = {rec, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2)};
   LLVMBuildRet(c->b, call(c, inl, args, 3)); /* the tasks whose notifies are due (MlkTaskDone) */
   LLVMPositionBuilderAtEnd(c->b, saved);
@@ -258,6 +268,13 @@ static void emit_kernel(Cg *c, int kernel) {
     LLVMValueRef sargs[] = {p[P_QOFF], p[P_QUEUE], p[P_RT], c32(c, dynamic ? 0 : 1)};
     call(c, "mlk_stream_start", sargs, 4);
   }
+  /* the run's batch, for the variants with a split form (read once: a launch is one run) */
+  LLVMValueRef batch = NULL;
+  for (int v = 0; v < k->nvariants && !batch; v++)
+    if (has_split_form(&c->g->ops[k->variant_ops[v]].d)) {
+      LLVMValueRef bi = c64(c, MLK_RT_BATCH);
+      batch = LLVMBuildLoad2(c->b, c->i64, LLVMBuildGEP2(c->b, c->i64, p[P_RT], &bi, 1, ""), "batch");
+    }
   LLVMTypeRef rec_t = LLVMArrayType2(LLVMInt8TypeInContext(c->ctx), sizeof(MlkDevOp));
   /* Static schedule: the words of the next two tasks are loaded a task ahead, so that the next
    * task's record can be prefetched while this one runs without waiting for its word (the queue
@@ -324,27 +341,45 @@ static void emit_kernel(Cg *c, int kernel) {
   /* what the task completes (MlkTaskDone): the variant's answer, or the task itself */
   LLVMValueRef self = LLVMBuildOr(c->b, LLVMBuildShl(c->b, task, c64(c, 32), ""), c64(c, 1), "self");
   LLVMValueRef sw = LLVMBuildSwitch(c->b, variant, done, (unsigned)k->nvariants);
-  LLVMBasicBlockRef *from = malloc(((size_t)k->nvariants + 1) * sizeof *from);
-  LLVMValueRef *answers = malloc(((size_t)k->nvariants + 1) * sizeof *answers);
+  /* the phi's incoming edges: the switch's default, then one or two (forms) a variant */
+  LLVMBasicBlockRef *from = malloc(((size_t)k->nvariants * 2 + 1) * sizeof *from);
+  LLVMValueRef *answers = malloc(((size_t)k->nvariants * 2 + 1) * sizeof *answers);
   if (!from || !answers)
     MLKC_BUG("out of memory");
-  from[0] = ready, answers[0] = self;
+  unsigned nin = 0;
+  from[nin] = ready, answers[nin++] = self;
+  LLVMValueRef targs[] = {rec, task, p[P_RT]};
   for (int v = 0; v < k->nvariants; v++) {
-    LLVMValueRef vf = emit_variant(c, kernel, v);
+    LLVMValueRef vf = emit_variant(c, kernel, v, false);
     size_t n;
     const char *vname = LLVMGetValueName2(vf, &n);
     LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, vname + 12);
     LLVMAddCase(sw, c32(c, v), bb);
     LLVMPositionBuilderAtEnd(c->b, bb);
-    LLVMValueRef targs[] = {rec, task, p[P_RT]};
-    answers[v + 1] = LLVMBuildCall2(c->b, LLVMGlobalGetValueType(vf), vf, targs, 3, "");
-    from[v + 1] = bb;
+    if (has_split_form(&c->g->ops[k->variant_ops[v]].d)) {
+      /* the form is the task's at this run's batch: the split one in its own function */
+      LLVMValueRef sf = emit_variant(c, kernel, v, true);
+      LLVMBasicBlockRef sbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "split_form");
+      LLVMBasicBlockRef pbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "plain_form");
+      const MlkOpDesc *vd = &c->g->ops[k->variant_ops[v]].d;
+      LLVMValueRef sargs[] = {c64(c, vd->split), c64(c, vd->ntasks), batch, task};
+      LLVMValueRef taken = call(c, "mlk_task_matvec_splits", sargs, 4);
+      LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, taken, c32(c, 0), ""), sbb, pbb);
+      LLVMPositionBuilderAtEnd(c->b, sbb);
+      answers[nin] = LLVMBuildCall2(c->b, LLVMGlobalGetValueType(sf), sf, targs, 3, "");
+      from[nin++] = sbb;
+      LLVMBuildBr(c->b, done);
+      LLVMPositionBuilderAtEnd(c->b, pbb);
+      bb = pbb;
+    }
+    answers[nin] = LLVMBuildCall2(c->b, LLVMGlobalGetValueType(vf), vf, targs, 3, "");
+    from[nin++] = bb;
     LLVMBuildBr(c->b, done);
   }
 
   LLVMPositionBuilderAtEnd(c->b, done);
   LLVMValueRef completed = LLVMBuildPhi(c->b, c->i64, "completed");
-  LLVMAddIncoming(completed, answers, from, (unsigned)k->nvariants + 1);
+  LLVMAddIncoming(completed, answers, from, nin);
   free(from);
   free(answers);
   call(c, "mlk_dev_barrier", NULL, 0);

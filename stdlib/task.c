@@ -47,41 +47,53 @@
 #define first_col mlk_task_first_col
 #define col_count mlk_task_cols
 
-/* A split matvec's task at a batch it splits at (mlk_desc.h MATVEC): slice `slice` of k over the
- * rows of its group; the group's last task to finish merges and answers for all (*done). Returns 0
- * for a task of a group of one, which the caller runs alone (one call site of the unsplit tile, as
- * before). Out of line (TASK_FN): inlined, it tripled the code of the kernel's matvec variants and
- * their spills, which every matvec task paid, split or not (7% a step on the H100 at every
- * batch). */
-TASK_FN static int matvec_split(const MlkDevOp *op, int64_t task, int64_t rows, MlkTaskDone *done) {
-  int64_t first, members, slice, split = op->split;
+/* ---- matvec: one row tile, or at a large batch a slice of k of its split group's rows ---- */
+
+/* A split matvec's groups under the launch's cap on the device (MlkDevTune.matvec_split_cap: groups
+ * no larger; the scratch fits any); as compiled in the simulator. */
+static INLINE_FN int64_t capped_split(int64_t split) {
 #if defined(__NVPTX__)
-  /* the launch's cap (MlkDevTune.matvec_split_cap): groups no larger; the scratch fits any */
   if (mlk_dev_tune.matvec_split_cap && split > (int64_t)mlk_dev_tune.matvec_split_cap)
     split = mlk_dev_tune.matvec_split_cap;
 #endif
-  mlk_matvec_group(split, op->ntasks, rows, task, &first, &members, &slice);
-  if (members <= 1)
+  return split;
+}
+
+INLINE_FN int mlk_task_matvec_splits(int64_t split, int64_t ntasks, int64_t rows, int64_t task) {
+  if (split <= 1 || rows < MLK_MATVEC_SPLIT_MIN_BATCH) /* no division where it cannot split */
     return 0;
+  int64_t first, members, slice;
+  mlk_matvec_group(capped_split(split), ntasks, rows, task, &first, &members, &slice);
+  return members > 1;
+}
+
+INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t task,
+                                                   const int64_t *rt) {
+  int64_t rows = mlk_task_rows(op, rt), first, members, slice;
+  mlk_matvec_group(capped_split(op->split), op->ntasks, rows, task, &first, &members, &slice);
   int64_t row0 = first_col(op, first), grows = mlk_min64(members * op->tile, op->n - row0);
+  /* the tile is out of line and takes scalars: the caller's record (a code variant's constant-folded
+   * copy) must not escape, or it would live in local memory */
   int last = TILE(matvec_split)(
       PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
       PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), PTR(const uint16_t, op->in[4]),
-      op->eps, op->n, op->k, row0, grows, rows, (int)op->fn, split, first, members, slice,
+      op->eps, op->n, op->k, row0, grows, rows, (int)op->fn, op->split, first, members, slice,
       PTR(float, op->scratch), PTR(uint32_t, op->arrive) + first);
-  *done = last ? MLK_TASK_DONE(first, members) : MLK_TASK_DONE(task, 0);
-  return 1;
+  return last ? MLK_TASK_DONE(first, members) : MLK_TASK_DONE(task, 0);
 }
 
+/* The whole task: the split form where it applies, else the row tile. The kernel's code variants
+ * make that choice themselves (codegen.c): their plain form has split folded to 0, so that the
+ * split's code is in none of the tasks that do not split. */
 TASK(matvec) {
-  int64_t rows = mlk_task_rows(op, rt);
-  /* op->split is a constant of the kernel's code variant */
-  if (op->split > 1 && rows >= MLK_MATVEC_SPLIT_MIN_BATCH && matvec_split(op, task, rows, done))
+  if (mlk_task_matvec_splits(op->split, op->ntasks, mlk_task_rows(op, rt), task)) {
+    *done = mlk_task_matvec_split_inline(op, task, rt);
     return;
+  }
   TILE(matvec)(PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
                PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]),
                PTR(const uint16_t, op->in[4]), op->eps, op->n, op->k, first_col(op, task),
-               col_count(op, task), rows, (int)op->fn);
+               col_count(op, task), mlk_task_rows(op, rt), (int)op->fn);
 }
 
 TASK(eltwise) {

@@ -662,11 +662,11 @@ _Static_assert(WARPS * 16 * PART_RS <= STAGE, "a round's partial sums fit the st
  * raw (a split matvec's slice, mlk_tile_matvec_split): the sums go to out as they are (no norm
  * scale, no epilogue) and, with a fused norm, each batch row's sum of squares over [0, kx) to
  * ssout[b]. */
-static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
-                                                 const float *res, const uint16_t *norm_w,
-                                                 const uint16_t *bias, float eps, int64_t n,
-                                                 int64_t k, int64_t kx, int64_t row0, int64_t rows,
-                                                 int64_t batch, int fn, int raw, float *ssout) {
+static __attribute__((always_inline)) void
+matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
+                const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
+                int64_t kx, int64_t row0, int64_t rows, int64_t batch, int fn, int raw,
+                float *ssout) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the pass's norm scales, MMA_NB floats */
   /* 32-bit counts (rows of a task, batch rows and k are far below 2^31); 64-bit addressing */
@@ -777,6 +777,25 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
       }
     }
   }
+}
+
+/* The tensor-core path in two functions of its own (noinline: ptxas allocates each alone): the
+ * plain one, which every large-batch matvec task runs, is compiled without the split's raw mode
+ * (one function with a raw flag, timed on the H100 in the fifteenth session: 2-3% slower at batch
+ * 16 and 64 with the split off, 6% and 18% slower with it on). */
+static __attribute__((noinline)) void matvec_mma(float *out, const float *x, const uint16_t *W,
+                                                 const float *res, const uint16_t *norm_w,
+                                                 const uint16_t *bias, float eps, int64_t n,
+                                                 int64_t k, int64_t row0, int64_t rows,
+                                                 int64_t batch, int fn) {
+  matvec_mma_body(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0);
+}
+static __attribute__((noinline)) void matvec_mma_raw(float *out, const float *x, const uint16_t *W,
+                                                     const uint16_t *norm_w, float eps, int64_t n,
+                                                     int64_t k, int64_t kx, int64_t row0,
+                                                     int64_t rows, int64_t batch, float *ssout) {
+  matvec_mma_body(out, x, W, 0, norm_w, 0, eps, n, k, kx, row0, rows, batch, MLK_FN_NONE, 1,
+                  ssout);
 }
 
 /* ---- Stream path: weight rows from the shared-memory ring (stream.c) ----
@@ -1068,7 +1087,7 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
   else if (batch < MMA_MIN_BATCH)
     matvec_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else /* W streamed once per 64 batch rows, tensor cores */
-    matvec_mma(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0);
+    matvec_mma(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   /* No trailing barrier: the skeleton's mlk_dev_barrier follows every tile. */
 }
 
@@ -1133,10 +1152,10 @@ static void split_merge(float *out, const float *res, const uint16_t *norm_w,
   }
 }
 
-/* Out of line: inlined into the matvec task (the kernel's code variants), it tripled their code
- * and their spills (116 -> 324 bytes of spill stores a task, whatever the batch), and every batch
- * ran 7% slower on the H100 with the split off. */
-__attribute__((noinline)) int
+/* Inlined into the split form of each split matvec's code variant (codegen.c), which is compiled for
+ * the variant's constants and runs only where the task splits: 6% faster at batch 64 and 3% at batch 16
+ * on the H200 than one out-of-line copy for all (fifteenth session). */
+__attribute__((always_inline)) int
 mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
                       const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
                       int64_t row0, int64_t rows, int64_t batch, int fn, int64_t split,
@@ -1146,9 +1165,9 @@ mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const float
   mlk_matvec_slice(k, members, slice, &k0, &k1);
   /* the slice on the tensor-core path; the compiler splits only matvecs whose k is a multiple of
    * 8 (validated), so W's slice rows are 16-byte aligned whenever W is */
-  matvec_mma(scratch + slice * batch * n, x + k0, W + k0, 0, norm_w ? norm_w + k0 : 0, 0, eps, n, k,
-             k1 - k0, row0, rows, batch, fn, 1,
-             scratch + mlk_matvec_ss_offset(split, n, batch, first + slice));
+  matvec_mma_raw(scratch + slice * batch * n, x + k0, W + k0, norm_w ? norm_w + k0 : 0, eps, n, k,
+                 k1 - k0, row0, rows, batch,
+                 scratch + mlk_matvec_ss_offset(split, n, batch, first + slice));
   __nvvm_barrier_sync(0); /* every thread's partial sums are written */
   uint32_t last = 0;
   if (mlk_tid_here() == 0) {

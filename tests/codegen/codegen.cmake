@@ -14,6 +14,8 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_llvm_dynamic ${CG}/mlp_llvm_dynamic.check --emit=llvm -O0
                 --schedule=dynamic ${MLP})
   mlk_filecheck(codegen_mlp_llvm_o3 ${CG}/mlp_llvm_o3.check --emit=llvm ${MLP})
+  mlk_filecheck(codegen_llama_split_forms_llvm ${CG}/llama_split_forms_llvm.check --emit=llvm
+                ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk)
   mlk_filecheck(codegen_mlp_ptx_sm90a ${CG}/mlp_ptx.check --emit=ptx --arch=sm_90a ${MLP})
   mlk_filecheck(codegen_mlp_ptx_sm80 ${CG}/mlp_ptx.check --emit=ptx --arch=sm_80 ${MLP})
   mlk_filecheck(codegen_mlp_ptx_inlined ${CG}/mlp_ptx_inlined.check --emit=ptx ${MLP})

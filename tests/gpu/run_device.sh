@@ -24,9 +24,9 @@ echo "== $BUILD/tests/test_diff_batch (matvecs at batches 9..64: the tensor-core
 "$BUILD"/tests/test_diff_batch 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch_wide (batches 65, 100, 160: more than one pass of 64 rows, GPU vs simulator)"
 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
-echo "== $BUILD/tests/test_diff_batch and _wide with the split matvecs on (MLK_MATVEC_SPLIT_CAP=0: as compiled; off by default on the GPU)"
-MLK_MATVEC_SPLIT_CAP=0 "$BUILD"/tests/test_diff_batch 0 || fail=1
-MLK_MATVEC_SPLIT_CAP=0 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
+echo "== $BUILD/tests/test_diff_batch and _wide with the split matvecs off (MLK_MATVEC_SPLIT_CAP=1: every large-batch task alone, the plain tensor-core path)"
+MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch 0 || fail=1
+MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
 echo "== $BUILD/tests/test_diff_events (explicit events, megakernels reading each other's outputs, GPU vs simulator)"
 "$BUILD"/tests/test_diff_events 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch with the knobs changed (x staged in the tiles' scratch)"

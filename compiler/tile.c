@@ -29,7 +29,7 @@ static int64_t default_tile(int64_t n, int64_t lo, int64_t hi, int64_t unit) {
 #define DEFAULT_ELTWISE_TILE(n) default_tile((n), ELTWISE_TILE_MIN, ELTWISE_TILE_MAX, 32)
 
 /* The default split of a batched matvec of k columns in tasks of `tile` rows (mlk_desc.h MATVEC:
- * at MLK_MATVEC_SPLIT_MIN_BATCH rows or more, groups of `split` tasks share their rows and cut k).
+ * where it splits, mlk_matvec_splits_at, groups of `split` tasks share their rows and cut k).
  * A task of the group stages 1 / s of x (batch * k / s floats) and the last one merges s partial
  * sums of s * tile rows (batch * s^2 * tile floats, read at a plain load's rate, about twice the
  * staging's): s is the power of two that makes k / s + s^2 * tile / 2 least, with a group's rows

@@ -46,7 +46,7 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
 static int64_t op_scratch_bytes(const MlkModelDesc *d, const MlkOpDesc *op) {
   if (op->kind != MLK_OP_MATVEC)
     return 0;
-  return mlk_matvec_scratch_bytes(op->split, op->n, op->ntasks, d->batch_max);
+  return mlk_matvec_scratch_bytes(op->split, op->n, op->k, op->ntasks, d->batch_max);
 }
 
 int64_t mlk_program_arrivals(const MlkModelDesc *d) {

@@ -59,18 +59,20 @@ static INLINE_FN int64_t capped_split(int64_t split) {
   return split;
 }
 
-INLINE_FN int mlk_task_matvec_splits(int64_t split, int64_t ntasks, int64_t rows, int64_t task) {
-  if (split <= 1 || rows < MLK_MATVEC_SPLIT_MIN_BATCH) /* no division where it cannot split */
+INLINE_FN int mlk_task_matvec_splits(int64_t split, int64_t k, int64_t ntasks, int64_t rows,
+                                     int64_t task) {
+  if (!mlk_matvec_splits_at(split, k, rows)) /* no division where it cannot split */
     return 0;
   int64_t first, members, slice;
-  mlk_matvec_group(capped_split(split), ntasks, rows, task, &first, &members, &slice);
+  mlk_matvec_group(capped_split(split), k, ntasks, rows, task, &first, &members, &slice);
   return members > 1;
 }
 
 INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t task,
                                                    const int64_t *rt) {
   int64_t rows = mlk_task_rows(op, rt), first, members, slice;
-  mlk_matvec_group(capped_split(op->split), op->ntasks, rows, task, &first, &members, &slice);
+  mlk_matvec_group(capped_split(op->split), op->k, op->ntasks, rows, task, &first, &members,
+                   &slice);
   int64_t row0 = first_col(op, first), grows = mlk_min64(members * op->tile, op->n - row0);
   /* the tile is out of line and takes scalars: the caller's record (a code variant's constant-folded
    * copy) must not escape, or it would live in local memory */
@@ -86,7 +88,7 @@ INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t t
  * make that choice themselves (codegen.c): their plain form has split folded to 0, so that the
  * split's code is in none of the tasks that do not split. */
 TASK(matvec) {
-  if (mlk_task_matvec_splits(op->split, op->ntasks, mlk_task_rows(op, rt), task)) {
+  if (mlk_task_matvec_splits(op->split, op->k, op->ntasks, mlk_task_rows(op, rt), task)) {
     *done = mlk_task_matvec_split_inline(op, task, rt);
     return;
   }

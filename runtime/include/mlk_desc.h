@@ -203,7 +203,7 @@ typedef struct MlkTensorDesc {
  *   fused rmsnorm x * rsqrt(mean(x^2) + eps) * w; bias = in[4] (bf16 [n], the same for every row)
  *   or none (0). fn: NONE, RELU, SILU; or MUL, a gated product: out[b, r] = (sum_k W[r, k] *
  *   xn[b, k] + bias[r]) * in[2][b, r] (SwiGLU's silu(gate) * up).
- *   With split = S > 1, at a run's batch of MLK_MATVEC_SPLIT_MIN_BATCH rows or more, the tasks go
+ *   With split = S > 1, at a run's batch where it splits (mlk_matvec_splits_at), the tasks go
  *   in groups of S (mlk_matvec_group): together they compute the group's rows, each over a slice
  *   of k, and the group's last task to finish merges the slices' partial sums (in slice order,
  *   whatever the order they finished in) and writes the rows, then notifies for the whole group
@@ -370,18 +370,37 @@ static inline int64_t mlk_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ---- split matvec: k cut over a group of tasks, merged by the last one ---- */
 
-/* The most tasks a split matvec's group may have, and the least batch at which a split matvec
- * splits (below it the tile runs as unsplit: one task per row tile, x is small). */
+/* The most tasks a split matvec's group may have, the least batch from which a split matvec
+ * always splits, and the least from which it splits where x does not fit whole (measured on the
+ * H200, Llama-3.2-1B: 0.60x a step at batch 8, 0.94x at 4, but 1.13x at 2; fifteenth session). */
 #define MLK_MATVEC_MAX_SPLIT 16
 #define MLK_MATVEC_SPLIT_MIN_BATCH 16
+#define MLK_MATVEC_SPLIT_MIN_BATCH_UNFIT 4
 
-/* The group of task `task` of a matvec with `split` (MlkOpDesc.split) and `ntasks` tasks in a run
- * of `batch` rows: its first task, its tasks (the last group may have fewer) and this task's slice
- * of k (0 .. *members - 1). *members is 1 (no split: the task alone) below
- * MLK_MATVEC_SPLIT_MIN_BATCH rows or without a split. */
-static inline void mlk_matvec_group(int64_t split, int64_t ntasks, int64_t batch, int64_t task,
-                                    int64_t *first, int64_t *members, int64_t *slice) {
-  int64_t s = split > 1 && batch >= MLK_MATVEC_SPLIT_MIN_BATCH ? split : 1;
+/* Whether a matvec task stages x of `batch` rows over k columns whole on the CUDA-core paths (rows
+ * padded to 64 columns, plus 64 norm slots and 64 reduction slots, within MLK_MATVEC_MAX_K floats):
+ * the weight stream's condition on x (stdlib/tiles/matvec.c, mlk_matvec_streamable). */
+static inline int mlk_matvec_x_fits(int64_t k, int64_t batch) {
+  return batch * ((k + 63) & ~(int64_t)63) + 128 <= MLK_MATVEC_MAX_K;
+}
+
+/* Whether a matvec with `split` (MlkOpDesc.split) > 1 splits in a run of `batch` rows: from
+ * MLK_MATVEC_SPLIT_MIN_BATCH rows, and from MLK_MATVEC_SPLIT_MIN_BATCH_UNFIT where x does not fit
+ * whole (no weight stream: the task would stage x in pieces and read its weights from memory;
+ * Llama's down projection from batch 4, every projection from batch 6). */
+static inline int mlk_matvec_splits_at(int64_t split, int64_t k, int64_t batch) {
+  return split > 1 && (batch >= MLK_MATVEC_SPLIT_MIN_BATCH ||
+                       (batch >= MLK_MATVEC_SPLIT_MIN_BATCH_UNFIT && !mlk_matvec_x_fits(k, batch)));
+}
+
+/* The group of task `task` of a matvec with `split`, k columns and `ntasks` tasks in a run of
+ * `batch` rows: its first task, its tasks (the last group may have fewer) and this task's slice
+ * of k (0 .. *members - 1). *members is 1 (no split: the task alone) where it does not split
+ * (mlk_matvec_splits_at). */
+static inline void mlk_matvec_group(int64_t split, int64_t k, int64_t ntasks, int64_t batch,
+                                    int64_t task, int64_t *first, int64_t *members,
+                                    int64_t *slice) {
+  int64_t s = mlk_matvec_splits_at(split, k, batch) ? split : 1;
   *first = task / s * s;
   *members = mlk_min64(s, ntasks - *first);
   *slice = task - *first;
@@ -403,9 +422,9 @@ static inline void mlk_matvec_slice(int64_t k, int64_t members, int64_t j, int64
 static inline int64_t mlk_matvec_ss_offset(int64_t split, int64_t n, int64_t batch, int64_t task) {
   return split * batch * n + task * batch;
 }
-static inline int64_t mlk_matvec_scratch_bytes(int64_t split, int64_t n, int64_t ntasks,
+static inline int64_t mlk_matvec_scratch_bytes(int64_t split, int64_t n, int64_t k, int64_t ntasks,
                                                int64_t batch_max) {
-  if (split <= 1 || batch_max < MLK_MATVEC_SPLIT_MIN_BATCH)
+  if (!mlk_matvec_splits_at(split, k, batch_max)) /* nor at any smaller batch */
     return 0;
   return (mlk_matvec_ss_offset(split, n, batch_max, ntasks) * 4 + 255) & ~(int64_t)255;
 }

@@ -36,6 +36,8 @@ _Static_assert(WARPS == 8, "stream_rows maps rows per chunk to warps per row for
 #define BMAX 8                         /* batch rows per pass over W */
 #define RED (WARPS * BMAX)             /* norm reduction slots at the end of the buffer */
 #define STAGE (MLK_MATVEC_MAX_K - RED) /* floats available for staged x */
+/* mlk_matvec_x_fits (mlk_desc.h) is x's condition here: batch * kp + RED <= STAGE */
+_Static_assert(RED == 64, "mlk_matvec_x_fits counts 64 reduction slots and 64 norm slots");
 
 /* The shared scratch of all tiles. Static shared variables of different files add up in the
  * linked kernel, and 48 KiB is the static limit, so this is the only one: every tile that needs
@@ -806,10 +808,9 @@ static __attribute__((noinline)) void matvec_mma_raw(float *out, const float *x,
  * chunk has fewer rows than warps, their partial sums added through shared memory), 16-byte
  * shared loads of 8 weights per lane, conflict-free since a warp reads 512 contiguous bytes. */
 int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch) {
-  int64_t kp = (k + 63) & ~(int64_t)63;
-  /* the staged rows, then WARPS * BMAX sums of squares */
+  /* the staged rows (batch * kp), then WARPS * BMAX sums of squares, within STAGE */
   return (k & 7) == 0 && ((uintptr_t)W & 15) == 0 && batch >= 1 && batch <= BMAX &&
-         batch < MMA_MIN_BATCH && batch * kp + WARPS * BMAX <= STAGE;
+         batch < MMA_MIN_BATCH && mlk_matvec_x_fits(k, batch);
 }
 
 /* The finished element of the task's row r (from row0), batch row b, with the epilogue's operands

@@ -420,7 +420,7 @@ static void split_block(void *arg) {
   const MvOp *o = s->o;
   for (int64_t i = 0; i < s->ntasks; i++) {
     int64_t t = s->order[i], first, members, slice;
-    mlk_matvec_group(s->split, s->ntasks, o->batch, t, &first, &members, &slice);
+    mlk_matvec_group(s->split, o->k, s->ntasks, o->batch, t, &first, &members, &slice);
     __nvvm_barrier_sync(0);
     int merged = 1;
     if (members <= 1) {
@@ -451,7 +451,7 @@ static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_
   cases++;
   MvOp o = mv_op(n, k, batch, norm, bias, fn, res, res_is_out);
   int64_t ntasks = (n + tile - 1) / tile;
-  size_t scratch_bytes = (size_t)mlk_matvec_scratch_bytes(split, n, ntasks, batch);
+  size_t scratch_bytes = (size_t)mlk_matvec_scratch_bytes(split, n, k, ntasks, batch);
   float *scratch = xalloc(scratch_bytes ? scratch_bytes : 64), *want = xalloc((size_t)(batch * n) * 4);
   float *ref = xalloc((size_t)(batch * n) * 4), *in = xalloc((size_t)(batch * n) * 4);
   uint32_t *arrive = calloc((size_t)ntasks, sizeof *arrive);
@@ -484,7 +484,7 @@ static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_
     memcpy(ref, in, (size_t)(batch * n) * 4);
     for (int64_t i = 0; i < ntasks && !bad; i++) {
       int64_t t = order[i], first, members, slice;
-      mlk_matvec_group(split, ntasks, batch, t, &first, &members, &slice);
+      mlk_matvec_group(split, k, ntasks, batch, t, &first, &members, &slice);
       if (members <= 1) {
         mlk_ref_matvec(ref, o.x, o.W, o.res == o.out ? ref : o.res, o.norm_w, o.bias, 1e-5f, n, k,
                        t * tile, tile, batch, fn);
@@ -498,7 +498,7 @@ static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_
     /* who merged: the last task of each group in the order (each task alone below the batch) */
     for (int64_t i = 0; i < ntasks && !bad; i++) {
       int64_t t = order[i], first, members, slice, later = 0;
-      mlk_matvec_group(split, ntasks, batch, t, &first, &members, &slice);
+      mlk_matvec_group(split, k, ntasks, batch, t, &first, &members, &slice);
       for (int64_t j = i + 1; j < ntasks; j++)
         later += order[j] >= first && order[j] < first + members;
       if (merged[t] != (later == 0)) {
@@ -530,7 +530,26 @@ static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_
   mv_free(&o);
 }
 
+/* Where a split matvec splits (mlk_matvec_splits_at): from 16 rows always, from 4 where x does not
+ * fit whole; never without a split. */
+static void split_rule(void) {
+  static const struct { int64_t split, k, batch; int want; } c[] = {
+      {8, 8192, 1, 0},  {8, 8192, 2, 0},  {8, 8192, 3, 0},  {8, 8192, 4, 1}, {4, 2048, 5, 0},
+      {4, 2048, 6, 1},  {4, 2048, 15, 1}, {2, 64, 15, 0},   {2, 64, 16, 1},  {1, 8192, 64, 0},
+      {0, 8192, 4, 0},  {2, 2048, 4, 0},  {2, 3008, 4, 0},  {2, 3009, 4, 1},
+  };
+  cases++;
+  for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+    if (mlk_matvec_splits_at(c[i].split, c[i].k, c[i].batch) != c[i].want) {
+      fprintf(stderr, "split rule: split %lld, k %lld, batch %lld: %d, expected %d\n",
+              (long long)c[i].split, (long long)c[i].k, (long long)c[i].batch, !c[i].want,
+              c[i].want);
+      rt_failures++;
+    }
+}
+
 static void test_split_matvec(void) {
+  split_rule();
   /* q/k/v-like: a fused norm, groups of 4 tasks of 24 rows */
   split_case(96, 2048, 16, 24, 4, 1, 0, MLK_FN_NONE, 0, 0, 2);
   /* down-like: 8 slices of 1024, the residual in place (one run: it accumulates) */
@@ -539,8 +558,17 @@ static void test_split_matvec(void) {
   split_case(40, 520, 19, 16, 4, 1, 1, MLK_FN_SILU, 0, 0, 2);
   /* up-like: times the gate; batch past a pass of 64 rows */
   split_case(64, 2048, 100, 32, 2, 1, 1, MLK_FN_MUL, 1, 0, 2);
-  /* below MLK_MATVEC_SPLIT_MIN_BATCH: every task alone, answering 1 */
+  /* below MLK_MATVEC_SPLIT_MIN_BATCH with x fitting whole (8 x 1024): every task alone, answering 1 */
   split_case(64, 1024, 8, 16, 4, 1, 0, MLK_FN_RELU, 1, 0, 1);
+  /* below it with x too large to stage whole (mlk_matvec_x_fits): split all the same from batch 4,
+   * the tensor-core slices at a batch under one 8-row MMA block: down-like at batch 4 and 5,
+   * q/k/v-like (fused norm) at batch 6; at batch 2 alone */
+  split_case(64, 8192, 4, 16, 8, 0, 0, MLK_FN_NONE, 1, 1, 1);
+  split_case(32, 8192, 5, 16, 2, 0, 1, MLK_FN_NONE, 0, 0, 2);
+  split_case(32, 8192, 2, 16, 2, 0, 1, MLK_FN_NONE, 0, 0, 1);
+  split_case(48, 2048, 6, 24, 2, 1, 0, MLK_FN_NONE, 0, 0, 2);
+  /* batch 5 over k 2048 fits: alone */
+  split_case(48, 2048, 5, 24, 2, 1, 0, MLK_FN_NONE, 0, 0, 1);
 }
 
 static void test_matvec(void) {

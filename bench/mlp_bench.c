@@ -7,12 +7,14 @@
  * from HBM as a decode step would) run in rotation; before each run x gets fresh random values
  * and y is poisoned. Reported: the median and 10th/90th percentiles of the device time of one
  * launch (CUDA events around the launch), the host time of one mlp_forward (launch + wait), and
- * the ratio to the floor: the bytes that must move (weights, x, y) over 3.0 TB/s.
+ * the floor: the bytes that must move (weights, x, y), over the read rate measured on the GPU
+ * when MLK_READ_GBPS gives it (bench/floor.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "floor.h"
 #include "mlp_check.h"
 
 static double now_ms(void) {
@@ -95,7 +97,6 @@ int main(int argc, char **argv) {
   qsort(dev, iters, sizeof *dev, cmp);
   qsort(host, iters, sizeof *host, cmp);
   double bytes = 2.0 * nw * 2 + 2.0 * MLP_D * 4;
-  double floor_ms = bytes / 3.0e12 * 1e3;
   printf("mlp D=%d H=%d, %d instances (%.1f MB of weights), %d runs after %d warm-up\n", MLP_D, MLP_H,
          ninst, ninst * 2.0 * nw * 2 / 1e6, iters, warm);
   printf("%s: median %.4f ms, p10 %.4f, p90 %.4f\n",
@@ -103,8 +104,7 @@ int main(int argc, char **argv) {
                                 : "time per run (wall clock, CPU simulator)",
          dev[iters / 2], dev[iters / 10], dev[iters * 9 / 10]);
   printf("host time per mlp_forward (launch + wait): median %.4f ms\n", host[iters / 2]);
-  printf("floor: %.0f bytes / 3.0 TB/s = %.4f ms; median / floor = %.1fx (%.0f%% of bandwidth)\n",
-         bytes, floor_ms, dev[iters / 2] / floor_ms, 100 * floor_ms / dev[iters / 2]);
+  bench_print_floor(bytes, dev[iters / 2]);
   for (int i = 0; i < ninst; i++)
     mlp_free(m[i]);
   free(m);

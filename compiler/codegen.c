@@ -350,18 +350,18 @@ static void emit_kernel(Cg *c, int kernel) {
   from[nin] = ready, answers[nin++] = self;
   LLVMValueRef targs[] = {rec, task, p[P_RT]};
   for (int v = 0; v < k->nvariants; v++) {
+    const MlkOpDesc *vd = &c->g->ops[k->variant_ops[v]].d;
     LLVMValueRef vf = emit_variant(c, kernel, v, false);
     size_t n;
     const char *vname = LLVMGetValueName2(vf, &n);
     LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, vname + 12);
     LLVMAddCase(sw, c32(c, v), bb);
     LLVMPositionBuilderAtEnd(c->b, bb);
-    if (has_split_form(&c->g->ops[k->variant_ops[v]].d)) {
+    if (has_split_form(vd)) {
       /* the form is the task's at this run's batch: the split one in its own function */
       LLVMValueRef sf = emit_variant(c, kernel, v, true);
       LLVMBasicBlockRef sbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "split_form");
       LLVMBasicBlockRef pbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "plain_form");
-      const MlkOpDesc *vd = &c->g->ops[k->variant_ops[v]].d;
       LLVMValueRef sargs[] = {c64(c, vd->split), c64(c, vd->k), c64(c, vd->ntasks), batch, task};
       LLVMValueRef taken = call(c, "mlk_task_matvec_splits", sargs, 5);
       LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, taken, c32(c, 0), ""), sbb, pbb);

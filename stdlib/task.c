@@ -74,8 +74,8 @@ INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t t
   mlk_matvec_group(capped_split(op->split), op->k, op->ntasks, rows, task, &first, &members,
                    &slice);
   int64_t row0 = first_col(op, first), grows = mlk_min64(members * op->tile, op->n - row0);
-  /* the tile is out of line and takes scalars: the caller's record (a code variant's constant-folded
-   * copy) must not escape, or it would live in local memory */
+  /* the tile takes scalars, never the record: were the caller's record (a code variant's
+   * constant-folded copy) to escape into a call, it would live in local memory */
   int last = TILE(matvec_split)(
       PTR(float, op->out), PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
       PTR(const float, op->in[2]), PTR(const uint16_t, op->in[3]), PTR(const uint16_t, op->in[4]),

@@ -24,6 +24,8 @@ echo "== $BUILD/tests/test_diff_batch (matvecs at batches 9..64: the tensor-core
 "$BUILD"/tests/test_diff_batch 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch_wide (batches 65, 100, 160: more than one pass of 64 rows, GPU vs simulator)"
 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
+echo "== $BUILD/tests/test_diff_batch at batches 2, 4 and 5 (batch_ops' k = 4096 matvecs split from 4: x does not fit whole)"
+"$BUILD"/tests/test_diff_batch 0 2,4,5 || fail=1
 echo "== $BUILD/tests/test_diff_batch and _wide with the split matvecs off (MLK_MATVEC_SPLIT_CAP=1: every large-batch task alone, the plain tensor-core path)"
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch 0 || fail=1
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1

@@ -143,13 +143,15 @@ static void fence(int quick) {
   /* copies of 32 KiB, then one copy of 64 and of 128 KiB (the bytes of 2 and 4 smaller ones) */
   static const struct { unsigned n, size; } copies[] = {
       {0, 32768}, {1, 32768}, {2, 32768}, {4, 32768}, {1, 65536}, {1, 131072}};
+  /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane */
+  for (unsigned mode = 0; mode <= 1; mode++)
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
-      if (issuer && (!copies[c].n || copies[c].size != 32768))
+      if ((issuer || mode) && (!copies[c].n || copies[c].size != 32768))
         continue;
       reset();
       unsigned n = copies[c].n, who = (unsigned)issuer, size = copies[c].size;
-      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who, &size};
+      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who, &size, &mode};
       launch("probe_fence", sms, args);
       CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
       for (int part = 0; part < (n ? 2 : 1); part++) {
@@ -160,11 +162,13 @@ static void fence(int quick) {
         double p50, p90;
         pcts(v, m, &p50, &p90);
         char what[96];
+        const char *how = mode ? "cp.async of warp" : "bulk, thread";
         if (part == 0)
-          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x %u KiB in flight (thread %d)", n,
-                   size >> 10, issuer);
+          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x %u KiB in flight (%s %d)", n,
+                   size >> 10, how, mode ? issuer / 32 : issuer);
         else
-          snprintf(what, sizeof what, "%u copies of %u KiB: issue to landed", n, size >> 10);
+          snprintf(what, sizeof what, "%u %s copies of %u KiB: issue to landed", n,
+                   mode ? "cp.async" : "bulk", size >> 10);
         row("fence", what, "HBM", p50, p90, "ns");
       }
     }
@@ -245,12 +249,13 @@ static void stream(int quick) {
   CUfunction f;
   CHECK_CU(cuModuleGetFunction(&f, mod, "probe_stream"));
   CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  for (unsigned mode = 0; mode <= 1; mode++)
   for (unsigned slots = 1; slots <= 4; slots++) {
     int runs = quick ? 3 : 11;
     uint64_t chip[11], block[11];
     for (int r = 0; r < runs; r++) {
       reset();
-      void *args[] = {&d_buf, &per_block, &d_out, &d_err, &slots};
+      void *args[] = {&d_buf, &per_block, &d_out, &d_err, &slots, &mode};
       CHECK_CU(cuEventRecord(e0, 0));
       CHECK_CU(cuLaunchCooperativeKernel(f, sms, 1, 1, 256, 1, 1, DYN_SMEM, 0, args));
       CHECK_CU(cuEventRecord(e1, 0));
@@ -273,9 +278,10 @@ static void stream(int quick) {
     pcts(chip, (size_t)runs, &c50, &c90);
     pcts(block, (size_t)runs, &b50, &b90);
     char what[96];
-    snprintf(what, sizeof what, "%u slots of 32 KiB, the chip", slots);
+    const char *how = mode ? "warp 0's cp.async" : "bulk copies";
+    snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the chip", slots, how);
     row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
-    snprintf(what, sizeof what, "%u slots of 32 KiB, the median SM", slots);
+    snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the median SM", slots, how);
     row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
   }
   CHECK_CU(cuEventDestroy(e0));

@@ -17,11 +17,13 @@
  *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB (or one larger
  *     one) into shared memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu;
  *     does the fence wait for the copies in flight, per copy or per byte? `issuer` 32 has another
- *     warp issue them. probe_fence_pair: the same with the copies issued by the other block on
- *     the SM.
+ *     warp issue them. With `mode` 1 the copies are a whole warp's 16-byte cp.async instead (the
+ *     issuer's warp), each lane's completing on the slot's mbarrier: does a fence wait for another
+ *     warp's cp.async in flight, as it waits for any bulk copy of the SM? probe_fence_pair: the
+ *     same with the copies issued by the other block on the SM.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
- *     reach per SM and over the chip, by slot count.
+ *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
@@ -208,6 +210,21 @@ static inline u64 timed_notify(u32 *counter, u32 word, u64 *end) {
 #define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
 
+/* `bytes` (a multiple of 512) from global src to shared dst by the calling warp, 16 bytes a lane
+ * per cp.async (through L2 only), then each lane's arrive on bar once its own copies have landed:
+ * bar expects 32 arrivals a phase. */
+static inline void warp_copy(MLK_SHARED uint8_t *dst, const uint8_t *src, u32 bytes,
+                             MLK_SHARED u64 *bar) {
+  u32 lane = mlk_tid() & 31;
+  for (u32 off = lane * 16; off < bytes; off += 512)
+    __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                     "cp.async.cg.shared.global [%0], [g], 16;\n\t}" ::"r"(mlk_smem_addr(dst + off)),
+                     "l"(src + off)
+                     : "memory");
+  __asm__ volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(mlk_smem_addr(bar))
+                   : "memory");
+}
+
 /* Every block, `iters` times: thread `issuer` (0, or 32: lane 0 of warp 1) issues `copies` bulk
  * copies of `size` bytes (copies * size <= MAX_COPIES * SLOT_BYTES) from buf (a different place
  * each time: HBM, not L2), a block barrier, then thread 0 stores a word, times one
@@ -216,25 +233,29 @@ static inline u64 timed_notify(u32 *counter, u32 word, u64 *end) {
  * out[nblocks * iters + block * iters + it]. Copies of several sizes for the same bytes say
  * whether the fence waits per copy or per byte. */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
-                        u32 copies, u32 issuer, u32 size) {
+                        u32 copies, u32 issuer, u32 size, u32 mode) {
   u32 b = bid(), nb = nblocks();
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < MAX_COPIES; s++)
-      mlk_mbar_init(&bars[s], 1);
+      mlk_mbar_init(&bars[s], mode ? 32 : 1);
     mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
   u64 chunks = bytes / size;
   for (u32 it = 0; it < iters; it++) {
     u64 issued = 0;
-    if (mlk_tid() == issuer) {
+    if (mlk_tid() == issuer)
       issued = mlk_globaltimer();
+    if (mode ? mlk_tid() / 32 == issuer / 32 : mlk_tid() == issuer)
       for (u32 s = 0; s < copies; s++) {
         u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
+        if (mode) {
+          warp_copy(ring + s * size, buf + c * size, size, &bars[s]);
+          continue;
+        }
         mlk_mbar_expect_tx(&bars[s], size);
         mlk_bulk_copy(ring + s * size, buf + c * size, size, &bars[s]);
       }
-    }
     __nvvm_barrier_sync(0);
     if (mlk_tid() == 0)
       out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0);
@@ -331,18 +352,22 @@ KERNEL void probe_fence_pair(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, 
  * stream.c does: thread 0 keeps every free slot's copy in flight, every thread reads each landed
  * chunk (16-byte shared loads, summed), a block barrier frees it and thread 0 refills it.
  * out[block] = the block's ns from its first copy to its last chunk read. */
-KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, u32 slots) {
+KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, u32 slots,
+                         u32 mode) {
   u32 b = bid();
   const uint8_t *src = buf + (u64)b * per_block;
   u32 chunks = (u32)(per_block / SLOT_BYTES);
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < slots; s++)
-      mlk_mbar_init(&bars[s], 1);
+      mlk_mbar_init(&bars[s], mode ? 32 : 1);
     mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
   u64 t0 = mlk_globaltimer();
-  if (mlk_tid() == 0)
+  if (mode && mlk_tid() < 32)
+    for (u32 c = 0; c < slots && c < chunks; c++)
+      warp_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
+  if (!mode && mlk_tid() == 0)
     for (u32 c = 0; c < slots && c < chunks; c++) {
       mlk_mbar_expect_tx(&bars[c], SLOT_BYTES);
       mlk_bulk_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
@@ -365,7 +390,9 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
     if (!__nvvm_bar0_and(ok))
       return;
     u32 next = c + slots;
-    if (mlk_tid() == 0 && next < chunks) {
+    if (mode && mlk_tid() < 32 && next < chunks)
+      warp_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES, &bars[slot]);
+    if (!mode && mlk_tid() == 0 && next < chunks) {
       mlk_fence_proxy_async();
       mlk_mbar_expect_tx(&bars[slot], SLOT_BYTES);
       mlk_bulk_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES,

@@ -418,6 +418,11 @@ typedef struct SplitRun {
 static void split_block(void *arg) {
   SplitRun *s = arg;
   const MvOp *o = s->o;
+  /* no stream (as the interpreter without one): the state an earlier run left in shared memory
+   * must not take the tasks */
+  int64_t rt[MLK_RT_COUNT(1)] = {0};
+  rt[MLK_RT_BATCH] = o->batch;
+  mlk_stream_start(NULL, NULL, rt, 0);
   for (int64_t i = 0; i < s->ntasks; i++) {
     int64_t t = s->order[i], first, members, slice;
     mlk_matvec_group(s->split, o->k, s->ntasks, o->batch, t, &first, &members, &slice);

@@ -233,6 +233,70 @@ static void fence_pair(int quick) {
   free(roles);
 }
 
+/* The fence of a block whose weights another block of its cluster copies in (sync_probe.c
+ * probe_fence_cluster): clusters of two, 0 to 2 copies of 32 KiB in flight; and how many clusters
+ * had both blocks on one SM (the hardware places them). */
+enum { CLUSTER_DYN = 128 + 2 * 32768 }; /* two blocks may share an SM */
+static void fence_cluster(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10, npairs = (uint32_t)sms;
+  uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_cluster"));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, CLUSTER_DYN));
+  size_t words = (size_t)npairs * iters + 2 * (size_t)npairs;
+  uint64_t *h = malloc(words * sizeof *h), *v = malloc((size_t)npairs * iters * sizeof *v);
+  if (!h || !v || words > out_words) {
+    fprintf(stderr, "sync_probe: out of host memory (or of the output buffer)\n");
+    exit(1);
+  }
+  for (unsigned n = 0; n <= 2; n++) {
+    reset();
+    CUlaunchAttribute at[1];
+    memset(at, 0, sizeof at);
+    at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
+    CUlaunchConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDimX = 2 * npairs, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+    cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+    cfg.sharedMemBytes = CLUSTER_DYN, cfg.attrs = at, cfg.numAttrs = 1;
+    void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n};
+    CUresult r = cuLaunchKernelEx(&cfg, f, args, NULL);
+    if (r != CUDA_SUCCESS) {
+      const char *e = NULL;
+      cuGetErrorString(r, &e);
+      printf("fence    (clusters of two could not be launched: %s; skipped)\n", e ? e : "?");
+      break;
+    }
+    CHECK_CU(cuCtxSynchronize());
+    uint32_t err = 0;
+    CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+    if (err) {
+      fprintf(stderr, "sync_probe: probe_fence_cluster: a wait passed its 2 s deadline\n");
+      exit(1);
+    }
+    CHECK_CU(cuMemcpyDtoH(h, d_out, words * sizeof *h));
+    size_t m = 0, same = 0;
+    for (uint32_t p = 0; p < npairs; p++) {
+      const uint64_t *sm = h + (size_t)npairs * iters + 2 * (size_t)p;
+      same += sm[0] == sm[1];
+      for (uint32_t it = skip; it < iters; it++)
+        v[m++] = h[(size_t)p * iters + it];
+    }
+    double p50, p90;
+    pcts(v, m, &p50, &p90);
+    char what[96];
+    snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB copied in by its cluster peer", n);
+    row("fence", what, "HBM", p50, p90, "ns");
+    if (n == 0) {
+      double pct = 100.0 * (double)same / (double)npairs;
+      row("fence", "  clusters with both blocks on one SM", "HBM", pct, pct, "%");
+    }
+  }
+  free(h);
+  free(v);
+}
+
 /* The weight stream's design alone: every SM streams its share of the 1 GiB buffer through 1 to 4
  * slots. Rows: the chip's rate (bytes over the launch's CUDA-event time) and the median block's. */
 static void stream(int quick) {
@@ -398,6 +462,7 @@ int main(int argc, char **argv) {
   handoff(quick);
   fence(quick);
   fence_pair(quick);
+  fence_cluster(quick);
   stream(quick);
   stage(quick);
   if (json)

@@ -20,7 +20,8 @@
  *     warp issue them. With `mode` 1 the copies are a whole warp's 16-byte cp.async instead (the
  *     issuer's warp), each lane's completing on the slot's mbarrier: does a fence wait for another
  *     warp's cp.async in flight, as it waits for any bulk copy of the SM? probe_fence_pair: the
- *     same with the copies issued by the other block on the SM.
+ *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
+ *     the other block of a two-block cluster into the fencing block's shared memory.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
  *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead.
@@ -275,13 +276,78 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
   }
 }
 
-/* ---- probe_fence_pair ---- */
+/* ---- probe_fence_cluster ---- */
 
 static inline u32 smid(void) {
   u32 v;
   __asm__ volatile("mov.u32 %0, %%smid;" : "=r"(v));
   return v;
 }
+
+static inline u32 cluster_rank(void) {
+  u32 v;
+  __asm__ volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(v));
+  return v;
+}
+static inline void cluster_sync(void) {
+  __asm__ volatile("barrier.cluster.arrive.release.aligned;\n\t"
+                   "barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+/* The shared-window address `a` of this CTA, in the cluster's CTA `rank`. */
+static inline u32 cluster_addr(u32 a, u32 rank) {
+  u32 r;
+  __asm__ volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
+  return r;
+}
+
+/* Clusters of two blocks: block rank 1 (the loader) issues `copies` bulk copies of 32 KiB into
+ * block rank 0's shared memory, completing on rank 0's mbarriers; then rank 0's thread 0 times
+ * one fence.acq_rel.gpu and its notify, as a task's end would, and waits for the copies. Does a
+ * block's fence wait for bulk copies another block of its cluster issued into its memory (if not,
+ * a loader block could feed a computing one whose notifies never wait for weights in flight)?
+ * out[pair * iters + it] = the fence's ns; out[npairs * iters + block] = the block's SM. */
+KERNEL void probe_fence_cluster(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt,
+                                u32 iters, u32 copies) {
+  u32 rank = cluster_rank(), pair = bid() / 2, npairs = nblocks() / 2;
+  if (mlk_tid() == 0 && rank == 0) {
+    for (u32 s = 0; s < MAX_COPIES; s++)
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init(); /* release at cluster scope: the loader arrives on them */
+  }
+  cluster_sync();
+  u64 chunks = bytes / SLOT_BYTES;
+  u32 rbar = cluster_addr(mlk_smem_addr(bars), 0), rring = cluster_addr(mlk_smem_addr(ring), 0);
+  for (u32 it = 0; it < iters; it++) {
+    if (rank == 1 && mlk_tid() == 0)
+      for (u32 s = 0; s < copies; s++) {
+        u64 c = ((u64)it * npairs * MAX_COPIES + (u64)pair * MAX_COPIES + s) % chunks;
+        __asm__ volatile("mbarrier.arrive.expect_tx.release.cluster.shared::cluster.b64 _, [%0], %1;"
+                         ::"r"(rbar + 8 * s), "r"((u32)SLOT_BYTES)
+                         : "memory");
+        __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                         "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], "
+                         "[g], %2, [%3];\n\t}" ::"r"(rring + s * SLOT_BYTES),
+                         "l"(buf + c * SLOT_BYTES), "r"((u32)SLOT_BYTES), "r"(rbar + 8 * s)
+                         : "memory");
+      }
+    cluster_sync(); /* the copies are issued */
+    if (rank == 0 && mlk_tid() == 0) {
+      out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, 0);
+      u64 start = mlk_globaltimer();
+      for (u32 s = 0; s < copies; s++)
+        while (!mlk_mbar_test(&bars[s], it & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS) {
+            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+            break;
+          }
+    }
+    cluster_sync(); /* landed: the next copies may write the slots */
+  }
+  if (mlk_tid() == 0)
+    out[(u64)npairs * iters + bid()] = smid();
+}
+
+/* ---- probe_fence_pair ---- */
 
 /* Two blocks on every SM (the launch's shared memory allows no third): the first to arrive on an
  * SM (an atomic on cnt[PAIR_ROLE + smid]) is the copier, the second the notifier. `iters` times:

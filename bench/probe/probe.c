@@ -353,6 +353,91 @@ static void stream(int quick) {
   free(h);
 }
 
+/* A chip-wide stream launch (probe_stream on `grid` blocks, or probe_stream_cluster on `grid`
+ * blocks in clusters of two, every second block reading): `bytes` per reading block; returns the
+ * chip's rate and the median reading block's, in MB/s (0, 0: the launch was refused). */
+static int stream_run(CUfunction f, int cluster, unsigned grid, uint64_t bytes, unsigned slots,
+                      unsigned mode, uint64_t *chip, uint64_t *block, uint64_t *h, CUevent e0,
+                      CUevent e1) {
+  reset();
+  unsigned readers = cluster ? grid / 2 : grid;
+  void *args[] = {&d_buf, &bytes, &d_out, &d_err, &slots, &mode}; /* the cluster kernel: 5 */
+  CUlaunchAttribute at[1];
+  memset(at, 0, sizeof at);
+  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
+  CUlaunchConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.gridDimX = grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+  cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = DYN_SMEM, cfg.attrs = cluster ? at : NULL, cfg.numAttrs = cluster ? 1 : 0;
+  CHECK_CU(cuEventRecord(e0, 0));
+  CUresult r = cuLaunchKernelEx(&cfg, f, args, NULL);
+  if (r != CUDA_SUCCESS)
+    return 0;
+  CHECK_CU(cuEventRecord(e1, 0));
+  CHECK_CU(cuCtxSynchronize());
+  uint32_t err = 0;
+  CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+  if (err) {
+    fprintf(stderr, "sync_probe: a stream launch's wait passed its 2 s deadline\n");
+    exit(1);
+  }
+  float ms = 0;
+  CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
+  CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)readers * sizeof *h));
+  double p50, p90;
+  pcts(h, (size_t)readers, &p50, &p90);
+  *chip = (uint64_t)((double)bytes * readers / (ms * 1e-3) / 1e6);
+  *block = (uint64_t)((double)bytes / (p50 * 1e-9) / 1e6);
+  return 1;
+}
+
+/* The weight stream fed from elsewhere: bulk copies on half the SMs (how much one SM's copy
+ * engine gives), and each block's ring filled by its cluster peer on another SM. */
+static void stream_fed(int quick) {
+  uint64_t *h = malloc((size_t)sms * sizeof *h);
+  if (!h) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  CUevent e0, e1;
+  CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
+  CUfunction fs, fc;
+  CHECK_CU(cuModuleGetFunction(&fs, mod, "probe_stream"));
+  CHECK_CU(cuModuleGetFunction(&fc, mod, "probe_stream_cluster"));
+  CHECK_CU(cuFuncSetAttribute(fs, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  CHECK_CU(cuFuncSetAttribute(fc, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  unsigned half = (unsigned)sms / 2 & ~1u;
+  uint64_t per = ((uint64_t)16 << STREAM_WORDS_LOG2) / half / 32768 * 32768;
+  for (int cluster = 0; cluster <= 1; cluster++)
+    for (unsigned slots = 2; slots <= 4; slots++) {
+      int runs = quick ? 3 : 9;
+      uint64_t chip[9], block[9];
+      int ran = 1;
+      for (int r = 0; r < runs && ran; r++)
+        ran = stream_run(cluster ? fc : fs, cluster, cluster ? 2 * half : half, per, slots, 0,
+                         &chip[r], &block[r], h, e0, e1);
+      if (!ran) {
+        printf("stream   (clusters of two could not be launched: skipped)\n");
+        break;
+      }
+      double c50, c90, b50, b90;
+      pcts(chip, (size_t)runs, &c50, &c90);
+      pcts(block, (size_t)runs, &b50, &b90);
+      char what[96];
+      const char *how = cluster ? "fed by a cluster peer" : "bulk, half the SMs";
+      snprintf(what, sizeof what, "%u slots (%s), the chip", slots, how);
+      row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
+      snprintf(what, sizeof what, "%u slots (%s), the median reader", slots, how);
+      row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
+    }
+  CHECK_CU(cuEventDestroy(e0));
+  CHECK_CU(cuEventDestroy(e1));
+  free(h);
+}
+
 static void stage(int quick) {
   uint32_t iters = quick ? 40 : 200, skip = iters / 10;
   uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
@@ -464,6 +549,7 @@ int main(int argc, char **argv) {
   fence_pair(quick);
   fence_cluster(quick);
   stream(quick);
+  stream_fed(quick);
   stage(quick);
   if (json)
     fclose(json);

@@ -24,7 +24,9 @@
  *     the other block of a two-block cluster into the fencing block's shared memory.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
- *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead.
+ *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead;
+ *     on half the SMs (the most a single SM's copy engine gives); probe_stream_cluster: each
+ *     block's ring filled by the other block of a two-block cluster.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
@@ -470,6 +472,80 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
     out[b] = t1 - t0;
   if (acc == 0x9e3779b9u) /* keeps the reads; practically never true */
     err[1] = acc;
+}
+
+/* ---- probe_stream_cluster ---- */
+
+/* Clusters of two: block rank 1 (the loader) streams the pair's `per_pair` bytes of buf into
+ * block rank 0's ring of `slots` slots, as stream.c's loader would from a block of its own: the
+ * slots' "full" mbarriers in rank 0 (the copies complete on them), their "empty" mbarriers in
+ * rank 1 (rank 0's thread 0 arrives there once its threads have read a chunk). Rank 0 reads
+ * every chunk as probe_stream does. out[pair] = rank 0's ns from the start to its last chunk.
+ * The rate a computing block gets when another SM's copy engine feeds it. */
+KERNEL void probe_stream_cluster(const uint8_t *buf, u64 per_pair, u64 *out, u32 *err,
+                                 u32 slots) {
+  u32 rank = cluster_rank(), pair = bid() / 2;
+  MLK_SHARED u64 *full = bars, *empty = bars + MAX_COPIES;
+  if (mlk_tid() == 0) {
+    for (u32 s = 0; s < slots; s++)
+      mlk_mbar_init(rank == 0 ? &full[s] : &empty[s], 1);
+    mlk_fence_mbar_init();
+  }
+  cluster_sync();
+  const uint8_t *src = buf + (u64)pair * per_pair;
+  u32 chunks = (u32)(per_pair / SLOT_BYTES);
+  u64 t0 = mlk_globaltimer();
+  if (rank == 1 && mlk_tid() == 0) { /* the loader */
+    u32 rfull = cluster_addr(mlk_smem_addr(full), 0), rring = cluster_addr(mlk_smem_addr(ring), 0);
+    for (u32 c = 0; c < chunks; c++) {
+      u32 slot = c % slots;
+      if (c >= slots) { /* the reader freed the slot's previous chunk */
+        u64 start = mlk_globaltimer();
+        while (!mlk_mbar_test(&empty[slot], (c / slots - 1) & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS) {
+            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+            break;
+          }
+      }
+      __asm__ volatile("mbarrier.arrive.expect_tx.release.cluster.shared::cluster.b64 _, [%0], %1;"
+                       ::"r"(rfull + 8 * slot), "r"((u32)SLOT_BYTES)
+                       : "memory");
+      __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], "
+                       "[g], %2, [%3];\n\t}" ::"r"(rring + slot * SLOT_BYTES),
+                       "l"(src + (u64)c * SLOT_BYTES), "r"((u32)SLOT_BYTES), "r"(rfull + 8 * slot)
+                       : "memory");
+    }
+  }
+  if (rank == 0) { /* the reader */
+    u32 rempty = cluster_addr(mlk_smem_addr(empty), 1);
+    u32 acc = 0;
+    int ok = 1;
+    for (u32 c = 0; c < chunks; c++) {
+      u32 slot = c % slots, parity = (c / slots) & 1;
+      u64 start = mlk_globaltimer();
+      while (ok && !mlk_mbar_test(&full[slot], parity))
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          ok = 0;
+        }
+      const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
+      for (u32 i = mlk_tid(); i < SLOT_BYTES / 16; i += 256) {
+        uint4 v = chunk[i];
+        acc += v.x ^ v.w;
+      }
+      ok = __nvvm_bar0_and(ok);
+      if (mlk_tid() == 0) /* the chunk is read: the loader may refill its slot */
+        __asm__ volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];"
+                         ::"r"(rempty + 8 * slot)
+                         : "memory");
+    }
+    if (mlk_tid() == 0)
+      out[pair] = mlk_globaltimer() - t0;
+    if (acc == 0x9e3779b9u) /* keeps the reads; practically never true */
+      err[1] = acc;
+  }
+  cluster_sync(); /* the loader's barriers stay until the reader's last arrive */
 }
 
 /* ---- probe_stage ---- */

@@ -297,65 +297,9 @@ static void fence_cluster(int quick) {
   free(v);
 }
 
-/* The weight stream's design alone: every SM streams its share of the 1 GiB buffer through 1 to 4
- * slots. Rows: the chip's rate (bytes over the launch's CUDA-event time) and the median block's. */
-static void stream(int quick) {
-  /* the buffer shared out, whole slots each (~8 MiB a block on 132 SMs) */
-  uint64_t per_block = ((uint64_t)16 << STREAM_WORDS_LOG2) / (uint64_t)sms / 32768 * 32768;
-  uint64_t *h = malloc((size_t)sms * sizeof *h);
-  if (!h) {
-    fprintf(stderr, "sync_probe: out of host memory\n");
-    exit(1);
-  }
-  CUevent e0, e1;
-  CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
-  CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
-  CUfunction f;
-  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_stream"));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
-  for (unsigned mode = 0; mode <= 1; mode++)
-  for (unsigned slots = 1; slots <= 4; slots++) {
-    int runs = quick ? 3 : 11;
-    uint64_t chip[11], block[11];
-    for (int r = 0; r < runs; r++) {
-      reset();
-      void *args[] = {&d_buf, &per_block, &d_out, &d_err, &slots, &mode};
-      CHECK_CU(cuEventRecord(e0, 0));
-      CHECK_CU(cuLaunchCooperativeKernel(f, sms, 1, 1, 256, 1, 1, DYN_SMEM, 0, args));
-      CHECK_CU(cuEventRecord(e1, 0));
-      CHECK_CU(cuCtxSynchronize());
-      uint32_t err = 0;
-      CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
-      if (err) {
-        fprintf(stderr, "sync_probe: probe_stream: a wait passed its 2 s deadline\n");
-        exit(1);
-      }
-      float ms = 0;
-      CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
-      CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)sms * sizeof *h));
-      double p50, p90;
-      pcts(h, (size_t)sms, &p50, &p90);
-      chip[r] = (uint64_t)((double)per_block * sms / (ms * 1e-3) / 1e6);  /* MB/s */
-      block[r] = (uint64_t)((double)per_block / (p50 * 1e-9) / 1e6);       /* MB/s */
-    }
-    double c50, c90, b50, b90;
-    pcts(chip, (size_t)runs, &c50, &c90);
-    pcts(block, (size_t)runs, &b50, &b90);
-    char what[96];
-    const char *how = mode ? "warp 0's cp.async" : "bulk copies";
-    snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the chip", slots, how);
-    row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
-    snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the median SM", slots, how);
-    row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
-  }
-  CHECK_CU(cuEventDestroy(e0));
-  CHECK_CU(cuEventDestroy(e1));
-  free(h);
-}
-
 /* A chip-wide stream launch (probe_stream on `grid` blocks, or probe_stream_cluster on `grid`
- * blocks in clusters of two, every second block reading): `bytes` per reading block; returns the
- * chip's rate and the median reading block's, in MB/s (0, 0: the launch was refused). */
+ * blocks in clusters of two, every second block reading): `bytes` per reading block; the chip's
+ * rate and the median reading block's, in MB/s. Returns 0 when the launch was refused. */
 static int stream_run(CUfunction f, int cluster, unsigned grid, uint64_t bytes, unsigned slots,
                       unsigned mode, uint64_t *chip, uint64_t *block, uint64_t *h, CUevent e0,
                       CUevent e1) {
@@ -393,9 +337,22 @@ static int stream_run(CUfunction f, int cluster, unsigned grid, uint64_t bytes, 
   return 1;
 }
 
-/* The weight stream fed from elsewhere: bulk copies on half the SMs (how much one SM's copy
- * engine gives), and each block's ring filled by its cluster peer on another SM. */
-static void stream_fed(int quick) {
+/* The weight stream's design alone, and fed from elsewhere. Every SM streams its share of the
+ * 1 GiB buffer through 1 to 4 slots, filled by thread 0's bulk copies or by warp 0's cp.async;
+ * then half the SMs stream (how much one SM's copy engine gives), and each reading block's ring
+ * is filled by its cluster peer on another SM. Rows: the chip's rate (bytes over the launch's
+ * CUDA-event time) and the median reading block's. */
+static void stream(int quick) {
+  static const struct {
+    int cluster, half;
+    unsigned mode, slots0;
+    const char *how, *reader;
+  } cfgs[] = {
+      {0, 0, 0, 1, "bulk copies", "SM"},
+      {0, 0, 1, 1, "warp 0's cp.async", "SM"},
+      {0, 1, 0, 2, "bulk, half the SMs", "reader"},
+      {1, 1, 0, 2, "fed by a cluster peer", "reader"},
+  };
   uint64_t *h = malloc((size_t)sms * sizeof *h);
   if (!h) {
     fprintf(stderr, "sync_probe: out of host memory\n");
@@ -409,30 +366,34 @@ static void stream_fed(int quick) {
   CHECK_CU(cuModuleGetFunction(&fc, mod, "probe_stream_cluster"));
   CHECK_CU(cuFuncSetAttribute(fs, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
   CHECK_CU(cuFuncSetAttribute(fc, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
-  unsigned half = (unsigned)sms / 2 & ~1u;
-  uint64_t per = ((uint64_t)16 << STREAM_WORDS_LOG2) / half / 32768 * 32768;
-  for (int cluster = 0; cluster <= 1; cluster++)
-    for (unsigned slots = 2; slots <= 4; slots++) {
-      int runs = quick ? 3 : 9;
-      uint64_t chip[9], block[9];
-      int ran = 1;
-      for (int r = 0; r < runs && ran; r++)
-        ran = stream_run(cluster ? fc : fs, cluster, cluster ? 2 * half : half, per, slots, 0,
-                         &chip[r], &block[r], h, e0, e1);
-      if (!ran) {
-        printf("stream   (clusters of two could not be launched: skipped)\n");
+  for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
+    /* the readers, and the buffer shared out between them in whole slots (~8 MiB a block on
+     * 132 SMs) */
+    unsigned readers = cfgs[i].half ? (unsigned)sms / 2 & ~1u : (unsigned)sms;
+    uint64_t per = ((uint64_t)16 << STREAM_WORDS_LOG2) / readers / 32768 * 32768;
+    int refused = 0;
+    for (unsigned slots = cfgs[i].slots0; slots <= 4 && !refused; slots++) {
+      int runs = quick ? 3 : 11;
+      uint64_t chip[11], block[11];
+      for (int r = 0; r < runs && !refused; r++)
+        refused = !stream_run(cfgs[i].cluster ? fc : fs, cfgs[i].cluster,
+                              cfgs[i].cluster ? 2 * readers : readers, per, slots, cfgs[i].mode,
+                              &chip[r], &block[r], h, e0, e1);
+      if (refused) {
+        printf("stream   (%s: the launch was refused; skipped)\n", cfgs[i].how);
         break;
       }
       double c50, c90, b50, b90;
       pcts(chip, (size_t)runs, &c50, &c90);
       pcts(block, (size_t)runs, &b50, &b90);
       char what[96];
-      const char *how = cluster ? "fed by a cluster peer" : "bulk, half the SMs";
-      snprintf(what, sizeof what, "%u slots (%s), the chip", slots, how);
+      snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the chip", slots, cfgs[i].how);
       row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
-      snprintf(what, sizeof what, "%u slots (%s), the median reader", slots, how);
+      snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the median %s", slots, cfgs[i].how,
+               cfgs[i].reader);
       row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
     }
+  }
   CHECK_CU(cuEventDestroy(e0));
   CHECK_CU(cuEventDestroy(e1));
   free(h);
@@ -549,7 +510,6 @@ int main(int argc, char **argv) {
   fence_pair(quick);
   fence_cluster(quick);
   stream(quick);
-  stream_fed(quick);
   stage(quick);
   if (json)
     fclose(json);

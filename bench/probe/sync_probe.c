@@ -415,6 +415,24 @@ KERNEL void probe_fence_pair(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, 
 
 /* ---- probe_stream ---- */
 
+/* Every thread: waits for the chunk in ring slot `slot` to land (bar's phase `parity`; 0 with
+ * err[0] set once the wait passes its deadline), then reads it with 16-byte shared loads, folded
+ * into *acc (so that the reads stay). */
+static int read_chunk(MLK_SHARED u64 *bar, u32 parity, u32 slot, u32 *acc, u32 *err) {
+  u64 start = mlk_globaltimer();
+  while (!mlk_mbar_test(bar, parity))
+    if (mlk_globaltimer() - start > DEADLINE_NS) {
+      __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+      return 0;
+    }
+  const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
+  for (u32 i = mlk_tid(); i < SLOT_BYTES / 16; i += 256) {
+    uint4 v = chunk[i];
+    *acc += v.x ^ v.w;
+  }
+  return 1;
+}
+
 /* What the weight stream's design can move, with nothing else in the way: every block streams
  * `per_block` bytes of buf (its own range) through a ring of `slots` slots of 32 KiB, as
  * stream.c does: thread 0 keeps every free slot's copy in flight, every thread reads each landed
@@ -443,18 +461,8 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
   u32 acc = 0;
   int ok = 1;
   for (u32 c = 0; c < chunks; c++) {
-    u32 slot = c % slots, parity = (c / slots) & 1;
-    u64 start = mlk_globaltimer();
-    while (ok && !mlk_mbar_test(&bars[slot], parity))
-      if (mlk_globaltimer() - start > DEADLINE_NS) {
-        __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
-        ok = 0;
-      }
-    const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
-    for (u32 i = mlk_tid(); i < SLOT_BYTES / 16; i += 256) {
-      uint4 v = chunk[i];
-      acc += v.x ^ v.w;
-    }
+    u32 slot = c % slots;
+    ok = ok && read_chunk(&bars[slot], (c / slots) & 1, slot, &acc, err);
     if (!__nvvm_bar0_and(ok))
       return;
     u32 next = c + slots;
@@ -522,18 +530,8 @@ KERNEL void probe_stream_cluster(const uint8_t *buf, u64 per_pair, u64 *out, u32
     u32 acc = 0;
     int ok = 1;
     for (u32 c = 0; c < chunks; c++) {
-      u32 slot = c % slots, parity = (c / slots) & 1;
-      u64 start = mlk_globaltimer();
-      while (ok && !mlk_mbar_test(&full[slot], parity))
-        if (mlk_globaltimer() - start > DEADLINE_NS) {
-          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
-          ok = 0;
-        }
-      const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
-      for (u32 i = mlk_tid(); i < SLOT_BYTES / 16; i += 256) {
-        uint4 v = chunk[i];
-        acc += v.x ^ v.w;
-      }
+      u32 slot = c % slots;
+      ok = ok && read_chunk(&full[slot], (c / slots) & 1, slot, &acc, err);
       ok = __nvvm_bar0_and(ok);
       if (mlk_tid() == 0) /* the chunk is read: the loader may refill its slot */
         __asm__ volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];"

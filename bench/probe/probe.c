@@ -233,6 +233,21 @@ static void fence_pair(int quick) {
   free(roles);
 }
 
+/* Launches kernel f on `grid` blocks of 256 threads with `dyn` bytes of dynamic shared memory,
+ * in clusters of two blocks when `cluster` (the caller checks the result: a GPU may refuse). */
+static CUresult launch_ex(CUfunction f, unsigned grid, unsigned dyn, int cluster, void **args) {
+  CUlaunchAttribute at[1];
+  memset(at, 0, sizeof at);
+  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
+  CUlaunchConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.gridDimX = grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+  cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = dyn, cfg.attrs = cluster ? at : NULL, cfg.numAttrs = cluster ? 1 : 0;
+  return cuLaunchKernelEx(&cfg, f, args, NULL);
+}
+
 /* The fence of a block whose weights another block of its cluster copies in (sync_probe.c
  * probe_fence_cluster): clusters of two, 0 to 2 copies of 32 KiB in flight; and how many clusters
  * had both blocks on one SM (the hardware places them). */
@@ -251,17 +266,8 @@ static void fence_cluster(int quick) {
   }
   for (unsigned n = 0; n <= 2; n++) {
     reset();
-    CUlaunchAttribute at[1];
-    memset(at, 0, sizeof at);
-    at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
-    CUlaunchConfig cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDimX = 2 * npairs, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-    cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-    cfg.sharedMemBytes = CLUSTER_DYN, cfg.attrs = at, cfg.numAttrs = 1;
     void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n};
-    CUresult r = cuLaunchKernelEx(&cfg, f, args, NULL);
+    CUresult r = launch_ex(f, 2 * npairs, CLUSTER_DYN, 1, args);
     if (r != CUDA_SUCCESS) {
       const char *e = NULL;
       cuGetErrorString(r, &e);
@@ -306,17 +312,8 @@ static int stream_run(CUfunction f, int cluster, unsigned grid, uint64_t bytes, 
   reset();
   unsigned readers = cluster ? grid / 2 : grid;
   void *args[] = {&d_buf, &bytes, &d_out, &d_err, &slots, &mode}; /* the cluster kernel: 5 */
-  CUlaunchAttribute at[1];
-  memset(at, 0, sizeof at);
-  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
-  CUlaunchConfig cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.gridDimX = grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-  cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-  cfg.sharedMemBytes = DYN_SMEM, cfg.attrs = cluster ? at : NULL, cfg.numAttrs = cluster ? 1 : 0;
   CHECK_CU(cuEventRecord(e0, 0));
-  CUresult r = cuLaunchKernelEx(&cfg, f, args, NULL);
+  CUresult r = launch_ex(f, grid, DYN_SMEM, cluster, args);
   if (r != CUDA_SUCCESS)
     return 0;
   CHECK_CU(cuEventRecord(e1, 0));

@@ -513,16 +513,25 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
 }
 
 /* The merge of a split. Its items are (row, kv head, query head) in row order; a pass takes up to
- * `ip` of them: a thread per (item, slot) loads that slot's m and l into shared memory (one L2
- * round trip for all of them), a thread per item computes its slots' weights exp(m_c - M) / L
- * there ([item][split]), then the block sums o over the slots for the pass's (item, dim) elements,
- * RU elements a thread and CU slots at once so that their loads are in flight together (a slot at
- * a time put one L2 round trip per used slot on the chain). A pass of many rows, where a pass per
- * row and kv head took two barriers and several round trips each (124 us for 64 rows of one kv
- * head on the H100), keeps the merge short at large batch. The records are read with coalesced
- * loads, once; the sums go in slot order, as the reference's. A function of its own (not inlined
- * at every reduce op). */
+ * `ip` of them: a thread per (item, slot) loads that slot's m and l into shared memory, LU of them
+ * a thread at once where a pass has more than one a thread (one at a time, the shared stores
+ * between the loads kept them apart: 16 round trips a pass at batch 64), a thread per item
+ * computes its slots' weights exp(m_c - M) / L there ([item][split]), then the block sums o over
+ * the slots for the pass's (item, dim) elements, RU elements a thread and CU slots at once so that
+ * their loads are in flight together (a slot at a time put one L2 round trip per used slot on the
+ * chain); where no item has more than one slot with weight (every row's positions in one chunk:
+ * batch >= split), the item's one slot is known (its number in shared memory) and a thread loads
+ * RU1 elements' o at once, one round trip for all (a loop over the slots put the elements' loads
+ * in different iterations, the rows' chunks being in different slots: one round trip each, 4%
+ * slower at batch 64 on the H200 than 4 x 4 over every slot). With both, a reduce task at batch 64
+ * took 22.9 us against 48.6 (H100, layer traces; docs/performance.md). A pass of many rows, where
+ * a pass per row and kv head took two barriers and several round trips each (124 us for 64 rows
+ * of one kv head on the H100), keeps the merge short at large batch. The records are read with
+ * coalesced loads, once; the sums go in slot order, as the reference's. Functions of their own
+ * (not inlined at every reduce op). */
+#define LU 4 /* (item, slot) pairs whose m and l a thread loads at once */
 #define RU 4 /* output elements a thread sums at once */
+#define RU1 8 /* the same where no item has more than one slot with weight (16: spills) */
 #define CU 4 /* slots whose records a thread loads at once */
 #define CMAX 16 /* the most (batch 1: a thread per element, every slot of Llama's split at once) */
 /* The sums of a pass of reduce_rows: its n = items * hd elements, each the weighted sum of its
@@ -579,6 +588,65 @@ sum_slots_each(float *out, const float *part, MLK_SHARED const int64_t *soff,
   sum_slots(out, part, soff, doff, w, n, hd, S, cstride, 1, CMAX);
 }
 
+/* The sums where item k has at most one slot with weight, slot one[k * S] (S: none): RU1 elements a
+ * thread, their loads at once. */
+static __attribute__((noinline)) void
+sum_slots_one(float *out, const float *part, MLK_SHARED const int64_t *soff,
+              MLK_SHARED const int64_t *doff, MLK_SHARED const float *w,
+              MLK_SHARED const uint32_t *one, uint32_t n, uint32_t hd, uint32_t S,
+              int64_t cstride) {
+  uint32_t tid = mlk_tid_here();
+  for (uint32_t e0 = tid; e0 < n; e0 += RU1 * MLK_BLOCK_THREADS) {
+    float f[RU1], v[RU1];
+#pragma unroll
+    for (int u = 0; u < RU1; u++) {
+      uint32_t e = e0 + (uint32_t)u * MLK_BLOCK_THREADS, k = e < n ? e / hd : 0, d = e - k * hd;
+      uint32_t c = e < n ? one[k * S] : S;
+      f[u] = c < S ? w[k * S + c] : 0.0f;
+      v[u] = f[u] != 0.0f ? part[soff[k] + d + c * cstride] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < RU1; u++) {
+      uint32_t e = e0 + (uint32_t)u * MLK_BLOCK_THREADS, k = e < n ? e / hd : 0, d = e - k * hd;
+      if (e < n)
+        out[doff[k] + d] = f[u] != 0.0f ? 0.0f + f[u] * v[u] : 0.0f; /* as the slot loop sums */
+    }
+  }
+}
+
+/* The m and l of a pass's (item, slot) pairs q = tid, tid + 256, ..., LU at once (the loads first:
+ * a shared store may alias a load), and each item's offsets at its slot 0. */
+static __attribute__((noinline)) void
+load_ml(MLK_SHARED float *w, MLK_SHARED float *ls, MLK_SHARED int64_t *soff,
+        MLK_SHARED int64_t *doff, const float *part, uint32_t i0, uint32_t in, uint32_t S,
+        uint32_t per_row, uint32_t gs, uint32_t hd, int64_t pcols, int64_t blk, int64_t rec,
+        int64_t cstride, int64_t heads, int64_t kvh0) {
+  uint32_t tid = mlk_tid_here();
+  for (uint32_t q0 = tid; q0 < in * S; q0 += LU * MLK_BLOCK_THREADS) {
+    float mv[LU], lv[LU];
+#pragma unroll
+    for (int u = 0; u < LU; u++) {
+      uint32_t q = q0 + (uint32_t)u * MLK_BLOCK_THREADS, k = q / S, c = q - k * S;
+      uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
+      const float *mr = part + b * pcols + blk + (int64_t)g * rec + gs * hd + j + c * cstride;
+      mv[u] = q < in * S ? mr[0] : 0.0f;
+      lv[u] = q < in * S ? mr[gs] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < LU; u++) {
+      uint32_t q = q0 + (uint32_t)u * MLK_BLOCK_THREADS, k = q / S;
+      if (q < in * S) {
+        w[q] = mv[u], ls[q] = lv[u];
+        if (q == k * S) { /* slot 0 */
+          uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
+          soff[k] = b * pcols + blk + (int64_t)g * rec + j * hd;
+          doff[k] = (b * heads + (kvh0 + g) * gs + j) * hd;
+        }
+      }
+    }
+  }
+}
+
 static __attribute__((noinline)) void
 reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, int64_t heads,
             int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh, int64_t batch) {
@@ -602,20 +670,27 @@ reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, i
   for (uint32_t i0 = 0; i0 < items; i0 += ip) {
     uint32_t in = items - i0 < ip ? items - i0 : ip;
     /* every (item, slot)'s m and l, a thread each: one L2 round trip for all of them, not one a
-     * slot in the item's thread */
-    for (uint32_t q = tid; q < in * S; q += MLK_BLOCK_THREADS) {
-      uint32_t k = q / S, c = q - k * S;
-      uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
-      int64_t r0 = b * pcols + blk + (int64_t)g * rec;
-      const float *mr = part + r0 + gs * hd + j + c * cstride;
-      w[q] = mr[0];
-      ls[q] = mr[gs];
-      if (c == 0) {
-        soff[k] = r0 + j * hd;
-        doff[k] = (b * heads + (kvh0 + g) * gs + j) * hd;
+     * slot in the item's thread (more pairs than threads: load_ml) */
+    if (in * S <= MLK_BLOCK_THREADS) {
+      for (uint32_t q = tid; q < in * S; q += MLK_BLOCK_THREADS) {
+        uint32_t k = q / S, c = q - k * S;
+        uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
+        int64_t r0 = b * pcols + blk + (int64_t)g * rec;
+        const float *mr = part + r0 + gs * hd + j + c * cstride;
+        w[q] = mr[0];
+        ls[q] = mr[gs];
+        if (c == 0) {
+          soff[k] = r0 + j * hd;
+          doff[k] = (b * heads + (kvh0 + g) * gs + j) * hd;
+        }
       }
+    } else {
+      load_ml(w, ls, soff, doff, part, i0, in, S, per_row, gs, hd, pcols, blk, rec, cstride, heads,
+              kvh0);
     }
     __nvvm_barrier_sync(0);
+    uint32_t many = 0;
+    MLK_SHARED uint32_t *one = (MLK_SHARED uint32_t *)ls; /* item k's one slot at one[k * S] */
     if (tid < in) { /* the weights of item tid, from shared memory */
       MLK_SHARED float *wk = w + tid * S, *lk = ls + tid * S;
       float M = NEG_INF;
@@ -629,13 +704,22 @@ reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, i
         L += f * lk[c];
       }
       float inv = L > 0.0f ? 1.0f / L : 0.0f; /* every slot empty: zeros */
-      for (uint32_t c = 0; c < S; c++)
+      uint32_t kept = 0, first = S;
+      for (uint32_t c = 0; c < S; c++) {
         wk[c] *= inv;
+        first = kept == 0 && wk[c] != 0.0f ? c : first;
+        kept += wk[c] != 0.0f;
+      }
+      one[tid * S] = first; /* the sums l are used up */
+      many = kept > 1;
     }
-    __nvvm_barrier_sync(0);
+    /* a barrier that also tells every thread whether an item has more than one slot with weight */
+    many = !__nvvm_bar0_and(!many);
     /* a pass of one element a thread or fewer (batch 1): every slot's load in flight at once */
     if (in * hd <= MLK_BLOCK_THREADS)
       sum_slots_each(out, part, soff, doff, w, in * hd, hd, S, cstride);
+    else if (!many)
+      sum_slots_one(out, part, soff, doff, w, one, in * hd, hd, S, cstride);
     else
       sum_slots(out, part, soff, doff, w, in * hd, hd, S, cstride, RU, CU);
     __nvvm_barrier_sync(0); /* the weights are free for the next pass */

@@ -676,16 +676,19 @@ static void t_attn_reduce(const Call *c) {
                        g->kvh0, g->nkvh, g->batch);
 }
 
-static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, int64_t batch,
-                           const int32_t *pos, int64_t split, int64_t kvh) {
+/* Positions a row's page table reaches: 128 (pages of `page` positions, 128 / page a row). */
+static void attention_case_paged(int64_t kv_heads, int64_t heads, int64_t head_dim, int64_t batch,
+                                 const int32_t *pos, int64_t split, int64_t kvh, int64_t page) {
   cases++;
-  char name[128];
-  snprintf(name, sizeof name, "attention kv_heads %lld heads %lld head_dim %lld batch %lld split %lld",
+  char name[160];
+  snprintf(name, sizeof name,
+           "attention kv_heads %lld heads %lld head_dim %lld batch %lld split %lld page %lld",
            (long long)kv_heads, (long long)heads, (long long)head_dim, (long long)batch,
-           (long long)split);
+           (long long)split, (long long)page);
   AttnGeom g = {0};
-  g.kv_heads = kv_heads, g.heads = heads, g.head_dim = head_dim, g.page = 16;
-  g.pages_per_seq = 8, g.npages = 3 * 8 + 2, g.layers = 2, g.layer = 1, g.batch = batch;
+  g.kv_heads = kv_heads, g.heads = heads, g.head_dim = head_dim, g.page = page;
+  g.pages_per_seq = 128 / page, g.npages = 3 * g.pages_per_seq + 2, g.layers = 2, g.layer = 1;
+  g.batch = batch;
   g.split = split, g.min_chunk = 16, g.kvh = kvh;
   int64_t pool = g.layers * g.npages * 2 * kv_heads * g.page * head_dim;
   int64_t qn = batch * heads * head_dim, kn = batch * kv_heads * head_dim;
@@ -771,6 +774,11 @@ static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, in
     rt_failures++;
 }
 
+static void attention_case(int64_t kv_heads, int64_t heads, int64_t head_dim, int64_t batch,
+                           const int32_t *pos, int64_t split, int64_t kvh) {
+  attention_case_paged(kv_heads, heads, head_dim, batch, pos, split, kvh, 16);
+}
+
 static void test_attention(void) {
   static const int32_t pos1[] = {100}, pos3[] = {0, 37, 127}, pos4[] = {-1, 15, 16, 64};
   attention_case(2, 8, 64, 1, pos1, 4, 1);
@@ -793,6 +801,11 @@ static void test_attention(void) {
   for (int i = 0; i < 300; i++)
     pos300[i] = i % 50 == 3 ? -1 : (int32_t)((i * 53 + 11) % 128);
   attention_case(1, 2, 32, 300, pos300, 4, 1);
+  /* pages shorter than a step's positions (a query head a pass: 8 a lane; four: 2), whose page
+   * table entries a step takes position by position, and pages of 4 that a step of 2 crosses */
+  attention_case_paged(1, 1, 32, 3, pos3, 2, 1, 4);
+  attention_case_paged(2, 8, 64, 5, pos5, 16, 1, 1);
+  attention_case_paged(2, 8, 64, 5, pos5, 16, 1, 4);
 }
 
 /* ---- the element-wise, norm, rope, gather, allreduce, argmax and sample tiles ---- */

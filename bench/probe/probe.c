@@ -143,11 +143,14 @@ static void fence(int quick) {
   /* copies of 32 KiB, then one copy of 64 and of 128 KiB (the bytes of 2 and 4 smaller ones) */
   static const struct { unsigned n, size; } copies[] = {
       {0, 32768}, {1, 32768}, {2, 32768}, {4, 32768}, {1, 65536}, {1, 131072}};
-  /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane */
-  for (unsigned mode = 0; mode <= 1; mode++)
+  /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane; 2: bulk copies
+   * by thread 0, the notify one red.release.gpu instead of the fence (its time the row's) */
+  for (unsigned mode = 0; mode <= 2; mode++)
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
-      if ((issuer || mode) && (!copies[c].n || copies[c].size != 32768))
+      if ((issuer || mode) && (copies[c].size != 32768 || (mode != 2 && !copies[c].n)))
+        continue;
+      if (mode == 2 && issuer)
         continue;
       reset();
       unsigned n = copies[c].n, who = (unsigned)issuer, size = copies[c].size;
@@ -162,13 +165,14 @@ static void fence(int quick) {
         double p50, p90;
         pcts(v, m, &p50, &p90);
         char what[96];
-        const char *how = mode ? "cp.async of warp" : "bulk, thread";
+        const char *how = mode == 1 ? "cp.async of warp" : "bulk, thread";
         if (part == 0)
-          snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x %u KiB in flight (%s %d)", n,
-                   size >> 10, how, mode ? issuer / 32 : issuer);
+          snprintf(what, sizeof what, "%s, %u x %u KiB in flight (%s %d)",
+                   mode == 2 ? "red.release.gpu" : "fence.acq_rel.gpu", n, size >> 10, how,
+                   mode == 1 ? issuer / 32 : issuer);
         else
           snprintf(what, sizeof what, "%u %s copies of %u KiB: issue to landed", n,
-                   mode ? "cp.async" : "bulk", size >> 10);
+                   mode == 1 ? "cp.async" : "bulk", size >> 10);
         row("fence", what, "HBM", p50, p90, "ns");
       }
     }

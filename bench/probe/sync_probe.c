@@ -19,7 +19,9 @@
  *     does the fence wait for the copies in flight, per copy or per byte? `issuer` 32 has another
  *     warp issue them. With `mode` 1 the copies are a whole warp's 16-byte cp.async instead (the
  *     issuer's warp), each lane's completing on the slot's mbarrier: does a fence wait for another
- *     warp's cp.async in flight, as it waits for any bulk copy of the SM? probe_fence_pair: the
+ *     warp's cp.async in flight, as it waits for any bulk copy of the SM? With `mode` 2 the
+ *     notify is one red.release.gpu instead of the fence and a relaxed reduction: does a release
+ *     reduction wait for the copies too? probe_fence_pair: the
  *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
  *     the other block of a two-block cluster into the fencing block's shared memory.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
@@ -210,6 +212,14 @@ static inline u64 timed_notify(u32 *counter, u32 word, u64 *end) {
   return t1 - t0;
 }
 
+/* The same notify as one red.release.gpu (no fence): the time its thread spends on it. */
+static inline u64 timed_notify_release(u32 *counter, u32 word) {
+  counter[1] = word;
+  u64 t0 = mlk_globaltimer();
+  red_release(counter);
+  return mlk_globaltimer() - t0;
+}
+
 #define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
 
@@ -234,13 +244,15 @@ static inline void warp_copy(MLK_SHARED uint8_t *dst, const uint8_t *src, u32 by
  * fence.acq_rel.gpu, and relaxed-reduces a counter (the notify); then the copies are waited for.
  * out[block * iters + it] = the fence's ns; the copies' time from issue to landing goes to
  * out[nblocks * iters + block * iters + it]. Copies of several sizes for the same bytes say
- * whether the fence waits per copy or per byte. */
+ * whether the fence waits per copy or per byte. mode 0: bulk copies; 1: the issuer's warp copies
+ * with cp.async, 16 bytes a lane; 2: bulk copies, and the notify is one red.release.gpu (timed)
+ * instead of the fence and a relaxed reduction. */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
                         u32 copies, u32 issuer, u32 size, u32 mode) {
   u32 b = bid(), nb = nblocks();
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < MAX_COPIES; s++)
-      mlk_mbar_init(&bars[s], mode ? 32 : 1);
+      mlk_mbar_init(&bars[s], mode == 1 ? 32 : 1);
     mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);
@@ -249,10 +261,10 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     u64 issued = 0;
     if (mlk_tid() == issuer)
       issued = mlk_globaltimer();
-    if (mode ? mlk_tid() / 32 == issuer / 32 : mlk_tid() == issuer)
+    if (mode == 1 ? mlk_tid() / 32 == issuer / 32 : mlk_tid() == issuer)
       for (u32 s = 0; s < copies; s++) {
         u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
-        if (mode) {
+        if (mode == 1) {
           warp_copy(ring + s * size, buf + c * size, size, &bars[s]);
           continue;
         }
@@ -261,7 +273,8 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
       }
     __nvvm_barrier_sync(0);
     if (mlk_tid() == 0)
-      out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0);
+      out[(u64)b * iters + it] = mode == 2 ? timed_notify_release(&cnt[b * 32], it)
+                                           : timed_notify(&cnt[b * 32], it, 0);
     int ok = 1;
     if (mlk_tid() == issuer) {
       u64 start = mlk_globaltimer();
@@ -445,7 +458,7 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
   u32 chunks = (u32)(per_block / SLOT_BYTES);
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < slots; s++)
-      mlk_mbar_init(&bars[s], mode ? 32 : 1);
+      mlk_mbar_init(&bars[s], mode == 1 ? 32 : 1);
     mlk_fence_mbar_init();
   }
   __nvvm_barrier_sync(0);

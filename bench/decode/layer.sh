@@ -7,8 +7,9 @@
 #
 # For each batch of BATCHES: one traced decode_bench run (MLK_TRACE, the last run kept) at context
 # CONTEXT, then bench/decode/trace_layer.py's table of layer LAYER (its ops in start order: tasks,
-# window, running and waiting times, a streamed matvec's phases), printed and kept in
-# OUT/layer_bB.txt with the trace in OUT/trace_bB.json. Then, for each slot count of SLOTS, the
+# window, running and waiting times, a streamed matvec's phases) and its chain (trace_layer.py
+# --chain: each op's ready times and last end), printed and kept in OUT/layer_bB.txt with the
+# trace in OUT/trace_bB.json. Then, for each slot count of SLOTS, the
 # step time at the first batch with that many weight-stream slots (MLK_STREAM_SLOTS), in
 # OUT/slots.txt. A batch whose run fails leaves its file with the error and sets the exit status.
 # With AGAINST (another build's decode_bench), each batch is traced with it too
@@ -53,7 +54,8 @@ for b in $BATCHES; do
   # shellcheck disable=SC2086 # against is words: --against PATH
   if MLK_TRACE="$trace" MLK_TRACE_RUNS=1 timeout -k 10 120 "$BIN" --points="$b:$CONTEXT" \
        --steps="$STEPS" > "$log" 2>&1 &&
-     "$PY" "$HERE/trace_layer.py" "$trace" --layer "$LAYER" $against >> "$log" 2>&1; then
+     "$PY" "$HERE/trace_layer.py" "$trace" --layer "$LAYER" $against >> "$log" 2>&1 &&
+     "$PY" "$HERE/trace_layer.py" "$trace" --layer "$LAYER" --chain >> "$log" 2>&1; then
     sed -n '/, layer /,$p' "$log"
   else
     tail -5 "$log"

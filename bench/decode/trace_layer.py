@@ -3,7 +3,7 @@
 
     MLK_TRACE=trace.json MLK_TRACE_RUNS=1 decode_bench --points=1:128 --steps=20
     python3 bench/decode/trace_layer.py trace.json [--layer L] [--run N] [--markdown]
-                                        [--against other.json]
+                                        [--against other.json | --chain]
 
 Reads the Chrome trace JSON the runtime writes (MLK_TRACE, runtime/trace.c): a process per run, a
 thread per block, a "wait" slice and a tile slice per task. For the ops of layer L (names ending
@@ -16,6 +16,13 @@ shared memory and its body done (the rest of the running time is the barrier and
 and for tasks that record them, the medians of a task's summed waits for its chunks' copies and of
 the loader's pumps during it (chunk_wait_us, issue_us). Ends with the layer's span (its first start to its last end) and
 the whole run's, so a layer's cost can be set against its bytes at the floor.
+
+--chain: instead, the layer as a chain of ready times, for the op order on the critical path: per
+op (in the order of their tasks' median ready time) its tasks' first, median and last ready time
+(a task is ready when its wait ends) and its last task's end, in us from the layer's first ready
+task. An op that becomes ready well after the ops it reads have ended (its SMs busy with an earlier
+task, or its poll late), or whose last task ends well after its median one (a slow task holding
+the next op), shows there.
 
 --against OTHER: the same layer of OTHER's last run (another build's trace of the same model and
 point) beside each op: its median running time there and the difference (this trace's minus
@@ -75,10 +82,11 @@ def op_table(trace, pid, layer):
         start, dur = float(e["ts"]), float(e["dur"])
         wait = float(e["args"].get("wait_us", 0))
         o = ops.setdefault(name, {"kind": e["cat"], "runs": [], "waits": [], "first": start,
-                                  "last": start + dur, "blocks": set(),
+                                  "last": start + dur, "blocks": set(), "ready": [],
                                   "phases": {p: [] for p in PHASES},
                                   "sums": {k: [] for k in SUMS}})
         o["runs"].append(dur)
+        o["ready"].append(start)
         for p in PHASES:
             if p in e["args"]:
                 o["phases"][p].append(float(e["args"][p]))
@@ -102,6 +110,31 @@ def run_span(trace, pid):
     return (hi - lo) if lo is not None else 0.0
 
 
+def print_table(head, table, markdown):
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in table:
+            print("| " + " | ".join(r) + " |")
+    else:
+        w = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+        print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+        for r in table:
+            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+
+
+def chain_table(run, layer, rows, markdown):
+    """--chain: each op's ready times and last end, from the layer's first ready task."""
+    t0 = min(min(o["ready"]) for _, o in rows)
+    order = sorted(rows, key=lambda kv: statistics.median(kv[1]["ready"]))
+    print(f"{run}, layer {layer}: ready and end times, us from its first ready task")
+    head = ["op", "tasks", "first ready", "median ready", "last ready", "last end"]
+    table = [[name, str(len(o["ready"])), f"{min(o['ready']) - t0:.1f}",
+              f"{statistics.median(o['ready']) - t0:.1f}", f"{max(o['ready']) - t0:.1f}",
+              f"{o['last'] - t0:.1f}"] for name, o in order]
+    print_table(head, table, markdown)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("trace")
@@ -109,6 +142,8 @@ def main():
     ap.add_argument("--run", type=int, default=0, help="pid of the run (default: the last)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
     ap.add_argument("--against", metavar="OTHER", help="another build's trace: its run medians beside")
+    ap.add_argument("--chain", action="store_true",
+                    help="ready and end times of each op instead (the layer's critical path)")
     a = ap.parse_args()
     layer = a.layer if a.layer == "all" else int(a.layer)
     trace = load(a.trace)
@@ -121,6 +156,11 @@ def main():
     rows = op_table(trace, pid, layer)
     if not rows:
         sys.exit(f"{a.trace}: run {pid} has no op of layer {layer}")
+    if a.chain:
+        if a.against:
+            sys.exit("--chain and --against are separate tables: give one")
+        chain_table(runs[pid], layer, rows, a.markdown)
+        return
     other = None
     if a.against:
         otrace = load(a.against)
@@ -153,16 +193,7 @@ def main():
         prev_last = o["last"] if prev_last is None else max(prev_last, o["last"])
     first = min(o["first"] for _, o in rows)
     last = max(o["last"] for _, o in rows)
-    if a.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for r in table:
-            print("| " + " | ".join(r) + " |")
-    else:
-        w = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
-        print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
-        for r in table:
-            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    print_table(head, table, a.markdown)
     print(f"layer span: {last - first:.1f} us; run span: {run_span(trace, pid):.1f} us")
     if other is not None:
         ofirst = min(o["first"] for o in other.values())

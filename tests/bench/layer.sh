@@ -1,6 +1,6 @@
 #!/bin/sh
 # layer.sh: bench/decode/layer.sh on the CPU simulator with the tiny Llama's decode_bench: a table
-# of layer 1 per batch and a line per slot count, in OUT and on the output, and with AGAINST a
+# of layer 1 and its chain per batch and a line per slot count, in OUT and on the output, and with AGAINST a
 # second build's medians beside each op; a missing binary and a failing run are errors (exit
 # status 1).
 #   layer.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
@@ -13,7 +13,8 @@ MLK_BACKEND=cpu DECODE_BENCH="$bench" PYTHON="$py" BATCHES="1 3" CONTEXT=8 LAYER
   sh "$src/bench/decode/layer.sh" "$dir/out" > "$dir/log" 2>&1 ||
   { cat "$dir/log"; echo "FAIL: layer.sh exited $?"; fail=1; }
 for b in 1 3; do
-  for want in "batch $b" "layer 1" "kv_append" "matvec_silu" "layer span: "; do
+  for want in "batch $b" "layer 1" "kv_append" "matvec_silu" "layer span: " \
+              "layer 1: ready and end times"; do
     grep -q "$want" "$dir/out/layer_b$b.txt" || { echo "FAIL: no '$want' in layer_b$b.txt"; fail=1; }
   done
   [ -s "$dir/out/trace_b$b.json" ] || { echo "FAIL: no trace of batch $b"; fail=1; }

@@ -3,7 +3,7 @@
 # the table of layer 1 lists its ops (the fused q/k/v matvecs, rope, the append, attention, the
 # MLP) in start order with a layer span; an unknown layer or run is a clear error; a GPU trace's
 # summed chunk waits and pumps (a hand-written one) come out as their medians; --against puts
-# another trace's medians and the differences beside the ops.
+# another trace's medians and the differences beside the ops; --chain the ops' ready and end times.
 #   trace_layer.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -69,5 +69,16 @@ grep "matvec@t" "$dir/against.txt" | grep -Eq "6\.50 +\+2\.50 *$" &&
   { cat "$dir/against.txt"; echo "FAIL: the --against columns"; fail=1; }
 "$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 5 --against "$dir/other.json" \
   > "$dir/err.txt" 2>&1 && { echo "FAIL: a layer neither trace has accepted"; fail=1; }
+# --chain: the ops in the order of their median ready time, ready times and last end from the
+# layer's first ready task (matvec ready at 10, 11, 12 and ending at 21; rope ready at 30, ends 32)
+"$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 2 --chain > "$dir/chain.txt" 2>&1 ||
+  { cat "$dir/chain.txt"; echo "FAIL: --chain exited $?"; fail=1; }
+grep "matvec@t" "$dir/chain.txt" | grep -Eq "^matvec@t\[l=2\] +3 +0\.0 +1\.0 +2\.0 +11\.0 *$" &&
+  grep "rope@t" "$dir/chain.txt" | grep -Eq " +1 +20\.0 +20\.0 +20\.0 +22\.0 *$" &&
+  [ "$(grep -n 'matvec@t' "$dir/chain.txt" | cut -d: -f1)" -lt "$(grep -n 'rope@t' "$dir/chain.txt" | cut -d: -f1)" ] ||
+  { cat "$dir/chain.txt"; echo "FAIL: the --chain table"; fail=1; }
+"$py" "$src/bench/decode/trace_layer.py" "$dir/gpu.json" --layer 2 --chain --against "$dir/other.json" \
+  > "$dir/err.txt" 2>&1 && { echo "FAIL: --chain with --against accepted"; fail=1; }
+grep -q "separate tables" "$dir/err.txt" || { cat "$dir/err.txt"; echo "FAIL: --chain --against message"; fail=1; }
 [ $fail = 0 ] && echo "trace_layer: ok"
 exit $fail

@@ -56,6 +56,16 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 /* Median and 90th percentile of v[0..n), sorted in place. */
+/* The samples of `rows` rows of `iters` each (h, row-major) past each row's first `skip` (the
+ * warm-up), into v; v may be h itself (the copy only moves samples forward). Returns the count. */
+static size_t gather(uint64_t *v, const uint64_t *h, uint32_t rows, uint32_t iters, uint32_t skip) {
+  size_t m = 0;
+  for (uint32_t r = 0; r < rows; r++)
+    for (uint32_t it = skip; it < iters; it++)
+      v[m++] = h[(size_t)r * iters + it];
+  return m;
+}
+
 static void pcts(uint64_t *v, size_t n, double *p50, double *p90) {
   qsort(v, n, sizeof *v, cmp_u64);
   *p50 = n ? (double)v[n / 2] : 0;
@@ -158,10 +168,7 @@ static void fence(int quick) {
       launch("probe_fence", sms, args);
       CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
       for (int part = 0; part < (n ? 2 : 1); part++) {
-        size_t m = 0;
-        for (int b = 0; b < sms; b++)
-          for (uint32_t it = skip; it < iters; it++)
-            v[m++] = h[(size_t)part * sms * iters + (size_t)b * iters + it];
+        size_t m = gather(v, h + (size_t)part * sms * iters, (uint32_t)sms, iters, skip);
         double p50, p90;
         pcts(v, m, &p50, &p90);
         char what[96];
@@ -286,12 +293,10 @@ static void fence_cluster(int quick) {
       exit(1);
     }
     CHECK_CU(cuMemcpyDtoH(h, d_out, words * sizeof *h));
-    size_t m = 0, same = 0;
+    size_t m = gather(v, h, npairs, iters, skip), same = 0;
     for (uint32_t p = 0; p < npairs; p++) {
       const uint64_t *sm = h + (size_t)npairs * iters + 2 * (size_t)p;
       same += sm[0] == sm[1];
-      for (uint32_t it = skip; it < iters; it++)
-        v[m++] = h[(size_t)p * iters + it];
     }
     double p50, p90;
     pcts(v, m, &p50, &p90);
@@ -415,10 +420,7 @@ static void stage(int quick) {
                     &measuring};
     launch("probe_stage", sms, args);
     CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)sms * iters * sizeof *h));
-    size_t m = 0;
-    for (uint32_t b = 0; b < measuring; b++)
-      for (uint32_t it = skip; it < iters; it++)
-        h[m++] = h[(size_t)b * iters + it];
+    size_t m = gather(h, h, measuring, iters, skip);
     double p50, p90;
     pcts(h, m, &p50, &p90);
     char what[96];

@@ -315,6 +315,19 @@ static inline u32 cluster_addr(u32 a, u32 rank) {
   return r;
 }
 
+/* One SLOT_BYTES bulk copy from global src into a cluster peer's shared memory at cluster address
+ * dst, completing on the peer's mbarrier at cluster address bar (its expected bytes raised
+ * first). */
+static inline void peer_copy(u32 dst, const uint8_t *src, u32 bar) {
+  __asm__ volatile("mbarrier.arrive.expect_tx.release.cluster.shared::cluster.b64 _, [%0], %1;"
+                   ::"r"(bar), "r"((u32)SLOT_BYTES)
+                   : "memory");
+  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
+                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], "
+                   "[g], %2, [%3];\n\t}" ::"r"(dst), "l"(src), "r"((u32)SLOT_BYTES), "r"(bar)
+                   : "memory");
+}
+
 /* Clusters of two blocks: block rank 1 (the loader) issues `copies` bulk copies of 32 KiB into
  * block rank 0's shared memory, completing on rank 0's mbarriers; then rank 0's thread 0 times
  * one fence.acq_rel.gpu and its notify, as a task's end would, and waits for the copies. Does a
@@ -336,14 +349,7 @@ KERNEL void probe_fence_cluster(const uint8_t *buf, u64 bytes, u64 *out, u32 *er
     if (rank == 1 && mlk_tid() == 0)
       for (u32 s = 0; s < copies; s++) {
         u64 c = ((u64)it * npairs * MAX_COPIES + (u64)pair * MAX_COPIES + s) % chunks;
-        __asm__ volatile("mbarrier.arrive.expect_tx.release.cluster.shared::cluster.b64 _, [%0], %1;"
-                         ::"r"(rbar + 8 * s), "r"((u32)SLOT_BYTES)
-                         : "memory");
-        __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                         "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], "
-                         "[g], %2, [%3];\n\t}" ::"r"(rring + s * SLOT_BYTES),
-                         "l"(buf + c * SLOT_BYTES), "r"((u32)SLOT_BYTES), "r"(rbar + 8 * s)
-                         : "memory");
+        peer_copy(rring + s * SLOT_BYTES, buf + c * SLOT_BYTES, rbar + 8 * s);
       }
     cluster_sync(); /* the copies are issued */
     if (rank == 0 && mlk_tid() == 0) {
@@ -528,14 +534,7 @@ KERNEL void probe_stream_cluster(const uint8_t *buf, u64 per_pair, u64 *out, u32
             break;
           }
       }
-      __asm__ volatile("mbarrier.arrive.expect_tx.release.cluster.shared::cluster.b64 _, [%0], %1;"
-                       ::"r"(rfull + 8 * slot), "r"((u32)SLOT_BYTES)
-                       : "memory");
-      __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], "
-                       "[g], %2, [%3];\n\t}" ::"r"(rring + slot * SLOT_BYTES),
-                       "l"(src + (u64)c * SLOT_BYTES), "r"((u32)SLOT_BYTES), "r"(rfull + 8 * slot)
-                       : "memory");
+      peer_copy(rring + slot * SLOT_BYTES, src + (u64)c * SLOT_BYTES, rfull + 8 * slot);
     }
   }
   if (rank == 0) { /* the reader */

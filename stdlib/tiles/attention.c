@@ -614,6 +614,18 @@ sum_slots_one(float *out, const float *part, MLK_SHARED const int64_t *soff,
   }
 }
 
+/* Item it of a reduce (row b, the task's kv head g, g's query head *j; items go in row order,
+ * per_row a row): the float offset from the partials of its kv head's record of slot 0 (o of
+ * query head j at j * hd, m at gs * hd + j, l gs further), and in *dst its output's from out. */
+static inline __attribute__((always_inline)) int64_t
+item_at(uint32_t it, uint32_t per_row, uint32_t gs, uint32_t hd, int64_t pcols, int64_t blk,
+        int64_t rec, int64_t heads, int64_t kvh0, uint32_t *j, int64_t *dst) {
+  uint32_t b = it / per_row, r = it - b * per_row, g = r / gs;
+  *j = r - g * gs;
+  *dst = (b * heads + (kvh0 + g) * gs + *j) * hd;
+  return b * pcols + blk + (int64_t)g * rec;
+}
+
 /* The m and l of a pass's (item, slot) pairs q = tid, tid + 256, ..., LU at once (the loads first:
  * a shared store may alias a load), and each item's offsets at its slot 0. */
 static __attribute__((noinline)) void
@@ -626,9 +638,9 @@ load_ml(MLK_SHARED float *w, MLK_SHARED float *ls, MLK_SHARED int64_t *soff,
     float mv[LU], lv[LU];
 #pragma unroll
     for (int u = 0; u < LU; u++) {
-      uint32_t q = q0 + (uint32_t)u * MLK_BLOCK_THREADS, k = q / S, c = q - k * S;
-      uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
-      const float *mr = part + b * pcols + blk + (int64_t)g * rec + gs * hd + j + c * cstride;
+      uint32_t q = q0 + (uint32_t)u * MLK_BLOCK_THREADS, k = q / S, c = q - k * S, j;
+      int64_t dst, r0 = item_at(i0 + k, per_row, gs, hd, pcols, blk, rec, heads, kvh0, &j, &dst);
+      const float *mr = part + r0 + gs * hd + j + c * cstride;
       mv[u] = q < in * S ? mr[0] : 0.0f;
       lv[u] = q < in * S ? mr[gs] : 0.0f;
     }
@@ -638,9 +650,11 @@ load_ml(MLK_SHARED float *w, MLK_SHARED float *ls, MLK_SHARED int64_t *soff,
       if (q < in * S) {
         w[q] = mv[u], ls[q] = lv[u];
         if (q == k * S) { /* slot 0 */
-          uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
-          soff[k] = b * pcols + blk + (int64_t)g * rec + j * hd;
-          doff[k] = (b * heads + (kvh0 + g) * gs + j) * hd;
+          uint32_t j;
+          int64_t dst;
+          int64_t r0 = item_at(i0 + k, per_row, gs, hd, pcols, blk, rec, heads, kvh0, &j, &dst);
+          soff[k] = r0 + j * hd;
+          doff[k] = dst;
         }
       }
     }
@@ -673,15 +687,14 @@ reduce_rows(float *out, const float *part, int64_t kv_heads, int64_t head_dim, i
      * slot in the item's thread (more pairs than threads: load_ml) */
     if (in * S <= MLK_BLOCK_THREADS) {
       for (uint32_t q = tid; q < in * S; q += MLK_BLOCK_THREADS) {
-        uint32_t k = q / S, c = q - k * S;
-        uint32_t it = i0 + k, b = it / per_row, r = it - b * per_row, g = r / gs, j = r - g * gs;
-        int64_t r0 = b * pcols + blk + (int64_t)g * rec;
+        uint32_t k = q / S, c = q - k * S, j;
+        int64_t dst, r0 = item_at(i0 + k, per_row, gs, hd, pcols, blk, rec, heads, kvh0, &j, &dst);
         const float *mr = part + r0 + gs * hd + j + c * cstride;
         w[q] = mr[0];
         ls[q] = mr[gs];
         if (c == 0) {
           soff[k] = r0 + j * hd;
-          doff[k] = (b * heads + (kvh0 + g) * gs + j) * hd;
+          doff[k] = dst;
         }
       }
     } else {

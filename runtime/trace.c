@@ -2,8 +2,8 @@
  *
  * With tracing on, every run hands the backend a buffer of MLK_TRACE_WORDS u64 per task (mlk_desc.h):
  * the GPU kernel stamps %globaltimer when a block takes a task, when its waits are satisfied and
- * when it is done (a streamed matvec also stamps its phases: inputs staged, first weights in,
- * tile done; exported as the tile slice's staged_us, first_us and body_us; and a task sums its
+ * when it is done (a matvec also stamps its phases: inputs staged, first weights in (streamed)
+ * or first sums done (tensor cores), tile done; exported as the tile slice's staged_us, first_us and body_us; and a task sums its
  * waits for streamed chunks and the loader's pumps: chunk_wait_us, issue_us), and the simulator
  * stamps the first three with CLOCK_MONOTONIC. The latest `max_runs`
  * runs are kept in a ring. The export shows one process per run and one thread per block (SM),

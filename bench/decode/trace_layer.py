@@ -10,9 +10,9 @@ thread per block, a "wait" slice and a tile slice per task. For the ops of layer
 in [l=L], or every op with --layer all) of run N (default: the last run in the file), in the order
 their first task started: tasks, the op's window (its first task's start to its last task's end),
 the median and largest running time of a task, the median wait before a task, how far the op's
-window overlaps the previous op's, and, for tiles that stamp their phases (a matvec fed by the
-weight stream), the median time from the tile's start to its inputs staged, its first weights in
-shared memory and its body done (the rest of the running time is the barrier and the notifies),
+window overlaps the previous op's, and, for tiles that stamp their phases (a matvec), the
+median time from the tile's start to its inputs staged, its first weights in shared memory (fed
+by the weight stream) or its first round of sums done (tensor cores), and its body done (the rest of the running time is the barrier and the notifies),
 and for tasks that record them, the medians of a task's summed waits for its chunks' copies and of
 the loader's pumps during it (chunk_wait_us, issue_us). Ends with the layer's span (its first start to its last end) and
 the whole run's, so a layer's cost can be set against its bytes at the floor.

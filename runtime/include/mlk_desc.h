@@ -91,10 +91,11 @@ typedef struct MlkDevTune {
 #define MLK_TRACE_END 2   /* tile and notifies done */
 #define MLK_TRACE_BLOCK 3 /* the block (SM queue) that ran it */
 #define MLK_TRACE_TASK 4  /* its task word */
-/* The phases of a tile that stamps them (0: not stamped; today a matvec fed by the weight stream,
- * on the GPU): between READY and END, in this order. */
+/* The phases of a tile that stamps them (0: not stamped; today a matvec on the GPU): between READY
+ * and END, in this order. */
 #define MLK_TRACE_STAGED 5 /* its inputs are staged in shared memory */
-#define MLK_TRACE_FIRST 6  /* its first weights are in shared memory (the first chunk's wait) */
+#define MLK_TRACE_FIRST 6  /* streamed: its first weights are in shared memory (the first chunk's
+                            * wait); tensor cores: its first round of row groups has its sums */
 #define MLK_TRACE_BODY 7   /* its tile is done: what follows is the barrier and the notifies */
 #define MLK_TRACE_PHASES 3 /* STAGED, FIRST, BODY */
 /* Durations a streamed task sums up (ns, 0: none; GPU, sm_90, since ABI 12): */

@@ -683,6 +683,8 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
   MLK_SHARED float *ring = mlk_dev_tune.mma_stage_ring ? mlk_stream_scratch(&ring_floats) : 0;
   if (ring && ring_floats > STAGE)
     sw = (MLK_SHARED uint32_t *)ring, cap = ring_floats;
+  /* the trace's phases (when traced): the first round's x staged, its sums done, the task's */
+  int stamped = 0;
   for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
     uint32_t nb = (uint32_t)(batch - b0 < MMA_NB ? batch - b0 : MMA_NB), nt = (nb + 7) / 8;
     uint32_t KC = (cap / (nt * 8) - 16) & ~31u;
@@ -740,9 +742,15 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
         else
           mma_stage_scalar(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
+        if (!stamped)
+          mlk_dev_trace_phase(MLK_TRACE_STAGED);
+        stamped = 1;
         if (active)
           mma_chunk(acc, win, sw, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
       }
+      if (stamped == 1)
+        mlk_dev_trace_phase(MLK_TRACE_FIRST);
+      stamped = 2;
       uint32_t g = lane >> 2, t = lane & 3;
       MLK_SHARED float *mine = mlk_tile_smem + warp * 16 * PART_RS;
       if (P > 1) { /* the parts of k: every warp's sums through shared memory */
@@ -779,6 +787,7 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
       }
     }
   }
+  mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
 
 /* The tensor-core path in two functions of its own (noinline: ptxas allocates each alone): the

@@ -208,7 +208,7 @@ void mlk_task_prefetch(const MlkDevOp *op, int64_t task, const int64_t *rt) {
   if (op->kind == MLK_OP_MATVEC &&
       !mlk_stream_takes(PTR(const uint16_t, op->in[1]), op->k, mlk_task_rows(op, rt)))
     mlk_tile_matvec_prefetch(PTR(const uint16_t, op->in[1]), op->n, op->k, first_col(op, task),
-                             op->tile);
+                             op->tile, mlk_task_rows(op, rt));
 #else
   (void)op, (void)task, (void)rt;
 #endif

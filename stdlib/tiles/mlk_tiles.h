@@ -187,9 +187,11 @@ int mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const f
                           float *scratch, uint32_t *arrive);
 /* Weights do not depend on any event: the skeleton calls this before a matvec task's waits, so
  * that the task's weight rows (up to MLK_MATVEC_PREFETCH_BYTES of them) stream into L2 while the
- * block waits for the previous layer. A hint: no result, no ordering. */
+ * block waits for the previous layer; none on the tensor-core path (batch rows >= 16), where they
+ * slowed the staging of x. A hint: no result, no ordering. */
 #define MLK_MATVEC_PREFETCH_BYTES (256 * 1024)
-void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows);
+void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows,
+                              int64_t batch);
 void mlk_tile_eltwise(float *out, const float *a, const float *c, const uint16_t *bias,
                       int64_t n, int64_t c0, int64_t count, int64_t batch, int fn);
 void mlk_tile_gather(float *out, const int32_t *ids, const uint16_t *table, int64_t n, int64_t c0,

@@ -911,6 +911,54 @@ static void misc_done(const char *name, int bad) {
   }
 }
 
+/* The L2 prefetch the skeleton issues before a matvec task's waits: the task's rows as one byte
+ * range in 32 KiB requests, at most MLK_MATVEC_PREFETCH_BYTES of it, and none at a batch the
+ * tensor-core path runs (>= 16). */
+typedef struct PfCase {
+  const uint16_t *W;
+  int64_t n, k, row0, rows, batch;
+} PfCase;
+static void pf_block(void *arg) {
+  const PfCase *c = arg;
+  mlk_tile_matvec_prefetch(c->W, c->n, c->k, c->row0, c->rows, c->batch);
+}
+static void test_matvec_prefetch(void) {
+  static const int64_t cases_[][4] = {/* rows, row0, batch, bytes expected */
+                                      {64, 8, 1, 64 * 2048 * 2},
+                                      {24, 0, 8, 24 * 2048 * 2},
+                                      {200, 0, 4, MLK_MATVEC_PREFETCH_BYTES},
+                                      {64, 8, 16, 0},
+                                      {64, 8, 64, 0},
+                                      {64, 250, 1, 6 * 2048 * 2}}; /* the last rows of W */
+  const int64_t n = 256, k = 2048;
+  uint16_t *W = xalloc((size_t)(n * k) * 2);
+  emu_set_dynamic_smem(0);
+  for (size_t i = 0; i < sizeof cases_ / sizeof *cases_; i++) {
+    PfCase c = {W, n, k, cases_[i][1], cases_[i][0], cases_[i][2]};
+    enum { MAX = 64 };
+    const void *src[MAX];
+    uint32_t bytes[MAX];
+    cases++;
+    emu_prefetches(NULL, NULL, 0);
+    int bad = emu_block_run(pf_block, &c, 0, 1, rt_next()) != 0;
+    size_t np = emu_prefetches(src, bytes, MAX);
+    const char *at = (const char *)(W + c.row0 * k);
+    int64_t total = 0;
+    for (size_t j = 0; j < np && j < MAX && !bad; j++) {
+      bad = (const char *)src[j] != at + total || bytes[j] > 32768;
+      total += bytes[j];
+    }
+    if (bad || total != cases_[i][3]) {
+      fprintf(stderr, "matvec prefetch rows %lld from %lld batch %lld: %zu requests, %lld bytes%s "
+              "(want %lld bytes from the first row on)\n", (long long)c.rows, (long long)c.row0,
+              (long long)c.batch, np, (long long)total, bad ? ", not one range" : "",
+              (long long)cases_[i][3]);
+      rt_failures++;
+    }
+  }
+  free(W);
+}
+
 static void test_misc(void) {
   static const int64_t batches[] = {1, 3};
   for (size_t bi = 0; bi < 2; bi++) {
@@ -1039,6 +1087,7 @@ int main(void) {
   rt_watchdog(600);
   rt_seed();
   test_matvec();
+  test_matvec_prefetch();
   test_split_matvec();
   test_attention();
   test_misc();

@@ -865,7 +865,7 @@ static inline float pre_operand(const Mv *m, int64_t e, int64_t rows, int64_t nr
 #define PRE_REGS 2 /* epilogue operands a thread loads before x: 512 per block, a task's rows at b1 */
 
 static inline __attribute__((always_inline)) void
-stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
+stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
   uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
   int64_t k = m->k, nb = m->nb, KC = m->KC, chunks = k >> 3;
   /* Stage x (times the norm's weights) in one pass, 16-byte loads, several in flight; the norm's
@@ -958,31 +958,43 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
    * matvec_stream_b1's samples, against ~21% for the dot products. */
   uint32_t urows = (uint32_t)rows, K8 = (uint32_t)chunks, uk = (uint32_t)k, unb = (uint32_t)nb;
   uint32_t rpc = (uint32_t)mlk_stream_rows_per_chunk(k);
-  float rs = norm_w ? rscale(ss, lane < unb ? lane : 0, NB, k, eps) : 1.0f;
+  /* after the warp's reduce_scatter, lane l holds the sum of row l / NB of its unit (below),
+   * batch row lb = l % NB */
+  uint32_t lb = lane & (uint32_t)(NB - 1), lr = (lane / (uint32_t)NB) & (uint32_t)(R - 1);
+  float rs = norm_w ? rscale(ss, lb < unb ? lb : 0, NB, k, eps) : 1.0f;
   MlkStreamCursor cur = mlk_stream_cursor();
   for (uint32_t r0 = 0; r0 < urows; r0 += rpc) {
     uint32_t nr = urows - r0 < rpc ? urows - r0 : rpc;
-    /* warps per row: 2^ls = WARPS / nr rounded down to a power of two (1 from 8 rows on), by
-     * comparisons rather than divisions, which cost ~20 instructions each per chunk */
-    uint32_t ls = nr >= WARPS / 2 + 1 ? 0 : nr >= WARPS / 4 + 1 ? 1 : nr >= 2 ? 2 : 3;
+    /* a warp's unit is R rows (R = 2 from batch 2: each x value read from shared memory feeds two
+     * rows; at batch 4 a chunk's shared-memory reads were ~2.5x batch 1's, 2.7 against 1.45 us a
+     * chunk); warps per unit: 2^ls = WARPS / units rounded down to a power of two (1 from 8 units
+     * on), by comparisons rather than divisions, which cost ~20 instructions each per chunk */
+    uint32_t nu = R == 1 ? nr : (nr + 1) >> 1;
+    uint32_t ls = nu >= WARPS / 2 + 1 ? 0 : nu >= WARPS / 4 + 1 ? 1 : nu >= 2 ? 2 : 3;
     uint32_t S = 1u << ls;
     uint32_t seg = (K8 + S - 1) >> ls;
     const MLK_SHARED uint16_t *slot = mlk_stream_wait(&cur);
     if (r0 == 0)
       mlk_dev_trace_phase(MLK_TRACE_FIRST);
-    for (uint32_t rr = warp >> ls; rr < nr; rr += WARPS >> ls) {
-      uint32_t sg = warp & (S - 1);
+    for (uint32_t uu = warp >> ls; uu < nu; uu += WARPS >> ls) {
+      uint32_t sg = warp & (S - 1), rr0 = uu * (uint32_t)R;
       uint32_t c0 = sg * seg, c1 = c0 + seg < K8 ? c0 + seg : K8;
-      float acc[BMAX];
+      float acc[2 * BMAX];
 #pragma unroll
-      for (int b = 0; b < NB; b++)
-        acc[b] = 0.0f;
-      /* ordinary loads: the wait's asm (a memory clobber) keeps them after the copy landed */
-      const MLK_SHARED V4 *wrow = (const MLK_SHARED V4 *)(slot + rr * uk);
+      for (int j = 0; j < R * NB; j++)
+        acc[j] = 0.0f;
+      /* ordinary loads: the wait's asm (a memory clobber) keeps them after the copy landed; a
+       * unit's missing second row (an odd chunk) reads the first again, its sums never written */
+      const MLK_SHARED V4 *wrow = (const MLK_SHARED V4 *)(slot + rr0 * uk);
+      const MLK_SHARED V4 *wrow1 = R == 2 && rr0 + 1 < nr ? wrow + K8 : wrow;
 #pragma unroll 4
       for (uint32_t c = c0 + lane; c < c1; c += 32) {
         V4 wv = wrow[c];
-        U4 w = {wv.x, wv.y, wv.z, wv.w};
+        U4 w = {wv.x, wv.y, wv.z, wv.w}, w1 = w;
+        if (R == 2) {
+          V4 wv1 = wrow1[c];
+          w1 = (U4){wv1.x, wv1.y, wv1.z, wv1.w};
+        }
         uint32_t off = ((c >> 3) << 6) | ((c & 7u) << 2);
 #pragma unroll
         for (int b = 0; b < NB; b++) {
@@ -991,15 +1003,18 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
             F4 x0 = *(const MLK_SHARED F4 *)xr;
             F4 x1 = *(const MLK_SHARED F4 *)(xr + 32);
             acc[b] += dot8(w, x0, x1);
+            if (R == 2)
+              acc[NB + b] += dot8(w1, x0, x1);
           }
         }
       }
-      float sum = reduce_scatter(acc, NB, lane);
-      if (lane < unb) {
+      float sum = reduce_scatter(acc, R * NB, lane);
+      uint32_t rr = rr0 + lr;
+      if (lane < (uint32_t)(R * NB) && lb < unb && rr < nr) {
         if (S == 1)
-          emit_pre(m, pre, r0 + rr, lane, sum * rs);
+          emit_pre(m, pre, r0 + rr, lb, sum * rs);
         else
-          part[(rr * S + sg) * NB + lane] = sum;
+          part[(rr * S + sg) * NB + lb] = sum;
       }
     }
     if (S > 1) {
@@ -1017,19 +1032,21 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB) {
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
 
-#define MLK_MATVEC_STREAM_VARIANT(name, NB)                                                        \
+#define MLK_MATVEC_STREAM_VARIANT(name, NB, R)                                                     \
   static __attribute__((noinline)) void name(                                                      \
       float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
       const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0, int64_t rows,           \
       int64_t batch, int fn) {                                                                     \
     int64_t kp = (k + 63) & ~(int64_t)63;                                                          \
     Mv m = {out, x, W, res, bias, n, k, row0, rows, 0, batch, 0, k, kp, fn, 1, 1};                 \
-    stream_rows(norm_w, eps, &m, NB);                                                              \
+    stream_rows(norm_w, eps, &m, NB, R);                                                           \
   }
-MLK_MATVEC_STREAM_VARIANT(matvec_stream_b1, 1)
-MLK_MATVEC_STREAM_VARIANT(matvec_stream_b2, 2)
-MLK_MATVEC_STREAM_VARIANT(matvec_stream_b4, 4)
-MLK_MATVEC_STREAM_VARIANT(matvec_stream_b8, BMAX)
+/* R = 2 only where a unit's split partial sums fit `part` (units x warps per unit <= WARPS, so
+ * rows x S x NB <= 2 * WARPS * NB <= RED for NB <= 4) */
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b1, 1, 1)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b2, 2, 2)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b4, 4, 2)
+MLK_MATVEC_STREAM_VARIANT(matvec_stream_b8, BMAX, 1)
 
 void mlk_tile_matvec_prefetch(const uint16_t *W, int64_t n, int64_t k, int64_t row0, int64_t rows,
                               int64_t batch) {

@@ -586,6 +586,10 @@ static void test_matvec(void) {
     mv_case(37, 520, b, 8, 1, 1, MLK_FN_SILU, 0, 0);   /* odd rows, k % 64 != 0 */
     mv_case(9, 13, b, 4, 1, 0, MLK_FN_RELU, 1, 0);     /* k % 8 != 0: the scalar path */
     mv_case(64, 256, b, 64, 1, 1, MLK_FN_SILU, 1, 0);  /* 64 rows a chunk: no k split */
+    /* odd rows a chunk (two-row units from batch 2: a unit without its second row), with a warp
+     * a unit (15 rows a chunk of k 1032) and with k split over a unit's warps (5 of 8) */
+    mv_case(37, 1032, b, 13, 1, 0, MLK_FN_NONE, 1, 0);
+    mv_case(37, 2048, b, 5, 0, 1, MLK_FN_SILU, 0, 0);
     mv_mixed_queue(b, 0);
   }
   /* one-chunk streamed tasks after tasks the stream does not take */

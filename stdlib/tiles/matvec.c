@@ -888,53 +888,71 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
     early[j] = pre && e < npre ? pre_operand(m, e, rows, nres, NB) : 0.0f;
   }
   int vec = (((uintptr_t)m->x | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) == 0;
+  float sq[BMAX]; /* the thread's sums of squares of each batch row */
 #pragma unroll
-  for (int b = 0; b < NB; b++) {
-    if (b < nb) {
-      const float *xr = m->x + b * k;
-      MLK_SHARED float *dst = mlk_tile_smem + b * KC;
-      float sq = 0.0f;
-      if (vec) {
-        for (int64_t i0 = (int64_t)tid * 4; i0 < k; i0 += 4 * 4 * MLK_BLOCK_THREADS) {
-          F4 v[4];
-          uint32_t nw[4][2];
+  for (int b = 0; b < NB; b++)
+    sq[b] = 0.0f;
+  if (vec) {
+    /* every batch row's loads of a step issued before any is used: with the rows one after
+     * another, batch 4 staged in four L2 round trips (4.9 us against 1.7 at batch 1, H100 layer
+     * trace); SU x NB 16-byte loads of x in flight a thread */
+    const int SU = NB >= 8 ? 1 : NB >= 4 ? 2 : 4;
+    for (int64_t i0 = (int64_t)tid * 4; i0 < k; i0 += 4 * SU * MLK_BLOCK_THREADS) {
+      F4 v[BMAX][4];
+      uint32_t nw[4][2];
 #pragma unroll
-          for (int u = 0; u < 4; u++) {
-            int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
-            if (i < k) {
-              v[u] = *(const F4 *)(xr + i);
-              if (norm_w) {
-                const uint32_t *q = (const uint32_t *)(const void *)(norm_w + i);
-                nw[u][0] = q[0], nw[u][1] = q[1];
-              }
+      for (int u = 0; u < SU; u++) {
+        int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
+        if (i < k && norm_w) {
+          const uint32_t *q = (const uint32_t *)(const void *)(norm_w + i);
+          nw[u][0] = q[0], nw[u][1] = q[1];
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+          if (b < nb && i < k)
+            v[b][u] = *(const F4 *)(m->x + b * k + i);
+      }
+#pragma unroll
+      for (int u = 0; u < SU; u++) {
+        int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+          if (b < nb && i < k) {
+            F4 t = v[b][u];
+            sq[b] += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+            if (norm_w) {
+              t.x *= mlk_bf16_lo(nw[u][0]), t.y *= mlk_bf16_hi(nw[u][0]);
+              t.z *= mlk_bf16_lo(nw[u][1]), t.w *= mlk_bf16_hi(nw[u][1]);
             }
-          }
-#pragma unroll
-          for (int u = 0; u < 4; u++) {
-            int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
-            if (i < k) {
-              F4 t = v[u];
-              sq += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-              if (norm_w) {
-                t.x *= mlk_bf16_lo(nw[u][0]), t.y *= mlk_bf16_hi(nw[u][0]);
-                t.z *= mlk_bf16_lo(nw[u][1]), t.w *= mlk_bf16_hi(nw[u][1]);
-              }
-              *(MLK_SHARED F4 *)(dst + perm((uint32_t)i)) = t; /* i % 4 == 0: 4 in a row */
-            }
+            /* i % 4 == 0: 4 in a row */
+            *(MLK_SHARED F4 *)(mlk_tile_smem + b * KC + perm((uint32_t)i)) = t;
           }
         }
-      } else {
+      }
+    }
+  } else {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+      if (b < nb) {
+        const float *xr = m->x + b * k;
+        MLK_SHARED float *dst = mlk_tile_smem + b * KC;
         for (int64_t i = tid; i < k; i += MLK_BLOCK_THREADS) {
           float t = xr[i];
-          sq += t * t;
+          sq[b] += t * t;
           dst[perm((uint32_t)i)] = norm_w ? t * bf16f(mlk_ld_weight16(norm_w + i)) : t;
         }
       }
-      if (norm_w) {
+    }
+  }
+  if (norm_w) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+      if (b < nb) {
+        float q = sq[b];
         for (int off = 16; off > 0; off >>= 1)
-          sq += __nvvm_shfl_sync_bfly_f32(0xffffffffu, sq, off, 0x1f);
+          q += __nvvm_shfl_sync_bfly_f32(0xffffffffu, q, off, 0x1f);
         if (lane == 0)
-          ss[warp * NB + b] = sq;
+          ss[warp * NB + b] = q;
       }
     }
   }

@@ -60,9 +60,17 @@ static INLINE_FN int64_t capped_split(int64_t split) {
 }
 
 INLINE_FN int mlk_task_matvec_splits(int64_t split, int64_t k, int64_t ntasks, int64_t rows,
-                                     int64_t task) {
+                                     int64_t task, int64_t tile) {
   if (!mlk_matvec_splits_at(split, k, rows)) /* no division where it cannot split */
     return 0;
+#if defined(__NVPTX__)
+  /* where the weight stream takes the op's tasks in column blocks, whole (the simulator, which
+   * streams nothing, splits them: the same sums up to f32 rounding) */
+  if (mlk_stream_on() && mlk_matvec_stream_cols(0, k, tile, rows))
+    return 0;
+#else
+  (void)tile;
+#endif
   int64_t first, members, slice;
   mlk_matvec_group(capped_split(split), k, ntasks, rows, task, &first, &members, &slice);
   return members > 1;
@@ -88,7 +96,8 @@ INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t t
  * make that choice themselves (codegen.c): their plain form has split folded to 0, so that the
  * split's code is in none of the tasks that do not split. */
 TASK(matvec) {
-  if (mlk_task_matvec_splits(op->split, op->k, op->ntasks, mlk_task_rows(op, rt), task)) {
+  if (mlk_task_matvec_splits(op->split, op->k, op->ntasks, mlk_task_rows(op, rt), task,
+                             op->tile)) {
     *done = mlk_task_matvec_split_inline(op, task, rt);
     return;
   }
@@ -206,7 +215,9 @@ MlkTaskDone mlk_task_exec(const MlkDevOp *op, int64_t task, const int64_t *rt) {
 void mlk_task_prefetch(const MlkDevOp *op, int64_t task, const int64_t *rt) {
 #if defined(__NVPTX__)
   if (op->kind == MLK_OP_MATVEC &&
-      !mlk_stream_takes(PTR(const uint16_t, op->in[1]), op->k, mlk_task_rows(op, rt)))
+      !mlk_stream_takes(PTR(const uint16_t, op->in[1]), op->k, mlk_task_rows(op, rt)) &&
+      !mlk_stream_takes_cols(PTR(const uint16_t, op->in[1]), op->k, col_count(op, task),
+                             mlk_task_rows(op, rt)))
     mlk_tile_matvec_prefetch(PTR(const uint16_t, op->in[1]), op->n, op->k, first_col(op, task),
                              op->tile, mlk_task_rows(op, rt));
 #else

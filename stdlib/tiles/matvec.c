@@ -1050,6 +1050,171 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
 
+/* ---- Stream path in column blocks: x too large to stage whole, at batch 2 to 4 ----
+ *
+ * A task of at most COLS_MAX_ROWS rows whose x (batch rows of k) does not fit the staging buffer
+ * (Llama's down projection, k = 8192, from batch 2) gets its weights from the ring one column
+ * block at a time: a chunk is block j (kc columns) of every row of the task, row r at r * kc
+ * elements of the slot (stream.c copies a row at a time). x goes into two buffers of [nb][kc]
+ * (the vector path's layout) in turn: block j + 1's loads are issued before chunk j's dot
+ * products and stored after them, so the staging's L2 round trip overlaps the arithmetic; the
+ * release barrier of chunk j - 1 frees the buffer block j + 1 goes into. A warp takes rows w and
+ * w + WARPS over every block, their sums in registers to the end (no partial sums in memory), and
+ * the norm's 1 / rms (sums of squares gathered over the blocks) multiplies the finished sums. */
+#define COLS_MAX_ROWS (2 * WARPS)
+#define COLS_MAX_BATCH 4
+
+int mlk_matvec_stream_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch) {
+  if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0 || batch < 2 || batch > COLS_MAX_BATCH ||
+      rows < 1 || rows > COLS_MAX_ROWS || mlk_matvec_x_fits(k, batch))
+    return 0;
+  /* a slot's worth of rows, two buffers of x beside the norm's WARPS * BMAX sums, and one 16-byte
+   * load of x a thread and batch row a block */
+  int64_t kc = (MLK_STREAM_SLOT_BYTES / (2 * rows)) & ~(int64_t)63;
+  int64_t kx = ((STAGE - WARPS * BMAX) / (2 * batch)) & ~(int64_t)63;
+  kc = kc < kx ? kc : kx;
+  kc = kc < 4 * MLK_BLOCK_THREADS ? kc : 4 * MLK_BLOCK_THREADS;
+  return kc >= 64 ? (int)kc : 0;
+}
+
+/* Block j's loads: x's columns [c0, c0 + kn) of every batch row, one 16-byte load a row for
+ * thread t (columns c0 + 4t ..), and the norm's weights of them. */
+static inline __attribute__((always_inline)) void
+cols_load(const Mv *m, const uint16_t *norm_w, int NB, uint32_t c0, uint32_t kn, uint32_t tid,
+          F4 *v, uint32_t *nw) {
+  uint32_t i = 4 * tid;
+  if (i < kn) {
+    if (norm_w) {
+      const uint32_t *q = (const uint32_t *)(const void *)(norm_w + c0 + i);
+      nw[0] = q[0], nw[1] = q[1];
+    }
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+      if (b < m->nb)
+        v[b] = *(const F4 *)(m->x + b * m->k + c0 + i);
+  }
+}
+
+/* ... and their stores into buffer `buf` ([nb][kc], the vector path's layout), times the norm's
+ * weights, the sums of squares gathered. */
+static inline __attribute__((always_inline)) void
+cols_store(const Mv *m, const uint16_t *norm_w, int NB, MLK_SHARED float *buf, uint32_t kc,
+           uint32_t kn, uint32_t tid, const F4 *v, const uint32_t *nw, float *sq) {
+  uint32_t i = 4 * tid;
+  if (i < kn) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+      if (b < m->nb) {
+        F4 t = v[b];
+        sq[b] += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+        if (norm_w) {
+          t.x *= mlk_bf16_lo(nw[0]), t.y *= mlk_bf16_hi(nw[0]);
+          t.z *= mlk_bf16_lo(nw[1]), t.w *= mlk_bf16_hi(nw[1]);
+        }
+        *(MLK_SHARED F4 *)(buf + b * kc + perm(i)) = t;
+      }
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void
+stream_cols(const uint16_t *norm_w, float eps, Mv *m, int NB, uint32_t kc) {
+  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31;
+  uint32_t uk = (uint32_t)m->k, urows = (uint32_t)m->rows, unb = (uint32_t)m->nb;
+  uint32_t nblk = (uk + kc - 1) / kc;
+  MLK_SHARED float *buf0 = mlk_tile_smem, *buf1 = mlk_tile_smem + NB * kc;
+  MLK_SHARED float *ss = mlk_tile_smem + 2 * NB * kc; /* WARPS * NB sums of squares */
+  float sq[BMAX];
+#pragma unroll
+  for (int b = 0; b < NB; b++)
+    sq[b] = 0.0f;
+  F4 v[BMAX];
+  uint32_t nw[2] = {0, 0};
+  cols_load(m, norm_w, NB, 0, uk < kc ? uk : kc, tid, v, nw);
+  cols_store(m, norm_w, NB, buf0, kc, uk < kc ? uk : kc, tid, v, nw, sq);
+  if (nblk > 1)
+    cols_load(m, norm_w, NB, kc, uk - kc < kc ? uk - kc : kc, tid, v, nw);
+  __nvvm_barrier_sync(0);
+  mlk_dev_trace_phase(MLK_TRACE_STAGED);
+  /* rows warp and warp + WARPS: a unit of two as in stream_rows (each x value read feeds both) */
+  uint32_t ra = warp, rb = warp + WARPS;
+  int has_a = ra < urows, has_b = rb < urows;
+  float acc[2 * BMAX];
+#pragma unroll
+  for (int j = 0; j < 2 * NB; j++)
+    acc[j] = 0.0f;
+  MlkStreamCursor cur = mlk_stream_cursor();
+  for (uint32_t j = 0; j < nblk; j++) {
+    uint32_t c0 = j * kc, kn = uk - c0 < kc ? uk - c0 : kc, K8 = kn >> 3;
+    const MLK_SHARED float *xb = j & 1 ? buf1 : buf0;
+    const MLK_SHARED uint16_t *slot = mlk_stream_wait(&cur);
+    if (j == 0)
+      mlk_dev_trace_phase(MLK_TRACE_FIRST);
+    if (has_a) {
+      const MLK_SHARED V4 *wa = (const MLK_SHARED V4 *)(slot + ra * kc);
+      const MLK_SHARED V4 *wb = has_b ? (const MLK_SHARED V4 *)(slot + rb * kc) : wa;
+#pragma unroll 4
+      for (uint32_t c = lane; c < K8; c += 32) {
+        V4 va = wa[c], vb = wb[c];
+        U4 w0 = {va.x, va.y, va.z, va.w}, w1 = {vb.x, vb.y, vb.z, vb.w};
+        uint32_t off = ((c >> 3) << 6) | ((c & 7u) << 2);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+          if ((uint32_t)b < unb) {
+            const MLK_SHARED float *xr = xb + b * kc + off;
+            F4 x0 = *(const MLK_SHARED F4 *)xr;
+            F4 x1 = *(const MLK_SHARED F4 *)(xr + 32);
+            acc[b] += dot8(w0, x0, x1);
+            acc[NB + b] += dot8(w1, x0, x1);
+          }
+        }
+      }
+    }
+    if (j + 1 < nblk) { /* block j + 1 into the other buffer (free since chunk j - 1's release) */
+      uint32_t c1 = c0 + kc, kn1 = uk - c1 < kc ? uk - c1 : kc;
+      cols_store(m, norm_w, NB, j & 1 ? buf0 : buf1, kc, kn1, tid, v, nw, sq);
+      if (j + 2 < nblk)
+        cols_load(m, norm_w, NB, c1 + kc, uk - c1 - kc < kc ? uk - c1 - kc : kc, tid, v, nw);
+    }
+    mlk_stream_release(&cur);
+  }
+  if (norm_w) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+      float q = sq[b];
+      for (int off = 16; off > 0; off >>= 1)
+        q += __nvvm_shfl_sync_bfly_f32(0xffffffffu, q, off, 0x1f);
+      if (lane == 0)
+        ss[warp * NB + b] = q;
+    }
+    __nvvm_barrier_sync(0);
+  }
+  uint32_t lb = lane & (uint32_t)(NB - 1), lr = (lane / (uint32_t)NB) & 1u;
+  float sum = reduce_scatter(acc, 2 * NB, lane);
+  uint32_t r = lr ? rb : ra;
+  if (lane < (uint32_t)(2 * NB) && lb < unb && r < urows) {
+    float rs = norm_w ? rscale(ss, lb, NB, uk, eps) : 1.0f;
+    emit_pre(m, 0, r, lb, sum * rs);
+  }
+  mlk_dev_trace_phase(MLK_TRACE_BODY);
+}
+
+
+
+#define MLK_MATVEC_COLS_VARIANT(name, NB)                                                          \
+  static __attribute__((noinline)) void name(                                                      \
+      float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
+      const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0, int64_t rows,           \
+      int64_t batch, uint32_t kc, int fn) {                                                        \
+    int64_t kp = (k + 63) & ~(int64_t)63;                                                          \
+    Mv m = {out, x, W, res, bias, n, k, row0, rows, 0, batch, 0, k, kp, fn, 1, 1};                 \
+    stream_cols(norm_w, eps, &m, NB, kc);                                                          \
+  }
+MLK_MATVEC_COLS_VARIANT(matvec_cols_b2, 2)
+MLK_MATVEC_COLS_VARIANT(matvec_cols_b4, 4)
+
+
+
 #define MLK_MATVEC_STREAM_VARIANT(name, NB, R)                                                     \
   static __attribute__((noinline)) void name(                                                      \
       float *out, const float *x, const uint16_t *W, const float *res, const uint16_t *norm_w,     \
@@ -1118,6 +1283,13 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
       matvec_stream_b4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
     else
       matvec_stream_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
+  } else if (mlk_stream_takes_cols(W, k, rows, batch)) {
+    /* uniform: x too large to stage whole, the weights in column blocks from the ring */
+    uint32_t kc = (uint32_t)mlk_matvec_stream_cols(W, k, rows, batch);
+    if (batch == 2)
+      matvec_cols_b2(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, kc, fn);
+    else
+      matvec_cols_b4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, kc, fn);
   } else if ((k & 7) != 0 || ((uintptr_t)W & 15) != 0)
     matvec_scalar(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
   else if (batch == 1 && rows >= 4 * WARPS) /* 16 weight loads in flight per lane */

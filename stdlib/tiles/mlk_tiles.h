@@ -147,6 +147,12 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
 void mlk_stream_pump(void);
 void mlk_stream_drain(void);
 int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);
+/* Column blocks: a task whose x does not fit the staging whole (mlk_matvec_stream_cols) gets its
+ * `rows` weight rows in chunks of one block of kc columns each (row r of a chunk at r * kc
+ * elements of its slot); the stream takes it so when this is kc > 0, the same answer for the
+ * loader and the tile. mlk_stream_on: whether the launch streams at all. */
+int mlk_stream_takes_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch);
+int mlk_stream_on(void);
 int mlk_stream_rows_per_chunk(int64_t k);
 /* A task's position in the ring: its next chunk, that chunk's slot and mbarrier phase parity, and
  * the ring's slots (counted forward, so that no thread divides per chunk). */
@@ -165,6 +171,10 @@ MLK_SHARED float *mlk_stream_scratch(uint32_t *floats);
 /* Whether the matvec tile can take weights from the stream for this shape: the vector path, one
  * pass over the batch with x staged in one piece (matvec.c). */
 int mlk_matvec_streamable(const uint16_t *W, int64_t k, int64_t batch);
+/* Whether (and how) the matvec tile can take weights from the stream in column blocks instead:
+ * batch 2 to 4 rows whose x does not fit whole, tasks of at most 16 rows; the columns of a block
+ * (a multiple of 64), or 0. W NULL: any 16-byte aligned W (the split decision, which has none). */
+int mlk_matvec_stream_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch);
 
 /* The op tiles. Each is the device twin of the reference of the same name in stdlib/ref/mlk_ref.h
  * (mlk_ref_X <-> mlk_tile_X, same arguments, same results up to f32 rounding), computes the

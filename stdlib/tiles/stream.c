@@ -16,7 +16,9 @@
  * the same functions, of values that do not change during a launch.
  *
  * A task's rows are consecutive, so its weights are one contiguous range, and a chunk of
- * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. With n slots (the launch's choice), slot s
+ * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. A task whose x does not fit the tile's
+ * staging whole (batch 2 to 4, k large: mlk_matvec_stream_cols) goes in column blocks instead: a
+ * chunk is one block of kc columns of every row, a copy a row, row r at r * kc in the slot. With n slots (the launch's choice), slot s
  * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
  *
  * Launch-time knobs (mlk_desc.h MlkDevTune): with stream_l2_ahead > 0 (MLK_STREAM_L2_AHEAD, off
@@ -54,10 +56,12 @@ extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
 /* A place in the block's stream list: a streamed task and its next row. */
 typedef struct ListPos {
   const uint64_t *list; /* the list entry after the task */
-  const uint16_t *src;  /* the task's next row */
-  uint32_t left;        /* its rows from there (0: find the next streamed task) */
+  const uint16_t *src;  /* the task's next row (column blocks: its first row) */
+  uint32_t left;        /* its rows from there, or column blocks (0: find the next streamed task) */
   uint32_t k;           /* its k */
   uint32_t done;        /* 1 once the list's end was reached */
+  uint32_t kc;          /* column blocks: columns a block (0: chunks of whole rows) */
+  uint32_t rows, col;   /* column blocks: the task's rows, its next block */
 } ListPos;
 
 typedef struct StreamState {
@@ -109,12 +113,30 @@ int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch) {
 #endif
 }
 
+int mlk_stream_takes_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch) {
+#if STREAM_HW
+  return st.on ? mlk_matvec_stream_cols(W, k, rows, batch) : 0;
+#else
+  (void)W, (void)k, (void)rows, (void)batch;
+  return 0;
+#endif
+}
+
+int mlk_stream_on(void) {
+#if STREAM_HW
+  return (int)st.on;
+#else
+  return 0;
+#endif
+}
+
 void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t *rt, int enabled) {
 #if STREAM_HW
   if (mlk_tid() == 0) {
     uint32_t blocks = __nvvm_read_ptx_sreg_nctaid_x(), b = __nvvm_read_ptx_sreg_ctaid_x();
     st.load.list = enabled ? queue + qoff[blocks + 1 + b] : 0, st.batch = rt[MLK_RT_BATCH];
     st.load.src = 0, st.load.done = !enabled, st.load.left = 0, st.load.k = 0, st.rpc = 0;
+    st.load.kc = 0, st.load.rows = 0, st.load.col = 0;
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
     st.pf = st.load, st.copied = 0, st.prefetched = 0;
@@ -150,10 +172,14 @@ static void next_task(MLK_SHARED ListPos *p) {
     p->list = e + MLK_STREAM_ENTRY_WORDS;
     mlk_prefetch_l1(p->list + MLK_STREAM_ENTRY_WORDS); /* the entry after the next one's line */
     const uint16_t *W = (const uint16_t *)(uintptr_t)addr;
-    uint32_t rows = (uint32_t)(rk >> 32) & 0x7fffffffu, k = (uint32_t)rk;
-    if (rows == 0 || !mlk_stream_takes(W, k, rk >> 63 ? st.batch : 1))
+    uint32_t rows = (uint32_t)(rk >> 32) & 0x7fffffffu, k = (uint32_t)rk, kc = 0;
+    int64_t batch = rk >> 63 ? st.batch : 1;
+    if (rows == 0)
       continue;
-    p->src = W, p->left = rows, p->k = k;
+    if (!mlk_stream_takes(W, k, batch) && !(kc = (uint32_t)mlk_stream_takes_cols(W, k, rows, batch)))
+      continue;
+    p->src = W, p->k = k, p->kc = kc, p->rows = rows, p->col = 0;
+    p->left = kc ? (k + kc - 1) / kc : rows;
     return;
   }
 }
@@ -179,6 +205,11 @@ static void prefetch_ahead(void) {
   while (st.prefetched - st.copied < st.ahead) {
     if (!on_task(&st.pf))
       return;
+    if (st.pf.kc) { /* column blocks: not prefetched, counted as if, so that the two stay in step */
+      st.prefetched += st.pf.rows * (st.pf.k - st.pf.col * st.pf.kc) * 2;
+      st.pf.left = 0;
+      continue;
+    }
     uint32_t rpc = (uint32_t)mlk_stream_rows_per_chunk(st.pf.k);
     uint32_t nr = st.pf.left < rpc ? st.pf.left : rpc, bytes = nr * st.pf.k * 2;
     mlk_prefetch_l2(st.pf.src, bytes);
@@ -202,17 +233,31 @@ static void pump(void) {
         break;
       st.rpc = (uint32_t)mlk_stream_rows_per_chunk(st.load.k);
     }
-    uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
-    uint32_t bytes = nr * st.load.k * 2;
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
       mlk_fence_proxy_async();
     fenced = 1;
-    mlk_mbar_expect_tx(&bars[slot], bytes);
-    mlk_bulk_copy(ring + slot * MLK_STREAM_SLOT_BYTES, st.load.src, bytes, &bars[slot]);
+    MLK_SHARED uint8_t *dst = ring + slot * MLK_STREAM_SLOT_BYTES;
+    uint32_t bytes;
+    if (st.load.kc) { /* one column block of every row: a copy a row, rows kc apart */
+      uint32_t c0 = st.load.col * st.load.kc, kn = st.load.k - c0 < st.load.kc ? st.load.k - c0
+                                                                              : st.load.kc;
+      bytes = st.load.rows * kn * 2;
+      mlk_mbar_expect_tx(&bars[slot], bytes);
+      for (uint32_t r = 0; r < st.load.rows; r++)
+        mlk_bulk_copy(dst + r * st.load.kc * 2, st.load.src + r * st.load.k + c0, kn * 2,
+                      &bars[slot]);
+      st.load.col++;
+      st.load.left--;
+    } else {
+      uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
+      bytes = nr * st.load.k * 2;
+      mlk_mbar_expect_tx(&bars[slot], bytes);
+      mlk_bulk_copy(dst, st.load.src, bytes, &bars[slot]);
+      st.load.src += nr * st.load.k;
+      st.load.left -= nr;
+    }
     head++;
     slot = slot + 1 == st.slots ? 0 : slot + 1;
-    st.load.src += nr * st.load.k;
-    st.load.left -= nr;
     st.copied += bytes;
   }
   st.head = head;

@@ -172,12 +172,14 @@ static int mv_check_prefetches(const char *name, const MvQueue *q, uint32_t slot
   return 0;
 }
 
-/* Whether the stream takes the task of list entry e (the loader's test). */
+/* Whether the stream takes the task of list entry e (the loader's test): in chunks of whole rows,
+ * or in column blocks. */
 static int mv_entry_streamed(const uint64_t *e, const int64_t *rt) {
   uint32_t rows = (uint32_t)(e[1] >> 32) & 0x7fffffffu, k = (uint32_t)e[1];
-  return rows && mlk_stream_rows_per_chunk(k) &&
-         mlk_matvec_streamable((const uint16_t *)(uintptr_t)e[0], k,
-                               e[1] >> 63 ? rt[MLK_RT_BATCH] : 1);
+  const uint16_t *W = (const uint16_t *)(uintptr_t)e[0];
+  int64_t batch = e[1] >> 63 ? rt[MLK_RT_BATCH] : 1;
+  return rows && ((mlk_stream_rows_per_chunk(k) && mlk_matvec_streamable(W, k, batch)) ||
+                  mlk_matvec_stream_cols(W, k, rows, batch));
 }
 
 /* Whether the stream takes any of the queue's tasks (the loader's test, mlk_stream_takes, of the
@@ -590,6 +592,11 @@ static void test_matvec(void) {
      * a unit (15 rows a chunk of k 1032) and with k split over a unit's warps (5 of 8) */
     mv_case(37, 1032, b, 13, 1, 0, MLK_FN_NONE, 1, 0);
     mv_case(37, 2048, b, 5, 0, 1, MLK_FN_SILU, 0, 0);
+    /* x too large to stage whole at batch 2-4: column blocks through the ring, with a norm, a
+     * bias and the gated product, 12 rows (some warps one row), a last block of 8 columns; and 5
+     * rows (idle warps) */
+    mv_case(36, 8200, b, 12, 1, 1, MLK_FN_MUL, 1, 0);
+    mv_case(5, 12288, b, 5, 1, 0, MLK_FN_SILU, 0, 0);
     mv_mixed_queue(b, 0);
   }
   /* one-chunk streamed tasks after tasks the stream does not take */

@@ -362,8 +362,9 @@ static void emit_kernel(Cg *c, int kernel) {
       LLVMValueRef sf = emit_variant(c, kernel, v, true);
       LLVMBasicBlockRef sbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "split_form");
       LLVMBasicBlockRef pbb = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "plain_form");
+      /* the op's smallest task's rows (its last) */
       LLVMValueRef sargs[] = {c64(c, vd->split), c64(c, vd->k), c64(c, vd->ntasks), batch, task,
-                              c64(c, vd->tile)};
+                              c64(c, vd->n - (vd->ntasks - 1) * vd->tile)};
       LLVMValueRef taken = call(c, "mlk_task_matvec_splits", sargs, 6);
       LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, taken, c32(c, 0), ""), sbb, pbb);
       LLVMPositionBuilderAtEnd(c->b, sbb);

@@ -60,16 +60,19 @@ static INLINE_FN int64_t capped_split(int64_t split) {
 }
 
 INLINE_FN int mlk_task_matvec_splits(int64_t split, int64_t k, int64_t ntasks, int64_t rows,
-                                     int64_t task, int64_t tile) {
+                                     int64_t task, int64_t min_rows) {
   if (!mlk_matvec_splits_at(split, k, rows)) /* no division where it cannot split */
     return 0;
 #if defined(__NVPTX__)
-  /* where the weight stream takes the op's tasks in column blocks, whole (the simulator, which
-   * streams nothing, splits them: the same sums up to f32 rounding) */
-  if (mlk_stream_on() && mlk_matvec_stream_cols(0, k, tile, rows))
+  /* None where the weight stream takes any of the op's tasks in column blocks (the simulator,
+   * which streams nothing, splits them: the same sums up to f32 rounding). The loader decides
+   * per task by its rows, and a task it takes must not run in the split form, so the test is of
+   * the op's smallest task (min_rows; column blocks take tasks of few rows): then every task of
+   * the op runs whole, in column blocks or, if it has too many rows, from memory. */
+  if (mlk_stream_on() && mlk_matvec_stream_cols(0, k, min_rows, rows))
     return 0;
 #else
-  (void)tile;
+  (void)min_rows;
 #endif
   int64_t first, members, slice;
   mlk_matvec_group(capped_split(split), k, ntasks, rows, task, &first, &members, &slice);
@@ -97,7 +100,7 @@ INLINE_FN MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t t
  * split's code is in none of the tasks that do not split. */
 TASK(matvec) {
   if (mlk_task_matvec_splits(op->split, op->k, op->ntasks, mlk_task_rows(op, rt), task,
-                             op->tile)) {
+                             op->n - (op->ntasks - 1) * op->tile)) {
     *done = mlk_task_matvec_split_inline(op, task, rt);
     return;
   }

@@ -29,15 +29,16 @@ MLK_OP_KINDS(MLK_X_TASK_DECL)
 #undef MLK_X_TASK_DECL
 
 /* A matvec's split form (mlk_desc.h MATVEC): whether task `task` of a matvec of `split`, k columns,
- * `ntasks` tasks and `tile` rows a task runs in it in a run of `rows` rows (a split record at a
- * batch where it splits, mlk_matvec_splits_at, a group of more than one task after the launch's
- * cap, and on the GPU not taken whole by the weight stream in column blocks), and the task in that form: a slice
+ * `ntasks` tasks, the smallest of them `min_rows` rows, runs in it in a run of `rows` rows (a split
+ * record at a batch where it splits, mlk_matvec_splits_at, a group of more than one task after the
+ * launch's cap, and on the GPU none of the op's tasks taken by the weight stream in column
+ * blocks), and the task in that form: a slice
  * of k of its group's rows, merged by the group's last task to finish, which answers for the whole
  * group. mlk_task_matvec chooses between the forms itself; the kernel's code variants call the two
  * forms from separate functions, choosing with the variant's constants and the launch's batch,
  * read once (codegen.c): no load between a task's wait and its tile. */
 int mlk_task_matvec_splits(int64_t split, int64_t k, int64_t ntasks, int64_t rows, int64_t task,
-                           int64_t tile);
+                           int64_t min_rows);
 MlkTaskDone mlk_task_matvec_split_inline(const MlkDevOp *op, int64_t task, const int64_t *rt);
 
 /* Any kind: the switch over MLK_OP_KINDS. */

@@ -862,6 +862,17 @@ static inline float pre_operand(const Mv *m, int64_t e, int64_t rows, int64_t nr
   return bf16f(mlk_ld_weight16(m->bias + m->row0 + (e - nres)));
 }
 
+/* One 16-byte item of x on its way into a staging buffer (the streamed paths): its squares added to
+ * *sq (the norm's sums), then the norm's weights (nw: four bf16) applied when there is a norm. */
+static inline F4 stage_item(F4 t, const uint32_t *nw, int norm, float *sq) {
+  *sq += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+  if (norm) {
+    t.x *= mlk_bf16_lo(nw[0]), t.y *= mlk_bf16_hi(nw[0]);
+    t.z *= mlk_bf16_lo(nw[1]), t.w *= mlk_bf16_hi(nw[1]);
+  }
+  return t;
+}
+
 #define PRE_REGS 2 /* epilogue operands a thread loads before x: 512 per block, a task's rows at b1 */
 
 static inline __attribute__((always_inline)) void
@@ -917,16 +928,9 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
         int64_t i = i0 + (int64_t)u * 4 * MLK_BLOCK_THREADS;
 #pragma unroll
         for (int b = 0; b < NB; b++) {
-          if (b < nb && i < k) {
-            F4 t = v[b][u];
-            sq[b] += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-            if (norm_w) {
-              t.x *= mlk_bf16_lo(nw[u][0]), t.y *= mlk_bf16_hi(nw[u][0]);
-              t.z *= mlk_bf16_lo(nw[u][1]), t.w *= mlk_bf16_hi(nw[u][1]);
-            }
-            /* i % 4 == 0: 4 in a row */
-            *(MLK_SHARED F4 *)(mlk_tile_smem + b * KC + perm((uint32_t)i)) = t;
-          }
+          if (b < nb && i < k) /* i % 4 == 0: 4 in a row */
+            *(MLK_SHARED F4 *)(mlk_tile_smem + b * KC + perm((uint32_t)i)) =
+                stage_item(v[b][u], nw[u], norm_w != 0, &sq[b]);
         }
       }
     }
@@ -1104,15 +1108,8 @@ cols_store(const Mv *m, const uint16_t *norm_w, int NB, MLK_SHARED float *buf, u
   if (i < kn) {
 #pragma unroll
     for (int b = 0; b < NB; b++) {
-      if (b < m->nb) {
-        F4 t = v[b];
-        sq[b] += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-        if (norm_w) {
-          t.x *= mlk_bf16_lo(nw[0]), t.y *= mlk_bf16_hi(nw[0]);
-          t.z *= mlk_bf16_lo(nw[1]), t.w *= mlk_bf16_hi(nw[1]);
-        }
-        *(MLK_SHARED F4 *)(buf + b * kc + perm(i)) = t;
-      }
+      if (b < m->nb)
+        *(MLK_SHARED F4 *)(buf + b * kc + perm(i)) = stage_item(v[b], nw, norm_w != 0, &sq[b]);
     }
   }
 }
@@ -1274,6 +1271,7 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
     rows = n - row0;
   if (rows <= 0 || batch <= 0 || k <= 0) /* uniform */
     return;
+  uint32_t kc; /* column blocks: the columns a block */
   if (mlk_stream_takes(W, k, batch)) { /* uniform: the weights come through shared memory */
     if (batch == 1)
       matvec_stream_b1(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
@@ -1283,9 +1281,8 @@ void mlk_tile_matvec(float *out, const float *x, const uint16_t *W, const float 
       matvec_stream_b4(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
     else
       matvec_stream_b8(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, fn);
-  } else if (mlk_stream_takes_cols(W, k, rows, batch)) {
+  } else if ((kc = (uint32_t)mlk_stream_takes_cols(W, k, rows, batch)) != 0) {
     /* uniform: x too large to stage whole, the weights in column blocks from the ring */
-    uint32_t kc = (uint32_t)mlk_matvec_stream_cols(W, k, rows, batch);
     if (batch == 2)
       matvec_cols_b2(out, x, W, res, norm_w, bias, eps, n, k, row0, rows, batch, kc, fn);
     else

@@ -56,12 +56,12 @@ extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
 /* A place in the block's stream list: a streamed task and its next row. */
 typedef struct ListPos {
   const uint64_t *list; /* the list entry after the task */
-  const uint16_t *src;  /* the task's next row (column blocks: its first row) */
-  uint32_t left;        /* its rows from there, or column blocks (0: find the next streamed task) */
+  const uint16_t *src;  /* the task's next row (column blocks: its first row's next block) */
+  uint32_t left;        /* its rows from there, or columns (0: find the next streamed task) */
   uint32_t k;           /* its k */
   uint32_t done;        /* 1 once the list's end was reached */
   uint32_t kc;          /* column blocks: columns a block (0: chunks of whole rows) */
-  uint32_t rows, col;   /* column blocks: the task's rows, its next block */
+  uint32_t rows;        /* column blocks: the task's rows */
 } ListPos;
 
 typedef struct StreamState {
@@ -136,7 +136,7 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     uint32_t blocks = __nvvm_read_ptx_sreg_nctaid_x(), b = __nvvm_read_ptx_sreg_ctaid_x();
     st.load.list = enabled ? queue + qoff[blocks + 1 + b] : 0, st.batch = rt[MLK_RT_BATCH];
     st.load.src = 0, st.load.done = !enabled, st.load.left = 0, st.load.k = 0, st.rpc = 0;
-    st.load.kc = 0, st.load.rows = 0, st.load.col = 0;
+    st.load.kc = 0, st.load.rows = 0;
     st.head = 0, st.head_slot = 0, st.tail = 0, st.tail_slot = 0, st.tail_parity = 0;
     st.trace = 0;
     st.pf = st.load, st.copied = 0, st.prefetched = 0;
@@ -178,8 +178,7 @@ static void next_task(MLK_SHARED ListPos *p) {
       continue;
     if (!mlk_stream_takes(W, k, batch) && !(kc = (uint32_t)mlk_stream_takes_cols(W, k, rows, batch)))
       continue;
-    p->src = W, p->k = k, p->kc = kc, p->rows = rows, p->col = 0;
-    p->left = kc ? (k + kc - 1) / kc : rows;
+    p->src = W, p->k = k, p->kc = kc, p->rows = rows, p->left = kc ? k : rows;
     return;
   }
 }
@@ -206,7 +205,7 @@ static void prefetch_ahead(void) {
     if (!on_task(&st.pf))
       return;
     if (st.pf.kc) { /* column blocks: not prefetched, counted as if, so that the two stay in step */
-      st.prefetched += st.pf.rows * (st.pf.k - st.pf.col * st.pf.kc) * 2;
+      st.prefetched += st.pf.rows * st.pf.left * 2;
       st.pf.left = 0;
       continue;
     }
@@ -239,15 +238,13 @@ static void pump(void) {
     MLK_SHARED uint8_t *dst = ring + slot * MLK_STREAM_SLOT_BYTES;
     uint32_t bytes;
     if (st.load.kc) { /* one column block of every row: a copy a row, rows kc apart */
-      uint32_t c0 = st.load.col * st.load.kc, kn = st.load.k - c0 < st.load.kc ? st.load.k - c0
-                                                                              : st.load.kc;
+      uint32_t kn = st.load.left < st.load.kc ? st.load.left : st.load.kc;
       bytes = st.load.rows * kn * 2;
       mlk_mbar_expect_tx(&bars[slot], bytes);
       for (uint32_t r = 0; r < st.load.rows; r++)
-        mlk_bulk_copy(dst + r * st.load.kc * 2, st.load.src + r * st.load.k + c0, kn * 2,
-                      &bars[slot]);
-      st.load.col++;
-      st.load.left--;
+        mlk_bulk_copy(dst + r * st.load.kc * 2, st.load.src + r * st.load.k, kn * 2, &bars[slot]);
+      st.load.src += kn;
+      st.load.left -= kn;
     } else {
       uint32_t nr = st.load.left < st.rpc ? st.load.left : st.rpc;
       bytes = nr * st.load.k * 2;

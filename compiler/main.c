@@ -76,6 +76,8 @@ static void usage(FILE *out) {
           "                  default: about %d tasks per attention op (kv heads x chunks)\n"
           "  --attn-min-chunk=N  the fewest positions per chunk of a split attention (default\n"
           "                  %d): a short context uses the first chunks only\n"
+          "  --attn-reduce-op  merge a split attention's chunks in an op of its own (attn_reduce)\n"
+          "                  instead of in the last task of each block of kv heads\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
           "  -v              print ptxas's resource report (registers, shared memory, and each\n"
           "                  function's stack and spills by name) of each megakernel (ptxas from\n"
@@ -108,6 +110,7 @@ typedef struct Options {
   bool kernel_collectives; /* --collectives=kernel */
   int64_t mesh_ranks;
   int attn_min_chunk; /* --attn-min-chunk=N, 0: MLKC_ATTN_MIN_CHUNK */
+  bool attn_reduce_op; /* --attn-reduce-op */
 } Options;
 
 /* Returns 0 to go on, 1 on a usage error, -1 when done (--help, --version). */
@@ -237,6 +240,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return 1;
       }
       o->attn_min_chunk = (int)v;
+    } else if (!strcmp(a, "--attn-reduce-op")) {
+      o->attn_reduce_op = true;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       o->opt_level = a[2] - '0';
     } else if (a[0] == '-' && a[1]) {
@@ -397,7 +402,7 @@ static Model *pick_model(Program *p, const Options *o, Diag *d) {
 /* Runs elaborate and the passes on model m, up to `last` (LOWER_NPASSES - 1: all of them). NULL
  * after an error. */
 static IrGraph *run_passes(Program *p, Model *m, const Options *o, int last, Arena *a, Diag *d) {
-  TileOptions t = {o->attn_split, o->attn_min_chunk, o->kernel_collectives};
+  TileOptions t = {o->attn_split, o->attn_min_chunk, o->kernel_collectives, o->attn_reduce_op};
   return lower_model(p, m, &t, last, a, d);
 }
 

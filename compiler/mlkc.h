@@ -811,10 +811,13 @@ typedef struct TileOptions {
   int64_t attn_min_chunk; /* MlkOpDesc.min_chunk of split attentions, 0: MLKC_ATTN_MIN_CHUNK */
   bool kernel_collectives; /* mlkc --collectives=kernel: an allreduce over several ranks is an op
                               of its megakernel (MLK_OP_ALLREDUCE), not a cut (cut.c) */
+  bool attn_reduce_op;     /* mlkc --attn-reduce-op: every split attention's chunks merged by an
+                              attn_reduce node, none by the attention's own last tasks */
 } TileOptions;
 
 /* Gives every op its task grid (columns, columns per task, tasks) from its tile(...) hint or the
- * default policy, and splits attention over the context (an attn_reduce node merges the chunks). */
+ * default policy, and splits attention over the context (the chunks merged by each kv head
+ * block's last task, mlk_attn_folds, or where that cannot be, by an attn_reduce node). */
 void tile_graph(IrGraph *g, const TileOptions *o);
 /* The fewest positions per chunk of a split attention (MlkOpDesc.min_chunk) unless attn_min_chunk
  * above 0 says otherwise (mlkc --attn-min-chunk=N): each chunk is a task with a fixed cost, so a

@@ -94,7 +94,12 @@ static int split_with_reduce(IrGraph *g, int a, const char *what, Type pt, IrOp 
 }
 
 /* Attention: a task per kvh kv heads (tile(head = h), else 1), its positions in `split` chunks
- * (tile(split = s), else --attn-split, else the default policy). Split, it writes partials (a
+ * (tile(split = s), else --attn-split, else the default policy). Split, the last of a kv head
+ * block's tasks merges their chunks (mlk_attn_folds: a nominal tile of kvh * group * head_dim /
+ * split columns a task; the runtime gives the op scratch for the records and arrival counters),
+ * which takes a reduce op's tasks and its wait off the decode chain (an attn_reduce op measured
+ * ~4-7% of a batch-1 step at short context). Where that grid cannot be (kvh not dividing the kv
+ * heads, split not dividing the block's columns) or --attn-reduce-op asks, it writes partials (a
  * record per kv head and chunk: mlk_attn_part_offset) into a new temporary, and an attn_reduce
  * node, a task per kvh kv heads, merges them into the attention's result. */
 static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
@@ -116,6 +121,13 @@ static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
     n->tile = kvh * group * hd;
     return;
   }
+  n->attr.min_chunk = o->attn_min_chunk > 0 ? o->attn_min_chunk : MLKC_ATTN_MIN_CHUNK;
+  if (!o->attn_reduce_op && c->kv_heads % kvh == 0 && kvh * group * hd % split == 0) {
+    n->n = cols;
+    n->tile = kvh * group * hd / split;
+    n->attr.split = split;
+    return;
+  }
   int64_t pcols = mlk_attn_part_cols(c->kv_heads, heads, hd, split, kvh);
   int64_t rec = mlk_attn_part_rec(group, hd);
   Type pt = *type_of(g, n->out[0]);
@@ -125,7 +137,6 @@ static void tile_attention(IrGraph *g, int a, const TileOptions *o) {
   n->n = pcols;
   n->tile = kvh * rec;
   n->attr.split = split;
-  n->attr.min_chunk = o->attn_min_chunk > 0 ? o->attn_min_chunk : MLKC_ATTN_MIN_CHUNK;
   IrNode *red = &g->nodes[r];
   red->attr.heads = heads;
   red->attr.kv_heads = c->kv_heads;

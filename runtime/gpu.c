@@ -172,7 +172,7 @@ typedef struct GpuModel {
   CUdeviceptr arena; /* every tensor */
   CUdeviceptr *bufs; /* per tensor: an address in the arena */
   CUdeviceptr counters, err;
-  CUdeviceptr scratch; /* the split matvecs' (mlk_program_scratch_bytes), or 0 */
+  CUdeviceptr scratch; /* the split matvecs' and folded attentions' (mlk_program_scratch_bytes), or 0 */
   CUdeviceptr rt;    /* i64 rt[MLK_RT_COUNT(ncaches)] */
   int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
   GpuKernel *kernels;
@@ -182,7 +182,7 @@ typedef struct GpuModel {
 } GpuModel;
 
 /* The words of a model's counter array: the event counters, a ticket per kernel, then the split
- * matvecs' arrival counters (mlk_program_arrivals). */
+ * ops' arrival counters (mlk_program_arrivals: split matvecs, folded attentions). */
 static int64_t gpu_counter_words(const MlkModelDesc *d) {
   return MLK_TICKET_COUNTER(d->ncounters, d->nkernels) + mlk_program_arrivals(d);
 }
@@ -552,12 +552,12 @@ static mlk_status gpu_model_init(mlk_model *m) {
   }
   for (int i = 0; i < d->ntensors; i++)
     gm->bufs[i] += gm->arena;
-  /* the event counters, the kernels' tickets, then the split matvecs' arrival counters */
+  /* the event counters, the kernels' tickets, then the split ops' arrival counters */
   int64_t scratch_bytes = mlk_program_scratch_bytes(d);
   if ((st = alloc_zeroed(&gm->counters, (size_t)(gpu_counter_words(d) + 1) * sizeof(uint32_t),
                          "the event counters")) ||
       (scratch_bytes && (st = alloc_zeroed(&gm->scratch, (size_t)scratch_bytes,
-                                           "the split matvecs' partial sums"))) ||
+                                           "the split ops' partial sums"))) ||
       (st = alloc_zeroed(&gm->err, sizeof(MlkDevError), "the error record")) ||
       (st = upload_array(&gm->rt, m->rt, rt_bytes, "the run-time values")))
     goto fail;

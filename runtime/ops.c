@@ -444,9 +444,19 @@ static mlk_status attention_validate(const MlkModelDesc *d, int o) {
     return mlk_desc_invalid(
         d, "op %d '%s': heads %lld must be a multiple of kv_heads %lld (at most %d times)", o,
         op->name, (long long)op->heads, (long long)op->kv_heads, MLK_MAX_CACHE_DIM);
-  int64_t cols = op->heads * op->head_dim;
-  if (op->split <= 1) {
-    if (op->n != cols || op->tile % (op->heads / op->kv_heads * op->head_dim))
+  int64_t cols = op->heads * op->head_dim, per = op->heads / op->kv_heads * op->head_dim;
+  if (mlk_attn_folds(op->split, op->n, op->heads, op->head_dim)) {
+    /* the merge folded in: tasks of a nominal share of their kv head block's columns */
+    int64_t kvh = op->tile * op->split / per;
+    if (op->tile < 1 || (op->tile * op->split) % per || kvh < 1 || kvh > op->kv_heads ||
+        op->kv_heads % kvh)
+      return mlk_desc_invalid(
+          d,
+          "op %d '%s': a split attention merging its %lld chunks needs tile %lld = kvh * "
+          "(heads / kv_heads) * head_dim / split with kv_heads %lld a multiple of kvh",
+          o, op->name, (long long)op->split, (long long)op->tile, (long long)op->kv_heads);
+  } else if (op->split <= 1) {
+    if (op->n != cols || op->tile % per)
       return mlk_desc_invalid(
           d,
           "op %d '%s': n %lld must be heads * head_dim = %lld and tile %lld a multiple "
@@ -468,7 +478,8 @@ static mlk_status attention_validate(const MlkModelDesc *d, int o) {
       (st = check_rows(d, o, "q", op->in[0], MLK_F32, cols)) ||
       (st = check_rows(d, o, "positions", op->in[2], MLK_I32, 1)))
     return st;
-  /* The tile accumulates into its output rows while it still reads q. */
+  /* The tile accumulates into its output rows while it still reads q (folded: the block's last
+   * task writes them while the others may still read q). */
   if (op->out.tensor == op->in[0].tensor)
     return mlk_desc_invalid(d, "op %d '%s': output and q are the same tensor", o, op->name);
   return check_unused(d, o, 4);
@@ -484,7 +495,9 @@ static int attention_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAcc
     r[n++] = tiled(op->in[1].tensor, op->layer * layer_cols, kv_tile, layer_cols);
   } else {
     /* Task t reads the q and cache heads of kv head block t / split: not a range that moves
-     * with t by a fixed step, so the checker takes all of them (as the ALL events do). */
+     * with t by a fixed step, so the checker takes all of them (as the ALL events do). Folded,
+     * it writes its nominal columns (the block's last task writes the block's, and completes
+     * its S tasks). */
     r[n++] = whole(op->in[0].tensor, op->in[0].offset, op->heads * op->head_dim);
     r[n++] = whole(op->in[1].tensor, op->layer * layer_cols, layer_cols);
   }
@@ -494,7 +507,10 @@ static int attention_accesses(const MlkModelDesc *d, int o, MlkAccess *r, MlkAcc
 }
 
 static int64_t attention_cost(const MlkOpDesc *op, int64_t cols) {
-  /* K and V of a few hundred positions; a split task reads its chunk's share */
+  /* K and V of a few hundred positions; a split task reads its chunk's share (folded: its
+   * columns are 1 / split of its block's, and a task in split does the merge) */
+  if (mlk_attn_folds(op->split, op->n, op->heads, op->head_dim))
+    return OVERHEAD + cols * 1024 + cols * (op->split * 4 + 4);
   return OVERHEAD + cols * 1024 / (op->split > 1 ? op->split : 1);
 }
 

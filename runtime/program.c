@@ -42,11 +42,15 @@ int64_t mlk_program_nsyncs(const MlkModelDesc *d, int kernel) {
   return n;
 }
 
-/* The scratch bytes of op `op` at the model's largest batch: a split matvec's (0 for the rest). */
+/* The scratch bytes of op `op` at the model's largest batch: a split matvec's or a folded split
+ * attention's (0 for the rest). Such an op also has an arrival counter a task. */
 static int64_t op_scratch_bytes(const MlkModelDesc *d, const MlkOpDesc *op) {
-  if (op->kind != MLK_OP_MATVEC)
-    return 0;
-  return mlk_matvec_scratch_bytes(op->split, op->n, op->k, op->ntasks, d->batch_max);
+  if (op->kind == MLK_OP_MATVEC)
+    return mlk_matvec_scratch_bytes(op->split, op->n, op->k, op->ntasks, d->batch_max);
+  if (op->kind == MLK_OP_ATTENTION && mlk_attn_folds(op->split, op->n, op->heads, op->head_dim))
+    return mlk_attn_scratch_bytes(op->kv_heads, op->heads, op->head_dim, op->split, op->tile,
+                                  d->batch_max);
+  return 0;
 }
 
 int64_t mlk_program_arrivals(const MlkModelDesc *d) {
@@ -70,7 +74,7 @@ void mlk_program_kernel(const MlkModelDesc *d, int kernel, const uint64_t *addr,
   int64_t allreduces = 0; /* of the model before this kernel's first op */
   for (int o = 0; o < k->first_op; o++) {
     allreduces += d->ops[o].kind == MLK_OP_ALLREDUCE;
-    if (op_scratch_bytes(d, &d->ops[o])) { /* the model's split matvecs, in op order */
+    if (op_scratch_bytes(d, &d->ops[o])) { /* the model's split ops, in op order */
       arrive += (uint64_t)d->ops[o].ntasks * sizeof(uint32_t);
       scratch += (uint64_t)op_scratch_bytes(d, &d->ops[o]);
     }

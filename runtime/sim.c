@@ -97,9 +97,9 @@ typedef struct SimKernel {
 
 typedef struct SimModel {
   void **bufs;                /* per tensor */
-  _Atomic uint32_t *counters; /* ncounters, then the split matvecs' arrival counters */
+  _Atomic uint32_t *counters; /* ncounters, then the split ops' arrival counters */
   int64_t ncounters;          /* all of them */
-  void *scratch;              /* the split matvecs' partial sums (mlk_program_scratch_bytes) */
+  void *scratch;              /* the split ops' partials (mlk_program_scratch_bytes) */
   SimKernel *kernels;
   SimOp *ops;                 /* per op (global index) */
   int *event_list;            /* storage of every waits/notifies list */
@@ -1478,7 +1478,7 @@ static mlk_status sim_model_init(mlk_model *m) {
   for (int64_t i = 0; i < sm->ncounters; i++)
     atomic_init(&sm->counters[i], 0u);
   int64_t scratch_bytes = mlk_program_scratch_bytes(d);
-  if (scratch_bytes && !(sm->scratch = MLK_CALLOC((size_t)scratch_bytes, 1, "split matvec partial sums")))
+  if (scratch_bytes && !(sm->scratch = MLK_CALLOC((size_t)scratch_bytes, 1, "split op partials")))
     goto fail;
   /* the ops' lists may share entries of event_refs: room for each op's own copy */
   size_t nrefs = 0, nev = (size_t)(d->nevents ? d->nevents : 1);

@@ -239,6 +239,13 @@ typedef struct MlkTensorDesc {
  *   o = 0, m = -inf, l = 0. tile = h * group * (head_dim + 2) (one task's records), n =
  *   ceil(kv_heads / h) * S * tile; task t covers kv heads from (t / S) * h and slot t % S. An
  *   ATTN_REDUCE merges the slots.
+ *   Or, with split = S > 1 and n = heads * head_dim (mlk_attn_folds), the merge is the op's own:
+ *   `out` is the attention, tile = h * group * head_dim / S (a nominal share of its block's
+ *   columns: kv_heads a multiple of h, h * group * head_dim of S), and task t writes its records
+ *   into the op's scratch (MlkDevOp.scratch, the layout above, mlk_attn_scratch_bytes), then
+ *   counts itself in at the block's arrival counter (MlkDevOp.arrive, the block's first task's);
+ *   the last of the block's S tasks to arrive merges them as ATTN_REDUCE would and completes all
+ *   S (their notifies), the others none. No reduce op, its tasks or its wait on the chain.
  * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima; NaN never wins; every
  *   value NaN: 0): x = in[0] f32 [b, k]. One task (split 0).
  *   With split = S >= 2 the row is cut into S chunks of mlk_argmax_chunk(k, S) columns (the last
@@ -506,6 +513,21 @@ static inline int64_t mlk_attn_part_cols(int64_t kv_heads, int64_t heads, int64_
   return (kv_heads + kvh - 1) / kvh * split * kvh * mlk_attn_part_rec(heads / kv_heads, head_dim);
 }
 
+/* Whether an ATTENTION op with `split`, `n` output columns, `heads` and `head_dim` merges its own
+ * chunks (the folded form above) rather than writing partials for an ATTN_REDUCE. */
+static inline int mlk_attn_folds(int64_t split, int64_t n, int64_t heads, int64_t head_dim) {
+  return split > 1 && n == heads * head_dim;
+}
+
+/* A folded split attention's scratch at the model's batch_max: its partials, batch_max rows of
+ * mlk_attn_part_cols(..) f32 with kv head blocks of kvh = tile * split / (group * head_dim). */
+static inline int64_t mlk_attn_scratch_bytes(int64_t kv_heads, int64_t heads, int64_t head_dim,
+                                             int64_t split, int64_t tile, int64_t batch_max) {
+  int64_t kvh = tile * split / (heads / kv_heads * head_dim);
+  return (batch_max * mlk_attn_part_cols(kv_heads, heads, head_dim, split, kvh) * 4 + 255) &
+         ~(int64_t)255;
+}
+
 /* ---- sampling: the parameters of one row ---- */
 
 /* What a sample op uses for one batch row. */
@@ -733,10 +755,11 @@ typedef struct MlkDevOp {
   int64_t n, k, tile, ntasks;
   uint64_t out, in[MLK_OP_INPUTS];
   int64_t page;       /* attention, kv_append: positions per page of the cache */
-  /* a split matvec (MlkOpDesc.split > 1): its groups' arrival counters (u32, one per task, in the
-   * model's counter array after the tickets, zeroed with the event counters) and its scratch
-   * (mlk_matvec_scratch_bytes at the model's batch_max: partial sums and sums of squares); 0
-   * for every other op */
+  /* a split matvec (MlkOpDesc.split > 1) or folded split attention (mlk_attn_folds): its groups'
+   * arrival counters (u32, one per task, in the model's counter array after the tickets, zeroed
+   * with the event counters) and its scratch (mlk_matvec_scratch_bytes at the model's
+   * batch_max: partial sums and sums of squares; mlk_attn_scratch_bytes: the partials); 0 for
+   * every other op */
   uint64_t arrive, scratch;
   struct {
     MLK_OP_ATTRS(MLK_X_FIELD)

@@ -22,6 +22,11 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
                     const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n, int64_t k,
                     int64_t row0, int64_t rows, int64_t batch, int fn);
 
+/* A task's arrival at its group's counter `arrive` (a split matvec's slices, a folded split
+ * attention's chunks), after its writes: returns 1 to the last of `members` to arrive, which then
+ * sees every member's writes and has put the counter back to 0; 0 to the others. */
+int mlk_ref_group_arrive(uint32_t *arrive, int64_t members);
+
 /* Slice `slice` of k of a split matvec's group of `members` tasks from `first` (rows [row0, row0 +
  * rows)): its partial sums into `scratch` (mlk_desc.h), then an arrival at `arrive`; the last
  * task to arrive merges the slices in slice order and writes out (the same result as

@@ -87,6 +87,15 @@ void mlk_ref_matvec(float *out, const float *x, const uint16_t *W, const float *
   }
 }
 
+int mlk_ref_group_arrive(uint32_t *arrive, int64_t members) {
+  /* the last to arrive (the task's writes released, the others' acquired) goes on; the counter
+   * goes back to 0 for the next run */
+  if (__atomic_add_fetch(arrive, 1u, __ATOMIC_ACQ_REL) != (uint32_t)members)
+    return 0;
+  __atomic_store_n(arrive, 0u, __ATOMIC_RELAXED);
+  return 1;
+}
+
 int mlk_ref_matvec_split(float *out, const float *x, const uint16_t *W, const float *res,
                          const uint16_t *norm_w, const uint16_t *bias, float eps, int64_t n,
                          int64_t k, int64_t row0, int64_t rows, int64_t batch, int fn,
@@ -113,11 +122,8 @@ int mlk_ref_matvec_split(float *out, const float *x, const uint16_t *W, const fl
       part[b * n + r] = acc;
     }
   }
-  /* The last to arrive (its writes above released, the others' acquired) merges; the counter goes
-   * back to 0 for the next run. */
-  if (__atomic_add_fetch(arrive, 1u, __ATOMIC_ACQ_REL) != (uint32_t)members)
+  if (!mlk_ref_group_arrive(arrive, members))
     return 0;
-  __atomic_store_n(arrive, 0u, __ATOMIC_RELAXED);
   for (int64_t b = 0; b < batch; b++) {
     float scale = 1.0f;
     if (norm_w) {

@@ -1383,15 +1383,7 @@ mlk_tile_matvec_split(float *out, const float *x, const uint16_t *W, const float
   matvec_mma_raw(scratch + slice * batch * n, x + k0, W + k0, norm_w ? norm_w + k0 : 0, eps, n, k,
                  k1 - k0, row0, rows, batch,
                  scratch + mlk_matvec_ss_offset(split, n, batch, first + slice));
-  __nvvm_barrier_sync(0); /* every thread's partial sums are written */
-  uint32_t last = 0;
-  if (mlk_tid_here() == 0) {
-    last = mlk_arrive_gpu(arrive) == (uint32_t)members;
-    if (last)
-      *arrive = 0; /* every member has arrived: no one else touches it in this run */
-  }
-  /* a barrier that also tells every thread whether thread 0's task is the last */
-  if (__nvvm_bar0_and(!last))
+  if (!mlk_tile_group_arrive(arrive, (uint32_t)members))
     return 0;
   split_merge(out, res, norm_w, bias, eps, n, k, row0, rows, batch, fn, split, first, members,
               scratch);

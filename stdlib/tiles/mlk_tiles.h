@@ -353,6 +353,22 @@ static inline uint32_t mlk_arrive_gpu(uint32_t *p) {
 #endif
 }
 
+/* A task's arrival at its group's counter (every thread of the block, after its writes): a
+ * barrier, then thread 0 counts the task in (mlk_arrive_gpu); the last of `members` puts the
+ * counter back to 0 for the next run. Returns 1 in every thread of the last one's block, which
+ * then sees the group's writes: a split matvec's slices, a folded split attention's chunks. */
+static inline int mlk_tile_group_arrive(uint32_t *arrive, uint32_t members) {
+  __nvvm_barrier_sync(0); /* every thread's writes are done */
+  uint32_t last = 0;
+  if (mlk_tid_here() == 0) {
+    last = mlk_arrive_gpu(arrive) == members;
+    if (last)
+      *arrive = 0; /* every member has arrived: no one else touches it in this run */
+  }
+  /* a barrier that also tells every thread whether thread 0's task is the last */
+  return !__nvvm_bar0_and(!last);
+}
+
 /* 16 bytes another SM wrote in this launch, read at the L2 (never from a line this SM's L1 may
  * hold from before): a split matvec's partial sums. */
 static inline mlk_f4 mlk_ld_cg_f4(const float *p) {

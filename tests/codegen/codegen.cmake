@@ -21,6 +21,8 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_ptx_inlined ${CG}/mlp_ptx_inlined.check --emit=ptx ${MLP})
   mlk_filecheck(codegen_llama_events ${CG}/llama_tiny_events.check --emit=events
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
+  mlk_filecheck(codegen_llama_events_reduce_op ${CG}/llama_tiny_events_reduce_op.check
+                --emit=events --attn-reduce-op ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_llama_events_nosplit ${CG}/llama_tiny_events_nosplit.check --emit=events
                 --attn-split=1 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)
   mlk_filecheck(codegen_attention_split ${CG}/attention_split.check --emit=source

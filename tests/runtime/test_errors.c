@@ -399,8 +399,9 @@ static void test_validation_abi2(mlk_backend *be) {
   CASE(b->ops[1].min_chunk = 4, "op 1 'matvec@llama:5[l=0]': min_chunk is 4, must be 0 unless the op is a "
        "split attention");
   CASE(b->ops[7].split = 33, "op 7 'attention@llama:11[l=0]': split is 33, must be in [0, 32]");
-  CASE(b->ops[7].split = 2, "op 7 'attention@llama:11[l=0]': split into 2 chunks, tile 16 must be kvh "
-       "records of (heads / kv_heads) * (head_dim + 2) = 20");
+  /* n = heads * head_dim with a split: the form that merges its own chunks (mlk_attn_folds) */
+  CASE(b->ops[7].split = 3, "op 7 'attention@llama:11[l=0]': a split attention merging its 3 chunks "
+       "needs tile 16 = kvh * (heads / kv_heads) * head_dim / split with kv_heads 2 a multiple of kvh");
   CASE(b->ops[1].batched = 2, "op 1 'matvec@llama:5[l=0]': batched is 2, must be 0 or 1");
   /* kernels and events */
   CASE(b->kernels[0].schedule = (MlkSchedule)7, "kernel 0 'decode': schedule 7 is not a valid MlkSchedule");

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 13
+#define MLK_DESC_ABI 14
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256

@@ -310,6 +310,26 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
   return r;
 }
 
+/* A split attention that merges its own chunks (mlk_attn_folds): `out` is the attention, tasks of
+ * kvh kv heads in `split` chunks stand for kvh * group * head_dim / split columns each; they wait
+ * for all of q and of the layer's cache, as the split form does. */
+static inline int rtb_attention_folded(RtB *b, const char *name, int out, int q, int c, int layer,
+                                       int pos, int64_t heads, int64_t kvh, int64_t split) {
+  const MlkCacheDesc *cd = &b->caches[c];
+  int64_t group = heads / cd->kv_heads;
+  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(out),
+                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
+                                  .n = heads * cd->head_dim,
+                                  .tile = kvh * group * cd->head_dim / split, .heads = heads,
+                                  .kv_heads = cd->kv_heads, .head_dim = cd->head_dim,
+                                  .layer = layer, .cache = c, .split = split});
+  rtb_reads(b, o, q, MLK_MAP_ALL);
+  rtb_reads(b, o, pos, MLK_MAP_ALL);
+  rtb_event(b, b->cache_producer[c][layer], o, cd->tensor, MLK_MAP_ALL, cd->kv_heads * cd->head_dim, 0);
+  rtb_wrote(b, o);
+  return o;
+}
+
 static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k) {
   int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ARGMAX, .out = A(out),
                                   .in = {A(x), NOARG, NOARG, NOARG, NOARG}, .n = 1, .k = k, .tile = 1,

@@ -6,7 +6,8 @@
  * 4), grouped-query attention (4 heads over 2 kv heads), output projection + residual, gate (silu)
  * and up matvecs with the fused norm, their product, down projection + residual], the final
  * rmsnorm, the logits (tied embedding) and their argmax, in one kernel "decode". Batch B in 1..4.
- * build_split makes the attention a split one (partials + attn_reduce).
+ * build_split makes the attention a split one (partials + attn_reduce), build_folded one that
+ * merges its own chunks.
  */
 #ifndef RT_LLAMA_H
 #define RT_LLAMA_H
@@ -24,8 +25,9 @@ typedef struct Llama {
 } Llama;
 
 /* split > 1: the attention of every layer split into `split` chunks with tasks of kvh kv heads
- * (an attention op writing partials "part.l" and an attn_reduce "attn_reduce@llama:11[l=l]"). */
-static inline void build_split(Llama *s, MlkSchedule sched, int64_t split, int64_t kvh) {
+ * (an attention op writing partials "part.l" and an attn_reduce "attn_reduce@llama:11[l=l]", or
+ * with `folded` one op that merges them, mlk_attn_folds). */
+static inline void build_attn(Llama *s, MlkSchedule sched, int64_t split, int64_t kvh, int folded) {
   RtB *b = &s->b;
   rtb_init(b, "llama_tiny", BMAX);
   s->embed = rtb_param(b, "embed", V, D, 0);
@@ -61,7 +63,9 @@ static inline void build_split(Llama *s, MlkSchedule sched, int64_t split, int64
     rtb_rope(b, OP("rope", 8), qr, q, s->pos, H * HD, HD, HD, ROPE);
     rtb_rope(b, OP("rope", 9), kr, k, s->pos, KVH * HD, HD, 2 * HD, ROPE);
     rtb_kv_append(b, OP("kv_append", 10), s->kv, l, kr, v, s->pos, HD);
-    if (split > 1)
+    if (split > 1 && folded)
+      rtb_attention_folded(b, OP("attention", 11), att, qr, s->kv, l, s->pos, H, kvh, split);
+    else if (split > 1)
       rtb_attention_split(b, OP("attention", 11), OP("attn_reduce", 11), att,
                           T("part", mlk_attn_part_cols(KVH, H, HD, split, kvh)), qr, s->kv, l,
                           s->pos, H, kvh, split);
@@ -87,6 +91,12 @@ static inline void build_split(Llama *s, MlkSchedule sched, int64_t split, int64
   rtb_done(b);
 }
 
+static inline void build_split(Llama *s, MlkSchedule sched, int64_t split, int64_t kvh) {
+  build_attn(s, sched, split, kvh, 0);
+}
+static inline void build_folded(Llama *s, MlkSchedule sched, int64_t split, int64_t kvh) {
+  build_attn(s, sched, split, kvh, 1);
+}
 static inline void build(Llama *s, MlkSchedule sched) { build_split(s, sched, 1, 1); }
 
 /* Host copies of the params (new_params draws them, set_params sets them). */

@@ -78,12 +78,13 @@ static void reference(int64_t rows, const int32_t *tokens, const int32_t *pos, d
 
 enum { NMODELS = 3 };
 
-/* split > 1: the attention split into that many chunks, tasks of kvh kv heads (rt_llama.h). */
-static void decode(mlk_backend *const *be, int64_t split, int64_t kvh) {
+/* split > 1: the attention split into that many chunks, tasks of kvh kv heads (rt_llama.h), merged
+ * by an attn_reduce or, `folded`, by the attention's own last tasks. */
+static void decode(mlk_backend *const *be, int64_t split, int64_t kvh, int folded) {
   static Llama s[NMODELS];
-  build_split(&s[0], MLK_SCHED_STATIC, split, kvh);
-  build_split(&s[1], MLK_SCHED_DYNAMIC, split, kvh);
-  build_split(&s[2], MLK_SCHED_STATIC, split, kvh);
+  build_attn(&s[0], MLK_SCHED_STATIC, split, kvh, folded);
+  build_attn(&s[1], MLK_SCHED_DYNAMIC, split, kvh, folded);
+  build_attn(&s[2], MLK_SCHED_STATIC, split, kvh, folded);
   mlk_model *m[NMODELS];
   for (int i = 0; i < NMODELS; i++) {
     CHECK_OK(mlk_model_create(be[i], &s[i].b.desc, &m[i]));
@@ -317,10 +318,15 @@ int main(void) {
       printf("  %s\n", mlk_backend_name(be[i]));
   }
   if (be[0] && be[1] && be[2]) {
-    decode(be, 1, 1);
-    decode(be, 3, 1);  /* chunks of up to 6 positions: empty ones early, crossing pages later */
-    decode(be, 5, 2);  /* one task for both kv heads */
-    decode(be, 32, 1); /* most chunks empty or of one position */
+    decode(be, 1, 1, 0);
+    decode(be, 3, 1, 0);  /* chunks of up to 6 positions: empty ones early, crossing pages later */
+    decode(be, 5, 2, 0);  /* one task for both kv heads */
+    decode(be, 32, 1, 0); /* most chunks empty or of one position */
+    /* the merge in the attention's own tasks: 2 x 8 columns a kv head over 4 and 16 chunks,
+     * both kv heads' 32 over 8 */
+    decode(be, 4, 1, 1);
+    decode(be, 16, 1, 1);
+    decode(be, 8, 2, 1);
     api(be[1]);
   }
   for (int i = 0; i < NMODELS; i++)

@@ -95,7 +95,8 @@ static void mlp_case(int ev, mlk_sim_schedule sched, uint64_t seed, int checking
 static void llama_case(mlk_sim_schedule sched, uint64_t seed, int checking, int64_t split,
                        const char *producer, const char *consumer, const char *const *needles) {
   static Llama s;
-  build_split(&s, MLK_SCHED_STATIC, split, 1);
+  /* split < 0: -split chunks merged by the attention's own tasks */
+  build_attn(&s, MLK_SCHED_STATIC, split < 0 ? -split : split, 1, split < 0);
   int ev = rtb_find_event(&s.b, producer, consumer);
   CHECK(ev >= 0, "no event %s -> %s", producer, consumer);
   mlk_backend *be = backend(4, seed, sched, ev + 1, !checking, case_delay);
@@ -391,6 +392,10 @@ int main(void) {
                                       " of op 'attn_reduce@llama:11[l=1]' read columns [",
                                       ") of 'part.1' before task ",
                                       " of op 'attention@llama:11[l=1]' wrote them", NULL};
+  const char *const att_needles[] = {"missing dependency in megakernel 'decode': task ",
+                                     " of op 'matvec@llama:12[l=1]' read columns [",
+                                     ") of 'att.1' before task ",
+                                     " of op 'attention@llama:11[l=1]' wrote them", NULL};
   for (int checking = 1; checking >= 0; checking--) {
     printf("  checker %s\n", checking ? "on" : "off");
     for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++)
@@ -405,6 +410,11 @@ int main(void) {
                    cache_needles);
         llama_case(sch, seeds[i], checking, 3, "attention@llama:11[l=1]",
                    "attn_reduce@llama:11[l=1]", part_needles);
+        /* merged by its own tasks: the output projection reads what the last ones wrote */
+        llama_case(sch, seeds[i], checking, -4, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]",
+                   cache_needles);
+        llama_case(sch, seeds[i], checking, -4, "attention@llama:11[l=1]", "matvec@llama:12[l=1]",
+                   att_needles);
         war_case(sch, seeds[i], 1, checking);
         if (rt_failures != before)
           fprintf(stderr, "  ^ failed with seed %llu, %s schedule\n", (unsigned long long)seeds[i],
@@ -428,6 +438,7 @@ int main(void) {
         mlp_case(1, sch, seed, 1, y_needles);
         llama_case(sch, seed, 1, 1, "kv_append@llama:10[l=1]", "attention@llama:11[l=1]", cache_needles);
         llama_case(sch, seed, 1, 3, "attention@llama:11[l=1]", "attn_reduce@llama:11[l=1]", part_needles);
+        llama_case(sch, seed, 1, -4, "attention@llama:11[l=1]", "matvec@llama:12[l=1]", att_needles);
       }
       if (rt_failures != before)
         fprintf(stderr, "  ^ failed with seed %llu, %s schedule, threaded\n", (unsigned long long)seed,

@@ -153,7 +153,8 @@ TASK(kv_append) {
 /* Unsplit: the task's columns are whole kv heads of (heads / kv_heads) * head_dim. Split: task t
  * covers the kv heads of block t / split (kvh of them, fewer in the last) in chunk t % split.
  * Folded (mlk_attn_folds): the same task writes its records into the op's scratch, and the last
- * of its block's split tasks to arrive merges the block and completes them all. */
+ * of its block's split tasks to arrive merges the block and completes them all; where no row has
+ * more than one chunk, the tasks write the rows' attention itself and none merges. */
 TASK(attention) {
   int64_t pps = rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = rt[MLK_RT_PAGES(op->cache)];
   int64_t rows = mlk_task_rows(op, rt);
@@ -161,16 +162,18 @@ TASK(attention) {
     int64_t kvh = op->tile * op->split / (op->heads / op->kv_heads * op->head_dim);
     int64_t first = task / op->split * op->split, kvh0 = task / op->split * kvh;
     float *part = PTR(float, op->scratch);
-    TILE(attention_split)(part, PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
-                          PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]),
-                          op->kv_heads, op->head_dim, op->page, pps, npages, op->layer, op->heads,
-                          kvh, op->split, op->min_chunk, kvh0, kvh, task % op->split, rows);
+    int merge = TILE(attention_fold)(
+        PTR(float, op->out), part, PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),
+        PTR(const int32_t, op->in[2]), PTR(const int32_t, op->in[3]), op->kv_heads, op->head_dim,
+        op->page, pps, npages, op->layer, op->heads, kvh, op->split, op->min_chunk, kvh0, kvh,
+        task % op->split, rows);
     if (!TILE(group_arrive)(PTR(uint32_t, op->arrive) + first, (uint32_t)op->split)) {
       *done = MLK_TASK_DONE(task, 0);
       return;
     }
-    TILE(attn_reduce)(PTR(float, op->out), part, op->kv_heads, op->head_dim, op->heads, kvh,
-                      op->split, kvh0, kvh, rows);
+    if (merge) /* (rows of one chunk each: written whole by their slots, nothing to merge) */
+      TILE(attn_reduce)(PTR(float, op->out), part, op->kv_heads, op->head_dim, op->heads, kvh,
+                        op->split, kvh0, kvh, rows);
     *done = MLK_TASK_DONE(first, op->split);
     return;
   }

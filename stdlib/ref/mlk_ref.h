@@ -102,6 +102,18 @@ void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
                              int64_t min_chunk, int64_t kvh0, int64_t nkvh, int64_t chunk,
                              int64_t batch);
 
+/* A split attention that merges its own chunks (mlk_attn_folds), task `chunk` of kv heads [kvh0,
+ * kvh0 + nkvh): where some row of the run has more than one chunk, mlk_ref_attention_split into
+ * `part`, returning 1 (the block's last task then merges); else each row's one chunk is its whole
+ * attention, which the slot holding it writes into `out` (mlk_ref_attention; slot 0 the zeros of
+ * a row with no positions), returning 0: no merge. Every task of a run decides alike. */
+int mlk_ref_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
+                           const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                           int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,
+                           int64_t layer, int64_t heads, int64_t kvh, int64_t split,
+                           int64_t min_chunk, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                           int64_t batch);
+
 /* The merge of the `split` chunks' partials of kv heads [kvh0, kvh0 + nkvh) (layout as above) into
  * the attention output f32 [batch, heads * head_dim]: sum_c exp(m_c - M) o_c / sum_c exp(m_c - M)
  * l_c, M = max_c m_c; zeros where every chunk is empty. */

@@ -340,6 +340,32 @@ void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const 
   }
 }
 
+int mlk_ref_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
+                           const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                           int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,
+                           int64_t layer, int64_t heads, int64_t kvh, int64_t split,
+                           int64_t min_chunk, int64_t kvh0, int64_t nkvh, int64_t chunk,
+                           int64_t batch) {
+  int64_t many = 0;
+  for (int64_t b = 0; b < batch; b++)
+    many += mlk_attn_chunks(attend_last(pos[b], pages_per_seq, page) + 1, split, min_chunk, batch) > 1;
+  if (many) {
+    mlk_ref_attention_split(part, q, cache, pos, pages, kv_heads, head_dim, page, pages_per_seq,
+                            npages, layer, heads, kvh, split, min_chunk, kvh0, nkvh, chunk, batch);
+    return 1;
+  }
+  int64_t cols = heads * head_dim, first = 0; /* rows before b with a chunk, mod split */
+  for (int64_t b = 0; b < batch; b++) {
+    int64_t chunks = attend_last(pos[b], pages_per_seq, page) + 1 > 0;
+    if (chunks ? first == chunk : chunk == 0) /* its one chunk's slot, or slot 0: zeros */
+      mlk_ref_attention(out + b * cols, q + b * cols, cache, pos + b, pages + b * pages_per_seq,
+                        kv_heads, head_dim, page, pages_per_seq, npages, layer, heads, kvh0, nkvh,
+                        1);
+    first = (first + chunks) % split;
+  }
+  return 0;
+}
+
 void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
                              const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                              int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,

@@ -512,6 +512,51 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
   }
 }
 
+/* A split attention that merges its own chunks (mlk_ref_attention_fold says what): where no row of
+ * the run has more than one chunk (batch >= split, or short rows), each row's one chunk is its
+ * whole attention, and the slot holding it writes the output with the unsplit tile, so that no
+ * merge follows (a merge task took 14 and 23 us at batch 16 and 64, H100). Every warp computes
+ * the same counts: the decision and the rows' slots need no barrier. */
+int mlk_tile_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
+                            const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                            int64_t head_dim, int64_t page, int64_t pages_per_seq,
+                            int64_t npages, int64_t layer, int64_t heads, int64_t kvh,
+                            int64_t split, int64_t min_chunk, int64_t kvh0, int64_t nkvh,
+                            int64_t chunk, int64_t batch) {
+  if (kv_heads <= 0 || heads < kv_heads || head_dim <= 0 || page <= 0 || nkvh <= 0 ||
+      kvh <= 0 || split <= 0)
+    return 0;
+  uint32_t lane = mlk_tid() & 31, S = (uint32_t)split, many = 0;
+  for (int64_t g0 = 0; g0 < batch; g0 += 32) {
+    uint32_t rg = (uint32_t)(batch - g0 < 32 ? batch - g0 : 32);
+    int64_t T = lane < rg ? attend_count(pos[g0 + lane], pages_per_seq, page) : 0;
+    many += mlk_warp_read_u32(mlk_warp_scan_u32(mlk_attn_chunks(T, split, min_chunk, batch) > 1), 31);
+  }
+  if (many) {
+    mlk_tile_attention_split(part, q, cache, pos, pages, kv_heads, head_dim, page, pages_per_seq,
+                             npages, layer, heads, kvh, split, min_chunk, kvh0, nkvh, chunk, batch);
+    return 1;
+  }
+  int64_t cols = heads * head_dim;
+  uint32_t carry = 0; /* the rows with a chunk before the group, mod S */
+  for (int64_t g0 = 0; g0 < batch; g0 += 32) {
+    uint32_t rg = (uint32_t)(batch - g0 < 32 ? batch - g0 : 32);
+    uint32_t has = lane < rg && attend_count(pos[g0 + lane], pages_per_seq, page) > 0;
+    uint32_t inc = mlk_warp_scan_u32(has), first = (carry + inc - has) % S;
+    carry = (carry + mlk_warp_read_u32(inc, 31)) % S;
+    /* its one chunk in this slot, or no positions and this is slot 0 (zeros) */
+    uint32_t mine = has ? first == (uint32_t)chunk : chunk == 0;
+    for (uint32_t r = 0; r < rg; r++)
+      if (mlk_warp_read_u32(mine, r)) {
+        int64_t b = g0 + r;
+        mlk_tile_attention(out + b * cols, q + b * cols, cache, pos + b, pages + b * pages_per_seq,
+                           kv_heads, head_dim, page, pages_per_seq, npages, layer, heads, kvh0,
+                           nkvh, 1);
+      }
+  }
+  return 0;
+}
+
 /* The merge of a split. Its items are (row, kv head, query head) in row order; a pass takes up to
  * `ip` of them: a thread per (item, slot) loads that slot's m and l into shared memory, LU of them
  * a thread at once where a pass has more than one a thread (one at a time, the shared stores

@@ -241,6 +241,12 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
                               int64_t split, int64_t min_chunk, int64_t kvh0, int64_t nkvh,
                               int64_t chunk,
                               int64_t batch);
+int mlk_tile_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
+                            const int32_t *pos, const int32_t *pages, int64_t kv_heads,
+                            int64_t head_dim, int64_t page, int64_t pages_per_seq,
+                            int64_t npages, int64_t layer, int64_t heads, int64_t kvh,
+                            int64_t split, int64_t min_chunk, int64_t kvh0, int64_t nkvh,
+                            int64_t chunk, int64_t batch);
 void mlk_tile_attn_reduce(float *out, const float *part, int64_t kv_heads, int64_t head_dim,
                           int64_t heads, int64_t kvh, int64_t split, int64_t kvh0, int64_t nkvh,
                           int64_t batch);

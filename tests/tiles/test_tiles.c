@@ -681,6 +681,16 @@ static void t_attention_split(const Call *c) {
                            g->page, g->pages_per_seq, g->npages, g->layer, g->heads, g->kvh,
                            g->split, g->min_chunk, g->kvh0, g->nkvh, g->chunk, g->batch);
 }
+static int fold_merged; /* thread 0's result of the last t_attention_fold */
+static void t_attention_fold(const Call *c) {
+  const AttnGeom *g = c->args;
+  int r = mlk_tile_attention_fold(g->out, g->part, g->q, g->cache, g->pos, g->pages, g->kv_heads,
+                                  g->head_dim, g->page, g->pages_per_seq, g->npages, g->layer,
+                                  g->heads, g->kvh, g->split, g->min_chunk, g->kvh0, g->nkvh,
+                                  g->chunk, g->batch);
+  if (mlk_tid() == 0)
+    fold_merged = r;
+}
 static void t_attn_reduce(const Call *c) {
   const AttnGeom *g = c->args;
   mlk_tile_attn_reduce(g->out, g->part, g->kv_heads, g->head_dim, g->heads, g->kvh, g->split,
@@ -779,6 +789,39 @@ static void attention_case_paged(int64_t kv_heads, int64_t heads, int64_t head_d
   }
   if (!bad)
     bad = cmp_f32(name, g.out, want, qn, 1.0, 2e-5, 1e-6);
+  /* the merge in the attention's own tasks: every (kv head block, slot) task, then, where they
+   * wrote partials (a row of more than one chunk), the block's merge; else the rows themselves */
+  for (int64_t i = 0; i < batch * pcols; i++)
+    g.part[i] = want_part[i] = NAN;
+  for (int64_t i = 0; i < qn; i++)
+    g.out[i] = want[i] = NAN;
+  for (int64_t h = 0; h < kv_heads && !bad; h += kvh) {
+    int merged = -1, want_merged = -1;
+    g.kvh0 = h, g.nkvh = kv_heads - h < kvh ? kv_heads - h : kvh;
+    for (int64_t c = 0; c < split && !bad; c++) {
+      g.chunk = c;
+      bad |= run_task(t_attention_fold, &g) != 0;
+      int wm = mlk_ref_attention_fold(want, want_part, g.q, g.cache, g.pos, g.pages, kv_heads,
+                                      head_dim, g.page, g.pages_per_seq, g.npages, g.layer, heads,
+                                      kvh, split, g.min_chunk, h, g.nkvh, c, batch);
+      if ((merged >= 0 && fold_merged != merged) || fold_merged != wm) {
+        fprintf(stderr, "%s: fold: slot %lld merges %d, slot 0 %d, the reference %d\n", name,
+                (long long)c, fold_merged, merged, wm);
+        bad = 1;
+      }
+      merged = fold_merged, want_merged = wm;
+    }
+    if (!bad && merged) {
+      bad |= run_task(t_attn_reduce, &g) != 0;
+      mlk_ref_attn_reduce(want, want_part, kv_heads, head_dim, heads, kvh, split, h, g.nkvh, batch);
+    }
+    (void)want_merged;
+  }
+  if (!bad) {
+    char fname[200];
+    snprintf(fname, sizeof fname, "%s: folded", name);
+    bad = cmp_f32(fname, g.out, want, qn, 1.0, 2e-5, 1e-6);
+  }
   free(g.pos), free(g.pages), free(g.cache), free(want_cache), free(g.q), free(g.k), free(g.v);
   free(g.out), free(want), free(g.part), free(want_part);
   if (bad)

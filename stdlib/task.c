@@ -153,8 +153,8 @@ TASK(kv_append) {
 /* Unsplit: the task's columns are whole kv heads of (heads / kv_heads) * head_dim. Split: task t
  * covers the kv heads of block t / split (kvh of them, fewer in the last) in chunk t % split.
  * Folded (mlk_attn_folds): the same task writes its records into the op's scratch, and the last
- * of its block's split tasks to arrive merges the block and completes them all; where no row has
- * more than one chunk, the tasks write the rows' attention itself and none merges. */
+ * of its block's split tasks to arrive merges the block and completes them all; at batch >= split
+ * (a chunk a row) the tasks write the rows' attention itself and none merges. */
 TASK(attention) {
   int64_t pps = rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = rt[MLK_RT_PAGES(op->cache)];
   int64_t rows = mlk_task_rows(op, rt);
@@ -171,7 +171,7 @@ TASK(attention) {
       *done = MLK_TASK_DONE(task, 0);
       return;
     }
-    if (merge) /* (rows of one chunk each: written whole by their slots, nothing to merge) */
+    if (merge) /* (batch >= split: rows of one chunk, written whole by their slots) */
       TILE(attn_reduce)(PTR(float, op->out), part, op->kv_heads, op->head_dim, op->heads, kvh,
                         op->split, kvh0, kvh, rows);
     *done = MLK_TASK_DONE(first, op->split);

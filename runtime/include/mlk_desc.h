@@ -245,7 +245,9 @@ typedef struct MlkTensorDesc {
  *   into the op's scratch (MlkDevOp.scratch, the layout above, mlk_attn_scratch_bytes), then
  *   counts itself in at the block's arrival counter (MlkDevOp.arrive, the block's first task's);
  *   the last of the block's S tasks to arrive merges them as ATTN_REDUCE would and completes all
- *   S (their notifies), the others none. No reduce op, its tasks or its wait on the chain.
+ *   S (their notifies), the others none. No reduce op, its tasks or its wait on the chain. At
+ *   b >= S (every row one chunk) the task holding a row's chunk writes the row's attention into
+ *   `out` itself (slot 0 the zeros of a row with pos < 0) and nothing is merged.
  * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima; NaN never wins; every
  *   value NaN: 0): x = in[0] f32 [b, k]. One task (split 0).
  *   With split = S >= 2 the row is cut into S chunks of mlk_argmax_chunk(k, S) columns (the last

@@ -103,10 +103,10 @@ void mlk_ref_attention_split(float *part, const float *q, const uint16_t *cache,
                              int64_t batch);
 
 /* A split attention that merges its own chunks (mlk_attn_folds), task `chunk` of kv heads [kvh0,
- * kvh0 + nkvh): where some row of the run has more than one chunk, mlk_ref_attention_split into
- * `part`, returning 1 (the block's last task then merges); else each row's one chunk is its whole
+ * kvh0 + nkvh): at batch < split, mlk_ref_attention_split into `part`, returning 1 (the block's
+ * last task then merges); at batch >= split each row is one chunk (mlk_attn_chunk_len), its whole
  * attention, which the slot holding it writes into `out` (mlk_ref_attention; slot 0 the zeros of
- * a row with no positions), returning 0: no merge. Every task of a run decides alike. */
+ * a row with no positions), returning 0: no merge. */
 int mlk_ref_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
                            const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                            int64_t head_dim, int64_t page, int64_t pages_per_seq, int64_t npages,

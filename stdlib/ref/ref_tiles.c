@@ -346,10 +346,7 @@ int mlk_ref_attention_fold(float *out, float *part, const float *q, const uint16
                            int64_t layer, int64_t heads, int64_t kvh, int64_t split,
                            int64_t min_chunk, int64_t kvh0, int64_t nkvh, int64_t chunk,
                            int64_t batch) {
-  int64_t many = 0;
-  for (int64_t b = 0; b < batch; b++)
-    many += mlk_attn_chunks(attend_last(pos[b], pages_per_seq, page) + 1, split, min_chunk, batch) > 1;
-  if (many) {
+  if (batch < split) { /* (at batch >= split every row is one chunk, mlk_attn_chunk_len) */
     mlk_ref_attention_split(part, q, cache, pos, pages, kv_heads, head_dim, page, pages_per_seq,
                             npages, layer, heads, kvh, split, min_chunk, kvh0, nkvh, chunk, batch);
     return 1;

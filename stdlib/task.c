@@ -171,7 +171,7 @@ TASK(attention) {
       *done = MLK_TASK_DONE(task, 0);
       return;
     }
-    if (merge) /* (batch >= split: rows of one chunk, written whole by their slots) */
+    if (merge) /* partials (batch < split); at batch >= split the slots wrote the rows whole */
       TILE(attn_reduce)(PTR(float, op->out), part, op->kv_heads, op->head_dim, op->heads, kvh,
                         op->split, kvh0, kvh, rows);
     *done = MLK_TASK_DONE(first, op->split);

@@ -97,8 +97,8 @@ static int split_with_reduce(IrGraph *g, int a, const char *what, Type pt, IrOp 
  * (tile(split = s), else --attn-split, else the default policy). Split, the last of a kv head
  * block's tasks merges their chunks (mlk_attn_folds: a nominal tile of kvh * group * head_dim /
  * split columns a task; the runtime gives the op scratch for the records and arrival counters),
- * which takes a reduce op's tasks and its wait off the decode chain (an attn_reduce op measured
- * ~4-7% of a batch-1 step at short context). Where that grid cannot be (kvh not dividing the kv
+ * which takes a reduce op's tasks and its wait off the decode chain (1.4-1.7% of a step at batch
+ * 1, 4 and 64 on the H100, docs/performance.md). Where that grid cannot be (kvh not dividing the kv
  * heads, split not dividing the block's columns) or --attn-reduce-op asks, it writes partials (a
  * record per kv head and chunk: mlk_attn_part_offset) into a new temporary, and an attn_reduce
  * node, a task per kvh kv heads, merges them into the attention's result. */

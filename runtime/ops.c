@@ -447,9 +447,8 @@ static mlk_status attention_validate(const MlkModelDesc *d, int o) {
   int64_t cols = op->heads * op->head_dim, per = op->heads / op->kv_heads * op->head_dim;
   if (mlk_attn_folds(op->split, op->n, op->heads, op->head_dim)) {
     /* the merge folded in: tasks of a nominal share of their kv head block's columns */
-    int64_t kvh = op->tile * op->split / per;
-    if (op->tile < 1 || (op->tile * op->split) % per || kvh < 1 || kvh > op->kv_heads ||
-        op->kv_heads % kvh)
+    int64_t kvh = op->tile <= cols ? op->tile * op->split / per : 0; /* (no overflow) */
+    if (kvh < 1 || (op->tile * op->split) % per || kvh > op->kv_heads || op->kv_heads % kvh)
       return mlk_desc_invalid(
           d,
           "op %d '%s': a split attention merging its %lld chunks needs tile %lld = kvh * "

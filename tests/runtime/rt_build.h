@@ -280,10 +280,28 @@ static inline int rtb_attention(RtB *b, const char *name, int out, int q, int c,
   return o;
 }
 
+/* The attention op of a split (`split` chunks a row, mlk_desc.h) writing `n` columns of `out` in
+ * tiles of `tile`: its tasks wait for all of q and of the layer's cache (ALL: a task reads kv
+ * head block t / split). */
+static inline int rtb_attention_chunks(RtB *b, const char *name, int out, int q, int c, int layer,
+                                       int pos, int64_t heads, int64_t n, int64_t tile,
+                                       int64_t split) {
+  const MlkCacheDesc *cd = &b->caches[c];
+  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(out),
+                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
+                                  .n = n, .tile = tile, .heads = heads, .kv_heads = cd->kv_heads,
+                                  .head_dim = cd->head_dim, .layer = layer, .cache = c,
+                                  .split = split});
+  rtb_reads(b, o, q, MLK_MAP_ALL);
+  rtb_reads(b, o, pos, MLK_MAP_ALL);
+  rtb_event(b, b->cache_producer[c][layer], o, cd->tensor, MLK_MAP_ALL, cd->kv_heads * cd->head_dim, 0);
+  rtb_wrote(b, o);
+  return o;
+}
+
 /* A split attention (flash-decoding, mlk_desc.h): the op writing the partials `part` (f32 rows of
  * mlk_attn_part_cols(..) columns; tasks of kvh kv heads in `split` chunks) and its attn_reduce
- * writing `out`. The split tasks wait for all of q and of the layer's cache (ALL: a task reads kv
- * head block t / split), reduce task j for the split producers of its records (one TILE counter).
+ * writing `out`; reduce task j waits for the split producers of its records (one TILE counter).
  * Returns the reduce op; the split op is the one before it. */
 static inline int rtb_attention_split(RtB *b, const char *name, const char *rname, int out, int part,
                                       int q, int c, int layer, int pos, int64_t heads, int64_t kvh,
@@ -291,15 +309,7 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
   const MlkCacheDesc *cd = &b->caches[c];
   int64_t group = heads / cd->kv_heads, rec = mlk_attn_part_rec(group, cd->head_dim);
   int64_t pcols = mlk_attn_part_cols(cd->kv_heads, heads, cd->head_dim, split, kvh);
-  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(part),
-                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
-                                  .n = pcols, .tile = kvh * rec, .heads = heads,
-                                  .kv_heads = cd->kv_heads, .head_dim = cd->head_dim,
-                                  .layer = layer, .cache = c, .split = split});
-  rtb_reads(b, o, q, MLK_MAP_ALL);
-  rtb_reads(b, o, pos, MLK_MAP_ALL);
-  rtb_event(b, b->cache_producer[c][layer], o, cd->tensor, MLK_MAP_ALL, cd->kv_heads * cd->head_dim, 0);
-  rtb_wrote(b, o);
+  int o = rtb_attention_chunks(b, name, part, q, c, layer, pos, heads, pcols, kvh * rec, split);
   int r = rtb_push(b, (MlkOpDesc){.name = rname, .kind = MLK_OP_ATTN_REDUCE, .out = A(out),
                                   .in = {A(part), NOARG, NOARG, NOARG, NOARG}, .n = heads * cd->head_dim,
                                   .tile = kvh * group * cd->head_dim, .heads = heads,
@@ -311,23 +321,13 @@ static inline int rtb_attention_split(RtB *b, const char *name, const char *rnam
 }
 
 /* A split attention that merges its own chunks (mlk_attn_folds): `out` is the attention, tasks of
- * kvh kv heads in `split` chunks stand for kvh * group * head_dim / split columns each; they wait
- * for all of q and of the layer's cache, as the split form does. */
+ * kvh kv heads in `split` chunks stand for kvh * group * head_dim / split columns each. */
 static inline int rtb_attention_folded(RtB *b, const char *name, int out, int q, int c, int layer,
                                        int pos, int64_t heads, int64_t kvh, int64_t split) {
   const MlkCacheDesc *cd = &b->caches[c];
-  int64_t group = heads / cd->kv_heads;
-  int o = rtb_push(b, (MlkOpDesc){.name = name, .kind = MLK_OP_ATTENTION, .out = A(out),
-                                  .in = {A(q), A(cd->tensor), A(pos), A(cd->pages_tensor), NOARG},
-                                  .n = heads * cd->head_dim,
-                                  .tile = kvh * group * cd->head_dim / split, .heads = heads,
-                                  .kv_heads = cd->kv_heads, .head_dim = cd->head_dim,
-                                  .layer = layer, .cache = c, .split = split});
-  rtb_reads(b, o, q, MLK_MAP_ALL);
-  rtb_reads(b, o, pos, MLK_MAP_ALL);
-  rtb_event(b, b->cache_producer[c][layer], o, cd->tensor, MLK_MAP_ALL, cd->kv_heads * cd->head_dim, 0);
-  rtb_wrote(b, o);
-  return o;
+  int64_t cols = heads * cd->head_dim, group = heads / cd->kv_heads;
+  return rtb_attention_chunks(b, name, out, q, c, layer, pos, heads, cols,
+                              kvh * group * cd->head_dim / split, split);
 }
 
 static inline int rtb_argmax(RtB *b, const char *name, int out, int x, int64_t k) {

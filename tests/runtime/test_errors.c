@@ -402,6 +402,8 @@ static void test_validation_abi2(mlk_backend *be) {
   /* n = heads * head_dim with a split: the form that merges its own chunks (mlk_attn_folds) */
   CASE(b->ops[7].split = 3, "op 7 'attention@llama:11[l=0]': a split attention merging its 3 chunks "
        "needs tile 16 = kvh * (heads / kv_heads) * head_dim / split with kv_heads 2 a multiple of kvh");
+  CASE((b->ops[7].split = 2, b->ops[7].tile = INT64_MAX / 2, b->ops[7].ntasks = 1),
+       "op 7 'attention@llama:11[l=0]': a split attention merging its 2 chunks needs tile");
   CASE(b->ops[1].batched = 2, "op 1 'matvec@llama:5[l=0]': batched is 2, must be 0 or 1");
   /* kernels and events */
   CASE(b->kernels[0].schedule = (MlkSchedule)7, "kernel 0 'decode': schedule 7 is not a valid MlkSchedule");

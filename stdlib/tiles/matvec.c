@@ -502,12 +502,22 @@ mma_stage_scalar(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w
  * before any is converted, so that a warp has that many L2 round trips in flight instead of one;
  * each item is 4 hi and 4 lo pair words, two 16-byte shared stores. The warp's rows are b =
  * warp, warp + WARPS, ... as in mma_stage_scalar, and the rounding is the same. Needs x, the
- * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there. */
+ * rows (k % 8 == 0) and norm_w 16-byte aligned; kn is a multiple of 8 there.
+ * rsm: the rows' norm scales (NULL: none, a split slice's: the merge scales). ssq (a split
+ * slice's fused norm): each of the warp's rows b gets the chunk's sum of squares of its x added to
+ * ssq[b] by the warp's lane 0, in chunk order, from the loads the staging makes anyway (a pass of
+ * its own read x from L2 once more before the staging). */
 #define MMA_SU 4
+#define MMA_SLOTS (MMA_NB / WARPS) /* a warp's batch rows in a pass */
 static inline __attribute__((always_inline)) void
 mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
               const MLK_SHARED float *rsm, int64_t k, int64_t b0, uint32_t nb, uint32_t nbp,
-              uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp, uint32_t lane) {
+              uint32_t kc0, uint32_t kn, uint32_t kcp, uint32_t KC, uint32_t warp, uint32_t lane,
+              MLK_SHARED float *ssq) {
+  float sq[MMA_SLOTS]; /* ssq: the lane's sums of squares of its items in each row slot */
+#pragma unroll
+  for (int j = 0; j < MMA_SLOTS; j++)
+    sq[j] = 0.0f;
   uint32_t RSF = KC + 16, q8 = kcp / 8;
   uint32_t items = (nbp > warp ? (nbp - warp + WARPS - 1) / WARPS : 0) * q8;
   /* Item it is (row slot it / q8, column item it % q8); a lane's items go 32 at a time, so the two
@@ -518,11 +528,11 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
   for (uint32_t i0 = lane; i0 < items; i0 += 32 * MMA_SU) {
     F4 v[MMA_SU][2];
     U4 w[MMA_SU];
-    uint32_t bu[MMA_SU], cu[MMA_SU];
+    uint32_t bu[MMA_SU], cu[MMA_SU], ju[MMA_SU];
 #pragma unroll
     for (int u = 0; u < MMA_SU; u++) {
       uint32_t it = i0 + 32 * (uint32_t)u, b = warp + jb * WARPS, col = 8 * jc;
-      bu[u] = b, cu[u] = jc;
+      bu[u] = b, cu[u] = jc, ju[u] = jb;
       jc += dc, jb += dj;
       if (jc >= q8)
         jc -= q8, jb++;
@@ -538,9 +548,16 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
     for (int u = 0; u < MMA_SU; u++) {
       uint32_t it = i0 + 32 * (uint32_t)u, b = bu[u], c = cu[u];
       if (it < items) {
-        float sc = b < nb && norm_w ? rsm[b] : 1.0f;
+        float sc = b < nb && norm_w && rsm ? rsm[b] : 1.0f;
         float e[8] = {v[u][0].x, v[u][0].y, v[u][0].z, v[u][0].w,
                       v[u][1].x, v[u][1].y, v[u][1].z, v[u][1].w};
+        if (ssq) { /* rows past nb loaded zeros */
+          F4 q = v[u][0] * v[u][0] + v[u][1] * v[u][1];
+          float qs = (q.x + q.y) + (q.z + q.w);
+#pragma unroll
+          for (int j = 0; j < MMA_SLOTS; j++)
+            sq[j] += ju[u] == (uint32_t)j ? qs : 0.0f;
+        }
         uint32_t ww[4] = {w[u].a, w[u].b, w[u].c, w[u].d};
         if (norm_w) {
 #pragma unroll
@@ -557,6 +574,18 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
         *(MLK_SHARED V4 *)(sw + b * RSF + 4 * c) = hi;
         *(MLK_SHARED V4 *)(sw + b * RSF + KC / 2 + 4 * c) = lo;
       }
+    }
+  }
+  if (!ssq)
+    return;
+#pragma unroll
+  for (int j = 0; j < MMA_SLOTS; j++) {
+    if (warp + (uint32_t)j * WARPS < nb) { /* uniform */
+      float t = sq[j];
+      for (int off = 16; off > 0; off >>= 1)
+        t += __nvvm_shfl_sync_bfly_f32(0xffffffffu, t, off, 0x1f);
+      if (lane == 0)
+        ssq[warp + (uint32_t)j * WARPS] += t;
     }
   }
 }
@@ -683,6 +712,10 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
   MLK_SHARED float *ring = mlk_dev_tune.mma_stage_ring ? mlk_stream_scratch(&ring_floats) : 0;
   if (ring && ring_floats > STAGE)
     sw = (MLK_SHARED uint32_t *)ring, cap = ring_floats;
+  /* A split slice's fused norm takes its sums of squares from the staging's loads of x, into rsm
+   * (each row's by the lane 0 of the warp that stages it), where the staging then scales by 1:
+   * the merge scales. Elsewhere a pass of their own first, rsm the scales. */
+  int fused_ss = raw && norm_w && vec;
   /* the trace's phases (when traced): the first round's x staged, its sums done, the task's */
   int stamped = 0;
   for (int64_t b0 = 0; b0 < batch; b0 += MMA_NB) {
@@ -690,7 +723,10 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
     uint32_t KC = (cap / (nt * 8) - 16) & ~31u;
     if (KC > K32)
       KC = K32;
-    if (norm_w) {
+    if (fused_ss) { /* a row's sum is only ever touched by its warp's lane 0 */
+      for (uint32_t b = warp; b < nb && lane == 0; b += WARPS)
+        rsm[b] = 0.0f;
+    } else if (norm_w) {
       if (b0 > 0)
         __nvvm_barrier_sync(0); /* the previous pass is done with rsm */
       for (uint32_t b = warp; b < nb; b += WARPS) {
@@ -737,8 +773,9 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
         if (active)
           mma_preload(win, W, k, row0 + r0, R - r0, kc0, kn, kcp, p, P, lane);
         __nvvm_barrier_sync(0); /* rsm written; the buffer's previous readers are done */
-        if (vec)
-          mma_stage_vec(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
+        if (vec) /* the sums of squares in the first round only */
+          mma_stage_vec(sw, x, norm_w, fused_ss ? 0 : rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC,
+                        warp, lane, fused_ss && u0 == 0 ? rsm : 0);
         else
           mma_stage_scalar(sw, x, norm_w, rsm, k, b0, nb, nt * 8, kc0, kn, kcp, KC, warp, lane);
         __nvvm_barrier_sync(0);
@@ -748,6 +785,9 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
         if (active)
           mma_chunk(acc, win, sw, W, k, row0 + r0, R - r0, kc0, kn, kcp, KC, p, P, ni, lane);
       }
+      if (fused_ss && u0 == 0 && lane == 0) /* the rows this warp staged (its lane 0 summed them) */
+        for (uint32_t b = warp; b < nb; b += WARPS)
+          ssout[b0 + b] = rsm[b];
       if (stamped == 1)
         mlk_dev_trace_phase(MLK_TRACE_FIRST);
       stamped = 2;

@@ -563,8 +563,12 @@ static void test_split_matvec(void) {
   split_case(128, 8192, 64, 16, 8, 0, 0, MLK_FN_NONE, 1, 1, 1);
   /* a last group of 3 tasks and odd rows; k's last slice not a multiple of 32 */
   split_case(40, 520, 19, 16, 4, 1, 1, MLK_FN_SILU, 0, 0, 2);
-  /* up-like: times the gate; batch past a pass of 64 rows */
+  /* up-like: times the gate; batch past a pass of 64 rows (a slice's x staged in chunks, the
+   * fused norm's sums of squares added chunk by chunk) */
   split_case(64, 2048, 100, 32, 2, 1, 1, MLK_FN_MUL, 1, 0, 2);
+  /* groups of 160 rows with a fused norm: two rounds of row groups over the warps (the sums of
+   * squares from the first round's staging only) */
+  split_case(320, 1024, 16, 80, 2, 1, 0, MLK_FN_NONE, 0, 0, 2);
   /* below MLK_MATVEC_SPLIT_MIN_BATCH with x fitting whole (8 x 1024): every task alone, answering 1 */
   split_case(64, 1024, 8, 16, 4, 1, 0, MLK_FN_RELU, 1, 0, 1);
   /* below it with x too large to stage whole (mlk_matvec_x_fits): split all the same from batch 4,

@@ -17,6 +17,8 @@
  *   stream    the weight stream's design alone (bulk copies through 1 to 4 slots of 32 KiB, every
  *             SM at once): the chip's and the median SM's rate, in GB/s
  *   stage     a block reading a just-written 8 KiB row from L2 after its wait, to the barrier
+ *   frag      a tensor-core matvec task's weight loads alone: its fragment pattern (windows of 4
+ *             and 8 blocks), whole rows, and the pattern after an L2 prefetch, GB/s
  * --json appends one object per row. Needs a GPU of compute capability 9.0 (the bulk copies); a
  * missing GPU or driver is said so, with exit status 77.
  */
@@ -50,6 +52,10 @@ static CUdeviceptr d_buf, d_cnt, d_out, d_err, d_stop, d_data, d_rows;
 static size_t out_words;
 static FILE *json;
 
+static int cmp_f64(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -356,6 +362,7 @@ static void stream(int quick) {
   } cfgs[] = {
       {0, 0, 0, 1, "bulk copies", "SM"},
       {0, 0, 1, 1, "warp 0's cp.async", "SM"},
+      {0, 0, 2, 2, "16 rows of 2 KiB, 4 KiB apart", "SM"},
       {0, 1, 0, 2, "bulk, half the SMs", "reader"},
       {1, 1, 0, 2, "fed by a cluster peer", "reader"},
   };
@@ -392,6 +399,8 @@ static void stream(int quick) {
       double c50, c90, b50, b90;
       pcts(chip, (size_t)runs, &c50, &c90);
       pcts(block, (size_t)runs, &b50, &b90);
+      if (cfgs[i].mode == 2) /* half of each chunk's span is copied */
+        c50 /= 2, c90 /= 2, b50 /= 2, b90 /= 2;
       char what[96];
       snprintf(what, sizeof what, "%u slots of 32 KiB (%s), the chip", slots, cfgs[i].how);
       row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
@@ -428,6 +437,61 @@ static void stage(int quick) {
     row("stage", what, kLoads[load], p50, p90, "ns");
   }
   free(h);
+}
+
+/* A tensor-core matvec task's weight loads alone (sync_probe.c probe_frag): every SM reads 128
+ * rows x 1024 columns of a bf16 matrix of row stride 2048 (the gate projection's split slice at
+ * batch 16: 256 KiB a task, 32 MiB over 128 SMs), each launch from another region of the
+ * buffer (64 MiB apart: not in L2). Rows: the median block's rate and the chip's (bytes over the launch's
+ * CUDA-event time), by mode. */
+static void frag(int quick) {
+  static const char *const how[] = {"tile pattern, window 4", "tile pattern, window 8",
+                                    "whole rows, 4 KiB in flight a warp",
+                                    "tile pattern, window 4, rows prefetched to L2 first"};
+  uint64_t k = 2048, region = (uint64_t)64 << 20; /* 128 blocks x 128 rows of 4 KiB */
+  uint32_t cols = 1024, rows = 128, launches = quick ? 4 : 16;
+  uint64_t buf_bytes = (uint64_t)16 << STREAM_WORDS_LOG2, regions = buf_bytes / region;
+  int grid = sms < 128 ? sms : 128;
+  uint64_t *h = malloc((size_t)sms * sizeof *h);
+  double *bl = malloc(launches * sizeof *bl), *ch = malloc(launches * sizeof *ch);
+  if (!h || !bl || !ch) {
+    fprintf(stderr, "sync_probe: out of host memory\n");
+    exit(1);
+  }
+  CUevent e0, e1;
+  CHECK_CU(cuEventCreate(&e0, 0));
+  CHECK_CU(cuEventCreate(&e1, 0));
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_frag"));
+  static unsigned next_region;
+  for (uint32_t mode = 0; mode < 4; mode++) {
+    for (uint32_t l = 0; l < launches; l++) {
+      CUdeviceptr w = d_buf + (next_region++ % regions) * region;
+      void *args[] = {&w, &k, &cols, &rows, &mode, &d_out, &d_data};
+      CHECK_CU(cuEventRecord(e0, 0));
+      CHECK_CU(cuLaunchKernel(f, (unsigned)grid, 1, 1, 256, 1, 1, 0, 0, args, NULL));
+      CHECK_CU(cuEventRecord(e1, 0));
+      CHECK_CU(cuCtxSynchronize());
+      float ms = 0;
+      CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
+      CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)grid * sizeof *h));
+      double p50, p90;
+      pcts(h, (size_t)grid, &p50, &p90);
+      double bytes = (double)rows * cols * 2;
+      bl[l] = bytes / p50; /* GB/s: bytes per ns */
+      ch[l] = bytes * grid / (ms * 1e6);
+    }
+    qsort(bl, launches, sizeof *bl, cmp_f64);
+    qsort(ch, launches, sizeof *ch, cmp_f64);
+    char what[96];
+    snprintf(what, sizeof what, "%s, the median block", how[mode]);
+    row("frag", what, "alone", bl[launches / 2], bl[launches * 9 / 10], "GB/s");
+    snprintf(what, sizeof what, "%s, the chip", how[mode]);
+    row("frag", what, "alone", ch[launches / 2], ch[launches * 9 / 10], "GB/s");
+  }
+  CHECK_CU(cuEventDestroy(e0));
+  CHECK_CU(cuEventDestroy(e1));
+  free(h), free(bl), free(ch);
 }
 
 int main(int argc, char **argv) {
@@ -514,6 +578,7 @@ int main(int argc, char **argv) {
   fence_cluster(quick);
   stream(quick);
   stage(quick);
+  frag(quick);
   if (json)
     fclose(json);
   return 0;

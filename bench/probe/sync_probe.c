@@ -27,10 +27,15 @@
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
  *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead;
- *     on half the SMs (the most a single SM's copy engine gives); probe_stream_cluster: each
+ *     on half the SMs (the most a single SM's copy engine gives); with `mode` 2 a slot is 16
+ *     copies of 2 KiB from rows 4 KiB apart (a split slice's rows); probe_stream_cluster: each
  *     block's ring filled by the other block of a two-block cluster.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
+ *   - probe_frag: a tensor-core matvec task's weight loads alone (no MMAs, no x): every block
+ *     reads its rows in the tile's fragment pattern with a window of 4 or 8 blocks a warp, or
+ *     whole rows, or the pattern after a bulk L2 prefetch of the rows: is the pattern, the
+ *     window or the loads' latency what holds the tile's MMA phase at ~13 GB/s an SM?
  * Every spin has a deadline: a probe that cannot complete records an error and returns.
  * The instructions are the tiles' own (mlk_tiles.h's memory-model and copy-engine helpers), so
  * the probe times exactly what the megakernel runs.
@@ -44,6 +49,7 @@ typedef uint32_t u32;
 typedef struct __attribute__((aligned(16))) uint4 {
   u32 x, y, z, w;
 } uint4;
+#define U4_T uint4
 
 #define KERNEL __attribute__((nvptx_kernel))
 
@@ -457,11 +463,20 @@ static int read_chunk(MLK_SHARED u64 *bar, u32 parity, u32 slot, u32 *acc, u32 *
  * stream.c does: thread 0 keeps every free slot's copy in flight, every thread reads each landed
  * chunk (16-byte shared loads, summed), a block barrier frees it and thread 0 refills it.
  * out[block] = the block's ns from its first copy to its last chunk read. */
+/* mode 2: a slot is 16 copies of 2 KiB, rows 4 KiB apart (a split slice's half of each row, as
+ * a streamed tensor-core task would copy its rows): chunk c covers 64 KiB of buf, half copied. */
+static void slot_rows(MLK_SHARED uint8_t *dst, const uint8_t *src, MLK_SHARED uint64_t *bar) {
+  mlk_mbar_expect_tx(bar, SLOT_BYTES);
+  for (u32 r = 0; r < 16; r++)
+    mlk_bulk_copy(dst + r * 2048, src + (u64)r * 4096, 2048, bar);
+}
+
 KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, u32 slots,
                          u32 mode) {
   u32 b = bid();
   const uint8_t *src = buf + (u64)b * per_block;
-  u32 chunks = (u32)(per_block / SLOT_BYTES);
+  u32 span = mode == 2 ? 2 * SLOT_BYTES : SLOT_BYTES; /* bytes of buf a chunk */
+  u32 chunks = (u32)(per_block / span);
   if (mlk_tid() == 0) {
     for (u32 s = 0; s < slots; s++)
       mlk_mbar_init(&bars[s], mode == 1 ? 32 : 1);
@@ -469,9 +484,12 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
   }
   __nvvm_barrier_sync(0);
   u64 t0 = mlk_globaltimer();
-  if (mode && mlk_tid() < 32)
+  if (mode == 1 && mlk_tid() < 32)
     for (u32 c = 0; c < slots && c < chunks; c++)
       warp_copy(ring + c * SLOT_BYTES, src + (u64)c * SLOT_BYTES, SLOT_BYTES, &bars[c]);
+  if (mode == 2 && mlk_tid() == 0)
+    for (u32 c = 0; c < slots && c < chunks; c++)
+      slot_rows(ring + c * SLOT_BYTES, src + (u64)c * span, &bars[c]);
   if (!mode && mlk_tid() == 0)
     for (u32 c = 0; c < slots && c < chunks; c++) {
       mlk_mbar_expect_tx(&bars[c], SLOT_BYTES);
@@ -485,8 +503,12 @@ KERNEL void probe_stream(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, 
     if (!__nvvm_bar0_and(ok))
       return;
     u32 next = c + slots;
-    if (mode && mlk_tid() < 32 && next < chunks)
+    if (mode == 1 && mlk_tid() < 32 && next < chunks)
       warp_copy(ring + slot * SLOT_BYTES, src + (u64)next * SLOT_BYTES, SLOT_BYTES, &bars[slot]);
+    if (mode == 2 && mlk_tid() == 0 && next < chunks) {
+      mlk_fence_proxy_async();
+      slot_rows(ring + slot * SLOT_BYTES, src + (u64)next * span, &bars[slot]);
+    }
     if (!mode && mlk_tid() == 0 && next < chunks) {
       mlk_fence_proxy_async();
       mlk_mbar_expect_tx(&bars[slot], SLOT_BYTES);
@@ -613,4 +635,95 @@ KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, co
   /* the last block to finish stops the streaming blocks */
   if (mlk_tid() == 0 && __atomic_fetch_add(&cnt[32 * 512], 1u, __ATOMIC_ACQ_REL) == measuring - 1)
     st_volatile(stop, 1);
+}
+
+/* ---- probe_frag ----
+ * Block b reads rows [b * rows, (b + 1) * rows) x columns [0, cols) of a bf16 matrix of row stride
+ * k at W (each launch another region of the buffer, so that L2 holds none of it), its 8 warps a
+ * group of 16 rows each at a time. mode 0 / 1: the tensor-core tile's pattern (matvec.c
+ * mma_chunk: lane (g, t) loads 16 bytes of rows g and g + 8 at column 32 j + 8 t for block j),
+ * a window of 4 / 8 blocks in flight a warp, each block's words used (xor) before its slot is
+ * refilled; mode 2: whole rows (frag_rows: the same bytes in flight, 512 contiguous bytes a
+ * load instruction instead of 16 rows' 64); mode 3: mode 0 after thread r's bulk prefetch of row r into L2 (the rows
+ * prefetched at once, then the pattern's loads). out[b] = ns from the block's start to the
+ * barrier after its last load; sink[b] the xor (so the loads stay). */
+static inline U4_T frag_ld(const uint16_t *p) {
+  U4_T r;
+  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
+          "ld.global.nc.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
+          : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+          : "l"(p));
+  return r;
+}
+
+static inline __attribute__((always_inline)) u32 frag_group(const uint16_t *W, u64 k, u32 cols,
+                                                            u64 r0, int UB) {
+  u32 lane = mlk_tid() & 31, g = lane >> 2, t = lane & 3, nblk = cols / 32, acc = 0;
+  const uint16_t *w0 = W + (r0 + g) * k + 8 * t, *w1 = w0 + 8 * k;
+  U4_T a[8][2];
+#pragma unroll
+  for (int u = 0; u < UB; u++)
+    if ((u32)u < nblk)
+      a[u][0] = frag_ld(w0 + 32 * u), a[u][1] = frag_ld(w1 + 32 * u);
+  for (u32 j0 = 0; j0 < nblk; j0 += (u32)UB)
+#pragma unroll
+    for (int u = 0; u < UB; u++) {
+      u32 j = j0 + (u32)u, nx = j + (u32)UB;
+      if (j < nblk) {
+        acc ^= a[u][0].x ^ a[u][0].w ^ a[u][1].y ^ a[u][1].z;
+        if (nx < nblk)
+          a[u][0] = frag_ld(w0 + 32 * nx), a[u][1] = frag_ld(w1 + 32 * nx);
+      }
+    }
+  return acc;
+}
+
+/* The same 16 rows as whole rows: chunk c is 512 contiguous bytes (row c / parts, part c % parts
+ * of the row's cols), a 16-byte load a lane; 8 chunks in flight a warp (4 KiB, as 4 blocks of the
+ * pattern). */
+static inline __attribute__((always_inline)) u32 frag_rows(const uint16_t *W, u64 k, u32 cols,
+                                                           u64 r0) {
+  u32 lane = mlk_tid() & 31, parts = cols / 256, n = 16 * parts, acc = 0;
+  U4_T a[8];
+#define FRAG_CHUNK(c) (W + (r0 + (c) / parts) * k + ((c) % parts) * 256 + 8 * lane)
+#pragma unroll
+  for (u32 u = 0; u < 8; u++)
+    if (u < n)
+      a[u] = frag_ld(FRAG_CHUNK(u));
+  for (u32 j0 = 0; j0 < n; j0 += 8)
+#pragma unroll
+    for (u32 u = 0; u < 8; u++) {
+      u32 j = j0 + u, nx = j + 8;
+      if (j < n) {
+        acc ^= a[u].x ^ a[u].w;
+        if (nx < n)
+          a[u] = frag_ld(FRAG_CHUNK(nx));
+      }
+    }
+#undef FRAG_CHUNK
+  return acc;
+}
+
+KERNEL void probe_frag(const uint16_t *W, u64 k, u32 cols, u32 rows, u32 mode, u64 *out,
+                       u32 *sink) {
+  u32 b = bid(), tid = mlk_tid(), warp = tid >> 5, acc = 0;
+  u64 row0 = (u64)b * rows;
+  __nvvm_barrier_sync(0);
+  u64 start = mlk_globaltimer();
+  if (mode == 3)
+    for (u32 r = tid; r < rows; r += MLK_BLOCK_THREADS)
+      mlk_prefetch_l2(W + (row0 + r) * k, 2 * cols);
+  for (u32 r0 = 16 * warp; r0 < rows; r0 += 16 * (MLK_BLOCK_THREADS / 32)) {
+    if (mode == 1)
+      acc ^= frag_group(W, k, cols, row0 + r0, 8);
+    else if (mode == 2)
+      acc ^= frag_rows(W, k, cols, row0 + r0);
+    else
+      acc ^= frag_group(W, k, cols, row0 + r0, 4);
+  }
+  __nvvm_barrier_sync(0);
+  if (tid == 0)
+    out[b] = mlk_globaltimer() - start;
+  if (acc == 0x9e3779b9u) /* practically never: keeps the loads */
+    sink[b] = acc;
 }

@@ -18,7 +18,8 @@
  *             SM at once): the chip's and the median SM's rate, in GB/s
  *   stage     a block reading a just-written 8 KiB row from L2 after its wait, to the barrier
  *   frag      a tensor-core matvec task's weight loads alone: its fragment pattern (windows of 4
- *             and 8 blocks), whole rows, and the pattern after an L2 prefetch, GB/s
+ *             and 8 blocks), whole rows, the pattern after an L2 prefetch or with an L2 prefetch
+ *             size on each load, GB/s
  * --json appends one object per row. Needs a GPU of compute capability 9.0 (the bulk copies); a
  * missing GPU or driver is said so, with exit status 77.
  */
@@ -447,7 +448,9 @@ static void stage(int quick) {
 static void frag(int quick) {
   static const char *const how[] = {"tile pattern, window 4", "tile pattern, window 8",
                                     "whole rows, 4 KiB in flight a warp",
-                                    "tile pattern, window 4, rows prefetched to L2 first"};
+                                    "tile pattern, window 4, rows prefetched to L2 first",
+                                    "tile pattern, window 4, loads .L2::256B",
+                                    "tile pattern, window 4, loads .L2::128B"};
   uint64_t k = 2048, region = (uint64_t)64 << 20; /* 128 blocks x 128 rows of 4 KiB */
   uint32_t cols = 1024, rows = 128, launches = quick ? 4 : 16;
   uint64_t buf_bytes = (uint64_t)16 << STREAM_WORDS_LOG2, regions = buf_bytes / region;
@@ -464,7 +467,7 @@ static void frag(int quick) {
   CUfunction f;
   CHECK_CU(cuModuleGetFunction(&f, mod, "probe_frag"));
   static unsigned next_region;
-  for (uint32_t mode = 0; mode < 4; mode++) {
+  for (uint32_t mode = 0; mode < 6; mode++) {
     for (uint32_t l = 0; l < launches; l++) {
       CUdeviceptr w = d_buf + (next_region++ % regions) * region;
       void *args[] = {&w, &k, &cols, &rows, &mode, &d_out, &d_data};

@@ -647,24 +647,31 @@ KERNEL void probe_stage(float *rows, u32 *cnt, u64 *out, u32 *err, u32 *stop, co
  * load instruction instead of 16 rows' 64); mode 3: mode 0 after thread r's bulk prefetch of row r into L2 (the rows
  * prefetched at once, then the pattern's loads). out[b] = ns from the block's start to the
  * barrier after its last load; sink[b] the xor (so the loads stay). */
-static inline U4_T frag_ld(const uint16_t *p) {
-  U4_T r;
-  __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
-          "ld.global.nc.v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
-          : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-          : "l"(p));
-  return r;
-}
+/* The tile's weight load (matvec.c ld_weights), and the same asking L2 to fetch the 256 or 128
+ * bytes around it (the .L2::256B / 128B prefetch size): a row's next blocks then come from L2. */
+#define FRAG_LD_FN(name, size)                                                                     \
+  static inline U4_T name(const uint16_t *p) {                                                     \
+    U4_T r;                                                                                        \
+    __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"                                 \
+            "ld.global.nc" size ".v4.u32 {%0, %1, %2, %3}, [g];\n\t}"                              \
+            : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)                                           \
+            : "l"(p));                                                                             \
+    return r;                                                                                      \
+  }
+FRAG_LD_FN(frag_ld, "")
+FRAG_LD_FN(frag_ld256, ".L2::256B")
+FRAG_LD_FN(frag_ld128, ".L2::128B")
+#define FRAG_LD(p) (HINT == 2 ? frag_ld256(p) : HINT == 1 ? frag_ld128(p) : frag_ld(p))
 
 static inline __attribute__((always_inline)) u32 frag_group(const uint16_t *W, u64 k, u32 cols,
-                                                            u64 r0, int UB) {
+                                                            u64 r0, int UB, int HINT) {
   u32 lane = mlk_tid() & 31, g = lane >> 2, t = lane & 3, nblk = cols / 32, acc = 0;
   const uint16_t *w0 = W + (r0 + g) * k + 8 * t, *w1 = w0 + 8 * k;
   U4_T a[8][2];
 #pragma unroll
   for (int u = 0; u < UB; u++)
     if ((u32)u < nblk)
-      a[u][0] = frag_ld(w0 + 32 * u), a[u][1] = frag_ld(w1 + 32 * u);
+      a[u][0] = FRAG_LD(w0 + 32 * u), a[u][1] = FRAG_LD(w1 + 32 * u);
   for (u32 j0 = 0; j0 < nblk; j0 += (u32)UB)
 #pragma unroll
     for (int u = 0; u < UB; u++) {
@@ -672,7 +679,7 @@ static inline __attribute__((always_inline)) u32 frag_group(const uint16_t *W, u
       if (j < nblk) {
         acc ^= a[u][0].x ^ a[u][0].w ^ a[u][1].y ^ a[u][1].z;
         if (nx < nblk)
-          a[u][0] = frag_ld(w0 + 32 * nx), a[u][1] = frag_ld(w1 + 32 * nx);
+          a[u][0] = FRAG_LD(w0 + 32 * nx), a[u][1] = FRAG_LD(w1 + 32 * nx);
       }
     }
   return acc;
@@ -715,11 +722,15 @@ KERNEL void probe_frag(const uint16_t *W, u64 k, u32 cols, u32 rows, u32 mode, u
       mlk_prefetch_l2(W + (row0 + r) * k, 2 * cols);
   for (u32 r0 = 16 * warp; r0 < rows; r0 += 16 * (MLK_BLOCK_THREADS / 32)) {
     if (mode == 1)
-      acc ^= frag_group(W, k, cols, row0 + r0, 8);
+      acc ^= frag_group(W, k, cols, row0 + r0, 8, 0);
     else if (mode == 2)
       acc ^= frag_rows(W, k, cols, row0 + r0);
+    else if (mode == 4)
+      acc ^= frag_group(W, k, cols, row0 + r0, 4, 2);
+    else if (mode == 5)
+      acc ^= frag_group(W, k, cols, row0 + r0, 4, 1);
     else
-      acc ^= frag_group(W, k, cols, row0 + r0, 4);
+      acc ^= frag_group(W, k, cols, row0 + r0, 4, 0);
   }
   __nvvm_barrier_sync(0);
   if (tid == 0)

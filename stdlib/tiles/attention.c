@@ -543,11 +543,13 @@ fold_whole_rows(float *out, const float *q, const uint16_t *cache, const int32_t
 
 /* A split attention that merges its own chunks (mlk_ref_attention_fold says what): at batch >=
  * split every row is one chunk, its whole attention, which the slot holding it writes with the
- * unsplit tile, so that no merge follows (H100: batch 16 and 64 3.4% and 4.4% faster than the
- * merge). The test is of registers: a pass that counted the rows of more than one chunk first
- * (to take short rows at small batch the same way) put a load of the positions before every
- * task's chunk and cost batch 1 1.7% (H100), where short rows are a context below the minimum
- * chunk (32 positions). */
+ * unsplit tile, so that no merge follows (H100, against a fold that merged at every batch: batch
+ * 16 and 64 4.5% and 5.7% faster; batch 1, which still merges, 1.7%: the code variant's spills
+ * went 232 -> 144 bytes). The test is of registers: a pass that counted the rows of
+ * more than one chunk first (to take short rows at small batch the same way) put a load of the
+ * positions before every task's chunk and cost batch 1 1.7% (H100); taking batch 1's contexts up
+ * to 128 positions whole that way (a minimum chunk of 128) measured 2% slower at batch 1: one task
+ * over 128 positions costs as much as a 32-position chunk and the merge (docs/performance.md). */
 int mlk_tile_attention_fold(float *out, float *part, const float *q, const uint16_t *cache,
                             const int32_t *pos, const int32_t *pages, int64_t kv_heads,
                             int64_t head_dim, int64_t page, int64_t pages_per_seq,

@@ -800,7 +800,7 @@ static void attention_case_paged(int64_t kv_heads, int64_t heads, int64_t head_d
   for (int64_t i = 0; i < qn; i++)
     g.out[i] = want[i] = NAN;
   for (int64_t h = 0; h < kv_heads && !bad; h += kvh) {
-    int merged = -1, want_merged = -1;
+    int merged = -1; /* slot 0's answer: every slot must give the same */
     g.kvh0 = h, g.nkvh = kv_heads - h < kvh ? kv_heads - h : kvh;
     for (int64_t c = 0; c < split && !bad; c++) {
       g.chunk = c;
@@ -813,13 +813,12 @@ static void attention_case_paged(int64_t kv_heads, int64_t heads, int64_t head_d
                 (long long)c, fold_merged, merged, wm);
         bad = 1;
       }
-      merged = fold_merged, want_merged = wm;
+      merged = fold_merged;
     }
     if (!bad && merged) {
       bad |= run_task(t_attn_reduce, &g) != 0;
       mlk_ref_attn_reduce(want, want_part, kv_heads, head_dim, heads, kvh, split, h, g.nkvh, batch);
     }
-    (void)want_merged;
   }
   if (!bad) {
     char fname[200];

@@ -66,7 +66,7 @@ static void *run_arg;
 static uint32_t run_ctaid, run_nctaid, dyn_smem;
 static uint64_t rng, clock_ns, step;
 static int failed;
-static Copy copies[64];
+static Copy copies[256];
 static size_t ncopies;
 #if EMU_ASAN
 static void *fake_stack;
@@ -243,18 +243,18 @@ typedef union MBarWord {
 static struct {
   uint64_t *bar;
   int64_t tx;
-} txs[16];
+} txs[32];
 
 static int64_t *tx_of(uint64_t *bar) {
-  for (int i = 0; i < 16; i++)
+  for (int i = 0; i < 32; i++)
     if (txs[i].bar == bar)
       return &txs[i].tx;
-  for (int i = 0; i < 16; i++)
+  for (int i = 0; i < 32; i++)
     if (!txs[i].bar) {
       txs[i].bar = bar, txs[i].tx = 0;
       return &txs[i].tx;
     }
-  fail("mbarrier: more than 16 of them");
+  fail("mbarrier: more than 32 of them");
   return &txs[0].tx;
 }
 

@@ -27,4 +27,4 @@ add_custom_command(OUTPUT ${TILES_EXE}
   VERBATIM)
 add_custom_target(tiles_emu_exe ALL DEPENDS ${TILES_EXE})
 add_test(NAME tiles_emu COMMAND ${TILES_EXE})
-set_tests_properties(tiles_emu PROPERTIES TIMEOUT 300 ENVIRONMENT "RT_SEED=${MLK_TEST_SEED}")
+set_tests_properties(tiles_emu PROPERTIES TIMEOUT 900 ENVIRONMENT "RT_SEED=${MLK_TEST_SEED}")

@@ -490,6 +490,7 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
   run_fn = fn, run_arg = arg, run_ctaid = ctaid, run_nctaid = nctaid;
   rng = seed * 0x9e3779b97f4a7c15ull + 1;
   failed = 0;
+  memset(txs, 0, sizeof txs); /* a block initializes its barriers before it uses them */
   for (int t = 0; t < NT; t++) {
     if (!thr[t].stack) {
       thr[t].stack = mmap(0, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -553,6 +554,14 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
       t0++;
     fprintf(stderr, "block emulator: deadlock: %d threads cannot go on (thread %d is %s)\n", stuck,
             t0, state_name(thr[t0].st));
+    for (int t = 0; t < NT; t += 32) /* each warp's lane 0: what it waits for */
+      if (thr[t].st == T_MBAR) {
+        MBarWord m = {*thr[t].mbar};
+        fprintf(stderr, "  warp %d: the mbarrier at %p (phase %u, %u arrivals pending), parity %u\n",
+                t / 32, (void *)thr[t].mbar, m.s.phase, m.s.pending, thr[t].parity);
+      } else if (thr[t].st != T_DONE) {
+        fprintf(stderr, "  warp %d: %s\n", t / 32, state_name(thr[t].st));
+      }
     failed = 1;
   }
   return failed ? -1 : 0;

@@ -253,6 +253,8 @@ static void mv_check(const char *name, MvQueue *q) {
     rc = -1;
   }
   int bad = rc != 0;
+  if (bad)
+    fprintf(stderr, "%s: the block failed\n", name);
   for (int o = 0; o < nops && !bad; o++) {
     const MvTask *t = first[o];
     for (int64_t b = 0; b < t->batch && !bad; b++)

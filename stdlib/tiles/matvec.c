@@ -616,12 +616,11 @@ static inline U4 ld_shared16(uint32_t a) {
 }
 
 /* The four MMAs of one block of 32 k: weights a (rows g and g + 8), the staged pairs at byte
- * address ha for n tile 0 (jstep further for each next one; lo hi-to-lo); ni of NT n tiles. */
+ * address ha for n tile 0 (jstep further for each next one; lo hi-to-lo). */
 static inline __attribute__((always_inline)) void
-mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo, uint32_t ni,
-          int NT) {
+mma_block(float (*acc)[4], const U4 *a, uint32_t ha, uint32_t jstep, uint32_t lo, uint32_t ni) {
 #pragma unroll
-  for (int i = 0; i < NT; i++) {
+  for (int i = 0; i < MMA_NT; i++) {
     if ((uint32_t)i < ni) {
       U4 h = ld_shared16(ha + i * jstep), l = ld_shared16(ha + i * jstep + lo);
       /* step 0: k 8t..8t+3 (words a, b); step 1: 8t+4..8t+7 (words c, d) */
@@ -683,47 +682,9 @@ mma_chunk(float (*acc)[4], U4 (*win)[2], const MLK_SHARED uint32_t *sw, const ui
         int in = nx < nblk && nx * 32 + 8 * t < kn;
         win[u][0] = in && ok0 ? ld_weights(w0 + nx * 32) : z;
         win[u][1] = in && ok1 ? ld_weights(w1 + nx * 32) : z;
-        mma_block(acc, cur, sbase + b * 64, jstep, lo, ni, MMA_NT);
+        mma_block(acc, cur, sbase + b * 64, jstep, lo, ni);
       }
     }
-  }
-}
-
-/* The pass's norm, ahead of its staging (not a split slice's fused norm, which sums its squares
- * in the staging): each of the warp's batch rows b (warp, warp + WARPS, ...) gets its sum of
- * squares over [0, K); into rsm[b] its scale, or for a split slice (raw) the sum into ssout[b0 +
- * b] and 1 into rsm[b] (the merge scales). */
-static inline __attribute__((always_inline)) void
-mma_norm_pass(const float *x, int64_t k, uint32_t K, float eps, int64_t b0, uint32_t nb, int vec,
-              int raw, float *ssout, MLK_SHARED float *rsm, uint32_t warp, uint32_t lane) {
-  for (uint32_t b = warp; b < nb; b += WARPS) {
-    const float *xr = x + (b0 + b) * k;
-    float ss = 0.0f;
-    if (vec) { /* 16-byte loads, four in flight per lane */
-      F4 q = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (uint32_t i0 = 4 * lane; i0 < K; i0 += 4 * 32 * 4) {
-        F4 v[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-          uint32_t i = i0 + (uint32_t)u * 4 * 32;
-          F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
-          v[u] = i < K ? *(const F4 *)(xr + i) : z;
-        }
-#pragma unroll
-        for (int u = 0; u < 4; u++)
-          q += v[u] * v[u];
-      }
-      ss = (q.x + q.y) + (q.z + q.w);
-    } else {
-      for (uint32_t i = lane; i < K; i += 32)
-        ss += xr[i] * xr[i];
-    }
-    for (int off = 16; off > 0; off >>= 1)
-      ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
-    if (lane == 0 && raw)
-      ssout[b0 + b] = ss, rsm[b] = 1.0f; /* the merge scales */
-    else if (lane == 0)
-      rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
   }
 }
 
@@ -778,7 +739,35 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
     } else if (norm_w) {
       if (b0 > 0)
         __nvvm_barrier_sync(0); /* the previous pass is done with rsm */
-      mma_norm_pass(x, k, K, eps, b0, nb, vec, raw, ssout, rsm, warp, lane);
+      for (uint32_t b = warp; b < nb; b += WARPS) {
+        const float *xr = x + (b0 + b) * k;
+        float ss = 0.0f;
+        if (vec) { /* 16-byte loads, four in flight per lane */
+          F4 q = {0.0f, 0.0f, 0.0f, 0.0f};
+          for (uint32_t i0 = 4 * lane; i0 < K; i0 += 4 * 32 * 4) {
+            F4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+              uint32_t i = i0 + (uint32_t)u * 4 * 32;
+              F4 z = {0.0f, 0.0f, 0.0f, 0.0f};
+              v[u] = i < K ? *(const F4 *)(xr + i) : z;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+              q += v[u] * v[u];
+          }
+          ss = (q.x + q.y) + (q.z + q.w);
+        } else {
+          for (uint32_t i = lane; i < K; i += 32)
+            ss += xr[i] * xr[i];
+        }
+        for (int off = 16; off > 0; off >>= 1)
+          ss += __nvvm_shfl_sync_bfly_f32(0xffffffffu, ss, off, 0x1f);
+        if (lane == 0 && raw)
+          ssout[b0 + b] = ss, rsm[b] = 1.0f; /* the merge scales */
+        else if (lane == 0)
+          rsm[b] = 1.0f / __builtin_sqrtf(ss / (float)k + eps);
+      }
     }
     for (uint32_t u0 = 0; u0 < G * P; u0 += WARPS) {
       uint32_t u = u0 + warp, rg = u / P, p = u % P, r0 = rg * 16;
@@ -851,270 +840,6 @@ matvec_mma_body(float *out, const float *x, const uint16_t *W, const float *res,
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
 
-/* ---- The tensor-core path's weights through the copy engine (knob MlkDevTune.mma_bulk) ----
- *
- * The register window's loads reach ~1.2-1.5 TB/s over the chip (bench/probe, frag rows), the
- * copy engine ~3 TB/s even in 2 KiB rows (stream rows). So where the stream's ring is free (its
- * loader is past its last chunk: a run at batch >= 16, mlk_stream_scratch) a task of at most 32
- * batch rows has its weights copied into the ring: a chunk is a row group (16 weight rows) times
- * one x chunk's columns, a copy a row, row i at i * RSW bytes (RSW = 64 mod 128, so that the two
- * rows a quarter warp reads fall in opposite halves of the banks). x is staged in the tiles'
- * scratch, chunk by chunk, as on the register path. The chunks form one sequence over the task:
- * round (GR row groups: as many as a warp keeps the sums of in registers), x chunk, row group;
- * slot c % S holds chunk c, whose landing completes full[c % S]. Every warp takes every chunk
- * (blocks of 32 columns warp, warp + WARPS, ...) and keeps the sums of all the round's groups;
- * the round's end adds the warps' partial sums through shared memory, in warp order. A warp done
- * with chunk c arrives on empty[c % S]; warp 0, done with chunk c, waits until every warp is done
- * with chunk c - 1 and copies chunk c - 1 + S into its slot. So S - 1 or S - 2 chunks stay in flight
- * while the block computes, across x chunks and rounds (the register window restarts at each x
- * chunk), and the first S are issued before the task stages anything (weights wait on nothing). */
-#if MLK_SM >= 90 /* the copy engine */
-#define BK_MAX_SLOTS 6
-#define BK_GR_MAX 8 /* the variants' row groups a round and n tiles, at most */
-#define BK_NT_MAX 4
-#define BK_BARS (16 * BK_MAX_SLOTS) /* bytes at the ring's end: full[], then empty[] */
-#define BK_PRS(NT) ((NT) * 8 + 1)   /* floats a row of a warp's partial sums in the reduction */
-
-typedef struct BulkSeq {
-  const uint16_t *W;                /* the task's first weight row */
-  int64_t k;                        /* W's row stride */
-  uint32_t R, G, GR, K, KC, NX;     /* rows, row groups, groups a round, columns, a chunk's, chunks */
-  uint32_t S, RSW, SB, N;           /* slots, a slot's row stride and size (bytes), chunks in all */
-  MLK_SHARED uint8_t *ring;         /* slot s at ring + s * SB */
-  MLK_SHARED uint64_t *full, *empty; /* S mbarriers each, after the slots */
-} BulkSeq;
-
-/* A slot's row stride for chunks of KC columns: KC * 2 bytes, made 64 mod 128. */
-static inline uint32_t bulk_row_stride(uint32_t KC) {
-  uint32_t b = KC * 2; /* a multiple of 64 */
-  return b % 128 == 64 ? b : b + 64;
-}
-
-/* Whether a tensor-core task takes the copy engine's path, and its sequence if so: the knob, at
- * most 32 batch rows (one pass, sums of 2 row groups' per warp at 32), 16-byte aligned x, norm
- * weights and weight rows (k and kx multiples of 8), the ring free and at least 3 slots of it. */
-static int bulk_plan(BulkSeq *q, const float *x, const uint16_t *W, const uint16_t *norm_w,
-                     int64_t k, int64_t kx, int64_t row0, int64_t rows, int64_t batch) {
-  if (!mlk_dev_tune.mma_bulk || batch > 32 || ((k | kx) & 7) != 0 ||
-      (((uintptr_t)x | (uintptr_t)W | (norm_w ? (uintptr_t)norm_w << 1 : 0)) & 15) != 0)
-    return 0;
-  uint32_t floats = 0;
-  MLK_SHARED float *ring = mlk_stream_scratch(&floats);
-  if (!ring || floats * 4 <= BK_BARS)
-    return 0;
-  uint32_t nt = (uint32_t)(batch + 7) / 8, K = (uint32_t)kx, K32 = (K + 31) & ~31u;
-  uint32_t KC = (STAGE / (nt * 8) - 16) & ~31u, room = floats * 4 - BK_BARS, S;
-  if (KC > K32)
-    KC = K32;
-  while ((S = room / (16 * bulk_row_stride(KC))) < 3 && KC > 64)
-    KC -= 32;
-  if (S < 2)
-    return 0;
-  uint32_t NX = (K + KC - 1) / KC;
-  KC = ((K + NX - 1) / NX + 31) & ~31u; /* chunks of even width; no more of them, no wider */
-  q->W = W + row0 * k, q->k = k;
-  q->R = (uint32_t)rows, q->G = (q->R + 15) / 16, q->GR = nt <= 2 ? 8 : 4;
-  q->K = K, q->KC = KC, q->NX = NX;
-  q->S = S < BK_MAX_SLOTS ? S : BK_MAX_SLOTS, q->RSW = bulk_row_stride(KC), q->SB = 16 * q->RSW;
-  q->N = q->G * NX;
-  q->ring = (MLK_SHARED uint8_t *)ring;
-  q->full = (MLK_SHARED uint64_t *)(q->ring + floats * 4 - BK_BARS);
-  q->empty = q->full + BK_MAX_SLOTS;
-  return 1;
-}
-
-/* Warp 0 (every lane): copies chunk c of the sequence into its slot, a row a lane; lane 0 first
- * tells the slot's barrier the bytes to expect. Its slot's last readers are done (the caller
- * waited for them, or a block barrier separates them). */
-static inline __attribute__((always_inline)) void bulk_issue(const BulkSeq *q, uint32_t c,
-                                                             uint32_t lane) {
-  uint32_t per = q->GR * q->NX, NR = (q->G + q->GR - 1) / q->GR, r = c / per;
-  if (r >= NR)
-    r = NR - 1;
-  uint32_t gr = q->G - r * q->GR < q->GR ? q->G - r * q->GR : q->GR;
-  uint32_t rem = c - r * per, i = rem / gr, rg = r * q->GR + (rem - i * gr);
-  uint32_t kc0 = i * q->KC, kn = q->K - kc0 < q->KC ? q->K - kc0 : q->KC;
-  uint32_t rn = q->R - rg * 16 < 16 ? q->R - rg * 16 : 16, s = c % q->S;
-  if (lane == 0)
-    mlk_mbar_expect_tx(&q->full[s], rn * kn * 2);
-  __nvvm_bar_warp_sync(0xffffffffu);
-  if (lane < rn) {
-    mlk_fence_proxy_async(); /* the slot's readers used ordinary loads; the copy engine writes */
-    mlk_bulk_copy(q->ring + s * q->SB + lane * q->RSW, q->W + (int64_t)(rg * 16 + lane) * q->k + kc0,
-                  kn * 2, &q->full[s]);
-  }
-}
-
-/* One warp's share of chunk c (kn columns): its blocks of 32 columns, weights from the slot, x
- * from the staging (sbase, jstep, lo as in mma_chunk), into acc (ni of NT n tiles); then its
- * arrival on the slot's empty barrier. Columns past kn in the last block are stale in the slot:
- * zeros instead (a stale NaN times a staged zero would not be zero). */
-static inline __attribute__((always_inline)) void
-bulk_chunk(float (*acc)[4], const BulkSeq *q, uint32_t c, uint32_t kn, uint32_t sbase,
-           uint32_t jstep, uint32_t lo, uint32_t ni, int NT, uint32_t warp, uint32_t lane) {
-  uint32_t s = c % q->S, t = lane & 3, nblk = (kn + 31) / 32;
-  uint32_t a0 = mlk_smem_addr(q->ring + s * q->SB) + (lane >> 2) * q->RSW + 16 * t;
-  mlk_mbar_wait(&q->full[s], (c / q->S) & 1);
-  U4 z = {0, 0, 0, 0};
-  for (uint32_t b = warp; b < nblk; b += WARPS) {
-    int in = b * 32 + 8 * t < kn;
-    U4 a[2];
-    a[0] = ld_shared16(a0 + b * 64);
-    a[1] = ld_shared16(a0 + 8 * q->RSW + b * 64);
-    a[0] = in ? a[0] : z, a[1] = in ? a[1] : z;
-    mma_block(acc, a, sbase + b * 64, jstep, lo, ni, NT);
-  }
-  __nvvm_bar_warp_sync(0xffffffffu);
-  if (lane == 0)
-    mlk_mbar_arrive(&q->empty[s]);
-}
-
-/* The task on the copy engine's path (bulk_plan said yes): one pass over its batch rows (<= 8 *
- * NT), GR row groups a round; arguments as matvec_mma_body's. */
-static __attribute__((always_inline)) void
-matvec_mma_bulk_body(float *out, const float *x, const float *res, const uint16_t *norm_w,
-                     const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0,
-                     int64_t batch, int fn, int raw, float *ssout, const BulkSeq *plan, int NT,
-                     int GR) {
-  uint32_t tid = mlk_tid_here(), warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const BulkSeq q = *plan;
-  MLK_SHARED float *rsm = mlk_tile_smem + STAGE; /* the norm's scales, as on the register path */
-  MLK_SHARED uint32_t *sw = (MLK_SHARED uint32_t *)mlk_tile_smem;
-  uint32_t nb = (uint32_t)batch, nt = (nb + 7) / 8, K = q.K, KC = q.KC;
-  uint32_t RSB = (KC + 16) * 4, sbase = mlk_smem_addr(sw) + g * RSB + 16 * t;
-  int fused_ss = raw && norm_w; /* bulk_plan took only 16-byte aligned x: the vector staging */
-  if (warp == 0) { /* the barriers, then the first S chunks, before anything waits on x */
-    if (lane == 0) {
-      for (uint32_t s = 0; s < q.S; s++)
-        mlk_mbar_init(&q.full[s], 1), mlk_mbar_init(&q.empty[s], WARPS);
-      mlk_fence_mbar_init();
-    }
-    __nvvm_bar_warp_sync(0xffffffffu);
-    for (uint32_t c = 0; c < q.S && c < q.N; c++)
-      bulk_issue(&q, c, lane);
-  }
-  if (fused_ss) { /* a row's sum is only ever touched by its warp's lane 0 */
-    for (uint32_t b = warp; b < nb && lane == 0; b += WARPS)
-      rsm[b] = 0.0f;
-  } else if (norm_w) {
-    mma_norm_pass(x, k, K, eps, 0, nb, 1, raw, ssout, rsm, warp, lane);
-  }
-  uint32_t c = 0;
-  int stamped = 0;
-  for (uint32_t rg0 = 0; rg0 < q.G; rg0 += q.GR) {
-    uint32_t gr = q.G - rg0 < q.GR ? q.G - rg0 : q.GR;
-    float acc[BK_GR_MAX][BK_NT_MAX][4]; /* [GR][NT] used: constants, registers */
-#pragma unroll
-    for (int j = 0; j < GR; j++)
-#pragma unroll
-      for (int i = 0; i < NT; i++)
-        acc[j][i][0] = acc[j][i][1] = acc[j][i][2] = acc[j][i][3] = 0.0f;
-    for (uint32_t kc0 = 0; kc0 < K; kc0 += KC) {
-      uint32_t kn = K - kc0 < KC ? K - kc0 : KC, kcp = (kn + 31) & ~31u;
-      __nvvm_barrier_sync(0); /* rsm written; the staging's previous readers are done */
-      mma_stage_vec(sw, x, norm_w, fused_ss ? 0 : rsm, k, 0, nb, nt * 8, kc0, kn, kcp, KC, warp,
-                    lane, fused_ss && rg0 == 0 ? rsm : 0);
-      __nvvm_barrier_sync(0);
-      if (!stamped)
-        mlk_dev_trace_phase(MLK_TRACE_STAGED);
-      stamped = 1;
-#pragma unroll
-      for (int j = 0; j < GR; j++) {
-        if ((uint32_t)j < gr) {
-          bulk_chunk(acc[j], &q, c, kn, sbase, 8 * RSB, KC * 2, nt, NT, warp, lane);
-          if (warp == 0 && c >= 1 && c - 1 + q.S < q.N) { /* refill the previous chunk's slot */
-            uint32_t p = c - 1;
-            mlk_mbar_wait(&q.empty[p % q.S], (p / q.S) & 1);
-            bulk_issue(&q, p + q.S, lane);
-          }
-          c++;
-        }
-      }
-    }
-    if (fused_ss && rg0 == 0 && lane == 0) /* the rows this warp staged (its lane 0 summed them) */
-      for (uint32_t b = warp; b < nb; b += WARPS)
-        ssout[b] = rsm[b];
-    if (stamped == 1)
-      mlk_dev_trace_phase(MLK_TRACE_FIRST);
-    stamped = 2;
-    /* the warps' partial sums, PG groups at a time through the scratch, added in warp order */
-    const uint32_t PRS = BK_PRS(NT), per_g = WARPS * 16 * PRS, PG = STAGE / per_g;
-    for (uint32_t gp = 0; gp < gr; gp += PG) {
-      __nvvm_barrier_sync(0); /* every warp is done with the staged x, or the previous groups */
-#pragma unroll
-      for (int j = 0; j < GR; j++) {
-        if ((uint32_t)j >= gp && (uint32_t)j < gp + PG && (uint32_t)j < gr) {
-          MLK_SHARED float *mine = mlk_tile_smem + (j - gp) * per_g + warp * 16 * PRS;
-#pragma unroll
-          for (int i = 0; i < NT; i++)
-            if ((uint32_t)i < nt)
-#pragma unroll
-              for (int e = 0; e < 4; e++)
-                mine[(g + 8 * (e >> 1)) * PRS + 8 * i + 2 * t + (e & 1)] = acc[j][i][e];
-        }
-      }
-      __nvvm_barrier_sync(0);
-      uint32_t ng = gr - gp < PG ? gr - gp : PG, per = 16 * nb;
-      for (uint32_t e = tid; e < ng * per; e += MLK_BLOCK_THREADS) {
-        uint32_t jg = e / per, rem = e - jg * per, b = rem / 16, rr = rem % 16;
-        uint32_t r = (rg0 + gp + jg) * 16 + rr;
-        if (r < q.R) {
-          const MLK_SHARED float *pp = mlk_tile_smem + jg * per_g + rr * PRS + b;
-          float sum = pp[0];
-#pragma unroll
-          for (int w = 1; w < WARPS; w++)
-            sum += pp[w * 16 * PRS];
-          int64_t o = b * n + row0 + r;
-          out[o] = raw ? sum : epi(sum, res, bias, row0 + r, o, fn);
-        }
-      }
-    }
-  }
-  mlk_dev_trace_phase(MLK_TRACE_BODY);
-}
-
-/* The copy engine's path in two variants (sums of 8 row groups of 2 n tiles a warp, or of 4 of
- * 4), each a function of its own like the register path's. */
-static __attribute__((noinline)) void
-matvec_mma_bulk16(float *out, const float *x, const float *res, const uint16_t *norm_w,
-                  const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0,
-                  int64_t batch, int fn, int raw, float *ssout, const BulkSeq *plan) {
-  matvec_mma_bulk_body(out, x, res, norm_w, bias, eps, n, k, row0, batch, fn, raw, ssout, plan, 2,
-                       8);
-}
-static __attribute__((noinline)) void
-matvec_mma_bulk32(float *out, const float *x, const float *res, const uint16_t *norm_w,
-                  const uint16_t *bias, float eps, int64_t n, int64_t k, int64_t row0,
-                  int64_t batch, int fn, int raw, float *ssout, const BulkSeq *plan) {
-  matvec_mma_bulk_body(out, x, res, norm_w, bias, eps, n, k, row0, batch, fn, raw, ssout, plan, 4,
-                       4);
-}
-
-/* The copy engine's path when bulk_plan takes the task (1), else 0. */
-static inline int matvec_mma_bulk(float *out, const float *x, const uint16_t *W, const float *res,
-                                  const uint16_t *norm_w, const uint16_t *bias, float eps,
-                                  int64_t n, int64_t k, int64_t kx, int64_t row0, int64_t rows,
-                                  int64_t batch, int fn, int raw, float *ssout) {
-  BulkSeq q;
-  if (!bulk_plan(&q, x, W, norm_w, k, kx, row0, rows, batch))
-    return 0;
-  if (batch <= 16)
-    matvec_mma_bulk16(out, x, res, norm_w, bias, eps, n, k, row0, batch, fn, raw, ssout, &q);
-  else
-    matvec_mma_bulk32(out, x, res, norm_w, bias, eps, n, k, row0, batch, fn, raw, ssout, &q);
-  return 1;
-}
-#else
-static inline int matvec_mma_bulk(float *out, const float *x, const uint16_t *W, const float *res,
-                                  const uint16_t *norm_w, const uint16_t *bias, float eps,
-                                  int64_t n, int64_t k, int64_t kx, int64_t row0, int64_t rows,
-                                  int64_t batch, int fn, int raw, float *ssout) {
-  (void)out, (void)x, (void)W, (void)res, (void)norm_w, (void)bias, (void)eps, (void)n, (void)k;
-  (void)kx, (void)row0, (void)rows, (void)batch, (void)fn, (void)raw, (void)ssout;
-  return 0;
-}
-#endif
-
 /* The tensor-core path in two functions of its own (noinline: ptxas allocates each alone): the
  * plain one, which every large-batch matvec task runs, is compiled without the split's raw mode
  * (one function with a raw flag, timed on the H100 in the fifteenth session: 2-3% slower at batch
@@ -1124,17 +849,14 @@ static __attribute__((noinline)) void matvec_mma(float *out, const float *x, con
                                                  const uint16_t *bias, float eps, int64_t n,
                                                  int64_t k, int64_t row0, int64_t rows,
                                                  int64_t batch, int fn) {
-  if (!matvec_mma_bulk(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0))
-    matvec_mma_body(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0);
+  matvec_mma_body(out, x, W, res, norm_w, bias, eps, n, k, k, row0, rows, batch, fn, 0, 0);
 }
 static __attribute__((noinline)) void matvec_mma_raw(float *out, const float *x, const uint16_t *W,
                                                      const uint16_t *norm_w, float eps, int64_t n,
                                                      int64_t k, int64_t kx, int64_t row0,
                                                      int64_t rows, int64_t batch, float *ssout) {
-  if (!matvec_mma_bulk(out, x, W, 0, norm_w, 0, eps, n, k, kx, row0, rows, batch, MLK_FN_NONE, 1,
-                       ssout))
-    matvec_mma_body(out, x, W, 0, norm_w, 0, eps, n, k, kx, row0, rows, batch, MLK_FN_NONE, 1,
-                    ssout);
+  matvec_mma_body(out, x, W, 0, norm_w, 0, eps, n, k, kx, row0, rows, batch, MLK_FN_NONE, 1,
+                  ssout);
 }
 
 /* ---- Stream path: weight rows from the shared-memory ring (stream.c) ----

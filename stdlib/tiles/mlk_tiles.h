@@ -434,16 +434,6 @@ static inline void mlk_mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) 
 #endif
 }
 
-/* A plain arrive on `bar` (a consumer's release of what the barrier guards; release semantics at
- * the block's scope, so a thread that waits for the phase sees the arriving thread's reads done). */
-static inline void mlk_mbar_arrive(MLK_SHARED uint64_t *bar) {
-#if defined(__NVPTX__)
-  __asm__ volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(mlk_smem_addr(bar)) : "memory");
-#else
-  mlk_emu_mbar_expect_tx(bar, 0);
-#endif
-}
-
 /* One bulk copy (sm_90) of `bytes` (a multiple of 16) from global src to shared dst, completing on
  * bar. */
 static inline void mlk_bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,

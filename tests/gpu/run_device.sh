@@ -29,10 +29,6 @@ echo "== $BUILD/tests/test_diff_batch at batches 2, 4 and 5 (batch_ops' k = 4096
 echo "== $BUILD/tests/test_diff_batch and _wide with the split matvecs off (MLK_MATVEC_SPLIT_CAP=1: every large-batch task alone, the plain tensor-core path)"
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch 0 || fail=1
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
-echo "== $BUILD/tests/test_diff_batch (split on and off) and test_diff_gpu with the tensor-core weights through the copy engine (MLK_MMA_BULK=1: batches 16..32)"
-MLK_MMA_BULK=1 "$BUILD"/tests/test_diff_batch 0 16,17,24,32 || fail=1
-MLK_MMA_BULK=1 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch 0 16,17,24,32 || fail=1
-MLK_MMA_BULK=1 "$BUILD"/tests/test_diff_gpu 0 || fail=1
 echo "== $BUILD/tests/test_diff_events (explicit events, megakernels reading each other's outputs, GPU vs simulator)"
 "$BUILD"/tests/test_diff_events 0 || fail=1
 echo "== $BUILD/tests/test_diff_batch with the knobs changed (x staged in the tiles' scratch)"

@@ -107,17 +107,11 @@ static void test_tune(mlk_backend *be) {
   setenv("MLK_STREAM_L2_AHEAD", "262144", 1);
   setenv("MLK_MMA_STAGE_RING", "0", 1);
   setenv("MLK_MATVEC_SPLIT_CAP", "1", 1);
-  setenv("MLK_MMA_BULK", "1", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
   CHECK(fake->tune.poll_backoff_ns == 512 && fake->tune.stream_l2_ahead == 262144 &&
-            fake->tune.mma_stage_ring == 0 && fake->tune.matvec_split_cap == 1 &&
-            fake->tune.mma_bulk == 1,
-        "set: backoff %u, l2 ahead %u, mma ring %u, split cap %u, bulk %u",
-        fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring,
-        fake->tune.matvec_split_cap, fake->tune.mma_bulk);
-  setenv("MLK_MMA_BULK", "3", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_MMA_BULK");
-  unsetenv("MLK_MMA_BULK");
+            fake->tune.mma_stage_ring == 0 && fake->tune.matvec_split_cap == 1,
+        "set: backoff %u, l2 ahead %u, mma ring %u, split cap %u", fake->tune.poll_backoff_ns,
+        fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring, fake->tune.matvec_split_cap);
   setenv("MLK_MATVEC_SPLIT_CAP", "17", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_MATVEC_SPLIT_CAP");
   unsetenv("MLK_MATVEC_SPLIT_CAP");

@@ -192,15 +192,14 @@ static int mv_streams_any(const MvQueue *q) {
 }
 
 
-/* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring), and its
- * weights through the copy engine (MlkDevTune.mma_bulk), for the cases run while set. */
-static uint32_t mma_ring, mma_bulk;
+/* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring), for the
+ * cases run while set. */
+static uint32_t mma_ring;
 
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
  * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). With
  * the stream on and taking none of the tasks, the ring must be written exactly when a
- * tensor-core task may stage x there (mma_ring) or copy its weights there (mma_bulk, at most 32
- * batch rows). */
+ * tensor-core task may stage x there (mma_ring). */
 static void mv_check(const char *name, MvQueue *q) {
   cases++;
   mv_list(q);
@@ -230,20 +229,19 @@ static void mv_check(const char *name, MvQueue *q) {
   /* the runtime's write after the module's load */
   mlk_dev_tune.stream_l2_ahead = q->ahead;
   mlk_dev_tune.mma_stage_ring = q->stream ? mma_ring : 0;
-  mlk_dev_tune.mma_bulk = q->stream ? mma_bulk : 0;
   emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
-  mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0, mlk_dev_tune.mma_bulk = 0;
+  mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0;
   if (rc == 0 && q->stream && !mv_streams_any(q)) {
     int mma = 0, touched = 0;
     for (int i = 0; i < q->n; i++)
       mma |= q->t[i].batch >= 16 && (q->t[i].k & 7) == 0;
-    int may = mma && (mma_ring || (mma_bulk && q->t[0].batch <= 32));
     for (size_t i = 0; i < ring_bytes && !touched; i++)
       touched = ring[i] != 0xa5;
-    if (touched != may) {
+    if (touched != (mma && mma_ring)) {
       fprintf(stderr, "%s: the ring was %s, though %s\n", name, touched ? "written" : "left alone",
-              may ? "its tensor-core tasks could use it" : "nothing may use it");
+              mma && mma_ring ? "its tensor-core tasks could stage x there"
+                              : "nothing may use it");
       rc = -1;
     }
   }
@@ -333,11 +331,10 @@ static MvTask mv_task(const MvOp *o, int64_t row0, int64_t rows) {
   return t;
 }
 
-/* One op cut into tasks of `rows` rows, all in one block's queue, stream on and off (on only
- * with mma_bulk: the copy engine's path needs the stream's ring). */
+/* One op cut into tasks of `rows` rows, all in one block's queue, stream on and off. */
 static void mv_case(int64_t n, int64_t k, int64_t batch, int64_t rows, int norm, int bias, int fn,
                     int res, int res_is_out) {
-  for (int stream = 1; stream >= (mma_bulk ? 1 : 0); stream--) {
+  for (int stream = 1; stream >= 0; stream--) {
     MvOp o = mv_op(n, k, batch, norm, bias, fn, res, res_is_out);
     int nt = (int)((n + rows - 1) / rows);
     MvTask *ts = calloc((size_t)nt, sizeof *ts);
@@ -364,7 +361,7 @@ static void mv_mixed_queue(int64_t batch, uint32_t ahead) {
   MvOp d = mv_op(64, 2048, batch, 1, 1, MLK_FN_MUL, 1, 0);
   MvTask ts[] = {mv_task(&a, 0, 24),  mv_task(&b, 0, 16), mv_task(&a, 24, 40), mv_task(&c, 0, 24),
                  mv_task(&b, 16, 16), mv_task(&d, 0, 64), mv_task(&b, 32, 16), mv_task(&a, 64, 32)};
-  for (int stream = 1; stream >= (mma_bulk ? 1 : 0); stream--) {
+  for (int stream = 1; stream >= 0; stream--) {
     for (int i = 0; i < 4; i++) {
       MvOp *o = i == 0 ? &a : i == 1 ? &b : i == 2 ? &c : &d;
       for (int64_t j = 0; j < o->batch * o->n; j++)
@@ -488,12 +485,7 @@ static void split_case(int64_t n, int64_t k, int64_t batch, int64_t tile, int64_
     memcpy(o.out, in, (size_t)(batch * n) * 4);
     memset(scratch, 0xff, scratch_bytes); /* NaN: a partial the merge reads unwritten shows */
     SplitRun sr = {&o, tile, split, ntasks, order, scratch, arrive, merged};
-    /* the stream off with its ring there: the slices' weights through the copy engine (mma_bulk) */
-    emu_set_dynamic_smem(mma_bulk ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
-    mlk_dev_tune.mma_bulk = mma_bulk;
-    int rc = emu_block_run(split_block, &sr, 0, 1, rt_next());
-    mlk_dev_tune.mma_bulk = 0;
-    if (rc != 0) {
+    if (emu_block_run(split_block, &sr, 0, 1, rt_next()) != 0) {
       fprintf(stderr, "%s: the block failed\n", name);
       bad = 1;
     }
@@ -590,15 +582,6 @@ static void test_split_matvec(void) {
   split_case(48, 2048, 6, 24, 2, 1, 0, MLK_FN_NONE, 0, 0, 2);
   /* batch 5 over k 2048 fits: alone */
   split_case(48, 2048, 5, 24, 2, 1, 0, MLK_FN_NONE, 0, 0, 1);
-  /* the slices' weights through the copy engine: a fused norm (its sums of squares from the
-   * staging, two rounds of row groups at 160 rows), 19 and 6 batch rows, the residual in place */
-  mma_bulk = 1;
-  split_case(96, 2048, 16, 24, 4, 1, 0, MLK_FN_NONE, 0, 0, 2);
-  split_case(320, 1024, 16, 80, 2, 1, 0, MLK_FN_NONE, 0, 0, 2);
-  split_case(40, 520, 19, 16, 4, 1, 1, MLK_FN_SILU, 0, 0, 1);
-  split_case(48, 2048, 6, 24, 2, 1, 0, MLK_FN_NONE, 0, 0, 1);
-  split_case(64, 8192, 32, 16, 4, 0, 0, MLK_FN_NONE, 1, 1, 1);
-  mma_bulk = 0;
 }
 
 static void test_matvec(void) {
@@ -639,20 +622,6 @@ static void test_matvec(void) {
   mv_mixed_queue(16, 0);
   mv_unbatched_among_mma();
   mma_ring = 0;
-  /* the tensor-core path's weights through the copy engine: a round of 4 row groups (3 x chunks),
-   * a row group of 4 rows and 9 x chunks of k 4096, one group of 8 rows with k % 32 != 0, three
-   * rounds of 4 groups at 24 batch rows, 32 batch rows, a batch past the path (64: registers), a
-   * mixed queue, and tasks waiting for the stream to finish with the ring */
-  mma_bulk = 1;
-  mv_case(64, 2048, 16, 64, 1, 0, MLK_FN_NONE, 0, 0);
-  mv_case(20, 4096, 19, 16, 0, 0, MLK_FN_NONE, 1, 1);
-  mv_case(37, 520, 16, 8, 1, 1, MLK_FN_SILU, 0, 0);
-  mv_case(160, 520, 24, 160, 1, 0, MLK_FN_NONE, 0, 0);
-  mv_case(48, 2048, 32, 48, 0, 1, MLK_FN_MUL, 1, 0);
-  mv_case(48, 1024, 64, 16, 0, 1, MLK_FN_MUL, 1, 0);
-  mv_mixed_queue(16, 0);
-  mv_unbatched_among_mma();
-  mma_bulk = 0;
   /* the stream's L2 look-ahead: a part of the list ahead (48 KiB), and all of it */
   mv_mixed_queue(1, 48 << 10);
   mv_mixed_queue(4, MLK_DEV_TUNE_MAX_L2_AHEAD);

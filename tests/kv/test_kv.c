@@ -35,7 +35,12 @@ enum {
   CTX = 24, /* 3 pages a sequence */
   BMAX = 4
 };
-#define GPU_TOL 2e-4
+/* A key or value rounded to bf16 one step apart in the cache (another summation order) moves every
+ * later logit of its sequence: seed 594918813 on an H100 gave 2.3e-4 to 6.5e-4 from position 2 on,
+ * the same in every run (6 other seeds within 2e-4). A wrong page or position moves them by far
+ * more than 1e-2. The tolerance of the GPU differential tests' steps with a cache element apart by
+ * rounding. */
+#define GPU_TOL 2e-3
 
 static uint16_t embed[V * D], ln1[L * D], wqkv[L * QKV * D], wo[L * D * H * HD], ln2[L * D],
     w_gate[L * F * D], w_up[L * F * D], w_down[L * D * F], lnf[D];

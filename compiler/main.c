@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "mlkc.h"
+#include "ptxas.h"
 
 typedef enum EmitKind {
   EMIT_C, /* default: PATH.h and PATH.c */
@@ -79,9 +80,12 @@ static void usage(FILE *out) {
           "  --attn-reduce-op  merge a split attention's chunks in an op of its own (attn_reduce)\n"
           "                  instead of in the last task of each block of kv heads\n"
           "  -O0 .. -O3      LLVM optimization level (default -O3)\n"
+          "  --cubin         also assemble the sm_90a PTX with ptxas and embed the cubin in\n"
+          "                  PATH.c: on an sm_90 GPU the model then starts without the\n"
+          "                  driver's compile of the PTX (ptxas as for -v; an error without it)\n"
           "  -v              print ptxas's resource report (registers, shared memory, and each\n"
-          "                  function's stack and spills by name) of each megakernel (ptxas from\n"
-          "                  $CUDA_HOME/bin, the build's toolkit or PATH)\n"
+          "                  function's stack and spills by name) of each megakernel (ptxas:\n"
+          "                  $MLKC_PTXAS, else from $CUDA_HOME/bin, the build's toolkit or PATH)\n"
           "  --help          print this help\n"
           "  --version       print the version\n",
           mlkc_default_stdlib(), MLK_ATTN_MAX_SPLIT, MLKC_ATTN_SPLIT_TARGET_TASKS,
@@ -103,6 +107,7 @@ typedef struct Options {
   const char *config; /* --config=FILE: a config.json whose keys bind dims */
   bool check_only; /* --check: every check, no code generation */
   bool verbose;    /* -v: ptxas resource report */
+  bool cubin;      /* --cubin: embed the sm_90a PTX assembled by ptxas */
   int attn_split;  /* --attn-split=N, 0: the default policy */
   int64_t batch_max; /* --batch-max=N, 0: the dynamic dims' ranges as written */
   const char *mesh_axis; /* --mesh=AXIS=N: that axis has N ranks (NULL: as written) */
@@ -152,6 +157,8 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->stdlib_dir = a + 9;
     } else if (!strcmp(a, "-v")) {
       o->verbose = true;
+    } else if (!strcmp(a, "--cubin")) {
+      o->cubin = true;
     } else if (!strcmp(a, "--check")) {
       o->check_only = true;
     } else if (!strncmp(a, "--emit=", 7)) {
@@ -258,6 +265,15 @@ static int parse_args(int argc, char **argv, Options *o) {
     fprintf(stderr, "mlkc: error: no input file (see mlkc --help)\n");
     return 1;
   }
+  if (o->cubin && o->emit != EMIT_C && o->emit != EMIT_SOURCE) {
+    const char *kind = "";
+    for (size_t k = 0; k < sizeof emit_kinds / sizeof emit_kinds[0]; k++)
+      if (emit_kinds[k].kind == o->emit)
+        kind = emit_kinds[k].name;
+    fprintf(stderr, "mlkc: error: --cubin embeds the cubin in the generated C: it goes with -o or "
+            "--emit=source, not --emit=%s\n", kind);
+    return 1;
+  }
   if (o->after && o->emit != EMIT_GRAPH) {
     fprintf(stderr, "mlkc: error: --after=%s needs --emit=graph\n", o->after);
     return 1;
@@ -308,67 +324,14 @@ typedef struct EmitArgs {
   const Graph *g;
   const char *header_name;
   const char *ptx90, *ptx80;
+  const unsigned char *cubin90; /* --cubin: the sm_90a PTX assembled, else NULL */
+  size_t cubin90_bytes;
 } EmitArgs;
 
 static void write_header(FILE *f, const void *arg) { emit_header(f, ((const EmitArgs *)arg)->g); }
 static void write_source(FILE *f, const void *arg) {
   const EmitArgs *e = arg;
-  emit_source(f, e->g, e->header_name, e->ptx90, e->ptx80);
-}
-
-/* -v: assembles the PTX with `ptxas -v` and prints its resource report lines on stderr, each
- * function's stack and spill line under the function's name (the tiles are called functions:
- * their spills are what a tile change moves). */
-static void ptxas_report(const char *ptx, const char *arch) {
-  const char *home = getenv("CUDA_HOME");
-  char ptxas[4096] = "";
-  if (home && *home)
-    snprintf(ptxas, sizeof ptxas, "%s/bin/ptxas", home);
-  if (!*ptxas || access(ptxas, X_OK) != 0)
-    snprintf(ptxas, sizeof ptxas, "%s", MLKC_PTXAS);
-  if (!*ptxas || access(ptxas, X_OK) != 0)
-    snprintf(ptxas, sizeof ptxas, "ptxas");
-  char path[] = "/tmp/mlkc-ptx-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) {
-    fprintf(stderr, "mlkc: note: -v: cannot create a temporary file: %s\n", strerror(errno));
-    return;
-  }
-  FILE *f = fdopen(fd, "w");
-  if (!f || fputs(ptx, f) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "mlkc: note: -v: cannot write %s\n", path);
-    unlink(path);
-    return;
-  }
-  char cmd[8400];
-  snprintf(cmd, sizeof cmd, "'%s' -v -arch=%s '%s' -o /dev/null 2>&1", ptxas, arch, path);
-  FILE *p = popen(cmd, "r");
-  int shown = 0;
-  if (p) {
-    char line[1024], fn[256] = "";
-    while (fgets(line, sizeof line, p)) {
-      const char *props = strstr(line, "Function properties for ");
-      if (props) { /* names the function of the next stack/spill line */
-        snprintf(fn, sizeof fn, "%s", props + strlen("Function properties for "));
-        fn[strcspn(fn, "\r\n")] = 0;
-        continue;
-      }
-      if (strstr(line, "spill") && *fn) {
-        const char *s = line + strspn(line, " \t");
-        fprintf(stderr, "mlkc: ptxas %s: %s: %s", arch, fn, s);
-        fn[0] = 0;
-        shown++;
-      } else if (strstr(line, "Compiling entry") || strstr(line, "registers") ||
-                 strstr(line, "spill") || strstr(line, "error")) {
-        fprintf(stderr, "mlkc: ptxas %s: %s", arch, line);
-        shown++;
-      }
-    }
-    int rc = pclose(p);
-    if (rc != 0 && !shown)
-      fprintf(stderr, "mlkc: note: -v: '%s' not found or failed (set CUDA_HOME)\n", ptxas);
-  }
-  unlink(path);
+  emit_source(f, e->g, e->header_name, e->ptx90, e->ptx80, e->cubin90, e->cubin90_bytes);
 }
 
 /* The default output base: the input's file name without directory and `.mlk`. */
@@ -519,9 +482,18 @@ static int compile(const Options *o, Arena *a) {
   }
   if (o->verbose)
     ptxas_report(ptx90, "sm_90a");
+  unsigned char *cubin90 = NULL;
+  size_t cubin90_bytes = 0;
+  if (o->cubin && (o->emit == EMIT_C || o->emit == EMIT_SOURCE) &&
+      !ptxas_cubin(ptx90, "sm_90a", &cubin90, &cubin90_bytes)) {
+    free(ptx90);
+    free(ptx80);
+    return 1;
+  }
   int rc = 0;
   if (o->emit == EMIT_SOURCE) {
-    EmitArgs ea = {g, arena_printf(a, "%s.h", default_base(a, o->input)), ptx90, ptx80};
+    EmitArgs ea = {g, arena_printf(a, "%s.h", default_base(a, o->input)), ptx90, ptx80, cubin90,
+                   cubin90_bytes};
     FILE *f = open_dump(o);
     if (f) {
       write_source(f, &ea);
@@ -532,13 +504,15 @@ static int compile(const Options *o, Arena *a) {
   } else {
     const char *base = o->output ? o->output : default_base(a, o->input);
     const char *slash = strrchr(base, '/');
-    EmitArgs ea = {g, arena_printf(a, "%s.h", slash ? slash + 1 : base), ptx90, ptx80};
+    EmitArgs ea = {g, arena_printf(a, "%s.h", slash ? slash + 1 : base), ptx90, ptx80, cubin90,
+                   cubin90_bytes};
     if (!write_file(arena_printf(a, "%s.h", base), write_header, &ea) ||
         !write_file(arena_printf(a, "%s.c", base), write_source, &ea))
       rc = 1;
   }
   free(ptx90);
   free(ptx80);
+  free(cubin90);
   return rc;
 }
 

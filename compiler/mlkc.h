@@ -1001,10 +1001,11 @@ void compiled_free(Compiled *c);
 
 /* ======================================================================== emit_c.c */
 
-/* Writes the typed API header (model.h) and its implementation (model.c, with the PTX embedded).
+/* Writes the typed API header (model.h) and its implementation (model.c, with the PTX embedded,
+ * and the sm_90a cubin when mlkc --cubin gives one, else NULL).
  * `base` is the file name without extension used in the #include. */
 void emit_header(FILE *out, const Graph *g);
 void emit_source(FILE *out, const Graph *g, const char *header_name, const char *ptx_sm90a,
-                 const char *ptx_sm80);
+                 const char *ptx_sm80, const unsigned char *cubin_sm90a, size_t cubin_sm90a_bytes);
 
 #endif /* MLKC_H */

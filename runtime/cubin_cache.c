@@ -321,4 +321,5 @@ int mlk_cubin_cache_write(const char *path, MlkHash key, const void *data, size_
 
 double mlk_model_load_ms(const mlk_model *m) { return m ? m->load_ms : 0.0; }
 int mlk_model_cache_hit(const mlk_model *m) { return m ? m->cache_hit : 0; }
+int mlk_model_builtin_cubin(const mlk_model *m) { return m ? m->builtin_cubin : 0; }
 const char *mlk_model_load_note(const mlk_model *m) { return m ? m->load_note : ""; }

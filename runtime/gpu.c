@@ -396,6 +396,33 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
                          d->ptx_sm90a ? "sm_90a" : "", d->ptx_sm90a && d->ptx_sm80 ? " and " : "",
                          d->ptx_sm80 ? "sm_80" : (d->ptx_sm90a ? "" : "no PTX at all"));
   double t0 = mlk_now_ms();
+  m->cache_hit = 0;
+  m->builtin_cubin = 0;
+  /* A cubin that mlkc assembled from this PTX ahead of time (mlkc --cubin) needs no compile and no
+   * cache; a driver that refuses it (older than the ptxas that wrote it) gets the PTX as without. */
+  char refused[400] = "";
+  int64_t builtin = 1;
+  mlk_status bst = mlk_env_int("MLK_BUILTIN_CUBIN", 0, 1, 1, &builtin);
+  if (bst)
+    return bst;
+  if (builtin && !strcmp(arch, "sm_90a") && d->cubin_sm90a && d->cubin_sm90a_bytes > 0) {
+    CUresult r = cu.cuModuleLoadData(&gm->module, d->cubin_sm90a);
+    if (r == CUDA_SUCCESS) {
+      m->builtin_cubin = 1;
+      snprintf(m->load_note, sizeof m->load_note, "built-in cubin (%lld bytes, assembled by mlkc --cubin)",
+               (long long)d->cubin_sm90a_bytes);
+      m->load_ms = mlk_now_ms() - t0;
+      mlk_debug("model '%s': module load %.1f ms (%s)", d->name, m->load_ms, m->load_note);
+      return MLK_OK;
+    }
+    gm->module = NULL;
+    if (r == CUDA_ERROR_OUT_OF_MEMORY)
+      return CU_FAIL(r, "cuModuleLoadData(%lld-byte built-in cubin of model '%s')",
+                     (long long)d->cubin_sm90a_bytes, d->name);
+    char what[256];
+    describe(r, what, sizeof what);
+    snprintf(refused, sizeof refused, "the driver refused the built-in cubin (cuModuleLoadData: %s)", what);
+  }
   char *path = MLK_CALLOC(CACHE_PATH_BYTES, 1, "the cubin cache path");
   if (!path)
     return MLK_ERR_NOMEM;
@@ -403,7 +430,6 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
   char off[300], bad[400] = "";
   int cached = mlk_cubin_cache_path(key, path, CACHE_PATH_BYTES, off, sizeof off);
   mlk_status st = MLK_OK;
-  m->cache_hit = 0;
   if (cached) {
     void *image;
     size_t bytes;
@@ -437,6 +463,8 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
   if ((st = compile_module(m, gm, ptx, arch, cached ? path : NULL, key)) == MLK_OK && *bad)
     add_note(m, bad);
 done:
+  if (st == MLK_OK && *refused)
+    add_note(m, refused);
   m->load_ms = mlk_now_ms() - t0;
   if (st == MLK_OK)
     mlk_debug("model '%s': module load %.1f ms (%s)", d->name, m->load_ms, m->load_note);

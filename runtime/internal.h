@@ -274,6 +274,7 @@ struct mlk_model {
   /* How the backend loaded the megakernels (GPU only; zero and "" elsewhere): mlk.h reports them. */
   double load_ms;           /* wall time of key, cache lookup, compile or load, and cache write */
   int cache_hit;            /* 1: the module came from the cubin cache */
+  int builtin_cubin;        /* 1: the module is the desc's built-in cubin (mlkc --cubin) */
   char load_note[512];      /* "cache hit: <path>", "compiled, cached in <path>", ... */
   struct MlkTrace *trace;   /* timeline recording (trace.c), NULL when off */
   struct MlkKv *kv;         /* the KV page allocator (kv.c), NULL without caches */

@@ -475,9 +475,10 @@ int main(int argc, char **argv) {
     json_str(json_out, mlk_backend_name(be));
     fprintf(json_out, ", \"gpu\": %s, \"start_ms\": %.3f, \"t0\": \"%s\", \"before_main_ms\": %.3f, "
             "\"backend_ms\": %.3f, \"create_ms\": %.3f, \"load_ms\": %.3f, \"cache_hit\": %d, "
-            "\"load_note\": ",
+            "\"builtin_cubin\": %d, \"load_note\": ",
             gpu ? "true" : "false", t_ready - t0, t0_from_launcher ? "launch" : "main", t_main - t0,
-            t_backend - t_main, t_ready - t_backend, mlk_model_load_ms(m), mlk_model_cache_hit(m));
+            t_backend - t_main, t_ready - t_backend, mlk_model_load_ms(m), mlk_model_cache_hit(m),
+            mlk_model_builtin_cubin(m));
     json_str(json_out, mlk_model_load_note(m));
     fprintf(json_out, ", \"kv_context\": %lld, \"kv_pages\": %lld}\n", (long long)mlk_model_kv_context(m),
             (long long)mlk_model_kv_pages(m));

@@ -5,8 +5,10 @@
 #   BUILD=build-device sh bench/decode/run.sh OUT
 #
 # In one run, in this order: the floor (floor.py: streaming-read and copy rates), mlkc's cold
-# start (decode_bench --start-only on an empty cubin cache), mlkc's warm start and every point
-# (decode_bench again, a cache hit), the peer at the same points (bench/llama_torch.py), then the
+# start (decode_bench --start-only on an empty cubin cache: the model's built-in cubin where the
+# build had ptxas, mlkc --cubin), the same with the PTX compiled by the driver (MLK_BUILTIN_CUBIN=0,
+# another empty cache), mlkc's warm start and every point (decode_bench again: a cache hit, or the
+# built-in cubin), the peer at the same points (bench/llama_torch.py), then the
 # table (report.py), printed last and kept in OUT/table.txt, with everything in OUT/decode.json.
 # Each stage's output goes to OUT/NAME.log (its last lines are shown) and its records to
 # OUT/floor.json, OUT/mlkc.jsonl, OUT/peer.jsonl. A stage that fails or passes its time limit
@@ -14,7 +16,7 @@
 #
 # Settings (environment): POINTS (batch:context,...; default the 8 points below), STEPS (timed
 # steps per mlkc point, 50), PEER_STEPS (100), SKIP (stages to leave out: floor, mlkc_cold,
-# mlkc, peer), DECODE_BENCH (the mlkc binary, default $BUILD/examples/decode_bench), PYTHON
+# mlkc_cold_jit, mlkc, peer), DECODE_BENCH (the mlkc binary, default $BUILD/examples/decode_bench), PYTHON
 # (python3), FLOOR_ARGS and PEER_ARGS (extra arguments of floor.py and llama_torch.py).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -68,6 +70,8 @@ fi
 stage floor 60 "$PY" "$HERE/floor.py" --json "$OUT/floor.json" $FLOOR_ARGS
 stage mlkc_cold 60 env MLK_CACHE_DIR="$CACHE" "$PY" -c "$LAUNCH" "$BIN" --points="$POINTS" --start-only \
   --label=cold --json="$OUT/mlkc.jsonl"
+stage mlkc_cold_jit 60 env MLK_CACHE_DIR="$CACHE/jit" MLK_BUILTIN_CUBIN=0 "$PY" -c "$LAUNCH" "$BIN" \
+  --points="$POINTS" --start-only --label=cold_jit --json="$OUT/mlkc.jsonl"
 stage mlkc 150 env MLK_CACHE_DIR="$CACHE" "$PY" -c "$LAUNCH" "$BIN" --points="$POINTS" --steps="$STEPS" \
   --label=warm --json="$OUT/mlkc.jsonl"
 # shellcheck disable=SC2086

@@ -38,7 +38,9 @@
  * mlk_model_options does not say.
  * MLK_CACHE_DIR is where the GPU backend keeps the cubins it JIT-compiled from the models' PTX
  * (default $XDG_CACHE_HOME/mlkc, else $HOME/.cache/mlkc; "off" disables the cache), so that only
- * the first start on a device and driver compiles; MLK_DEBUG=1 reports each module load on stderr.
+ * the first start on a device and driver compiles (a model built with mlkc --cubin needs neither
+ * on an sm_90 GPU; MLK_BUILTIN_CUBIN=0 ignores its cubin); MLK_DEBUG=1 reports each module load on
+ * stderr.
  * MLK_TRACE=file.json records a timeline of each model's runs (the latest MLK_TRACE_RUNS, default
  * 8) and writes it, with a summary on stderr, when the model is freed (see "traces" below).
  */
@@ -315,18 +317,24 @@ const char *mlk_world_comm(const mlk_world *w);
  * collective with `why`, instead of waiting for it until their deadline). Nothing otherwise. */
 void mlk_world_abort(mlk_world *w, const char *why);
 
-/* How mlk_model_create loaded the model's megakernels on the GPU. The PTX is JIT-compiled to a
- * cubin once per PTX, device and driver, and the cubin kept in the cache directory
- * (MLK_CACHE_DIR, see the top comment): a later start loads it (a cache hit) instead of compiling
- * again. A cache that is off, unreadable or unwritable never fails a model, it only costs the
- * compile. On the CPU simulator, and for a model without kernels: 0, 0 and "". */
+/* How mlk_model_create loaded the model's megakernels on the GPU. A model compiled with
+ * `mlkc --cubin` carries its sm_90a PTX assembled ahead of time, which an sm_90 GPU loads as it is
+ * (MLK_BUILTIN_CUBIN=0 ignores it; a driver that refuses it gets the PTX, and the note says so).
+ * Otherwise the PTX is JIT-compiled to a cubin once per PTX, device and driver, and the cubin kept
+ * in the cache directory (MLK_CACHE_DIR, see the top comment): a later start loads it (a cache
+ * hit) instead of compiling again. A cache that is off, unreadable or unwritable never fails a
+ * model, it only costs the compile. On the CPU simulator, and for a model without kernels: 0, 0,
+ * 0 and "". */
 /* Wall time of the load in milliseconds: key hash, cache lookup, compile or load, cache write. */
 double mlk_model_load_ms(const mlk_model *m);
 /* 1 when the module was loaded from the cubin cache, else 0. */
 int mlk_model_cache_hit(const mlk_model *m);
-/* What happened, for logs: "cache hit: <file>", "compiled, cached in <file>", "compiled, cache off
- * (MLK_CACHE_DIR=off)" or "compiled, not cached: <reason>"; a cache file that was bad (corrupt,
- * truncated, refused by the driver) and replaced is mentioned after "; ". */
+/* 1 when the module is the model's built-in cubin (mlkc --cubin), else 0. */
+int mlk_model_builtin_cubin(const mlk_model *m);
+/* What happened, for logs: "built-in cubin (<n> bytes, ...)", "cache hit: <file>", "compiled,
+ * cached in <file>", "compiled, cache off (MLK_CACHE_DIR=off)" or "compiled, not cached:
+ * <reason>"; a cache file that was bad (corrupt, truncated, refused by the driver) and replaced,
+ * or a built-in cubin the driver refused, is mentioned after "; ". */
 const char *mlk_model_load_note(const mlk_model *m);
 
 /* ---- checkpoints ----

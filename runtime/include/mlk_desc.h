@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 14
+#define MLK_DESC_ABI 15
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -711,6 +711,9 @@ typedef struct MlkModelDesc {
                                    part of each sharded param (MlkBinding) */
   const MlkCollectiveDesc *collectives; /* in run order */
   int ncollectives;
+  const unsigned char *cubin_sm90a; /* ptx_sm90a assembled ahead of time (mlkc --cubin), or NULL:
+                                       an sm_90 GPU loads it instead of compiling the PTX */
+  int64_t cubin_sm90a_bytes;
 } MlkModelDesc;
 
 /* The error record a megakernel writes when a wait passes its deadline (device layout, 8 words).

@@ -61,7 +61,7 @@ with tempfile.TemporaryDirectory() as tmp:
         "batch 1, ctx 2048 ": ("2.5000", "0.91x", "<= 0.78 ms", "miss (ms, peer)"),
         "batch 4, ctx 2048 ": ("2.5000", "incomplete (no mlkc)"),
         "cold (empty cache)": ("3.100", "18.0", "<= 5 s", "pass"),
-        "warm (cache hit)": ("0.250", "<= 0.2 s", "miss (time)"),
+        "warm (second start)": ("0.250", "<= 0.2 s", "miss (time)"),
     }
     for prefix, parts in expect.items():
         l = line_of(text, prefix)
@@ -120,6 +120,28 @@ rep = report.build(floor, m2, peer, targets)
 check(rep["start"]["cold"]["result"] == "invalid (cache hit on an empty cache)",
       rep["start"]["cold"]["result"])
 check(rep["start"]["warm"]["result"] == "invalid (no cache hit)", rep["start"]["warm"]["result"])
+
+# a model that carries its cubin (mlkc --cubin): cold and warm load it, the JIT start compiles
+m2 = copy.deepcopy(mlkc)
+for r in m2:
+    if r.get("kind") == "start":
+        r["cache_hit"], r["builtin_cubin"] = 0, 1
+jit = dict(next(r for r in m2 if r.get("kind") == "start" and r["label"] == "cold"))
+jit.update(label="cold_jit", builtin_cubin=0, start_ms=6300.0)
+rep = report.build(floor, m2 + [jit], peer, targets)
+check(rep["start"]["cold"]["result"] == "pass", rep["start"]["cold"]["result"])
+check(rep["start"]["warm"]["result"] == "miss (time)", f"built-in warm start: {rep['start']['warm']['result']}")
+check(rep["start"]["cold_jit"]["result"] == "miss (time)", rep["start"]["cold_jit"]["result"])
+text = report.table(rep, [])
+check("cold, PTX compiled" in line_of(text, "cold, PTX compiled") and
+      "6.300" in line_of(text, "cold, PTX compiled"), "the JIT start's row")
+jit["builtin_cubin"] = 1
+rep = report.build(floor, m2 + [jit], peer, targets)
+check(rep["start"]["cold_jit"]["result"] == "invalid (the built-in cubin was loaded)",
+      rep["start"]["cold_jit"]["result"])
+rep = report.build(floor, mlkc, peer, targets)
+check("cold_jit" not in rep["start"] and "PTX compiled" not in report.table(rep, []),
+      "no JIT start measured: no row")
 
 # the CPU simulator: no verdicts
 m2 = copy.deepcopy(mlkc)

@@ -9,7 +9,9 @@
  * refuses are replaced; an unwritable cache (a file in the way, a directory where the file goes)
  * only costs the compile; MLK_CACHE_DIR=off, XDG_CACHE_HOME and HOME choose as documented; a PTX
  * error reports the JIT log and caches nothing; a failing linker falls back to cuModuleLoadDataEx;
- * no temporary file is ever left behind; the hash is FNV-1a 128. If the real driver was loaded
+ * no temporary file is ever left behind; the hash is FNV-1a 128; a built-in cubin (mlkc --cubin)
+ * loads without compile or cache, MLK_BUILTIN_CUBIN=0 ignores it, and one the driver refuses
+ * falls back to the PTX. If the real driver was loaded
  * instead, it says so and exits 77.
  */
 #include <dirent.h>
@@ -150,10 +152,24 @@ static Seen create(mlk_backend *be, MlkModelDesc d, int hit, const char *note, c
           s_.compiled, s_.loaded, (c), (l));                                                      \
   } while (0)
 
+/* The loaded module runs (the fake emulates relu then add). */
+static void check_runs(mlk_model *m, const char *what) {
+  float a[N], v[N];
+  for (int i = 0; i < N; i++)
+    a[i] = (float)(i % 7) - 3.0f;
+  CHECK_OK(mlk_model_set_tensor(m, 0, a, sizeof a));
+  CHECK_OK(mlk_model_run(m, 0));
+  CHECK_OK(mlk_model_get_tensor(m, 2, v, sizeof v));
+  int bad = 0;
+  for (int i = 0; i < N; i++)
+    bad += v[i] != (a[i] > 0 ? a[i] : 0) + a[i];
+  CHECK(bad == 0, "%d wrong outputs from %s", bad, what);
+}
+
 /* Miss, then hit; the file's name, place, mode, contents; a run of the module from the cache. */
 static void test_miss_then_hit(mlk_backend *be, char *file, size_t fn) {
   const char *dir = use_dir("c1/nested"); /* neither exists yet */
-  char note[600], want[600];
+  char note[600], want[700];
   Seen s = create(be, desc(PTX90, NULL), 0, "compiled, cached in ", note, sizeof note);
   CHECK_SEEN(s, 1, 1);
   CHECK(count_files(dir, ".cubin", file, fn) == 1, "expected one cubin in %s", dir);
@@ -176,22 +192,56 @@ static void test_miss_then_hit(mlk_backend *be, char *file, size_t fn) {
   snprintf(want, sizeof want, "cache hit: %s", file);
   CHECK(!strcmp(note, want), "note '%s', expected '%s'", note, want);
 
-  /* The module from the cache runs (the fake emulates relu then add). */
+  /* The module from the cache runs. */
   MlkModelDesc d = desc(PTX90, NULL);
   mlk_model *m;
   CHECK_OK(mlk_model_create(be, &d, &m));
   if (m) {
     CHECK(mlk_model_cache_hit(m) == 1, "third create missed: %s", mlk_model_load_note(m));
-    float a[N], v[N];
-    for (int i = 0; i < N; i++)
-      a[i] = (float)(i % 7) - 3.0f;
-    CHECK_OK(mlk_model_set_tensor(m, 0, a, sizeof a));
-    CHECK_OK(mlk_model_run(m, 0));
-    CHECK_OK(mlk_model_get_tensor(m, 2, v, sizeof v));
-    int bad = 0;
-    for (int i = 0; i < N; i++)
-      bad += v[i] != (a[i] > 0 ? a[i] : 0) + a[i];
-    CHECK(bad == 0, "%d wrong outputs from the cached module", bad);
+    check_runs(m, "the cached module");
+    mlk_model_free(m);
+  }
+}
+
+/* A model that carries its cubin (mlkc --cubin): loaded as it is, no compile, no cache file;
+ * MLK_BUILTIN_CUBIN=0 compiles the PTX instead; a cubin the driver refuses falls back to the
+ * PTX (here the cache that the previous create filled) with the refusal in the note. */
+static void test_builtin(mlk_backend *be) {
+  const char *dir = use_dir("c9");
+  static const unsigned char cubin[] = "FAKECUBIN\n// fake sm_90a PTX\nentry k90;\n";
+  MlkModelDesc d = desc(PTX90, NULL);
+  d.cubin_sm90a = cubin;
+  d.cubin_sm90a_bytes = (int64_t)sizeof cubin;
+  char note[600], want[600];
+  Seen s = create(be, d, 0, "built-in cubin (", note, sizeof note);
+  CHECK_SEEN(s, 0, 1);
+  snprintf(want, sizeof want, "built-in cubin (%zu bytes, assembled by mlkc --cubin)", sizeof cubin);
+  CHECK(!strcmp(note, want), "note '%s', expected '%s'", note, want);
+  CHECK(count_files(dir, ".cubin", NULL, 0) <= 0, "a built-in cubin was cached in %s", dir);
+  mlk_model *m;
+  CHECK_OK(mlk_model_create(be, &d, &m));
+  if (m) {
+    CHECK(mlk_model_builtin_cubin(m) == 1 && mlk_model_cache_hit(m) == 0, "built-in %d, cache hit %d",
+          mlk_model_builtin_cubin(m), mlk_model_cache_hit(m));
+    check_runs(m, "the built-in cubin");
+    mlk_model_free(m);
+  }
+
+  setenv("MLK_BUILTIN_CUBIN", "0", 1);
+  CHECK_SEEN(create(be, d, 0, "compiled, cached in ", NULL, 0), 1, 1);
+  setenv("MLK_BUILTIN_CUBIN", "2", 1);
+  mlk_status st = mlk_model_create(be, &d, &m);
+  CHECK(st == MLK_ERR_INVALID, "MLK_BUILTIN_CUBIN=2 gave %s", mlk_status_name(st));
+  CHECK_CONTAINS(mlk_last_error(), "MLK_BUILTIN_CUBIN");
+  unsetenv("MLK_BUILTIN_CUBIN");
+
+  fake->reject_cubins = 1;
+  s = create(be, d, 1, "cache hit: ", note, sizeof note);
+  CHECK_SEEN(s, 0, 2);
+  CHECK_CONTAINS(note, "; the driver refused the built-in cubin (cuModuleLoadData: CUDA_ERROR_INVALID_IMAGE");
+  CHECK(fake->reject_cubins == 0, "the built-in cubin was not tried");
+  if (mlk_model_create(be, &d, &m) == MLK_OK && m) {
+    CHECK(mlk_model_builtin_cubin(m) == 1, "the refusal stuck: %s", mlk_model_load_note(m));
     mlk_model_free(m);
   }
 }
@@ -461,6 +511,7 @@ int main(void) {
   test_dirs(be);
   test_errors(be);
   test_big(be);
+  test_builtin(be);
   tmp_files = 0;
   nftw(root, find_tmp, 16, FTW_PHYS);
   CHECK(tmp_files == 0, "%d temporary files left behind", tmp_files);

@@ -8,8 +8,9 @@
 /* -v: ptxas's resource report of `ptx` for `arch` on stderr (a note when ptxas is missing). */
 void ptxas_report(const char *ptx, const char *arch);
 
-/* --cubin: assembles `ptx` for `arch` into a cubin (*cubin, malloc'ed, *bytes long). False, with
- * the reason and ptxas's messages on stderr, when ptxas is missing or fails. */
+/* --cubin: compiles `ptx` for `arch` into a cubin as the driver's JIT does (ptxas -c, then
+ * nvlink; *cubin malloc'ed, *bytes long). False, with the reason and the tool's messages on
+ * stderr, when ptxas or nvlink is missing or fails. */
 bool ptxas_cubin(const char *ptx, const char *arch, unsigned char **cubin, size_t *bytes);
 
 #endif

@@ -56,28 +56,34 @@ mlk_driver_test(check_llama_sample 0 "^$" --check ${PROJECT_SOURCE_DIR}/examples
 # ... and compile to a megakernel.
 mlk_driver_test(lower_llama 0 "^$" ${PROJECT_SOURCE_DIR}/examples/llama/llama.mlk -o llama)
 
-# -v: ptxas's resource report of the megakernel, each function's spills under its name (needs the
-# CUDA toolkit's ptxas).
+# -v: ptxas's resource report of the megakernel as the driver compiles it (relocatable: the
+# functions', then the entry's), each function's spills under its name (needs the CUDA toolkit's
+# ptxas).
 if(MLK_PTXAS)
-  mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: .*Used [0-9]+ registers.*mlkc: ptxas sm_90a: matvec_stream_b1: [0-9]+ bytes stack frame, [0-9]+ bytes spill stores"
+  mlk_driver_test(verbose_ptxas 0 "mlkc: ptxas sm_90a: matvec_stream_b1: [0-9]+ bytes stack frame, [0-9]+ bytes spill stores.*mlkc: ptxas sm_90a: .*Used [0-9]+ registers"
                   -v ${MLP} -o mlp_v)
 endif()
 
-# --cubin: the sm_90a PTX assembled by ptxas ($MLKC_PTXAS: here a stand-in that writes 267 known
-# bytes) and embedded in the generated C; only with generated C; ptxas missing or failing is an
-# error that says so and relays ptxas's messages.
-set(FAKE_PTXAS ${CMAKE_CURRENT_LIST_DIR}/fake_ptxas.sh)
+# --cubin: the sm_90a PTX compiled as the driver does (ptxas -c, then nvlink) and embedded in the
+# generated C ($MLKC_PTXAS: here a stand-in toolkit whose nvlink writes 267 known bytes); only
+# with generated C; a tool missing or failing is an error that says so and relays its messages.
+set(FAKE_TOOLKIT ${CMAKE_CURRENT_LIST_DIR}/fake_toolkit)
 mlk_driver_test(cubin_emit_ptx 1 "mlkc: error: --cubin embeds the cubin in the generated C: it goes with -o or --emit=source, not --emit=ptx"
                 --cubin --emit=ptx ${MLP})
 mlk_driver_test(cubin_embedded 0 "static _Alignas\\(16\\) const unsigned char cubin_sm90a\\[267\\] = {\n    0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,\n    16,.*,70,65,75,69,32,67,85,66,73,78,10\n};.*ptx_sm80,\n.*    \\.cubin_sm90a = cubin_sm90a,\n    \\.cubin_sm90a_bytes = \\(int64_t\\)sizeof cubin_sm90a,\n};"
                 --cubin --emit=source ${MLP})
-mlk_driver_test(cubin_ptxas_fails 1 "mlkc: error: --cubin: '[^']*fake_ptxas.sh -arch=sm_90a' failed on the sm_90a PTX \\(exit 255\\):\nmlkc: ptxas: ptxas fatal   : Unresolved extern function 'mlk_missing' in [^\n]*in.ptx\n$"
+mlk_driver_test(cubin_ptxas_fails 1 "mlkc: error: --cubin: ptxas failed \\(exit 255; [^)]*fake_toolkit/ptxas\\):\nmlkc: \\| ptxas fatal   : Unresolved extern function 'mlk_missing' in [^\n]*in.ptx\n$"
                 --cubin ${MLP} -o mlp_cubin_fails)
-mlk_driver_test(cubin_no_ptxas 1 "mlkc: error: --cubin needs the CUDA toolkit's ptxas: '/nonexistent/ptxas' was not found \\(set MLKC_PTXAS or CUDA_HOME, or put ptxas on PATH\\)"
+mlk_driver_test(cubin_no_ptxas 1 "mlkc: error: --cubin needs the CUDA toolkit's ptxas: '/nonexistent/ptxas' was not found \\(set MLKC_PTXAS or CUDA_HOME, or put ptxas and nvlink on PATH\\)"
                 --cubin ${MLP} -o mlp_cubin_missing)
-set_tests_properties(driver_cubin_embedded PROPERTIES ENVIRONMENT "MLKC_PTXAS=${FAKE_PTXAS}")
-set_tests_properties(driver_cubin_ptxas_fails PROPERTIES ENVIRONMENT "MLKC_PTXAS=${FAKE_PTXAS};FAKE_PTXAS_FAIL=1")
+mlk_driver_test(cubin_no_nvlink 1 "mlkc: error: --cubin needs the CUDA toolkit's nvlink: '[^']*/ptxas_only/nvlink' was not found"
+                --cubin ${MLP} -o mlp_cubin_no_nvlink)
+file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/ptxas_only)
+file(COPY ${FAKE_TOOLKIT}/ptxas DESTINATION ${CMAKE_CURRENT_BINARY_DIR}/ptxas_only)
+set_tests_properties(driver_cubin_embedded PROPERTIES ENVIRONMENT "MLKC_PTXAS=${FAKE_TOOLKIT}/ptxas")
+set_tests_properties(driver_cubin_ptxas_fails PROPERTIES ENVIRONMENT "MLKC_PTXAS=${FAKE_TOOLKIT}/ptxas;FAKE_PTXAS_FAIL=1")
 set_tests_properties(driver_cubin_no_ptxas PROPERTIES ENVIRONMENT "MLKC_PTXAS=/nonexistent/ptxas")
+set_tests_properties(driver_cubin_no_nvlink PROPERTIES ENVIRONMENT "MLKC_PTXAS=${CMAKE_CURRENT_BINARY_DIR}/ptxas_only/ptxas")
 # Without generated C files left behind by a failed --cubin compile.
 add_test(NAME driver_cubin_fails_writes_nothing
   COMMAND sh -c "cd \"$1\" && rm -f mlp_cubin_nothing.h mlp_cubin_nothing.c && ! MLKC_PTXAS=/nonexistent/ptxas \"$2\" --cubin \"$3\" -o mlp_cubin_nothing 2>/dev/null && ! ls mlp_cubin_nothing.* 2>/dev/null && echo ok"

@@ -473,24 +473,21 @@ done:
 }
 
 /* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP and MLK_STREAM_DEFER_TAIL (unset:
- * the defaults),
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING and MLK_MATVEC_SPLIT_CAP (unset: the defaults),
  * written into the loaded module's constant. A module
  * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
 static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
   MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
-  int64_t backoff, ahead, ring, cap, defer;
+  int64_t backoff, ahead, ring, cap;
   mlk_status st;
   if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
                         &backoff)) ||
       (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)) ||
       (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)) ||
-      (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)) ||
-      (st = mlk_env_int("MLK_STREAM_DEFER_TAIL", 0, 1, t.stream_defer_tail, &defer)))
+      (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)))
     return st;
   t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
   t.mma_stage_ring = (uint32_t)ring, t.matvec_split_cap = (uint32_t)cap;
-  t.stream_defer_tail = (uint32_t)defer;
   CUdeviceptr p;
   size_t bytes;
   CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);

@@ -62,7 +62,7 @@
  * a constant `mlk_dev_tune` (MLK_DEV_TUNE_SYMBOL) of this type, initialized to
  * MLK_DEV_TUNE_DEFAULTS, which mlkc keeps visible in the module; after loading a module the GPU
  * backend writes it from the environment (runtime/gpu.c: MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP, MLK_STREAM_DEFER_TAIL). A module without the symbol runs with the defaults; a runtime that does not
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP). A module without the symbol runs with the defaults; a runtime that does not
  * write it leaves them: neither side needs the other's version, so adding the knob left the ABI
  * number alone. */
 typedef struct MlkDevTune {
@@ -73,15 +73,12 @@ typedef struct MlkDevTune {
                                stream has nothing in it or coming (more columns a chunk); 0: not */
   uint32_t matvec_split_cap; /* split matvecs' groups of at most this many tasks (1: none split;
                                 0: as compiled): measures the split on the GPU in one build */
-  uint32_t stream_defer_tail; /* 1: a streamed task's chunk releases issue no copies of later
-                                 tasks' weights, so that its notify fence finds none in flight;
-                                 the next task's start issues them. 0: refill at every release */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
  * paid at every batch; the L2 look-ahead did not. The split matvecs run as compiled (cap 0):
  * fifteenth session, H100, 27% off a step at batch 64, 5% at batch 16, batch 1 within 0.6%. */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u}
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

@@ -29,11 +29,6 @@
  * stream will put nothing there again (mlk_stream_scratch: the tensor-core matvec's staging,
  * mma_stage_ring, on by default).
  *
- * With stream_defer_tail (MLK_STREAM_DEFER_TAIL, off by default, being measured) a chunk's
- * release issues no copy once the running task's remaining chunks are all issued: the refill
- * waits for the next task's start, just after this task's notify, whose fence then finds no copy
- * of later weights in flight.
- *
  * Measured and not kept (docs/performance.md, tenth session): freeing a chunk warp by warp
  * instead of with a block barrier (slower at batch 1), and holding the loader to the running
  * task so that a task's notify fence, which waits for every bulk copy the SM has in flight, finds
@@ -311,7 +306,7 @@ const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
 #endif
 }
 
-void mlk_stream_release(MlkStreamCursor *c, uint32_t left) {
+void mlk_stream_release(MlkStreamCursor *c) {
   c->chunk++;
   if (++c->slot == c->slots) {
     c->slot = 0;
@@ -322,13 +317,9 @@ void mlk_stream_release(MlkStreamCursor *c, uint32_t left) {
   if (mlk_tid() == 0) {
     /* read by the next task, after the barriers between tasks */
     st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
-    /* deferring: once the task's remaining chunks are all issued, a copy now would be a later
-     * task's, still in flight at this task's notify fence; the next task's start pump issues it */
-    if (st.on && !(mlk_dev_tune.stream_defer_tail && st.head - c->chunk >= left))
+    if (st.on)
       pump();
   }
-#else
-  (void)left;
 #endif
 }
 

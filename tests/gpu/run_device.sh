@@ -15,7 +15,7 @@ echo "== $BUILD/tests/runtime_gpu"
 echo "== $BUILD/tests/test_diff_gpu (every op at odd sizes, GPU vs simulator)"
 "$BUILD"/tests/test_diff_gpu 0 || fail=1
 # the tiles' knobs away from their defaults (mlk_desc.h MlkDevTune): every one changed
-knobs="MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=256 MLK_MMA_STAGE_RING=0 MLK_STREAM_DEFER_TAIL=1"
+knobs="MLK_STREAM_L2_AHEAD=1048576 MLK_POLL_BACKOFF_NS=256 MLK_MMA_STAGE_RING=0"
 echo "== $BUILD/tests/test_diff_gpu with the tiles' knobs changed ($knobs)"
 env $knobs "$BUILD"/tests/test_diff_gpu 0 || fail=1
 echo "== $BUILD/tests/test_diff_gpu_dyn (the same, compiled for the dynamic schedule)"
@@ -26,8 +26,6 @@ echo "== $BUILD/tests/test_diff_batch_wide (batches 65, 100, 160: more than one 
 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1
 echo "== $BUILD/tests/test_diff_batch at batches 2, 4 and 5 (batch_ops' k = 4096 matvecs split from 4: x does not fit whole)"
 "$BUILD"/tests/test_diff_batch 0 2,4,5 || fail=1
-echo "== $BUILD/tests/test_diff_batch at batches 1-5 with the stream's refills deferred (MLK_STREAM_DEFER_TAIL=1)"
-MLK_STREAM_DEFER_TAIL=1 "$BUILD"/tests/test_diff_batch 0 1,2,3,4,5 || fail=1
 echo "== $BUILD/tests/test_diff_batch and _wide with the split matvecs off (MLK_MATVEC_SPLIT_CAP=1: every large-batch task alone, the plain tensor-core path)"
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch 0 || fail=1
 MLK_MATVEC_SPLIT_CAP=1 "$BUILD"/tests/test_diff_batch_wide 0 65,100,160 || fail=1

@@ -195,8 +195,6 @@ static int mv_streams_any(const MvQueue *q) {
 /* The tensor-core matvec's staging in the stream's ring (MlkDevTune.mma_stage_ring), for the
  * cases run while set. */
 static uint32_t mma_ring;
-/* The stream's deferred refills (MlkDevTune.stream_defer_tail), for the cases run while set. */
-static uint32_t defer_tail;
 
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
  * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). With
@@ -204,9 +202,6 @@ static uint32_t defer_tail;
  * tensor-core task may stage x there (mma_ring). */
 static void mv_check(const char *name, MvQueue *q) {
   cases++;
-  char full[256];
-  snprintf(full, sizeof full, "%s%s", name, defer_tail && q->stream ? ", refills deferred" : "");
-  name = full;
   mv_list(q);
   q->rt[MLK_RT_BATCH] = q->t[0].batch;
   /* the ops (distinct outputs) and their expected outputs: the reference over every task */
@@ -234,11 +229,9 @@ static void mv_check(const char *name, MvQueue *q) {
   /* the runtime's write after the module's load */
   mlk_dev_tune.stream_l2_ahead = q->ahead;
   mlk_dev_tune.mma_stage_ring = q->stream ? mma_ring : 0;
-  mlk_dev_tune.stream_defer_tail = defer_tail;
   emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
   mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0;
-  mlk_dev_tune.stream_defer_tail = 0;
   if (rc == 0 && q->stream && !mv_streams_any(q)) {
     int mma = 0, touched = 0;
     for (int i = 0; i < q->n; i++)
@@ -629,16 +622,6 @@ static void test_matvec(void) {
   mv_mixed_queue(16, 0);
   mv_unbatched_among_mma();
   mma_ring = 0;
-  /* the refills deferred to the next task's start: tasks of several chunks, of one chunk after
-   * unstreamed ones, column blocks, and with the L2 look-ahead */
-  defer_tail = 1;
-  for (int64_t b = 1; b <= 4; b++)
-    mv_mixed_queue(b, 0);
-  mv_after_unstreamed(1);
-  mv_case(36, 8200, 3, 12, 1, 1, MLK_FN_MUL, 1, 0);
-  mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0);
-  mv_mixed_queue(2, 48 << 10);
-  defer_tail = 0;
   /* the stream's L2 look-ahead: a part of the list ahead (48 KiB), and all of it */
   mv_mixed_queue(1, 48 << 10);
   mv_mixed_queue(4, MLK_DEV_TUNE_MAX_L2_AHEAD);

@@ -396,6 +396,8 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
                          d->ptx_sm90a ? "sm_90a" : "", d->ptx_sm90a && d->ptx_sm80 ? " and " : "",
                          d->ptx_sm80 ? "sm_80" : (d->ptx_sm90a ? "" : "no PTX at all"));
   double t0 = mlk_now_ms();
+  char *path = NULL; /* the cache file's, once the cache is consulted */
+  mlk_status st = MLK_OK;
   m->cache_hit = 0;
   m->builtin_cubin = 0;
   /* A cubin that mlkc assembled from this PTX ahead of time (mlkc --cubin) needs no compile and no
@@ -409,11 +411,9 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
     CUresult r = cu.cuModuleLoadData(&gm->module, d->cubin_sm90a);
     if (r == CUDA_SUCCESS) {
       m->builtin_cubin = 1;
-      snprintf(m->load_note, sizeof m->load_note, "built-in cubin (%lld bytes, assembled by mlkc --cubin)",
+      snprintf(m->load_note, sizeof m->load_note, "built-in cubin (%lld bytes, compiled by mlkc --cubin)",
                (long long)d->cubin_sm90a_bytes);
-      m->load_ms = mlk_now_ms() - t0;
-      mlk_debug("model '%s': module load %.1f ms (%s)", d->name, m->load_ms, m->load_note);
-      return MLK_OK;
+      goto done;
     }
     gm->module = NULL;
     if (r == CUDA_ERROR_OUT_OF_MEMORY)
@@ -423,13 +423,12 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
     describe(r, what, sizeof what);
     snprintf(refused, sizeof refused, "the driver refused the built-in cubin (cuModuleLoadData: %s)", what);
   }
-  char *path = MLK_CALLOC(CACHE_PATH_BYTES, 1, "the cubin cache path");
+  path = MLK_CALLOC(CACHE_PATH_BYTES, 1, "the cubin cache path");
   if (!path)
     return MLK_ERR_NOMEM;
   MlkHash key = module_key(gb, arch, ptx);
   char off[300], bad[400] = "";
   int cached = mlk_cubin_cache_path(key, path, CACHE_PATH_BYTES, off, sizeof off);
-  mlk_status st = MLK_OK;
   if (cached) {
     void *image;
     size_t bytes;

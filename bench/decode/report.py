@@ -25,8 +25,10 @@ import sys
 
 # The starts (decode_bench --start-only labels) and their targets: the first process on an empty
 # cubin cache, the same with the driver compiling the PTX, then a start with the cache filled.
-STARTS = (("cold", "cold_start_max_s"), ("cold_jit", "cold_start_max_s"), ("warm", "warm_start_max_s"))
-START_NAMES = (("cold", "cold (empty cache)"), ("cold_jit", "cold, PTX compiled"), ("warm", "warm (second start)"))
+# (label, target key, row name)
+STARTS = (("cold", "cold_start_max_s", "cold (empty cache)"),
+          ("cold_jit", "cold_start_max_s", "cold, PTX compiled"),
+          ("warm", "warm_start_max_s", "warm (second start)"))
 
 
 def read_json(path, notes):
@@ -128,7 +130,7 @@ def build(floor, mlkc, peer, targets):
         })
     first_peer = next((r for r in peer if r.get("kind") == "point"), None)
     start = {}
-    for label, tkey in STARTS:
+    for label, tkey, _ in STARTS:
         r = starts.get(label)
         if r is None and label == "cold_jit":
             continue  # not measured (SKIP), or a run from before the built-in cubin
@@ -186,7 +188,7 @@ def table(rep, notes):
                         fmt(p["floor_ms"], ".4f"), pct, fmt(pe and pe["median_ms"], ".4f"), vs, p["target"],
                         p["result"])))
     out.append(row(("start", "mlkc s", "", "", "peer s", "", "", "")).rstrip())
-    for label, name in START_NAMES:
+    for label, _, name in STARTS:
         s = rep["start"].get(label)
         if s is None:
             continue
@@ -194,7 +196,7 @@ def table(rep, notes):
         out.append(row((name, fmt(s["start_s"], ".3f"), "", "", fmt(s["peer_warmup_s"], ".1f"),
                         fmt(ratio, ".1f") + ("x" if ratio else ""),
                         f"<= {s['max_s']:g} s" if s["max_s"] is not None else "", s["result"])))
-    for label, _ in START_NAMES:
+    for label, _, _ in STARTS:
         r = (rep["start"].get(label) or {}).get("record")
         if r:
             out.append(f"  {label}: backend {r.get('backend_ms', 0):.1f} ms, "

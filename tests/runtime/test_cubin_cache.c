@@ -215,7 +215,7 @@ static void test_builtin(mlk_backend *be) {
   char note[600], want[600];
   Seen s = create(be, d, 0, "built-in cubin (", note, sizeof note);
   CHECK_SEEN(s, 0, 1);
-  snprintf(want, sizeof want, "built-in cubin (%zu bytes, assembled by mlkc --cubin)", sizeof cubin);
+  snprintf(want, sizeof want, "built-in cubin (%zu bytes, compiled by mlkc --cubin)", sizeof cubin);
   CHECK(!strcmp(note, want), "note '%s', expected '%s'", note, want);
   CHECK(count_files(dir, ".cubin", NULL, 0) <= 0, "a built-in cubin was cached in %s", dir);
   mlk_model *m;

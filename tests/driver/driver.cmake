@@ -3,6 +3,11 @@
 
 # mlk_driver_test(NAME STATUS REGEX ARGS...)
 function(mlk_driver_test name status regex)
+  # a ';' would make the pass regex a list of alternatives, any one of which passes the test
+  string(FIND "${regex}" ";" _semi)
+  if(NOT _semi EQUAL -1)
+    message(FATAL_ERROR "driver test '${name}': its regex has a ';', which splits it into several (write '.')")
+  endif()
   add_test(NAME driver_${name}
     COMMAND sh -c "cd \"${CMAKE_CURRENT_BINARY_DIR}\" && \"$@\" 2>&1; rc=$?; [ $rc -eq ${status} ] || echo \"BAD EXIT STATUS $rc (expected ${status})\""
             -- $<TARGET_FILE:mlkc> ${ARGN})
@@ -64,8 +69,7 @@ if(MLK_PTXAS)
                   -v ${MLP} -o mlp_v)
 endif()
 
-# (A ';' in a pass regex would split it into a list of regexes, any of which passes: '.' stands
-# for the semicolons below.)
+# ('.' stands for the semicolons of the generated code in these regexes: mlk_driver_test refuses ';'.)
 # --cubin: the sm_90a PTX compiled as the driver does (ptxas -c, then nvlink) and embedded in the
 # generated C ($MLKC_PTXAS: here a stand-in toolkit whose nvlink writes 267 known bytes); only
 # with generated C; a tool missing or failing is an error that says so and relays its messages.

@@ -15,7 +15,9 @@
  *   fence     one fence.acq_rel.gpu of thread 0 with 0 to 4 bulk copies of 32 KiB in flight,
  *             issued by thread 0 or by another warp; and the copies' time to land
  *   stream    the weight stream's design alone (bulk copies through 1 to 4 slots of 32 KiB, every
- *             SM at once): the chip's and the median SM's rate, in GB/s
+ *             SM at once): the chip's and the median SM's rate, in GB/s; and with every ring
+ *             filled by a loader warp of its own block or of its cluster peer on another SM,
+ *             with a notify's fence timed meanwhile
  *   stage     a block reading a just-written 8 KiB row from L2 after its wait, to the barrier
  *   frag      a tensor-core matvec task's weight loads alone: its fragment pattern (windows of 4
  *             and 8 blocks), whole rows, the pattern after an L2 prefetch or with an L2 prefetch
@@ -319,6 +321,156 @@ static void fence_cluster(int quick) {
   free(v);
 }
 
+/* The fence of the block that issued bulk copies into its cluster peer's shared memory, and the
+ * receiver's again with no cluster barrier between issue and fence (sync_probe.c
+ * probe_fence_issuer): 0 to 2 copies of 32 KiB; and the share of fences that ended before the
+ * copies had all landed (the fence did not wait for them). */
+static void fence_issuer(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10, npairs = (uint32_t)sms;
+  uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_issuer"));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, CLUSTER_DYN));
+  size_t words = 2 * (size_t)npairs * iters;
+  uint64_t *h = malloc(words * sizeof *h), *v = malloc((size_t)npairs * iters * sizeof *v);
+  if (!h || !v || words > out_words) {
+    fprintf(stderr, "sync_probe: out of host memory (or of the output buffer)\n");
+    exit(1);
+  }
+  for (unsigned fencer = 0; fencer <= 1; fencer++)
+    for (unsigned n = 0; n <= 2; n++) {
+      reset();
+      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &fencer};
+      CUresult r = launch_ex(f, 2 * npairs, CLUSTER_DYN, 1, args);
+      if (r != CUDA_SUCCESS) {
+        const char *e = NULL;
+        cuGetErrorString(r, &e);
+        printf("fence    (clusters of two could not be launched: %s; skipped)\n", e ? e : "?");
+        goto done;
+      }
+      CHECK_CU(cuCtxSynchronize());
+      uint32_t err = 0;
+      CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+      if (err) {
+        fprintf(stderr, "sync_probe: probe_fence_issuer: a wait passed its 2 s deadline\n");
+        exit(1);
+      }
+      CHECK_CU(cuMemcpyDtoH(h, d_out, words * sizeof *h));
+      size_t m = gather(v, h, npairs, iters, skip), after = 0;
+      uint64_t *late = h + (size_t)npairs * iters;
+      size_t ml = gather(late, late, npairs, iters, skip);
+      for (size_t i = 0; i < ml; i++)
+        after += late[i] != 0;
+      double p50, p90;
+      pcts(v, m, &p50, &p90);
+      char what[96];
+      snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB %s", n,
+               fencer ? "it issued into its cluster peer" : "its peer copies in, no barrier");
+      row("fence", what, "HBM", p50, p90, "ns");
+      if (n) {
+        double pct = ml ? 100.0 * (double)after / (double)ml : 0;
+        row("fence", "  of those, copies landed after the fence ended", "HBM", pct, pct, "%");
+      }
+    }
+done:
+  free(h);
+  free(v);
+}
+
+/* Every SM reads a stream whose copies a loader warp issues: its own block's, or its cluster
+ * peer's on another SM (sync_probe.c probe_stream_cross), 2 to 4 slots of 32 KiB; the chip's and
+ * the median block's rate, and a notify's fence timed by the reader while the stream runs. How
+ * many clusters of two can be resident at once is printed first (a megakernel in clusters needs
+ * them all). */
+static void stream_cross(int quick) {
+  CUfunction f;
+  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_stream_cross"));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1));
+  CUlaunchAttribute at[1];
+  memset(at, 0, sizeof at);
+  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
+  CUlaunchConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.gridDimX = (unsigned)sms & ~1u, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+  cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = DYN_SMEM, cfg.attrs = at, cfg.numAttrs = 1;
+  int clusters = 0;
+  CUresult oc = cuOccupancyMaxActiveClusters(&clusters, f, &cfg);
+  row("cluster", "clusters of two resident at once (one block a SM)", "alone",
+      oc == CUDA_SUCCESS ? clusters : -1, oc == CUDA_SUCCESS ? clusters : -1, "clusters");
+  unsigned grid = (unsigned)sms & ~1u;
+  if (oc == CUDA_SUCCESS && (unsigned)clusters * 2 < grid)
+    grid = (unsigned)clusters * 2; /* every block resident: the chip's rate means what it says */
+  uint64_t per = ((uint64_t)16 << STREAM_WORDS_LOG2) / grid / 32768 * 32768;
+  uint64_t *h = malloc((grid + (size_t)grid * 64) * sizeof *h);
+  if (!h || grid + (size_t)grid * 64 > out_words) {
+    fprintf(stderr, "sync_probe: out of host memory (or of the output buffer)\n");
+    exit(1);
+  }
+  CUevent e0, e1;
+  CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
+  cfg.gridDimX = grid;
+  for (unsigned peer = 0; peer <= 1; peer++)
+    for (unsigned slots = 2; slots <= 4; slots++) {
+      int runs = quick ? 3 : 9;
+      uint64_t chip[9], block[9], fences[9];
+      for (int r = 0; r < runs; r++) {
+        reset();
+        unsigned fence = 1;
+        void *args[] = {&d_buf, &per, &d_out, &d_err, &d_cnt, &slots, &peer, &fence};
+        CHECK_CU(cuEventRecord(e0, 0));
+        CUresult lr = cuLaunchKernelEx(&cfg, f, args, NULL);
+        if (lr != CUDA_SUCCESS) {
+          const char *e = NULL;
+          cuGetErrorString(lr, &e);
+          printf("stream   (the cross-fed stream could not be launched: %s; skipped)\n", e ? e : "?");
+          goto done;
+        }
+        CHECK_CU(cuEventRecord(e1, 0));
+        CHECK_CU(cuCtxSynchronize());
+        uint32_t err = 0;
+        CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+        if (err) {
+          fprintf(stderr, "sync_probe: probe_stream_cross: a wait passed its 2 s deadline\n");
+          exit(1);
+        }
+        float ms = 0;
+        CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
+        CHECK_CU(cuMemcpyDtoH(h, d_out, (grid + (size_t)grid * 64) * sizeof *h));
+        double p50, p90;
+        chip[r] = (uint64_t)((double)per * grid / (ms * 1e-3) / 1e6);
+        pcts(h, grid, &p50, &p90);
+        block[r] = (uint64_t)((double)per / (p50 * 1e-9) / 1e6);
+        size_t m = 0;
+        uint64_t *fv = h + grid;
+        for (size_t i = 0; i < (size_t)grid * 64; i++)
+          if (fv[i])
+            fv[m++] = fv[i];
+        pcts(fv, m, &p50, &p90);
+        fences[r] = (uint64_t)p50;
+      }
+      double c50, c90, b50, b90, f50, f90;
+      pcts(chip, (size_t)runs, &c50, &c90);
+      pcts(block, (size_t)runs, &b50, &b90);
+      pcts(fences, (size_t)runs, &f50, &f90);
+      const char *how = peer ? "copies from the cluster peer's loader" : "copies from its own loader warp";
+      char what[96];
+      snprintf(what, sizeof what, "%u slots (%s), the chip", slots, how);
+      row("stream", what, "alone", c50 / 1e3, c90 / 1e3, "GB/s");
+      snprintf(what, sizeof what, "%u slots (%s), the median SM", slots, how);
+      row("stream", what, "alone", b50 / 1e3, b90 / 1e3, "GB/s");
+      snprintf(what, sizeof what, "  a reader's notify fence meanwhile (median of runs' medians)");
+      row("stream", what, "alone", f50, f90, "ns");
+    }
+done:
+  CHECK_CU(cuEventDestroy(e0));
+  CHECK_CU(cuEventDestroy(e1));
+  free(h);
+}
+
 /* A chip-wide stream launch (probe_stream on `grid` blocks, or probe_stream_cluster on `grid`
  * blocks in clusters of two, every second block reading): `bytes` per reading block; the chip's
  * rate and the median reading block's, in MB/s. Returns 0 when the launch was refused. */
@@ -579,7 +731,9 @@ int main(int argc, char **argv) {
   fence(quick);
   fence_pair(quick);
   fence_cluster(quick);
+  fence_issuer(quick);
   stream(quick);
+  stream_cross(quick);
   stage(quick);
   frag(quick);
   if (json)

@@ -23,13 +23,17 @@
  *     notify is one red.release.gpu instead of the fence and a relaxed reduction: does a release
  *     reduction wait for the copies too? probe_fence_pair: the
  *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
- *     the other block of a two-block cluster into the fencing block's shared memory.
+ *     the other block of a two-block cluster into the fencing block's shared memory;
+ *     probe_fence_issuer: the same copies, and the fence timed by the block that issued them
+ *     (or by the receiver, with no cluster barrier between issue and fence).
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
  *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead;
  *     on half the SMs (the most a single SM's copy engine gives); with `mode` 2 a slot is 16
  *     copies of 2 KiB from rows 4 KiB apart (a split slice's rows); probe_stream_cluster: each
- *     block's ring filled by the other block of a two-block cluster.
+ *     block's ring filled by the other block of a two-block cluster; probe_stream_cross: every
+ *     block reads, its ring filled by a loader warp of its own or of its cluster peer, with a
+ *     task end's notify timed while the stream runs.
  *   - probe_stage: every block reads a fresh 8 KiB input row (2048 f32, as a matvec task stages
  *     x) with 16-byte loads and a barrier; with half the blocks loading the memory system or none.
  *   - probe_frag: a tensor-core matvec task's weight loads alone (no MMAs, no x): every block
@@ -372,6 +376,158 @@ KERNEL void probe_fence_cluster(const uint8_t *buf, u64 bytes, u64 *out, u32 *er
   }
   if (mlk_tid() == 0)
     out[(u64)npairs * iters + bid()] = smid();
+}
+
+/* ---- probe_fence_issuer ---- */
+
+/* Clusters of two: rank 1 issues `copies` bulk copies of 32 KiB into rank 0's shared memory
+ * (completing on rank 0's mbarriers), then one of the two times a fence.acq_rel.gpu and its
+ * notify: with `fencer` 1 the issuer itself, right after issuing (does a fence wait for copies
+ * its block issued into another SM's memory?); with `fencer` 0 the receiver, once a plain store
+ * of the issuer's into its shared memory says the copies are issued (probe_fence_cluster's
+ * question again, without a cluster barrier's release between issue and fence, which might
+ * itself wait for the copies). No cluster barrier between issue and fence either way.
+ * out[pair * iters + it] = the fence's ns; out[P + pair * iters + it] = 1 when the copies had not
+ * all landed when the fence ended (P = npairs * iters). */
+KERNEL void probe_fence_issuer(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt,
+                               u32 iters, u32 copies, u32 fencer) {
+  u32 rank = cluster_rank(), pair = bid() / 2, npairs = nblocks() / 2;
+  MLK_SHARED u32 *flag = (MLK_SHARED u32 *)(probe_smem + 64);
+  MLK_SHARED u64 *fence_end = (MLK_SHARED u64 *)(probe_smem + 72);
+  if (mlk_tid() == 0) {
+    for (u32 s = 0; s < MAX_COPIES; s++)
+      mlk_mbar_init(&bars[s], 1);
+    *flag = 0, *fence_end = 0;
+    mlk_fence_mbar_init();
+  }
+  cluster_sync();
+  u64 chunks = bytes / SLOT_BYTES, P = (u64)npairs * iters;
+  u32 rbar = cluster_addr(mlk_smem_addr(bars), 0), rring = cluster_addr(mlk_smem_addr(ring), 0);
+  u32 rflag = cluster_addr(mlk_smem_addr(flag), 0), rend = cluster_addr(mlk_smem_addr(fence_end), 0);
+  for (u32 it = 0; it < iters; it++) {
+    if (rank == 1 && mlk_tid() == 0) {
+      for (u32 s = 0; s < copies; s++) {
+        u64 c = ((u64)it * npairs * MAX_COPIES + (u64)pair * MAX_COPIES + s) % chunks;
+        peer_copy(rring + s * SLOT_BYTES, buf + c * SLOT_BYTES, rbar + 8 * s);
+      }
+      if (fencer == 1) {
+        u64 end;
+        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end);
+        __asm__ volatile("st.shared::cluster.u64 [%0], %1;" ::"r"(rend), "l"(end) : "memory");
+      } else {
+        __asm__ volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(rflag), "r"(it + 1) : "memory");
+      }
+    }
+    if (rank == 0 && mlk_tid() == 0) {
+      u64 start = mlk_globaltimer(), landed = 0, end = 0;
+      int ok = 1;
+      if (fencer == 0) {
+        while (ok && *(volatile MLK_SHARED u32 *)flag != it + 1)
+          ok = mlk_globaltimer() - start < DEADLINE_NS;
+        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end);
+        int all = 1;
+        for (u32 s = 0; s < copies; s++)
+          all = all && mlk_mbar_test(&bars[s], it & 1);
+        out[P + (u64)pair * iters + it] = !all;
+      }
+      for (u32 s = 0; s < copies && ok; s++)
+        while (ok && !mlk_mbar_test(&bars[s], it & 1))
+          ok = mlk_globaltimer() - start < DEADLINE_NS;
+      landed = mlk_globaltimer();
+      if (fencer == 1) {
+        while (ok && (end = *(volatile MLK_SHARED u64 *)fence_end) == 0)
+          ok = mlk_globaltimer() - start < DEADLINE_NS;
+        out[P + (u64)pair * iters + it] = copies && landed > end;
+        *fence_end = 0;
+      }
+      if (!ok)
+        __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+    }
+    cluster_sync(); /* landed and recorded: the next copies may write the slots */
+  }
+}
+
+/* ---- probe_stream_cross ---- */
+
+/* Every block of clusters of two streams its `per_block` bytes of buf through a ring of `slots`
+ * slots of 32 KiB, as the weight stream does, but the copies are issued by a loader thread of
+ * its own (thread 224: warp 7 is the loader, warps 0-6 read) and, with `peer` 1, by the loader of
+ * the other block of its cluster on another SM (each SM's copy engine feeding the other's ring,
+ * so that no SM has copies of its own in flight into its own memory); with `peer` 0 each
+ * block's loader fills its own ring (the same instructions, addresses of its own rank). A slot's
+ * "full" mbarrier is in the reading block (the copies complete on it), its "empty" one in the
+ * loader's block (the reader's thread 0 arrives there once its warps have read the chunk). With
+ * `fence`, the reader's thread 0 times a notify (fence.acq_rel.gpu and a relaxed reduction) after
+ * every fourth chunk: the cost of a task's end while the stream runs, with the SM's own copies in
+ * flight (peer 0) or only its copies into the peer (peer 1).
+ * out[block] = the block's ns from its start to its last chunk read; out[nblocks + block * 64 + i]
+ * its fence samples (up to 64). */
+enum { CROSS_READERS = 224, CROSS_LOADER = 224, CROSS_FENCES = 64 };
+KERNEL void probe_stream_cross(const uint8_t *buf, u64 per_block, u64 *out, u32 *err, u32 *cnt,
+                               u32 slots, u32 peer, u32 fence) {
+  u32 rank = cluster_rank(), b = bid(), nb = nblocks(), other = rank ^ 1u;
+  MLK_SHARED u64 *full = bars, *empty = bars + MAX_COPIES;
+  u32 tid = mlk_tid();
+  if (tid == 0) {
+    for (u32 s = 0; s < slots; s++) {
+      mlk_mbar_init(&full[s], 1);
+      mlk_mbar_init(&empty[s], 1);
+    }
+    mlk_fence_mbar_init();
+  }
+  cluster_sync();
+  u32 chunks = (u32)(per_block / SLOT_BYTES);
+  u64 t0 = mlk_globaltimer();
+  if (tid == CROSS_LOADER) { /* fills the ring of block `dst_rank` with that block's range */
+    u32 dst_rank = peer ? other : rank;
+    u32 dst_block = peer ? (b ^ 1u) : b;
+    const uint8_t *src = buf + (u64)dst_block * per_block;
+    u32 rfull = cluster_addr(mlk_smem_addr(full), dst_rank);
+    u32 rring = cluster_addr(mlk_smem_addr(ring), dst_rank);
+    for (u32 c = 0; c < chunks; c++) {
+      u32 slot = c % slots;
+      if (c >= slots) { /* its reader freed the slot's previous chunk */
+        u64 start = mlk_globaltimer();
+        while (!mlk_mbar_test(&empty[slot], (c / slots - 1) & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS) {
+            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+            break;
+          }
+      }
+      peer_copy(rring + slot * SLOT_BYTES, src + (u64)c * SLOT_BYTES, rfull + 8 * slot);
+    }
+  } else if (tid < CROSS_READERS) {
+    u32 rempty = cluster_addr(mlk_smem_addr(empty), peer ? other : rank);
+    u32 acc = 0, nf = 0;
+    int ok = 1;
+    for (u32 c = 0; c < chunks; c++) {
+      u32 slot = c % slots;
+      u64 start = mlk_globaltimer();
+      while (ok && !mlk_mbar_test(&full[slot], (c / slots) & 1))
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          ok = 0;
+        }
+      const MLK_SHARED uint4 *chunk = (const MLK_SHARED uint4 *)(ring + slot * SLOT_BYTES);
+      for (u32 i = tid; i < SLOT_BYTES / 16; i += CROSS_READERS) {
+        uint4 v = chunk[i];
+        acc += v.x ^ v.w;
+      }
+      __asm__ volatile("bar.sync 1, %0;" ::"n"(CROSS_READERS) : "memory");
+      if (tid == 0) {
+        __asm__ volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];"
+                         ::"r"(rempty + 8 * slot)
+                         : "memory");
+        if (fence && (c & 3) == 3 && nf < CROSS_FENCES)
+          out[nb + (u64)b * CROSS_FENCES + nf++] = timed_notify(&cnt[(b & 1023) * 32], c, 0);
+      }
+    }
+    if (tid == 0)
+      out[b] = mlk_globaltimer() - t0;
+    if (acc == 0x9e3779b9u) /* keeps the reads; practically never true */
+      err[1] = acc;
+  }
+  cluster_sync(); /* no block leaves while copies or arrivals may still target it */
 }
 
 /* ---- probe_fence_pair ---- */

@@ -26,6 +26,8 @@
 #define NT MLK_BLOCK_THREADS
 #define NW (NT / 32)
 #define STACK_BYTES (256 * 1024)
+/* a run's scheduler steps, past which it has failed (emu_set_max_steps) */
+static uint64_t max_steps = 50000000ull;
 
 /* The stream's dynamic shared memory (stdlib/tiles/stream.c declares it extern). */
 uint8_t mlk_stream_mem[EMU_DYNAMIC_SMEM_MAX] __attribute__((aligned(128)));
@@ -474,6 +476,8 @@ void mlk_emu_mbar_wait(uint64_t *bar, uint32_t parity) {
 
 /* ---- the scheduler ---- */
 
+void emu_set_max_steps(uint64_t steps) { max_steps = steps ? steps : 50000000ull; }
+
 void emu_set_dynamic_smem(uint32_t bytes) {
   dyn_smem = bytes <= EMU_DYNAMIC_SMEM_MAX ? bytes : EMU_DYNAMIC_SMEM_MAX;
 }
@@ -510,6 +514,7 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
    * and run the first-ranked warp that can run (a rank changes now and then), so that some warps
    * race ahead to the next barrier while others lag: a read that misses its barrier then sees
    * what the lagging warps have not written yet. */
+  const uint64_t start = step;
   int ranked = (int)(next_rand() & 1);
   uint32_t rank[NW];
   for (int w = 0; w < NW; w++)
@@ -542,7 +547,11 @@ int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid
     }
     if (n == 0)
       break;
-    step++;
+    if (++step - start > max_steps) { /* the longest run of the tests takes ~5 million */
+      fail("the block ran past %llu scheduler steps: a spin that never ends?",
+           (unsigned long long)max_steps);
+      break;
+    }
     to_thread(runnable[next_rand() % (uint64_t)n]);
   }
   int stuck = 0;

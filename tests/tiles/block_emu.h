@@ -29,6 +29,10 @@ extern uint8_t mlk_stream_mem[EMU_DYNAMIC_SMEM_MAX];
  * after printing what went wrong (deadlock, divergent collective, bad copy). */
 int emu_block_run(void (*fn)(void *), void *arg, uint32_t ctaid, uint32_t nctaid, uint64_t seed);
 
+/* The scheduler steps after which a run fails as a spin that never ends (0: the default, 50
+ * million; the longest run of the tests takes ~5 million). */
+void emu_set_max_steps(uint64_t steps);
+
 /* Bulk copies still in flight (issued, not landed) after the last run. */
 size_t emu_copies_in_flight(void);
 

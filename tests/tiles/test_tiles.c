@@ -1142,6 +1142,27 @@ static void test_misc(void) {
   }
 }
 
+/* The emulator itself: a thread that polls a flag no thread sets (a nanosleep each round, as the
+ * tiles' waits do) stays runnable forever; the run must fail at the step limit, not hang. */
+static volatile int never;
+static void spin_block(void *arg) {
+  (void)arg;
+  if (mlk_tid() == 0)
+    while (!never)
+      __nvvm_nanosleep(64);
+}
+static void test_emulator_spin(void) {
+  cases++;
+  fprintf(stderr, "(an emulator run that must fail, as a spin that never ends:)\n");
+  emu_set_max_steps(1000000); /* the default's 50 million would take half a minute here */
+  int rc = emu_block_run(spin_block, NULL, 0, 1, rt_next());
+  emu_set_max_steps(0);
+  if (rc == 0) {
+    fprintf(stderr, "block emulator: a spin that never ends was not reported\n");
+    rt_failures++;
+  }
+}
+
 int main(void) {
   rt_watchdog(600);
   rt_seed();
@@ -1150,6 +1171,7 @@ int main(void) {
   test_split_matvec();
   test_attention();
   test_misc();
+  test_emulator_spin();
   printf("%d of %d cases agree with the reference\n", cases - rt_failures, cases);
   return rt_finish("test_tiles");
 }

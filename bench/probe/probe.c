@@ -13,7 +13,8 @@
  *   handoff   one-way time of a token between two SMs through a counter: the notify of one
  *             block and the poll of the other (round trips / 2), per variant
  *   fence     one fence.acq_rel.gpu of thread 0 with 0 to 4 bulk copies of 32 KiB in flight,
- *             issued by thread 0 or by another warp; and the copies' time to land
+ *             issued by thread 0 or by another warp (after a barrier, or only raising a flag);
+ *             and the copies' time to land
  *   stream    the weight stream's design alone (bulk copies through 1 to 4 slots of 32 KiB, every
  *             SM at once): the chip's and the median SM's rate, in GB/s; and with every ring
  *             filled by a loader warp of its own block or of its cluster peer on another SM,
@@ -194,6 +195,41 @@ static void fence(int quick) {
     }
   free(h);
   free(v);
+}
+
+/* The fence with another warp's bulk copies in flight that are not ordered before it
+ * (sync_probe.c probe_fence_loader: the issuer raises a flag with a volatile store) or are (a
+ * release store): 1, 2 and 4 copies of 32 KiB, every SM at once; and how often the copies landed
+ * after the fence ended (a fence that waits for them leaves none). */
+static void fence_loader(int quick) {
+  uint32_t iters = quick ? 40 : 200, skip = iters / 10;
+  uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
+  uint64_t *h = malloc(2 * (size_t)sms * iters * sizeof *h);
+  if (!h || 2 * (size_t)sms * iters > out_words) {
+    fprintf(stderr, "sync_probe: out of host memory (or of the output buffer)\n");
+    exit(1);
+  }
+  for (unsigned ordered = 0; ordered <= 1; ordered++)
+    for (unsigned n = 1; n <= 4; n *= 2) {
+      reset();
+      void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &ordered};
+      launch("probe_fence_loader", sms, args);
+      CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
+      uint64_t *late = h + (size_t)sms * iters;
+      size_t ml = gather(late, late, (uint32_t)sms, iters, skip), after = 0;
+      for (size_t i = 0; i < ml; i++)
+        after += late[i] != 0;
+      size_t m = gather(h, h, (uint32_t)sms, iters, skip);
+      double p50, p90;
+      pcts(h, m, &p50, &p90);
+      char what[96];
+      snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB of warp 7, %s", n,
+               ordered ? "flag release/acquire" : "flag volatile");
+      row("fence", what, "HBM", p50, p90, "ns");
+      double pct = ml ? 100.0 * (double)after / (double)ml : 0;
+      row("fence", "  of those, copies landed after the fence ended", "HBM", pct, pct, "%");
+    }
+  free(h);
 }
 
 /* The fence in the SM's other block (sync_probe.c probe_fence_pair): two blocks a SM, the shared
@@ -729,6 +765,7 @@ int main(int argc, char **argv) {
   printf("%-8s %-50s %-6s %9s %9s %s\n", "probe", "what", "load", "p50", "p90", "unit");
   handoff(quick);
   fence(quick);
+  fence_loader(quick);
   fence_pair(quick);
   fence_cluster(quick);
   fence_issuer(quick);

@@ -25,7 +25,9 @@
  *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
  *     the other block of a two-block cluster into the fencing block's shared memory;
  *     probe_fence_issuer: the same copies, and the fence timed by the block that issued them
- *     (or by the receiver, with no cluster barrier between issue and fence).
+ *     (or by the receiver, with no cluster barrier between issue and fence); probe_fence_loader:
+ *     issued by another warp of the block that raises a flag without (or with) release order,
+ *     no barrier between the issue and the fence.
  *   - probe_stream: every block streams its share of a buffer through a ring of 32 KiB slots
  *     with bulk copies, as the weight stream does, and nothing else: the rate the design can
  *     reach per SM and over the chip, by slot count; with `mode` 1, warp 0's cp.async instead;
@@ -298,6 +300,79 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     }
     if (!__nvvm_bar0_and(ok))
       return;
+  }
+}
+
+/* ---- probe_fence_loader ---- */
+
+/* Does a fence wait for bulk copies that a warp it never synchronizes with has in flight? Every
+ * block, `iters` times: thread 224 (warp 7, a loader warp's place) issues `copies` bulk copies of
+ * 32 KiB into the block's shared memory, then raises a shared flag; thread 0 waits for the flag,
+ * times one fence.acq_rel.gpu and its notify, and looks once whether the copies have all landed.
+ * With `ordered` 0 the flag is a volatile store and load (the copies' issue is not ordered before
+ * the fence: as a loader warp outside the compute threads' barriers would be); with 1 a release
+ * store and an acquire load at the block's scope (ordered, as a barrier between issuer and fencer
+ * would make it). out[b * iters + it] = the fence's ns; out[nb * iters + b * iters + it] = 1 when
+ * the copies had not all landed when it ended. */
+KERNEL void probe_fence_loader(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt,
+                               u32 iters, u32 copies, u32 ordered) {
+  u32 b = bid(), nb = nblocks(), tid = mlk_tid();
+  MLK_SHARED u32 *flag = (MLK_SHARED u32 *)(probe_smem + 64);
+  if (tid == 0) {
+    for (u32 s = 0; s < MAX_COPIES; s++)
+      mlk_mbar_init(&bars[s], 1);
+    *flag = 0;
+    mlk_fence_mbar_init();
+  }
+  __nvvm_barrier_sync(0);
+  u64 chunks = bytes / SLOT_BYTES;
+  int ok = 1;
+  for (u32 it = 0; it < iters && ok; it++) {
+    if (tid == 224) {
+      for (u32 s = 0; s < copies; s++) {
+        u64 c = ((u64)it * nb * MAX_COPIES + (u64)b * MAX_COPIES + s) % chunks;
+        mlk_mbar_expect_tx(&bars[s], SLOT_BYTES);
+        mlk_bulk_copy(ring + s * SLOT_BYTES, buf + c * SLOT_BYTES, SLOT_BYTES, &bars[s]);
+      }
+      if (ordered)
+        __asm__ volatile("st.release.cta.shared::cta.u32 [%0], %1;" ::"r"(mlk_smem_addr(flag)),
+                         "r"(it + 1)
+                         : "memory");
+      else
+        *(volatile MLK_SHARED u32 *)flag = it + 1;
+    }
+    if (tid == 0) {
+      u64 start = mlk_globaltimer();
+      for (;;) {
+        u32 v;
+        if (ordered)
+          __asm__ volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];"
+                           : "=r"(v)
+                           : "r"(mlk_smem_addr(flag))
+                           : "memory");
+        else
+          v = *(volatile MLK_SHARED u32 *)flag;
+        if (v == it + 1)
+          break;
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          ok = 0;
+          break;
+        }
+      }
+      out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0);
+      int all = 1;
+      for (u32 s = 0; s < copies; s++)
+        all = all && mlk_mbar_test(&bars[s], it & 1);
+      out[(u64)nb * iters + (u64)b * iters + it] = !all;
+      for (u32 s = 0; s < copies && ok; s++)
+        while (ok && !mlk_mbar_test(&bars[s], it & 1))
+          if (mlk_globaltimer() - start > DEADLINE_NS) {
+            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+            ok = 0;
+          }
+    }
+    ok = __nvvm_bar0_and(ok); /* landed: the next copies may write the slots */
   }
 }
 

@@ -91,6 +91,25 @@ static void row(const char *probe, const char *what, const char *load, double p5
                   "\"p90\": %.0f, \"unit\": \"%s\"}\n", probe, what, load, p50, p90, unit);
 }
 
+/* A fence row: the median and 90th percentile of `rows` rows of `iters` samples in h (ns) past
+ * each row's first `skip`, gathered into v (which may be h). */
+static void fence_row(uint64_t *v, const uint64_t *h, uint32_t rows, uint32_t iters, uint32_t skip,
+                      const char *what) {
+  double p50, p90;
+  pcts(v, gather(v, h, rows, iters, skip), &p50, &p90);
+  row("fence", what, "HBM", p50, p90, "ns");
+}
+
+/* The row under a fence row: the share of its samples (flags, `rows` of `iters`, past each row's
+ * first `skip`; late is overwritten) whose copies landed after the fence ended. */
+static void late_row(uint64_t *late, uint32_t rows, uint32_t iters, uint32_t skip) {
+  size_t n = gather(late, late, rows, iters, skip), after = 0;
+  for (size_t i = 0; i < n; i++)
+    after += late[i] != 0;
+  double pct = n ? 100.0 * (double)after / (double)n : 0;
+  row("fence", "  of those, copies landed after the fence ended", "HBM", pct, pct, "%");
+}
+
 static void reset(void) {
   CHECK_CU(cuMemsetD8(d_cnt, 0, 32 * 1024 * 4));
   CHECK_CU(cuMemsetD8(d_out, 0, out_words * 8));
@@ -98,12 +117,18 @@ static void reset(void) {
   CHECK_CU(cuMemsetD8(d_stop, 0, 4));
 }
 
-/* Launches kernel `name` cooperatively (every block resident at once: the probes' blocks wait
- * for each other) with `dyn` bytes of dynamic shared memory, and checks its error words. */
-static void launch_dyn(const char *name, int grid, unsigned dyn, void **args) {
+/* Kernel `name` of the module, allowed `dyn` bytes of dynamic shared memory. */
+static CUfunction kernel(const char *name, unsigned dyn) {
   CUfunction f;
   CHECK_CU(cuModuleGetFunction(&f, mod, name));
   CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)dyn));
+  return f;
+}
+
+/* Launches kernel `name` cooperatively (every block resident at once: the probes' blocks wait
+ * for each other) with `dyn` bytes of dynamic shared memory, and checks its error words. */
+static void launch_dyn(const char *name, int grid, unsigned dyn, void **args) {
+  CUfunction f = kernel(name, dyn);
   CHECK_CU(cuLaunchCooperativeKernel(f, grid, 1, 1, 256, 1, 1, dyn, 0, args));
   CHECK_CU(cuCtxSynchronize());
   uint32_t err[3];
@@ -215,19 +240,11 @@ static void fence_loader(int quick) {
       void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &ordered};
       launch("probe_fence_loader", sms, args);
       CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
-      uint64_t *late = h + (size_t)sms * iters;
-      size_t ml = gather(late, late, (uint32_t)sms, iters, skip), after = 0;
-      for (size_t i = 0; i < ml; i++)
-        after += late[i] != 0;
-      size_t m = gather(h, h, (uint32_t)sms, iters, skip);
-      double p50, p90;
-      pcts(h, m, &p50, &p90);
       char what[96];
       snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB of warp 7, %s", n,
                ordered ? "flag release/acquire" : "flag volatile");
-      row("fence", what, "HBM", p50, p90, "ns");
-      double pct = ml ? 100.0 * (double)after / (double)ml : 0;
-      row("fence", "  of those, copies landed after the fence ended", "HBM", pct, pct, "%");
+      fence_row(h, h, (uint32_t)sms, iters, skip, what);
+      late_row(h + (size_t)sms * iters, (uint32_t)sms, iters, skip);
     }
   free(h);
 }
@@ -239,9 +256,7 @@ enum { PAIR_ROLE = 16384, PAIR_DYN = 100 << 10 }; /* as sync_probe.c; 2 x 100 Ki
 static void fence_pair(int quick) {
   uint32_t iters = quick ? 40 : 200, skip = iters / 10, nsm = (uint32_t)sms;
   uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
-  CUfunction f;
-  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_pair"));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, PAIR_DYN));
+  CUfunction f = kernel("probe_fence_pair", PAIR_DYN);
   int per_sm = 0;
   CHECK_CU(cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, 256, PAIR_DYN));
   if (per_sm != 2) {
@@ -289,19 +304,65 @@ static void fence_pair(int quick) {
   free(roles);
 }
 
-/* Launches kernel f on `grid` blocks of 256 threads with `dyn` bytes of dynamic shared memory,
- * in clusters of two blocks when `cluster` (the caller checks the result: a GPU may refuse). */
-static CUresult launch_ex(CUfunction f, unsigned grid, unsigned dyn, int cluster, void **args) {
-  CUlaunchAttribute at[1];
-  memset(at, 0, sizeof at);
-  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
+/* The configuration of a launch on `grid` blocks of 256 threads with `dyn` bytes of dynamic
+ * shared memory, in clusters of two blocks when `cluster` (*at holds the cluster attribute). */
+static CUlaunchConfig launch_config(unsigned grid, unsigned dyn, int cluster, CUlaunchAttribute *at) {
+  memset(at, 0, sizeof *at);
+  at->id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  at->value.clusterDim.x = 2, at->value.clusterDim.y = 1, at->value.clusterDim.z = 1;
   CUlaunchConfig cfg;
   memset(&cfg, 0, sizeof cfg);
   cfg.gridDimX = grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
   cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
   cfg.sharedMemBytes = dyn, cfg.attrs = cluster ? at : NULL, cfg.numAttrs = cluster ? 1 : 0;
+  return cfg;
+}
+
+/* Launches kernel f so (the caller checks the result: a GPU may refuse). */
+static CUresult launch_ex(CUfunction f, unsigned grid, unsigned dyn, int cluster, void **args) {
+  CUlaunchAttribute at;
+  CUlaunchConfig cfg = launch_config(grid, dyn, cluster, &at);
   return cuLaunchKernelEx(&cfg, f, args, NULL);
+}
+
+/* The end of a launch of kernel `name`: a wait of the kernel's past its deadline ends the probe. */
+static void finish(const char *name) {
+  CHECK_CU(cuCtxSynchronize());
+  uint32_t err = 0;
+  CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
+  if (err) {
+    fprintf(stderr, "sync_probe: %s: a wait passed its 2 s deadline\n", name);
+    exit(1);
+  }
+}
+
+/* launch_ex between two events, then the launch's end: its time in *ms. Returns the launch's
+ * result (nothing ran unless CUDA_SUCCESS); a wait of the kernel's past its deadline ends the
+ * probe with `name`. */
+static CUresult timed_launch(CUfunction f, unsigned grid, unsigned dyn, int cluster, void **args,
+                             CUevent e0, CUevent e1, const char *name, float *ms) {
+  CHECK_CU(cuEventRecord(e0, 0));
+  CUresult r = launch_ex(f, grid, dyn, cluster, args);
+  if (r != CUDA_SUCCESS)
+    return r;
+  CHECK_CU(cuEventRecord(e1, 0));
+  finish(name);
+  CHECK_CU(cuEventElapsedTime(ms, e0, e1));
+  return CUDA_SUCCESS;
+}
+
+/* A launch in clusters of two on `grid` blocks: 0 (a row saying so printed) when the GPU refused
+ * it, else 1 once it ended. */
+static int cluster_launch(CUfunction f, unsigned grid, unsigned dyn, void **args, const char *name) {
+  CUresult r = launch_ex(f, grid, dyn, 1, args);
+  if (r != CUDA_SUCCESS) {
+    const char *e = NULL;
+    cuGetErrorString(r, &e);
+    printf("fence    (clusters of two could not be launched: %s; skipped)\n", e ? e : "?");
+    return 0;
+  }
+  finish(name);
+  return 1;
 }
 
 /* The fence of a block whose weights another block of its cluster copies in (sync_probe.c
@@ -311,9 +372,7 @@ enum { CLUSTER_DYN = 128 + 2 * 32768 }; /* two blocks may share an SM */
 static void fence_cluster(int quick) {
   uint32_t iters = quick ? 40 : 200, skip = iters / 10, npairs = (uint32_t)sms;
   uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
-  CUfunction f;
-  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_cluster"));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, CLUSTER_DYN));
+  CUfunction f = kernel("probe_fence_cluster", CLUSTER_DYN);
   size_t words = (size_t)npairs * iters + 2 * (size_t)npairs;
   uint64_t *h = malloc(words * sizeof *h), *v = malloc((size_t)npairs * iters * sizeof *v);
   if (!h || !v || words > out_words) {
@@ -323,20 +382,8 @@ static void fence_cluster(int quick) {
   for (unsigned n = 0; n <= 2; n++) {
     reset();
     void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n};
-    CUresult r = launch_ex(f, 2 * npairs, CLUSTER_DYN, 1, args);
-    if (r != CUDA_SUCCESS) {
-      const char *e = NULL;
-      cuGetErrorString(r, &e);
-      printf("fence    (clusters of two could not be launched: %s; skipped)\n", e ? e : "?");
+    if (!cluster_launch(f, 2 * npairs, CLUSTER_DYN, args, "probe_fence_cluster"))
       break;
-    }
-    CHECK_CU(cuCtxSynchronize());
-    uint32_t err = 0;
-    CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
-    if (err) {
-      fprintf(stderr, "sync_probe: probe_fence_cluster: a wait passed its 2 s deadline\n");
-      exit(1);
-    }
     CHECK_CU(cuMemcpyDtoH(h, d_out, words * sizeof *h));
     size_t m = gather(v, h, npairs, iters, skip), same = 0;
     for (uint32_t p = 0; p < npairs; p++) {
@@ -364,9 +411,7 @@ static void fence_cluster(int quick) {
 static void fence_issuer(int quick) {
   uint32_t iters = quick ? 40 : 200, skip = iters / 10, npairs = (uint32_t)sms;
   uint64_t bytes = (uint64_t)16 << STREAM_WORDS_LOG2;
-  CUfunction f;
-  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_fence_issuer"));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, CLUSTER_DYN));
+  CUfunction f = kernel("probe_fence_issuer", CLUSTER_DYN);
   size_t words = 2 * (size_t)npairs * iters;
   uint64_t *h = malloc(words * sizeof *h), *v = malloc((size_t)npairs * iters * sizeof *v);
   if (!h || !v || words > out_words) {
@@ -377,36 +422,15 @@ static void fence_issuer(int quick) {
     for (unsigned n = 0; n <= 2; n++) {
       reset();
       void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &fencer};
-      CUresult r = launch_ex(f, 2 * npairs, CLUSTER_DYN, 1, args);
-      if (r != CUDA_SUCCESS) {
-        const char *e = NULL;
-        cuGetErrorString(r, &e);
-        printf("fence    (clusters of two could not be launched: %s; skipped)\n", e ? e : "?");
+      if (!cluster_launch(f, 2 * npairs, CLUSTER_DYN, args, "probe_fence_issuer"))
         goto done;
-      }
-      CHECK_CU(cuCtxSynchronize());
-      uint32_t err = 0;
-      CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
-      if (err) {
-        fprintf(stderr, "sync_probe: probe_fence_issuer: a wait passed its 2 s deadline\n");
-        exit(1);
-      }
       CHECK_CU(cuMemcpyDtoH(h, d_out, words * sizeof *h));
-      size_t m = gather(v, h, npairs, iters, skip), after = 0;
-      uint64_t *late = h + (size_t)npairs * iters;
-      size_t ml = gather(late, late, npairs, iters, skip);
-      for (size_t i = 0; i < ml; i++)
-        after += late[i] != 0;
-      double p50, p90;
-      pcts(v, m, &p50, &p90);
       char what[96];
       snprintf(what, sizeof what, "fence.acq_rel.gpu, %u x 32 KiB %s", n,
                fencer ? "it issued into its cluster peer" : "its peer copies in, no barrier");
-      row("fence", what, "HBM", p50, p90, "ns");
-      if (n) {
-        double pct = ml ? 100.0 * (double)after / (double)ml : 0;
-        row("fence", "  of those, copies landed after the fence ended", "HBM", pct, pct, "%");
-      }
+      fence_row(v, h, npairs, iters, skip, what);
+      if (n)
+        late_row(h + (size_t)npairs * iters, npairs, iters, skip);
     }
 done:
   free(h);
@@ -419,19 +443,10 @@ done:
  * many clusters of two can be resident at once is printed first (a megakernel in clusters needs
  * them all). */
 static void stream_cross(int quick) {
-  CUfunction f;
-  CHECK_CU(cuModuleGetFunction(&f, mod, "probe_stream_cross"));
-  CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  CUfunction f = kernel("probe_stream_cross", DYN_SMEM);
   CHECK_CU(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1));
-  CUlaunchAttribute at[1];
-  memset(at, 0, sizeof at);
-  at[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  at[0].value.clusterDim.x = 2, at[0].value.clusterDim.y = 1, at[0].value.clusterDim.z = 1;
-  CUlaunchConfig cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.gridDimX = (unsigned)sms & ~1u, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-  cfg.blockDimX = 256, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-  cfg.sharedMemBytes = DYN_SMEM, cfg.attrs = at, cfg.numAttrs = 1;
+  CUlaunchAttribute at;
+  CUlaunchConfig cfg = launch_config((unsigned)sms & ~1u, DYN_SMEM, 1, &at);
   int clusters = 0;
   CUresult oc = cuOccupancyMaxActiveClusters(&clusters, f, &cfg);
   row("cluster", "clusters of two resident at once (one block a SM)", "alone",
@@ -448,7 +463,6 @@ static void stream_cross(int quick) {
   CUevent e0, e1;
   CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
   CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
-  cfg.gridDimX = grid;
   for (unsigned peer = 0; peer <= 1; peer++)
     for (unsigned slots = 2; slots <= 4; slots++) {
       int runs = quick ? 3 : 9;
@@ -457,24 +471,14 @@ static void stream_cross(int quick) {
         reset();
         unsigned fence = 1;
         void *args[] = {&d_buf, &per, &d_out, &d_err, &d_cnt, &slots, &peer, &fence};
-        CHECK_CU(cuEventRecord(e0, 0));
-        CUresult lr = cuLaunchKernelEx(&cfg, f, args, NULL);
+        float ms = 0;
+        CUresult lr = timed_launch(f, grid, DYN_SMEM, 1, args, e0, e1, "probe_stream_cross", &ms);
         if (lr != CUDA_SUCCESS) {
           const char *e = NULL;
           cuGetErrorString(lr, &e);
           printf("stream   (the cross-fed stream could not be launched: %s; skipped)\n", e ? e : "?");
           goto done;
         }
-        CHECK_CU(cuEventRecord(e1, 0));
-        CHECK_CU(cuCtxSynchronize());
-        uint32_t err = 0;
-        CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
-        if (err) {
-          fprintf(stderr, "sync_probe: probe_stream_cross: a wait passed its 2 s deadline\n");
-          exit(1);
-        }
-        float ms = 0;
-        CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
         CHECK_CU(cuMemcpyDtoH(h, d_out, (grid + (size_t)grid * 64) * sizeof *h));
         double p50, p90;
         chip[r] = (uint64_t)((double)per * grid / (ms * 1e-3) / 1e6);
@@ -516,20 +520,9 @@ static int stream_run(CUfunction f, int cluster, unsigned grid, uint64_t bytes, 
   reset();
   unsigned readers = cluster ? grid / 2 : grid;
   void *args[] = {&d_buf, &bytes, &d_out, &d_err, &slots, &mode}; /* the cluster kernel: 5 */
-  CHECK_CU(cuEventRecord(e0, 0));
-  CUresult r = launch_ex(f, grid, DYN_SMEM, cluster, args);
-  if (r != CUDA_SUCCESS)
-    return 0;
-  CHECK_CU(cuEventRecord(e1, 0));
-  CHECK_CU(cuCtxSynchronize());
-  uint32_t err = 0;
-  CHECK_CU(cuMemcpyDtoH(&err, d_err, sizeof err));
-  if (err) {
-    fprintf(stderr, "sync_probe: a stream launch's wait passed its 2 s deadline\n");
-    exit(1);
-  }
   float ms = 0;
-  CHECK_CU(cuEventElapsedTime(&ms, e0, e1));
+  if (timed_launch(f, grid, DYN_SMEM, cluster, args, e0, e1, "a stream launch", &ms) != CUDA_SUCCESS)
+    return 0;
   CHECK_CU(cuMemcpyDtoH(h, d_out, (size_t)readers * sizeof *h));
   double p50, p90;
   pcts(h, (size_t)readers, &p50, &p90);
@@ -563,11 +556,7 @@ static void stream(int quick) {
   CUevent e0, e1;
   CHECK_CU(cuEventCreate(&e0, CU_EVENT_DEFAULT));
   CHECK_CU(cuEventCreate(&e1, CU_EVENT_DEFAULT));
-  CUfunction fs, fc;
-  CHECK_CU(cuModuleGetFunction(&fs, mod, "probe_stream"));
-  CHECK_CU(cuModuleGetFunction(&fc, mod, "probe_stream_cluster"));
-  CHECK_CU(cuFuncSetAttribute(fs, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
-  CHECK_CU(cuFuncSetAttribute(fc, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, DYN_SMEM));
+  CUfunction fs = kernel("probe_stream", DYN_SMEM), fc = kernel("probe_stream_cluster", DYN_SMEM);
   for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
     /* the readers, and the buffer shared out between them in whole slots (~8 MiB a block on
      * 132 SMs) */

@@ -453,6 +453,26 @@ KERNEL void probe_fence_cluster(const uint8_t *buf, u64 bytes, u64 *out, u32 *er
     out[(u64)npairs * iters + bid()] = smid();
 }
 
+/* A loader thread's loop: `chunks` chunks of 32 KiB from src into the ring at cluster address
+ * rring (slot s at rring + s * SLOT_BYTES, completing on the full mbarrier at rfull + 8 s, as
+ * peer_copy), chunk c into slot c % slots once its reader has freed the slot's previous chunk (an
+ * arrive on this block's empty[slot]). */
+static void load_ring(const uint8_t *src, u32 chunks, u32 slots, MLK_SHARED u64 *empty, u32 rfull,
+                      u32 rring, u32 *err) {
+  for (u32 c = 0; c < chunks; c++) {
+    u32 slot = c % slots;
+    if (c >= slots) {
+      u64 start = mlk_globaltimer();
+      while (!mlk_mbar_test(&empty[slot], (c / slots - 1) & 1))
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          break;
+        }
+    }
+    peer_copy(rring + slot * SLOT_BYTES, src + (u64)c * SLOT_BYTES, rfull + 8 * slot);
+  }
+}
+
 /* ---- probe_fence_issuer ---- */
 
 /* Clusters of two: rank 1 issues `copies` bulk copies of 32 KiB into rank 0's shared memory
@@ -559,18 +579,7 @@ KERNEL void probe_stream_cross(const uint8_t *buf, u64 per_block, u64 *out, u32 
     const uint8_t *src = buf + (u64)dst_block * per_block;
     u32 rfull = cluster_addr(mlk_smem_addr(full), dst_rank);
     u32 rring = cluster_addr(mlk_smem_addr(ring), dst_rank);
-    for (u32 c = 0; c < chunks; c++) {
-      u32 slot = c % slots;
-      if (c >= slots) { /* its reader freed the slot's previous chunk */
-        u64 start = mlk_globaltimer();
-        while (!mlk_mbar_test(&empty[slot], (c / slots - 1) & 1))
-          if (mlk_globaltimer() - start > DEADLINE_NS) {
-            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
-            break;
-          }
-      }
-      peer_copy(rring + slot * SLOT_BYTES, src + (u64)c * SLOT_BYTES, rfull + 8 * slot);
-    }
+    load_ring(src, chunks, slots, empty, rfull, rring, err);
   } else if (tid < CROSS_READERS) {
     u32 rempty = cluster_addr(mlk_smem_addr(empty), peer ? other : rank);
     u32 acc = 0, nf = 0;
@@ -777,18 +786,7 @@ KERNEL void probe_stream_cluster(const uint8_t *buf, u64 per_pair, u64 *out, u32
   u64 t0 = mlk_globaltimer();
   if (rank == 1 && mlk_tid() == 0) { /* the loader */
     u32 rfull = cluster_addr(mlk_smem_addr(full), 0), rring = cluster_addr(mlk_smem_addr(ring), 0);
-    for (u32 c = 0; c < chunks; c++) {
-      u32 slot = c % slots;
-      if (c >= slots) { /* the reader freed the slot's previous chunk */
-        u64 start = mlk_globaltimer();
-        while (!mlk_mbar_test(&empty[slot], (c / slots - 1) & 1))
-          if (mlk_globaltimer() - start > DEADLINE_NS) {
-            __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
-            break;
-          }
-      }
-      peer_copy(rring + slot * SLOT_BYTES, src + (u64)c * SLOT_BYTES, rfull + 8 * slot);
-    }
+    load_ring(src, chunks, slots, empty, rfull, rring, err);
   }
   if (rank == 0) { /* the reader */
     u32 rempty = cluster_addr(mlk_smem_addr(empty), 1);

@@ -189,13 +189,14 @@ static void fence(int quick) {
   static const struct { unsigned n, size; } copies[] = {
       {0, 32768}, {1, 32768}, {2, 32768}, {4, 32768}, {1, 65536}, {1, 131072}};
   /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane; 2: bulk copies
-   * by thread 0, the notify one red.release.gpu instead of the fence (its time the row's) */
-  for (unsigned mode = 0; mode <= 2; mode++)
+   * by thread 0, the notify one red.release.gpu instead of the fence (its time the row's); 3: bulk
+   * copies by thread 0, the fence a fence.release.gpu */
+  for (unsigned mode = 0; mode <= 3; mode++)
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
-      if ((issuer || mode) && (copies[c].size != 32768 || (mode != 2 && !copies[c].n)))
+      if ((issuer || mode) && (copies[c].size != 32768 || (mode < 2 && !copies[c].n)))
         continue;
-      if (mode == 2 && issuer)
+      if (mode >= 2 && issuer)
         continue;
       reset();
       unsigned n = copies[c].n, who = (unsigned)issuer, size = copies[c].size;
@@ -210,7 +211,8 @@ static void fence(int quick) {
         const char *how = mode == 1 ? "cp.async of warp" : "bulk, thread";
         if (part == 0)
           snprintf(what, sizeof what, "%s, %u x %u KiB in flight (%s %d)",
-                   mode == 2 ? "red.release.gpu" : "fence.acq_rel.gpu", n, size >> 10, how,
+                   mode == 2 ? "red.release.gpu" : mode == 3 ? "fence.release.gpu" : "fence.acq_rel.gpu",
+                   n, size >> 10, how,
                    mode == 1 ? issuer / 32 : issuer);
         else
           snprintf(what, sizeof what, "%u %s copies of %u KiB: issue to landed", n,

@@ -212,11 +212,16 @@ KERNEL void probe_handoff(u32 *cnt, u32 *data, u64 *out, u32 *err, u32 *stop, co
 /* ---- probe_fence ---- */
 
 /* A task's notify, timed: a word of output stored, the fence (its ns returned, its end in *end
- * when asked), then the counter's relaxed reduction. */
-static inline u64 timed_notify(u32 *counter, u32 word, u64 *end) {
+ * when asked), then the counter's relaxed reduction. The fence is fence.acq_rel.gpu, or with
+ * `one_way` the release-only fence.release.gpu (a release pattern all the same: the fence, then a
+ * strong write; a notify needs no acquire). */
+static inline u64 timed_notify(u32 *counter, u32 word, u64 *end, int one_way) {
   counter[1] = word;
   u64 t0 = mlk_globaltimer();
-  mlk_fence_acq_rel_gpu();
+  if (one_way)
+    mlk_fence_release_gpu();
+  else
+    mlk_fence_acq_rel_gpu();
   u64 t1 = mlk_globaltimer();
   mlk_red_relaxed_gpu(counter);
   if (end)
@@ -258,7 +263,7 @@ static inline void warp_copy(MLK_SHARED uint8_t *dst, const uint8_t *src, u32 by
  * out[nblocks * iters + block * iters + it]. Copies of several sizes for the same bytes say
  * whether the fence waits per copy or per byte. mode 0: bulk copies; 1: the issuer's warp copies
  * with cp.async, 16 bytes a lane; 2: bulk copies, and the notify is one red.release.gpu (timed)
- * instead of the fence and a relaxed reduction. */
+ * instead of the fence and a relaxed reduction; 3: bulk copies, the fence a fence.release.gpu. */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
                         u32 copies, u32 issuer, u32 size, u32 mode) {
   u32 b = bid(), nb = nblocks();
@@ -285,8 +290,8 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
       }
     __nvvm_barrier_sync(0);
     if (mlk_tid() == 0)
-      out[(u64)b * iters + it] = mode == 2 ? timed_notify_release(&cnt[b * 32], it)
-                                           : timed_notify(&cnt[b * 32], it, 0);
+      out[(u64)b * iters + it] = mode == 2   ? timed_notify_release(&cnt[b * 32], it)
+                                             : timed_notify(&cnt[b * 32], it, 0, mode == 3);
     int ok = 1;
     if (mlk_tid() == issuer) {
       u64 start = mlk_globaltimer();
@@ -360,7 +365,7 @@ KERNEL void probe_fence_loader(const uint8_t *buf, u64 bytes, u64 *out, u32 *err
           break;
         }
       }
-      out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0);
+      out[(u64)b * iters + it] = timed_notify(&cnt[b * 32], it, 0, 0);
       int all = 1;
       for (u32 s = 0; s < copies; s++)
         all = all && mlk_mbar_test(&bars[s], it & 1);
@@ -438,7 +443,7 @@ KERNEL void probe_fence_cluster(const uint8_t *buf, u64 bytes, u64 *out, u32 *er
       }
     cluster_sync(); /* the copies are issued */
     if (rank == 0 && mlk_tid() == 0) {
-      out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, 0);
+      out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, 0, 0);
       u64 start = mlk_globaltimer();
       for (u32 s = 0; s < copies; s++)
         while (!mlk_mbar_test(&bars[s], it & 1))
@@ -507,7 +512,7 @@ KERNEL void probe_fence_issuer(const uint8_t *buf, u64 bytes, u64 *out, u32 *err
       }
       if (fencer == 1) {
         u64 end;
-        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end);
+        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end, 0);
         __asm__ volatile("st.shared::cluster.u64 [%0], %1;" ::"r"(rend), "l"(end) : "memory");
       } else {
         __asm__ volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(rflag), "r"(it + 1) : "memory");
@@ -519,7 +524,7 @@ KERNEL void probe_fence_issuer(const uint8_t *buf, u64 bytes, u64 *out, u32 *err
       if (fencer == 0) {
         while (ok && *(volatile MLK_SHARED u32 *)flag != it + 1)
           ok = mlk_globaltimer() - start < DEADLINE_NS;
-        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end);
+        out[(u64)pair * iters + it] = timed_notify(&cnt[pair * 32], it, &end, 0);
         int all = 1;
         for (u32 s = 0; s < copies; s++)
           all = all && mlk_mbar_test(&bars[s], it & 1);
@@ -603,7 +608,7 @@ KERNEL void probe_stream_cross(const uint8_t *buf, u64 per_block, u64 *out, u32 
                          ::"r"(rempty + 8 * slot)
                          : "memory");
         if (fence && (c & 3) == 3 && nf < CROSS_FENCES)
-          out[nb + (u64)b * CROSS_FENCES + nf++] = timed_notify(&cnt[(b & 1023) * 32], c, 0);
+          out[nb + (u64)b * CROSS_FENCES + nf++] = timed_notify(&cnt[(b & 1023) * 32], c, 0, 0);
       }
     }
     if (tid == 0)
@@ -666,7 +671,7 @@ KERNEL void probe_fence_pair(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, 
         if (mlk_globaltimer() - start > DEADLINE_NS)
           ok = 0;
       u64 t1;
-      out[(u64)sm * iters + it] = timed_notify(&cnt[sm * 32], it, &t1);
+      out[(u64)sm * iters + it] = timed_notify(&cnt[sm * 32], it, &t1, 0);
       st_volatile(&cnt[PAIR_END + 2 * sm], (u32)t1);
       st_volatile(&cnt[PAIR_END + 2 * sm + 1], (u32)(t1 >> 32));
       mlk_fence_acq_rel_gpu(); /* the fence's end before the acknowledgement */

@@ -1124,7 +1124,7 @@ int mlk_matvec_stream_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t b
     return 0;
   /* a slot's worth of rows, two buffers of x beside the norm's WARPS * BMAX sums, and one 16-byte
    * load of x a thread and batch row a block */
-  int64_t kc = (MLK_STREAM_SLOT_BYTES / (2 * rows)) & ~(int64_t)63;
+  int64_t kc = ((int64_t)mlk_stream_slot_bytes() / (2 * rows)) & ~(int64_t)63;
   int64_t kx = ((STAGE - WARPS * BMAX) / (2 * batch)) & ~(int64_t)63;
   kc = kc < kx ? kc : kx;
   kc = kc < 4 * MLK_BLOCK_THREADS ? kc : 4 * MLK_BLOCK_THREADS;

@@ -154,6 +154,8 @@ int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);
 int mlk_stream_takes_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch);
 int mlk_stream_on(void);
 int mlk_stream_rows_per_chunk(int64_t k);
+/* The ring's slot in bytes: the launch's (MlkDevTune.stream_slot_bytes), else MLK_STREAM_SLOT_BYTES. */
+uint32_t mlk_stream_slot_bytes(void);
 /* A task's position in the ring: its next chunk, that chunk's slot and mbarrier phase parity, and
  * the ring's slots (counted forward, so that no thread divides per chunk). */
 typedef struct MlkStreamCursor {
@@ -338,6 +340,11 @@ static inline uint32_t mlk_ld_volatile(const uint32_t *p) {
 /* A notify at the GPU's scope: one release fence, then relaxed reductions on the counters. */
 static inline void mlk_fence_acq_rel_gpu(void) {
   __asm__ volatile("fence.acq_rel.gpu;" ::: "memory");
+}
+/* The one-way form: orders the thread's earlier accesses (and those a barrier ordered before
+ * them) before its later writes; with a strong write after it, a release pattern as well. */
+static inline void mlk_fence_release_gpu(void) {
+  __asm__ volatile("fence.release.gpu;" ::: "memory");
 }
 static inline void mlk_red_relaxed_gpu(uint32_t *p) {
   __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");

@@ -113,6 +113,8 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
     sys |= s[i].ranks > 1;
   if (sys)
     __asm__ volatile("fence.acq_rel.sys;" ::: "memory");
+  else if (mlk_dev_tune.notify_release)
+    mlk_fence_release_gpu();
   else
     mlk_fence_acq_rel_gpu();
   for (uint32_t i = 0; i < nn; i++)

@@ -486,24 +486,26 @@ done:
 }
 
 /* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP and MLK_NOTIFY_RELEASE (unset: the
- * defaults), and the weight stream's slot as load_module read it,
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP, MLK_NOTIFY_RELEASE and
+ * MLK_STREAM_DEFER_TAIL (unset: the defaults), and the weight stream's slot as load_module read it,
  * written into the loaded module's constant. A module
  * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
 static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
   MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
-  int64_t backoff, ahead, ring, cap, release;
+  int64_t backoff, ahead, ring, cap, release, defer;
   mlk_status st;
   if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
                         &backoff)) ||
       (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)) ||
       (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)) ||
       (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)) ||
-      (st = mlk_env_int("MLK_NOTIFY_RELEASE", 0, 1, t.notify_release, &release)))
+      (st = mlk_env_int("MLK_NOTIFY_RELEASE", 0, 1, t.notify_release, &release)) ||
+      (st = mlk_env_int("MLK_STREAM_DEFER_TAIL", 0, 1, t.stream_defer_tail, &defer)))
     return st;
   t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
   t.mma_stage_ring = (uint32_t)ring, t.matvec_split_cap = (uint32_t)cap;
   t.notify_release = (uint32_t)release, t.stream_slot_bytes = gm->slot_bytes;
+  t.stream_defer_tail = (uint32_t)defer;
   CUdeviceptr p;
   size_t bytes;
   CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);

@@ -190,8 +190,9 @@ static void fence(int quick) {
       {0, 32768}, {1, 32768}, {2, 32768}, {4, 32768}, {1, 65536}, {1, 131072}};
   /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane; 2: bulk copies
    * by thread 0, the notify one red.release.gpu instead of the fence (its time the row's); 3: bulk
-   * copies by thread 0, the fence a fence.release.gpu */
-  for (unsigned mode = 0; mode <= 3; mode++)
+   * copies by thread 0, the fence a fence.release.gpu; 4: L2 prefetches by thread 0 instead of
+   * copies */
+  for (unsigned mode = 0; mode <= 4; mode++)
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
       if ((issuer || mode) && (copies[c].size != 32768 || (mode < 2 && !copies[c].n)))
@@ -203,12 +204,12 @@ static void fence(int quick) {
       void *args[] = {&d_buf, &bytes, &d_out, &d_err, &d_cnt, &iters, &n, &who, &size, &mode};
       launch("probe_fence", sms, args);
       CHECK_CU(cuMemcpyDtoH(h, d_out, 2 * (size_t)sms * iters * sizeof *h));
-      for (int part = 0; part < (n ? 2 : 1); part++) {
+      for (int part = 0; part < (n && mode != 4 ? 2 : 1); part++) {
         size_t m = gather(v, h + (size_t)part * sms * iters, (uint32_t)sms, iters, skip);
         double p50, p90;
         pcts(v, m, &p50, &p90);
         char what[96];
-        const char *how = mode == 1 ? "cp.async of warp" : "bulk, thread";
+        const char *how = mode == 1 ? "cp.async of warp" : mode == 4 ? "L2 prefetch, thread" : "bulk, thread";
         if (part == 0)
           snprintf(what, sizeof what, "%s, %u x %u KiB in flight (%s %d)",
                    mode == 2 ? "red.release.gpu" : mode == 3 ? "fence.release.gpu" : "fence.acq_rel.gpu",

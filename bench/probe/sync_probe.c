@@ -21,7 +21,9 @@
  *     issuer's warp), each lane's completing on the slot's mbarrier: does a fence wait for another
  *     warp's cp.async in flight, as it waits for any bulk copy of the SM? With `mode` 2 the
  *     notify is one red.release.gpu instead of the fence and a relaxed reduction: does a release
- *     reduction wait for the copies too? probe_fence_pair: the
+ *     reduction wait for the copies too? With `mode` 3 the fence is the one-way fence.release.gpu
+ *     (a notify needs release order only); with 4 the copies are L2 prefetches instead (the
+ *     stream's deferred refills). probe_fence_pair: the
  *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
  *     the other block of a two-block cluster into the fencing block's shared memory;
  *     probe_fence_issuer: the same copies, and the fence timed by the block that issued them
@@ -263,7 +265,9 @@ static inline void warp_copy(MLK_SHARED uint8_t *dst, const uint8_t *src, u32 by
  * out[nblocks * iters + block * iters + it]. Copies of several sizes for the same bytes say
  * whether the fence waits per copy or per byte. mode 0: bulk copies; 1: the issuer's warp copies
  * with cp.async, 16 bytes a lane; 2: bulk copies, and the notify is one red.release.gpu (timed)
- * instead of the fence and a relaxed reduction; 3: bulk copies, the fence a fence.release.gpu. */
+ * instead of the fence and a relaxed reduction; 3: bulk copies, the fence a fence.release.gpu; 4:
+ * L2 prefetches (cp.async.bulk.prefetch.L2) of the same bytes instead of copies, nothing lands in
+ * shared memory (does the fence wait for prefetches in flight?). */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
                         u32 copies, u32 issuer, u32 size, u32 mode) {
   u32 b = bid(), nb = nblocks();
@@ -285,6 +289,10 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
           warp_copy(ring + s * size, buf + c * size, size, &bars[s]);
           continue;
         }
+        if (mode == 4) {
+          mlk_prefetch_l2(buf + c * size, size);
+          continue;
+        }
         mlk_mbar_expect_tx(&bars[s], size);
         mlk_bulk_copy(ring + s * size, buf + c * size, size, &bars[s]);
       }
@@ -295,7 +303,7 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     int ok = 1;
     if (mlk_tid() == issuer) {
       u64 start = mlk_globaltimer();
-      for (u32 s = 0; s < copies && ok; s++)
+      for (u32 s = 0; s < copies && ok && mode != 4; s++)
         while (ok && !mlk_mbar_test(&bars[s], it & 1))
           if (mlk_globaltimer() - start > DEADLINE_NS) {
             __atomic_store_n(err, 1u, __ATOMIC_RELAXED);

@@ -77,12 +77,14 @@ typedef struct MlkDevTune {
                                fence.acq_rel.gpu (a notify needs release order only) */
   uint32_t stream_slot_bytes; /* the weight stream's slot (a multiple of 1 KiB); 0: the default
                                  MLK_STREAM_SLOT_BYTES */
+  uint32_t stream_defer_tail; /* 1: a streamed task's refills once its own chunks are all issued
+                                 wait for the next task's start, their bytes prefetched into L2 */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
  * paid at every batch; the L2 look-ahead did not. The split matvecs run as compiled (cap 0):
  * fifteenth session, H100, 27% off a step at batch 64, 5% at batch 16, batch 1 within 0.6%. */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u, 0u}
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u, 0u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 

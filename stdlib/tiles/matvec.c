@@ -1099,7 +1099,7 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
         emit_pre(m, pre, r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
       }
     }
-    mlk_stream_release(&cur);
+    mlk_stream_release(&cur, (urows - r0 - nr + rpc - 1) / rpc);
   }
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
@@ -1223,7 +1223,7 @@ stream_cols(const uint16_t *norm_w, float eps, Mv *m, int NB, uint32_t kc) {
       if (j + 2 < nblk)
         cols_load(m, norm_w, NB, c1 + kc, uk - c1 - kc < kc ? uk - c1 - kc : kc, tid, v, nw);
     }
-    mlk_stream_release(&cur);
+    mlk_stream_release(&cur, nblk - 1 - j);
   }
   if (norm_w) {
 #pragma unroll

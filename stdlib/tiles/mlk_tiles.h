@@ -164,7 +164,8 @@ typedef struct MlkStreamCursor {
 } MlkStreamCursor;
 MlkStreamCursor mlk_stream_cursor(void); /* every thread, once at a streamed task's start */
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
-void mlk_stream_release(MlkStreamCursor *c);
+/* Frees the chunk just read; `left`: the task's chunks after it (MlkDevTune.stream_defer_tail). */
+void mlk_stream_release(MlkStreamCursor *c, uint32_t left);
 /* The ring as a tile's scratch, when the stream will put nothing there again in this launch (it
  * is off, or its loader is past the block's last streamed task and every chunk was released):
  * the ring, with *floats its size; else NULL and 0. Every thread of a tile gets the same answer

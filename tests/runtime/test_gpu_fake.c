@@ -108,7 +108,10 @@ static void test_tune(mlk_backend *be) {
   setenv("MLK_MMA_STAGE_RING", "0", 1);
   setenv("MLK_MATVEC_SPLIT_CAP", "1", 1);
   setenv("MLK_NOTIFY_RELEASE", "1", 1);
+  setenv("MLK_STREAM_DEFER_TAIL", "1", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
+  CHECK(fake->tune.stream_defer_tail == 1, "defer tail %u", fake->tune.stream_defer_tail);
+  unsetenv("MLK_STREAM_DEFER_TAIL");
   CHECK(fake->tune.poll_backoff_ns == 512 && fake->tune.stream_l2_ahead == 262144 &&
             fake->tune.mma_stage_ring == 0 && fake->tune.matvec_split_cap == 1 &&
             fake->tune.notify_release == 1,

@@ -177,7 +177,6 @@ typedef struct GpuModel {
   int64_t *rt_sent;  /* what rt holds on the device (uploaded when mlk_model.rt differs) */
   GpuKernel *kernels;
   unsigned dyn_smem; /* dynamic shared memory of a launch: the weight stream's ring on sm_90a */
-  unsigned slot_bytes; /* the ring's slot as set (MLK_STREAM_SLOT_KIB), 0: the default */
   CUevent ev_start, ev_stop; /* created on the first timed run */
   CUdeviceptr peers; /* a rank of a world with in-kernel allreduces: its peer area, else 0 */
 } GpuModel;
@@ -385,25 +384,12 @@ static mlk_status load_module(mlk_model *m, GpuModel *gm) {
   else if (gb->cc_major >= 8 && d->ptx_sm80)
     ptx = d->ptx_sm80, arch = "sm_80";
   /* the sm_90a kernels' weight stream (stdlib/tiles/stream.c) lives in dynamic shared memory: its
-   * header always, and MLK_STREAM_SLOTS slots (0 turns the stream off) of MLK_STREAM_SLOT_KIB each
-   * (the tiles learn it from MlkDevTune, write_tune); unset, as many of the default count as the
-   * ring's limit holds */
-  int64_t slot_kib = 0, slots = 0;
-  mlk_status sst = mlk_env_int("MLK_STREAM_SLOT_KIB", MLK_STREAM_MIN_SLOT_BYTES / 1024,
-                               MLK_STREAM_MAX_RING / 1024, MLK_STREAM_SLOT_BYTES / 1024, &slot_kib);
+   * header always, and MLK_STREAM_SLOTS slots (0 turns the stream off) */
+  int64_t slots = 0;
+  mlk_status sst = mlk_env_int("MLK_STREAM_SLOTS", 0, MLK_STREAM_MAX_SLOTS, MLK_STREAM_DEFAULT_SLOTS, &slots);
   if (sst)
     return sst;
-  int64_t slot_bytes = slot_kib * 1024, fit = MLK_STREAM_MAX_RING / slot_bytes;
-  if ((sst = mlk_env_int("MLK_STREAM_SLOTS", 0, MLK_STREAM_MAX_SLOTS,
-                         fit < MLK_STREAM_DEFAULT_SLOTS ? fit : MLK_STREAM_DEFAULT_SLOTS, &slots)))
-    return sst;
-  if (slots * slot_bytes > MLK_STREAM_MAX_RING)
-    return mlk_set_error(MLK_ERR_INVALID, "MLK_STREAM_SLOTS=%lld slots of MLK_STREAM_SLOT_KIB=%lld KiB "
-                         "take %lld KiB of shared memory, more than the weight stream's %d KiB",
-                         (long long)slots, (long long)slot_kib, (long long)(slots * slot_kib),
-                         MLK_STREAM_MAX_RING / 1024);
-  gm->slot_bytes = slot_bytes == MLK_STREAM_SLOT_BYTES ? 0 : (unsigned)slot_bytes;
-  gm->dyn_smem = ptx && arch[3] == '9' ? (unsigned)MLK_STREAM_BYTES(slots, slot_bytes) : 0;
+  gm->dyn_smem = ptx && arch[3] == '9' ? (unsigned)MLK_STREAM_BYTES(slots) : 0;
   if (!ptx)
     return mlk_set_error(MLK_ERR_INVALID, "model '%s' has no PTX this GPU can run: GPU %d is sm_%d%d, "
                          "the model carries %s%s%s", d->name, gb->ordinal, gb->cc_major, gb->cc_minor,
@@ -486,26 +472,21 @@ done:
 }
 
 /* The tiles' launch-time knobs (mlk_desc.h MlkDevTune), from MLK_POLL_BACKOFF_NS,
- * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING, MLK_MATVEC_SPLIT_CAP, MLK_NOTIFY_RELEASE and
- * MLK_STREAM_DEFER_TAIL (unset: the defaults), and the weight stream's slot as load_module read it,
+ * MLK_STREAM_L2_AHEAD, MLK_MMA_STAGE_RING and MLK_MATVEC_SPLIT_CAP (unset: the defaults),
  * written into the loaded module's constant. A module
  * without it (PTX not from mlkc, such as the tests' hand-written kernels) has nothing to tune. */
 static mlk_status write_tune(const mlk_model *m, GpuModel *gm) {
   MlkDevTune t = MLK_DEV_TUNE_DEFAULTS;
-  int64_t backoff, ahead, ring, cap, release, defer;
+  int64_t backoff, ahead, ring, cap;
   mlk_status st;
   if ((st = mlk_env_int("MLK_POLL_BACKOFF_NS", 0, MLK_DEV_TUNE_MAX_BACKOFF_NS, t.poll_backoff_ns,
                         &backoff)) ||
       (st = mlk_env_int("MLK_STREAM_L2_AHEAD", 0, MLK_DEV_TUNE_MAX_L2_AHEAD, t.stream_l2_ahead, &ahead)) ||
       (st = mlk_env_int("MLK_MMA_STAGE_RING", 0, 1, t.mma_stage_ring, &ring)) ||
-      (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)) ||
-      (st = mlk_env_int("MLK_NOTIFY_RELEASE", 0, 1, t.notify_release, &release)) ||
-      (st = mlk_env_int("MLK_STREAM_DEFER_TAIL", 0, 1, t.stream_defer_tail, &defer)))
+      (st = mlk_env_int("MLK_MATVEC_SPLIT_CAP", 0, MLK_MATVEC_MAX_SPLIT, t.matvec_split_cap, &cap)))
     return st;
   t.poll_backoff_ns = (uint32_t)backoff, t.stream_l2_ahead = (uint32_t)ahead;
   t.mma_stage_ring = (uint32_t)ring, t.matvec_split_cap = (uint32_t)cap;
-  t.notify_release = (uint32_t)release, t.stream_slot_bytes = gm->slot_bytes;
-  t.stream_defer_tail = (uint32_t)defer;
   CUdeviceptr p;
   size_t bytes;
   CUresult r = cu.cuModuleGetGlobal(&p, &bytes, gm->module, MLK_DEV_TUNE_SYMBOL);

@@ -191,8 +191,8 @@ static void fence(int quick) {
   /* mode 0: bulk copies by one thread; 1: a warp's cp.async, 16 bytes a lane; 2: bulk copies
    * by thread 0, the notify one red.release.gpu instead of the fence (its time the row's); 3: bulk
    * copies by thread 0, the fence a fence.release.gpu; 4: L2 prefetches by thread 0 instead of
-   * copies */
-  for (unsigned mode = 0; mode <= 4; mode++)
+   * copies; 5: bulk copies by thread 0, one ld.acquire.gpu timed instead of the notify */
+  for (unsigned mode = 0; mode <= 5; mode++)
   for (int issuer = 0; issuer <= 32; issuer += 32)
     for (size_t c = 0; c < sizeof copies / sizeof *copies; c++) {
       if ((issuer || mode) && (copies[c].size != 32768 || (mode < 2 && !copies[c].n)))
@@ -212,7 +212,10 @@ static void fence(int quick) {
         const char *how = mode == 1 ? "cp.async of warp" : mode == 4 ? "L2 prefetch, thread" : "bulk, thread";
         if (part == 0)
           snprintf(what, sizeof what, "%s, %u x %u KiB in flight (%s %d)",
-                   mode == 2 ? "red.release.gpu" : mode == 3 ? "fence.release.gpu" : "fence.acq_rel.gpu",
+                   mode == 2   ? "red.release.gpu"
+                   : mode == 3 ? "fence.release.gpu"
+                   : mode == 5 ? "ld.acquire.gpu"
+                               : "fence.acq_rel.gpu",
                    n, size >> 10, how,
                    mode == 1 ? issuer / 32 : issuer);
         else

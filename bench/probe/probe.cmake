@@ -9,7 +9,7 @@ find_library(MLK_CUDA_DRIVER_STUB cuda HINTS ${MLK_CUDA_HOME}/lib64/stubs NO_DEF
 if(MLK_CLANG AND MLK_CUDA_INCLUDE AND MLK_CUDA_DRIVER_STUB)
   set(_probe_ptx ${PROJECT_BINARY_DIR}/bench/sync_probe.sm_90a.ptx)
   add_custom_command(OUTPUT ${_probe_ptx}
-    COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_90a -O2 -ffreestanding -Wall
+    COMMAND ${MLK_CLANG} --target=nvptx64-nvidia-cuda -march=sm_90a -DMLK_SM=90 -O2 -ffreestanding -Wall
             -Wextra -Werror -I${PROJECT_SOURCE_DIR}/stdlib/tiles -I${PROJECT_SOURCE_DIR}/runtime/include
             -S ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c -o ${_probe_ptx}
     DEPENDS ${PROJECT_SOURCE_DIR}/bench/probe/sync_probe.c ${PROJECT_SOURCE_DIR}/stdlib/tiles/mlk_tiles.h

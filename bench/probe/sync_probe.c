@@ -23,7 +23,8 @@
  *     notify is one red.release.gpu instead of the fence and a relaxed reduction: does a release
  *     reduction wait for the copies too? With `mode` 3 the fence is the one-way fence.release.gpu
  *     (a notify needs release order only); with 4 the copies are L2 prefetches instead (the
- *     stream's deferred refills). probe_fence_pair: the
+ *     stream's deferred refills); with 5 a wait's acquire load is timed instead of the notify.
+ *     probe_fence_pair: the
  *     same with the copies issued by the other block on the SM; probe_fence_cluster: issued by
  *     the other block of a two-block cluster into the fencing block's shared memory;
  *     probe_fence_issuer: the same copies, and the fence timed by the block that issued them
@@ -239,6 +240,16 @@ static inline u64 timed_notify_release(u32 *counter, u32 word) {
   return mlk_globaltimer() - t0;
 }
 
+/* A wait's last poll, timed: one ld.acquire.gpu of the counter, to the point where a branch on its
+ * value has been taken (the counter never holds the value tested). */
+static inline u64 timed_acquire(u32 *counter) {
+  u64 t0 = mlk_globaltimer();
+  u32 v = mlk_ld_acquire(counter);
+  if (v == 0xfffffff0u)
+    counter[2] = v;
+  return mlk_globaltimer() - t0;
+}
+
 #define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
 
@@ -267,7 +278,8 @@ static inline void warp_copy(MLK_SHARED uint8_t *dst, const uint8_t *src, u32 by
  * with cp.async, 16 bytes a lane; 2: bulk copies, and the notify is one red.release.gpu (timed)
  * instead of the fence and a relaxed reduction; 3: bulk copies, the fence a fence.release.gpu; 4:
  * L2 prefetches (cp.async.bulk.prefetch.L2) of the same bytes instead of copies, nothing lands in
- * shared memory (does the fence wait for prefetches in flight?). */
+ * shared memory (does the fence wait for prefetches in flight?); 5: bulk copies, and one
+ * ld.acquire.gpu (a wait's poll) timed instead of the notify. */
 KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *cnt, u32 iters,
                         u32 copies, u32 issuer, u32 size, u32 mode) {
   u32 b = bid(), nb = nblocks();
@@ -299,6 +311,7 @@ KERNEL void probe_fence(const uint8_t *buf, u64 bytes, u64 *out, u32 *err, u32 *
     __nvvm_barrier_sync(0);
     if (mlk_tid() == 0)
       out[(u64)b * iters + it] = mode == 2   ? timed_notify_release(&cnt[b * 32], it)
+                                 : mode == 5 ? timed_acquire(&cnt[b * 32])
                                              : timed_notify(&cnt[b * 32], it, 0, mode == 3);
     int ok = 1;
     if (mlk_tid() == issuer) {

@@ -73,18 +73,12 @@ typedef struct MlkDevTune {
                                stream has nothing in it or coming (more columns a chunk); 0: not */
   uint32_t matvec_split_cap; /* split matvecs' groups of at most this many tasks (1: none split;
                                 0: as compiled): measures the split on the GPU in one build */
-  uint32_t notify_release;  /* 1: a task's notify fences with the one-way fence.release.gpu; 0:
-                               fence.acq_rel.gpu (a notify needs release order only) */
-  uint32_t stream_slot_bytes; /* the weight stream's slot (a multiple of 1 KiB); 0: the default
-                                 MLK_STREAM_SLOT_BYTES */
-  uint32_t stream_defer_tail; /* 1: a streamed task's refills once its own chunks are all issued
-                                 wait for the next task's start, their bytes prefetched into L2 */
 } MlkDevTune;
 #define MLK_DEV_TUNE_SYMBOL "mlk_dev_tune"
 /* measured (docs/performance.md, tenth session): polling without back-off and the ring staging
  * paid at every batch; the L2 look-ahead did not. The split matvecs run as compiled (cap 0):
  * fifteenth session, H100, 27% off a step at batch 64, 5% at batch 16, batch 1 within 0.6%. */
-#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u, 0u, 0u, 0u}
+#define MLK_DEV_TUNE_DEFAULTS {0u, 0u, 1u, 0u}
 #define MLK_DEV_TUNE_MAX_BACKOFF_NS 100000u     /* 100 us: a longer sleep only delays the run */
 #define MLK_DEV_TUNE_MAX_L2_AHEAD (16u << 20) /* per block: far beyond any L2 */
 
@@ -135,17 +129,13 @@ typedef uint64_t MlkTaskDone;
 
 /* The weight stream of sm_90 megakernels (stdlib/tiles/stream.c): a ring of slots in dynamic shared
  * memory that the bulk copy engine fills with matvec weight rows ahead of the tasks that read them.
- * A launch of an sm_90a kernel asks for MLK_STREAM_BYTES(slots, slot_bytes) of dynamic shared
- * memory, slots in [0, MLK_STREAM_MAX_SLOTS] (0: the stream is off) of slot_bytes each (the
- * launch's MlkDevTune.stream_slot_bytes, 0 for MLK_STREAM_SLOT_BYTES); the kernel reads the slot
- * count off the size. The ring takes at most MLK_STREAM_MAX_RING bytes. */
+ * A launch of an sm_90a kernel asks for MLK_STREAM_BYTES(slots) of dynamic shared memory, slots in
+ * [0, MLK_STREAM_MAX_SLOTS] (0: the stream is off); the kernel reads the slot count off the size. */
 #define MLK_STREAM_MAX_SLOTS 5 /* 5 slots, the header and the tiles' 48 KiB: 213 KiB of the 227 */
 #define MLK_STREAM_DEFAULT_SLOTS 3 /* H200, batch 1: 1.686 ms against 1.700 with 4 (docs/performance.md) */
-#define MLK_STREAM_SLOT_BYTES 32768 /* the default slot */
-#define MLK_STREAM_MIN_SLOT_BYTES 8192
-#define MLK_STREAM_MAX_RING (MLK_STREAM_MAX_SLOTS * 32768) /* beside the header and the tiles' 48 KiB */
+#define MLK_STREAM_SLOT_BYTES 32768
 #define MLK_STREAM_HEADER 256 /* the stream's state and the slots' mbarriers, before the slots */
-#define MLK_STREAM_BYTES(slots, slot_bytes) (MLK_STREAM_HEADER + (slots) * (slot_bytes))
+#define MLK_STREAM_BYTES(slots) (MLK_STREAM_HEADER + (slots) * MLK_STREAM_SLOT_BYTES)
 
 /* Largest top_k of a sample op: its candidates are sorted in shared memory. */
 #define MLK_SAMPLE_MAX_TOP_K 1024

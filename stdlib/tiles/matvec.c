@@ -1099,7 +1099,7 @@ stream_rows(const uint16_t *norm_w, float eps, Mv *m, int NB, int R) {
         emit_pre(m, pre, r0 + rr, b, norm_w ? sum * rscale(ss, b, NB, k, eps) : sum);
       }
     }
-    mlk_stream_release(&cur, (urows - r0 - nr + rpc - 1) / rpc);
+    mlk_stream_release(&cur);
   }
   mlk_dev_trace_phase(MLK_TRACE_BODY);
 }
@@ -1124,7 +1124,7 @@ int mlk_matvec_stream_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t b
     return 0;
   /* a slot's worth of rows, two buffers of x beside the norm's WARPS * BMAX sums, and one 16-byte
    * load of x a thread and batch row a block */
-  int64_t kc = ((int64_t)mlk_stream_slot_bytes() / (2 * rows)) & ~(int64_t)63;
+  int64_t kc = (MLK_STREAM_SLOT_BYTES / (2 * rows)) & ~(int64_t)63;
   int64_t kx = ((STAGE - WARPS * BMAX) / (2 * batch)) & ~(int64_t)63;
   kc = kc < kx ? kc : kx;
   kc = kc < 4 * MLK_BLOCK_THREADS ? kc : 4 * MLK_BLOCK_THREADS;
@@ -1223,7 +1223,7 @@ stream_cols(const uint16_t *norm_w, float eps, Mv *m, int NB, uint32_t kc) {
       if (j + 2 < nblk)
         cols_load(m, norm_w, NB, c1 + kc, uk - c1 - kc < kc ? uk - c1 - kc : kc, tid, v, nw);
     }
-    mlk_stream_release(&cur, nblk - 1 - j);
+    mlk_stream_release(&cur);
   }
   if (norm_w) {
 #pragma unroll

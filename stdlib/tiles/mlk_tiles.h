@@ -154,8 +154,6 @@ int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch);
 int mlk_stream_takes_cols(const uint16_t *W, int64_t k, int64_t rows, int64_t batch);
 int mlk_stream_on(void);
 int mlk_stream_rows_per_chunk(int64_t k);
-/* The ring's slot in bytes: the launch's (MlkDevTune.stream_slot_bytes), else MLK_STREAM_SLOT_BYTES. */
-uint32_t mlk_stream_slot_bytes(void);
 /* A task's position in the ring: its next chunk, that chunk's slot and mbarrier phase parity, and
  * the ring's slots (counted forward, so that no thread divides per chunk). */
 typedef struct MlkStreamCursor {
@@ -164,8 +162,7 @@ typedef struct MlkStreamCursor {
 } MlkStreamCursor;
 MlkStreamCursor mlk_stream_cursor(void); /* every thread, once at a streamed task's start */
 const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c);
-/* Frees the chunk just read; `left`: the task's chunks after it (MlkDevTune.stream_defer_tail). */
-void mlk_stream_release(MlkStreamCursor *c, uint32_t left);
+void mlk_stream_release(MlkStreamCursor *c);
 /* The ring as a tile's scratch, when the stream will put nothing there again in this launch (it
  * is off, or its loader is past the block's last streamed task and every chunk was released):
  * the ring, with *floats its size; else NULL and 0. Every thread of a tile gets the same answer
@@ -338,14 +335,22 @@ static inline uint32_t mlk_ld_volatile(const uint32_t *p) {
   __asm__ volatile("ld.volatile.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-/* A notify at the GPU's scope: one release fence, then relaxed reductions on the counters. */
+/* Fences at the GPU's scope. fence.acq_rel.gpu compiles (ptxas 13, sm_90a) to MEMBAR.ALL.GPU and
+ * an invalidation of the L1 (CCTL.IVALL), which waits for the SM's bulk copies in flight (~1 us a
+ * 32 KiB copy under load); the one-way fence.release.gpu is the MEMBAR without the invalidation and
+ * does not (the probe, docs/performance.md, twenty-fourth session). A notify is a release pattern
+ * (the release fence, then relaxed reductions on the counters): it needs no acquire half. The
+ * portable sm_80 PTX (ISA 7.0, which predates the one-way fences; no bulk copies there) keeps
+ * fence.acq_rel.gpu. */
 static inline void mlk_fence_acq_rel_gpu(void) {
   __asm__ volatile("fence.acq_rel.gpu;" ::: "memory");
 }
-/* The one-way form: orders the thread's earlier accesses (and those a barrier ordered before
- * them) before its later writes; with a strong write after it, a release pattern as well. */
 static inline void mlk_fence_release_gpu(void) {
+#if MLK_SM >= 90
   __asm__ volatile("fence.release.gpu;" ::: "memory");
+#else
+  mlk_fence_acq_rel_gpu();
+#endif
 }
 static inline void mlk_red_relaxed_gpu(uint32_t *p) {
   __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");

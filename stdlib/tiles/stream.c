@@ -16,8 +16,7 @@
  * the same functions, of values that do not change during a launch.
  *
  * A task's rows are consecutive, so its weights are one contiguous range, and a chunk of
- * floor(slot bytes / (2 k)) rows is one copy (the slot: 32 KiB, MLK_STREAM_SLOT_BYTES, unless the
- * launch sets another, MlkDevTune.stream_slot_bytes). A task whose x does not fit the tile's
+ * floor(MLK_STREAM_SLOT_BYTES / (2 k)) rows is one copy. A task whose x does not fit the tile's
  * staging whole (batch 2 to 4, k large: mlk_matvec_stream_cols) goes in column blocks instead: a
  * chunk is one block of kc columns of every row, a copy a row, row r at r * kc in the slot. With n slots (the launch's choice), slot s
  * carries chunks s, s + n, ...; chunk c completes phase (c / n) & 1 of its slot's mbarrier.
@@ -29,13 +28,6 @@
  * bring in much of the next matvecs' weights. And a tile may borrow the ring as scratch once the
  * stream will put nothing there again (mlk_stream_scratch: the tensor-core matvec's staging,
  * mma_stage_ring, on by default).
- *
- * With stream_defer_tail (MLK_STREAM_DEFER_TAIL, off by default, being measured) a chunk's
- * release issues no copy once the running task's remaining chunks are all issued, so that the
- * task's notify fence finds no copy of later weights in flight: it prefetches into L2 what the
- * freed slots would have taken, and the next task's start pump, just after the notify, copies it
- * from there. (The same deferral without the prefetch measured 4.8% slower at batch 1, H200,
- * twenty-second session: the next tasks waited for weights issued late.)
  *
  * Measured and not kept (docs/performance.md, tenth session): freeing a chunk warp by warp
  * instead of with a block barrier (slower at batch 1), and holding the loader to the running
@@ -58,7 +50,7 @@
 #endif
 
 /* The stream's state, its slots' mbarriers and the ring, in dynamic shared memory (the launch of an
- * sm_90a kernel asks for MLK_STREAM_BYTES(slots, slot bytes) of it, runtime/gpu.c; the tiles' static scratch takes
+ * sm_90a kernel asks for MLK_STREAM_BYTES(slots) of it, runtime/gpu.c; the tiles' static scratch takes
  * the whole 48 KiB that static shared memory may have). */
 extern MLK_SHARED uint8_t mlk_stream_mem[] __attribute__((aligned(128)));
 
@@ -82,7 +74,6 @@ typedef struct StreamState {
   uint32_t tail;       /* chunks the tiles have released */
   uint32_t tail_slot, tail_parity; /* tail % slots, (tail / slots) & 1: no division per chunk */
   uint32_t on, slots;
-  uint32_t slot_bytes; /* mlk_stream_slot_bytes() */
   uint64_t *trace;     /* thread 0: the trace record of the task being run, NULL untraced */
   /* The L2 look-ahead (MlkDevTune.stream_l2_ahead, 0: off): the next row to prefetch, and the
    * bytes copied and prefetched so far (mod 2^32), prefetched - copied <= ahead. */
@@ -110,14 +101,8 @@ static inline uint32_t dynamic_smem_size(void) {
 }
 #endif
 
-uint32_t mlk_stream_slot_bytes(void) {
-  uint32_t b = mlk_dev_tune.stream_slot_bytes;
-  return b ? b : MLK_STREAM_SLOT_BYTES;
-}
-
 int mlk_stream_rows_per_chunk(int64_t k) {
-  int64_t sb = mlk_stream_slot_bytes();
-  return k > 0 && 2 * k <= sb ? (int)(sb / (2 * k)) : 0;
+  return k > 0 && 2 * k <= MLK_STREAM_SLOT_BYTES ? (int)(MLK_STREAM_SLOT_BYTES / (2 * k)) : 0;
 }
 
 int mlk_stream_takes(const uint16_t *W, int64_t k, int64_t batch) {
@@ -159,8 +144,7 @@ void mlk_stream_start(const uint32_t *qoff, const uint64_t *queue, const int64_t
     st.ahead = enabled ? mlk_dev_tune.stream_l2_ahead : 0;
     /* the launch sized the ring (runtime/gpu.c): at least the header on sm_90a */
     uint32_t dyn = dynamic_smem_size();
-    st.slot_bytes = mlk_stream_slot_bytes();
-    uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / st.slot_bytes : 0;
+    uint32_t slots = dyn > MLK_STREAM_HEADER ? (dyn - MLK_STREAM_HEADER) / MLK_STREAM_SLOT_BYTES : 0;
     st.slots = slots < MLK_STREAM_MAX_SLOTS ? slots : MLK_STREAM_MAX_SLOTS;
     st.on = (uint32_t)enabled && st.slots > 0;
     for (uint32_t s = 0; s < st.slots; s++)
@@ -213,12 +197,12 @@ static int on_task(MLK_SHARED ListPos *p) {
  * the block waits (a decode layer's attention chain leaves it idle for tens of microseconds) and
  * the copies later come from L2. When the copies have caught up with it, it starts again from the
  * loader's place. */
-static void prefetch_ahead(uint32_t ahead) {
+static void prefetch_ahead(void) {
   if ((int32_t)(st.prefetched - st.copied) <= 0) {
     st.pf = st.load;
     st.prefetched = st.copied;
   }
-  while (st.prefetched - st.copied < ahead) {
+  while (st.prefetched - st.copied < st.ahead) {
     if (!on_task(&st.pf))
       return;
     if (st.pf.kc) { /* column blocks: not prefetched, counted as if, so that the two stay in step */
@@ -252,7 +236,7 @@ static void pump(void) {
     if (!fenced) /* the slots' last readers used ordinary loads; the copy engine writes next */
       mlk_fence_proxy_async();
     fenced = 1;
-    MLK_SHARED uint8_t *dst = ring + slot * st.slot_bytes;
+    MLK_SHARED uint8_t *dst = ring + slot * MLK_STREAM_SLOT_BYTES;
     uint32_t bytes;
     if (st.load.kc) { /* one column block of every row: a copy a row, rows kc apart */
       uint32_t kn = st.load.left < st.load.kc ? st.load.left : st.load.kc;
@@ -277,7 +261,7 @@ static void pump(void) {
   st.head = head;
   st.head_slot = slot;
   if (st.ahead)
-    prefetch_ahead(st.ahead);
+    prefetch_ahead();
   if (rec)
     rec[MLK_TRACE_ISSUE] += mlk_globaltimer() - t0;
 }
@@ -316,14 +300,14 @@ const MLK_SHARED uint16_t *mlk_stream_wait(const MlkStreamCursor *c) {
   wait_slot(c->slot, c->parity);
   if (rec)
     rec[MLK_TRACE_CHUNK_WAIT] += mlk_globaltimer() - t0;
-  return (const MLK_SHARED uint16_t *)(ring + c->slot * mlk_stream_slot_bytes());
+  return (const MLK_SHARED uint16_t *)(ring + c->slot * MLK_STREAM_SLOT_BYTES);
 #else
   (void)c;
   return 0;
 #endif
 }
 
-void mlk_stream_release(MlkStreamCursor *c, uint32_t left) {
+void mlk_stream_release(MlkStreamCursor *c) {
   c->chunk++;
   if (++c->slot == c->slots) {
     c->slot = 0;
@@ -334,19 +318,9 @@ void mlk_stream_release(MlkStreamCursor *c, uint32_t left) {
   if (mlk_tid() == 0) {
     /* read by the next task, after the barriers between tasks */
     st.tail = c->chunk, st.tail_slot = c->slot, st.tail_parity = c->parity;
-    if (st.on) {
-      /* deferring (MlkDevTune.stream_defer_tail): once the task's remaining chunks are all
-       * issued, a copy now would be a later task's, in flight at this task's notify fence; the
-       * bytes the freed slots would take go towards L2 instead, and the next task's start pump
-       * copies them from there */
-      if (mlk_dev_tune.stream_defer_tail && st.head - c->chunk >= left)
-        prefetch_ahead((st.slots - (st.head - st.tail)) * st.slot_bytes);
-      else
-        pump();
-    }
+    if (st.on)
+      pump();
   }
-#else
-  (void)left;
 #endif
 }
 
@@ -354,7 +328,7 @@ MLK_SHARED float *mlk_stream_scratch(uint32_t *floats) {
 #if STREAM_HW
   /* off for the launch, or past its last copy with every chunk released: no copy lands here again */
   if (st.slots && (!st.on || (st.load.done && st.head == st.tail))) {
-    *floats = st.slots * (st.slot_bytes / 4);
+    *floats = st.slots * (MLK_STREAM_SLOT_BYTES / 4);
     return (MLK_SHARED float *)ring;
   }
 #endif

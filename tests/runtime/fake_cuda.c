@@ -273,7 +273,6 @@ CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v) {
   if (a != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES || v < 0 || v > FAKE_SMEM_OPTIN)
     return CUDA_ERROR_INVALID_VALUE;
   f->max_dyn_smem = v;
-  fake_cuda_stats.dyn_smem = v;
   return CUDA_SUCCESS;
 }
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, CUfunction f, int block, size_t smem) {

@@ -14,7 +14,6 @@ struct FakeCudaStats {
   int reject_cubins;   /* the next n cuModuleLoadData calls fail with CUDA_ERROR_INVALID_IMAGE */
   int fail_link;       /* cuLinkCreate fails with CUDA_ERROR_NOT_SUPPORTED (no log) */
   int tune_lookups;    /* cuModuleGetGlobal calls for MLK_DEV_TUNE_SYMBOL */
-  int dyn_smem;        /* the last cuFuncSetAttribute's dynamic shared memory (the stream's ring) */
   MlkDevTune tune;     /* the "device" storage of every module's knobs: a fake PTX with the line
                           "const mlk_dev_tune;" has it (as the tiles' PTX does), others do not */
 };

@@ -107,38 +107,11 @@ static void test_tune(mlk_backend *be) {
   setenv("MLK_STREAM_L2_AHEAD", "262144", 1);
   setenv("MLK_MMA_STAGE_RING", "0", 1);
   setenv("MLK_MATVEC_SPLIT_CAP", "1", 1);
-  setenv("MLK_NOTIFY_RELEASE", "1", 1);
-  setenv("MLK_STREAM_DEFER_TAIL", "1", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
-  CHECK(fake->tune.stream_defer_tail == 1, "defer tail %u", fake->tune.stream_defer_tail);
-  unsetenv("MLK_STREAM_DEFER_TAIL");
   CHECK(fake->tune.poll_backoff_ns == 512 && fake->tune.stream_l2_ahead == 262144 &&
-            fake->tune.mma_stage_ring == 0 && fake->tune.matvec_split_cap == 1 &&
-            fake->tune.notify_release == 1,
-        "set: backoff %u, l2 ahead %u, mma ring %u, split cap %u, notify release %u",
-        fake->tune.poll_backoff_ns, fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring,
-        fake->tune.matvec_split_cap, fake->tune.notify_release);
-  setenv("MLK_NOTIFY_RELEASE", "2", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_NOTIFY_RELEASE");
-  unsetenv("MLK_NOTIFY_RELEASE");
-  /* the stream's slot: the launch's ring sized for it (the default count where it fits, else as
-   * many as fit), the tiles told; a ring past the limit refused by name */
-  expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
-  CHECK(fake->dyn_smem == MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS, MLK_STREAM_SLOT_BYTES) &&
-            fake->tune.stream_slot_bytes == 0,
-        "default slot: dynamic shared memory %d, slot bytes %u", fake->dyn_smem,
-        fake->tune.stream_slot_bytes);
-  setenv("MLK_STREAM_SLOT_KIB", "64", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_OK, "");
-  CHECK(fake->dyn_smem == MLK_STREAM_BYTES(2, 65536) && fake->tune.stream_slot_bytes == 65536,
-        "64 KiB slots: dynamic shared memory %d, slot bytes %u", fake->dyn_smem,
-        fake->tune.stream_slot_bytes);
-  setenv("MLK_STREAM_SLOTS", "3", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_SLOT_KIB=64");
-  setenv("MLK_STREAM_SLOT_KIB", "4", 1);
-  expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_STREAM_SLOT_KIB");
-  unsetenv("MLK_STREAM_SLOT_KIB");
-  unsetenv("MLK_STREAM_SLOTS");
+            fake->tune.mma_stage_ring == 0 && fake->tune.matvec_split_cap == 1,
+        "set: backoff %u, l2 ahead %u, mma ring %u, split cap %u", fake->tune.poll_backoff_ns,
+        fake->tune.stream_l2_ahead, fake->tune.mma_stage_ring, fake->tune.matvec_split_cap);
   setenv("MLK_MATVEC_SPLIT_CAP", "17", 1);
   expect_create(be, desc("k90", tuned, NULL), MLK_ERR_INVALID, "MLK_MATVEC_SPLIT_CAP");
   unsetenv("MLK_MATVEC_SPLIT_CAP");

@@ -65,17 +65,6 @@ typedef struct MvQueue {
   uint32_t ahead; /* the stream's L2 look-ahead in bytes (MlkDevTune.stream_l2_ahead), 0: off */
 } MvQueue;
 
-/* The stream's slot (MlkDevTune.stream_slot_bytes, 0: the default) for the cases run while set, and
- * the ring's slots as the runtime sizes it: the default count, or as many as the ring's limit
- * holds. */
-static uint32_t slot_bytes;
-/* The stream's deferred refills (MlkDevTune.stream_defer_tail), for the cases run while set. */
-static uint32_t defer_tail;
-static uint32_t ring_slots(void) {
-  uint32_t sb = slot_bytes ? slot_bytes : MLK_STREAM_SLOT_BYTES, fit = MLK_STREAM_MAX_RING / sb;
-  return fit < MLK_STREAM_DEFAULT_SLOTS ? fit : MLK_STREAM_DEFAULT_SLOTS;
-}
-
 static void mv_block(void *arg) {
   MvQueue *q = arg;
   mlk_stream_start(q->qoff, q->list, q->rt, q->stream);
@@ -134,7 +123,7 @@ static int mv_check_prefetches(const char *name, const MvQueue *q, uint32_t slot
     fprintf(stderr, "%s: %zu prefetches, more than the test logs\n", name, n);
     return 1;
   }
-  if ((!q->ahead && !defer_tail) || !q->stream) {
+  if (!q->ahead || !q->stream) {
     if (n)
       fprintf(stderr, "%s: %zu prefetches with the look-ahead off\n", name, n);
     return n != 0;
@@ -176,7 +165,7 @@ static int mv_check_prefetches(const char *name, const MvQueue *q, uint32_t slot
             (unsigned long long)(total - first), (unsigned long long)total, (unsigned long long)first);
     return 1;
   }
-  if (q->ahead && total > first && prefetched == 0) {
+  if (total > first && prefetched == 0) {
     fprintf(stderr, "%s: a look-ahead of %u bytes prefetched nothing\n", name, q->ahead);
     return 1;
   }
@@ -207,19 +196,12 @@ static int mv_streams_any(const MvQueue *q) {
  * cases run while set. */
 static uint32_t mma_ring;
 
-
 /* Runs the queue (stream on or off) and compares every output with mlk_ref_matvec run over the
  * same tasks: rows of no task must keep their bits (outputs are poisoned with NaN first). With
  * the stream on and taking none of the tasks, the ring must be written exactly when a
  * tensor-core task may stage x there (mma_ring). */
-static void mv_check(const char *case_name, MvQueue *q) {
+static void mv_check(const char *name, MvQueue *q) {
   cases++;
-  char name[256]; /* the case, and the stream's slot when not the default */
-  snprintf(name, sizeof name, "%s%s", case_name, "");
-  if (q->stream && (slot_bytes || defer_tail))
-    snprintf(name, sizeof name, "%s, slots of %u KiB%s", case_name,
-             (slot_bytes ? slot_bytes : MLK_STREAM_SLOT_BYTES) >> 10,
-             defer_tail ? ", refills deferred" : "");
   mv_list(q);
   q->rt[MLK_RT_BATCH] = q->t[0].batch;
   /* the ops (distinct outputs) and their expected outputs: the reference over every task */
@@ -240,18 +222,16 @@ static void mv_check(const char *case_name, MvQueue *q) {
     mlk_ref_matvec(want[o], t->x, t->W, t->res == t->out ? want[o] : t->res, t->norm_w, t->bias,
                    1e-5f, t->n, t->k, t->row0, t->rows, t->batch, t->fn);
   }
+  emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(MLK_STREAM_DEFAULT_SLOTS) : 0);
+  uint8_t *ring = mlk_stream_mem + MLK_STREAM_HEADER;
+  const size_t ring_bytes = (size_t)MLK_STREAM_DEFAULT_SLOTS * MLK_STREAM_SLOT_BYTES;
+  memset(ring, 0xa5, ring_bytes);
   /* the runtime's write after the module's load */
   mlk_dev_tune.stream_l2_ahead = q->ahead;
   mlk_dev_tune.mma_stage_ring = q->stream ? mma_ring : 0;
-  mlk_dev_tune.stream_slot_bytes = slot_bytes;
-  mlk_dev_tune.stream_defer_tail = defer_tail;
-  const uint32_t slots = ring_slots(), sb = mlk_stream_slot_bytes();
-  emu_set_dynamic_smem(q->stream ? MLK_STREAM_BYTES(slots, sb) : 0);
-  uint8_t *ring = mlk_stream_mem + MLK_STREAM_HEADER;
-  const size_t ring_bytes = (size_t)slots * sb;
-  memset(ring, 0xa5, ring_bytes);
   emu_prefetches(NULL, NULL, 0);
   int rc = emu_block_run(mv_block, q, 0, 1, rt_next());
+  mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0;
   if (rc == 0 && q->stream && !mv_streams_any(q)) {
     int mma = 0, touched = 0;
     for (int i = 0; i < q->n; i++)
@@ -290,9 +270,7 @@ static void mv_check(const char *case_name, MvQueue *q) {
       }
   }
   if (!bad && rc == 0)
-    bad = mv_check_prefetches(name, q, q->stream ? slots : 0);
-  mlk_dev_tune.stream_l2_ahead = 0, mlk_dev_tune.mma_stage_ring = 0, mlk_dev_tune.stream_slot_bytes = 0;
-  mlk_dev_tune.stream_defer_tail = 0;
+    bad = mv_check_prefetches(name, q, q->stream ? MLK_STREAM_DEFAULT_SLOTS : 0);
   for (int o = 0; o < nops; o++)
     free(want[o]);
   free(q->list);
@@ -650,33 +628,6 @@ static void test_matvec(void) {
   mv_mixed_queue(2, 48 << 10);
   mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0); /* b1r4 / b1r2 / b1 row splits */
   mv_case(3, 12288 - 64, 1, 3, 1, 0, MLK_FN_NONE, 0, 0); /* the staging buffer's largest k */
-  /* other slots (MLK_STREAM_SLOT_KIB): 64 KiB (2 slots; 16 rows of k 2048 a chunk, 4 of 8192,
-   * column blocks twice as wide), 48 KiB (12 rows: warps of one and of two rows), 16 KiB (a row
-   * of 8192 a chunk) and 8 KiB (rows of 8192 and column blocks not taken) */
-  static const uint32_t other_slots[] = {64 << 10, 48 << 10, 16 << 10, 8 << 10};
-  for (size_t i = 0; i < sizeof other_slots / sizeof *other_slots; i++) {
-    slot_bytes = other_slots[i];
-    mv_mixed_queue(1, 0);
-    mv_mixed_queue(2, 48 << 10);
-    mv_case(36, 8200, 2, 12, 1, 1, MLK_FN_MUL, 1, 0);
-    mv_case(130, 2048, 1, 40, 1, 1, MLK_FN_NONE, 1, 0);
-    mv_after_unstreamed(1);
-  }
-  slot_bytes = 0;
-  /* the refills deferred to the next task's start, their bytes prefetched into L2: tasks of
-   * several chunks, of one chunk after unstreamed ones, column blocks, with the L2 look-ahead, and
-   * with 64 KiB slots */
-  defer_tail = 1;
-  for (int64_t b = 1; b <= 4; b++)
-    mv_mixed_queue(b, 0);
-  mv_after_unstreamed(1);
-  mv_case(36, 8200, 3, 12, 1, 1, MLK_FN_MUL, 1, 0);
-  mv_case(130, 1024, 1, 33, 0, 0, MLK_FN_NONE, 0, 0);
-  mv_mixed_queue(2, 48 << 10);
-  slot_bytes = 64 << 10;
-  mv_mixed_queue(1, 0);
-  slot_bytes = 0;
-  defer_tail = 0;
 }
 
 /* ---- the other tiles: a task per block run, against the reference over the same tasks ---- */

@@ -336,10 +336,11 @@ static inline uint32_t mlk_ld_volatile(const uint32_t *p) {
   return v;
 }
 /* Fences at the GPU's scope. fence.acq_rel.gpu compiles (ptxas 13, sm_90a) to MEMBAR.ALL.GPU and
- * an invalidation of the L1 (CCTL.IVALL), which waits for the SM's bulk copies in flight (~1 us a
- * 32 KiB copy under load); the one-way fence.release.gpu is the MEMBAR without the invalidation and
- * does not (the probe, docs/performance.md, twenty-fourth session). A notify is a release pattern
- * (the release fence, then relaxed reductions on the counters): it needs no acquire half. The
+ * an invalidation of the SM's L1 (CCTL.IVALL); the one-way fence.release.gpu is the MEMBAR alone.
+ * Both wait for the SM's bulk copies in flight (~1 us a 32 KiB copy under load; the probe,
+ * docs/performance.md, twenty-fourth session), but only the first empties the L1 of what the next
+ * tasks read. A notify is a release pattern (the release fence, then relaxed reductions on the
+ * counters): it needs no acquire half. The
  * portable sm_80 PTX (ISA 7.0, which predates the one-way fences; no bulk copies there) keeps
  * fence.acq_rel.gpu. */
 static inline void mlk_fence_acq_rel_gpu(void) {

@@ -340,9 +340,8 @@ static inline uint32_t mlk_ld_volatile(const uint32_t *p) {
  * Both wait for the SM's bulk copies in flight (~1 us a 32 KiB copy under load; the probe,
  * docs/performance.md, twenty-fourth session), but only the first empties the L1 of what the next
  * tasks read. A notify is a release pattern (the release fence, then relaxed reductions on the
- * counters): it needs no acquire half. The
- * portable sm_80 PTX (ISA 7.0, which predates the one-way fences; no bulk copies there) keeps
- * fence.acq_rel.gpu. */
+ * counters): it needs no acquire half. The portable sm_80 PTX (ISA 7.0, which predates the one-way
+ * fences; no bulk copies there) keeps fence.acq_rel.gpu. */
 static inline void mlk_fence_acq_rel_gpu(void) {
   __asm__ volatile("fence.acq_rel.gpu;" ::: "memory");
 }

@@ -3,8 +3,9 @@
  * A counter is never reset: run number `epoch` waits for epoch * start_value (see mlk_desc.h).
  * notify is a release pattern (one release fence, then relaxed reductions on every counter the
  * task notifies; the one-way fence.release.gpu, which unlike fence.acq_rel.gpu leaves the SM's L1
- * valid: 1.9-2.2% off a batch-1 step, H100), wait an acquire poll: together with the block barriers on both sides, every write
- * of a producer task happens-before every read of a consumer task. One fence for all of a task's
+ * valid: 1.9-2.2% off a batch-1 step, H100), wait an acquire poll: together with the block
+ * barriers on both sides, every write of a producer task happens-before every read of a consumer
+ * task. One fence for all of a task's
  * counters rather than a release reduction each (a Llama layer's output projection notifies 3
  * counters, its down projection 4): the cheaper form of the same ordering, though on the H200 it
  * measured no faster (docs/performance.md). An event

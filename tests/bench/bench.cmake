@@ -8,7 +8,8 @@
 # run, with it as both (bench_compare), bench/decode/knobs.sh, its launch-time knob settings
 # each against the defaults (bench_knobs), bench/decode/ncu_table.py, the table of a profile
 # (bench/decode/profile.sh), on a hand-written export (bench_ncu_table), and bench/decode/variants.sh's
-# refusals of patches it cannot build (bench_variants). Included from
+# refusals of patches it cannot build (bench_variants), and bench/decode/call.sh, a session's device
+# call in stages, with the tiny build as its baseline and candidate (bench_call). Included from
 # tests/CMakeLists.txt.
 add_executable(decode_bench_tiny ${PROJECT_SOURCE_DIR}/bench/decode/decode_bench.c)
 target_compile_definitions(decode_bench_tiny PRIVATE BENCH_DESC=llama_tiny_desc)
@@ -26,13 +27,13 @@ if(Python3_Interpreter_FOUND)
   add_test(NAME bench_decode_report
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/test_report.py ${PROJECT_SOURCE_DIR})
   # bench_X runs tests/bench/X.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
-  foreach(t decode_sim trace_layer layer compare knobs ncu_table variants)
+  foreach(t decode_sim trace_layer layer compare knobs ncu_table variants call)
     add_test(NAME bench_${t}
              COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/${t}.sh $<TARGET_FILE:decode_bench_tiny>
                      ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR})
   endforeach()
   set_tests_properties(bench_decode_report bench_decode_sim bench_trace_layer bench_layer
-                       bench_compare bench_knobs bench_ncu_table bench_variants PROPERTIES TIMEOUT 120)
+                       bench_compare bench_knobs bench_ncu_table bench_variants bench_call PROPERTIES TIMEOUT 120)
   set_tests_properties(bench_variants PROPERTIES SKIP_RETURN_CODE 77)
 else()
   message(WARNING "python3 not found: the bench/decode report tests are left out")

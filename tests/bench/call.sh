@@ -1,0 +1,39 @@
+#!/bin/sh
+# call.sh: bench/decode/call.sh on the CPU simulator with the tiny Llama's decode_bench as the
+# staged build's, as its baseline and as a candidate in cmp/: each stage's status line and table in
+# the summary as it ends, everything in one archive, an unknown stage reported with exit status 1
+# after the others ran, and a missing candidate refused by name before anything runs.
+#   call.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
+set -u
+bench=$1 py=$2 src=$3
+dir=$(mktemp -d) || exit 1
+trap 'rm -rf "$dir"' EXIT
+fail=0
+mkdir -p "$dir/b/examples" "$dir/b/cmp"
+cp "$bench" "$dir/b/examples/decode_bench"
+cp "$bench" "$dir/b/cmp/decode_bench.same"
+(cd "$src" && MLK_BACKEND=cpu PYTHON="$py" BUILD="$dir/b" STAGES="compare table layer bogus" \
+  CMP_POINTS=1:8 CMP_ROUNDS=1 CMP_STEPS=3 TABLE_POINTS=1:8 TABLE_STEPS=3 \
+  TABLE_SKIP="floor mlkc_cold_jit peer" LAYER=1 LAYER_CONTEXT=8 \
+  sh bench/decode/call.sh "$dir/out") > "$dir/log" 2>&1 &&
+  { cat "$dir/log"; echo "FAIL: exit status 0 with an unknown stage"; fail=1; }
+s=$dir/out/summary.txt
+for want in "^== compare: exit 0, [0-9]+ s$" "^new: $dir/b/cmp/decode_bench.same$" \
+            "^\| 1 \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 1 \|$" "^== table: exit 0, [0-9]+ s$" \
+            "^== layer: exit 0, [0-9]+ s$" "layer 1: ready and end times" \
+            "^== bogus: no such stage"; do
+  grep -Eq "$want" "$s" || { cat "$s"; echo "FAIL: no '$want' in the summary"; fail=1; }
+done
+# the stages in their order, each line after the one before it
+[ "$(grep -o '^== [a-z]*' "$s" | tr '\n' ' ')" = "== compare == table == layer == bogus " ] ||
+  { cat "$s"; echo "FAIL: the stages' order"; fail=1; }
+tar tzf "$dir/out/call.tgz" > "$dir/list" 2>&1 && grep -q "compare/table.txt" "$dir/list" &&
+  grep -q "table/mlkc.jsonl" "$dir/list" && grep -q "layer/trace_b1.json" "$dir/list" ||
+  { cat "$dir/list"; echo "FAIL: the archive"; fail=1; }
+# a candidate that is not there: named, exit 1, no stage run
+(cd "$src" && BUILD="$dir/b" CANDIDATES="$dir/b/cmp/none" sh bench/decode/call.sh "$dir/out2") \
+  > "$dir/log" 2>&1 && { echo "FAIL: a missing candidate accepted"; fail=1; }
+grep -q "no decode_bench at $dir/b/cmp/none" "$dir/log" || { cat "$dir/log"; echo "FAIL: its message"; fail=1; }
+grep -q "^== " "$dir/out2/summary.txt" && { cat "$dir/out2/summary.txt"; echo "FAIL: a stage ran"; fail=1; }
+[ $fail -eq 0 ] && echo "ok: call.sh"
+exit $fail

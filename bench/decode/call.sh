@@ -50,19 +50,15 @@ done
 command -v nvidia-smi > /dev/null 2>&1 &&
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader >> "$summary" 2>&1
 
-# run STAGE LIMIT CMD...: CMD under the limit, its output in the archive, its status line in the
-# summary at once.
+. "$HERE/timed.sh"
+# run STAGE LIMIT CMD...: CMD under the limit (timed.sh), its output in the archive, its status
+# line in the summary at once.
 run() {
   name=$1 limit=$2
   shift 2
-  t=$(date +%s)
-  timeout -k 10 "$limit" "$@" > "$work/$name.log" 2>&1
-  s=$?
-  how="exit $s"
-  [ "$s" -eq 124 ] || [ "$s" -eq 137 ] && how="time limit ($limit s)"
-  echo "== $name: $how, $(($(date +%s) - t)) s" >> "$summary"
-  [ "$s" -eq 0 ] || rc=1
-  return "$s"
+  timed "$limit" "$work/$name.log" "$@"
+  echo "== $name: $timed_how, $timed_secs s" >> "$summary"
+  [ "$timed_status" -eq 0 ] || rc=1
 }
 
 for stage in $STAGES; do

@@ -44,20 +44,18 @@ LAUNCH='import os, sys, time
 os.environ["DECODE_BENCH_T0_NS"] = str(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
 os.execv(sys.argv[1], sys.argv[1:])'
 
-# stage NAME SECONDS CMD...: runs CMD under a time limit with its output in $OUT/NAME.log, shows
-# the log's last lines (warnings left out); a failure or a time-out sets rc.
+. "$HERE/timed.sh"
+# stage NAME SECONDS CMD...: runs CMD under a time limit (timed.sh) with its output in
+# $OUT/NAME.log, shows the log's last lines (warnings left out); a failure or a time-out sets rc.
 stage() {
   name=$1 limit=$2
   shift 2
   case " $SKIP " in *" $name "*) echo "== $name: skipped"; return 0 ;; esac
   echo "== $name"
-  t=$(date +%s)
-  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  s=$?
+  timed "$limit" "$OUT/$name.log" "$@"
   grep -v -i -e warn -e '^ *warnings\.' "$OUT/$name.log" | tail -n 12
-  [ "$s" -eq 124 ] && echo "   $name: stopped after $limit s"
-  echo "   ($name: exit $s, $(($(date +%s) - t)) s)"
-  [ "$s" -eq 0 ] || rc=1
+  echo "   ($name: $timed_how, $timed_secs s)"
+  [ "$timed_status" -eq 0 ] || rc=1
 }
 
 [ -x "$BIN" ] || echo "bench/decode: no mlkc binary at $BIN (build it, sh tests/gpu/stage.sh, or set BUILD)"

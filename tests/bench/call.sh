@@ -2,7 +2,8 @@
 # call.sh: bench/decode/call.sh on the CPU simulator with the tiny Llama's decode_bench as the
 # staged build's, as its baseline and as a candidate in cmp/: each stage's status line and table in
 # the summary as it ends, everything in one archive, an unknown stage reported with exit status 1
-# after the others ran, and a missing candidate refused by name before anything runs.
+# after the others ran, a stage stopped at its limit reported so (exit status 1), and a missing
+# candidate refused by name before anything runs.
 #   call.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -30,6 +31,14 @@ done
 tar tzf "$dir/out/call.tgz" > "$dir/list" 2>&1 && grep -q "compare/table.txt" "$dir/list" &&
   grep -q "table/mlkc.jsonl" "$dir/list" && grep -q "layer/trace_b1.json" "$dir/list" ||
   { cat "$dir/list"; echo "FAIL: the archive"; fail=1; }
+# a stage past its limit: stopped, reported as such, exit 1 (a baseline that never finishes)
+printf '#!/bin/sh\nsleep 60\n' > "$dir/b/slow"
+chmod +x "$dir/b/slow"
+(cd "$src" && BUILD="$dir/b" BASE="$dir/b/slow" STAGES=compare COMPARE_S=1 \
+  sh bench/decode/call.sh "$dir/out3") > "$dir/log" 2>&1 &&
+  { cat "$dir/log"; echo "FAIL: exit status 0 with a stage stopped"; fail=1; }
+grep -Eq "^== compare: time limit \(1 s\), [0-9]+ s$" "$dir/out3/summary.txt" ||
+  { cat "$dir/out3/summary.txt"; echo "FAIL: the stopped stage's line"; fail=1; }
 # a candidate that is not there: named, exit 1, no stage run
 (cd "$src" && BUILD="$dir/b" CANDIDATES="$dir/b/cmp/none" sh bench/decode/call.sh "$dir/out2") \
   > "$dir/log" 2>&1 && { echo "FAIL: a missing candidate accepted"; fail=1; }

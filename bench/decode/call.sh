@@ -19,11 +19,11 @@
 #
 # Settings (environment): BUILD (build-device), BASE (the baseline decode_bench; default
 # $BUILD/examples/decode_bench, this tree's), CANDIDATES (decode_bench paths; default every
-# $BUILD/cmp/decode_bench.*), STAGES ("compare tests table layer"), CMP_POINTS (1:128,1:2048,4:128,
-# 16:128), CMP_ROUNDS (2), CMP_STEPS (20), TABLE_POINTS (1:128,4:128,16:128,64:128,1:2048),
-# TABLE_STEPS (20), PEER_STEPS (10), TABLE_SKIP (run.sh's SKIP: mlkc_cold_jit), LAYER (5),
-# LAYER_CONTEXT (128), and the stages' limits in seconds: COMPARE_S (150), TESTS_S (100), TABLE_S
-# (230), LAYER_S (40).
+# $BUILD/cmp/decode_bench.*), STAGES ("compare tests table layer": spaces or commas between them),
+# CMP_POINTS (1:128,1:2048,4:128,16:128), CMP_ROUNDS (2), CMP_STEPS (20), TABLE_POINTS
+# (1:128,4:128,16:128,64:128,1:2048), TABLE_STEPS (20), PEER_STEPS (10), TABLE_SKIP (run.sh's
+# SKIP: mlkc_cold_jit), LAYER (5), LAYER_CONTEXT (128), and the stages' limits in seconds:
+# COMPARE_S (150), TESTS_S (100), TABLE_S (230), LAYER_S (40).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:?usage: call.sh OUT}
@@ -61,7 +61,7 @@ run() {
   [ "$timed_status" -eq 0 ] || rc=1
 }
 
-for stage in $STAGES; do
+for stage in $(printf '%s' "$STAGES" | tr ',' ' '); do
   case $stage in
   compare)
     set -- $CANDIDATES

@@ -1,9 +1,9 @@
 #!/bin/sh
 # call.sh: bench/decode/call.sh on the CPU simulator with the tiny Llama's decode_bench as the
 # staged build's, as its baseline and as a candidate in cmp/: each stage's status line and table in
-# the summary as it ends, everything in one archive, an unknown stage reported with exit status 1
-# after the others ran, a stage stopped at its limit reported so (exit status 1), and a missing
-# candidate refused by name before anything runs.
+# the summary as it ends (the stages listed with spaces and commas), everything in one archive, an
+# unknown stage reported with exit status 1 after the others ran, a stage stopped at its limit
+# reported so (exit status 1), and a missing candidate refused by name before anything runs.
 #   call.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -13,7 +13,7 @@ fail=0
 mkdir -p "$dir/b/examples" "$dir/b/cmp"
 cp "$bench" "$dir/b/examples/decode_bench"
 cp "$bench" "$dir/b/cmp/decode_bench.same"
-(cd "$src" && MLK_BACKEND=cpu PYTHON="$py" BUILD="$dir/b" STAGES="compare table layer bogus" \
+(cd "$src" && MLK_BACKEND=cpu PYTHON="$py" BUILD="$dir/b" STAGES="compare,table layer,bogus" \
   CMP_POINTS=1:8 CMP_ROUNDS=1 CMP_STEPS=3 TABLE_POINTS=1:8 TABLE_STEPS=3 \
   TABLE_SKIP="floor mlkc_cold_jit peer" LAYER=1 LAYER_CONTEXT=8 \
   sh bench/decode/call.sh "$dir/out") > "$dir/log" 2>&1 &&

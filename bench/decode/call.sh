@@ -11,14 +11,15 @@
 #            rest as EXTRA), interleaved rounds at CMP_POINTS;
 #   tests    tests/gpu/run_device.sh: the GPU tests of the staged build;
 #   table    bench/decode/run.sh: the floor, mlkc and the peer at TABLE_POINTS;
-#   layer    bench/decode/layer.sh: layer LAYER's table and chain at batch 1, of BASE.
+#   layer    bench/decode/layer.sh: layer LAYER's table and chain at batch 1, of LAYER_BENCH.
 # Each stage appends to OUT/summary.txt as soon as it ends: a line "== STAGE: exit S, N s" ("time
 # limit" when it was stopped), then its table (the tests: their failures, or the passed line). The
 # stages' own outputs go into one archive, OUT/call.tgz (the machine returns few files). Exit
 # status 1 when a stage failed or was stopped, or a candidate or BASE is missing.
 #
 # Settings (environment): BUILD (build-device), BASE (the baseline decode_bench; default
-# $BUILD/examples/decode_bench, this tree's), CANDIDATES (decode_bench paths; default every
+# $BUILD/examples/decode_bench, this tree's), LAYER_BENCH (the build the layer stage traces;
+# default BASE), CANDIDATES (decode_bench paths; default every
 # $BUILD/cmp/decode_bench.*), STAGES ("compare tests table layer": spaces or commas between them),
 # CMP_POINTS (1:128,1:2048,4:128,16:128), CMP_ROUNDS (2), CMP_STEPS (20), TABLE_POINTS
 # (1:128,4:128,16:128,64:128,1:2048), TABLE_STEPS (20), PEER_STEPS (10), TABLE_SKIP (run.sh's
@@ -29,6 +30,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:?usage: call.sh OUT}
 BUILD=${BUILD:-build-device}
 BASE=${BASE:-$BUILD/examples/decode_bench}
+LAYER_BENCH=${LAYER_BENCH:-$BASE}
 STAGES=${STAGES:-compare tests table layer}
 mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
@@ -44,7 +46,7 @@ if [ -z "${CANDIDATES+set}" ]; then
     [ -f "$f" ] && CANDIDATES="$CANDIDATES $f"
   done
 fi
-for b in "$BASE" $CANDIDATES; do
+for b in "$BASE" "$LAYER_BENCH" $CANDIDATES; do
   [ -x "$b" ] || { echo "call.sh: no decode_bench at $b" | tee -a "$summary" >&2; exit 1; }
 done
 command -v nvidia-smi > /dev/null 2>&1 &&
@@ -90,9 +92,9 @@ for stage in $(printf '%s' "$STAGES" | tr ',' ' '); do
     cat "$work/table/table.txt" >> "$summary" 2>&1
     ;;
   layer)
-    run layer "${LAYER_S:-40}" env BUILD="$BUILD" DECODE_BENCH="$BASE" BATCHES=1 \
+    run layer "${LAYER_S:-40}" env BUILD="$BUILD" DECODE_BENCH="$LAYER_BENCH" BATCHES=1 \
       LAYER="${LAYER:-5}" CONTEXT="${LAYER_CONTEXT:-128}" SLOTS= sh "$HERE/layer.sh" "$work/layer"
-    cat "$work/layer/layer_b1.txt" >> "$summary" 2>&1
+    { echo "traced: $LAYER_BENCH"; cat "$work/layer/layer_b1.txt"; } >> "$summary" 2>&1
     ;;
   *)
     echo "== $stage: no such stage (compare, tests, table, layer)" >> "$summary"

@@ -1,9 +1,10 @@
 #!/bin/sh
 # call.sh: bench/decode/call.sh on the CPU simulator with the tiny Llama's decode_bench as the
 # staged build's, as its baseline and as a candidate in cmp/: each stage's status line and table in
-# the summary as it ends (the stages listed with spaces and commas), everything in one archive, an
-# unknown stage reported with exit status 1 after the others ran, a stage stopped at its limit
-# reported so (exit status 1), and a missing candidate refused by name before anything runs.
+# the summary as it ends (the stages listed with spaces and commas; the layer stage traces
+# LAYER_BENCH), everything in one archive, an unknown stage reported with exit status 1 after the
+# others ran, a stage stopped at its limit reported so (exit status 1), and a missing candidate
+# refused by name before anything runs.
 #   call.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -13,18 +14,24 @@ fail=0
 mkdir -p "$dir/b/examples" "$dir/b/cmp"
 cp "$bench" "$dir/b/examples/decode_bench"
 cp "$bench" "$dir/b/cmp/decode_bench.same"
+# the layer stage's build: the tiny one behind a wrapper that leaves a mark when it runs
+printf '#!/bin/sh\ntouch "%s"\nexec "%s" "$@"\n' "$dir/traced" "$bench" > "$dir/b/layer_bench"
+chmod +x "$dir/b/layer_bench"
 (cd "$src" && MLK_BACKEND=cpu PYTHON="$py" BUILD="$dir/b" STAGES="compare,table layer,bogus" \
   CMP_POINTS=1:8 CMP_ROUNDS=1 CMP_STEPS=3 TABLE_POINTS=1:8 TABLE_STEPS=3 \
   TABLE_SKIP="floor mlkc_cold_jit peer" LAYER=1 LAYER_CONTEXT=8 \
+  LAYER_BENCH="$dir/b/layer_bench" \
   sh bench/decode/call.sh "$dir/out") > "$dir/log" 2>&1 &&
   { cat "$dir/log"; echo "FAIL: exit status 0 with an unknown stage"; fail=1; }
 s=$dir/out/summary.txt
 for want in "^== compare: exit 0, [0-9]+ s$" "^new: $dir/b/cmp/decode_bench.same$" \
             "^\| 1 \| 8 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 1 \|$" "^== table: exit 0, [0-9]+ s$" \
             "^== layer: exit 0, [0-9]+ s$" "layer 1: ready and end times" \
+            "^traced: $dir/b/layer_bench$" \
             "^== bogus: no such stage"; do
   grep -Eq "$want" "$s" || { cat "$s"; echo "FAIL: no '$want' in the summary"; fail=1; }
 done
+[ -f "$dir/traced" ] || { echo "FAIL: the layer stage did not run LAYER_BENCH"; fail=1; }
 # the stages in their order, each line after the one before it
 [ "$(grep -o '^== [a-z]*' "$s" | tr '\n' ' ')" = "== compare == table == layer == bogus " ] ||
   { cat "$s"; echo "FAIL: the stages' order"; fail=1; }

@@ -266,6 +266,7 @@ struct mlk_model {
   int rank;                 /* mlk_model_options.rank: the slice of sharded params it loads */
   int64_t context;          /* tokens per sequence of every KV cache (0: the model has none) */
   int64_t *rt;              /* MLK_RT_COUNT(ncaches) run-time values (mlk_desc.h) */
+  int64_t attn_whole_limit; /* mlk_attn_whole's limit (MLK_ATTN_WHOLE_POSITIONS; 0: never) */
   void **shadow;            /* per tensor: host copy of an i32 input or output that indexes a cache
                                (positions) or a table (gather ids), checked before each run; else
                                NULL (an output's is downloaded before a run of a kernel that

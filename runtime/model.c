@@ -870,13 +870,16 @@ mlk_status mlk_model_create_opt(mlk_backend *be, const MlkModelDesc *desc,
   if (st)
     return st;
   mlk_model_options o = {0};
-  if ((st = resolve_options(opt, desc->ncaches > 0, &o)))
+  int64_t whole;
+  if ((st = resolve_options(opt, desc->ncaches > 0, &o)) ||
+      (st = mlk_env_int("MLK_ATTN_WHOLE_POSITIONS", 0, INT32_MAX, MLK_ATTN_WHOLE_POSITIONS, &whole)))
     return st;
   mlk_model *m = MLK_CALLOC(1, sizeof *m, "model");
   if (!m)
     return MLK_ERR_NOMEM;
   m->be = be;
   m->desc = desc;
+  m->attn_whole_limit = whole;
   m->rank = o.rank;
   m->sampling = -1;
   size_t nt = (size_t)desc->ntensors;
@@ -1232,6 +1235,35 @@ static mlk_status check_inputs(mlk_model *m, int kernel) {
   return MLK_OK;
 }
 
+/* Whether this run of `kernel` takes its folded split attentions whole (mlk_attn_whole): every
+ * such op's rows attend to few positions, by the host copy of its position input (an op whose
+ * positions the host does not hold keeps the split). */
+static int64_t attn_whole(const mlk_model *m, int kernel) {
+  const MlkModelDesc *d = m->desc;
+  const MlkKernelDesc *k = &d->kernels[kernel];
+  int any = 0;
+  for (int o = k->first_op; o < k->first_op + k->nops; o++) {
+    const MlkOpDesc *op = &d->ops[o];
+    if (op->kind != MLK_OP_ATTENTION || !mlk_attn_folds(op->split, op->n, op->heads, op->head_dim))
+      continue;
+    const int32_t *pos = m->shadow[op->in[2].tensor];
+    if (!pos)
+      return 0;
+    /* positions 0..pos[b], at most the page table's reach (as the tiles count them) */
+    int64_t rows = mlk_op_rows(op, m->batch), longest = 0;
+    int64_t reach = m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)] * d->caches[op->cache].page;
+    for (int64_t b = 0; b < rows; b++) {
+      int64_t t = (int64_t)pos[op->in[2].offset + b] + 1;
+      t = t < reach ? t : reach;
+      longest = t > longest ? t : longest;
+    }
+    if (!mlk_attn_whole(rows, longest, m->attn_whole_limit))
+      return 0;
+    any = 1;
+  }
+  return any;
+}
+
 mlk_status mlk_model_run(mlk_model *m, int kernel) { return mlk_model_run_timed(m, kernel, NULL); }
 
 mlk_status mlk_model_run_timed(mlk_model *m, int kernel, double *ms) {
@@ -1260,6 +1292,7 @@ mlk_status mlk_model_run_kernel(mlk_model *m, int kernel, double *ms) {
   mlk_status st = check_inputs(m, kernel);
   if (st || (st = mlk_kv_before_run(m, kernel)))
     return st;
+  m->rt[MLK_RT_ATTN_WHOLE] = attn_whole(m, kernel);
   int64_t timeout_ms;
   if ((st = mlk_env_int("MLK_WAIT_TIMEOUT_MS", 1, 24 * 3600 * 1000, 2000, &timeout_ms)) ||
       (st = mlk_sampling_before_run(m, kernel)))

@@ -154,13 +154,27 @@ TASK(kv_append) {
  * covers the kv heads of block t / split (kvh of them, fewer in the last) in chunk t % split.
  * Folded (mlk_attn_folds): the same task writes its records into the op's scratch, and the last
  * of its block's split tasks to arrive merges the block and completes them all; at batch >= split
- * (a chunk a row) the tasks write the rows' attention itself and none merges. */
+ * (a chunk a row) the tasks write the rows' attention itself and none merges; in a launch of short
+ * rows (rt[MLK_RT_ATTN_WHOLE]) the block's slot 0 attends the rows whole and completes the block,
+ * and its other slots return at once. */
 TASK(attention) {
   int64_t pps = rt[MLK_RT_PAGES_PER_SEQ(op->cache)], npages = rt[MLK_RT_PAGES(op->cache)];
   int64_t rows = mlk_task_rows(op, rt);
   if (mlk_attn_folds(op->split, op->n, op->heads, op->head_dim)) {
     int64_t kvh = op->tile * op->split / (op->heads / op->kv_heads * op->head_dim);
     int64_t first = task / op->split * op->split, kvh0 = task / op->split * kvh;
+    if (rt[MLK_RT_ATTN_WHOLE]) {
+      if (task != first) {
+        *done = MLK_TASK_DONE(task, 0); /* slot 0 completes it */
+        return;
+      }
+      TILE(attention)(PTR(float, op->out), PTR(const float, op->in[0]),
+                      PTR(const uint16_t, op->in[1]), PTR(const int32_t, op->in[2]),
+                      PTR(const int32_t, op->in[3]), op->kv_heads, op->head_dim, op->page, pps,
+                      npages, op->layer, op->heads, kvh0, kvh, rows);
+      *done = MLK_TASK_DONE(first, op->split);
+      return;
+    }
     float *part = PTR(float, op->scratch);
     int merge = TILE(attention_fold)(
         PTR(float, op->out), part, PTR(const float, op->in[0]), PTR(const uint16_t, op->in[1]),

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define MLK_DESC_ABI 15
+#define MLK_DESC_ABI 16
 
 /* Threads per block of every generated megakernel. Tiles are written for this many threads. */
 #define MLK_BLOCK_THREADS 256
@@ -103,9 +103,11 @@ typedef struct MlkDevTune {
 #define MLK_TRACE_ISSUE 9      /* the loader's pumps while it ran (copies of this and later tasks) */
 
 #define MLK_RT_BATCH 0                            /* rows of this run, batch_min..batch_max */
-#define MLK_RT_PAGES_PER_SEQ(c) (1 + 2 * (c))     /* cache c: page-table columns */
-#define MLK_RT_PAGES(c) (2 + 2 * (c))             /* cache c: physical pages in the pool */
-#define MLK_RT_COUNT(ncaches) (1 + 2 * (ncaches))
+#define MLK_RT_ATTN_WHOLE 1                       /* 1: folded attentions take whole rows
+                                                   * (mlk_attn_whole), 0: they split */
+#define MLK_RT_PAGES_PER_SEQ(c) (2 + 2 * (c))     /* cache c: page-table columns */
+#define MLK_RT_PAGES(c) (3 + 2 * (c))             /* cache c: physical pages in the pool */
+#define MLK_RT_COUNT(ncaches) (2 + 2 * (ncaches))
 
 /* A task word: the op's index within its megakernel in the high 32 bits, the task in the low 32.
  * Neither the number of ops of a megakernel nor of tasks of an op has a limit below 2^31. */
@@ -247,7 +249,9 @@ typedef struct MlkTensorDesc {
  *   the last of the block's S tasks to arrive merges them as ATTN_REDUCE would and completes all
  *   S (their notifies), the others none. No reduce op, its tasks or its wait on the chain. At
  *   b >= S (every row one chunk) the task holding a row's chunk writes the row's attention into
- *   `out` itself (slot 0 the zeros of a row with pos < 0) and nothing is merged.
+ *   `out` itself (slot 0 the zeros of a row with pos < 0) and nothing is merged. In a launch with
+ *   rt[MLK_RT_ATTN_WHOLE] set (short rows, mlk_attn_whole), slot 0 of each block attends every
+ *   row whole and completes the block, and the other slots do nothing.
  * ARGMAX: out[b, 0] = argmax_i x[b, i] (i32; the first of equal maxima; NaN never wins; every
  *   value NaN: 0): x = in[0] f32 [b, k]. One task (split 0).
  *   With split = S >= 2 the row is cut into S chunks of mlk_argmax_chunk(k, S) columns (the last
@@ -519,6 +523,22 @@ static inline int64_t mlk_attn_part_cols(int64_t kv_heads, int64_t heads, int64_
  * chunks (the folded form above) rather than writing partials for an ATTN_REDUCE. */
 static inline int mlk_attn_folds(int64_t split, int64_t n, int64_t heads, int64_t head_dim) {
   return split > 1 && n == heads * head_dim;
+}
+
+/* A run of short rows takes a folded split attention whole: where `batch` rows attend to at most
+ * `longest` positions each and batch * longest <= `limit` (MLK_ATTN_WHOLE_POSITIONS, or the
+ * runtime's MLK_ATTN_WHOLE_POSITIONS setting; 0: never), the runtime sets rt[MLK_RT_ATTN_WHOLE]
+ * for the launch, and then each kv head block's slot-0 task attends every row whole, with the
+ * unsplit code, and completes the block's S tasks, while the other S - 1 tasks do nothing at all:
+ * no chunks, no records, no arrival and no merge. At short context a split costs more than it
+ * saves (one task over Llama's 129 positions against chunks of 32 positions, their records, the
+ * arrivals and the merge: the unsplit op measured 4.4-7.6% faster at batch 1 and context 128, and
+ * 4.4% at 256, 2.9% at batch 2 and 128, while it lost from 512 positions or 4 rows on; H100,
+ * docs/performance.md), and the split's task grid stays what long contexts and large batches
+ * need. A launch-time choice, as positions change every step while the task grid does not. */
+#define MLK_ATTN_WHOLE_POSITIONS 256
+static inline int mlk_attn_whole(int64_t batch, int64_t longest, int64_t limit) {
+  return batch >= 1 && longest >= 0 && batch * longest <= limit;
 }
 
 /* A folded split attention's scratch at the model's batch_max: its partials, batch_max rows of

@@ -13,7 +13,9 @@
  * within 1e-5 (relative L2) of the reference, and `next` the first maximum of the logits. The
  * reference checks every appended cache entry (the bf16 of its key or value, within an ulp) and
  * then attends over the stored entries. All of it once with a task per kv head, then with the
- * attention split over the context (3, 5 and 32 chunks; partials and a reduce op).
+ * attention split over the context (3, 5 and 32 chunks; partials and a reduce op), then folded
+ * (4, 16 and 8 chunks merged by the attention's own tasks), with short runs taken whole never,
+ * sometimes and always (MLK_ATTN_WHOLE_POSITIONS 0, 24, 1000).
  */
 #include "rt_llama.h"
 
@@ -323,10 +325,16 @@ int main(void) {
     decode(be, 5, 2, 0);  /* one task for both kv heads */
     decode(be, 32, 1, 0); /* most chunks empty or of one position */
     /* the merge in the attention's own tasks: 2 x 8 columns a kv head over 4 and 16 chunks,
-     * both kv heads' 32 over 8 */
+     * both kv heads' 32 over 8; split in every run, then whole rows (mlk_attn_whole) in the runs
+     * of at most 24 row positions (batch 1 throughout, the others early: the two forms alternate
+     * from run to run over the same caches and arrival counters), then in every run */
+    setenv("MLK_ATTN_WHOLE_POSITIONS", "0", 1);
     decode(be, 4, 1, 1);
+    setenv("MLK_ATTN_WHOLE_POSITIONS", "24", 1);
     decode(be, 16, 1, 1);
+    setenv("MLK_ATTN_WHOLE_POSITIONS", "1000", 1);
     decode(be, 8, 2, 1);
+    unsetenv("MLK_ATTN_WHOLE_POSITIONS");
     api(be[1]);
   }
   for (int i = 0; i < NMODELS; i++)

@@ -536,7 +536,7 @@ static inline int mlk_attn_folds(int64_t split, int64_t n, int64_t heads, int64_
  * 4.4% at 256, 2.9% at batch 2 and 128, while it lost from 512 positions or 4 rows on; H100,
  * docs/performance.md), and the split's task grid stays what long contexts and large batches
  * need. A launch-time choice, as positions change every step while the task grid does not. */
-#define MLK_ATTN_WHOLE_POSITIONS 256
+#define MLK_ATTN_WHOLE_POSITIONS 384
 static inline int mlk_attn_whole(int64_t batch, int64_t longest, int64_t limit) {
   return batch >= 1 && longest >= 0 && batch * longest <= limit;
 }

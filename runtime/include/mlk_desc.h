@@ -532,11 +532,13 @@ static inline int mlk_attn_folds(int64_t split, int64_t n, int64_t heads, int64_
  * unsplit code, and completes the block's S tasks, while the other S - 1 tasks do nothing at all:
  * no chunks, no records, no arrival and no merge. At short context a split costs more than it
  * saves (one task over Llama's 129 positions against chunks of 32 positions, their records, the
- * arrivals and the merge: the unsplit op measured 4.4-7.6% faster at batch 1 and context 128, and
- * 4.4% at 256, 2.9% at batch 2 and 128, while it lost from 512 positions or 4 rows on; H100,
- * docs/performance.md), and the split's task grid stays what long contexts and large batches
- * need. A launch-time choice, as positions change every step while the task grid does not. */
-#define MLK_ATTN_WHOLE_POSITIONS 384
+ * arrivals and the merge), and the split's task grid stays what long contexts and large batches
+ * need. A launch-time choice, as positions change every step while the task grid does not.
+ * Measured against the split (H100, docs/performance.md, twenty-seventh session): 1.5% faster a
+ * step at batch 1 and 129 positions, 1.8% slower at 257, 3.8% at 384 and 2.0% at batch 2 x 129
+ * (a build without the split, whose tasks run the same tile, was ~2.5% faster than this at each
+ * of those points: to find). So the limit sits between 129 and 257, low. */
+#define MLK_ATTN_WHOLE_POSITIONS 160
 static inline int mlk_attn_whole(int64_t batch, int64_t longest, int64_t limit) {
   return batch >= 1 && longest >= 0 && batch * longest <= limit;
 }

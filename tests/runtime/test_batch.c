@@ -269,6 +269,19 @@ static void api(mlk_backend *be) {
     expect_error(mlk_model_create(be, &s.b.desc, &m), needle);
     CHECK(m == NULL, "failed create set *out");
   }
+  setenv("MLK_KV_CONTEXT", "16", 1);
+  /* MLK_ATTN_WHOLE_POSITIONS too. */
+  static const char *const bad_whole[] = {"abc", "-1", "2147483648"};
+  for (size_t i = 0; i < sizeof bad_whole / sizeof *bad_whole; i++) {
+    setenv("MLK_ATTN_WHOLE_POSITIONS", bad_whole[i], 1);
+    char needle[112];
+    snprintf(needle, sizeof needle, "MLK_ATTN_WHOLE_POSITIONS='%s' is not an integer in [0, 2147483647]",
+             bad_whole[i]);
+    m = (mlk_model *)&m;
+    expect_error(mlk_model_create(be, &s.b.desc, &m), needle);
+    CHECK(m == NULL, "failed create set *out");
+  }
+  unsetenv("MLK_ATTN_WHOLE_POSITIONS");
   setenv("MLK_KV_CONTEXT", "13", 1); /* ceil(13 / 4) = 4 pages per sequence */
   CHECK_OK(mlk_model_create(be, &s.b.desc, &m));
   if (m) {

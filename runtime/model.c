@@ -1249,12 +1249,10 @@ static int64_t attn_whole(const mlk_model *m, int kernel) {
     const int32_t *pos = m->shadow[op->in[2].tensor];
     if (!pos)
       return 0;
-    /* positions 0..pos[b], at most the page table's reach (as the tiles count them) */
     int64_t rows = mlk_op_rows(op, m->batch), longest = 0;
-    int64_t reach = m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)] * d->caches[op->cache].page;
     for (int64_t b = 0; b < rows; b++) {
-      int64_t t = (int64_t)pos[op->in[2].offset + b] + 1;
-      t = t < reach ? t : reach;
+      int64_t t = mlk_attn_positions(pos[op->in[2].offset + b], m->rt[MLK_RT_PAGES_PER_SEQ(op->cache)],
+                                     d->caches[op->cache].page);
       longest = t > longest ? t : longest;
     }
     if (!mlk_attn_whole(rows, longest, m->attn_whole_limit))

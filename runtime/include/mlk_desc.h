@@ -525,9 +525,17 @@ static inline int mlk_attn_folds(int64_t split, int64_t n, int64_t heads, int64_
   return split > 1 && n == heads * head_dim;
 }
 
+/* The positions a row at position `pos` attends to, 0..pos, at most the page table's reach
+ * (pages_per_seq * page; the runtime rejects positions beyond it before a run): 0 or less, none.
+ * The tiles, the reference and the runtime count them alike. */
+static inline int64_t mlk_attn_positions(int32_t pos, int64_t pages_per_seq, int64_t page) {
+  int64_t T = (int64_t)pos + 1;
+  return T > pages_per_seq * page ? pages_per_seq * page : T;
+}
+
 /* A run of short rows takes a folded split attention whole: where `batch` rows attend to at most
- * `longest` positions each and batch * longest <= `limit` (MLK_ATTN_WHOLE_POSITIONS, or the
- * runtime's MLK_ATTN_WHOLE_POSITIONS setting; 0: never), the runtime sets rt[MLK_RT_ATTN_WHOLE]
+ * `longest` positions each and batch * longest <= `limit` (the environment's
+ * MLK_ATTN_WHOLE_POSITIONS, by default the constant below; 0: never), the runtime sets rt[MLK_RT_ATTN_WHOLE]
  * for the launch, and then each kv head block's slot-0 task attends every row whole, with the
  * unsplit code, and completes the block's S tasks, while the other S - 1 tasks do nothing at all:
  * no chunks, no records, no arrival and no merge. At short context a split costs more than it

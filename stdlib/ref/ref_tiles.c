@@ -286,11 +286,9 @@ static float score(const float *q, const uint16_t *kt, int64_t head_dim, float s
   return acc * scale;
 }
 
-/* The last position a row attends to: pos, at most the page table's reach (as the device tile
- * clamps it; the runtime rejects such positions before a run). -1 and below: none. */
+/* The last position a row attends to (mlk_attn_positions - 1): -1 and below, none. */
 static int64_t attend_last(int32_t pos, int64_t pages_per_seq, int64_t page) {
-  int64_t last = pos;
-  return last < pages_per_seq * page ? last : pages_per_seq * page - 1;
+  return mlk_attn_positions(pos, pages_per_seq, page) - 1;
 }
 
 void mlk_ref_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,

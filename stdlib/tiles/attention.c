@@ -427,12 +427,6 @@ static void attend_rows(float *ob0, int64_t kstride, int part, const float *q,
   }
 }
 
-/* Positions 0..pos, at most the page table's reach; 0 or less: none. */
-static inline int64_t attend_count(int32_t pos, int64_t pages_per_seq, int64_t page) {
-  int64_t T = (int64_t)pos + 1;
-  return T > pages_per_seq * page ? pages_per_seq * page : T;
-}
-
 void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const int32_t *pos,
                         const int32_t *pages, int64_t kv_heads, int64_t head_dim, int64_t page,
                         int64_t pages_per_seq, int64_t npages, int64_t layer, int64_t heads,
@@ -442,7 +436,7 @@ void mlk_tile_attention(float *out, const float *q, const uint16_t *cache, const
   int64_t gs = heads / kv_heads, hc = heads_per_pass(cache, head_dim, gs);
   uint32_t tid = mlk_tid();
   for (int64_t b = 0; b < batch; b++) {
-    int64_t T = attend_count(pos[b], pages_per_seq, page);
+    int64_t T = mlk_attn_positions(pos[b], pages_per_seq, page);
     float *ob0 = out + (b * heads + kvh0 * gs) * head_dim;
     if (T <= 0) { /* nothing to attend to: zeros */
       int64_t cols = nkvh * gs * head_dim;
@@ -483,7 +477,7 @@ void mlk_tile_attention_split(float *part, const float *q, const uint16_t *cache
   uint32_t nr = (uint32_t)(nkvh * rec), ur = (uint32_t)rec, om = (uint32_t)(gs * head_dim);
   for (int64_t g0 = 0; g0 < batch; g0 += 32) {
     uint32_t rg = (uint32_t)(batch - g0 < 32 ? batch - g0 : 32);
-    int64_t T = lane < rg ? attend_count(pos[g0 + lane], pages_per_seq, page) : 0;
+    int64_t T = lane < rg ? mlk_attn_positions(pos[g0 + lane], pages_per_seq, page) : 0;
     uint32_t len = (uint32_t)mlk_attn_chunk_len(T, split, min_chunk, batch);
     uint32_t chunks = (uint32_t)mlk_attn_chunks(T, split, min_chunk, batch);
     uint32_t inc = mlk_warp_scan_u32(chunks); /* at most 32 * MLK_ATTN_MAX_SPLIT */
@@ -526,7 +520,7 @@ fold_whole_rows(float *out, const float *q, const uint16_t *cache, const int32_t
   uint32_t carry = 0; /* the rows with a chunk before the group, mod S */
   for (int64_t g0 = 0; g0 < batch; g0 += 32) {
     uint32_t rg = (uint32_t)(batch - g0 < 32 ? batch - g0 : 32);
-    uint32_t has = lane < rg && attend_count(pos[g0 + lane], pages_per_seq, page) > 0;
+    uint32_t has = lane < rg && mlk_attn_positions(pos[g0 + lane], pages_per_seq, page) > 0;
     uint32_t inc = mlk_warp_scan_u32(has), first = (carry + inc - has) % S;
     carry = (carry + mlk_warp_read_u32(inc, 31)) % S;
     /* its one chunk in this slot, or no positions and this is slot 0 (zeros) */

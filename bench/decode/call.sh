@@ -11,15 +11,17 @@
 #            rest as EXTRA), interleaved rounds at CMP_POINTS;
 #   tests    tests/gpu/run_device.sh: the GPU tests of the staged build;
 #   table    bench/decode/run.sh: the floor, mlkc and the peer at TABLE_POINTS;
-#   layer    bench/decode/layer.sh: layer LAYER's table and chain at batch 1, of LAYER_BENCH.
+#   layer    bench/decode/layer.sh: layer LAYER's table and chain at batch 1, of LAYER_BENCH (with
+#            LAYER_AGAINST, another decode_bench traced in the same stage, each op's difference).
 # Each stage appends to OUT/summary.txt as soon as it ends: a line "== STAGE: exit S, N s" ("time
 # limit" when it was stopped), then its table (the tests: their failures, or the passed line). The
 # stages' own outputs go into one archive, OUT/call.tgz (the machine returns few files). Exit
 # status 1 when a stage failed or was stopped, or a candidate or BASE is missing.
 #
 # Settings (environment): BUILD (build-device), BASE (the baseline decode_bench; default
-# $BUILD/examples/decode_bench, this tree's), LAYER_BENCH (the build the layer stage traces;
-# default BASE), CANDIDATES (decode_bench paths; default every
+# $BUILD/examples/decode_bench, this tree's), TABLE_BENCH (the build the table stage times;
+# default BASE), LAYER_BENCH (the build the layer stage traces; default BASE), LAYER_AGAINST (none),
+# CANDIDATES (decode_bench paths; default every
 # $BUILD/cmp/decode_bench.*), STAGES ("compare tests table layer": spaces or commas between them),
 # CMP_POINTS (1:128,1:2048,4:128,16:128), CMP_ROUNDS (2), CMP_STEPS (20), TABLE_POINTS
 # (1:128,4:128,16:128,64:128,1:2048), TABLE_STEPS (20), PEER_STEPS (10), TABLE_SKIP (run.sh's
@@ -30,7 +32,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:?usage: call.sh OUT}
 BUILD=${BUILD:-build-device}
 BASE=${BASE:-$BUILD/examples/decode_bench}
+TABLE_BENCH=${TABLE_BENCH:-$BASE}
 LAYER_BENCH=${LAYER_BENCH:-$BASE}
+LAYER_AGAINST=${LAYER_AGAINST:-}
 STAGES=${STAGES:-compare tests table layer}
 mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
@@ -46,7 +50,7 @@ if [ -z "${CANDIDATES+set}" ]; then
     [ -f "$f" ] && CANDIDATES="$CANDIDATES $f"
   done
 fi
-for b in "$BASE" "$LAYER_BENCH" $CANDIDATES; do
+for b in "$BASE" "$TABLE_BENCH" "$LAYER_BENCH" $LAYER_AGAINST $CANDIDATES; do
   [ -x "$b" ] || { echo "call.sh: no decode_bench at $b" | tee -a "$summary" >&2; exit 1; }
 done
 command -v nvidia-smi > /dev/null 2>&1 &&
@@ -85,16 +89,17 @@ for stage in $(printf '%s' "$STAGES" | tr ',' ' '); do
     grep -E -i "fail|passed" "$work/tests.log" | tail -n 20 >> "$summary"
     ;;
   table)
-    run table "${TABLE_S:-230}" env BUILD="$BUILD" DECODE_BENCH="$BASE" \
+    run table "${TABLE_S:-230}" env BUILD="$BUILD" DECODE_BENCH="$TABLE_BENCH" \
       POINTS="${TABLE_POINTS:-1:128,4:128,16:128,64:128,1:2048}" STEPS="${TABLE_STEPS:-20}" \
       PEER_STEPS="${PEER_STEPS:-10}" SKIP="${TABLE_SKIP:-mlkc_cold_jit}" \
       sh "$HERE/run.sh" "$work/table"
-    cat "$work/table/table.txt" >> "$summary" 2>&1
+    { echo "timed: $TABLE_BENCH"; cat "$work/table/table.txt"; } >> "$summary" 2>&1
     ;;
   layer)
     run layer "${LAYER_S:-40}" env BUILD="$BUILD" DECODE_BENCH="$LAYER_BENCH" BATCHES=1 \
+      AGAINST="$LAYER_AGAINST" \
       LAYER="${LAYER:-5}" CONTEXT="${LAYER_CONTEXT:-128}" SLOTS= sh "$HERE/layer.sh" "$work/layer"
-    { echo "traced: $LAYER_BENCH"; cat "$work/layer/layer_b1.txt"; } >> "$summary" 2>&1
+    { echo "traced: $LAYER_BENCH${LAYER_AGAINST:+ against $LAYER_AGAINST}"; cat "$work/layer/layer_b1.txt"; } >> "$summary" 2>&1
     ;;
   *)
     echo "== $stage: no such stage (compare, tests, table, layer)" >> "$summary"

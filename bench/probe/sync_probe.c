@@ -153,7 +153,7 @@ static void notify(u32 *c, int variant) {
     red_release(c);
   } else {
     mlk_fence_acq_rel_gpu();
-    mlk_red_relaxed_gpu(c);
+    mlk_red_relaxed_gpu(c, 1);
   }
 }
 
@@ -226,7 +226,7 @@ static inline u64 timed_notify(u32 *counter, u32 word, u64 *end, int one_way) {
   else
     mlk_fence_acq_rel_gpu();
   u64 t1 = mlk_globaltimer();
-  mlk_red_relaxed_gpu(counter);
+  mlk_red_relaxed_gpu(counter, 1);
   if (end)
     *end = t1;
   return t1 - t0;

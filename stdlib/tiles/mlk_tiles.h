@@ -352,8 +352,8 @@ static inline void mlk_fence_release_gpu(void) {
   mlk_fence_acq_rel_gpu();
 #endif
 }
-static inline void mlk_red_relaxed_gpu(uint32_t *p) {
-  __asm__ volatile("red.relaxed.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory");
+static inline void mlk_red_relaxed_gpu(uint32_t *p, uint32_t v) {
+  __asm__ volatile("red.relaxed.gpu.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 #endif
 

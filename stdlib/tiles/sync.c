@@ -98,7 +98,7 @@ static void notify_counters(const MlkDevSync *e, uint32_t *counters, int64_t lo,
     return;
   }
   for (int64_t c = lo; c <= hi; c++)
-    mlk_red_relaxed_gpu(counters + e->base + c);
+    mlk_red_relaxed_gpu(counters + e->base + c, 1);
 }
 
 void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t *counters,
@@ -117,12 +117,21 @@ void mlk_dev_task_notify(const MlkDevOp *rec, const MlkDevSync *syncs, uint32_t 
     __asm__ volatile("fence.acq_rel.sys;" ::: "memory");
   else
     mlk_fence_release_gpu();
-  for (uint32_t i = 0; i < nn; i++)
+  for (uint32_t i = 0; i < nn; i++) {
+    /* An ALL event's one counter takes the range's task count in one reduction: no index map, no
+     * loop. This code runs after the fence, on the decode chain at every op boundary, and most
+     * events between matvecs are ALL: the range walk it replaces cost a batch-1 step 2-3% (H100,
+     * docs/performance.md, twenty-eighth session). */
+    if (s[i].map == MLK_MAP_ALL && s[i].ranks <= 1) {
+      mlk_red_relaxed_gpu(counters + s[i].base, t1 - t0);
+      continue;
+    }
     for (uint32_t t = t0; t < t1; t++) {
       int64_t lo, hi;
       mlk_event_notify_range(&s[i], t, &lo, &hi);
       notify_counters(&s[i], counters, lo, hi);
     }
+  }
 }
 
 /* ---- timeline trace (MLK_TRACE): thread 0 stamps %globaltimer into the task's record ---- */

@@ -479,9 +479,11 @@ static mlk_status validate_events(const MlkModelDesc *d, const int *kernel_of) {
       if (e->n > mlk_tensor_cols(d, e->tensor))
         return bad(d, "event %d '%s': n is %lld, but tensor '%s' has %lld columns", i, e->name,
                    (long long)e->n, d->tensors[e->tensor].name, (long long)mlk_tensor_cols(d, e->tensor));
-      /* Keep the index-map arithmetic (mlk_desc.h) far from overflow and start values in u32. */
-      if (e->ptile > ((int64_t)1 << 40) || e->ctile > ((int64_t)1 << 40) ||
-          (e->map == MLK_MAP_ALL ? (e->n - 1) / e->ptile + 1 : e->ctile / e->ptile + 2) > (1 << 30))
+      /* The index maps (mlk_desc.h) compute in u32, and start values are u32. */
+      if (e->n > INT32_MAX || e->ptile > INT32_MAX || e->ctile > INT32_MAX)
+        return bad(d, "event %d '%s': n %lld, ptile %lld and ctile %lld must be below 2^31", i,
+                   e->name, (long long)e->n, (long long)e->ptile, (long long)e->ctile);
+      if ((e->map == MLK_MAP_ALL ? (e->n - 1) / e->ptile + 1 : e->ctile / e->ptile + 2) > (1 << 30))
         return bad(d, "event %d '%s': ptile %lld and ctile %lld are out of proportion to n %lld", i,
                    e->name, (long long)e->ptile, (long long)e->ctile, (long long)e->n);
       if (e->map == MLK_MAP_ALL) {

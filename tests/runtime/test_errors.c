@@ -142,6 +142,10 @@ static void test_validation(mlk_backend *be) {
   expect_invalid(be, &rm, "goes from op 'relu@mlp.mlk:9' in kernel 1 to op 'silu@mlp.mlk:6' in kernel 0");
   rm.events[2].ctile = 29;
   expect_invalid(be, &rm, "event 2 'z: mul@mlp.mlk:5 -> silu@mlp.mlk:6': 300 elements in tiles of 29 need 11 counters, size is 10");
+  /* The index maps compute in 32 bits (mlk_desc.h). */
+  rm.events[1].ctile = (int64_t)1 << 31;
+  expect_invalid(be, &rm, "event 1 'y: matvec@mlp.mlk:4 -> mul@mlp.mlk:5': n 300, ptile 8 and ctile "
+                 "2147483648 must be below 2^31");
   /* A producer tile larger than the op's makes the later tasks notify past the event. */
   rm.events[1].ptile = 9;
   expect_invalid(be, &rm, "38 producer tiles of 9 run past its 300 elements");

@@ -545,7 +545,8 @@ static inline int64_t mlk_attn_positions(int32_t pos, int64_t pages_per_seq, int
  * Measured against the split (H100, docs/performance.md, twenty-seventh session): 1.5% faster a
  * step at batch 1 and 129 positions, 1.8% slower at 257, 3.8% at 384 and 2.0% at batch 2 x 129
  * (a build without the split, whose tasks run the same tile, was ~2.5% faster than this at each
- * of those points: to find). So the limit sits between 129 and 257, low. */
+ * of those points: not the split's events, measured; to find). So the limit sits between 129 and
+ * 257, low. */
 #define MLK_ATTN_WHOLE_POSITIONS 160
 static inline int mlk_attn_whole(int64_t batch, int64_t longest, int64_t limit) {
   return batch >= 1 && longest >= 0 && batch * longest <= limit;

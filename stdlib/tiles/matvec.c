@@ -63,9 +63,17 @@ typedef uint32_t V4 __attribute__((ext_vector_type(4))); /* 16-byte aligned: one
 #else
 #define LD_WEIGHTS_SIZE ""
 #endif
+/* A weight matrix's 16 bytes, read once a step: the first lines L2 gives up (as the stream's bulk
+ * copies, mlk_bulk_copy). */
 static inline U4 ld_weights(const uint16_t *p) {
   U4 r;
-#if defined(__NVPTX__)
+#if defined(__NVPTX__) && MLK_SM >= 90
+  __asm__("{\n\t.reg .u64 g, pol;\n\tcvta.to.global.u64 g, %4;\n\t"
+          "createpolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
+          "ld.global.nc.L2::cache_hint" LD_WEIGHTS_SIZE ".v4.u32 {%0, %1, %2, %3}, [g], pol;\n\t}"
+          : "=r"(r.a), "=r"(r.b), "=r"(r.c), "=r"(r.d)
+          : "l"(p));
+#elif defined(__NVPTX__)
   __asm__("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %4;\n\t"
           "ld.global.nc" LD_WEIGHTS_SIZE ".v4.u32 {%0, %1, %2, %3}, [g];\n\t}"
           : "=r"(r.a), "=r"(r.b), "=r"(r.c), "=r"(r.d)
@@ -74,6 +82,13 @@ static inline U4 ld_weights(const uint16_t *p) {
   const uint32_t *q = (const uint32_t *)(const void *)p;
   r.a = q[0], r.b = q[1], r.c = q[2], r.d = q[3];
 #endif
+  return r;
+}
+
+/* 16 bytes of a norm's weights: read by every task of the op each step, kept in L2. */
+static inline U4 ld_norm_weights(const uint16_t *p) {
+  V4 v = *(const V4 *)(const void *)p; /* 16-byte aligned: the vector staging's condition */
+  U4 r = {v.x, v.y, v.z, v.w};
   return r;
 }
 
@@ -552,7 +567,7 @@ mma_stage_vec(MLK_SHARED uint32_t *sw, const float *x, const uint16_t *norm_w,
       v[u][0] = in ? *(const F4 *)xp : z;
       v[u][1] = in ? *(const F4 *)(xp + 4) : z;
       U4 one = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u}; /* bf16 1.0 pairs */
-      w[u] = in && norm_w ? ld_weights(norm_w + kc0 + col) : one;
+      w[u] = in && norm_w ? ld_norm_weights(norm_w + kc0 + col) : one;
     }
 #pragma unroll
     for (int u = 0; u < MMA_SU; u++) {

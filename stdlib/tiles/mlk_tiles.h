@@ -448,13 +448,17 @@ static inline void mlk_mbar_expect_tx(MLK_SHARED uint64_t *bar, uint32_t bytes) 
 }
 
 /* One bulk copy (sm_90) of `bytes` (a multiple of 16) from global src to shared dst, completing on
- * bar. */
+ * bar. The source lines are the first L2 gives up (an evict_first policy): the stream's weights
+ * are read once a step, and a step's weights (2.5 GB for Llama-3.2-1B) pass through an L2 of
+ * 50 MB many times over; with the default policy they push out what is read again soon (the
+ * activations a task stages, the residual, the norms' weights, the KV cache). */
 static inline void mlk_bulk_copy(MLK_SHARED void *dst, const void *src, uint32_t bytes,
                                  MLK_SHARED uint64_t *bar) {
 #if defined(__NVPTX__)
-  __asm__ volatile("{\n\t.reg .u64 g;\n\tcvta.to.global.u64 g, %1;\n\t"
-                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], "
-                   "%2, [%3];\n\t}" ::"r"(mlk_smem_addr(dst)),
+  __asm__ volatile("{\n\t.reg .u64 g, pol;\n\tcvta.to.global.u64 g, %1;\n\t"
+                   "createpolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
+                   "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                   " [%0], [g], %2, [%3], pol;\n\t}" ::"r"(mlk_smem_addr(dst)),
                    "l"(src), "r"(bytes), "r"(mlk_smem_addr(bar))
                    : "memory");
 #else

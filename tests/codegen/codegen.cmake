@@ -20,6 +20,8 @@ if(MLK_FILECHECK)
   mlk_filecheck(codegen_mlp_ptx_sm80 ${CG}/mlp_ptx.check --emit=ptx --arch=sm_80 ${MLP})
   mlk_filecheck(codegen_mlp_ptx_fence_sm90a ${CG}/mlp_ptx_fence_sm90a.check --emit=ptx --arch=sm_90a ${MLP})
   mlk_filecheck(codegen_mlp_ptx_fence_sm80 ${CG}/mlp_ptx_fence_sm80.check --emit=ptx --arch=sm_80 ${MLP})
+  mlk_filecheck(codegen_mlp_ptx_l2_policy_sm90a ${CG}/mlp_ptx_l2_policy_sm90a.check --emit=ptx --arch=sm_90a ${MLP})
+  mlk_filecheck(codegen_mlp_ptx_l2_policy_sm80 ${CG}/mlp_ptx_l2_policy_sm80.check --emit=ptx --arch=sm_80 ${MLP})
   mlk_filecheck(codegen_mlp_ptx_inlined ${CG}/mlp_ptx_inlined.check --emit=ptx ${MLP})
   mlk_filecheck(codegen_llama_events ${CG}/llama_tiny_events.check --emit=events
                 ${PROJECT_SOURCE_DIR}/tests/sim/llama_tiny.mlk)

@@ -1,7 +1,7 @@
 /* probe.c: runs the kernels of sync_probe.c (the synchronization steps of an op boundary, timed
  * one by one on the GPU) and prints what each costs, in nanoseconds.
  *
- *   sync_probe [PTX] [--json=FILE] [--quick]
+ *   sync_probe [PTX] [--json=FILE] [--quick] [--only=PROBE]
  *
  * PTX defaults to sync_probe.sm_90a.ptx next to the binary. Each probe runs with the rest of the
  * chip idle ("idle"), streaming a 1 GiB buffer with loads ("HBM": at full load, as during a
@@ -12,6 +12,8 @@
  * for the stream's rates):
  *   handoff   one-way time of a token between two SMs through a counter: the notify of one
  *             block and the poll of the other (round trips / 2), per variant
+ *             and a row of 2048 values each way, counted or in flagged words, with the weight
+ *             stream's copies in flight or not (handoff_row)
  *   fence     one fence.acq_rel.gpu of thread 0 with 0 to 4 bulk copies of 32 KiB in flight,
  *             issued by thread 0 or by another warp (after a barrier, or only raising a flag);
  *             and the copies' time to land
@@ -23,8 +25,10 @@
  *   frag      a tensor-core matvec task's weight loads alone: its fragment pattern (windows of 4
  *             and 8 blocks), whole rows, the pattern after an L2 prefetch or with an L2 prefetch
  *             size on each load, GB/s
- * --json appends one object per row. Needs a GPU of compute capability 9.0 (the bulk copies); a
- * missing GPU or driver is said so, with exit status 77.
+ * --only runs one probe (handoff, handoff_row, fence, fence_loader, fence_pair, fence_cluster,
+ * fence_issuer, stream, stream_cross, stage or frag). --json appends one object per row. Needs a
+ * GPU of compute capability 9.0 (the bulk copies); a missing GPU or driver is said so, with exit
+ * status 77.
  */
 #include <cuda.h>
 #include <stdint.h>
@@ -170,6 +174,44 @@ static void handoff(int quick) {
           exit(1);
         }
         rt[r] = o[0] / 2; /* a round trip is two hand-offs */
+      }
+      double p50, p90;
+      pcts(rt, (size_t)runs, &p50, &p90);
+      row("handoff", vs[v].what, kLoads[load], p50, p90, "ns");
+    }
+}
+
+/* The row hand-off (sync_probe.c probe_handoff_row): the one-way time of a 2048-value row, counted
+ * or flagged, with and without the weight stream's copies in flight on the two SMs. */
+static void handoff_row(int quick) {
+  enum { ROW_FLAGGED = 1, ROW_STREAM = 2 }; /* as sync_probe.c */
+  static const struct { unsigned variant; const char *what; } vs[] = {
+      {0, "row: counted (barrier, fence + red / poll, loads)"},
+      {ROW_FLAGGED, "row: flagged words (no fence; each reader polls)"},
+      {ROW_STREAM, "row: counted, bulk copies in flight"},
+      {ROW_FLAGGED | ROW_STREAM, "row: flagged words, bulk copies in flight"},
+  };
+  uint32_t iters = quick ? 200 : 2000;
+  uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
+  for (unsigned load = 0; load < 2; load++)
+    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
+      uint64_t rt[7];
+      int runs = quick ? 3 : 7;
+      for (int r = 0; r < runs; r++) {
+        reset();
+        CHECK_CU(cuMemsetD8(d_rows, 0, 2 * 2048 * 8));
+        unsigned variant = vs[v].variant;
+        void *args[] = {&d_cnt, &d_rows, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
+                        &variant};
+        launch("probe_handoff_row", load ? sms : 2, args);
+        uint64_t o[2];
+        CHECK_CU(cuMemcpyDtoH(o, d_out, sizeof o));
+        if (o[1]) {
+          fprintf(stderr, "sync_probe: handoff_row: %llu values read were not the pass's\n",
+                  (unsigned long long)o[1]);
+          exit(1);
+        }
+        rt[r] = o[0] / 2;
       }
       double p50, p90;
       pcts(rt, (size_t)runs, &p50, &p90);
@@ -682,14 +724,17 @@ static void frag(int quick) {
 
 int main(int argc, char **argv) {
   const char *ptx_path = NULL, *json_path = NULL;
+  const char *only = NULL;
   int quick = 0;
   for (int i = 1; i < argc; i++) {
     if (!strncmp(argv[i], "--json=", 7))
       json_path = argv[i] + 7;
+    else if (!strncmp(argv[i], "--only=", 7))
+      only = argv[i] + 7;
     else if (!strcmp(argv[i], "--quick"))
       quick = 1;
     else if (argv[i][0] == '-') {
-      fprintf(stderr, "usage: sync_probe [PTX] [--json=FILE] [--quick]\n");
+      fprintf(stderr, "usage: sync_probe [PTX] [--json=FILE] [--quick] [--only=PROBE]\n");
       return 2;
     } else
       ptx_path = argv[i];
@@ -758,16 +803,20 @@ int main(int argc, char **argv) {
   }
   printf("%s, %d SMs; median and 90th percentile\n", name, sms);
   printf("%-8s %-50s %-6s %9s %9s %s\n", "probe", "what", "load", "p50", "p90", "unit");
-  handoff(quick);
-  fence(quick);
-  fence_loader(quick);
-  fence_pair(quick);
-  fence_cluster(quick);
-  fence_issuer(quick);
-  stream(quick);
-  stream_cross(quick);
-  stage(quick);
-  frag(quick);
+  static const struct { const char *name; void (*run)(int quick); } probes[] = {
+      {"handoff", handoff},   {"handoff_row", handoff_row}, {"fence", fence},
+      {"fence_loader", fence_loader}, {"fence_pair", fence_pair}, {"fence_cluster", fence_cluster},
+      {"fence_issuer", fence_issuer}, {"stream", stream}, {"stream_cross", stream_cross},
+      {"stage", stage},       {"frag", frag},
+  };
+  int ran = 0;
+  for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
+    if (!only || !strcmp(only, probes[i].name))
+      probes[i].run(quick), ran++;
+  if (!ran) {
+    fprintf(stderr, "sync_probe: no probe named '%s'\n", only);
+    return 2;
+  }
   if (json)
     fclose(json);
   return 0;

@@ -14,6 +14,12 @@
  *     (or not). Variants: spin or the back-off of stdlib/tiles/sync.c; fence + relaxed reduction
  *     or one release reduction; a bare thread or the whole-block protocol (the block's threads
  *     write, barrier, notify; poll, barrier-and, read).
+ *   - probe_handoff_row: the same two blocks pass a row of 2048 values each way, counted (barrier,
+ *     release fence and reduction; acquire poll, barrier, loads) or flagged (each value in a
+ *     64-bit word with the pass number beside it: no fence, no counter, every reader polls its
+ *     own words), with or without the weight stream's bulk copies in flight on both SMs: what a
+ *     task's end and the next task's input cost together, and whether a protocol without a fence
+ *     escapes the copies' wait.
  *   - probe_fence: every block's thread 0 issues `copies` bulk copies of 32 KiB (or one larger
  *     one) into shared memory (HBM-bound: all blocks at once), then times one fence.acq_rel.gpu;
  *     does the fence wait for the copies in flight, per copy or per byte? `issuer` 32 has another
@@ -252,6 +258,190 @@ static inline u64 timed_acquire(u32 *counter) {
 
 #define bars ((MLK_SHARED u64 *)probe_smem)
 #define ring (probe_smem + 128)
+
+/* ---- probe_handoff_row ---- */
+
+/* An op boundary with its data: blocks 0 and 1 pass a row of 2048 values back and forth, the way
+ * a matvec task's output becomes the next op's input, in one of two protocols:
+ *   counted (0): the producer's threads store the row, meet at a barrier, and thread 0 notifies
+ *     (the one-way release fence, then a relaxed reduction: the megakernel's notify); the
+ *     consumer's thread 0 polls the counter with acquire loads, a barrier, then every thread
+ *     reads the row;
+ *   flagged (ROW_FLAGGED): every value travels in a 64-bit word with the pass number in its high
+ *     half (single-copy atomic: a reader sees a word whole, old or new), stored relaxed at the
+ *     GPU's scope; no barrier and no fence on the producer's side, and the consumer's threads
+ *     poll their own words until each carries the pass, then a barrier.
+ * With ROW_STREAM each of the two blocks also keeps the weight stream's copies in flight: warp
+ * 7's first thread refills a ring of three 32 KiB slots with bulk copies from HBM as each lands,
+ * all along (a megakernel SM's state at a task's end), so the counted notify's fence meets
+ * them; warps 0-6 run the protocol either way. Blocks from 2 on load the memory system (`load`).
+ * out[0] = the round trip's mean (ns), out[1] = values read that were not the pass's. */
+enum { ROW_FLAGGED = 1, ROW_STREAM = 2, ROW_THREADS = 224, ROW_VALUES = 2048, ROW_SLOTS = 3 };
+
+static inline void bar_row(void) {
+  __asm__ volatile("bar.sync 1, %0;" ::"n"(ROW_THREADS) : "memory");
+}
+static inline void st_relaxed_v2u64(u64 *p, u64 a, u64 b) {
+  __asm__ volatile("st.relaxed.gpu.global.v2.u64 [%0], {%1, %2};" ::"l"(p), "l"(a), "l"(b)
+                   : "memory");
+}
+static inline void ld_relaxed_v2u64(const u64 *p, u64 *a, u64 *b) {
+  __asm__ volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];"
+                   : "=l"(*a), "=l"(*b)
+                   : "l"(p)
+                   : "memory");
+}
+static inline uint4 ld_relaxed_v4(const uint4 *p) {
+  uint4 v;
+  __asm__ volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                   : "l"(p)
+                   : "memory");
+  return v;
+}
+
+/* Warp 7's first thread: the ring's copies, refilled as they land, until *done. */
+static void row_stream(const uint8_t *src, u64 chunks, u32 first, volatile MLK_SHARED u32 *done,
+                       u32 *err) {
+  u64 start = mlk_globaltimer();
+  u32 c = 0;
+  for (; !*done; c++) {
+    u32 slot = c % ROW_SLOTS;
+    if (c >= ROW_SLOTS)
+      while (!mlk_mbar_test(&bars[slot], (c / ROW_SLOTS - 1) & 1))
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          return;
+        }
+    mlk_mbar_expect_tx(&bars[slot], SLOT_BYTES);
+    mlk_bulk_copy(ring + slot * SLOT_BYTES, src + ((first + (u64)c) % chunks) * SLOT_BYTES,
+                  SLOT_BYTES, &bars[slot]);
+  }
+  for (u32 d = c > ROW_SLOTS ? c - ROW_SLOTS : 0; d < c; d++) /* the last copies land */
+    while (!mlk_mbar_test(&bars[d % ROW_SLOTS], (d / ROW_SLOTS) & 1))
+      if (mlk_globaltimer() - start > DEADLINE_NS) {
+        __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+        return;
+      }
+}
+
+/* The value of element i in pass p (never 0 in the high half's pass: p >= 1). */
+static inline u32 row_value(u32 p, u32 i) { return p * 4096u + i; }
+
+/* Receives pass p: 1 when every thread saw it before the deadline; bad counts wrong values. */
+static int row_receive(const u32 *theirs, const void *row, u32 p, int flagged, u32 *bad,
+                       volatile MLK_SHARED u32 *okw, u32 *err) {
+  u32 tid = mlk_tid();
+  int ok = 1;
+  if (flagged) {
+    const u64 *w = (const u64 *)row;
+    u64 start = mlk_globaltimer();
+    for (u32 i = tid; i < ROW_VALUES / 2 && ok; i += ROW_THREADS) {
+      u64 a, b;
+      for (;;) {
+        ld_relaxed_v2u64(w + 2 * i, &a, &b);
+        if ((u32)(a >> 32) == p && (u32)(b >> 32) == p)
+          break;
+        if (mlk_globaltimer() - start > DEADLINE_NS) {
+          __atomic_store_n(err, 1u, __ATOMIC_RELAXED);
+          ok = 0;
+          break;
+        }
+      }
+      *bad += ((u32)a != row_value(p, 2 * i)) + ((u32)b != row_value(p, 2 * i + 1));
+    }
+    if (!ok)
+      *okw = 0;
+    bar_row();
+    return *okw != 0;
+  }
+  if (tid == 0 && !wait_for(theirs, p, 0, err))
+    *okw = 0;
+  bar_row();
+  if (!*okw)
+    return 0;
+  const uint4 *r = (const uint4 *)row;
+  for (u32 i = tid; i < ROW_VALUES / 4; i += ROW_THREADS) {
+    uint4 v = ld_relaxed_v4(r + i);
+    *bad += (v.x != row_value(p, 4 * i)) + (v.y != row_value(p, 4 * i + 1)) +
+            (v.z != row_value(p, 4 * i + 2)) + (v.w != row_value(p, 4 * i + 3));
+  }
+  return 1;
+}
+
+/* Sends pass p. */
+static void row_send(u32 *mine, void *row, u32 p, int flagged) {
+  u32 tid = mlk_tid();
+  if (flagged) {
+    u64 *w = (u64 *)row, hi = (u64)p << 32;
+    for (u32 i = tid; i < ROW_VALUES / 2; i += ROW_THREADS)
+      st_relaxed_v2u64(w + 2 * i, hi | row_value(p, 2 * i), hi | row_value(p, 2 * i + 1));
+    return;
+  }
+  uint4 *r = (uint4 *)row;
+  for (u32 i = tid; i < ROW_VALUES / 4; i += ROW_THREADS) {
+    uint4 v = {row_value(p, 4 * i), row_value(p, 4 * i + 1), row_value(p, 4 * i + 2),
+               row_value(p, 4 * i + 3)};
+    r[i] = v;
+  }
+  bar_row(); /* every thread's stores before thread 0's release */
+  if (tid == 0) {
+    mlk_fence_release_gpu();
+    mlk_red_relaxed_gpu(mine, 1);
+  }
+}
+
+KERNEL void probe_handoff_row(u32 *cnt, u64 *rows, u64 *out, u32 *err, u32 *stop,
+                              const uint4 *buf, u64 words, u32 load, u32 iters, u32 variant) {
+  u32 b = bid(), tid = mlk_tid();
+  if (b >= 2) {
+    load_until(buf, words, load, stop, err + 1, b - 2, nblocks() - 2);
+    return;
+  }
+  volatile MLK_SHARED u32 *done = (volatile MLK_SHARED u32 *)(probe_smem + 64);
+  volatile MLK_SHARED u32 *okw = (volatile MLK_SHARED u32 *)(probe_smem + 68);
+  if (tid == 0) {
+    for (u32 s = 0; s < ROW_SLOTS; s++)
+      mlk_mbar_init(&bars[s], 1);
+    mlk_fence_mbar_init();
+    *done = 0;
+    *okw = 1;
+  }
+  __nvvm_barrier_sync(0);
+  if (tid >= ROW_THREADS) {
+    if (tid == ROW_THREADS && (variant & ROW_STREAM))
+      row_stream((const uint8_t *)buf, words * 16 / SLOT_BYTES, b * 4096u, done, err);
+    return;
+  }
+  int flagged = variant & ROW_FLAGGED;
+  u32 *mine = b == 0 ? cnt : cnt + 32, *theirs = b == 0 ? cnt + 32 : cnt;
+  /* each direction's row: ROW_VALUES words of 8 bytes (the counted protocol uses half) */
+  u64 *out_row = rows + (u64)b * ROW_VALUES, *in_row = rows + (u64)(b ^ 1u) * ROW_VALUES;
+  u32 bad = 0;
+  bar_row();
+  u64 t0 = mlk_globaltimer();
+  int ok = 1;
+  for (u32 it = 1; it <= iters && ok; it++) {
+    if (b == 1 || it > 1)
+      ok = row_receive(theirs, in_row, b == 1 ? it : it - 1, flagged, &bad, okw, err);
+    if (ok)
+      row_send(mine, out_row, it, flagged);
+  }
+  if (b == 0 && ok) {
+    row_receive(theirs, in_row, iters, flagged, &bad, okw, err);
+    u64 t1 = mlk_globaltimer();
+    if (tid == 0) {
+      out[0] = (t1 - t0) / iters;
+      st_volatile(stop, 1);
+    }
+  }
+  if (b == 0 && !ok && tid == 0)
+    st_volatile(stop, 1);
+  if (tid == 0)
+    *done = 1;
+  if (bad)
+    __atomic_fetch_add((u32 *)&out[1], bad, __ATOMIC_RELAXED);
+}
 
 /* `bytes` (a multiple of 512) from global src to shared dst by the calling warp, 16 bytes a lane
  * per cp.async (through L2 only), then each lane's arrive on bar once its own copies have landed:

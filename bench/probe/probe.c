@@ -722,6 +722,17 @@ static void frag(int quick) {
   free(h), free(bl), free(ch);
 }
 
+/* Every probe, in the table's order (--only picks one by name). */
+static const struct {
+  const char *name;
+  void (*run)(int quick);
+} probes[] = {
+    {"handoff", handoff},           {"handoff_row", handoff_row},   {"fence", fence},
+    {"fence_loader", fence_loader}, {"fence_pair", fence_pair},     {"fence_cluster", fence_cluster},
+    {"fence_issuer", fence_issuer}, {"stream", stream},             {"stream_cross", stream_cross},
+    {"stage", stage},               {"frag", frag},
+};
+
 int main(int argc, char **argv) {
   const char *ptx_path = NULL, *json_path = NULL;
   const char *only = NULL;
@@ -738,6 +749,15 @@ int main(int argc, char **argv) {
       return 2;
     } else
       ptx_path = argv[i];
+  }
+  if (only) {
+    size_t i = 0;
+    while (i < sizeof probes / sizeof *probes && strcmp(only, probes[i].name))
+      i++;
+    if (i == sizeof probes / sizeof *probes) {
+      fprintf(stderr, "sync_probe: no probe named '%s'\n", only);
+      return 2;
+    }
   }
   char def[4096];
   if (!ptx_path) {
@@ -803,20 +823,9 @@ int main(int argc, char **argv) {
   }
   printf("%s, %d SMs; median and 90th percentile\n", name, sms);
   printf("%-8s %-50s %-6s %9s %9s %s\n", "probe", "what", "load", "p50", "p90", "unit");
-  static const struct { const char *name; void (*run)(int quick); } probes[] = {
-      {"handoff", handoff},   {"handoff_row", handoff_row}, {"fence", fence},
-      {"fence_loader", fence_loader}, {"fence_pair", fence_pair}, {"fence_cluster", fence_cluster},
-      {"fence_issuer", fence_issuer}, {"stream", stream}, {"stream_cross", stream_cross},
-      {"stage", stage},       {"frag", frag},
-  };
-  int ran = 0;
   for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
     if (!only || !strcmp(only, probes[i].name))
-      probes[i].run(quick), ran++;
-  if (!ran) {
-    fprintf(stderr, "sync_probe: no probe named '%s'\n", only);
-    return 2;
-  }
+      probes[i].run(quick);
   if (json)
     fclose(json);
   return 0;

@@ -12,7 +12,12 @@
 #   tests    tests/gpu/run_device.sh: the GPU tests of the staged build;
 #   table    bench/decode/run.sh: the floor, mlkc and the peer at TABLE_POINTS;
 #   layer    bench/decode/layer.sh: layer LAYER's table and chain at batch 1, of LAYER_BENCH (with
-#            LAYER_AGAINST, another decode_bench traced in the same stage, each op's difference).
+#            LAYER_AGAINST, another decode_bench traced in the same stage, each op's difference);
+#   probe    the synchronization probe (bench/probe) of the staged build, PROBE_ONLY one of its
+#            probes (--only) or all of them;
+#   sass     the SASS of SASS_CUBIN (a cubin made here by ptxas from `mlkc --emit=ptx`) by
+#            cuobjdump: counted and matched against SASS_GREP (an extended regex), each match with
+#            its neighbouring instructions, in the summary.
 # Each stage appends to OUT/summary.txt as soon as it ends: a line "== STAGE: exit S, N s" ("time
 # limit" when it was stopped), then its table (the tests: their failures, or the passed line). The
 # stages' own outputs go into one archive, OUT/call.tgz (the machine returns few files). Exit
@@ -26,7 +31,8 @@
 # CMP_POINTS (1:128,1:2048,4:128,16:128), CMP_ROUNDS (2), CMP_STEPS (20), TABLE_POINTS
 # (1:128,4:128,16:128,64:128,1:2048), TABLE_STEPS (20), PEER_STEPS (10), TABLE_SKIP (run.sh's
 # SKIP: mlkc_cold_jit), LAYER (5), LAYER_CONTEXT (128), and the stages' limits in seconds:
-# COMPARE_S (150), TESTS_S (100), TABLE_S (230), LAYER_S (40).
+# COMPARE_S (150), TESTS_S (100), TABLE_S (230), LAYER_S (40), PROBE_S (60), SASS_S (60);
+# PROBE_ONLY (none: every probe), SASS_CUBIN (none), SASS_GREP (CCTL|STRONG.GPU).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:?usage: call.sh OUT}
@@ -101,8 +107,24 @@ for stage in $(printf '%s' "$STAGES" | tr ',' ' '); do
       LAYER="${LAYER:-5}" CONTEXT="${LAYER_CONTEXT:-128}" SLOTS= sh "$HERE/layer.sh" "$work/layer"
     { echo "traced: $LAYER_BENCH${LAYER_AGAINST:+ against $LAYER_AGAINST}"; cat "$work/layer/layer_b1.txt"; } >> "$summary" 2>&1
     ;;
+  probe)
+    run probe "${PROBE_S:-60}" "$BUILD/bench/sync_probe" "$BUILD/bench/sync_probe.sm_90a.ptx" \
+      ${PROBE_ONLY:+--only=$PROBE_ONLY}
+    cat "$work/probe.log" >> "$summary"
+    ;;
+  sass)
+    if [ -z "${SASS_CUBIN:-}" ]; then
+      echo "== sass: no SASS_CUBIN given" >> "$summary"
+      rc=1
+      continue
+    fi
+    run sass "${SASS_S:-60}" cuobjdump -sass "$SASS_CUBIN"
+    pat=${SASS_GREP:-CCTL|STRONG.GPU}
+    { echo "sass of $SASS_CUBIN: $(grep -c -E "$pat" "$work/sass.log") lines match '$pat'"
+      grep -n -E -B6 -A3 "$pat" "$work/sass.log" | head -n 300; } >> "$summary" 2>&1
+    ;;
   *)
-    echo "== $stage: no such stage (compare, tests, table, layer)" >> "$summary"
+    echo "== $stage: no such stage (compare, tests, table, layer, probe, sass)" >> "$summary"
     rc=1
     ;;
   esac

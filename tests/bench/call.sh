@@ -4,7 +4,8 @@
 # the summary as it ends (the stages listed with spaces and commas; the layer stage traces
 # LAYER_BENCH), everything in one archive, an unknown stage reported with exit status 1 after the
 # others ran, a stage stopped at its limit reported so (exit status 1), and a missing candidate
-# refused by name before anything runs.
+# refused by name before anything runs; the probe stage (PROBE_ONLY) and the sass stage
+# (SASS_CUBIN, SASS_GREP) on stand-ins.
 #   call.sh DECODE_BENCH_TINY PYTHON SOURCE_DIR
 set -u
 bench=$1 py=$2 src=$3
@@ -51,5 +52,27 @@ grep -Eq "^== compare: time limit \(1 s\), [0-9]+ s$" "$dir/out3/summary.txt" ||
   > "$dir/log" 2>&1 && { echo "FAIL: a missing candidate accepted"; fail=1; }
 grep -q "no decode_bench at $dir/b/cmp/none" "$dir/log" || { cat "$dir/log"; echo "FAIL: its message"; fail=1; }
 grep -q "^== " "$dir/out2/summary.txt" && { cat "$dir/out2/summary.txt"; echo "FAIL: a stage ran"; fail=1; }
+# the probe and sass stages, on stand-ins: the probe gets the staged PTX and --only=PROBE_ONLY, its
+# table lands in the summary; cuobjdump's matches of SASS_GREP are counted and shown; sass without
+# a cubin is reported (exit 1)
+mkdir -p "$dir/b/bench" "$dir/bin"
+printf '#!/bin/sh\necho "probe table: $*"\n' > "$dir/b/bench/sync_probe"
+printf '#!/bin/sh\nprintf "  LDG.E.STRONG.GPU R2, [R4]\\n  CCTL.IVALL\\n  IADD3 R1, R1, 1\\n"\n' \
+  > "$dir/bin/cuobjdump"
+chmod +x "$dir/b/bench/sync_probe" "$dir/bin/cuobjdump"
+(cd "$src" && PATH="$dir/bin:$PATH" BUILD="$dir/b" STAGES=probe,sass PROBE_ONLY=handoff_row \
+  SASS_CUBIN="$dir/k.cubin" sh bench/decode/call.sh "$dir/out4") > "$dir/log" 2>&1 ||
+  { cat "$dir/log"; echo "FAIL: the probe and sass stages' exit status"; fail=1; }
+for want in "^== probe: exit 0, [0-9]+ s$" \
+            "^probe table: $dir/b/bench/sync_probe.sm_90a.ptx --only=handoff_row$" \
+            "^== sass: exit 0, [0-9]+ s$" "^sass of $dir/k.cubin: 2 lines match 'CCTL\|STRONG.GPU'$" \
+            "CCTL.IVALL"; do
+  grep -Eq "$want" "$dir/out4/summary.txt" ||
+    { cat "$dir/out4/summary.txt"; echo "FAIL: no '$want' in the summary"; fail=1; }
+done
+(cd "$src" && BUILD="$dir/b" STAGES=sass sh bench/decode/call.sh "$dir/out5") > "$dir/log" 2>&1 &&
+  { echo "FAIL: sass without a cubin passed"; fail=1; }
+grep -q "^== sass: no SASS_CUBIN given" "$dir/out5/summary.txt" ||
+  { cat "$dir/out5/summary.txt"; echo "FAIL: sass without a cubin not reported"; fail=1; }
 [ $fail -eq 0 ] && echo "ok: call.sh"
 exit $fail

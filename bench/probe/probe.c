@@ -146,31 +146,36 @@ static void launch_dyn(const char *name, int grid, unsigned dyn, void **args) {
 
 static void launch(const char *name, int grid, void **args) { launch_dyn(name, grid, DYN_SMEM, args); }
 
-static void handoff(int quick) {
-  static const struct { unsigned variant; const char *what; } vs[] = {
-      {0, "thread: spin, fence + red.relaxed"},
-      {H_RELEASE_RED, "thread: spin, red.release"},
-      {H_BACKOFF, "thread: back-off poll, fence + red.relaxed"},
-      {H_BLOCK, "block: spin, barriers, fence + red"},
-      {H_BLOCK | H_BACKOFF, "block: back-off poll, barriers, fence + red"},
-  };
+/* The hand-off probes' one table: every variant of kernel `name` (its arguments: the counters,
+ * `data` (cleared before each run when data_bytes > 0), the results, the background `load`, the
+ * iterations and the variant), `loads` background loads each, 3 or 7 runs of 200 or 2000 round
+ * trips; a row per variant and load, the one-way time (half a round trip). A run whose reads saw
+ * another pass's values stops the probe, naming what it read (`bad`). */
+typedef struct HandoffVariant {
+  unsigned variant;
+  const char *what;
+} HandoffVariant;
+static void handoff_table(const char *name, CUdeviceptr data, size_t data_bytes,
+                          const HandoffVariant *vs, size_t nv, unsigned loads, const char *bad,
+                          int quick) {
   uint32_t iters = quick ? 200 : 2000;
   uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
-  for (unsigned load = 0; load < 3; load++)
-    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
+  for (unsigned load = 0; load < loads; load++)
+    for (size_t v = 0; v < nv; v++) {
       uint64_t rt[7];
       int runs = quick ? 3 : 7;
       for (int r = 0; r < runs; r++) {
         reset();
+        if (data_bytes)
+          CHECK_CU(cuMemsetD8(data, 0, data_bytes));
         unsigned variant = vs[v].variant;
-        void *args[] = {&d_cnt, &d_data, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
+        void *args[] = {&d_cnt, &data, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
                         &variant};
-        launch("probe_handoff", load ? sms : 2, args);
+        launch(name, load ? sms : 2, args);
         uint64_t o[2];
         CHECK_CU(cuMemcpyDtoH(o, d_out, sizeof o));
         if (o[1]) {
-          fprintf(stderr, "sync_probe: handoff: %llu reads saw another pass's data\n",
-                  (unsigned long long)o[1]);
+          fprintf(stderr, "sync_probe: %s: %llu %s\n", name, (unsigned long long)o[1], bad);
           exit(1);
         }
         rt[r] = o[0] / 2; /* a round trip is two hand-offs */
@@ -181,42 +186,31 @@ static void handoff(int quick) {
     }
 }
 
+static void handoff(int quick) {
+  static const HandoffVariant vs[] = {
+      {0, "thread: spin, fence + red.relaxed"},
+      {H_RELEASE_RED, "thread: spin, red.release"},
+      {H_BACKOFF, "thread: back-off poll, fence + red.relaxed"},
+      {H_BLOCK, "block: spin, barriers, fence + red"},
+      {H_BLOCK | H_BACKOFF, "block: back-off poll, barriers, fence + red"},
+  };
+  handoff_table("probe_handoff", d_data, 0, vs, sizeof vs / sizeof *vs, 3,
+                "reads saw another pass's data", quick);
+}
+
 /* The row hand-off (sync_probe.c probe_handoff_row): the one-way time of a 2048-value row, counted
- * or flagged, with and without the weight stream's copies in flight on the two SMs. */
+ * or flagged, with and without the weight stream's copies in flight on the two SMs; the rows (two
+ * of 2048 words of 8 bytes) cleared before each run, so that no word carries a pass number yet. */
 static void handoff_row(int quick) {
   enum { ROW_FLAGGED = 1, ROW_STREAM = 2 }; /* as sync_probe.c */
-  static const struct { unsigned variant; const char *what; } vs[] = {
+  static const HandoffVariant vs[] = {
       {0, "row: counted (barrier, fence + red / poll, loads)"},
       {ROW_FLAGGED, "row: flagged words (no fence; each reader polls)"},
       {ROW_STREAM, "row: counted, bulk copies in flight"},
       {ROW_FLAGGED | ROW_STREAM, "row: flagged words, bulk copies in flight"},
   };
-  uint32_t iters = quick ? 200 : 2000;
-  uint64_t words = (uint64_t)1 << STREAM_WORDS_LOG2;
-  for (unsigned load = 0; load < 2; load++)
-    for (size_t v = 0; v < sizeof vs / sizeof *vs; v++) {
-      uint64_t rt[7];
-      int runs = quick ? 3 : 7;
-      for (int r = 0; r < runs; r++) {
-        reset();
-        CHECK_CU(cuMemsetD8(d_rows, 0, 2 * 2048 * 8));
-        unsigned variant = vs[v].variant;
-        void *args[] = {&d_cnt, &d_rows, &d_out, &d_err, &d_stop, &d_buf, &words, &load, &iters,
-                        &variant};
-        launch("probe_handoff_row", load ? sms : 2, args);
-        uint64_t o[2];
-        CHECK_CU(cuMemcpyDtoH(o, d_out, sizeof o));
-        if (o[1]) {
-          fprintf(stderr, "sync_probe: handoff_row: %llu values read were not the pass's\n",
-                  (unsigned long long)o[1]);
-          exit(1);
-        }
-        rt[r] = o[0] / 2;
-      }
-      double p50, p90;
-      pcts(rt, (size_t)runs, &p50, &p90);
-      row("handoff", vs[v].what, kLoads[load], p50, p90, "ns");
-    }
+  handoff_table("probe_handoff_row", d_rows, 2 * 2048 * 8, vs, sizeof vs / sizeof *vs, 2,
+                "values read were not the pass's", quick);
 }
 
 static void fence(int quick) {

@@ -291,15 +291,6 @@ static inline void ld_relaxed_v2u64(const u64 *p, u64 *a, u64 *b) {
                    : "l"(p)
                    : "memory");
 }
-static inline uint4 ld_relaxed_v4(const uint4 *p) {
-  uint4 v;
-  __asm__ volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
-                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                   : "l"(p)
-                   : "memory");
-  return v;
-}
-
 /* Warp 7's first thread: the ring's copies, refilled as they land, until *done. */
 static void row_stream(const uint8_t *src, u64 chunks, u32 first, volatile MLK_SHARED u32 *done,
                        u32 *err) {
@@ -325,7 +316,8 @@ static void row_stream(const uint8_t *src, u64 chunks, u32 first, volatile MLK_S
       }
 }
 
-/* The value of element i in pass p (never 0 in the high half's pass: p >= 1). */
+/* The value of element i in pass p: below 2^24 for the probe's passes (<= 2000), so exact as a
+ * float too (the counted row's values are floats, as a task's output). */
 static inline u32 row_value(u32 p, u32 i) { return p * 4096u + i; }
 
 /* Receives pass p: 1 when every thread saw it before the deadline; bad counts wrong values. */
@@ -360,11 +352,11 @@ static int row_receive(const u32 *theirs, const void *row, u32 p, int flagged, u
   bar_row();
   if (!*okw)
     return 0;
-  const uint4 *r = (const uint4 *)row;
+  const float *r = (const float *)row; /* read at the L2, as a task stages x after its wait */
   for (u32 i = tid; i < ROW_VALUES / 4; i += ROW_THREADS) {
-    uint4 v = ld_relaxed_v4(r + i);
-    *bad += (v.x != row_value(p, 4 * i)) + (v.y != row_value(p, 4 * i + 1)) +
-            (v.z != row_value(p, 4 * i + 2)) + (v.w != row_value(p, 4 * i + 3));
+    mlk_f4 v = mlk_ld_cg_f4(r + 4 * i);
+    *bad += (v.x != (float)row_value(p, 4 * i)) + (v.y != (float)row_value(p, 4 * i + 1)) +
+            (v.z != (float)row_value(p, 4 * i + 2)) + (v.w != (float)row_value(p, 4 * i + 3));
   }
   return 1;
 }
@@ -378,10 +370,10 @@ static void row_send(u32 *mine, void *row, u32 p, int flagged) {
       st_relaxed_v2u64(w + 2 * i, hi | row_value(p, 2 * i), hi | row_value(p, 2 * i + 1));
     return;
   }
-  uint4 *r = (uint4 *)row;
+  mlk_f4 *r = (mlk_f4 *)row;
   for (u32 i = tid; i < ROW_VALUES / 4; i += ROW_THREADS) {
-    uint4 v = {row_value(p, 4 * i), row_value(p, 4 * i + 1), row_value(p, 4 * i + 2),
-               row_value(p, 4 * i + 3)};
+    mlk_f4 v = {(float)row_value(p, 4 * i), (float)row_value(p, 4 * i + 1),
+                (float)row_value(p, 4 * i + 2), (float)row_value(p, 4 * i + 3)};
     r[i] = v;
   }
   bar_row(); /* every thread's stores before thread 0's release */
